@@ -1,0 +1,450 @@
+"""`AlohaSim`: the ALOHA bimanual TransferCube task (gym-aloha 0.1.5) as a fast,
+seeded, condition-aware simulator.
+
+We use gym-aloha's model (XML assets), its task class (action mapping, episode
+initialisation, the 0-4 contact reward) and its MuJoCo physics via dm_control,
+but step the physics ourselves instead of going through ``gym.Env``/
+``dm_control.rl.control.Environment``: those render three 640x480 cameras on every
+step (~5 steps/s). Here only the cameras you ask for are rendered, at your size,
+with antialiasing and shadows off, and only when you call :meth:`AlohaSim.render`.
+
+Physics is identical to ``gym_aloha/AlohaTransferCube-v0`` (same model, same
+``before_step`` action mapping, 10 physics substeps of 2 ms per 50 Hz control step),
+except the cube pose comes from our own seeded sampler over
+:class:`~roboloop.sim.conditions.SceneConditions` ``region``/``yaw``.
+
+Conventions
+-----------
+* ``joint_positions()`` / actions: 14 values, left arm then right arm, each
+  ``waist, shoulder, elbow, forearm_roll, wrist_angle, wrist_rotate`` (rad, absolute)
+  then the gripper (normalised: 0 closed .. 1 open) — gym-aloha's ``agent_pos``.
+* Poses: position xyz (m, world frame) and quaternion **wxyz** (MuJoCo order).
+* Determinism: same ``seed`` + same ``conditions`` (+ same action sequence) gives
+  bit-identical joint trajectories and images, in any process.
+
+``MUJOCO_GL`` defaults to ``egl`` (headless) and is set when this module is
+imported; MuJoCo, dm_control and gym-aloha are imported lazily on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import atexit
+import math
+import weakref
+from typing import Any, Sequence
+
+import numpy as np
+
+from .conditions import DISTRACTOR_LAYOUT, SceneConditions
+
+__all__ = ["AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE"]
+
+TASKS = ("transfer_cube",)
+CAMERAS = ("top", "angle", "front_close", "left_wrist", "right_wrist", "left_pillar", "right_pillar")
+CUBE_HALF_SIZE = 0.02
+CUBE_START_Z = 0.05  # gym-aloha drops the cube from 5 cm; it settles near z = 0.02
+
+ARM_LINKS = (
+    "shoulder_link",
+    "upper_arm_link",
+    "upper_forearm_link",
+    "lower_forearm_link",
+    "wrist_link",
+    "gripper_link",
+    "gripper_prop_link",
+    "left_finger_link",
+    "right_finger_link",
+)
+
+_LAZY: dict[str, Any] = {}
+_LIVE: "weakref.WeakSet[AlohaSim]" = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _close_all() -> None:
+    # free GL contexts before interpreter teardown (EGL errors otherwise)
+    for sim in list(_LIVE):
+        try:
+            sim.close()
+        except Exception:
+            pass
+
+
+def _mods() -> dict[str, Any]:
+    """Import MuJoCo / dm_control / gym-aloha once, after MUJOCO_GL is set."""
+    if not _LAZY:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        import mujoco
+        from dm_control import mujoco as dm_mujoco
+        from dm_control.mujoco import wrapper as dm_wrapper
+        from gym_aloha import constants as ga_constants
+        from gym_aloha.tasks import sim as ga_sim
+
+        _LAZY.update(mujoco=mujoco, dm_mujoco=dm_mujoco, dm_wrapper=dm_wrapper, constants=ga_constants, sim=ga_sim)
+    return _LAZY
+
+
+def sample_cube_pose(seed: int, conditions: SceneConditions) -> np.ndarray:
+    """The cube's start pose (xyz + quat wxyz) for ``seed`` under ``conditions``:
+    x, y uniform in the region, z = 0.05 (as gym-aloha), yaw uniform in
+    [yaw_min, yaw_max] degrees. Uses its own ``numpy.random.Generator(PCG64(seed))``."""
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    x = rng.uniform(conditions.x_min, conditions.x_max)
+    y = rng.uniform(conditions.y_min, conditions.y_max)
+    yaw = math.radians(rng.uniform(conditions.yaw_min, conditions.yaw_max))
+    return np.array([x, y, CUBE_START_Z, math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
+
+
+def _quat_to_mat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+class AlohaSim:
+    """ALOHA bimanual simulator (gym-aloha TransferCube) with scene conditions.
+
+    ``AlohaSim(task="transfer_cube", cameras=("top",), width=320, height=240)``
+
+    * ``cameras``: the only cameras :meth:`render` may render (any of :data:`CAMERAS`),
+      all at ``width`` x ``height``; ``()`` means physics only (no GL context at all).
+    * ``reset(seed, conditions)`` -> None; ``step(action[14])`` -> reward (0-4, gym-aloha's).
+    * ``control_hz`` = 50, ``dt`` = 0.02 s, ``max_steps`` = 300 (an episode's length;
+      ``step`` does not stop you from going further).
+    * State: ``joint_positions()``, ``joint_velocities()``, ``joint_names``,
+      ``cube_pose()``, ``link_poses()``, ``static_poses()``, ``geometry()``,
+      ``contacts()``, ``cube_contacts()``, ``gripper_positions()``.
+    * ``physics`` is the dm_control ``Physics`` (``physics.model.ptr`` / ``physics.data.ptr``
+      are the raw ``mujoco.MjModel`` / ``MjData``), for code that needs more.
+    """
+
+    control_hz: int = 50
+    dt: float = 0.02
+    max_steps: int = 300
+    n_substeps: int = 10
+
+    def __init__(
+        self,
+        task: str = "transfer_cube",
+        cameras: Sequence[str] = ("top",),
+        width: int = 320,
+        height: int = 240,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        cameras = tuple(cameras)
+        bad = [c for c in cameras if c not in CAMERAS]
+        if bad:
+            raise ValueError(f"unknown camera(s) {bad}; valid cameras: {', '.join(CAMERAS)}")
+        if cameras and not (0 < width <= 640 and 0 < height <= 480):
+            raise ValueError(f"image size must be within 640x480 (the model's offscreen buffer), got {width}x{height}")
+        self.task = task
+        self.cameras: tuple[str, ...] = cameras
+        self.width = int(width)
+        self.height = int(height)
+        m = _mods()
+        self._mj = m["mujoco"]
+        self._ga_sim = m["sim"]
+        self._constants = m["constants"]
+        self._task = self._ga_sim.TransferCubeTask()
+        self._physics = None
+        self._renderer = None
+        self._n_distractors = -1
+        self._conditions: SceneConditions | None = None
+        self._seed: int | None = None
+        self._step = 0
+        self._contact_cache: list[tuple[int, int]] | None = None
+        self._geometry_cache: dict[str, dict] | None = None
+        self._build(0)
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ model
+    def _build(self, n_distractors: int) -> None:
+        mj = self._mj
+        xml = self._constants.ASSETS_DIR / "bimanual_viperx_transfer_cube.xml"
+        dm_mujoco, dm_wrapper = _LAZY["dm_mujoco"], _LAZY["dm_wrapper"]
+        if n_distractors == 0:
+            physics = dm_mujoco.Physics.from_xml_path(str(xml))
+        else:
+            spec = mj.MjSpec.from_file(str(xml))
+            shapes = {"box": mj.mjtGeom.mjGEOM_BOX, "cylinder": mj.mjtGeom.mjGEOM_CYLINDER, "sphere": mj.mjtGeom.mjGEOM_SPHERE}
+            for name, shape, pos, half, rgba in DISTRACTOR_LAYOUT[:n_distractors]:
+                body = spec.worldbody.add_body(name=name, pos=list(pos))
+                size = list(half) + [0.0] * (3 - len(half))
+                body.add_geom(name=name, type=shapes[shape], size=size, rgba=list(rgba))
+            physics = dm_mujoco.Physics.from_model(dm_wrapper.MjModel(spec.compile()))
+        model = physics.model.ptr
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self._physics = physics
+        self._model = model
+        self._data = physics.data.ptr
+        self._n_distractors = n_distractors
+        self._geometry_cache = None
+        # rendering settings (must precede the first render): no antialiasing, no shadows
+        model.vis.quality.offsamples = 0
+        model.light_castshadow[:] = 0
+        self._base_light_diffuse = model.light_diffuse.copy()
+        self._base_light_specular = model.light_specular.copy()
+        name2id = lambda kind, n: mj.mj_name2id(model, kind, n)  # noqa: E731
+        G, B = mj.mjtObj.mjOBJ_GEOM, mj.mjtObj.mjOBJ_BODY
+        self._table_geom = name2id(G, "table")
+        self._cube_geom = name2id(G, "red_box")
+        self._cube_body = name2id(B, "box")
+        self._finger_geoms = {
+            (arm, side): name2id(G, f"vx300s_{arm}/10_{side}_gripper_finger")
+            for arm in ("left", "right")
+            for side in ("left", "right")
+        }
+        self._link_bodies = {"left/base": name2id(B, "vx300s_left"), "right/base": name2id(B, "vx300s_right")}
+        for arm in ("left", "right"):
+            for link in ARM_LINKS:
+                self._link_bodies[f"{arm}/{link}"] = name2id(B, f"vx300s_{arm}/{link}")
+        self._static_bodies = {"table": name2id(B, "table")}
+        for name, *_ in DISTRACTOR_LAYOUT[:n_distractors]:
+            self._static_bodies[name] = name2id(B, name)
+        # gripper "site": midpoint between the finger pads, in the gripper_link frame
+        self._gripper_body = {arm: name2id(B, f"vx300s_{arm}/gripper_link") for arm in ("left", "right")}
+
+    def _apply_visuals(self, c: SceneConditions) -> None:
+        model = self._model
+        model.light_diffuse[:] = self._base_light_diffuse * c.light_scale
+        model.light_specular[:] = self._base_light_specular * c.light_scale
+        model.vis.headlight.ambient[:] = c.ambient
+        model.geom_rgba[self._table_geom] = c.table_rgba
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: int, conditions: SceneConditions | None = None) -> None:
+        """Start an episode: arms at gym-aloha's start pose, cube at the pose sampled
+        from ``conditions`` with ``seed`` (see :func:`sample_cube_pose`), lighting /
+        table colour / distractors applied. Deterministic in (seed, conditions)."""
+        conditions = conditions if conditions is not None else SceneConditions()
+        if conditions.distractors != self._n_distractors:
+            self._build(conditions.distractors)
+        self._apply_visuals(conditions)
+        pose = sample_cube_pose(seed, conditions)
+        ga_sim = self._ga_sim
+        physics = self._physics
+        ga_sim.BOX_POSE[0] = pose  # process-global read by TransferCubeTask.initialize_episode
+        with physics.reset_context():  # mj_resetData, then mj_forward on exit
+            self._task.initialize_episode(physics)
+        self._conditions = conditions
+        self._seed = int(seed)
+        self._start_pose = pose
+        self._step = 0
+        self._contact_cache = None
+
+    def step(self, action: np.ndarray) -> float:
+        """Apply 14 absolute joint targets (gripper 0 closed .. 1 open) for one 50 Hz
+        control step (10 physics substeps) and return gym-aloha's reward (0-4)."""
+        if self._conditions is None:
+            raise RuntimeError("call reset(seed, conditions) before step()")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (14,):
+            raise ValueError(f"action must have 14 values, got shape {np.shape(action)}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action has non-finite values: {a}")
+        self._task.before_step(a, self._physics)
+        self._physics.step(self.n_substeps)
+        self._step += 1
+        self._contact_cache = None
+        return float(self.reward())
+
+    def reward(self) -> int:
+        """gym-aloha's TransferCube reward for the current state: 1 right finger touches
+        the cube, 2 + lifted (no table contact), 3 left finger touches, 4 + no table."""
+        f = self.cube_contacts()
+        r = 0
+        if f["right_left_finger"]:
+            r = 2 if not f["table"] else 1
+        if f["left_left_finger"]:
+            r = 4 if not f["table"] else 3
+        return r
+
+    # ------------------------------------------------------------------ state
+    @property
+    def physics(self):
+        return self._physics
+
+    @property
+    def conditions(self) -> SceneConditions | None:
+        return self._conditions
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @property
+    def step_count(self) -> int:
+        """Control steps taken since reset."""
+        return self._step
+
+    @property
+    def time(self) -> float:
+        """Seconds since reset (step_count * dt)."""
+        return self._step * self.dt
+
+    @property
+    def joint_names(self) -> list[str]:
+        """The 14 joint names (gym-aloha's ``JOINTS``), e.g. ``left_arm_waist`` .. ``right_arm_gripper``."""
+        return list(self._constants.JOINTS)
+
+    def joint_positions(self) -> np.ndarray:
+        """14 joint positions (gym-aloha ``agent_pos``; grippers normalised 0 closed .. 1 open)."""
+        return self._task.get_qpos(self._physics)
+
+    def joint_velocities(self) -> np.ndarray:
+        """14 joint velocities (gym-aloha ``qvel`` observation; gripper normalised)."""
+        return self._task.get_qvel(self._physics)
+
+    def cube_pose(self) -> np.ndarray:
+        """Cube pose: xyz (m) + quaternion wxyz (the last 7 qpos values)."""
+        return self._data.qpos[-7:].copy()
+
+    @property
+    def cube_start_pose(self) -> np.ndarray:
+        """The pose the cube was placed at by ``reset`` (before it settles)."""
+        return self._start_pose.copy()
+
+    def link_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """World poses ``{name: (pos[3], quat_wxyz[4])}`` of the robot bodies worth drawing:
+        ``left/base``, ``left/shoulder_link`` ... ``left/gripper_link``,
+        ``left/left_finger_link``, ``left/right_finger_link`` and the same for ``right/``."""
+        xpos, xquat = self._data.xpos, self._data.xquat
+        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._link_bodies.items()}
+
+    def static_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """World poses of the static scene bodies: ``table`` and ``distractor_<i>``."""
+        xpos, xquat = self._data.xpos, self._data.xquat
+        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._static_bodies.items()}
+
+    def geometry(self) -> dict[str, dict[str, Any]]:
+        """Simple shapes to draw every body of :meth:`link_poses`, :meth:`static_poses`
+        and the ``cube``: ``{name: {"shape": "box", "half_size": [3], "center": [3],
+        "rgba": [4]}}``. ``center`` and ``half_size`` are in the body frame: draw a box
+        of those half sizes centred at ``center`` and rotated with the body's pose.
+        Boxes are the body-frame AABB of the body's geoms (meshes included)."""
+        if self._geometry_cache is None:
+            mj, model = self._mj, self._model
+            out: dict[str, dict[str, Any]] = {}
+            bodies = dict(self._link_bodies)
+            bodies.update(self._static_bodies)
+            bodies["cube"] = self._cube_body
+            for name, b in bodies.items():
+                corners = []
+                rgba = None
+                for g in range(model.ngeom):
+                    if model.geom_bodyid[g] != b:
+                        continue
+                    c, h = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
+                    R = _quat_to_mat(model.geom_quat[g])
+                    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+                    pts = (c + signs * h) @ R.T + model.geom_pos[g]
+                    corners.append(pts)
+                    if rgba is None:
+                        rgba = model.geom_rgba[g].copy()
+                if not corners:
+                    continue
+                pts = np.concatenate(corners)
+                lo, hi = pts.min(0), pts.max(0)
+                out[name] = {
+                    "shape": "box",
+                    "half_size": ((hi - lo) / 2).tolist(),
+                    "center": ((hi + lo) / 2).tolist(),
+                    "rgba": [float(v) for v in rgba],
+                }
+            self._geometry_cache = out
+            del mj
+        return {k: dict(v) for k, v in self._geometry_cache.items()}
+
+    def gripper_positions(self) -> dict[str, np.ndarray]:
+        """World position of each gripper's grasp point (between the finger tips):
+        ``{"left": xyz, "right": xyz}``."""
+        out = {}
+        for arm in ("left", "right"):
+            b = self._gripper_body[arm]
+            out[arm] = self._data.xpos[b] + self._data.xmat[b].reshape(3, 3) @ GRASP_OFFSET
+        return out
+
+    # ------------------------------------------------------------------ contacts
+    def _contact_pairs(self) -> list[tuple[int, int]]:
+        if self._contact_cache is None:
+            d = self._data
+            n = d.ncon
+            if n:
+                g1 = d.contact.geom1[:n]
+                g2 = d.contact.geom2[:n]
+                self._contact_cache = list(zip(g1.tolist(), g2.tolist()))
+            else:
+                self._contact_cache = []
+        return self._contact_cache
+
+    def contacts(self) -> list[tuple[str, str]]:
+        """Current contacts as (geom name, geom name) pairs (MuJoCo's order)."""
+        mj, model = self._mj, self._model
+        name = lambda g: mj.mj_id2name(model, mj.mjtObj.mjOBJ_GEOM, g) or f"geom{g}"  # noqa: E731
+        return [(name(a), name(b)) for a, b in self._contact_pairs()]
+
+    def cube_contacts(self) -> dict[str, bool]:
+        """What the cube touches now: ``left_left_finger``, ``left_right_finger``,
+        ``right_left_finger``, ``right_right_finger`` (arm_finger), ``table``, ``other``
+        (anything else, e.g. another robot link or a distractor)."""
+        cube = self._cube_geom
+        touching = set()
+        for a, b in self._contact_pairs():
+            if a == cube:
+                touching.add(b)
+            elif b == cube:
+                touching.add(a)
+        out = {f"{arm}_{side}_finger": g in touching for (arm, side), g in self._finger_geoms.items()}
+        out["table"] = self._table_geom in touching
+        known = set(self._finger_geoms.values()) | {self._table_geom}
+        out["other"] = bool(touching - known)
+        return out
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, camera: str) -> np.ndarray:
+        """Render one of ``self.cameras`` at (height, width): uint8 array [H, W, 3]."""
+        if camera not in self.cameras:
+            raise ValueError(
+                f"camera {camera!r} is not enabled for this AlohaSim; enabled: {', '.join(self.cameras) or '(none)'}"
+            )
+        if self._renderer is None:
+            global _ATEXIT_REGISTERED
+            self._renderer = self._mj.Renderer(self._model, self.height, self.width)
+            if not _ATEXIT_REGISTERED:
+                # registered after MuJoCo's own EGL atexit hook, so it runs before it
+                atexit.register(_close_all)
+                _ATEXIT_REGISTERED = True
+        self._renderer.update_scene(self._data, camera=camera)
+        return self._renderer.render().copy()
+
+    def render_all(self) -> dict[str, np.ndarray]:
+        """``{camera: image}`` for every enabled camera."""
+        return {c: self.render(c) for c in self.cameras}
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __enter__(self) -> "AlohaSim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# grasp point in the gripper_link frame: fingers are mounted at x = 0.0687; the pads
+# reach about 4.5 cm further. Measured from the finger geoms' AABBs (see demonstrator).
+GRASP_OFFSET = np.array([0.11, 0.0, 0.0])
