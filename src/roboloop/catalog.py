@@ -1,0 +1,395 @@
+"""The catalog: an embedded Rerun catalog server restored from the workspace, or a remote one.
+
+With no catalog URL, `Catalog` starts the open-source Rerun catalog server in-process,
+bound to 127.0.0.1 on a free port, and restores the workspace into it: every dataset
+(`base` layer first, then the other layers), every table, each dataset's default
+blueprint. The server keeps all of that in memory only, so the workspace is the system
+of record and a restart loses nothing. With a URL (`--catalog` / `ROBOLOOP_CATALOG`) it
+attaches to a running catalog and starts nothing.
+
+This module decides nothing about file layout: paths come from `Workspace`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from roboloop import schema
+from roboloop.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+ENV_CATALOG = "ROBOLOOP_CATALOG"
+LOCALHOST = "127.0.0.1"
+_RRD_MAGIC = b"RRF2"
+_RRD_FOOTER_MAGIC = b"RRF2FOOT"
+
+
+class CatalogError(Exception):
+    """A catalog problem a user can act on; the message says what to do."""
+
+
+class UnknownDatasetError(CatalogError, KeyError):
+    """A dataset name that the catalog does not have."""
+
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        self.name = name
+        self.available = list(available)
+        listing = ", ".join(self.available) if self.available else "(none yet: create one with `roboloop collect` or `roboloop import`)"
+        super().__init__(f"unknown dataset {name!r}; available datasets: {listing}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class CorruptRecordingError(CatalogError, ValueError):
+    """An RRD file that cannot be read (truncated, not an RRD, no recording in it)."""
+
+
+# --- RRD validation ------------------------------------------------------------------------
+
+def quick_check_rrd(path: Path) -> str | None:
+    """Cheap structural check (header and footer magic); returns a reason string when broken.
+
+    Files written by a finished `RecordingStream` end with a footer; a truncated or
+    half-copied file does not.
+    """
+    try:
+        size = path.stat().st_size
+        if size < 16:
+            return f"file too small to be an RRD ({size} bytes)"
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(max(0, size - 64))
+            tail = fh.read()
+    except OSError as exc:
+        return f"cannot read file: {exc}"
+    if head != _RRD_MAGIC:
+        return "not an RRD file (wrong header)"
+    if _RRD_FOOTER_MAGIC not in tail:
+        return "truncated RRD (no footer: the writer did not finish)"
+    return None
+
+
+def validate_rrd(path: str | os.PathLike[str]) -> str:
+    """Fully open an RRD's manifest; return its recording id (= segment id) or raise CorruptRecordingError."""
+    from rerun.chunk import RrdReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptRecordingError(f"{path}: no such file")
+    reason = quick_check_rrd(path)
+    if reason:
+        raise CorruptRecordingError(f"{path}: {reason}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = RrdReader(path)
+            recordings = reader.recordings()
+            if not recordings:
+                raise CorruptRecordingError(f"{path}: the file holds no recording (only a blueprint?)")
+            reader.store()
+    except CorruptRecordingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reader raises RuntimeError/ValueError variants
+        raise CorruptRecordingError(f"{path}: unreadable RRD: {exc}") from exc
+    return recordings[0].recording_id
+
+
+def file_uri(path: Path) -> str:
+    return Path(path).resolve().as_uri()
+
+
+# --- restore report ------------------------------------------------------------------------
+
+@dataclass
+class RestoreReport:
+    """What a start restored from the workspace, and what it had to skip."""
+
+    segments: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, layer) -> count
+    tables: list[str] = field(default_factory=list)
+    blueprints: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+    seconds: float = 0.0
+
+
+# --- the catalog ---------------------------------------------------------------------------
+
+class Catalog:
+    """Client access to the catalog, embedded (restored from the workspace) or remote.
+
+    Keep the object alive while using `client`: it owns the in-process server.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace | None = None,
+        url: str | None = None,
+        *,
+        restore: bool = True,
+        port: int = 0,
+    ) -> None:
+        import rerun as rr
+
+        self.workspace = workspace or Workspace()
+        url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
+        self.server = None
+        self.report = RestoreReport()
+        if url:
+            self.client = _connect(url)
+            self.url = url
+        else:
+            self.server = _start_server(rr, port)
+            self.client = self.server.client()
+            self.url = self.server.url()
+            if restore:
+                self.report = self.restore()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        """True when this process runs the catalog server."""
+        return self.server is not None
+
+    def close(self) -> None:
+        """Stop the embedded server (no-op when attached to a remote catalog)."""
+        if self.server is not None:
+            try:
+                self.server.shutdown()
+            finally:
+                self.server = None
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- restore ---------------------------------------------------------------------------
+    def restore(self) -> RestoreReport:
+        """Register everything in the workspace: datasets (base layer first), tables, blueprints."""
+        t0 = time.perf_counter()
+        report = RestoreReport()
+        ws = self.workspace
+        for name, folder in ws.tables().items():
+            try:
+                self.client.register_table(name, folder.resolve().as_uri())
+                report.tables.append(name)
+            except Exception as exc:  # noqa: BLE001
+                report.skipped.append((folder, f"table could not be loaded: {exc}"))
+        for dataset in ws.datasets():
+            ds = self.client.create_dataset(dataset, exist_ok=True)
+            for layer in ws.layers(dataset):
+                files = ws.segment_files(dataset, layer)
+                good: list[Path] = []
+                for f in files:
+                    reason = quick_check_rrd(f)
+                    if reason:
+                        report.skipped.append((f, reason))
+                    else:
+                        good.append(f)
+                ok = self._register_tolerant(ds, good, layer, report)
+                report.segments[(dataset, layer)] = ok
+            bp = ws.blueprint_path(dataset)
+            if bp.is_file():
+                try:
+                    ds.register_blueprint(file_uri(bp))
+                    report.blueprints.append(dataset)
+                except Exception as exc:  # noqa: BLE001
+                    report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
+        for path, reason in report.skipped:
+            log.warning("skipped %s while restoring the workspace: %s", path, reason)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _register_tolerant(self, ds, files: list[Path], layer: str, report: RestoreReport) -> int:
+        """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest."""
+        if not files:
+            return 0
+        from rerun.catalog import OnDuplicateSegmentLayer
+
+        try:
+            results = list(
+                ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
+            )
+        except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
+            if len(files) == 1:
+                report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
+                return 0
+            mid = len(files) // 2
+            return self._register_tolerant(ds, files[:mid], layer, report) + self._register_tolerant(
+                ds, files[mid:], layer, report
+            )
+        ok = 0
+        for res in results:
+            if res.is_error:
+                report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
+            else:
+                ok += 1
+        return ok
+
+    # --- datasets --------------------------------------------------------------------------
+    def dataset_names(self) -> list[str]:
+        return sorted(self.client.dataset_names())
+
+    def dataset(self, name: str):
+        """The DatasetEntry called `name`; UnknownDatasetError (listing the existing ones) if absent."""
+        names = self.dataset_names()
+        if name not in names:
+            raise UnknownDatasetError(name, names)
+        return self.client.get_dataset(name)
+
+    def ensure_dataset(self, name: str):
+        """Get or create a dataset (its workspace folder is created by the first file written)."""
+        schema.validate_dataset_name(name)
+        return self.client.create_dataset(name, exist_ok=True)
+
+    def register_files(
+        self,
+        dataset: str,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        layer: str = schema.BASE_LAYER,
+        validate: bool = True,
+    ) -> list[str]:
+        """Register finished RRD files (already in the workspace) as `layer` of `dataset`.
+
+        A layer that already exists for a segment is replaced. With `validate`, every file
+        is checked first and nothing is registered if any file is corrupt.
+        Returns the segment ids.
+        """
+        from rerun.catalog import OnDuplicateSegmentLayer
+
+        files = [Path(p) for p in paths]
+        if not files:
+            return []
+        if validate:
+            for f in files:
+                validate_rrd(f)
+        ds = self.ensure_dataset(dataset)
+        op = ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE)
+        ids, errors = [], []
+        for res in op.iter_results():
+            (errors.append(f"{res.uri}: {res.error}") if res.is_error else ids.append(res.segment_id))
+        if errors:
+            raise CatalogError("the catalog rejected some files:\n  " + "\n  ".join(errors))
+        return ids
+
+    def unregister_layer(self, dataset: str, layer: str, segment_ids: Sequence[str] = ()) -> None:
+        """Drop one layer (of the given segments, or of all of them) from the catalog."""
+        self.dataset(dataset).unregister(segments_to_drop=list(segment_ids), layers_to_drop=[layer]).wait()
+
+    def register_blueprint(self, dataset: str, path: str | os.PathLike[str]) -> None:
+        """Register an .rbl file as the dataset's default blueprint."""
+        self.dataset(dataset).register_blueprint(file_uri(Path(path)))
+
+    # --- queries ---------------------------------------------------------------------------
+    def segment_table(self, dataset: str) -> pa.Table:
+        """The dataset's segment table with friendly property columns.
+
+        Each `property:<group>:<name>` column becomes `<group>.<name>`; single-valued
+        properties are unwrapped from their one-element lists. `rerun_segment_id` is
+        kept as `segment_id`, `rerun_layer_names` as `layers`.
+        """
+        raw = self.dataset(dataset).segment_table().to_arrow_table()
+        return friendly_segment_table(raw)
+
+    def sql(self, query: str) -> pa.Table:
+        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it."""
+        ctx = self.client.ctx
+        for name in self.dataset_names():
+            table = self.segment_table(name)
+            _register_arrow(ctx, name, table)
+        try:
+            return ctx.sql(query).to_arrow_table()
+        except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
+            raise CatalogError(f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(self.dataset_names()) or '(none)'}") from exc
+
+    # --- tables ----------------------------------------------------------------------------
+    def table_names(self) -> list[str]:
+        return sorted(self.client.table_names())
+
+    def table(self, name: str, arrow_schema: pa.Schema | None = None):
+        """Get a table; with `arrow_schema`, create it (persisted under the workspace) when missing."""
+        if name in self.table_names():
+            return self.client.get_table(name)
+        if arrow_schema is None:
+            raise CatalogError(f"unknown table {name!r}; available tables: {', '.join(self.table_names()) or '(none)'}")
+        folder = self.workspace.table_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
+
+
+def friendly_segment_table(raw: pa.Table) -> pa.Table:
+    """Rename property columns to `group.name` and unwrap one-element list values."""
+    import pyarrow.compute as pc
+
+    columns, names = [], []
+    for name in raw.column_names:
+        col = raw.column(name)
+        if name == schema.SEGMENT_ID_COLUMN:
+            names.append("segment_id")
+            columns.append(col)
+        elif name == schema.LAYER_NAMES_COLUMN:
+            names.append("layers")
+            columns.append(col)
+        elif name.startswith(schema.PROPERTY_PREFIX):
+            friendly = schema.friendly_name(name)
+            if friendly is None or friendly.startswith("RecordingInfo."):
+                continue
+            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                lengths = pc.list_value_length(col)
+                max_len = pc.max(lengths).as_py()
+                if max_len is None or max_len <= 1:
+                    values = [v[0] if v else None for v in col.to_pylist()]
+                    col = pa.array(values, type=col.type.value_type)
+            names.append(friendly)
+            columns.append(col)
+        elif name.startswith(schema.TIMELINE + ":"):
+            names.append(name.replace(":", "_"))
+            columns.append(col)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def _register_arrow(ctx, name: str, table: pa.Table) -> None:
+    try:
+        ctx.deregister_table(name)
+    except Exception:  # noqa: BLE001
+        pass
+    ctx.register_record_batches(name, [table.to_batches()])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _start_server(rr, port: int):
+    """Start the in-process server on 127.0.0.1; a port clash falls back to a free port."""
+    try:
+        return rr.server.Server(host=LOCALHOST, port=port)
+    except Exception as exc:  # noqa: BLE001
+        if port == 0:
+            raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
+        log.warning("port %d is in use (%s); using a free port instead", port, _first_line(exc))
+        return rr.server.Server(host=LOCALHOST, port=0)
+
+
+def _connect(url: str):
+    from rerun.catalog import CatalogClient
+
+    try:
+        return CatalogClient(url)
+    except Exception as exc:  # noqa: BLE001
+        raise CatalogError(
+            f"could not reach the catalog at {url}: {_first_line(exc)}\n"
+            f"  start one with `roboloop serve`, or unset {ENV_CATALOG} / drop --catalog to use the embedded one"
+        ) from exc

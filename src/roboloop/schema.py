@@ -1,0 +1,134 @@
+"""Conventions every stage shares: entity paths, timelines, layers, property names, dataset names.
+
+This module is the single source of those names. It does no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+# --- timelines ---------------------------------------------------------------------------
+TIMELINE = "time"
+"""Duration since episode start; every stream of every episode is logged on it."""
+
+CONTROL_HZ = 50
+"""Control rate of the ALOHA arms: joint state, joint targets and reward are logged at it."""
+
+CAMERA_HZ = 25
+"""Default rate at which camera frames are recorded."""
+
+# --- entity paths ------------------------------------------------------------------------
+JOINT_POSITIONS = "/robot/joint_positions"
+"""14 measured joint positions (6 joints + gripper per arm, left arm first)."""
+JOINT_TARGETS = "/robot/joint_targets"
+"""14 commanded absolute joint targets: the action."""
+REWARD = "/reward"
+CUBE_POSE = "/scene/cube"
+SCENE_ROOT = "/scene"
+ROBOT_LINKS = "/scene/robot"
+CAMERA_ROOT = "/cameras"
+TASK = "/task"
+
+SCALARS_COMPONENT = "Scalars:scalars"
+VIDEO_SAMPLE_COMPONENT = "VideoStream:sample"
+
+
+def camera_path(camera: str) -> str:
+    """Entity path of one camera's H.264 video stream."""
+    return f"{CAMERA_ROOT}/{camera}"
+
+
+def link_path(link: str) -> str:
+    """Entity path of one robot link's pose in the 3D scene."""
+    return f"{ROBOT_LINKS}/{link}"
+
+
+# --- layers ------------------------------------------------------------------------------
+BASE_LAYER = "base"
+"""The raw recording. Never rewritten."""
+SIGNALS_LAYER = "signals"
+"""Derived per-episode signals (refine)."""
+QUALITY_LAYER = "quality"
+"""Quality verdicts (flag / unflag)."""
+
+# --- property groups ---------------------------------------------------------------------
+EPISODE = "episode"  # kind, task, seed, policy, software_version
+SCENE = "scene"  # every scene condition that was set, plus a region label
+OUTCOME = "outcome"  # success, max_reward, success_step, steps, duration
+SIGNALS = "signals"  # derived signals, in the signals layer
+QUALITY = "quality"  # flagged, reason, flagged_at, in the quality layer
+RUN = "run"  # training-run metadata, in <dataset>_runs
+
+PROPERTY_PREFIX = "property:"
+
+KIND_DEMO = "demo"
+KIND_ROLLOUT = "rollout"
+KIND_RUN = "run"
+
+# Segment-table columns that Rerun itself provides (not properties).
+SEGMENT_ID_COLUMN = "rerun_segment_id"
+LAYER_NAMES_COLUMN = "rerun_layer_names"
+
+
+def property_column(group: str, name: str) -> str:
+    """Catalog segment-table column that holds property `group.name`."""
+    return f"{PROPERTY_PREFIX}{group}:{name}"
+
+
+def friendly_name(column: str) -> str | None:
+    """`property:scene:region` -> `scene.region`; None for columns that are not properties."""
+    if not column.startswith(PROPERTY_PREFIX):
+        return None
+    rest = column[len(PROPERTY_PREFIX) :]
+    group, _, name = rest.partition(":")
+    if not name:
+        return None
+    return f"{group}.{name}"
+
+
+def column_for_friendly(friendly: str) -> str:
+    """`scene.region` -> `property:scene:region`."""
+    group, sep, name = friendly.partition(".")
+    if not sep or not group or not name:
+        raise ValueError(f"property names look like 'group.name' (e.g. scene.lighting), got {friendly!r}")
+    return property_column(group, name)
+
+
+# --- datasets ----------------------------------------------------------------------------
+DEFAULT_DATASET = "aloha"
+_DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def runs_dataset(dataset: str) -> str:
+    """Dataset holding one segment per training run on `dataset`."""
+    return f"{dataset}_runs"
+
+
+def evals_dataset(dataset: str) -> str:
+    """Dataset holding one segment per evaluation rollout of policies trained on `dataset`."""
+    return f"{dataset}_evals"
+
+
+def validate_dataset_name(name: str) -> str:
+    """Dataset names become folder names and SQL view names: keep them simple."""
+    if not _DATASET_NAME.match(name):
+        raise ValueError(
+            f"invalid dataset name {name!r}: use a letter followed by letters, digits, '_' or '-' (max 64 chars)"
+        )
+    return name
+
+
+_SEGMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_segment_id(segment_id: str) -> str:
+    """Segment ids become file names: letters, digits, '_', '.', '-' only."""
+    if not _SEGMENT_ID.match(segment_id):
+        raise ValueError(f"invalid segment id {segment_id!r}: use letters, digits, '_', '.' or '-'")
+    return segment_id
+
+
+def new_segment_id(prefix: str = "ep") -> str:
+    """A fresh, unique, file-name-safe segment id (also the recording id)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
