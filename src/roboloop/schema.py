@@ -135,3 +135,34 @@ def validate_segment_id(segment_id: str) -> str:
 def new_segment_id(prefix: str = "ep") -> str:
     """A fresh, unique, file-name-safe segment id (also the recording id)."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# --- collect: recorded episode content and property names ---------------------------------
+# (written by collect/recording.py; read by refine, curate, analyze, the loader)
+OUTCOME_TEXT = "/outcome"
+"""Static markdown summary of the episode outcome (for the blueprint's text view)."""
+SCENE_HZ = 25
+"""Default rate of the 3D scene poses (robot links + cube transforms under SCENE_ROOT)."""
+STATIC_SCENE = "/scene/static"
+"""Table and distractors: static transforms + boxes."""
+
+# `episode` group
+EPISODE_KIND = "kind"  # KIND_DEMO or KIND_ROLLOUT
+EPISODE_TASK = "task"  # e.g. "transfer_cube"
+EPISODE_SEED = "seed"
+EPISODE_POLICY = "policy"  # policy id, e.g. "scripted-handover-v1" or a checkpoint id
+EPISODE_SOFTWARE_VERSION = "software_version"  # roboloop.__version__
+EPISODE_CAMERAS = "cameras"  # list of recorded camera names
+EPISODE_CAMERA_HZ = "camera_hz"
+EPISODE_CAMERA_SIZE = "camera_size"  # [width, height]
+EPISODE_CONTROL_HZ = "control_hz"
+EPISODE_SCENE_HZ = "scene_hz"
+# `scene` group: every SceneConditions field (region, x_min, ..., distractors) plus
+SCENE_REGION_LABEL = "region_label"
+# `outcome` group
+OUTCOME_SUCCESS = "success"  # bool, the strict success metric (sim/success.py)
+OUTCOME_MAX_REWARD = "max_reward"  # max of gym-aloha's 0-4 contact reward
+OUTCOME_SUCCESS_STEP = "success_step"  # first step from which success held, -1 if never
+OUTCOME_STEPS = "steps"  # control steps recorded
+OUTCOME_DURATION_S = "duration_s"
+OUTCOME_FAILURE_STEP = "failure_step"  # step at which the episode was judged failed, -1 if it did not fail
