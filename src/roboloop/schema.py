@@ -166,3 +166,5 @@ OUTCOME_SUCCESS_STEP = "success_step"  # first step from which success held, -1 
 OUTCOME_STEPS = "steps"  # control steps recorded
 OUTCOME_DURATION_S = "duration_s"
 OUTCOME_FAILURE_STEP = "failure_step"  # step at which the episode was judged failed, -1 if it did not fail
+OUTCOME_FAILURE_REASON = "failure_reason"  # "" on success, else e.g. dropped / not_lifted / not_handed_over
+OUTCOME_FINAL_CUBE_Z = "final_cube_z"
