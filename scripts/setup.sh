@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent setup: .venv, torch==2.13.0 first (the local CPU build), then roboloop with
+# its sim and dev extras, and the Debian packages headless MuJoCo rendering needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+STAMP=.venv/.roboloop-setup
+
+# 1. Debian packages for headless EGL rendering (software llvmpipe).
+APT_PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]} (headless MuJoCo rendering)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages for headless rendering; run:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+  fi
+fi
+
+# 2. Virtual environment.
+[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+
+# 3. Python packages: only when pyproject.toml changed since the last successful setup.
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
+  exit 0
+fi
+echo "setup: installing Python packages into .venv (first run takes a minute)"
+pip_install() {  # quiet pip; on failure show its output (minus index-location noise) and stop
+  local out
+  if ! out=$(.venv/bin/python -m pip install -q "$@" 2>&1); then
+    echo "$out" | grep -v "is ignored" >&2
+    echo "setup: pip install $* failed" >&2
+    exit 1
+  fi
+}
+pip_install --upgrade pip
+# torch first, pinned: any other resolution pulls GBs of CUDA wheels.
+.venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+  || pip_install torch==2.13.0
+pip_install -e ".[sim,dev]"
+.venv/bin/python -c "import roboloop, torch, rerun, gym_aloha" 
+echo "$want" > "$STAMP"
+echo "setup: done"
