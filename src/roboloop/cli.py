@@ -94,8 +94,8 @@ def serve(
         console.print(f"[bold]roboloop catalog[/] serving workspace {cat.workspace.root}")
         console.print(f"  restored {n} segment layers, {len(rep.tables)} tables, {len(rep.blueprints)} blueprints in {rep.seconds:.2f}s")
         console.print(f"  catalog URL: [bold cyan]{cat.url}[/]")
-        console.print(f"  open it in the viewer:   rerun {cat.url}")
-        console.print(f"  use it from roboloop:    ROBOLOOP_CATALOG={cat.url} roboloop ls")
+        console.print(f"  open it in the viewer:   rerun {cat.url}", soft_wrap=True)
+        console.print(f"  use it from roboloop:    ROBOLOOP_CATALOG={cat.url} roboloop ls", soft_wrap=True)
         console.print("  Ctrl-C to stop")
         try:
             while True:
