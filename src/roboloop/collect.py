@@ -1,0 +1,417 @@
+"""Collect: run episodes (the scripted demonstrator, or any policy) under scene conditions,
+record each one as an RRD in the workspace and register it in the catalog at once.
+
+Library use::
+
+    from roboloop.catalog import Catalog
+    from roboloop.collect import collect, RecordingSpec
+    from roboloop.sim import SceneConditions
+
+    with Catalog() as cat:
+        report = collect(cat, "aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
+                         seed=1000, workers=2, spec=RecordingSpec(cameras=("top",)))
+        print(report.successes, "/", len(report.results))
+
+Episode ``i`` uses seed ``seed + i``; its segment id is ``<dataset>-s<seed:06d>-<6 hex>``
+(sortable by seed, unique across re-runs). With ``workers > 1`` each worker process
+(spawn context) owns its own simulator and policy and writes finished episodes straight
+into the workspace (atomically); the parent owns the catalog and registers each episode
+as soon as its result arrives, so a crash loses at most the episodes in flight. A file
+finished but not yet registered when the parent dies is still in the workspace and is
+registered by the next catalog start (the workspace is the system of record).
+
+**Policies.** The runner drives any object with ``policy_id: str``, ``reset()`` (called
+after every ``sim.reset``) and ``action(step, observation) -> 14 joint targets``, where
+``observation`` is an :class:`Observation`. Policies are built inside the process that
+runs them by a picklable ``policy_factory(sim) -> policy`` (a module-level function or
+class), e.g. :class:`ScriptedPolicy` (the default) or, for evaluation, a function that
+loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+import roboloop
+from roboloop import schema
+from roboloop.episode import EpisodeRecorder
+from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
+from roboloop.sim.conditions import SceneConditions
+from roboloop.workspace import Workspace
+
+__all__ = [
+    "Observation",
+    "Policy",
+    "ScriptedPolicy",
+    "EpisodeJob",
+    "EpisodeResult",
+    "CollectReport",
+    "RecordingSpec",
+    "plan_jobs",
+    "make_sim",
+    "run_episode",
+    "collect",
+    "episode_segment_id",
+    "parse_cameras",
+    "parse_size",
+]
+
+
+# --- policies ------------------------------------------------------------------------------
+
+@dataclass
+class Observation:
+    """What a policy sees at control step `step` (before acting).
+
+    `images` holds the recorded cameras' frames on camera steps
+    (`spec.camera_step(step)`) and is empty otherwise.
+    """
+
+    step: int
+    time: float
+    joint_positions: np.ndarray  # 14
+    cube_pose: np.ndarray  # 7: x, y, z, qw, qx, qy, qz
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    policy_id: str
+
+    def reset(self) -> None: ...
+
+    def action(self, step: int, observation: Observation) -> np.ndarray: ...
+
+
+class ScriptedPolicy:
+    """The scripted handover demonstrator (`roboloop.sim.demonstrator`) as a `Policy`."""
+
+    def __init__(self, sim) -> None:
+        from roboloop.sim.demonstrator import ScriptedHandover
+
+        self.sim = sim
+        self._cls = ScriptedHandover
+        self._demo = None
+        self.policy_id: str = ScriptedHandover.policy_id
+
+    def reset(self) -> None:
+        if self._demo is None:
+            self._demo = self._cls(self.sim)  # plans from the sim's current state
+        else:
+            self._demo.reset()
+
+    def action(self, step: int, observation: Observation) -> np.ndarray:
+        return self._demo.action(step)
+
+
+# --- jobs and results ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    seed: int
+    conditions: SceneConditions
+    segment_id: str
+
+
+@dataclass
+class EpisodeResult:
+    segment_id: str
+    path: Path
+    seed: int
+    conditions: SceneConditions
+    outcome: dict[str, Any]
+    wall_s: float
+
+    @property
+    def success(self) -> bool:
+        return bool(self.outcome[schema.OUTCOME_SUCCESS])
+
+
+@dataclass
+class CollectReport:
+    dataset: str
+    results: list[EpisodeResult] = field(default_factory=list)
+    wall_s: float = 0.0
+    blueprint: Path | None = None
+
+    @property
+    def successes(self) -> int:
+        return sum(r.success for r in self.results)
+
+    @property
+    def episodes_per_minute(self) -> float:
+        return 60.0 * len(self.results) / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def episode_segment_id(dataset: str, seed: int) -> str:
+    """`<dataset>-s<seed:06d>-<6 hex>`: sortable by seed, unique across re-runs."""
+    if seed < 0:
+        raise ValueError(f"seeds must be >= 0, got {seed}")
+    return schema.validate_segment_id(f"{dataset}-s{seed:06d}-{uuid.uuid4().hex[:6]}")
+
+
+def plan_jobs(
+    dataset: str,
+    episodes: int,
+    seed: int = 0,
+    conditions: SceneConditions | Sequence[SceneConditions] | None = None,
+) -> list[EpisodeJob]:
+    """Episode `i` gets seed `seed + i`; a list of conditions is cycled over the episodes."""
+    if episodes < 0:
+        raise ValueError(f"episodes must be >= 0, got {episodes}")
+    if conditions is None:
+        conds: list[SceneConditions] = [SceneConditions()]
+    elif isinstance(conditions, SceneConditions):
+        conds = [conditions]
+    else:
+        conds = list(conditions)
+        if not conds:
+            raise ValueError("empty list of conditions")
+    return [
+        EpisodeJob(seed + i, conds[i % len(conds)], episode_segment_id(dataset, seed + i)) for i in range(episodes)
+    ]
+
+
+# --- one episode ---------------------------------------------------------------------------
+
+def make_sim(spec: RecordingSpec, task: str = "transfer_cube"):
+    """An `AlohaSim` that renders exactly the recorded cameras at the recorded size."""
+    from roboloop.sim import AlohaSim
+
+    return AlohaSim(task=task, cameras=spec.cameras, width=spec.width, height=spec.height)
+
+
+def _none_to(v, default):
+    return default if v is None else v
+
+
+def run_episode(
+    sim,
+    policy: Policy,
+    job: EpisodeJob,
+    *,
+    workspace: Workspace,
+    dataset: str,
+    spec: RecordingSpec,
+    kind: str = schema.KIND_DEMO,
+    steps: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> EpisodeResult:
+    """Run one episode and write it to the workspace's base layer (not registered).
+
+    The file appears under its final name only if the whole episode ran: an exception
+    (or KeyboardInterrupt) anywhere inside leaves no file. `on_step(step)` is called
+    after every control step (progress, or interruption in tests).
+    """
+    from roboloop.sim.success import SuccessTracker
+
+    if sim.cameras != spec.cameras or (spec.cameras and (sim.width, sim.height) != (spec.width, spec.height)):
+        raise ValueError(
+            f"the simulator renders {sim.cameras} at {sim.width}x{sim.height}, the spec records "
+            f"{spec.cameras} at {spec.width}x{spec.height}: build it with make_sim(spec)"
+        )
+    n_steps = int(steps if steps is not None else sim.max_steps)
+    path = workspace.segment_path(dataset, schema.BASE_LAYER, job.segment_id)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; segment ids must be new")
+    t0 = time.perf_counter()
+    sim.reset(job.seed, job.conditions)
+    policy.reset()
+    tracker = SuccessTracker()
+    with EpisodeRecorder(path, job.segment_id) as rec:
+        writer = AlohaEpisodeWriter(rec, sim, spec)
+        for k in range(n_steps):
+            qpos = sim.joint_positions()
+            cube = sim.cube_pose()
+            images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
+            if spec.scene_step(k):
+                writer.observe_scene(k)
+            action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
+            reward = sim.step(action)
+            tracker.update(sim, reward)
+            writer.observe(k, qpos, action, reward, cube, images)
+            if on_step is not None:
+                on_step(k)
+        res = tracker.result()
+        outcome = {
+            schema.OUTCOME_SUCCESS: bool(res.success),
+            schema.OUTCOME_MAX_REWARD: float(res.max_reward),
+            schema.OUTCOME_SUCCESS_STEP: int(_none_to(res.success_step, -1)),
+            schema.OUTCOME_STEPS: int(n_steps),
+            schema.OUTCOME_DURATION_S: float(n_steps * spec.dt),
+            schema.OUTCOME_FAILURE_STEP: int(_none_to(res.failure_step, -1)),
+            schema.OUTCOME_FAILURE_REASON: res.failure_reason or "none",  # "" would be dropped by AnyValues
+            schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z),
+        }
+        writer.finish(
+            {
+                schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
+                schema.SCENE: scene_properties(job.conditions),
+                schema.OUTCOME: outcome,
+            }
+        )
+    return EpisodeResult(job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0)
+
+
+def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task: str, policy_id: str) -> dict[str, Any]:
+    return {
+        schema.EPISODE_KIND: kind,
+        schema.EPISODE_TASK: task,
+        schema.EPISODE_SEED: int(job.seed),
+        schema.EPISODE_POLICY: str(policy_id),
+        schema.EPISODE_SOFTWARE_VERSION: roboloop.__version__,
+        schema.EPISODE_CAMERAS: ",".join(spec.cameras) or "none",
+        schema.EPISODE_CAMERA_HZ: int(spec.camera_hz),
+        schema.EPISODE_CAMERA_SIZE: f"{spec.width}x{spec.height}",
+        schema.EPISODE_CONTROL_HZ: int(spec.control_hz),
+        schema.EPISODE_SCENE_HZ: int(spec.scene_hz),
+    }
+
+
+def scene_properties(conditions: SceneConditions) -> dict[str, Any]:
+    props = conditions.to_dict()
+    props[schema.SCENE_REGION_LABEL] = conditions.region_label
+    return props
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sim = make_sim(spec, task)
+    _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec)
+
+
+def _run_in_worker(job: EpisodeJob, root: str, dataset: str, kind: str, steps: int | None) -> EpisodeResult:
+    return run_episode(
+        _WORKER["sim"],
+        _WORKER["policy"],
+        job,
+        workspace=Workspace(root),
+        dataset=dataset,
+        spec=_WORKER["spec"],
+        kind=kind,
+        steps=steps,
+    )
+
+
+# --- many episodes -------------------------------------------------------------------------
+
+def collect(
+    catalog,
+    dataset: str,
+    episodes: int = 0,
+    *,
+    conditions: SceneConditions | Sequence[SceneConditions] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    spec: RecordingSpec | None = None,
+    task: str = "transfer_cube",
+    kind: str = schema.KIND_DEMO,
+    policy_factory: Callable[[Any], Policy] = ScriptedPolicy,
+    steps: int | None = None,
+    jobs: Iterable[EpisodeJob] | None = None,
+    on_result: Callable[[EpisodeResult], None] | None = None,
+    blueprint: bool = True,
+) -> CollectReport:
+    """Run, record and register episodes into `dataset` (created if missing).
+
+    Each finished episode is registered before the next result is looked at. With
+    `blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to the
+    workspace and registered first. `jobs` overrides `episodes`/`seed`/`conditions`.
+    """
+    schema.validate_dataset_name(dataset)
+    if kind not in (schema.KIND_DEMO, schema.KIND_ROLLOUT):
+        raise ValueError(f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {kind!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    spec = spec or RecordingSpec()
+    job_list = list(jobs) if jobs is not None else plan_jobs(dataset, episodes, seed, conditions)
+    ws: Workspace = catalog.workspace
+    ws.remove_stale_temp_files()
+    report = CollectReport(dataset)
+    catalog.ensure_dataset(dataset)
+    if blueprint:
+        report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
+        catalog.register_blueprint(dataset, report.blueprint)
+    t0 = time.perf_counter()
+
+    def done(result: EpisodeResult) -> None:
+        catalog.register_files(dataset, [result.path], validate=False)
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        if workers == 1 or len(job_list) <= 1:
+            sim = make_sim(spec, task)
+            try:
+                policy = policy_factory(sim)
+                for job in job_list:
+                    done(run_episode(sim, policy, job, workspace=ws, dataset=dataset, spec=spec, kind=kind, steps=steps))
+            finally:
+                sim.close()
+        else:
+            _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_factory, steps, workers)
+    finally:
+        report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_factory, steps, workers) -> None:
+    ctx = mp.get_context("spawn")
+    n = min(workers, len(job_list))
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(task, spec, policy_factory)) as pool:
+        pending = {pool.submit(_run_in_worker, job, str(ws.root), dataset, kind, steps) for job in job_list}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    done(fut.result())
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+# --- CLI helpers ---------------------------------------------------------------------------
+
+def parse_cameras(text: str) -> tuple[str, ...]:
+    """`"top,angle"` -> ("top", "angle"), checked against the model's cameras."""
+    from roboloop.sim.env import CAMERAS
+
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    bad = [c for c in names if c not in CAMERAS]
+    if bad:
+        raise ValueError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(CAMERAS)}")
+    return names
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`"320x240"` -> (320, 240)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"bad camera size {text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+    return w, h
+
+
+def summarize(results: Sequence[EpisodeResult]) -> Mapping[str, Any]:
+    """Success count and rate of some results."""
+    n = len(results)
+    s = sum(r.success for r in results)
+    return {"episodes": n, "successes": s, "success_rate": (s / n) if n else float("nan")}

@@ -1,0 +1,305 @@
+"""What an ALOHA episode recording contains, and the dataset's default blueprint.
+
+:class:`AlohaEpisodeWriter` turns what an episode runner observes into the streams of
+one :class:`~roboloop.episode.EpisodeRecorder` (it reads the simulator's state but
+never steps it). Everything is logged on the ``time`` timeline (seconds since episode
+start) at its own rate; nothing is resampled:
+
+=============================  =====================  ============================================
+entity                         rate                   content
+=============================  =====================  ============================================
+``/robot/joint_positions``     control (50 Hz)        14 measured joint positions (series names = joint names)
+``/robot/joint_targets``       control (50 Hz)        14 commanded joint targets (the action)
+``/reward``                    control (50 Hz)        gym-aloha's 0-4 contact reward
+``/state/cube_pose``           control (50 Hz)        cube [x, y, z, qw, qx, qy, qz]
+``/cameras/<name>``            camera (25 Hz)         H.264 ``VideoStream`` (keyframe every second)
+``/scene/robot/<arm>/<link>``  scene (25 Hz)          ``Transform3D`` world pose + static ``Boxes3D``
+``/scene/cube``                scene (25 Hz)          ``Transform3D`` world pose + static ``Boxes3D``
+``/scene/static/<body>``       static                 table and distractors (transform + box)
+``/task``                      static                 task text (markdown)
+``/outcome``                   static                 outcome summary (markdown)
+=============================  =====================  ============================================
+
+Time convention at control step ``k`` (time ``k * dt``): joint positions, cube pose
+and camera frames are the state *observed* before acting; the joint target is the
+action chosen from that observation; the reward is the one that action earned (the
+reward of the state reached at ``(k + 1) * dt``), as in a gym ``step``.
+So every control-rate stream has exactly ``steps`` rows at ``0, dt, ..., (steps-1) dt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roboloop import schema
+from roboloop.episode import APPLICATION_ID, EpisodeRecorder
+from roboloop.video import H264Encoder
+from roboloop.workspace import Workspace, atomic_path
+
+TASK_TEXT = {
+    "transfer_cube": (
+        "# Transfer cube\n\n"
+        "ALOHA bimanual (MuJoCo). The **right** arm picks up the red cube from the table and "
+        "hands it over to the **left** arm, which must hold it off the table until the end of "
+        "the episode."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RecordingSpec:
+    """What to record and at which rates (all rates must divide the control rate)."""
+
+    cameras: tuple[str, ...] = ("top",)
+    width: int = 320
+    height: int = 240
+    camera_hz: int = schema.CAMERA_HZ
+    scene_hz: int = schema.SCENE_HZ
+    control_hz: int = schema.CONTROL_HZ
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        for name in ("camera_hz", "scene_hz"):
+            hz = getattr(self, name)
+            if not isinstance(hz, int) or hz <= 0 or self.control_hz % hz:
+                divisors = [d for d in range(1, self.control_hz + 1) if self.control_hz % d == 0]
+                raise ValueError(
+                    f"{name} must divide the {self.control_hz} Hz control rate (frames are taken on control steps); "
+                    f"got {hz!r}, valid: {', '.join(map(str, divisors))}"
+                )
+        if self.cameras and (self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0):
+            raise ValueError(f"camera size must be positive and even (H.264 yuv420p), got {self.width}x{self.height}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"duplicate cameras in {self.cameras}")
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.control_hz
+
+    @property
+    def camera_every(self) -> int:
+        """Control steps between two camera frames."""
+        return self.control_hz // self.camera_hz
+
+    @property
+    def scene_every(self) -> int:
+        """Control steps between two scene-pose samples."""
+        return self.control_hz // self.scene_hz
+
+    def camera_step(self, step: int) -> bool:
+        return bool(self.cameras) and step % self.camera_every == 0
+
+    def scene_step(self, step: int) -> bool:
+        return step % self.scene_every == 0
+
+
+def _rgba8(rgba: Sequence[float]) -> list[int]:
+    return [int(round(float(np.clip(c, 0.0, 1.0)) * 255)) for c in rgba]
+
+
+def _xyzw(quat_wxyz: np.ndarray) -> np.ndarray:
+    q = np.asarray(quat_wxyz, dtype=np.float32)
+    return q[..., [1, 2, 3, 0]]
+
+
+@dataclass
+class _PoseTrack:
+    times: list[float] = field(default_factory=list)
+    pos: list[np.ndarray] = field(default_factory=list)
+    quat: list[np.ndarray] = field(default_factory=list)
+
+
+class AlohaEpisodeWriter:
+    """Build one ALOHA episode's streams into an :class:`EpisodeRecorder`.
+
+    Call :meth:`observe` once per control step (in order, from step 0), then
+    :meth:`finish` with the outcome before the recorder closes. Camera frames are
+    passed in by the caller (who renders only on ``spec.camera_step(step)``) and encoded
+    to H.264 as they arrive, so raw frames are never kept.
+    """
+
+    def __init__(self, recorder: EpisodeRecorder, sim, spec: RecordingSpec) -> None:
+        import rerun as rr
+
+        self.rec = recorder
+        self.sim = sim
+        self.spec = spec
+        self.dt = spec.dt
+        self._t: list[float] = []
+        self._qpos: list[np.ndarray] = []
+        self._targets: list[np.ndarray] = []
+        self._reward: list[float] = []
+        self._cube: list[np.ndarray] = []
+        self._video_t: dict[str, list[float]] = {c: [] for c in spec.cameras}
+        self._video: dict[str, list] = {c: [] for c in spec.cameras}
+        self._encoders = {
+            c: H264Encoder(spec.width, spec.height, spec.camera_hz, gop=spec.camera_hz) for c in spec.cameras
+        }
+        self._poses: dict[str, _PoseTrack] = {}
+
+        names = list(sim.joint_names)
+        recorder.set_series_names(schema.JOINT_POSITIONS, names)
+        recorder.set_series_names(schema.JOINT_TARGETS, names)
+        recorder.set_series_names(schema.REWARD, ["reward"])
+        recorder.set_series_names(schema.CUBE_POSE, ["x", "y", "z", "qw", "qx", "qy", "qz"])
+        for cam in spec.cameras:
+            recorder.log_static(schema.camera_path(cam), rr.VideoStream(codec=rr.VideoCodec.H264))
+        self._log_static_scene(rr)
+
+    # --- static content ----------------------------------------------------------------------
+    def _scene_entity(self, name: str) -> str:
+        return schema.CUBE_3D if name == "cube" else schema.link_path(name)
+
+    def _log_static_scene(self, rr) -> None:
+        geometry = self.sim.geometry()
+        statics = self.sim.static_poses()
+        for name, g in geometry.items():
+            if name in statics:
+                entity = f"{schema.STATIC_SCENE}/{name}"
+                pos, quat = statics[name]
+                self.rec.log_static(
+                    entity, rr.Transform3D(translation=np.asarray(pos, np.float32), quaternion=_xyzw(quat))
+                )
+            else:
+                entity = self._scene_entity(name)
+            self.rec.log_static(
+                entity,
+                rr.Boxes3D(
+                    half_sizes=[g["half_size"]],
+                    centers=[g["center"]],
+                    colors=[_rgba8(g["rgba"])],
+                    fill_mode=rr.components.FillMode.Solid,
+                ),
+            )
+
+    # --- per step ----------------------------------------------------------------------------
+    def observe(
+        self,
+        step: int,
+        joint_positions: np.ndarray,
+        joint_targets: np.ndarray,
+        reward: float,
+        cube_pose: np.ndarray,
+        images: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Record control step `step` (see the module docstring for the time convention)."""
+        t = step * self.dt
+        self._t.append(t)
+        self._qpos.append(np.asarray(joint_positions, np.float64))
+        self._targets.append(np.asarray(joint_targets, np.float64))
+        self._reward.append(float(reward))
+        self._cube.append(np.asarray(cube_pose, np.float64))
+        if images:
+            for cam, img in images.items():
+                out = self._encoders[cam].encode(img)
+                self._video[cam].extend(out)
+                self._video_t[cam].append(t)
+
+    def observe_scene(self, step: int) -> None:
+        """Sample the 3D scene (robot link poses and the cube) from the simulator now."""
+        t = step * self.dt
+        poses = dict(self.sim.link_poses())
+        cube = self.sim.cube_pose()
+        poses["cube"] = (cube[:3], cube[3:])
+        for name, (pos, quat) in poses.items():
+            tr = self._poses.get(name)
+            if tr is None:
+                tr = self._poses[name] = _PoseTrack()
+            tr.times.append(t)
+            tr.pos.append(np.asarray(pos, np.float32))
+            tr.quat.append(np.asarray(quat, np.float32))
+
+    # --- end ---------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return len(self._t)
+
+    def finish(self, properties: Mapping[str, Mapping[str, Any]]) -> None:
+        """Hand every buffered stream and the property groups to the recorder."""
+        import rerun as rr
+
+        rec = self.rec
+        t = np.asarray(self._t)
+        if t.size:
+            rec.log_scalar_columns(schema.JOINT_POSITIONS, t, np.stack(self._qpos))
+            rec.log_scalar_columns(schema.JOINT_TARGETS, t, np.stack(self._targets))
+            rec.log_scalar_columns(schema.REWARD, t, np.asarray(self._reward))
+            rec.log_scalar_columns(schema.CUBE_POSE, t, np.stack(self._cube))
+        for cam, enc in self._encoders.items():
+            samples = self._video[cam] + enc.flush()
+            times = self._video_t[cam]
+            if len(samples) != len(times):
+                raise RuntimeError(f"{cam}: encoder produced {len(samples)} samples for {len(times)} frames")
+            if samples:
+                rec.log_columns(
+                    schema.camera_path(cam),
+                    np.asarray(times),
+                    rr.VideoStream.columns(
+                        sample=[s.sample for s in samples], is_keyframe=[s.is_keyframe for s in samples]
+                    ),
+                )
+        for name, tr in self._poses.items():
+            rec.log_columns(
+                self._scene_entity(name),
+                np.asarray(tr.times),
+                rr.Transform3D.columns(translation=np.stack(tr.pos), quaternion=_xyzw(np.stack(tr.quat))),
+            )
+        task = self.sim.task
+        rec.log_static(schema.TASK, rr.TextDocument(TASK_TEXT.get(task, task), media_type="text/markdown"))
+        rec.log_static(schema.OUTCOME_TEXT, rr.TextDocument(outcome_markdown(properties), media_type="text/markdown"))
+        for group, values in properties.items():
+            rec.set_properties(group, values)
+
+
+def outcome_markdown(properties: Mapping[str, Mapping[str, Any]]) -> str:
+    """Readable summary of an episode's properties, shown in the blueprint's text view."""
+    ep = properties.get(schema.EPISODE, {})
+    sc = properties.get(schema.SCENE, {})
+    out = properties.get(schema.OUTCOME, {})
+    verdict = "SUCCESS" if out.get(schema.OUTCOME_SUCCESS) else "FAILURE"
+    lines = [
+        f"# {verdict}",
+        "",
+        f"- kind: {ep.get(schema.EPISODE_KIND, '?')}, policy: `{ep.get(schema.EPISODE_POLICY, '?')}`, seed: {ep.get(schema.EPISODE_SEED, '?')}",
+        f"- steps: {out.get(schema.OUTCOME_STEPS, '?')} ({out.get(schema.OUTCOME_DURATION_S, '?')} s), "
+        f"max reward: {out.get(schema.OUTCOME_MAX_REWARD, '?')}",
+        f"- success step: {out.get(schema.OUTCOME_SUCCESS_STEP, -1)}, failure step: {out.get(schema.OUTCOME_FAILURE_STEP, -1)}",
+        f"- region: {sc.get(schema.SCENE_REGION_LABEL, sc.get('region', '?'))}, lighting: {sc.get('lighting', '?')}, "
+        f"table: {sc.get('table', '?')}, distractors: {sc.get('distractors', '?')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- default blueprint -------------------------------------------------------------------------
+
+def default_blueprint(cameras: Sequence[str]):
+    """3D scene + camera views on top; joint positions, joint targets, task/outcome text below."""
+    import rerun.blueprint as rrb
+
+    top = [rrb.Spatial3DView(origin=schema.SCENE_ROOT, name="scene")]
+    top += [rrb.Spatial2DView(origin=schema.camera_path(c), name=c) for c in cameras]
+    bottom = [
+        rrb.TimeSeriesView(origin=schema.JOINT_POSITIONS, name="joint positions"),
+        rrb.TimeSeriesView(origin=schema.JOINT_TARGETS, name="joint targets (action)"),
+        rrb.Vertical(
+            rrb.TextDocumentView(origin=schema.TASK, name="task"),
+            rrb.TextDocumentView(origin=schema.OUTCOME_TEXT, name="outcome"),
+        ),
+    ]
+    return rrb.Blueprint(
+        rrb.Vertical(rrb.Horizontal(*top), rrb.Horizontal(*bottom), row_shares=[3, 2]),
+        collapse_panels=False,
+    )
+
+
+def save_default_blueprint(workspace: Workspace, dataset: str, cameras: Sequence[str]) -> Path:
+    """Write the dataset's default blueprint to `workspace.blueprint_path(dataset)`, atomically."""
+    final = workspace.blueprint_path(dataset)
+    with atomic_path(final) as tmp:
+        default_blueprint(cameras).save(APPLICATION_ID, tmp)
+    return final
