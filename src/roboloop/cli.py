@@ -220,6 +220,72 @@ def _cell(value) -> str:
     return str(value)
 
 
+# --- collect -------------------------------------------------------------------------------
+
+@app.command("collect")
+def collect_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to record into (created if missing).")] = schema.DEFAULT_DATASET,
+    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Number of episodes.")] = 10,
+    region: Annotated[str, typer.Option(help="Cube start region: default, left/near, right/far, front, back, wide, or 'x0,x1,y0,y1'.")] = "default",
+    yaw: Annotated[str, typer.Option(help="Cube yaw range: none, small, any.")] = "none",
+    lighting: Annotated[str, typer.Option(help="Lighting: normal, dim, bright.")] = "normal",
+    table: Annotated[str, typer.Option(help="Table colour: dark, light, wood, blue, green.")] = "dark",
+    distractors: Annotated[str, typer.Option(help="Distractor objects: none, few, many, or a count 0-4.")] = "none",
+    seed: Annotated[int, typer.Option(min=0, help="Episode i uses seed S+i.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each owns a simulator).")] = 1,
+    cameras: Annotated[str, typer.Option(help="Comma-separated cameras to record (top, angle, front_close, left_wrist, right_wrist, left_pillar, right_pillar).")] = "top",
+    camera_size: Annotated[str, typer.Option(help="Recorded camera size WIDTHxHEIGHT (even numbers, max 640x480).")] = "320x240",
+    camera_hz: Annotated[int, typer.Option(help="Camera rate; must divide the 50 Hz control rate.")] = schema.CAMERA_HZ,
+    scene_hz: Annotated[int, typer.Option(help="Rate of the 3D scene poses; must divide 50.")] = schema.SCENE_HZ,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
+) -> None:
+    """Run the scripted demonstrator under scene conditions; record and register every episode."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from roboloop.collect import RecordingSpec, collect, parse_cameras, parse_size
+    from roboloop.sim import SceneConditions
+
+    try:
+        schema.validate_dataset_name(dataset)
+        conditions = SceneConditions.from_names(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
+        width, height = parse_size(camera_size)
+        spec = RecordingSpec(cameras=parse_cameras(cameras), width=width, height=height, camera_hz=camera_hz, scene_hz=scene_hz)
+        if spec.cameras and not (width <= 640 and height <= 480):
+            raise ValueError(f"camera size must be within 640x480, got {camera_size}")
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"collecting {episodes} episode(s) into [bold]{dataset}[/]: {conditions.label}, seeds {seed}..{seed + episodes - 1}, "
+                  f"cameras {','.join(spec.cameras) or '(none)'} {width}x{height} @ {spec.camera_hz} Hz, {workers} worker(s)")
+    counts = {"done": 0, "ok": 0}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+    with open_catalog() as cat, progress:
+        bar = progress.add_task("episodes", total=episodes, ok=0)
+
+        def on_result(result) -> None:
+            counts["done"] += 1
+            counts["ok"] += int(result.success)
+            progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
+
+        try:
+            report = collect(cat, dataset, episodes, conditions=conditions, seed=seed, workers=workers, spec=spec,
+                             steps=steps, on_result=on_result)
+        except KeyboardInterrupt:
+            progress.stop()
+            err_console.print(f"[yellow]interrupted:[/] {counts['done']} finished episode(s) registered; episodes in flight were discarded")
+            raise typer.Exit(130)
+    n = len(report.results)
+    console.print(f"recorded and registered {n} episode(s) in {report.wall_s:.1f}s ({report.episodes_per_minute:.1f}/min); "
+                  f"successes {report.successes}/{n}")
+    if report.blueprint:
+        console.print(f"default blueprint: {report.blueprint}")
+
+
+# --- end collect ---------------------------------------------------------------------------
+
+
 def main() -> None:
     try:
         app()
