@@ -1,0 +1,507 @@
+"""Derived signals and quality flags, written as layers (raw recordings are never touched).
+
+Signals
+-------
+`refine(catalog, dataset)` reads the streams the signals need for many segments per
+query (``dataset.filter_segments(batch).filter_contents(entities).reader(index="time")``,
+one DataFusion query per batch of `batch_size` segments, never one file at a time),
+splits the Arrow result per segment, evaluates every registered signal and writes the
+values as properties of the ``signals`` group into the segment's `signals` layer: one
+small property-only RRD per segment (`datasets/<ds>/signals/<segment_id>.rrd`, same
+recording id as the segment), registered with REPLACE. The `base` layer file is only
+read. By default only segments without a `signals` layer are computed; `all_segments`
+recomputes every segment (the whole `signals` layer of a segment is replaced, so a
+signal that can no longer be computed disappears instead of going stale).
+
+A signal is a function of one episode's streams registered with `@signal`::
+
+    @signal("gripper_travel_left", streams=[schema.JOINT_POSITIONS])
+    def gripper_travel_left(ep: EpisodeStreams) -> float | None:
+        \"\"\"Total |Δ| of the left gripper position.\"\"\"
+        q = ep.values(schema.JOINT_POSITIONS)
+        return None if q is None else float(np.abs(np.diff(q[:, LEFT_GRIPPER])).sum())
+
+It returns a number, a bool, a string or None (None = not computable for this episode:
+the property is left out and reads as null). Every signals layer also carries
+`signals.refined_at` (UTC, ISO 8601) and `signals.version`.
+
+Built-in signals (joint positions are `/robot/joint_positions`: indexes 0-5 left arm,
+6 left gripper, 7-12 right arm, 13 right gripper; arm joints in radians):
+
+- `duration_s`: time of the last joint-position sample minus the first.
+- `arm_activity_left`, `arm_activity_right`: joint travel of one arm, the sum over its 6
+  arm joints and all steps of |q[t+1] - q[t]| (radians).
+- `jerk_mean`, `jerk_peak`: joint jerk of the 12 arm joints, the third finite difference
+  of positions divided by dt^3 (dt = median sample interval), in rad/s^3; mean and max of
+  its absolute value over all joints and steps. Needs >= 4 samples.
+- `idle_fraction`: fraction of the step intervals in which every arm joint speed
+  |Δq|/dt is below `IDLE_SPEED` (0.05 rad/s): the whole robot stands still.
+- `gripper_closes_left|right`, `gripper_opens_left|right`: gripper close / open events,
+  counted by a hysteresis detector: a close is a drop of at least `GRIPPER_EVENT_DELTA`
+  (0.1, grippers are normalized 0 closed .. 1 open) below the highest position since the
+  last event; an open is a rise of at least that much above the lowest. Noise smaller
+  than the delta never counts.
+- `cube_height_peak`: highest cube z (metres) from `/state/cube_pose` ([x, y, z, qw, qx,
+  qy, qz]); `cube_lift`: peak minus the first z. Null when the episode has no cube stream.
+
+Quality flags
+-------------
+`flag(catalog, dataset, segment_ids=... | where=..., reason=...)` writes the `quality`
+layer: `quality.flagged = true`, `quality.reason`, `quality.flagged_at` (UTC ISO 8601).
+`unflag` writes the same layer with `quality.flagged = false` (reason "unflagged: ..."
+and the time of the change) rather than unregistering it: the verdict history is
+visible in the segment table, the column keeps one type, and a restart restores it like
+any other layer. Selections leave out segments whose `quality.flagged` is true unless
+asked to include them.
+
+Layer files are replaced in place (written to a temporary name, renamed over the old
+file) and re-registered with REPLACE at once. This is safe for these property-only
+layers: the server keeps registered properties in memory and the reader never decodes
+them for time-indexed queries (checked on rerun-sdk 0.41: reads and `segment_store`
+during the swap succeed); the `base` layer is never rewritten.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from roboloop import schema
+from roboloop.catalog import Catalog, CatalogError
+from roboloop.episode import write_layer_properties
+from roboloop.predicate import EmptySelectionError, select_ids
+
+SIGNALS_VERSION = 1
+"""Bump when a built-in signal's definition changes (then `refine --all`)."""
+
+LEFT_ARM = slice(0, 6)
+LEFT_GRIPPER = 6
+RIGHT_ARM = slice(7, 13)
+RIGHT_GRIPPER = 13
+ARM_JOINTS = np.r_[0:6, 7:13]
+CUBE_Z = 2
+
+IDLE_SPEED = 0.05
+"""rad/s: below this on every arm joint, a step counts as idle."""
+GRIPPER_EVENT_DELTA = 0.1
+"""Normalized gripper travel that makes an open or close event."""
+
+DEFAULT_BATCH = 250
+
+
+# --- episode data --------------------------------------------------------------------------
+
+@dataclass
+class EpisodeStreams:
+    """One episode's scalar streams as read from the catalog: entity -> (times_s, values[N, D])."""
+
+    segment_id: str
+    streams: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def get(self, entity: str) -> tuple[np.ndarray, np.ndarray] | None:
+        s = self.streams.get(entity)
+        return s if s is not None and len(s[0]) else None
+
+    def values(self, entity: str) -> np.ndarray | None:
+        s = self.get(entity)
+        return None if s is None else s[1]
+
+    def times(self, entity: str) -> np.ndarray | None:
+        s = self.get(entity)
+        return None if s is None else s[0]
+
+
+# --- signal registry -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    fn: Callable[[EpisodeStreams], Any]
+    streams: tuple[str, ...]
+    doc: str
+
+
+SIGNALS: dict[str, Signal] = {}
+
+
+def signal(name: str, *, streams: Sequence[str] = (schema.JOINT_POSITIONS,)):
+    """Register `fn(ep: EpisodeStreams) -> value | None` as signal `signals.<name>`."""
+    if not name.isidentifier():
+        raise ValueError(f"signal names must be identifiers, got {name!r}")
+
+    def deco(fn):
+        SIGNALS[name] = Signal(name, fn, tuple(streams), (inspect.getdoc(fn) or "").split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _joints(ep: EpisodeStreams, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray] | None:
+    s = ep.get(schema.JOINT_POSITIONS)
+    if s is None or len(s[0]) < min_rows or s[1].shape[1] < 14:
+        return None
+    return s
+
+
+def _median_dt(t: np.ndarray) -> float | None:
+    dt = float(np.median(np.diff(t)))
+    return dt if dt > 0 else None
+
+
+@signal("duration_s")
+def duration_s(ep: EpisodeStreams) -> float | None:
+    """Last minus first joint-position time, seconds."""
+    t = ep.times(schema.JOINT_POSITIONS)
+    return None if t is None else float(t[-1] - t[0])
+
+
+def _arm_activity(ep: EpisodeStreams, arm: slice) -> float | None:
+    s = _joints(ep)
+    return None if s is None else float(np.abs(np.diff(s[1][:, arm], axis=0)).sum())
+
+
+@signal("arm_activity_left")
+def arm_activity_left(ep: EpisodeStreams) -> float | None:
+    """Left-arm joint travel: sum of |Δq| over its 6 joints, radians."""
+    return _arm_activity(ep, LEFT_ARM)
+
+
+@signal("arm_activity_right")
+def arm_activity_right(ep: EpisodeStreams) -> float | None:
+    """Right-arm joint travel: sum of |Δq| over its 6 joints, radians."""
+    return _arm_activity(ep, RIGHT_ARM)
+
+
+def _abs_jerk(ep: EpisodeStreams) -> np.ndarray | None:
+    s = _joints(ep, min_rows=4)
+    if s is None:
+        return None
+    dt = _median_dt(s[0])
+    if dt is None:
+        return None
+    return np.abs(np.diff(s[1][:, ARM_JOINTS], n=3, axis=0)) / dt**3
+
+
+@signal("jerk_mean")
+def jerk_mean(ep: EpisodeStreams) -> float | None:
+    """Mean |third difference / dt^3| over the 12 arm joints, rad/s^3."""
+    j = _abs_jerk(ep)
+    return None if j is None else float(j.mean())
+
+
+@signal("jerk_peak")
+def jerk_peak(ep: EpisodeStreams) -> float | None:
+    """Peak |third difference / dt^3| over the 12 arm joints, rad/s^3."""
+    j = _abs_jerk(ep)
+    return None if j is None else float(j.max())
+
+
+@signal("idle_fraction")
+def idle_fraction(ep: EpisodeStreams) -> float | None:
+    """Fraction of step intervals with every arm joint speed below IDLE_SPEED."""
+    s = _joints(ep)
+    if s is None:
+        return None
+    t, q = s
+    dt = np.diff(t)
+    dt = np.where(dt > 0, dt, np.inf)
+    speed = np.abs(np.diff(q[:, ARM_JOINTS], axis=0)) / dt[:, None]
+    return float(np.all(speed < IDLE_SPEED, axis=1).mean())
+
+
+def gripper_events(g: np.ndarray, delta: float = GRIPPER_EVENT_DELTA) -> tuple[int, int]:
+    """(closes, opens) of a gripper position series, by hysteresis with threshold `delta`."""
+    closes = opens = 0
+    state = 0  # 0 unknown, -1 closing (tracking the low), +1 opening (tracking the high)
+    hi = lo = float(g[0]) if len(g) else 0.0
+    for x in np.asarray(g, dtype=np.float64).tolist():
+        if state >= 0:
+            hi = max(hi, x)
+        if state <= 0:
+            lo = min(lo, x)
+        if state >= 0 and hi - x >= delta:
+            closes += 1
+            state, lo = -1, x
+        elif state <= 0 and x - lo >= delta:
+            opens += 1
+            state, hi = 1, x
+    return closes, opens
+
+
+def _gripper(ep: EpisodeStreams, index: int, which: int) -> int | None:
+    s = _joints(ep)
+    return None if s is None else gripper_events(s[1][:, index])[which]
+
+
+@signal("gripper_closes_left")
+def gripper_closes_left(ep: EpisodeStreams) -> int | None:
+    """Close events of the left gripper."""
+    return _gripper(ep, LEFT_GRIPPER, 0)
+
+
+@signal("gripper_opens_left")
+def gripper_opens_left(ep: EpisodeStreams) -> int | None:
+    """Open events of the left gripper."""
+    return _gripper(ep, LEFT_GRIPPER, 1)
+
+
+@signal("gripper_closes_right")
+def gripper_closes_right(ep: EpisodeStreams) -> int | None:
+    """Close events of the right gripper."""
+    return _gripper(ep, RIGHT_GRIPPER, 0)
+
+
+@signal("gripper_opens_right")
+def gripper_opens_right(ep: EpisodeStreams) -> int | None:
+    """Open events of the right gripper."""
+    return _gripper(ep, RIGHT_GRIPPER, 1)
+
+
+@signal("cube_height_peak", streams=[schema.CUBE_POSE])
+def cube_height_peak(ep: EpisodeStreams) -> float | None:
+    """Highest cube z, metres (null without a cube stream)."""
+    v = ep.values(schema.CUBE_POSE)
+    return None if v is None or v.shape[1] <= CUBE_Z else float(np.nanmax(v[:, CUBE_Z]))
+
+
+@signal("cube_lift", streams=[schema.CUBE_POSE])
+def cube_lift(ep: EpisodeStreams) -> float | None:
+    """Highest cube z minus its first z, metres (null without a cube stream)."""
+    v = ep.values(schema.CUBE_POSE)
+    return None if v is None or v.shape[1] <= CUBE_Z else float(np.nanmax(v[:, CUBE_Z]) - v[0, CUBE_Z])
+
+
+def compute_signals(ep: EpisodeStreams, signals: Iterable[Signal] | None = None) -> dict[str, Any]:
+    """Evaluate signals on one episode; values that are None are left out."""
+    out: dict[str, Any] = {}
+    for sig in signals if signals is not None else SIGNALS.values():
+        value = sig.fn(ep)
+        if value is None:
+            continue
+        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+            continue
+        out[sig.name] = value
+    return out
+
+
+# --- batched reads -------------------------------------------------------------------------
+
+def read_streams(dataset_entry, segment_ids: Sequence[str], entities: Sequence[str]) -> dict[str, EpisodeStreams]:
+    """Read the scalar streams `entities` of many segments with one catalog query.
+
+    Returns segment id -> EpisodeStreams (segments with none of the streams map to an
+    empty EpisodeStreams). Rows of each stream are those where it has a value, sorted by time.
+    """
+    out = {seg: EpisodeStreams(seg) for seg in segment_ids}
+    if not segment_ids or not entities:
+        return out
+    df = dataset_entry.filter_segments(list(segment_ids)).filter_contents(list(entities)).reader(index=schema.TIMELINE)
+    table = df.to_arrow_table()
+    if table.num_rows == 0:
+        return out
+    table = table.sort_by([(schema.SEGMENT_ID_COLUMN, "ascending"), (schema.TIMELINE, "ascending")])
+    seg_col = table.column(schema.SEGMENT_ID_COLUMN)
+    t_col = table.column(schema.TIMELINE)
+    for entity in entities:
+        name = f"{entity}:{schema.SCALARS_COMPONENT}"
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        mask = pc.is_valid(col)
+        if not pc.any(mask).as_py():
+            continue
+        vals = col.filter(mask).combine_chunks()
+        segs = seg_col.filter(mask).to_numpy(zero_copy_only=False)
+        times = pc.cast(t_col.filter(mask), pa.int64()).to_numpy(zero_copy_only=False) / 1e9
+        lengths = pc.list_value_length(vals).to_numpy(zero_copy_only=False)
+        flat = vals.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        starts = np.concatenate([[0], np.flatnonzero(segs[1:] != segs[:-1]) + 1, [len(segs)]])
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for a, b in zip(starts[:-1], starts[1:]):
+            seg = str(segs[a])
+            width = int(lengths[a])
+            if not np.all(lengths[a:b] == width):
+                raise CatalogError(f"{seg}: {entity} rows have different widths; cannot compute signals")
+            values = flat[offsets[a] : offsets[b]].reshape(b - a, width)
+            if seg in out:
+                out[seg].streams[entity] = (times[a:b], values)
+    return out
+
+
+# --- refine --------------------------------------------------------------------------------
+
+@dataclass
+class RefineReport:
+    dataset: str
+    computed: list[str] = field(default_factory=list)
+    skipped: int = 0  # segments that already had signals (without --all)
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
+    register_seconds: float = 0.0
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def refine(
+    catalog: Catalog,
+    dataset: str,
+    *,
+    all_segments: bool = False,
+    segment_ids: Sequence[str] | None = None,
+    signals: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> RefineReport:
+    """Compute signals for the segments of `dataset` lacking them (all with `all_segments`).
+
+    `segment_ids` restricts the work to those segments (always recomputed). `signals`
+    picks a subset of the registry (default: every registered signal). `progress(done,
+    total)` is called after each batch.
+    """
+    t0 = time.perf_counter()
+    report = RefineReport(dataset)
+    ds = catalog.dataset(dataset)
+    chosen = _pick_signals(signals)
+    table = catalog.segment_table(dataset)
+    all_ids = table.column("segment_id").to_pylist() if table.num_rows else []
+    if segment_ids is not None:
+        _check_ids(dataset, segment_ids, all_ids)
+        todo = list(dict.fromkeys(segment_ids))
+    elif all_segments:
+        todo = sorted(all_ids)
+    else:
+        layers = table.column("layers").to_pylist() if table.num_rows else []
+        todo = sorted(s for s, ls in zip(all_ids, layers) if schema.SIGNALS_LAYER not in (ls or []))
+    report.skipped = len(all_ids) - len(todo) if segment_ids is None else 0
+    entities = sorted({e for sig in chosen for e in sig.streams})
+    stamp = _now()
+    if progress:
+        progress(0, len(todo))
+    for i in range(0, len(todo), max(1, batch_size)):
+        batch = todo[i : i + batch_size]
+        t1 = time.perf_counter()
+        episodes = read_streams(ds, batch, entities)
+        t2 = time.perf_counter()
+        paths = []
+        for seg in batch:
+            values = compute_signals(episodes[seg], chosen)
+            report.values[seg] = values
+            props = {**values, "refined_at": stamp, "version": SIGNALS_VERSION}
+            path = catalog.workspace.segment_path(dataset, schema.SIGNALS_LAYER, seg)
+            paths.append(write_layer_properties(path, seg, {schema.SIGNALS: props}))
+        t3 = time.perf_counter()
+        catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
+        t4 = time.perf_counter()
+        report.read_seconds += t2 - t1
+        report.write_seconds += t3 - t2
+        report.register_seconds += t4 - t3
+        report.computed.extend(batch)
+        if progress:
+            progress(len(report.computed), len(todo))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _pick_signals(names: Sequence[str] | None) -> list[Signal]:
+    if names is None:
+        return list(SIGNALS.values())
+    unknown = [n for n in names if n not in SIGNALS]
+    if unknown:
+        raise CatalogError(f"unknown signal(s) {', '.join(unknown)}; registered signals: {', '.join(SIGNALS)}")
+    return [SIGNALS[n] for n in names]
+
+
+def _check_ids(dataset: str, ids: Sequence[str], known: Sequence[str]) -> None:
+    known_set = set(known)
+    missing = [s for s in ids if s not in known_set]
+    if missing:
+        sample = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
+        raise CatalogError(
+            f"dataset {dataset!r} has no segment(s) {', '.join(missing)}; it has {len(known)} segments"
+            + (f": {sample}" if known else "")
+        )
+
+
+# --- quality flags -------------------------------------------------------------------------
+
+def _target_ids(catalog: Catalog, dataset: str, segment_ids: Sequence[str] | None, where: str | None) -> tuple[pa.Table, list[str]]:
+    if (segment_ids is None or len(segment_ids) == 0) == (where is None or not where.strip()):
+        raise CatalogError("give either segment ids or a --where predicate (exactly one of them)")
+    table = catalog.segment_table(dataset)
+    if segment_ids:
+        _check_ids(dataset, segment_ids, table.column("segment_id").to_pylist() if table.num_rows else [])
+        return table, list(dict.fromkeys(segment_ids))
+    ids = select_ids(table, where, include_flagged=True, dataset=dataset)
+    if not ids:
+        raise EmptySelectionError(f"no segment of {dataset!r} matches {where!r}; nothing was changed")
+    return table, ids
+
+
+def _write_quality(catalog: Catalog, dataset: str, ids: Sequence[str], props: dict[str, Any]) -> None:
+    paths = [
+        write_layer_properties(catalog.workspace.segment_path(dataset, schema.QUALITY_LAYER, seg), seg, {schema.QUALITY: props})
+        for seg in ids
+    ]
+    catalog.register_files(dataset, paths, layer=schema.QUALITY_LAYER, validate=False)
+
+
+def flag(
+    catalog: Catalog,
+    dataset: str,
+    *,
+    reason: str,
+    segment_ids: Sequence[str] | None = None,
+    where: str | None = None,
+) -> list[str]:
+    """Mark segments as flagged (by ids, or every segment matching `where`); returns their ids."""
+    if not reason or not reason.strip():
+        raise CatalogError("a flag needs a reason (--reason TEXT)")
+    _, ids = _target_ids(catalog, dataset, segment_ids, where)
+    _write_quality(catalog, dataset, ids, {"flagged": True, "reason": reason.strip(), "flagged_at": _now()})
+    return ids
+
+
+def unflag(
+    catalog: Catalog,
+    dataset: str,
+    *,
+    segment_ids: Sequence[str] | None = None,
+    where: str | None = None,
+    reason: str = "",
+) -> list[str]:
+    """Clear the flag of flagged segments (by ids, or matching `where`); returns the ids changed.
+
+    Writes `quality.flagged = false` (reason "unflagged[: reason]", flagged_at = now);
+    segments that were not flagged are left alone.
+    """
+    table, ids = _target_ids(catalog, dataset, segment_ids, where)
+    flagged = set(flagged_ids_from_table(table))
+    ids = [s for s in ids if s in flagged]
+    if ids:
+        text = "unflagged" + (f": {reason.strip()}" if reason and reason.strip() else "")
+        _write_quality(catalog, dataset, ids, {"flagged": False, "reason": text, "flagged_at": _now()})
+    return ids
+
+
+def flagged_ids_from_table(table: pa.Table) -> list[str]:
+    col = f"{schema.QUALITY}.flagged"
+    if table.num_rows == 0 or col not in table.column_names:
+        return []
+    return sorted(s for s, f in zip(table.column("segment_id").to_pylist(), table.column(col).to_pylist()) if f is True)
+
+
+def flagged_ids(catalog: Catalog, dataset: str) -> list[str]:
+    """Segments of `dataset` currently flagged."""
+    return flagged_ids_from_table(catalog.segment_table(dataset))
