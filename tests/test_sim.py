@@ -128,3 +128,93 @@ def test_state_accessors(physics_sim):
     assert physics_sim.physics.data.qpos.shape == (23,)
     physics_sim.reset(0, SceneConditions())  # back to no distractors
     assert "distractor_0" not in physics_sim.static_poses()
+
+
+def test_reward_matches_gym_aloha(physics_sim):
+    """Our contact-set reward equals gym-aloha's TransferCubeTask.get_reward."""
+    from roboloop.sim.demonstrator import ScriptedHandover
+
+    s = physics_sim
+    s.reset(5, SceneConditions())
+    demo = ScriptedHandover(s)
+    seen = set()
+    for t in range(s.max_steps):
+        r = s.step(demo.action(t))
+        if t % 5 == 0:
+            assert r == s._task.get_reward(s.physics), t
+            seen.add(r)
+    assert {0.0, 2.0, 4.0} <= seen
+
+
+# ---------------------------------------------------------------- success metric
+def _contacts(ll=False, lr=False, rl=False, rr=False, table=False):
+    return dict(left_left_finger=ll, left_right_finger=lr, right_left_finger=rl, right_right_finger=rr,
+                table=table, other=False)
+
+
+def test_success_tracker_definition():
+    from roboloop.sim.success import SuccessTracker
+
+    held = _contacts(ll=True, lr=True)
+    tr = SuccessTracker()
+    for _ in range(100):
+        tr.observe(0.02, _contacts(table=True), 0)
+    for _ in range(30):
+        tr.observe(0.1, _contacts(rl=True, rr=True), 2)
+    for _ in range(40):
+        tr.observe(0.2, held, 4)
+    r = tr.result()
+    assert r.success and r.success_step == 130 and r.max_reward == 4 and r.failure_step is None
+
+    # one left finger only (gym-aloha would call this a success) -> failure
+    tr = SuccessTracker()
+    for _ in range(10):
+        tr.observe(0.1, _contacts(rl=True, rr=True), 2)
+    for _ in range(40):
+        tr.observe(0.2, _contacts(ll=True), 4)
+    assert not tr.success and tr.result().failure_reason == "not_handed_over"
+
+    # held, then dropped at step 60: failure_step = last finger contact
+    tr = SuccessTracker()
+    for _ in range(60):
+        tr.observe(0.2, held, 4)
+    tr.observe(0.1, _contacts(), 0)
+    for _ in range(30):
+        tr.observe(0.02, _contacts(table=True), 0)
+    r = tr.result()
+    assert not r.success and r.failure_reason == "dropped" and r.failure_step == 59
+
+    # right gripper still touching during the last 20 steps -> failure
+    tr = SuccessTracker()
+    for _ in range(40):
+        tr.observe(0.2, held, 4)
+    for _ in range(5):
+        tr.observe(0.2, _contacts(ll=True, lr=True, rl=True), 4)
+    assert not tr.success and tr.failure_step == 44
+
+
+# ---------------------------------------------------------------- demonstrator
+@pytest.mark.parametrize("seed,names", [(0, dict()), (7, dict(region="wide", yaw="any", distractors="many"))])
+def test_scripted_handover_strict_success(physics_sim, seed, names):
+    from roboloop.sim.demonstrator import ScriptedHandover
+    from roboloop.sim.success import SuccessTracker
+
+    s = physics_sim
+    s.reset(seed, SceneConditions.from_names(**names))
+    demo = ScriptedHandover(s)
+    assert demo.policy_id == "scripted-handover-v1"
+    tr = SuccessTracker()
+    actions = []
+    for t in range(s.max_steps):
+        a = demo.action(t)
+        actions.append(a)
+        tr.update(s, s.step(a))
+    r = tr.result()
+    assert r.success, r
+    assert r.final_cube_z > 0.05 and r.success_step <= s.max_steps - 20
+    # deterministic: the same seed replays the same actions
+    s.reset(seed, SceneConditions.from_names(**names))
+    demo.reset()
+    for t in range(60):
+        assert np.array_equal(demo.action(t), actions[t])
+        s.step(actions[t])

@@ -236,6 +236,7 @@ class ScriptedHandover:
         self._tracks: dict[str, _Track] = {}
         self._offset = {"left": GRASP_OFFSET.copy(), "right": GRASP_OFFSET.copy()}
         self._last_step = -1
+        self._last_target: dict[str, tuple[bytes, bytes]] = {}
         for arm in ("left", "right"):
             p, R = self._ik[arm].fk(self._q[arm], self._offset[arm])
             self._tracks[arm] = _Track(p, R)
@@ -312,9 +313,12 @@ class ScriptedHandover:
         out = np.empty(14)
         for arm, sl, gi in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
             pos, quat = self._tracks[arm].at(step)
-            R = _quat2mat(quat)
-            q = self._ik[arm].solve(self._q[arm], pos, R, self._offset[arm])
-            self._q[arm] = q
+            key = (pos.tobytes(), quat.tobytes())
+            if key != self._last_target.get(arm):  # holding still: reuse the last solution
+                q = self._ik[arm].solve(self._q[arm], pos, _quat2mat(quat), self._offset[arm])
+                self._q[arm] = q
+                self._last_target[arm] = key
+            q = self._q[arm]
             out[sl] = q
             out[gi] = self._grip[arm].at(step)
         return out

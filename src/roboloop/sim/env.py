@@ -261,11 +261,12 @@ class AlohaSim:
         return float(self.reward())
 
     def reward(self) -> int:
-        """gym-aloha's TransferCube reward for the current state: 1 right finger touches
-        the cube, 2 + lifted (no table contact), 3 left finger touches, 4 + no table."""
+        """gym-aloha's TransferCube reward for the current state (same contact rule,
+        computed from geom ids): 1 the right arm's ``right`` finger touches the cube,
+        2 + no table contact, 3 the left arm's ``left`` finger touches it, 4 + no table."""
         f = self.cube_contacts()
         r = 0
-        if f["right_left_finger"]:
+        if f["right_right_finger"]:
             r = 2 if not f["table"] else 1
         if f["left_left_finger"]:
             r = 4 if not f["table"] else 3
@@ -333,24 +334,26 @@ class AlohaSim:
         and the ``cube``: ``{name: {"shape": "box", "half_size": [3], "center": [3],
         "rgba": [4]}}``. ``center`` and ``half_size`` are in the body frame: draw a box
         of those half sizes centred at ``center`` and rotated with the body's pose.
-        Boxes are the body-frame AABB of the body's geoms (meshes included)."""
+        Boxes are the body-frame AABB of the body's geoms (mesh vertices for meshes)."""
         if self._geometry_cache is None:
             mj, model = self._mj, self._model
             out: dict[str, dict[str, Any]] = {}
             bodies = dict(self._link_bodies)
             bodies.update(self._static_bodies)
             bodies["cube"] = self._cube_body
+            signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
             for name, b in bodies.items():
                 corners = []
                 rgba = None
-                for g in range(model.ngeom):
-                    if model.geom_bodyid[g] != b:
-                        continue
-                    c, h = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
+                for g in np.flatnonzero(model.geom_bodyid == b):
+                    if model.geom_type[g] == mj.mjtGeom.mjGEOM_MESH:
+                        mid = model.geom_dataid[g]
+                        adr, n = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
+                        local = model.mesh_vert[adr : adr + n].astype(float)
+                    else:
+                        local = model.geom_aabb[g, :3] + signs * model.geom_aabb[g, 3:]
                     R = _quat_to_mat(model.geom_quat[g])
-                    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-                    pts = (c + signs * h) @ R.T + model.geom_pos[g]
-                    corners.append(pts)
+                    corners.append(local @ R.T + model.geom_pos[g])
                     if rgba is None:
                         rgba = model.geom_rgba[g].copy()
                 if not corners:
@@ -364,7 +367,6 @@ class AlohaSim:
                     "rgba": [float(v) for v in rgba],
                 }
             self._geometry_cache = out
-            del mj
         return {k: dict(v) for k, v in self._geometry_cache.items()}
 
     def gripper_positions(self) -> dict[str, np.ndarray]:
@@ -445,6 +447,6 @@ class AlohaSim:
         self.close()
 
 
-# grasp point in the gripper_link frame: fingers are mounted at x = 0.0687; the pads
-# reach about 4.5 cm further. Measured from the finger geoms' AABBs (see demonstrator).
+# grasp point in the gripper_link frame: the fingers' inner faces span x in
+# [0.064, 0.154] (measured from the finger mesh vertices); 0.11 is mid-finger.
 GRASP_OFFSET = np.array([0.11, 0.0, 0.0])
