@@ -176,8 +176,10 @@ def select(
         compile_order(order, table.column_names, dataset)
     ids = select_ids(table, where, order=order, limit=limit, include_flagged=include_flagged, dataset=dataset)
     if not ids:
-        n_flagged = _count_flagged(table)
-        extra = f"; {n_flagged} flagged segment(s) were left out (include them with --include-flagged)" if n_flagged and not include_flagged else ""
+        n_flagged = 0
+        if not include_flagged and _count_flagged(table):
+            n_flagged = len(select_ids(table, where, include_flagged=True, dataset=dataset))
+        extra = f"; {n_flagged} flagged segment(s) matched but were left out (include them with --include-flagged)" if n_flagged else ""
         what = f"matches {where!r}" if where else "is available"
         raise EmptySelectionError(f"no episode of {dataset!r} ({table.num_rows} segments) {what}{extra}")
     train = tuple(s for s in ids if split_point(s) >= holdout)
