@@ -27,9 +27,7 @@ APPLICATION_ID = "roboloop"
 
 
 def _property_value(value: Any) -> Any:
-    """Properties must be plain values or lists of them (AnyValues); None is written as ''."""
-    if value is None:
-        return ""
+    """Properties must be plain values or lists of them (AnyValues)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -43,7 +41,10 @@ def send_property_group(rec, group: str, values: Mapping[str, Any]) -> None:
     """Write one property group (`episode`, `scene`, ...) on a recording stream."""
     import rerun as rr
 
-    clean = {k: _property_value(v) for k, v in values.items()}
+    # Rerun drops None and "" values without a word, so skip them explicitly: a missing
+    # property reads back as null in the segment table. Write a sentinel (e.g. "none", -1)
+    # when the absence itself should be queryable.
+    clean = {k: _property_value(v) for k, v in values.items() if v is not None and v != ""}
     if clean:
         rec.send_property(group, rr.AnyValues(**clean))
 
