@@ -330,7 +330,8 @@ def refine_cmd(
         return
     console.print(
         f"{dataset}: signals for {n} segment(s) in {report.seconds:.2f}s "
-        f"(read {report.read_seconds:.2f}s, compute+write {report.write_seconds:.2f}s, register {report.register_seconds:.2f}s)"
+        f"(read {report.read_seconds:.2f}s, compute {report.compute_seconds:.2f}s, write {report.write_seconds:.2f}s, "
+        f"register {report.register_seconds:.2f}s)"
         + (f"; {report.skipped} already had signals" if report.skipped else "")
     )
     _print_signal_stats(report.values)

@@ -67,7 +67,9 @@ import datetime as _dt
 import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,6 +97,7 @@ GRIPPER_EVENT_DELTA = 0.1
 """Normalized gripper travel that makes an open or close event."""
 
 DEFAULT_BATCH = 250
+WRITE_THREADS = 4
 
 
 # --- episode data --------------------------------------------------------------------------
@@ -105,6 +108,13 @@ class EpisodeStreams:
 
     segment_id: str
     streams: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: Any, fn: Callable[[], Any]) -> Any:
+        """Compute `fn()` once per episode (for intermediates several signals share)."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
 
     def get(self, entity: str) -> tuple[np.ndarray, np.ndarray] | None:
         s = self.streams.get(entity)
@@ -181,6 +191,10 @@ def arm_activity_right(ep: EpisodeStreams) -> float | None:
 
 
 def _abs_jerk(ep: EpisodeStreams) -> np.ndarray | None:
+    return ep.memo("abs_jerk", lambda: _compute_abs_jerk(ep))
+
+
+def _compute_abs_jerk(ep: EpisodeStreams) -> np.ndarray | None:
     s = _joints(ep, min_rows=4)
     if s is None:
         return None
@@ -221,8 +235,11 @@ def gripper_events(g: np.ndarray, delta: float = GRIPPER_EVENT_DELTA) -> tuple[i
     """(closes, opens) of a gripper position series, by hysteresis with threshold `delta`."""
     closes = opens = 0
     state = 0  # 0 unknown, -1 closing (tracking the low), +1 opening (tracking the high)
-    hi = lo = float(g[0]) if len(g) else 0.0
-    for x in np.asarray(g, dtype=np.float64).tolist():
+    g = np.asarray(g, dtype=np.float64)
+    if len(g) == 0 or float(g.max() - g.min()) < delta:
+        return 0, 0
+    hi = lo = float(g[0])
+    for x in g.tolist():
         if state >= 0:
             hi = max(hi, x)
         if state <= 0:
@@ -238,7 +255,9 @@ def gripper_events(g: np.ndarray, delta: float = GRIPPER_EVENT_DELTA) -> tuple[i
 
 def _gripper(ep: EpisodeStreams, index: int, which: int) -> int | None:
     s = _joints(ep)
-    return None if s is None else gripper_events(s[1][:, index])[which]
+    if s is None:
+        return None
+    return ep.memo(("gripper_events", index), lambda: gripper_events(s[1][:, index]))[which]
 
 
 @signal("gripper_closes_left")
@@ -345,7 +364,8 @@ class RefineReport:
     skipped: int = 0  # segments that already had signals (without --all)
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
-    read_seconds: float = 0.0
+    read_seconds: float = 0.0  # waiting for reads (the next batch is read in the background)
+    compute_seconds: float = 0.0
     write_seconds: float = 0.0
     register_seconds: float = 0.0
 
@@ -389,27 +409,38 @@ def refine(
     stamp = _now()
     if progress:
         progress(0, len(todo))
-    for i in range(0, len(todo), max(1, batch_size)):
-        batch = todo[i : i + batch_size]
-        t1 = time.perf_counter()
-        episodes = read_streams(ds, batch, entities)
-        t2 = time.perf_counter()
-        paths = []
-        for seg in batch:
-            values = compute_signals(episodes[seg], chosen)
-            report.values[seg] = values
-            props = {**values, "refined_at": stamp, "version": SIGNALS_VERSION}
-            path = catalog.workspace.segment_path(dataset, schema.SIGNALS_LAYER, seg)
-            paths.append(write_layer_properties(path, seg, {schema.SIGNALS: props}))
-        t3 = time.perf_counter()
-        catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
-        t4 = time.perf_counter()
-        report.read_seconds += t2 - t1
-        report.write_seconds += t3 - t2
-        report.register_seconds += t4 - t3
-        report.computed.extend(batch)
-        if progress:
-            progress(len(report.computed), len(todo))
+    size = max(1, batch_size)
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+
+    def write(seg: str, values: dict[str, Any]) -> Path:
+        props = {**values, "refined_at": stamp, "version": SIGNALS_VERSION}
+        path = catalog.workspace.segment_path(dataset, schema.SIGNALS_LAYER, seg)
+        return write_layer_properties(path, seg, {schema.SIGNALS: props})
+
+    # The next batch is read while this one is computed and written; layer files are
+    # written by a few threads (the RRD writer spends its time outside the GIL).
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(WRITE_THREADS) as writers:
+        pending = reader.submit(read_streams, ds, batches[0], entities) if batches else None
+        for k, batch in enumerate(batches):
+            t1 = time.perf_counter()
+            episodes = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(read_streams, ds, batches[k + 1], entities)
+            t2 = time.perf_counter()
+            for seg in batch:
+                report.values[seg] = compute_signals(episodes[seg], chosen)
+            t2b = time.perf_counter()
+            paths = list(writers.map(lambda seg: write(seg, report.values[seg]), batch))
+            t3 = time.perf_counter()
+            catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
+            t4 = time.perf_counter()
+            report.read_seconds += t2 - t1
+            report.compute_seconds += t2b - t2
+            report.write_seconds += t3 - t2b
+            report.register_seconds += t4 - t3
+            report.computed.extend(batch)
+            if progress:
+                progress(len(report.computed), len(todo))
     report.seconds = time.perf_counter() - t0
     return report
 
