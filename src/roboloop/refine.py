@@ -55,10 +55,13 @@ any other layer. Selections leave out segments whose `quality.flagged` is true u
 asked to include them.
 
 Layer files are replaced in place (written to a temporary name, renamed over the old
-file) and re-registered with REPLACE at once. This is safe for these property-only
-layers: the server keeps registered properties in memory and the reader never decodes
-them for time-indexed queries (checked on rerun-sdk 0.41: reads and `segment_store`
-during the swap succeed); the `base` layer is never rewritten.
+file) and re-registered with REPLACE at once, so the layout stays
+`datasets/<ds>/<layer>/<segment_id>.rrd` (no versioned names). This is safe for these
+property-only layers: the server keeps registered properties in memory. Checked on
+rerun-sdk 0.41: between the rename and the re-registration, `segment_table()`, reader
+queries with and without `/__properties/**` and `segment_store()` succeed and return
+the old values; after REPLACE they return the new ones. The `base` layer (which holds
+time-indexed data the server reads lazily from the file) is never rewritten.
 """
 
 from __future__ import annotations
