@@ -218,3 +218,12 @@ def test_scripted_handover_strict_success(physics_sim, seed, names):
     for t in range(60):
         assert np.array_equal(demo.action(t), actions[t])
         s.step(actions[t])
+
+
+def test_preset_names_mean_their_values():
+    assert SceneConditions(lighting="dim") == SceneConditions.from_names(lighting="dim")
+    assert SceneConditions(region="far").region_bounds == REGIONS["right"]
+    assert SceneConditions.from_names(lighting="dim").replace(lighting="normal") == SceneConditions()
+    with pytest.raises(ValueError, match="custom"):
+        SceneConditions(region="right", x_min=0.05)
+    assert SceneConditions(region="custom", x_min=0.05).region_label.startswith("custom")

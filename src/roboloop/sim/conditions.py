@@ -152,6 +152,7 @@ class SceneConditions:
     distractors: int = 0
 
     def __post_init__(self) -> None:
+        self._resolve_presets()
         # normalise types so equality and round trips are exact
         for f in ("x_min", "x_max", "y_min", "y_max", "yaw_min", "yaw_max", "light_scale", "ambient"):
             v = getattr(self, f)
@@ -177,6 +178,41 @@ class SceneConditions:
                 f"distractors must be an int in [0, {MAX_DISTRACTORS}] or one of "
                 f"{', '.join(DISTRACTOR_SETS)}, got {d!r}"
             )
+
+    def _resolve_presets(self) -> None:
+        """A preset name always means its values: fields left at their defaults are
+        filled from the named preset (``SceneConditions(lighting="dim")`` works);
+        explicit values that contradict the name are an error (use "custom")."""
+        groups = (
+            ("region", ("x_min", "x_max", "y_min", "y_max"), REGIONS, REGION_ALIASES),
+            ("lighting", ("light_scale", "ambient"), LIGHTINGS, None),
+            ("table", ("table_rgba",), TABLES, None),
+        )
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name_field, value_fields, presets, aliases in groups:
+            name = str(getattr(self, name_field)).strip().lower()
+            if name == "custom":
+                object.__setattr__(self, name_field, name)
+                continue
+            key, preset = _choose(name_field, name, {**presets, "custom": None}, aliases)
+            object.__setattr__(self, name_field, key)
+            preset_values = (tuple(preset),) if name_field == "table" else tuple(preset)
+            current = tuple(
+                tuple(float(c) for c in getattr(self, f)) if f == "table_rgba" else getattr(self, f)
+                for f in value_fields
+            )
+            default = tuple(defaults[f] for f in value_fields)
+            if current == default:
+                for f, v in zip(value_fields, preset_values):
+                    object.__setattr__(self, f, v)
+            elif not all(
+                (a == b) if f == "table_rgba" else math.isclose(float(a), float(b), abs_tol=1e-12)
+                for f, a, b in zip(value_fields, current, preset_values)
+            ):
+                raise ValueError(
+                    f"{name_field}={key!r} means {dict(zip(value_fields, preset_values))}, but got "
+                    f"{dict(zip(value_fields, current))}; use {name_field}='custom' for explicit values"
+                )
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -264,6 +300,18 @@ class SceneConditions:
         return out
 
     def replace(self, **changes: Any) -> "SceneConditions":
+        """Copy with changes; changing a preset name (region / lighting / table) without
+        its values takes the preset's values: ``c.replace(lighting="dim")``."""
+        groups = {
+            "region": ("x_min", "x_max", "y_min", "y_max"),
+            "lighting": ("light_scale", "ambient"),
+            "table": ("table_rgba",),
+        }
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name_field, value_fields in groups.items():
+            if name_field in changes and not any(f in changes for f in value_fields):
+                if str(changes[name_field]).strip().lower() != "custom":
+                    changes.update({f: defaults[f] for f in value_fields})
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ labels

@@ -7,9 +7,10 @@ Plan (50 Hz steps, 300 per episode):
    cube to the handover point ``MEET`` with the gripper horizontal, pointing at the
    left arm. The right grasp is re-aimed at the cube's settled position (it is dropped
    from z = 0.05 at reset and settles near 0.02) before the descent.
-2. left arm: waits, moves to a pre-handover pose facing the right gripper, then is
-   **re-aimed at the cube's actual position** (read from the simulator) and closes on
-   the half of the cube the right gripper leaves free.
+2. left arm: waits, moves to a pre-handover pose facing the right gripper, rolled by
+   90 degrees so its fingers close on the cube's top and bottom faces (the right
+   fingers hold the side faces, so the two grasps never compete), then is **re-aimed
+   at the cube's actual position** (read from the simulator) and closes.
 3. right arm opens and backs away; the left arm holds the cube off the table until the end.
 
 Each step's 14 joint targets come from end-effector waypoints (position + orientation,
@@ -38,8 +39,8 @@ __all__ = ["ScriptedHandover"]
 MEET = np.array([0.0, 0.5, 0.22])  # where the cube is handed over (world)
 # Finger geometry (gripper_link frame, x = along the fingers): the inner faces span
 # x in [0.064, 0.154] and taper from +-3 cm (z) at the base to +-0.5 cm at the tip.
-PITCH = math.radians(35)  # right-arm grasp approach, down from horizontal
-GRASP_DEPTH = 0.115  # cube centre along the gripper x axis when picking from the table
+PITCH = math.radians(40)  # right-arm grasp approach, down from horizontal (35-45 work; 50 fails)
+GRASP_DEPTH = 0.12  # cube centre along the gripper x axis when picking from the table (0.115-0.13 work)
 # Handover: the right gripper (horizontal, pointing -x) squeezes the cube's y faces;
 # the left gripper comes from -x rolled by 90 degrees and squeezes the top/bottom
 # faces, so the two pairs of fingers never compete for the same faces.

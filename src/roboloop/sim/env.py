@@ -158,6 +158,7 @@ class AlohaSim:
         self._task = self._ga_sim.TransferCubeTask()
         self._physics = None
         self._renderer = None
+        self._models: dict[int, tuple] = {}  # parked models by distractor count
         self._n_distractors = -1
         self._conditions: SceneConditions | None = None
         self._seed: int | None = None
@@ -169,33 +170,46 @@ class AlohaSim:
 
     # ------------------------------------------------------------------ model
     def _build(self, n_distractors: int) -> None:
+        """Switch to the model with ``n_distractors`` static distractors (compiled once
+        per count and kept, with its renderer, so alternating conditions stay cheap)."""
         mj = self._mj
-        xml = self._constants.ASSETS_DIR / "bimanual_viperx_transfer_cube.xml"
-        dm_mujoco, dm_wrapper = _LAZY["dm_mujoco"], _LAZY["dm_wrapper"]
-        if n_distractors == 0:
-            physics = dm_mujoco.Physics.from_xml_path(str(xml))
+        if self._physics is not None:  # park the current model and its renderer
+            self._models[self._n_distractors] = (
+                self._physics, self._renderer, self._base_light_diffuse, self._base_light_specular
+            )
+        if n_distractors in self._models:
+            physics, renderer, base_diffuse, base_specular = self._models.pop(n_distractors)
         else:
-            spec = mj.MjSpec.from_file(str(xml))
-            shapes = {"box": mj.mjtGeom.mjGEOM_BOX, "cylinder": mj.mjtGeom.mjGEOM_CYLINDER, "sphere": mj.mjtGeom.mjGEOM_SPHERE}
-            for name, shape, pos, half, rgba in DISTRACTOR_LAYOUT[:n_distractors]:
-                body = spec.worldbody.add_body(name=name, pos=list(pos))
-                size = list(half) + [0.0] * (3 - len(half))
-                body.add_geom(name=name, type=shapes[shape], size=size, rgba=list(rgba))
-            physics = dm_mujoco.Physics.from_model(dm_wrapper.MjModel(spec.compile()))
+            xml = self._constants.ASSETS_DIR / "bimanual_viperx_transfer_cube.xml"
+            dm_mujoco, dm_wrapper = _LAZY["dm_mujoco"], _LAZY["dm_wrapper"]
+            if n_distractors == 0:
+                physics = dm_mujoco.Physics.from_xml_path(str(xml))
+            else:
+                spec = mj.MjSpec.from_file(str(xml))
+                shapes = {
+                    "box": mj.mjtGeom.mjGEOM_BOX,
+                    "cylinder": mj.mjtGeom.mjGEOM_CYLINDER,
+                    "sphere": mj.mjtGeom.mjGEOM_SPHERE,
+                }
+                for name, shape, pos, half, rgba in DISTRACTOR_LAYOUT[:n_distractors]:
+                    body = spec.worldbody.add_body(name=name, pos=list(pos))
+                    size = list(half) + [0.0] * (3 - len(half))
+                    body.add_geom(name=name, type=shapes[shape], size=size, rgba=list(rgba))
+                physics = dm_mujoco.Physics.from_model(dm_wrapper.MjModel(spec.compile()))
+            m0 = physics.model.ptr
+            # rendering settings (must precede the first render): no antialiasing, no shadows
+            m0.vis.quality.offsamples = 0
+            m0.light_castshadow[:] = 0
+            renderer, base_diffuse, base_specular = None, m0.light_diffuse.copy(), m0.light_specular.copy()
         model = physics.model.ptr
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
         self._physics = physics
+        self._renderer = renderer
         self._model = model
         self._data = physics.data.ptr
         self._n_distractors = n_distractors
         self._geometry_cache = None
-        # rendering settings (must precede the first render): no antialiasing, no shadows
-        model.vis.quality.offsamples = 0
-        model.light_castshadow[:] = 0
-        self._base_light_diffuse = model.light_diffuse.copy()
-        self._base_light_specular = model.light_specular.copy()
+        self._base_light_diffuse = base_diffuse
+        self._base_light_specular = base_specular
         name2id = lambda kind, n: mj.mj_name2id(model, kind, n)  # noqa: E731
         G, B = mj.mjtObj.mjOBJ_GEOM, mj.mjtObj.mjOBJ_BODY
         self._table_geom = name2id(G, "table")
@@ -436,9 +450,14 @@ class AlohaSim:
         return {c: self.render(c) for c in self.cameras}
 
     def close(self) -> None:
+        """Free the GL contexts (the simulator stays usable; rendering recreates them)."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        for n, (physics, renderer, diffuse, specular) in list(self._models.items()):
+            if renderer is not None:
+                renderer.close()
+            self._models[n] = (physics, None, diffuse, specular)
 
     def __enter__(self) -> "AlohaSim":
         return self
