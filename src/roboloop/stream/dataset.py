@@ -94,6 +94,7 @@ from roboloop.stream.index import (
 )
 from roboloop.stream.resample import latest_at, latest_indices, linear, window_positions
 from roboloop.stream.shuffle import BatchShuffleBuffer
+from roboloop.stream.transport import ShmLoader, ShmWriter
 
 _META = ("episode_index", "frame_index", "timestamp")
 _DEFAULT_BUFFER_BYTES = 256 << 20
@@ -174,6 +175,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         self._parent_ddp: tuple[int, int] | None = None
         self.epoch = 0
         self.num_workers = 0  # for __len__; set by loader()
+        self._shm_slots = 0  # > 0: workers hand batches over through a shared ring (set by loader())
         self.stats: dict[str, int] = {}
 
     # --- public helpers ------------------------------------------------------------------------
@@ -205,14 +207,28 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 items += n
         return items
 
-    def loader(self, num_workers: int = 0, **kwargs: Any) -> torch.utils.data.DataLoader:
-        """A DataLoader set up for this stream: batches come ready-made, workers are spawned."""
+    def loader(self, num_workers: int = 0, *, prefetch_factor: int = 4, pin_memory: bool = False, shared_ring: bool = True, **kwargs: Any):
+        """A DataLoader set up for this stream: ready-made batches, spawned workers.
+
+        With workers and `shared_ring` (default), each worker hands batches over through
+        one shared-memory ring instead of a new shared-memory segment per tensor per batch
+        (see `roboloop.stream.transport`); the returned object iterates like the DataLoader
+        and yields plain dicts of tensors.
+        """
         self.num_workers = num_workers
         opts: dict[str, Any] = {"batch_size": None}
+        ring = bool(num_workers > 0 and shared_ring and self.batch_size)
         if num_workers > 0:
-            opts.update(multiprocessing_context="spawn", persistent_workers=False, prefetch_factor=4)
+            opts.update(multiprocessing_context="spawn", persistent_workers=False, prefetch_factor=prefetch_factor)
+        if not ring:
+            opts["pin_memory"] = pin_memory
         opts.update(kwargs)
-        return torch.utils.data.DataLoader(self, num_workers=num_workers, **opts)
+        self._shm_slots = prefetch_factor + 3 if ring else 0
+        try:
+            dl = torch.utils.data.DataLoader(self, num_workers=num_workers, **opts)
+        finally:
+            pass
+        return ShmLoader(dl, pin_memory=pin_memory) if ring else dl
 
     # --- pickling / connection -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -272,6 +288,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         decoders: dict[str, _decode.VideoDecoder] = {}
         self.stats = {"samples": 0, "blocks": 0, "skipped_segments": 0}
         warned: set[str] = set()
+        writer = ShmWriter(worker, self._shm_slots) if (info is not None and self._shm_slots and self.batch_size) else None
         fetcher = _Fetcher(self._dataset_entry(), blocks, self.fields, self.index, self.timeline, self.prefetch)
         try:
             for spans, raws in fetcher:
@@ -290,10 +307,10 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 self.stats["blocks"] += 1
                 self.stats["samples"] += len(next(iter(arrays.values())))
                 for out in pool.push(arrays):
-                    yield from self._emit(out)
+                    yield from self._emit(out, writer)
             if pool is not None:
                 for out in pool.finish():
-                    yield from self._emit(out)
+                    yield from self._emit(out, writer)
         finally:
             fetcher.close()
             for d in decoders.values():
@@ -307,21 +324,25 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         per_sample = sum(a.itemsize * (a.size // max(1, len(a))) for a in arrays.values() if len(a)) or 1
         return int(max(4 * batch, min(50_000, _DEFAULT_BUFFER_BYTES // per_sample)))
 
-    def _emit(self, out: dict[str, np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
-        tensors = {}
+    def _emit(self, out: dict[str, np.ndarray], writer=None) -> Iterator[Any]:
+        arrays: dict[str, np.ndarray] = {}
         for f in self.fields:
-            t = torch.from_numpy(out[f.name])
+            a = out[f.name]
             if f.is_camera and f.dtype.kind == "f":
-                t = t.to(torch.from_numpy(np.empty(0, f.dtype)).dtype).div_(255.0)
-            tensors[f.name] = t
+                a = np.multiply(a, np.asarray(1.0 / 255.0, dtype=f.dtype), dtype=f.dtype)
+            arrays[f.name] = a
             if f.window is not None:
-                tensors[f"{f.name}_mask"] = torch.from_numpy(out[f"{f.name}_mask"])
+                arrays[f"{f.name}_mask"] = out[f"{f.name}_mask"]
         if self.include_meta:
             for m in _META:
-                tensors[m] = torch.from_numpy(out[m])
+                arrays[m] = out[m]
         if self.batch_size is not None:
-            yield tensors
+            if writer is not None:
+                yield writer.write(arrays, self.batch_size)
+            else:
+                yield {k: torch.from_numpy(v) for k, v in arrays.items()}
         else:
+            tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
             n = len(next(iter(tensors.values())))
             for i in range(n):
                 yield {k: v[i] for k, v in tensors.items()}
