@@ -45,6 +45,7 @@ GRASP_DEPTH = 0.12  # cube centre along the gripper x axis when picking from the
 # the left gripper comes from -x rolled by 90 degrees and squeezes the top/bottom
 # faces, so the two pairs of fingers never compete for the same faces.
 HOLD_DEPTH_L = 0.115
+AZIMUTH_BLEND = 0.0  # 0: approach square to the cube's faces; 1: along the base-to-cube direction
 
 
 def _rot_from_axes(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
@@ -253,11 +254,21 @@ class ScriptedHandover:
         # the cube is symmetric under quarter turns: reduce to [-45, 45] degrees
         return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
+    def _grasp_azimuth(self, c: np.ndarray, yaw: float) -> float:
+        """Approach azimuth for the right-arm grasp: of the four azimuths aligned with the
+        cube's faces, the one nearest the natural direction from the arm base to the cube,
+        moved towards that natural direction by AZIMUTH_BLEND."""
+        base = self.sim.physics.named.data.xpos["vx300s_right"]
+        natural = math.atan2(c[1] - base[1], c[0] - base[0])
+        aligned = math.pi + yaw
+        diff = (aligned - natural + math.pi / 4) % (math.pi / 2) - math.pi / 4
+        return natural + (1.0 - AZIMUTH_BLEND) * diff
+
     def _plan_right(self, cube: np.ndarray, from_step: int = 0) -> None:
         tr, g = self._tracks["right"], self._grip["right"]
         c = cube[:3].copy()
         c[2] = CUBE_HALF_SIZE  # where it rests once settled
-        az = math.pi + self._cube_yaw(cube)
+        az = self._grasp_azimuth(c, self._cube_yaw(cube))
         R_grasp = _gripper_rot(az, PITCH)
         approach = R_grasp[:, 0]
         grasp_pt = c + approach * (GRASP_DEPTH - GRASP_OFFSET[0])  # grasp point (GRASP_OFFSET) target

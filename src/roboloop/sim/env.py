@@ -29,7 +29,16 @@ imported; MuJoCo, dm_control and gym-aloha are imported lazily on first use.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
+if "MUJOCO_GL" not in os.environ and "mujoco" in sys.modules:
+    warnings.warn(
+        "mujoco was imported before roboloop.sim without MUJOCO_GL set, so headless (EGL) "
+        "rendering may be unavailable; import roboloop.sim first or set MUJOCO_GL=egl",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import atexit
