@@ -42,6 +42,7 @@ def test_conditions_dict_round_trip():
         d = c.to_dict()
         assert all(isinstance(v, (str, float, int, bool, list)) for v in d.values())
         assert SceneConditions.from_dict(json.loads(json.dumps(d))) == c
+        assert SceneConditions.from_dict({k: [v] for k, v in d.items()}) == c  # list-valued catalog columns
     assert SceneConditions.from_names(x=(0.05, 0.15)).region == "custom"
     assert SceneConditions.from_names(region="near").region_bounds == REGIONS["left"]
     assert "right" in SceneConditions.from_names(region="right").region_label

@@ -280,11 +280,20 @@ class SceneConditions:
             raise ValueError(f"unknown SceneConditions keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
         kw: dict[str, Any] = {}
         for k, v in d.items():
-            if hasattr(v, "item") and not hasattr(v, "__len__"):
-                v = v.item()  # numpy scalar
+            if hasattr(v, "tolist"):
+                v = v.tolist()  # numpy scalar / array
+            # catalog property columns are list-valued: unwrap one-element lists
             if k == "table_rgba":
+                if isinstance(v, (list, tuple)) and len(v) == 1 and isinstance(v[0], (list, tuple)):
+                    v = v[0]
                 v = tuple(float(c) for c in v)
-            elif k == "distractors":
+                kw[k] = v
+                continue
+            if isinstance(v, (list, tuple)):
+                if len(v) != 1:
+                    raise ValueError(f"SceneConditions.{k} must be a single value, got {v!r}")
+                v = v[0]
+            if k == "distractors":
                 v = int(v)
             elif k in ("region", "lighting", "table"):
                 v = str(v)
