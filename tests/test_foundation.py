@@ -198,3 +198,17 @@ def test_ls_shows_layers(ws, synthetic_episode):
     res = CliRunner().invoke(app, ["--workspace", str(ws.root), "ls"])
     assert res.exit_code == 0, res.output
     assert "demo" in res.output and "base (1)" in res.output and "quality (1)" in res.output
+
+
+def test_property_types_do_not_leak_between_recordings(catalog, ws):
+    """Rerun's AnyValues caches a name's first type process-wide; our writer must not drop later values."""
+    paths = []
+    for sid, value in (("ep-a", 0.35), ("ep-b", "dim")):
+        path = ws.segment_path("mixed", schema.BASE_LAYER, sid)
+        with EpisodeRecorder(path, sid) as rec:
+            rec.append_scalars(schema.JOINT_POSITIONS, 0.0, np.zeros(14))
+            rec.set_properties("scene", {"lighting": value, "seed": 3})
+        paths.append(path)
+    catalog.register_files("mixed", paths[1:])
+    row = catalog.segment_table("mixed").to_pylist()[0]
+    assert row["scene.lighting"] == "dim" and row["scene.seed"] == 3

@@ -26,15 +26,22 @@ from roboloop.workspace import atomic_path
 APPLICATION_ID = "roboloop"
 
 
-def _property_value(value: Any) -> Any:
-    """Properties must be plain values or lists of them (AnyValues)."""
+def _property_value(value: Any):
+    """One property value as an explicit Arrow array (a scalar becomes a one-element array).
+
+    Passing Arrow arrays bypasses `rr.AnyValues`' process-wide type cache, which otherwise
+    silently drops a value whose type differs from the first one logged under the same
+    name anywhere in the process (e.g. `lighting` once a float, later a string).
+    """
+    import pyarrow as pa
+
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return pa.array(list(value))
+    return pa.array([value])
 
 
 def send_property_group(rec, group: str, values: Mapping[str, Any]) -> None:
