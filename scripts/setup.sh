@@ -25,9 +25,21 @@ fi
 # 2. Virtual environment.
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 
+# The native Rerun viewer decodes H.264 camera streams with an `ffmpeg` executable on
+# PATH. imageio-ffmpeg (a gym-aloha dependency) ships one: link it into .venv/bin, which
+# ./run puts on PATH.
+link_ffmpeg() {
+  [[ -e .venv/bin/ffmpeg ]] && return 0
+  local exe
+  exe=$(.venv/bin/python -c "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())" 2>/dev/null) || return 0
+  [[ -x "$exe" ]] && ln -sf "$exe" .venv/bin/ffmpeg
+  return 0
+}
+
 # 3. Python packages: only when pyproject.toml changed since the last successful setup.
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
+  link_ffmpeg
   exit 0
 fi
 echo "setup: installing Python packages into .venv (first run takes a minute)"
@@ -44,6 +56,7 @@ pip_install --upgrade pip
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || pip_install torch==2.13.0
 pip_install -e ".[sim,dev]"
-.venv/bin/python -c "import roboloop, torch, rerun, gym_aloha" 
+.venv/bin/python -c "import roboloop, torch, rerun, gym_aloha"
+link_ffmpeg
 echo "$want" > "$STAMP"
 echo "setup: done"

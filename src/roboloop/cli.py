@@ -94,7 +94,7 @@ def serve(
         console.print(f"[bold]roboloop catalog[/] serving workspace {cat.workspace.root}")
         console.print(f"  restored {n} segment layers, {len(rep.tables)} tables, {len(rep.blueprints)} blueprints in {rep.seconds:.2f}s")
         console.print(f"  catalog URL: [bold cyan]{cat.url}[/]")
-        console.print(f"  open it in the viewer:   rerun {cat.url}", soft_wrap=True)
+        console.print(f"  open it in the viewer:   {viewer_command(cat.url)}", soft_wrap=True)
         console.print(f"  use it from roboloop:    ROBOLOOP_CATALOG={cat.url} roboloop ls", soft_wrap=True)
         console.print("  Ctrl-C to stop")
         try:
@@ -102,6 +102,18 @@ def serve(
                 time.sleep(3600)
         except KeyboardInterrupt:
             console.print("stopping")
+
+
+def viewer_command(target: str) -> str:
+    """How to open `target` in the native Rerun viewer from a shell, with H.264 decoding working.
+
+    The viewer decodes H.264 with an `ffmpeg` executable on PATH; setup links one into
+    the virtualenv's bin folder, which may not be on the user's PATH.
+    """
+    venv_bin = Path(sys.prefix) / "bin"
+    if shutil.which("ffmpeg") is None and (venv_bin / "ffmpeg").exists():
+        return f'PATH="{venv_bin}:$PATH" rerun {target}'
+    return f"rerun {target}"
 
 
 # --- ls ------------------------------------------------------------------------------------
