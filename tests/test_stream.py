@@ -222,6 +222,30 @@ def test_exactly_once_across_two_spawned_workers(env):
     assert set(keys) == expected
 
 
+def test_persistent_workers_reshuffle_each_epoch_without_respawn(env):
+    """Workers spawned once serve every epoch exactly once, and set_epoch reaches them."""
+    cat, _ = env
+    stream = EpisodeStream(
+        cat, (DS, IDS), fields={"state": schema.JOINT_POSITIONS}, rate_hz=50, batch_size=16, block_samples=30, seed=3,
+    )
+    loader = stream.loader(num_workers=2, persistent_workers=True)
+    expected = {(e, k) for e in range(len(IDS)) for k in range(int(stream.index.num_samples[e]))}
+    orders, worker_pids = [], []
+    for epoch in (0, 1, 1):
+        stream.set_epoch(epoch)
+        keys = []
+        for b in loader:
+            keys += list(zip(b["episode_index"].tolist(), b["frame_index"].tolist()))
+        assert len(keys) == len(expected) and set(keys) == expected
+        orders.append(keys)
+        it = loader.loader._iterator if hasattr(loader, "loader") else loader._iterator
+        worker_pids.append(sorted(w.pid for w in it._workers))
+    assert orders[0] != orders[1], "set_epoch did not reach the persistent workers"
+    assert worker_pids[0] == worker_pids[1] == worker_pids[2], "workers were respawned"
+    # The same epoch twice gives the same order (shuffles are seeded by (seed, epoch, rank, worker)).
+    assert orders[1] == orders[2]
+
+
 def test_exactly_once_across_ranks_and_workers_plan(env):
     """The epoch plan partitions the samples over 2 ranks x 3 workers; set_epoch reshuffles."""
     cat, _ = env

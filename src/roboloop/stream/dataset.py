@@ -49,9 +49,10 @@ Semantics
   (default) raises `MissingFieldError` naming the field and segments; `"skip"` warns
   once per segment and leaves that segment's samples out of the epoch (so the
   exactly-once guarantee then covers the remaining segments).
-- `set_epoch(e)` reseeds the segment order and the shuffle buffer. DataLoader workers get
-  a pickled copy of the stream at each epoch start (the default, non-persistent workers),
-  so call `set_epoch` before creating the iterator.
+- `set_epoch(e)` reseeds the segment order and the shuffle buffer. Call it before
+  creating the epoch's iterator. With `loader(..., persistent_workers=True)` the workers
+  are spawned once and live across epochs (no 2-3 s start-up per epoch); `set_epoch`
+  reaches them through a shared value created for that loader.
 - Workers (start method `spawn`; `fork` deadlocks with the catalog client) reconnect
   with `CatalogClient(url)`; the process that owns the embedded server must keep its
   `Catalog` alive. Torch threads are set to 1 in workers.
@@ -174,6 +175,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         self._rank, self._world = rank, world_size
         self._parent_ddp: tuple[int, int] | None = None
         self.epoch = 0
+        self._shared_epoch = None  # a spawn-context RawValue when workers persist across epochs
         self.num_workers = 0  # for __len__; set by loader()
         self._shm_slots = 0  # > 0: workers hand batches over through a shared ring (set by loader())
         self.stats: dict[str, int] = {}
@@ -191,6 +193,12 @@ class EpisodeStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Reseed segment order and shuffle buffer (like `DistributedSampler.set_epoch`)."""
         self.epoch = int(epoch)
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = self.epoch
+
+    def _current_epoch(self) -> int:
+        """The epoch to plan: the shared value in persistent workers, else our own copy."""
+        return int(self._shared_epoch.value) if self._shared_epoch is not None else self.epoch
 
     def __len__(self) -> int:
         """Items this rank yields per epoch: batches if `batch_size`, else samples (assumes `num_workers`)."""
@@ -207,8 +215,21 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 items += n
         return items
 
-    def loader(self, num_workers: int = 0, *, prefetch_factor: int = 4, pin_memory: bool = False, shared_ring: bool = True, **kwargs: Any):
+    def loader(
+        self,
+        num_workers: int = 0,
+        *,
+        prefetch_factor: int = 4,
+        pin_memory: bool = False,
+        shared_ring: bool = True,
+        persistent_workers: bool = False,
+        **kwargs: Any,
+    ):
         """A DataLoader set up for this stream: ready-made batches, spawned workers.
+
+        With `persistent_workers`, the workers are spawned once and reused every epoch;
+        `set_epoch` still reshuffles them (create one loader, then per epoch call
+        `set_epoch(e)` and iterate it).
 
         With workers and `shared_ring` (default), each worker hands batches over through
         one shared-memory ring instead of a new shared-memory segment per tensor per batch
@@ -219,7 +240,10 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         opts: dict[str, Any] = {"batch_size": None}
         ring = bool(num_workers > 0 and shared_ring and self.batch_size)
         if num_workers > 0:
-            opts.update(multiprocessing_context="spawn", persistent_workers=False, prefetch_factor=prefetch_factor)
+            ctx = torch.multiprocessing.get_context("spawn")
+            opts.update(multiprocessing_context=ctx, persistent_workers=persistent_workers, prefetch_factor=prefetch_factor)
+            if persistent_workers:
+                self._shared_epoch = ctx.RawValue("q", self.epoch)
         if not ring:
             opts["pin_memory"] = pin_memory
         opts.update(kwargs)
@@ -264,7 +288,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
     def plan(self, worker: int = 0, num_workers: int = 1) -> list[list[Span]]:
         """This epoch's blocks for one (rank, worker) shard."""
         rank, world = self._topology()
-        order = epoch_segment_order(len(self.index.segment_ids), shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
+        order = epoch_segment_order(len(self.index.segment_ids), shuffle=self.shuffle, seed=self.seed, epoch=self._current_epoch())
         return plan_blocks(
             self.index.num_samples,
             order=order,
@@ -282,7 +306,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         blocks = self.plan(worker, num_workers)
         if not blocks:
             return
-        rng = np.random.default_rng([self.seed, self.epoch, rank, worker, 7])
+        rng = np.random.default_rng([self.seed, self._current_epoch(), rank, worker, 7])
         batch = self.batch_size or 256
         pool: BatchShuffleBuffer | None = None
         decoders: dict[str, _decode.VideoDecoder] = {}
