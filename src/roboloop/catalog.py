@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -303,15 +304,22 @@ class Catalog:
         return friendly_segment_table(raw)
 
     def sql(self, query: str) -> pa.Table:
-        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it."""
+        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it.
+
+        Only the datasets the query names are fetched (building a segment table is the
+        expensive part, ~0.5 s per 1000 segments).
+        """
         ctx = self.client.ctx
-        for name in self.dataset_names():
-            table = self.segment_table(name)
-            _register_arrow(ctx, name, table)
+        names = self.dataset_names()
+        words = set(re.findall(r"[A-Za-z0-9_-]+", query))
+        for name in names:
+            if name in words:
+                raw = self.client.get_dataset(name).segment_table().to_arrow_table()
+                _register_arrow(ctx, name, friendly_segment_table(raw))
         try:
             return ctx.sql(query).to_arrow_table()
         except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
-            raise CatalogError(f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(self.dataset_names()) or '(none)'}") from exc
+            raise CatalogError(f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}") from exc
 
     # --- tables ----------------------------------------------------------------------------
     def table_names(self) -> list[str]:

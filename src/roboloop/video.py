@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class H264Encoder:
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
-        ctx.time_base = _fraction(1, fps)
+        ctx.time_base = Fraction(1, fps)
         ctx.framerate = fps
         ctx.gop_size = gop
         ctx.max_b_frames = 0
@@ -101,9 +102,3 @@ def decode_samples(samples: Iterable[bytes]) -> Iterator[np.ndarray]:
 
 def _packet(packet) -> EncodedFrame:
     return EncodedFrame(sample=bytes(packet), is_keyframe=bool(packet.is_keyframe))
-
-
-def _fraction(num: int, den: int):
-    from fractions import Fraction
-
-    return Fraction(num, den)
