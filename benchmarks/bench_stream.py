@@ -181,6 +181,18 @@ def rerun_loader(ds, workers: int, batch: int):
     return torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, **opts)
 
 
+def best_peer(cat, dataset, ids, rfields, rate, fetch_blocks, buffer, workers, batch, peer_s) -> dict:
+    """RerunIterableDataset's best run over the given fetch block sizes (time-limited runs)."""
+    best = None
+    for fb in fetch_blocks:
+        ds = rerun_dataset(cat, dataset, ids, rfields, rate, fb, buffer)
+        r = run_loader(rerun_loader(ds, workers, batch), limit_s=peer_s)
+        r["config"] = f"BlockShuffle(buffer_size={buffer}), fetch_block_size={fb}"
+        if best is None or r["rate"] > best["rate"]:
+            best = r
+    return best
+
+
 def bench_scalars(cat: Catalog, ids: list[str], workers_list: list[int], peer_s: float) -> dict:
     from rerun.experimental.dataloader import Field as RField
     from rerun.experimental.dataloader import NumericDecoder
@@ -197,14 +209,7 @@ def bench_scalars(cat: Catalog, ids: list[str], workers_list: list[int], peer_s:
         "action": RField(f"{schema.JOINT_TARGETS}:Scalars:scalars", decode=NumericDecoder(), window=tuple(i / 50 for i in range(10))),
     }
     for w in workers_list:
-        best = None
-        for fb in (1024, 8192):
-            ds = rerun_dataset(cat, SC, ids, rfields, 50, fb, 4096)
-            r = run_loader(rerun_loader(ds, w, 256), limit_s=peer_s)
-            r["config"] = f"BlockShuffle(buffer_size=4096), fetch_block_size={fb}"
-            if best is None or r["rate"] > best["rate"]:
-                best = r
-        res[f"rerun_w{w}"] = best
+        res[f"rerun_w{w}"] = best_peer(cat, SC, ids, rfields, 50, (1024, 8192), 4096, w, 256, peer_s)
     return res
 
 
@@ -258,14 +263,7 @@ def bench_video(cat: Catalog, ids: list[str], workers_list: list[int], peer_s: f
         res[f"roboloop_w{w}"] = r
     rfields = {"cam": RField(f"{CAM}:VideoStream:sample", decode=VideoFrameDecoder())}
     for w in workers_list:
-        best = None
-        for fb in (128, 1024):
-            ds = rerun_dataset(cat, VD, ids, rfields, 25, fb, 256)
-            r = run_loader(rerun_loader(ds, w, 32), limit_s=peer_s)
-            r["config"] = f"BlockShuffle(buffer_size=256), fetch_block_size={fb}"
-            if best is None or r["rate"] > best["rate"]:
-                best = r
-        res[f"rerun_w{w}"] = best
+        res[f"rerun_w{w}"] = best_peer(cat, VD, ids, rfields, 25, (128, 1024), 256, w, 32, peer_s)
     return res
 
 
