@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from roboloop import schema
 from roboloop.catalog import Catalog, CatalogError
-from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError, compile_order, compile_where, select_ids
+from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError, compile_where, flagged_ids_from_table, select_ids
 
 __all__ = [
     "Selection",
@@ -132,21 +131,6 @@ class Selection:
     def digest(self) -> str:
         return ids_digest(self.dataset, self.train_ids, self.holdout_ids)
 
-    def summary(self) -> dict:
-        return {
-            "name": self.name,
-            "dataset": self.dataset,
-            "predicate": self.where or "",
-            "order": self.order or "",
-            "limit": self.limit,
-            "holdout": self.holdout,
-            "include_flagged": self.include_flagged,
-            "train": len(self.train_ids),
-            "holdout_n": len(self.holdout_ids),
-            "digest": self.digest[:16],
-            "created_at": self.created_at.isoformat(timespec="seconds"),
-        }
-
 
 def select(
     catalog: Catalog,
@@ -172,12 +156,10 @@ def select(
     where = where.strip() if where and where.strip() else None
     order = order.strip() if order and order.strip() else None
     sql = compile_where(where, table.column_names, dataset) if where else None
-    if order:
-        compile_order(order, table.column_names, dataset)
     ids = select_ids(table, where, order=order, limit=limit, include_flagged=include_flagged, dataset=dataset)
     if not ids:
         n_flagged = 0
-        if not include_flagged and _count_flagged(table):
+        if not include_flagged and flagged_ids_from_table(table):
             n_flagged = len(select_ids(table, where, include_flagged=True, dataset=dataset))
         extra = f"; {n_flagged} flagged segment(s) matched but were left out (include them with --include-flagged)" if n_flagged else ""
         what = f"matches {where!r}" if where else "is available"
@@ -204,26 +186,12 @@ def select(
     return sel
 
 
-def _count_flagged(table: pa.Table) -> int:
-    col = f"{schema.QUALITY}.flagged"
-    if col not in table.column_names:
-        return 0
-    return sum(1 for v in table.column(col).to_pylist() if v is True)
-
-
 # --- persistence ---------------------------------------------------------------------------
 
-def _table(catalog: Catalog, create: bool):
-    if SELECTIONS_TABLE in catalog.table_names():
-        return catalog.table(SELECTIONS_TABLE)
-    return catalog.table(SELECTIONS_TABLE, SELECTIONS_SCHEMA) if create else None
-
-
 def _rows(catalog: Catalog) -> list[dict]:
-    tb = _table(catalog, create=False)
-    if tb is None:
+    if SELECTIONS_TABLE not in catalog.table_names():
         return []
-    return tb.reader().to_arrow_table().to_pylist()
+    return catalog.table(SELECTIONS_TABLE).reader().to_arrow_table().to_pylist()
 
 
 def validate_name(name: str) -> str:
@@ -261,7 +229,7 @@ def save(catalog: Catalog, selection: Selection, name: str | None = None, *, rep
         "digest": sel.digest,
         "created_at": sel.created_at,
     }
-    tb = _table(catalog, create=True)
+    tb = catalog.table(SELECTIONS_TABLE, SELECTIONS_SCHEMA)  # created on first save
     tb.upsert(pa.RecordBatch.from_pylist([row], schema=SELECTIONS_SCHEMA))
     return sel
 
@@ -310,5 +278,5 @@ def delete(catalog: Catalog, name: str) -> None:
     if name not in {r["name"] for r in rows}:
         raise UnknownSelectionError(name, sorted(r["name"] for r in rows))
     keep = [r for r in rows if r["name"] != name]
-    tb = _table(catalog, create=False)
+    tb = catalog.table(SELECTIONS_TABLE)
     tb.overwrite(pa.RecordBatch.from_pylist(keep, schema=SELECTIONS_SCHEMA))

@@ -53,6 +53,13 @@ SEGMENT_ID = "segment_id"
 FLAGGED_COLUMN = f"{schema.QUALITY}.flagged"
 
 
+def flagged_ids_from_table(table: pa.Table) -> list[str]:
+    """Segment ids whose `quality.flagged` is true in a friendly segment table, sorted."""
+    if table.num_rows == 0 or FLAGGED_COLUMN not in table.column_names:
+        return []
+    return sorted(s for s, f in zip(table.column(SEGMENT_ID).to_pylist(), table.column(FLAGGED_COLUMN).to_pylist()) if f is True)
+
+
 class PredicateError(ValueError):
     """A predicate or order that cannot be parsed or evaluated; the message says why."""
 

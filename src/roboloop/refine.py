@@ -82,7 +82,7 @@ import pyarrow.compute as pc
 from roboloop import schema
 from roboloop.catalog import Catalog, CatalogError
 from roboloop.episode import write_layer_properties
-from roboloop.predicate import EmptySelectionError, select_ids
+from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
 
 SIGNALS_VERSION = 1
 """Bump when a built-in signal's definition changes (then `refine --all`)."""
@@ -527,13 +527,6 @@ def unflag(
         text = "unflagged" + (f": {reason.strip()}" if reason and reason.strip() else "")
         _write_quality(catalog, dataset, ids, {"flagged": False, "reason": text, "flagged_at": _now()})
     return ids
-
-
-def flagged_ids_from_table(table: pa.Table) -> list[str]:
-    col = f"{schema.QUALITY}.flagged"
-    if table.num_rows == 0 or col not in table.column_names:
-        return []
-    return sorted(s for s, f in zip(table.column("segment_id").to_pylist(), table.column(col).to_pylist()) if f is True)
 
 
 def flagged_ids(catalog: Catalog, dataset: str) -> list[str]:
