@@ -92,7 +92,7 @@ def make_frames(n: int, w: int, h: int, seed: int) -> list[np.ndarray]:
 def build(ws: Workspace, n_scalar: int, rows: int, n_video: int, video_s: float) -> None:
     rng = np.random.default_rng(0)
     t = np.arange(rows) / 50.0
-    have = {p.stem for p in ws.layer_dir(SC, schema.BASE_LAYER).glob("*.rrd")} if ws.layer_dir(SC, schema.BASE_LAYER).is_dir() else set()
+    have = {p.stem for p in ws.segment_files(SC, schema.BASE_LAYER)}
     for i in range(n_scalar):
         sid = f"sc-{i:04d}"
         if sid in have:
@@ -102,7 +102,7 @@ def build(ws: Workspace, n_scalar: int, rows: int, n_video: int, video_s: float)
             rec.log_scalar_columns(schema.JOINT_TARGETS, t, np.cumsum(rng.normal(size=(rows, 14)), axis=0) * 0.01)
     import rerun as rr
 
-    have = {p.stem for p in ws.layer_dir(VD, schema.BASE_LAYER).glob("*.rrd")} if ws.layer_dir(VD, schema.BASE_LAYER).is_dir() else set()
+    have = {p.stem for p in ws.segment_files(VD, schema.BASE_LAYER)}
     n_frames = int(round(video_s * 25))
     tv = np.arange(n_frames) / 25.0
     for i in range(n_video):

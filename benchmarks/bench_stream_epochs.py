@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     ws = Workspace(DATA / "full")
-    build(ws, 200, 3000, 20, 60.0)
+    build(ws, 200, 3000, 0, 60.0)  # scalar episodes only; bench_stream.py adds the videos it needs
     ids = [f"sc-{i:04d}" for i in range(args.episodes)]
     with Catalog(ws, url="") as cat:
         fields = {"state": schema.JOINT_POSITIONS, "action": Field(schema.JOINT_TARGETS, window=range(10))}

@@ -74,7 +74,6 @@ import torch.utils.data
 from roboloop import schema
 from roboloop.stream import decode as _decode
 from roboloop.stream.fields import (
-    IMAGE,
     LINEAR,
     SCALARS,
     VIDEO,
@@ -248,10 +247,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
             opts["pin_memory"] = pin_memory
         opts.update(kwargs)
         self._shm_slots = prefetch_factor + 3 if ring else 0
-        try:
-            dl = torch.utils.data.DataLoader(self, num_workers=num_workers, **opts)
-        finally:
-            pass
+        dl = torch.utils.data.DataLoader(self, num_workers=num_workers, **opts)
         return ShmLoader(dl, pin_memory=pin_memory) if ring else dl
 
     # --- pickling / connection -----------------------------------------------------------------
@@ -424,7 +420,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 if f.kind == SCALARS:
                     fn = linear if f.resample == LINEAR else latest_at
                     g = fn(stream.times, stream.values, grid, self.tol_ns)
-                    vals = g[positions - lo]
+                    vals = g if f.window is None else g[positions - lo]  # no window: positions - lo is 0..n-1
                     _put(out, f.name, sl, vals.astype(f.dtype, copy=False), n)
                 else:
                     self._camera(f, sid, stream, grid, positions - lo, out, sl, n, decoders)

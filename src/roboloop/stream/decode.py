@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from roboloop import schema
-from roboloop.stream.fields import IMAGE, SCALARS, VIDEO, LINEAR, ResolvedField
+from roboloop.stream.fields import LINEAR, SCALARS, VIDEO, ResolvedField
 
 
 @dataclass
@@ -179,7 +179,6 @@ def _has_idr(sample: np.ndarray) -> bool:
 
 # --- cameras ---------------------------------------------------------------------------------
 
-FrameSink = Callable[[int, np.ndarray | None, object], None]
 
 
 def frame_to_chw(frame, out: np.ndarray, reformatter) -> None:
@@ -278,4 +277,4 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
-__all__ = ["RawSegment", "RawStream", "VideoDecoder", "decode_image", "frame_to_chw", "split_block", "IMAGE", "VIDEO"]
+__all__ = ["RawSegment", "RawStream", "VideoDecoder", "decode_image", "frame_to_chw", "split_block"]

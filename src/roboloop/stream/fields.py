@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from roboloop import schema
+
 SCALARS = "scalar"
 VIDEO = "video"
 IMAGE = "image"
@@ -37,8 +39,8 @@ LINEAR = "linear"
 # Components the loader knows how to turn into tensors, in the order tried when a
 # field names only an entity path.
 _KIND_BY_COMPONENT = {
-    "Scalars:scalars": SCALARS,
-    "VideoStream:sample": VIDEO,
+    schema.SCALARS_COMPONENT: SCALARS,
+    schema.VIDEO_SAMPLE_COMPONENT: VIDEO,
     "EncodedImage:blob": IMAGE,
 }
 KEYFRAME_COMPONENT = "VideoStream:is_keyframe"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,9 @@ class SegmentIndex:
     end_ns: np.ndarray  # int64
     step_ns: int
 
-    @property
+    @cached_property
     def num_samples(self) -> np.ndarray:
+        """Grid points per segment (computed once: read per span on the hot path)."""
         return (self.end_ns - self.start_ns) // self.step_ns + 1
 
     @property

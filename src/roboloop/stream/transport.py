@@ -101,7 +101,7 @@ class ShmLoader:
                 continue
             if item.ring is not None:
                 rings[item.worker] = (item.ring, item.ring.numpy())
-            ring, buf = rings[item.worker]
+            _, buf = rings[item.worker]
             out = {}
             for name, dtype, shape, off, nbytes in item.layout:
                 start = item.offset + off
