@@ -262,8 +262,6 @@ def collect_cmd(
         conditions = SceneConditions.from_names(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
         width, height = parse_size(camera_size)
         spec = RecordingSpec(cameras=parse_cameras(cameras), width=width, height=height, camera_hz=camera_hz, scene_hz=scene_hz)
-        if spec.cameras and not (width <= 640 and height <= 480):
-            raise ValueError(f"camera size must be within 640x480, got {camera_size}")
     except ValueError as exc:
         fail(str(exc))
     console.print(f"collecting {episodes} episode(s) into [bold]{dataset}[/]: {conditions.label}, seeds {seed}..{seed + episodes - 1}, "

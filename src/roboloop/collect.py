@@ -288,9 +288,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     sim = make_sim(spec, task)
     _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec)
 

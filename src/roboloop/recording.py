@@ -74,6 +74,8 @@ class RecordingSpec:
                 )
         if self.cameras and (self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0):
             raise ValueError(f"camera size must be positive and even (H.264 yuv420p), got {self.width}x{self.height}")
+        if self.cameras and not (self.width <= 640 and self.height <= 480):
+            raise ValueError(f"camera size must be within 640x480, got {self.width}x{self.height}")
         if len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"duplicate cameras in {self.cameras}")
 
@@ -130,11 +132,6 @@ class AlohaEpisodeWriter:
         self.sim = sim
         self.spec = spec
         self.dt = spec.dt
-        self._t: list[float] = []
-        self._qpos: list[np.ndarray] = []
-        self._targets: list[np.ndarray] = []
-        self._reward: list[float] = []
-        self._cube: list[np.ndarray] = []
         self._video_t: dict[str, list[float]] = {c: [] for c in spec.cameras}
         self._video: dict[str, list] = {c: [] for c in spec.cameras}
         self._encoders = {
@@ -189,11 +186,10 @@ class AlohaEpisodeWriter:
     ) -> None:
         """Record control step `step` (see the module docstring for the time convention)."""
         t = step * self.dt
-        self._t.append(t)
-        self._qpos.append(np.asarray(joint_positions, np.float64))
-        self._targets.append(np.asarray(joint_targets, np.float64))
-        self._reward.append(float(reward))
-        self._cube.append(np.asarray(cube_pose, np.float64))
+        self.rec.append_scalars(schema.JOINT_POSITIONS, t, joint_positions)
+        self.rec.append_scalars(schema.JOINT_TARGETS, t, joint_targets)
+        self.rec.append_scalars(schema.REWARD, t, [reward])
+        self.rec.append_scalars(schema.CUBE_POSE, t, cube_pose)
         if images:
             for cam, img in images.items():
                 out = self._encoders[cam].encode(img)
@@ -215,21 +211,11 @@ class AlohaEpisodeWriter:
             tr.quat.append(np.asarray(quat, np.float32))
 
     # --- end ---------------------------------------------------------------------------------
-    @property
-    def steps(self) -> int:
-        return len(self._t)
-
     def finish(self, properties: Mapping[str, Mapping[str, Any]]) -> None:
         """Hand every buffered stream and the property groups to the recorder."""
         import rerun as rr
 
-        rec = self.rec
-        t = np.asarray(self._t)
-        if t.size:
-            rec.log_scalar_columns(schema.JOINT_POSITIONS, t, np.stack(self._qpos))
-            rec.log_scalar_columns(schema.JOINT_TARGETS, t, np.stack(self._targets))
-            rec.log_scalar_columns(schema.REWARD, t, np.asarray(self._reward))
-            rec.log_scalar_columns(schema.CUBE_POSE, t, np.stack(self._cube))
+        rec = self.rec  # the 50 Hz scalar streams are already buffered in it (append_scalars)
         for cam, enc in self._encoders.items():
             samples = self._video[cam] + enc.flush()
             times = self._video_t[cam]

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from .env import CUBE_HALF_SIZE, GRASP_OFFSET, AlohaSim
+from .env import CUBE_HALF_SIZE, GRASP_OFFSET, AlohaSim, quat_to_mat
 
 __all__ = ["ScriptedHandover"]
 
@@ -73,14 +73,6 @@ def _mat2quat(R: np.ndarray) -> np.ndarray:
     q = np.zeros(4)
     mujoco.mju_mat2Quat(q, np.ascontiguousarray(R).reshape(-1))
     return q
-
-
-def _quat2mat(q: np.ndarray) -> np.ndarray:
-    import mujoco
-
-    R = np.zeros(9)
-    mujoco.mju_quat2Mat(R, q)
-    return R.reshape(3, 3)
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
@@ -234,13 +226,10 @@ class ScriptedHandover:
         self._ik = {"left": _ArmIK(model, "left"), "right": _ArmIK(model, "right")}
         q = sim.physics.data.qpos
         self._q = {"left": q[0:6].copy(), "right": q[8:14].copy()}
-        self._home = {k: v.copy() for k, v in self._q.items()}
         self._tracks: dict[str, _Track] = {}
-        self._offset = {"left": GRASP_OFFSET.copy(), "right": GRASP_OFFSET.copy()}
-        self._last_step = -1
         self._last_target: dict[str, tuple[bytes, bytes]] = {}
         for arm in ("left", "right"):
-            p, R = self._ik[arm].fk(self._q[arm], self._offset[arm])
+            p, R = self._ik[arm].fk(self._q[arm])
             self._tracks[arm] = _Track(p, R)
         self._grip = {"left": _Gripper(1.0), "right": _Gripper(1.0)}
         self._plan_right(sim.cube_pose())
@@ -321,13 +310,12 @@ class ScriptedHandover:
             self._plan_right(self.sim.cube_pose(), from_step=step)
         if step == self.T_REAIM_L:
             self._plan_left_grasp(self.sim.cube_pose())
-        self._last_step = step
         out = np.empty(14)
         for arm, sl, gi in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
             pos, quat = self._tracks[arm].at(step)
             key = (pos.tobytes(), quat.tobytes())
             if key != self._last_target.get(arm):  # holding still: reuse the last solution
-                q = self._ik[arm].solve(self._q[arm], pos, _quat2mat(quat), self._offset[arm])
+                q = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET)
                 self._q[arm] = q
                 self._last_target[arm] = key
             q = self._q[arm]

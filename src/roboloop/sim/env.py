@@ -108,15 +108,13 @@ def sample_cube_pose(seed: int, conditions: SceneConditions) -> np.ndarray:
     return np.array([x, y, CUBE_START_Z, math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
 
 
-def _quat_to_mat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+def quat_to_mat(q: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3x3) of a unit quaternion [w, x, y, z]."""
+    import mujoco
+
+    R = np.zeros(9)
+    mujoco.mju_quat2Mat(R, np.asarray(q, np.float64))
+    return R.reshape(3, 3)
 
 
 class AlohaSim:
@@ -375,7 +373,7 @@ class AlohaSim:
                         local = model.mesh_vert[adr : adr + n].astype(float)
                     else:
                         local = model.geom_aabb[g, :3] + signs * model.geom_aabb[g, 3:]
-                    R = _quat_to_mat(model.geom_quat[g])
+                    R = quat_to_mat(model.geom_quat[g])
                     corners.append(local @ R.T + model.geom_pos[g])
                     if rgba is None:
                         rgba = model.geom_rgba[g].copy()
