@@ -168,3 +168,36 @@ OUTCOME_DURATION_S = "duration_s"
 OUTCOME_FAILURE_STEP = "failure_step"  # step at which the episode was judged failed, -1 if it did not fail
 OUTCOME_FAILURE_REASON = "failure_reason"  # "none" on success, else e.g. dropped / not_lifted / not_handed_over
 OUTCOME_FINAL_CUBE_Z = "final_cube_z"
+
+# --- seeds: one identity scheme (DESIGN.md "Seeds and cells have one identity scheme") ------
+DEMO_SEED_LIMIT = 2**30
+"""Demonstration seeds (collect, plans) lie in [0, DEMO_SEED_LIMIT)."""
+EVAL_SEED_BASE = 2**30
+"""Evaluation seeds are hashed from (cell, episode index) into [EVAL_SEED_BASE, EVAL_SEED_BASE + EVAL_SEED_SPAN)."""
+EVAL_SEED_SPAN = 2**30
+"""Width of the evaluation seed range (disjoint from demonstration seeds; < 2**32 for numpy's RandomState)."""
+
+# --- catalog tables (rows on disk, rebuilt into Lance at restore) ----------------------------
+SELECTIONS_TABLE = "selections"
+"""Saved selections (curate)."""
+EVALS_TABLE = "evals"
+"""One row per evaluation (evaluate)."""
+PLANS_TABLE = "plans"
+"""Collection plans (analyze writes them, collect executes them)."""
+
+# --- rollout provenance (evaluate writes them into the `episode` group of <dataset>_evals) ---
+EPISODE_EVAL_ID = "eval_id"
+EPISODE_RUN_ID = "run_id"  # the training run of the policy, "" -> omitted for scripted
+EPISODE_CHECKPOINT_SHA256 = "checkpoint_sha256"
+EPISODE_SELECTION = "selection"  # the run's selection name
+EPISODE_SELECTION_DIGEST = "selection_digest"
+EPISODE_CONFIG_DIGEST = "config_digest"
+EPISODE_CELL = "cell"  # canonical cell key, e.g. "lighting=dim,yaw=any"
+EPISODE_INDEX_IN_CELL = "index_in_cell"
+
+# --- outcome: partial credit ----------------------------------------------------------------
+STAGES = ("none", "right_grasp", "lift", "left_grasp", "handover")
+"""Furthest stage of the handover reached, in order; index / (len - 1) is the partial-credit score."""
+OUTCOME_STAGE = "stage"  # int index into STAGES
+OUTCOME_STAGE_NAME = "stage_name"
+OUTCOME_FAILURE_TIME_S = "failure_time_s"  # failure_step / control rate, -1 if none
