@@ -1,0 +1,130 @@
+"""Tables as rows on disk: one small JSON file per row, append-only; the newest row of a key wins.
+
+DESIGN.md ("Tables are rows on disk, not shared mutable state"): a selection, an
+evaluation row or a plan is one file under ``<workspace>/tables/<table>/rows/``. Two
+writers therefore never overwrite each other (each writes its own new file), a crash
+leaves at most a temporary file (written atomically), and the catalog's table is
+rebuilt from these files at every start (:func:`publish`). Deleting a key writes a
+tombstone row; nothing is ever edited in place.
+
+File name: ``<key>@<time_ns:020d>-<pid>-<4 hex>.json``; ordering by (time_ns, name)
+decides which row of a key is the newest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from roboloop import schema
+from roboloop.workspace import Workspace, atomic_write_text, is_temp_file
+
+log = logging.getLogger(__name__)
+
+ROWS_FOLDER = "rows"
+KEY_FIELD = "_key"
+DELETED_FIELD = "_deleted"
+WRITTEN_FIELD = "_written_ns"
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def rows_dir(workspace: Workspace, table: str) -> Path:
+    """Folder holding one table's row files."""
+    return workspace.table_dir(table) / ROWS_FOLDER
+
+
+def validate_key(key: str) -> str:
+    """Row keys become file names: letters, digits, '_', '.', '-'."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ValueError(f"invalid row key {key!r}: use letters, digits, '_', '.' or '-' (max 128)")
+    return key
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a table row")
+
+
+def write_row(workspace: Workspace, table: str, key: str, row: Mapping[str, Any]) -> Path:
+    """Append one row for `key` (atomically); it supersedes every earlier row of the key."""
+    schema.validate_dataset_name(table)
+    validate_key(key)
+    now = time.time_ns()
+    payload = {**row, KEY_FIELD: key, WRITTEN_FIELD: now}
+    name = f"{key}@{now:020d}-{os.getpid()}-{uuid.uuid4().hex[:4]}.json"
+    return atomic_write_text(rows_dir(workspace, table) / name, json.dumps(payload, default=_json_default, sort_keys=True))
+
+
+def delete_row(workspace: Workspace, table: str, key: str) -> Path:
+    """Delete `key` by appending a tombstone (older rows stay on disk as history)."""
+    return write_row(workspace, table, key, {DELETED_FIELD: True})
+
+
+def _sort_key(path: Path) -> tuple[int, str]:
+    stamp = path.stem.rsplit("@", 1)[-1].split("-", 1)[0]
+    return (int(stamp) if stamp.isdigit() else -1, path.name)
+
+
+def read_rows(workspace: Workspace, table: str) -> list[dict[str, Any]]:
+    """The live rows of `table`: newest row per key, tombstoned keys dropped, sorted by key.
+
+    An unreadable row file (not JSON) is skipped with a warning naming it.
+    """
+    folder = rows_dir(workspace, table)
+    if not folder.is_dir():
+        return []
+    newest: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
+    for path in folder.iterdir():
+        if path.suffix != ".json" or is_temp_file(path) or not path.is_file():
+            continue
+        try:
+            row = json.loads(path.read_text("utf-8"))
+            key = row[KEY_FIELD]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("skipped unreadable row file %s: %s", path, exc)
+            continue
+        order = _sort_key(path)
+        if key not in newest or order > newest[key][0]:
+            newest[key] = (order, row)
+    out = [row for _, row in newest.values() if not row.get(DELETED_FIELD)]
+    return sorted(out, key=lambda r: r[KEY_FIELD])
+
+
+def read_row(workspace: Workspace, table: str, key: str) -> dict[str, Any] | None:
+    """The newest live row of `key`, or None."""
+    for row in read_rows(workspace, table):
+        if row[KEY_FIELD] == key:
+            return row
+    return None
+
+
+def row_tables(workspace: Workspace) -> list[str]:
+    """Names of tables that have row files in the workspace."""
+    if not workspace.tables_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in workspace.tables_dir.glob(f"*/{ROWS_FOLDER}") if p.is_dir())
+
+
+def to_arrow(rows: list[dict[str, Any]], arrow_schema=None):
+    """Rows as an Arrow table (columns inferred unless `arrow_schema` is given); private fields dropped."""
+    import pyarrow as pa
+
+    clean = [{k: v for k, v in r.items() if k not in (DELETED_FIELD, WRITTEN_FIELD)} for r in rows]
+    if arrow_schema is not None:
+        return pa.Table.from_pylist(clean, schema=arrow_schema)
+    return pa.Table.from_pylist(clean)
