@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from roboloop import schema
+from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -34,21 +35,18 @@ _RRD_MAGIC = b"RRF2"
 _RRD_FOOTER_MAGIC = b"RRF2FOOT"
 
 
-class CatalogError(Exception):
+class CatalogError(RoboloopError):
     """A catalog problem a user can act on; the message says what to do."""
 
 
-class UnknownDatasetError(CatalogError, KeyError):
+class UnknownDatasetError(CatalogError, UnknownNameError):
     """A dataset name that the catalog does not have."""
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         self.name = name
         self.available = list(available)
-        listing = ", ".join(self.available) if self.available else "(none yet: create one with `roboloop collect` or `roboloop import`)"
+        listing = self.listing(self.available, "(none yet: create one with `roboloop collect` or `roboloop import`)")
         super().__init__(f"unknown dataset {name!r}; available datasets: {listing}")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
 
 
 class CorruptRecordingError(CatalogError, ValueError):
@@ -344,10 +342,10 @@ def friendly_segment_table(raw: pa.Table) -> pa.Table:
     for name in raw.column_names:
         col = raw.column(name)
         if name == schema.SEGMENT_ID_COLUMN:
-            names.append("segment_id")
+            names.append(schema.SEGMENT_ID)
             columns.append(col)
         elif name == schema.LAYER_NAMES_COLUMN:
-            names.append("layers")
+            names.append(schema.LAYERS)
             columns.append(col)
         elif name.startswith(schema.PROPERTY_PREFIX):
             friendly = schema.friendly_name(name)

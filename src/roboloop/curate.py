@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from roboloop.catalog import Catalog, CatalogError
+from roboloop.errors import UnknownNameError
 from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError, compile_where, flagged_ids_from_table, select_ids
 
 __all__ = [
@@ -85,13 +86,12 @@ SELECTIONS_SCHEMA = pa.schema(
 )
 
 
-class UnknownSelectionError(CatalogError, KeyError):
-    def __init__(self, name: str, available: Sequence[str]) -> None:
-        listing = ", ".join(available) if available else "(none yet: create one with `roboloop curate`)"
-        super().__init__(f"unknown selection {name!r}; saved selections: {listing}")
+class UnknownSelectionError(CatalogError, UnknownNameError):
+    """A selection name that was never saved."""
 
-    def __str__(self) -> str:
-        return self.args[0]
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        listing = self.listing(available, "(none yet: create one with `roboloop curate`)")
+        super().__init__(f"unknown selection {name!r}; saved selections: {listing}")
 
 
 def split_point(segment_id: str) -> float:

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from roboloop import schema
+from roboloop.errors import RoboloopError
 
-SEGMENT_ID = "segment_id"
-FLAGGED_COLUMN = f"{schema.QUALITY}.flagged"
+SEGMENT_ID = schema.SEGMENT_ID
+FLAGGED_COLUMN = schema.friendly_column(schema.QUALITY, schema.QUALITY_FLAGGED)
 
 
 def flagged_ids_from_table(table: pa.Table) -> list[str]:
@@ -60,7 +61,7 @@ def flagged_ids_from_table(table: pa.Table) -> list[str]:
     return sorted(s for s, f in zip(table.column(SEGMENT_ID).to_pylist(), table.column(FLAGGED_COLUMN).to_pylist()) if f is True)
 
 
-class PredicateError(ValueError):
+class PredicateError(RoboloopError, ValueError):
     """A predicate or order that cannot be parsed or evaluated; the message says why."""
 
 

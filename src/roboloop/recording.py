@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
+from roboloop.config import Config, ConfigError, check
 from roboloop.episode import APPLICATION_ID, EpisodeRecorder
 from roboloop.video import H264Encoder
 from roboloop.workspace import Workspace, atomic_path
@@ -52,32 +53,45 @@ TASK_TEXT = {
 
 
 @dataclass(frozen=True)
-class RecordingSpec:
+class RecordingSpec(Config):
     """What to record and at which rates (all rates must divide the control rate)."""
 
     cameras: tuple[str, ...] = ("top",)
+    "Cameras to record (names from `schema.CAMERAS`), in this order."
     width: int = 320
+    "Recorded camera width in pixels (even)."
     height: int = 240
+    "Recorded camera height in pixels (even)."
     camera_hz: int = schema.CAMERA_HZ
+    "Camera frame rate; must divide the control rate."
     scene_hz: int = schema.SCENE_HZ
+    "Rate of the 3D scene poses; must divide the control rate."
     control_hz: int = schema.CONTROL_HZ
+    "Control rate of the arms (joint state, targets, reward)."
 
     def __post_init__(self) -> None:
+        if isinstance(self.cameras, str):
+            object.__setattr__(self, "cameras", (self.cameras,))
+        super().__post_init__()
         object.__setattr__(self, "cameras", tuple(self.cameras))
         for name in ("camera_hz", "scene_hz"):
             hz = getattr(self, name)
             if not isinstance(hz, int) or hz <= 0 or self.control_hz % hz:
                 divisors = [d for d in range(1, self.control_hz + 1) if self.control_hz % d == 0]
-                raise ValueError(
+                raise ConfigError(
                     f"{name} must divide the {self.control_hz} Hz control rate (frames are taken on control steps); "
                     f"got {hz!r}, valid: {', '.join(map(str, divisors))}"
                 )
-        if self.cameras and (self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0):
-            raise ValueError(f"camera size must be positive and even (H.264 yuv420p), got {self.width}x{self.height}")
-        if self.cameras and not (self.width <= 640 and self.height <= 480):
-            raise ValueError(f"camera size must be within 640x480, got {self.width}x{self.height}")
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"duplicate cameras in {self.cameras}")
+        check(
+            not self.cameras or not (self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0),
+            f"camera size must be positive and even (H.264 yuv420p), got {self.width}x{self.height}",
+        )
+        max_w, max_h = schema.MAX_CAMERA_SIZE
+        check(
+            not self.cameras or (self.width <= max_w and self.height <= max_h),
+            f"camera size must be within {max_w}x{max_h}, got {self.width}x{self.height}",
+        )
+        check(len(set(self.cameras)) == len(self.cameras), f"duplicate cameras in {self.cameras}")
 
     @property
     def dt(self) -> float:

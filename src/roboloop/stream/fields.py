@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
+from roboloop.errors import RoboloopError, UnknownNameError
 
 SCALARS = "scalar"
 VIDEO = "video"
@@ -41,16 +42,16 @@ LINEAR = "linear"
 _KIND_BY_COMPONENT = {
     schema.SCALARS_COMPONENT: SCALARS,
     schema.VIDEO_SAMPLE_COMPONENT: VIDEO,
-    "EncodedImage:blob": IMAGE,
+    schema.ENCODED_IMAGE_COMPONENT: IMAGE,
 }
-KEYFRAME_COMPONENT = "VideoStream:is_keyframe"
+KEYFRAME_COMPONENT = schema.VIDEO_KEYFRAME_COMPONENT
 
 
-class StreamError(Exception):
+class StreamError(RoboloopError):
     """A loader problem the user can act on; the message says what to do."""
 
 
-class UnknownEntityError(StreamError, KeyError):
+class UnknownEntityError(StreamError, UnknownNameError):
     """A field names an entity path (or component) the dataset does not have."""
 
     def __init__(self, field_name: str, path: str, available: Iterable[str], *, component: str | None = None) -> None:
@@ -58,9 +59,6 @@ class UnknownEntityError(StreamError, KeyError):
         what = f"{path}:{component}" if component else path
         listing = "\n  ".join(self.available) if self.available else "(the dataset has no data columns)"
         super().__init__(f"field {field_name!r}: unknown entity path/component {what!r}; available columns:\n  {listing}")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
 
 
 class MissingFieldError(StreamError):
