@@ -282,6 +282,27 @@ class Catalog:
             raise CatalogError("the catalog rejected some files:\n  " + "\n  ".join(errors))
         return ids
 
+    def import_files(
+        self, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER
+    ) -> list[str]:
+        """Copy existing RRD files into the workspace and register them as `layer` of `dataset`.
+
+        All or nothing: every file is validated first (a corrupt file, a bad segment id or a
+        segment that already has a `layer` file in the workspace raises `CatalogError`
+        naming every problem, and nothing is copied); a failure while copying or
+        registering removes the files copied so far. Returns the segment ids.
+        """
+        return import_files(self, dataset, paths, layer=layer)
+
+    def dataset_summary(self, dataset: str) -> tuple[int, dict[str, int]]:
+        """(number of segments, layer name -> number of segments that have it), `base` first, then by name."""
+        st = self.segment_table(dataset)
+        counts: dict[str, int] = {}
+        for row in st.column(schema.LAYERS).to_pylist() if st.num_rows else []:
+            for layer in row or []:
+                counts[layer] = counts.get(layer, 0) + 1
+        return st.num_rows, dict(sorted(counts.items(), key=lambda kv: (kv[0] != schema.BASE_LAYER, kv[0])))
+
     def unregister_layer(self, dataset: str, layer: str, segment_ids: Sequence[str] = ()) -> None:
         """Drop one layer (of the given segments, or of all of them) from the catalog."""
         self.dataset(dataset).unregister(segments_to_drop=list(segment_ids), layers_to_drop=[layer]).wait()
@@ -332,6 +353,46 @@ class Catalog:
         folder = self.workspace.table_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
+
+
+def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:
+    """See `Catalog.import_files`."""
+    import shutil
+
+    from roboloop.workspace import atomic_path
+
+    try:
+        schema.validate_dataset_name(dataset)
+        schema.validate_dataset_name(layer)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+    ids: dict[Path, str] = {}
+    problems = []
+    for p in map(Path, paths):
+        try:
+            ids[p] = schema.validate_segment_id(validate_rrd(p))
+        except (CatalogError, ValueError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CatalogError("nothing was imported; fix or drop these files:\n  " + "\n  ".join(problems))
+    ws = catalog.workspace
+    targets = []
+    for src, seg in ids.items():
+        dest = ws.segment_path(dataset, layer, seg)
+        if dest.exists():
+            raise CatalogError(f"{src}: segment {seg!r} already has a {layer!r} file in the workspace ({dest}); nothing was imported")
+        targets.append((src, dest))
+    written: list[Path] = []
+    try:
+        for src, dest in targets:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(dest)
+        return catalog.register_files(dataset, written, layer=layer)
+    except BaseException:
+        for dest in written:
+            dest.unlink(missing_ok=True)
+        raise
 
 
 def friendly_segment_table(raw: pa.Table) -> pa.Table:

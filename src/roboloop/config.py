@@ -43,7 +43,8 @@ Rules:
 - **CLI flags override file values**: a command gives every option a default of ``None``
   (meaning "not given") and calls ``resolve(Cfg, config_file, dataset=dataset, epochs=epochs, ...)``:
   the file (if any) is loaded first, then every flag that is not ``None`` replaces the
-  file's value, then the result validates. See :func:`resolve`.
+  file's value, then the result validates. See :func:`resolve` (and :func:`override` for
+  applying flags to an existing config, e.g. a nested one).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from typing import Any, TypeVar
 
 from roboloop.errors import RoboloopError
 
-__all__ = ["Config", "ConfigError", "check", "field_docs", "load_config", "resolve"]
+__all__ = ["Config", "ConfigError", "check", "field_docs", "load_config", "override", "resolve"]
 
 C = TypeVar("C", bound="Config")
 
@@ -171,6 +172,12 @@ def load_config(cls: type[C], path: str | Path) -> C:
         return cls.from_toml(text) if path.suffix == ".toml" else cls.from_json(text)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def override(cfg: C, **flags: Any) -> C:
+    """`cfg` with every flag that is not None replacing its field (None = "option not given")."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return dataclasses.replace(cfg, **given) if given else cfg  # type: ignore[type-var]
 
 
 def resolve(cls: type[C], path: str | Path | None = None, /, **flags: Any) -> C:

@@ -69,7 +69,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -371,6 +371,27 @@ class RefineReport:
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
     register_seconds: float = 0.0
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per signal over the computed segments: `signal` (friendly name), `n`, `min`, `mean`, `max` (finite values only)."""
+        return signal_stats(self.values)
+
+
+def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Summary of signal values (`segment id -> {signal: value}`), one row per numeric signal with a finite value."""
+    import math
+
+    by_name: dict[str, list[float]] = {}
+    for row in values.values():
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                by_name.setdefault(k, []).append(float(v))
+    out = []
+    for k, vs in by_name.items():
+        vs = [v for v in vs if math.isfinite(v)]
+        if vs:
+            out.append({"signal": schema.friendly_column(schema.SIGNALS, k), "n": len(vs), "min": min(vs), "mean": sum(vs) / len(vs), "max": max(vs)})
+    return out
 
 
 def _now() -> str:
