@@ -61,6 +61,10 @@ class UnknownEntityError(StreamError, UnknownNameError):
         super().__init__(f"field {field_name!r}: unknown entity path/component {what!r}; available columns:\n  {listing}")
 
 
+class UnknownSegmentError(StreamError, UnknownNameError):
+    """Segment ids that the dataset does not have (or that have no data on the timeline)."""
+
+
 class MissingFieldError(StreamError):
     """A field has no data in some segments (with `on_missing="error"`)."""
 
@@ -114,6 +118,24 @@ class Field:
             if any(int(o) != o for o in offsets):
                 raise ValueError(f"Field.window offsets are output-grid steps and must be integers, got {offsets!r}")
             object.__setattr__(self, "window", tuple(int(o) for o in offsets))
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            try:  # keep a name, so configs holding fields compare and serialize exactly
+                object.__setattr__(self, "dtype", _np_dtype(self.dtype, "float32").name)
+            except TypeError:
+                pass
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able arguments (`Field(**d)` rebuilds it); defaults left out."""
+        out: dict[str, Any] = {"path": self.path}
+        if self.resample != LATEST:
+            out["resample"] = self.resample
+        if self.window is not None:
+            out["window"] = list(self.window)
+        if self.dtype is not None:
+            out["dtype"] = str(self.dtype)
+        if self.component is not None:
+            out["component"] = self.component
+        return out
 
 
 def as_field(spec: Field | str | Mapping[str, Any]) -> Field:
