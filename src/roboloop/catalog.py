@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,6 +25,9 @@ import pyarrow as pa
 from roboloop import schema
 from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.workspace import Workspace
+
+if TYPE_CHECKING:
+    from roboloop.catalog_restore import RestoreReport
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +109,6 @@ def file_uri(path: Path) -> str:
     return Path(path).resolve().as_uri()
 
 
-# --- restore report ------------------------------------------------------------------------
-
-@dataclass
-class RestoreReport:
-    """What a start restored from the workspace, and what it had to skip."""
-
-    segments: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, layer) -> count
-    tables: list[str] = field(default_factory=list)
-    blueprints: list[str] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
-    seconds: float = 0.0
-
-
 # --- the catalog ---------------------------------------------------------------------------
 
 class Catalog:
@@ -141,7 +130,7 @@ class Catalog:
         self.workspace = workspace or Workspace()
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None
-        self.report = RestoreReport()
+        self.report = _empty_report()
         if url:
             self.client = _connect(url)
             self.url = url
@@ -174,66 +163,13 @@ class Catalog:
 
     # --- restore ---------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
-        """Register everything in the workspace: datasets (base layer first), tables, blueprints."""
-        t0 = time.perf_counter()
-        report = RestoreReport()
-        ws = self.workspace
-        for name, folder in ws.tables().items():
-            try:
-                self.client.register_table(name, folder.resolve().as_uri())
-                report.tables.append(name)
-            except Exception as exc:  # noqa: BLE001
-                report.skipped.append((folder, f"table could not be loaded: {exc}"))
-        for dataset in ws.datasets():
-            ds = self.client.create_dataset(dataset, exist_ok=True)
-            for layer in ws.layers(dataset):
-                files = ws.segment_files(dataset, layer)
-                good: list[Path] = []
-                for f in files:
-                    reason = quick_check_rrd(f)
-                    if reason:
-                        report.skipped.append((f, reason))
-                    else:
-                        good.append(f)
-                ok = self._register_tolerant(ds, good, layer, report)
-                report.segments[(dataset, layer)] = ok
-            bp = ws.blueprint_path(dataset)
-            if bp.is_file():
-                try:
-                    ds.register_blueprint(file_uri(bp))
-                    report.blueprints.append(dataset)
-                except Exception as exc:  # noqa: BLE001
-                    report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
-        for path, reason in report.skipped:
-            log.warning("skipped %s while restoring the workspace: %s", path, reason)
-        report.seconds = time.perf_counter() - t0
-        return report
+        """Register everything in the workspace: datasets (base layer first), tables, blueprints.
 
-    def _register_tolerant(self, ds, files: list[Path], layer: str, report: RestoreReport) -> int:
-        """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest."""
-        if not files:
-            return 0
-        from rerun.catalog import OnDuplicateSegmentLayer
+        See `roboloop.catalog_restore.restore`.
+        """
+        from roboloop.catalog_restore import restore
 
-        try:
-            results = list(
-                ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
-            )
-        except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
-            if len(files) == 1:
-                report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
-                return 0
-            mid = len(files) // 2
-            return self._register_tolerant(ds, files[:mid], layer, report) + self._register_tolerant(
-                ds, files[mid:], layer, report
-            )
-        ok = 0
-        for res in results:
-            if res.is_error:
-                report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
-            else:
-                ok += 1
-        return ok
+        return restore(self.client, self.workspace)
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
@@ -323,7 +259,7 @@ class Catalog:
         return friendly_segment_table(raw)
 
     def sql(self, query: str) -> pa.Table:
-        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it.
+        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it, each table too.
 
         Only the datasets the query names are fetched (building a segment table is the
         expensive part, ~0.5 s per 1000 segments).
@@ -338,9 +274,22 @@ class Catalog:
         try:
             return ctx.sql(query).to_arrow_table()
         except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
-            raise CatalogError(f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}") from exc
+            raise CatalogError(
+                f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}"
+                f"\n  tables: {', '.join(self.table_names()) or '(none)'}"
+            ) from exc
 
     # --- tables ----------------------------------------------------------------------------
+    def publish_rows(self, name: str) -> bool:
+        """Rebuild catalog table `name` from its row files (`roboloop.rows`) after rows were written.
+
+        Restore does this for every row table at start; call it to make new rows visible to
+        `sql` in a running catalog. False when the table has no live rows.
+        """
+        from roboloop.catalog_restore import publish_row_table
+
+        return publish_row_table(self.client, self.workspace, name)
+
     def table_names(self) -> list[str]:
         return sorted(self.client.table_names())
 
@@ -393,6 +342,12 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
         for dest in written:
             dest.unlink(missing_ok=True)
         raise
+
+
+def _empty_report():
+    from roboloop.catalog_restore import RestoreReport
+
+    return RestoreReport()
 
 
 def friendly_segment_table(raw: pa.Table) -> pa.Table:
