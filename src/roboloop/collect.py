@@ -230,13 +230,15 @@ def run_episode(
     policy.reset()
     tracker = SuccessTracker()
     with EpisodeRecorder(path, job.segment_id) as rec:
-        writer = AlohaEpisodeWriter(rec, sim, spec)
+        writer = AlohaEpisodeWriter(
+            rec, spec, joint_names=sim.joint_names, geometry=sim.geometry(), static_poses=sim.static_poses(), task=sim.task
+        )
         for k in range(n_steps):
             qpos = sim.joint_positions()
             cube = sim.cube_pose()
             images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
             if spec.scene_step(k):
-                writer.observe_scene(k)
+                writer.observe_scene(k, sim.link_poses(), cube)
             action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
             reward = sim.step(action)
             tracker.update(sim, reward)

@@ -1,8 +1,9 @@
 """What an ALOHA episode recording contains, and the dataset's default blueprint.
 
 :class:`AlohaEpisodeWriter` turns what an episode runner observes into the streams of
-one :class:`~roboloop.episode.EpisodeRecorder` (it reads the simulator's state but
-never steps it). Everything is logged on the ``time`` timeline (seconds since episode
+one :class:`~roboloop.episode.EpisodeRecorder`. It only receives data (from
+``collect.run_episode``): joint names, scene geometry, static poses and the task at
+construction, link/cube poses and camera frames per step; it never touches a simulator. Everything is logged on the ``time`` timeline (seconds since episode
 start) at its own rate; nothing is resampled:
 
 =============================  =====================  ============================================
@@ -133,18 +134,30 @@ class _PoseTrack:
 class AlohaEpisodeWriter:
     """Build one ALOHA episode's streams into an :class:`EpisodeRecorder`.
 
-    Call :meth:`observe` once per control step (in order, from step 0), then
-    :meth:`finish` with the outcome before the recorder closes. Camera frames are
-    passed in by the caller (who renders only on ``spec.camera_step(step)``) and encoded
-    to H.264 as they arrive, so raw frames are never kept.
+    Call :meth:`observe` once per control step (in order, from step 0), :meth:`observe_scene`
+    on ``spec.scene_step(step)``, then :meth:`finish` with the outcome before the recorder
+    closes. Camera frames are passed in by the caller (who renders only on
+    ``spec.camera_step(step)``) and encoded to H.264 as they arrive, so raw frames are never kept.
+
+    ``geometry``: body name -> ``{"half_size", "center", "rgba"}`` boxes (robot links, the
+    cube, static bodies); ``static_poses``: static body name -> (position, wxyz quaternion).
     """
 
-    def __init__(self, recorder: EpisodeRecorder, sim, spec: RecordingSpec) -> None:
+    def __init__(
+        self,
+        recorder: EpisodeRecorder,
+        spec: RecordingSpec,
+        *,
+        joint_names: Sequence[str],
+        geometry: Mapping[str, Mapping[str, Any]],
+        static_poses: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        task: str,
+    ) -> None:
         import rerun as rr
 
         self.rec = recorder
-        self.sim = sim
         self.spec = spec
+        self.task = task
         self.dt = spec.dt
         self._video_t: dict[str, list[float]] = {c: [] for c in spec.cameras}
         self._video: dict[str, list] = {c: [] for c in spec.cameras}
@@ -153,22 +166,20 @@ class AlohaEpisodeWriter:
         }
         self._poses: dict[str, _PoseTrack] = {}
 
-        names = list(sim.joint_names)
+        names = list(joint_names)
         recorder.set_series_names(schema.JOINT_POSITIONS, names)
         recorder.set_series_names(schema.JOINT_TARGETS, names)
         recorder.set_series_names(schema.REWARD, ["reward"])
         recorder.set_series_names(schema.CUBE_POSE, ["x", "y", "z", "qw", "qx", "qy", "qz"])
         for cam in spec.cameras:
             recorder.log_static(schema.camera_path(cam), rr.VideoStream(codec=rr.VideoCodec.H264))
-        self._log_static_scene(rr)
+        self._log_static_scene(rr, geometry, static_poses)
 
     # --- static content ----------------------------------------------------------------------
     def _scene_entity(self, name: str) -> str:
         return schema.CUBE_3D if name == "cube" else schema.link_path(name)
 
-    def _log_static_scene(self, rr) -> None:
-        geometry = self.sim.geometry()
-        statics = self.sim.static_poses()
+    def _log_static_scene(self, rr, geometry, statics) -> None:
         for name, g in geometry.items():
             if name in statics:
                 entity = f"{schema.STATIC_SCENE}/{name}"
@@ -210,12 +221,11 @@ class AlohaEpisodeWriter:
                 self._video[cam].extend(out)
                 self._video_t[cam].append(t)
 
-    def observe_scene(self, step: int) -> None:
-        """Sample the 3D scene (robot link poses and the cube) from the simulator now."""
+    def observe_scene(self, step: int, link_poses: Mapping[str, tuple[np.ndarray, np.ndarray]], cube_pose: np.ndarray) -> None:
+        """Record the 3D scene at `step`: robot link poses (position, wxyz) and the cube pose [x, y, z, qw, qx, qy, qz]."""
         t = step * self.dt
-        poses = dict(self.sim.link_poses())
-        cube = self.sim.cube_pose()
-        poses["cube"] = (cube[:3], cube[3:])
+        poses = dict(link_poses)
+        poses["cube"] = (cube_pose[:3], cube_pose[3:])
         for name, (pos, quat) in poses.items():
             tr = self._poses.get(name)
             if tr is None:
@@ -249,7 +259,7 @@ class AlohaEpisodeWriter:
                 np.asarray(tr.times),
                 rr.Transform3D.columns(translation=np.stack(tr.pos), quaternion=_xyzw(np.stack(tr.quat))),
             )
-        task = self.sim.task
+        task = self.task
         rec.log_static(schema.TASK, rr.TextDocument(TASK_TEXT.get(task, task), media_type="text/markdown"))
         rec.log_static(schema.OUTCOME_TEXT, rr.TextDocument(outcome_markdown(properties), media_type="text/markdown"))
         for group, values in properties.items():
