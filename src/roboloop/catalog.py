@@ -17,8 +17,8 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -100,7 +100,7 @@ def validate_rrd(path: str | os.PathLike[str]) -> str:
             reader.store()
     except CorruptRecordingError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the reader raises RuntimeError/ValueError variants
+    except Exception as exc:
         raise CorruptRecordingError(f"{path}: unreadable RRD: {exc}") from exc
     return recordings[0].recording_id
 
@@ -273,7 +273,7 @@ class Catalog:
                 _register_arrow(ctx, name, friendly_segment_table(raw))
         try:
             return ctx.sql(query).to_arrow_table()
-        except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
+        except Exception as exc:
             raise CatalogError(
                 f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}"
                 f"\n  tables: {', '.join(self.table_names()) or '(none)'}"
@@ -398,7 +398,7 @@ def _start_server(rr, port: int):
     """Start the in-process server on 127.0.0.1; a port clash falls back to a free port."""
     try:
         return rr.server.Server(host=LOCALHOST, port=port)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if port == 0:
             raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
         log.warning("port %d is in use (%s); using a free port instead", port, _first_line(exc))
@@ -410,7 +410,7 @@ def _connect(url: str):
 
     try:
         return CatalogClient(url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CatalogError(
             f"could not reach the catalog at {url}: {_first_line(exc)}\n"
             f"  start one with `roboloop serve`, or unset {ENV_CATALOG} / drop --catalog to use the embedded one"

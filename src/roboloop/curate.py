@@ -125,7 +125,7 @@ class Selection:
     include_flagged: bool = False
     predicate_sql: str | None = None
     name: str | None = None
-    created_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
+    created_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
 
     @property
     def digest(self) -> str:
@@ -237,7 +237,7 @@ def save(catalog: Catalog, selection: Selection, name: str | None = None, *, rep
 def _from_row(row: dict) -> Selection:
     created = row["created_at"]
     if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=_dt.timezone.utc)
+        created = created.replace(tzinfo=_dt.UTC)
     sel = Selection(
         dataset=row["dataset"],
         segment_ids=tuple(row["segment_ids"] or ()),

@@ -460,7 +460,7 @@ def select_ids(
     ctx.register_record_batches("segments", [table.to_batches()])
     try:
         result = ctx.sql(sql).to_arrow_table()
-    except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
+    except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}") from exc
     return [str(s) for s in result.column(0).to_pylist()]

@@ -395,7 +395,7 @@ def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def refine(

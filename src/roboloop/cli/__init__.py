@@ -28,7 +28,7 @@ Adding a stage's commands (train, evaluate, analyze, report, ...)
    A module written as `register(app)` (e.g. `roboloop/cli_train.py`) works the same way:
    import it and call `register(app)`.
 2. Add ONE line to the import list at the end of this file:
-   `from roboloop.cli import <stage>_cmds  # noqa: E402,F401`.
+   `from roboloop.cli import <stage>_cmds  # noqa: F401`.
 
 Errors: library code raises `roboloop.errors.RoboloopError` subclasses with actionable
 messages; commands do not catch them. The app's group catches every `RoboloopError`
@@ -70,7 +70,7 @@ def report_error(exc: BaseException) -> None:
 class _Group(TyperGroup):
     """The root command group: turns every `RoboloopError` into its message and exit code 1."""
 
-    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except RoboloopError as exc:
@@ -155,7 +155,7 @@ def presets_help(what: str, presets: Sequence[str] | Any, aliases: dict[str, str
     return f"{what}: {', '.join(names)}{extra}."
 
 
-def print_arrow(table, format: str = "table") -> None:  # noqa: A002 - matches the --format option
+def print_arrow(table, format: str = "table") -> None:
     """Print an Arrow table as a rich table, CSV or JSON lines."""
     rows = table.to_pylist()
     if format == "json":
@@ -207,10 +207,7 @@ def main() -> None:
 
 
 # --- command modules (one line per stage group; see the module docstring) ------------------------
-from roboloop.cli import catalog_cmds  # noqa: E402,F401
-from roboloop.cli import collect_cmds  # noqa: E402,F401
-from roboloop.cli import curate_cmds  # noqa: E402,F401
-from roboloop.cli import demo_cmds  # noqa: E402,F401
-
-if __name__ == "__main__":
-    main()
+from roboloop.cli import catalog_cmds  # noqa: F401
+from roboloop.cli import collect_cmds  # noqa: F401
+from roboloop.cli import curate_cmds  # noqa: F401
+from roboloop.cli import demo_cmds  # noqa: F401

@@ -84,7 +84,7 @@ def import_(
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help='SQL; each dataset is a view, e.g. SELECT "scene.region", count(*) FROM aloha GROUP BY 1')],
-    format: Annotated[str, typer.Option("--format", "-f", help=", ".join(SQL_FORMATS[:-1]) + " or " + SQL_FORMATS[-1])] = "table",  # noqa: A002
+    format: Annotated[str, typer.Option("--format", "-f", help=", ".join(SQL_FORMATS[:-1]) + " or " + SQL_FORMATS[-1])] = "table",
 ) -> None:
     """DataFusion SQL over the catalog (each dataset's segment table and each table is a view named after it)."""
     if format not in SQL_FORMATS:

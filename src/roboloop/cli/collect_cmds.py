@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from roboloop import schema
-from roboloop.cli import console, err_console, open_catalog, presets_help, user_input
-from roboloop.cli import app
+from roboloop.cli import app, console, err_console, open_catalog, presets_help, user_input
 from roboloop.sim import conditions as _cond
 
 DEFAULT_EPISODES = 10

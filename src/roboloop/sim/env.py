@@ -44,7 +44,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import atexit
 import math
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ ARM_LINKS = (
 )
 
 _LAZY: dict[str, Any] = {}
-_LIVE: "weakref.WeakSet[AlohaSim]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[AlohaSim] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
 
 
@@ -81,7 +82,7 @@ def _close_all() -> None:
     for sim in list(_LIVE):
         try:
             sim.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
 
@@ -469,7 +470,7 @@ class AlohaSim:
                 renderer.close()
             self._models[n] = (physics, None, diffuse, specular)
 
-    def __enter__(self) -> "AlohaSim":
+    def __enter__(self) -> AlohaSim:
         return self
 
     def __exit__(self, *exc) -> None:
