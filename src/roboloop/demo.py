@@ -20,6 +20,7 @@ import numpy as np
 
 from roboloop import schema
 from roboloop.catalog import Catalog
+from roboloop.config import Config, check
 
 # Scene variations the demo cycles through (physics-neutral: the demonstrator should
 # succeed under all of them; they make `success by condition` show real groups).
@@ -31,17 +32,33 @@ DEMO_VARIATIONS: tuple[dict[str, Any], ...] = (
 )
 
 
-@dataclass
-class DemoConfig:
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """What the demo builds the loop on."""
+
     dataset: str = schema.DEFAULT_DATASET
+    "Dataset to build the loop on."
     episodes: int = 24
+    "Demonstrations the dataset should hold (missing ones are collected)."
     workers: int = 2
+    "Worker processes for collection and streaming."
     seed: int = 0
+    "Base seed (new episodes continue after the highest seed the dataset holds)."
     cameras: tuple[str, ...] = ("top",)
+    "Cameras to record."
     width: int = 320
+    "Recorded camera width."
     height: int = 240
+    "Recorded camera height."
     stream_rate_hz: float = 10.0
+    "Rate of the streamed training samples."
     action_chunk: int = 10
+    "Action window length (grid steps) in the streamed samples."
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.episodes >= 1, f"episodes must be >= 1, got {self.episodes}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from roboloop import schema
-from roboloop.cli import app, console, fail, open_catalog
+from roboloop.cli import app, console, open_catalog, user_input
 
 
 @app.command()
@@ -22,9 +22,8 @@ def demo(
 
     from roboloop.demo import DemoConfig, run_demo
 
-    if episodes < 1:
-        fail("--episodes must be >= 1")
-    cfg = DemoConfig(dataset=dataset, episodes=episodes, workers=max(1, workers), seed=seed)
+    with user_input():
+        cfg = DemoConfig(dataset=dataset, episodes=episodes, workers=max(1, workers), seed=seed)
     with open_catalog() as cat:
         console.print(f"[bold]roboloop demo[/] workspace {cat.workspace.root}, catalog {cat.url}", soft_wrap=True)
         with Progress(TextColumn("      {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
