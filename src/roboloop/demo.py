@@ -182,9 +182,10 @@ def run_demo(
 
     # 6. query -----------------------------------------------------------------------------
     say("[6/6] query: success by lighting and table colour")
+    lighting_col, table_col = schema.friendly_column(schema.SCENE, "lighting"), schema.friendly_column(schema.SCENE, "table")
     result = catalog.sql(
-        f'SELECT "scene.lighting" AS lighting, "scene.table" AS table_colour, count(*) AS episodes, '
-        f'avg(CAST("outcome.success" AS DOUBLE)) AS success_rate FROM "{ds}" GROUP BY 1, 2 ORDER BY 1, 2'
+        f'SELECT "{lighting_col}" AS lighting, "{table_col}" AS table_colour, count(*) AS episodes, '
+        f'avg(CAST("{success_col}" AS DOUBLE)) AS success_rate FROM "{ds}" GROUP BY 1, 2 ORDER BY 1, 2'
     )
     for row in result.to_pylist():
         say(f"      {row['lighting']:<7} {row['table_colour']:<6} n={row['episodes']:<3} success {row['success_rate']:.0%}")
