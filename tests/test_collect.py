@@ -229,6 +229,17 @@ def test_collect_cli_end_to_end(tmp_path, monkeypatch):
         assert set(table.column("scene.lighting").to_pylist()) == {"bright"}
         assert cat.dataset("clidemo").default_blueprint() is not None
 
+    # --config FILE: the file's values, with the options given on the command line on top
+    cfg_file = CollectConfig(
+        dataset="fromfile", episodes=5, seed=70, conditions=SceneConditions.from_names(lighting="dim", table="wood"),
+        spec=RecordingSpec(cameras=(), width=64, height=48), steps=10,
+    ).save(tmp_path / "collect.toml")
+    result = runner.invoke(app, ["--workspace", str(wsdir), "collect", "--config", str(cfg_file), "--episodes", "1", "--seed", "80"])
+    assert result.exit_code == 0, result.output
+    with Catalog(Workspace(wsdir), url="") as cat:
+        row = cat.segment_table("fromfile").to_pylist()
+        assert [(r["episode.seed"], r["scene.lighting"], r["scene.table"], r["outcome.steps"]) for r in row] == [(80, "dim", "wood", 10)]
+
     bad = runner.invoke(app, ["--workspace", str(wsdir), "collect", "--dataset", "clidemo", "--lighting", "foggy"])
     assert bad.exit_code == 1
     assert "foggy" in bad.output and "dim" in bad.output and "bright" in bad.output

@@ -344,6 +344,14 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
         raise
 
 
+def __getattr__(name: str):
+    if name == "RestoreReport":  # moved to catalog_restore; kept importable from here
+        from roboloop.catalog_restore import RestoreReport
+
+        return RestoreReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _empty_report():
     from roboloop.catalog_restore import RestoreReport
 

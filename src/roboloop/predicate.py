@@ -36,6 +36,10 @@ Grammar (keywords case-insensitive)::
     atom       := column | number | string | "true" | "false" | "null" | "(" expr ")"
 
 An order is `column [asc|desc] ("," column [asc|desc])*`.
+
+Hostile input is refused with a `PredicateError`, never a crash: at most
+`MAX_PREDICATE_CHARS` characters, `MAX_NESTING` levels of parentheses / `not` / unary
+minus, `MAX_TERMS` binary operators.
 """
 
 from __future__ import annotations
