@@ -89,7 +89,7 @@ def test_distances_by_hand():
     # without the symmetry the nearest start of (0.15, 0.50, -44) is (0.10, 0.45, 0): 2.5, 2.5 and 44/3 units
     assert raw[1] == pytest.approx(math.sqrt(2.5**2 + 2.5**2 + (44 / 3) ** 2))
     assert raw_counts.tolist() == [1, 0, 0, 1]
-    wide, _, wide_counts = ag.coverage_distances(roll, train, GapConfig(tolerance=2.0))
+    _, _, wide_counts = ag.coverage_distances(roll, train, GapConfig(tolerance=2.0))
     assert wide_counts.tolist() == [1, 1, 1, 1]
     # a missing start state is infinitely far
     n2, i2, c2 = ag.coverage_distances(np.array([[np.nan, 0.5, 0.0]]), train)
