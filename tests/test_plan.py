@@ -169,3 +169,46 @@ def test_execute_plan_on_the_simulator(ws, catalog, synthetic_episode):
     again = execute_plan(catalog, p, spec=RecordingSpec(cameras=()), steps=5)
     assert again.new_segment_ids == [] and again.done
     assert catalog.segment_table("aloha").num_rows == 3
+
+
+def test_cli_errors_are_actionable(tmp_path):
+    from typer.testing import CliRunner
+
+    from roboloop import cli_loop
+
+    runner = CliRunner()
+    res = runner.invoke(cli_loop.app, ["--workspace", str(tmp_path / "ws"), "gaps", "--eval", "nope"])
+    assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "p"\ndataset = "aloha"\n[[items]]\ncount = 1\nconditions = { yaw = "sideways" }\n')
+    res = runner.invoke(cli_loop.app, ["--workspace", str(tmp_path / "ws"), "collect-plan", str(bad)])
+    assert res.exit_code == 1 and "valid yaw labels: none, small, any" in res.output
+
+
+@pytest.mark.sim
+def test_cli_collect_plan(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from roboloop import cli_loop
+    from roboloop.workspace import Workspace
+
+    f = tmp_path / "p.toml"
+    write_plan(Plan(name="cli-plan", dataset="clids", items=(PlanItem({"yaw": "small"}, 2),)), f)
+    host = typer.Typer()
+
+    @host.callback()
+    def _root() -> None:
+        pass
+
+    cli_loop.register(host)  # the host's commands open the default (embedded) catalog here
+    wsdir = tmp_path / "ws"
+    env = {"ROBOLOOP_WORKSPACE": str(wsdir)}
+    try:
+        res = CliRunner().invoke(host, ["collect-plan", str(f), "--steps", "5"], env=env)
+    finally:
+        cli_loop._HOOKS["open_catalog"] = None
+    assert res.exit_code == 0, res.output
+    assert "collected 2 episode(s)" in res.output and "seeds 0..1" in res.output
+    row = plan_row(Workspace(wsdir), "cli-plan")
+    assert row["status"] == "executed" and len(row["collected"]["yaw=small"]) == 2

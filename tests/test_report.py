@@ -147,3 +147,29 @@ def test_text_is_escaped():
 @pytest.mark.parametrize(("t", "expected"), [(2.5, "roboloop open seg-1 --at 2.50"), (None, "roboloop open seg-1"), (-1.0, "roboloop open seg-1")])
 def test_open_command(t, expected):
     assert open_command("seg-1", t) == expected
+
+
+def test_loss_curves_read_from_a_run_recording(ws, catalog):
+    """The glue reads /train/loss and /holdout/loss on timeline `step` from `<ds>_runs` through the catalog."""
+    import rerun as rr
+
+    from roboloop import schema
+    from roboloop.report import _loss_curves
+
+    run_id = "run-abc"
+    path = ws.segment_path("aloha_runs", schema.BASE_LAYER, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = rr.RecordingStream("roboloop", recording_id=run_id)
+    rec.save(str(path))
+    train_steps = np.arange(0, 200, 10)
+    hold_steps = np.arange(0, 200, 50)
+    rec.send_columns("/train/loss", indexes=[rr.TimeColumn("step", sequence=train_steps)], columns=rr.Scalars.columns(scalars=1.0 / (1 + train_steps)))
+    rec.send_columns("/holdout/loss", indexes=[rr.TimeColumn("step", sequence=hold_steps)], columns=rr.Scalars.columns(scalars=2.0 / (1 + hold_steps)))
+    rec.flush()
+    rec.disconnect()
+    catalog.register_files("aloha_runs", [path])
+    curves = _loss_curves(catalog, "aloha", run_id)
+    assert curves["train"][0] == [float(s) for s in train_steps]
+    assert curves["train"][1] == pytest.approx(1.0 / (1 + train_steps))
+    assert curves["holdout"][0] == [float(s) for s in hold_steps]
+    assert curves["holdout"][1] == pytest.approx(2.0 / (1 + hold_steps))

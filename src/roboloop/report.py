@@ -31,6 +31,7 @@ import base64
 import datetime as _dt
 import html
 import io
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ SECTIONS = ("summary", "success", "comparison", "coverage", "loss", "selections"
 """HTML ids of the report's sections, in order."""
 
 CELL = "cell"
+log = logging.getLogger(__name__)
 
 
 def open_command(segment_id: str, at_s: float | None = None) -> str:
@@ -506,8 +508,8 @@ def _selection_row(catalog, label: str, info: Mapping[str, Any]) -> dict[str, An
         sel = curate.load(catalog, info.get("selection") or "")
         if not info.get("selection_digest") or sel.digest == info.get("selection_digest"):
             row.update(predicate=sel.where or "(all)", num_train=len(sel.train_ids), num_holdout=len(sel.holdout_ids))
-    except Exception:  # noqa: BLE001 - the run's own record is the fallback
-        pass
+    except Exception as exc:  # noqa: BLE001 - the run's own record is the fallback
+        log.debug("selection %r of run %s not loaded: %s", info.get("selection"), info.get("run_id"), exc)
     return row
 
 
