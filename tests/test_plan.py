@@ -165,6 +165,26 @@ def test_execute_plan_on_the_simulator(ws, catalog, synthetic_episode):
     row = plan_row(ws, "plan-sim")
     assert row["status"] == "executed" and row["seeds"] == [42, 44]
     assert row["collected"] == {"yaw=any": [by_seed[42]["segment_id"]], "lighting=dim,region=right": [by_seed[43]["segment_id"]]}
+    assert sorted(run.failed_segment_ids) == sorted(run.new_segment_ids)  # 5 steps cannot succeed
+    # the start state recomputed from seed + conditions (for episodes recorded without it) is the
+    # cube pose the simulator actually started from
+    import math
+
+    from roboloop.analyze_gaps import fill_start_states
+
+    row = dict(by_seed[42])
+    for c in ("scene.cube_x", "scene.cube_y", "scene.cube_yaw_deg"):
+        row.pop(c, None)
+    assert fill_start_states([row]) == 1
+    pose = (
+        catalog.dataset("aloha").filter_segments([row["segment_id"]]).filter_contents([schema.CUBE_POSE])
+        .reader(index=schema.TIMELINE).to_arrow_table()
+    )
+    first = pose.column(f"{schema.CUBE_POSE}:{schema.SCALARS_COMPONENT}").to_pylist()[0]
+    x, y, _, qw, _, _, qz = first
+    assert row["scene.cube_x"] == pytest.approx(x, abs=1e-3) and row["scene.cube_y"] == pytest.approx(y, abs=1e-3)
+    assert row["scene.cube_yaw_deg"] == pytest.approx(math.degrees(2 * math.atan2(qz, qw)), abs=0.5)
+    assert abs(row["scene.cube_yaw_deg"]) > 0.5  # yaw "any" really turned the cube
     # executing it again collects nothing: the plan is done
     again = execute_plan(catalog, p, spec=RecordingSpec(cameras=()), steps=5)
     assert again.new_segment_ids == [] and again.done
@@ -212,3 +232,11 @@ def test_cli_collect_plan(tmp_path):
     assert "collected 2 episode(s)" in res.output and "seeds 0..1" in res.output
     row = plan_row(Workspace(wsdir), "cli-plan")
     assert row["status"] == "executed" and len(row["collected"]["yaw=small"]) == 2
+    # 5-step demonstrations fail: they are flagged in the quality layer, so selections leave them out
+    assert "flagged 2 failed demonstration(s)" in res.output
+    from roboloop.catalog import Catalog
+
+    with Catalog(Workspace(wsdir), url="") as cat:
+        table = {r["segment_id"]: r for r in cat.segment_table("clids").to_pylist()}
+    assert sorted(table) == sorted(row["collected"]["yaw=small"])
+    assert all(r["quality.flagged"] is True and "plan cli-plan" in r["quality.reason"] for r in table.values())

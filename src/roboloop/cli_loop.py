@@ -169,8 +169,12 @@ def report_cmd(
     console.print(f"report of {', '.join(ids)} written to [bold]{path}[/] ({os.path.getsize(path) / 1e3:.0f} kB, self-contained)")
 
 
-def collect_plan_command(plan_file: Path, *, workers: int = 1, steps: int | None = None) -> None:
-    """Body of `roboloop collect --plan FILE`: execute the plan with a progress bar."""
+def collect_plan_command(plan_file: Path, *, workers: int = 1, steps: int | None = None, flag_failures: bool = True) -> None:
+    """Body of `roboloop collect --plan FILE`: execute the plan with a progress bar.
+
+    With `flag_failures`, new demonstrations that failed the strict success metric are flagged
+    in the quality layer (reason names the plan), so the curation query leaves them out.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -211,6 +215,13 @@ def collect_plan_command(plan_file: Path, *, workers: int = 1, steps: int | None
         progress.update(bar, completed=p.total)
     seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
     console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
+    if flag_failures and run.failed_segment_ids:
+        from roboloop import refine
+
+        with open_catalog() as cat:
+            ids = refine.flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
+        console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
+                      f"undo with: roboloop unflag -d {p.dataset} -s ID")
 
 
 @app.command("collect-plan")
@@ -218,9 +229,10 @@ def collect_plan_cmd(
     plan_file: Annotated[Path, typer.Argument(help="Plan file written by `roboloop plan`.")],
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
+    flag_failures: Annotated[bool, typer.Option("--flag-failures/--keep-failures", help="Flag new demonstrations that failed (quality layer).")] = True,
 ) -> None:
     """Execute a collection plan (the lead wires this as `roboloop collect --plan FILE`)."""
-    collect_plan_command(plan_file, workers=workers, steps=steps)
+    collect_plan_command(plan_file, workers=workers, steps=steps, flag_failures=flag_failures)
 
 
 @app.callback()

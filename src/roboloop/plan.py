@@ -426,6 +426,8 @@ class PlanRun:
     """Seeds used by this execution."""
     successes: int = 0
     """Successful episodes among the new ones."""
+    failed_segment_ids: list[str] = field(default_factory=list)
+    """New episodes the demonstrator failed (strict success): candidates for a quality flag."""
     wall_s: float = 0.0
     status: str = STATUS_PLANNED
 
@@ -509,6 +511,8 @@ def execute_plan(
         run.collected.setdefault(item_of_seed[result.seed], []).append(result.segment_id)
         run.new_segment_ids.append(result.segment_id)
         run.successes += int(result.success)
+        if not result.success:
+            run.failed_segment_ids.append(result.segment_id)
         if on_result is not None:
             on_result(result)
 
