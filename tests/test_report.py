@@ -39,7 +39,7 @@ def synthetic_report_data() -> ReportData:
         gap = "yaw=none" not in cell
         coverage.append({
             "rank": rank, "cell": cell, "n": 30, "successes": v1[cell], "covered": 1 if gap else 24,
-            "covered_fraction": (1 if gap else 24) / 30, "train_near": 1 if gap else 41, "train_in_cell_by_label": 0 if gap else 50,
+            "covered_fraction": (1 if gap else 24) / 30, "median_distance": 9.3 if gap else 0.7, "train_near": 1 if gap else 41, "train_in_cell_by_label": 0 if gap else 50,
             "verdict": "coverage_gap" if gap else "fine", "fails": gap,
             "advice": f"collect demonstrations under {cell}" if gap else "",
         })

@@ -155,6 +155,10 @@ class GapConfig:
             raise GapError(f"GapConfig.match_labels: unknown axes {bad}; valid axes: {', '.join(CONDITION_AXES)}")
         object.__setattr__(self, "match_labels", labels)
 
+    def fails(self, rate: float, ci_high: float) -> bool:
+        """The failing rule: Wilson upper bound below `target_rate`, or rate below `fail_rate`."""
+        return ci_high < self.target_rate or rate < self.fail_rate
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["match_labels"] = list(self.match_labels)
@@ -528,7 +532,7 @@ def gap_report(
         n, k = len(idx), sum(succ)
         rate = k / n
         lo, hi = wilson(k, n, cfg.confidence)
-        fails = hi < cfg.target_rate or rate < cfg.fail_rate
+        fails = cfg.fails(rate, hi)
         if not fails:
             verdict = FINE
         elif c["covered_fraction"] < cfg.min_covered_fraction:

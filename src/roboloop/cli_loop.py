@@ -79,13 +79,13 @@ def latest_evals(workspace, n: int = 2) -> list[str]:
 
 def _print_gaps(rep) -> None:
     t = Table(title=f"coverage gaps of {rep.eval_id} (run {rep.run_id}, {rep.n_train} training episodes)")
-    for col in ("rank", "cell", "success", "95% interval", "covered", "demos near", "by label", "verdict"):
-        t.add_column(col, justify="right" if col in ("rank", "covered", "demos near", "by label") else "left")
+    for col in ("rank", "cell", "success", "95% interval", "covered", "median dist", "demos near", "by label", "verdict"):
+        t.add_column(col, justify="right" if col in ("rank", "covered", "median dist", "demos near", "by label") else "left")
     style = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green"}
     for c in rep.cells:
         t.add_row(
             str(c.rank), c.cell, f"{c.successes}/{c.n} ({100 * c.rate:.0f}%)", f"[{100 * c.ci_low:.0f}%, {100 * c.ci_high:.0f}%]",
-            f"{c.covered}/{c.n}", str(c.train_near), str(c.train_in_cell_by_label), f"[{style[c.verdict]}]{c.verdict}[/]",
+            f"{c.covered}/{c.n}", f"{c.median_distance:.2f}", str(c.train_near), str(c.train_in_cell_by_label), f"[{style[c.verdict]}]{c.verdict}[/]",
         )
     console.print(t)
     for c in rep.cells:
