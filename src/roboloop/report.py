@@ -176,7 +176,10 @@ def _heatmap(cells: Sequence[Mapping[str, Any]], value: str, text, title: str, c
         red, green, blue, _ = colormap(float(v)) if np.isfinite(v) else (1.0, 1.0, 1.0, 1.0)
         dark = 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.45  # white text on dark colours
         ax.text(k, r, text(c), ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    ax.set_xticks(range(len(cols)), [col.replace(",", "\n") for col in cols], fontsize=8)
+    if col_axes:
+        ax.set_xticks(range(len(cols)), [col.replace(",", "\n") for col in cols], fontsize=8)
+    else:
+        ax.set_xticks([])
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_ylabel(row_axis)
     if col_axes:
@@ -577,7 +580,9 @@ def build_report_data(
             sec.cells.append(c)
         failing = {c[CELL] for c in sec.cells if c["failing"]}
         shown: dict[str, int] = {}
-        for f in _rows_of(analyze.failures(rollouts)):
+        fails = _rows_of(analyze.failures(rollouts))
+        fails.sort(key=lambda f: (str(f.get("episode.cell")), f.get("episode.index_in_cell") or 0, str(f.get("segment_id"))))
+        for f in fails:
             cell = f.get("episode.cell")
             if cell not in failing or shown.get(cell, 0) >= failures_per_cell:
                 continue
@@ -602,9 +607,12 @@ def build_report_data(
 
                 info = dict(run_info(ws, sec.run_id))
                 data.selections.append(_selection_row(catalog, label, info))
-                data.loss_curves[label] = _loss_curves(catalog, info.get("dataset") or row["dataset"], sec.run_id)
             except Exception as exc:  # noqa: BLE001 - a missing run record degrades the report, not the command
-                data.notes.append(f"{label}: run {sec.run_id} unavailable ({exc})")
+                data.notes.append(f"{label}: the record of run {sec.run_id} is unavailable ({exc})")
+            try:
+                data.loss_curves[label] = _loss_curves(catalog, info.get("dataset") or row["dataset"], sec.run_id)
+            except Exception as exc:  # noqa: BLE001
+                data.notes.append(f"{label}: no loss curves for run {sec.run_id} ({exc})")
         infos.append(info)
     if len(rollout_rows) >= 2:
         data.comparison_labels = (labels[0], labels[1])
