@@ -240,3 +240,14 @@ def test_cli_collect_plan(tmp_path):
         table = {r["segment_id"]: r for r in cat.segment_table("clids").to_pylist()}
     assert sorted(table) == sorted(row["collected"]["yaw=small"])
     assert all(r["quality.flagged"] is True and "plan cli-plan" in r["quality.reason"] for r in table.values())
+
+
+def test_load_plan_by_file_or_saved_name(ws, tmp_path):
+    from roboloop.plan import load_plan
+
+    p = _plan()
+    path = save_plan(ws, p, tmp_path / "p.toml")
+    assert load_plan(ws, path) == p
+    assert load_plan(ws, "plan-ev1") == p
+    with pytest.raises(PlanError, match="saved plans: plan-ev1"):
+        load_plan(ws, "plan-nope")

@@ -289,9 +289,10 @@ def _same_labels(cfg: GapConfig, rollout_labels, train_labels, n_r: int, n_t: in
         return None
     if rollout_labels is None or train_labels is None:
         raise GapError("GapConfig.match_labels needs the rollouts' and the training episodes' labels")
-    rkeys = [tuple(lab.get(a) for a in cfg.match_labels) for lab in rollout_labels]
-    tkeys = [tuple(lab.get(a) for a in cfg.match_labels) for lab in train_labels]
-    return np.array([[rk == tk for tk in tkeys] for rk in rkeys], dtype=bool).reshape(n_r, n_t)
+    codes: dict[tuple, int] = {}
+    rc = np.array([codes.setdefault(tuple(lab.get(a) for a in cfg.match_labels), len(codes)) for lab in rollout_labels], dtype=np.int64)
+    tc = np.array([codes.setdefault(tuple(lab.get(a) for a in cfg.match_labels), len(codes)) for lab in train_labels], dtype=np.int64)
+    return (rc.reshape(n_r, 1) == tc.reshape(1, n_t)).reshape(n_r, n_t)
 
 
 def coverage_distances(

@@ -60,10 +60,10 @@ def fail(message: str, code: int = 1) -> None:
 # --- library-level helpers the commands (and the lead's collect command) call ---------------
 
 def run_plan_file(catalog, path: str | Path, *, workers: int = 1, steps: int | None = None, on_result=None):
-    """Read a plan file and execute it (`plan.execute_plan`); returns the `PlanRun`."""
-    from roboloop.plan import execute_plan, read_plan
+    """Execute a plan given as a file or by its saved name (`plan.load_plan`); returns the `PlanRun`."""
+    from roboloop.plan import execute_plan, load_plan
 
-    return execute_plan(catalog, read_plan(path), workers=workers, steps=steps, on_result=on_result)
+    return execute_plan(catalog, load_plan(catalog.workspace, path), workers=workers, steps=steps, on_result=on_result)
 
 
 def latest_evals(workspace, n: int = 2) -> list[str]:
@@ -169,8 +169,8 @@ def report_cmd(
     console.print(f"report of {', '.join(ids)} written to [bold]{path}[/] ({os.path.getsize(path) / 1e3:.0f} kB, self-contained)")
 
 
-def collect_plan_command(plan_file: Path, *, workers: int = 1, steps: int | None = None, flag_failures: bool = True) -> None:
-    """Body of `roboloop collect --plan FILE`: execute the plan with a progress bar.
+def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int | None = None, flag_failures: bool = True) -> None:
+    """Body of `roboloop collect --plan FILE_OR_NAME`: execute the plan with a progress bar.
 
     With `flag_failures`, new demonstrations that failed the strict success metric are flagged
     in the quality layer (reason names the plan), so the curation query leaves them out.
@@ -183,50 +183,50 @@ def collect_plan_command(plan_file: Path, *, workers: int = 1, steps: int | None
         TimeElapsedColumn,
     )
 
-    from roboloop.plan import PlanError, plan_summary, read_plan
+    from roboloop.plan import PlanError, execute_plan, load_plan, plan_summary
 
-    try:
-        p = read_plan(plan_file)
-    except PlanError as exc:
-        fail(str(exc))
-    console.print(f"executing plan [bold]{p.name}[/] ({p.total} episode(s) into {p.dataset}; seeds after the dataset's highest)")
-    for line in plan_summary(p):
-        console.print(line, soft_wrap=True)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
     counts = {"done": 0, "ok": 0}
-    with open_catalog() as cat, progress:
-        bar = progress.add_task("episodes", total=p.total, ok="0/0")
-
-        def on_result(result) -> None:
-            counts["done"] += 1
-            counts["ok"] += int(result.success)
-            progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
-
+    with open_catalog() as cat:
         try:
-            run = run_plan_file(cat, plan_file, workers=workers, steps=steps, on_result=on_result)
+            p = load_plan(cat.workspace, plan_file)
         except PlanError as exc:
-            progress.stop()
             fail(str(exc))
-        except KeyboardInterrupt:
-            progress.stop()
-            err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")
-            raise typer.Exit(130) from None
-        progress.update(bar, completed=p.total)
-    seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
-    console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
-    if flag_failures and run.failed_segment_ids:
-        from roboloop import refine
+        console.print(f"executing plan [bold]{p.name}[/] ({p.total} episode(s) into {p.dataset}; seeds after the dataset's highest)")
+        for line in plan_summary(p):
+            console.print(line, soft_wrap=True)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
+        with progress:
+            bar = progress.add_task("episodes", total=p.total, ok="0/0")
 
-        with open_catalog() as cat:
+            def on_result(result) -> None:
+                counts["done"] += 1
+                counts["ok"] += int(result.success)
+                progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
+
+            try:
+                run = execute_plan(cat, p, workers=workers, steps=steps, on_result=on_result)
+            except PlanError as exc:
+                progress.stop()
+                fail(str(exc))
+            except KeyboardInterrupt:
+                progress.stop()
+                err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")
+                raise typer.Exit(130) from None
+            progress.update(bar, completed=p.total)
+        seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
+        console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
+        if flag_failures and run.failed_segment_ids:
+            from roboloop import refine
+
             ids = refine.flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
-        console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
-                      f"undo with: roboloop unflag -d {p.dataset} -s ID")
+            console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
+                          f"undo with: roboloop unflag -d {p.dataset} -s ID")
 
 
 @app.command("collect-plan")
 def collect_plan_cmd(
-    plan_file: Annotated[Path, typer.Argument(help="Plan file written by `roboloop plan`.")],
+    plan_file: Annotated[str, typer.Argument(help="Plan file written by `roboloop plan`, or a saved plan's name.")],
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
     flag_failures: Annotated[bool, typer.Option("--flag-failures/--keep-failures", help="Flag new demonstrations that failed (quality layer).")] = True,

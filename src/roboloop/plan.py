@@ -75,6 +75,7 @@ __all__ = [
     "conditions_key",
     "dataset_max_seed",
     "execute_plan",
+    "load_plan",
     "plan_row",
     "read_plan",
     "reserve_seeds",
@@ -322,6 +323,19 @@ def read_plan(path: str | Path) -> Plan:
     except OSError as exc:
         raise PlanError(f"cannot read plan file {p}: {exc.strerror or exc}") from None
     return Plan.from_toml(text, source=str(p))
+
+
+def load_plan(workspace: Workspace, ref: str | Path) -> Plan:
+    """A plan from a file path, or else by name from the plans table (every saved plan is there)."""
+    p = Path(ref)
+    if p.is_file() or p.suffix == ".toml" or len(p.parts) > 1:
+        return read_plan(p)
+    row = plan_row(workspace, str(ref))
+    if row is None:
+        names = [r[rows.KEY_FIELD] for r in rows.read_rows(workspace, schema.PLANS_TABLE)]
+        raise PlanError(f"no plan file or saved plan named {str(ref)!r}; saved plans: {', '.join(names) or '(none: run `roboloop plan`)'}")
+    fields = {f.name for f in dataclasses.fields(Plan)}
+    return Plan.from_dict({k: v for k, v in row.items() if k in fields})
 
 
 def plan_row(workspace: Workspace, name: str) -> dict[str, Any] | None:
