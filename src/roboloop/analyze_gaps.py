@@ -376,7 +376,8 @@ def _cell_coverage(r_rows: list[dict], t_rows: list[dict], cfg: GapConfig) -> li
         covered_mask = [len(near_sets[i]) > 0 for i in idx]
         failed_nearest: list[str] = []
         for i in idx:
-            if not r_rows[i].get(SUCCESS_COLUMN) and index[i] >= 0 and t_ids[index[i]] not in failed_nearest:
+            covered_failure = not r_rows[i].get(SUCCESS_COLUMN) and len(near_sets[i]) > 0
+            if covered_failure and t_ids[index[i]] not in failed_nearest:
                 failed_nearest.append(t_ids[index[i]])
         finite = [nearest[i] for i in idx if np.isfinite(nearest[i])]
         out.append(
@@ -406,8 +407,8 @@ def coverage(rollouts: Any, training: Any, cfg: GapConfig = GapConfig()) -> list
     training episodes within tolerance of at least one of the cell's rollouts),
     `train_in_cell_by_label` (training episodes whose labels equal the cell's: what counting
     by containment would say), `median_distance` (scaled, to the nearest training start),
-    `near_train_ids` (the nearest training episode of each failed rollout: the
-    demonstrations to look at when a covered cell fails).
+    `near_train_ids` (the nearest training episode of each failed rollout that was covered:
+    the demonstrations to look at when a covered cell fails).
     """
     cells = _cell_coverage(_as_rows(rollouts), _as_rows(training), cfg)
     return [{k: v for k, v in c.items() if not k.startswith("_")} for c in cells]
