@@ -139,6 +139,7 @@ def test_report_degrades_gracefully_with_one_evaluation():
 
 def test_text_is_escaped():
     data = synthetic_report_data()
+    data.evals, data.comparison, data.loss_curves = [], [], {}  # no plots needed here
     data.selections[0]["predicate"] = "scene.lighting = 'dim' and signals.x < 3 <script>"
     text = render_report(data)
     assert "<script>" not in text and "&lt;script&gt;" in text
