@@ -270,3 +270,22 @@ def test_config_round_trip_and_validation():
     assert sq.stage_score(2) == 0.5 and sq.stage_score(len(schema.STAGES) - 1) == 1.0
     with pytest.raises(sq.SequentialError, match="stage index"):
         sq.stage_score(7)
+
+
+def test_stage_distributions_from_rollout_rows_feed_the_planner():
+    rows = [{"episode.cell": "yaw=any", "outcome.stage": s} for s in (0, 0, 1, 4, 4, 4, 4, 4)]
+    rows += [{"episode.cell": "yaw=none", "outcome.stage": 4} for _ in range(5)]
+    dist = sq.stage_distributions(rows)
+    assert dist["yaw=any"] == pytest.approx([0.25, 0.125, 0, 0, 0.625])
+    assert dist["yaw=none"] == pytest.approx([0, 0, 0, 0, 1.0])
+    plan = sq.plan_eval(dist, effect=0.3, n_sim=100, max_per_cell=120, round_size=5, metric=schema.METRIC_STAGE)
+    by = {r["cell"]: r for r in plan}
+    assert by["yaw=none"]["fixed_n"] is None  # nothing to improve: no fixed-n size exists
+    assert by["yaw=none"]["sequential_improved"] == 0.0
+    # identical outcomes: every simulation reaches no_difference at the same pair, charged a whole round
+    f = np.asarray(sq.DEFAULT_BET_FRACTIONS)
+    n_eq = next(n for n in range(1, 1000) if np.mean((1 + f * 0.1 / 0.9) ** n) >= 2 / 0.025)
+    assert by["yaw=none"]["sequential_mean"] == 5 * math.ceil(n_eq / 5)
+    assert by["yaw=any"]["sequential_improved"] > 0.5
+    with pytest.raises(sq.SequentialError, match="lacks"):
+        sq.stage_distributions([{"episode.cell": "a=1"}])

@@ -111,6 +111,7 @@ __all__ = [
     "plan_eval",
     "run_sequential",
     "simulate_sequential",
+    "stage_distributions",
     "stage_score",
 ]
 
@@ -906,6 +907,29 @@ def run_sequential(
 # --------------------------------------------------------------------------------------------
 
 
+def stage_distributions(rows: Iterable[Mapping[str, Any]], *, cell_column: str | None = None,
+                        stage_column: str | None = None) -> dict[str, list[float]]:
+    """Per cell, the observed distribution of the furthest stage reached (input to :func:`plan_eval`).
+
+    ``rows``: rollouts as dicts with the friendly columns ``episode.cell`` and
+    ``outcome.stage`` (analyze's rollout table rows). The planner treats the last stage
+    as success (a rollout that reached the handover but did not hold it counts as a success
+    there: a planning approximation).
+    """
+    cell_col = cell_column or f"{schema.EPISODE}.{schema.EPISODE_CELL}"
+    stage_col = stage_column or f"{schema.OUTCOME}.{schema.OUTCOME_STAGE}"
+    counts: dict[str, np.ndarray] = {}
+    for i, row in enumerate(rows):
+        try:
+            cell, stage = row[cell_col], int(row[stage_col])
+        except (KeyError, TypeError, ValueError):
+            raise SequentialError(f"rollout row {i} lacks {cell_col!r} or an integer {stage_col!r}") from None
+        if not (0 <= stage < len(schema.STAGES)):
+            raise SequentialError(f"rollout row {i}: stage {stage} outside [0, {len(schema.STAGES) - 1}]")
+        counts.setdefault(str(cell), np.zeros(len(schema.STAGES)))[stage] += 1
+    return {cell: (c / c.sum()).tolist() for cell, c in counts.items()}
+
+
 def plan_eval(
     cells: Mapping[str, float | Sequence[float]],
     effect: float = 0.15,
@@ -916,6 +940,7 @@ def plan_eval(
     margin: float = 0.1,
     coupling: float = 0.0,
     max_per_cell: int = 400,
+    round_size: int = 1,
     n_sim: int = 1000,
     seed: int = 0,
     familywise: bool = True,
@@ -928,7 +953,9 @@ def plan_eval(
     alpha / n_cells per cell (the sequential evaluation's Bonferroni split; Holm in the
     fixed-n ``compare`` spends the same on its smallest p-value). ``coupling``: see
     :func:`paired_binary_probs` (0 = outcomes independent given the seed: the conservative
-    planning assumption). Seeded: the same inputs give the same plan.
+    planning assumption). ``round_size``: pairs are run in whole rounds, so a decision costs
+    its round (capped at ``max_per_cell``). Undecided simulations count as ``max_per_cell``.
+    Seeded: the same inputs give the same plan.
     """
     alpha = _check_alpha(alpha)
     if not (0.0 < power < 1.0):
@@ -937,6 +964,8 @@ def plan_eval(
         raise SequentialError(f"metric must be one of {', '.join(schema.SEQUENTIAL_METRICS)}, got {metric!r}")
     if not cells:
         raise SequentialError("no cells to plan: give each cell's baseline rate or stage distribution")
+    if int(round_size) < 1 or int(max_per_cell) < 1 or int(n_sim) < 1:
+        raise SequentialError("round_size, max_per_cell and n_sim must be positive integers")
     level = alpha / len(cells) if familywise else alpha
     rng = np.random.default_rng(seed)
     rows = []
@@ -948,6 +977,7 @@ def plan_eval(
         if metric == schema.METRIC_SUCCESS:
             sa, sb = (sa >= 1.0).astype(float), (sb >= 1.0).astype(float)
         code, at = simulate_sequential(sb - sa, level, margin)
+        at = np.minimum(np.ceil(at / round_size) * round_size, max_per_cell)
         rows.append(
             {
                 "cell": cell,
@@ -960,6 +990,7 @@ def plan_eval(
                 "sequential_decided": float((code > 0).mean()),
                 "sequential_improved": float((code == 1).mean()),
                 "max_per_cell": max_per_cell,
+                "round_size": round_size,
             }
         )
     return rows
