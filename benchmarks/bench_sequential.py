@@ -15,10 +15,14 @@ every pair (`roboloop.sequential.simulate_sequential`, the kernel of `PairedSequ
    that ever declare improved/regressed (type-I), its Monte Carlo bound alpha + 2 SE, and
    how often the correct no_difference was reached.
 2. Efficiency: a 20-point improvement at baseline 0.6/0.7/0.8, binary and partial credit
-   side by side: mean and 90th-percentile pairs to a decision against the pairs the
+   side by side (partial: the challenger's failures keep the baseline's stage mix, or
+   happen later, ``LATER_MIX``): mean and 90th-percentile pairs to a decision against the pairs the
    fixed-n exact McNemar test needs for 80% power at the same alpha (computed exactly for
    the same pairing), and the floor no test that stops on evidence can beat
-   (Wald: log(2/alpha) / KL per pair, binary).
+   (Wald: log(2/alpha) / KL per pair, binary). Couplings 0, 0.5 and 1 (1: the seed decides
+   both outcomes, so the challenger never does worse on a seed). For reference only (not
+   the target's comparison): the fixed-n a plan for the issue's default 15-point effect
+   under independence would have used.
 3. The v1 -> v2 cells of FIELD-NOTES as `roboloop demo` runs them (4 cells, alpha/4 each,
    rounds of 5 pairs) against the fixed grid's 30 per cell.
 """
@@ -36,6 +40,9 @@ from roboloop import sequential as sq
 # v1-like failures (FIELD-NOTES: the BC policy's failures are missed grasps: never touched /
 # not lifted), as probabilities over the failing stages none, right_grasp, lift, left_grasp.
 FAIL_MIX = np.array([0.5, 0.35, 0.1, 0.05])
+# a challenger whose remaining failures happen later (e.g. a fixed grasp that now drops the cube
+# at the handover): the case where partial credit carries information that success does not.
+LATER_MIX = np.array([0.1, 0.2, 0.3, 0.4])
 
 
 def stages(success: float, fail_mix: np.ndarray = FAIL_MIX) -> np.ndarray:
@@ -62,6 +69,8 @@ def kl_bernoulli(q: float, p: float = 0.5) -> float:
 
 
 def validity(args) -> None:
+    if args.skip_validity:
+        return
     print("\n## Validity (H0 true: a policy against itself; looked at after every pair)\n")
     print(f"alpha {args.alpha}, {args.comparisons} comparisons per setting, up to {args.max_pairs} pairs each, margin 0.1\n")
     print("| setting | metric | coupling | declared a difference | bound alpha + 2 SE | met | no_difference reached | mean pairs |")
@@ -100,27 +109,29 @@ def efficiency(args) -> None:
     print(f"alpha {args.alpha} (two-sided), {args.comparisons} comparisons per row, cap {args.cap} pairs (undecided count as the cap); "
           "fixed-n = exact McNemar, 80% power, same alpha, computed exactly for the row's pairing; "
           "floor = log(2/alpha) / KL per pair (binary, the best any test that stops on evidence can do on average)\n")
-    print("| baseline -> challenger | coupling | fixed-n (indep. plan) | metric | improved | mean | p90 | mean / fixed-n | p90 / fixed-n | floor / fixed-n |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| baseline -> challenger | coupling | fixed-n | metric | improved | mean | p90 | mean / fixed-n | p90 / fixed-n | floor / fixed-n "
+          "| fixed-n planned for 15 pts (indep.) | mean / that |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     i = 0
     for pa in (0.6, 0.7, 0.8):
         pb = pa + 0.2
-        for c in (0.0, 0.5):
+        for c in (0.0, 0.5, 1.0):
             nf = sq.mcnemar_sample_size(pa, 0.2, args.alpha, 0.8, coupling=c)
-            nf0 = sq.mcnemar_sample_size(pa, 0.2, args.alpha, 0.8, coupling=0.0)
+            n15 = sq.mcnemar_sample_size(pa, 0.15, args.alpha, 0.8, coupling=0.0)
             p01, p10 = sq.paired_binary_probs(pa, pb, c)
             floor = math.log(2 / args.alpha) / ((p01 + p10) * kl_bernoulli(p01 / (p01 + p10)))
             base = stages(pa)
-            chal = sq.improved_stage_probs(base, 0.2)
-            for metric in ("binary", "partial"):
+            same_mix = sq.improved_stage_probs(base, 0.2)
+            later = stages(pb, LATER_MIX)
+            for metric, chal in (("binary", same_mix), ("partial", same_mix), ("partial, failures later", later)):
                 i += 1
                 rng = np.random.default_rng([args.seed, 3, i])
-                d = streams(rng, args.comparisons, args.cap, base, chal, c, metric)
+                d = streams(rng, args.comparisons, args.cap, base, chal, c, metric.split(",")[0])
                 code, at = sq.simulate_sequential(d, args.alpha, 0.1)
                 mean, p90 = at.mean(), np.percentile(at, 90)
                 fl = f"{floor / nf:.2f}" if metric == "binary" else "-"
-                print(f"| {pa:.1f} -> {pb:.1f} | {c} | {nf} ({nf0}) | {metric} | {(code == 1).mean():.3f} | {mean:.1f} | {p90:.0f} "
-                      f"| {mean / nf:.2f} | {p90 / nf:.2f} | {fl} |")
+                print(f"| {pa:.1f} -> {pb:.1f} | {c} | {nf} | {metric} | {(code == 1).mean():.3f} | {mean:.1f} | {p90:.0f} "
+                      f"| {mean / nf:.2f} | {p90 / nf:.2f} | {fl} | {n15} | {mean / n15:.2f} |")
 
 
 def demo_cells(args) -> None:
@@ -154,6 +165,7 @@ def main() -> int:
     ap.add_argument("--max-pairs", type=int, default=500, help="pairs per H0 comparison")
     ap.add_argument("--cap", type=int, default=1000, help="maximum pairs per comparison in the efficiency runs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-validity", action="store_true", help="only the efficiency and demo sections")
     args = ap.parse_args()
     t0 = time.perf_counter()
     validity(args)
