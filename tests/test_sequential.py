@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 
@@ -154,6 +155,7 @@ def test_resume_replays_to_the_same_state_and_continues_the_sequence():
 
     resumed = sq.run_sequential(cells, src, cfg, observed=observed)
     assert resumed == full
+    assert json.loads(json.dumps(full)) == full  # the evals row stores it as is
     assert any(c["decision"] == schema.DECISION_IMPROVED and c["cell"] == "yaw=gap" for c in full["cells"])
 
 
