@@ -38,7 +38,8 @@ contains 0 and +-margin) and reported outward-rounded. Decisions read it:
 A decision is wrong only if the confidence sequence failed to cover the true mean, so
 the probability that a test *ever* makes a wrong decision is <= alpha (for a mean of
 exactly 0 this is the type-I error of the improved/regressed decision). The first
-decision reached is kept (sticky); the estimate and interval keep updating with later
+decision reached is kept (sticky; improved/regressed win over no_difference reached on the
+same pair, e.g. a 5-point improvement with a 10-point margin); the estimate and interval keep updating with later
 pairs (the interval stays valid).
 
 **Alpha across cells** (:class:`CellTests`, :func:`run_sequential`): a Bonferroni split,
