@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import zlib
@@ -52,7 +53,7 @@ def test_confidence_sequence_covers_true_difference():
     true_diff = chal[-1] - base[-1]
     missed = 0
     for k in range(a.shape[0]):
-        t = sq.PairedSequentialTest(0.1, 0.1, resolution=0.01)
+        t = sq.PairedSequentialTest(0.1, 0.1, resolution=0.05)  # bounds are outward-rounded to this grid
         t.update_batch(a[k], b[k])
         s = t.state()
         missed += not (s.ci_low <= true_diff <= s.ci_high)
@@ -97,7 +98,7 @@ def test_identical_outcomes_decide_no_difference():
 
 def test_simulation_kernel_decides_like_the_test_object():
     rng = np.random.default_rng(3)
-    a, b = sq.sample_paired_scores(rng, (40, 80), [0.1, 0.1, 0.1, 0.0, 0.7], [0.05, 0.05, 0.0, 0.0, 0.9], 0.5)
+    a, b = sq.sample_paired_scores(rng, (24, 80), [0.1, 0.1, 0.1, 0.0, 0.7], [0.05, 0.05, 0.0, 0.0, 0.9], 0.5)
     code, at = sq.simulate_sequential(b - a, 0.05, 0.1)
     names = {0: schema.DECISION_UNDECIDED, 1: schema.DECISION_IMPROVED, 2: schema.DECISION_REGRESSED,
              3: schema.DECISION_NO_DIFFERENCE}
@@ -105,7 +106,7 @@ def test_simulation_kernel_decides_like_the_test_object():
         s = sq.PairedSequentialTest.from_pairs(zip(a[k], b[k]), 0.05, 0.1).state()
         assert s.decision == names[int(code[k])]
         assert (s.decided_at or 80) == at[k]
-    assert (code == 1).sum() >= 20  # the effect is detected in most streams
+    assert (code == 1).sum() >= 12  # the effect is detected in most streams
 
 
 # ---------------------------------------------------------------------------------- replay / resume
@@ -194,6 +195,11 @@ def test_mcnemar_exact_p_reference_values():
     assert sq.mcnemar_exact_p(0, 7) == pytest.approx(2 / 2**7)
 
 
+@functools.cache
+def _binomtest_rejects(k: int, n: int) -> bool:
+    return stats.binomtest(k, n, 0.5).pvalue <= 0.05
+
+
 def test_mcnemar_sample_size_by_brute_force_enumeration():
     p01, p10 = sq.paired_binary_probs(0.6, 0.9, 0.5)
     n = sq.mcnemar_sample_size(0.6, 0.3, 0.05, 0.8, coupling=0.5)
@@ -202,7 +208,7 @@ def test_mcnemar_sample_size_by_brute_force_enumeration():
         """Enumerate every (n01, n10) table: multinomial probability x (scipy's exact binomial test rejects)."""
         x = np.array([(i, j, n - i - j) for i in range(n + 1) for j in range(n + 1 - i) if i + j > 0])
         prob = stats.multinomial.pmf(x, n, [p01, p10, 1 - p01 - p10])
-        reject = np.array([stats.binomtest(int(i), int(i + j), 0.5).pvalue <= 0.05 for i, j, _ in x])
+        reject = np.array([_binomtest_rejects(int(i), int(i + j)) for i, j, _ in x])
         return float(prob[reject].sum())
 
     assert brute_power(n) >= 0.8 > brute_power(n - 1)
