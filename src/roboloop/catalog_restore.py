@@ -3,10 +3,14 @@
 The open-source Rerun server keeps registrations, tables and blueprints in memory only,
 so every embedded start calls :func:`restore` (through `Catalog.restore`):
 
+0. **Leftovers**: temporary files (`.<name>.tmp-<pid>-...`) of every writer (layers, rows,
+   runs, blueprints) whose writer process is dead are deleted (`Workspace.remove_stale_temp_files`).
 1. **Lance tables** (`tables/<name>/<entry>/`, e.g. `selections`): registered from their folder.
 2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
    name), the files `Workspace.segment_files` returns (the single place restore gets files
-   from). A cheap header/footer check skips truncated files; the rest is registered in one
+   from). A cheap header/footer check skips truncated files, and a file whose recording id
+   (read from its manifest) is not the segment its name says is skipped, so one file never
+   silently shadows another (:func:`checked_layer_files`); the rest is registered in one
    batch with REPLACE, and if the batch fails it is bisected (:func:`register_tolerant`) so one
    bad file cannot block the others. Every skipped file is reported with its reason.
 3. **Blueprints**: each dataset's default blueprint, when the workspace has one.
@@ -20,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from roboloop import rows as _rows
-from roboloop.catalog import _first_line, file_uri, quick_check_rrd
+from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, quick_check_rrd, read_recording_id
 from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ class RestoreReport:
     tables: list[str] = field(default_factory=list)
     blueprints: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+    temp_files_removed: int = 0  # temporary files of dead writers deleted at the start
     seconds: float = 0.0
 
 
@@ -50,6 +56,7 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     t0 = time.perf_counter()
     report = RestoreReport()
     ws = workspace
+    report.temp_files_removed = ws.remove_stale_temp_files()  # only files whose writer process is dead
     for name, folder in ws.tables().items():
         if folder.name == _rows.ROWS_FOLDER:
             continue  # a row table: published below
@@ -61,13 +68,7 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     for dataset in ws.datasets():
         ds = client.create_dataset(dataset, exist_ok=True)
         for layer in ws.layers(dataset):
-            good: list[Path] = []
-            for f in ws.segment_files(dataset, layer):
-                reason = quick_check_rrd(f)
-                if reason:
-                    report.skipped.append((f, reason))
-                else:
-                    good.append(f)
+            good = checked_layer_files(ws.segment_files(dataset, layer), report)
             report.segments[(dataset, layer)] = register_tolerant(ds, good, layer, report)
         bp = ws.blueprint_path(dataset)
         if bp.is_file():
@@ -88,6 +89,52 @@ def restore(client, workspace: Workspace) -> RestoreReport:
         log.warning("skipped %s while restoring the workspace: %s", path, reason)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def segment_of(path: Path) -> str:
+    """The segment a layer file belongs to, from its name: `<id>.rrd`, or a version `<id>.<n>.rrd`."""
+    m = _VERSIONED.match(path.stem)
+    return m.group(1) if m else path.stem
+
+
+_VERSIONED = re.compile(r"^(.+)\.(\d+)$")
+
+
+def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
+    """The files of one layer that are safe to register; every other one goes to `report.skipped` with its reason.
+
+    A file is skipped when it is truncated (no footer: `quick_check_rrd`), its manifest is
+    unreadable, or the recording id inside it differs from the segment its name says (the
+    catalog registers by recording id, so such a file would silently replace the layer of
+    another segment, or create a segment nobody wrote under that name). When two files
+    hold one recording, the file named after it is kept and the warning names both.
+    """
+    by_name = {segment_of(f): f for f in files}
+    good: list[Path] = []
+    for f in files:
+        reason = quick_check_rrd(f)
+        if reason:
+            report.skipped.append((f, reason))
+            continue
+        try:
+            rid = read_recording_id(f)
+        except CorruptRecordingError as exc:
+            report.skipped.append((f, str(exc).removeprefix(f"{f}: ")))
+            continue
+        seg = segment_of(f)
+        if rid == seg:
+            good.append(f)
+        elif rid in by_name:
+            report.skipped.append(
+                (f, f"holds recording {rid!r}, the segment of {by_name[rid].name}; kept {by_name[rid].name}, skipped {f.name} "
+                    f"(a file named after one segment must not replace another: delete or rename {f.name})")
+            )
+        else:
+            report.skipped.append(
+                (f, f"holds recording {rid!r} but is named after segment {seg!r}; skipped "
+                    f"(rename it to {rid}.rrd if it is that segment's file)")
+            )
+    return good
 
 
 def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:

@@ -19,7 +19,7 @@ SQL_FORMATS = ("table", "csv", "json")
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port; a taken port falls back to a free one).")] = 9876,
+    port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port). A taken port is an error naming the process that holds it.")] = 9876,
 ) -> None:
     """Run the catalog server in the foreground, restored from the workspace."""
     if state.catalog_url:
@@ -86,7 +86,7 @@ def sql(
     query: Annotated[str, typer.Argument(help='SQL; each dataset is a view, e.g. SELECT "scene.region", count(*) FROM aloha GROUP BY 1')],
     format: Annotated[str, typer.Option("--format", "-f", help=", ".join(SQL_FORMATS[:-1]) + " or " + SQL_FORMATS[-1])] = "table",
 ) -> None:
-    """DataFusion SQL over the catalog (each dataset's segment table and each table is a view named after it)."""
+    """Read-only DataFusion SQL over the catalog (each dataset's segment table and each table is a view named after it)."""
     if format not in SQL_FORMATS:
         fail(f"unknown --format {format!r}: use {', '.join(SQL_FORMATS)}")
     with open_catalog() as cat:
