@@ -64,6 +64,14 @@ class PortInUseError(CatalogError):
 
 
 _READ_ONLY_REFUSAL = re.compile(r"(DDL|DML|Statement) not supported")
+_QUERY_KEYWORDS = {"SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "DESCRIBE"}
+_SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+
+
+def _first_keyword(query: str) -> str:
+    """The statement's first keyword, upper case (comments and opening parentheses skipped)."""
+    m = re.match(r"[\s(]*([A-Za-z]+)", _SQL_COMMENTS.sub(" ", query))
+    return m.group(1).upper() if m else ""
 
 
 # --- RRD validation ------------------------------------------------------------------------
@@ -310,6 +318,12 @@ class Catalog:
         """
         from datafusion import SQLOptions
 
+        keyword = _first_keyword(query)
+        if keyword not in _QUERY_KEYWORDS:
+            raise ReadOnlySQLError(
+                f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW, VALUES) run, not {keyword or 'an empty statement'}; "
+                "datasets and tables change through roboloop commands (collect, refine, flag, curate, import)"
+            )
         ctx = self.client.ctx
         names = self.dataset_names()
         words = set(re.findall(r"[A-Za-z0-9_-]+", query))

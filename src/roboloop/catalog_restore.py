@@ -126,7 +126,8 @@ def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
             good.append(f)
         elif rid in by_name:
             report.skipped.append(
-                (f, f"holds recording {rid!r}, the segment of {by_name[rid].name}; kept {by_name[rid].name}, skipped {f.name} "
+                (f, f"is named after segment {seg!r} but holds recording {rid!r}, the segment of {by_name[rid].name}; "
+                    f"kept {by_name[rid].name}, skipped {f.name} "
                     f"(a file named after one segment must not replace another: delete or rename {f.name})")
             )
         else:
