@@ -103,6 +103,21 @@ def test_import_refuses_two_files_of_one_recording(tmp_path, synthetic_episode):
         assert cat.workspace.datasets() == []
 
 
+def test_recording_id_read_from_the_header_matches_the_manifest(ws, synthetic_episode, tmp_path):
+    from rerun.chunk import RrdReader
+
+    from roboloop.catalog import read_recording_id, recording_id_from_header
+
+    _, base = synthetic_episode(ws, "demo", "ep-video", video_streams={"/cameras/top": (10.0, 32, 24)})
+    layer = write_layer_properties(ws.segment_path("demo", schema.SIGNALS_LAYER, "ep-video"), "ep-video", {schema.SIGNALS: {"x": 1.0}})
+    for path in (base, layer):
+        assert recording_id_from_header(path) == RrdReader(path).recordings()[0].recording_id == "ep-video"
+        assert read_recording_id(path) == "ep-video"
+    junk = tmp_path / "junk.rrd"
+    junk.write_bytes(b"RRF2" + bytes(100))
+    assert recording_id_from_header(junk) is None  # unknown layout: the caller falls back to the manifest
+
+
 def test_restore_never_lets_a_file_shadow_another_segment(ws, synthetic_episode):
     episodes(ws, synthetic_episode, 2)
     # a stray file in base/ holding segment ep-1's recording id, with other content
@@ -148,7 +163,7 @@ def test_verify_reports_broken_files_and_exit_code(ws, synthetic_episode):
     truncated.write_bytes(paths[0].read_bytes()[:1000])
     rep = verify(ws, "demo")
     assert sorted(p.name for p, _ in rep.problems) == ["copy.rrd", "ep-1.rrd"]
-    reasons = dict((p.name, r) for p, r in rep.problems)
+    reasons = {p.name: r for p, r in rep.problems}
     assert "lz4" in reasons["ep-1.rrd"] or "unreadable" in reasons["ep-1.rrd"]
     assert "'ep-2'" in reasons["copy.rrd"]
     res = cli(ws, "verify")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows as _rows
-from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, quick_check_rrd, read_recording_id
+from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
 from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,12 @@ def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
     by_name = {segment_of(f): f for f in files}
     good: list[Path] = []
     for f in files:
-        reason = quick_check_rrd(f)
+        reason, rid = inspect_rrd(f)
         if reason:
             report.skipped.append((f, reason))
             continue
         try:
-            rid = read_recording_id(f)
+            rid = rid or read_recording_id(f)
         except CorruptRecordingError as exc:
             report.skipped.append((f, str(exc).removeprefix(f"{f}: ")))
             continue
