@@ -3,13 +3,11 @@
 The open-source Rerun server keeps registrations, tables and blueprints in memory only,
 so every embedded start calls :func:`restore` (through `Catalog.restore`):
 
-0. **Leftovers**: temporary files (`.<name>.tmp-<pid>-...`) of every writer (layers, rows,
-   runs, blueprints) whose writer process is dead are deleted (`Workspace.remove_stale_temp_files`).
 1. **Lance tables** (`tables/<name>/<entry>/`, e.g. `selections`): registered from their folder.
 2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
    name), the files `Workspace.segment_files` returns (the single place restore gets files
    from). A cheap header/footer check skips truncated files, and a file whose recording id
-   (read from its manifest) is not the segment its name says is skipped, so one file never
+   (read from the file's first message) is not the segment its name says is skipped, so one file never
    silently shadows another (:func:`checked_layer_files`); the rest is registered in one
    batch with REPLACE, and if the batch fails it is bisected (:func:`register_tolerant`) so one
    bad file cannot block the others. Every skipped file is reported with its reason.
@@ -18,6 +16,9 @@ so every embedded start calls :func:`restore` (through `Catalog.restore`):
    published as in-memory catalog tables built from `rows.read_rows` (newest row per key), so
    `roboloop sql` can query them. They are rebuilt at every start; the row files stay the
    record. A name that is already a Lance table keeps the Lance table.
+5. **Leftovers**: temporary files (`.<name>.tmp-<pid>-...`) of every writer (layer files,
+   blueprints, row files, run artifacts) whose writer process is dead are deleted
+   (`Workspace.remove_stale_temp_files`); a live writer's are left alone.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     t0 = time.perf_counter()
     report = RestoreReport()
     ws = workspace
-    report.temp_files_removed = ws.remove_stale_temp_files()  # only files whose writer process is dead
     for name, folder in ws.tables().items():
         if folder.name == _rows.ROWS_FOLDER:
             continue  # a row table: published below
@@ -77,6 +77,8 @@ def restore(client, workspace: Workspace) -> RestoreReport:
                 report.blueprints.append(dataset)
             except Exception as exc:  # noqa: BLE001
                 report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
+    # leftovers: temporary files of dead writers (never registered, so the order does not matter)
+    report.temp_files_removed = ws.remove_stale_temp_files()
     for name in _rows.row_tables(ws):
         if name in report.tables:
             continue
