@@ -93,53 +93,6 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     return report
 
 
-def segment_of(path: Path) -> str:
-    """The segment a layer file belongs to, from its name: `<id>.rrd`, or a version `<id>.<n>.rrd`."""
-    m = _VERSIONED.match(path.stem)
-    return m.group(1) if m else path.stem
-
-
-_VERSIONED = re.compile(r"^(.+)\.(\d+)$")
-
-
-def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
-    """The files of one layer that are safe to register; every other one goes to `report.skipped` with its reason.
-
-    A file is skipped when it is truncated (no footer: `quick_check_rrd`), its manifest is
-    unreadable, or the recording id inside it differs from the segment its name says (the
-    catalog registers by recording id, so such a file would silently replace the layer of
-    another segment, or create a segment nobody wrote under that name). When two files
-    hold one recording, the file named after it is kept and the warning names both.
-    """
-    by_name = {segment_of(f): f for f in files}
-    good: list[Path] = []
-    for f in files:
-        reason, rid = inspect_rrd(f)
-        if reason:
-            report.skipped.append((f, reason))
-            continue
-        try:
-            rid = rid or read_recording_id(f)
-        except CorruptRecordingError as exc:
-            report.skipped.append((f, str(exc).removeprefix(f"{f}: ")))
-            continue
-        seg = segment_of(f)
-        if rid == seg:
-            good.append(f)
-        elif rid in by_name:
-            report.skipped.append(
-                (f, f"is named after segment {seg!r} but holds recording {rid!r}, the segment of {by_name[rid].name}; "
-                    f"kept {by_name[rid].name}, skipped {f.name} "
-                    f"(a file named after one segment must not replace another: delete or rename {f.name})")
-            )
-        else:
-            report.skipped.append(
-                (f, f"holds recording {rid!r} but is named after segment {seg!r}; skipped "
-                    f"(rename it to {rid}.rrd if it is that segment's file)")
-            )
-    return good
-
-
 def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:
     """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest. Returns the count registered."""
     if not files:
@@ -196,3 +149,50 @@ def _arrow_rows(live: list[dict[str, Any]]):
         if pa.types.is_null(f.type):
             table = table.set_column(i, pa.field(f.name, pa.string()), pa.nulls(table.num_rows, pa.string()))
     return table
+
+
+def segment_of(path: Path) -> str:
+    """The segment a layer file belongs to, from its name: `<id>.rrd`, or a version `<id>.<n>.rrd`."""
+    m = _VERSIONED.match(path.stem)
+    return m.group(1) if m else path.stem
+
+
+_VERSIONED = re.compile(r"^(.+)\.(\d+)$")
+
+
+def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
+    """The files of one layer that are safe to register; every other one goes to `report.skipped` with its reason.
+
+    A file is skipped when it is truncated (no footer: `quick_check_rrd`), its manifest is
+    unreadable, or the recording id inside it differs from the segment its name says (the
+    catalog registers by recording id, so such a file would silently replace the layer of
+    another segment, or create a segment nobody wrote under that name). When two files
+    hold one recording, the file named after it is kept and the warning names both.
+    """
+    by_name = {segment_of(f): f for f in files}
+    good: list[Path] = []
+    for f in files:
+        reason, rid = inspect_rrd(f)
+        if reason:
+            report.skipped.append((f, reason))
+            continue
+        try:
+            rid = rid or read_recording_id(f)
+        except CorruptRecordingError as exc:
+            report.skipped.append((f, str(exc).removeprefix(f"{f}: ")))
+            continue
+        seg = segment_of(f)
+        if rid == seg:
+            good.append(f)
+        elif rid in by_name:
+            report.skipped.append(
+                (f, f"is named after segment {seg!r} but holds recording {rid!r}, the segment of {by_name[rid].name}; "
+                    f"kept {by_name[rid].name}, skipped {f.name} "
+                    f"(a file named after one segment must not replace another: delete or rename {f.name})")
+            )
+        else:
+            report.skipped.append(
+                (f, f"holds recording {rid!r} but is named after segment {seg!r}; skipped "
+                    f"(rename it to {rid}.rrd if it is that segment's file)")
+            )
+    return good

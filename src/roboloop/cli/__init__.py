@@ -217,4 +217,3 @@ from roboloop.cli import catalog_cmds  # noqa: F401
 from roboloop.cli import collect_cmds  # noqa: F401
 from roboloop.cli import curate_cmds  # noqa: F401
 from roboloop.cli import demo_cmds  # noqa: F401
-from roboloop.cli import verify_cmds  # noqa: F401
