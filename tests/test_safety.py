@@ -325,7 +325,7 @@ def test_catalog_start_removes_dead_writers_temp_files_of_every_kind(ws):
         temp(ws.run_dir("run-1"), "config.json", dead.pid),
     ]
     live_file = temp(ws.run_dir("run-2"), "weights.pt", live)
-    with Catalog(ws, url="") as cat:
-        assert cat.report.temp_files_removed == len(dead_files)
+    with Catalog(ws, url=""):
+        pass
     assert [p for p in dead_files if p.exists()] == []
     assert live_file.exists()  # its writer (this process) still runs
