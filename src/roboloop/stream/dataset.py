@@ -29,7 +29,11 @@ the next `prefetch` blocks from the catalog (`filter_segments` + `filter_content
 `reader(index="time")`, one query per block); the iterating thread resamples them with
 vectorized numpy, decodes the camera frames the block needs, and pushes them through a
 batch shuffle buffer (`shuffle_buffer` samples). Memory is bounded by
-`(shuffle_buffer + block_samples + batch_size) * bytes per sample` plus `prefetch` raw blocks.
+`(shuffle_buffer + block_samples + batch_size) * bytes per sample` plus `prefetch` raw blocks;
+the constructor measures the bytes per sample on the first segment (windows scaled, never
+allocated) and raises `StreamError` when that bound exceeds `MEMORY_FRACTION` of the memory
+available, instead of running out of memory mid-epoch. It also refuses `segments=[]` and a
+dataset with no episodes (`StreamConfig` refuses non-finite rates and impossible DDP ranks).
 
 Semantics
 ---------
