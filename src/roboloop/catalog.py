@@ -52,7 +52,26 @@ class UnknownDatasetError(CatalogError, UnknownNameError):
 
 
 class CorruptRecordingError(CatalogError, ValueError):
-    """An RRD file that cannot be read (truncated, not an RRD, no recording in it)."""
+    """An RRD file that cannot be read (truncated, not an RRD, no recording in it, a chunk that does not decode)."""
+
+
+class ReadOnlySQLError(CatalogError):
+    """A `sql` statement that would change something (DDL, DML, SET): `roboloop sql` only queries."""
+
+
+class PortInUseError(CatalogError):
+    """The port asked for is taken by another process."""
+
+
+_READ_ONLY_REFUSAL = re.compile(r"(DDL|DML|Statement) not supported")
+_QUERY_KEYWORDS = {"SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "DESCRIBE"}
+_SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+
+
+def _first_keyword(query: str) -> str:
+    """The statement's first keyword, upper case (comments and opening parentheses skipped)."""
+    m = re.match(r"[\s(]*([A-Za-z]+)", _SQL_COMMENTS.sub(" ", query))
+    return m.group(1).upper() if m else ""
 
 
 # --- RRD validation ------------------------------------------------------------------------
@@ -63,50 +82,176 @@ def quick_check_rrd(path: Path) -> str | None:
     Files written by a finished `RecordingStream` end with a footer; a truncated or
     half-copied file does not.
     """
+    return inspect_rrd(path)[0]
+
+
+def inspect_rrd(path: Path) -> tuple[str | None, str | None]:
+    """(what is broken or None, the recording id from the first message or None), with one open and two small reads.
+
+    The structural check of `quick_check_rrd` plus :func:`recording_id_from_header`'s parse of
+    the first bytes; restore calls it for every file, so it reads no more than that.
+    """
     try:
-        size = path.stat().st_size
-        if size < 16:
-            return f"file too small to be an RRD ({size} bytes)"
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            size = os.fstat(fh.fileno()).st_size
+            if size < 16:
+                return f"file too small to be an RRD ({size} bytes)", None
+            head = fh.read(4096)
             fh.seek(max(0, size - 64))
             tail = fh.read()
     except OSError as exc:
-        return f"cannot read file: {exc}"
-    if head != _RRD_MAGIC:
-        return "not an RRD file (wrong header)"
+        return f"cannot read file: {exc}", None
+    if head[:4] != _RRD_MAGIC:
+        return "not an RRD file (wrong header)", None
     if _RRD_FOOTER_MAGIC not in tail:
-        return "truncated RRD (no footer: the writer did not finish)"
-    return None
+        return "truncated RRD (no footer: the writer did not finish)", None
+    return None, _recording_id_from_head(head)
 
 
 def validate_rrd(path: str | os.PathLike[str]) -> str:
-    """Fully open an RRD's manifest; return its recording id (= segment id) or raise CorruptRecordingError."""
-    from rerun.chunk import RrdReader
+    """Decode an RRD completely; return its recording id (= segment id) or raise CorruptRecordingError.
 
+    Checks the header and footer, opens the manifest, then decodes every chunk of every
+    store in the file (recordings and blueprints): what `rerun rrd verify` does. A flipped
+    byte inside compressed chunk data fails the LZ4 or Arrow decoding; a flipped byte in
+    the footer fails its CRC. (Raw payload bytes that are stored uncompressed, e.g. H.264
+    samples, decode whatever their value: no reader can tell those without a checksum.)
+    """
     path = Path(path)
     if not path.is_file():
         raise CorruptRecordingError(f"{path}: no such file")
-    reason = quick_check_rrd(path)
+    reason = quick_check_rrd(path) or decode_problem(path)
     if reason:
         raise CorruptRecordingError(f"{path}: {reason}")
+    return read_recording_id(path)
+
+
+def decode_problem(path: Path) -> str | None:
+    """Decode every chunk of every store of an RRD; return what is broken, or None when all of it decodes."""
+    from rerun.chunk import RrdReader
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reader = RrdReader(path)
             recordings = reader.recordings()
             if not recordings:
-                raise CorruptRecordingError(f"{path}: the file holds no recording (only a blueprint?)")
-            reader.store()
-    except CorruptRecordingError:
-        raise
+                return "the file holds no recording (only a blueprint?)"
+            for store in [*recordings, *reader.blueprints()]:
+                for _chunk in reader.stream(store=store):
+                    pass
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the answer
+        return f"unreadable RRD: {_first_line(exc)}"
+    return None
+
+
+def read_recording_id(path: str | os.PathLike[str]) -> str:
+    """The recording id of an RRD's first recording, cheaply (no chunk is decoded).
+
+    Fast path (~20 us): the file's first message, the recording's `SetStoreInfo`, parsed
+    from the first bytes (:func:`recording_id_from_header`). When that does not parse
+    (another layout), the manifest is read through `rerun.chunk.RrdReader` (~1 ms).
+    Raises CorruptRecordingError when the file holds no recording or is unreadable.
+    """
+    from rerun.chunk import RrdReader
+
+    fast = recording_id_from_header(path)
+    if fast is not None:
+        return fast
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recordings = RrdReader(path).recordings()
     except Exception as exc:
-        raise CorruptRecordingError(f"{path}: unreadable RRD: {exc}") from exc
+        raise CorruptRecordingError(f"{path}: unreadable RRD: {_first_line(exc)}") from exc
+    if not recordings:
+        raise CorruptRecordingError(f"{path}: the file holds no recording (only a blueprint?)")
     return recordings[0].recording_id
 
 
+def recording_id_from_header(path: str | os.PathLike[str]) -> str | None:
+    """The recording id in an RRD's first message when it is a recording's `SetStoreInfo`, else None.
+
+    Layout (rerun 0.41 RRF2): a 12-byte stream header (`RRF2`, version, options), then
+    messages as (kind u64 LE, length u64 LE, protobuf payload); kind 1 = `SetStoreInfo`
+    {info = 2: StoreInfo {store_id = 2: StoreId {kind = 1 (1 = recording), recording_id = 2}}}.
+    Anything unexpected returns None (the caller falls back to the manifest).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    return _recording_id_from_head(head)
+
+
+def _recording_id_from_head(head: bytes) -> str | None:
+    if len(head) < 28 or head[:4] != _RRD_MAGIC:
+        return None
+    kind = int.from_bytes(head[12:20], "little")
+    size = int.from_bytes(head[20:28], "little")
+    if kind != 1 or size <= 0 or 28 + size > len(head):
+        return None
+    try:
+        info = _pb_field(head[28 : 28 + size], 2)
+        store_id = _pb_field(info, 2) if info is not None else None
+        if store_id is None or _pb_varint_field(store_id, 1) != 1:
+            return None
+        rid = _pb_field(store_id, 2)
+        return rid.decode("utf-8") if rid else None
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _pb_varint(buf: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _pb_fields(buf: bytes):
+    """(field number, wire type, value) of a protobuf message: ints for varints, bytes for length-delimited."""
+    i = 0
+    while i < len(buf):
+        key, i = _pb_varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _pb_varint(buf, i)
+        elif wire == 2:
+            n, i = _pb_varint(buf, i)
+            if i + n > len(buf):
+                raise ValueError("truncated field")
+            value, i = buf[i : i + n], i + n
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield num, wire, value
+
+
+def _pb_field(buf: bytes, number: int) -> bytes | None:
+    return next((v for n, w, v in _pb_fields(buf) if n == number and w == 2), None)
+
+
+def _pb_varint_field(buf: bytes, number: int) -> int | None:
+    return next((v for n, w, v in _pb_fields(buf) if n == number and w == 0), None)
+
+
 def file_uri(path: Path) -> str:
-    return Path(path).resolve().as_uri()
+    """`file://` URI of a path. Absolute paths are used as they are (workspace paths are absolute and
+    resolved already; `Path.resolve()` would cost an lstat per path component, ~0.7 ms per file)."""
+    path = Path(path)
+    return (path if path.is_absolute() else path.resolve()).as_uri()
 
 
 # --- the catalog ---------------------------------------------------------------------------
@@ -198,7 +343,7 @@ class Catalog:
         """Register finished RRD files (already in the workspace) as `layer` of `dataset`.
 
         A layer that already exists for a segment is replaced. With `validate`, every file
-        is checked first and nothing is registered if any file is corrupt.
+        is decoded completely first (`validate_rrd`) and nothing is registered if any file is corrupt.
         Returns the segment ids.
         """
         from rerun.catalog import OnDuplicateSegmentLayer
@@ -259,23 +404,46 @@ class Catalog:
         return friendly_segment_table(raw)
 
     def sql(self, query: str) -> pa.Table:
-        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it, each table too.
+        """Run a read-only DataFusion SQL query; each dataset's friendly segment table is a view named after it, each table too.
 
-        Only the datasets the query names are fetched (building a segment table is the
-        expensive part, ~0.5 s per 1000 segments).
+        Only queries run (`SELECT`, `WITH`, `EXPLAIN`, `SHOW`): DDL (`CREATE`, `DROP`), DML
+        (`INSERT`, `COPY ... TO`) and statements (`SET`) are refused with `ReadOnlySQLError`
+        before anything executes (DataFusion `SQLOptions`). Only the datasets the query names
+        are fetched (building a segment table is the expensive part, ~0.5 s per 1000
+        segments); a dataset with no segments is an empty view.
         """
+        from datafusion import SQLOptions
+
+        keyword = _first_keyword(query)
+        if keyword not in _QUERY_KEYWORDS:
+            raise ReadOnlySQLError(
+                f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW, VALUES) run, not {keyword or 'an empty statement'}; "
+                "datasets and tables change through roboloop commands (collect, refine, flag, curate, import)"
+            )
         ctx = self.client.ctx
         names = self.dataset_names()
         words = set(re.findall(r"[A-Za-z0-9_-]+", query))
+        empty = []
         for name in names:
             if name in words:
                 raw = self.client.get_dataset(name).segment_table().to_arrow_table()
-                _register_arrow(ctx, name, friendly_segment_table(raw))
+                table = friendly_segment_table(raw)
+                if table.num_rows == 0:
+                    empty.append(name)
+                _register_arrow(ctx, name, table)
+        options = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
         try:
-            return ctx.sql(query).to_arrow_table()
+            return ctx.sql_with_options(query, options).to_arrow_table()
         except Exception as exc:
+            first = _first_line(exc)
+            if _READ_ONLY_REFUSAL.search(first):
+                raise ReadOnlySQLError(
+                    f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW) run; refused: {first}\n"
+                    "  datasets and tables change through roboloop commands (collect, refine, flag, curate, import)"
+                ) from None
+            hint = "".join(f"\n  dataset {n!r} has no episodes yet (0 segments): it has only the columns segment_id, layers" for n in empty)
             raise CatalogError(
-                f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}"
+                f"SQL failed: {first}{hint}\n  datasets available as views: {', '.join(names) or '(none)'}"
                 f"\n  tables: {', '.join(self.table_names()) or '(none)'}"
             ) from exc
 
@@ -322,6 +490,11 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
             ids[p] = schema.validate_segment_id(validate_rrd(p))
         except (CatalogError, ValueError) as exc:
             problems.append(str(exc))
+    seen: dict[str, Path] = {}
+    for p, seg in ids.items():
+        if seg in seen:
+            problems.append(f"{p}: holds recording {seg!r}, like {seen[seg]} (one file per segment and layer)")
+        seen.setdefault(seg, p)
     if problems:
         raise CatalogError("nothing was imported; fix or drop these files:\n  " + "\n  ".join(problems))
     ws = catalog.workspace
@@ -337,7 +510,7 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
             with atomic_path(dest) as tmp:
                 shutil.copyfile(src, tmp)
             written.append(dest)
-        return catalog.register_files(dataset, written, layer=layer)
+        return catalog.register_files(dataset, written, layer=layer, validate=False)  # decoded above
     except BaseException:
         for dest in written:
             dest.unlink(missing_ok=True)
@@ -390,11 +563,13 @@ def friendly_segment_table(raw: pa.Table) -> pa.Table:
 
 
 def _register_arrow(ctx, name: str, table: pa.Table) -> None:
+    """Register `table` as a view; a table with no rows too (zero batches would be a Rust panic, see FIELD-NOTES)."""
     try:
         ctx.deregister_table(name)
     except Exception:  # noqa: BLE001
         pass
-    ctx.register_record_batches(name, [table.to_batches()])
+    batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]
+    ctx.register_record_batches(name, [batches])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -403,14 +578,69 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _start_server(rr, port: int):
-    """Start the in-process server on 127.0.0.1; a port clash falls back to a free port."""
+    """Start the in-process server on 127.0.0.1; a taken port is an error naming the process that holds it."""
+    if port:
+        holder = port_holder(port)
+        if holder is not None:
+            raise PortInUseError(f"port {port} is already in use{holder}; stop that process, or choose another port (--port 0 = any free port)")
     try:
         return rr.server.Server(host=LOCALHOST, port=port)
     except Exception as exc:
-        if port == 0:
-            raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
-        log.warning("port %d is in use (%s); using a free port instead", port, _first_line(exc))
-        return rr.server.Server(host=LOCALHOST, port=0)
+        if port:
+            raise PortInUseError(
+                f"could not listen on port {port}: {_first_line(exc)}; choose another port (--port 0 = any free port)"
+            ) from exc
+        raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
+
+
+def port_holder(port: int) -> str | None:
+    """None when `port` is free on 127.0.0.1; else a description of who holds it (`" by pid 123 (python3: ...)"`, or "")."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((LOCALHOST, port))
+    except OSError:
+        pass
+    else:
+        return None
+    finally:
+        probe.close()
+    pid = _listening_pid(port)
+    if pid is None:
+        return ""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f" by pid {pid}" + (f" ({cmd[:120]})" if cmd else "")
+
+
+def _listening_pid(port: int) -> int | None:
+    """The pid of a process listening on TCP `port` (Linux /proc; None when it cannot be told)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(parts[9])
+    if not inodes:
+        return None
+    targets = {f"socket:[{i}]" for i in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in targets:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 def _connect(url: str):

@@ -6,7 +6,9 @@ so every embedded start calls :func:`restore` (through `Catalog.restore`):
 1. **Lance tables** (`tables/<name>/<entry>/`, e.g. `selections`): registered from their folder.
 2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
    name), the files `Workspace.segment_files` returns (the single place restore gets files
-   from). A cheap header/footer check skips truncated files; the rest is registered in one
+   from). A cheap header/footer check skips truncated files, and a file whose recording id
+   (read from the file's first message) is not the segment its name says is skipped, so one file never
+   silently shadows another (:func:`checked_layer_files`); the rest is registered in one
    batch with REPLACE, and if the batch fails it is bisected (:func:`register_tolerant`) so one
    bad file cannot block the others. Every skipped file is reported with its reason.
 3. **Blueprints**: each dataset's default blueprint, when the workspace has one.
@@ -14,19 +16,23 @@ so every embedded start calls :func:`restore` (through `Catalog.restore`):
    published as in-memory catalog tables built from `rows.read_rows` (newest row per key), so
    `roboloop sql` can query them. They are rebuilt at every start; the row files stay the
    record. A name that is already a Lance table keeps the Lance table.
+5. **Leftovers**: temporary files (`.<name>.tmp-<pid>-...`) of every writer (layer files,
+   blueprints, row files, run artifacts) whose writer process is dead are deleted
+   (`Workspace.remove_stale_temp_files`); a live writer's are left alone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from roboloop import rows as _rows
-from roboloop.catalog import _first_line, file_uri, quick_check_rrd
+from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
 from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class RestoreReport:
     tables: list[str] = field(default_factory=list)
     blueprints: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+    temp_files_removed: int = 0  # temporary files of dead writers deleted at the start
     seconds: float = 0.0
 
 
@@ -61,13 +68,7 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     for dataset in ws.datasets():
         ds = client.create_dataset(dataset, exist_ok=True)
         for layer in ws.layers(dataset):
-            good: list[Path] = []
-            for f in ws.segment_files(dataset, layer):
-                reason = quick_check_rrd(f)
-                if reason:
-                    report.skipped.append((f, reason))
-                else:
-                    good.append(f)
+            good = checked_layer_files(ws.segment_files(dataset, layer), report)
             report.segments[(dataset, layer)] = register_tolerant(ds, good, layer, report)
         bp = ws.blueprint_path(dataset)
         if bp.is_file():
@@ -76,6 +77,8 @@ def restore(client, workspace: Workspace) -> RestoreReport:
                 report.blueprints.append(dataset)
             except Exception as exc:  # noqa: BLE001
                 report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
+    # leftovers: temporary files of dead writers (never registered, so the order does not matter)
+    report.temp_files_removed = ws.remove_stale_temp_files()
     for name in _rows.row_tables(ws):
         if name in report.tables:
             continue
@@ -146,3 +149,50 @@ def _arrow_rows(live: list[dict[str, Any]]):
         if pa.types.is_null(f.type):
             table = table.set_column(i, pa.field(f.name, pa.string()), pa.nulls(table.num_rows, pa.string()))
     return table
+
+
+def segment_of(path: Path) -> str:
+    """The segment a layer file belongs to, from its name: `<id>.rrd`, or a version `<id>.<n>.rrd`."""
+    m = _VERSIONED.match(path.stem)
+    return m.group(1) if m else path.stem
+
+
+_VERSIONED = re.compile(r"^(.+)\.(\d+)$")
+
+
+def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
+    """The files of one layer that are safe to register; every other one goes to `report.skipped` with its reason.
+
+    A file is skipped when it is truncated (no footer: `quick_check_rrd`), its manifest is
+    unreadable, or the recording id inside it differs from the segment its name says (the
+    catalog registers by recording id, so such a file would silently replace the layer of
+    another segment, or create a segment nobody wrote under that name). When two files
+    hold one recording, the file named after it is kept and the warning names both.
+    """
+    by_name = {segment_of(f): f for f in files}
+    good: list[Path] = []
+    for f in files:
+        reason, rid = inspect_rrd(f)
+        if reason:
+            report.skipped.append((f, reason))
+            continue
+        try:
+            rid = rid or read_recording_id(f)
+        except CorruptRecordingError as exc:
+            report.skipped.append((f, str(exc).removeprefix(f"{f}: ")))
+            continue
+        seg = segment_of(f)
+        if rid == seg:
+            good.append(f)
+        elif rid in by_name:
+            report.skipped.append(
+                (f, f"is named after segment {seg!r} but holds recording {rid!r}, the segment of {by_name[rid].name}; "
+                    f"kept {by_name[rid].name}, skipped {f.name} "
+                    f"(a file named after one segment must not replace another: delete or rename {f.name})")
+            )
+        else:
+            report.skipped.append(
+                (f, f"holds recording {rid!r} but is named after segment {seg!r}; skipped "
+                    f"(rename it to {rid}.rrd if it is that segment's file)")
+            )
+    return good

@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -78,7 +78,9 @@ class UnknownColumnError(PredicateError):
         self.available = sorted(available)
         where = f" in dataset {dataset!r}" if dataset else ""
         hint = ""
-        if name.startswith(f"{schema.SIGNALS}."):
+        if not set(self.available) - {schema.SEGMENT_ID, schema.LAYERS}:
+            hint = "\n  (the dataset has no episodes yet (0 segments), so it has no property columns: collect or import episodes first)"
+        elif name.startswith(f"{schema.SIGNALS}."):
             hint = "\n  (signals appear after `roboloop refine`; check the name in the list)"
         elif "." not in name and not name.startswith(schema.PROPERTY_PREFIX):
             hint = "\n  (string values take single quotes: scene.lighting = 'dim')"
@@ -426,12 +428,98 @@ def resolver(columns: Sequence[str], dataset: str | None = None):
     return resolve
 
 
-def compile_where(text: str, columns: Sequence[str], dataset: str | None = None) -> str:
-    """Parse `text` against the available `columns`; return the SQL expression."""
+def compile_where(text: str, columns: Sequence[str], dataset: str | None = None, types: Mapping[str, pa.DataType] | None = None) -> str:
+    """Parse `text` against the available `columns`; return the SQL expression.
+
+    With `types` (column -> Arrow type), a comparison of a column with a literal of the
+    wrong kind (`outcome.success > 'abc'`) raises `PredicateTypeError` naming the column,
+    its type and what to write instead.
+    """
     try:
-        return to_sql(_Parser(text, resolver(columns, dataset)).parse())
+        node = _Parser(text, resolver(columns, dataset)).parse()
+        if types is not None:
+            check_types(node, types)
+        return to_sql(node)
     except RecursionError:  # the limits above keep well below it; this is the last guard
         raise PredicateError("predicate nested too deeply") from None
+
+
+class PredicateTypeError(PredicateError):
+    """A column compared with a value of another kind (a string with a number column, ...)."""
+
+
+_KIND_HINT = {
+    "boolean": "use true or false, e.g. {col} = true",
+    "number": "use a number, e.g. {col} > 3",
+    "text": "quote text with single quotes, e.g. {col} = 'dim'",
+}
+
+
+def _column_kind(t: pa.DataType) -> str | None:
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    return None  # lists, timestamps, ...: left to the engine
+
+
+def _literal_kind(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text"
+
+
+def _describe_literal(value: object) -> str:
+    kind = _literal_kind(value)
+    shown = quote_literal(value) if kind != "number" else repr(value)
+    return f"{shown} (a {'string' if kind == 'text' else kind})"
+
+
+def check_types(node, types: Mapping[str, pa.DataType]) -> None:
+    """Refuse comparisons of a column with a literal of another kind (boolean, number, text)."""
+
+    def pair(col, lit) -> None:
+        if not (isinstance(col, Column) and isinstance(lit, Literal)) or col.name not in types:
+            return
+        ck, lk = _column_kind(types[col.name]), _literal_kind(lit.value)
+        if ck is None or lk is None or ck == lk:
+            return
+        raise PredicateTypeError(
+            f"cannot compare {col.name} (a {ck} column, type {types[col.name]}) with {_describe_literal(lit.value)}: "
+            + _KIND_HINT[ck].format(col=col.name)
+        )
+
+    if isinstance(node, Binary):
+        if node.op in ("like", "not like"):
+            if isinstance(node.left, Column) and node.left.name in types:
+                ck = _column_kind(types[node.left.name])
+                if ck not in (None, "text"):
+                    raise PredicateTypeError(
+                        f"'like' matches text, but {node.left.name} is a {ck} column (type {types[node.left.name]}): "
+                        + _KIND_HINT[ck].format(col=node.left.name)
+                    )
+        elif node.op in ("=", "!=", "<", "<=", ">", ">="):
+            pair(node.left, node.right)
+            pair(node.right, node.left)
+        check_types(node.left, types)
+        check_types(node.right, types)
+    elif isinstance(node, InList):
+        for v in node.values:
+            pair(node.operand, v)
+        check_types(node.operand, types)
+    elif isinstance(node, Between):
+        pair(node.operand, node.low)
+        pair(node.operand, node.high)
+        for child in (node.operand, node.low, node.high):
+            check_types(child, types)
+    elif isinstance(node, (Unary, IsNull)):
+        check_types(node.operand, types)
 
 
 def compile_order(text: str, columns: Sequence[str], dataset: str | None = None) -> list[tuple[str, bool]]:
@@ -479,7 +567,7 @@ def select_ids(
     columns = table.column_names
     clauses = []
     if where is not None and where.strip():
-        clauses.append(compile_where(where, columns, dataset))
+        clauses.append(compile_where(where, columns, dataset, types={f.name: f.type for f in table.schema}))
     if not include_flagged and FLAGGED_COLUMN in columns:
         flagged = quote_ident(FLAGGED_COLUMN)
         clauses.append(f"({flagged} IS NULL OR {flagged} = FALSE)")
@@ -502,5 +590,7 @@ def select_ids(
         result = ctx.sql(sql).to_arrow_table()
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}") from exc
+        used = sorted(columns_of(_Parser(where, resolver(columns, dataset)).parse())) if where and where.strip() else []
+        kinds = "; ".join(f"{c} is {table.schema.field(c).type}" for c in used)
+        raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}" + (f"\n  ({kinds})" if kinds else "")) from exc
     return [str(s) for s in result.column(0).to_pylist()]

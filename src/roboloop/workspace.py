@@ -156,10 +156,12 @@ class Workspace:
         return out
 
     def stale_temp_files(self) -> list[Path]:
-        """Temporary files a crashed writer left behind (never registered, safe to delete)."""
-        if not self.datasets_dir.is_dir():
-            return []
-        return [p for p in self.datasets_dir.rglob(f".*{TEMP_MARKER}*") if p.is_file()]
+        """Temporary files a crashed writer left behind (never registered, safe to delete): layer files, rows, runs."""
+        out: list[Path] = []
+        for d in (self.datasets_dir, self.tables_dir, self.runs_dir):
+            if d.is_dir():
+                out.extend(p for p in d.rglob(f".*{TEMP_MARKER}*") if p.is_file())
+        return out
 
     def remove_stale_temp_files(self) -> int:
         """Delete temporary files whose writer process is gone; returns how many were removed."""

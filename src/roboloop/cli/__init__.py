@@ -121,8 +121,14 @@ def open_workspace() -> Workspace:
 
 @contextlib.contextmanager
 def open_catalog(*, port: int = 0) -> Iterator[Catalog]:
-    """Start (or attach to) the catalog; report anything skipped while restoring."""
-    cat = Catalog(open_workspace(), state.catalog_url, port=port)
+    """Start (or attach to) the catalog; report anything skipped while restoring (once: restore's own log lines are muted here)."""
+    restore_log = logging.getLogger("roboloop.catalog_restore")
+    level = restore_log.level
+    restore_log.setLevel(logging.ERROR)
+    try:
+        cat = Catalog(open_workspace(), state.catalog_url, port=port)
+    finally:
+        restore_log.setLevel(level)
     for path, reason in cat.report.skipped:
         err_console.print(f"[yellow]warning:[/] skipped {path}: {reason}")
     try:

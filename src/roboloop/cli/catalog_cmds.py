@@ -1,4 +1,4 @@
-"""Catalog commands: serve, ls, import, sql."""
+"""Catalog commands: serve, ls, import, sql, verify."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import app, console, fail, open_catalog, print_arrow, state
+from roboloop.cli import app, console, err_console, fail, open_catalog, open_workspace, print_arrow, state
 
 SQL_FORMATS = ("table", "csv", "json")
 
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port; a taken port falls back to a free one).")] = 9876,
+    port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port). A taken port is an error naming the process that holds it.")] = 9876,
 ) -> None:
     """Run the catalog server in the foreground, restored from the workspace."""
     if state.catalog_url:
@@ -86,9 +87,31 @@ def sql(
     query: Annotated[str, typer.Argument(help='SQL; each dataset is a view, e.g. SELECT "scene.region", count(*) FROM aloha GROUP BY 1')],
     format: Annotated[str, typer.Option("--format", "-f", help=", ".join(SQL_FORMATS[:-1]) + " or " + SQL_FORMATS[-1])] = "table",
 ) -> None:
-    """DataFusion SQL over the catalog (each dataset's segment table and each table is a view named after it)."""
+    """Read-only DataFusion SQL over the catalog (each dataset's segment table and each table is a view named after it)."""
     if format not in SQL_FORMATS:
         fail(f"unknown --format {format!r}: use {', '.join(SQL_FORMATS)}")
     with open_catalog() as cat:
         result = cat.sql(query)
     print_arrow(result, format)
+
+
+@app.command("verify")
+def verify_cmd(
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Check one dataset (default: every dataset and table row).")] = None,
+) -> None:
+    """Decode every file of every layer (and blueprints, table rows); list what is broken, exit 1 if anything is."""
+    from roboloop.verify import verify, workspace_files
+
+    ws = open_workspace()
+    total = len(workspace_files(ws, dataset))
+    with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("files", total=total)
+        report = verify(ws, dataset, on_file=lambda _path, _problem: bar.advance(task))
+    for path, problem in report.problems:
+        console.print(f"[red]broken:[/] {path}: {problem}", highlight=False, soft_wrap=True)
+    scope = f"dataset {dataset}" if dataset else f"{len(report.datasets)} dataset(s) and table rows"
+    if report.ok:
+        console.print(f"ok: {report.checked} file(s) of {scope} decode completely ({report.seconds:.1f}s)")
+        return
+    console.print(f"{len(report.problems)} of {report.checked} file(s) of {scope} are broken")
+    raise typer.Exit(1)

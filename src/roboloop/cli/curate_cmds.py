@@ -45,6 +45,9 @@ def refine_cmd(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     n = len(report.computed)
+    if n == 0 and report.skipped == 0:
+        console.print(f"{dataset}: no episodes yet (0 segments): nothing to refine; collect or import episodes first")
+        return
     if n == 0:
         console.print(f"{dataset}: every segment already has signals ({report.skipped}); use --all to recompute")
         return

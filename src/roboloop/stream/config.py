@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,8 @@ from roboloop.config import Config, check
 from roboloop.stream.fields import Field, as_field
 
 ON_MISSING = ("error", "skip")
+MAX_RATE_HZ = 1e6
+"""Highest output grid rate (1 us steps); time is stored in integer nanoseconds."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,24 @@ class StreamConfig(Config):
         check(isinstance(self.fields, Mapping), f"fields must be a mapping name -> field, got {type(self.fields).__name__}")
         object.__setattr__(self, "fields", {str(k): as_field(v) for k, v in self.fields.items()})
         super().__post_init__()
-        check(isinstance(self.rate_hz, (int, float)) and self.rate_hz > 0, f"rate_hz must be > 0, got {self.rate_hz}")
+        check(
+            isinstance(self.rate_hz, (int, float)) and not isinstance(self.rate_hz, bool) and math.isfinite(self.rate_hz) and self.rate_hz > 0,
+            f"rate_hz must be a finite number > 0 (samples per second), got {self.rate_hz!r}",
+        )
+        check(self.rate_hz <= MAX_RATE_HZ, f"rate_hz must be at most {MAX_RATE_HZ:g} (the grid step is 1/rate_hz seconds), got {self.rate_hz!r}")
         object.__setattr__(self, "rate_hz", float(self.rate_hz))
         check(self.on_missing in ON_MISSING, f"on_missing must be 'error' or 'skip', got {self.on_missing!r}")
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1 or None, got {self.batch_size}")
         check(self.block_samples is None or self.block_samples >= 1, f"block_samples must be >= 1 or None, got {self.block_samples}")
         check(self.shuffle_buffer is None or self.shuffle_buffer >= 0, f"shuffle_buffer must be >= 0 or None, got {self.shuffle_buffer}")
         check(self.time_tolerance_s >= 0, f"time_tolerance_s must be >= 0, got {self.time_tolerance_s}")
+        check(self.world_size is None or (isinstance(self.world_size, int) and self.world_size >= 1), f"world_size must be an integer >= 1, got {self.world_size!r}")
+        check(self.rank is None or (isinstance(self.rank, int) and self.rank >= 0), f"rank must be an integer >= 0, got {self.rank!r}")
+        world = 1 if self.world_size is None else self.world_size
+        check(
+            self.rank is None or self.rank < world,
+            f"rank must be in [0, world_size) = [0, {world}), got rank={self.rank}" + ("" if self.world_size is not None else " (world_size not given: 1)"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -29,7 +29,11 @@ the next `prefetch` blocks from the catalog (`filter_segments` + `filter_content
 `reader(index="time")`, one query per block); the iterating thread resamples them with
 vectorized numpy, decodes the camera frames the block needs, and pushes them through a
 batch shuffle buffer (`shuffle_buffer` samples). Memory is bounded by
-`(shuffle_buffer + block_samples + batch_size) * bytes per sample` plus `prefetch` raw blocks.
+`(shuffle_buffer + block_samples + batch_size) * bytes per sample` plus `prefetch` raw blocks;
+the constructor measures the bytes per sample on the first segment (windows scaled, never
+allocated) and raises `StreamError` when that bound exceeds `MEMORY_FRACTION` of the memory
+available, instead of running out of memory mid-epoch. It also refuses `segments=[]` and a
+dataset with no episodes (`StreamConfig` refuses non-finite rates and impossible DDP ranks).
 
 Semantics
 ---------
@@ -95,6 +99,30 @@ _DEFAULT_SCALAR_BLOCK = 16384
 _DEFAULT_CAMERA_BLOCK = 128
 
 
+MEMORY_FRACTION = 0.5
+"""Share of the available memory (MemAvailable) one stream's buffers may take."""
+
+
+def memory_limit_bytes() -> int | None:
+    """`MEMORY_FRACTION` of the memory available now (Linux /proc/meminfo), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * MEMORY_FRACTION)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def _live_ddp() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -143,8 +171,13 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         else:
             raise TypeError("catalog must be a roboloop Catalog, a rerun CatalogClient or a catalog URL")
         self._entry = None
+        if requested is not None and not requested:
+            raise StreamError(f"segments=[] selects no episode of {self.dataset_name!r}; pass segment ids, or None for every segment")
         entry = self._dataset_entry()
-        self.fields: list[ResolvedField] = resolve_fields(config.fields, schema_columns(entry.schema()))
+        columns = schema_columns(entry.schema())
+        if not columns and not entry.segment_ids():
+            raise StreamError(f"dataset {self.dataset_name!r} has no episodes yet (0 segments): nothing to stream; collect or import episodes first")
+        self.fields: list[ResolvedField] = resolve_fields(config.fields, columns)
         self.rate_hz = config.rate_hz
         self.step_ns = int(round(1e9 / config.rate_hz))
         self.timeline = config.timeline
@@ -165,6 +198,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         self._blocks = BlockMaterializer(
             self.fields, self.index, step_ns=self.step_ns, tol_ns=self.tol_ns, include_meta=self.include_meta, on_missing=self.on_missing
         )
+        self.sample_bytes = self._check_memory()
         self.epoch = 0
         self._shared_epoch = None  # a spawn-context RawValue when workers persist across epochs
         self.num_workers = 0  # for __len__; set by loader()
@@ -334,12 +368,70 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 d.close()
 
     def _buffer_samples(self, arrays: Mapping[str, np.ndarray], batch: int) -> int:
+        per_sample = sum(a.itemsize * (a.size // max(1, len(a))) for a in arrays.values() if len(a)) or 1
+        return self._buffer_for(per_sample, batch)
+
+    def _buffer_for(self, per_sample: int, batch: int) -> int:
+        """Samples the shuffle buffer holds for samples of `per_sample` bytes."""
         if not self.shuffle:
             return 0
         if self.shuffle_buffer is not None:
             return int(self.shuffle_buffer)
-        per_sample = sum(a.itemsize * (a.size // max(1, len(a))) for a in arrays.values() if len(a)) or 1
-        return int(max(4 * batch, min(50_000, _DEFAULT_BUFFER_BYTES // per_sample)))
+        return int(max(4 * batch, min(50_000, _DEFAULT_BUFFER_BYTES // max(1, per_sample))))
+
+    def _check_memory(self) -> int | None:
+        """Bytes of one sample (measured on the first segment), after checking that the buffers fit in memory.
+
+        A worker holds about `(shuffle_buffer + block_samples + batch_size)` samples at once.
+        One sample of the first segment is materialized with every window cut to one step
+        (so a huge window is never allocated), then scaled by the window lengths. Raises
+        `StreamError` when the estimate exceeds `MEMORY_FRACTION` of the memory available
+        (MemAvailable); returns None when it cannot be measured (no segment has every field).
+        """
+        per_sample = self._probe_sample_bytes()
+        if per_sample is None:
+            return None
+        batch = self.batch_size or 256
+        held = self._buffer_for(per_sample, batch) + self.block_samples + batch
+        need = per_sample * held
+        limit = memory_limit_bytes()
+        if limit is not None and need > limit:
+            windows = ", ".join(f"{f.name}: {len(f.window)} steps" for f in self.fields if f.window is not None) or "none"
+            raise StreamError(
+                f"this stream needs about {_human(need)} per worker ({_human(per_sample)} per sample x {held} samples held: "
+                f"shuffle buffer + block_samples {self.block_samples} + batch {batch}), more than the {_human(limit)} it may use "
+                f"({MEMORY_FRACTION:.0%} of the memory available); windows: {windows}. "
+                "Shorten the windows, lower shuffle_buffer / block_samples / batch_size, or record smaller camera images"
+            )
+        return per_sample
+
+    def _probe_sample_bytes(self) -> int | None:
+        import dataclasses
+
+        if not self.index.segment_ids:
+            return None
+        sid = self.index.segment_ids[0]
+        single = [dataclasses.replace(f, window=None) for f in self.fields]
+        table = (
+            self._dataset_entry().filter_segments([sid]).filter_contents(sorted({f.path for f in single})).reader(index=self.timeline).to_arrow_table()
+        )
+        raws = _decode.split_block(table, single, [sid], timeline=self.timeline)
+        if any(f.name not in raws[sid].streams for f in single):
+            return None
+        probe = BlockMaterializer(single, self.index, step_ns=self.step_ns, tol_ns=self.tol_ns, include_meta=self.include_meta, on_missing="error")
+        decoders: dict[str, _decode.VideoDecoder] = {}
+        try:
+            out = probe.materialize([Span(0, 0, 1)], raws, decoders, set(), {})
+        finally:
+            for d in decoders.values():
+                d.close()
+        total = 0
+        for f in self.fields:
+            steps = 1 if f.window is None else len(f.window)
+            total += out[f.name].nbytes * steps + (steps if f.window is not None else 0)  # + the bool mask
+        for m in _META if self.include_meta else ():
+            total += out[m].nbytes
+        return int(total)
 
     def _emit(self, out: dict[str, np.ndarray], writer=None) -> Iterator[Any]:
         arrays: dict[str, np.ndarray] = {}
