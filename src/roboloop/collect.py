@@ -234,11 +234,13 @@ def _highest_seed_end(workspace: Workspace, dataset: str) -> int:
     return end
 
 
-def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | None = None) -> range:
+def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | None = None, floor: int = 0) -> range:
     """Reserve `n` demonstration seeds of `dataset` and return them (the single way seeds are handed out).
 
     Without `start`: the `n` seeds after the highest seed the dataset holds or has ever
-    reserved. With `start` (an explicit, user-given seed): exactly `start .. start+n-1`,
+    reserved, and not below `floor` (`collect` passes one past the highest `episode.seed`
+    its catalog knows, which also covers imported recordings whose file names carry no
+    seed). With `start` (an explicit, user-given seed): exactly `start .. start+n-1`,
     possibly re-using seeds on purpose. Either way the range is written to
     `datasets/<dataset>/.seeds/<start>-<stop>-<pid>-<hex>.json` under the workspace lock
     `seeds-<dataset>` before it is returned, so concurrent callers never get overlapping
@@ -249,7 +251,7 @@ def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | No
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     with workspace.lock(f"seeds-{dataset}"):
-        first = _highest_seed_end(workspace, dataset) if start is None else int(start)
+        first = max(_highest_seed_end(workspace, dataset), int(floor)) if start is None else int(start)
         if first < 0 or first + n > schema.DEMO_SEED_LIMIT:
             raise SeedRangeError(
                 f"seeds {first}..{first + n - 1} of {dataset!r} leave the demonstration seed range [0, {schema.DEMO_SEED_LIMIT}); "
@@ -475,14 +477,15 @@ def collect(
     ws: Workspace = catalog.workspace
     ws.remove_stale_temp_files()
     report = CollectReport(dataset)
+    catalog.ensure_dataset(dataset)
     if jobs is not None:
         job_list = list(jobs)
     elif cfg.kind != schema.KIND_DEMO and cfg.seed is not None:
         job_list = cfg.jobs()  # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
     else:
-        report.seeds = reserve_seeds(ws, dataset, cfg.episodes, start=cfg.seed)
+        floor = _catalog_seed_end(catalog, dataset) if cfg.seed is None else 0
+        report.seeds = reserve_seeds(ws, dataset, cfg.episodes, start=cfg.seed, floor=floor)
         job_list = cfg.jobs(report.seeds.start)
-    catalog.ensure_dataset(dataset)
     if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
         catalog.register_blueprint(dataset, report.blueprint)
@@ -509,6 +512,16 @@ def collect(
     finally:
         report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _catalog_seed_end(catalog, dataset: str) -> int:
+    """One past the highest `episode.seed` among the dataset's registered segments (0 if none)."""
+    table = catalog.segment_table(dataset)
+    col = schema.friendly_column(schema.EPISODE, schema.EPISODE_SEED)
+    if not table.num_rows or col not in table.column_names:
+        return 0
+    seeds = [s for s in table.column(col).to_pylist() if isinstance(s, int)]
+    return max(seeds) + 1 if seeds else 0
 
 
 def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,

@@ -29,10 +29,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from roboloop import faults, schema
+from roboloop.errors import RoboloopError
 
 ENV_WORKSPACE = "ROBOLOOP_WORKSPACE"
 DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
+
+
+class WorkspaceBusyError(RoboloopError):
+    """Another process uses the workspace in a way that forbids this operation now."""
 
 
 def default_root() -> Path:
@@ -249,6 +254,20 @@ class Workspace:
                 p.unlink()
                 versions += 1
         return versions, self.remove_stale_temp_files()
+
+    def gc(self, *, force: bool = False) -> tuple[int, int]:
+        """`roboloop gc`: `collect_garbage` if no catalog process runs over the workspace; (versions, temp files) removed.
+
+        Raises `WorkspaceBusyError` while another process holds a catalog on it (it may
+        still be reading an old version), unless `force`.
+        """
+        with self.lock(CATALOG_LOCK, blocking=False) as alone:
+            if not alone and not force:
+                raise WorkspaceBusyError(
+                    f"a roboloop process (collect, serve, ...) runs a catalog over {self.root}: it may still read old "
+                    "versions; stop it and run `roboloop gc` again, or pass --force"
+                )
+            return self.collect_garbage()
 
     # --- locks ---------------------------------------------------------------------------
     def lock_path(self, name: str) -> Path:
