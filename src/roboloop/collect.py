@@ -327,6 +327,7 @@ def run_episode(
             reward = sim.step(action)
             tracker.update(sim, reward)
             writer.observe(k, qpos, action, reward, cube, images)
+            faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
         res = tracker.result()
