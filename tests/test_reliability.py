@@ -113,11 +113,11 @@ def test_lance_selections_of_an_old_workspace_are_migrated(ws, synthetic_episode
 # --- item 5: seeds -------------------------------------------------------------------------------
 
 def test_reserve_seeds_continues_never_reuses_and_respects_the_limit(ws, synthetic_episode):
-    assert collect.reserve_seeds(ws, "s", 3) == range(0, 3)
+    assert collect.reserve_seeds(ws, "s", 3) == range(3)
     assert collect.reserve_seeds(ws, "s", 2) == range(3, 5)  # a reservation whose episodes never came (crash) is not reused
     assert collect.reserve_seeds(ws, "s", 2, start=100) == range(100, 102)  # explicit re-use / jump
     assert collect.reserve_seeds(ws, "s", 1) == range(102, 103)
-    assert collect.reserve_seeds(ws, "s", 2, start=0) == range(0, 2)  # explicit re-use is allowed
+    assert collect.reserve_seeds(ws, "s", 2, start=0) == range(2)  # explicit re-use is allowed
     assert collect.reserve_seeds(ws, "s", 1) == range(103, 104)
     # seeds held by episode files count even without a reservation (e.g. copied in)
     add_episodes(ws, synthetic_episode, [(collect.episode_segment_id("t", 41), 41, "left")], dataset="t")

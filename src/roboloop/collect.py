@@ -59,8 +59,8 @@ import numpy as np
 import roboloop
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
-from roboloop.errors import RoboloopError
 from roboloop.episode import EpisodeRecorder
+from roboloop.errors import RoboloopError
 from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.sim.conditions import SceneConditions
 from roboloop.workspace import Workspace
