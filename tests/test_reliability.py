@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,6 +43,18 @@ def run_all(*procs: subprocess.Popen, timeout: float = 120) -> list[tuple[int, s
     return out
 
 
+def wait_for_lock_waiters(lock_file: Path, pids: set[int], timeout: float = 120) -> None:
+    """Wait until every process in `pids` is blocked on the flock of `lock_file` (Linux /proc/locks)."""
+    ino = f":{os.stat(lock_file).st_ino} "
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = {int(line.split()[5]) for line in Path("/proc/locks").read_text().splitlines() if "->" in line and ino in line}
+        if pids <= waiting:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes {pids} never waited on {lock_file}")
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -52,7 +65,11 @@ def test_concurrent_first_curates_keep_both_and_one_name_wins_once(ws, synthetic
     add_episodes(ws, synthetic_episode, [(f"e{i}", i, "left") for i in range(6)])
     where = "episode.seed >= 0"
     a, b = cli(ws, "curate", "-d", DS, "--name", "alpha", "--where", where), cli(ws, "curate", "-d", DS, "--name", "beta", "--where", where)
-    c, d = cli(ws, "curate", "-d", DS, "--name", "same", "--where", "episode.seed < 3"), cli(ws, "curate", "-d", DS, "--name", "same", "--where", "episode.seed >= 3")
+    # hold the selections lock until both saves of "same" wait on it: both have resolved their
+    # selection and checked nothing yet, the worst interleaving for a unique name
+    with ws.lock(curate.SELECTIONS_TABLE):
+        c, d = cli(ws, "curate", "-d", DS, "--name", "same", "--where", "episode.seed < 3"), cli(ws, "curate", "-d", DS, "--name", "same", "--where", "episode.seed >= 3")
+        wait_for_lock_waiters(ws.lock_path(curate.SELECTIONS_TABLE), {c.pid, d.pid})
     (ra, oa), (rb, ob), (rc, oc), (rd, od) = run_all(a, b, c, d)
     assert ra == 0 and rb == 0, (oa, ob)
     # exactly one of the two first saves of "same" succeeds; the other is told the name exists
