@@ -11,7 +11,8 @@ the same command, which must complete. After every run:
 - every file of every version decodes fully (`catalog.validate_rrd`) and restore skips nothing
   (corrupt files: 0), every registered segment has its finished base file and nothing else is
   registered (nothing partial);
-- no two episodes share a seed (a killed collect's reserved seeds are never handed out again).
+- no two episodes share a seed (a killed collect's reserved seeds are never handed out again);
+- no temporary file of a killed writer survives the restart.
 
 Figures (kill points tried / reached, writes lost, corrupt files) are printed (`pytest -s`) and
 asserted. Adding train/evaluate: add a command to fault_driver.py and a row to `PLAN`.
@@ -102,6 +103,9 @@ def check(ws: Workspace, acks: Acks, figures: Figures, context: str) -> None:
             figures.corrupt.append(f"{context}: restore skipped {path}: {reason}")
         table = cat.segment_table(DS).to_pylist() if DS in cat.dataset_names() else []
         selections = {s.name: s for s in curate.list_selections(cat)}
+        leftovers = ws.stale_temp_files()  # a catalog alone on the workspace removed every dead writer's temp file
+    if leftovers:
+        figures.corrupt.append(f"{context}: temporary files left after a start: {leftovers}")
     rows = {r[schema.SEGMENT_ID]: r for r in table}
     base = {p.stem for p in ws.segment_files(DS, schema.BASE_LAYER)}
     if set(rows) != base:  # registered == finished base files: nothing partial, nothing missing
@@ -136,8 +140,9 @@ def campaign(ws: Workspace, tmp: Path, rng: random.Random, command: str, kills: 
     hits = Counter(trace.read_text().split())
     choices = sorted(hits)
     assert choices, f"{command} passed no kill point"
+    order = rng.sample(choices, len(choices))  # every point of the command first, then random ones
     for i in range(1, kills + 1):
-        point = rng.choice(choices)
+        point = order[i - 1] if i <= len(order) else rng.choice(choices)
         k = rng.randint(1, hits[point])
         res = run(ws, command, f"{command}-r{i:02d}", fault=f"{point}:{k}")
         figures.tried += 1
