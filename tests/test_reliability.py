@@ -145,6 +145,30 @@ def test_reserve_seeds_continues_never_reuses_and_respects_the_limit(ws, synthet
         collect.CollectConfig(dataset="s", episodes=2, seed=schema.DEMO_SEED_LIMIT - 1)
 
 
+@pytest.mark.sim
+def test_collect_continues_seeds_by_default_and_reuses_only_when_asked(catalog, ws):
+    def run(seed=None):
+        cfg = collect.CollectConfig(dataset="sd", episodes=1, steps=3, seed=seed, spec=collect.RecordingSpec(cameras=()), blueprint=False)
+        report = collect.collect(catalog, cfg)
+        return report.seeds, [r.seed for r in report.results]
+
+    assert run() == (range(1), [0])
+    assert run() == (range(1, 2), [1])
+    assert run(seed=0) == (range(1), [0])  # explicit: a bit-identical replay of seed 0
+    assert run() == (range(2, 3), [2])
+    table = catalog.segment_table("sd").to_pylist()
+    assert sorted(r["episode.seed"] for r in table) == [0, 0, 1, 2]
+    pair = [r for r in table if r["episode.seed"] == 0]
+    assert pair[0]["segment_id"] != pair[1]["segment_id"]
+    # the duplicate pair lands on one side of any split
+    for holdout in (0.2, 0.5, 0.8):
+        try:
+            sel = curate.select(catalog, "sd", holdout=holdout)
+        except curate.EmptySelectionError:
+            continue
+        assert len({r["segment_id"] for r in pair} & set(sel.holdout_ids)) in (0, 2)
+
+
 _RESERVE = """
 import sys
 from roboloop.collect import reserve_seeds
