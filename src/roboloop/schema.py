@@ -239,3 +239,22 @@ STAGES = ("none", "right_grasp", "lift", "left_grasp", "handover")
 OUTCOME_STAGE = "stage"  # int index into STAGES
 OUTCOME_STAGE_NAME = "stage_name"
 OUTCOME_FAILURE_TIME_S = "failure_time_s"  # failure_step / control rate, -1 if none
+
+# --- sequential ---------------------------------------------------------------------------
+# (sequential.py: anytime-valid paired comparison; evaluate writes its results into the evals row)
+DECISION_IMPROVED = "improved"
+"""The challenger's mean is higher (difference > 0), anytime-valid."""
+DECISION_REGRESSED = "regressed"
+"""The challenger's mean is lower (difference < 0)."""
+DECISION_NO_DIFFERENCE = "no_difference"
+"""The difference lies within +-margin."""
+DECISION_UNDECIDED = "undecided"
+"""Not (yet) decided: still running, or stopped at the maximum number of pairs."""
+DECISIONS = (DECISION_IMPROVED, DECISION_REGRESSED, DECISION_NO_DIFFERENCE, DECISION_UNDECIDED)
+METRIC_SUCCESS = "success"
+"""Sequential metric: the binary strict success (outcome.success)."""
+METRIC_STAGE = "stage"
+"""Sequential metric: partial credit, outcome.stage / (len(STAGES) - 1) in [0, 1]."""
+SEQUENTIAL_METRICS = (METRIC_SUCCESS, METRIC_STAGE)
+EVAL_SEQUENTIAL = "sequential"
+"""Key of the sequential result in an evals row: SequentialDriver.result() (per cell: decision, n, decided_at, stop_round, ci)."""
