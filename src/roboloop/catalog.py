@@ -275,12 +275,20 @@ class Catalog:
         self.workspace = workspace or Workspace()
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None
+        self._live_fd: int | None = None
         self.report = _empty_report()
         if url:
             self.client = _connect(url)
             self.url = url
         else:
-            self.server = _start_server(rr, port)
+            # this process now owns a catalog over the workspace: superseded layer versions are
+            # deleted only if no other catalog process still runs (it may be reading them)
+            self._live_fd = self.workspace.live_catalog(gc=True)
+            try:
+                self.server = _start_server(rr, port)
+            except BaseException:
+                self._release_workspace()
+                raise
             self.client = self.server.client()
             self.url = self.server.url()
             if restore:
@@ -299,6 +307,12 @@ class Catalog:
                 self.server.shutdown()
             finally:
                 self.server = None
+                self._release_workspace()
+
+    def _release_workspace(self) -> None:
+        if self._live_fd is not None:
+            os.close(self._live_fd)
+            self._live_fd = None
 
     def __enter__(self) -> Catalog:
         return self

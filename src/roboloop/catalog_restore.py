@@ -3,7 +3,9 @@
 The open-source Rerun server keeps registrations, tables and blueprints in memory only,
 so every embedded start calls :func:`restore` (through `Catalog.restore`):
 
-1. **Lance tables** (`tables/<name>/<entry>/`, e.g. `selections`): registered from their folder.
+1. **Lance tables** (`tables/<name>/<entry>/`): an old workspace's Lance tables (e.g.
+   `selections` before it moved onto row files) are migrated to row files once
+   (:func:`migrate_lance_tables`); any other Lance folder is registered as is.
 2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
    name), the files `Workspace.segment_files` returns (the single place restore gets files
    from). A cheap header/footer check skips truncated files, and a file whose recording id
@@ -57,6 +59,10 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     t0 = time.perf_counter()
     report = RestoreReport()
     ws = workspace
+    try:
+        migrate_lance_tables(client, ws)
+    except Exception as exc:  # noqa: BLE001 - the old tables stay on disk; report and go on
+        report.skipped.append((ws.tables_dir, f"old Lance tables could not be migrated to row files: {_first_line(exc)}"))
     for name, folder in ws.tables().items():
         if folder.name == _rows.ROWS_FOLDER:
             continue  # a row table: published below
@@ -91,6 +97,50 @@ def restore(client, workspace: Workspace) -> RestoreReport:
         log.warning("skipped %s while restoring the workspace: %s", path, reason)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+MIGRATED_PREFIX = ".migrated-"
+
+
+def migrate_lance_tables(client, workspace: Workspace) -> int:
+    """Copy the rows of Lance tables that have a row key (an old workspace's `selections`) into row files.
+
+    Tables moved onto row files (`schema.SELECTIONS_TABLE`) are migrated: the key is the
+    table's index column (`name`). A key that already has a row file keeps it. The Lance
+    folder is then renamed to `.migrated-<entry>` (kept on disk, never read again), so this
+    runs once; it holds the table's workspace lock. Returns the number of rows written.
+    """
+    import uuid
+
+    from roboloop import schema
+
+    n = 0
+    for table in (schema.SELECTIONS_TABLE,):
+        tdir = workspace.table_dir(table)
+        if not tdir.is_dir():
+            continue
+        with workspace.lock(table):
+            entries = [p for p in tdir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != _rows.ROWS_FOLDER]
+            for entry in sorted(entries, key=lambda p: p.stat().st_mtime):
+                tmp_name = f"_migrate_{table}_{uuid.uuid4().hex[:8]}"
+                client.register_table(tmp_name, entry.resolve().as_uri())
+                try:
+                    tb = client.get_table(tmp_name).reader().to_arrow_table()
+                finally:
+                    try:
+                        client.get_table(tmp_name).delete()
+                    except Exception:  # noqa: BLE001
+                        pass
+                key_col = next((f.name for f in tb.schema if (f.metadata or {}).get(b"rerun:is_table_index") == b"true"), "name")
+                for row in tb.to_pylist():
+                    key = row.get(key_col)
+                    if not key or _rows.read_row(workspace, table, key) is not None:
+                        continue
+                    _rows.write_row(workspace, table, key, row)
+                    n += 1
+                entry.rename(entry.with_name(MIGRATED_PREFIX + entry.name))
+                log.info("migrated Lance table %s (%s) to row files", table, entry)
+    return n
 
 
 def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:

@@ -14,7 +14,18 @@ Library use::
         print(report.successes, "/", len(report.results))
 
 Episode ``i`` uses seed ``seed + i``; its segment id is ``<dataset>-s<seed:06d>-<6 hex>``
-(sortable by seed, unique across re-runs). With ``workers > 1`` each worker process
+(sortable by seed, unique across re-runs).
+
+**Seeds continue by default.** With ``seed=None`` (the default, and ``roboloop collect``
+without ``--seed``) the episodes get the next unused seeds of the dataset:
+:func:`reserve_seeds` reserves ``n`` seeds after the highest seed the dataset holds or
+has ever reserved, under a workspace lock, and writes the reservation down before any
+episode runs. Two concurrent collects therefore never share a seed, and a crashed
+collect's range is never handed out again (a re-run of the same command continues
+after it). An explicit ``seed`` (``--seed S``) is the way to re-use seeds on purpose
+(bit-identical episodes for identical conditions); it is recorded as a reservation too,
+so later default runs continue after it. Demonstration seeds stay below
+``schema.DEMO_SEED_LIMIT``. With ``workers > 1`` each worker process
 (spawn context) owns its own simulator and policy and writes finished episodes straight
 into the workspace (atomically); the parent owns the catalog and registers each episode
 as soon as its result arrives, so a crash loses at most the episodes in flight. A file
@@ -31,7 +42,10 @@ loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,9 +57,10 @@ from typing import Any, Protocol
 import numpy as np
 
 import roboloop
-from roboloop import schema
+from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
 from roboloop.episode import EpisodeRecorder
+from roboloop.errors import RoboloopError
 from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.sim.conditions import SceneConditions
 from roboloop.workspace import Workspace
@@ -60,6 +75,8 @@ __all__ = [
     "CollectReport",
     "RecordingSpec",
     "plan_jobs",
+    "reserve_seeds",
+    "SeedRangeError",
     "make_sim",
     "run_episode",
     "collect",
@@ -144,6 +161,8 @@ class CollectReport:
     results: list[EpisodeResult] = field(default_factory=list)
     wall_s: float = 0.0
     blueprint: Path | None = None
+    seeds: range | None = None
+    """The seeds reserved for this run (None when explicit jobs were given)."""
 
     @property
     def successes(self) -> int:
@@ -181,6 +200,71 @@ def plan_jobs(
     return [
         EpisodeJob(seed + i, conds[i % len(conds)], episode_segment_id(dataset, seed + i)) for i in range(episodes)
     ]
+
+
+# --- seed reservations --------------------------------------------------------------------
+
+SEEDS_FOLDER = ".seeds"
+"""Reservation files live in `datasets/<dataset>/.seeds/` (hidden: never a layer)."""
+_SEED_IN_ID = re.compile(r"-s(\d+)-[0-9a-f]{6}(?:\.\d+)?$")
+
+
+class SeedRangeError(RoboloopError, ValueError):
+    """The requested seeds do not fit in the demonstration seed range."""
+
+
+def _seeds_dir(workspace: Workspace, dataset: str) -> Path:
+    return workspace.dataset_dir(dataset) / SEEDS_FOLDER
+
+
+def _highest_seed_end(workspace: Workspace, dataset: str) -> int:
+    """One past the highest seed the dataset holds (base file names) or has reserved (reservation files)."""
+    end = 0
+    for p in workspace.segment_files(dataset, schema.BASE_LAYER):
+        m = _SEED_IN_ID.search(p.stem)
+        if m:
+            end = max(end, int(m.group(1)) + 1)
+    d = _seeds_dir(workspace, dataset)
+    if d.is_dir():
+        for p in d.glob("*.json"):
+            try:
+                end = max(end, int(p.name.split("-", 2)[1]))
+            except (IndexError, ValueError):
+                continue
+    return end
+
+
+def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | None = None, floor: int = 0) -> range:
+    """Reserve `n` demonstration seeds of `dataset` and return them (the single way seeds are handed out).
+
+    Without `start`: the `n` seeds after the highest seed the dataset holds or has ever
+    reserved, and not below `floor` (`collect` passes one past the highest `episode.seed`
+    its catalog knows, which also covers imported recordings whose file names carry no
+    seed). With `start` (an explicit, user-given seed): exactly `start .. start+n-1`,
+    possibly re-using seeds on purpose. Either way the range is written to
+    `datasets/<dataset>/.seeds/<start>-<stop>-<pid>-<hex>.json` under the workspace lock
+    `seeds-<dataset>` before it is returned, so concurrent callers never get overlapping
+    default ranges and a crashed run's range is not handed out again. Raises
+    `SeedRangeError` past `schema.DEMO_SEED_LIMIT`.
+    """
+    schema.validate_dataset_name(dataset)
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    with workspace.lock(f"seeds-{dataset}"):
+        first = max(_highest_seed_end(workspace, dataset), int(floor)) if start is None else int(start)
+        if first < 0 or first + n > schema.DEMO_SEED_LIMIT:
+            raise SeedRangeError(
+                f"seeds {first}..{first + n - 1} of {dataset!r} leave the demonstration seed range [0, {schema.DEMO_SEED_LIMIT}); "
+                "give a smaller --seed or collect into a new dataset"
+            )
+        seeds = range(first, first + n)
+        if n:
+            from roboloop.workspace import atomic_write_text
+
+            body = {"dataset": dataset, "start": first, "stop": first + n, "explicit": start is not None, "pid": os.getpid(), "time": time.time()}
+            atomic_write_text(_seeds_dir(workspace, dataset) / f"{first:010d}-{first + n:010d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json", json.dumps(body))
+            faults.point("seeds.reserved")
+    return seeds
 
 
 # --- one episode ---------------------------------------------------------------------------
@@ -243,6 +327,7 @@ def run_episode(
             reward = sim.step(action)
             tracker.update(sim, reward)
             writer.observe(k, qpos, action, reward, cube, images)
+            faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
         res = tracker.result()
@@ -322,8 +407,8 @@ class CollectConfig(Config):
     "Number of episodes (ignored when explicit jobs are given)."
     conditions: tuple[SceneConditions, ...] = ()
     "Scene conditions, cycled over the episodes (empty: the default scene)."
-    seed: int = 0
-    "Episode i uses seed `seed + i`."
+    seed: int | None = None
+    "Episode i uses seed `seed + i`; None: continue after the dataset's highest seed (reserved, see reserve_seeds)."
     workers: int = 1
     "Worker processes (each owns a simulator and a policy)."
     spec: RecordingSpec = field(default_factory=RecordingSpec)
@@ -350,7 +435,11 @@ class CollectConfig(Config):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check(isinstance(self.episodes, int) and self.episodes >= 0, f"episodes must be an int >= 0, got {self.episodes!r}")
-        check(isinstance(self.seed, int) and 0 <= self.seed, f"seed must be an int >= 0, got {self.seed!r}")
+        check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed), f"seed must be an int >= 0 or None, got {self.seed!r}")
+        check(
+            self.kind != schema.KIND_DEMO or self.seed is None or self.seed + self.episodes <= schema.DEMO_SEED_LIMIT,
+            f"demonstration seeds must stay below {schema.DEMO_SEED_LIMIT}, got seed {self.seed} + {self.episodes} episodes",
+        )
         check(isinstance(self.workers, int) and self.workers >= 1, f"workers must be >= 1, got {self.workers!r}")
         check(
             self.kind in (schema.KIND_DEMO, schema.KIND_ROLLOUT),
@@ -360,9 +449,10 @@ class CollectConfig(Config):
         check(all(isinstance(c, SceneConditions) for c in self.conditions), "conditions must be SceneConditions")
         check(isinstance(self.spec, RecordingSpec), f"spec must be a RecordingSpec, got {type(self.spec).__name__}")
 
-    def jobs(self) -> list[EpisodeJob]:
-        """The episodes this config runs: seeds `seed + i`, conditions cycled."""
-        return plan_jobs(self.dataset, self.episodes, self.seed, list(self.conditions) or None)
+    def jobs(self, first_seed: int | None = None) -> list[EpisodeJob]:
+        """The episodes this config runs: seeds `first_seed + i` (default `seed`, else 0), conditions cycled."""
+        first = first_seed if first_seed is not None else (self.seed or 0)
+        return plan_jobs(self.dataset, self.episodes, first, list(self.conditions) or None)
 
 
 def collect(
@@ -378,16 +468,25 @@ def collect(
     Each finished episode is registered before the next result is looked at. With
     `config.blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to
     the workspace and registered first. `jobs` overrides `episodes`/`seed`/`conditions`.
+    Without `jobs`, the seeds are reserved with `reserve_seeds` (continuing after the
+    dataset's highest seed when `config.seed` is None); `report.seeds` holds them.
     """
     if not isinstance(config, CollectConfig):
         raise TypeError(f"collect(catalog, config): config must be a CollectConfig, got {type(config).__name__}")
     cfg = config
     dataset, spec = cfg.dataset, cfg.spec
-    job_list = list(jobs) if jobs is not None else cfg.jobs()
     ws: Workspace = catalog.workspace
     ws.remove_stale_temp_files()
     report = CollectReport(dataset)
     catalog.ensure_dataset(dataset)
+    if jobs is not None:
+        job_list = list(jobs)
+    elif cfg.kind != schema.KIND_DEMO and cfg.seed is not None:
+        job_list = cfg.jobs()  # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
+    else:
+        floor = _catalog_seed_end(catalog, dataset) if cfg.seed is None else 0
+        report.seeds = reserve_seeds(ws, dataset, cfg.episodes, start=cfg.seed, floor=floor)
+        job_list = cfg.jobs(report.seeds.start)
     if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
         catalog.register_blueprint(dataset, report.blueprint)
@@ -395,6 +494,7 @@ def collect(
 
     def done(result: EpisodeResult) -> None:
         catalog.register_files(dataset, [result.path], validate=False)
+        faults.point("collect.registered")
         report.results.append(result)
         if on_result is not None:
             on_result(result)
@@ -413,6 +513,16 @@ def collect(
     finally:
         report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _catalog_seed_end(catalog, dataset: str) -> int:
+    """One past the highest `episode.seed` among the dataset's registered segments (0 if none)."""
+    table = catalog.segment_table(dataset)
+    col = schema.friendly_column(schema.EPISODE, schema.EPISODE_SEED)
+    if not table.num_rows or col not in table.column_names:
+        return 0
+    seeds = [s for s in table.column(col).to_pylist() if isinstance(s, int)]
+    return max(seeds) + 1 if seeds else 0
 
 
 def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,

@@ -43,16 +43,14 @@ A plan file::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
-import fcntl
 import json
 import logging
 import re
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,48 +379,38 @@ def dataset_max_seed(catalog, dataset: str) -> int | None:
     return max(seeds) if seeds else None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _seed_state(workspace: Workspace, dataset: str) -> Path:
-    return workspace.root / "seeds" / f"{dataset}.json"
+def _legacy_seed_state(workspace: Workspace, dataset: str) -> int:
+    """`next_seed` of the reservation file earlier plan executions kept (``<workspace>/seeds/<dataset>.json``), or 0."""
+    try:
+        return int(json.loads((workspace.root / "seeds" / f"{dataset}.json").read_text("utf-8"))["next_seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def reserve_seeds(catalog, dataset: str, n: int) -> int:
     """Reserve `n` consecutive demonstration seeds for `dataset`; returns the first.
 
-    The first seed is after both the highest seed the dataset holds and every seed reserved
-    before (``<workspace>/seeds/<dataset>.json``, updated under an exclusive file lock), so
-    concurrent collects never share a seed. Raises PlanError if the range would reach
-    ``schema.DEMO_SEED_LIMIT`` (the evaluation seeds start there).
+    Delegates to `collect.reserve_seeds` (the single place seeds are handed out, shared with
+    `roboloop collect`): the first seed is after the highest seed the dataset holds
+    (`dataset_max_seed`, registered or on disk) and every seed reserved before, under a
+    workspace lock, so concurrent collects and plans never share a seed. Raises PlanError if
+    the range would reach ``schema.DEMO_SEED_LIMIT`` (the evaluation seeds start there).
     """
+    from roboloop.collect import SeedRangeError
+    from roboloop.collect import reserve_seeds as _reserve
+
     if n < 0:
         raise PlanError(f"cannot reserve {n} seeds")
     schema.validate_dataset_name(dataset)
-    state = _seed_state(catalog.workspace, dataset)
-    with _locked(state.with_suffix(".lock")):
-        top = dataset_max_seed(catalog, dataset)
-        start = 0 if top is None else top + 1
-        try:
-            reserved = int(json.loads(state.read_text("utf-8"))["next_seed"])
-        except (OSError, ValueError, KeyError, TypeError):
-            reserved = 0
-        start = max(start, reserved)
-        if start + n > schema.DEMO_SEED_LIMIT:
-            raise PlanError(
-                f"no room for {n} demonstration seeds in {dataset}: seeds must stay below {schema.DEMO_SEED_LIMIT} "
-                f"(evaluation seeds start there) and the next free one is {start}"
-            )
-        atomic_write_text(state, json.dumps({"next_seed": start + n}))
-    return start
+    top = dataset_max_seed(catalog, dataset)
+    floor = max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
+    try:
+        return _reserve(catalog.workspace, dataset, n, floor=floor).start
+    except SeedRangeError as exc:
+        raise PlanError(
+            f"no room for {n} demonstration seeds in {dataset}: seeds must stay below {schema.DEMO_SEED_LIMIT} "
+            f"(evaluation seeds start there); {exc}"
+        ) from None
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -488,7 +476,7 @@ def execute_plan(
     """
     import time
 
-    from roboloop.collect import EpisodeJob, collect, episode_segment_id
+    from roboloop.collect import CollectConfig, EpisodeJob, collect, episode_segment_id
 
     ws: Workspace = catalog.workspace
     run = PlanRun(plan)
@@ -532,7 +520,7 @@ def execute_plan(
 
     t0 = time.perf_counter()
     try:
-        collect(catalog, plan.dataset, jobs=jobs, workers=workers, spec=spec, steps=steps, on_result=done)
+        collect(catalog, CollectConfig(dataset=plan.dataset, workers=workers, spec=spec, steps=steps), jobs=jobs, on_result=done)
         run.status = STATUS_EXECUTED
     except BaseException:
         run.status = STATUS_INTERRUPTED

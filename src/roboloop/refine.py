@@ -54,14 +54,13 @@ visible in the segment table, the column keeps one type, and a restart restores 
 any other layer. Selections leave out segments whose `quality.flagged` is true unless
 asked to include them.
 
-Layer files are replaced in place (written to a temporary name, renamed over the old
-file) and re-registered with REPLACE at once, so the layout stays
-`datasets/<ds>/<layer>/<segment_id>.rrd` (no versioned names). This is safe for these
-property-only layers: the server keeps registered properties in memory. Checked on
-rerun-sdk 0.41: between the rename and the re-registration, `segment_table()`, reader
-queries with and without `/__properties/**` and `segment_store()` succeed and return
-the old values; after REPLACE they return the new ones. The `base` layer (which holds
-time-indexed data the server reads lazily from the file) is never rewritten.
+Layer files are never rewritten (DESIGN.md, "Files are immutable; versions are new
+files"): a recomputed `signals` layer or a new verdict is a NEW file
+`datasets/<ds>/<layer>/<segment_id>.<n>.rrd` (`<segment_id>.rrd` is version 0; see
+`Workspace.next_version_path`), registered with REPLACE; restore registers the newest
+version only. Superseded versions are deleted when no catalog process can still read
+them: at the start of an embedded catalog that is alone on the workspace, or by
+`roboloop gc` (`Workspace.collect_garbage`).
 """
 
 from __future__ import annotations
@@ -79,9 +78,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from roboloop import schema
+from roboloop import faults, schema
 from roboloop.catalog import Catalog, CatalogError
-from roboloop.episode import write_layer_properties
+from roboloop.episode import write_layer_version
 from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
 
 SIGNALS_VERSION = 1
@@ -438,8 +437,7 @@ def refine(
 
     def write(seg: str, values: dict[str, Any]) -> Path:
         props = {**values, "refined_at": stamp, "version": SIGNALS_VERSION}
-        path = catalog.workspace.segment_path(dataset, schema.SIGNALS_LAYER, seg)
-        return write_layer_properties(path, seg, {schema.SIGNALS: props})
+        return write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, {schema.SIGNALS: props})
 
     # The next batch is read while this one is computed and written; layer files are
     # written by a few threads (the RRD writer spends its time outside the GIL).
@@ -457,6 +455,7 @@ def refine(
             paths = list(writers.map(lambda seg: write(seg, report.values[seg]), batch))
             t3 = time.perf_counter()
             catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
+            faults.point("layer.registered")
             t4 = time.perf_counter()
             report.read_seconds += t2 - t1
             report.compute_seconds += t2b - t2
@@ -505,11 +504,9 @@ def _target_ids(catalog: Catalog, dataset: str, segment_ids: Sequence[str] | Non
 
 
 def _write_quality(catalog: Catalog, dataset: str, ids: Sequence[str], props: dict[str, Any]) -> None:
-    paths = [
-        write_layer_properties(catalog.workspace.segment_path(dataset, schema.QUALITY_LAYER, seg), seg, {schema.QUALITY: props})
-        for seg in ids
-    ]
+    paths = [write_layer_version(catalog.workspace, dataset, schema.QUALITY_LAYER, seg, {schema.QUALITY: props}) for seg in ids]
     catalog.register_files(dataset, paths, layer=schema.QUALITY_LAYER, validate=False)
+    faults.point("layer.registered")
 
 
 def flag(

@@ -4,7 +4,7 @@ Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `--catalog`, `--verbose`), the helpers every command uses (`open_catalog`, `console`,
 `err_console`, `print_arrow`, `id_list`, `user_input`) and `main`. Each stage group has
 its own module: `catalog_cmds` (serve, ls, import, sql), `collect_cmds` (collect),
-`curate_cmds` (refine, flag, unflag, curate ...), `demo_cmds` (demo).
+`curate_cmds` (refine, flag, unflag, curate ...), `demo_cmds` (demo), `workspace_cmds` (gc).
 
 Adding a stage's commands (train, evaluate, analyze, report, ...)
 ------------------------------------------------------------------
@@ -217,3 +217,4 @@ from roboloop.cli import catalog_cmds  # noqa: F401
 from roboloop.cli import collect_cmds  # noqa: F401
 from roboloop.cli import curate_cmds  # noqa: F401
 from roboloop.cli import demo_cmds  # noqa: F401
+from roboloop.cli import workspace_cmds  # noqa: F401

@@ -24,7 +24,7 @@ def collect_cmd(
     lighting: Annotated[Optional[str], typer.Option(help=presets_help("Lighting", _cond.LIGHTINGS))] = None,
     table: Annotated[Optional[str], typer.Option(help=presets_help("Table colour", _cond.TABLES))] = None,
     distractors: Annotated[Optional[str], typer.Option(help=presets_help("Distractor objects", _cond.DISTRACTOR_SETS, extra=f", or a count 0-{_cond.MAX_DISTRACTORS}"))] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, help="Episode i uses seed S+i. Default 0.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Episode i uses seed S+i (re-uses seeds on purpose). Default: continue after the highest seed the dataset holds.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (each owns a simulator). Default 1.")] = None,
     cameras: Annotated[Optional[str], typer.Option(help=f"Comma-separated cameras to record ({', '.join(schema.CAMERAS)}). Default top.")] = None,
     camera_size: Annotated[Optional[str], typer.Option(help="Recorded camera size WIDTHxHEIGHT (even numbers, max {}x{}). Default 320x240.".format(*schema.MAX_CAMERA_SIZE))] = None,
@@ -51,8 +51,9 @@ def collect_cmd(
         cfg = override(base, dataset=dataset, episodes=episodes, seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions)
     spec = cfg.spec
     labels = ", ".join(c.label for c in cfg.conditions) or "default"
-    console.print(f"collecting {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/]: {labels}, seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}, "
-                  f"cameras {','.join(spec.cameras) or '(none)'} {spec.width}x{spec.height} @ {spec.camera_hz} Hz, {cfg.workers} worker(s)")
+    console.print(f"collecting {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/]: {labels}, "
+                  + (f"seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} (explicit), " if cfg.seed is not None else "seeds continuing after the dataset's highest, ")
+                  + f"cameras {','.join(spec.cameras) or '(none)'} {spec.width}x{spec.height} @ {spec.camera_hz} Hz, {cfg.workers} worker(s)")
     counts = {"done": 0, "ok": 0}
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -73,6 +74,8 @@ def collect_cmd(
             err_console.print(f"[yellow]interrupted:[/] {counts['done']} finished episode(s) registered; episodes in flight were discarded")
             raise typer.Exit(130) from None
     n = len(report.results)
+    if report.seeds is not None and len(report.seeds):
+        console.print(f"seeds {report.seeds.start}..{report.seeds.stop - 1}")
     console.print(f"recorded and registered {n} episode(s) in {report.wall_s:.1f}s ({report.episodes_per_minute:.1f}/min); "
                   f"successes {report.successes}/{n}")
     if report.blueprint:
