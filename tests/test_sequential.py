@@ -65,7 +65,7 @@ def test_confidence_sequence_covers_true_difference():
 
 def test_large_effect_decided_in_few_pairs_and_rounds():
     t = sq.PairedSequentialTest(0.05, 0.1)
-    for i in range(30):
+    for _ in range(30):
         t.update(0.0, 1.0)  # baseline fails, challenger succeeds on every seed
     s = t.state()
     assert s.decision == schema.DECISION_IMPROVED

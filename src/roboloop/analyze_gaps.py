@@ -544,7 +544,7 @@ def gap_report(
         uncovered_failures = sum(1 for s, cov in zip(succ, c["_covered"]) if not s and not cov)
         severity = (1 - rate) * (1 - c["covered_fraction"]) if verdict == COVERAGE_GAP else 1 - rate
         cells.append(
-            dict(  # noqa: C408 - keyword form reads like the dataclass
+            dict(
                 cell=c["cell"], conditions=c["conditions"], n=n, successes=k, rate=rate, ci_low=lo, ci_high=hi,
                 covered=c["covered"], covered_fraction=c["covered_fraction"], train_near=c["train_near"],
                 train_in_cell_by_label=c["train_in_cell_by_label"], median_distance=c["median_distance"],
