@@ -282,3 +282,39 @@ def test_stages_from_contacts():
     assert r.stage == 4 and not r.success and r.failure_reason == "dropped"
     assert math.isclose(r.failure_step, 14)
     assert schema.STAGES[r.stage] == "handover"
+
+
+# --- the rollout index: snapshot + row files -----------------------------------------------------------
+
+def test_index_snapshot_merges_with_newer_rows_and_tombstones(tmp_path, monkeypatch):
+    from roboloop import episode_index, rows
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    base = ws.layer_dir("d_evals", schema.BASE_LAYER)
+    base.mkdir(parents=True)
+
+    def add(i: int, ok: bool) -> None:
+        (base / f"s{i}.rrd").touch()  # only the names matter to the index
+        episode_index.write_row(ws, "d_evals", f"s{i}", {"episode": {"seed": i}, "outcome": {"success": ok},
+                                                          "signals": {"ignored": 1}})
+
+    for i in range(5):
+        add(i, i % 2 == 0)
+    monkeypatch.setattr(episode_index, "COMPACT_AFTER", 3)
+    t = episode_index.load_table(ws, "d_evals")  # parses 5 files > 3: writes the snapshot
+    snap = ws.table_dir(schema.rollout_index_table("d_evals")) / episode_index.SNAPSHOT_FILE
+    assert snap.is_file() and t.column("segment_id").to_pylist() == [f"s{i}" for i in range(5)]
+    assert "signals.ignored" not in t.column_names
+    # after the snapshot: a new rollout, a re-written row, a deleted file
+    add(5, True)
+    episode_index.write_row(ws, "d_evals", "s1", {"episode": {"seed": 1}, "outcome": {"success": True}})
+    (base / "s3.rrd").unlink()
+    got = {r["segment_id"]: r for r in episode_index.load(ws, "d_evals")}
+    assert sorted(got) == ["s0", "s1", "s2", "s4", "s5"]
+    assert got["s1"]["outcome.success"] is True and got["s5"]["episode.seed"] == 5
+    assert got == {r["segment_id"]: r for r in episode_index.read(ws, "d_evals")}
+    assert rows.read_row(ws, schema.rollout_index_table("d_evals"), "s3") is None  # tombstoned
+    # a broken snapshot is only a cache
+    snap.write_bytes(b"garbage")
+    assert {r["segment_id"] for r in episode_index.load(ws, "d_evals")} == set(got)

@@ -434,22 +434,6 @@ def rollout_table(catalog, evals_dataset: str, eval_ids: Sequence[str] | None = 
     return _filter(catalog.segment_table(evals_dataset), evals_dataset, eval_ids, where)
 
 
-def rows_to_arrow(rows: Sequence[Mapping[str, Any]]):
-    """Dict rows -> pyarrow Table over the union of their keys (a column of mixed types becomes strings)."""
-    import pyarrow as pa
-
-    cols = columns_of_rows(rows)
-    arrays, names = [], []
-    for name, values in cols.items():
-        try:
-            arr = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arr = pa.array([None if v is None else str(v) for v in values], type=pa.string())
-        arrays.append(arr)
-        names.append(name)
-    return pa.Table.from_arrays(arrays, names=names)
-
-
 def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str] | None = None,
                           where: str | None = None, *, catalog=None):
     """Like :func:`rollout_table` from the rollout index (base properties only, no catalog restore).
@@ -461,11 +445,11 @@ def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str]
 
     if evals_dataset not in workspace.datasets():
         raise UnknownDatasetError(evals_dataset, workspace.datasets())
-    table = rows_to_arrow(episode_index.load(workspace, evals_dataset, catalog))
-    if table.num_columns == 0:
+    table = episode_index.load_table(workspace, evals_dataset, catalog)
+    if table.num_rows == 0 and SUCCESS not in table.column_names:
         import pyarrow as pa
 
-        table = pa.table({"segment_id": pa.array([], pa.string()), SUCCESS: pa.array([], pa.bool_())})
+        table = table.append_column(SUCCESS, pa.array([], pa.bool_()))
     return _filter(table, evals_dataset, eval_ids, where)
 
 
