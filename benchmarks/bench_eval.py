@@ -200,6 +200,13 @@ def scale(args) -> None:
     by = ["scene.region", "scene.lighting"]
     reps = args.repeats
 
+    snap = ws.table_dir(schema.rollout_index_table(ds)) / episode_index.SNAPSHOT_FILE
+    if snap.exists():
+        snap.unlink()
+    t0 = time.perf_counter()
+    analyze.indexed_rollout_table(ws, ds)
+    print(f"first index read without a snapshot (parses {n} row files, writes the snapshot): "
+          f"{time.perf_counter() - t0:.2f} s", flush=True)
     t_idx, table = _median_time(lambda: analyze.indexed_rollout_table(ws, ds), reps)
     assert table.num_rows == n, table.num_rows
     t_by, groups = _median_time(lambda: analyze.success_by(table, by), reps)

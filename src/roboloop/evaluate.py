@@ -40,6 +40,7 @@ else ``cfg.camera_size``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import itertools
@@ -645,4 +646,6 @@ def evaluate(
         report.wall_s = time.perf_counter() - t0
         report.status = status
         write(status)
+        with contextlib.suppress(Exception):  # a cache: readers rebuild it if this fails
+            episode_index.compact(ws, evals_ds)
     return report
