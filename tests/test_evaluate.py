@@ -230,3 +230,61 @@ def test_failure_url_and_export_read_back_with_every_stream(catalog, tmp_path):
         b = other.dataset("exported").filter_segments([sid]).filter_contents([schema.JOINT_POSITIONS]).reader(index=schema.TIMELINE).to_arrow_table()
         col = next(c for c in a.column_names if c.endswith(schema.SCALARS_COMPONENT))
         np.testing.assert_array_equal(np.asarray(a.column(col).to_pylist()), np.asarray(b.column(col).to_pylist()))
+
+
+class _FakeRunPolicy:
+    """What `roboloop.train.PolicyFactory(...)(sim)` returns per INTERFACES.md (stand-in: holds still)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.policy_id = run_id
+        self.frames = 0
+
+    def reset(self) -> None:
+        pass
+
+    def action(self, step, observation):
+        if step % 2 == 0:  # camera steps at 25 Hz: the policy's own camera must be there, at its size
+            assert observation.images["left_wrist"].shape == (48, 64, 3)
+            self.frames += 1
+        return observation.joint_positions
+
+
+class _FakePolicyFactory:
+    def __init__(self, workspace_root: str, run_id: str) -> None:
+        self.run_id = run_id
+
+    def __call__(self, sim):
+        return _FakeRunPolicy(self.run_id)
+
+
+def test_a_training_run_brings_its_provenance_and_cameras(catalog, monkeypatch):
+    """evaluate's side of the train interface (INTERFACES.md): run_info + PolicyFactory, stubbed as a module."""
+    import sys
+    import types
+
+    info = {"run_id": "run-v1", "dataset": "demo", "selection": "v1", "selection_digest": "sd1", "config_digest": "cd1",
+            "checkpoint_sha256": "ab" * 32, "policy": "vision", "cameras": ["left_wrist"], "camera_size": [64, 48],
+            "train_ids": [], "status": "finished"}
+    train = types.ModuleType("roboloop.train")
+
+    def run_info(workspace, run_id):
+        if run_id != "run-v1":
+            raise FileNotFoundError(f"runs/{run_id}/run.json")
+        return dict(info)
+
+    train.run_info = run_info
+    train.PolicyFactory = _FakePolicyFactory
+    monkeypatch.setitem(sys.modules, "roboloop.train", train)
+
+    with pytest.raises(EvaluateError, match="trained on dataset 'demo'"):
+        evaluate(catalog, _cfg(dataset="other", policy="run-v1", grid=parse_grid("region=near"), episodes_per_cell=1, steps=4))
+    with pytest.raises(EvaluateError, match="no training run 'run-v9'"):
+        evaluate(catalog, _cfg(policy="run-v9", grid=parse_grid("region=near"), episodes_per_cell=1, steps=4))
+    report = evaluate(catalog, _cfg(policy="run-v1", eval_id="ev-run", grid=parse_grid("region=near"), episodes_per_cell=1,
+                                    steps=4, cameras=("top",), camera_size=(160, 120)))
+    (r,) = catalog.segment_table("demo_evals").to_pylist()
+    assert (r["episode.policy"], r["episode.run_id"], r["episode.checkpoint_sha256"]) == ("run-v1", "run-v1", "ab" * 32)
+    assert (r["episode.selection"], r["episode.selection_digest"], r["episode.config_digest"]) == ("v1", "sd1", "cd1")
+    assert r["episode.cameras"] == "top,left_wrist" and r["episode.camera_size"] == "64x48"
+    row = rows.read_row(catalog.workspace, schema.EVALS_TABLE, "ev-run")
+    assert row["run_id"] == "run-v1" and row["cameras"] == ["top", "left_wrist"] and report.n == 1

@@ -117,7 +117,7 @@ def eval_cmd(
     run: Annotated[str | None, typer.Option("--run", help="Training run id to evaluate.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", help="'scripted' to evaluate the scripted demonstrator (the baseline).")] = None,
     episodes_per_cell: Annotated[int, typer.Option("--episodes-per-cell", "-n", min=1, help="Rollouts per grid cell.")] = 10,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Demonstration dataset; rollouts go to <dataset>_evals.")] = schema.DEFAULT_DATASET,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset; rollouts go to <dataset>_evals (default: the run's, else aloha).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Evaluation id (default: generated).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue evaluation EVAL_ID: run only its missing (cell, episode) pairs.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (each owns a simulator and the policy).")] = 1,
@@ -136,7 +136,13 @@ def eval_cmd(
     )
 
     from roboloop.collect import parse_size
-    from roboloop.evaluate import EvalConfig, evaluate, load_config, parse_grid
+    from roboloop.evaluate import (
+        EvalConfig,
+        evaluate,
+        load_config,
+        parse_grid,
+        run_dataset,
+    )
 
     cli = _cli()
     ws = cli.open_workspace()
@@ -151,6 +157,8 @@ def eval_cmd(
             cli.fail(f"--policy takes {schema.POLICY_SCRIPTED!r}; evaluate a training run with --run RUN_ID")
         if not grid:
             cli.fail("--grid is required, e.g. --grid 'region=near,far lighting=normal,dim'")
+        if dataset is None:
+            dataset = _guard(lambda: run_dataset(ws, run)) if run else schema.DEFAULT_DATASET
         cfg = _guard(lambda: EvalConfig(
             dataset=dataset, policy=run or schema.POLICY_SCRIPTED, grid=parse_grid(grid), episodes_per_cell=episodes_per_cell,
             eval_id=name, workers=workers, cameras=tuple(_split(cameras)), camera_size=parse_size(camera_size), steps=steps,

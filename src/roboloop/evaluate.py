@@ -91,6 +91,7 @@ __all__ = [
     "load_config",
     "parse_grid",
     "resolve_policy",
+    "run_dataset",
     "valid_labels",
 ]
 
@@ -391,6 +392,7 @@ class PolicySource:
     cameras: tuple[str, ...] = ()
     camera_size: tuple[int, int] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # episode-group properties
+    dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
 
 
 def _no_run_provenance() -> dict[str, Any]:
@@ -431,6 +433,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
     return PolicySource(
         policy,
         PolicyFactory(str(workspace.root), policy),
+        dataset=info.get("dataset"),
         run_id=policy,
         cameras=tuple(info.get("cameras") or ()),
         camera_size=tuple(int(v) for v in size) if size else None,
@@ -442,6 +445,11 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
             schema.EPISODE_CONFIG_DIGEST: get("config_digest"),
         },
     )
+
+
+def run_dataset(workspace, run_id: str) -> str:
+    """The demonstration dataset a training run was trained on (from its run_info)."""
+    return str(resolve_policy(workspace, run_id).dataset or schema.DEFAULT_DATASET)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -579,6 +587,9 @@ def evaluate(
 
     source = (PolicySource(cfg.policy, policy_factory, provenance=_no_run_provenance())
               if policy_factory is not None else resolve_policy(ws, cfg.policy))
+    if source.dataset and source.dataset != cfg.dataset:
+        raise EvaluateError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}; "
+                            f"evaluate it with --dataset {source.dataset} (rollouts go to {source.dataset}_evals)")
     spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
 
     done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}
