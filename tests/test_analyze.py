@@ -130,6 +130,11 @@ def test_success_by_matches_independent_grouping():
     assert sum(g["n"] for g in one) == 500 and [g["scene.region"] for g in one] == ["left", "right", "wide"]
     (overall,) = analyze.success_by(rows, [])
     assert overall["successes"] == sum(r[SUCCESS] for r in rows)
+    assert analyze.success_by(pa.Table.from_pylist(rows), []) == [overall]
+    # nested key values (lists) group on the Python path, same numbers
+    nested = [{**r, "scene.table_rgba": [0.2, 0.2, 0.2, 1.0] if r["scene.lighting"] == "dim" else [0.7] * 4} for r in rows]
+    by_rgba = analyze.success_by(pa.Table.from_pylist(nested), ["scene.table_rgba"])
+    assert [g["n"] for g in by_rgba] == [g["n"] for g in analyze.success_by(rows, ["scene.lighting"])]
 
 
 def test_success_by_small_groups_nulls_and_unknown_columns():
@@ -304,7 +309,7 @@ def test_index_snapshot_merges_with_newer_rows_and_tombstones(tmp_path, monkeypa
     monkeypatch.setattr(episode_index, "COMPACT_AFTER", 3)
     t = episode_index.load_table(ws, "d_evals")  # parses 5 files > 3: writes the snapshot
     snap = ws.table_dir(schema.rollout_index_table("d_evals")) / episode_index.SNAPSHOT_FILE
-    assert snap.is_file() and t.column("segment_id").to_pylist() == [f"s{i}" for i in range(5)]
+    assert snap.is_file() and sorted(t.column("segment_id").to_pylist()) == [f"s{i}" for i in range(5)]
     assert "signals.ignored" not in t.column_names
     # after the snapshot: a new rollout, a re-written row, a deleted file
     add(5, True)
@@ -318,3 +323,42 @@ def test_index_snapshot_merges_with_newer_rows_and_tombstones(tmp_path, monkeypa
     # a broken snapshot is only a cache
     snap.write_bytes(b"garbage")
     assert {r["segment_id"] for r in episode_index.load(ws, "d_evals")} == set(got)
+
+
+def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from roboloop import episode_index, rows
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    base = ws.layer_dir("d_evals", schema.BASE_LAYER)
+    base.mkdir(parents=True)
+    for i in range(3):
+        (base / f"s{i}.rrd").touch()
+        episode_index.write_row(ws, "d_evals", f"s{i}", {"outcome": {"success": True}})
+    old = time.time() - 10
+    folders = (base, rows.rows_dir(ws, schema.rollout_index_table("d_evals")))
+
+    def age(t: float) -> None:  # make the folders look quiet (changed more than 1 s ago)
+        for d in folders:
+            os.utime(d, (t, t))
+
+    age(old)
+    assert episode_index.load_table(ws, "d_evals").num_rows == 3  # full path; records the quiet folder state
+    real_merge = episode_index._merge
+
+    def no_listing(*a):
+        raise AssertionError("the folders were listed")
+
+    monkeypatch.setattr(episode_index, "_merge", no_listing)
+    assert episode_index.load_table(ws, "d_evals").num_rows == 3  # fast path: no listing
+    (base / "s3.rrd").touch()  # a new rollout changes the base folder
+    episode_index.write_row(ws, "d_evals", "s3", {"outcome": {"success": False}})
+    age(old + 5)
+    with pytest.raises(AssertionError, match="listed"):
+        episode_index.load_table(ws, "d_evals")
+    monkeypatch.setattr(episode_index, "_merge", real_merge)
+    t = episode_index.load_table(ws, "d_evals")
+    assert sorted(t.column("segment_id").to_pylist()) == ["s0", "s1", "s2", "s3"]

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.workspace import Workspace, atomic_path, is_temp_file
+from roboloop.workspace import Workspace, atomic_path
 
 __all__ = [
     "BASE_GROUPS",
@@ -53,10 +52,11 @@ BASE_GROUPS = (schema.EPISODE, schema.SCENE, schema.OUTCOME)
 """Property groups an index row holds (those written with the base recording)."""
 SNAPSHOT_FILE = "snapshot.arrow"
 COMPACT_AFTER = 200
-"""A reader that parses more row files than this rewrites the snapshot."""
+"""A reader that parses more row files than this rewrites the snapshot (it also does when it can vouch for a
+quiet folder state the snapshot does not record yet)."""
 KEY = "segment_id"
 _COVERED = b"roboloop.covered_files"
-_VERSION = re.compile(r"^(.+)\.(\d+)$")
+_MARKS = b"roboloop.fresh_marks"
 
 
 class StaleIndexError(RuntimeError):
@@ -88,14 +88,9 @@ def segment_ids_on_disk(workspace: Workspace, dataset: str) -> set[str]:
     folder = workspace.layer_dir(dataset, schema.BASE_LAYER)
     if not folder.is_dir():
         return set()
-    out = set()
-    for name in os.listdir(folder):
-        if not name.endswith(".rrd") or name.startswith("."):
-            continue
-        stem = name[:-4]
-        m = _VERSION.match(stem)
-        out.add(m.group(1) if m else stem)
-    return out
+    stems = {n[:-4] for n in os.listdir(folder) if n.endswith(".rrd") and not n.startswith(".")}
+    versioned = {s for s in stems if "." in s and s.rpartition(".")[2].isdigit() and s.rpartition(".")[0]}
+    return (stems - versioned) | {s.rpartition(".")[0] for s in versioned}
 
 
 def rows_to_arrow(rows_: list[Mapping[str, Any]]):
@@ -122,25 +117,51 @@ def _snapshot_path(workspace: Workspace, dataset: str) -> Path:
     return workspace.table_dir(schema.rollout_index_table(dataset)) / SNAPSHOT_FILE
 
 
-def _read_snapshot(path: Path):
+def _read_snapshot(path: Path, *, with_covered: bool = True):
+    """(table or None, covered file names, freshness marks or None)."""
     import pyarrow as pa
 
     if not path.is_file():
-        return None, set()
+        return None, set(), None
     try:
         with pa.memory_map(str(path)) as src:
             table = pa.ipc.open_file(src).read_all()
-        covered = set(json.loads((table.schema.metadata or {}).get(_COVERED, b"[]")))
-        return table.replace_schema_metadata(None), covered
-    except (OSError, ValueError, pa.ArrowInvalid):
-        return None, set()  # a cache: unreadable means rebuild from the row files
+        meta = table.schema.metadata or {}
+        covered = set(json.loads(meta.get(_COVERED, b"[]"))) if with_covered else set()
+        marks = json.loads(meta[_MARKS]) if _MARKS in meta else None
+        return table.replace_schema_metadata(None), covered, marks
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid):
+        return None, set(), None  # a cache: unreadable means rebuild from the row files
+
+
+def _marks(workspace: Workspace, dataset: str) -> dict[str, int | None] | None:
+    """Modification times of the row folder and the base folder, or None when either changed within 1 s.
+
+    A snapshot records them when it is consistent with both folders; while they are
+    unchanged, a reader trusts the snapshot without listing either folder. Taken before
+    listing; a folder changed in the last second is not trusted (coarse-mtime file systems).
+    """
+    import time
+
+    out: dict[str, int | None] = {}
+    now = time.time_ns()
+    for key, folder in (("rows", rows.rows_dir(workspace, schema.rollout_index_table(dataset))),
+                        ("base", workspace.layer_dir(dataset, schema.BASE_LAYER))):
+        try:
+            m = os.stat(folder).st_mtime_ns
+        except FileNotFoundError:
+            m = None
+        if m is not None and now - m < 1_000_000_000:
+            return None
+        out[key] = m
+    return out
 
 
 def _row_files(workspace: Workspace, dataset: str) -> list[str]:
     folder = rows.rows_dir(workspace, schema.rollout_index_table(dataset))
     if not folder.is_dir():
         return []
-    return [n for n in os.listdir(folder) if n.endswith(".json") and not is_temp_file(Path(n))]
+    return [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]  # ".": temp files
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -166,11 +187,11 @@ def _parse_new(workspace: Workspace, dataset: str, names: list[str]) -> dict[str
 
 
 def _merge(workspace: Workspace, dataset: str):
-    """(live table, covered file names, number of parsed row files)."""
+    """(live table, covered file names, number of parsed row files, the snapshot's marks)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    snap, covered = _read_snapshot(_snapshot_path(workspace, dataset))
+    snap, covered, snap_marks = _read_snapshot(_snapshot_path(workspace, dataset))
     names = _row_files(workspace, dataset)
     new = [n for n in names if n not in covered]
     newest = _parse_new(workspace, dataset, new)
@@ -193,27 +214,34 @@ def _merge(workspace: Workspace, dataset: str):
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             table = rows_to_arrow(parts[0].to_pylist() + parts[1].to_pylist())
     existing = set(names)
-    return table, (covered & existing) | set(new), len(new)
+    return table, (covered & existing) | set(new), len(new), snap_marks
 
 
 def compact(workspace: Workspace, dataset: str) -> Path:
     """Write the snapshot now (atomically): every live row, covering every current row file."""
-    table, covered, _ = _merge(workspace, dataset)
-    return _write_snapshot(workspace, dataset, table, covered)
+    marks = _marks(workspace, dataset)
+    table, covered, _, _ = _merge(workspace, dataset)
+    consistent = segment_ids_on_disk(workspace, dataset) == set(table.column(KEY).to_pylist())
+    return _write_snapshot(workspace, dataset, table, covered, marks if consistent else None)
 
 
-def _write_snapshot(workspace: Workspace, dataset: str, table, covered: set[str]) -> Path:
+def _write_snapshot(workspace: Workspace, dataset: str, table, covered: set[str], marks) -> Path:
     import pyarrow as pa
 
     path = _snapshot_path(workspace, dataset)
-    table = table.replace_schema_metadata({_COVERED: json.dumps(sorted(covered)).encode()})
+    if table.num_rows:
+        table = table.sort_by(KEY)
+    meta = {_COVERED: json.dumps(sorted(covered)).encode()}
+    if marks is not None:
+        meta[_MARKS] = json.dumps(marks).encode()
+    table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return path
 
 
 def load_table(workspace: Workspace, dataset: str, catalog: Any | Callable[[], Any] | None = None):
-    """The index of every base file of `dataset` as a pyarrow Table (one row per segment), rebuilt where stale.
+    """The index of every base file of `dataset` as a pyarrow Table (one row per segment, no order), rebuilt where stale.
 
     `catalog` (a Catalog, or a function returning one, called only when needed) supplies
     rows for files the index misses; without it a stale index raises StaleIndexError.
@@ -221,7 +249,12 @@ def load_table(workspace: Workspace, dataset: str, catalog: Any | Callable[[], A
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table, covered, parsed = _merge(workspace, dataset)
+    marks = _marks(workspace, dataset)  # before any listing
+    if marks is not None:
+        snap, _, snap_marks = _read_snapshot(_snapshot_path(workspace, dataset), with_covered=False)
+        if snap is not None and snap_marks == marks:
+            return snap  # nothing was added, replaced or removed since the snapshot: no folder listing
+    table, covered, parsed, snap_marks = _merge(workspace, dataset)
     on_disk = segment_ids_on_disk(workspace, dataset)
     ids = set(table.column(KEY).to_pylist())
     missing = on_disk - ids
@@ -241,15 +274,17 @@ def load_table(workspace: Workspace, dataset: str, catalog: Any | Callable[[], A
                 continue
             row = {KEY: sid, **{k: v for k, v in r.items() if k.partition(".")[0] in BASE_GROUPS and v is not None}}
             rows.write_row(workspace, name, sid, row)
-        table, covered, parsed = _merge(workspace, dataset)
-    if parsed > COMPACT_AFTER or orphans:
-        _write_snapshot(workspace, dataset, table, covered)
-    return table.sort_by(KEY) if table.num_rows else table
+        table, covered, parsed, _ = _merge(workspace, dataset)
+    wrote = bool(orphans or missing)  # our own writes changed the folders: do not vouch for them yet
+    if parsed > COMPACT_AFTER or wrote or (marks is not None and snap_marks != marks):
+        _write_snapshot(workspace, dataset, table, covered, None if wrote else marks)
+    return table
 
 
 def load(workspace: Workspace, dataset: str, catalog: Any | Callable[[], Any] | None = None) -> list[dict[str, Any]]:
     """:func:`load_table` as dict rows (absent properties left out)."""
-    return [{k: v for k, v in r.items() if v is not None} for r in load_table(workspace, dataset, catalog).to_pylist()]
+    out = [{k: v for k, v in r.items() if v is not None} for r in load_table(workspace, dataset, catalog).to_pylist()]
+    return sorted(out, key=lambda r: r[KEY])
 
 
 def read(workspace: Workspace, dataset: str) -> list[dict[str, Any]]:
