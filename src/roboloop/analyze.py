@@ -482,7 +482,13 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from roboloop.predicate import PredicateError, _Parser, columns_of, resolver, select_ids
+    from roboloop.predicate import (
+        PredicateError,
+        _Parser,
+        columns_of,
+        resolver,
+        select_ids,
+    )
 
     if eval_ids:
         if EVAL_ID not in table.column_names:

@@ -12,9 +12,11 @@ minus derived layers (``signals.*``, ``quality.*``).
 **Snapshot.** Parsing one JSON file per rollout costs ~0.1 ms each (1 s at 10k), so a
 reader that finds more than ``COMPACT_AFTER`` row files not yet in the snapshot writes
 ``tables/<table>/snapshot.arrow`` (Arrow IPC, written atomically): the live rows plus the
-names of the row files they cover. Readers load the snapshot and parse only the row
-files it does not cover. Row files are never deleted (append-only history); a snapshot
-is a cache that can be removed at any time.
+names of the row files they cover; ``evaluate`` also compacts at its end. Readers load the
+snapshot and parse only the row files it does not cover. While neither the row folder nor
+the dataset's base folder has changed since a consistent snapshot was written (their
+modification times are recorded in it), a reader lists no folder at all. Row files are
+never deleted (append-only history); a snapshot is a cache that can be removed at any time.
 
 **Staleness.** The workspace stays the system of record: :func:`load_table` compares the
 index with the dataset's base files; a file without a row (a crash between registration

@@ -416,7 +416,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
     try:
         info = run_info(workspace, policy)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+    except (OSError, LookupError, ValueError, CatalogError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
         raise EvaluateError(
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
