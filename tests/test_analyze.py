@@ -362,3 +362,19 @@ def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged
     monkeypatch.setattr(episode_index, "_merge", real_merge)
     t = episode_index.load_table(ws, "d_evals")
     assert sorted(t.column("segment_id").to_pylist()) == ["s0", "s1", "s2", "s3"]
+
+
+def test_plots_bars_for_one_key_heatmap_for_two(tmp_path):
+    from PIL import Image
+
+    from roboloop.plots import plot_success
+
+    rows = _random_rows(120)
+    one = plot_success(analyze.success_by(rows, ["scene.region"]), ["scene.region"], tmp_path / "bars.png")
+    two = plot_success(analyze.success_by(rows, ["scene.region", "scene.lighting"]), ["scene.region", "scene.lighting"],
+                       tmp_path / "heat.png")
+    for path in (one, two):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+    with pytest.raises(ValueError, match="one key"):
+        plot_success([], ["a", "b", "c"], tmp_path / "x.png")
