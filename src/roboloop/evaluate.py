@@ -59,7 +59,6 @@ from roboloop.collect import (
     EpisodeResult,
     RecordingSpec,
     ScriptedPolicy,
-    collect,
 )
 from roboloop.sim.conditions import (
     DISTRACTOR_SETS,
@@ -543,6 +542,20 @@ def plan_pairs(cfg: EvalConfig) -> list[tuple[int, dict[str, str], str, int, int
     return out
 
 
+def _collect(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
+             steps: int | None, workers: int, on_result) -> None:
+    """Run and register rollout jobs through collect (either collect signature: keyword arguments, or a CollectConfig)."""
+    from roboloop import collect as _c
+
+    config_cls = getattr(_c, "CollectConfig", None)
+    if config_cls is not None:  # collect(catalog, CollectConfig, *, jobs, policy_factory, on_result)
+        config = config_cls(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
+        _c.collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
+    else:
+        _c.collect(catalog, dataset, jobs=jobs, spec=spec, task=task, kind=schema.KIND_ROLLOUT,
+                   policy_factory=policy_factory, steps=steps, workers=workers, on_result=on_result)
+
+
 def evaluate(
     catalog,
     cfg: EvalConfig,
@@ -647,8 +660,8 @@ def evaluate(
 
     status = "failed"
     try:
-        collect(catalog, evals_ds, jobs=jobs, spec=spec, task=cfg.task, kind=schema.KIND_ROLLOUT,
-                policy_factory=source.factory, steps=cfg.steps, workers=cfg.workers, on_result=done)
+        _collect(catalog, evals_ds, jobs, spec=spec, task=cfg.task, policy_factory=source.factory, steps=cfg.steps,
+                 workers=cfg.workers, on_result=done)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
