@@ -14,7 +14,7 @@ import pytest
 
 from roboloop import analyze, episode_index, links, rows, schema
 from roboloop.catalog import Catalog
-from roboloop.collect import RecordingSpec, collect
+from roboloop.collect import RecordingSpec
 from roboloop.episode import write_layer_properties
 from roboloop.evaluate import (
     EvalConfig,
@@ -46,6 +46,17 @@ class HoldStill:
         return observation.joint_positions
 
 
+def _collect_demos(catalog, dataset: str, episodes: int, *, seed: int, steps: int) -> None:
+    """Demonstrations without cameras (either collect signature: keyword arguments or a CollectConfig)."""
+    from roboloop import collect as c
+
+    spec = RecordingSpec(cameras=())
+    if hasattr(c, "CollectConfig"):
+        c.collect(catalog, c.CollectConfig(dataset=dataset, episodes=episodes, seed=seed, spec=spec, steps=steps))
+    else:
+        c.collect(catalog, dataset, episodes, seed=seed, spec=spec, steps=steps)
+
+
 def _cfg(**kw) -> EvalConfig:
     base = {"dataset": "demo", "grid": parse_grid(GRID), "episodes_per_cell": N, "steps": 30, "cameras": ()}
     base.update(kw)
@@ -69,7 +80,7 @@ PROVENANCE = [
 
 
 def test_paired_seeds_provenance_index_and_disjoint_from_demos(catalog):
-    collect(catalog, "demo", 2, seed=0, spec=RecordingSpec(cameras=()), steps=10)
+    _collect_demos(catalog, "demo", 2, seed=0, steps=10)
     ra = evaluate(catalog, _cfg(eval_id="ev-scripted"))
     rb = evaluate(catalog, _cfg(eval_id="ev-still", policy="hold-still"), policy_factory=HoldStill)
     assert ra.n == rb.n == 4 * N and ra.status == rb.status == "finished"
