@@ -400,7 +400,7 @@ def compare(
         row["verdict"] = _verdict(row, p_adj, alpha)
     all_a = {p: s for g in ga.values() for p, s in g.items()}
     all_b = {p: s for g in gb.values() for p, s in g.items()}
-    overall = {b: None for b in by}
+    overall: dict[str, Any] = dict.fromkeys(by)
     overall["group"] = "overall"
     overall.update(_compare_group(all_a, all_b, min_n=min_n, confidence=confidence))
     overall["p_holm"] = overall["p"]
