@@ -43,6 +43,7 @@ loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import re
@@ -136,9 +137,16 @@ class ScriptedPolicy:
 
 @dataclass(frozen=True)
 class EpisodeJob:
+    """One episode to run: its seed, scene conditions and segment id.
+
+    `properties` holds extra property groups (`{"episode": {"eval_id": ...}}`) merged over
+    the defaults when the episode is recorded (evaluation provenance, plan ids, ...).
+    """
+
     seed: int
     conditions: SceneConditions
     segment_id: str
+    properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,6 +157,7 @@ class EpisodeResult:
     conditions: SceneConditions
     outcome: dict[str, Any]
     wall_s: float
+    properties: dict[str, dict[str, Any]] = field(default_factory=dict)  # every property group as recorded
 
     @property
     def success(self) -> bool:
@@ -311,6 +320,7 @@ def run_episode(
         raise FileExistsError(f"{path} already exists; segment ids must be new")
     t0 = time.perf_counter()
     sim.reset(job.seed, job.conditions)
+    start_pose = sim.cube_start_pose
     policy.reset()
     tracker = SuccessTracker()
     with EpisodeRecorder(path, job.segment_id) as rec:
@@ -340,15 +350,21 @@ def run_episode(
             schema.OUTCOME_FAILURE_STEP: int(_none_to(res.failure_step, -1)),
             schema.OUTCOME_FAILURE_REASON: res.failure_reason or "none",  # "" would be dropped by AnyValues
             schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z),
+            schema.OUTCOME_STAGE: int(res.stage),
+            schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage],
+            schema.OUTCOME_FAILURE_TIME_S: float(res.failure_step * spec.dt) if res.failure_step is not None else -1.0,
         }
-        writer.finish(
-            {
-                schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
-                schema.SCENE: scene_properties(job.conditions),
-                schema.OUTCOME: outcome,
-            }
-        )
-    return EpisodeResult(job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0)
+        properties: dict[str, dict[str, Any]] = {
+            schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
+            schema.SCENE: scene_properties(job.conditions, start_pose),
+            schema.OUTCOME: outcome,
+        }
+        for group, values in job.properties.items():
+            properties.setdefault(group, {}).update(values)
+        writer.finish(properties)
+    return EpisodeResult(
+        job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0, properties
+    )
 
 
 def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task: str, policy_id: str) -> dict[str, Any]:
@@ -366,10 +382,34 @@ def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task:
     }
 
 
-def scene_properties(conditions: SceneConditions) -> dict[str, Any]:
+def scene_properties(conditions: SceneConditions, start_pose: Sequence[float] | None = None) -> dict[str, Any]:
+    """The `scene` group: every SceneConditions field, canonical condition labels, the start state.
+
+    `region`, `lighting` and `table` are already canonical preset names (aliases resolved,
+    "custom" otherwise); `yaw` is added as the preset whose range matches (else "custom");
+    `distractors` stays the count (0-4) so that `SceneConditions.from_dict` reads it back.
+    With `start_pose` (the sampled cube pose, xyz + quat wxyz) the start state is stored as
+    `cube_x`, `cube_y` (m) and `cube_yaw_deg` (deg).
+    """
     props = conditions.to_dict()
     props[schema.SCENE_REGION_LABEL] = conditions.region_label
+    props[schema.SCENE_YAW] = yaw_label(conditions)
+    if start_pose is not None:
+        p = [float(v) for v in start_pose]
+        props[schema.SCENE_CUBE_X] = p[0]
+        props[schema.SCENE_CUBE_Y] = p[1]
+        props[schema.SCENE_CUBE_YAW_DEG] = math.degrees(2.0 * math.atan2(p[6], p[3]))
     return props
+
+
+def yaw_label(conditions: SceneConditions) -> str:
+    """The canonical yaw preset name of `conditions` ("none", "small", "any") or "custom"."""
+    from roboloop.sim.conditions import YAWS
+
+    for name, (lo, hi) in YAWS.items():
+        if math.isclose(conditions.yaw_min, lo, abs_tol=1e-9) and math.isclose(conditions.yaw_max, hi, abs_tol=1e-9):
+            return name
+    return "custom"
 
 
 # --- worker processes ----------------------------------------------------------------------

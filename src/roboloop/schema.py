@@ -258,3 +258,28 @@ METRIC_STAGE = "stage"
 SEQUENTIAL_METRICS = (METRIC_SUCCESS, METRIC_STAGE)
 EVAL_SEQUENTIAL = "sequential"
 """Key of the sequential result in an evals row: SequentialDriver.result() (per cell: decision, n, decided_at, stop_round, ci)."""
+
+# --- evaluate ---------------------------------------------------------------------------------
+# (evaluate.py writes them; analyze.py reads them)
+SCENE_YAW = "yaw"  # canonical yaw preset of the episode's conditions ("none", "small", "any", or "custom")
+SCENE_CUBE_X = "cube_x"  # sampled cube start x (m, world)
+SCENE_CUBE_Y = "cube_y"  # sampled cube start y (m, world)
+SCENE_CUBE_YAW_DEG = "cube_yaw_deg"  # sampled cube start yaw (deg)
+FAILURE_KINDS = {
+    "never_touched": "missed grasp",
+    "not_lifted": "missed grasp",
+    "dropped": "dropped",
+    "not_handed_over": "never handed over",
+}
+"""`outcome.failure_reason` -> the kind of failure in words (the issue's three kinds)."""
+CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
+"""Scene-condition axes a grid can vary; each is a `scene.<axis>` property."""
+POLICY_SCRIPTED = "scripted"
+"""The `--policy` name of the scripted demonstrator (the baseline every run can be compared with)."""
+PROVENANCE_NONE = "none"
+"""Value of the run-provenance properties (run id, checkpoint, selection, digests) of a policy without a run."""
+
+
+def rollout_index_table(evals_dataset: str) -> str:
+    """Row table holding one row of base properties per rollout of `evals_dataset` (kept in step with registration)."""
+    return f"{evals_dataset}_index"
