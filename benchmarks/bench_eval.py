@@ -223,7 +223,7 @@ def scale(args) -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC), "MUJOCO_GL": "egl"}
     env.pop("ROBOLOOP_CATALOG", None)
     for extra in ([], ["--where", "scene.lighting = 'dim'"]):
-        cmd = [sys.executable, "-m", "roboloop.cli_evaluate", "--workspace", str(root), "success", "--dataset", ds,
+        cmd = [sys.executable, "-m", "roboloop.cli", "--workspace", str(root), "success", "--dataset", ds,
                "--by", ",".join(by), "--format", "csv", *extra]
         times = []
         for _ in range(reps):
@@ -237,7 +237,7 @@ def scale(args) -> None:
     t_imp = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import roboloop.cli, roboloop.cli_evaluate, roboloop.analyze, pyarrow"], env=env, check=True)
+        subprocess.run([sys.executable, "-c", "import roboloop.cli, roboloop.analyze, pyarrow"], env=env, check=True)
         t_imp.append(time.perf_counter() - t0)
     print(f"  of which Python start + imports: {statistics.median(t_imp):.2f} s", flush=True)
 

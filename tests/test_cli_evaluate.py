@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop.cli import app
-from roboloop.cli_evaluate import register
+from roboloop.cli.evaluate_cmds import register
 
 pytestmark = pytest.mark.sim
 

@@ -194,7 +194,7 @@ def test_execute_plan_on_the_simulator(ws, catalog, synthetic_episode):
 def test_cli_errors_are_actionable(tmp_path):
     from typer.testing import CliRunner
 
-    from roboloop import cli_loop
+    from roboloop.cli import loop_cmds as cli_loop
 
     runner = CliRunner()
     res = runner.invoke(cli_loop.app, ["--workspace", str(tmp_path / "ws"), "gaps", "--eval", "nope"])
@@ -207,27 +207,15 @@ def test_cli_errors_are_actionable(tmp_path):
 
 @pytest.mark.sim
 def test_cli_collect_plan(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from roboloop import cli_loop
+    from roboloop.cli import app
     from roboloop.workspace import Workspace
 
     f = tmp_path / "p.toml"
     write_plan(Plan(name="cli-plan", dataset="clids", items=(PlanItem({"yaw": "small"}, 2),)), f)
-    host = typer.Typer()
-
-    @host.callback()
-    def _root() -> None:
-        pass
-
-    cli_loop.register(host)  # the host's commands open the default (embedded) catalog here
     wsdir = tmp_path / "ws"
-    env = {"ROBOLOOP_WORKSPACE": str(wsdir)}
-    try:
-        res = CliRunner().invoke(host, ["collect-plan", str(f), "--steps", "5"], env=env)
-    finally:
-        cli_loop._HOOKS["open_catalog"] = None
+    res = CliRunner().invoke(app, ["--workspace", str(wsdir), "--catalog", "", "collect", "--plan", str(f), "--steps", "5"])
     assert res.exit_code == 0, res.output
     assert "collected 2 episode(s)" in res.output and "seeds 0..1" in res.output
     row = plan_row(Workspace(wsdir), "cli-plan")

@@ -31,8 +31,14 @@ def collect_cmd(
     camera_hz: Annotated[Optional[int], typer.Option(help=f"Camera rate; must divide the {schema.CONTROL_HZ} Hz control rate. Default {schema.CAMERA_HZ}.")] = None,
     scene_hz: Annotated[Optional[int], typer.Option(help=f"Rate of the 3D scene poses; must divide {schema.CONTROL_HZ}. Default {schema.SCENE_HZ}.")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
+    plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
 ) -> None:
-    """Run the scripted demonstrator under scene conditions; record and register every episode."""
+    """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
+    if plan is not None:
+        from roboloop.cli.loop_cmds import collect_plan_command
+
+        collect_plan_command(plan, workers=workers or 1, steps=steps)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from roboloop.collect import CollectConfig, collect, parse_cameras, parse_size

@@ -1,12 +1,8 @@
 """CLI commands of the loop stage: `gaps`, `plan`, `report`, and executing a plan file (`collect --plan`).
 
-Wiring (the lead moves these into the `cli/` package)::
-
-    from roboloop import cli_loop
-    cli_loop.register(app, open_catalog=open_catalog)   # adds gaps, plan, report, collect-plan
-    # and in the existing `collect` command:  if plan: cli_loop.collect_plan_command(plan, workers=workers, steps=steps)
-
-Standalone: `python -m roboloop.cli_loop --workspace WS gaps --eval EVAL_ID`.
+Wired into the `roboloop` command by `roboloop.cli` (`register(app, open_catalog=...)`);
+`roboloop collect --plan FILE` calls `collect_plan_command`. Standalone (tests):
+`python -m roboloop.cli.loop_cmds --workspace WS gaps --eval EVAL_ID`.
 Command bodies are thin: parse -> one library call -> print.
 """
 
@@ -231,7 +227,7 @@ def collect_plan_cmd(
     steps: Annotated[int | None, typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
     flag_failures: Annotated[bool, typer.Option("--flag-failures/--keep-failures", help="Flag new demonstrations that failed (quality layer).")] = True,
 ) -> None:
-    """Execute a collection plan (the lead wires this as `roboloop collect --plan FILE`)."""
+    """Execute a collection plan (in the `roboloop` command: `roboloop collect --plan FILE`)."""
     collect_plan_command(plan_file, workers=workers, steps=steps, flag_failures=flag_failures)
 
 
@@ -245,13 +241,12 @@ def _standalone(
 
 
 def register(host: typer.Typer, *, open_catalog: Callable[[], Any] | None = None) -> None:
-    """Add `gaps`, `plan`, `report` and `collect-plan` to the host app; commands then open the
+    """Add `gaps`, `plan` and `report` to the host app (`collect --plan` executes plans); commands then open the
     catalog with the host's `open_catalog` (which honours its global --workspace/--catalog)."""
     _HOOKS.update(open_catalog=open_catalog, workspace=None, catalog_url=None)
     host.command("gaps")(gaps_cmd)
     host.command("plan")(plan_cmd)
     host.command("report")(report_cmd)
-    host.command("collect-plan")(collect_plan_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover
