@@ -218,8 +218,8 @@ from roboloop.cli import collect_cmds  # noqa: F401
 from roboloop.cli import curate_cmds  # noqa: F401
 from roboloop.cli import demo_cmds  # noqa: F401
 from roboloop.cli import workspace_cmds  # noqa: F401
-from roboloop.cli import evaluate_cmds  # noqa: E402
-from roboloop.cli import loop_cmds  # noqa: E402
+from roboloop.cli import evaluate_cmds
+from roboloop.cli import loop_cmds
 
 evaluate_cmds.register(app)
 loop_cmds.register(app, open_catalog=open_catalog)
