@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -136,11 +137,49 @@ class Workspace:
         return names
 
     def segment_files(self, dataset: str, layer: str) -> list[Path]:
-        """Finished segment files of one layer (temporary files are skipped)."""
+        """The newest finished file of every segment of one layer (temporary files are skipped).
+
+        A segment's versions are `<segment_id>.rrd` (version 0), `<segment_id>.1.rrd`,
+        `<segment_id>.2.rrd`, ...: only the highest version of each segment is returned,
+        so restore registers the newest one.
+        """
+        newest: dict[str, tuple[int, Path]] = {}
+        for seg, n, p in self._layer_versions(dataset, layer):
+            if seg not in newest or n > newest[seg][0]:
+                newest[seg] = (n, p)
+        return sorted(p for _, p in newest.values())
+
+    def segment_versions(self, dataset: str, layer: str, segment_id: str) -> list[Path]:
+        """Every finished version file of one segment in one layer, oldest (version 0) first."""
+        versions = [(n, p) for seg, n, p in self._layer_versions(dataset, layer) if seg == segment_id]
+        return [p for _, p in sorted(versions)]
+
+    def next_version_path(self, dataset: str, layer: str, segment_id: str) -> Path:
+        """Where the next version of a segment's layer file goes: `<id>.rrd` first, then `<id>.<n+1>.rrd`.
+
+        A registered file is never modified: a changed segment is written to this new
+        path and registered with REPLACE. Segment ids ending in `.<digits>` are refused
+        (they would read as a version of another segment).
+        """
+        schema.validate_segment_id(segment_id)
+        if _VERSION_SUFFIX.match(segment_id):
+            raise ValueError(f"segment id {segment_id!r} ends in '.<digits>', which names a file version; choose another id")
+        existing = self.segment_versions(dataset, layer, segment_id)
+        if not existing:
+            return self.segment_path(dataset, layer, segment_id)
+        n = max(_split_version(p.stem)[1] for p in existing)
+        return self.layer_dir(dataset, layer) / f"{segment_id}.{n + 1}.rrd"
+
+    def _layer_versions(self, dataset: str, layer: str) -> list[tuple[str, int, Path]]:
         d = self.layer_dir(dataset, layer)
         if not d.is_dir():
             return []
-        return sorted(p for p in d.iterdir() if p.suffix == ".rrd" and not is_temp_file(p) and p.is_file())
+        out = []
+        for p in d.iterdir():
+            if p.suffix == ".rrd" and not is_temp_file(p) and p.is_file():
+                seg, n = _split_version(p.stem)
+                out.append((seg, n, p))
+        return out
 
     def tables(self) -> dict[str, Path]:
         """Table name -> the Lance folder to load (the newest entry folder of each table)."""
@@ -176,6 +215,15 @@ class Workspace:
     def remove_dataset(self, dataset: str) -> None:
         """Delete a dataset's folder (used by tests and `--fresh` style resets)."""
         shutil.rmtree(self.dataset_dir(dataset), ignore_errors=True)
+
+
+_VERSION_SUFFIX = re.compile(r"^(.+)\.(\d+)$")
+
+
+def _split_version(stem: str) -> tuple[str, int]:
+    """`run-x.2` -> ("run-x", 2); `run-x` -> ("run-x", 0)."""
+    m = _VERSION_SUFFIX.match(stem)
+    return (m.group(1), int(m.group(2))) if m else (stem, 0)
 
 
 def _pid_alive(pid: int) -> bool:
