@@ -314,3 +314,30 @@ def test_vision_policy_trains_and_acts_end_to_end(catalog):
     pol.reset()
     with pytest.raises(ValueError, match="top"):
         pol.action(0, Observation(0, 0.0, np.zeros(14), np.zeros(7)))
+
+
+def test_cli_train_like_and_runs(catalog, tmp_path):
+    """`train --config`, then `train --like RUN` reproduces the config file exactly; `runs` lists both."""
+    from typer.testing import CliRunner
+
+    from roboloop import cli, cli_train
+
+    if "train" not in {c.name for c in cli.app.registered_commands}:
+        cli_train.register(cli.app)
+    make_dataset(catalog)
+    ws = catalog.workspace
+    catalog.close()  # the CLI starts its own catalog over the same workspace
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(small_cfg(epochs=2).to_json())
+    runner = CliRunner()
+    r1 = runner.invoke(cli.app, ["--workspace", str(ws.root), "train", "--config", str(cfg_file)], catch_exceptions=False)
+    assert r1.exit_code == 0, r1.output
+    first = next(ws.runs_dir.iterdir()).name
+    r2 = runner.invoke(cli.app, ["--workspace", str(ws.root), "train", "--like", first], catch_exceptions=False)
+    assert r2.exit_code == 0, r2.output
+    second = [p.name for p in ws.runs_dir.iterdir() if p.name != first][0]
+    assert (ws.run_dir(second) / "config.json").read_text() == (ws.run_dir(first) / "config.json").read_text()
+    r3 = runner.invoke(cli.app, ["--workspace", str(ws.root), "train", "--like", first, "--selection", "nope"])
+    assert r3.exit_code != 0 and "unknown selection 'nope'" in r3.output
+    r4 = runner.invoke(cli.app, ["--workspace", str(ws.root), "runs", "--json"], catch_exceptions=False)
+    assert r4.exit_code == 0 and first in r4.output and second in r4.output
