@@ -32,7 +32,13 @@ from roboloop.catalog import Catalog
 from roboloop.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
 from roboloop.train import TrainConfig
-from roboloop.train.features import encode_batch, feature_specs, scalar_specs, stream_fields, stream_stats
+from roboloop.train.features import (
+    encode_batch,
+    feature_specs,
+    scalar_specs,
+    stream_fields,
+    stream_stats,
+)
 from roboloop.train.policies import make_policy
 from roboloop.workspace import Workspace
 

@@ -335,7 +335,7 @@ def test_cli_train_like_and_runs(catalog, tmp_path):
     first = next(ws.runs_dir.iterdir()).name
     r2 = runner.invoke(cli.app, ["--workspace", str(ws.root), "train", "--like", first], catch_exceptions=False)
     assert r2.exit_code == 0, r2.output
-    second = [p.name for p in ws.runs_dir.iterdir() if p.name != first][0]
+    second = next(p.name for p in ws.runs_dir.iterdir() if p.name != first)
     assert (ws.run_dir(second) / "config.json").read_text() == (ws.run_dir(first) / "config.json").read_text()
     r3 = runner.invoke(cli.app, ["--workspace", str(ws.root), "train", "--like", first, "--selection", "nope"])
     assert r3.exit_code != 0 and "unknown selection 'nope'" in r3.output

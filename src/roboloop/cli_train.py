@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -48,33 +48,39 @@ def build_config(
         cfg = TrainConfig(dataset=dataset, selection=selection, policy=policy or "mlp")
     changes = {
         k: v
-        for k, v in dict(dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, num_workers=workers).items()
+        for k, v in {"dataset": dataset, "selection": selection, "policy": policy, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                         "seed": seed, "num_workers": workers}.items()
         if v is not None and getattr(cfg, k) != v
     }
     return cfg.replace(**changes) if changes else cfg
 
 
 def train_cmd(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Demonstration dataset.")] = None,
-    selection: Annotated[Optional[str], typer.Option("--selection", "-s", help="Saved selection to train on (see `curate ls`).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default 150).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Batch size (default 256).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-3).")] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed for torch, numpy and the stream.")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="mlp (state + cube pose) or vision (top camera + joints).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers (default 0, measured fastest for mlp).")] = None,
-    like: Annotated[Optional[str], typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset.")] = None,
+    selection: Annotated[str | None, typer.Option("--selection", "-s", help="Saved selection to train on (see `curate ls`).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default 150).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default 256).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-3).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed for torch, numpy and the stream.")] = None,
+    policy: Annotated[str | None, typer.Option(help="mlp (state + cube pose) or vision (top camera + joints).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers (default 0, measured fastest for mlp).")] = None,
+    like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
 ) -> None:
     """Train a policy on a saved selection, streaming from the catalog; the run becomes a segment of <dataset>_runs."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from roboloop.catalog import CatalogError
-    from roboloop.train import load_config, train
-
     from roboloop.cli import fail, open_catalog, open_workspace
+    from roboloop.train import load_config, train
 
     try:
         if resume:
@@ -116,13 +122,12 @@ def train_cmd(
 
 
 def runs_cmd(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs on this dataset.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only runs on this dataset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json records.")] = False,
 ) -> None:
     """List training runs (newest first). The same data is queryable: SELECT ... FROM <dataset>_runs."""
-    from roboloop.train import list_runs
-
     from roboloop.cli import open_workspace
+    from roboloop.train import list_runs
 
     rows = [r for r in list_runs(open_workspace()) if dataset is None or r.get("dataset") == dataset]
     if as_json:
