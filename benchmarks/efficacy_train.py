@@ -49,7 +49,7 @@ def main() -> None:
             rep = collect(cat, ds, args.demos, conditions=cond, seed=0, workers=args.workers, spec=spec)
             out["collect_s"] = round(time.perf_counter() - t0, 1)
             out["demo_successes"] = f"{rep.successes}/{len(rep.results)}"
-        sel_name = "v1"
+        sel_name = f"{ds}-v1"
         try:
             sel = curate.load(cat, sel_name)
         except curate.UnknownSelectionError:

@@ -294,9 +294,22 @@ def test_missing_normalizer_key_is_an_error(trained):
 
 
 def test_vision_policy_trains_and_acts_end_to_end(catalog):
-    make_dataset(catalog, n=4, video=(32, 24), holdout=0.3)
+    sel, _ = make_dataset(catalog, n=4, video=(32, 24), holdout=0.3)
     cfg = small_cfg(policy="vision", epochs=2, batch_size=32,
                     model=VisionConfig(image_width=32, image_height=24, channels=(8, 8), keypoints=4, hidden=32, layers=1))
+    # parity: raw frames at deploy, through the recording's H.264 round trip, are bit-identical to the streamed ones
+    from roboloop.stream import EpisodeStream
+
+    specs = feature_specs(cfg)
+    sid = sel.train_ids[0]
+    offset = -0.2 + 0.4 * int(sid.split("-")[1]) / 3
+    batch = next(iter(EpisodeStream(catalog, (DS, [sid]), fields=stream_fields(specs), rate_hz=50, batch_size=1000, shuffle=False)))
+    train_img = encode_batch(specs, batch, cfg)["image"]
+    enc = ObservationEncoder(specs, cfg, camera_hz=25)
+    for k in range(STEPS):
+        images = {"top": _frame(offset, k // 2, 32, 24)} if k % 2 == 0 else {}
+        deploy = enc.encode(Observation(k, k / 50, np.zeros(14), np.zeros(7), images))["image"]
+        assert torch.equal(deploy[0], train_img[k]), k
     res = train(catalog, cfg)
     assert res.status == "finished"
     info = run_info(catalog.workspace, res.run_id)

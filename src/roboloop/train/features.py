@@ -162,8 +162,7 @@ class ObservationEncoder:
             elif s.kind == PHASE:
                 out[s.name] = _phase(torch.tensor([float(obs.time)], dtype=torch.float64), self.cfg)
             elif s.kind == IMAGE:
-                frame = self._frame(s, obs)
-                chw = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None]
+                chw = torch.from_numpy(self._frame(s, obs))[None]
                 out[s.name] = image_transform(chw, s.shape[1:])
         return out
 
@@ -176,8 +175,10 @@ class ObservationEncoder:
                 codec = self._codecs.get(cam)
                 if codec is None:
                     codec = self._codecs[cam] = _FrameCodec(img.shape[1], img.shape[0], self.camera_hz)
-                img = codec(img)
-            self._frames[cam] = img
+                chw = codec(img)
+            else:
+                chw = np.ascontiguousarray(img.transpose(2, 0, 1))
+            self._frames[cam] = chw  # uint8 [3, H, W], as the stream yields it
         if cam not in self._frames:
             raise ValueError(
                 f"the policy needs camera {cam!r} but the first observation has no {cam!r} frame; "
@@ -187,24 +188,31 @@ class ObservationEncoder:
 
 
 class _FrameCodec:
-    """The recording's H.264 round trip (same encoder settings), frame by frame."""
+    """The recording's H.264 round trip (same encoder settings, the stream's YUV -> RGB conversion), frame by frame."""
 
     def __init__(self, width: int, height: int, fps: int) -> None:
         import av
+        import av.video.reformatter
 
         from roboloop.video import H264Encoder
 
         self.enc = H264Encoder(width, height, fps, gop=fps)
         self.dec = av.CodecContext.create("h264", "r")
         self.dec.thread_count = 1
+        self.reformatter = av.video.reformatter.VideoReformatter()
+        self.shape = (3, height, width)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """HWC uint8 frame -> CHW uint8 frame after encode + decode."""
         import av
+
+        from roboloop.stream.decode import frame_to_chw
 
         out = None
         for sample in self.enc.encode(rgb):
             for frame in self.dec.decode(av.Packet(sample.sample)):
-                out = frame.to_ndarray(format="rgb24")
+                out = np.empty(self.shape, np.uint8)
+                frame_to_chw(frame, out, self.reformatter)
         if out is None:  # the decoder held the frame back: should not happen without B-frames
             raise RuntimeError("H.264 round trip produced no frame for this step")
         return out
