@@ -199,6 +199,14 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
     smp = runs.filter_segments([res.run_id]).filter_contents(["/samples/**"]).reader(index="chunk_step").to_arrow_table()
     assert smp.num_rows == K
     assert ws.blueprint_path(f"{DS}_runs").is_file()
+    # a restart restores the newest version only (the finished one)
+    from roboloop.catalog import Catalog
+
+    with Catalog(ws, url="") as again:
+        rows = again.sql(f'SELECT "run.status", "run.epochs_done" FROM {DS}_runs').to_pylist()
+        assert rows == [{"run.status": "finished", "run.epochs_done": 40}]
+        assert (f"{DS}_runs", schema.BASE_LAYER) in again.report.segments
+        assert again.report.segments[(f"{DS}_runs", schema.BASE_LAYER)] == 1
 
 
 def test_deploy_path_reproduces_training_inputs_and_targets(trained):
