@@ -362,3 +362,28 @@ def test_cli_train_like_and_runs(catalog, tmp_path):
     assert r3.exit_code != 0 and "unknown selection 'nope'" in r3.output
     r4 = runner.invoke(cli.app, ["--workspace", str(ws.root), "runs", "--json"], catch_exceptions=False)
     assert r4.exit_code == 0 and first in r4.output and second in r4.output
+
+
+@pytest.mark.sim
+def test_policy_factory_drives_collect(catalog):
+    """A trained run plugs into collect's policy_factory (picklable) and its rollouts are recorded with its id."""
+    import pickle
+
+    from roboloop.collect import RecordingSpec, collect
+    from roboloop.sim import SceneConditions
+    from roboloop.train import PolicyFactory
+
+    spec = RecordingSpec(cameras=())
+    cond = SceneConditions.from_names(region="left")
+    collect(catalog, "demos", 2, conditions=cond, seed=0, spec=spec, steps=60)
+    curate.save(catalog, curate.select(catalog, "demos"), "d")
+    cfg = TrainConfig(dataset="demos", selection="d", epochs=2, batch_size=32, samples=1, episode_steps=300,
+                      model=MLPConfig(hidden=32, layers=1))
+    res = train(catalog, cfg)
+    factory = pickle.loads(pickle.dumps(PolicyFactory(str(catalog.workspace.root), res.run_id)))
+    rep = collect(catalog, "demos_evals", 1, conditions=cond, seed=schema.EVAL_SEED_BASE, spec=spec, steps=20,
+                  kind=schema.KIND_ROLLOUT, policy_factory=factory)
+    assert len(rep.results) == 1
+    row = catalog.segment_table("demos_evals").to_pylist()[0]
+    assert row["episode.policy"] == res.run_id and row["episode.kind"] == "rollout"
+    assert row["outcome.steps"] == 20
