@@ -283,3 +283,53 @@ PROVENANCE_NONE = "none"
 def rollout_index_table(evals_dataset: str) -> str:
     """Row table holding one row of base properties per rollout of `evals_dataset` (kept in step with registration)."""
     return f"{evals_dataset}_index"
+
+# --- train ---------------------------------------------------------------------------------
+# (written by roboloop.train into <dataset>_runs: one segment per training run)
+STEP_TIMELINE = "step"
+"""Optimizer steps of a training run (sequence)."""
+EPOCH_TIMELINE = "epoch"
+"""Epochs of a training run (sequence); every training scalar is logged on `step` and `epoch`."""
+CHUNK_TIMELINE = "chunk_step"
+"""Offset within a predicted action chunk (sequence): the timeline of the run's sample views."""
+TRAIN_LOSS = "/train/loss"
+HOLDOUT_LOSS = "/holdout/loss"
+TRAIN_LR = "/train/lr"
+TRAIN_GRAD_NORM = "/train/grad_norm"
+SAMPLES_ROOT = "/samples"
+"""`/samples/<k>/predicted`, `/samples/<k>/target` (14 joints over `chunk_step`), `/samples/<k>/frame` (vision input)."""
+RUN_SUMMARY_TEXT = "/run"
+"""Static markdown summary of the run (config, selection, result)."""
+
+RUN_STATUS_RUNNING = "running"
+RUN_STATUS_FINISHED = "finished"
+RUN_STATUS_INTERRUPTED = "interrupted"
+
+# `run` group (friendly names `run.<name>`; the flattened config as `run.config_<key>`)
+RUN_ID = "run_id"
+RUN_DATASET = "dataset"
+RUN_SELECTION = "selection"
+RUN_SELECTION_DIGEST = "selection_digest"
+RUN_PREDICATE = "predicate"
+RUN_NUM_TRAIN = "num_train"
+RUN_NUM_HOLDOUT = "num_holdout"
+RUN_CONFIG_JSON = "config_json"
+RUN_CONFIG_DIGEST = "config_digest"
+RUN_CONFIG_PREFIX = "config_"
+RUN_FIELDS = "fields"  # the stream fields spec, JSON
+RUN_POLICY = "policy"  # mlp | vision
+RUN_PARAMETERS = "parameters"
+RUN_EPOCHS = "epochs"  # configured
+RUN_EPOCHS_DONE = "epochs_done"
+RUN_STEPS_DONE = "steps_done"
+RUN_BEST_HOLDOUT_LOSS = "best_holdout_loss"
+RUN_FINAL_HOLDOUT_LOSS = "final_holdout_loss"
+RUN_FINAL_TRAIN_LOSS = "final_train_loss"
+RUN_WALL_S = "wall_s"
+RUN_CHECKPOINT_PATH = "checkpoint_path"
+RUN_CHECKPOINT_SHA256 = "checkpoint_sha256"
+RUN_SOFTWARE_VERSION = "software_version"
+RUN_STATUS = "status"
+RUN_STARTED_AT = "started_at"
+RUN_CAMERAS = "cameras"  # cameras the policy needs at deploy, comma-separated ("none")
+RUN_CAMERA_SIZE = "camera_size"  # "WxH" the policy was trained at ("none")

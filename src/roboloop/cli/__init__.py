@@ -25,7 +25,7 @@ Adding a stage's commands (train, evaluate, analyze, report, ...)
            console.print(f"trained {result.run_id}")              # print
 
    A group of subcommands is a `typer.Typer()` added with `app.add_typer(sub, name="...")`.
-   A module written as `register(app)` (e.g. `roboloop/cli_train.py`) works the same way:
+   A module written as `register(app)` (e.g. `cli/train_cmds.py`) works the same way:
    import it and call `register(app)`.
 2. Add ONE line to the import list at the end of this file:
    `from roboloop.cli import <stage>_cmds  # noqa: F401`.
@@ -220,6 +220,8 @@ from roboloop.cli import demo_cmds  # noqa: F401
 from roboloop.cli import workspace_cmds  # noqa: F401
 from roboloop.cli import evaluate_cmds
 from roboloop.cli import loop_cmds
+from roboloop.cli import train_cmds
 
+train_cmds.register(app)
 evaluate_cmds.register(app)
 loop_cmds.register(app, open_catalog=open_catalog)

@@ -1,0 +1,154 @@
+"""`roboloop train` and `roboloop runs`: thin commands over `roboloop.train`.
+
+Wired into the `roboloop` command by `roboloop.cli` through `register(app)`.
+Options override the config in ONE place (`build_config`): `--like RUN` (that run's exact
+config) or `--config FILE` (a JSON `TrainConfig`), then the explicit flags.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def build_config(
+    workspace,
+    *,
+    dataset: str | None,
+    selection: str | None,
+    config_file: Path | None = None,
+    like: str | None = None,
+    policy: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+):
+    """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
+    from roboloop.train import ConfigError, TrainConfig, load_config
+
+    if like and config_file:
+        raise ConfigError("pass either --like RUN_ID or --config FILE, not both")
+    if like:
+        cfg = load_config(workspace, like)
+    elif config_file:
+        cfg = TrainConfig.from_json(Path(config_file).read_text())
+    else:
+        if not dataset or not selection:
+            raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
+        cfg = TrainConfig(dataset=dataset, selection=selection, policy=policy or "mlp")
+    changes = {
+        k: v
+        for k, v in {"dataset": dataset, "selection": selection, "policy": policy, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                         "seed": seed, "num_workers": workers}.items()
+        if v is not None and getattr(cfg, k) != v
+    }
+    return cfg.replace(**changes) if changes else cfg
+
+
+def train_cmd(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset.")] = None,
+    selection: Annotated[str | None, typer.Option("--selection", "-s", help="Saved selection to train on (see `curate ls`).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default 150).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default 256).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-3).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed for torch, numpy and the stream.")] = None,
+    policy: Annotated[str | None, typer.Option(help="mlp (state + cube pose) or vision (top camera + joints).")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers (default 0, measured fastest for mlp).")] = None,
+    like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
+) -> None:
+    """Train a policy on a saved selection, streaming from the catalog; the run becomes a segment of <dataset>_runs."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from roboloop.catalog import CatalogError
+    from roboloop.cli import fail, open_catalog, open_workspace
+    from roboloop.train import load_config, train
+
+    try:
+        if resume:
+            cfg = load_config(open_workspace(), resume)
+        else:
+            cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
+                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers)
+    except (CatalogError, ValueError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"training [bold]{cfg.policy}[/] on selection [bold]{cfg.selection}[/] of {cfg.dataset}: "
+                  f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, seed {cfg.seed}" + (f", resuming {resume}" if resume else ""))
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("holdout {task.fields[holdout]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console,
+    )
+    with open_catalog() as cat, progress:
+        bar = progress.add_task("steps", total=None, epoch="-", loss="-", holdout="-")
+
+        def on_progress(p) -> None:
+            progress.update(bar, completed=p.step, total=p.total_steps, epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.4f}",
+                            holdout="-" if p.holdout_loss is None else f"{p.holdout_loss:.4f}")
+
+        try:
+            res = train(cat, cfg, on_progress=on_progress, resume=resume)
+        except KeyboardInterrupt:
+            progress.stop()
+            err_console.print("[yellow]interrupted:[/] the run is registered with status 'interrupted' and its last complete "
+                              "checkpoint; continue it with `roboloop train --resume RUN_ID` (see `roboloop runs`)")
+            raise typer.Exit(130)
+        except CatalogError as exc:
+            progress.stop()
+            fail(str(exc))
+    holdout = "-" if res.final_holdout_loss is None else f"{res.final_holdout_loss:.4f} (best {res.best_holdout_loss:.4f})"
+    console.print(f"run [bold]{res.run_id}[/] {res.status}: {res.epochs_done} epochs in {res.wall_s:.1f}s, "
+                  f"train loss {res.final_train_loss:.4f}, holdout loss {holdout}, {res.parameters:,} parameters")
+    console.print(f"checkpoint {res.run_dir} (sha256 {res.checkpoint_sha256[:12]}); recording {res.recording}")
+    console.print(f"compare runs: roboloop sql 'SELECT \"run.run_id\", \"run.selection\", \"run.final_holdout_loss\" FROM {cfg.dataset}_runs'")
+
+
+def runs_cmd(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only runs on this dataset.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print run.json records.")] = False,
+) -> None:
+    """List training runs (newest first). The same data is queryable: SELECT ... FROM <dataset>_runs."""
+    from roboloop.cli import open_workspace
+    from roboloop.train import list_runs
+
+    rows = [r for r in list_runs(open_workspace()) if dataset is None or r.get("dataset") == dataset]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("run", "status", "policy", "dataset", "selection", "epochs", "train loss", "holdout loss", "wall s", "started")
+    for r in rows:
+        table.add_row(
+            r["run_id"], r["status"], r["policy"], r["dataset"], r["selection"], f"{r.get('epochs_done', 0)}/{r['epochs']}",
+            _num(r.get("final_train_loss")), _num(r.get("final_holdout_loss")), _num(r.get("wall_s"), ".1f"), r.get("started_at", ""),
+        )
+    console.print(table)
+    if not rows:
+        console.print("no runs yet: `roboloop train --dataset D --selection NAME`")
+
+
+def _num(v, fmt: str = ".4f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `runs` to a Typer app."""
+    app.command("train")(train_cmd)
+    app.command("runs")(runs_cmd)

@@ -1,0 +1,271 @@
+"""`TrainConfig` and the policy configs: frozen, self-validating, exact JSON round trip.
+
+A run stores `TrainConfig.to_dict()` as `runs/<run_id>/config.json`; `--like RUN` rebuilds
+the identical config with `TrainConfig.from_dict` (an unknown or misspelled key is an
+error, never ignored). The dict also carries `fields`, the stream fields spec the
+features derive from the config (entity path, window in steps at `rate_hz`): it is
+checked on load, so a config whose fields would stream differently does not load.
+
+The policy kind chooses its model config from a plain dict (`MODEL_CONFIGS`), no registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from roboloop import schema
+from roboloop.catalog import CatalogError
+
+
+class TrainError(CatalogError):
+    """A training problem the user can act on; the message says what to do."""
+
+
+class ConfigError(TrainError, ValueError):
+    """A config value or key that is not valid; the message names it and the valid choices."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """State policy: joint positions + cube pose + phase -> the next `chunk` joint targets."""
+
+    hidden: int = 256
+    """Width of every hidden layer."""
+    layers: int = 3
+    """Number of hidden layers (GELU)."""
+    joint_noise: float = 0.01
+    """Std of Gaussian noise added to the joint-position inputs while training (rad; decisive, see FIELD-NOTES)."""
+
+    def __post_init__(self) -> None:
+        _check(self.hidden >= 1, f"model.hidden must be >= 1, got {self.hidden}")
+        _check(self.layers >= 1, f"model.layers must be >= 1, got {self.layers}")
+        _check(self.joint_noise >= 0, f"model.joint_noise must be >= 0, got {self.joint_noise}")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Camera policy: a small CNN with spatial-softmax keypoints on one camera + joints + phase (no cube pose)."""
+
+    camera: str = "top"
+    """Camera the policy sees (must be recorded in every training episode and rendered at deploy)."""
+    image_width: int = 96
+    """Width the frames are resized to before the CNN (equal to the recorded width: no resize)."""
+    image_height: int = 72
+    """Height the frames are resized to before the CNN."""
+    channels: tuple[int, ...] = (16, 32, 32, 32)
+    """Output channels of the 3x3 conv layers (the first two have stride 2)."""
+    keypoints: int = 16
+    """Spatial-softmax keypoints (each gives an x, y feature)."""
+    hidden: int = 256
+    """Width of every hidden layer of the head."""
+    layers: int = 3
+    """Number of hidden layers of the head (GELU)."""
+    joint_noise: float = 0.01
+    """Std of Gaussian noise added to the joint-position inputs while training."""
+    shift_px: int = 4
+    """Random shift augmentation in pixels while training (replicate padding + random crop); 0 = off."""
+    deploy_codec: bool = True
+    """Pass deploy frames through the recording's H.264 encode/decode, so deploy sees what training saw."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        _check(bool(self.channels) and all(c >= 1 for c in self.channels), f"model.channels must be positive, got {self.channels}")
+        _check(self.image_width >= 8 and self.image_height >= 8, f"image size must be >= 8x8, got {self.image_width}x{self.image_height}")
+        _check(self.keypoints >= 1, f"model.keypoints must be >= 1, got {self.keypoints}")
+        _check(self.hidden >= 1 and self.layers >= 1, "model.hidden and model.layers must be >= 1")
+        _check(self.joint_noise >= 0 and self.shift_px >= 0, "model.joint_noise and model.shift_px must be >= 0")
+        _check(bool(self.camera), "model.camera must name a camera, e.g. 'top'")
+
+
+MODEL_CONFIGS: dict[str, type] = {"mlp": MLPConfig, "vision": VisionConfig}
+"""Policy kind -> its model config class (the policies themselves: `roboloop.train.policies.POLICIES`)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data: saved with the run, reused by `--like`."""
+
+    dataset: str
+    """Demonstration dataset the selection belongs to."""
+    selection: str
+    """Saved selection (curate) to train on: its train ids train, its holdout ids give the holdout loss."""
+    policy: str = "mlp"
+    """Policy kind: 'mlp' (state + cube pose) or 'vision' (camera + joints)."""
+    model: MLPConfig | VisionConfig | None = None
+    """The policy's model config (None = the kind's defaults)."""
+    chunk: int = 10
+    """Action chunk: the policy predicts the next `chunk` joint targets, in control steps."""
+    rate_hz: float = float(schema.CONTROL_HZ)
+    """Training grid rate; the control rate, so a window of `chunk` steps is what the policy executes."""
+    episode_steps: int = 300
+    """Phase input = step / episode_steps (the task's episode length)."""
+    epochs: int = 150
+    """Passes over the training episodes."""
+    batch_size: int = 256
+    """Samples per optimizer step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (cosine decay to 0 over all steps)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    grad_clip: float = 10.0
+    """Clip the gradient norm to this value (0 = no clipping)."""
+    seed: int = 0
+    """Seeds torch, numpy and the stream's shuffling: same config + selection + seed on CPU = same loss curve."""
+    num_workers: int = 0
+    """DataLoader worker processes (persistent, spawn); 0 streams in the training process (measured faster for mlp)."""
+    holdout_every: int = 5
+    """Compute the holdout loss every this many epochs (and after the last)."""
+    checkpoint_every: int = 10
+    """Write a complete checkpoint every this many epochs (and after the last)."""
+    ensemble_m: float = 0.01
+    """Temporal ensembling weight exp(-m * i) at deploy (ACT; i = 0 is the oldest prediction)."""
+    samples: int = 3
+    """Fixed holdout windows shown as sample views in the run recording."""
+
+    def __post_init__(self) -> None:
+        _check(self.policy in MODEL_CONFIGS, f"unknown policy {self.policy!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+        cls = MODEL_CONFIGS[self.policy]
+        if self.model is None:
+            object.__setattr__(self, "model", cls())
+        elif isinstance(self.model, Mapping):
+            object.__setattr__(self, "model", _from_dict(cls, self.model, "model"))
+        _check(isinstance(self.model, cls), f"policy {self.policy!r} needs a {cls.__name__}, got {type(self.model).__name__}")
+        try:
+            schema.validate_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        _check(bool(self.selection), "selection must name a saved selection (see `roboloop curate ls`)")
+        _check(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        _check(
+            self.rate_hz == schema.CONTROL_HZ,
+            f"rate_hz must be the {schema.CONTROL_HZ} Hz control rate (a chunk of K steps is executed one step per control "
+            f"step at deploy), got {self.rate_hz}",
+        )
+        _check(self.episode_steps >= 1, f"episode_steps must be >= 1, got {self.episode_steps}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay and grad_clip must be >= 0")
+        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        _check(self.holdout_every >= 1 and self.checkpoint_every >= 1, "holdout_every and checkpoint_every must be >= 1")
+        _check(self.ensemble_m >= 0, f"ensemble_m must be >= 0, got {self.ensemble_m}")
+        _check(self.samples >= 0, f"samples must be >= 0, got {self.samples}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int",) and isinstance(v, bool):
+                raise ConfigError(f"{f.name} must be an integer, got {v!r}")
+
+    # --- JSON -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (model as a dict, plus the derived stream `fields` spec)."""
+        from roboloop.train.features import fields_spec
+
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = _plain(dataclasses.asdict(v)) if dataclasses.is_dataclass(v) else v
+        out["fields"] = fields_spec(self)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys and a `fields` spec that does not match raise ConfigError."""
+        d = dict(d)
+        spec = d.pop("fields", None)
+        cfg = _from_dict(cls, d, "config")
+        if spec is not None:
+            from roboloop.train.features import fields_spec
+
+            if _plain(spec) != fields_spec(cfg):
+                raise ConfigError(
+                    "the config's stored stream fields spec differs from what this version of roboloop derives from it; "
+                    f"stored {json.dumps(spec)}, derived {json.dumps(fields_spec(cfg))}"
+                )
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again); `policy` changes reset the model config."""
+        if "policy" in changes and changes["policy"] != self.policy and "model" not in changes:
+            changes["model"] = None
+        return dataclasses.replace(self, **changes)
+
+    def digest(self) -> str:
+        """SHA-256 of the training recipe: everything except dataset and selection.
+
+        Two runs with the same digest trained the same way (a `--like` re-train on a new
+        selection keeps the digest); the selection digest tells what they trained on.
+        """
+        d = self.to_dict()
+        d.pop("dataset")
+        d.pop("selection")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened `key -> scalar` view (`model_hidden`, `lr`, ...) for run properties."""
+        out: dict[str, Any] = {}
+        for k, v in self.to_dict().items():
+            if k == "fields":
+                continue
+            if isinstance(v, dict):
+                for k2, v2 in v.items():
+                    out[f"{k}_{k2}"] = ",".join(map(str, v2)) if isinstance(v2, list) else v2
+            else:
+                out[k] = v
+        return out
+
+
+def _plain(v: Any) -> Any:
+    """Tuples -> lists, recursively (what JSON gives back)."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _from_dict(cls: type, d: Mapping[str, Any], where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+    kwargs = dict(d)
+    for f in fields(cls):
+        if f.name in kwargs and f.name != "model":
+            kwargs[f.name] = _coerce(f, kwargs[f.name], where)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
+    """JSON gives ints for floats written as 1.0 and lists for tuples; map them back exactly."""
+    t = str(f.type)
+    if t == "float" and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if t.startswith("tuple") and isinstance(v, list):
+        return tuple(v)
+    if t == "int" and not (isinstance(v, int) and not isinstance(v, bool)):
+        raise ConfigError(f"{where}.{f.name} must be an integer, got {v!r}")
+    if t == "bool" and not isinstance(v, bool):
+        raise ConfigError(f"{where}.{f.name} must be true or false, got {v!r}")
+    return v
+

@@ -1,0 +1,442 @@
+"""`train(catalog, cfg)`: behaviour cloning from the stream, top to bottom; the run is a recording.
+
+1. Resolve the selection; build the train stream (`EpisodeStream` over its train ids),
+   one streaming pass for the normalization statistics (scalar fields only), the policy.
+2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
+   checkpoint) and register the run recording with status `running`.
+3. Epochs: stream batches -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
+   cosine; holdout loss every `holdout_every` epochs; a complete checkpoint every
+   `checkpoint_every` epochs (model.pt + state.pt, each written atomically).
+4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
+   status `finished` (sample views, every property) or `interrupted` (pointing at the
+   last complete checkpoint). `train(..., resume=run_id)` continues an interrupted run
+   from that checkpoint with the identical config.
+
+Determinism: torch and numpy are seeded with `cfg.seed`, the stream's segment order and
+shuffle buffer are functions of (seed, epoch), augmentation noise comes from one seeded
+generator saved in the checkpoint: same config + selection + seed on CPU = same curve.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import roboloop
+from roboloop import curate, schema
+from roboloop.stream import EpisodeStream
+from roboloop.train.config import TrainConfig, TrainError
+from roboloop.train.features import (
+    encode_batch,
+    feature_specs,
+    scalar_specs,
+    stream_fields,
+    stream_stats,
+)
+from roboloop.train.policies import BCPolicy, make_policy
+from roboloop.train.runlog import RunLog, save_run_blueprint
+from roboloop.workspace import Workspace, atomic_path, atomic_write_text
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+FEATURES_FILE = "features.json"
+NORMALIZER_FILE = "normalizer.npz"
+MODEL_FILE = "model.pt"
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainProgress:
+    """Reported after every optimizer step (and after each epoch with `epoch_end=True`)."""
+
+    run_id: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    holdout_loss: float | None = None
+    epoch_end: bool = False
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    epochs_done: int
+    steps_done: int
+    final_train_loss: float | None
+    final_holdout_loss: float | None
+    best_holdout_loss: float | None
+    wall_s: float
+    checkpoint_sha256: str
+    parameters: int
+    recording: Path
+    train_losses: list[float] = field(default_factory=list)
+    holdout_losses: list[float] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return schema.new_segment_id("run")
+
+
+def train(
+    catalog,
+    cfg: TrainConfig,
+    *,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    resume: str | None = None,
+) -> TrainResult:
+    """Train `cfg.policy` on the selection `cfg.selection`; register the run in `<dataset>_runs`."""
+    ws: Workspace = catalog.workspace
+    sel = curate.load(catalog, cfg.selection)
+    if sel.dataset != cfg.dataset:
+        raise TrainError(f"selection {cfg.selection!r} is over dataset {sel.dataset!r}, the config says {cfg.dataset!r}")
+    run_id = resume or new_run_id()
+    run_dir = ws.run_dir(run_id)
+    state = _load_resume(run_dir, cfg, sel) if resume else None
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    # --- data and model ---------------------------------------------------------------------
+    specs = feature_specs(cfg)
+    stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+                           batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True)
+    cams = _camera_info(catalog, sel, cfg)
+    policy = make_policy(cfg, specs)
+    if state is None:
+        stats_stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
+                                     rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False)
+        policy.normalizer.load_stats(stream_stats(stats_stream, specs))
+    else:
+        policy.normalizer.load_arrays(dict(np.load(run_dir / NORMALIZER_FILE)))
+        policy.load_state_dict(state["model"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = stream.loader(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    total_steps = max(1, len(stream) * cfg.epochs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    holdout = None
+    if sel.holdout_ids:
+        holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+                                batch_size=512 if cfg.policy == "mlp" else 128, shuffle=False)
+    samples = _sample_windows(catalog, sel, specs, cfg)
+
+    # --- the run folder and the first version of the recording --------------------------------
+    log = RunLog(catalog, cfg.dataset, run_id)
+    info = _run_info_base(ws, run_id, cfg, sel, policy, cams)
+    start_epoch, step = 0, 0
+    if state is None:
+        atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+        atomic_write_text(run_dir / FEATURES_FILE, json.dumps([s.to_dict() for s in specs], indent=2))
+        with atomic_path(run_dir / NORMALIZER_FILE) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **policy.normalizer.to_arrays())
+        _save_checkpoint(run_dir, policy, opt, sched, gen, 0, 0, log, [], [])
+        save_run_blueprint(catalog, cfg.dataset, cfg.samples)
+    else:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        log.restore_scalars(state["scalars"])
+    epoch_losses: list[float] = list(state["epoch_losses"]) if state else []
+    holdout_losses: list[float] = list(state["holdout_losses"]) if state else []
+    started = time.perf_counter()
+    wall_before = float(state["wall_s"]) if state else 0.0
+    log.summary = _summary(info, schema.RUN_STATUS_RUNNING)
+    log.write(_groups(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before))
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before), indent=2))
+    saved = (start_epoch, step, list(epoch_losses), list(holdout_losses))  # the last complete checkpoint
+
+    # --- the loop ------------------------------------------------------------------------------
+    status = schema.RUN_STATUS_INTERRUPTED
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            stream.set_epoch(epoch)
+            policy.train()
+            total, count = 0.0, 0
+            for batch in loader:
+                loss, _ = policy.compute_loss(encode_batch(specs, batch, cfg), gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                lr = opt.param_groups[0]["lr"]
+                opt.step()
+                sched.step()
+                step += 1
+                lv = float(loss.detach())
+                total, count = total + lv, count + 1
+                log.scalar(schema.TRAIN_LOSS, step, epoch, lv)
+                log.scalar(schema.TRAIN_LR, step, epoch, lr)
+                log.scalar(schema.TRAIN_GRAD_NORM, step, epoch, float(gnorm))
+                if on_progress is not None:
+                    on_progress(TrainProgress(run_id, epoch, cfg.epochs, step, total_steps, lv, lr, holdout_losses[-1] if holdout_losses else None))
+            epoch_losses.append(total / max(1, count))
+            done = epoch + 1
+            last = done == cfg.epochs
+            if holdout is not None and (done % cfg.holdout_every == 0 or last):
+                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg))
+                log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
+            if done % cfg.checkpoint_every == 0 or last:
+                _save_checkpoint(run_dir, policy, opt, sched, gen, done, step, log, epoch_losses, holdout_losses,
+                                 wall_before + time.perf_counter() - started)
+                saved = (done, step, list(epoch_losses), list(holdout_losses))
+            if on_progress is not None:
+                on_progress(TrainProgress(run_id, done, cfg.epochs, step, total_steps, epoch_losses[-1],
+                                          opt.param_groups[0]["lr"], holdout_losses[-1] if holdout_losses else None, epoch_end=True))
+        status = schema.RUN_STATUS_FINISHED
+    finally:
+        wall = wall_before + time.perf_counter() - started
+        if hasattr(loader, "loader") and getattr(loader.loader, "_iterator", None) is not None:
+            loader.loader._iterator._shutdown_workers()
+        e_done, s_done, e_losses, h_losses = saved
+        if status == schema.RUN_STATUS_FINISHED:
+            log.samples = _sample_views(policy, samples, specs, cfg)
+        log.summary = _summary(info, status)
+        groups = _groups(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall)
+        recording = log.write(groups)
+        atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall), indent=2))
+    return TrainResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        status=status,
+        epochs_done=e_done,
+        steps_done=s_done,
+        final_train_loss=e_losses[-1] if e_losses else None,
+        final_holdout_loss=h_losses[-1] if h_losses else None,
+        best_holdout_loss=min(h_losses) if h_losses else None,
+        wall_s=wall,
+        checkpoint_sha256=sha256_file(run_dir / MODEL_FILE),
+        parameters=policy.num_parameters(),
+        recording=recording,
+        train_losses=log.series(schema.TRAIN_LOSS),
+        holdout_losses=list(h_losses),
+    )
+
+
+@torch.no_grad()
+def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg) -> float:
+    """Mean L1 (normalized) over every valid window entry of the holdout episodes; no augmentation."""
+    was = policy.training
+    policy.eval()
+    total, n = 0.0, 0.0
+    for batch in stream:
+        loss, m = policy.compute_loss(encode_batch(specs, batch, cfg))
+        total += float(loss) * m["n"]
+        n += m["n"]
+    policy.train(was)
+    return total / max(n, 1.0)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _save_checkpoint(run_dir, policy, opt, sched, gen, epoch, step, log, epoch_losses, holdout_losses, wall_s=0.0) -> None:
+    """state.pt (everything to resume) then model.pt (the deployable weights), each atomically."""
+    weights = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    state = {
+        "model": weights,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": int(epoch),
+        "step": int(step),
+        "epoch_losses": list(epoch_losses),
+        "holdout_losses": list(holdout_losses),
+        "scalars": log.scalars_state(),
+        "wall_s": float(wall_s),
+    }
+    with atomic_path(run_dir / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    with atomic_path(run_dir / MODEL_FILE) as tmp:
+        torch.save(weights, tmp)
+
+
+def _load_resume(run_dir: Path, cfg: TrainConfig, sel) -> dict[str, Any]:
+    if not (run_dir / STATE_FILE).is_file():
+        raise TrainError(f"cannot resume: {run_dir} has no checkpoint ({STATE_FILE}); start a new run instead")
+    saved = TrainConfig.from_json((run_dir / CONFIG_FILE).read_text())
+    if saved != cfg:
+        raise TrainError(f"cannot resume {run_dir.name} with a different config; use `load_config` to get its own")
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    if info.get("selection_digest") != sel.digest:
+        raise TrainError(f"cannot resume {run_dir.name}: selection {sel.name!r} changed since the run started (digest differs)")
+    if info.get("status") == schema.RUN_STATUS_FINISHED:
+        raise TrainError(f"run {run_dir.name} already finished; nothing to resume")
+    return torch.load(run_dir / STATE_FILE, weights_only=True)
+
+
+def load_config(workspace: Workspace, run_id: str) -> TrainConfig:
+    """The exact config a run used (`--like RUN_ID`, `--resume RUN_ID`)."""
+    path = workspace.run_dir(run_id) / CONFIG_FILE
+    if not path.is_file():
+        known = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
+        raise TrainError(f"unknown run {run_id!r} (no {path}); known runs: {', '.join(known) or '(none)'}")
+    return TrainConfig.from_json(path.read_text())
+
+
+# --- what the run records ------------------------------------------------------------------------
+
+def _camera_info(catalog, sel, cfg) -> dict[str, Any]:
+    """Cameras the policy needs at deploy and the size/rate they were recorded at (checked equal over train ids)."""
+    if cfg.policy != "vision":
+        return {"cameras": [], "camera_size": None, "camera_hz": None}
+    table = catalog.segment_table(sel.dataset)
+    ids = set(sel.train_ids)
+    rows = [r for r in table.select([c for c in ("segment_id", "episode.camera_size", "episode.camera_hz") if c in table.column_names]).to_pylist()
+            if r["segment_id"] in ids]
+    sizes = {r.get("episode.camera_size") for r in rows}
+    hz = {r.get("episode.camera_hz") for r in rows}
+    if len(sizes) != 1 or None in sizes:
+        raise TrainError(f"the vision policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))}")
+    w, h = (int(v) for v in next(iter(sizes)).split("x"))
+    return {"cameras": [cfg.model.camera], "camera_size": [w, h], "camera_hz": int(next(iter(hz)) or schema.CAMERA_HZ)}
+
+
+def _run_info_base(ws, run_id, cfg: TrainConfig, sel, policy: BCPolicy, cams) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "dataset": cfg.dataset,
+        "runs_dataset": schema.runs_dataset(cfg.dataset),
+        "selection": cfg.selection,
+        "selection_digest": sel.digest,
+        "predicate": sel.where or "",
+        "config": cfg.to_dict(),
+        "config_digest": cfg.digest(),
+        "policy": cfg.policy,
+        "parameters": policy.num_parameters(),
+        "epochs": cfg.epochs,
+        "train_ids": list(sel.train_ids),
+        "holdout_ids": list(sel.holdout_ids),
+        "checkpoint_path": str((ws.run_dir(run_id) / MODEL_FILE).relative_to(ws.root)),
+        "software_version": roboloop.__version__,
+        "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **cams,
+    }
+
+
+def _run_json(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdout_losses, wall) -> dict[str, Any]:
+    out = dict(info)
+    out.update(
+        status=status,
+        epochs_done=epochs_done,
+        steps_done=steps_done,
+        final_train_loss=epoch_losses[-1] if epoch_losses else None,
+        final_holdout_loss=holdout_losses[-1] if holdout_losses else None,
+        best_holdout_loss=min(holdout_losses) if holdout_losses else None,
+        wall_s=round(wall, 3),
+        checkpoint_sha256=sha256_file(run_dir / MODEL_FILE),
+        updated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )
+    return out
+
+
+def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdout_losses, wall) -> dict[str, dict[str, Any]]:
+    """The recording's property groups: `run` (everything, flattened config) and `episode` (kind run)."""
+    from roboloop.train.config import TrainConfig as _TC
+
+    cfg = _TC.from_dict(info["config"])
+    run = {
+        schema.RUN_ID: info["run_id"],
+        schema.RUN_DATASET: info["dataset"],
+        schema.RUN_SELECTION: info["selection"],
+        schema.RUN_SELECTION_DIGEST: info["selection_digest"],
+        schema.RUN_PREDICATE: info["predicate"] or "(all)",
+        schema.RUN_NUM_TRAIN: len(info["train_ids"]),
+        schema.RUN_NUM_HOLDOUT: len(info["holdout_ids"]),
+        schema.RUN_CONFIG_JSON: cfg.to_json(),
+        schema.RUN_CONFIG_DIGEST: info["config_digest"],
+        schema.RUN_FIELDS: json.dumps(info["config"]["fields"], sort_keys=True),
+        schema.RUN_POLICY: info["policy"],
+        schema.RUN_PARAMETERS: int(info["parameters"]),
+        schema.RUN_EPOCHS: int(info["epochs"]),
+        schema.RUN_EPOCHS_DONE: int(epochs_done),
+        schema.RUN_STEPS_DONE: int(steps_done),
+        schema.RUN_BEST_HOLDOUT_LOSS: min(holdout_losses) if holdout_losses else None,
+        schema.RUN_FINAL_HOLDOUT_LOSS: holdout_losses[-1] if holdout_losses else None,
+        schema.RUN_FINAL_TRAIN_LOSS: epoch_losses[-1] if epoch_losses else None,
+        schema.RUN_WALL_S: float(wall),
+        schema.RUN_CHECKPOINT_PATH: info["checkpoint_path"],
+        schema.RUN_CHECKPOINT_SHA256: sha256_file(run_dir / MODEL_FILE),
+        schema.RUN_SOFTWARE_VERSION: info["software_version"],
+        schema.RUN_STATUS: status,
+        schema.RUN_STARTED_AT: info["started_at"],
+        schema.RUN_CAMERAS: ",".join(info["cameras"]) or "none",
+        schema.RUN_CAMERA_SIZE: "x".join(map(str, info["camera_size"])) if info["camera_size"] else "none",
+    }
+    for k, v in cfg.flat().items():
+        run[schema.RUN_CONFIG_PREFIX + k] = v
+    episode = {
+        schema.EPISODE_KIND: schema.KIND_RUN,
+        schema.EPISODE_POLICY: info["run_id"],
+        schema.EPISODE_SOFTWARE_VERSION: info["software_version"],
+    }
+    return {schema.RUN: run, schema.EPISODE: episode}
+
+
+def _summary(info, status) -> str:
+    return (
+        f"# run {info['run_id']}: {status}\n\n"
+        f"- policy **{info['policy']}** ({info['parameters']:,} parameters), {info['epochs']} epochs\n"
+        f"- selection `{info['selection']}` of `{info['dataset']}`: {len(info['train_ids'])} train, "
+        f"{len(info['holdout_ids'])} holdout episodes; predicate `{info['predicate'] or '(all)'}`\n"
+        f"- config digest `{info['config_digest'][:12]}`, selection digest `{info['selection_digest'][:12]}`\n"
+        f"- sample views: switch the timeline to `{schema.CHUNK_TIMELINE}`\n"
+    )
+
+
+def _sample_windows(catalog, sel, specs, cfg) -> dict[str, torch.Tensor] | None:
+    """`cfg.samples` fixed windows (evenly spaced steps) of the first holdout episode (else the first train one)."""
+    if cfg.samples == 0:
+        return None
+    seg = sel.holdout_ids[0] if sel.holdout_ids else sel.train_ids[0]
+    s = EpisodeStream(catalog, (sel.dataset, [seg]), fields=stream_fields(specs), rate_hz=cfg.rate_hz, batch_size=1 << 16, shuffle=False)
+    batch = next(iter(s))
+    n = len(batch["frame_index"])
+    rows = torch.tensor([int(n * (i + 1) / (cfg.samples + 1)) for i in range(cfg.samples)])
+    out = {k: v[rows] for k, v in batch.items()}
+    out["segment_id"] = seg  # type: ignore[assignment]
+    return out
+
+
+def _sample_views(policy: BCPolicy, samples, specs, cfg) -> list[dict[str, Any]]:
+    if samples is None:
+        return []
+    policy.eval()
+    enc = encode_batch(specs, samples, cfg)
+    pred = policy.predict({k: v for k, v in enc.items() if not k.startswith("action")})
+    views = []
+    for k in range(len(pred)):
+        frame = None
+        if "image" in enc:
+            frame = (enc["image"][k].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        views.append({
+            "k": k,
+            "predicted": pred[k].numpy(),
+            "target": enc["action"][k].numpy(),
+            "frame": frame,
+            "info": f"segment {samples['segment_id']}, step {int(samples['frame_index'][k])}",
+        })
+    return views

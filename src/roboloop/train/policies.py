@@ -1,0 +1,206 @@
+"""Policies: each a model config + `compute_loss(batch) -> (loss, metrics)` + `predict(obs)`.
+
+Both share one base (`BCPolicy`): inputs are standardized by the `Normalizer` that lives
+inside the policy, the model predicts a normalized action chunk, the loss is L1 over the
+valid (masked) chunk entries, and `predict` un-normalizes. The kinds differ only in how
+they turn the inputs into one feature vector (`_encode`). Chosen from a plain dict
+(`POLICIES`), no registry.
+
+The normalizer is saved as plain arrays (`normalizer.npz`: `<feature>.mean`,
+`<feature>.std`), separately from the weights; loading checks that every expected key is
+there with the right shape, so normalization can never be skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from roboloop.train.config import MLPConfig, TrainError, VisionConfig
+from roboloop.train.features import IMAGE, NORMALIZED, NUM_JOINTS, FeatureSpec
+
+
+class NormalizerError(TrainError):
+    """Normalization statistics missing or not matching the policy's features."""
+
+
+class Normalizer(nn.Module):
+    """Per-feature mean/std (non-persistent buffers: the single source is `to_arrays()`)."""
+
+    def __init__(self, shapes: Mapping[str, int]) -> None:
+        super().__init__()
+        self.shapes = dict(shapes)
+        for k, d in self.shapes.items():
+            self.register_buffer(f"{k}_mean", torch.zeros(d), persistent=False)
+            self.register_buffer(f"{k}_std", torch.ones(d), persistent=False)
+        self.loaded = False
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        expected = {f"{k}.{s}" for k in self.shapes for s in ("mean", "std")}
+        missing = sorted(expected - set(arrays))
+        extra = sorted(set(arrays) - expected)
+        if missing or extra:
+            raise NormalizerError(
+                f"normalizer arrays do not match the policy's features: missing {missing or 'none'}, unexpected {extra or 'none'}"
+            )
+        for k, d in self.shapes.items():
+            for s in ("mean", "std"):
+                a = np.asarray(arrays[f"{k}.{s}"], dtype=np.float32)
+                if a.shape != (d,):
+                    raise NormalizerError(f"normalizer {k}.{s} has shape {a.shape}, the policy needs ({d},)")
+                if not np.all(np.isfinite(a)) or (s == "std" and np.any(a <= 0)):
+                    raise NormalizerError(f"normalizer {k}.{s} holds non-finite or non-positive values")
+                getattr(self, f"{k}_{s}").copy_(torch.from_numpy(a))
+        self.loaded = True
+
+    def load_stats(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        self.load_arrays({f"{k}.{s}": v[s] for k, v in stats.items() for s in ("mean", "std")})
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        if not self.loaded:
+            raise NormalizerError("normalizer has no statistics yet")
+        return {f"{k}.{s}": getattr(self, f"{k}_{s}").numpy().copy() for k in self.shapes for s in ("mean", "std")}
+
+    def norm(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return (x - getattr(self, f"{key}_mean")) / getattr(self, f"{key}_std")
+
+    def unnorm(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return x * getattr(self, f"{key}_std") + getattr(self, f"{key}_mean")
+
+
+def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    d = d_in
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.GELU()]
+        d = hidden
+    mods.append(nn.Linear(d, d_out))
+    return nn.Sequential(*mods)
+
+
+class BCPolicy(nn.Module):
+    """Behaviour cloning of action chunks; subclasses define `_encode(inputs_normalized) -> [B, D]`."""
+
+    kind = ""
+
+    def __init__(self, model_cfg, specs: list[FeatureSpec], chunk: int) -> None:
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.specs = specs
+        self.chunk = chunk
+        self.normalizer = Normalizer({s.name: s.shape[-1] for s in specs if s.name in NORMALIZED})
+
+    def _encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _augment(self, inputs: Mapping[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        x = dict(inputs)
+        if self.model_cfg.joint_noise > 0:
+            j = x["joints"]
+            x["joints"] = j + torch.randn(j.shape, generator=generator) * self.model_cfg.joint_noise
+        return x
+
+    def _forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        x = {k: (self.normalizer.norm(k, v) if k in self.normalizer.shapes and k != "action" else v) for k, v in inputs.items()}
+        return self.head(self._encode(x)).reshape(-1, self.chunk, NUM_JOINTS)
+
+    def compute_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """L1 between the predicted and the target chunk (normalized), over valid window entries.
+
+        In training mode the inputs are augmented first (joint noise; image shift for vision).
+        """
+        inputs = {k: v for k, v in batch.items() if k not in ("action", "action_mask")}
+        if self.training:
+            inputs = self._augment(inputs, generator)
+        pred = self._forward(inputs)
+        target = self.normalizer.norm("action", batch["action"])
+        mask = batch["action_mask"].to(pred.dtype)[..., None]
+        err = (pred - target).abs() * mask
+        loss = err.sum() / (mask.sum() * NUM_JOINTS).clamp_min(1.0)
+        return loss, {"l1": float(loss.detach()), "n": float(mask.sum())}
+
+    @torch.no_grad()
+    def predict(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Encoded observation (see `features`) -> action chunk [B, K, 14] in joint units."""
+        return self.normalizer.unnorm("action", self._forward(obs))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class MLPPolicy(BCPolicy):
+    """Joints (14) + cube pose (7) + phase (1) -> 3x256 GELU MLP -> K x 14."""
+
+    kind = "mlp"
+
+    def __init__(self, model_cfg: MLPConfig, specs: list[FeatureSpec], chunk: int) -> None:
+        super().__init__(model_cfg, specs, chunk)
+        self.inputs = [s.name for s in specs if s.kind in ("state", "phase")]
+        d_in = sum(s.shape[-1] for s in specs if s.name in self.inputs)
+        self.head = _mlp(d_in, model_cfg.hidden, model_cfg.layers, chunk * NUM_JOINTS)
+
+    def _encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([x[k] for k in self.inputs], dim=-1)
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map [B, C, H, W] -> expected (x, y) of each channel's softmax, in [-1, 1]: [B, 2C]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = torch.softmax(x.reshape(b, c, h * w), dim=-1).reshape(b, c, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, dtype=x.dtype)
+        ex = (p.sum(2) * xs).sum(-1)
+        ey = (p.sum(3) * ys).sum(-1)
+        return torch.cat([ex, ey], dim=-1)
+
+
+class VisionPolicy(BCPolicy):
+    """Camera (CNN + spatial softmax keypoints) + joints + phase -> MLP head -> K x 14. No cube pose."""
+
+    kind = "vision"
+
+    def __init__(self, model_cfg: VisionConfig, specs: list[FeatureSpec], chunk: int) -> None:
+        super().__init__(model_cfg, specs, chunk)
+        convs: list[nn.Module] = []
+        c_in = 3
+        for i, c in enumerate(model_cfg.channels):
+            convs += [nn.Conv2d(c_in, c, 3, stride=2 if i < 2 else 1, padding=1), nn.GELU()]
+            c_in = c
+        convs.append(nn.Conv2d(c_in, model_cfg.keypoints, 1))
+        self.backbone = nn.Sequential(*convs)
+        self.keypoints = SpatialSoftmax()
+        self.head = _mlp(2 * model_cfg.keypoints + NUM_JOINTS + 1, model_cfg.hidden, model_cfg.layers, chunk * NUM_JOINTS)
+
+    def _augment(self, inputs, generator):
+        x = super()._augment(inputs, generator)
+        s = self.model_cfg.shift_px
+        if s > 0:
+            img = x["image"]
+            b, _, h, w = img.shape
+            padded = F.pad(img, (s, s, s, s), mode="replicate")
+            off = torch.randint(0, 2 * s + 1, (b, 2), generator=generator)
+            x["image"] = torch.stack([padded[i, :, off[i, 0] : off[i, 0] + h, off[i, 1] : off[i, 1] + w] for i in range(b)])
+        return x
+
+    def _encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        img = (x["image"] - 0.5) / 0.25
+        kp = self.keypoints(self.backbone(img))
+        return torch.cat([kp, x["joints"], x["phase"]], dim=-1)
+
+
+POLICIES: dict[str, type[BCPolicy]] = {"mlp": MLPPolicy, "vision": VisionPolicy}
+"""Policy kind -> class (its model config: `roboloop.train.config.MODEL_CONFIGS`)."""
+
+
+def make_policy(cfg, specs: list[FeatureSpec]) -> BCPolicy:
+    """The policy of `cfg.policy`, freshly initialized (seed torch first for reproducible weights)."""
+    return POLICIES[cfg.policy](cfg.model, specs, cfg.chunk)
+
+
+__all__ = ["IMAGE", "POLICIES", "BCPolicy", "MLPPolicy", "Normalizer", "NormalizerError", "VisionPolicy", "make_policy"]
