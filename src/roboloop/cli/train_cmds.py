@@ -110,7 +110,7 @@ def train_cmd(
             progress.stop()
             err_console.print("[yellow]interrupted:[/] the run is registered with status 'interrupted' and its last complete "
                               "checkpoint; continue it with `roboloop train --resume RUN_ID` (see `roboloop runs`)")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except CatalogError as exc:
             progress.stop()
             fail(str(exc))
