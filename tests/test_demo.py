@@ -30,8 +30,16 @@ def test_reduced_demo_builds_every_artifact_and_reruns_incrementally(ws):
         demos = cat.segment_table(ds)
         assert demos.num_rows == 4 + out.plan_collected
         assert out.plan_collected >= 1
-        yaw = demos.column("scene.yaw").to_pylist()
-        assert yaw.count("none") == 4 and yaw.count("any") == out.plan_collected  # the plan aimed at the yaw=any gap
+        # the plan aimed at cells the gap report called coverage gaps (found from the data, not told)
+        gap_cells = {g["cell"] for g in out.gaps if g["verdict"] == "coverage_gap"}
+        plan_row = rows.read_row(ws, schema.PLANS_TABLE, PLAN_NAME)
+        planned = {seg for ids in plan_row["collected"].values() for seg in ids}
+        assert len(planned) == out.plan_collected
+        cond = {s: f"lighting={li},yaw={y}" for s, li, y in zip(demos.column("segment_id").to_pylist(),
+                                                                  demos.column("scene.lighting").to_pylist(),
+                                                                  demos.column("scene.yaw").to_pylist())}
+        assert {cond[s] for s in planned} <= gap_cells
+        assert sum(1 for s, c in cond.items() if s not in planned and c.endswith("yaw=none")) == 4
 
         # selections: v2 is the same query re-run, larger
         s1, s2 = curate.load(cat, V1), curate.load(cat, V2)

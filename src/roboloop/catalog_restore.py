@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows as _rows
+from roboloop import schema
 from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
 from roboloop.workspace import Workspace
 
@@ -86,8 +87,8 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     # leftovers: temporary files of dead writers (never registered, so the order does not matter)
     report.temp_files_removed = ws.remove_stale_temp_files()
     for name in _rows.row_tables(ws):
-        if name in report.tables:
-            continue
+        if name in report.tables or name.endswith(schema.INDEX_TABLE_SUFFIX):
+            continue  # an index (e.g. the rollout index) is read from disk by analyze, not a table to publish
         try:
             if publish_row_table(client, ws, name):
                 report.tables.append(name)

@@ -347,8 +347,14 @@ def _write_row(workspace: Workspace, plan: Plan, status: str, **extra: Any) -> N
 
 
 def save_plan(workspace: Workspace, plan: Plan, path: str | Path | None = None) -> Path | None:
-    """Store the plan's row (status "planned") and, with `path`, write its TOML file there."""
-    _write_row(workspace, plan, STATUS_PLANNED)
+    """Store the plan's row (status "planned") and, with `path`, write its TOML file there.
+
+    Saving the same plan again (same dataset and items) keeps what earlier executions
+    collected, so executing it again collects only what is missing.
+    """
+    prev = plan_row(workspace, plan.name) or {}
+    same = prev.get("items") == plan.to_dict()["items"] and prev.get("dataset") == plan.dataset
+    _write_row(workspace, plan, STATUS_PLANNED, **({"collected": prev["collected"]} if same and prev.get("collected") else {}))
     return write_plan(plan, path) if path is not None else None
 
 

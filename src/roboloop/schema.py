@@ -280,9 +280,13 @@ PROVENANCE_NONE = "none"
 """Value of the run-provenance properties (run id, checkpoint, selection, digests) of a policy without a run."""
 
 
+INDEX_TABLE_SUFFIX = "_index"
+"""Row tables whose name ends with it are indexes analyze reads from disk; restore does not publish them."""
+
+
 def rollout_index_table(evals_dataset: str) -> str:
     """Row table holding one row of base properties per rollout of `evals_dataset` (kept in step with registration)."""
-    return f"{evals_dataset}_index"
+    return f"{evals_dataset}{INDEX_TABLE_SUFFIX}"
 
 # --- train ---------------------------------------------------------------------------------
 # (written by roboloop.train into <dataset>_runs: one segment per training run)
