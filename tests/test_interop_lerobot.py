@@ -361,3 +361,136 @@ def test_export_refuses_existing_folder_and_unknown_selection(tmp_path, catalog,
     assert sorted(json.loads((out / "meta/info.json").read_text())["features"]) == sorted(
         ["observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index"]
     )
+
+
+def _cli_app():
+    """The main `roboloop` app with the interop commands added (as the lead wires them at merge)."""
+    from roboloop.cli import app
+    from roboloop.cli_interop import register
+
+    names = {c.name for c in app.registered_commands}
+    if "import-lerobot" not in names:
+        register(app)
+    return app
+
+
+def test_cli_import_then_export(tmp_path):
+    from typer.testing import CliRunner
+
+    src = tmp_path / "toy_lerobot"
+    write_v3_dataset(src)
+    wsdir = tmp_path / "ws"
+    runner = CliRunner()
+    app = _cli_app()
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "import-lerobot", str(src), "--dataset", "toy"])
+    assert res.exit_code == 0, res.output
+    assert "imported 3 episode(s), 36 frames at 10 fps" in res.output
+    assert "observation.state" in res.output and "/robot/joint_positions" in res.output
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "curate", "--dataset", "toy", "--name", "all"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "export-lerobot", "--selection", "all", "--fps", "10", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "wrote 3 episode(s), 36 frames at 10 fps" in res.output
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["total_episodes"] == 3 and info["total_frames"] == 36
+    # the velocity came in under /lerobot/<key> and goes out under its original key
+    assert info["features"]["observation.velocity"]["names"] == ["vx", "vy"]
+    assert info["features"]["next.reward"]["shape"] == [1]
+    # errors are one clear line, exit code 1, nothing written
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "export-lerobot", "--selection", "nope", "--fps", "10", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "unknown selection 'nope'" in " ".join(res.output.split())
+    assert not (tmp_path / "x").exists()
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "import-lerobot", str(tmp_path / "missing"), "--dataset", "t2"])
+    assert res.exit_code == 1 and "missing: no such folder" in " ".join(res.output.split())
+
+
+def test_import_v21_dataset(tmp_path, catalog):
+    """v2.1: jsonl metadata, one parquet and one mp4 per episode (video time starts at 0 in each)."""
+    import av
+
+    root = tmp_path / "old"
+    fps, lengths = 10, (6, 8)
+    (root / "meta").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    states = []
+    for e, n in enumerate(lengths):
+        s = rng.normal(size=(n, 3)).astype(np.float32)
+        states.append(s)
+        d = root / "data/chunk-000"
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            pa.table(
+                {
+                    "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(s.reshape(-1)), 3),
+                    "timestamp": pa.array((np.arange(n) / fps).astype(np.float32)),
+                    "frame_index": pa.array(np.arange(n)),
+                    "episode_index": pa.array(np.full(n, e)),
+                    "index": pa.array(np.arange(n) + sum(lengths[:e])),
+                    "task_index": pa.array(np.zeros(n, np.int64)),
+                }
+            ),
+            d / f"episode_{e:06d}.parquet",
+        )
+        v = root / "videos/chunk-000/observation.images.wrist"
+        v.mkdir(parents=True, exist_ok=True)
+        with av.open(str(v / f"episode_{e:06d}.mp4"), "w") as c:
+            st = c.add_stream("mpeg4", rate=fps)
+            st.width, st.height, st.pix_fmt = W, H, "yuv420p"
+            st.options = {"qscale": "2"}
+            for k in range(n):
+                vf = av.VideoFrame.from_ndarray(_frame(k + 5 * e), format="rgb24")
+                vf.pts = k
+                for p in st.encode(vf):
+                    c.mux(p)
+            for p in st.encode(None):
+                c.mux(p)
+    (root / "meta/episodes.jsonl").write_text("".join(json.dumps({"episode_index": e, "tasks": ["stack"], "length": n}) + "\n" for e, n in enumerate(lengths)))
+    (root / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "stack"}) + "\n")
+    info = {
+        "codebase_version": "v2.1",
+        "fps": fps,
+        "chunks_size": 1000,
+        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+        "features": {
+            "observation.state": {"dtype": "float32", "shape": [3], "names": None},
+            "observation.images.wrist": {"dtype": "video", "shape": [H, W, 3], "names": None},
+            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        },
+    }
+    (root / "meta/info.json").write_text(json.dumps(info))
+    rep = import_lerobot(catalog, root, "old")
+    assert rep.codebase_version == "v2.1" and len(rep.segment_ids) == 2
+    rows = {r["episode.lerobot_episode_index"]: r for r in catalog.segment_table("old").to_pylist()}
+    for e, n in enumerate(lengths):
+        sid = rows[e]["segment_id"]
+        assert rows[e]["episode.task"] == "stack" and rows[e]["episode.cameras"] == "wrist"
+        _, values = _read_stream(catalog, "old", sid, schema.JOINT_POSITIONS)
+        np.testing.assert_array_equal(np.asarray(values), states[e].astype(np.float64))
+        times, samples = _read_stream(catalog, "old", sid, "/cameras/wrist", schema.VIDEO_SAMPLE_COMPONENT)
+        assert len(times) == n
+        decoded = list(decode_samples(bytes(np.asarray(s, np.uint8)) for s in samples))
+        errs = [np.abs(decoded[k].astype(float) - _frame(k + 5 * e).astype(float)).mean() for k in range(n)]
+        assert max(errs) < 6.0, errs
+
+
+def test_configs_round_trip_and_validate():
+    from roboloop.interop import ExportConfig, ImportConfig
+
+    e = ExportConfig(selection="v1", out_dir="/tmp/x", fps=30, split="all", features={"observation.state": "/robot/joint_positions"}, exclude=("/reward",))
+    assert ExportConfig.from_dict(json.loads(json.dumps(e.to_dict()))) == e
+    i = ImportConfig(path="/data/ds", dataset="imported", episodes=(0, 2))
+    assert ImportConfig.from_dict(json.loads(json.dumps(i.to_dict()))) == i
+    with pytest.raises(ValueError, match="fps"):
+        ExportConfig(selection="v1", out_dir="/tmp/x", fps=29.97)
+    with pytest.raises(ValueError, match="split"):
+        ExportConfig(selection="v1", out_dir="/tmp/x", fps=30, split="val")
+    with pytest.raises(ValueError, match="bookkeeping"):
+        ExportConfig(selection="v1", out_dir="/tmp/x", fps=30, features={"timestamp": "/a"})
+    with pytest.raises(ValueError, match="dataset name"):
+        ImportConfig(path="/data/ds", dataset="bad name")
+    assert schema.lerobot_key(schema.lerobot_entity("observation.velocity")) == "observation.velocity"
+    assert schema.lerobot_key(schema.lerobot_entity("observation.images.top", camera=True)) == "observation.images.top"
+    for key in (schema.LEROBOT_STATE, schema.LEROBOT_ACTION, schema.LEROBOT_REWARD):
+        assert schema.lerobot_key(schema.lerobot_entity(key)) == key

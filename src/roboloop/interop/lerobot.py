@@ -149,7 +149,7 @@ class ExportConfig:
     """How to export a saved selection as a LeRobot v3.0 dataset."""
 
     selection: str
-    """Saved selection name (`roboloop curate --save NAME`)."""
+    """Saved selection name (`roboloop curate --dataset D --name NAME`)."""
     out_dir: str
     """Folder to create (must not exist unless `overwrite`)."""
     fps: int
