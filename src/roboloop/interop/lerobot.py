@@ -688,7 +688,7 @@ def _import(catalog: Catalog, cfg: ImportConfig, on_progress: Progress | None) -
 
     written: list[Path] = []
     data_cache: dict[Path, tuple[pa.Table, np.ndarray]] = {}
-    readers: dict[Path, _VideoReader] = {}
+    readers: dict[str, _VideoReader] = {}  # video key -> reader of its current file
     try:
         for n, (ep, sid) in enumerate(zip(src.episodes, ids)):
             frames = _write_episode(ws.segment_path(cfg.dataset, schema.BASE_LAYER, sid), sid, src, ep, cfg, streams, cams, data_cache, readers)
@@ -761,9 +761,11 @@ def _write_episode(path, sid, src: _Source, ep: _Episode, cfg: ImportConfig, str
                 rec.set_series_names(entity, names)
         for key in src.video_keys:
             mp4, t0, t1 = ep.videos[key]
-            reader = readers.get(mp4)
-            if reader is None:
-                reader = readers[mp4] = _VideoReader(mp4)
+            reader = readers.get(key)
+            if reader is None or reader.path != mp4:  # one open file per camera (v2.1: a file per episode)
+                if reader is not None:
+                    reader.close()
+                reader = readers[key] = _VideoReader(mp4)
             enc = _CameraEncoder(src.fps, cfg.crf)
             for rel, rgb in reader.frames(t0, t1, src.fps):
                 enc.add(float(_snap_times(np.asarray([rel]), src.fps)[0]), rgb)
