@@ -336,6 +336,11 @@ def test_export_then_import_round_trip(tmp_path, catalog, synthetic_episode):
     envs = EpisodeStream(catalog, ("back", [rows[0], rows[1]]), fields={"env": env}, rate_hz=25, batch_size=1024, shuffle=False)
     orig = EpisodeStream(catalog, ("src", ["ep-0", "ep-1"]), fields={"env": schema.CUBE_POSE}, rate_hz=25, batch_size=1024, shuffle=False)
     np.testing.assert_array_equal(next(iter(envs))["env"].numpy(), next(iter(orig))["env"].numpy())
+    cam = stats["observation.images.top"]  # per channel in [0, 1], over the frames that were encoded
+    np.testing.assert_allclose(np.asarray(cam["mean"]).reshape(3), a["top"].mean(axis=(0, 2, 3)) / 255.0, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(cam["std"]).reshape(3), a["top"].std(axis=(0, 2, 3)) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(cam["max"]).reshape(3), a["top"].max(axis=(0, 2, 3)) / 255.0)
+    assert cam["count"] == [len(a["top"])]
     diff = np.abs(a["top"].astype(float) - b["top"].astype(float)).mean(axis=(1, 2, 3))
     assert diff.max() < 4.0, diff
     # and frames still identify their index: a shifted comparison is clearly worse
@@ -397,6 +402,9 @@ def test_cli_import_then_export(tmp_path):
     # the velocity came in under /lerobot/<key> and goes out under its original key
     assert info["features"]["observation.velocity"]["names"] == ["vx", "vy"]
     assert info["features"]["next.reward"]["shape"] == [1]
+    data = pq.read_table(out / "data/chunk-000/file-000.parquet")
+    assert data.schema.field("next.reward").type == pa.float32()  # shape [1] is a plain column
+    assert data.schema.field("observation.velocity").type == pa.list_(pa.float32(), 2)
     # errors are one clear line, exit code 1, nothing written
     res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "export-lerobot", "--selection", "nope", "--fps", "10", str(tmp_path / "x")])
     assert res.exit_code == 1 and "unknown selection 'nope'" in " ".join(res.output.split())

@@ -994,7 +994,11 @@ class _Mp4Writer:
 
 
 class _Stats:
-    """Running per-feature statistics: exact for scalars (values kept), per channel for cameras."""
+    """Running per-feature statistics: exact for scalars (values kept); cameras per channel in [0, 1].
+
+    Camera statistics are computed on every frame, spatially subsampled to at most ~160
+    pixels a side (LeRobot itself estimates them on sampled, downsampled frames).
+    """
 
     def __init__(self) -> None:
         self.values: dict[str, list[np.ndarray]] = {}
@@ -1005,14 +1009,35 @@ class _Stats:
 
     def add_frames(self, key: str, frames_chw: np.ndarray) -> None:
         """frames [B, 3, H, W] uint8."""
-        x = frames_chw.astype(np.float64) / 255.0
-        s = self.cam.setdefault(key, {"sum": np.zeros(3), "sq": np.zeros(3), "min": np.full(3, np.inf), "max": np.full(3, -np.inf), "px": 0, "frames": 0})
-        s["sum"] += x.sum(axis=(0, 2, 3))
-        s["sq"] += (x * x).sum(axis=(0, 2, 3))
-        s["min"] = np.minimum(s["min"], x.min(axis=(0, 2, 3)))
-        s["max"] = np.maximum(s["max"], x.max(axis=(0, 2, 3)))
-        s["px"] += x.shape[0] * x.shape[2] * x.shape[3]
-        s["frames"] += x.shape[0]
+        step = max(1, math.ceil(max(frames_chw.shape[2:]) / 160))
+        x = frames_chw[:, :, ::step, ::step]
+        wide = x.astype(np.uint32)
+        part = {
+            "sum": x.sum(axis=(0, 2, 3), dtype=np.uint64).astype(np.float64),
+            "sq": (wide * wide).sum(axis=(0, 2, 3), dtype=np.uint64).astype(np.float64),
+            "min": x.min(axis=(0, 2, 3)).astype(np.float64),
+            "max": x.max(axis=(0, 2, 3)).astype(np.float64),
+            "px": x.shape[0] * x.shape[2] * x.shape[3],
+            "frames": x.shape[0],
+        }
+        self._merge_cam(key, part)
+
+    def _merge_cam(self, key: str, part: dict[str, Any]) -> None:
+        s = self.cam.get(key)
+        if s is None:
+            self.cam[key] = dict(part)
+            return
+        for k in ("sum", "sq", "px", "frames"):
+            s[k] = s[k] + part[k]
+        s["min"] = np.minimum(s["min"], part["min"])
+        s["max"] = np.maximum(s["max"], part["max"])
+
+    def merge(self, other: _Stats) -> None:
+        """Add another (e.g. one episode's) statistics to these."""
+        for key, parts in other.values.items():
+            self.values.setdefault(key, []).extend(parts)
+        for key, part in other.cam.items():
+            self._merge_cam(key, part)
 
     def result(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -1029,13 +1054,14 @@ class _Stats:
                 d[f"q{round(q * 100):02d}"] = np.quantile(v, q, axis=0).tolist()
             out[key] = d
         for key, s in self.cam.items():
-            mean = s["sum"] / max(1, s["px"])
-            std = np.sqrt(np.maximum(0.0, s["sq"] / max(1, s["px"]) - mean * mean))
+            px = max(1, s["px"])
+            mean = s["sum"] / px / 255.0
+            std = np.sqrt(np.maximum(0.0, s["sq"] / px / 255.0**2 - mean * mean))
 
             def c(a):
                 return [[[float(x)]] for x in a]
 
-            out[key] = {"min": c(s["min"]), "max": c(s["max"]), "mean": c(mean), "std": c(std), "count": [int(s["frames"])]}
+            out[key] = {"min": c(s["min"] / 255.0), "max": c(s["max"] / 255.0), "mean": c(mean), "std": c(std), "count": [int(s["frames"])]}
         return out
 
 
@@ -1123,8 +1149,10 @@ def _export(catalog: Catalog, cfg: ExportConfig, on_progress: Progress | None) -
                     continue
                 v = np.concatenate(acc[f.key]).astype(np.float32)
                 f.width = v.shape[1]
-                cols[f.key] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), pa.float32()), v.shape[1])
-                stats.add_scalars(f.key, v)
+                if v.shape[1] == 1:  # shape [1]: a plain column, as LeRobot's `datasets.Value` features are stored
+                    cols[f.key] = pa.array(v[:, 0], pa.float32())
+                else:
+                    cols[f.key] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), pa.float32()), v.shape[1])
             book = {
                 "timestamp": (k / cfg.fps).astype(np.float32),
                 "frame_index": k.astype(np.int64),
@@ -1134,7 +1162,6 @@ def _export(catalog: Catalog, cfg: ExportConfig, on_progress: Progress | None) -
             }
             for name, arr in book.items():
                 cols[name] = pa.array(arr)
-                stats.add_scalars(name, arr.reshape(-1, 1))
                 ep_stats.add_scalars(name, arr.reshape(-1, 1))
             table = pa.table(cols)
             if pq_writer is None:
@@ -1156,6 +1183,7 @@ def _export(catalog: Catalog, cfg: ExportConfig, on_progress: Progress | None) -
                 row[f"videos/{key}/to_timestamp"] = video_frames[key] / cfg.fps
             row["meta/episodes/chunk_index"] = 0
             row["meta/episodes/file_index"] = 0
+            stats.merge(ep_stats)
             for key, st in ep_stats.result().items():
                 for stat, val in st.items():
                     row[f"stats/{key}/{stat}"] = val
@@ -1182,7 +1210,6 @@ def _export(catalog: Catalog, cfg: ExportConfig, on_progress: Progress | None) -
                 for i, f in enumerate(feats):
                     x = batch[f"f{i}"].numpy()[rows]
                     if f.camera:
-                        stats.add_frames(f.key, x)
                         ep_stats.add_frames(f.key, x)
                         w = writers[f.key]
                         for j in range(len(x)):
