@@ -502,3 +502,55 @@ def test_configs_round_trip_and_validate():
     assert schema.lerobot_key(schema.lerobot_entity("observation.images.top", camera=True)) == "observation.images.top"
     for key in (schema.LEROBOT_STATE, schema.LEROBOT_ACTION, schema.LEROBOT_REWARD):
         assert schema.lerobot_key(schema.lerobot_entity(key)) == key
+
+
+def test_import_image_feature_becomes_h264_camera(tmp_path, catalog):
+    """An `image` feature (PNG bytes in the data parquet) is re-encoded as an H.264 camera."""
+    import io
+
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    n = 5
+    frames = [_frame(k) for k in range(n)]
+    pngs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG")
+        pngs.append({"bytes": buf.getvalue(), "path": None})
+    (root / "data/chunk-000").mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "observation.image": pa.array(pngs, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                "observation.state": pa.array(np.arange(n, dtype=np.float32)),
+                "timestamp": pa.array((np.arange(n) / 5).astype(np.float32)),
+                "frame_index": pa.array(np.arange(n)),
+                "episode_index": pa.array(np.zeros(n, np.int64)),
+                "index": pa.array(np.arange(n)),
+                "task_index": pa.array(np.zeros(n, np.int64)),
+            }
+        ),
+        root / "data/chunk-000/file-000.parquet",
+    )
+    (root / "meta/episodes/chunk-000").mkdir(parents=True)
+    pq.write_table(
+        pa.Table.from_pylist([{"episode_index": 0, "length": n, "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": 0, "dataset_to_index": n}]),
+        root / "meta/episodes/chunk-000/file-000.parquet",
+    )
+    pq.write_table(pa.table({"task_index": [0], "task": ["push"]}), root / "meta/tasks.parquet")
+    feats = {
+        "observation.image": {"dtype": "image", "shape": [H, W, 3], "names": None},
+        "observation.state": {"dtype": "float32", "shape": [1], "names": None},
+        "language": {"dtype": "string", "shape": [1], "names": None},
+    }
+    (root / "meta/info.json").write_text(json.dumps({"codebase_version": "v3.0", "fps": 5, "features": feats}))
+    rep = import_lerobot(catalog, root, "imgs")
+    assert rep.cameras == {"observation.image": "/lerobot/observation.image"}
+    assert rep.skipped_features == {"language": "dtype 'string' is not numeric, image or video"}
+    row = catalog.segment_table("imgs").to_pylist()[0]
+    assert row["episode.task"] == "push"  # from task_index + tasks.parquet (no 'tasks' column)
+    times, samples = _read_stream(catalog, "imgs", rep.segment_ids[0], "/lerobot/observation.image", schema.VIDEO_SAMPLE_COMPONENT)
+    np.testing.assert_array_equal(times, np.arange(n) * 200_000_000)
+    decoded = list(decode_samples(bytes(np.asarray(s, np.uint8)) for s in samples))
+    assert max(np.abs(d.astype(float) - f.astype(float)).mean() for d, f in zip(decoded, frames)) < 6.0
