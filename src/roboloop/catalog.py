@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from roboloop import schema
+from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.workspace import Workspace
+
+if TYPE_CHECKING:
+    from roboloop.catalog_restore import RestoreReport
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +37,18 @@ _RRD_MAGIC = b"RRF2"
 _RRD_FOOTER_MAGIC = b"RRF2FOOT"
 
 
-class CatalogError(Exception):
+class CatalogError(RoboloopError):
     """A catalog problem a user can act on; the message says what to do."""
 
 
-class UnknownDatasetError(CatalogError, KeyError):
+class UnknownDatasetError(CatalogError, UnknownNameError):
     """A dataset name that the catalog does not have."""
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         self.name = name
         self.available = list(available)
-        listing = ", ".join(self.available) if self.available else "(none yet: create one with `roboloop collect` or `roboloop import`)"
+        listing = self.listing(self.available, "(none yet: create one with `roboloop collect` or `roboloop import`)")
         super().__init__(f"unknown dataset {name!r}; available datasets: {listing}")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
 
 
 class CorruptRecordingError(CatalogError, ValueError):
@@ -100,26 +100,13 @@ def validate_rrd(path: str | os.PathLike[str]) -> str:
             reader.store()
     except CorruptRecordingError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the reader raises RuntimeError/ValueError variants
+    except Exception as exc:
         raise CorruptRecordingError(f"{path}: unreadable RRD: {exc}") from exc
     return recordings[0].recording_id
 
 
 def file_uri(path: Path) -> str:
     return Path(path).resolve().as_uri()
-
-
-# --- restore report ------------------------------------------------------------------------
-
-@dataclass
-class RestoreReport:
-    """What a start restored from the workspace, and what it had to skip."""
-
-    segments: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, layer) -> count
-    tables: list[str] = field(default_factory=list)
-    blueprints: list[str] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
-    seconds: float = 0.0
 
 
 # --- the catalog ---------------------------------------------------------------------------
@@ -143,7 +130,7 @@ class Catalog:
         self.workspace = workspace or Workspace()
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None
-        self.report = RestoreReport()
+        self.report = _empty_report()
         if url:
             self.client = _connect(url)
             self.url = url
@@ -176,66 +163,13 @@ class Catalog:
 
     # --- restore ---------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
-        """Register everything in the workspace: datasets (base layer first), tables, blueprints."""
-        t0 = time.perf_counter()
-        report = RestoreReport()
-        ws = self.workspace
-        for name, folder in ws.tables().items():
-            try:
-                self.client.register_table(name, folder.resolve().as_uri())
-                report.tables.append(name)
-            except Exception as exc:  # noqa: BLE001
-                report.skipped.append((folder, f"table could not be loaded: {exc}"))
-        for dataset in ws.datasets():
-            ds = self.client.create_dataset(dataset, exist_ok=True)
-            for layer in ws.layers(dataset):
-                files = ws.segment_files(dataset, layer)
-                good: list[Path] = []
-                for f in files:
-                    reason = quick_check_rrd(f)
-                    if reason:
-                        report.skipped.append((f, reason))
-                    else:
-                        good.append(f)
-                ok = self._register_tolerant(ds, good, layer, report)
-                report.segments[(dataset, layer)] = ok
-            bp = ws.blueprint_path(dataset)
-            if bp.is_file():
-                try:
-                    ds.register_blueprint(file_uri(bp))
-                    report.blueprints.append(dataset)
-                except Exception as exc:  # noqa: BLE001
-                    report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
-        for path, reason in report.skipped:
-            log.warning("skipped %s while restoring the workspace: %s", path, reason)
-        report.seconds = time.perf_counter() - t0
-        return report
+        """Register everything in the workspace: datasets (base layer first), tables, blueprints.
 
-    def _register_tolerant(self, ds, files: list[Path], layer: str, report: RestoreReport) -> int:
-        """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest."""
-        if not files:
-            return 0
-        from rerun.catalog import OnDuplicateSegmentLayer
+        See `roboloop.catalog_restore.restore`.
+        """
+        from roboloop.catalog_restore import restore
 
-        try:
-            results = list(
-                ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
-            )
-        except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
-            if len(files) == 1:
-                report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
-                return 0
-            mid = len(files) // 2
-            return self._register_tolerant(ds, files[:mid], layer, report) + self._register_tolerant(
-                ds, files[mid:], layer, report
-            )
-        ok = 0
-        for res in results:
-            if res.is_error:
-                report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
-            else:
-                ok += 1
-        return ok
+        return restore(self.client, self.workspace)
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
@@ -284,6 +218,27 @@ class Catalog:
             raise CatalogError("the catalog rejected some files:\n  " + "\n  ".join(errors))
         return ids
 
+    def import_files(
+        self, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER
+    ) -> list[str]:
+        """Copy existing RRD files into the workspace and register them as `layer` of `dataset`.
+
+        All or nothing: every file is validated first (a corrupt file, a bad segment id or a
+        segment that already has a `layer` file in the workspace raises `CatalogError`
+        naming every problem, and nothing is copied); a failure while copying or
+        registering removes the files copied so far. Returns the segment ids.
+        """
+        return import_files(self, dataset, paths, layer=layer)
+
+    def dataset_summary(self, dataset: str) -> tuple[int, dict[str, int]]:
+        """(number of segments, layer name -> number of segments that have it), `base` first, then by name."""
+        st = self.segment_table(dataset)
+        counts: dict[str, int] = {}
+        for row in st.column(schema.LAYERS).to_pylist() if st.num_rows else []:
+            for layer in row or []:
+                counts[layer] = counts.get(layer, 0) + 1
+        return st.num_rows, dict(sorted(counts.items(), key=lambda kv: (kv[0] != schema.BASE_LAYER, kv[0])))
+
     def unregister_layer(self, dataset: str, layer: str, segment_ids: Sequence[str] = ()) -> None:
         """Drop one layer (of the given segments, or of all of them) from the catalog."""
         self.dataset(dataset).unregister(segments_to_drop=list(segment_ids), layers_to_drop=[layer]).wait()
@@ -304,7 +259,7 @@ class Catalog:
         return friendly_segment_table(raw)
 
     def sql(self, query: str) -> pa.Table:
-        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it.
+        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it, each table too.
 
         Only the datasets the query names are fetched (building a segment table is the
         expensive part, ~0.5 s per 1000 segments).
@@ -318,10 +273,23 @@ class Catalog:
                 _register_arrow(ctx, name, friendly_segment_table(raw))
         try:
             return ctx.sql(query).to_arrow_table()
-        except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
-            raise CatalogError(f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}") from exc
+        except Exception as exc:
+            raise CatalogError(
+                f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}"
+                f"\n  tables: {', '.join(self.table_names()) or '(none)'}"
+            ) from exc
 
     # --- tables ----------------------------------------------------------------------------
+    def publish_rows(self, name: str) -> bool:
+        """Rebuild catalog table `name` from its row files (`roboloop.rows`) after rows were written.
+
+        Restore does this for every row table at start; call it to make new rows visible to
+        `sql` in a running catalog. False when the table has no live rows.
+        """
+        from roboloop.catalog_restore import publish_row_table
+
+        return publish_row_table(self.client, self.workspace, name)
+
     def table_names(self) -> list[str]:
         return sorted(self.client.table_names())
 
@@ -336,6 +304,60 @@ class Catalog:
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
 
 
+def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:
+    """See `Catalog.import_files`."""
+    import shutil
+
+    from roboloop.workspace import atomic_path
+
+    try:
+        schema.validate_dataset_name(dataset)
+        schema.validate_dataset_name(layer)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+    ids: dict[Path, str] = {}
+    problems = []
+    for p in map(Path, paths):
+        try:
+            ids[p] = schema.validate_segment_id(validate_rrd(p))
+        except (CatalogError, ValueError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CatalogError("nothing was imported; fix or drop these files:\n  " + "\n  ".join(problems))
+    ws = catalog.workspace
+    targets = []
+    for src, seg in ids.items():
+        dest = ws.segment_path(dataset, layer, seg)
+        if dest.exists():
+            raise CatalogError(f"{src}: segment {seg!r} already has a {layer!r} file in the workspace ({dest}); nothing was imported")
+        targets.append((src, dest))
+    written: list[Path] = []
+    try:
+        for src, dest in targets:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(dest)
+        return catalog.register_files(dataset, written, layer=layer)
+    except BaseException:
+        for dest in written:
+            dest.unlink(missing_ok=True)
+        raise
+
+
+def __getattr__(name: str):
+    if name == "RestoreReport":  # moved to catalog_restore; kept importable from here
+        from roboloop.catalog_restore import RestoreReport
+
+        return RestoreReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _empty_report():
+    from roboloop.catalog_restore import RestoreReport
+
+    return RestoreReport()
+
+
 def friendly_segment_table(raw: pa.Table) -> pa.Table:
     """Rename property columns to `group.name` and unwrap one-element list values."""
     import pyarrow.compute as pc
@@ -344,10 +366,10 @@ def friendly_segment_table(raw: pa.Table) -> pa.Table:
     for name in raw.column_names:
         col = raw.column(name)
         if name == schema.SEGMENT_ID_COLUMN:
-            names.append("segment_id")
+            names.append(schema.SEGMENT_ID)
             columns.append(col)
         elif name == schema.LAYER_NAMES_COLUMN:
-            names.append("layers")
+            names.append(schema.LAYERS)
             columns.append(col)
         elif name.startswith(schema.PROPERTY_PREFIX):
             friendly = schema.friendly_name(name)
@@ -384,7 +406,7 @@ def _start_server(rr, port: int):
     """Start the in-process server on 127.0.0.1; a port clash falls back to a free port."""
     try:
         return rr.server.Server(host=LOCALHOST, port=port)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if port == 0:
             raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
         log.warning("port %d is in use (%s); using a free port instead", port, _first_line(exc))
@@ -396,7 +418,7 @@ def _connect(url: str):
 
     try:
         return CatalogClient(url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CatalogError(
             f"could not reach the catalog at {url}: {_first_line(exc)}\n"
             f"  start one with `roboloop serve`, or unset {ENV_CATALOG} / drop --catalog to use the embedded one"

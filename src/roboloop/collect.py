@@ -4,12 +4,13 @@ record each one as an RRD in the workspace and register it in the catalog at onc
 Library use::
 
     from roboloop.catalog import Catalog
-    from roboloop.collect import collect, RecordingSpec
+    from roboloop.collect import CollectConfig, RecordingSpec, collect
     from roboloop.sim import SceneConditions
 
     with Catalog() as cat:
-        report = collect(cat, "aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
-                         seed=1000, workers=2, spec=RecordingSpec(cameras=("top",)))
+        cfg = CollectConfig(dataset="aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
+                            seed=1000, workers=2, spec=RecordingSpec(cameras=("top",)))
+        report = collect(cat, cfg)
         print(report.successes, "/", len(report.results))
 
 Episode ``i`` uses seed ``seed + i``; its segment id is ``<dataset>-s<seed:06d>-<6 hex>``
@@ -43,6 +44,7 @@ import numpy as np
 
 import roboloop
 from roboloop import schema
+from roboloop.config import Config, ConfigError, check
 from roboloop.episode import EpisodeRecorder
 from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.sim.conditions import SceneConditions
@@ -54,6 +56,7 @@ __all__ = [
     "ScriptedPolicy",
     "EpisodeJob",
     "EpisodeResult",
+    "CollectConfig",
     "CollectReport",
     "RecordingSpec",
     "plan_jobs",
@@ -227,13 +230,15 @@ def run_episode(
     policy.reset()
     tracker = SuccessTracker()
     with EpisodeRecorder(path, job.segment_id) as rec:
-        writer = AlohaEpisodeWriter(rec, sim, spec)
+        writer = AlohaEpisodeWriter(
+            rec, spec, joint_names=sim.joint_names, geometry=sim.geometry(), static_poses=sim.static_poses(), task=sim.task
+        )
         for k in range(n_steps):
             qpos = sim.joint_positions()
             cube = sim.cube_pose()
             images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
             if spec.scene_step(k):
-                writer.observe_scene(k)
+                writer.observe_scene(k, sim.link_poses(), cube)
             action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
             reward = sim.step(action)
             tracker.update(sim, reward)
@@ -307,41 +312,83 @@ def _run_in_worker(job: EpisodeJob, root: str, dataset: str, kind: str, steps: i
 
 # --- many episodes -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class CollectConfig(Config):
+    """What `collect` runs and records (saved with a plan; `roboloop collect --config FILE` loads one)."""
+
+    dataset: str = schema.DEFAULT_DATASET
+    "Dataset to record into (created if missing)."
+    episodes: int = 0
+    "Number of episodes (ignored when explicit jobs are given)."
+    conditions: tuple[SceneConditions, ...] = ()
+    "Scene conditions, cycled over the episodes (empty: the default scene)."
+    seed: int = 0
+    "Episode i uses seed `seed + i`."
+    workers: int = 1
+    "Worker processes (each owns a simulator and a policy)."
+    spec: RecordingSpec = field(default_factory=RecordingSpec)
+    "What to record: cameras, size, rates."
+    task: str = "transfer_cube"
+    "Simulator task."
+    kind: str = schema.KIND_DEMO
+    "Episode kind: demo or rollout."
+    steps: int | None = None
+    "Control steps per episode (None: the task's length)."
+    blueprint: bool = True
+    "Write and register the dataset's default blueprint first."
+
+    def __post_init__(self) -> None:
+        if isinstance(self.conditions, SceneConditions):
+            object.__setattr__(self, "conditions", (self.conditions,))
+        elif self.conditions is None:
+            object.__setattr__(self, "conditions", ())
+        elif isinstance(self.conditions, list):
+            object.__setattr__(self, "conditions", tuple(self.conditions))
+        super().__post_init__()
+        try:
+            schema.validate_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check(isinstance(self.episodes, int) and self.episodes >= 0, f"episodes must be an int >= 0, got {self.episodes!r}")
+        check(isinstance(self.seed, int) and 0 <= self.seed, f"seed must be an int >= 0, got {self.seed!r}")
+        check(isinstance(self.workers, int) and self.workers >= 1, f"workers must be >= 1, got {self.workers!r}")
+        check(
+            self.kind in (schema.KIND_DEMO, schema.KIND_ROLLOUT),
+            f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {self.kind!r}",
+        )
+        check(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), f"steps must be >= 1 or None, got {self.steps!r}")
+        check(all(isinstance(c, SceneConditions) for c in self.conditions), "conditions must be SceneConditions")
+        check(isinstance(self.spec, RecordingSpec), f"spec must be a RecordingSpec, got {type(self.spec).__name__}")
+
+    def jobs(self) -> list[EpisodeJob]:
+        """The episodes this config runs: seeds `seed + i`, conditions cycled."""
+        return plan_jobs(self.dataset, self.episodes, self.seed, list(self.conditions) or None)
+
+
 def collect(
     catalog,
-    dataset: str,
-    episodes: int = 0,
+    config: CollectConfig,
     *,
-    conditions: SceneConditions | Sequence[SceneConditions] | None = None,
-    seed: int = 0,
-    workers: int = 1,
-    spec: RecordingSpec | None = None,
-    task: str = "transfer_cube",
-    kind: str = schema.KIND_DEMO,
-    policy_factory: Callable[[Any], Policy] = ScriptedPolicy,
-    steps: int | None = None,
     jobs: Iterable[EpisodeJob] | None = None,
+    policy_factory: Callable[[Any], Policy] = ScriptedPolicy,
     on_result: Callable[[EpisodeResult], None] | None = None,
-    blueprint: bool = True,
 ) -> CollectReport:
-    """Run, record and register episodes into `dataset` (created if missing).
+    """Run, record and register episodes into `config.dataset` (created if missing).
 
     Each finished episode is registered before the next result is looked at. With
-    `blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to the
-    workspace and registered first. `jobs` overrides `episodes`/`seed`/`conditions`.
+    `config.blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to
+    the workspace and registered first. `jobs` overrides `episodes`/`seed`/`conditions`.
     """
-    schema.validate_dataset_name(dataset)
-    if kind not in (schema.KIND_DEMO, schema.KIND_ROLLOUT):
-        raise ValueError(f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {kind!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    spec = spec or RecordingSpec()
-    job_list = list(jobs) if jobs is not None else plan_jobs(dataset, episodes, seed, conditions)
+    if not isinstance(config, CollectConfig):
+        raise TypeError(f"collect(catalog, config): config must be a CollectConfig, got {type(config).__name__}")
+    cfg = config
+    dataset, spec = cfg.dataset, cfg.spec
+    job_list = list(jobs) if jobs is not None else cfg.jobs()
     ws: Workspace = catalog.workspace
     ws.remove_stale_temp_files()
     report = CollectReport(dataset)
     catalog.ensure_dataset(dataset)
-    if blueprint:
+    if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
         catalog.register_blueprint(dataset, report.blueprint)
     t0 = time.perf_counter()
@@ -353,26 +400,27 @@ def collect(
             on_result(result)
 
     try:
-        if workers == 1 or len(job_list) <= 1:
-            sim = make_sim(spec, task)
+        if cfg.workers == 1 or len(job_list) <= 1:
+            sim = make_sim(spec, cfg.task)
             try:
                 policy = policy_factory(sim)
                 for job in job_list:
-                    done(run_episode(sim, policy, job, workspace=ws, dataset=dataset, spec=spec, kind=kind, steps=steps))
+                    done(run_episode(sim, policy, job, workspace=ws, dataset=dataset, spec=spec, kind=cfg.kind, steps=cfg.steps))
             finally:
                 sim.close()
         else:
-            _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_factory, steps, workers)
+            _collect_parallel(job_list, done, ws, cfg, policy_factory)
     finally:
         report.wall_s = time.perf_counter() - t0
     return report
 
 
-def _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_factory, steps, workers) -> None:
+def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
+                      cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
     ctx = mp.get_context("spawn")
-    n = min(workers, len(job_list))
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(task, spec, policy_factory)) as pool:
-        pending = {pool.submit(_run_in_worker, job, str(ws.root), dataset, kind, steps) for job in job_list}
+    n = min(cfg.workers, len(job_list))
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg.task, cfg.spec, policy_factory)) as pool:
+        pending = {pool.submit(_run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps) for job in job_list}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -389,12 +437,10 @@ def _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_fact
 
 def parse_cameras(text: str) -> tuple[str, ...]:
     """`"top,angle"` -> ("top", "angle"), checked against the model's cameras."""
-    from roboloop.sim.env import CAMERAS
-
     names = tuple(c.strip() for c in text.split(",") if c.strip())
-    bad = [c for c in names if c not in CAMERAS]
+    bad = [c for c in names if c not in schema.CAMERAS]
     if bad:
-        raise ValueError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(CAMERAS)}")
+        raise ConfigError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(schema.CAMERAS)}")
     return names
 
 
@@ -403,7 +449,7 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"bad camera size {text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+        raise ConfigError(f"bad camera size {text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
     return w, h
 
 

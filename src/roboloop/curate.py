@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from roboloop.catalog import Catalog, CatalogError
+from roboloop.errors import UnknownNameError
 from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError, compile_where, flagged_ids_from_table, select_ids
 
 __all__ = [
@@ -85,13 +86,12 @@ SELECTIONS_SCHEMA = pa.schema(
 )
 
 
-class UnknownSelectionError(CatalogError, KeyError):
-    def __init__(self, name: str, available: Sequence[str]) -> None:
-        listing = ", ".join(available) if available else "(none yet: create one with `roboloop curate`)"
-        super().__init__(f"unknown selection {name!r}; saved selections: {listing}")
+class UnknownSelectionError(CatalogError, UnknownNameError):
+    """A selection name that was never saved."""
 
-    def __str__(self) -> str:
-        return self.args[0]
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        listing = self.listing(available, "(none yet: create one with `roboloop curate`)")
+        super().__init__(f"unknown selection {name!r}; saved selections: {listing}")
 
 
 def split_point(segment_id: str) -> float:
@@ -125,7 +125,7 @@ class Selection:
     include_flagged: bool = False
     predicate_sql: str | None = None
     name: str | None = None
-    created_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
+    created_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
 
     @property
     def digest(self) -> str:
@@ -237,7 +237,7 @@ def save(catalog: Catalog, selection: Selection, name: str | None = None, *, rep
 def _from_row(row: dict) -> Selection:
     created = row["created_at"]
     if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=_dt.timezone.utc)
+        created = created.replace(tzinfo=_dt.UTC)
     sel = Selection(
         dataset=row["dataset"],
         segment_ids=tuple(row["segment_ids"] or ()),

@@ -20,6 +20,7 @@ import numpy as np
 
 from roboloop import schema
 from roboloop.catalog import Catalog
+from roboloop.config import Config, check
 
 # Scene variations the demo cycles through (physics-neutral: the demonstrator should
 # succeed under all of them; they make `success by condition` show real groups).
@@ -31,17 +32,33 @@ DEMO_VARIATIONS: tuple[dict[str, Any], ...] = (
 )
 
 
-@dataclass
-class DemoConfig:
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """What the demo builds the loop on."""
+
     dataset: str = schema.DEFAULT_DATASET
+    "Dataset to build the loop on."
     episodes: int = 24
+    "Demonstrations the dataset should hold (missing ones are collected)."
     workers: int = 2
+    "Worker processes for collection and streaming."
     seed: int = 0
+    "Base seed (new episodes continue after the highest seed the dataset holds)."
     cameras: tuple[str, ...] = ("top",)
+    "Cameras to record."
     width: int = 320
+    "Recorded camera width."
     height: int = 240
+    "Recorded camera height."
     stream_rate_hz: float = 10.0
+    "Rate of the streamed training samples."
     action_chunk: int = 10
+    "Action window length (grid steps) in the streamed samples."
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.episodes >= 1, f"episodes must be >= 1, got {self.episodes}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass
@@ -61,7 +78,8 @@ def _existing_demos(catalog: Catalog, dataset: str) -> tuple[int, int]:
     if dataset not in catalog.dataset_names():
         return 0, 0
     table = catalog.segment_table(dataset)
-    seeds = table.column("episode.seed").to_pylist() if "episode.seed" in table.column_names else []
+    col = schema.friendly_column(schema.EPISODE, schema.EPISODE_SEED)
+    seeds = table.column(col).to_pylist() if col in table.column_names else []
     seeds = [s for s in seeds if s is not None]
     return table.num_rows, (max(seeds) + 1 if seeds else 0)
 
@@ -91,7 +109,10 @@ def run_demo(
         conditions = [SceneConditions.from_names(**v) for v in DEMO_VARIATIONS]
         spec = RecordingSpec(cameras=cfg.cameras, width=cfg.width, height=cfg.height)
         report = collect.collect(
-            catalog, ds, missing, conditions=conditions, seed=cfg.seed + next_seed, workers=cfg.workers, spec=spec,
+            catalog,
+            collect.CollectConfig(
+                dataset=ds, episodes=missing, conditions=conditions, seed=cfg.seed + next_seed, workers=cfg.workers, spec=spec
+            ),
             on_result=on_episode,
         )
         out.collected, out.successes = len(report.results), report.successes
@@ -106,20 +127,23 @@ def run_demo(
 
     # 3. flag a quality problem -------------------------------------------------------------
     table = catalog.segment_table(ds)
-    jerk = [v for v in table.column("signals.jerk_peak").to_pylist() if v is not None] if "signals.jerk_peak" in table.column_names else []
+    jerk_col = schema.friendly_column(schema.SIGNALS, schema.SIGNAL_JERK_PEAK)
+    jerk = [v for v in table.column(jerk_col).to_pylist() if v is not None] if jerk_col in table.column_names else []
     if len(jerk) >= 10:
         threshold = float(np.quantile(jerk, 0.9))
-        where = f"signals.jerk_peak > {threshold:.6g}"
+        where = f"{jerk_col} > {threshold:.6g}"
         out.flagged = refine.flag(catalog, ds, reason="demo: jerkiest 10% of episodes", where=where)
         say(f"[3/6] flag: {len(out.flagged)} episode(s) where {where} -> layer '{schema.QUALITY_LAYER}', left out of selections")
     else:
         say("[3/6] flag: too few episodes to pick a jerk threshold; skipped")
 
     # 4. curate ----------------------------------------------------------------------------
-    queries = {"demo-v1": "outcome.success = true"}
-    idle = [v for v in table.column("signals.idle_fraction").to_pylist() if v is not None] if "signals.idle_fraction" in table.column_names else []
+    success_col = schema.friendly_column(schema.OUTCOME, schema.OUTCOME_SUCCESS)
+    idle_col = schema.friendly_column(schema.SIGNALS, schema.SIGNAL_IDLE_FRACTION)
+    queries = {"demo-v1": f"{success_col} = true"}
+    idle = [v for v in table.column(idle_col).to_pylist() if v is not None] if idle_col in table.column_names else []
     if idle:  # a stricter threshold is a re-run of the query, not a rebuild
-        queries["demo-v2"] = f"outcome.success = true and signals.idle_fraction <= {float(np.median(idle)):.4g}"
+        queries["demo-v2"] = f"{success_col} = true and {idle_col} <= {float(np.median(idle)):.4g}"
     for name, where in queries.items():
         try:
             sel = curate.save(catalog, curate.select(catalog, ds, where, holdout=0.1), name, replace=True)
@@ -158,9 +182,10 @@ def run_demo(
 
     # 6. query -----------------------------------------------------------------------------
     say("[6/6] query: success by lighting and table colour")
+    lighting_col, table_col = schema.friendly_column(schema.SCENE, "lighting"), schema.friendly_column(schema.SCENE, "table")
     result = catalog.sql(
-        f'SELECT "scene.lighting" AS lighting, "scene.table" AS table_colour, count(*) AS episodes, '
-        f'avg(CAST("outcome.success" AS DOUBLE)) AS success_rate FROM "{ds}" GROUP BY 1, 2 ORDER BY 1, 2'
+        f'SELECT "{lighting_col}" AS lighting, "{table_col}" AS table_colour, count(*) AS episodes, '
+        f'avg(CAST("{success_col}" AS DOUBLE)) AS success_rate FROM "{ds}" GROUP BY 1, 2 ORDER BY 1, 2'
     )
     for row in result.to_pylist():
         say(f"      {row['lighting']:<7} {row['table_colour']:<6} n={row['episodes']:<3} success {row['success_rate']:.0%}")

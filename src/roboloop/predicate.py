@@ -36,21 +36,27 @@ Grammar (keywords case-insensitive)::
     atom       := column | number | string | "true" | "false" | "null" | "(" expr ")"
 
 An order is `column [asc|desc] ("," column [asc|desc])*`.
+
+Hostile input is refused with a `PredicateError`, never a crash: at most
+`MAX_PREDICATE_CHARS` characters, `MAX_NESTING` levels of parentheses / `not` / unary
+minus, `MAX_TERMS` binary operators.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from roboloop import schema
+from roboloop.errors import RoboloopError
 
-SEGMENT_ID = "segment_id"
-FLAGGED_COLUMN = f"{schema.QUALITY}.flagged"
+SEGMENT_ID = schema.SEGMENT_ID
+FLAGGED_COLUMN = schema.friendly_column(schema.QUALITY, schema.QUALITY_FLAGGED)
 
 
 def flagged_ids_from_table(table: pa.Table) -> list[str]:
@@ -60,7 +66,7 @@ def flagged_ids_from_table(table: pa.Table) -> list[str]:
     return sorted(s for s, f in zip(table.column(SEGMENT_ID).to_pylist(), table.column(FLAGGED_COLUMN).to_pylist()) if f is True)
 
 
-class PredicateError(ValueError):
+class PredicateError(RoboloopError, ValueError):
     """A predicate or order that cannot be parsed or evaluated; the message says why."""
 
 
@@ -182,12 +188,41 @@ class Between:
     negated: bool
 
 
+MAX_PREDICATE_CHARS = 10_000
+"""Longest predicate accepted (a selection is a query a person writes, not a list of ids)."""
+MAX_NESTING = 40
+"""Deepest nesting of parentheses, `not` and unary minus (deeper input is refused, not a RecursionError)."""
+MAX_TERMS = 256
+"""Most binary operators (and/or/comparisons/arithmetic) in one predicate."""
+
+
 class _Parser:
     def __init__(self, text: str, resolve) -> None:
+        if len(text) > MAX_PREDICATE_CHARS:
+            raise PredicateError(f"predicate too long ({len(text)} characters, at most {MAX_PREDICATE_CHARS})")
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
         self.resolve = resolve
+        self.depth = 0
+        self.terms = 0
+
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[None]:
+        """Guard one level of recursion (parenthesis, not, unary minus)."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.error(f"predicate nested too deeply (at most {MAX_NESTING} levels)")
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def binary(self, op: str, left, right) -> Binary:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            self.error(f"predicate has too many terms (at most {MAX_TERMS} operators)")
+        return Binary(op, left, right)
 
     # helpers
     def peek(self) -> Token:
@@ -227,18 +262,19 @@ class _Parser:
     def expr(self):
         node = self.and_expr()
         while self.accept("kw", "or"):
-            node = Binary("or", node, self.and_expr())
+            node = self.binary("or", node, self.and_expr())
         return node
 
     def and_expr(self):
         node = self.not_expr()
         while self.accept("kw", "and"):
-            node = Binary("and", node, self.not_expr())
+            node = self.binary("and", node, self.not_expr())
         return node
 
     def not_expr(self):
         if self.accept("kw", "not"):
-            return Unary("not", self.not_expr())
+            with self.nested():
+                return Unary("not", self.not_expr())
         return self.predicate()
 
     def predicate(self):
@@ -246,7 +282,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "op" and tok.value in ("=", "!=", "<", "<=", ">", ">="):
             self.next()
-            return Binary(tok.value, left, self.sum())
+            return self.binary(tok.value, left, self.sum())
         if self.accept("kw", "is"):
             negated = bool(self.accept("kw", "not"))
             self.expect("kw", "null", "'null' after 'is'")
@@ -276,25 +312,27 @@ class _Parser:
     def sum(self):
         node = self.product()
         while self.at("op", "+") or self.at("op", "-"):
-            node = Binary(self.next().value, node, self.product())
+            node = self.binary(self.next().value, node, self.product())
         return node
 
     def product(self):
         node = self.unary()
         while self.at("op", "*") or self.at("op", "/"):
-            node = Binary(self.next().value, node, self.unary())
+            node = self.binary(self.next().value, node, self.unary())
         return node
 
     def unary(self):
         if self.accept("op", "-"):
-            return Unary("-", self.unary())
+            with self.nested():
+                return Unary("-", self.unary())
         return self.atom()
 
     def atom(self):
         tok = self.peek()
         if tok.kind == "op" and tok.value == "(":
             self.next()
-            node = self.expr()
+            with self.nested():
+                node = self.expr()
             self.expect("op", ")", "')'")
             return node
         if tok.kind == "ident":
@@ -390,7 +428,10 @@ def resolver(columns: Sequence[str], dataset: str | None = None):
 
 def compile_where(text: str, columns: Sequence[str], dataset: str | None = None) -> str:
     """Parse `text` against the available `columns`; return the SQL expression."""
-    return to_sql(_Parser(text, resolver(columns, dataset)).parse())
+    try:
+        return to_sql(_Parser(text, resolver(columns, dataset)).parse())
+    except RecursionError:  # the limits above keep well below it; this is the last guard
+        raise PredicateError("predicate nested too deeply") from None
 
 
 def compile_order(text: str, columns: Sequence[str], dataset: str | None = None) -> list[tuple[str, bool]]:
@@ -459,7 +500,7 @@ def select_ids(
     ctx.register_record_batches("segments", [table.to_batches()])
     try:
         result = ctx.sql(sql).to_arrow_table()
-    except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
+    except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}") from exc
     return [str(s) for s in result.column(0).to_pylist()]

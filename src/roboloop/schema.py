@@ -18,6 +18,12 @@ CONTROL_HZ = 50
 CAMERA_HZ = 25
 """Default rate at which camera frames are recorded."""
 
+# --- cameras -----------------------------------------------------------------------------
+CAMERAS = ("top", "angle", "front_close", "left_wrist", "right_wrist", "left_pillar", "right_pillar")
+"""Cameras of the ALOHA MuJoCo model that can be recorded."""
+MAX_CAMERA_SIZE = (640, 480)
+"""Largest recordable camera size (width, height): the model's offscreen buffer."""
+
 # --- entity paths ------------------------------------------------------------------------
 JOINT_POSITIONS = "/robot/joint_positions"
 """14 measured joint positions (6 joints + gripper per arm, left arm first)."""
@@ -35,6 +41,8 @@ TASK = "/task"
 
 SCALARS_COMPONENT = "Scalars:scalars"
 VIDEO_SAMPLE_COMPONENT = "VideoStream:sample"
+VIDEO_KEYFRAME_COMPONENT = "VideoStream:is_keyframe"
+ENCODED_IMAGE_COMPONENT = "EncodedImage:blob"
 
 
 def camera_path(camera: str) -> str:
@@ -73,6 +81,31 @@ KIND_RUN = "run"
 SEGMENT_ID_COLUMN = "rerun_segment_id"
 LAYER_NAMES_COLUMN = "rerun_layer_names"
 
+# Friendly segment-table columns (`Catalog.segment_table`, SQL views, predicates).
+SEGMENT_ID = "segment_id"
+"""Friendly name of `rerun_segment_id`."""
+LAYERS = "layers"
+"""Friendly name of `rerun_layer_names` (the layers a segment has)."""
+
+# `quality` group (flag / unflag write it into the quality layer)
+QUALITY_FLAGGED = "flagged"  # bool: left out of selections unless asked for
+QUALITY_REASON = "reason"  # why it was flagged (or unflagged)
+QUALITY_FLAGGED_AT = "flagged_at"  # ISO time of the verdict
+
+# `signals` group (refine computes them into the signals layer; the definitions live in refine.py)
+SIGNAL_DURATION_S = "duration_s"
+SIGNAL_ARM_ACTIVITY_LEFT = "arm_activity_left"
+SIGNAL_ARM_ACTIVITY_RIGHT = "arm_activity_right"
+SIGNAL_JERK_MEAN = "jerk_mean"
+SIGNAL_JERK_PEAK = "jerk_peak"
+SIGNAL_IDLE_FRACTION = "idle_fraction"
+SIGNAL_GRIPPER_CLOSES_LEFT = "gripper_closes_left"
+SIGNAL_GRIPPER_OPENS_LEFT = "gripper_opens_left"
+SIGNAL_GRIPPER_CLOSES_RIGHT = "gripper_closes_right"
+SIGNAL_GRIPPER_OPENS_RIGHT = "gripper_opens_right"
+SIGNAL_CUBE_HEIGHT_PEAK = "cube_height_peak"
+SIGNAL_CUBE_LIFT = "cube_lift"
+
 
 def property_column(group: str, name: str) -> str:
     """Catalog segment-table column that holds property `group.name`."""
@@ -87,6 +120,11 @@ def friendly_name(column: str) -> str | None:
     group, _, name = rest.partition(":")
     if not name:
         return None
+    return f"{group}.{name}"
+
+
+def friendly_column(group: str, name: str) -> str:
+    """Friendly column name of property `group.name` (e.g. `scene.region`)."""
     return f"{group}.{name}"
 
 

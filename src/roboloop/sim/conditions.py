@@ -54,8 +54,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "SceneConditions",
@@ -226,7 +227,7 @@ class SceneConditions:
         *,
         x: Sequence[float] | None = None,
         y: Sequence[float] | None = None,
-    ) -> "SceneConditions":
+    ) -> SceneConditions:
         """Build from preset names (CLI-friendly). Unknown names raise ``ValueError``
         naming the bad value and listing the valid presets.
 
@@ -270,7 +271,7 @@ class SceneConditions:
         )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SceneConditions":
+    def from_dict(cls, d: Mapping[str, Any]) -> SceneConditions:
         """Inverse of :meth:`to_dict`. Unknown keys raise ``ValueError``; missing keys
         take the defaults. Values coming back from Arrow/JSON (lists, numpy scalars)
         are accepted."""
@@ -308,7 +309,7 @@ class SceneConditions:
         out["table_rgba"] = list(self.table_rgba)
         return out
 
-    def replace(self, **changes: Any) -> "SceneConditions":
+    def replace(self, **changes: Any) -> SceneConditions:
         """Copy with changes; changing a preset name (region / lighting / table) without
         its values takes the preset's values: ``c.replace(lighting="dim")``."""
         groups = {

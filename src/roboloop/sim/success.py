@@ -32,8 +32,9 @@ Steps are 0-based: step ``i`` is the state after the ``i``-th call to ``sim.step
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT"]
 

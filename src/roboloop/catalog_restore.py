@@ -1,0 +1,148 @@
+"""Restore: rebuild a freshly started catalog server from the workspace (the system of record).
+
+The open-source Rerun server keeps registrations, tables and blueprints in memory only,
+so every embedded start calls :func:`restore` (through `Catalog.restore`):
+
+1. **Lance tables** (`tables/<name>/<entry>/`, e.g. `selections`): registered from their folder.
+2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
+   name), the files `Workspace.segment_files` returns (the single place restore gets files
+   from). A cheap header/footer check skips truncated files; the rest is registered in one
+   batch with REPLACE, and if the batch fails it is bisected (:func:`register_tolerant`) so one
+   bad file cannot block the others. Every skipped file is reported with its reason.
+3. **Blueprints**: each dataset's default blueprint, when the workspace has one.
+4. **Row tables** (`tables/<name>/rows/*.json`, see `roboloop.rows`, e.g. `evals`, `plans`):
+   published as in-memory catalog tables built from `rows.read_rows` (newest row per key), so
+   `roboloop sql` can query them. They are rebuilt at every start; the row files stay the
+   record. A name that is already a Lance table keeps the Lance table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roboloop import rows as _rows
+from roboloop.catalog import _first_line, file_uri, quick_check_rrd
+from roboloop.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RestoreReport", "restore", "register_tolerant", "publish_row_table"]
+
+
+@dataclass
+class RestoreReport:
+    """What a start restored from the workspace, and what it had to skip."""
+
+    segments: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, layer) -> count
+    tables: list[str] = field(default_factory=list)
+    blueprints: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+    seconds: float = 0.0
+
+
+def restore(client, workspace: Workspace) -> RestoreReport:
+    """Register everything in `workspace` with the catalog `client`: tables, datasets (base layer first), blueprints, row tables."""
+    t0 = time.perf_counter()
+    report = RestoreReport()
+    ws = workspace
+    for name, folder in ws.tables().items():
+        if folder.name == _rows.ROWS_FOLDER:
+            continue  # a row table: published below
+        try:
+            client.register_table(name, folder.resolve().as_uri())
+            report.tables.append(name)
+        except Exception as exc:  # noqa: BLE001
+            report.skipped.append((folder, f"table could not be loaded: {exc}"))
+    for dataset in ws.datasets():
+        ds = client.create_dataset(dataset, exist_ok=True)
+        for layer in ws.layers(dataset):
+            good: list[Path] = []
+            for f in ws.segment_files(dataset, layer):
+                reason = quick_check_rrd(f)
+                if reason:
+                    report.skipped.append((f, reason))
+                else:
+                    good.append(f)
+            report.segments[(dataset, layer)] = register_tolerant(ds, good, layer, report)
+        bp = ws.blueprint_path(dataset)
+        if bp.is_file():
+            try:
+                ds.register_blueprint(file_uri(bp))
+                report.blueprints.append(dataset)
+            except Exception as exc:  # noqa: BLE001
+                report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
+    for name in _rows.row_tables(ws):
+        if name in report.tables:
+            continue
+        try:
+            if publish_row_table(client, ws, name):
+                report.tables.append(name)
+        except Exception as exc:  # noqa: BLE001 - one bad table must not stop the start
+            report.skipped.append((_rows.rows_dir(ws, name), f"row table could not be published: {_first_line(exc)}"))
+    for path, reason in report.skipped:
+        log.warning("skipped %s while restoring the workspace: %s", path, reason)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:
+    """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest. Returns the count registered."""
+    if not files:
+        return 0
+    from rerun.catalog import OnDuplicateSegmentLayer
+
+    try:
+        results = list(
+            ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
+        )
+    except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
+        if len(files) == 1:
+            report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
+            return 0
+        mid = len(files) // 2
+        return register_tolerant(ds, files[:mid], layer, report) + register_tolerant(ds, files[mid:], layer, report)
+    ok = 0
+    for res in results:
+        if res.is_error:
+            report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
+        else:
+            ok += 1
+    return ok
+
+
+def publish_row_table(client, workspace: Workspace, name: str) -> bool:
+    """(Re)create catalog table `name` in memory from its live rows; False when it has none.
+
+    Columns are inferred from the rows (`rows.to_arrow`); when the rows disagree on a
+    column's type, nested values (lists, dicts) of that table are stored as JSON text.
+    """
+    live = _rows.read_rows(workspace, name)
+    if not live:
+        return False
+    table = _arrow_rows(live)
+    if name in client.table_names():
+        client.get_table(name).delete()
+    entry = client.create_table(name, table.schema)
+    if table.num_rows:
+        entry.append(table.combine_chunks().to_batches()[0])
+    return True
+
+
+def _arrow_rows(live: list[dict[str, Any]]):
+    import pyarrow as pa
+
+    try:
+        table = _rows.to_arrow(live)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        text = [{k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in live]
+        table = _rows.to_arrow(text)
+    # a column that is null in every row has no type the catalog can store: make it text
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type):
+            table = table.set_column(i, pa.field(f.name, pa.string()), pa.nulls(table.num_rows, pa.string()))
+    return table

@@ -1,0 +1,94 @@
+"""Catalog commands: serve, ls, import, sql."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from roboloop import schema
+from roboloop.cli import app, console, fail, open_catalog, print_arrow, state
+
+SQL_FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port; a taken port falls back to a free one).")] = 9876,
+) -> None:
+    """Run the catalog server in the foreground, restored from the workspace."""
+    if state.catalog_url:
+        fail("`serve` starts a catalog; drop --catalog / ROBOLOOP_CATALOG")
+    with open_catalog(port=port) as cat:
+        rep = cat.report
+        n = sum(rep.segments.values())
+        console.print(f"[bold]roboloop catalog[/] serving workspace {cat.workspace.root}")
+        console.print(f"  restored {n} segment layers, {len(rep.tables)} tables, {len(rep.blueprints)} blueprints in {rep.seconds:.2f}s")
+        console.print(f"  catalog URL: [bold cyan]{cat.url}[/]")
+        console.print(f"  open it in the viewer:   {viewer_command(cat.url)}", soft_wrap=True)
+        console.print(f"  use it from roboloop:    ROBOLOOP_CATALOG={cat.url} roboloop ls", soft_wrap=True)
+        console.print("  Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+def viewer_command(target: str) -> str:
+    """How to open `target` in the native Rerun viewer from a shell, with H.264 decoding working.
+
+    The viewer decodes H.264 with an `ffmpeg` executable on PATH; setup links one into
+    the virtualenv's bin folder, which may not be on the user's PATH.
+    """
+    venv_bin = Path(sys.prefix) / "bin"
+    if shutil.which("ffmpeg") is None and (venv_bin / "ffmpeg").exists():
+        return f'PATH="{venv_bin}:$PATH" rerun {target}'
+    return f"rerun {target}"
+
+
+@app.command("ls")
+def ls_() -> None:
+    """List datasets (segment counts, layers) and tables."""
+    with open_catalog() as cat:
+        names = cat.dataset_names()
+        if not names:
+            console.print("no datasets yet: `roboloop collect` or `roboloop import` creates one")
+        else:
+            table = Table("dataset", "segments", "layers")
+            for name in names:
+                segments, layers = cat.dataset_summary(name)
+                table.add_row(name, str(segments), ", ".join(f"{k} ({v})" for k, v in layers.items()) or "-")
+            console.print(table)
+        tables = cat.table_names()
+        console.print(f"tables: {', '.join(tables) if tables else '(none)'}")
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="RRD files to copy into the workspace and register.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to register into (created if missing).")],
+    layer: Annotated[str, typer.Option(help="Layer to register the files as.")] = schema.BASE_LAYER,
+) -> None:
+    """Copy existing RRD files into the workspace and register them (each file validated first)."""
+    with open_catalog() as cat:
+        ids = cat.import_files(dataset, paths, layer=layer)
+    console.print(f"imported {len(ids)} segment(s) into {dataset}/{layer}")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help='SQL; each dataset is a view, e.g. SELECT "scene.region", count(*) FROM aloha GROUP BY 1')],
+    format: Annotated[str, typer.Option("--format", "-f", help=", ".join(SQL_FORMATS[:-1]) + " or " + SQL_FORMATS[-1])] = "table",
+) -> None:
+    """DataFusion SQL over the catalog (each dataset's segment table and each table is a view named after it)."""
+    if format not in SQL_FORMATS:
+        fail(f"unknown --format {format!r}: use {', '.join(SQL_FORMATS)}")
+    with open_catalog() as cat:
+        result = cat.sql(query)
+    print_arrow(result, format)
