@@ -90,7 +90,10 @@ def write_v3_dataset(root: Path) -> dict:
         )
         index += n
     (root / "data/chunk-000").mkdir(parents=True)
-    vec = lambda xs, d: pa.FixedSizeListArray.from_arrays(pa.array(np.stack(xs).reshape(-1), pa.float32()), d)
+
+    def vec(xs, d):
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.stack(xs).reshape(-1), pa.float32()), d)
+
     table = pa.table(
         {
             "observation.state": vec(rows["observation.state"], 6),
@@ -490,6 +493,9 @@ def test_configs_round_trip_and_validate():
     assert ExportConfig.from_dict(json.loads(json.dumps(e.to_dict()))) == e
     i = ImportConfig(path="/data/ds", dataset="imported", episodes=(0, 2))
     assert ImportConfig.from_dict(json.loads(json.dumps(i.to_dict()))) == i
+    assert ExportConfig.from_toml(e.to_toml()) == e and ImportConfig.from_toml(i.to_toml()) == i
+    with pytest.raises(ValueError, match="unknown key"):
+        ExportConfig.from_dict({**e.to_dict(), "shuffle": True})
     with pytest.raises(ValueError, match="fps"):
         ExportConfig(selection="v1", out_dir="/tmp/x", fps=29.97)
     with pytest.raises(ValueError, match="split"):

@@ -6,7 +6,9 @@ from roboloop.interop.lerobot import (
     ImportConfig,
     ImportReport,
     LeRobotFormatError,
+    export_from_config,
     export_lerobot,
+    import_from_config,
     import_lerobot,
 )
 
@@ -16,6 +18,8 @@ __all__ = [
     "ImportConfig",
     "ImportReport",
     "LeRobotFormatError",
+    "export_from_config",
     "export_lerobot",
+    "import_from_config",
     "import_lerobot",
 ]

@@ -58,7 +58,6 @@ written as float32. The folder is written under a temporary name and renamed int
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -79,8 +78,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from roboloop import schema
-from roboloop.catalog import Catalog, CatalogError
+from roboloop.catalog import Catalog
+from roboloop.config import Config, ConfigError, check
 from roboloop.episode import EpisodeRecorder
+from roboloop.errors import RoboloopError
 from roboloop.video import DEFAULT_CRF, H264Encoder
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,14 @@ QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 _NUMERIC = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
 
 
-class LeRobotFormatError(CatalogError):
+class LeRobotFormatError(RoboloopError):
     """A LeRobot dataset that cannot be read (missing or malformed file); the message names the file."""
 
 
 # --- configs ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ImportConfig:
+class ImportConfig(Config):
     """How to import a local LeRobot dataset."""
 
     path: str
@@ -123,29 +124,24 @@ class ImportConfig:
     """Import only these LeRobot episode indices (default: all)."""
 
     def __post_init__(self) -> None:
-        schema.validate_dataset_name(self.dataset)
-        if not self.path:
-            raise ValueError("ImportConfig.path must name the LeRobot dataset folder")
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"crf must be in [0, 51], got {self.crf}")
+        super().__post_init__()
+        check(bool(self.path), "ImportConfig.path must name the LeRobot dataset folder")
+        try:
+            schema.validate_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check(bool(self.kind), "ImportConfig.kind must not be empty (e.g. 'demo')")
+        check(0 <= self.crf <= 51, f"ImportConfig.crf must be in [0, 51], got {self.crf}")
         if self.episodes is not None:
-            object.__setattr__(self, "episodes", tuple(int(e) for e in self.episodes))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["episodes"] = None if self.episodes is None else list(self.episodes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ImportConfig:
-        return cls(**dict(d))
+            check(all(isinstance(e, int) and e >= 0 for e in self.episodes), f"ImportConfig.episodes must be indices >= 0, got {self.episodes}")
+            check(len(set(self.episodes)) == len(self.episodes), f"ImportConfig.episodes has duplicates: {self.episodes}")
 
 
 SPLITS = ("train", "holdout", "all")
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Config):
     """How to export a saved selection as a LeRobot v3.0 dataset."""
 
     selection: str
@@ -172,39 +168,20 @@ class ExportConfig:
     """Replace an existing `out_dir`."""
 
     def __post_init__(self) -> None:
-        if int(self.fps) != self.fps or self.fps <= 0:
-            raise ValueError(f"fps must be a positive integer (LeRobot stores one integer fps), got {self.fps}")
-        object.__setattr__(self, "fps", int(self.fps))
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if not self.selection:
-            raise ValueError("ExportConfig.selection must name a saved selection")
-        if not self.out_dir:
-            raise ValueError("ExportConfig.out_dir must name the folder to write")
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"crf must be in [0, 51], got {self.crf}")
-        if self.gop is not None and self.gop < 1:
-            raise ValueError(f"gop must be >= 1, got {self.gop}")
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        super().__post_init__()
+        check(
+            isinstance(self.fps, int) and not isinstance(self.fps, bool) and self.fps > 0,
+            f"ExportConfig.fps must be a positive integer (LeRobot stores one integer fps), got {self.fps!r}",
+        )
+        check(self.split in SPLITS, f"ExportConfig.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check(bool(self.selection), "ExportConfig.selection must name a saved selection")
+        check(bool(self.out_dir), "ExportConfig.out_dir must name the folder to write")
+        check(0 <= self.crf <= 51, f"ExportConfig.crf must be in [0, 51], got {self.crf}")
+        check(self.gop is None or self.gop >= 1, f"ExportConfig.gop must be >= 1, got {self.gop}")
         if self.features is not None:
-            if not self.features:
-                raise ValueError("features must name at least one key -> entity path")
-            feats = {str(k): str(v) for k, v in self.features.items()}
-            for k in feats:
-                if k in BOOKKEEPING:
-                    raise ValueError(f"feature key {k!r} is a LeRobot bookkeeping column; choose another key")
-            object.__setattr__(self, "features", feats)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["exclude"] = list(self.exclude)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ExportConfig:
-        d = dict(d)
-        d["exclude"] = tuple(d.get("exclude") or ())
-        return cls(**d)
+            check(bool(self.features), "ExportConfig.features must name at least one key -> entity path")
+            reserved = sorted(k for k in self.features if k in BOOKKEEPING)
+            check(not reserved, f"ExportConfig.features: {reserved} are LeRobot bookkeeping columns; choose other keys")
 
 
 # --- reports -----------------------------------------------------------------------------------
@@ -661,10 +638,11 @@ def import_lerobot(
     same folder twice into one dataset is refused (the segment ids are derived from it).
     """
     cfg = ImportConfig(path=str(path), dataset=dataset, kind=kind, task=task, crf=crf, episodes=None if episodes is None else tuple(episodes))
-    return _import(catalog, cfg, on_progress)
+    return import_from_config(catalog, cfg, on_progress=on_progress)
 
 
-def _import(catalog: Catalog, cfg: ImportConfig, on_progress: Progress | None) -> ImportReport:
+def import_from_config(catalog: Catalog, cfg: ImportConfig, *, on_progress: Progress | None = None) -> ImportReport:
+    """`import_lerobot` driven by an `ImportConfig` (what the CLI calls)."""
     t_start = time.perf_counter()
     src = _read_source(Path(cfg.path), cfg.episodes)
     ws = catalog.workspace
@@ -870,7 +848,7 @@ def export_lerobot(
     cfg = ExportConfig(
         selection=selection_name,
         out_dir=str(out_dir),
-        fps=fps,
+        fps=int(fps) if isinstance(fps, float) and fps.is_integer() else fps,
         split=split,
         features=dict(features) if features is not None else None,
         exclude=tuple(exclude),
@@ -880,7 +858,7 @@ def export_lerobot(
         gop=gop,
         overwrite=overwrite,
     )
-    return _export(catalog, cfg, on_progress)
+    return export_from_config(catalog, cfg, on_progress=on_progress)
 
 
 @dataclass
@@ -1081,7 +1059,8 @@ def _tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
-def _export(catalog: Catalog, cfg: ExportConfig, on_progress: Progress | None) -> ExportReport:
+def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Progress | None = None) -> ExportReport:
+    """`export_lerobot` driven by an `ExportConfig` (what the CLI calls)."""
     from roboloop import curate
     from roboloop.stream import EpisodeStream, Field
 
