@@ -97,6 +97,16 @@ class Workspace:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    @property
+    def server_record_path(self) -> Path:
+        """`server.json`: the URL and pid of the catalog server `roboloop serve` runs for this workspace."""
+        return self.root / "server.json"
+
+    @property
+    def server_lock_path(self) -> Path:
+        """`.server.lock`: held (flock) by the one `roboloop serve` process of this workspace while it runs."""
+        return self.root / ".server.lock"
+
     def dataset_dir(self, dataset: str) -> Path:
         return self.datasets_dir / schema.validate_dataset_name(dataset)
 
@@ -176,6 +186,11 @@ class Workspace:
     def remove_dataset(self, dataset: str) -> None:
         """Delete a dataset's folder (used by tests and `--fresh` style resets)."""
         shutil.rmtree(self.dataset_dir(dataset), ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (on this machine)."""
+    return _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

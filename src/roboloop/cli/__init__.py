@@ -120,9 +120,9 @@ def open_workspace() -> Workspace:
 
 
 @contextlib.contextmanager
-def open_catalog(*, port: int = 0) -> Iterator[Catalog]:
-    """Start (or attach to) the catalog; report anything skipped while restoring."""
-    cat = Catalog(open_workspace(), state.catalog_url, port=port)
+def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
+    """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring."""
+    cat = Catalog(open_workspace(), state.catalog_url, port=port, attach=attach)
     for path, reason in cat.report.skipped:
         err_console.print(f"[yellow]warning:[/] skipped {path}: {reason}")
     try:
