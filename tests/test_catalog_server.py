@@ -148,3 +148,22 @@ def test_serve_process_publishes_refuses_a_second_and_goes_stale_when_killed(ws,
     with Catalog(ws) as cat:  # the stale record is ignored: embedded and restored
         assert cat.embedded
         assert cat.segment_table("demo").column("segment_id").to_pylist() == ["ep-1"]
+
+
+def test_fd_budget_raises_the_soft_limit_or_warns(caplog):
+    import resource
+
+    from roboloop.catalog_restore import FD_MARGIN, ensure_fd_budget
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+        assert ensure_fd_budget(10)  # fits already
+        if hard == resource.RLIM_INFINITY or hard >= 2048 + FD_MARGIN:
+            assert ensure_fd_budget(2048)
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 2048 + FD_MARGIN
+        if hard != resource.RLIM_INFINITY:
+            assert not ensure_fd_budget(hard + 1)  # beyond the hard limit: a warning, not an error
+            assert "ulimit" in caplog.text
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
