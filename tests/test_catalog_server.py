@@ -167,3 +167,27 @@ def test_fd_budget_raises_the_soft_limit_or_warns(caplog):
             assert "ulimit" in caplog.text
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.sim
+def test_collect_into_a_catalog_served_by_another_process(ws):
+    """collect attaches to the workspace's `roboloop serve` and registers there; the files stay the record."""
+    from roboloop.collect import CollectConfig, collect
+    from roboloop.recording import RecordingSpec
+
+    server = _serve(ws.root)
+    try:
+        _wait_for_record(ws, server.pid)
+        with Catalog(ws) as cat:
+            assert not cat.embedded
+            cfg = CollectConfig(dataset="remote", episodes=2, seed=3, workers=1, steps=10, spec=RecordingSpec(cameras=()))
+            rep = collect(cat, cfg)
+        with Catalog(ws) as other:  # another process's view of the same server
+            assert not other.embedded
+            assert sorted(other.segment_table("remote").column("episode.seed").to_pylist()) == [3, 4]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    with Catalog(ws) as restored:  # server gone: an embedded catalog restores the same episodes
+        assert restored.embedded
+        assert sorted(restored.segment_table("remote").column("segment_id").to_pylist()) == sorted(r.segment_id for r in rep.results)
