@@ -560,3 +560,16 @@ def test_import_image_feature_becomes_h264_camera(tmp_path, catalog):
     np.testing.assert_array_equal(times, np.arange(n) * 200_000_000)
     decoded = list(decode_samples(bytes(np.asarray(s, np.uint8)) for s in samples))
     assert max(np.abs(d.astype(float) - f.astype(float)).mean() for d, f in zip(decoded, frames)) < 6.0
+
+
+def test_export_feature_missing_in_an_episode_says_how_to_leave_it_out(tmp_path, catalog, synthetic_episode):
+    ws = catalog.workspace
+    _, a = synthetic_episode(ws, "mixed", "ep-a", duration_s=0.4, video_streams={"/cameras/top": (25.0, 32, 24)})
+    _, b = synthetic_episode(ws, "mixed", "ep-b", duration_s=0.4)
+    catalog.register_files("mixed", [a, b])
+    curate.save(catalog, curate.select(catalog, "mixed"), "mixed")
+    with pytest.raises(LeRobotFormatError, match=r"/cameras/top \(feature 'observation.images.top'\) has no data in segment\(s\) ep-b"):
+        export_lerobot(catalog, "mixed", tmp_path / "o", 25)
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp-*"))
+    rep = export_lerobot(catalog, "mixed", tmp_path / "o", 25, exclude=["/cameras/top"])
+    assert rep.cameras == [] and rep.segment_ids == ["ep-a", "ep-b"]

@@ -1173,7 +1173,7 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
         acc: dict[str, list[np.ndarray]] = {}
         frame_idx: list[np.ndarray] = []
         ep_stats = _Stats()
-        for batch in stream:
+        for batch in _batches(stream, feats):
             e = batch["episode_index"].numpy()
             k = batch["frame_index"].numpy()
             cuts = np.flatnonzero(np.diff(e)) + 1
@@ -1241,6 +1241,21 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
         cameras=list(writers),
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _batches(stream, feats: list[_OutFeature]) -> Iterator[dict]:
+    """The stream's batches; a stream missing in some episode becomes an error that says how to export anyway."""
+    from roboloop.stream import MissingFieldError
+
+    try:
+        yield from stream
+    except MissingFieldError as exc:
+        f = feats[int(exc.field_name[1:])]
+        raise LeRobotFormatError(
+            f"{f.path} (feature {f.key!r}) has no data in segment(s) {', '.join(exc.segment_ids)}; a LeRobot dataset has the "
+            f"same features in every episode: leave it out (--exclude {f.path} / exclude=[...]) or export a selection "
+            "whose episodes all have it"
+        ) from None
 
 
 def _info_json(cfg: ExportConfig, feats: list[_OutFeature], writers, episodes: int, frames: int, tasks: int, n_train: int | None) -> dict:
