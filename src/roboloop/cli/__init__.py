@@ -211,3 +211,6 @@ from roboloop.cli import catalog_cmds  # noqa: F401
 from roboloop.cli import collect_cmds  # noqa: F401
 from roboloop.cli import curate_cmds  # noqa: F401
 from roboloop.cli import demo_cmds  # noqa: F401
+from roboloop import cli_interop  # import-lerobot, export-lerobot (a register(app) module)
+
+cli_interop.register(app)
