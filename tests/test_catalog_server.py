@@ -88,9 +88,14 @@ def test_commands_attach_to_the_published_server(ws, synthetic_episode):
 
 
 def test_one_server_lock_per_workspace(ws):
+    from roboloop.catalog_server import serve_running
+
+    assert not serve_running(ws)
     with ServerLock(ws):
+        assert serve_running(ws)
         with pytest.raises(ServerRunningError, match="already running"):
-            ServerLock(ws).acquire()
+            ServerLock(ws).acquire(wait_s=0.1)
+    assert not serve_running(ws)
     with ServerLock(ws):  # released: can be taken again
         pass
 
@@ -125,6 +130,9 @@ def test_serve_process_publishes_refuses_a_second_and_goes_stale_when_killed(ws,
         with Catalog(ws) as attached:
             assert not attached.embedded and attached.url == rec.url
             assert attached.segment_table("demo").column("segment_id").to_pylist() == ["ep-1"]
+        from roboloop.catalog_server import serve_running
+
+        assert serve_running(ws)
         second = _serve(ws.root)
         out, err = second.communicate(timeout=90)
         assert second.returncode == 1, (out, err)

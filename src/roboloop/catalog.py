@@ -139,6 +139,15 @@ class Catalog:
         self.server_record = None  # the workspace's `roboloop serve` record when attached through it
         if not url and explicit is None and attach:
             url = self._workspace_server_url()
+            if url:
+                try:
+                    self.client = _connect(url)
+                except CatalogError as exc:  # it stopped between the check and now: start our own
+                    log.warning("the workspace's catalog server did not answer (%s); starting an embedded one", exc)
+                    url, self.server_record = None, None
+                else:
+                    self.url = url
+                    return
         if url:
             self.client = _connect(url)
             self.url = url

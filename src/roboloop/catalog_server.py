@@ -36,7 +36,17 @@ from roboloop.workspace import Workspace, atomic_write_text, pid_alive
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerRecord", "ServerLock", "ServerRunningError", "live_server", "published", "read_record", "remove_record", "write_record"]
+__all__ = [
+    "ServerLock",
+    "ServerRecord",
+    "ServerRunningError",
+    "live_server",
+    "published",
+    "read_record",
+    "remove_record",
+    "serve_running",
+    "write_record",
+]
 
 DEFAULT_TIMEOUT_S = 1.0
 
@@ -150,14 +160,23 @@ class ServerLock:
         self.ws = ws
         self._fh = None
 
-    def acquire(self) -> None:
+    def acquire(self, *, wait_s: float = 1.0) -> None:
+        """Take the lock; `ServerRunningError` if another process holds it (after `wait_s` of retries,
+        so a brief `serve_running` probe by another command never makes a start fail)."""
         import fcntl
+        import time
 
         self.ws.root.mkdir(parents=True, exist_ok=True)
         fh = open(self.ws.server_lock_path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
             fh.close()
             rec = read_record(self.ws)
             where = f" at {rec.url} (pid {rec.pid})" if rec else ""
@@ -181,6 +200,25 @@ class ServerLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def serve_running(ws: Workspace) -> bool:
+    """True while a `roboloop serve` process holds the workspace's server lock (robust to pid reuse).
+
+    For clean-up code: files a running server may read must not be deleted while this is True.
+    """
+    import fcntl
+
+    path = ws.server_lock_path
+    if not path.exists():
+        return False
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 @contextlib.contextmanager
