@@ -14,6 +14,7 @@ import pytest
 from roboloop import curate, schema
 from roboloop.catalog import Catalog
 from roboloop.interop import LeRobotFormatError, export_lerobot, import_lerobot
+from roboloop.interop.lerobot import segment_id_for
 from roboloop.video import decode_samples
 
 FPS = 10
@@ -175,6 +176,7 @@ def test_import_hand_written_v3_dataset(tmp_path, catalog):
     report = import_lerobot(catalog, src, "toy")
 
     assert len(report.segment_ids) == 3 and report.episode_indices == [0, 1, 2]
+    assert report.segment_ids == [segment_id_for(src, e) for e in range(3)]
     assert report.frames == sum(LENGTHS)
     assert report.streams == {
         "observation.state": schema.JOINT_POSITIONS,
@@ -573,3 +575,16 @@ def test_export_feature_missing_in_an_episode_says_how_to_leave_it_out(tmp_path,
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp-*"))
     rep = export_lerobot(catalog, "mixed", tmp_path / "o", 25, exclude=["/cameras/top"])
     assert rep.cameras == [] and rep.segment_ids == ["ep-a", "ep-b"]
+
+
+def test_export_splits(tmp_path, catalog, synthetic_episode):
+    paths = [synthetic_episode(catalog.workspace, "sp", f"h-{i}", duration_s=0.2, seed=i)[1] for i in range(6)]
+    catalog.register_files("sp", paths)
+    sel = curate.save(catalog, curate.select(catalog, "sp", holdout=0.5), "half")
+    assert sel.train_ids and sel.holdout_ids  # both sides non-empty for these ids
+    rep = export_lerobot(catalog, "half", tmp_path / "all", 50, split="all")
+    assert rep.segment_ids == list(sel.train_ids) + list(sel.holdout_ids)
+    nt, n = len(sel.train_ids), 6
+    assert json.loads((tmp_path / "all/meta/info.json").read_text())["splits"] == {"train": f"0:{nt}", "test": f"{nt}:{n}"}
+    assert export_lerobot(catalog, "half", tmp_path / "train", 50).segment_ids == list(sel.train_ids)
+    assert export_lerobot(catalog, "half", tmp_path / "ho", 50, split="holdout").segment_ids == list(sel.holdout_ids)

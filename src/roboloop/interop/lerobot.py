@@ -194,7 +194,7 @@ class ImportReport:
     source: str
     codebase_version: str
     fps: int
-    segment_ids: list[str] = field(default_factory=list)
+    segment_ids: list[str] = field(default_factory=list)  # one per episode, in the order of episode_indices
     episode_indices: list[int] = field(default_factory=list)
     frames: int = 0
     streams: dict[str, str] = field(default_factory=dict)  # LeRobot key -> entity path (scalars)
@@ -677,7 +677,10 @@ def import_from_config(catalog: Catalog, cfg: ImportConfig, *, on_progress: Prog
             if len(data_cache) > 1:  # keep only the data file in use
                 for f in list(data_cache)[:-1]:
                     del data_cache[f]
-        report.segment_ids = catalog.register_files(cfg.dataset, written)
+        registered = catalog.register_files(cfg.dataset, written)
+        if sorted(registered) != sorted(ids):
+            raise RuntimeError(f"registered {sorted(registered)}, expected {sorted(ids)}")
+        report.segment_ids = list(ids)  # aligned with episode_indices
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
