@@ -282,3 +282,23 @@ def lerobot_key(entity: str) -> str:
     if entity.startswith(LEROBOT_ROOT + "/"):
         return entity[len(LEROBOT_ROOT) + 1 :]
     return entity.strip("/").replace("/", ".")
+
+
+# --- sequential ---------------------------------------------------------------------------
+# (sequential.py: anytime-valid paired comparison; evaluate writes its results into the evals row)
+DECISION_IMPROVED = "improved"
+"""The challenger's mean is higher (difference > 0), anytime-valid."""
+DECISION_REGRESSED = "regressed"
+"""The challenger's mean is lower (difference < 0)."""
+DECISION_NO_DIFFERENCE = "no_difference"
+"""The difference lies within +-margin."""
+DECISION_UNDECIDED = "undecided"
+"""Not (yet) decided: still running, or stopped at the maximum number of pairs."""
+DECISIONS = (DECISION_IMPROVED, DECISION_REGRESSED, DECISION_NO_DIFFERENCE, DECISION_UNDECIDED)
+METRIC_SUCCESS = "success"
+"""Sequential metric: the binary strict success (outcome.success)."""
+METRIC_STAGE = "stage"
+"""Sequential metric: partial credit, outcome.stage / (len(STAGES) - 1) in [0, 1]."""
+SEQUENTIAL_METRICS = (METRIC_SUCCESS, METRIC_STAGE)
+EVAL_SEQUENTIAL = "sequential"
+"""Key of the sequential result in an evals row: SequentialDriver.result() (per cell: decision, n, decided_at, stop_round, ci)."""
