@@ -334,6 +334,10 @@ def test_export_then_import_round_trip(tmp_path, catalog, synthetic_episode):
     a = grid("src", ["ep-0", "ep-1"])
     rows = {r["episode.lerobot_episode_index"]: r["segment_id"] for r in catalog.segment_table("back").to_pylist()}
     b = grid("back", [rows[0], rows[1]])
+    prov = json.loads((out / "meta/roboloop.json").read_text())
+    assert prov["selection"] == "all" and prov["segment_ids"] == ["ep-0", "ep-1"] and prov["selection_digest"] == sel.digest
+    back_rows = {r["episode.lerobot_episode_index"]: r for r in catalog.segment_table("back").to_pylist()}
+    assert [back_rows[i]["lerobot.source_segment_id"] for i in (0, 1)] == ["ep-0", "ep-1"]
     np.testing.assert_array_equal(a["frame_index"], b["frame_index"])
     np.testing.assert_array_equal(a["state"], b["state"])  # exact in float32
     np.testing.assert_array_equal(a["action"], b["action"])

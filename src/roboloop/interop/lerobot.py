@@ -40,7 +40,7 @@ already written are removed):
   by one pixel to the even size H.264 needs.
 - properties: group ``episode`` (kind, task, source, lerobot_episode_index, control_hz,
   cameras, camera_hz, camera_size) and group ``lerobot`` (codebase_version, fps, robot_type,
-  length, tasks, features, dataset).
+  length, tasks, features, dataset, and source_segment_id for a dataset roboloop exported).
 
 Export (`export_lerobot`)
 -------------------------
@@ -52,7 +52,9 @@ tasks parquet, info.json, stats.json (mean/std/min/max/count for every feature, 
 q01/q10/q50/q90/q99 for numeric ones; camera statistics per channel in [0, 1]). Entity path
 -> key: `schema.lerobot_key` (the inverse of the import mapping; the cube pose becomes
 ``observation.environment_state``; another path ``/a/b`` becomes ``a.b``). Scalars are
-written as float32. The folder is written under a temporary name and renamed into place.
+written as float32. ``meta/roboloop.json`` records the provenance (selection, its digest, the
+segment id of every episode, the export config). The folder is written under a temporary
+name and renamed into place.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ EPISODES_DIR = "meta/episodes"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+PROVENANCE_PATH = "meta/roboloop.json"
+"""Written by `export_lerobot` next to LeRobot's own metadata (LeRobot ignores it): selection, digest, segment ids."""
 CODEBASE_VERSION = "v3.0"
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 """Columns every LeRobot frame has; they are not imported as streams."""
@@ -246,6 +250,7 @@ class _Source:
     image_keys: list[str]
     skipped: dict[str, str]
     tasks: dict[int, str]
+    source_segments: dict[int, str] = field(default_factory=dict)  # episode index -> roboloop segment id (our own exports)
 
     @property
     def features(self) -> dict[str, dict]:
@@ -344,7 +349,20 @@ def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _S
             raise LeRobotFormatError(f"{data_file}: no column(s) {', '.join(lacking)} (declared in {INFO_PATH})")
     for mp4 in sorted({v[0] for e in episodes for v in e.videos.values()}):
         _probe_video(mp4)
-    return _Source(root, info, version, fps, episodes, scalar_keys, video_keys, image_keys, skipped, tasks)
+    return _Source(root, info, version, fps, episodes, scalar_keys, video_keys, image_keys, skipped, tasks, _read_provenance(root))
+
+
+def _read_provenance(root: Path) -> dict[int, str]:
+    """Episode index -> original segment id, when the dataset was exported by roboloop (best effort)."""
+    path = root / PROVENANCE_PATH
+    if not path.is_file():
+        return {}
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))["segment_ids"]
+        return {i: str(s) for i, s in enumerate(ids)}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
 
 
 def _read_tasks_parquet(path: Path) -> dict[int, str]:
@@ -788,6 +806,7 @@ def _write_episode(path, sid, src: _Source, ep: _Episode, cfg: ImportConfig, str
                 "tasks": tasks or None,
                 "features": sorted([*streams, *cams]),
                 "dataset": src.root.name,
+                "source_segment_id": src.source_segments.get(ep.index),
             },
         )
         if task_text:
@@ -1219,6 +1238,17 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
         (tmp / STATS_PATH).write_text(json.dumps(stats.result(), indent=2))
         info = _info_json(cfg, feats, writers, len(ids), global_index, len(task_list), len(train) if cfg.split == "all" else None)
         (tmp / INFO_PATH).write_text(json.dumps(info, indent=4))
+        provenance = {
+            "exported_by": "roboloop",
+            "selection": cfg.selection,
+            "selection_digest": sel.digest,
+            "dataset": sel.dataset,
+            "split": cfg.split,
+            "segment_ids": list(ids),
+            "features": {f.key: f.path for f in feats},
+            "config": cfg.to_dict(),
+        }
+        (tmp / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2))
         _fsync_tree(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
