@@ -414,6 +414,13 @@ def test_cli_import_then_export(tmp_path):
     data = pq.read_table(out / "data/chunk-000/file-000.parquet")
     assert data.schema.field("next.reward").type == pa.float32()  # shape [1] is a plain column
     assert data.schema.field("observation.velocity").type == pa.list_(pa.float32(), 2)
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "export-lerobot", "--selection", "all", "--fps", "5", str(out)])
+    assert res.exit_code == 1 and "already exists" in " ".join(res.output.split())
+    res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "export-lerobot", "--selection", "all", "--fps", "5", "--overwrite",
+                              "--feature", "observation.state=/robot/joint_positions", str(out)])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["fps"] == 5 and set(info["features"]) == {"observation.state", "timestamp", "frame_index", "episode_index", "index", "task_index"}
     # errors are one clear line, exit code 1, nothing written
     res = runner.invoke(app, ["--workspace", str(wsdir), "--catalog", "", "export-lerobot", "--selection", "nope", "--fps", "10", str(tmp_path / "x")])
     assert res.exit_code == 1 and "unknown selection 'nope'" in " ".join(res.output.split())
