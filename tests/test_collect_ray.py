@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -16,6 +19,7 @@ ray = pytest.importorskip("ray")
 
 SPEC = RecordingSpec(cameras=("top",), width=64, height=48, camera_hz=25, scene_hz=10)
 STEPS = 20
+SCRATCH = f"{tempfile.gettempdir()}/roboloop-ray-*"
 
 
 def _joints(cat: Catalog, dataset: str, segment: str) -> np.ndarray:
@@ -32,9 +36,11 @@ def test_ray_executor_records_the_same_episodes_as_local_workers(tmp_path, monke
         def on_result(result) -> None:  # called once the episode is registered
             arrived.append((result.segment_id, cat.segment_table("viaray").num_rows))
 
+        before = set(glob.glob(SCRATCH))
         cfg = CollectConfig(dataset="viaray", episodes=3, seed=7, workers=2, spec=SPEC, steps=STEPS, executor="ray")
         rep = collect(cat, cfg, on_result=on_result)
         assert not ray.is_initialized()  # the local instance it started is shut down
+        assert set(glob.glob(SCRATCH)) <= before  # the actors removed their scratch folders
         assert sorted(r.seed for r in rep.results) == [7, 8, 9]
         assert [n for _, n in arrived] == [1, 2, 3]  # each one registered as it arrived
         for r in rep.results:

@@ -484,6 +484,12 @@ class _EpisodeActor:
         result.path.unlink()
         return result, data
 
+    def close(self) -> None:
+        import shutil
+
+        self.sim.close()
+        shutil.rmtree(self.scratch.root, ignore_errors=True)
+
 
 def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
                  cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
@@ -529,6 +535,10 @@ def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], Non
                 atomic_write_bytes(final, data)
                 done(dataclasses.replace(result, path=final))
     finally:
+        try:  # best effort: close the simulators and remove the scratch folders
+            ray.get([actor.close.remote() for actor in actors], timeout=30)
+        except Exception:  # noqa: BLE001 - an actor that died has nothing left to close
+            pass
         for actor in actors:
             ray.kill(actor)
         if started:
