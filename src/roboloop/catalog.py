@@ -5,7 +5,10 @@ bound to 127.0.0.1 on a free port, and restores the workspace into it: every dat
 (`base` layer first, then the other layers), every table, each dataset's default
 blueprint. The server keeps all of that in memory only, so the workspace is the system
 of record and a restart loses nothing. With a URL (`--catalog` / `ROBOLOOP_CATALOG`) it
-attaches to a running catalog and starts nothing.
+attaches to a running catalog and starts nothing. With no URL configured it first looks
+for the workspace's own server (`roboloop serve` records it in `server.json`, see
+`roboloop.catalog_server`) and attaches to it when it is alive; `url=""` (or
+`attach=False`) always starts an embedded server.
 
 This module decides nothing about file layout: paths come from `Workspace`.
 """
@@ -269,14 +272,28 @@ class Catalog:
         *,
         restore: bool = True,
         port: int = 0,
+        attach: bool = True,
     ) -> None:
         import rerun as rr
 
         self.workspace = workspace or Workspace()
+        explicit = url
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None
         self._live_fd: int | None = None
         self.report = _empty_report()
+        self.server_record = None  # the workspace's `roboloop serve` record when attached through it
+        if not url and explicit is None and attach:
+            url = self._workspace_server_url()
+            if url:
+                try:
+                    self.client = _connect(url)
+                except CatalogError as exc:  # it stopped between the check and now: start our own
+                    log.warning("the workspace's catalog server did not answer (%s); starting an embedded one", exc)
+                    url, self.server_record = None, None
+                else:
+                    self.url = url
+                    return
         if url:
             self.client = _connect(url)
             self.url = url
@@ -293,6 +310,17 @@ class Catalog:
             self.url = self.server.url()
             if restore:
                 self.report = self.restore()
+
+    def _workspace_server_url(self) -> str | None:
+        """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog_server`)."""
+        from roboloop.catalog_server import live_server
+
+        rec = live_server(self.workspace)
+        if rec is None:
+            return None
+        self.server_record = rec
+        log.debug("attaching to the workspace's catalog server %s (pid %d)", rec.url, rec.pid)
+        return rec.url
 
     # --- lifecycle -------------------------------------------------------------------------
     @property

@@ -72,6 +72,8 @@ def restore(client, workspace: Workspace) -> RestoreReport:
             report.tables.append(name)
         except Exception as exc:  # noqa: BLE001
             report.skipped.append((folder, f"table could not be loaded: {exc}"))
+    n_files = sum(len(ws.segment_files(d, layer)) for d in ws.datasets() for layer in ws.layers(d))
+    ensure_fd_budget(n_files)
     for dataset in ws.datasets():
         ds = client.create_dataset(dataset, exist_ok=True)
         for layer in ws.layers(dataset):
@@ -142,6 +144,42 @@ def migrate_lance_tables(client, workspace: Workspace) -> int:
                 entry.rename(entry.with_name(MIGRATED_PREFIX + entry.name))
                 log.info("migrated Lance table %s (%s) to row files", table, entry)
     return n
+
+FD_MARGIN = 512
+"""Descriptors kept free for everything else the process opens (sockets, libraries, new recordings)."""
+
+
+def ensure_fd_budget(n_files: int) -> bool:
+    """Make room for the server's open files: the Rerun server keeps one descriptor open per registered file.
+
+    Raises the soft `RLIMIT_NOFILE` towards `n_files + FD_MARGIN` (never beyond the hard
+    limit). Returns False, after one warning that says what to do, when the hard limit is
+    too low: the files beyond it will be rejected ("Too many open files").
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return True
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n_files + FD_MARGIN
+    if need <= soft:
+        return True
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise the open-file limit to %d: %s", target, exc)
+    if need <= soft:
+        return True
+    log.warning(
+        "the workspace has %d segment files but this process may keep only %d open (ulimit -n; the catalog server "
+        "holds one descriptor per registered file): files beyond that will be skipped. Raise the hard limit "
+        "(e.g. `ulimit -Hn %d` as root / LimitNOFILE) or split the workspace.",
+        n_files, soft, need,
+    )
+    return False
 
 
 def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:

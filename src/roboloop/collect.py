@@ -32,6 +32,15 @@ as soon as its result arrives, so a crash loses at most the episodes in flight. 
 finished but not yet registered when the parent dies is still in the workspace and is
 registered by the next catalog start (the workspace is the system of record).
 
+**Executors.** ``executor="local"`` (default) uses the worker processes above;
+``executor="ray"`` runs ``workers`` Ray actors (one CPU each; a local Ray instance, or the
+cluster at ``ray_address``, e.g. ``auto``). An actor owns a simulator and a policy, records
+each episode into a scratch folder and returns the file's bytes; the parent writes it into
+the workspace atomically and registers it as it arrives, exactly like local results, so
+the actors need neither the workspace nor the catalog. On a cluster, roboloop (with its
+``sim`` extra) must be installed on every node, and the policy factory must be importable
+there.
+
 **Policies.** The runner drives any object with ``policy_id: str``, ``reset()`` (called
 after every ``sim.reset``) and ``action(step, observation) -> 14 joint targets``, where
 ``observation`` is an :class:`Observation`. Policies are built inside the process that
@@ -461,6 +470,10 @@ class CollectConfig(Config):
     "Control steps per episode (None: the task's length)."
     blueprint: bool = True
     "Write and register the dataset's default blueprint first."
+    executor: str = "local"
+    "Where episodes run: `local` worker processes, or `ray` actors (`pip install 'roboloop[ray]'`)."
+    ray_address: str | None = None
+    "Ray cluster to use with executor `ray` (`auto`, `ray://host:10001`); None starts a local Ray instance."
 
     def __post_init__(self) -> None:
         if isinstance(self.conditions, SceneConditions):
@@ -488,6 +501,8 @@ class CollectConfig(Config):
         check(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), f"steps must be >= 1 or None, got {self.steps!r}")
         check(all(isinstance(c, SceneConditions) for c in self.conditions), "conditions must be SceneConditions")
         check(isinstance(self.spec, RecordingSpec), f"spec must be a RecordingSpec, got {type(self.spec).__name__}")
+        check(self.executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        check(self.ray_address is None or self.executor == "ray", "ray_address applies to executor 'ray' only")
 
     def jobs(self, first_seed: int | None = None) -> list[EpisodeJob]:
         """The episodes this config runs: seeds `first_seed + i` (default `seed`, else 0), conditions cycled."""
@@ -540,7 +555,9 @@ def collect(
             on_result(result)
 
     try:
-        if cfg.workers == 1 or len(job_list) <= 1:
+        if cfg.executor == "ray":
+            _collect_ray(job_list, done, ws, cfg, policy_factory)
+        elif cfg.workers == 1 or len(job_list) <= 1:
             sim = make_sim(spec, cfg.task)
             try:
                 policy = policy_factory(sim)
@@ -581,6 +598,100 @@ def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult]
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+# --- the Ray executor ------------------------------------------------------------------------
+
+EXECUTORS = ("local", "ray")
+
+
+class _EpisodeActor:
+    """A Ray actor: one simulator and policy; runs jobs into a scratch folder and returns each RRD's bytes.
+
+    Returning the bytes (an episode is a few MB at most) means the actors need no access to
+    the workspace: the parent writes every file atomically and registers it, as with local
+    workers, so a cluster without shared storage works too.
+    """
+
+    def __init__(self, task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
+        import tempfile
+
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:  # a scripted policy needs no torch
+            pass
+        self.sim = make_sim(spec, task)
+        self.policy = policy_factory(self.sim)
+        self.spec = spec
+        self.scratch = Workspace(tempfile.mkdtemp(prefix="roboloop-ray-"))
+
+    def run(self, job: EpisodeJob, dataset: str, kind: str, steps: int | None) -> tuple[EpisodeResult, bytes]:
+        result = run_episode(self.sim, self.policy, job, workspace=self.scratch, dataset=dataset, spec=self.spec, kind=kind, steps=steps)
+        data = result.path.read_bytes()
+        result.path.unlink()
+        return result, data
+
+    def close(self) -> None:
+        import shutil
+
+        self.sim.close()
+        shutil.rmtree(self.scratch.root, ignore_errors=True)
+
+
+def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
+                 cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
+    """Run the jobs on Ray actors (`cfg.workers` of them, one CPU each); register each result as it arrives."""
+    import dataclasses
+
+    from roboloop.workspace import atomic_write_bytes
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor 'ray' needs Ray: pip install 'roboloop[ray]' (or pip install ray)") from None
+    if not job_list:
+        return
+    n = min(cfg.workers, len(job_list))
+    started = not ray.is_initialized()
+    if started:
+        local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
+        ray.init(address=cfg.ray_address, num_cpus=n if local else None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    actor_cls = ray.remote(num_cpus=1)(_EpisodeActor)
+    actors = [actor_cls.remote(cfg.task, cfg.spec, policy_factory) for _ in range(n)]
+    todo = list(reversed(job_list))
+    in_flight: dict[Any, Any] = {}
+
+    def submit(actor) -> None:
+        if todo:
+            in_flight[actor.run.remote(todo.pop(), cfg.dataset, cfg.kind, cfg.steps)] = actor
+
+    try:
+        for actor in actors:
+            submit(actor)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                actor = in_flight.pop(ref)
+                try:
+                    result, data = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.as_instanceof_cause() from None
+                submit(actor)  # keep the actor busy while this episode is written and registered
+                final = ws.segment_path(cfg.dataset, schema.BASE_LAYER, result.segment_id)
+                atomic_write_bytes(final, data)
+                done(dataclasses.replace(result, path=final))
+    finally:
+        try:  # best effort: close the simulators and remove the scratch folders
+            ray.get([actor.close.remote() for actor in actors], timeout=30)
+        except Exception:  # noqa: BLE001 - an actor that died has nothing left to close
+            pass
+        for actor in actors:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
 
 
 # --- CLI helpers ---------------------------------------------------------------------------

@@ -240,6 +240,50 @@ OUTCOME_STAGE = "stage"  # int index into STAGES
 OUTCOME_STAGE_NAME = "stage_name"
 OUTCOME_FAILURE_TIME_S = "failure_time_s"  # failure_step / control rate, -1 if none
 
+# --- interop ---------------------------------------------------------------------------------
+# LeRobot datasets in and out (roboloop/interop/lerobot.py). A LeRobot feature key maps to an
+# entity path and back through these tables; every other key lives under LEROBOT_ROOT.
+LEROBOT_STATE = "observation.state"
+LEROBOT_ACTION = "action"
+LEROBOT_REWARD = "next.reward"
+LEROBOT_ENV_STATE = "observation.environment_state"
+LEROBOT_IMAGES_PREFIX = "observation.images."
+"""Camera keys look like `observation.images.<camera>`; they map to `camera_path(<camera>)`."""
+LEROBOT_ROOT = "/lerobot"
+"""Imported LeRobot features without a roboloop meaning live at `/lerobot/<key>` (key verbatim)."""
+LEROBOT_IMPORT_PATHS = {LEROBOT_STATE: JOINT_POSITIONS, LEROBOT_ACTION: JOINT_TARGETS, LEROBOT_REWARD: REWARD}
+"""Well-known LeRobot keys -> roboloop entity paths, on import."""
+LEROBOT_EXPORT_KEYS = {
+    JOINT_POSITIONS: LEROBOT_STATE,
+    JOINT_TARGETS: LEROBOT_ACTION,
+    REWARD: LEROBOT_REWARD,
+    CUBE_POSE: LEROBOT_ENV_STATE,
+}
+"""Roboloop entity paths -> LeRobot keys, on export (the cube pose is the environment state)."""
+LEROBOT = "lerobot"
+"""Property group of imported episodes: codebase_version, fps, robot_type, length, tasks, features."""
+EPISODE_SOURCE = "source"  # `episode.source`: where an imported episode came from, e.g. "lerobot:/path/to/ds"
+EPISODE_LEROBOT_INDEX = "lerobot_episode_index"  # `episode.lerobot_episode_index`: its index in the source
+
+
+def lerobot_entity(key: str, *, camera: bool = False) -> str:
+    """Entity path of LeRobot feature `key` on import (cameras: `/cameras/<name>`)."""
+    if camera and key.startswith(LEROBOT_IMAGES_PREFIX) and len(key) > len(LEROBOT_IMAGES_PREFIX):
+        return camera_path(key[len(LEROBOT_IMAGES_PREFIX) :])
+    return LEROBOT_IMPORT_PATHS.get(key) or f"{LEROBOT_ROOT}/{key}"
+
+
+def lerobot_key(entity: str) -> str:
+    """LeRobot feature key of entity path `entity` on export (inverse of `lerobot_entity` where one exists)."""
+    if entity in LEROBOT_EXPORT_KEYS:
+        return LEROBOT_EXPORT_KEYS[entity]
+    if entity.startswith(CAMERA_ROOT + "/"):
+        return LEROBOT_IMAGES_PREFIX + entity[len(CAMERA_ROOT) + 1 :].replace("/", ".")
+    if entity.startswith(LEROBOT_ROOT + "/"):
+        return entity[len(LEROBOT_ROOT) + 1 :]
+    return entity.strip("/").replace("/", ".")
+
+
 # --- sequential ---------------------------------------------------------------------------
 # (sequential.py: anytime-valid paired comparison; evaluate writes its results into the evals row)
 DECISION_IMPROVED = "improved"

@@ -116,6 +116,16 @@ class Workspace:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    @property
+    def server_record_path(self) -> Path:
+        """`server.json`: the URL and pid of the catalog server `roboloop serve` runs for this workspace."""
+        return self.root / "server.json"
+
+    @property
+    def server_lock_path(self) -> Path:
+        """`.server.lock`: held (flock) by the one `roboloop serve` process of this workspace while it runs."""
+        return self.root / ".server.lock"
+
     def dataset_dir(self, dataset: str) -> Path:
         return self.datasets_dir / schema.validate_dataset_name(dataset)
 
@@ -333,6 +343,10 @@ def _split_version(stem: str) -> tuple[str, int]:
     """`run-x.2` -> ("run-x", 2); `run-x` -> ("run-x", 0)."""
     m = _VERSION_SUFFIX.match(stem)
     return (m.group(1), int(m.group(2))) if m else (stem, 0)
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (on this machine)."""
+    return _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

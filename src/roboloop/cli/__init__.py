@@ -120,13 +120,13 @@ def open_workspace() -> Workspace:
 
 
 @contextlib.contextmanager
-def open_catalog(*, port: int = 0) -> Iterator[Catalog]:
-    """Start (or attach to) the catalog; report anything skipped while restoring (once: restore's own log lines are muted here)."""
+def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
+    """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here)."""
     restore_log = logging.getLogger("roboloop.catalog_restore")
     level = restore_log.level
     restore_log.setLevel(logging.ERROR)
     try:
-        cat = Catalog(open_workspace(), state.catalog_url, port=port)
+        cat = Catalog(open_workspace(), state.catalog_url, port=port, attach=attach)
     finally:
         restore_log.setLevel(level)
     for path, reason in cat.report.skipped:
@@ -218,10 +218,9 @@ from roboloop.cli import collect_cmds  # noqa: F401
 from roboloop.cli import curate_cmds  # noqa: F401
 from roboloop.cli import demo_cmds  # noqa: F401
 from roboloop.cli import workspace_cmds  # noqa: F401
-from roboloop.cli import evaluate_cmds
-from roboloop.cli import loop_cmds
-from roboloop.cli import train_cmds
+from roboloop.cli import evaluate_cmds, interop_cmds, loop_cmds, train_cmds  # register(app) modules
 
 train_cmds.register(app)
 evaluate_cmds.register(app)
 loop_cmds.register(app, open_catalog=open_catalog)
+interop_cmds.register(app)

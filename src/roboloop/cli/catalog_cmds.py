@@ -22,17 +22,22 @@ SQL_FORMATS = ("table", "csv", "json")
 def serve(
     port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port). A taken port is an error naming the process that holds it.")] = 9876,
 ) -> None:
-    """Run the catalog server in the foreground, restored from the workspace."""
+    """Run the workspace's catalog server in the foreground; other roboloop commands on the workspace attach to it."""
+    import signal
+
+    from roboloop.catalog_server import ServerLock, published
+
     if state.catalog_url:
         fail("`serve` starts a catalog; drop --catalog / ROBOLOOP_CATALOG")
-    with open_catalog(port=port) as cat:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops cleanly, like Ctrl-C
+    with ServerLock(open_workspace()), open_catalog(port=port, attach=False) as cat, published(cat) as rec:
         rep = cat.report
         n = sum(rep.segments.values())
         console.print(f"[bold]roboloop catalog[/] serving workspace {cat.workspace.root}")
         console.print(f"  restored {n} segment layers, {len(rep.tables)} tables, {len(rep.blueprints)} blueprints in {rep.seconds:.2f}s")
-        console.print(f"  catalog URL: [bold cyan]{cat.url}[/]")
+        console.print(f"  catalog URL: [bold cyan]{cat.url}[/] (recorded in {cat.workspace.server_record_path}, pid {rec.pid})")
         console.print(f"  open it in the viewer:   {viewer_command(cat.url)}", soft_wrap=True)
-        console.print(f"  use it from roboloop:    ROBOLOOP_CATALOG={cat.url} roboloop ls", soft_wrap=True)
+        console.print("  roboloop commands on this workspace attach to it automatically (`--catalog ''` opts out)", soft_wrap=True)
         console.print("  Ctrl-C to stop")
         try:
             while True:

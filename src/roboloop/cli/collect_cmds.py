@@ -32,6 +32,8 @@ def collect_cmd(
     scene_hz: Annotated[Optional[int], typer.Option(help=f"Rate of the 3D scene poses; must divide {schema.CONTROL_HZ}. Default {schema.SCENE_HZ}.")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
     plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where episodes run: local (worker processes) or ray (needs `pip install 'roboloop[ray]'`). Default local.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster (`auto`, `ray://head:10001`); default: a local Ray instance.")] = None,
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
     if plan is not None:
@@ -54,12 +56,14 @@ def collect_cmd(
         conditions = None
         if any(v is not None for v in named.values()):
             conditions = (SceneConditions.from_names(**{k: v for k, v in named.items() if v is not None}),)
-        cfg = override(base, dataset=dataset, episodes=episodes, seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions)
+        cfg = override(base, dataset=dataset, episodes=episodes, seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions,
+                       executor=executor, ray_address=ray_address)
     spec = cfg.spec
     labels = ", ".join(c.label for c in cfg.conditions) or "default"
     console.print(f"collecting {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/]: {labels}, "
                   + (f"seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} (explicit), " if cfg.seed is not None else "seeds continuing after the dataset's highest, ")
-                  + f"cameras {','.join(spec.cameras) or '(none)'} {spec.width}x{spec.height} @ {spec.camera_hz} Hz, {cfg.workers} worker(s)")
+                  + f"cameras {','.join(spec.cameras) or '(none)'} {spec.width}x{spec.height} @ {spec.camera_hz} Hz, {cfg.workers} worker(s)"
+                  + (" on Ray" if cfg.executor == "ray" else ""))
     counts = {"done": 0, "ok": 0}
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
