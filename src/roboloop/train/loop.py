@@ -107,6 +107,7 @@ def train(
     run_id = resume or new_run_id()
     run_dir = ws.run_dir(run_id)
     state = _load_resume(run_dir, cfg, sel) if resume else None
+    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
