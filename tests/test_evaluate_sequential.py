@@ -1,0 +1,188 @@
+"""Sequential evaluation end to end: real simulator, real catalog, short rollouts, no cameras.
+
+Expectations are computed here independently: seeds from the seed rule written out,
+decisions by replaying the recorded outcomes (read back from the catalog) through a fresh
+`PairedSequentialTest` at the Bonferroni level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+
+import pytest
+
+from roboloop import rows, schema
+from roboloop.evaluate import EvalConfig, EvaluateError, evaluate, parse_grid
+from roboloop.evaluate_sequential import SequentialEvalError, evaluate_until_decided, sequential_rows
+from roboloop.sequential import PairedSequentialTest, SequentialConfig
+
+pytestmark = pytest.mark.sim
+
+
+class HoldStill:
+    """A trivial policy: command the current joint positions (the cube is never touched)."""
+
+    policy_id = "hold-still-v0"
+
+    def __init__(self, sim=None) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def action(self, step, observation):
+        return observation.joint_positions
+
+
+def _cfg(**kw) -> EvalConfig:
+    base = {"dataset": "demo", "grid": parse_grid("region=near"), "episodes_per_cell": 2, "steps": 100, "cameras": ()}
+    base.update(kw)
+    if isinstance(base["grid"], str):
+        base["grid"] = parse_grid(base["grid"])
+    return EvalConfig(**base)
+
+
+def _seed(key: str, index: int) -> int:
+    return 2**30 + int.from_bytes(hashlib.sha256(f"{key}#{index}".encode()).digest()[:8], "big") % 2**30
+
+
+def _rollouts(catalog, eval_id: str) -> dict[tuple[str, int], dict]:
+    out = {}
+    for r in catalog.segment_table("demo_evals").to_pylist():
+        if r["episode.eval_id"] == eval_id:
+            pair = (r["episode.cell"], r["episode.index_in_cell"])
+            assert pair not in out, f"{eval_id} ran {pair} twice"
+            out[pair] = r
+    return out
+
+
+def _files(root) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs}
+
+
+def test_large_effect_decided_in_few_rounds_row_and_top_up_to_a_fixed_grid(catalog):
+    # at 130 steps the scripted demonstrator lifts the cube (stage 2 of 4) on every seed; holding still reaches none
+    evaluate(catalog, _cfg(eval_id="still", policy="hold-still", steps=130), policy_factory=HoldStill)
+    seq = SequentialConfig(metric="stage", alpha=0.1, margin=0.1, round_size=4, max_per_cell=40)
+    events = []
+    rep = evaluate_until_decided(catalog, _cfg(eval_id="scr", steps=130, episodes_per_cell=14), against="still", seq=seq,
+                                 baseline_factory=HoldStill, on_round=events.append)
+    key = "region=left"
+    base, chal = _rollouts(catalog, "still"), _rollouts(catalog, "scr")
+    # independent expectation: replay the recorded stages pair by pair
+    t = PairedSequentialTest(alpha=0.1, margin=0.1)
+    decided_at = None
+    for i in range(len(chal)):
+        if t.update(base[(key, i)]["outcome.stage"] / 4, chal[(key, i)]["outcome.stage"] / 4) != "undecided" and decided_at is None:
+            decided_at = i + 1
+    assert decided_at is not None and t.state().decision == "improved"
+    used = math.ceil(decided_at / 4) * 4
+    assert rep.decisions == {key: "improved"} and rep.status == "finished" and rep.done
+    assert len(chal) == used == len(rep.results) and used <= 16  # a few rounds, not the 40 allowed
+    # the baseline had 2 rollouts: it was topped up on the same seed rule, paired one to one
+    assert sorted(base) == [(key, i) for i in range(used)] and len(rep.baseline_results) == used - 2
+    for pair, r in chal.items():
+        assert r["episode.seed"] == base[pair]["episode.seed"] == _seed(*pair)
+        assert r["episode.kind"] == "rollout" and r["episode.policy"] == "scripted-handover-v1"
+    assert {r["episode.policy"] for r in base.values()} == {"hold-still-v0"}
+
+    row = rows.read_row(catalog.workspace, schema.EVALS_TABLE, "scr")
+    assert row["against"] == "still" and row["status"] == "finished" and row["finished"] == used
+    (cell,) = row[schema.EVAL_SEQUENTIAL]["cells"]
+    assert (cell["cell"], cell["decision"], cell["n"], cell["decided_at"], cell["stop_round"]) == (
+        key, "improved", used, decided_at, used // 4)
+    assert row[schema.EVAL_SEQUENTIAL]["pairs"][key] == [[0.0, 0.5]] * used
+    assert sequential_rows(row)[0]["rollouts"] == used and sequential_rows(row)[0]["fixed_n"] == 2
+    brow = rows.read_row(catalog.workspace, schema.EVALS_TABLE, "still")
+    assert brow["extended_by"] == ["scr"] and brow["extra_rollouts"] == used - 2
+    assert [(e.round, e.finished) for e in events] == [(r, f) for r in range(1, used // 4 + 1) for f in (False, True)]
+    assert events[-1].active == 0 and events[-1].decisions()["improved"] == 1
+
+    # top up to the fixed grid of 14: only the missing indices run; the sequential result stays on the row
+    top = evaluate(catalog, _cfg(eval_id="scr", steps=130, episodes_per_cell=14), resume=True)
+    assert top.skipped == used and sorted(r.properties["episode"]["index_in_cell"] for r in top.results) == list(range(used, 14))
+    assert sorted(_rollouts(catalog, "scr")) == [(key, i) for i in range(14)]
+    row = rows.read_row(catalog.workspace, schema.EVALS_TABLE, "scr")
+    assert row["episodes_per_cell"] == 14 and row["finished"] == 14
+    assert row[schema.EVAL_SEQUENTIAL]["cells"][0]["n"] == used and row["against"] == "still"
+    # resuming the finished sequential evaluation reads no top-up rollout as evidence and runs nothing
+    again = evaluate_until_decided(catalog, _cfg(eval_id="scr", steps=130, episodes_per_cell=14), against="still", seq=seq,
+                                   resume=True)
+    assert again.results == [] and again.sequential["cells"][0]["n"] == used and again.decisions == {key: "improved"}
+
+
+def test_self_comparison_declares_nothing_and_resume_continues_the_sequence(catalog):
+    grid = "region=near,far"
+    evaluate(catalog, _cfg(eval_id="a", grid=grid))  # scripted, 2 per cell, 100 steps: stages 0 or 1 by seed
+    seq = SequentialConfig(metric="stage", alpha=0.1, margin=0.5, round_size=3, max_per_cell=9)
+    seen = []
+
+    def interrupt(result):
+        seen.append(result)
+        if len(seen) == 7:  # 2 baseline top-ups, then the 5th of round 1's 6 challenger rollouts
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_until_decided(catalog, _cfg(eval_id="b1", grid=grid), against="a", seq=seq, on_result=interrupt)
+    row = rows.read_row(catalog.workspace, schema.EVALS_TABLE, "b1")
+    assert row["status"] == "interrupted" and len(_rollouts(catalog, "b1")) == 5  # registered before the interrupt
+    with pytest.raises(SequentialEvalError, match="other sequential settings"):
+        evaluate_until_decided(catalog, _cfg(eval_id="b1", grid=grid), against="a",
+                               seq=SequentialConfig(metric="success", alpha=0.1, margin=0.5, round_size=3, max_per_cell=9),
+                               resume=True)
+    r1 = evaluate_until_decided(catalog, _cfg(eval_id="b1", grid=grid), against="a", seq=seq, resume=True)
+    r2 = evaluate_until_decided(catalog, _cfg(eval_id="b2", grid=grid), against="a", seq=seq)
+    assert r1.skipped == 5  # replayed: region=left 0..2 (a full round), region=right 0..1 (finished first)
+    s1, s2 = r1.sequential, r2.sequential
+    assert s1["pairs"] == s2["pairs"] and any(a != 0 for v in s1["pairs"].values() for a, _ in v)  # varied values
+    strip = ("cell", "n", "decision", "decided_at", "stop_round", "stopped", "estimate")
+    assert [{k: c[k] for k in strip} for c in s1["cells"]] == [{k: c[k] for k in strip} for c in s2["cells"]]
+    assert set(r1.decisions.values()) | set(r2.decisions.values()) <= {"no_difference", "undecided"}
+    assert "no_difference" in r1.decisions.values()
+    assert s1["overall"]["decision"] not in ("improved", "regressed")
+    # every pair ran once, on the baseline's seed, and the baseline was topped up on the same rule
+    b1, base = _rollouts(catalog, "b1"), _rollouts(catalog, "a")
+    assert len(b1) == sum(c["n"] for c in s1["cells"]) and len(r1.results) == len(b1) - 5
+    for pair, r in b1.items():
+        assert r["episode.seed"] == base[pair]["episode.seed"] == _seed(*pair)
+        assert r["outcome.stage"] == base[pair]["outcome.stage"]  # same policy, same scene: the same outcome
+    assert rows.read_row(catalog.workspace, schema.EVALS_TABLE, "b1")["status"] == "finished"
+
+
+def test_bad_input_gets_a_clear_error_and_writes_nothing(catalog):
+    evaluate(catalog, _cfg(eval_id="a", steps=4, episodes_per_cell=1))
+    root = catalog.workspace.root
+    before = _files(root)
+    good = SequentialConfig()
+    cases = [
+        (dict(against="nope"), "no evaluation 'nope'"),
+        (dict(cfg=_cfg(steps=4, grid="region=near,far")), "grid"),
+        (dict(cfg=_cfg(steps=4, dataset="other")), "dataset"),
+        (dict(cfg=_cfg(steps=5)), "steps"),
+        (dict(seq={"alpha": 1.5}), r"alpha must lie in \(0, 1\)"),
+        (dict(seq={"alpha": 0.0}), r"alpha must lie in \(0, 1\)"),
+        (dict(seq={"margin": 1.5}), r"margin must lie in \(0, 1\]"),
+        (dict(seq={"margin": 0.0}), r"margin must lie in \(0, 1\]"),
+        (dict(seq={"round_size": 10, "max_per_cell": 5}), "max_per_cell"),
+        (dict(seq={"metric": "reward"}), "metric"),
+        (dict(cfg=_cfg(steps=4, eval_id="a")), "against itself"),
+        (dict(cfg=_cfg(steps=4, policy="run-nope")), "run 'run-nope'"),
+        (dict(cfg=_cfg(steps=4, eval_id="fresh"), resume=True), "no such evaluation"),
+        (dict(cfg=_cfg(steps=4, eval_id="a"), against="a", resume=True), "against itself"),
+    ]
+    for kw, msg in cases:
+        args = {"cfg": _cfg(steps=4), "against": "a", "seq": good, **kw}
+        cfg = args.pop("cfg")
+        with pytest.raises(EvaluateError, match=msg):
+            evaluate_until_decided(catalog, cfg, **args)
+        assert _files(root) == before, kw
+    # an existing eval id that is not the baseline
+    evaluate(catalog, _cfg(eval_id="other", steps=4, episodes_per_cell=1))
+    before = _files(root)
+    with pytest.raises(SequentialEvalError, match="exists already"):
+        evaluate_until_decided(catalog, _cfg(steps=4, eval_id="other"), against="a", seq=good)
+    with pytest.raises(SequentialEvalError, match="not a sequential evaluation"):
+        evaluate_until_decided(catalog, _cfg(steps=4, eval_id="other"), against="a", seq=good, resume=True)
+    assert _files(root) == before
