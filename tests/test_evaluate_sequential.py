@@ -186,3 +186,66 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(catalog):
     with pytest.raises(SequentialEvalError, match="not a sequential evaluation"):
         evaluate_until_decided(catalog, _cfg(steps=4, eval_id="other"), against="a", seq=good, resume=True)
     assert _files(root) == before
+
+
+def test_cli_until_decided_plan_eval_compare_success(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from roboloop.cli import app
+
+    ws = tmp_path / "ws"
+
+    def run(*args: str, code: int = 0) -> str:
+        res = CliRunner().invoke(app, ["--workspace", str(ws), *args], env={"ROBOLOOP_CATALOG": "", "COLUMNS": "200"})
+        assert res.exit_code == code, res.output + repr(res.exception)
+        return res.output
+
+    run("eval", "--policy", "scripted", "--grid", "region=near", "-n", "3", "--steps", "60", "--cameras", "", "--name", "a", "-d", "demo")
+    before = _files(ws)
+    assert "alpha must lie in (0, 1)" in run("eval", "--policy", "scripted", "--against", "a", "--until-decided", "--alpha", "2",
+                                             "--cameras", "", code=1)
+    assert "margin must lie in (0, 1]" in run("eval", "--policy", "scripted", "--against", "a", "--until-decided", "--margin", "1.5",
+                                              "--cameras", "", code=1)
+    assert "grid" in run("eval", "--policy", "scripted", "--against", "a", "--until-decided", "--grid", "region=far",
+                         "--cameras", "", code=1)
+    assert "--until-decided" in run("eval", "--policy", "scripted", "--against", "a", code=1)
+    assert _files(ws) == before
+    # at 60 steps nothing is grasped yet: both score 0 on every seed, no difference within the margin
+    out = run("eval", "--policy", "scripted", "--against", "a", "--until-decided", "--metric", "stage", "--alpha", "0.1",
+              "--margin", "0.5", "--round", "4", "--max-per-cell", "12", "--cameras", "", "--name", "b")
+    assert "round 2: 0 cell(s) active; no diff 1" in out and "no_difference" in out
+    row = rows.read_row(ws_obj(ws), schema.EVALS_TABLE, "b")
+    (cell,) = row[schema.EVAL_SEQUENTIAL]["cells"]
+    assert (cell["decision"], cell["n"], cell["stop_round"]) == ("no_difference", 8, 2) and row["config"]["steps"] == 60
+
+    cmp = {r["group"]: r for r in map(json.loads, run("compare", "a", "b", "--format", "json").splitlines())}
+    assert (cmp["region=left"]["seq_decision"], cmp["region=left"]["seq_rollouts"], cmp["region=left"]["seq_stop_round"]) == (
+        "no_difference", 8, 2)
+    assert cmp["region=left"]["n_pairs"] == 8 and cmp["overall"]["seq_decision"] == "no_difference"
+    got = [json.loads(x) for x in run("success", "-d", "demo_evals", "--eval", "b", "--format", "json").splitlines()]
+    assert [(g["n"], g["seq_decision"], g["seq_rollouts"]) for g in got] == [(8, "no_difference", 8)]
+    assert "sequential decision" in run("success", "-d", "demo_evals", "--eval", "a", "--eval", "b", "--by", "episode.eval_id")
+
+    plan = [json.loads(x) for x in run("plan-eval", "--baseline", "b", "--effect", "0.3", "--sims", "50", "--format", "json").splitlines()]
+    assert [(p["cell"], p["baseline_n"], p["baseline_rate"]) for p in plan] == [("region=left", 8, 0.0)]
+    assert plan[0]["fixed_n"] > 0 and 0 < plan[0]["sequential_mean"] <= plan[0]["sequential_p90"]
+    assert "no evaluation 'nope'" in run("plan-eval", "--baseline", "nope", code=1)
+
+    # top up to a full grid of 10 from the CLI: only indices 8 and 9 run
+    out = run("eval", "--resume", "b", "-n", "10")
+    assert "0/2 successes" in out and "8 rollout(s) were already done" in out
+    assert len(_rollouts_ws(ws, "b")) == 10
+
+
+def ws_obj(path):
+    from roboloop.workspace import Workspace
+
+    return Workspace(path)
+
+
+def _rollouts_ws(path, eval_id):
+    from roboloop import episode_index
+
+    return [r for r in episode_index.read(ws_obj(path), "demo_evals") if r["episode.eval_id"] == eval_id]

@@ -105,7 +105,7 @@ class RoundEvent:
 
     def decisions(self) -> dict[str, int]:
         """Decision -> number of cells (undecided included)."""
-        out = {d: 0 for d in schema.DECISIONS}
+        out = dict.fromkeys(schema.DECISIONS, 0)
         for p in self.progress:
             out[p.state.decision] += 1
         return out
