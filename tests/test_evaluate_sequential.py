@@ -233,6 +233,7 @@ def test_cli_until_decided_plan_eval_compare_success(tmp_path):
     assert plan[0]["fixed_n"] > 0 and 0 < plan[0]["sequential_mean"] <= plan[0]["sequential_p90"]
     assert "no evaluation 'nope'" in run("plan-eval", "--baseline", "nope", code=1)
 
+    assert "nothing to continue" in run("eval", "--resume", "b")
     # top up to a full grid of 10 from the CLI: only indices 8 and 9 run
     out = run("eval", "--resume", "b", "-n", "10")
     assert "0/2 successes" in out and "8 rollout(s) were already done" in out

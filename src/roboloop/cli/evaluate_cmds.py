@@ -166,7 +166,11 @@ def eval_cmd(
         stored = eval_row(ws, resume)
         cfg = _guard(lambda: load_config(ws, resume))
         seq_row = (stored or {}).get(schema.EVAL_SEQUENTIAL)
-        if seq_row and episodes_per_cell is None and not seq_row.get("done"):
+        if seq_row and episodes_per_cell is None:
+            if seq_row.get("done"):
+                cli.console.print(f"{resume} is decided (sequentially, against {stored.get('against')}): nothing to continue; "
+                                  f"top it up to a fixed grid with `roboloop eval --resume {resume} -n N`", soft_wrap=True)
+                return
             cfg = _guard(lambda: EvalConfig.from_dict({**cfg.to_dict(), "workers": workers}))
             _run_sequential(cfg, stored["against"], seq_row["config"], resume=True)
             return
