@@ -358,7 +358,8 @@ def evaluate_until_decided(
             round_no = max(-(-(drv.tests[k].n + n) // seq.round_size) for k, n in req.items())
             if on_round is not None:
                 on_round(RoundEvent(round_no, False, dict(req), drv.progress()))
-            wanted = [(k, i) for k, n in req.items() for i in range(drv.tests[k].n, drv.tests[k].n + n)]
+            wanted = sorted(((k, i) for k, n in req.items() for i in range(drv.tests[k].n, drv.tests[k].n + n)),
+                            key=lambda ki: (ki[1], number[ki[0]]))  # cells interleaved: index 0 of every cell first
             todo_base = [(number[k], by_key[k], k, i, cell_seed(k, i)) for k, i in wanted if (k, i) not in base_vals]
             if todo_base:
                 n_before = len(report.baseline_results)
