@@ -177,7 +177,9 @@ def test_resume_runs_only_the_missing_pairs(catalog):
     first = {(r.properties["episode"]["cell"], r.properties["episode"]["index_in_cell"]) for r in seen}
 
     with pytest.raises(EvaluateError, match="different config"):
-        evaluate(catalog, _cfg(eval_id="ev-r", grid=parse_grid("region=near,far"), episodes_per_cell=4, steps=10), resume=True)
+        evaluate(catalog, _cfg(eval_id="ev-r", grid=parse_grid("region=near,far"), episodes_per_cell=3, steps=11), resume=True)
+    with pytest.raises(EvaluateError, match="fewer episodes per cell"):
+        evaluate(catalog, _cfg(eval_id="ev-r", grid=parse_grid("region=near,far"), episodes_per_cell=2, steps=10), resume=True)
     report = evaluate(catalog, load_config(catalog.workspace, "ev-r"), resume=True)
     second = {(r.properties["episode"]["cell"], r.properties["episode"]["index_in_cell"]) for r in report.results}
     assert report.skipped == 4 and len(report.results) == 2 and not first & second

@@ -174,3 +174,20 @@ def test_loss_curves_read_from_a_run_recording(ws, catalog):
     assert curves["train"][1] == pytest.approx(1.0 / (1 + train_steps))
     assert curves["holdout"][0] == [float(s) for s in hold_steps]
     assert curves["holdout"][1] == pytest.approx(2.0 / (1 + hold_steps))
+
+
+def test_sequential_decisions_show_only_when_present():
+    data = synthetic_report_data()
+    assert "Sequential decision" not in render_report(data)
+    data.sequential = [
+        {"label": "v2", "eval_id": "ev-v2", "against": "ev-v1", "cell": "lighting=dim,yaw=any", "decision": "improved",
+         "rollouts": 10, "fixed_n": 30, "stop_round": 2, "decided_at": 9, "estimate": 0.8, "ci_low": 0.31, "ci_high": 1.0,
+         "metric": "stage"},
+    ]
+    text = render_report(data)
+    p = _Collector()
+    p.feed(text)
+    assert p.ids == list(SECTIONS)  # a table inside the comparison section, no new section
+    section = text[text.index('id="comparison"'):text.index('id="coverage"')]
+    assert "Sequential decision" in section and "ev-v1" in section and "improved" in section
+    assert re.search(r">10<.*>30<.*>2<.*>9<", section, re.S)

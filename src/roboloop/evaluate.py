@@ -80,6 +80,7 @@ __all__ = [
     "GridError",
     "PolicySource",
     "canonical_label",
+    "check_resumable",
     "cell_conditions",
     "cell_key",
     "cell_seed",
@@ -90,6 +91,8 @@ __all__ = [
     "load_config",
     "parse_grid",
     "resolve_policy",
+    "rollout_jobs",
+    "rollout_outcomes",
     "run_dataset",
     "valid_labels",
 ]
@@ -542,6 +545,64 @@ def plan_pairs(cfg: EvalConfig) -> list[tuple[int, dict[str, str], str, int, int
     return out
 
 
+CARRIED_ROW_KEYS = (schema.EVAL_SEQUENTIAL, "against", "extended_by", "extra_rollouts")
+"""Keys of an evals row that `evaluate(..., resume=True)` keeps from the stored row (written by sequential runs)."""
+
+
+def check_resumable(stored_config: Mapping[str, Any], cfg: EvalConfig) -> None:
+    """EvaluateError unless `cfg` continues the stored config: equal up to `workers`, `episodes_per_cell` not smaller.
+
+    A larger `episodes_per_cell` tops the evaluation up (cell seeds are a pure function of
+    (cell, index), so indices n..N-1 extend the same grid).
+    """
+    skip = ("workers", "episodes_per_cell")
+    stored = {k: v for k, v in stored_config.items() if k not in skip}
+    asked = {k: v for k, v in cfg.to_dict().items() if k not in skip}
+    if stored != asked:
+        diff = sorted(k for k in stored.keys() | asked.keys() if stored.get(k) != asked.get(k))
+        raise EvaluateError(f"cannot resume {cfg.eval_id!r} with a different config (differs in {', '.join(diff)})")
+    before = int(stored_config.get("episodes_per_cell") or 0)
+    if cfg.episodes_per_cell < before:
+        raise EvaluateError(f"cannot resume {cfg.eval_id!r} with fewer episodes per cell ({cfg.episodes_per_cell}) than it "
+                            f"has planned ({before}); resume with --episodes-per-cell {before} or more")
+
+
+def rollout_jobs(eval_id: str, source: PolicySource,
+                 todo: Sequence[tuple[int, Mapping[str, str], str, int, int]]) -> list[EpisodeJob]:
+    """Episode jobs of (cell number, cell, cell key, index, seed) tuples, with the rollout provenance of `eval_id`."""
+    jobs = []
+    for no, cell, key, index, seed in todo:
+        sid = schema.validate_segment_id(f"{eval_id}-c{no:02d}-i{index:04d}-{uuid.uuid4().hex[:6]}")
+        provenance = {
+            schema.EPISODE_EVAL_ID: eval_id,
+            **source.provenance,
+            schema.EPISODE_CELL: key,
+            schema.EPISODE_INDEX_IN_CELL: index,
+        }
+        jobs.append(EpisodeJob(seed, cell_conditions(dict(cell)), sid, {schema.EPISODE: provenance}))
+    return jobs
+
+
+def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
+    """eval id -> (cell key, index) -> {"success": bool, "stage": int}, for rollouts the catalog holds."""
+    out: dict[str, dict[tuple[str, int], dict[str, Any]]] = {e: {} for e in eval_ids}
+    if evals_dataset not in catalog.dataset_names():
+        return out
+    table = catalog.segment_table(evals_dataset)
+    cols = table.column_names
+    need = (f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", f"{schema.EPISODE}.{schema.EPISODE_CELL}",
+            f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}", f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}")
+    if table.num_rows == 0 or not all(c in cols for c in need):
+        return out
+    stage_col = f"{schema.OUTCOME}.{schema.OUTCOME_STAGE}"
+    stages = table.column(stage_col).to_pylist() if stage_col in cols else [None] * table.num_rows
+    ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)
+    for e, c, i, s, st in zip(ids, cells, idx, ok, stages):
+        if e in out and c is not None and i is not None:
+            out[e][(c, int(i))] = {schema.OUTCOME_SUCCESS: bool(s), schema.OUTCOME_STAGE: None if st is None else int(st)}
+    return out
+
+
 def _collect(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
              steps: int | None, workers: int, on_result) -> None:
     """Run and register rollout jobs through collect (either collect signature: keyword arguments, or a CollectConfig)."""
@@ -567,7 +628,9 @@ def evaluate(
     """Run, record and register the evaluation's rollouts; keep its row in the evals table.
 
     `resume` runs only the (cell, index) pairs of `cfg.eval_id` that are not in the catalog
-    yet (the row must exist and its config must match `cfg` up to `workers`).
+    yet (the row must exist and its config must match `cfg` up to `workers`; a larger
+    `episodes_per_cell` tops the evaluation up to that many per cell, e.g. a sequential
+    evaluation that stopped early, to show a full grid).
     `policy_factory` (tests, custom baselines) replaces the policy that `cfg.policy` names;
     no training run is looked up then and the run provenance is "none".
     `on_result(result)` is called after each rollout is registered and indexed.
@@ -583,11 +646,7 @@ def evaluate(
         previous = eval_row(ws, cfg.eval_id)
         if previous is None:
             raise EvaluateError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
-        stored = {k: v for k, v in previous["config"].items() if k != "workers"}
-        asked = {k: v for k, v in cfg.to_dict().items() if k != "workers"}
-        if stored != asked:
-            diff = sorted(k for k in stored.keys() | asked.keys() if stored.get(k) != asked.get(k))
-            raise EvaluateError(f"cannot resume {cfg.eval_id!r} with a different config (differs in {', '.join(diff)})")
+        check_resumable(previous["config"], cfg)
     else:
         if cfg.eval_id is None:
             cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
@@ -607,16 +666,7 @@ def evaluate(
 
     done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}
     todo = [p for p in pairs if (p[2], p[3]) not in done_pairs]
-    jobs = []
-    for no, cell, key, index, seed in todo:
-        sid = schema.validate_segment_id(f"{eval_id}-c{no:02d}-i{index:04d}-{uuid.uuid4().hex[:6]}")
-        provenance = {
-            schema.EPISODE_EVAL_ID: eval_id,
-            **source.provenance,
-            schema.EPISODE_CELL: key,
-            schema.EPISODE_INDEX_IN_CELL: index,
-        }
-        jobs.append(EpisodeJob(seed, cell_conditions(cell), sid, {schema.EPISODE: provenance}))
+    jobs = rollout_jobs(eval_id, source, todo)
 
     report = EvalReport(eval_id, cfg, keys, skipped=len(pairs) - len(todo))
     base_row = {
@@ -637,6 +687,8 @@ def evaluate(
         "config": cfg.to_dict(),
         "created_at": previous["created_at"] if previous else _now(),
     }
+    if previous:  # what other writers added to the row (a sequential result, top-ups of a baseline) stays
+        base_row = {**{k: previous[k] for k in CARRIED_ROW_KEYS if k in previous}, **base_row}
     wall_before = float(previous.get("wall_s", 0.0)) if previous else 0.0
     planned = {(p[2], p[3]) for p in pairs}
     counts = {"done": report.skipped, "ok": sum(ok for pair, ok in done_pairs.items() if pair in planned)}

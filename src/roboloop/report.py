@@ -9,13 +9,14 @@ Two halves:
   every number it shows is in the data it is given.
 - :func:`build_report_data` is the glue: for each evaluation it reads the evaluation row,
   calls ``analyze.rollout_table`` / ``analyze.success_by`` / ``analyze.failures`` /
-  ``analyze.compare``, the coverage gaps (``analyze_gaps.gaps``), the runs' loss curves
+  ``analyze.compare``, the sequential decisions stored in the row (if any), the coverage gaps (``analyze_gaps.gaps``), the runs' loss curves
   (entities ``/train/loss`` and ``/holdout/loss`` on timeline ``step`` in ``<ds>_runs``),
   the selections' queries and sizes, and the plans made from the evaluations.
   :func:`write_report` writes the file atomically.
 
 Sections (HTML ids): ``summary``, ``success`` (heatmaps with k/n and Wilson intervals per
-evaluation), ``comparison`` (the paired comparison per cell), ``coverage`` (training
+evaluation), ``comparison`` (the paired comparison per cell, and the sequential decision per cell
+when an evaluation was run with ``--until-decided``), ``coverage`` (training
 coverage per cell and the gap verdicts), ``loss`` (loss curves of the runs),
 ``selections`` (queries and sizes), ``failures`` (for each failing cell, commands that
 open its failed rollouts in the viewer at the failure moment, and optional links to
@@ -99,6 +100,10 @@ class ReportData:
     """Per cell (plus an "overall" row): cell, n_pairs, rate_a, rate_b, diff, diff_low, diff_high,
     p_value, p_adjusted, test, verdict."""
     comparison_labels: tuple[str, str] = ("A", "B")
+    sequential: list[dict[str, Any]] = field(default_factory=list)
+    """Sequential decisions (evaluations run with --until-decided), per cell: label, eval_id, against, cell,
+    decision, rollouts, stop_round, decided_at, estimate, ci_low, ci_high, fixed_n, metric. Shown (in the
+    comparison section, "Sequential decision") only when present."""
     loss_curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]] = field(default_factory=dict)
     """Run label -> {"train": (steps, values), "holdout": (steps, values)}."""
     selections: list[dict[str, Any]] = field(default_factory=list)
@@ -355,6 +360,18 @@ def render_report(data: ReportData) -> str:
         )
     else:
         body += '<p class="note">(one evaluation only: nothing to compare)</p>'
+    if data.sequential:
+        body += (
+            "<h3>Sequential decision</h3>"
+            '<p class="note">Decided round by round with an anytime-valid paired test (the error stays below alpha '
+            "however often it was looked at); rollouts = pairs the decision took, next to the fixed grid's count per cell.</p>"
+            + _table(
+                data.sequential,
+                [("label", "evaluation"), ("against", "against"), (CELL, "cell"), ("decision", "decision"),
+                 ("rollouts", "rollouts"), ("fixed_n", "fixed grid"), ("stop_round", "stop round"), ("decided_at", "decided at"),
+                 ("estimate", "diff"), ("ci_low", "CS low"), ("ci_high", "CS high"), ("metric", "metric")],
+            )
+        )
     out.append(_section("comparison", f"Paired comparison {a} -> {b}", body))
 
     # coverage
@@ -561,6 +578,10 @@ def build_report_data(
             raise GapError(f"unknown evaluation {eval_id!r}")
         evals_ds = row.get("evals_dataset") or schema.evals_dataset(row["dataset"])
         sec = EvalSection(eval_id=eval_id, label=label, run_id=row.get("run_id") or "", policy=str(row.get("policy") or ""), evals_dataset=evals_ds)
+        if row.get(schema.EVAL_SEQUENTIAL):
+            from roboloop.evaluate_sequential import sequential_rows
+
+            data.sequential.extend({"label": label, "eval_id": eval_id, **r} for r in sequential_rows(row))
         rollouts = analyze.rollout_table(catalog, evals_ds, eval_ids=[eval_id])
         r_rows = _rows_of(rollouts)
         rollout_rows.append(r_rows)

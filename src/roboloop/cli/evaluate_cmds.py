@@ -116,16 +116,27 @@ def eval_cmd(
     grid: Annotated[str | None, typer.Option("--grid", "-g", help="Grid: 'region=near,far yaw=none,any lighting=normal,dim' or a TOML file.")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Training run id to evaluate.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", help="'scripted' to evaluate the scripted demonstrator (the baseline).")] = None,
-    episodes_per_cell: Annotated[int, typer.Option("--episodes-per-cell", "-n", min=1, help="Rollouts per grid cell.")] = 10,
+    episodes_per_cell: Annotated[int | None, typer.Option("--episodes-per-cell", "-n", min=1, help="Rollouts per grid cell (default 10; with --resume: top the evaluation up to N per cell; with --until-decided: the fixed grid a later top-up fills, default the baseline's).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset; rollouts go to <dataset>_evals (default: the run's, else aloha).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Evaluation id (default: generated).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue evaluation EVAL_ID: run only its missing (cell, episode) pairs.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue evaluation EVAL_ID: run only its missing (cell, episode) pairs (a sequential one continues its sequence).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (each owns a simulator and the policy).")] = 1,
     cameras: Annotated[str, typer.Option(help="Cameras to record, comma-separated ('' for none); the policy's own cameras are always added.")] = "top",
     camera_size: Annotated[str, typer.Option(help="Recorded size WIDTHxHEIGHT (a vision policy's own size wins).")] = "160x120",
-    steps: Annotated[int | None, typer.Option(min=1, help="Control steps per rollout (default 300).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Control steps per rollout (default 300; with --against: the baseline's).")] = None,
+    against: Annotated[str | None, typer.Option("--against", help="Baseline evaluation EVAL_A: roll out on its cells and seeds, paired (with --until-decided).")] = None,
+    until_decided: Annotated[bool, typer.Option("--until-decided", help="Run rounds until an anytime-valid paired test decides every cell (needs --against).")] = False,
+    metric: Annotated[str, typer.Option("--metric", help="success (binary) or stage (partial credit: furthest stage reached).")] = schema.METRIC_SUCCESS,
+    alpha: Annotated[float, typer.Option("--alpha", help="Familywise error of all decisions, in (0, 1).")] = 0.05,
+    margin: Annotated[float, typer.Option("--margin", help="Differences smaller than this count as no difference, in (0, 1].")] = 0.1,
+    max_per_cell: Annotated[int, typer.Option("--max-per-cell", help="A cell stops undecided at this many pairs.")] = 200,
+    round_size: Annotated[int, typer.Option("--round", help="Pairs per cell per round (cells interleaved).")] = 5,
 ) -> None:
-    """Evaluate a policy over a grid of scene conditions; every rollout is recorded and registered."""
+    """Evaluate a policy over a grid of scene conditions; every rollout is recorded and registered.
+
+    With --against EVAL_A --until-decided: compare sequentially with that evaluation, K pairs
+    per cell per round, until every cell is decided (improved / regressed / no difference).
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -138,6 +149,7 @@ def eval_cmd(
     from roboloop.collect import parse_size
     from roboloop.evaluate import (
         EvalConfig,
+        eval_row,
         evaluate,
         load_config,
         parse_grid,
@@ -146,10 +158,43 @@ def eval_cmd(
 
     cli = _cli()
     ws = cli.open_workspace()
+    if (against or until_decided) and not (against and until_decided):
+        cli.fail("a sequential comparison needs both --against EVAL_A and --until-decided")
     if resume:
-        if grid or run or policy or name:
-            cli.fail("--resume continues a stored evaluation: drop --grid/--run/--policy/--name")
-        cfg = _guard(lambda: EvalConfig.from_dict({**load_config(ws, resume).to_dict(), "workers": workers}))
+        if grid or run or policy or name or against:
+            cli.fail("--resume continues a stored evaluation: drop --grid/--run/--policy/--name/--against")
+        stored = eval_row(ws, resume)
+        cfg = _guard(lambda: load_config(ws, resume))
+        seq_row = (stored or {}).get(schema.EVAL_SEQUENTIAL)
+        if seq_row and episodes_per_cell is None:
+            if seq_row.get("done"):
+                cli.console.print(f"{resume} is decided (sequentially, against {stored.get('against')}): nothing to continue; "
+                                  f"top it up to a fixed grid with `roboloop eval --resume {resume} -n N`", soft_wrap=True)
+                return
+            cfg = _guard(lambda: EvalConfig.from_dict({**cfg.to_dict(), "workers": workers}))
+            _run_sequential(cfg, stored["against"], seq_row["config"], resume=True)
+            return
+        n = episodes_per_cell or cfg.episodes_per_cell
+        cfg = _guard(lambda: EvalConfig.from_dict({**cfg.to_dict(), "workers": workers, "episodes_per_cell": n}))
+    elif against:
+        if run and policy:
+            cli.fail("give --run RUN_ID or --policy scripted, not both")
+        if policy and policy != schema.POLICY_SCRIPTED:
+            cli.fail(f"--policy takes {schema.POLICY_SCRIPTED!r}; evaluate a training run with --run RUN_ID")
+        if not (run or policy):
+            cli.fail("give the challenger: --run RUN_B or --policy scripted")
+        base = _guard(lambda: load_config(ws, against))
+        if dataset is None:
+            dataset = _guard(lambda: run_dataset(ws, run)) if run else base.dataset
+        cfg = _guard(lambda: EvalConfig(
+            dataset=dataset, policy=run or schema.POLICY_SCRIPTED, grid=parse_grid(grid) if grid else base.grid,
+            episodes_per_cell=episodes_per_cell or base.episodes_per_cell, eval_id=name, workers=workers,
+            cameras=tuple(_split(cameras)), camera_size=parse_size(camera_size),
+            steps=steps if steps is not None else base.steps, task=base.task,
+        ))
+        seq = {"metric": metric, "alpha": alpha, "margin": margin, "max_per_cell": max_per_cell, "round_size": round_size}
+        _run_sequential(cfg, against, seq, resume=False)
+        return
     else:
         if run and policy:
             cli.fail("give --run RUN_ID or --policy scripted, not both")
@@ -160,7 +205,7 @@ def eval_cmd(
         if dataset is None:
             dataset = _guard(lambda: run_dataset(ws, run)) if run else schema.DEFAULT_DATASET
         cfg = _guard(lambda: EvalConfig(
-            dataset=dataset, policy=run or schema.POLICY_SCRIPTED, grid=parse_grid(grid), episodes_per_cell=episodes_per_cell,
+            dataset=dataset, policy=run or schema.POLICY_SCRIPTED, grid=parse_grid(grid), episodes_per_cell=episodes_per_cell or 10,
             eval_id=name, workers=workers, cameras=tuple(_split(cameras)), camera_size=parse_size(camera_size), steps=steps,
         ))
     total = len(cfg.grid.cells()) * cfg.episodes_per_cell
@@ -189,6 +234,122 @@ def eval_cmd(
     cli.console.print(f"evaluation [bold]{report.eval_id}[/]: {report.successes}/{report.n} successes in {report.wall_s:.1f}s"
                       + (f" ({report.skipped} rollout(s) were already done)" if report.skipped else ""))
     cli.console.print(f"next: roboloop success --dataset {report.evals_dataset} --eval {report.eval_id} --by episode.cell", soft_wrap=True)
+
+
+def _decision_text(counts: dict[str, int]) -> str:
+    short = {"improved": "improved", "regressed": "regressed", "no_difference": "no diff", "undecided": "undecided"}
+    return ", ".join(f"{short[d]} {n}" for d, n in counts.items() if n)
+
+
+def _seq_table_rows(row: dict | None) -> list[dict]:
+    from roboloop.evaluate_sequential import sequential_rows
+
+    return _seq_rows_text(sequential_rows(row))
+
+
+def _seq_rows_text(rows_: list[dict]) -> list[dict]:
+    out = []
+    for r in rows_:
+        r = dict(r)
+        lo, hi, est = r.get("ci_low"), r.get("ci_high"), r.get("estimate")
+        r["diff [CS]"] = "-" if est is None else f"{est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        out.append(r)
+    return out
+
+
+SEQ_COLUMNS = ["cell", "decision", "rollouts", "stop_round", "decided_at", "diff [CS]", "fixed_n"]
+
+
+def _run_sequential(cfg, against: str, seq: dict, *, resume: bool) -> None:
+    """The body of `eval --against A --until-decided` (and of its --resume): rounds with a live display."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from roboloop.evaluate_sequential import evaluate_until_decided
+
+    cli = _cli()
+    ws = cli.open_workspace()
+    cells = cfg.grid.cells()
+    cli.console.print(f"{'continuing' if resume else 'deciding'}: [bold]{cfg.policy}[/] against [bold]{against}[/] on {cfg.grid} "
+                      f"({len(cells)} cells), metric {seq['metric']}, alpha {seq['alpha']}, margin {seq['margin']}, "
+                      f"{seq['round_size']} pair(s) per cell per round, at most {seq['max_per_cell']} per cell", soft_wrap=True)
+    counts = {"n": 0}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} rollouts"),
+                        TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=cli.console)
+    with cli.open_catalog() as cat, progress:
+        bar = progress.add_task("round -", total=None, state="")
+
+        def on_result(result) -> None:
+            counts["n"] += 1
+            progress.update(bar, advance=1)
+
+        def on_round(ev) -> None:
+            state = f"{ev.active} cell(s) active; {_decision_text(ev.decisions())}"
+            if not ev.finished:
+                progress.reset(bar, total=sum(ev.request.values()), description=f"round {ev.round}", state=state)
+            else:
+                progress.update(bar, state=state)
+                progress.console.print(f"round {ev.round}: {state}")
+
+        def on_result_pairs(result) -> None:  # baseline top-ups also count in the bar
+            on_result(result)
+            task = progress.tasks[0]
+            if task.total is not None and task.completed > task.total:
+                progress.update(bar, total=task.completed)
+
+        try:
+            report = _guard(lambda: evaluate_until_decided(cat, cfg, against=against, seq=seq, on_result=on_result_pairs,
+                                                           on_round=on_round, resume=resume))
+        except KeyboardInterrupt:
+            progress.stop()
+            cli.err_console.print(f"[yellow]interrupted:[/] {counts['n']} rollout(s) registered; continue the same sequence with "
+                                  f"`roboloop eval --resume {cfg.eval_id or '<eval id in `roboloop evals`>'}`")
+            raise typer.Exit(130) from None
+    from roboloop.evaluate import eval_row
+
+    row = eval_row(ws, report.eval_id)
+    print_rows(_seq_table_rows(row), SEQ_COLUMNS, "table",
+               title=f"{report.eval_id} vs {against}: sequential decision ({seq['metric']})")
+    ov = report.overall
+    used = sum(c["n"] for c in report.sequential.get("cells", []))
+    fixed = (report.sequential.get("fixed_n") or 0) * len(cells)
+    cli.console.print(f"evaluation [bold]{report.eval_id}[/]: overall {ov.get('decision')} "
+                      f"({ov.get('estimate', 0):+.2f} [{ov.get('ci_low', 0):+.2f}, {ov.get('ci_high', 0):+.2f}]) with {used} paired "
+                      f"rollouts (the baseline's fixed grid: {fixed}); {len(report.results)} new rollout(s), "
+                      f"{len(report.baseline_results)} baseline top-up(s), {report.wall_s:.1f}s", soft_wrap=True)
+    cli.console.print(f"next: roboloop compare {against} {report.eval_id}; a full grid: "
+                      f"roboloop eval --resume {report.eval_id} -n N", soft_wrap=True)
+
+
+def plan_eval_cmd(
+    baseline: Annotated[str, typer.Option("--baseline", help="Evaluation whose per-cell rates (or stage distributions) to plan from.")],
+    effect: Annotated[float, typer.Option("--effect", help="Improvement in success rate to detect.")] = 0.15,
+    alpha: Annotated[float, typer.Option("--alpha", help="Familywise error, split over the cells.")] = 0.05,
+    power: Annotated[float, typer.Option("--power", help="Power of the fixed-n test.")] = 0.8,
+    metric: Annotated[str, typer.Option("--metric", help="success or stage (the sequential test's metric).")] = schema.METRIC_SUCCESS,
+    margin: Annotated[float, typer.Option("--margin", help="No-difference margin of the sequential test.")] = 0.1,
+    max_per_cell: Annotated[int, typer.Option("--max-per-cell", min=1, help="Cap of the sequential test per cell.")] = 400,
+    round_size: Annotated[int, typer.Option("--round", min=1, help="Pairs per cell per round.")] = 1,
+    sims: Annotated[int, typer.Option("--sims", min=1, help="Simulated comparisons per cell.")] = 1000,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Rollouts per cell a comparison needs: fixed-n exact McNemar vs the sequential test (mean and p90, simulated)."""
+    from roboloop.evaluate_sequential import plan_from_eval
+
+    _check_format(format)
+    ws = _cli().open_workspace()
+    with _lazy_catalog() as catalog:
+        plan = _guard(lambda: plan_from_eval(ws, baseline, effect=effect, alpha=alpha, power=power, metric=metric, margin=margin,
+                                             max_per_cell=max_per_cell, round_size=round_size, n_sim=sims, catalog=catalog))
+    cols = ["cell", "baseline_n", "baseline_rate", "challenger_rate", "fixed_n", "sequential_mean", "sequential_p90",
+            "sequential_decided"]
+    if format != "table":
+        cols += ["alpha_per_cell", "sequential_improved", "max_per_cell", "round_size"]
+    print_rows(plan, cols, format, title=f"rollouts per cell to detect +{effect:.2f} over {baseline} ({metric}, alpha {alpha}, power {power})")
+    if format == "table":
+        fixed = sum(p["fixed_n"] or 0 for p in plan)
+        mean = sum(p["sequential_mean"] for p in plan)
+        _cli().console.print(f"total: fixed-n {fixed}, sequential mean {mean:.0f} (fixed_n '-' = not reached within "
+                             f"{10 * max_per_cell}); undecided simulations count as --max-per-cell")
 
 
 def evals_cmd(
@@ -226,13 +387,40 @@ def success_cmd(
         table = _guard(lambda: analyze.load_rollouts(_cli().open_workspace(), dataset, eval_ids, where, needed=keys,
                                                      catalog_factory=catalog))
         groups = _guard(lambda: analyze.success_by(table, keys))
-    print_rows(groups, [*keys, "n", "successes", "rate", "ci_low", "ci_high", "mean_stage", "small"], format,
-               title=f"success in {dataset}" + (f" ({', '.join(eval_ids)})" if eval_ids else ""))
+    cols = [*keys, "n", "successes", "rate", "ci_low", "ci_high", "mean_stage", "small"]
+    seq_rows = _sequential_of(_cli().open_workspace(), eval_ids or [])
+    if keys == ["episode.cell"] and len(seq_rows) == 1:  # one sequential evaluation: its decision next to each cell
+        ((eid, srows),) = seq_rows.items()
+        by_cell = {r["cell"]: r for r in srows}
+        for g in groups:
+            s_ = by_cell.get(g.get("episode.cell"))
+            if s_ is not None:
+                g.update(seq_decision=s_["decision"], seq_rollouts=s_["rollouts"], seq_stop_round=s_["stop_round"])
+        cols += ["seq_decision", "seq_rollouts", "seq_stop_round"]
+        seq_rows = {}
+    print_rows(groups, cols, format, title=f"success in {dataset}" + (f" ({', '.join(eval_ids)})" if eval_ids else ""))
+    if format == "table":
+        for eid, srows in seq_rows.items():
+            print_rows(_seq_rows_text(srows), SEQ_COLUMNS, "table",
+                       title=f"{eid} vs {srows[0]['against']}: sequential decision ({srows[0]['metric']})")
     if plot is not None:
         from roboloop.plots import plot_success
 
         path = _guard(lambda: plot_success(groups, keys, plot))
         _cli().err_console.print(f"plot: {path}")
+
+
+def _sequential_of(ws, eval_ids) -> dict[str, list[dict]]:
+    """eval id -> its per-cell sequential rows, for the given evaluations that have them."""
+    from roboloop.evaluate import eval_row
+    from roboloop.evaluate_sequential import sequential_rows
+
+    out = {}
+    for e in eval_ids:
+        r = sequential_rows(eval_row(ws, e))
+        if r:
+            out[e] = r
+    return out
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -265,7 +453,37 @@ def compare_cmd(
     if format != "table":
         cols = ["group", *keys, "n_a", "successes_a", "rate_a", "n_b", "successes_b", "rate_b", "n_pairs", "test",
                 "diff", "diff_low", "diff_high", "discordant_a", "discordant_b", "p", "p_holm", "verdict"]
+    seq = _sequential_between(ws, eval_a, eval_b)
+    if seq is not None and keys == ["episode.cell"]:
+        by_cell = {r["cell"]: r for r in seq["rows"]}
+        for r in out:
+            s_ = by_cell.get(r["group"])
+            if r["group"] == "overall":
+                ov = seq["overall"]
+                r.update(seq_decision=ov.get("decision"), seq_rollouts=sum(x["rollouts"] for x in seq["rows"]),
+                         seq_stop_round=max((x["stop_round"] or 0) for x in seq["rows"]) or None)
+            elif s_ is not None:
+                r.update(seq_decision=s_["decision"], seq_rollouts=s_["rollouts"], seq_stop_round=s_["stop_round"])
+        cols += ["seq_decision", "seq_rollouts", "seq_stop_round"]
     print_rows(out, cols, format, title=f"{eval_b} (B) vs {eval_a} (A)")
+    if seq is not None and format == "table":
+        _cli().console.print(f"seq_*: {seq['eval_id']}'s sequential decision against {seq['against']} "
+                             f"(metric {seq['metric']}, alpha {seq['alpha']}, anytime-valid); n_pairs is the fixed comparison's count",
+                             soft_wrap=True)
+
+
+def _sequential_between(ws, eval_a: str, eval_b: str) -> dict | None:
+    """The sequential result of B against A (or of A against B, sign as stored), if one exists."""
+    from roboloop.evaluate import eval_row
+    from roboloop.evaluate_sequential import sequential_rows
+
+    for challenger, baseline in ((eval_b, eval_a), (eval_a, eval_b)):
+        row = eval_row(ws, challenger) or {}
+        seq = row.get(schema.EVAL_SEQUENTIAL)
+        if seq and row.get("against") == baseline:
+            return {"eval_id": challenger, "against": baseline, "rows": sequential_rows(row), "overall": seq.get("overall") or {},
+                    "metric": seq.get("metric"), "alpha": (seq.get("config") or {}).get("alpha")}
+    return None
 
 
 # --- failures ------------------------------------------------------------------------------------
@@ -377,6 +595,7 @@ COMMANDS = {
     "evals": evals_cmd,
     "success": success_cmd,
     "compare": compare_cmd,
+    "plan-eval": plan_eval_cmd,
     "failures": failures_cmd,
     "open": open_cmd,
 }

@@ -1,0 +1,467 @@
+"""Evaluate until decided: a challenger rolled out on a baseline evaluation's seeds, paired, sequentially.
+
+Library use::
+
+    from roboloop.evaluate import EvalConfig, load_config
+    from roboloop.evaluate_sequential import evaluate_until_decided
+    from roboloop.sequential import SequentialConfig
+
+    base = load_config(cat.workspace, "eval-v1")
+    cfg = EvalConfig.from_dict({**base.to_dict(), "policy": "run-v2", "eval_id": None})
+    rep = evaluate_until_decided(cat, cfg, against="eval-v1", seq=SequentialConfig(metric="stage"))
+    rep.decisions            # {cell key: improved | regressed | no_difference | undecided}
+
+**Pairs.** Pair ``i`` of a cell is the baseline's and the challenger's rollout on
+``cell_seed(cell, i)`` (the evaluation seed rule: both face the identical scene). Pairs
+enter the test in index order, ``seq.round_size`` per cell per round, all active cells
+interleaved in one ``collect`` call per policy per round (workers stay busy). Where the
+baseline evaluation lacks index ``i`` (it ran fewer rollouts than the test needs), the
+baseline policy runs it first, recorded into the *baseline* evaluation (its eval id and
+provenance, seed from the same rule; its row gains ``extended_by``/``extra_rollouts``).
+A cell stops when its test decides or at ``seq.max_per_cell`` pairs; the evaluation when
+every cell has. ``cfg.episodes_per_cell`` is not used by the sequential run: it is the
+fixed grid that ``evaluate(cfg, resume=True)`` later tops the evaluation up to (only the
+missing indices run), e.g. to show a full grid after deciding early.
+
+**Row.** The challenger's evals row is the usual one (same provenance as ``evaluate``)
+plus ``against`` and ``schema.EVAL_SEQUENTIAL``: ``SequentialDriver.result()`` (per cell
+``decision``, ``n`` = pairs = challenger rollouts used, ``decided_at``, ``stop_round``,
+``stopped``, the anytime-valid interval; ``overall``; ``config``; ``done``) plus
+``metric``, ``against``, ``fixed_n`` (the baseline's episodes per cell) and ``pairs``
+(per cell, the ``[baseline, challenger]`` values in index order).
+
+**Resume** (``resume=True`` with ``cfg.eval_id``): the recorded pairs are replayed in index
+order (the test is a deterministic function of the ordered pairs, so the sequence
+continues: no restart, no extra looks that inflate the error). A cell replays at most the
+pairs it had when last written plus the round it was in (a round cut short by an
+interruption is finished first, reusing rollouts that finished; pairs added later, e.g. by
+a top-up to a full grid, are never read as sequential evidence).
+
+All input is checked before anything is written: a bad ``against`` (unknown, other
+dataset, grid, steps or task), bad sequential settings, an existing eval id, an unknown
+run raise :class:`SequentialEvalError` and leave no row and no rollout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from roboloop import rows, schema
+from roboloop.collect import EpisodeResult
+from roboloop.evaluate import (
+    SEED_RULE,
+    EvalConfig,
+    EvalReport,
+    EvaluateError,
+    PolicySource,
+    _collect,
+    _no_run_provenance,
+    _now,
+    cell_key,
+    cell_seed,
+    check_resumable,
+    eval_row,
+    new_eval_id,
+    resolve_policy,
+    rollout_jobs,
+    rollout_outcomes,
+)
+from roboloop.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
+
+__all__ = [
+    "RoundEvent",
+    "SequentialEvalError",
+    "SequentialReport",
+    "evaluate_until_decided",
+    "metric_value",
+    "plan_from_eval",
+    "sequential_rows",
+]
+
+
+class SequentialEvalError(EvaluateError):
+    """A sequential evaluation that cannot run as asked (nothing was written); the message says what to change."""
+
+
+@dataclass
+class RoundEvent:
+    """What `on_round` receives: before a round runs (`finished` False) and after it was fed to the tests."""
+
+    round: int
+    """Round number (1-based; a round cut short by an interruption keeps its number)."""
+    finished: bool
+    request: dict[str, int]
+    """Pairs each active cell gets this round."""
+    progress: list[CellProgress]
+    """Every cell's state (decision, pairs, stop round)."""
+
+    @property
+    def active(self) -> int:
+        return sum(p.stopped is None for p in self.progress)
+
+    def decisions(self) -> dict[str, int]:
+        """Decision -> number of cells (undecided included)."""
+        out = dict.fromkeys(schema.DECISIONS, 0)
+        for p in self.progress:
+            out[p.state.decision] += 1
+        return out
+
+
+@dataclass
+class SequentialReport(EvalReport):
+    """What one `evaluate_until_decided` call did (results = the challenger's new rollouts)."""
+
+    against: str = ""
+    seq: SequentialConfig | None = None
+    sequential: dict[str, Any] = field(default_factory=dict)
+    """The row's `schema.EVAL_SEQUENTIAL` value (see the module docstring)."""
+    baseline_results: list[EpisodeResult] = field(default_factory=list)
+    """Baseline rollouts run by this call (top-ups recorded into the baseline evaluation)."""
+
+    @property
+    def decisions(self) -> dict[str, str]:
+        return {c["cell"]: c["decision"] for c in self.sequential.get("cells", [])}
+
+    @property
+    def overall(self) -> dict[str, Any]:
+        return dict(self.sequential.get("overall") or {})
+
+    @property
+    def done(self) -> bool:
+        return bool(self.sequential.get("done"))
+
+
+def metric_value(outcome: Mapping[str, Any], metric: str) -> float:
+    """A rollout's value for the test: 0/1 success, or the stage score in [0, 1]."""
+    if metric == schema.METRIC_SUCCESS:
+        return float(bool(outcome[schema.OUTCOME_SUCCESS]))
+    stage = outcome.get(schema.OUTCOME_STAGE)
+    if stage is None:
+        raise SequentialEvalError("a rollout lacks outcome.stage: the stage metric needs rollouts recorded with stages; use --metric success")
+    return stage_score(int(stage))
+
+
+# --- validation (nothing written) ------------------------------------------------------------------
+
+def _as_seq(seq: SequentialConfig | Mapping[str, Any]) -> SequentialConfig:
+    try:
+        out = seq if isinstance(seq, SequentialConfig) else SequentialConfig.from_dict(seq)
+    except (TypeError, ValueError) as exc:
+        raise SequentialEvalError(str(exc)) from None
+    if out.max_per_cell < out.round_size:
+        raise SequentialEvalError(f"max_per_cell ({out.max_per_cell}) is smaller than the round size ({out.round_size}): "
+                                  "raise --max-per-cell or lower --round")
+    return out
+
+
+def _baseline(ws, against: str, cfg: EvalConfig) -> tuple[dict[str, Any], EvalConfig]:
+    row = eval_row(ws, against) if isinstance(against, str) and against else None
+    if row is None:
+        known = [r[rows.KEY_FIELD] for r in rows.read_rows(ws, schema.EVALS_TABLE)]
+        raise SequentialEvalError(f"no evaluation {against!r} to compare against in {ws.root}; "
+                                  f"evaluations: {', '.join(known) or '(none)'} (list them with `roboloop evals`)")
+    base = EvalConfig.from_dict(row["config"])
+    if base.dataset != cfg.dataset:
+        raise SequentialEvalError(f"--against {against} evaluated dataset {base.dataset!r}, not {cfg.dataset!r}: "
+                                  f"compare on the same dataset (--dataset {base.dataset})")
+    if base.grid != cfg.grid:
+        raise SequentialEvalError(f"--against {against} ran on grid '{base.grid}', not '{cfg.grid}': a paired comparison "
+                                  "needs the same cells; drop --grid to use the baseline's")
+    for name in ("steps", "task"):
+        if getattr(base, name) != getattr(cfg, name):
+            raise SequentialEvalError(f"--against {against} ran with {name}={getattr(base, name)!r}, not "
+                                      f"{getattr(cfg, name)!r}: paired rollouts must run the same episode")
+    if cfg.eval_id is not None and cfg.eval_id == against:
+        raise SequentialEvalError(f"an evaluation cannot be compared against itself ({against!r})")
+    return row, base
+
+
+def _source(ws, cfg: EvalConfig, factory) -> PolicySource:
+    source = (PolicySource(cfg.policy, factory, provenance=_no_run_provenance())
+              if factory is not None else resolve_policy(ws, cfg.policy))
+    if source.dataset and source.dataset != cfg.dataset:
+        raise SequentialEvalError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}")
+    return source
+
+
+def _contiguous(values: Mapping[tuple[str, int], Any], cell: str) -> int:
+    n = 0
+    while (cell, n) in values:
+        n += 1
+    return n
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def evaluate_until_decided(
+    catalog,
+    cfg: EvalConfig,
+    *,
+    against: str,
+    seq: SequentialConfig | Mapping[str, Any] | None = None,
+    on_result: Callable[[EpisodeResult], None] | None = None,
+    on_round: Callable[[RoundEvent], None] | None = None,
+    resume: bool = False,
+    policy_factory: Callable[[Any], Any] | None = None,
+    baseline_factory: Callable[[Any], Any] | None = None,
+) -> SequentialReport:
+    """Roll out `cfg.policy` (challenger) against evaluation `against` (baseline) until every cell is decided.
+
+    See the module docstring. `on_result(result)` after every registered rollout (baseline
+    top-ups included: `result.properties["episode"]["eval_id"]` tells which);
+    `on_round(RoundEvent)` before and after each round. `policy_factory` replaces the
+    challenger's policy (tests, custom policies; run provenance "none");
+    `baseline_factory` the baseline's (needed only when the baseline must be topped up
+    and its policy is not `scripted` or a training run).
+    """
+    from roboloop import episode_index
+
+    ws = catalog.workspace
+    seq = _as_seq(seq if seq is not None else SequentialConfig())
+    base_row, base_cfg = _baseline(ws, against, cfg)
+    previous = None
+    if resume:
+        if cfg.eval_id is None:
+            raise SequentialEvalError("resume needs the eval id of the sequential evaluation to continue")
+        previous = eval_row(ws, cfg.eval_id)
+        if previous is None:
+            raise SequentialEvalError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
+        stored = previous.get(schema.EVAL_SEQUENTIAL)
+        if not stored:
+            raise SequentialEvalError(f"{cfg.eval_id!r} is not a sequential evaluation; resume it with plain `eval --resume`")
+        if previous.get("against") != against:
+            raise SequentialEvalError(f"{cfg.eval_id!r} was compared against {previous.get('against')!r}, not {against!r}")
+        if SequentialConfig.from_dict(stored["config"]) != seq:
+            raise SequentialEvalError(f"cannot resume {cfg.eval_id!r} with other sequential settings "
+                                      f"(stored: {stored['config']}); resume it with those")
+        try:
+            check_resumable(previous["config"], cfg)
+        except EvaluateError as exc:
+            raise SequentialEvalError(str(exc)) from None
+    elif cfg.eval_id is not None and eval_row(ws, cfg.eval_id) is not None:
+        raise SequentialEvalError(f"evaluation {cfg.eval_id!r} exists already; continue it with --resume {cfg.eval_id} "
+                                  "or choose another --name")
+    source = _source(ws, cfg, policy_factory)
+    spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
+    if cfg.eval_id is None:
+        cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
+    eval_id = str(cfg.eval_id)
+    evals_ds = cfg.evals_dataset
+    cells = cfg.grid.cells()
+    keys = [cell_key(c) for c in cells]
+    number = {k: i for i, k in enumerate(keys)}
+    by_key = dict(zip(keys, cells))
+
+    outcomes = rollout_outcomes(catalog, evals_ds, [against, eval_id])
+    base_out, chal_out = outcomes[against], outcomes[eval_id] if resume else {}
+    base_vals = {p: metric_value(o, seq.metric) for p, o in base_out.items()}
+    chal_vals = {p: metric_value(o, seq.metric) for p, o in chal_out.items()}
+
+    # replay what was recorded, in index order, capped where the live run stood (module docstring)
+    stored_cells = {c["cell"]: c for c in ((previous or {}).get(schema.EVAL_SEQUENTIAL) or {}).get("cells", [])}
+    observed: dict[str, list[tuple[float, float]]] = {}
+    for k in keys:
+        st = stored_cells.get(k, {})
+        n0 = int(st.get("n") or 0)
+        cap = n0 if st.get("stopped") else n0 + min(seq.round_size - n0 % seq.round_size, seq.max_per_cell - n0)
+        pairs = []
+        while len(pairs) < cap and (k, len(pairs)) in base_vals and (k, len(pairs)) in chal_vals:
+            pairs.append((base_vals[(k, len(pairs))], chal_vals[(k, len(pairs))]))
+        observed[k] = pairs
+    try:
+        drv = SequentialDriver(keys, seq, observed=observed)
+    except SequentialError as exc:
+        raise SequentialEvalError(str(exc)) from None
+
+    # the baseline policy is needed when some cell may need a pair the baseline lacks
+    base_source = None
+    running = {p.cell for p in drv.progress() if p.stopped is None}
+    if any(_contiguous(base_vals, k) < seq.max_per_cell for k in running):
+        try:
+            base_source = _source(ws, base_cfg, baseline_factory)
+        except EvaluateError as exc:
+            raise SequentialEvalError(
+                f"the baseline {against!r} has fewer rollouts than the test may need and its policy cannot be run: {exc}"
+            ) from None
+    base_spec = base_cfg.spec(base_source.cameras, base_source.camera_size if base_source and base_source.cameras else None) \
+        if base_source else None
+
+    # --- from here on, rows and rollouts are written ---
+    report = SequentialReport(eval_id, cfg, keys, skipped=sum(len(v) for v in observed.values()), against=against, seq=seq)
+    wall_before = float(previous.get("wall_s", 0.0)) if previous else 0.0
+    row = {
+        "eval_id": eval_id,
+        "dataset": cfg.dataset,
+        "evals_dataset": evals_ds,
+        "policy": cfg.policy,
+        "run_id": source.run_id,
+        "checkpoint_sha256": source.provenance.get(schema.EPISODE_CHECKPOINT_SHA256, schema.PROVENANCE_NONE),
+        "grid": cfg.grid.to_dict(),
+        "grid_text": str(cfg.grid),
+        "episodes_per_cell": cfg.episodes_per_cell,
+        "seed_rule": SEED_RULE,
+        "cells": keys,
+        "cameras": list(spec.cameras),
+        "camera_size": [spec.width, spec.height],
+        "config": cfg.to_dict(),
+        "created_at": previous["created_at"] if previous else _now(),
+        "against": against,
+    }
+
+    def seq_result() -> dict[str, Any]:
+        res = drv.result()
+        res.update(metric=seq.metric, against=against, fixed_n=base_cfg.episodes_per_cell,
+                   pairs={k: [[a, b] for a, b in _pairs_of(k)] for k in keys})
+        return res
+
+    def _pairs_of(k: str) -> list[tuple[float, float]]:
+        return [(base_vals[(k, i)], chal_vals[(k, i)]) for i in range(drv.tests[k].n)]
+
+    def write(status: str) -> None:
+        report.sequential = seq_result()
+        rows.write_row(ws, schema.EVALS_TABLE, eval_id, {
+            **row, "status": status, "planned": sum(drv.tests[k].n for k in keys) + sum((drv._pending or {}).values()),
+            "finished": len(chal_vals), "successes": sum(bool(o[schema.OUTCOME_SUCCESS]) for o in chal_out.values()),
+            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": _now(),
+            schema.EVAL_SEQUENTIAL: report.sequential,
+        })
+
+    def extend_baseline(n_new: int) -> None:
+        latest = eval_row(ws, against) or base_row
+        extended = sorted(set(latest.get("extended_by") or []) | {eval_id})
+        rows.write_row(ws, schema.EVALS_TABLE, against, {
+            **latest, "extended_by": extended, "extra_rollouts": int(latest.get("extra_rollouts") or 0) + n_new,
+            "updated_at": _now(),
+        })
+
+    def recorder(values: dict, outs: dict, sink: list, ds: str):
+        def done(result: EpisodeResult) -> None:
+            episode_index.write_row(ws, ds, result.segment_id, result.properties)
+            ep = result.properties[schema.EPISODE]
+            pair = (str(ep[schema.EPISODE_CELL]), int(ep[schema.EPISODE_INDEX_IN_CELL]))
+            outs[pair] = dict(result.outcome)
+            values[pair] = metric_value(result.outcome, seq.metric)
+            sink.append(result)
+            if on_result is not None:
+                on_result(result)
+        return done
+
+    write("running")
+    t0 = time.perf_counter()
+    status = "failed"
+    try:
+        while req := drv.next_round():
+            round_no = max(-(-(drv.tests[k].n + n) // seq.round_size) for k, n in req.items())
+            if on_round is not None:
+                on_round(RoundEvent(round_no, False, dict(req), drv.progress()))
+            wanted = sorted(((k, i) for k, n in req.items() for i in range(drv.tests[k].n, drv.tests[k].n + n)),
+                            key=lambda ki: (ki[1], number[ki[0]]))  # cells interleaved: index 0 of every cell first
+            todo_base = [(number[k], by_key[k], k, i, cell_seed(k, i)) for k, i in wanted if (k, i) not in base_vals]
+            if todo_base:
+                n_before = len(report.baseline_results)
+                try:
+                    _collect(catalog, evals_ds, rollout_jobs(against, base_source, todo_base), spec=base_spec,
+                             task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
+                             workers=cfg.workers, on_result=recorder(base_vals, base_out, report.baseline_results, evals_ds))
+                finally:
+                    if len(report.baseline_results) > n_before:
+                        extend_baseline(len(report.baseline_results) - n_before)
+            todo_chal = [(number[k], by_key[k], k, i, cell_seed(k, i)) for k, i in wanted if (k, i) not in chal_vals]
+            if todo_chal:
+                _collect(catalog, evals_ds, rollout_jobs(eval_id, source, todo_chal), spec=spec, task=cfg.task,
+                         policy_factory=source.factory, steps=cfg.steps, workers=cfg.workers,
+                         on_result=recorder(chal_vals, chal_out, report.results, evals_ds))
+            drv.add_round({k: [(base_vals[(k, i)], chal_vals[(k, i)]) for i in range(drv.tests[k].n, drv.tests[k].n + n)]
+                           for k, n in req.items()})
+            report.wall_s = time.perf_counter() - t0
+            write("running")
+            if on_round is not None:
+                on_round(RoundEvent(round_no, True, dict(req), drv.progress()))
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        report.wall_s = time.perf_counter() - t0
+        report.status = status
+        write(status)
+        with contextlib.suppress(Exception):  # a cache: readers rebuild it if this fails
+            episode_index.compact(ws, evals_ds)
+    return report
+
+
+# --- reading and planning --------------------------------------------------------------------------
+
+def sequential_rows(row: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Per cell of an evals row's sequential result: cell, decision, rollouts (pairs used), stop_round, estimate,
+    ci_low, ci_high, fixed_n, stopped; [] when the evaluation was not sequential."""
+    seq = (row or {}).get(schema.EVAL_SEQUENTIAL)
+    if not seq:
+        return []
+    out = []
+    for c in seq.get("cells", []):
+        out.append({
+            "cell": c["cell"], "decision": c["decision"], "rollouts": c["n"], "decided_at": c.get("decided_at"),
+            "stop_round": c.get("stop_round"), "stopped": c.get("stopped"), "estimate": c.get("estimate"),
+            "ci_low": c.get("ci_low"), "ci_high": c.get("ci_high"), "fixed_n": seq.get("fixed_n"),
+            "metric": seq.get("metric"), "against": seq.get("against"),
+        })
+    return out
+
+
+def plan_from_eval(
+    workspace,
+    eval_id: str,
+    *,
+    effect: float = 0.15,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    metric: str = schema.METRIC_SUCCESS,
+    margin: float = 0.1,
+    max_per_cell: int = 400,
+    round_size: int = 1,
+    n_sim: int = 1000,
+    catalog: Any = None,
+) -> list[dict[str, Any]]:
+    """`sequential.plan_eval` over the baseline evaluation's observed per-cell rates (success) or stage distributions.
+
+    Reads the rollout index (`catalog`, a Catalog or a function returning one, rebuilds it
+    when stale). Rows: cell, baseline n, plus plan_eval's fields (fixed_n, sequential_mean,
+    sequential_p90, ...).
+    """
+    from roboloop import episode_index
+    from roboloop.sequential import plan_eval, stage_distributions
+
+    row = eval_row(workspace, eval_id)
+    if row is None:
+        known = [r[rows.KEY_FIELD] for r in rows.read_rows(workspace, schema.EVALS_TABLE)]
+        raise SequentialEvalError(f"no evaluation {eval_id!r} in {workspace.root}; evaluations: {', '.join(known) or '(none)'}")
+    cell_col = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
+    ev_col = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
+    ok_col = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
+    rollouts = [r for r in episode_index.load(workspace, row["evals_dataset"], catalog) if r.get(ev_col) == eval_id]
+    if not rollouts:
+        raise SequentialEvalError(f"evaluation {eval_id!r} has no recorded rollouts to plan from")
+    counts: dict[str, list[int]] = {}
+    for r in rollouts:
+        c = counts.setdefault(str(r[cell_col]), [0, 0])
+        c[0] += 1
+        c[1] += int(bool(r.get(ok_col)))
+    order = [k for k in row.get("cells") or sorted(counts) if k in counts]
+    if metric == schema.METRIC_STAGE:
+        dists = stage_distributions(rollouts)
+        spec: dict[str, Any] = {k: dists[k] for k in order}
+    else:
+        spec = {k: counts[k][1] / counts[k][0] for k in order}
+    try:
+        plan = plan_eval(spec, effect, alpha, power, metric=metric, margin=margin, max_per_cell=max_per_cell,
+                         round_size=round_size, n_sim=n_sim)
+    except SequentialError as exc:
+        raise SequentialEvalError(str(exc)) from None
+    for p in plan:
+        p["baseline_n"] = counts[p["cell"]][0]
+    return plan
