@@ -9,9 +9,10 @@ to 1, and runs `roboloop.train.loop.train` inside the group. Rank 0 reports prog
 its `TrainResult` back through a queue; only rank 0 writes the run folder, checkpoints and
 registers the run recording (so the run is registered once, `run.config.nproc = nproc`).
 
-A cluster (several machines, one rank per process): start a catalog server every node
-can reach (`roboloop serve --host 0.0.0.0` on the machine with the workspace; the workspace
-must be at the same path on every node, e.g. a shared file system), then on each node::
+A cluster (several machines, one rank per process): a catalog server every node can reach
+(`roboloop serve` on the machine with the workspace listens on 127.0.0.1: tunnel its port,
+or run a Rerun catalog server on a reachable address over the same files); the workspace
+at the same path on every node (a shared file system). Then on each node::
 
     torchrun --nnodes N --nproc-per-node P --node-rank R --master-addr HOST0 --master-port 29500 \\
         -m roboloop.train.distributed --workspace /shared/ws --catalog rerun+http://HOST0:9876 \\
@@ -133,7 +134,7 @@ def _rank_main(rank: int, world: int, url: str, ws_root: str, cfg_json: str, run
     try:
         res = run_rank(ws_root, url, TrainConfig.from_json(cfg_json), run_id=run_id, resume=resume, on_progress=report)
         q.put(("result", res) if rank == 0 else ("weights", (rank, res.rank_weights_sha256[0])))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - every failure (also Ctrl-C) is reported to the launcher, then the rank exits 1
         q.put(("error", (rank, type(exc).__name__, f"{type(exc).__name__}: {exc}")))
         raise SystemExit(1) from None
     finally:
