@@ -110,3 +110,19 @@ def test_two_processes_follow_the_single_process_curve_and_register_once(catalog
     from roboloop.train.loop import weights_sha256
 
     assert weights_sha256(pol.model) == two.rank_weights_sha256[0]
+
+
+def test_nproc_config_flag_round_trip_and_validation(ws):
+    import pytest
+
+    from roboloop.cli.train_cmds import build_config
+    from roboloop.train import ConfigError, TrainConfig
+
+    cfg = build_config(ws, dataset=DS, selection="sel", batch_size=64, nproc=2)
+    assert cfg.nproc == 2 and TrainConfig.from_json(cfg.to_json()) == cfg and cfg.to_dict()["nproc"] == 2
+    assert cfg.digest() == cfg.replace(nproc=1).digest()  # the same recipe: global batch 64 either way
+    assert cfg.flat()["nproc"] == 2  # -> the run property run.config_nproc
+    with pytest.raises(ConfigError, match="multiple of nproc"):
+        TrainConfig(dataset=DS, selection="sel", batch_size=63, nproc=2)
+    with pytest.raises(ConfigError, match="nproc must be >= 1"):
+        TrainConfig(dataset=DS, selection="sel", nproc=0)
