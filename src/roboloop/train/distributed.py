@@ -109,6 +109,11 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
             errors.append(payload)
     if interrupted:
         raise KeyboardInterrupt
+    killed = [(r, -p.exitcode) for r, p in enumerate(procs.processes) if p.exitcode is not None and p.exitcode < 0]
+    if killed and (result is None or result.status != "finished"):
+        r, sig = killed[0]
+        raise DistributedTrainError(f"training rank {r} was killed by signal {sig}; the other ranks stopped. The run keeps its last "
+                                    f"complete checkpoint: continue it with `roboloop train --resume {run_id}`")
     if errors and (result is None or result.status != "finished"):
         first = sorted(errors)[0]
         if first[1] == "KeyboardInterrupt":
