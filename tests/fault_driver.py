@@ -2,9 +2,11 @@
 write the stage has acknowledged (returned to its caller), so a kill -9 at any moment tells the test
 exactly which writes must survive.
 
-    python tests/fault_driver.py WORKSPACE collect|refine|flag|curate TAG
+    python tests/fault_driver.py WORKSPACE collect|refine|flag|curate|train TAG
 
-Kill points come from `ROBOLOOP_FAULT` (see `roboloop.faults`). Add train/evaluate here when they land.
+Kill points come from `ROBOLOOP_FAULT` (see `roboloop.faults`). `train` trains a tiny mlp on every
+episode (selection `train-all`, saved by the test beforehand) and acknowledges the finished run with the sha256
+of its checkpoint.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ def main(root: str, command: str, tag: str) -> None:
                 ack("selection", sel.name, sel.digest)
             sel = curate.save(cat, curate.select(cat, DATASET, holdout=0.3, include_flagged=True), "latest", replace=True)
             ack("selection", sel.name, sel.digest)
+        elif command == "train":
+            import torch
+
+            from roboloop.train import MLPConfig, TrainConfig, train
+
+            torch.set_num_threads(1)
+            cfg = TrainConfig(dataset=DATASET, selection="train-all", chunk=3, episode_steps=STEPS, epochs=2, batch_size=8, samples=1,
+                              checkpoint_every=1, holdout_every=1, model=MLPConfig(hidden=16, layers=1))
+            res = train(cat, cfg)
+            ack("run", res.run_id, res.checkpoint_sha256)
         else:
             raise SystemExit(f"unknown command {command!r}")
     print("DONE", flush=True)

@@ -57,6 +57,7 @@ class Acks:
     signals: dict[str, int] = field(default_factory=dict)  # segment -> newest acknowledged version
     quality: dict[str, str] = field(default_factory=dict)  # segment -> newest acknowledged reason (tags sort by run)
     selections: dict[str, str] = field(default_factory=dict)  # name -> digest
+    runs: dict[str, str] = field(default_factory=dict)  # run id -> checkpoint sha256
 
     def add(self, stdout: str) -> None:
         for line in stdout.splitlines():
@@ -72,6 +73,8 @@ class Acks:
                 self.quality[key] = max(value, self.quality.get(key, ""))
             elif kind == "selection":
                 self.selections[key] = value
+            elif kind == "run":
+                self.runs[key] = value
 
 
 def _version(file_name: str) -> int:
@@ -103,6 +106,9 @@ def check(ws: Workspace, acks: Acks, figures: Figures, context: str) -> None:
             figures.corrupt.append(f"{context}: restore skipped {path}: {reason}")
         table = cat.segment_table(DS).to_pylist() if DS in cat.dataset_names() else []
         selections = {s.name: s for s in curate.list_selections(cat)}
+        runs_ds = schema.runs_dataset(DS)
+        runs = {r["run.run_id"]: r for r in cat.sql(f'SELECT "run.run_id", "run.status", "run.checkpoint_sha256" FROM {runs_ds}').to_pylist()} \
+            if acks.runs and runs_ds in cat.dataset_names() else {}
         leftovers = ws.stale_temp_files()  # a catalog alone on the workspace removed every dead writer's temp file
     if leftovers:
         figures.corrupt.append(f"{context}: temporary files left after a start: {leftovers}")
@@ -125,6 +131,13 @@ def check(ws: Workspace, acks: Acks, figures: Figures, context: str) -> None:
         have = rows.get(seg, {}).get("quality.reason")
         if have is None or have < reason:
             figures.lost.append(f"{context}: quality of {seg} ({reason!r}, found {have!r})")
+    for run_id, sha in acks.runs.items():  # an acknowledged run: registered finished, with the checkpoint it reported
+        from roboloop.train.loop import MODEL_FILE, sha256_file
+
+        row = runs.get(run_id)
+        model = ws.run_dir(run_id) / MODEL_FILE
+        if row is None or row["run.status"] != "finished" or row["run.checkpoint_sha256"] != sha or not model.is_file() or sha256_file(model) != sha:
+            figures.lost.append(f"{context}: run {run_id} (checkpoint {sha[:12]}, found {row})")
     for name, digest in acks.selections.items():
         if name not in selections or (name != "latest" and selections[name].digest != digest):
             figures.lost.append(f"{context}: selection {name}")
@@ -204,3 +217,19 @@ def test_kill9_flag_and_curate(tmp_path):
     campaign(ws, tmp_path, rng, "curate", 6, acks, figures)
     report("flag+curate", figures)
     assert figures.killed >= 10
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_kill9_train(tmp_path):
+    """kill -9 inside train (checkpoint files, run recording versions, `train.registered`): acknowledged runs survive
+    finished with their checkpoint; no file of a killed run breaks a restart."""
+    ws, rng, acks, figures = Workspace(tmp_path / "ws"), random.Random(SEED + 2), Acks(), Figures()
+    setup = run(ws, "collect", "setup")
+    assert setup.returncode == 0, setup.stderr[-3000:]
+    acks.add(setup.stdout)
+    with Catalog(ws, url="") as cat:  # the selection is made here, so the trace holds only train's points
+        curate.save(cat, curate.select(cat, DS, include_flagged=True), "train-all")
+    campaign(ws, tmp_path, rng, "train", 4, acks, figures)
+    report("train", figures)
+    assert figures.killed >= 3 and len(acks.runs) >= 2

@@ -17,6 +17,7 @@ Points (grep ``faults.point(`` for the list)::
     collect.registered  collect: episode registered, not yet acknowledged to the caller
     layer.registered    refine / flag / unflag: layer versions registered, not acknowledged
     curate.checked      curate.save: unique name checked under the lock, row not written yet
+    train.registered    train: the run's final recording version registered, run.json not yet updated
 
 Adding a stage (train, evaluate): call ``faults.point("<stage>.<moment>")`` at its
 commit points and add the points to ``tests/test_faults.py``'s table of commands.

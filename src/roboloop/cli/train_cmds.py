@@ -32,6 +32,7 @@ def build_config(
     lr: float | None = None,
     seed: int | None = None,
     workers: int | None = None,
+    nproc: int | None = None,
 ):
     """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
     from roboloop.train import ConfigError, TrainConfig, load_config
@@ -49,7 +50,7 @@ def build_config(
     changes = {
         k: v
         for k, v in {"dataset": dataset, "selection": selection, "policy": policy, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                         "seed": seed, "num_workers": workers}.items()
+                         "seed": seed, "num_workers": workers, "nproc": nproc}.items()
         if v is not None and getattr(cfg, k) != v
     }
     return cfg.replace(**changes) if changes else cfg
@@ -67,6 +68,7 @@ def train_cmd(
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers (default 0, measured fastest for mlp).")] = None,
     like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Training processes on this machine (DDP, gloo; the batch is split over them).")] = None,
 ) -> None:
     """Train a policy on a saved selection, streaming from the catalog; the run becomes a segment of <dataset>_runs."""
     from rich.progress import (
@@ -87,11 +89,12 @@ def train_cmd(
             cfg = load_config(open_workspace(), resume)
         else:
             cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
-                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers)
+                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc)
     except (CatalogError, ValueError, OSError) as exc:
         fail(str(exc))
     console.print(f"training [bold]{cfg.policy}[/] on selection [bold]{cfg.selection}[/] of {cfg.dataset}: "
-                  f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, seed {cfg.seed}" + (f", resuming {resume}" if resume else ""))
+                  f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, seed {cfg.seed}" + (f", {cfg.nproc} processes" if cfg.nproc > 1 else "")
+                  + (f", resuming {resume}" if resume else ""))
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
         TextColumn("loss {task.fields[loss]}"), TextColumn("holdout {task.fields[holdout]}"), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -133,6 +133,8 @@ class TrainConfig:
     """Temporal ensembling weight exp(-m * i) at deploy (ACT; i = 0 is the oldest prediction)."""
     samples: int = 3
     """Fixed holdout windows shown as sample views in the run recording."""
+    nproc: int = 1
+    """Training processes (DDP, gloo): each streams its shard with batch_size / nproc samples per step (global batch unchanged)."""
 
     def __post_init__(self) -> None:
         _check(self.policy in MODEL_CONFIGS, f"unknown policy {self.policy!r}; choose one of {', '.join(MODEL_CONFIGS)}")
@@ -164,6 +166,11 @@ class TrainConfig:
         _check(self.holdout_every >= 1 and self.checkpoint_every >= 1, "holdout_every and checkpoint_every must be >= 1")
         _check(self.ensemble_m >= 0, f"ensemble_m must be >= 0, got {self.ensemble_m}")
         _check(self.samples >= 0, f"samples must be >= 0, got {self.samples}")
+        _check(self.nproc >= 1, f"nproc must be >= 1, got {self.nproc}")
+        _check(
+            self.batch_size % self.nproc == 0,
+            f"batch_size {self.batch_size} must be a multiple of nproc {self.nproc} (it is the global batch; each process takes batch_size / nproc)",
+        )
         for f in fields(self):
             v = getattr(self, f.name)
             if f.type in ("int",) and isinstance(v, bool):
@@ -214,11 +221,13 @@ class TrainConfig:
         """SHA-256 of the training recipe: everything except dataset and selection.
 
         Two runs with the same digest trained the same way (a `--like` re-train on a new
-        selection keeps the digest); the selection digest tells what they trained on.
+        selection keeps the digest; so does `nproc`, which splits the same global batch);
+        the selection digest tells what they trained on.
         """
         d = self.to_dict()
         d.pop("dataset")
         d.pop("selection")
+        d.pop("nproc")  # how many processes share a step does not change the recipe (global batch, averaged gradients)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:

@@ -12,6 +12,16 @@
    last complete checkpoint). `train(..., resume=run_id)` continues an interrupted run
    from that checkpoint with the identical config.
 
+Beyond one process (`cfg.nproc > 1`, see `roboloop.train.distributed`): `train` launches
+`nproc` ranks (torch.multiprocessing spawn, gloo) that each run this same function inside
+a process group. Each rank streams its own shard of every epoch (`EpisodeStream` with
+`rank`/`world_size`) with `batch_size / nproc` samples per step; the loss of every rank
+is weighted by its share of the step's valid entries, so the all-reduced (averaged)
+gradient is the gradient of the global batch's loss. Ranks step in lockstep: a rank
+whose shard ran out takes zero-weight steps until every rank is done. Only rank 0
+computes statistics (broadcast), the holdout loss and the sample views, writes the run
+folder and checkpoints, and registers the run recording (once, with `run.config.nproc`).
+
 Determinism: torch and numpy are seeded with `cfg.seed`, the stream's segment order and
 shuffle buffer are functions of (seed, epoch), augmentation noise comes from one seeded
 generator saved in the checkpoint: same config + selection + seed on CPU = same curve.
@@ -33,7 +43,7 @@ import numpy as np
 import torch
 
 import roboloop
-from roboloop import curate, schema
+from roboloop import curate, faults, schema
 from roboloop.stream import EpisodeStream
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import (
@@ -86,6 +96,9 @@ class TrainResult:
     recording: Path
     train_losses: list[float] = field(default_factory=list)
     holdout_losses: list[float] = field(default_factory=list)
+    nproc: int = 1
+    rank_weights_sha256: list[str] = field(default_factory=list)
+    """With nproc > 1: each rank's final weights digest (the launcher checks they are equal: DDP kept them in sync)."""
 
 
 def new_run_id() -> str:
@@ -98,57 +111,75 @@ def train(
     *,
     on_progress: Callable[[TrainProgress], None] | None = None,
     resume: str | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
-    """Train `cfg.policy` on the selection `cfg.selection`; register the run in `<dataset>_runs`."""
+    """Train `cfg.policy` on the selection `cfg.selection`; register the run in `<dataset>_runs`.
+
+    With `cfg.nproc > 1` and no process group yet, launches the ranks and returns rank 0's result.
+    """
+    rank, world = _dist_topology()
+    if cfg.nproc > 1 and world == 1:
+        from roboloop.train.distributed import launch
+
+        return launch(catalog, cfg, on_progress=on_progress, resume=resume, run_id=run_id)
+    if world != cfg.nproc:
+        raise TrainError(f"this process group has {world} ranks but the config says nproc={cfg.nproc}; start as many ranks as nproc")
+    main = rank == 0
     ws: Workspace = catalog.workspace
     sel = curate.load(catalog, cfg.selection)
     if sel.dataset != cfg.dataset:
         raise TrainError(f"selection {cfg.selection!r} is over dataset {sel.dataset!r}, the config says {cfg.dataset!r}")
-    run_id = resume or new_run_id()
+    run_id = resume or run_id or new_run_id()
     run_dir = ws.run_dir(run_id)
     state = _load_resume(run_dir, cfg, sel) if resume else None
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + _RANK_SEED_STRIDE * rank)  # rank 0 = the single-process stream
 
     # --- data and model ---------------------------------------------------------------------
     specs = feature_specs(cfg)
     stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
-                           batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True)
+                           batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
     cams = _camera_info(catalog, sel, cfg)
     policy = make_policy(cfg, specs)
     if state is None:
-        stats_stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
-                                     rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False)
-        policy.normalizer.load_stats(stream_stats(stats_stream, specs))
+        stats = None
+        if main:
+            stats_stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
+                                         rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False, rank=0, world_size=1)
+            stats = stream_stats(stats_stream, specs)
+        policy.normalizer.load_stats(_broadcast(stats, world))
     else:
         policy.normalizer.load_arrays(dict(np.load(run_dir / NORMALIZER_FILE)))
         policy.load_state_dict(state["model"])
-        gen.set_state(state["generator"])
+        gen.set_state(state["generators"][rank] if world > 1 else state["generator"])
         torch.set_rng_state(state["torch_rng"])
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = stream.loader(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    total_steps = max(1, len(stream) * cfg.epochs)
+    total_steps = max(1, _max_over_ranks(len(stream), world) * cfg.epochs)
+    model = _LossModel(policy) if world == 1 else torch.nn.parallel.DistributedDataParallel(_LossModel(policy), forward_sync_buffers=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     holdout = None
-    if sel.holdout_ids:
+    if sel.holdout_ids and main:
         holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
-                                batch_size=512 if cfg.policy == "mlp" else 128, shuffle=False)
-    samples = _sample_windows(catalog, sel, specs, cfg)
+                                batch_size=512 if cfg.policy == "mlp" else 128, shuffle=False, rank=0, world_size=1)
+    samples = _sample_windows(catalog, sel, specs, cfg) if main else None
 
     # --- the run folder and the first version of the recording --------------------------------
-    log = RunLog(catalog, cfg.dataset, run_id)
+    log = RunLog(catalog, cfg.dataset, run_id) if main else _NoLog()
     info = _run_info_base(ws, run_id, cfg, sel, policy, cams)
     start_epoch, step = 0, 0
-    if state is None:
+    if state is None and main:
         atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
         atomic_write_text(run_dir / FEATURES_FILE, json.dumps([s.to_dict() for s in specs], indent=2))
         with atomic_path(run_dir / NORMALIZER_FILE) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **policy.normalizer.to_arrays())
-        _save_checkpoint(run_dir, policy, opt, sched, gen, 0, 0, log, [], [])
+        _save_checkpoint(run_dir, policy, opt, sched, gen, 0, 0, log, [], [], generators=_gather_generators(gen, world))
         save_run_blueprint(catalog, cfg.dataset, cfg.samples)
+    elif state is None:
+        _gather_generators(gen, world)
     else:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -158,9 +189,10 @@ def train(
     holdout_losses: list[float] = list(state["holdout_losses"]) if state else []
     started = time.perf_counter()
     wall_before = float(state["wall_s"]) if state else 0.0
-    log.summary = _summary(info, schema.RUN_STATUS_RUNNING)
-    log.write(_groups(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before))
-    atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before), indent=2))
+    if main:
+        log.summary = _summary(info, schema.RUN_STATUS_RUNNING)
+        log.write(_groups(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before))
+        atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before), indent=2))
     saved = (start_epoch, step, list(epoch_losses), list(holdout_losses))  # the last complete checkpoint
 
     # --- the loop ------------------------------------------------------------------------------
@@ -170,10 +202,14 @@ def train(
             stream.set_epoch(epoch)
             policy.train()
             total, count = 0.0, 0
-            for batch in loader:
-                loss, _ = policy.compute_loss(encode_batch(specs, batch, cfg), gen)
+            for batch, weight in _lockstep(loader, world):
+                loss, m = model(encode_batch(specs, batch, cfg), gen)
+                if world > 1:  # weight by this rank's share of the step's entries: the averaged gradient is the global batch's
+                    loss_scaled, loss = _global_loss(loss, m["n"] * weight, world)
+                else:
+                    loss_scaled = loss
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_scaled.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 lr = opt.param_groups[0]["lr"]
                 opt.step()
@@ -184,7 +220,7 @@ def train(
                 log.scalar(schema.TRAIN_LOSS, step, epoch, lv)
                 log.scalar(schema.TRAIN_LR, step, epoch, lr)
                 log.scalar(schema.TRAIN_GRAD_NORM, step, epoch, float(gnorm))
-                if on_progress is not None:
+                if on_progress is not None and main:
                     on_progress(TrainProgress(run_id, epoch, cfg.epochs, step, total_steps, lv, lr, holdout_losses[-1] if holdout_losses else None))
             epoch_losses.append(total / max(1, count))
             done = epoch + 1
@@ -193,10 +229,12 @@ def train(
                 holdout_losses.append(holdout_loss(policy, holdout, specs, cfg))
                 log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
             if done % cfg.checkpoint_every == 0 or last:
-                _save_checkpoint(run_dir, policy, opt, sched, gen, done, step, log, epoch_losses, holdout_losses,
-                                 wall_before + time.perf_counter() - started)
+                gens = _gather_generators(gen, world)
+                if main:
+                    _save_checkpoint(run_dir, policy, opt, sched, gen, done, step, log, epoch_losses, holdout_losses,
+                                     wall_before + time.perf_counter() - started, generators=gens)
                 saved = (done, step, list(epoch_losses), list(holdout_losses))
-            if on_progress is not None:
+            if on_progress is not None and main:
                 on_progress(TrainProgress(run_id, done, cfg.epochs, step, total_steps, epoch_losses[-1],
                                           opt.param_groups[0]["lr"], holdout_losses[-1] if holdout_losses else None, epoch_end=True))
         status = schema.RUN_STATUS_FINISHED
@@ -205,12 +243,9 @@ def train(
         if hasattr(loader, "loader") and getattr(loader.loader, "_iterator", None) is not None:
             loader.loader._iterator._shutdown_workers()
         e_done, s_done, e_losses, h_losses = saved
-        if status == schema.RUN_STATUS_FINISHED:
-            log.samples = _sample_views(policy, samples, specs, cfg)
-        log.summary = _summary(info, status)
-        groups = _groups(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall)
-        recording = log.write(groups)
-        atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall), indent=2))
+        recording = None
+        if main:
+            recording = _finish(catalog, log, info, status, run_dir, policy, samples, specs, cfg, saved, wall)
     return TrainResult(
         run_id=run_id,
         run_dir=run_dir,
@@ -221,11 +256,13 @@ def train(
         final_holdout_loss=h_losses[-1] if h_losses else None,
         best_holdout_loss=min(h_losses) if h_losses else None,
         wall_s=wall,
-        checkpoint_sha256=sha256_file(run_dir / MODEL_FILE),
+        checkpoint_sha256=sha256_file(run_dir / MODEL_FILE) if main else "",
         parameters=policy.num_parameters(),
-        recording=recording,
+        recording=recording if recording is not None else Path(),
         train_losses=log.series(schema.TRAIN_LOSS),
         holdout_losses=list(h_losses),
+        nproc=world,
+        rank_weights_sha256=[weights_sha256(policy)],
     )
 
 
@@ -243,6 +280,124 @@ def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg) -> float:
     return total / max(n, 1.0)
 
 
+def _finish(catalog, log, info, status, run_dir, policy, samples, specs, cfg, saved, wall) -> Path:
+    """Rank 0: the run's last recording version and run.json (the run's commit), with a kill point between."""
+    e_done, s_done, e_losses, h_losses = saved
+    if status == schema.RUN_STATUS_FINISHED:
+        log.samples = _sample_views(policy, samples, specs, cfg)
+    log.summary = _summary(info, status)
+    groups = _groups(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall)
+    recording = log.write(groups)
+    faults.point("train.registered")  # the final recording is registered, run.json not yet updated
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall), indent=2))
+    return recording
+
+
+# --- more than one process -----------------------------------------------------------------------
+
+_RANK_SEED_STRIDE = 1_000_003
+"""Rank r's augmentation generator is seeded `cfg.seed + r * stride` (rank 0 = the single-process run)."""
+
+
+def _dist_topology() -> tuple[int, int]:
+    """(rank, world size) of the live torch.distributed process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _LossModel(torch.nn.Module):
+    """The policy's `compute_loss` as `forward`, so DistributedDataParallel hooks the step."""
+
+    def __init__(self, policy: BCPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch, generator=None):
+        return self.policy.compute_loss(batch, generator)
+
+
+class _NoLog:
+    """What ranks other than 0 log to: nothing (rank 0 owns the run recording)."""
+
+    summary = ""
+    samples: list = []
+
+    def scalar(self, *a, **k) -> None:
+        pass
+
+    def restore_scalars(self, *a, **k) -> None:
+        pass
+
+    def scalars_state(self) -> dict:
+        return {}
+
+    def series(self, path: str) -> list[float]:
+        return []
+
+    def write(self, groups) -> None:
+        return None
+
+
+def _broadcast(obj, world: int):
+    """Rank 0's `obj` on every rank."""
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _max_over_ranks(n: int, world: int) -> int:
+    if world == 1:
+        return n
+    t = torch.tensor([n], dtype=torch.int64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _gather_generators(gen: torch.Generator, world: int) -> list[torch.Tensor] | None:
+    """Every rank's augmentation generator state (saved with the checkpoint so a resume continues each rank's noise)."""
+    if world == 1:
+        return None
+    out: list = [None] * world
+    torch.distributed.all_gather_object(out, gen.get_state())
+    return out
+
+
+def _lockstep(loader, world: int):
+    """(batch, weight) pairs: this rank's batches (weight 1), then, until every rank's shard is done,
+    its last batch again with weight 0 (every rank must join every gradient all-reduce)."""
+    if world == 1:
+        for b in loader:
+            yield b, 1.0
+        return
+    it = iter(loader)
+    last = None
+    while True:
+        batch = next(it, None)
+        has = torch.tensor([0 if batch is None else 1], dtype=torch.int64)
+        torch.distributed.all_reduce(has)
+        if int(has.item()) == 0:
+            return
+        if batch is not None:
+            last = batch
+            yield batch, 1.0
+        elif last is None:
+            raise TrainError("a training rank got no samples this epoch: the selection has fewer samples than ranks x workers; use fewer processes")
+        else:
+            yield last, 0.0
+
+
+def _global_loss(loss: torch.Tensor, n: float, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, the global batch's loss): weights this rank's mean loss by its entries `n`
+    over the step's total, times `world` (DDP averages gradients), so the result is the global mean's gradient."""
+    t = torch.tensor([float(n), float(loss.detach()) * float(n)], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    total = max(float(t[0]), 1.0)
+    return loss * (float(n) * world / total), torch.tensor(float(t[1]) / total)
+
+
 # --- checkpoints ---------------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
@@ -253,7 +408,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _save_checkpoint(run_dir, policy, opt, sched, gen, epoch, step, log, epoch_losses, holdout_losses, wall_s=0.0) -> None:
+def weights_sha256(policy) -> str:
+    """Digest of a policy's parameter values (compares ranks' replicas)."""
+    h = hashlib.sha256()
+    for k, v in sorted(policy.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(run_dir, policy, opt, sched, gen, epoch, step, log, epoch_losses, holdout_losses, wall_s=0.0, generators=None) -> None:
     """state.pt (everything to resume) then model.pt (the deployable weights), each atomically."""
     weights = {k: v.detach().clone() for k, v in policy.state_dict().items()}
     state = {
@@ -269,6 +433,8 @@ def _save_checkpoint(run_dir, policy, opt, sched, gen, epoch, step, log, epoch_l
         "scalars": log.scalars_state(),
         "wall_s": float(wall_s),
     }
+    if generators is not None:
+        state["generators"] = list(generators)
     with atomic_path(run_dir / STATE_FILE) as tmp:
         torch.save(state, tmp)
     with atomic_path(run_dir / MODEL_FILE) as tmp:
