@@ -4,7 +4,7 @@
    one streaming pass for the normalization statistics (scalar fields only), the policy.
 2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
    checkpoint) and register the run recording with status `running`.
-3. Epochs: stream batches -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
+3. Epochs: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
    cosine; holdout loss every `holdout_every` epochs; a complete checkpoint every
    `checkpoint_every` epochs (model.pt + state.pt, each written atomically).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
@@ -35,6 +35,7 @@ import torch
 import roboloop
 from roboloop import curate, schema
 from roboloop.stream import EpisodeStream
+from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import (
     encode_batch,
@@ -164,12 +165,12 @@ def train(
 
     # --- the loop ------------------------------------------------------------------------------
     status = schema.RUN_STATUS_INTERRUPTED
+    ahead = EpochsAhead(stream, loader, start_epoch, cfg.epochs)  # next epoch's catalog reads overlap this one's steps
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            stream.set_epoch(epoch)
             policy.train()
             total, count = 0.0, 0
-            for batch in loader:
+            for batch in ahead.epoch(epoch):
                 loss, _ = policy.compute_loss(encode_batch(specs, batch, cfg), gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -201,8 +202,9 @@ def train(
         status = schema.RUN_STATUS_FINISHED
     finally:
         wall = wall_before + time.perf_counter() - started
+        ahead.close()
         if hasattr(loader, "loader") and getattr(loader.loader, "_iterator", None) is not None:
-            loader.loader._iterator._shutdown_workers()
+            loader.loader._iterator._shutdown_workers()  # persistent workers: stop them now, not at garbage collection
         e_done, s_done, e_losses, h_losses = saved
         if status == schema.RUN_STATUS_FINISHED:
             log.samples = _sample_views(policy, samples, specs, cfg)
