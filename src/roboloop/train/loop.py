@@ -141,6 +141,8 @@ def train(
     # --- the run folder and the first version of the recording --------------------------------
     log = RunLog(catalog, cfg.dataset, run_id)
     info = _run_info_base(ws, run_id, cfg, sel, policy, cams)
+    if state is not None:  # a resumed run keeps its start time
+        info["started_at"] = json.loads((run_dir / RUN_FILE).read_text()).get("started_at", info["started_at"])
     start_epoch, step = 0, 0
     if state is None:
         atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
