@@ -23,7 +23,7 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from roboloop.catalog import Catalog
-from roboloop.collect import RecordingSpec, ScriptedPolicy, collect, make_sim, plan_jobs, run_episode
+from roboloop.collect import CollectConfig, RecordingSpec, ScriptedPolicy, collect, make_sim, plan_jobs, run_episode
 from roboloop.workspace import Workspace
 
 
@@ -96,7 +96,8 @@ def main() -> None:
 
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp, Catalog(Workspace(tmp), url="") as cat:
-            rep = collect(cat, "bench", args.throughput_episodes, seed=1000, workers=workers, spec=spec)
+            cfg = CollectConfig(dataset="bench", episodes=args.throughput_episodes, seed=1000, workers=workers, spec=spec)
+            rep = collect(cat, cfg)
             print(f"collect --workers {workers}: {len(rep.results)} episodes in {rep.wall_s:.1f} s = "
                   f"{rep.episodes_per_minute:.1f} episodes/min (start-up included), successes {rep.successes}/{len(rep.results)}")
 

@@ -21,7 +21,6 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np
 
 from roboloop.sim import AlohaSim, SceneConditions
 from roboloop.sim.demonstrator import ScriptedHandover

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench_stream import DATA, SC, build  # noqa: I001 - run from the benchmarks folder's parent
-
+from bench_stream import DATA, SC, build
 from roboloop import schema
 from roboloop.catalog import Catalog
 from roboloop.stream import EpisodeStream, Field

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from roboloop import schema
 from roboloop.catalog import Catalog
 from roboloop.collect import (
+    CollectConfig,
     EpisodeJob,
     Observation,
     RecordingSpec,
@@ -65,9 +66,10 @@ class HoldStill:
 
 @pytest.fixture
 def recorded(catalog):
-    report = collect(
-        catalog, "demo", 1, conditions=SceneConditions.from_names(region="right", lighting="dim"), seed=7, spec=SPEC, steps=STEPS
+    cfg = CollectConfig(
+        dataset="demo", episodes=1, conditions=SceneConditions.from_names(region="right", lighting="dim"), seed=7, spec=SPEC, steps=STEPS
     )
+    report = collect(catalog, cfg)
     return report
 
 
@@ -170,7 +172,7 @@ def test_interrupted_episode_leaves_nothing(ws, catalog, exc):
         return policy
 
     with pytest.raises(exc):
-        collect(catalog, "demo", 2, seed=10, spec=SPEC, steps=STEPS, policy_factory=on_step_factory)
+        collect(catalog, CollectConfig(dataset="demo", episodes=2, seed=10, spec=SPEC, steps=STEPS), policy_factory=on_step_factory)
     files = ws.segment_files("demo", schema.BASE_LAYER)
     assert len(files) == 1 and "-s000010-" in files[0].name
     assert ws.stale_temp_files() == []
@@ -179,7 +181,8 @@ def test_interrupted_episode_leaves_nothing(ws, catalog, exc):
 
 
 def test_plugged_in_policy_recorded_as_rollout(ws, catalog):
-    report = collect(catalog, "demo_evals", 1, seed=5, spec=SPEC, steps=STEPS, kind=schema.KIND_ROLLOUT, policy_factory=HoldStill)
+    cfg = CollectConfig(dataset="demo_evals", episodes=1, seed=5, spec=SPEC, steps=STEPS, kind=schema.KIND_ROLLOUT)
+    report = collect(catalog, cfg, policy_factory=HoldStill)
     row = catalog.segment_table("demo_evals").to_pylist()[0]
     assert row["episode.kind"] == "rollout" and row["episode.policy"] == "hold-still-v0"
     assert row["segment_id"] == report.results[0].segment_id
@@ -225,6 +228,17 @@ def test_collect_cli_end_to_end(tmp_path, monkeypatch):
         assert sorted(table.column("episode.seed").to_pylist()) == [40, 41]
         assert set(table.column("scene.lighting").to_pylist()) == {"bright"}
         assert cat.dataset("clidemo").default_blueprint() is not None
+
+    # --config FILE: the file's values, with the options given on the command line on top
+    cfg_file = CollectConfig(
+        dataset="fromfile", episodes=5, seed=70, conditions=SceneConditions.from_names(lighting="dim", table="wood"),
+        spec=RecordingSpec(cameras=(), width=64, height=48), steps=10,
+    ).save(tmp_path / "collect.toml")
+    result = runner.invoke(app, ["--workspace", str(wsdir), "collect", "--config", str(cfg_file), "--episodes", "1", "--seed", "80"])
+    assert result.exit_code == 0, result.output
+    with Catalog(Workspace(wsdir), url="") as cat:
+        row = cat.segment_table("fromfile").to_pylist()
+        assert [(r["episode.seed"], r["scene.lighting"], r["scene.table"], r["outcome.steps"]) for r in row] == [(80, "dim", "wood", 10)]
 
     bad = runner.invoke(app, ["--workspace", str(wsdir), "collect", "--dataset", "clidemo", "--lighting", "foggy"])
     assert bad.exit_code == 1

@@ -38,8 +38,12 @@ def test_select_split_and_digest(populated):
     assert list(sel.segment_ids) == expected
     assert set(sel.train_ids) | set(sel.holdout_ids) == set(expected)
     assert not set(sel.train_ids) & set(sel.holdout_ids)
-    assert all(curate.split_point(s) < 0.25 for s in sel.holdout_ids)
-    assert all(curate.split_point(s) >= 0.25 for s in sel.train_ids)
+    # the split position is a hash of (seed, conditions): seed i, region near, lighting 1.0
+    def point(s):
+        return curate.group_split_point(int(s[2:]), {"region": "near", "lighting": 1.0})
+
+    assert all(point(s) < 0.25 for s in sel.holdout_ids)
+    assert all(point(s) >= 0.25 for s in sel.train_ids)
     assert 0 < len(sel.holdout_ids) < len(expected)
     again = curate.select(populated, DS, where="scene.region = 'near' and episode.seed >= 10", holdout=0.25)
     assert again.digest == sel.digest and again.train_ids == sel.train_ids

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -165,20 +163,6 @@ def test_sql_over_two_datasets(ws, synthetic_episode):
     )
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines() == ["segment_id,episode.seed", "beta-0,0", "beta-1,1"]
-
-
-def test_port_clash_falls_back_to_free_port(ws):
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen(1)
-    taken = blocker.getsockname()[1]
-    try:
-        with Catalog(ws, url="", port=taken) as cat:
-            assert f":{taken}" not in cat.url
-            assert cat.url.startswith("rerun+http://127.0.0.1:")
-            assert cat.dataset_names() == []
-    finally:
-        blocker.close()
 
 
 def test_attach_to_running_catalog(ws, synthetic_episode):

@@ -38,3 +38,29 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     for p in procs:
         p.join()
     assert sorted(r["i"] for r in rows.read_rows(Workspace(tmp_path), "selections")) == [0, 1, 2, 3]
+
+
+def test_restore_publishes_row_tables_for_sql(tmp_path):
+    """Row tables come back as catalog tables at every start, so SQL can query evals/plans rows."""
+    from typer.testing import CliRunner
+
+    from roboloop.catalog import Catalog
+    from roboloop.cli import app
+
+    ws = Workspace(tmp_path)
+    rows.write_row(ws, "evals", "e1", {"policy": "a", "n": 1, "cells": ["yaw=any"], "grid": {"yaw": ["any"]}})
+    rows.write_row(ws, "evals", "e2", {"policy": "b", "n": 2, "cells": [], "grid": {"yaw": ["none"]}})
+    rows.write_row(ws, "evals", "e1", {"policy": "a", "n": 5, "cells": ["yaw=any"], "grid": {"yaw": ["any"]}})
+    rows.write_row(ws, "plans", "p1", {"note": None, "count": 3})
+    rows.write_row(ws, "plans", "p2", {"note": "x", "count": 1.5})  # int and float: still one table
+    with Catalog(ws, url="") as cat:
+        assert {"evals", "plans"} <= set(cat.report.tables)
+        got = cat.sql("SELECT _key, policy, n FROM evals ORDER BY _key").to_pylist()
+        assert got == [{"_key": "e1", "policy": "a", "n": 5}, {"_key": "e2", "policy": "b", "n": 2}]
+        assert cat.sql("SELECT count(*) AS c FROM plans").to_pylist() == [{"c": 2}]
+        rows.write_row(ws, "evals", "e3", {"policy": "c", "n": 0, "cells": [], "grid": {"yaw": ["none"]}})
+        assert cat.publish_rows("evals")
+        assert cat.sql("SELECT count(*) AS c FROM evals").to_pylist() == [{"c": 3}]
+    res = CliRunner().invoke(app, ["--workspace", str(tmp_path), "sql", "SELECT policy FROM evals ORDER BY 1", "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert res.output.split() == ["policy", "a", "b", "c"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_synthetic_episode
+from fixtures.episodes import write_synthetic_episode
 from roboloop import schema
 from roboloop.catalog import Catalog
 from roboloop.stream import EpisodeStream, Field, MissingFieldError, UnknownEntityError
@@ -357,7 +357,7 @@ def test_jpeg_encoded_images(tmp_path):
     import rerun as rr
     from PIL import Image
 
-    from conftest import _test_frame
+    from fixtures.episodes import _test_frame
     from roboloop.episode import EpisodeRecorder
 
     ws = Workspace(tmp_path / "ws")

@@ -341,7 +341,8 @@ def test_cli_train_like_and_runs(catalog, tmp_path):
     """`train --config`, then `train --like RUN` reproduces the config file exactly; `runs` lists both."""
     from typer.testing import CliRunner
 
-    from roboloop import cli, cli_train
+    from roboloop import cli
+    from roboloop.cli import train_cmds as cli_train
 
     if "train" not in {c.name for c in cli.app.registered_commands}:
         cli_train.register(cli.app)

@@ -5,7 +5,10 @@ bound to 127.0.0.1 on a free port, and restores the workspace into it: every dat
 (`base` layer first, then the other layers), every table, each dataset's default
 blueprint. The server keeps all of that in memory only, so the workspace is the system
 of record and a restart loses nothing. With a URL (`--catalog` / `ROBOLOOP_CATALOG`) it
-attaches to a running catalog and starts nothing.
+attaches to a running catalog and starts nothing. With no URL configured it first looks
+for the workspace's own server (`roboloop serve` records it in `server.json`, see
+`roboloop.catalog_server`) and attaches to it when it is alive; `url=""` (or
+`attach=False`) always starts an embedded server.
 
 This module decides nothing about file layout: paths come from `Workspace`.
 """
@@ -15,16 +18,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from roboloop import schema
+from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.workspace import Workspace
+
+if TYPE_CHECKING:
+    from roboloop.catalog_restore import RestoreReport
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +40,41 @@ _RRD_MAGIC = b"RRF2"
 _RRD_FOOTER_MAGIC = b"RRF2FOOT"
 
 
-class CatalogError(Exception):
+class CatalogError(RoboloopError):
     """A catalog problem a user can act on; the message says what to do."""
 
 
-class UnknownDatasetError(CatalogError, KeyError):
+class UnknownDatasetError(CatalogError, UnknownNameError):
     """A dataset name that the catalog does not have."""
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
         self.name = name
         self.available = list(available)
-        listing = ", ".join(self.available) if self.available else "(none yet: create one with `roboloop collect` or `roboloop import`)"
+        listing = self.listing(self.available, "(none yet: create one with `roboloop collect` or `roboloop import`)")
         super().__init__(f"unknown dataset {name!r}; available datasets: {listing}")
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
 
 
 class CorruptRecordingError(CatalogError, ValueError):
-    """An RRD file that cannot be read (truncated, not an RRD, no recording in it)."""
+    """An RRD file that cannot be read (truncated, not an RRD, no recording in it, a chunk that does not decode)."""
+
+
+class ReadOnlySQLError(CatalogError):
+    """A `sql` statement that would change something (DDL, DML, SET): `roboloop sql` only queries."""
+
+
+class PortInUseError(CatalogError):
+    """The port asked for is taken by another process."""
+
+
+_READ_ONLY_REFUSAL = re.compile(r"(DDL|DML|Statement) not supported")
+_QUERY_KEYWORDS = {"SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "DESCRIBE"}
+_SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+
+
+def _first_keyword(query: str) -> str:
+    """The statement's first keyword, upper case (comments and opening parentheses skipped)."""
+    m = re.match(r"[\s(]*([A-Za-z]+)", _SQL_COMMENTS.sub(" ", query))
+    return m.group(1).upper() if m else ""
 
 
 # --- RRD validation ------------------------------------------------------------------------
@@ -63,63 +85,176 @@ def quick_check_rrd(path: Path) -> str | None:
     Files written by a finished `RecordingStream` end with a footer; a truncated or
     half-copied file does not.
     """
+    return inspect_rrd(path)[0]
+
+
+def inspect_rrd(path: Path) -> tuple[str | None, str | None]:
+    """(what is broken or None, the recording id from the first message or None), with one open and two small reads.
+
+    The structural check of `quick_check_rrd` plus :func:`recording_id_from_header`'s parse of
+    the first bytes; restore calls it for every file, so it reads no more than that.
+    """
     try:
-        size = path.stat().st_size
-        if size < 16:
-            return f"file too small to be an RRD ({size} bytes)"
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            size = os.fstat(fh.fileno()).st_size
+            if size < 16:
+                return f"file too small to be an RRD ({size} bytes)", None
+            head = fh.read(4096)
             fh.seek(max(0, size - 64))
             tail = fh.read()
     except OSError as exc:
-        return f"cannot read file: {exc}"
-    if head != _RRD_MAGIC:
-        return "not an RRD file (wrong header)"
+        return f"cannot read file: {exc}", None
+    if head[:4] != _RRD_MAGIC:
+        return "not an RRD file (wrong header)", None
     if _RRD_FOOTER_MAGIC not in tail:
-        return "truncated RRD (no footer: the writer did not finish)"
-    return None
+        return "truncated RRD (no footer: the writer did not finish)", None
+    return None, _recording_id_from_head(head)
 
 
 def validate_rrd(path: str | os.PathLike[str]) -> str:
-    """Fully open an RRD's manifest; return its recording id (= segment id) or raise CorruptRecordingError."""
-    from rerun.chunk import RrdReader
+    """Decode an RRD completely; return its recording id (= segment id) or raise CorruptRecordingError.
 
+    Checks the header and footer, opens the manifest, then decodes every chunk of every
+    store in the file (recordings and blueprints): what `rerun rrd verify` does. A flipped
+    byte inside compressed chunk data fails the LZ4 or Arrow decoding; a flipped byte in
+    the footer fails its CRC. (Raw payload bytes that are stored uncompressed, e.g. H.264
+    samples, decode whatever their value: no reader can tell those without a checksum.)
+    """
     path = Path(path)
     if not path.is_file():
         raise CorruptRecordingError(f"{path}: no such file")
-    reason = quick_check_rrd(path)
+    reason = quick_check_rrd(path) or decode_problem(path)
     if reason:
         raise CorruptRecordingError(f"{path}: {reason}")
+    return read_recording_id(path)
+
+
+def decode_problem(path: Path) -> str | None:
+    """Decode every chunk of every store of an RRD; return what is broken, or None when all of it decodes."""
+    from rerun.chunk import RrdReader
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reader = RrdReader(path)
             recordings = reader.recordings()
             if not recordings:
-                raise CorruptRecordingError(f"{path}: the file holds no recording (only a blueprint?)")
-            reader.store()
-    except CorruptRecordingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the reader raises RuntimeError/ValueError variants
-        raise CorruptRecordingError(f"{path}: unreadable RRD: {exc}") from exc
+                return "the file holds no recording (only a blueprint?)"
+            for store in [*recordings, *reader.blueprints()]:
+                for _chunk in reader.stream(store=store):
+                    pass
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the answer
+        return f"unreadable RRD: {_first_line(exc)}"
+    return None
+
+
+def read_recording_id(path: str | os.PathLike[str]) -> str:
+    """The recording id of an RRD's first recording, cheaply (no chunk is decoded).
+
+    Fast path (~20 us): the file's first message, the recording's `SetStoreInfo`, parsed
+    from the first bytes (:func:`recording_id_from_header`). When that does not parse
+    (another layout), the manifest is read through `rerun.chunk.RrdReader` (~1 ms).
+    Raises CorruptRecordingError when the file holds no recording or is unreadable.
+    """
+    from rerun.chunk import RrdReader
+
+    fast = recording_id_from_header(path)
+    if fast is not None:
+        return fast
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recordings = RrdReader(path).recordings()
+    except Exception as exc:
+        raise CorruptRecordingError(f"{path}: unreadable RRD: {_first_line(exc)}") from exc
+    if not recordings:
+        raise CorruptRecordingError(f"{path}: the file holds no recording (only a blueprint?)")
     return recordings[0].recording_id
 
 
+def recording_id_from_header(path: str | os.PathLike[str]) -> str | None:
+    """The recording id in an RRD's first message when it is a recording's `SetStoreInfo`, else None.
+
+    Layout (rerun 0.41 RRF2): a 12-byte stream header (`RRF2`, version, options), then
+    messages as (kind u64 LE, length u64 LE, protobuf payload); kind 1 = `SetStoreInfo`
+    {info = 2: StoreInfo {store_id = 2: StoreId {kind = 1 (1 = recording), recording_id = 2}}}.
+    Anything unexpected returns None (the caller falls back to the manifest).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    return _recording_id_from_head(head)
+
+
+def _recording_id_from_head(head: bytes) -> str | None:
+    if len(head) < 28 or head[:4] != _RRD_MAGIC:
+        return None
+    kind = int.from_bytes(head[12:20], "little")
+    size = int.from_bytes(head[20:28], "little")
+    if kind != 1 or size <= 0 or 28 + size > len(head):
+        return None
+    try:
+        info = _pb_field(head[28 : 28 + size], 2)
+        store_id = _pb_field(info, 2) if info is not None else None
+        if store_id is None or _pb_varint_field(store_id, 1) != 1:
+            return None
+        rid = _pb_field(store_id, 2)
+        return rid.decode("utf-8") if rid else None
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _pb_varint(buf: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _pb_fields(buf: bytes):
+    """(field number, wire type, value) of a protobuf message: ints for varints, bytes for length-delimited."""
+    i = 0
+    while i < len(buf):
+        key, i = _pb_varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _pb_varint(buf, i)
+        elif wire == 2:
+            n, i = _pb_varint(buf, i)
+            if i + n > len(buf):
+                raise ValueError("truncated field")
+            value, i = buf[i : i + n], i + n
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield num, wire, value
+
+
+def _pb_field(buf: bytes, number: int) -> bytes | None:
+    return next((v for n, w, v in _pb_fields(buf) if n == number and w == 2), None)
+
+
+def _pb_varint_field(buf: bytes, number: int) -> int | None:
+    return next((v for n, w, v in _pb_fields(buf) if n == number and w == 0), None)
+
+
 def file_uri(path: Path) -> str:
-    return Path(path).resolve().as_uri()
-
-
-# --- restore report ------------------------------------------------------------------------
-
-@dataclass
-class RestoreReport:
-    """What a start restored from the workspace, and what it had to skip."""
-
-    segments: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, layer) -> count
-    tables: list[str] = field(default_factory=list)
-    blueprints: list[str] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
-    seconds: float = 0.0
+    """`file://` URI of a path. Absolute paths are used as they are (workspace paths are absolute and
+    resolved already; `Path.resolve()` would cost an lstat per path component, ~0.7 ms per file)."""
+    path = Path(path)
+    return (path if path.is_absolute() else path.resolve()).as_uri()
 
 
 # --- the catalog ---------------------------------------------------------------------------
@@ -137,22 +272,55 @@ class Catalog:
         *,
         restore: bool = True,
         port: int = 0,
+        attach: bool = True,
     ) -> None:
         import rerun as rr
 
         self.workspace = workspace or Workspace()
+        explicit = url
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None
-        self.report = RestoreReport()
+        self._live_fd: int | None = None
+        self.report = _empty_report()
+        self.server_record = None  # the workspace's `roboloop serve` record when attached through it
+        if not url and explicit is None and attach:
+            url = self._workspace_server_url()
+            if url:
+                try:
+                    self.client = _connect(url)
+                except CatalogError as exc:  # it stopped between the check and now: start our own
+                    log.warning("the workspace's catalog server did not answer (%s); starting an embedded one", exc)
+                    url, self.server_record = None, None
+                else:
+                    self.url = url
+                    return
         if url:
             self.client = _connect(url)
             self.url = url
         else:
-            self.server = _start_server(rr, port)
+            # this process now owns a catalog over the workspace: superseded layer versions are
+            # deleted only if no other catalog process still runs (it may be reading them)
+            self._live_fd = self.workspace.live_catalog(gc=True)
+            try:
+                self.server = _start_server(rr, port)
+            except BaseException:
+                self._release_workspace()
+                raise
             self.client = self.server.client()
             self.url = self.server.url()
             if restore:
                 self.report = self.restore()
+
+    def _workspace_server_url(self) -> str | None:
+        """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog_server`)."""
+        from roboloop.catalog_server import live_server
+
+        rec = live_server(self.workspace)
+        if rec is None:
+            return None
+        self.server_record = rec
+        log.debug("attaching to the workspace's catalog server %s (pid %d)", rec.url, rec.pid)
+        return rec.url
 
     # --- lifecycle -------------------------------------------------------------------------
     @property
@@ -167,6 +335,12 @@ class Catalog:
                 self.server.shutdown()
             finally:
                 self.server = None
+                self._release_workspace()
+
+    def _release_workspace(self) -> None:
+        if self._live_fd is not None:
+            os.close(self._live_fd)
+            self._live_fd = None
 
     def __enter__(self) -> Catalog:
         return self
@@ -176,66 +350,13 @@ class Catalog:
 
     # --- restore ---------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
-        """Register everything in the workspace: datasets (base layer first), tables, blueprints."""
-        t0 = time.perf_counter()
-        report = RestoreReport()
-        ws = self.workspace
-        for name, folder in ws.tables().items():
-            try:
-                self.client.register_table(name, folder.resolve().as_uri())
-                report.tables.append(name)
-            except Exception as exc:  # noqa: BLE001
-                report.skipped.append((folder, f"table could not be loaded: {exc}"))
-        for dataset in ws.datasets():
-            ds = self.client.create_dataset(dataset, exist_ok=True)
-            for layer in ws.layers(dataset):
-                files = ws.segment_files(dataset, layer)
-                good: list[Path] = []
-                for f in files:
-                    reason = quick_check_rrd(f)
-                    if reason:
-                        report.skipped.append((f, reason))
-                    else:
-                        good.append(f)
-                ok = self._register_tolerant(ds, good, layer, report)
-                report.segments[(dataset, layer)] = ok
-            bp = ws.blueprint_path(dataset)
-            if bp.is_file():
-                try:
-                    ds.register_blueprint(file_uri(bp))
-                    report.blueprints.append(dataset)
-                except Exception as exc:  # noqa: BLE001
-                    report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
-        for path, reason in report.skipped:
-            log.warning("skipped %s while restoring the workspace: %s", path, reason)
-        report.seconds = time.perf_counter() - t0
-        return report
+        """Register everything in the workspace: datasets (base layer first), tables, blueprints.
 
-    def _register_tolerant(self, ds, files: list[Path], layer: str, report: RestoreReport) -> int:
-        """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest."""
-        if not files:
-            return 0
-        from rerun.catalog import OnDuplicateSegmentLayer
+        See `roboloop.catalog_restore.restore`.
+        """
+        from roboloop.catalog_restore import restore
 
-        try:
-            results = list(
-                ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
-            )
-        except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
-            if len(files) == 1:
-                report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
-                return 0
-            mid = len(files) // 2
-            return self._register_tolerant(ds, files[:mid], layer, report) + self._register_tolerant(
-                ds, files[mid:], layer, report
-            )
-        ok = 0
-        for res in results:
-            if res.is_error:
-                report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
-            else:
-                ok += 1
-        return ok
+        return restore(self.client, self.workspace)
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
@@ -264,7 +385,7 @@ class Catalog:
         """Register finished RRD files (already in the workspace) as `layer` of `dataset`.
 
         A layer that already exists for a segment is replaced. With `validate`, every file
-        is checked first and nothing is registered if any file is corrupt.
+        is decoded completely first (`validate_rrd`) and nothing is registered if any file is corrupt.
         Returns the segment ids.
         """
         from rerun.catalog import OnDuplicateSegmentLayer
@@ -283,6 +404,27 @@ class Catalog:
         if errors:
             raise CatalogError("the catalog rejected some files:\n  " + "\n  ".join(errors))
         return ids
+
+    def import_files(
+        self, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER
+    ) -> list[str]:
+        """Copy existing RRD files into the workspace and register them as `layer` of `dataset`.
+
+        All or nothing: every file is validated first (a corrupt file, a bad segment id or a
+        segment that already has a `layer` file in the workspace raises `CatalogError`
+        naming every problem, and nothing is copied); a failure while copying or
+        registering removes the files copied so far. Returns the segment ids.
+        """
+        return import_files(self, dataset, paths, layer=layer)
+
+    def dataset_summary(self, dataset: str) -> tuple[int, dict[str, int]]:
+        """(number of segments, layer name -> number of segments that have it), `base` first, then by name."""
+        st = self.segment_table(dataset)
+        counts: dict[str, int] = {}
+        for row in st.column(schema.LAYERS).to_pylist() if st.num_rows else []:
+            for layer in row or []:
+                counts[layer] = counts.get(layer, 0) + 1
+        return st.num_rows, dict(sorted(counts.items(), key=lambda kv: (kv[0] != schema.BASE_LAYER, kv[0])))
 
     def unregister_layer(self, dataset: str, layer: str, segment_ids: Sequence[str] = ()) -> None:
         """Drop one layer (of the given segments, or of all of them) from the catalog."""
@@ -304,24 +446,60 @@ class Catalog:
         return friendly_segment_table(raw)
 
     def sql(self, query: str) -> pa.Table:
-        """Run DataFusion SQL; each dataset's friendly segment table is a view named after it.
+        """Run a read-only DataFusion SQL query; each dataset's friendly segment table is a view named after it, each table too.
 
-        Only the datasets the query names are fetched (building a segment table is the
-        expensive part, ~0.5 s per 1000 segments).
+        Only queries run (`SELECT`, `WITH`, `EXPLAIN`, `SHOW`): DDL (`CREATE`, `DROP`), DML
+        (`INSERT`, `COPY ... TO`) and statements (`SET`) are refused with `ReadOnlySQLError`
+        before anything executes (DataFusion `SQLOptions`). Only the datasets the query names
+        are fetched (building a segment table is the expensive part, ~0.5 s per 1000
+        segments); a dataset with no segments is an empty view.
         """
+        from datafusion import SQLOptions
+
+        keyword = _first_keyword(query)
+        if keyword not in _QUERY_KEYWORDS:
+            raise ReadOnlySQLError(
+                f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW, VALUES) run, not {keyword or 'an empty statement'}; "
+                "datasets and tables change through roboloop commands (collect, refine, flag, curate, import)"
+            )
         ctx = self.client.ctx
         names = self.dataset_names()
         words = set(re.findall(r"[A-Za-z0-9_-]+", query))
+        empty = []
         for name in names:
             if name in words:
                 raw = self.client.get_dataset(name).segment_table().to_arrow_table()
-                _register_arrow(ctx, name, friendly_segment_table(raw))
+                table = friendly_segment_table(raw)
+                if table.num_rows == 0:
+                    empty.append(name)
+                _register_arrow(ctx, name, table)
+        options = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
         try:
-            return ctx.sql(query).to_arrow_table()
-        except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
-            raise CatalogError(f"SQL failed: {_first_line(exc)}\n  datasets available as views: {', '.join(names) or '(none)'}") from exc
+            return ctx.sql_with_options(query, options).to_arrow_table()
+        except Exception as exc:
+            first = _first_line(exc)
+            if _READ_ONLY_REFUSAL.search(first):
+                raise ReadOnlySQLError(
+                    f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW) run; refused: {first}\n"
+                    "  datasets and tables change through roboloop commands (collect, refine, flag, curate, import)"
+                ) from None
+            hint = "".join(f"\n  dataset {n!r} has no episodes yet (0 segments): it has only the columns segment_id, layers" for n in empty)
+            raise CatalogError(
+                f"SQL failed: {first}{hint}\n  datasets available as views: {', '.join(names) or '(none)'}"
+                f"\n  tables: {', '.join(self.table_names()) or '(none)'}"
+            ) from exc
 
     # --- tables ----------------------------------------------------------------------------
+    def publish_rows(self, name: str) -> bool:
+        """Rebuild catalog table `name` from its row files (`roboloop.rows`) after rows were written.
+
+        Restore does this for every row table at start; call it to make new rows visible to
+        `sql` in a running catalog. False when the table has no live rows.
+        """
+        from roboloop.catalog_restore import publish_row_table
+
+        return publish_row_table(self.client, self.workspace, name)
+
     def table_names(self) -> list[str]:
         return sorted(self.client.table_names())
 
@@ -336,6 +514,65 @@ class Catalog:
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
 
 
+def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:
+    """See `Catalog.import_files`."""
+    import shutil
+
+    from roboloop.workspace import atomic_path
+
+    try:
+        schema.validate_dataset_name(dataset)
+        schema.validate_dataset_name(layer)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
+    ids: dict[Path, str] = {}
+    problems = []
+    for p in map(Path, paths):
+        try:
+            ids[p] = schema.validate_segment_id(validate_rrd(p))
+        except (CatalogError, ValueError) as exc:
+            problems.append(str(exc))
+    seen: dict[str, Path] = {}
+    for p, seg in ids.items():
+        if seg in seen:
+            problems.append(f"{p}: holds recording {seg!r}, like {seen[seg]} (one file per segment and layer)")
+        seen.setdefault(seg, p)
+    if problems:
+        raise CatalogError("nothing was imported; fix or drop these files:\n  " + "\n  ".join(problems))
+    ws = catalog.workspace
+    targets = []
+    for src, seg in ids.items():
+        dest = ws.segment_path(dataset, layer, seg)
+        if dest.exists():
+            raise CatalogError(f"{src}: segment {seg!r} already has a {layer!r} file in the workspace ({dest}); nothing was imported")
+        targets.append((src, dest))
+    written: list[Path] = []
+    try:
+        for src, dest in targets:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(dest)
+        return catalog.register_files(dataset, written, layer=layer, validate=False)  # decoded above
+    except BaseException:
+        for dest in written:
+            dest.unlink(missing_ok=True)
+        raise
+
+
+def __getattr__(name: str):
+    if name == "RestoreReport":  # moved to catalog_restore; kept importable from here
+        from roboloop.catalog_restore import RestoreReport
+
+        return RestoreReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _empty_report():
+    from roboloop.catalog_restore import RestoreReport
+
+    return RestoreReport()
+
+
 def friendly_segment_table(raw: pa.Table) -> pa.Table:
     """Rename property columns to `group.name` and unwrap one-element list values."""
     import pyarrow.compute as pc
@@ -344,10 +581,10 @@ def friendly_segment_table(raw: pa.Table) -> pa.Table:
     for name in raw.column_names:
         col = raw.column(name)
         if name == schema.SEGMENT_ID_COLUMN:
-            names.append("segment_id")
+            names.append(schema.SEGMENT_ID)
             columns.append(col)
         elif name == schema.LAYER_NAMES_COLUMN:
-            names.append("layers")
+            names.append(schema.LAYERS)
             columns.append(col)
         elif name.startswith(schema.PROPERTY_PREFIX):
             friendly = schema.friendly_name(name)
@@ -368,11 +605,13 @@ def friendly_segment_table(raw: pa.Table) -> pa.Table:
 
 
 def _register_arrow(ctx, name: str, table: pa.Table) -> None:
+    """Register `table` as a view; a table with no rows too (zero batches would be a Rust panic, see FIELD-NOTES)."""
     try:
         ctx.deregister_table(name)
     except Exception:  # noqa: BLE001
         pass
-    ctx.register_record_batches(name, [table.to_batches()])
+    batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]
+    ctx.register_record_batches(name, [batches])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -381,14 +620,69 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _start_server(rr, port: int):
-    """Start the in-process server on 127.0.0.1; a port clash falls back to a free port."""
+    """Start the in-process server on 127.0.0.1; a taken port is an error naming the process that holds it."""
+    if port:
+        holder = port_holder(port)
+        if holder is not None:
+            raise PortInUseError(f"port {port} is already in use{holder}; stop that process, or choose another port (--port 0 = any free port)")
     try:
         return rr.server.Server(host=LOCALHOST, port=port)
-    except Exception as exc:  # noqa: BLE001
-        if port == 0:
-            raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
-        log.warning("port %d is in use (%s); using a free port instead", port, _first_line(exc))
-        return rr.server.Server(host=LOCALHOST, port=0)
+    except Exception as exc:
+        if port:
+            raise PortInUseError(
+                f"could not listen on port {port}: {_first_line(exc)}; choose another port (--port 0 = any free port)"
+            ) from exc
+        raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
+
+
+def port_holder(port: int) -> str | None:
+    """None when `port` is free on 127.0.0.1; else a description of who holds it (`" by pid 123 (python3: ...)"`, or "")."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((LOCALHOST, port))
+    except OSError:
+        pass
+    else:
+        return None
+    finally:
+        probe.close()
+    pid = _listening_pid(port)
+    if pid is None:
+        return ""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f" by pid {pid}" + (f" ({cmd[:120]})" if cmd else "")
+
+
+def _listening_pid(port: int) -> int | None:
+    """The pid of a process listening on TCP `port` (Linux /proc; None when it cannot be told)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(parts[9])
+    if not inodes:
+        return None
+    targets = {f"socket:[{i}]" for i in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in targets:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 def _connect(url: str):
@@ -396,7 +690,7 @@ def _connect(url: str):
 
     try:
         return CatalogClient(url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CatalogError(
             f"could not reach the catalog at {url}: {_first_line(exc)}\n"
             f"  start one with `roboloop serve`, or unset {ENV_CATALOG} / drop --catalog to use the embedded one"

@@ -4,21 +4,42 @@ record each one as an RRD in the workspace and register it in the catalog at onc
 Library use::
 
     from roboloop.catalog import Catalog
-    from roboloop.collect import collect, RecordingSpec
+    from roboloop.collect import CollectConfig, RecordingSpec, collect
     from roboloop.sim import SceneConditions
 
     with Catalog() as cat:
-        report = collect(cat, "aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
-                         seed=1000, workers=2, spec=RecordingSpec(cameras=("top",)))
+        cfg = CollectConfig(dataset="aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
+                            seed=1000, workers=2, spec=RecordingSpec(cameras=("top",)))
+        report = collect(cat, cfg)
         print(report.successes, "/", len(report.results))
 
 Episode ``i`` uses seed ``seed + i``; its segment id is ``<dataset>-s<seed:06d>-<6 hex>``
-(sortable by seed, unique across re-runs). With ``workers > 1`` each worker process
+(sortable by seed, unique across re-runs).
+
+**Seeds continue by default.** With ``seed=None`` (the default, and ``roboloop collect``
+without ``--seed``) the episodes get the next unused seeds of the dataset:
+:func:`reserve_seeds` reserves ``n`` seeds after the highest seed the dataset holds or
+has ever reserved, under a workspace lock, and writes the reservation down before any
+episode runs. Two concurrent collects therefore never share a seed, and a crashed
+collect's range is never handed out again (a re-run of the same command continues
+after it). An explicit ``seed`` (``--seed S``) is the way to re-use seeds on purpose
+(bit-identical episodes for identical conditions); it is recorded as a reservation too,
+so later default runs continue after it. Demonstration seeds stay below
+``schema.DEMO_SEED_LIMIT``. With ``workers > 1`` each worker process
 (spawn context) owns its own simulator and policy and writes finished episodes straight
 into the workspace (atomically); the parent owns the catalog and registers each episode
 as soon as its result arrives, so a crash loses at most the episodes in flight. A file
 finished but not yet registered when the parent dies is still in the workspace and is
 registered by the next catalog start (the workspace is the system of record).
+
+**Executors.** ``executor="local"`` (default) uses the worker processes above;
+``executor="ray"`` runs ``workers`` Ray actors (one CPU each; a local Ray instance, or the
+cluster at ``ray_address``, e.g. ``auto``). An actor owns a simulator and a policy, records
+each episode into a scratch folder and returns the file's bytes; the parent writes it into
+the workspace atomically and registers it as it arrives, exactly like local results, so
+the actors need neither the workspace nor the catalog. On a cluster, roboloop (with its
+``sim`` extra) must be installed on every node, and the policy factory must be importable
+there.
 
 **Policies.** The runner drives any object with ``policy_id: str``, ``reset()`` (called
 after every ``sim.reset``) and ``action(step, observation) -> 14 joint targets``, where
@@ -30,7 +51,11 @@ loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing as mp
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,8 +67,10 @@ from typing import Any, Protocol
 import numpy as np
 
 import roboloop
-from roboloop import schema
+from roboloop import faults, schema
+from roboloop.config import Config, ConfigError, check
 from roboloop.episode import EpisodeRecorder
+from roboloop.errors import RoboloopError
 from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.sim.conditions import SceneConditions
 from roboloop.workspace import Workspace
@@ -54,9 +81,12 @@ __all__ = [
     "ScriptedPolicy",
     "EpisodeJob",
     "EpisodeResult",
+    "CollectConfig",
     "CollectReport",
     "RecordingSpec",
     "plan_jobs",
+    "reserve_seeds",
+    "SeedRangeError",
     "make_sim",
     "run_episode",
     "collect",
@@ -116,9 +146,16 @@ class ScriptedPolicy:
 
 @dataclass(frozen=True)
 class EpisodeJob:
+    """One episode to run: its seed, scene conditions and segment id.
+
+    `properties` holds extra property groups (`{"episode": {"eval_id": ...}}`) merged over
+    the defaults when the episode is recorded (evaluation provenance, plan ids, ...).
+    """
+
     seed: int
     conditions: SceneConditions
     segment_id: str
+    properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +166,7 @@ class EpisodeResult:
     conditions: SceneConditions
     outcome: dict[str, Any]
     wall_s: float
+    properties: dict[str, dict[str, Any]] = field(default_factory=dict)  # every property group as recorded
 
     @property
     def success(self) -> bool:
@@ -141,6 +179,8 @@ class CollectReport:
     results: list[EpisodeResult] = field(default_factory=list)
     wall_s: float = 0.0
     blueprint: Path | None = None
+    seeds: range | None = None
+    """The seeds reserved for this run (None when explicit jobs were given)."""
 
     @property
     def successes(self) -> int:
@@ -178,6 +218,71 @@ def plan_jobs(
     return [
         EpisodeJob(seed + i, conds[i % len(conds)], episode_segment_id(dataset, seed + i)) for i in range(episodes)
     ]
+
+
+# --- seed reservations --------------------------------------------------------------------
+
+SEEDS_FOLDER = ".seeds"
+"""Reservation files live in `datasets/<dataset>/.seeds/` (hidden: never a layer)."""
+_SEED_IN_ID = re.compile(r"-s(\d+)-[0-9a-f]{6}(?:\.\d+)?$")
+
+
+class SeedRangeError(RoboloopError, ValueError):
+    """The requested seeds do not fit in the demonstration seed range."""
+
+
+def _seeds_dir(workspace: Workspace, dataset: str) -> Path:
+    return workspace.dataset_dir(dataset) / SEEDS_FOLDER
+
+
+def _highest_seed_end(workspace: Workspace, dataset: str) -> int:
+    """One past the highest seed the dataset holds (base file names) or has reserved (reservation files)."""
+    end = 0
+    for p in workspace.segment_files(dataset, schema.BASE_LAYER):
+        m = _SEED_IN_ID.search(p.stem)
+        if m:
+            end = max(end, int(m.group(1)) + 1)
+    d = _seeds_dir(workspace, dataset)
+    if d.is_dir():
+        for p in d.glob("*.json"):
+            try:
+                end = max(end, int(p.name.split("-", 2)[1]))
+            except (IndexError, ValueError):
+                continue
+    return end
+
+
+def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | None = None, floor: int = 0) -> range:
+    """Reserve `n` demonstration seeds of `dataset` and return them (the single way seeds are handed out).
+
+    Without `start`: the `n` seeds after the highest seed the dataset holds or has ever
+    reserved, and not below `floor` (`collect` passes one past the highest `episode.seed`
+    its catalog knows, which also covers imported recordings whose file names carry no
+    seed). With `start` (an explicit, user-given seed): exactly `start .. start+n-1`,
+    possibly re-using seeds on purpose. Either way the range is written to
+    `datasets/<dataset>/.seeds/<start>-<stop>-<pid>-<hex>.json` under the workspace lock
+    `seeds-<dataset>` before it is returned, so concurrent callers never get overlapping
+    default ranges and a crashed run's range is not handed out again. Raises
+    `SeedRangeError` past `schema.DEMO_SEED_LIMIT`.
+    """
+    schema.validate_dataset_name(dataset)
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    with workspace.lock(f"seeds-{dataset}"):
+        first = max(_highest_seed_end(workspace, dataset), int(floor)) if start is None else int(start)
+        if first < 0 or first + n > schema.DEMO_SEED_LIMIT:
+            raise SeedRangeError(
+                f"seeds {first}..{first + n - 1} of {dataset!r} leave the demonstration seed range [0, {schema.DEMO_SEED_LIMIT}); "
+                "give a smaller --seed or collect into a new dataset"
+            )
+        seeds = range(first, first + n)
+        if n:
+            from roboloop.workspace import atomic_write_text
+
+            body = {"dataset": dataset, "start": first, "stop": first + n, "explicit": start is not None, "pid": os.getpid(), "time": time.time()}
+            atomic_write_text(_seeds_dir(workspace, dataset) / f"{first:010d}-{first + n:010d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json", json.dumps(body))
+            faults.point("seeds.reserved")
+    return seeds
 
 
 # --- one episode ---------------------------------------------------------------------------
@@ -224,20 +329,24 @@ def run_episode(
         raise FileExistsError(f"{path} already exists; segment ids must be new")
     t0 = time.perf_counter()
     sim.reset(job.seed, job.conditions)
+    start_pose = sim.cube_start_pose
     policy.reset()
     tracker = SuccessTracker()
     with EpisodeRecorder(path, job.segment_id) as rec:
-        writer = AlohaEpisodeWriter(rec, sim, spec)
+        writer = AlohaEpisodeWriter(
+            rec, spec, joint_names=sim.joint_names, geometry=sim.geometry(), static_poses=sim.static_poses(), task=sim.task
+        )
         for k in range(n_steps):
             qpos = sim.joint_positions()
             cube = sim.cube_pose()
             images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
             if spec.scene_step(k):
-                writer.observe_scene(k)
+                writer.observe_scene(k, sim.link_poses(), cube)
             action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
             reward = sim.step(action)
             tracker.update(sim, reward)
             writer.observe(k, qpos, action, reward, cube, images)
+            faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
         res = tracker.result()
@@ -250,15 +359,21 @@ def run_episode(
             schema.OUTCOME_FAILURE_STEP: int(_none_to(res.failure_step, -1)),
             schema.OUTCOME_FAILURE_REASON: res.failure_reason or "none",  # "" would be dropped by AnyValues
             schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z),
+            schema.OUTCOME_STAGE: int(res.stage),
+            schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage],
+            schema.OUTCOME_FAILURE_TIME_S: float(res.failure_step * spec.dt) if res.failure_step is not None else -1.0,
         }
-        writer.finish(
-            {
-                schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
-                schema.SCENE: scene_properties(job.conditions),
-                schema.OUTCOME: outcome,
-            }
-        )
-    return EpisodeResult(job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0)
+        properties: dict[str, dict[str, Any]] = {
+            schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
+            schema.SCENE: scene_properties(job.conditions, start_pose),
+            schema.OUTCOME: outcome,
+        }
+        for group, values in job.properties.items():
+            properties.setdefault(group, {}).update(values)
+        writer.finish(properties)
+    return EpisodeResult(
+        job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0, properties
+    )
 
 
 def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task: str, policy_id: str) -> dict[str, Any]:
@@ -276,10 +391,34 @@ def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task:
     }
 
 
-def scene_properties(conditions: SceneConditions) -> dict[str, Any]:
+def scene_properties(conditions: SceneConditions, start_pose: Sequence[float] | None = None) -> dict[str, Any]:
+    """The `scene` group: every SceneConditions field, canonical condition labels, the start state.
+
+    `region`, `lighting` and `table` are already canonical preset names (aliases resolved,
+    "custom" otherwise); `yaw` is added as the preset whose range matches (else "custom");
+    `distractors` stays the count (0-4) so that `SceneConditions.from_dict` reads it back.
+    With `start_pose` (the sampled cube pose, xyz + quat wxyz) the start state is stored as
+    `cube_x`, `cube_y` (m) and `cube_yaw_deg` (deg).
+    """
     props = conditions.to_dict()
     props[schema.SCENE_REGION_LABEL] = conditions.region_label
+    props[schema.SCENE_YAW] = yaw_label(conditions)
+    if start_pose is not None:
+        p = [float(v) for v in start_pose]
+        props[schema.SCENE_CUBE_X] = p[0]
+        props[schema.SCENE_CUBE_Y] = p[1]
+        props[schema.SCENE_CUBE_YAW_DEG] = math.degrees(2.0 * math.atan2(p[6], p[3]))
     return props
+
+
+def yaw_label(conditions: SceneConditions) -> str:
+    """The canonical yaw preset name of `conditions` ("none", "small", "any") or "custom"."""
+    from roboloop.sim.conditions import YAWS
+
+    for name, (lo, hi) in YAWS.items():
+        if math.isclose(conditions.yaw_min, lo, abs_tol=1e-9) and math.isclose(conditions.yaw_max, hi, abs_tol=1e-9):
+            return name
+    return "custom"
 
 
 # --- worker processes ----------------------------------------------------------------------
@@ -307,72 +446,148 @@ def _run_in_worker(job: EpisodeJob, root: str, dataset: str, kind: str, steps: i
 
 # --- many episodes -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class CollectConfig(Config):
+    """What `collect` runs and records (saved with a plan; `roboloop collect --config FILE` loads one)."""
+
+    dataset: str = schema.DEFAULT_DATASET
+    "Dataset to record into (created if missing)."
+    episodes: int = 0
+    "Number of episodes (ignored when explicit jobs are given)."
+    conditions: tuple[SceneConditions, ...] = ()
+    "Scene conditions, cycled over the episodes (empty: the default scene)."
+    seed: int | None = None
+    "Episode i uses seed `seed + i`; None: continue after the dataset's highest seed (reserved, see reserve_seeds)."
+    workers: int = 1
+    "Worker processes (each owns a simulator and a policy)."
+    spec: RecordingSpec = field(default_factory=RecordingSpec)
+    "What to record: cameras, size, rates."
+    task: str = "transfer_cube"
+    "Simulator task."
+    kind: str = schema.KIND_DEMO
+    "Episode kind: demo or rollout."
+    steps: int | None = None
+    "Control steps per episode (None: the task's length)."
+    blueprint: bool = True
+    "Write and register the dataset's default blueprint first."
+    executor: str = "local"
+    "Where episodes run: `local` worker processes, or `ray` actors (`pip install 'roboloop[ray]'`)."
+    ray_address: str | None = None
+    "Ray cluster to use with executor `ray` (`auto`, `ray://host:10001`); None starts a local Ray instance."
+
+    def __post_init__(self) -> None:
+        if isinstance(self.conditions, SceneConditions):
+            object.__setattr__(self, "conditions", (self.conditions,))
+        elif self.conditions is None:
+            object.__setattr__(self, "conditions", ())
+        elif isinstance(self.conditions, list):
+            object.__setattr__(self, "conditions", tuple(self.conditions))
+        super().__post_init__()
+        try:
+            schema.validate_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check(isinstance(self.episodes, int) and self.episodes >= 0, f"episodes must be an int >= 0, got {self.episodes!r}")
+        check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed), f"seed must be an int >= 0 or None, got {self.seed!r}")
+        check(
+            self.kind != schema.KIND_DEMO or self.seed is None or self.seed + self.episodes <= schema.DEMO_SEED_LIMIT,
+            f"demonstration seeds must stay below {schema.DEMO_SEED_LIMIT}, got seed {self.seed} + {self.episodes} episodes",
+        )
+        check(isinstance(self.workers, int) and self.workers >= 1, f"workers must be >= 1, got {self.workers!r}")
+        check(
+            self.kind in (schema.KIND_DEMO, schema.KIND_ROLLOUT),
+            f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {self.kind!r}",
+        )
+        check(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), f"steps must be >= 1 or None, got {self.steps!r}")
+        check(all(isinstance(c, SceneConditions) for c in self.conditions), "conditions must be SceneConditions")
+        check(isinstance(self.spec, RecordingSpec), f"spec must be a RecordingSpec, got {type(self.spec).__name__}")
+        check(self.executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        check(self.ray_address is None or self.executor == "ray", "ray_address applies to executor 'ray' only")
+
+    def jobs(self, first_seed: int | None = None) -> list[EpisodeJob]:
+        """The episodes this config runs: seeds `first_seed + i` (default `seed`, else 0), conditions cycled."""
+        first = first_seed if first_seed is not None else (self.seed or 0)
+        return plan_jobs(self.dataset, self.episodes, first, list(self.conditions) or None)
+
+
 def collect(
     catalog,
-    dataset: str,
-    episodes: int = 0,
+    config: CollectConfig,
     *,
-    conditions: SceneConditions | Sequence[SceneConditions] | None = None,
-    seed: int = 0,
-    workers: int = 1,
-    spec: RecordingSpec | None = None,
-    task: str = "transfer_cube",
-    kind: str = schema.KIND_DEMO,
-    policy_factory: Callable[[Any], Policy] = ScriptedPolicy,
-    steps: int | None = None,
     jobs: Iterable[EpisodeJob] | None = None,
+    policy_factory: Callable[[Any], Policy] = ScriptedPolicy,
     on_result: Callable[[EpisodeResult], None] | None = None,
-    blueprint: bool = True,
 ) -> CollectReport:
-    """Run, record and register episodes into `dataset` (created if missing).
+    """Run, record and register episodes into `config.dataset` (created if missing).
 
     Each finished episode is registered before the next result is looked at. With
-    `blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to the
-    workspace and registered first. `jobs` overrides `episodes`/`seed`/`conditions`.
+    `config.blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to
+    the workspace and registered first. `jobs` overrides `episodes`/`seed`/`conditions`.
+    Without `jobs`, the seeds are reserved with `reserve_seeds` (continuing after the
+    dataset's highest seed when `config.seed` is None); `report.seeds` holds them.
     """
-    schema.validate_dataset_name(dataset)
-    if kind not in (schema.KIND_DEMO, schema.KIND_ROLLOUT):
-        raise ValueError(f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {kind!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    spec = spec or RecordingSpec()
-    job_list = list(jobs) if jobs is not None else plan_jobs(dataset, episodes, seed, conditions)
+    if not isinstance(config, CollectConfig):
+        raise TypeError(f"collect(catalog, config): config must be a CollectConfig, got {type(config).__name__}")
+    cfg = config
+    dataset, spec = cfg.dataset, cfg.spec
     ws: Workspace = catalog.workspace
     ws.remove_stale_temp_files()
     report = CollectReport(dataset)
     catalog.ensure_dataset(dataset)
-    if blueprint:
+    if jobs is not None:
+        job_list = list(jobs)
+    elif cfg.kind != schema.KIND_DEMO and cfg.seed is not None:
+        job_list = cfg.jobs()  # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
+    else:
+        floor = _catalog_seed_end(catalog, dataset) if cfg.seed is None else 0
+        report.seeds = reserve_seeds(ws, dataset, cfg.episodes, start=cfg.seed, floor=floor)
+        job_list = cfg.jobs(report.seeds.start)
+    if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
         catalog.register_blueprint(dataset, report.blueprint)
     t0 = time.perf_counter()
 
     def done(result: EpisodeResult) -> None:
         catalog.register_files(dataset, [result.path], validate=False)
+        faults.point("collect.registered")
         report.results.append(result)
         if on_result is not None:
             on_result(result)
 
     try:
-        if workers == 1 or len(job_list) <= 1:
-            sim = make_sim(spec, task)
+        if cfg.executor == "ray":
+            _collect_ray(job_list, done, ws, cfg, policy_factory)
+        elif cfg.workers == 1 or len(job_list) <= 1:
+            sim = make_sim(spec, cfg.task)
             try:
                 policy = policy_factory(sim)
                 for job in job_list:
-                    done(run_episode(sim, policy, job, workspace=ws, dataset=dataset, spec=spec, kind=kind, steps=steps))
+                    done(run_episode(sim, policy, job, workspace=ws, dataset=dataset, spec=spec, kind=cfg.kind, steps=cfg.steps))
             finally:
                 sim.close()
         else:
-            _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_factory, steps, workers)
+            _collect_parallel(job_list, done, ws, cfg, policy_factory)
     finally:
         report.wall_s = time.perf_counter() - t0
     return report
 
 
-def _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_factory, steps, workers) -> None:
+def _catalog_seed_end(catalog, dataset: str) -> int:
+    """One past the highest `episode.seed` among the dataset's registered segments (0 if none)."""
+    table = catalog.segment_table(dataset)
+    col = schema.friendly_column(schema.EPISODE, schema.EPISODE_SEED)
+    if not table.num_rows or col not in table.column_names:
+        return 0
+    seeds = [s for s in table.column(col).to_pylist() if isinstance(s, int)]
+    return max(seeds) + 1 if seeds else 0
+
+
+def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
+                      cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
     ctx = mp.get_context("spawn")
-    n = min(workers, len(job_list))
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(task, spec, policy_factory)) as pool:
-        pending = {pool.submit(_run_in_worker, job, str(ws.root), dataset, kind, steps) for job in job_list}
+    n = min(cfg.workers, len(job_list))
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg.task, cfg.spec, policy_factory)) as pool:
+        pending = {pool.submit(_run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps) for job in job_list}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -385,16 +600,108 @@ def _collect_parallel(job_list, done, ws, dataset, spec, task, kind, policy_fact
             raise
 
 
+# --- the Ray executor ------------------------------------------------------------------------
+
+EXECUTORS = ("local", "ray")
+
+
+class _EpisodeActor:
+    """A Ray actor: one simulator and policy; runs jobs into a scratch folder and returns each RRD's bytes.
+
+    Returning the bytes (an episode is a few MB at most) means the actors need no access to
+    the workspace: the parent writes every file atomically and registers it, as with local
+    workers, so a cluster without shared storage works too.
+    """
+
+    def __init__(self, task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
+        import tempfile
+
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:  # a scripted policy needs no torch
+            pass
+        self.sim = make_sim(spec, task)
+        self.policy = policy_factory(self.sim)
+        self.spec = spec
+        self.scratch = Workspace(tempfile.mkdtemp(prefix="roboloop-ray-"))
+
+    def run(self, job: EpisodeJob, dataset: str, kind: str, steps: int | None) -> tuple[EpisodeResult, bytes]:
+        result = run_episode(self.sim, self.policy, job, workspace=self.scratch, dataset=dataset, spec=self.spec, kind=kind, steps=steps)
+        data = result.path.read_bytes()
+        result.path.unlink()
+        return result, data
+
+    def close(self) -> None:
+        import shutil
+
+        self.sim.close()
+        shutil.rmtree(self.scratch.root, ignore_errors=True)
+
+
+def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
+                 cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
+    """Run the jobs on Ray actors (`cfg.workers` of them, one CPU each); register each result as it arrives."""
+    import dataclasses
+
+    from roboloop.workspace import atomic_write_bytes
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor 'ray' needs Ray: pip install 'roboloop[ray]' (or pip install ray)") from None
+    if not job_list:
+        return
+    n = min(cfg.workers, len(job_list))
+    started = not ray.is_initialized()
+    if started:
+        local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
+        ray.init(address=cfg.ray_address, num_cpus=n if local else None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    actor_cls = ray.remote(num_cpus=1)(_EpisodeActor)
+    actors = [actor_cls.remote(cfg.task, cfg.spec, policy_factory) for _ in range(n)]
+    todo = list(reversed(job_list))
+    in_flight: dict[Any, Any] = {}
+
+    def submit(actor) -> None:
+        if todo:
+            in_flight[actor.run.remote(todo.pop(), cfg.dataset, cfg.kind, cfg.steps)] = actor
+
+    try:
+        for actor in actors:
+            submit(actor)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                actor = in_flight.pop(ref)
+                try:
+                    result, data = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.as_instanceof_cause() from None
+                submit(actor)  # keep the actor busy while this episode is written and registered
+                final = ws.segment_path(cfg.dataset, schema.BASE_LAYER, result.segment_id)
+                atomic_write_bytes(final, data)
+                done(dataclasses.replace(result, path=final))
+    finally:
+        try:  # best effort: close the simulators and remove the scratch folders
+            ray.get([actor.close.remote() for actor in actors], timeout=30)
+        except Exception:  # noqa: BLE001 - an actor that died has nothing left to close
+            pass
+        for actor in actors:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
+
+
 # --- CLI helpers ---------------------------------------------------------------------------
 
 def parse_cameras(text: str) -> tuple[str, ...]:
     """`"top,angle"` -> ("top", "angle"), checked against the model's cameras."""
-    from roboloop.sim.env import CAMERAS
-
     names = tuple(c.strip() for c in text.split(",") if c.strip())
-    bad = [c for c in names if c not in CAMERAS]
+    bad = [c for c in names if c not in schema.CAMERAS]
     if bad:
-        raise ValueError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(CAMERAS)}")
+        raise ConfigError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(schema.CAMERAS)}")
     return names
 
 
@@ -403,7 +710,7 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"bad camera size {text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+        raise ConfigError(f"bad camera size {text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
     return w, h
 
 

@@ -12,22 +12,31 @@ fraction. `select()` resolves it against the catalog into segment id lists::
 
 Decisions:
 
-- **Split.** A segment is in the holdout when `split_point(segment_id) < holdout`, where
-  `split_point` maps the SHA-256 of the segment id to [0, 1). It depends on nothing but
-  the id: adding episodes never moves an old one between train and holdout, every
-  selection over a dataset agrees on which episodes are held out (so a v2 never trains
-  on v1's holdout at the same fraction), and a larger fraction only moves episodes from
-  train into holdout. With a small selection the holdout can be empty; it is then
-  reported, not an error. An empty train set is an error.
+- **Split.** Episodes that share a seed and scene conditions are one group and always
+  land on the same side: an episode is in the holdout when `group_split_point(seed,
+  conditions) < holdout`, the SHA-256 of its `episode.seed` and every `scene.*` condition
+  (canonical text, sampled start-state numbers left out) mapped to [0, 1). A re-run with
+  an explicit `--seed` records bit-identical duplicates under new segment ids; grouping
+  keeps a duplicate from ever straddling the split. Episodes without a seed property
+  (imported recordings) fall back to `split_point(segment_id)`. The position depends on
+  nothing but the episode itself: adding episodes never moves an old one between train
+  and holdout, every selection over a dataset agrees on which episodes are held out (so a
+  v2 never trains on v1's holdout at the same fraction), and a larger fraction only moves
+  episodes from train into holdout. With a small selection the holdout can be empty; it
+  is then reported, not an error. An empty train set is an error.
 - **Flags.** Segments with `quality.flagged = true` are left out unless
   `include_flagged=True`.
 - **Determinism.** Without an order, ids are sorted by segment id; an order is
   tie-broken by segment id, so order + limit picks the same episodes every time.
-- **Saving.** Selections are rows of the catalog table `selections` (Lance, persisted
-  under `<workspace>/tables/selections/`, restored on every start), keyed by name. Saving
-  a name that exists is an error unless `replace=True` (`--replace`): a name may already
-  be the provenance of a training run, so it never changes meaning silently. A stricter
-  threshold is a new selection (`v2`) or an explicit replace.
+- **Saving.** A selection is a row file of the table `selections` (`roboloop.rows`:
+  `<workspace>/tables/selections/rows/<name>@<time>-....json`, append-only, the newest row
+  of a name wins, published as the catalog table `selections` at every start), keyed by
+  name. Saving a name that exists is an error unless `replace=True` (`--replace`): a name
+  may already be the provenance of a training run, so it never changes meaning silently.
+  The uniqueness check runs under the workspace lock `selections`, so two concurrent
+  first saves of one name cannot both succeed, and saves of different names never lose
+  each other (each writes its own file). An old workspace's Lance `selections` table is
+  migrated to row files at the next start (`catalog_restore.migrate_lance_tables`).
 - **Digest.** SHA-256 over the dataset name and the train and holdout id lists (in
   order), so two selections with the same digest train and evaluate on the same episodes.
 """
@@ -37,14 +46,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from roboloop import faults, schema
+from roboloop import rows as _rowfiles
 from roboloop.catalog import Catalog, CatalogError
+from roboloop.errors import UnknownNameError
 from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError, compile_where, flagged_ids_from_table, select_ids
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Selection",
@@ -54,6 +69,8 @@ __all__ = [
     "list_selections",
     "delete",
     "split_point",
+    "group_split_point",
+    "split_points",
     "EmptySelectionError",
     "PredicateError",
     "UnknownColumnError",
@@ -61,7 +78,7 @@ __all__ = [
     "SELECTIONS_TABLE",
 ]
 
-SELECTIONS_TABLE = "selections"
+SELECTIONS_TABLE = schema.SELECTIONS_TABLE
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 SELECTIONS_SCHEMA = pa.schema(
@@ -85,19 +102,49 @@ SELECTIONS_SCHEMA = pa.schema(
 )
 
 
-class UnknownSelectionError(CatalogError, KeyError):
-    def __init__(self, name: str, available: Sequence[str]) -> None:
-        listing = ", ".join(available) if available else "(none yet: create one with `roboloop curate`)"
-        super().__init__(f"unknown selection {name!r}; saved selections: {listing}")
+class UnknownSelectionError(CatalogError, UnknownNameError):
+    """A selection name that was never saved."""
 
-    def __str__(self) -> str:
-        return self.args[0]
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        listing = self.listing(available, "(none yet: create one with `roboloop curate`)")
+        super().__init__(f"unknown selection {name!r}; saved selections: {listing}")
 
 
 def split_point(segment_id: str) -> float:
     """A segment's fixed position in [0, 1): it is held out when this is below the holdout fraction."""
     digest = hashlib.sha256(segment_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+SAMPLED_SCENE = frozenset({"cube_x", "cube_y", "cube_yaw_deg"})
+"""Scene properties that are sampled from (seed, conditions), not conditions: left out of the split key."""
+
+
+def split_key(seed: int, conditions: dict[str, object]) -> str:
+    """Canonical text of (seed, scene conditions): the identity of a group of duplicate episodes."""
+    parts = [f"seed={int(seed)}"] + [f"{k}={conditions[k]!r}" for k in sorted(conditions) if conditions[k] is not None]
+    return "\n".join(parts)
+
+
+def group_split_point(seed: int, conditions: dict[str, object]) -> float:
+    """The split position of every episode with this seed and these conditions (see `split_point`)."""
+    return split_point(split_key(seed, conditions))
+
+
+def split_points(table: pa.Table, ids: Sequence[str]) -> dict[str, float]:
+    """Segment id -> its split position: by (seed, scene conditions) when the segment has a seed, else by id."""
+    seed_col = schema.friendly_column(schema.EPISODE, schema.EPISODE_SEED)
+    prefix = schema.SCENE + "."
+    scene_cols = [c for c in table.column_names if c.startswith(prefix) and c[len(prefix):] not in SAMPLED_SCENE]
+    wanted = set(ids)
+    out: dict[str, float] = {}
+    if table.num_rows and seed_col in table.column_names:
+        cols = {c: table.column(c).to_pylist() for c in [schema.SEGMENT_ID, seed_col, *scene_cols]}
+        for i, seg in enumerate(cols[schema.SEGMENT_ID]):
+            seed = cols[seed_col][i]
+            if seg in wanted and seed is not None:
+                out[seg] = group_split_point(seed, {c[len(prefix):]: cols[c][i] for c in scene_cols})
+    return {s: out.get(s, split_point(s)) for s in ids}
 
 
 def ids_digest(dataset: str, train_ids: Sequence[str], holdout_ids: Sequence[str]) -> str:
@@ -125,7 +172,7 @@ class Selection:
     include_flagged: bool = False
     predicate_sql: str | None = None
     name: str | None = None
-    created_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
+    created_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
 
     @property
     def digest(self) -> str:
@@ -164,8 +211,9 @@ def select(
         extra = f"; {n_flagged} flagged segment(s) matched but were left out (include them with --include-flagged)" if n_flagged else ""
         what = f"matches {where!r}" if where else "is available"
         raise EmptySelectionError(f"no episode of {dataset!r} ({table.num_rows} segments) {what}{extra}")
-    train = tuple(s for s in ids if split_point(s) >= holdout)
-    held = tuple(s for s in ids if split_point(s) < holdout)
+    points = split_points(table, ids)
+    train = tuple(s for s in ids if points[s] >= holdout)
+    held = tuple(s for s in ids if points[s] < holdout)
     if not train:
         raise EmptySelectionError(
             f"all {len(ids)} selected episode(s) fall in the holdout at fraction {holdout}; lower --holdout or select more episodes"
@@ -189,9 +237,8 @@ def select(
 # --- persistence ---------------------------------------------------------------------------
 
 def _rows(catalog: Catalog) -> list[dict]:
-    if SELECTIONS_TABLE not in catalog.table_names():
-        return []
-    return catalog.table(SELECTIONS_TABLE).reader().to_arrow_table().to_pylist()
+    """Live selection rows, read from the row files (so a row this process just wrote is seen at once)."""
+    return [r for r in _rowfiles.read_rows(catalog.workspace, SELECTIONS_TABLE) if r.get("name")]
 
 
 def validate_name(name: str) -> str:
@@ -203,14 +250,11 @@ def validate_name(name: str) -> str:
 def save(catalog: Catalog, selection: Selection, name: str | None = None, *, replace: bool = False) -> Selection:
     """Save `selection` as a named row of the `selections` table; returns it with its name set.
 
-    An existing name is an error unless `replace`.
+    An existing name is an error unless `replace`. The check and the write happen under
+    the workspace lock `selections`, so of two processes saving one new name at once
+    exactly one succeeds and the other gets the error.
     """
     name = validate_name(name or selection.name or "")
-    existing = {r["name"] for r in _rows(catalog)}
-    if name in existing and not replace:
-        raise CatalogError(
-            f"a selection named {name!r} exists; pass --replace (replace=True) to overwrite it or choose a new name"
-        )
     sel = dataclasses.replace(selection, name=name)
     row = {
         "name": name,
@@ -229,15 +273,32 @@ def save(catalog: Catalog, selection: Selection, name: str | None = None, *, rep
         "digest": sel.digest,
         "created_at": sel.created_at,
     }
-    tb = catalog.table(SELECTIONS_TABLE, SELECTIONS_SCHEMA)  # created on first save
-    tb.upsert(pa.RecordBatch.from_pylist([row], schema=SELECTIONS_SCHEMA))
+    ws = catalog.workspace
+    with ws.lock(SELECTIONS_TABLE):
+        if not replace and _rowfiles.read_row(ws, SELECTIONS_TABLE, name) is not None:
+            raise CatalogError(
+                f"a selection named {name!r} exists; pass --replace (replace=True) to overwrite it or choose a new name"
+            )
+        faults.point("curate.checked")
+        _rowfiles.write_row(ws, SELECTIONS_TABLE, name, row)
+    _publish(catalog)
     return sel
+
+
+def _publish(catalog: Catalog) -> None:
+    """Refresh the catalog's `selections` table for `sql` (the row files stay the record)."""
+    try:
+        catalog.publish_rows(SELECTIONS_TABLE)
+    except Exception as exc:  # noqa: BLE001 - the row is saved; only the SQL view is stale
+        log.warning("selections saved, but the catalog table could not be refreshed: %s", exc)
 
 
 def _from_row(row: dict) -> Selection:
     created = row["created_at"]
+    if isinstance(created, str):
+        created = _dt.datetime.fromisoformat(created)
     if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=_dt.timezone.utc)
+        created = created.replace(tzinfo=_dt.UTC)
     sel = Selection(
         dataset=row["dataset"],
         segment_ids=tuple(row["segment_ids"] or ()),
@@ -273,10 +334,11 @@ def list_selections(catalog: Catalog) -> list[Selection]:
 
 
 def delete(catalog: Catalog, name: str) -> None:
-    """Remove a saved selection."""
+    """Remove a saved selection (a tombstone row; older rows stay on disk as history)."""
     rows = _rows(catalog)
     if name not in {r["name"] for r in rows}:
         raise UnknownSelectionError(name, sorted(r["name"] for r in rows))
-    keep = [r for r in rows if r["name"] != name]
-    tb = catalog.table(SELECTIONS_TABLE)
-    tb.overwrite(pa.RecordBatch.from_pylist(keep, schema=SELECTIONS_SCHEMA))
+    with catalog.workspace.lock(SELECTIONS_TABLE):
+        _rowfiles.delete_row(catalog.workspace, SELECTIONS_TABLE, name)
+    _publish(catalog)
+

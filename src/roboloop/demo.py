@@ -1,12 +1,21 @@
-"""`roboloop demo`: the loop, as far as it is built, on the embedded catalog.
+"""`roboloop demo`: the whole experiment loop on the embedded catalog, narrated stage by stage.
 
-collect (scripted handovers in MuJoCo, recorded with camera video and provenance) ->
-refine (signals layer) -> flag (quality layer) -> curate (train/holdout by query, and a
-stricter re-run) -> stream (the curated training set through the multi-rate loader) ->
-query (success by condition). Re-running reuses what the workspace already holds: only
-missing episodes are collected, only new episodes refined.
+collect demonstrations that leave one corner of the evaluation grid uncovered (a planted
+gap: every demonstration has the cube at yaw 0, the grid also asks for any yaw) ->
+refine -> curate v1 (a query) -> train v1 -> evaluate v1 on the full grid -> success by
+condition -> `gaps` finds the failing corner and calls it a coverage gap (nothing tells it
+where) -> a plan and targeted collection -> the same query re-run (v2, larger) -> train
+v2 with v1's config -> evaluate v2 on the same cells and seeds, sequentially against v1
+first, then topped up to the fixed grid -> paired comparison -> open the worst v1
+failure -> the HTML report.
 
-Every stage reports through `say(text)` so the CLI decides how it looks.
+Lighting is the grid's control axis: it changes no physics, so the state policy should
+show it does *not* matter (FIELD-NOTES measured bit-identical rollouts across lighting).
+
+Every stage reports through `say(text)` (and long stages through `progress(stage, done,
+total)`), and prints the command that reproduces it. Re-running reuses what the
+workspace holds: demonstrations are topped up, not re-collected; a selection, run or
+evaluation made by an earlier demo with the same inputs is found and reused.
 """
 
 from __future__ import annotations
@@ -14,154 +23,403 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from roboloop import schema
 from roboloop.catalog import Catalog
+from roboloop.config import Config, check
 
-# Scene variations the demo cycles through (physics-neutral: the demonstrator should
-# succeed under all of them; they make `success by condition` show real groups).
-DEMO_VARIATIONS: tuple[dict[str, Any], ...] = (
-    {"lighting": "normal", "table": "dark"},
-    {"lighting": "dim", "table": "dark"},
-    {"lighting": "normal", "table": "light"},
-    {"lighting": "bright", "table": "wood"},
-)
+COVERED = {"yaw": "none"}
+"""The demonstrated corner: every demonstration has the cube at yaw 0 (the planted gap is the rest of the yaw axis)."""
+CONTROL_LIGHTINGS = ("normal", "dim")
+"""Demonstrations alternate these lightings (the grid's control axis)."""
+V1, V2 = "demo-v1", "demo-v2"
+QUERY = "outcome.success"
+"""The curation query of both selections: every successful, unflagged demonstration."""
+PLAN_NAME = "demo-gap-plan"
 
 
-@dataclass
-class DemoConfig:
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """What the demo builds the loop with (the defaults are the measured full-size demo)."""
+
     dataset: str = schema.DEFAULT_DATASET
-    episodes: int = 24
+    "Dataset to build the loop on (rollouts go to `<dataset>_evals`, runs to `<dataset>_runs`)."
+    demos: int = 50
+    "Demonstrations in the covered corner (cube yaw 0, lighting alternating)."
+    grid: str = "yaw=none,any lighting=normal,dim"
+    "The evaluation grid: the covered corner, the gap, and a control axis."
+    episodes_per_cell: int = 30
+    "Rollouts per grid cell in the fixed grid (seeds are a function of cell and index)."
+    plan_budget: int = 30
+    "Demonstrations the collection plan may add where the gap is found."
+    epochs: int = 150
+    "Training epochs of both policies."
+    policy: str = "mlp"
+    "Policy kind to train (mlp: joints + cube pose; vision: camera + joints)."
     workers: int = 2
-    seed: int = 0
+    "Worker processes for collection and evaluation."
     cameras: tuple[str, ...] = ("top",)
-    width: int = 320
-    height: int = 240
-    stream_rate_hz: float = 10.0
-    action_chunk: int = 10
+    "Cameras recorded with every demonstration and rollout (for looking at them)."
+    camera_size: tuple[int, int] = (160, 120)
+    "Recorded camera size (width, height)."
+    steps: int | None = None
+    "Control steps per episode (None: the task's 300; smaller only for quick checks)."
+    sequential: bool = True
+    "Compare v2 with v1 sequentially (anytime-valid) before topping v2 up to the fixed grid."
+    round_size: int = 5
+    "Rollouts per cell per round of the sequential comparison."
+    report: str = "report.html"
+    "Where the report is written, relative to the workspace folder (or absolute)."
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        schema.validate_dataset_name(self.dataset)
+        check(self.demos >= 2, f"demos must be >= 2, got {self.demos}")
+        check(self.episodes_per_cell >= 1, f"episodes_per_cell must be >= 1, got {self.episodes_per_cell}")
+        check(self.plan_budget >= 1, f"plan_budget must be >= 1, got {self.plan_budget}")
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        check(self.round_size >= 1, f"round_size must be >= 1, got {self.round_size}")
 
 
 @dataclass
 class DemoResult:
+    """What the demo did and found (also what the tests check against the catalog)."""
+
     collected: int = 0
     successes: int = 0
-    refined: int = 0
-    flagged: list[str] = field(default_factory=list)
-    selection_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (train, holdout)
-    streamed_samples: int = 0
-    stream_samples_per_s: float = 0.0
-    batch_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    selections: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (train, holdout)
+    runs: dict[str, str] = field(default_factory=dict)  # v1/v2 -> run id
+    evals: dict[str, str] = field(default_factory=dict)  # v1/v2 -> eval id
+    success_by: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # v1/v2 -> rows by cell
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    plan: str | None = None
+    plan_collected: int = 0
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+    sequential: dict[str, Any] | None = None
+    worst_failure: dict[str, Any] | None = None
+    report: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _existing_demos(catalog: Catalog, dataset: str) -> tuple[int, int]:
-    """(number of demo episodes already registered, the next unused seed)."""
+Say = Callable[[str], None]
+Progress = Callable[[str, int, int], None]
+
+
+def _covered_conditions(cfg: DemoConfig):
+    from roboloop.sim import SceneConditions
+
+    return tuple(SceneConditions.from_names(**COVERED, lighting=light) for light in CONTROL_LIGHTINGS)
+
+
+def _spec(cfg: DemoConfig):
+    from roboloop.recording import RecordingSpec
+
+    w, h = cfg.camera_size
+    return RecordingSpec(cameras=cfg.cameras, width=w, height=h)
+
+
+def _count_covered_demos(catalog: Catalog, dataset: str) -> int:
+    """Demonstrations already in the covered corner (the planted gap stays planted on re-runs)."""
     if dataset not in catalog.dataset_names():
-        return 0, 0
-    table = catalog.segment_table(dataset)
-    seeds = table.column("episode.seed").to_pylist() if "episode.seed" in table.column_names else []
-    seeds = [s for s in seeds if s is not None]
-    return table.num_rows, (max(seeds) + 1 if seeds else 0)
+        return 0
+    t = catalog.segment_table(dataset)
+    kind, yaw = (schema.friendly_column(schema.EPISODE, schema.EPISODE_KIND), schema.friendly_column(schema.SCENE, "yaw"))
+    if t.num_rows == 0 or kind not in t.column_names or yaw not in t.column_names:
+        return 0
+    return sum(1 for k, y in zip(t.column(kind).to_pylist(), t.column(yaw).to_pylist()) if k == schema.KIND_DEMO and y == COVERED["yaw"])
+
+
+def _selection(catalog: Catalog, cfg: DemoConfig, name: str, say: Say):
+    """Load the selection `name` if a demo made it before, else run the query and save it."""
+    from roboloop import curate
+
+    try:
+        sel = curate.load(catalog, name)
+        say(f"      {name}: reusing the saved selection ({len(sel.train_ids)} train / {len(sel.holdout_ids)} holdout)")
+        return sel
+    except curate.UnknownSelectionError:
+        pass
+    sel = curate.save(catalog, curate.select(catalog, cfg.dataset, QUERY, holdout=0.1), name)
+    say(f"      {name}: {QUERY!r} -> {len(sel.train_ids)} train / {len(sel.holdout_ids)} holdout (digest {sel.digest[:12]})")
+    return sel
+
+
+def _train(catalog: Catalog, cfg: DemoConfig, sel, like: str | None, say: Say, progress: Progress, label: str) -> str:
+    """Train on `sel` (with `like`'s exact config when given) unless a finished run on the same ids exists."""
+    from roboloop.train import TrainConfig, list_runs, load_config, train
+
+    for info in list_runs(catalog.workspace):
+        if info.get("selection") == sel.name and info.get("selection_digest") == sel.digest and info.get("status") == "finished":
+            say(f"      reusing finished run {info['run_id']} (same selection and ids)")
+            return info["run_id"]
+    if like:
+        tcfg = load_config(catalog.workspace, like).replace(selection=sel.name)
+    else:
+        tcfg = TrainConfig(dataset=cfg.dataset, selection=sel.name, policy=cfg.policy, epochs=cfg.epochs,
+                           episode_steps=cfg.steps or TrainConfig.episode_steps)
+
+    def on_progress(p) -> None:
+        if p.epoch_end:
+            progress(f"train {label}", p.epoch, p.epochs)
+
+    result = train(catalog, tcfg, on_progress=on_progress)
+    hold = f", holdout loss {result.final_holdout_loss:.4f}" if result.final_holdout_loss is not None else ""
+    say(f"      run {result.run_id}: {result.epochs_done} epochs in {result.wall_s:.0f}s, "
+        f"train loss {result.final_train_loss:.4f}{hold}, {result.parameters} parameters")
+    return result.run_id
+
+
+def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str, Any] | None:
+    from roboloop.evaluate import list_evals
+
+    for row in reversed(list_evals(catalog.workspace, cfg.dataset)):
+        if (row.get("policy") == run_id and row.get("grid") == grid.to_dict() and row.get("status") == "finished"
+                and int(row.get("episodes_per_cell", 0)) >= cfg.episodes_per_cell):
+            return row
+    return None
+
+
+def _eval_config(cfg: DemoConfig, run_id: str, grid, **kw):
+    from roboloop.evaluate import EvalConfig
+
+    return EvalConfig(dataset=cfg.dataset, policy=run_id, grid=grid, episodes_per_cell=cfg.episodes_per_cell,
+                      workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.camera_size, steps=cfg.steps, **kw)
+
+
+def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, progress: Progress, label: str) -> str:
+    from roboloop.evaluate import evaluate
+
+    row = _find_eval(catalog, cfg, run_id, grid)
+    if row:
+        say(f"      reusing finished evaluation {row['eval_id']}")
+        return row["eval_id"]
+    total = len(grid.cells()) * cfg.episodes_per_cell
+    done = {"n": 0}
+
+    def on_result(_result) -> None:
+        done["n"] += 1
+        progress(f"eval {label}", done["n"], total)
+
+    rep = evaluate(catalog, _eval_config(cfg, run_id, grid), on_result=on_result)
+    say(f"      {rep.eval_id}: {rep.successes}/{rep.n} strict successes in {rep.wall_s:.0f}s")
+    return rep.eval_id
+
+
+def _rollouts(catalog: Catalog, cfg: DemoConfig, eval_id: str):
+    from roboloop.analyze import rollout_table
+
+    return rollout_table(catalog, schema.evals_dataset(cfg.dataset), [eval_id])
+
+
+def _print_success(rows: list[dict[str, Any]], by: list[str], say: Say) -> None:
+    for r in rows:
+        label = "  ".join(f"{b.split('.')[-1]}={r[b]}" for b in by)
+        mark = "  (small n)" if r.get("small") else ""
+        say(f"      {label:<28} {r['successes']:>3}/{r['n']:<3} {r['rate']:>5.0%}  [{r['ci_low']:.2f}, {r['ci_high']:.2f}]{mark}")
 
 
 def run_demo(
     catalog: Catalog,
     config: DemoConfig | None = None,
     *,
-    say: Callable[[str], None] = print,
-    on_episode: Callable[[Any], None] | None = None,
+    say: Say = print,
+    progress: Progress | None = None,
 ) -> DemoResult:
-    """Run every built stage of the loop on `config.dataset`; returns what happened."""
-    from roboloop import collect, curate, refine
-    from roboloop.recording import RecordingSpec
-    from roboloop.sim import SceneConditions
+    """Run the whole loop on `config.dataset`; returns what happened (see the module docstring)."""
+    from roboloop import analyze, analyze_gaps, collect, plan, refine, report
+    from roboloop.evaluate import parse_grid
 
     cfg = config or DemoConfig()
+    progress = progress or (lambda stage, done, total: None)
     out = DemoResult()
-    ds = cfg.dataset
+    ds, evals_ds = cfg.dataset, schema.evals_dataset(cfg.dataset)
+    grid = parse_grid(cfg.grid)
+    by = [schema.friendly_column(schema.SCENE, axis) for axis in grid.to_dict()]
+    clock = time.perf_counter()
 
-    # 1. collect ---------------------------------------------------------------------------
-    have, next_seed = _existing_demos(catalog, ds)
-    missing = max(0, cfg.episodes - have)
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        out.seconds[stage] = round(now - clock, 1)
+        clock = now
+
+    # 1. collect: the covered corner only -----------------------------------------------------
+    have = _count_covered_demos(catalog, ds)
+    missing = max(0, cfg.demos - have)
+    say(f"[1/12] collect: scripted handovers with the cube at yaw 0 (lighting {' / '.join(CONTROL_LIGHTINGS)}), "
+        f"{have} already in '{ds}'")
+    say(f"       $ roboloop collect --dataset {ds} --episodes {cfg.demos // 2} --yaw none --lighting normal   (and --lighting dim)")
     if missing:
-        say(f"[1/6] collect: {missing} scripted handover episode(s) into '{ds}' ({have} already there), "
-            f"{cfg.workers} worker(s), camera {','.join(cfg.cameras)} {cfg.width}x{cfg.height} H.264")
-        conditions = [SceneConditions.from_names(**v) for v in DEMO_VARIATIONS]
-        spec = RecordingSpec(cameras=cfg.cameras, width=cfg.width, height=cfg.height)
-        report = collect.collect(
-            catalog, ds, missing, conditions=conditions, seed=cfg.seed + next_seed, workers=cfg.workers, spec=spec,
-            on_result=on_episode,
-        )
-        out.collected, out.successes = len(report.results), report.successes
-        say(f"      {out.successes}/{out.collected} strict successes, {report.episodes_per_minute:.1f} episodes/min")
-    else:
-        say(f"[1/6] collect: '{ds}' already holds {have} episodes (>= {cfg.episodes}); nothing to collect")
+        done = {"n": 0}
 
-    # 2. refine ----------------------------------------------------------------------------
-    rep = refine.refine(catalog, ds)
-    out.refined = len(rep.computed)
-    say(f"[2/6] refine: signals computed for {out.refined} new episode(s) (layer '{schema.SIGNALS_LAYER}'; base untouched)")
+        def on_demo(result) -> None:
+            done["n"] += 1
+            progress("collect", done["n"], missing)
 
-    # 3. flag a quality problem -------------------------------------------------------------
-    table = catalog.segment_table(ds)
-    jerk = [v for v in table.column("signals.jerk_peak").to_pylist() if v is not None] if "signals.jerk_peak" in table.column_names else []
-    if len(jerk) >= 10:
-        threshold = float(np.quantile(jerk, 0.9))
-        where = f"signals.jerk_peak > {threshold:.6g}"
-        out.flagged = refine.flag(catalog, ds, reason="demo: jerkiest 10% of episodes", where=where)
-        say(f"[3/6] flag: {len(out.flagged)} episode(s) where {where} -> layer '{schema.QUALITY_LAYER}', left out of selections")
-    else:
-        say("[3/6] flag: too few episodes to pick a jerk threshold; skipped")
+        rep = collect.collect(catalog, collect.CollectConfig(dataset=ds, episodes=missing, conditions=_covered_conditions(cfg),
+                                                             workers=cfg.workers, spec=_spec(cfg), steps=cfg.steps), on_result=on_demo)
+        out.collected, out.successes = len(rep.results), rep.successes
+        say(f"       {out.successes}/{out.collected} strict successes, {rep.episodes_per_minute:.0f} episodes/min")
+    lap("collect")
 
-    # 4. curate ----------------------------------------------------------------------------
-    queries = {"demo-v1": "outcome.success = true"}
-    idle = [v for v in table.column("signals.idle_fraction").to_pylist() if v is not None] if "signals.idle_fraction" in table.column_names else []
-    if idle:  # a stricter threshold is a re-run of the query, not a rebuild
-        queries["demo-v2"] = f"outcome.success = true and signals.idle_fraction <= {float(np.median(idle)):.4g}"
-    for name, where in queries.items():
-        try:
-            sel = curate.save(catalog, curate.select(catalog, ds, where, holdout=0.1), name, replace=True)
-        except Exception as exc:  # noqa: BLE001 - an empty stricter selection is a result, not a crash
-            say(f"[4/6] curate {name}: {where!r} -> {exc}")
-            continue
-        out.selection_sizes[name] = (len(sel.train_ids), len(sel.holdout_ids))
-        say(f"[4/6] curate {name}: {where!r} -> {len(sel.train_ids)} train / {len(sel.holdout_ids)} holdout "
-            f"(digest {sel.digest[:12]})")
+    # 2. refine -----------------------------------------------------------------------------------
+    rr = refine.refine(catalog, ds)
+    say(f"[2/12] refine: signals for {len(rr.computed)} new episode(s) in layer '{schema.SIGNALS_LAYER}'   $ roboloop refine --dataset {ds}")
+    lap("refine")
 
-    # 5. stream ----------------------------------------------------------------------------
-    if "demo-v1" in out.selection_sizes:
-        from roboloop.stream import EpisodeStream, Field
+    # 3. curate v1 ----------------------------------------------------------------------------------
+    say(f"[3/12] curate v1: the training set is a query   $ roboloop curate --dataset {ds} --name {V1} --where '{QUERY}' --holdout 0.1")
+    sel1 = _selection(catalog, cfg, V1, say)
+    out.selections[V1] = (len(sel1.train_ids), len(sel1.holdout_ids))
+    lap("curate v1")
 
-        sel = curate.load(catalog, "demo-v1")
-        fields = {
-            "state": schema.JOINT_POSITIONS,
-            "cube": schema.CUBE_POSE,
-            "action": Field(schema.JOINT_TARGETS, window=range(cfg.action_chunk)),
-        }
-        for cam in cfg.cameras:
-            fields[cam] = schema.camera_path(cam)
-        stream = EpisodeStream(catalog, sel, fields=fields, rate_hz=cfg.stream_rate_hz, batch_size=64, seed=cfg.seed)
-        t0 = time.perf_counter()
-        n = 0
-        for batch in stream.loader(num_workers=min(2, cfg.workers)):
-            if not out.batch_shapes:
-                out.batch_shapes = {k: tuple(v.shape) for k, v in batch.items()}
-            n += int(batch["state"].shape[0])
-        dt = time.perf_counter() - t0
-        out.streamed_samples, out.stream_samples_per_s = n, n / dt if dt > 0 else 0.0
-        shapes = ", ".join(f"{k} {list(v)}" for k, v in out.batch_shapes.items() if not k.endswith("_index") and k != "timestamp")
-        say(f"[5/6] stream: one epoch of 'demo-v1' train at {cfg.stream_rate_hz:g} Hz: {n} samples "
-            f"({out.stream_samples_per_s:.0f}/s incl. worker start-up, H.264 decoded on the fly)")
-        say(f"      batch: {shapes}")
+    # 4. train v1 ----------------------------------------------------------------------------------
+    say(f"[4/12] train v1 ({cfg.policy}) from the stream   $ roboloop train --dataset {ds} --selection {V1} --epochs {cfg.epochs}")
+    out.runs["v1"] = run1 = _train(catalog, cfg, sel1, None, say, progress, "v1")
+    lap("train v1")
 
-    # 6. query -----------------------------------------------------------------------------
-    say("[6/6] query: success by lighting and table colour")
-    result = catalog.sql(
-        f'SELECT "scene.lighting" AS lighting, "scene.table" AS table_colour, count(*) AS episodes, '
-        f'avg(CAST("outcome.success" AS DOUBLE)) AS success_rate FROM "{ds}" GROUP BY 1, 2 ORDER BY 1, 2'
-    )
-    for row in result.to_pylist():
-        say(f"      {row['lighting']:<7} {row['table_colour']:<6} n={row['episodes']:<3} success {row['success_rate']:.0%}")
+    # 5. evaluate v1 ------------------------------------------------------------------------------
+    say(f"[5/12] evaluate v1 on {grid} x {cfg.episodes_per_cell}   "
+        f"$ roboloop eval --run {run1} --grid '{cfg.grid}' --episodes-per-cell {cfg.episodes_per_cell}")
+    out.evals["v1"] = eval1 = _evaluate(catalog, cfg, run1, grid, say, progress, "v1")
+    lap("eval v1")
+
+    # 6. success by condition ---------------------------------------------------------------------
+    rows1 = _rollouts(catalog, cfg, eval1)
+    out.success_by["v1"] = analyze.success_by(rows1, by)
+    say(f"[6/12] success by condition (v1)   $ roboloop success --dataset {evals_ds} --eval {eval1} --by {','.join(by)}")
+    _print_success(out.success_by["v1"], by, say)
+
+    # 7. gaps ---------------------------------------------------------------------------------------
+    gap = analyze_gaps.gaps(catalog, eval1)
+    out.gaps = gap.rows()
+    say(f"[7/12] gaps: cells ranked by the data (nothing told where the gap is)   $ roboloop gaps --eval {eval1}")
+    for c in gap.cells:
+        say(f"      #{c.rank} {c.cell:<28} {c.verdict:<24} success {c.successes}/{c.n}, "
+            f"training starts within tolerance for {c.covered}/{c.n} rollouts")
+    lap("analyze v1")
+
+    # 8. plan and targeted collection ---------------------------------------------------------------
+    the_plan = analyze_gaps.make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
+    out.plan = the_plan.name
+    plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
+    plan.save_plan(catalog.workspace, the_plan, plan_file)
+    say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
+        f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
+    for line in plan.plan_summary(the_plan):
+        say(f"      {line}")
+    if the_plan.total:
+        done = {"n": 0}
+
+        def on_plan(result) -> None:
+            done["n"] += 1
+            progress("collect (plan)", done["n"], the_plan.total)
+
+        run = plan.execute_plan(catalog, the_plan, workers=cfg.workers, on_result=on_plan, spec=_spec(cfg), steps=cfg.steps)
+        out.plan_collected = len(run.new_segment_ids)
+        if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
+            refine.flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
+        say(f"      collected {out.plan_collected} new demonstration(s) ({run.successes} successful)"
+            + (f"; {len(run.failed_segment_ids)} failed and were flagged" if run.failed_segment_ids else ""))
+    refine.refine(catalog, ds)
+    lap("plan + collect")
+
+    # 9. the same query, re-run -------------------------------------------------------------------
+    say(f"[9/12] curate v2: the same query, re-run   $ roboloop curate --dataset {ds} --name {V2} --where '{QUERY}' --holdout 0.1")
+    sel2 = _selection(catalog, cfg, V2, say)
+    out.selections[V2] = (len(sel2.train_ids), len(sel2.holdout_ids))
+    if sel2.where != sel1.where:
+        say(f"      note: {V2} was saved with a different predicate ({sel2.where!r})")
+
+    # 10. train v2 like v1 ------------------------------------------------------------------------
+    say(f"[10/12] train v2 with v1's config   $ roboloop train --like {run1} --selection {V2}")
+    out.runs["v2"] = run2 = _train(catalog, cfg, sel2, run1, say, progress, "v2")
+    lap("curate + train v2")
+
+    # 11. evaluate v2 on the same cells and seeds -------------------------------------------------
+    eval2 = None
+    if cfg.sequential:
+        eval2 = _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out)
+    if eval2 is None:
+        say(f"[11/12] evaluate v2 on the same grid and seeds   $ roboloop eval --run {run2} --grid '{cfg.grid}' "
+            f"--episodes-per-cell {cfg.episodes_per_cell}")
+        eval2 = _evaluate(catalog, cfg, run2, grid, say, progress, "v2")
+    out.evals["v2"] = eval2
+    rows2 = _rollouts(catalog, cfg, eval2)
+    out.success_by["v2"] = analyze.success_by(rows2, by)
+    _print_success(out.success_by["v2"], by, say)
+    lap("eval v2")
+
+    # 12. compare, open the worst failure, report ---------------------------------------------------
+    out.comparison = analyze.compare(rows1, rows2)
+    say(f"[12/12] compare v1 -> v2 (paired on shared seeds, exact McNemar, Holm)   $ roboloop compare {eval1} {eval2}")
+    for r in out.comparison:
+        p = r.get("p_holm") if r.get("p_holm") is not None else r.get("p")
+        say(f"      {str(r.get('group')):<28} {r['rate_a']:>5.0%} -> {r['rate_b']:>5.0%}  diff {r['diff']:+.2f} "
+            f"[{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]  p={p if p is None else f'{p:.2g}'}  {r['verdict']}")
+    out.worst_failure = _worst_failure(catalog, evals_ds, rows1, out.success_by["v1"], by)
+    if out.worst_failure:
+        w = out.worst_failure
+        say(f"      worst v1 failure: {w['segment_id']} ({w['where']}, {w.get('failure_kind')}, at {w['at_s']:.2f}s)")
+        say(f"        $ {w['open']}")
+        if w.get("url"):
+            say(f"        live (while this catalog runs): {w['url']}")
+    path = Path(cfg.report)
+    path = path if path.is_absolute() else catalog.workspace.root / path
+    out.report = report.write_report(catalog, [eval1, eval2], path, labels=["v1", "v2"])
+    say(f"      report: {out.report}   $ roboloop report --eval {eval1} --eval {eval2} -o report.html")
+    lap("compare + report")
     return out
+
+
+def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:
+    """v2 against v1 sequentially (stops per cell when decided), then topped up to the fixed grid."""
+    try:
+        from roboloop.evaluate_sequential import evaluate_until_decided
+        from roboloop.sequential import SequentialConfig
+    except ImportError:
+        return None
+    from roboloop.evaluate import evaluate
+
+    row = _find_eval(catalog, cfg, run2, grid)
+    if row:
+        say(f"[11/12] evaluate v2: reusing finished evaluation {row['eval_id']}")
+        out.sequential = row.get(schema.EVAL_SEQUENTIAL)
+        return row["eval_id"]
+    seq = SequentialConfig(round_size=cfg.round_size, max_per_cell=cfg.episodes_per_cell)
+    say(f"[11/12] evaluate v2 against v1 until decided (paired seeds, anytime-valid, alpha {seq.alpha}, rounds of {seq.round_size})   "
+        f"$ roboloop eval --run {run2} --against {eval1} --until-decided --round {seq.round_size} --max-per-cell {seq.max_per_cell}")
+    done = {"n": 0}
+
+    def on_result(_r) -> None:
+        done["n"] += 1
+        progress("eval v2 (sequential)", done["n"], len(grid.cells()) * cfg.episodes_per_cell)
+
+    rep = evaluate_until_decided(catalog, _eval_config(cfg, run2, grid), against=eval1, seq=seq, on_result=on_result)
+    eval2 = rep.eval_id
+    from roboloop.evaluate import eval_row
+
+    result = (eval_row(catalog.workspace, eval2) or {}).get(schema.EVAL_SEQUENTIAL) or {}
+    out.sequential = result
+    for cell, c in sorted((result.get("cells") or {}).items()):
+        say(f"      {cell:<28} {c.get('decision'):<14} after {c.get('n')} paired rollouts (fixed grid: {cfg.episodes_per_cell})")
+    say(f"      topping v2 up to the fixed grid for the report   $ roboloop eval --resume {eval2} --episodes-per-cell {cfg.episodes_per_cell}")
+    evaluate(catalog, _eval_config(cfg, run2, grid, eval_id=eval2), resume=True, on_result=on_result)
+    return eval2
+
+
+def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], by: list[str]) -> dict[str, Any] | None:
+    """A failure of the worst cell (lowest success), with the command and live URL that open it at the moment."""
+    from roboloop import analyze, links
+
+    fails = analyze.failures(rows, dataset=evals_ds, url_for=lambda sid, at: links.segment_url(catalog, evals_ds, sid, at))
+    if not fails:
+        return None
+    worst = min(by_cell, key=lambda r: (r["rate"], -r["n"])) if by_cell else None
+    pick = [f for f in fails if worst and all(f.get(b) == worst[b] for b in by)] or fails
+    f = dict(pick[0])
+    f["where"] = ", ".join(f"{b.split('.')[-1]}={f.get(b)}" for b in by)
+    return f

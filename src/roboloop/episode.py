@@ -166,16 +166,18 @@ def write_layer_properties(
     groups: Mapping[str, Mapping[str, Any]],
     *,
     application_id: str = APPLICATION_ID,
+    exclusive: bool = False,
 ) -> Path:
     """Write a property-only layer RRD (e.g. `signals`) for an existing segment, atomically.
 
     It shares the segment's recording id and does not send RecordingInfo, so it never
-    overwrites the base recording's own properties.
+    overwrites the base recording's own properties. With `exclusive`, an existing `path`
+    is never replaced (`FileExistsError`; see `workspace.atomic_path`).
     """
     import rerun as rr
 
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, exclusive=exclusive) as tmp:
         rec = rr.RecordingStream(application_id, recording_id=schema.validate_segment_id(segment_id), send_properties=False)
         try:
             rec.save(str(tmp))
@@ -185,6 +187,22 @@ def write_layer_properties(
         finally:
             rec.disconnect()
     return path
+
+
+def write_layer_version(workspace, dataset: str, layer: str, segment_id: str, groups: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write a NEW version of a segment's property layer (`Workspace.next_version_path`); returns its path.
+
+    The registered file is never touched: the new version gets the next free number
+    (concurrent writers racing for one number each get their own, see `atomic_path(exclusive=True)`).
+    Register the returned path with REPLACE.
+    """
+    for _ in range(1000):
+        path = workspace.next_version_path(dataset, layer, segment_id)
+        try:
+            return write_layer_properties(path, segment_id, groups, exclusive=True)
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not find a free version name for {segment_id!r} in layer {layer!r}")
 
 
 def _check_sorted(entity: str, t: np.ndarray) -> None:

@@ -36,21 +36,27 @@ Grammar (keywords case-insensitive)::
     atom       := column | number | string | "true" | "false" | "null" | "(" expr ")"
 
 An order is `column [asc|desc] ("," column [asc|desc])*`.
+
+Hostile input is refused with a `PredicateError`, never a crash: at most
+`MAX_PREDICATE_CHARS` characters, `MAX_NESTING` levels of parentheses / `not` / unary
+minus, `MAX_TERMS` binary operators.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from roboloop import schema
+from roboloop.errors import RoboloopError
 
-SEGMENT_ID = "segment_id"
-FLAGGED_COLUMN = f"{schema.QUALITY}.flagged"
+SEGMENT_ID = schema.SEGMENT_ID
+FLAGGED_COLUMN = schema.friendly_column(schema.QUALITY, schema.QUALITY_FLAGGED)
 
 
 def flagged_ids_from_table(table: pa.Table) -> list[str]:
@@ -60,7 +66,7 @@ def flagged_ids_from_table(table: pa.Table) -> list[str]:
     return sorted(s for s, f in zip(table.column(SEGMENT_ID).to_pylist(), table.column(FLAGGED_COLUMN).to_pylist()) if f is True)
 
 
-class PredicateError(ValueError):
+class PredicateError(RoboloopError, ValueError):
     """A predicate or order that cannot be parsed or evaluated; the message says why."""
 
 
@@ -72,7 +78,9 @@ class UnknownColumnError(PredicateError):
         self.available = sorted(available)
         where = f" in dataset {dataset!r}" if dataset else ""
         hint = ""
-        if name.startswith(f"{schema.SIGNALS}."):
+        if not set(self.available) - {schema.SEGMENT_ID, schema.LAYERS}:
+            hint = "\n  (the dataset has no episodes yet (0 segments), so it has no property columns: collect or import episodes first)"
+        elif name.startswith(f"{schema.SIGNALS}."):
             hint = "\n  (signals appear after `roboloop refine`; check the name in the list)"
         elif "." not in name and not name.startswith(schema.PROPERTY_PREFIX):
             hint = "\n  (string values take single quotes: scene.lighting = 'dim')"
@@ -182,12 +190,41 @@ class Between:
     negated: bool
 
 
+MAX_PREDICATE_CHARS = 10_000
+"""Longest predicate accepted (a selection is a query a person writes, not a list of ids)."""
+MAX_NESTING = 40
+"""Deepest nesting of parentheses, `not` and unary minus (deeper input is refused, not a RecursionError)."""
+MAX_TERMS = 256
+"""Most binary operators (and/or/comparisons/arithmetic) in one predicate."""
+
+
 class _Parser:
     def __init__(self, text: str, resolve) -> None:
+        if len(text) > MAX_PREDICATE_CHARS:
+            raise PredicateError(f"predicate too long ({len(text)} characters, at most {MAX_PREDICATE_CHARS})")
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
         self.resolve = resolve
+        self.depth = 0
+        self.terms = 0
+
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[None]:
+        """Guard one level of recursion (parenthesis, not, unary minus)."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.error(f"predicate nested too deeply (at most {MAX_NESTING} levels)")
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def binary(self, op: str, left, right) -> Binary:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            self.error(f"predicate has too many terms (at most {MAX_TERMS} operators)")
+        return Binary(op, left, right)
 
     # helpers
     def peek(self) -> Token:
@@ -227,18 +264,19 @@ class _Parser:
     def expr(self):
         node = self.and_expr()
         while self.accept("kw", "or"):
-            node = Binary("or", node, self.and_expr())
+            node = self.binary("or", node, self.and_expr())
         return node
 
     def and_expr(self):
         node = self.not_expr()
         while self.accept("kw", "and"):
-            node = Binary("and", node, self.not_expr())
+            node = self.binary("and", node, self.not_expr())
         return node
 
     def not_expr(self):
         if self.accept("kw", "not"):
-            return Unary("not", self.not_expr())
+            with self.nested():
+                return Unary("not", self.not_expr())
         return self.predicate()
 
     def predicate(self):
@@ -246,7 +284,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "op" and tok.value in ("=", "!=", "<", "<=", ">", ">="):
             self.next()
-            return Binary(tok.value, left, self.sum())
+            return self.binary(tok.value, left, self.sum())
         if self.accept("kw", "is"):
             negated = bool(self.accept("kw", "not"))
             self.expect("kw", "null", "'null' after 'is'")
@@ -276,25 +314,27 @@ class _Parser:
     def sum(self):
         node = self.product()
         while self.at("op", "+") or self.at("op", "-"):
-            node = Binary(self.next().value, node, self.product())
+            node = self.binary(self.next().value, node, self.product())
         return node
 
     def product(self):
         node = self.unary()
         while self.at("op", "*") or self.at("op", "/"):
-            node = Binary(self.next().value, node, self.unary())
+            node = self.binary(self.next().value, node, self.unary())
         return node
 
     def unary(self):
         if self.accept("op", "-"):
-            return Unary("-", self.unary())
+            with self.nested():
+                return Unary("-", self.unary())
         return self.atom()
 
     def atom(self):
         tok = self.peek()
         if tok.kind == "op" and tok.value == "(":
             self.next()
-            node = self.expr()
+            with self.nested():
+                node = self.expr()
             self.expect("op", ")", "')'")
             return node
         if tok.kind == "ident":
@@ -388,9 +428,98 @@ def resolver(columns: Sequence[str], dataset: str | None = None):
     return resolve
 
 
-def compile_where(text: str, columns: Sequence[str], dataset: str | None = None) -> str:
-    """Parse `text` against the available `columns`; return the SQL expression."""
-    return to_sql(_Parser(text, resolver(columns, dataset)).parse())
+def compile_where(text: str, columns: Sequence[str], dataset: str | None = None, types: Mapping[str, pa.DataType] | None = None) -> str:
+    """Parse `text` against the available `columns`; return the SQL expression.
+
+    With `types` (column -> Arrow type), a comparison of a column with a literal of the
+    wrong kind (`outcome.success > 'abc'`) raises `PredicateTypeError` naming the column,
+    its type and what to write instead.
+    """
+    try:
+        node = _Parser(text, resolver(columns, dataset)).parse()
+        if types is not None:
+            check_types(node, types)
+        return to_sql(node)
+    except RecursionError:  # the limits above keep well below it; this is the last guard
+        raise PredicateError("predicate nested too deeply") from None
+
+
+class PredicateTypeError(PredicateError):
+    """A column compared with a value of another kind (a string with a number column, ...)."""
+
+
+_KIND_HINT = {
+    "boolean": "use true or false, e.g. {col} = true",
+    "number": "use a number, e.g. {col} > 3",
+    "text": "quote text with single quotes, e.g. {col} = 'dim'",
+}
+
+
+def _column_kind(t: pa.DataType) -> str | None:
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    return None  # lists, timestamps, ...: left to the engine
+
+
+def _literal_kind(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text"
+
+
+def _describe_literal(value: object) -> str:
+    kind = _literal_kind(value)
+    shown = quote_literal(value) if kind != "number" else repr(value)
+    return f"{shown} (a {'string' if kind == 'text' else kind})"
+
+
+def check_types(node, types: Mapping[str, pa.DataType]) -> None:
+    """Refuse comparisons of a column with a literal of another kind (boolean, number, text)."""
+
+    def pair(col, lit) -> None:
+        if not (isinstance(col, Column) and isinstance(lit, Literal)) or col.name not in types:
+            return
+        ck, lk = _column_kind(types[col.name]), _literal_kind(lit.value)
+        if ck is None or lk is None or ck == lk:
+            return
+        raise PredicateTypeError(
+            f"cannot compare {col.name} (a {ck} column, type {types[col.name]}) with {_describe_literal(lit.value)}: "
+            + _KIND_HINT[ck].format(col=col.name)
+        )
+
+    if isinstance(node, Binary):
+        if node.op in ("like", "not like"):
+            if isinstance(node.left, Column) and node.left.name in types:
+                ck = _column_kind(types[node.left.name])
+                if ck not in (None, "text"):
+                    raise PredicateTypeError(
+                        f"'like' matches text, but {node.left.name} is a {ck} column (type {types[node.left.name]}): "
+                        + _KIND_HINT[ck].format(col=node.left.name)
+                    )
+        elif node.op in ("=", "!=", "<", "<=", ">", ">="):
+            pair(node.left, node.right)
+            pair(node.right, node.left)
+        check_types(node.left, types)
+        check_types(node.right, types)
+    elif isinstance(node, InList):
+        for v in node.values:
+            pair(node.operand, v)
+        check_types(node.operand, types)
+    elif isinstance(node, Between):
+        pair(node.operand, node.low)
+        pair(node.operand, node.high)
+        for child in (node.operand, node.low, node.high):
+            check_types(child, types)
+    elif isinstance(node, (Unary, IsNull)):
+        check_types(node.operand, types)
 
 
 def compile_order(text: str, columns: Sequence[str], dataset: str | None = None) -> list[tuple[str, bool]]:
@@ -438,7 +567,7 @@ def select_ids(
     columns = table.column_names
     clauses = []
     if where is not None and where.strip():
-        clauses.append(compile_where(where, columns, dataset))
+        clauses.append(compile_where(where, columns, dataset, types={f.name: f.type for f in table.schema}))
     if not include_flagged and FLAGGED_COLUMN in columns:
         flagged = quote_ident(FLAGGED_COLUMN)
         clauses.append(f"({flagged} IS NULL OR {flagged} = FALSE)")
@@ -459,7 +588,9 @@ def select_ids(
     ctx.register_record_batches("segments", [table.to_batches()])
     try:
         result = ctx.sql(sql).to_arrow_table()
-    except Exception as exc:  # noqa: BLE001 - DataFusion raises generic exceptions
+    except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}") from exc
+        used = sorted(columns_of(_Parser(where, resolver(columns, dataset)).parse())) if where and where.strip() else []
+        kinds = "; ".join(f"{c} is {table.schema.field(c).type}" for c in used)
+        raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}" + (f"\n  ({kinds})" if kinds else "")) from exc
     return [str(s) for s in result.column(0).to_pylist()]

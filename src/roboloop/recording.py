@@ -1,8 +1,9 @@
 """What an ALOHA episode recording contains, and the dataset's default blueprint.
 
 :class:`AlohaEpisodeWriter` turns what an episode runner observes into the streams of
-one :class:`~roboloop.episode.EpisodeRecorder` (it reads the simulator's state but
-never steps it). Everything is logged on the ``time`` timeline (seconds since episode
+one :class:`~roboloop.episode.EpisodeRecorder`. It only receives data (from
+``collect.run_episode``): joint names, scene geometry, static poses and the task at
+construction, link/cube poses and camera frames per step; it never touches a simulator. Everything is logged on the ``time`` timeline (seconds since episode
 start) at its own rate; nothing is resampled:
 
 =============================  =====================  ============================================
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
+from roboloop.config import Config, ConfigError, check
 from roboloop.episode import APPLICATION_ID, EpisodeRecorder
 from roboloop.video import H264Encoder
 from roboloop.workspace import Workspace, atomic_path
@@ -52,32 +54,45 @@ TASK_TEXT = {
 
 
 @dataclass(frozen=True)
-class RecordingSpec:
+class RecordingSpec(Config):
     """What to record and at which rates (all rates must divide the control rate)."""
 
     cameras: tuple[str, ...] = ("top",)
+    "Cameras to record (names from `schema.CAMERAS`), in this order."
     width: int = 320
+    "Recorded camera width in pixels (even)."
     height: int = 240
+    "Recorded camera height in pixels (even)."
     camera_hz: int = schema.CAMERA_HZ
+    "Camera frame rate; must divide the control rate."
     scene_hz: int = schema.SCENE_HZ
+    "Rate of the 3D scene poses; must divide the control rate."
     control_hz: int = schema.CONTROL_HZ
+    "Control rate of the arms (joint state, targets, reward)."
 
     def __post_init__(self) -> None:
+        if isinstance(self.cameras, str):
+            object.__setattr__(self, "cameras", (self.cameras,))
+        super().__post_init__()
         object.__setattr__(self, "cameras", tuple(self.cameras))
         for name in ("camera_hz", "scene_hz"):
             hz = getattr(self, name)
             if not isinstance(hz, int) or hz <= 0 or self.control_hz % hz:
                 divisors = [d for d in range(1, self.control_hz + 1) if self.control_hz % d == 0]
-                raise ValueError(
+                raise ConfigError(
                     f"{name} must divide the {self.control_hz} Hz control rate (frames are taken on control steps); "
                     f"got {hz!r}, valid: {', '.join(map(str, divisors))}"
                 )
-        if self.cameras and (self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0):
-            raise ValueError(f"camera size must be positive and even (H.264 yuv420p), got {self.width}x{self.height}")
-        if self.cameras and not (self.width <= 640 and self.height <= 480):
-            raise ValueError(f"camera size must be within 640x480, got {self.width}x{self.height}")
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"duplicate cameras in {self.cameras}")
+        check(
+            not self.cameras or not (self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0),
+            f"camera size must be positive and even (H.264 yuv420p), got {self.width}x{self.height}",
+        )
+        max_w, max_h = schema.MAX_CAMERA_SIZE
+        check(
+            not self.cameras or (self.width <= max_w and self.height <= max_h),
+            f"camera size must be within {max_w}x{max_h}, got {self.width}x{self.height}",
+        )
+        check(len(set(self.cameras)) == len(self.cameras), f"duplicate cameras in {self.cameras}")
 
     @property
     def dt(self) -> float:
@@ -119,18 +134,30 @@ class _PoseTrack:
 class AlohaEpisodeWriter:
     """Build one ALOHA episode's streams into an :class:`EpisodeRecorder`.
 
-    Call :meth:`observe` once per control step (in order, from step 0), then
-    :meth:`finish` with the outcome before the recorder closes. Camera frames are
-    passed in by the caller (who renders only on ``spec.camera_step(step)``) and encoded
-    to H.264 as they arrive, so raw frames are never kept.
+    Call :meth:`observe` once per control step (in order, from step 0), :meth:`observe_scene`
+    on ``spec.scene_step(step)``, then :meth:`finish` with the outcome before the recorder
+    closes. Camera frames are passed in by the caller (who renders only on
+    ``spec.camera_step(step)``) and encoded to H.264 as they arrive, so raw frames are never kept.
+
+    ``geometry``: body name -> ``{"half_size", "center", "rgba"}`` boxes (robot links, the
+    cube, static bodies); ``static_poses``: static body name -> (position, wxyz quaternion).
     """
 
-    def __init__(self, recorder: EpisodeRecorder, sim, spec: RecordingSpec) -> None:
+    def __init__(
+        self,
+        recorder: EpisodeRecorder,
+        spec: RecordingSpec,
+        *,
+        joint_names: Sequence[str],
+        geometry: Mapping[str, Mapping[str, Any]],
+        static_poses: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        task: str,
+    ) -> None:
         import rerun as rr
 
         self.rec = recorder
-        self.sim = sim
         self.spec = spec
+        self.task = task
         self.dt = spec.dt
         self._video_t: dict[str, list[float]] = {c: [] for c in spec.cameras}
         self._video: dict[str, list] = {c: [] for c in spec.cameras}
@@ -139,22 +166,20 @@ class AlohaEpisodeWriter:
         }
         self._poses: dict[str, _PoseTrack] = {}
 
-        names = list(sim.joint_names)
+        names = list(joint_names)
         recorder.set_series_names(schema.JOINT_POSITIONS, names)
         recorder.set_series_names(schema.JOINT_TARGETS, names)
         recorder.set_series_names(schema.REWARD, ["reward"])
         recorder.set_series_names(schema.CUBE_POSE, ["x", "y", "z", "qw", "qx", "qy", "qz"])
         for cam in spec.cameras:
             recorder.log_static(schema.camera_path(cam), rr.VideoStream(codec=rr.VideoCodec.H264))
-        self._log_static_scene(rr)
+        self._log_static_scene(rr, geometry, static_poses)
 
     # --- static content ----------------------------------------------------------------------
     def _scene_entity(self, name: str) -> str:
         return schema.CUBE_3D if name == "cube" else schema.link_path(name)
 
-    def _log_static_scene(self, rr) -> None:
-        geometry = self.sim.geometry()
-        statics = self.sim.static_poses()
+    def _log_static_scene(self, rr, geometry, statics) -> None:
         for name, g in geometry.items():
             if name in statics:
                 entity = f"{schema.STATIC_SCENE}/{name}"
@@ -196,12 +221,11 @@ class AlohaEpisodeWriter:
                 self._video[cam].extend(out)
                 self._video_t[cam].append(t)
 
-    def observe_scene(self, step: int) -> None:
-        """Sample the 3D scene (robot link poses and the cube) from the simulator now."""
+    def observe_scene(self, step: int, link_poses: Mapping[str, tuple[np.ndarray, np.ndarray]], cube_pose: np.ndarray) -> None:
+        """Record the 3D scene at `step`: robot link poses (position, wxyz) and the cube pose [x, y, z, qw, qx, qy, qz]."""
         t = step * self.dt
-        poses = dict(self.sim.link_poses())
-        cube = self.sim.cube_pose()
-        poses["cube"] = (cube[:3], cube[3:])
+        poses = dict(link_poses)
+        poses["cube"] = (cube_pose[:3], cube_pose[3:])
         for name, (pos, quat) in poses.items():
             tr = self._poses.get(name)
             if tr is None:
@@ -235,7 +259,7 @@ class AlohaEpisodeWriter:
                 np.asarray(tr.times),
                 rr.Transform3D.columns(translation=np.stack(tr.pos), quaternion=_xyzw(np.stack(tr.quat))),
             )
-        task = self.sim.task
+        task = self.task
         rec.log_static(schema.TASK, rr.TextDocument(TASK_TEXT.get(task, task), media_type="text/markdown"))
         rec.log_static(schema.OUTCOME_TEXT, rr.TextDocument(outcome_markdown(properties), media_type="text/markdown"))
         for group, values in properties.items():

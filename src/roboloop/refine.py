@@ -54,14 +54,13 @@ visible in the segment table, the column keeps one type, and a restart restores 
 any other layer. Selections leave out segments whose `quality.flagged` is true unless
 asked to include them.
 
-Layer files are replaced in place (written to a temporary name, renamed over the old
-file) and re-registered with REPLACE at once, so the layout stays
-`datasets/<ds>/<layer>/<segment_id>.rrd` (no versioned names). This is safe for these
-property-only layers: the server keeps registered properties in memory. Checked on
-rerun-sdk 0.41: between the rename and the re-registration, `segment_table()`, reader
-queries with and without `/__properties/**` and `segment_store()` succeed and return
-the old values; after REPLACE they return the new ones. The `base` layer (which holds
-time-indexed data the server reads lazily from the file) is never rewritten.
+Layer files are never rewritten (DESIGN.md, "Files are immutable; versions are new
+files"): a recomputed `signals` layer or a new verdict is a NEW file
+`datasets/<ds>/<layer>/<segment_id>.<n>.rrd` (`<segment_id>.rrd` is version 0; see
+`Workspace.next_version_path`), registered with REPLACE; restore registers the newest
+version only. Superseded versions are deleted when no catalog process can still read
+them: at the start of an embedded catalog that is alone on the workspace, or by
+`roboloop gc` (`Workspace.collect_garbage`).
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +78,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from roboloop import schema
+from roboloop import faults, schema
 from roboloop.catalog import Catalog, CatalogError
-from roboloop.episode import write_layer_properties
+from roboloop.episode import write_layer_version
 from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
 
 SIGNALS_VERSION = 1
@@ -169,7 +168,7 @@ def _median_dt(t: np.ndarray) -> float | None:
     return dt if dt > 0 else None
 
 
-@signal("duration_s")
+@signal(schema.SIGNAL_DURATION_S)
 def duration_s(ep: EpisodeStreams) -> float | None:
     """Last minus first joint-position time, seconds."""
     t = ep.times(schema.JOINT_POSITIONS)
@@ -181,13 +180,13 @@ def _arm_activity(ep: EpisodeStreams, arm: slice) -> float | None:
     return None if s is None else float(np.abs(np.diff(s[1][:, arm], axis=0)).sum())
 
 
-@signal("arm_activity_left")
+@signal(schema.SIGNAL_ARM_ACTIVITY_LEFT)
 def arm_activity_left(ep: EpisodeStreams) -> float | None:
     """Left-arm joint travel: sum of |Δq| over its 6 joints, radians."""
     return _arm_activity(ep, LEFT_ARM)
 
 
-@signal("arm_activity_right")
+@signal(schema.SIGNAL_ARM_ACTIVITY_RIGHT)
 def arm_activity_right(ep: EpisodeStreams) -> float | None:
     """Right-arm joint travel: sum of |Δq| over its 6 joints, radians."""
     return _arm_activity(ep, RIGHT_ARM)
@@ -207,21 +206,21 @@ def _compute_abs_jerk(ep: EpisodeStreams) -> np.ndarray | None:
     return np.abs(np.diff(s[1][:, ARM_JOINTS], n=3, axis=0)) / dt**3
 
 
-@signal("jerk_mean")
+@signal(schema.SIGNAL_JERK_MEAN)
 def jerk_mean(ep: EpisodeStreams) -> float | None:
     """Mean |third difference / dt^3| over the 12 arm joints, rad/s^3."""
     j = _abs_jerk(ep)
     return None if j is None else float(j.mean())
 
 
-@signal("jerk_peak")
+@signal(schema.SIGNAL_JERK_PEAK)
 def jerk_peak(ep: EpisodeStreams) -> float | None:
     """Peak |third difference / dt^3| over the 12 arm joints, rad/s^3."""
     j = _abs_jerk(ep)
     return None if j is None else float(j.max())
 
 
-@signal("idle_fraction")
+@signal(schema.SIGNAL_IDLE_FRACTION)
 def idle_fraction(ep: EpisodeStreams) -> float | None:
     """Fraction of step intervals with every arm joint speed below IDLE_SPEED."""
     s = _joints(ep)
@@ -263,38 +262,38 @@ def _gripper(ep: EpisodeStreams, index: int, which: int) -> int | None:
     return ep.memo(("gripper_events", index), lambda: gripper_events(s[1][:, index]))[which]
 
 
-@signal("gripper_closes_left")
+@signal(schema.SIGNAL_GRIPPER_CLOSES_LEFT)
 def gripper_closes_left(ep: EpisodeStreams) -> int | None:
     """Close events of the left gripper."""
     return _gripper(ep, LEFT_GRIPPER, 0)
 
 
-@signal("gripper_opens_left")
+@signal(schema.SIGNAL_GRIPPER_OPENS_LEFT)
 def gripper_opens_left(ep: EpisodeStreams) -> int | None:
     """Open events of the left gripper."""
     return _gripper(ep, LEFT_GRIPPER, 1)
 
 
-@signal("gripper_closes_right")
+@signal(schema.SIGNAL_GRIPPER_CLOSES_RIGHT)
 def gripper_closes_right(ep: EpisodeStreams) -> int | None:
     """Close events of the right gripper."""
     return _gripper(ep, RIGHT_GRIPPER, 0)
 
 
-@signal("gripper_opens_right")
+@signal(schema.SIGNAL_GRIPPER_OPENS_RIGHT)
 def gripper_opens_right(ep: EpisodeStreams) -> int | None:
     """Open events of the right gripper."""
     return _gripper(ep, RIGHT_GRIPPER, 1)
 
 
-@signal("cube_height_peak", streams=[schema.CUBE_POSE])
+@signal(schema.SIGNAL_CUBE_HEIGHT_PEAK, streams=[schema.CUBE_POSE])
 def cube_height_peak(ep: EpisodeStreams) -> float | None:
     """Highest cube z, metres (null without a cube stream)."""
     v = ep.values(schema.CUBE_POSE)
     return None if v is None or v.shape[1] <= CUBE_Z else float(np.nanmax(v[:, CUBE_Z]))
 
 
-@signal("cube_lift", streams=[schema.CUBE_POSE])
+@signal(schema.SIGNAL_CUBE_LIFT, streams=[schema.CUBE_POSE])
 def cube_lift(ep: EpisodeStreams) -> float | None:
     """Highest cube z minus its first z, metres (null without a cube stream)."""
     v = ep.values(schema.CUBE_POSE)
@@ -372,9 +371,30 @@ class RefineReport:
     write_seconds: float = 0.0
     register_seconds: float = 0.0
 
+    def stats(self) -> list[dict[str, Any]]:
+        """Per signal over the computed segments: `signal` (friendly name), `n`, `min`, `mean`, `max` (finite values only)."""
+        return signal_stats(self.values)
+
+
+def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Summary of signal values (`segment id -> {signal: value}`), one row per numeric signal with a finite value."""
+    import math
+
+    by_name: dict[str, list[float]] = {}
+    for row in values.values():
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                by_name.setdefault(k, []).append(float(v))
+    out = []
+    for k, vs in by_name.items():
+        vs = [v for v in vs if math.isfinite(v)]
+        if vs:
+            out.append({"signal": schema.friendly_column(schema.SIGNALS, k), "n": len(vs), "min": min(vs), "mean": sum(vs) / len(vs), "max": max(vs)})
+    return out
+
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def refine(
@@ -398,14 +418,14 @@ def refine(
     ds = catalog.dataset(dataset)
     chosen = _pick_signals(signals)
     table = catalog.segment_table(dataset)
-    all_ids = table.column("segment_id").to_pylist() if table.num_rows else []
+    all_ids = table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else []
     if segment_ids is not None:
         _check_ids(dataset, segment_ids, all_ids)
         todo = list(dict.fromkeys(segment_ids))
     elif all_segments:
         todo = sorted(all_ids)
     else:
-        layers = table.column("layers").to_pylist() if table.num_rows else []
+        layers = table.column(schema.LAYERS).to_pylist() if table.num_rows else []
         todo = sorted(s for s, ls in zip(all_ids, layers) if schema.SIGNALS_LAYER not in (ls or []))
     report.skipped = len(all_ids) - len(todo) if segment_ids is None else 0
     entities = sorted({e for sig in chosen for e in sig.streams})
@@ -417,8 +437,7 @@ def refine(
 
     def write(seg: str, values: dict[str, Any]) -> Path:
         props = {**values, "refined_at": stamp, "version": SIGNALS_VERSION}
-        path = catalog.workspace.segment_path(dataset, schema.SIGNALS_LAYER, seg)
-        return write_layer_properties(path, seg, {schema.SIGNALS: props})
+        return write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, {schema.SIGNALS: props})
 
     # The next batch is read while this one is computed and written; layer files are
     # written by a few threads (the RRD writer spends its time outside the GIL).
@@ -436,6 +455,7 @@ def refine(
             paths = list(writers.map(lambda seg: write(seg, report.values[seg]), batch))
             t3 = time.perf_counter()
             catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
+            faults.point("layer.registered")
             t4 = time.perf_counter()
             report.read_seconds += t2 - t1
             report.compute_seconds += t2b - t2
@@ -475,7 +495,7 @@ def _target_ids(catalog: Catalog, dataset: str, segment_ids: Sequence[str] | Non
         raise CatalogError("give either segment ids or a --where predicate (exactly one of them)")
     table = catalog.segment_table(dataset)
     if segment_ids:
-        _check_ids(dataset, segment_ids, table.column("segment_id").to_pylist() if table.num_rows else [])
+        _check_ids(dataset, segment_ids, table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else [])
         return table, list(dict.fromkeys(segment_ids))
     ids = select_ids(table, where, include_flagged=True, dataset=dataset)
     if not ids:
@@ -484,11 +504,9 @@ def _target_ids(catalog: Catalog, dataset: str, segment_ids: Sequence[str] | Non
 
 
 def _write_quality(catalog: Catalog, dataset: str, ids: Sequence[str], props: dict[str, Any]) -> None:
-    paths = [
-        write_layer_properties(catalog.workspace.segment_path(dataset, schema.QUALITY_LAYER, seg), seg, {schema.QUALITY: props})
-        for seg in ids
-    ]
+    paths = [write_layer_version(catalog.workspace, dataset, schema.QUALITY_LAYER, seg, {schema.QUALITY: props}) for seg in ids]
     catalog.register_files(dataset, paths, layer=schema.QUALITY_LAYER, validate=False)
+    faults.point("layer.registered")
 
 
 def flag(
@@ -503,7 +521,7 @@ def flag(
     if not reason or not reason.strip():
         raise CatalogError("a flag needs a reason (--reason TEXT)")
     _, ids = _target_ids(catalog, dataset, segment_ids, where)
-    _write_quality(catalog, dataset, ids, {"flagged": True, "reason": reason.strip(), "flagged_at": _now()})
+    _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: True, schema.QUALITY_REASON: reason.strip(), schema.QUALITY_FLAGGED_AT: _now()})
     return ids
 
 
@@ -525,7 +543,7 @@ def unflag(
     ids = [s for s in ids if s in flagged]
     if ids:
         text = "unflagged" + (f": {reason.strip()}" if reason and reason.strip() else "")
-        _write_quality(catalog, dataset, ids, {"flagged": False, "reason": text, "flagged_at": _now()})
+        _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: False, schema.QUALITY_REASON: text, schema.QUALITY_FLAGGED_AT: _now()})
     return ids
 
 

@@ -18,6 +18,12 @@ CONTROL_HZ = 50
 CAMERA_HZ = 25
 """Default rate at which camera frames are recorded."""
 
+# --- cameras -----------------------------------------------------------------------------
+CAMERAS = ("top", "angle", "front_close", "left_wrist", "right_wrist", "left_pillar", "right_pillar")
+"""Cameras of the ALOHA MuJoCo model that can be recorded."""
+MAX_CAMERA_SIZE = (640, 480)
+"""Largest recordable camera size (width, height): the model's offscreen buffer."""
+
 # --- entity paths ------------------------------------------------------------------------
 JOINT_POSITIONS = "/robot/joint_positions"
 """14 measured joint positions (6 joints + gripper per arm, left arm first)."""
@@ -35,6 +41,8 @@ TASK = "/task"
 
 SCALARS_COMPONENT = "Scalars:scalars"
 VIDEO_SAMPLE_COMPONENT = "VideoStream:sample"
+VIDEO_KEYFRAME_COMPONENT = "VideoStream:is_keyframe"
+ENCODED_IMAGE_COMPONENT = "EncodedImage:blob"
 
 
 def camera_path(camera: str) -> str:
@@ -73,6 +81,31 @@ KIND_RUN = "run"
 SEGMENT_ID_COLUMN = "rerun_segment_id"
 LAYER_NAMES_COLUMN = "rerun_layer_names"
 
+# Friendly segment-table columns (`Catalog.segment_table`, SQL views, predicates).
+SEGMENT_ID = "segment_id"
+"""Friendly name of `rerun_segment_id`."""
+LAYERS = "layers"
+"""Friendly name of `rerun_layer_names` (the layers a segment has)."""
+
+# `quality` group (flag / unflag write it into the quality layer)
+QUALITY_FLAGGED = "flagged"  # bool: left out of selections unless asked for
+QUALITY_REASON = "reason"  # why it was flagged (or unflagged)
+QUALITY_FLAGGED_AT = "flagged_at"  # ISO time of the verdict
+
+# `signals` group (refine computes them into the signals layer; the definitions live in refine.py)
+SIGNAL_DURATION_S = "duration_s"
+SIGNAL_ARM_ACTIVITY_LEFT = "arm_activity_left"
+SIGNAL_ARM_ACTIVITY_RIGHT = "arm_activity_right"
+SIGNAL_JERK_MEAN = "jerk_mean"
+SIGNAL_JERK_PEAK = "jerk_peak"
+SIGNAL_IDLE_FRACTION = "idle_fraction"
+SIGNAL_GRIPPER_CLOSES_LEFT = "gripper_closes_left"
+SIGNAL_GRIPPER_OPENS_LEFT = "gripper_opens_left"
+SIGNAL_GRIPPER_CLOSES_RIGHT = "gripper_closes_right"
+SIGNAL_GRIPPER_OPENS_RIGHT = "gripper_opens_right"
+SIGNAL_CUBE_HEIGHT_PEAK = "cube_height_peak"
+SIGNAL_CUBE_LIFT = "cube_lift"
+
 
 def property_column(group: str, name: str) -> str:
     """Catalog segment-table column that holds property `group.name`."""
@@ -87,6 +120,11 @@ def friendly_name(column: str) -> str | None:
     group, _, name = rest.partition(":")
     if not name:
         return None
+    return f"{group}.{name}"
+
+
+def friendly_column(group: str, name: str) -> str:
+    """Friendly column name of property `group.name` (e.g. `scene.region`)."""
     return f"{group}.{name}"
 
 
@@ -201,6 +239,98 @@ STAGES = ("none", "right_grasp", "lift", "left_grasp", "handover")
 OUTCOME_STAGE = "stage"  # int index into STAGES
 OUTCOME_STAGE_NAME = "stage_name"
 OUTCOME_FAILURE_TIME_S = "failure_time_s"  # failure_step / control rate, -1 if none
+
+# --- interop ---------------------------------------------------------------------------------
+# LeRobot datasets in and out (roboloop/interop/lerobot.py). A LeRobot feature key maps to an
+# entity path and back through these tables; every other key lives under LEROBOT_ROOT.
+LEROBOT_STATE = "observation.state"
+LEROBOT_ACTION = "action"
+LEROBOT_REWARD = "next.reward"
+LEROBOT_ENV_STATE = "observation.environment_state"
+LEROBOT_IMAGES_PREFIX = "observation.images."
+"""Camera keys look like `observation.images.<camera>`; they map to `camera_path(<camera>)`."""
+LEROBOT_ROOT = "/lerobot"
+"""Imported LeRobot features without a roboloop meaning live at `/lerobot/<key>` (key verbatim)."""
+LEROBOT_IMPORT_PATHS = {LEROBOT_STATE: JOINT_POSITIONS, LEROBOT_ACTION: JOINT_TARGETS, LEROBOT_REWARD: REWARD}
+"""Well-known LeRobot keys -> roboloop entity paths, on import."""
+LEROBOT_EXPORT_KEYS = {
+    JOINT_POSITIONS: LEROBOT_STATE,
+    JOINT_TARGETS: LEROBOT_ACTION,
+    REWARD: LEROBOT_REWARD,
+    CUBE_POSE: LEROBOT_ENV_STATE,
+}
+"""Roboloop entity paths -> LeRobot keys, on export (the cube pose is the environment state)."""
+LEROBOT = "lerobot"
+"""Property group of imported episodes: codebase_version, fps, robot_type, length, tasks, features."""
+EPISODE_SOURCE = "source"  # `episode.source`: where an imported episode came from, e.g. "lerobot:/path/to/ds"
+EPISODE_LEROBOT_INDEX = "lerobot_episode_index"  # `episode.lerobot_episode_index`: its index in the source
+
+
+def lerobot_entity(key: str, *, camera: bool = False) -> str:
+    """Entity path of LeRobot feature `key` on import (cameras: `/cameras/<name>`)."""
+    if camera and key.startswith(LEROBOT_IMAGES_PREFIX) and len(key) > len(LEROBOT_IMAGES_PREFIX):
+        return camera_path(key[len(LEROBOT_IMAGES_PREFIX) :])
+    return LEROBOT_IMPORT_PATHS.get(key) or f"{LEROBOT_ROOT}/{key}"
+
+
+def lerobot_key(entity: str) -> str:
+    """LeRobot feature key of entity path `entity` on export (inverse of `lerobot_entity` where one exists)."""
+    if entity in LEROBOT_EXPORT_KEYS:
+        return LEROBOT_EXPORT_KEYS[entity]
+    if entity.startswith(CAMERA_ROOT + "/"):
+        return LEROBOT_IMAGES_PREFIX + entity[len(CAMERA_ROOT) + 1 :].replace("/", ".")
+    if entity.startswith(LEROBOT_ROOT + "/"):
+        return entity[len(LEROBOT_ROOT) + 1 :]
+    return entity.strip("/").replace("/", ".")
+
+
+# --- sequential ---------------------------------------------------------------------------
+# (sequential.py: anytime-valid paired comparison; evaluate writes its results into the evals row)
+DECISION_IMPROVED = "improved"
+"""The challenger's mean is higher (difference > 0), anytime-valid."""
+DECISION_REGRESSED = "regressed"
+"""The challenger's mean is lower (difference < 0)."""
+DECISION_NO_DIFFERENCE = "no_difference"
+"""The difference lies within +-margin."""
+DECISION_UNDECIDED = "undecided"
+"""Not (yet) decided: still running, or stopped at the maximum number of pairs."""
+DECISIONS = (DECISION_IMPROVED, DECISION_REGRESSED, DECISION_NO_DIFFERENCE, DECISION_UNDECIDED)
+METRIC_SUCCESS = "success"
+"""Sequential metric: the binary strict success (outcome.success)."""
+METRIC_STAGE = "stage"
+"""Sequential metric: partial credit, outcome.stage / (len(STAGES) - 1) in [0, 1]."""
+SEQUENTIAL_METRICS = (METRIC_SUCCESS, METRIC_STAGE)
+EVAL_SEQUENTIAL = "sequential"
+"""Key of the sequential result in an evals row: SequentialDriver.result() (per cell: decision, n, decided_at, stop_round, ci)."""
+
+# --- evaluate ---------------------------------------------------------------------------------
+# (evaluate.py writes them; analyze.py reads them)
+SCENE_YAW = "yaw"  # canonical yaw preset of the episode's conditions ("none", "small", "any", or "custom")
+SCENE_CUBE_X = "cube_x"  # sampled cube start x (m, world)
+SCENE_CUBE_Y = "cube_y"  # sampled cube start y (m, world)
+SCENE_CUBE_YAW_DEG = "cube_yaw_deg"  # sampled cube start yaw (deg)
+FAILURE_KINDS = {
+    "never_touched": "missed grasp",
+    "not_lifted": "missed grasp",
+    "dropped": "dropped",
+    "not_handed_over": "never handed over",
+}
+"""`outcome.failure_reason` -> the kind of failure in words (the issue's three kinds)."""
+CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
+"""Scene-condition axes a grid can vary; each is a `scene.<axis>` property."""
+POLICY_SCRIPTED = "scripted"
+"""The `--policy` name of the scripted demonstrator (the baseline every run can be compared with)."""
+PROVENANCE_NONE = "none"
+"""Value of the run-provenance properties (run id, checkpoint, selection, digests) of a policy without a run."""
+
+
+INDEX_TABLE_SUFFIX = "_index"
+"""Row tables whose name ends with it are indexes analyze reads from disk; restore does not publish them."""
+
+
+def rollout_index_table(evals_dataset: str) -> str:
+    """Row table holding one row of base properties per rollout of `evals_dataset` (kept in step with registration)."""
+    return f"{evals_dataset}{INDEX_TABLE_SUFFIX}"
 
 # --- train ---------------------------------------------------------------------------------
 # (written by roboloop.train into <dataset>_runs: one segment per training run)

@@ -6,16 +6,21 @@ Layout (one folder per layer, so a layer file never collides with its base)::
     <root>/datasets/<dataset>/blueprint.rbl
     <root>/tables/<table>/<entry_id>/        (Lance, written by the catalog server)
     <root>/runs/<run_id>/                    (checkpoint, config)
+    <root>/locks/<name>.lock                 (fcntl locks: unique names, seed reservations, live catalogs)
 
 Every file is written under a temporary name in its final folder and renamed into
 place, so a crash never leaves a half-written file under a real name. A registered
-file is never modified in place: a new version is a new file registered with REPLACE.
-This module never talks to the catalog server.
+file is never modified in place: a new version is a new file registered with REPLACE
+(`<segment_id>.rrd` is version 0, then `<segment_id>.1.rrd`, `.2`, ...; see
+`next_version_path`); old versions are deleted only by `collect_garbage`, when no
+catalog process still uses the workspace (`live_catalog` holds a shared lock for as long
+as a catalog runs). This module never talks to the catalog server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -23,11 +28,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from roboloop import schema
+from roboloop import faults, schema
+from roboloop.errors import RoboloopError
 
 ENV_WORKSPACE = "ROBOLOOP_WORKSPACE"
 DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
+
+
+class WorkspaceBusyError(RoboloopError):
+    """Another process uses the workspace in a way that forbids this operation now."""
 
 
 def default_root() -> Path:
@@ -41,11 +51,13 @@ def is_temp_file(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
+def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and
-    `final` is untouched.
+    `final` is untouched. With `exclusive`, an existing `final` is never replaced: the
+    file is linked into place and `FileExistsError` is raised if `final` appeared
+    meanwhile (two writers racing for one new version name: one wins, the other retries).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +68,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
             raise FileNotFoundError(f"nothing was written to the temporary file for {final}")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        faults.point("file.written")
+        if exclusive:
+            os.link(tmp, final)  # FileExistsError if another writer took the name
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+        faults.point("file.renamed")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -97,6 +115,16 @@ class Workspace:
     @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def server_record_path(self) -> Path:
+        """`server.json`: the URL and pid of the catalog server `roboloop serve` runs for this workspace."""
+        return self.root / "server.json"
+
+    @property
+    def server_lock_path(self) -> Path:
+        """`.server.lock`: held (flock) by the one `roboloop serve` process of this workspace while it runs."""
+        return self.root / ".server.lock"
 
     def dataset_dir(self, dataset: str) -> Path:
         return self.datasets_dir / schema.validate_dataset_name(dataset)
@@ -195,10 +223,12 @@ class Workspace:
         return out
 
     def stale_temp_files(self) -> list[Path]:
-        """Temporary files a crashed writer left behind (never registered, safe to delete)."""
-        if not self.datasets_dir.is_dir():
-            return []
-        return [p for p in self.datasets_dir.rglob(f".*{TEMP_MARKER}*") if p.is_file()]
+        """Temporary files a crashed writer left behind (never registered, safe to delete): layer files, rows, runs."""
+        out: list[Path] = []
+        for d in (self.datasets_dir, self.tables_dir, self.runs_dir):
+            if d.is_dir():
+                out.extend(p for p in d.rglob(f".*{TEMP_MARKER}*") if p.is_file())
+        return out
 
     def remove_stale_temp_files(self) -> int:
         """Delete temporary files whose writer process is gone; returns how many were removed."""
@@ -212,10 +242,99 @@ class Workspace:
                 removed += 1
         return removed
 
+    # --- versions and garbage ----------------------------------------------------------------
+    def old_versions(self) -> list[Path]:
+        """Every layer file that a newer version of the same segment supersedes (restore never registers them)."""
+        out: list[Path] = []
+        for dataset in self.datasets():
+            for layer in self.layers(dataset):
+                newest = set(self.segment_files(dataset, layer))
+                out.extend(sorted(p for _, _, p in self._layer_versions(dataset, layer) if p not in newest))
+        return out
+
+    def collect_garbage(self) -> tuple[int, int]:
+        """Delete superseded layer versions and dead writers' temporary files; returns (versions, temp files).
+
+        Call it only when no catalog server can still be reading the old versions:
+        `live_catalog(gc=True)` and `roboloop gc` check that first.
+        """
+        versions = 0
+        for p in self.old_versions():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                versions += 1
+        return versions, self.remove_stale_temp_files()
+
+    def gc(self, *, force: bool = False) -> tuple[int, int]:
+        """`roboloop gc`: `collect_garbage` if no catalog process runs over the workspace; (versions, temp files) removed.
+
+        Raises `WorkspaceBusyError` while another process holds a catalog on it (it may
+        still be reading an old version), unless `force`.
+        """
+        with self.lock(CATALOG_LOCK, blocking=False) as alone:
+            if not alone and not force:
+                raise WorkspaceBusyError(
+                    f"a roboloop process (collect, serve, ...) runs a catalog over {self.root}: it may still read old "
+                    "versions; stop it and run `roboloop gc` again, or pass --force"
+                )
+            return self.collect_garbage()
+
+    # --- locks ---------------------------------------------------------------------------
+    def lock_path(self, name: str) -> Path:
+        return self.root / "locks" / f"{schema.validate_segment_id(name)}.lock"
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+        """Hold the workspace lock `name` (fcntl, across processes) for the block; yields whether it was acquired.
+
+        Used where a name must be unique (saving a new selection), for seed reservations
+        and by `live_catalog`. A killed holder releases it (the kernel closes its files).
+        With `blocking=False` the block runs with False when another process holds it.
+        """
+        path = self.lock_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, flags)
+                got = True
+            except BlockingIOError:
+                got = False
+            yield got
+        finally:
+            os.close(fd)  # releases the lock
+
+    def live_catalog(self, *, gc: bool = True) -> int:
+        """Mark this process as running a catalog over the workspace until the returned fd is closed.
+
+        Takes a shared lock on `locks/catalog.lock`. With `gc`, first tries the exclusive
+        lock without waiting: if no other catalog process holds the workspace, superseded
+        versions and temporary files are deleted (`collect_garbage`), else nothing is.
+        Close the returned fd (`os.close`) when the catalog stops.
+        """
+        path = self.lock_path(CATALOG_LOCK)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if gc:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self.collect_garbage()
+                except BlockingIOError:
+                    self.remove_stale_temp_files()  # only dead writers' files: safe while others run
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def remove_dataset(self, dataset: str) -> None:
         """Delete a dataset's folder (used by tests and `--fresh` style resets)."""
         shutil.rmtree(self.dataset_dir(dataset), ignore_errors=True)
 
+
+CATALOG_LOCK = "catalog"
 
 _VERSION_SUFFIX = re.compile(r"^(.+)\.(\d+)$")
 
@@ -224,6 +343,10 @@ def _split_version(stem: str) -> tuple[str, int]:
     """`run-x.2` -> ("run-x", 2); `run-x` -> ("run-x", 0)."""
     m = _VERSION_SUFFIX.match(stem)
     return (m.group(1), int(m.group(2))) if m else (stem, 0)
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (on this machine)."""
+    return _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

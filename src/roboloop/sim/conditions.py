@@ -54,8 +54,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "SceneConditions",
@@ -67,6 +68,8 @@ __all__ = [
     "DISTRACTOR_SETS",
     "DISTRACTOR_LAYOUT",
     "MAX_DISTRACTORS",
+    "TABLE_TOP_BOUNDS",
+    "CUBE_START_BOUNDS",
 ]
 
 # name -> (x_min, x_max, y_min, y_max)
@@ -79,6 +82,18 @@ REGIONS: dict[str, tuple[float, float, float, float]] = {
     "wide": (-0.05, 0.25, 0.35, 0.65),
 }
 REGION_ALIASES: dict[str, str] = {"near": "left", "far": "right"}
+
+TABLE_TOP_BOUNDS: tuple[float, float, float, float] = (-0.6096, 0.6096, 0.219, 0.981)
+"""(x_min, x_max, y_min, y_max) of gym-aloha's table top (the `tabletop` mesh at (0, 0.6), measured from the model)."""
+CUBE_HALF_SIZE = 0.02
+"""Half the cube's edge (4 cm cube)."""
+CUBE_START_BOUNDS: tuple[float, float, float, float] = (
+    TABLE_TOP_BOUNDS[0] + CUBE_HALF_SIZE,
+    TABLE_TOP_BOUNDS[1] - CUBE_HALF_SIZE,
+    TABLE_TOP_BOUNDS[2] + CUBE_HALF_SIZE,
+    TABLE_TOP_BOUNDS[3] - CUBE_HALF_SIZE,
+)
+"""Where a cube centre may start: the table top shrunk by half the cube, so the whole cube stands on the table."""
 
 # name -> (yaw_min, yaw_max) in degrees
 YAWS: dict[str, tuple[float, float]] = {
@@ -168,6 +183,13 @@ class SceneConditions:
                 f"region bounds must satisfy x_min <= x_max and y_min <= y_max, got "
                 f"x_min={self.x_min}, x_max={self.x_max}, y_min={self.y_min}, y_max={self.y_max}"
             )
+        tx0, tx1, ty0, ty1 = CUBE_START_BOUNDS
+        if self.x_min < tx0 or self.x_max > tx1 or self.y_min < ty0 or self.y_max > ty1:
+            raise ValueError(
+                f"region x {self.x_min:g}..{self.x_max:g}, y {self.y_min:g}..{self.y_max:g} puts the cube off the table: "
+                f"its start must lie within x {tx0:g}..{tx1:g}, y {ty0:g}..{ty1:g} (the table top, less half the cube); "
+                f"presets: {', '.join(sorted(REGIONS) + sorted(REGION_ALIASES))}"
+            )
         if self.yaw_min > self.yaw_max:
             raise ValueError(f"yaw_min must be <= yaw_max, got ({self.yaw_min}, {self.yaw_max})")
         if self.light_scale < 0 or self.ambient < 0:
@@ -226,7 +248,7 @@ class SceneConditions:
         *,
         x: Sequence[float] | None = None,
         y: Sequence[float] | None = None,
-    ) -> "SceneConditions":
+    ) -> SceneConditions:
         """Build from preset names (CLI-friendly). Unknown names raise ``ValueError``
         naming the bad value and listing the valid presets.
 
@@ -270,7 +292,7 @@ class SceneConditions:
         )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SceneConditions":
+    def from_dict(cls, d: Mapping[str, Any]) -> SceneConditions:
         """Inverse of :meth:`to_dict`. Unknown keys raise ``ValueError``; missing keys
         take the defaults. Values coming back from Arrow/JSON (lists, numpy scalars)
         are accepted."""
@@ -308,7 +330,7 @@ class SceneConditions:
         out["table_rgba"] = list(self.table_rgba)
         return out
 
-    def replace(self, **changes: Any) -> "SceneConditions":
+    def replace(self, **changes: Any) -> SceneConditions:
         """Copy with changes; changing a preset name (region / lighting / table) without
         its values takes the preset's values: ``c.replace(lighting="dim")``."""
         groups = {

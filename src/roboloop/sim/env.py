@@ -44,16 +44,19 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import atexit
 import math
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from roboloop import schema
 
 from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
 __all__ = ["AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE"]
 
 TASKS = ("transfer_cube",)
-CAMERAS = ("top", "angle", "front_close", "left_wrist", "right_wrist", "left_pillar", "right_pillar")
+CAMERAS = schema.CAMERAS
 CUBE_HALF_SIZE = 0.02
 CUBE_START_Z = 0.05  # gym-aloha drops the cube from 5 cm; it settles near z = 0.02
 
@@ -70,7 +73,7 @@ ARM_LINKS = (
 )
 
 _LAZY: dict[str, Any] = {}
-_LIVE: "weakref.WeakSet[AlohaSim]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[AlohaSim] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
 
 
@@ -79,7 +82,7 @@ def _close_all() -> None:
     for sim in list(_LIVE):
         try:
             sim.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
 
@@ -134,7 +137,7 @@ class AlohaSim:
       are the raw ``mujoco.MjModel`` / ``MjData``), for code that needs more.
     """
 
-    control_hz: int = 50
+    control_hz: int = schema.CONTROL_HZ
     dt: float = 0.02
     max_steps: int = 300
     n_substeps: int = 10
@@ -152,8 +155,9 @@ class AlohaSim:
         bad = [c for c in cameras if c not in CAMERAS]
         if bad:
             raise ValueError(f"unknown camera(s) {bad}; valid cameras: {', '.join(CAMERAS)}")
-        if cameras and not (0 < width <= 640 and 0 < height <= 480):
-            raise ValueError(f"image size must be within 640x480 (the model's offscreen buffer), got {width}x{height}")
+        max_w, max_h = schema.MAX_CAMERA_SIZE
+        if cameras and not (0 < width <= max_w and 0 < height <= max_h):
+            raise ValueError(f"image size must be within {max_w}x{max_h} (the model's offscreen buffer), got {width}x{height}")
         self.task = task
         self.cameras: tuple[str, ...] = cameras
         self.width = int(width)
@@ -466,7 +470,7 @@ class AlohaSim:
                 renderer.close()
             self._models[n] = (physics, None, diffuse, specular)
 
-    def __enter__(self) -> "AlohaSim":
+    def __enter__(self) -> AlohaSim:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -27,15 +27,37 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
     finger only, ...): the **last step on which the hold condition failed**
     (``failure_reason`` "not_handed_over").
 
+Furthest stage reached (partial credit, ``schema.STAGES``; ``stage`` is the index):
+
+* 0 ``none``: nothing below happened.
+* 1 ``right_grasp``: on some step the cube touched **both** right-gripper fingers.
+* 2 ``lift``: on a step at or after the right grasp, a right-gripper finger touched the
+  cube, the cube did not touch the table, and it was higher than ``min_height``.
+* 3 ``left_grasp``: on a step at or after the lift, the cube touched **both**
+  left-gripper fingers and not the table.
+* 4 ``handover``: on a step at or after the left grasp, the cube was *held* (both left
+  fingers, no right finger, not the table) higher than ``min_height``: the right gripper
+  had let go. A success always reached it; holding it to the end is what success adds.
+
+Stages are reached in order (a step may advance several at once); ``stage_step`` is the
+step on which the furthest stage was first reached.
+
+Failure reasons, and the issue's words for them: ``never_touched`` and ``not_lifted``
+are a *missed grasp*; ``dropped`` is *dropped*; ``not_handed_over`` is *never handed
+over* (``schema.FAILURE_KINDS``).
+
 Steps are 0-based: step ``i`` is the state after the ``i``-th call to ``sim.step``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT"]
+from roboloop.schema import FAILURE_KINDS, STAGES
+
+__all__ = ["SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT", "STAGES", "FAILURE_KINDS"]
 
 WINDOW = 20
 MIN_HEIGHT = 0.05
@@ -50,6 +72,12 @@ class SuccessResult:
     failure_reason: str | None  # None on success
     final_cube_z: float
     steps: int
+    stage: int = 0  # index into STAGES of the furthest stage reached
+    stage_step: int | None = None  # step on which it was first reached
+
+    @property
+    def stage_name(self) -> str:
+        return STAGES[self.stage]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +104,8 @@ class SuccessTracker:
         self._last_finger_touch: int | None = None
         self._lifted = False
         self._cube_z = float("nan")
+        self.stage = 0
+        self.stage_step: int | None = None
 
     def update(self, sim, reward: float | None = None) -> None:
         """Record the state after the latest ``sim.step`` (reward: its return value)."""
@@ -101,7 +131,22 @@ class SuccessTracker:
                 self._lifted = True
         self.max_reward = max(self.max_reward, float(reward))
         self._cube_z = float(cube_z)
+        self._advance_stage(step, cube_z, contacts, left, right, held)
         self.steps += 1
+
+    def _advance_stage(self, step: int, cube_z: float, contacts: Mapping[str, bool], left: bool, right: bool, held: bool) -> None:
+        high = cube_z > self.min_height
+        reached = (
+            contacts["right_left_finger"] and contacts["right_right_finger"],  # right_grasp
+            right and not contacts["table"] and high,  # lift
+            left and not contacts["table"],  # left_grasp
+            held and high,  # handover
+        )
+        start = self.stage
+        while self.stage < len(reached) and reached[self.stage]:
+            self.stage += 1
+        if self.stage != start:
+            self.stage_step = step
 
     # ---------------------------------------------------------------- verdict
     @property
@@ -145,4 +190,6 @@ class SuccessTracker:
             failure_reason=self.failure_reason,
             final_cube_z=self._cube_z,
             steps=self.steps,
+            stage=self.stage,
+            stage_step=self.stage_step,
         )

@@ -29,7 +29,11 @@ the next `prefetch` blocks from the catalog (`filter_segments` + `filter_content
 `reader(index="time")`, one query per block); the iterating thread resamples them with
 vectorized numpy, decodes the camera frames the block needs, and pushes them through a
 batch shuffle buffer (`shuffle_buffer` samples). Memory is bounded by
-`(shuffle_buffer + block_samples + batch_size) * bytes per sample` plus `prefetch` raw blocks.
+`(shuffle_buffer + block_samples + batch_size) * bytes per sample` plus `prefetch` raw blocks;
+the constructor measures the bytes per sample on the first segment (windows scaled, never
+allocated) and raises `StreamError` when that bound exceeds `MEMORY_FRACTION` of the memory
+available, instead of running out of memory mid-epoch. It also refuses `segments=[]` and a
+dataset with no episodes (`StreamConfig` refuses non-finite rates and impossible DDP ranks).
 
 Semantics
 ---------
@@ -61,9 +65,6 @@ Semantics
 from __future__ import annotations
 
 import math
-import queue
-import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -71,28 +72,24 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from roboloop import schema
 from roboloop.stream import decode as _decode
+from roboloop.stream.blocks import BlockFetcher, BlockMaterializer
+from roboloop.stream.config import StreamConfig
 from roboloop.stream.fields import (
-    LINEAR,
-    SCALARS,
-    VIDEO,
-    MissingFieldError,
     ResolvedField,
     StreamError,
     resolve_fields,
     schema_columns,
 )
 from roboloop.stream.index import (
+    EpisodeSource,
     SegmentIndex,
     Span,
     epoch_segment_order,
     plan_blocks,
     read_index,
-    resolve_source,
     shard_bounds,
 )
-from roboloop.stream.resample import latest_at, latest_indices, linear, window_positions
 from roboloop.stream.shuffle import BatchShuffleBuffer
 from roboloop.stream.transport import ShmLoader, ShmWriter
 
@@ -100,6 +97,30 @@ _META = ("episode_index", "frame_index", "timestamp")
 _DEFAULT_BUFFER_BYTES = 256 << 20
 _DEFAULT_SCALAR_BLOCK = 16384
 _DEFAULT_CAMERA_BLOCK = 128
+
+
+MEMORY_FRACTION = 0.5
+"""Share of the available memory (MemAvailable) one stream's buffers may take."""
+
+
+def memory_limit_bytes() -> int | None:
+    """`MEMORY_FRACTION` of the memory available now (Linux /proc/meminfo), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * MEMORY_FRACTION)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def _live_ddp() -> tuple[int, int] | None:
@@ -118,30 +139,26 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         *,
         dataset: str | None = None,
         segments: Sequence[str] | None = None,
-        fields: Mapping[str, Any],
-        rate_hz: float,
-        batch_size: int | None = None,
-        shuffle: bool = True,
-        shuffle_buffer: int | None = None,
-        block_samples: int | None = None,
-        prefetch: int = 2,
-        seed: int = 0,
-        drop_last: bool = False,
-        on_missing: str = "error",
-        include_meta: bool = True,
-        rank: int | None = None,
-        world_size: int | None = None,
-        time_tolerance_s: float = 1e-6,
-        timeline: str = schema.TIMELINE,
+        config: StreamConfig | None = None,
+        **options: Any,
     ) -> None:
+        """`EpisodeStream(catalog, source, config=StreamConfig(...))`, or the config's fields as keywords
+        (`fields=..., rate_hz=..., batch_size=..., seed=...`); not both."""
         super().__init__()
-        if rate_hz <= 0:
-            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
-        if on_missing not in ("error", "skip"):
-            raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-        self.dataset_name, requested = resolve_source(source, dataset=dataset, segments=segments)
+        if config is not None and options:
+            raise TypeError(f"pass either config= or the options ({', '.join(sorted(options))}), not both")
+        if config is None:
+            if "fields" not in options or "rate_hz" not in options:
+                raise TypeError("EpisodeStream needs fields= and rate_hz= (or config=StreamConfig(...))")
+            known = set(StreamConfig.__dataclass_fields__)
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise TypeError(f"unknown EpisodeStream option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+            config = StreamConfig(**options)  # ConfigError is a ValueError
+        self.config = config
+        self.source = EpisodeSource.of(source, dataset=dataset, segments=segments)
+        self.dataset_name = self.source.dataset
+        requested = None if self.source.segment_ids is None else list(self.source.segment_ids)
         self._catalog_obj = catalog if hasattr(catalog, "client") and hasattr(catalog, "url") else None
         self._client = self._catalog_obj.client if self._catalog_obj is not None else None
         if isinstance(catalog, str):
@@ -154,30 +171,44 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         else:
             raise TypeError("catalog must be a roboloop Catalog, a rerun CatalogClient or a catalog URL")
         self._entry = None
+        if requested is not None and not requested:
+            raise StreamError(f"segments=[] selects no episode of {self.dataset_name!r}; pass segment ids, or None for every segment")
         entry = self._dataset_entry()
-        self.fields: list[ResolvedField] = resolve_fields(fields, schema_columns(entry.schema()))
-        self.rate_hz = float(rate_hz)
-        self.step_ns = int(round(1e9 / rate_hz))
-        self.timeline = timeline
-        self.index: SegmentIndex = read_index(entry, requested, self.step_ns, timeline)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.shuffle_buffer = shuffle_buffer
+        columns = schema_columns(entry.schema())
+        if not columns and not entry.segment_ids():
+            raise StreamError(f"dataset {self.dataset_name!r} has no episodes yet (0 segments): nothing to stream; collect or import episodes first")
+        self.fields: list[ResolvedField] = resolve_fields(config.fields, columns)
+        self.rate_hz = config.rate_hz
+        self.step_ns = int(round(1e9 / config.rate_hz))
+        self.timeline = config.timeline
+        self.index: SegmentIndex = read_index(entry, requested, self.step_ns, self.timeline)
+        self.batch_size = config.batch_size
+        self.shuffle = config.shuffle
+        self.shuffle_buffer = config.shuffle_buffer
         has_camera = any(f.is_camera for f in self.fields)
-        self.block_samples = int(block_samples or (_DEFAULT_CAMERA_BLOCK if has_camera else _DEFAULT_SCALAR_BLOCK))
-        self.prefetch = max(1, int(prefetch))
-        self.seed = int(seed)
-        self.drop_last = drop_last
-        self.on_missing = on_missing
-        self.include_meta = include_meta
-        self.tol_ns = int(round(time_tolerance_s * 1e9))
-        self._rank, self._world = rank, world_size
+        self.block_samples = int(config.block_samples or (_DEFAULT_CAMERA_BLOCK if has_camera else _DEFAULT_SCALAR_BLOCK))
+        self.prefetch = max(1, int(config.prefetch))
+        self.seed = int(config.seed)
+        self.drop_last = config.drop_last
+        self.on_missing = config.on_missing
+        self.include_meta = config.include_meta
+        self.tol_ns = int(round(config.time_tolerance_s * 1e9))
+        self._rank, self._world = config.rank, config.world_size
         self._parent_ddp: tuple[int, int] | None = None
+        self._blocks = BlockMaterializer(
+            self.fields, self.index, step_ns=self.step_ns, tol_ns=self.tol_ns, include_meta=self.include_meta, on_missing=self.on_missing
+        )
+        self.sample_bytes = self._check_memory()
         self.epoch = 0
         self._shared_epoch = None  # a spawn-context RawValue when workers persist across epochs
         self.num_workers = 0  # for __len__; set by loader()
         self._shm_slots = 0  # > 0: workers hand batches over through a shared ring (set by loader())
         self.stats: dict[str, int] = {}
+
+    @classmethod
+    def from_config(cls, catalog: Any, source: Any, config: StreamConfig) -> EpisodeStream:
+        """The stream a saved `StreamConfig` describes, over `source` (see `EpisodeSource.of`)."""
+        return cls(catalog, source, config=config)
 
     # --- public helpers ------------------------------------------------------------------------
     @property
@@ -309,10 +340,10 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         self.stats = {"samples": 0, "blocks": 0, "skipped_segments": 0}
         warned: set[str] = set()
         writer = ShmWriter(worker, self._shm_slots) if (info is not None and self._shm_slots and self.batch_size) else None
-        fetcher = _Fetcher(self._dataset_entry(), blocks, self.fields, self.index, self.timeline, self.prefetch)
+        fetcher = BlockFetcher(self._dataset_entry(), blocks, self.fields, self.index, self.timeline, self.prefetch)
         try:
             for spans, raws in fetcher:
-                arrays = self._materialize(spans, raws, decoders, warned)
+                arrays = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
                 if not arrays:
                     continue
                 if pool is None:
@@ -337,12 +368,70 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 d.close()
 
     def _buffer_samples(self, arrays: Mapping[str, np.ndarray], batch: int) -> int:
+        per_sample = sum(a.itemsize * (a.size // max(1, len(a))) for a in arrays.values() if len(a)) or 1
+        return self._buffer_for(per_sample, batch)
+
+    def _buffer_for(self, per_sample: int, batch: int) -> int:
+        """Samples the shuffle buffer holds for samples of `per_sample` bytes."""
         if not self.shuffle:
             return 0
         if self.shuffle_buffer is not None:
             return int(self.shuffle_buffer)
-        per_sample = sum(a.itemsize * (a.size // max(1, len(a))) for a in arrays.values() if len(a)) or 1
-        return int(max(4 * batch, min(50_000, _DEFAULT_BUFFER_BYTES // per_sample)))
+        return int(max(4 * batch, min(50_000, _DEFAULT_BUFFER_BYTES // max(1, per_sample))))
+
+    def _check_memory(self) -> int | None:
+        """Bytes of one sample (measured on the first segment), after checking that the buffers fit in memory.
+
+        A worker holds about `(shuffle_buffer + block_samples + batch_size)` samples at once.
+        One sample of the first segment is materialized with every window cut to one step
+        (so a huge window is never allocated), then scaled by the window lengths. Raises
+        `StreamError` when the estimate exceeds `MEMORY_FRACTION` of the memory available
+        (MemAvailable); returns None when it cannot be measured (no segment has every field).
+        """
+        per_sample = self._probe_sample_bytes()
+        if per_sample is None:
+            return None
+        batch = self.batch_size or 256
+        held = self._buffer_for(per_sample, batch) + self.block_samples + batch
+        need = per_sample * held
+        limit = memory_limit_bytes()
+        if limit is not None and need > limit:
+            windows = ", ".join(f"{f.name}: {len(f.window)} steps" for f in self.fields if f.window is not None) or "none"
+            raise StreamError(
+                f"this stream needs about {_human(need)} per worker ({_human(per_sample)} per sample x {held} samples held: "
+                f"shuffle buffer + block_samples {self.block_samples} + batch {batch}), more than the {_human(limit)} it may use "
+                f"({MEMORY_FRACTION:.0%} of the memory available); windows: {windows}. "
+                "Shorten the windows, lower shuffle_buffer / block_samples / batch_size, or record smaller camera images"
+            )
+        return per_sample
+
+    def _probe_sample_bytes(self) -> int | None:
+        import dataclasses
+
+        if not self.index.segment_ids:
+            return None
+        sid = self.index.segment_ids[0]
+        single = [dataclasses.replace(f, window=None) for f in self.fields]
+        table = (
+            self._dataset_entry().filter_segments([sid]).filter_contents(sorted({f.path for f in single})).reader(index=self.timeline).to_arrow_table()
+        )
+        raws = _decode.split_block(table, single, [sid], timeline=self.timeline)
+        if any(f.name not in raws[sid].streams for f in single):
+            return None
+        probe = BlockMaterializer(single, self.index, step_ns=self.step_ns, tol_ns=self.tol_ns, include_meta=self.include_meta, on_missing="error")
+        decoders: dict[str, _decode.VideoDecoder] = {}
+        try:
+            out = probe.materialize([Span(0, 0, 1)], raws, decoders, set(), {})
+        finally:
+            for d in decoders.values():
+                d.close()
+        total = 0
+        for f in self.fields:
+            steps = 1 if f.window is None else len(f.window)
+            total += out[f.name].nbytes * steps + (steps if f.window is not None else 0)  # + the bool mask
+        for m in _META if self.include_meta else ():
+            total += out[m].nbytes
+        return int(total)
 
     def _emit(self, out: dict[str, np.ndarray], writer=None) -> Iterator[Any]:
         arrays: dict[str, np.ndarray] = {}
@@ -366,173 +455,3 @@ class EpisodeStream(torch.utils.data.IterableDataset):
             n = len(next(iter(tensors.values())))
             for i in range(n):
                 yield {k: v[i] for k, v in tensors.items()}
-
-    # --- one block ---------------------------------------------------------------------------
-    def _materialize(self, spans: list[Span], raws: dict[str, _decode.RawSegment], decoders, warned: set[str]) -> dict[str, np.ndarray] | None:
-        ids = self.index.segment_ids
-        kept: list[Span] = []
-        for sp in spans:
-            sid = ids[sp.seg]
-            raw = raws[sid]
-            missing = [f for f in self.fields if f.name not in raw.streams]
-            if not missing:
-                kept.append(sp)
-                continue
-            if self.on_missing == "error":
-                raise MissingFieldError(missing[0].name, missing[0].path, [sid])
-            if sid not in warned:
-                warned.add(sid)
-                self.stats["skipped_segments"] = self.stats.get("skipped_segments", 0) + 1
-                warnings.warn(
-                    f"segment {sid}: no data for field(s) {', '.join(f.name for f in missing)}; skipping its samples "
-                    "(on_missing='skip')",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        if not kept:
-            return None
-        n = sum(sp.size for sp in kept)
-        out: dict[str, np.ndarray] = {}
-        if self.include_meta:
-            out["episode_index"] = np.empty(n, np.int64)
-            out["frame_index"] = np.empty(n, np.int64)
-            out["timestamp"] = np.empty(n, np.float64)
-        pos = 0
-        for sp in kept:
-            sid = ids[sp.seg]
-            raw = raws[sid]
-            start = int(self.index.start_ns[sp.seg])
-            n_grid = int(self.index.num_samples[sp.seg])
-            sl = slice(pos, pos + sp.size)
-            if self.include_meta:
-                k = np.arange(sp.k0, sp.k1, dtype=np.int64)
-                out["episode_index"][sl] = sp.seg
-                out["frame_index"][sl] = k
-                out["timestamp"][sl] = k * (self.step_ns / 1e9)
-            for f in self.fields:
-                stream = raw.streams[f.name]
-                positions, mask, lo, hi = window_positions(sp.k0, sp.k1, f.window, n_grid)
-                grid = start + np.arange(lo, hi + 1, dtype=np.int64) * self.step_ns
-                if mask is not None:
-                    # no row yet at or before that time: not a real value
-                    mask &= (start + positions * self.step_ns + self.tol_ns) >= stream.times[0]
-                    _put(out, f"{f.name}_mask", sl, mask, n)
-                if f.kind == SCALARS:
-                    fn = linear if f.resample == LINEAR else latest_at
-                    g = fn(stream.times, stream.values, grid, self.tol_ns)
-                    vals = g if f.window is None else g[positions - lo]  # no window: positions - lo is 0..n-1
-                    _put(out, f.name, sl, vals.astype(f.dtype, copy=False), n)
-                else:
-                    self._camera(f, sid, stream, grid, positions - lo, out, sl, n, decoders)
-            pos += sp.size
-        return out
-
-    def _camera(self, f: ResolvedField, sid: str, stream, grid, rel, out, sl, n, decoders) -> None:
-        rows = latest_indices(stream.times, grid, self.tol_ns)
-        np.maximum(rows, 0, out=rows)
-        per_pos = rows[rel]  # [m] or [m, K]: the source row shown at each output entry
-        needed, first, inverse = np.unique(per_pos.reshape(-1), return_index=True, return_inverse=True)
-        lead = per_pos.shape  # output entries of this span
-
-        def target(j: int, h: int, w: int) -> np.ndarray:
-            arr = out.get(f.name)
-            if arr is None:
-                arr = out[f.name] = np.empty((n,) + lead[1:] + (3, h, w), np.uint8)
-            elif arr.shape[-2:] != (h, w):
-                raise StreamError(f"field {f.name!r}: frame size {w}x{h} in segment {sid} differs from {arr.shape[-1]}x{arr.shape[-2]}")
-            return arr[sl][np.unravel_index(int(first[j]), lead)]
-
-        if f.kind == VIDEO:
-            dec = decoders.get(f.name)
-            if dec is None:
-                dec = decoders[f.name] = _decode.VideoDecoder()
-
-            def sink(j: int, frame) -> None:
-                _decode.frame_to_chw(frame, target(j, frame.height, frame.width), dec._reformatter)
-
-            dec.decode(f"{sid}|{f.name}", stream, needed, sink)
-        else:
-            for j, r in enumerate(needed):
-                img = _decode.decode_image(stream.sample(int(r)))
-                target(j, img.shape[1], img.shape[2])[...] = img
-        if f.name not in out:
-            raise StreamError(f"field {f.name!r}: no frame could be decoded in segment {sid}")
-        # outputs showing the same source frame: copy from the one it was decoded into
-        src = first[inverse]
-        dup = np.flatnonzero(src != np.arange(len(src)))
-        if len(dup):
-            block = out[f.name][sl]
-            flat = block.reshape((-1,) + block.shape[len(lead) :])
-            flat[dup] = flat[src[dup]]
-
-
-def _put(out: dict[str, np.ndarray], name: str, sl: slice, vals: np.ndarray, n: int) -> None:
-    arr = out.get(name)
-    if arr is None:
-        arr = out[name] = np.empty((n,) + vals.shape[1:], dtype=vals.dtype)
-    elif arr.shape[1:] != vals.shape[1:]:
-        raise StreamError(f"field {name!r}: shape {vals.shape[1:]} differs from {arr.shape[1:]} in another segment")
-    arr[sl] = vals
-
-
-class _Fetcher:
-    """Background thread fetching each block's segments from the catalog, `prefetch` blocks ahead.
-
-    A segment split over consecutive blocks is fetched once and handed on.
-    """
-
-    _DONE = object()
-
-    def __init__(self, entry, blocks: list[list[Span]], fields: list[ResolvedField], index: SegmentIndex, timeline: str, prefetch: int) -> None:
-        self.entry, self.blocks, self.fields, self.index, self.timeline = entry, blocks, fields, index, timeline
-        self.paths = sorted({f.path for f in fields})
-        self.q: queue.Queue = queue.Queue(maxsize=prefetch)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="roboloop-stream-fetch", daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        prev: dict[str, _decode.RawSegment] = {}
-        try:
-            for spans in self.blocks:
-                if self.stop.is_set():
-                    return
-                ids = list(dict.fromkeys(self.index.segment_ids[sp.seg] for sp in spans))
-                todo = [s for s in ids if s not in prev]
-                raws = {s: prev[s] for s in ids if s in prev}
-                if todo:
-                    table = (
-                        self.entry.filter_segments(todo)
-                        .filter_contents(self.paths)
-                        .reader(index=self.timeline)
-                        .to_arrow_table()
-                    )
-                    raws.update(_decode.split_block(table, self.fields, todo, timeline=self.timeline))
-                prev = raws
-                if not self._put((spans, raws)):
-                    return
-            self._put(self._DONE)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            self._put(exc)
-
-    def __iter__(self):
-        while True:
-            item = self.q.get()
-            if item is self._DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)

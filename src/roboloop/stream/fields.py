@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
+from roboloop.errors import RoboloopError, UnknownNameError
 
 SCALARS = "scalar"
 VIDEO = "video"
@@ -41,16 +42,16 @@ LINEAR = "linear"
 _KIND_BY_COMPONENT = {
     schema.SCALARS_COMPONENT: SCALARS,
     schema.VIDEO_SAMPLE_COMPONENT: VIDEO,
-    "EncodedImage:blob": IMAGE,
+    schema.ENCODED_IMAGE_COMPONENT: IMAGE,
 }
-KEYFRAME_COMPONENT = "VideoStream:is_keyframe"
+KEYFRAME_COMPONENT = schema.VIDEO_KEYFRAME_COMPONENT
 
 
-class StreamError(Exception):
+class StreamError(RoboloopError):
     """A loader problem the user can act on; the message says what to do."""
 
 
-class UnknownEntityError(StreamError, KeyError):
+class UnknownEntityError(StreamError, UnknownNameError):
     """A field names an entity path (or component) the dataset does not have."""
 
     def __init__(self, field_name: str, path: str, available: Iterable[str], *, component: str | None = None) -> None:
@@ -59,8 +60,9 @@ class UnknownEntityError(StreamError, KeyError):
         listing = "\n  ".join(self.available) if self.available else "(the dataset has no data columns)"
         super().__init__(f"field {field_name!r}: unknown entity path/component {what!r}; available columns:\n  {listing}")
 
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
+
+class UnknownSegmentError(StreamError, UnknownNameError):
+    """Segment ids that the dataset does not have (or that have no data on the timeline)."""
 
 
 class MissingFieldError(StreamError):
@@ -116,6 +118,24 @@ class Field:
             if any(int(o) != o for o in offsets):
                 raise ValueError(f"Field.window offsets are output-grid steps and must be integers, got {offsets!r}")
             object.__setattr__(self, "window", tuple(int(o) for o in offsets))
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            try:  # keep a name, so configs holding fields compare and serialize exactly
+                object.__setattr__(self, "dtype", _np_dtype(self.dtype, "float32").name)
+            except TypeError:
+                pass
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able arguments (`Field(**d)` rebuilds it); defaults left out."""
+        out: dict[str, Any] = {"path": self.path}
+        if self.resample != LATEST:
+            out["resample"] = self.resample
+        if self.window is not None:
+            out["window"] = list(self.window)
+        if self.dtype is not None:
+            out["dtype"] = str(self.dtype)
+        if self.component is not None:
+            out["component"] = self.component
+        return out
 
 
 def as_field(spec: Field | str | Mapping[str, Any]) -> Field:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
+from roboloop.stream.fields import UnknownSegmentError
 
 
 @dataclass(frozen=True)
@@ -57,42 +58,61 @@ class SegmentIndex:
         return int(self.num_samples.sum()) if len(self.segment_ids) else 0
 
 
-def resolve_source(source: Any = None, *, dataset: str | None = None, segments: Sequence[str] | None = None) -> tuple[str, list[str] | None]:
-    """(dataset name, segment ids or None for all) from any of the accepted source forms.
+@dataclass(frozen=True)
+class EpisodeSource:
+    """Which episodes a stream reads: a dataset and its segment ids (None = every segment)."""
 
-    Accepted: `source=(dataset, segment_ids)`, `source="dataset"`, any object with a
-    `.dataset` attribute and `.train_ids` or `.segment_ids` (a curate selection), or
-    `dataset=..., segments=...`.
-    """
-    if source is not None:
-        if dataset is not None or segments is not None:
-            raise TypeError("pass either source=... or dataset=/segments=, not both")
-        if isinstance(source, str):
-            dataset, segments = source, None
-        elif isinstance(source, tuple) and len(source) == 2:
-            dataset, segments = source
-        elif hasattr(source, "dataset"):
-            dataset = source.dataset
-            for attr in ("train_ids", "segment_ids", "segments"):
-                ids = getattr(source, attr, None)
-                if ids is not None:
-                    segments = ids
-                    break
+    dataset: str
+    segment_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.dataset or not isinstance(self.dataset, str):
+            raise TypeError("EpisodeStream needs a dataset: source=(dataset, segment_ids) or dataset=...")
+        if self.segment_ids is not None:
+            ids = tuple(str(s) for s in self.segment_ids)
+            if len(set(ids)) != len(ids):
+                raise ValueError("segment ids must be unique")
+            object.__setattr__(self, "segment_ids", ids)
+
+    @classmethod
+    def of(cls, source: Any = None, *, dataset: str | None = None, segments: Sequence[str] | None = None) -> EpisodeSource:
+        """Normalize every accepted form into one `EpisodeSource`.
+
+        Accepted: an `EpisodeSource`, `(dataset, segment_ids)`, a dataset name, any object
+        with a `.dataset` attribute and `.train_ids` or `.segment_ids` (a curate selection),
+        or `dataset=..., segments=...`.
+        """
+        if source is not None:
+            if dataset is not None or segments is not None:
+                raise TypeError("pass either source=... or dataset=/segments=, not both")
+            if isinstance(source, EpisodeSource):
+                return source
+            if isinstance(source, str):
+                dataset, segments = source, None
+            elif isinstance(source, tuple) and len(source) == 2:
+                dataset, segments = source
+            elif hasattr(source, "dataset"):
+                dataset = source.dataset
+                for attr in ("train_ids", "segment_ids", "segments"):
+                    ids = getattr(source, attr, None)
+                    if ids is not None:
+                        segments = ids
+                        break
+                else:
+                    raise TypeError(f"{type(source).__name__} has .dataset but no .train_ids / .segment_ids")
             else:
-                raise TypeError(f"{type(source).__name__} has .dataset but no .train_ids / .segment_ids")
-        else:
-            raise TypeError(
-                "source must be (dataset, segment_ids), a dataset name, or an object with .dataset and .train_ids/.segment_ids"
-            )
-    if not dataset:
-        raise TypeError("EpisodeStream needs a dataset: source=(dataset, segment_ids) or dataset=...")
-    if hasattr(dataset, "name") and not isinstance(dataset, str):  # a DatasetEntry
-        dataset = dataset.name
-    if segments is not None:
-        segments = [str(s) for s in segments]
-        if len(set(segments)) != len(segments):
-            raise ValueError("segment ids must be unique")
-    return str(dataset), segments
+                raise TypeError(
+                    "source must be (dataset, segment_ids), a dataset name, or an object with .dataset and .train_ids/.segment_ids"
+                )
+        if hasattr(dataset, "name") and not isinstance(dataset, str):  # a DatasetEntry
+            dataset = dataset.name
+        return cls(str(dataset) if dataset else "", None if segments is None else tuple(segments))
+
+
+def resolve_source(source: Any = None, *, dataset: str | None = None, segments: Sequence[str] | None = None) -> tuple[str, list[str] | None]:
+    """(dataset name, segment ids or None for all): `EpisodeSource.of(...)` as a tuple."""
+    src = EpisodeSource.of(source, dataset=dataset, segments=segments)
+    return src.dataset, None if src.segment_ids is None else list(src.segment_ids)
 
 
 def read_index(dataset_entry, segment_ids: list[str] | None, step_ns: int, timeline: str = schema.TIMELINE) -> SegmentIndex:
@@ -113,7 +133,7 @@ def read_index(dataset_entry, segment_ids: list[str] | None, step_ns: int, timel
         if missing:
             known = sorted(dataset_entry.segment_ids())
             hint = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
-            raise KeyError(
+            raise UnknownSegmentError(
                 f"{len(missing)} segment(s) not in dataset {dataset_entry.name!r} (or with no {timeline!r} data): "
                 f"{', '.join(missing[:10])}; known segments: {hint or '(none)'}"
             )

@@ -72,7 +72,7 @@ class ShmWriter:
         while self.seq - self.slots > int(self._consumed[0]):
             time.sleep(0.0002)
         base = _HEADER + (self.seq % self.slots) * self.slot_bytes
-        for (k, _, _, off, nbytes), a in zip(layout, arrays.values()):
+        for (_name, _, _, off, nbytes), a in zip(layout, arrays.values()):
             self._buf[base + off : base + off + nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
         msg = ShmBatch(self.worker, self.seq, base, tuple(layout), ring=None if self._sent else self.ring)
         self._sent = True

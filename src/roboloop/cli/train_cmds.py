@@ -1,6 +1,6 @@
 """`roboloop train` and `roboloop runs`: thin commands over `roboloop.train`.
 
-Wire them with `register(app)` (the lead moves them into the `cli/` package at merge).
+Wired into the `roboloop` command by `roboloop.cli` through `register(app)`.
 Options override the config in ONE place (`build_config`): `--like RUN` (that run's exact
 config) or `--config FILE` (a JSON `TrainConfig`), then the explicit flags.
 """
@@ -110,7 +110,7 @@ def train_cmd(
             progress.stop()
             err_console.print("[yellow]interrupted:[/] the run is registered with status 'interrupted' and its last complete "
                               "checkpoint; continue it with `roboloop train --resume RUN_ID` (see `roboloop runs`)")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except CatalogError as exc:
             progress.stop()
             fail(str(exc))

@@ -1,0 +1,562 @@
+"""Analyze: success by any condition, fair comparisons, failure lists: pure functions over a rollout table.
+
+A *rollout table* is a ``pyarrow.Table`` or a list of dict rows with the friendly
+property columns of ``<dataset>_evals`` (``episode.cell``, ``episode.seed``,
+``scene.region``, ``outcome.success``, ``outcome.stage``, ...), as returned by
+:func:`rollout_table` (catalog) or :func:`indexed_rollout_table` (the rollout index, no
+catalog restore). Every function here is pure except those two loaders.
+
+Statistics (all 95% by default):
+
+* :func:`wilson`: Wilson score interval of k successes in n (closed form, equal to
+  ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``).
+* :func:`compare`: per cell and overall, B minus A. Where the two evaluations share
+  (cell, seed) pairs, the comparison is **paired**: exact McNemar test (a two-sided
+  binomial test on the discordant pairs, ``scipy.stats.binomtest``) and Newcombe's
+  score interval for a paired difference (Newcombe 1998, Stat Med 17:2635, method 10).
+  Where seeds differ: Fisher's exact test and Newcombe's hybrid score interval for
+  independent proportions (Newcombe 1998, Stat Med 17:873, method 10). Cell p-values
+  are adjusted with Holm's step-down method; the overall row is one test, unadjusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from statistics import NormalDist
+from typing import Any
+
+from roboloop import schema
+
+__all__ = [
+    "CELL",
+    "SEED",
+    "SMALL_N",
+    "STAGE",
+    "SUCCESS",
+    "columns_of_rows",
+    "compare",
+    "failures",
+    "holm",
+    "indexed_rollout_table",
+    "load_rollouts",
+    "mcnemar_exact",
+    "newcombe_diff",
+    "newcombe_paired_diff",
+    "rollout_table",
+    "success_by",
+    "wilson",
+]
+
+SUCCESS = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
+STAGE = f"{schema.OUTCOME}.{schema.OUTCOME_STAGE}"
+CELL = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
+SEED = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
+EVAL_ID = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
+SMALL_N = 10
+"""Groups with fewer rollouts are marked `small` (their interval is wide; read it, not the rate)."""
+
+VERDICT_IMPROVED = "improved"
+VERDICT_REGRESSED = "regressed"
+VERDICT_NO_CHANGE = "no change"
+VERDICT_TOO_FEW = "too few episodes"
+
+
+# --- table access ------------------------------------------------------------------------------
+
+class _Columns(dict):
+    """Column name -> values, converted from a pyarrow Table only when first asked for."""
+
+    def __init__(self, table) -> None:
+        super().__init__()
+        self._table = table
+        self._names = list(table.column_names)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __bool__(self) -> bool:
+        return bool(self._names)
+
+    def keys(self):
+        return list(self._names)
+
+    def values(self):
+        return (self[n] for n in self._names)
+
+    def get(self, name, default=None):
+        return self[name] if name in self._names else default
+
+    def __missing__(self, name):
+        if name not in self._names:
+            raise KeyError(name)
+        values = self._table.column(name).to_pylist()
+        self[name] = values
+        return values
+
+
+def columns_of_rows(rows) -> Mapping[str, list]:
+    """Column name -> values for a pyarrow Table (converted lazily, per column) or a list of dict rows."""
+    if hasattr(rows, "column_names") and hasattr(rows, "column"):
+        return _Columns(rows)
+    rows = list(rows)
+    names: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            names.setdefault(k, None)
+    return {k: [r.get(k) for r in rows] for k in names}
+
+
+def _need(cols: Mapping[str, list], names: Iterable[str]) -> None:
+    from roboloop.predicate import UnknownColumnError
+
+    for name in names:
+        if name not in cols:
+            raise UnknownColumnError(name, list(cols))
+
+
+def _n_rows(cols: Mapping[str, list]) -> int:
+    if isinstance(cols, _Columns):
+        return cols._table.num_rows
+    return len(next(iter(cols.values()))) if cols else 0
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+def _sort_key(values: tuple) -> tuple:
+    return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in values)
+
+
+# --- intervals and tests -----------------------------------------------------------------------
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; (0, 1) when n = 0."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return (0.0, 1.0)
+    z = _z(confidence)
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return (low, high)
+
+
+def newcombe_diff(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """p1 - p2 for independent samples and Newcombe's hybrid score interval: (diff, low, high)."""
+    if n1 == 0 or n2 == 0:
+        return (float("nan"), -1.0, 1.0)
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, confidence)
+    l2, u2 = wilson(k2, n2, confidence)
+    d = p1 - p2
+    return (d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
+def newcombe_paired_diff(both: int, only1: int, only2: int, neither: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """p1 - p2 for paired binary outcomes and Newcombe's score interval (method 10): (diff, low, high).
+
+    `both` = pairs where 1 and 2 succeed, `only1` = 1 succeeds and 2 fails, `only2` the
+    reverse, `neither` = both fail.
+    """
+    a, b, c, d = both, only1, only2, neither
+    n = a + b + c + d
+    if n == 0:
+        return (float("nan"), -1.0, 1.0)
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n, confidence)
+    l2, u2 = wilson(a + c, n, confidence)
+    denom = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(denom) if denom > 0 else 0.0
+    diff = p1 - p2
+    dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    du = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return (diff, max(-1.0, diff - dl), min(1.0, diff + du))
+
+
+def mcnemar_exact(only1: int, only2: int) -> float:
+    """Exact McNemar p-value (two-sided): a binomial test of the discordant pairs against 1/2."""
+    n = only1 + only2
+    if n == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(only1, n, 0.5, alternative="two-sided").pvalue)
+
+
+def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided Fisher exact test of two independent proportions."""
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    from scipy.stats import fisher_exact as _fisher
+
+    return float(_fisher([[k1, n1 - k1], [k2, n2 - k2]], alternative="two-sided").pvalue)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values (None entries are skipped and stay None)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
+    m = len(idx)
+    order = sorted(idx, key=lambda i: pvalues[i])
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+# --- success by --------------------------------------------------------------------------------
+
+def success_by(rows, by: Sequence[str], *, confidence: float = 0.95, small_n: int = SMALL_N) -> list[dict[str, Any]]:
+    """Success grouped by any columns: one dict per group, sorted by the group's values.
+
+    Each has the `by` values and `n`, `successes`, `rate`, `ci_low`, `ci_high` (Wilson),
+    `mean_stage` (mean furthest stage index, 0..4; None without `outcome.stage`) and
+    `small` (n < small_n). Rows without `outcome.success` are left out. `by = []` gives
+    one overall group.
+    """
+    by = list(by)
+    cols = columns_of_rows(rows)
+    if not cols:
+        return []
+    _need(cols, [*by, SUCCESS])
+    if isinstance(cols, _Columns):
+        fast = _success_by_arrow(cols._table, by, confidence, small_n)
+        if fast is not None:
+            return fast
+    success = cols[SUCCESS]
+    stage = cols.get(STAGE)
+    keys = [cols[b] for b in by]
+    groups: dict[tuple, list] = {}
+    originals: dict[tuple, tuple] = {}
+    for i in range(len(success)):
+        s = success[i]
+        if s is None:
+            continue
+        raw = tuple(k[i] for k in keys)
+        h = tuple(_hashable(v) for v in raw)
+        g = groups.get(h)
+        if g is None:
+            g = groups[h] = [0, 0, 0.0, 0]  # n, successes, stage sum, stage count
+            originals[h] = raw
+        g[0] += 1
+        g[1] += bool(s)
+        if stage is not None and stage[i] is not None:
+            g[2] += stage[i]
+            g[3] += 1
+    out = []
+    for h in sorted(groups, key=_sort_key):
+        n, k, stage_sum, stage_n = groups[h]
+        low, high = wilson(k, n, confidence)
+        row = dict(zip(by, originals[h]))
+        row.update(n=n, successes=k, rate=k / n, ci_low=low, ci_high=high,
+                   mean_stage=(stage_sum / stage_n) if stage_n else None, small=n < small_n)
+        out.append(row)
+    return out
+
+
+def _success_by_arrow(table, by: list[str], confidence: float, small_n: int) -> list[dict[str, Any]] | None:
+    """success_by with Arrow's hash aggregation (None when a key column is nested: the Python path handles it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if any(pa.types.is_nested(table.schema.field(b).type) for b in by):
+        return None
+    t = table.filter(pc.is_valid(table.column(SUCCESS)))
+    has_stage = STAGE in t.column_names
+    cols = {b: t.column(b) for b in by}
+    cols["_ok"] = pc.cast(t.column(SUCCESS), pa.int64())
+    cols["_stage"] = pc.cast(t.column(STAGE), pa.float64()) if has_stage else pa.nulls(t.num_rows, pa.float64())
+    agg = pa.table(cols).group_by(by, use_threads=False).aggregate(
+        [("_ok", "sum"), ("_ok", "count"), ("_stage", "sum"), ("_stage", "count")]
+    )
+    out = []
+    for r in agg.to_pylist():
+        n, k = r["_ok_count"], int(r["_ok_sum"] or 0)
+        low, high = wilson(k, n, confidence)
+        row = {b: r[b] for b in by}
+        stage_n = r["_stage_count"]
+        row.update(n=n, successes=k, rate=k / n, ci_low=low, ci_high=high,
+                   mean_stage=(r["_stage_sum"] / stage_n) if stage_n else None, small=n < small_n)
+        out.append(row)
+    return sorted(out, key=lambda r: _sort_key(tuple(r[b] for b in by)))
+
+
+# --- compare -----------------------------------------------------------------------------------
+
+def _outcomes(cols: Mapping[str, list], by: Sequence[str]) -> dict[tuple, dict[tuple, bool]]:
+    """group -> {(cell, seed): success} (first rollout wins for a repeated pair)."""
+    success, cell, seed = cols[SUCCESS], cols.get(CELL), cols.get(SEED)
+    out: dict[tuple, dict[tuple, bool]] = {}
+    keys = [cols[b] for b in by]
+    for i in range(len(success)):
+        if success[i] is None:
+            continue
+        g = tuple(_hashable(k[i]) for k in keys)
+        pair = (cell[i] if cell else None, seed[i] if seed else ("row", i))
+        out.setdefault(g, {}).setdefault(pair, bool(success[i]))
+    return out
+
+
+def _compare_group(a: Mapping[tuple, bool], b: Mapping[tuple, bool], *, min_n: int, confidence: float) -> dict[str, Any]:
+    shared = a.keys() & b.keys()
+    na, nb = len(a), len(b)
+    ka, kb = sum(a.values()), sum(b.values())
+    row: dict[str, Any] = {
+        "n_a": na, "successes_a": ka, "rate_a": ka / na if na else None,
+        "n_b": nb, "successes_b": kb, "rate_b": kb / nb if nb else None,
+        "n_pairs": len(shared),
+    }
+    if shared and len(shared) * 2 >= min(na, nb):
+        both = sum(a[p] and b[p] for p in shared)
+        only_a = sum(a[p] and not b[p] for p in shared)
+        only_b = sum(b[p] and not a[p] for p in shared)
+        neither = len(shared) - both - only_a - only_b
+        diff, low, high = newcombe_paired_diff(both, only_b, only_a, neither, confidence)
+        row.update(test="mcnemar", n=len(shared), diff=diff, diff_low=low, diff_high=high,
+                   discordant_a=only_a, discordant_b=only_b, p=mcnemar_exact(only_b, only_a))
+    else:
+        diff, low, high = newcombe_diff(kb, nb, ka, na, confidence)
+        row.update(test="fisher", n=min(na, nb), diff=diff, diff_low=low, diff_high=high,
+                   discordant_a=None, discordant_b=None, p=fisher_exact(kb, nb, ka, na) if na and nb else None)
+    row["too_few"] = row["n"] < min_n
+    return row
+
+
+def _verdict(row: Mapping[str, Any], p: float | None, alpha: float) -> str:
+    if row["too_few"] or p is None:
+        return VERDICT_TOO_FEW
+    if p < alpha:
+        return VERDICT_IMPROVED if row["diff"] > 0 else VERDICT_REGRESSED
+    return VERDICT_NO_CHANGE
+
+
+def compare(
+    rows_a,
+    rows_b,
+    by: Sequence[str] = (CELL,),
+    *,
+    alpha: float = 0.05,
+    min_n: int = SMALL_N,
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """B against A per group of `by` (default: the grid cell) and overall.
+
+    One dict per group (sorted), then one with `group` = "overall": the `by` values,
+    `group` (readable), `n_a`, `successes_a`, `rate_a`, the same for B, `n_pairs`
+    (shared (cell, seed) pairs), `test` ("mcnemar" when paired: at least half of the
+    smaller side's rollouts share a (cell, seed); else "fisher"), `n` (pairs, or the
+    smaller side), `diff` (B - A: on the pairs when paired), `diff_low`/`diff_high`,
+    `discordant_a` (A succeeded, B failed) / `discordant_b`, `p`, `p_holm` (cells
+    adjusted together; overall = `p`), and `verdict`: improved / regressed / no change /
+    too few episodes (n < min_n).
+    """
+    by = list(by)
+    ca, cb = columns_of_rows(rows_a), columns_of_rows(rows_b)
+    for cols in (ca, cb):
+        if cols:
+            _need(cols, [*by, SUCCESS])
+    ga = _outcomes(ca, by) if ca else {}
+    gb = _outcomes(cb, by) if cb else {}
+    originals: dict[tuple, tuple] = {}
+    for cols in (ca, cb):
+        if not cols:
+            continue
+        keys = [cols[b] for b in by]
+        for i in range(_n_rows(cols)):
+            raw = tuple(k[i] for k in keys)
+            originals.setdefault(tuple(_hashable(v) for v in raw), raw)
+    groups = sorted(ga.keys() | gb.keys(), key=_sort_key)
+    out = []
+    for g in groups:
+        row = dict(zip(by, originals[g]))
+        row["group"] = ",".join(f"{b}={v}" for b, v in zip(by, originals[g])) if len(by) != 1 else str(originals[g][0])
+        row.update(_compare_group(ga.get(g, {}), gb.get(g, {}), min_n=min_n, confidence=confidence))
+        out.append(row)
+    for row, p_adj in zip(out, holm([r["p"] for r in out])):
+        row["p_holm"] = p_adj
+        row["verdict"] = _verdict(row, p_adj, alpha)
+    all_a = {p: s for g in ga.values() for p, s in g.items()}
+    all_b = {p: s for g in gb.values() for p, s in g.items()}
+    overall: dict[str, Any] = dict.fromkeys(by)
+    overall["group"] = "overall"
+    overall.update(_compare_group(all_a, all_b, min_n=min_n, confidence=confidence))
+    overall["p_holm"] = overall["p"]
+    overall["verdict"] = _verdict(overall, overall["p"], alpha)
+    out.append(overall)
+    return out
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+FAILURE_COLUMNS = (
+    "segment_id",
+    EVAL_ID,
+    f"{schema.EPISODE}.{schema.EPISODE_POLICY}",
+    CELL,
+    SEED,
+    f"{schema.SCENE}.region",
+    f"{schema.SCENE}.{schema.SCENE_YAW}",
+    f"{schema.SCENE}.lighting",
+    f"{schema.SCENE}.table",
+    f"{schema.SCENE}.distractors",
+    f"{schema.SCENE}.{schema.SCENE_CUBE_X}",
+    f"{schema.SCENE}.{schema.SCENE_CUBE_Y}",
+    f"{schema.SCENE}.{schema.SCENE_CUBE_YAW_DEG}",
+    f"{schema.OUTCOME}.{schema.OUTCOME_STAGE_NAME}",
+    f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}",
+    f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_STEP}",
+    f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}",
+)
+
+
+def failures(
+    rows,
+    *,
+    dataset: str | None = None,
+    url_for: Callable[[str, float], str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The failed rollouts: conditions, furthest stage, failure reason and time, and how to look.
+
+    Each dict has the FAILURE_COLUMNS that the table holds, `failure_kind` (missed grasp /
+    dropped / never handed over), `at_s` (the viewer's time cursor: the failure time, or
+    0 when the failure has no moment, e.g. the cube was never touched), `open` (the
+    `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
+    `url` (a live catalog URL). Sorted by eval id, cell, seed.
+    """
+    from roboloop.links import open_command
+
+    cols = columns_of_rows(rows)
+    if not cols:
+        return []
+    _need(cols, ["segment_id", SUCCESS])
+    present = [c for c in FAILURE_COLUMNS if c in cols]
+    reason_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
+    time_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}"
+    out = []
+    for i, s in enumerate(cols[SUCCESS]):
+        if s is None or s:
+            continue
+        row = {c: cols[c][i] for c in present}
+        reason = row.get(reason_col)
+        row["failure_kind"] = schema.FAILURE_KINDS.get(reason, reason)
+        t = row.get(time_col)
+        row["at_s"] = float(t) if t is not None and t >= 0 else 0.0
+        out.append(row)
+    out.sort(key=lambda r: _sort_key((r.get(EVAL_ID), r.get(CELL), r.get(SEED), r["segment_id"])))
+    if limit is not None:
+        out = out[:limit]
+    for row in out:
+        row["open"] = open_command(row["segment_id"], row["at_s"], dataset)
+        if url_for is not None:
+            row["url"] = url_for(row["segment_id"], row["at_s"])
+    return out
+
+
+# --- loading (the only functions that read) ------------------------------------------------------
+
+def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: str | None):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from roboloop.predicate import (
+        PredicateError,
+        _Parser,
+        columns_of,
+        resolver,
+        select_ids,
+    )
+
+    if eval_ids:
+        if EVAL_ID not in table.column_names:
+            raise PredicateError(f"{evals_dataset} has no {EVAL_ID} column: is it an evaluation dataset?")
+        known = set(table.column(EVAL_ID).to_pylist())
+        unknown = [e for e in eval_ids if e not in known]
+        if unknown:
+            raise PredicateError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {evals_dataset}; "
+                                 f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
+        table = table.filter(pc.is_in(table.column(EVAL_ID), value_set=pa.array(list(eval_ids))))
+    if where and where.strip():
+        # hand DataFusion only the columns the predicate reads (registering 40 columns x 100k rows costs seconds)
+        resolve = resolver(table.column_names, evals_dataset)
+        names = {resolve(n) for n in columns_of(_Parser(where, lambda n: n).parse())} - {"segment_id"}
+        ids = select_ids(table.select(["segment_id", *sorted(names)]), where, include_flagged=True, dataset=evals_dataset)
+        table = table.filter(pc.is_in(table.column("segment_id"), value_set=pa.array(ids, type=pa.string())))
+    return table
+
+
+def rollout_table(catalog, evals_dataset: str, eval_ids: Sequence[str] | None = None, where: str | None = None):
+    """The friendly segment table of `evals_dataset` (every layer), limited to `eval_ids` and `where`."""
+    return _filter(catalog.segment_table(evals_dataset), evals_dataset, eval_ids, where)
+
+
+def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str] | None = None,
+                          where: str | None = None, *, catalog=None):
+    """Like :func:`rollout_table` from the rollout index (base properties only, no catalog restore).
+
+    `catalog` (a Catalog or a function returning one) is used only to rebuild stale rows.
+    """
+    from roboloop import episode_index
+    from roboloop.catalog import UnknownDatasetError
+
+    if evals_dataset not in workspace.datasets():
+        raise UnknownDatasetError(evals_dataset, workspace.datasets())
+    table = episode_index.load_table(workspace, evals_dataset, catalog)
+    if table.num_rows == 0 and SUCCESS not in table.column_names:
+        import pyarrow as pa
+
+        table = table.append_column(SUCCESS, pa.array([], pa.bool_()))
+    return _filter(table, evals_dataset, eval_ids, where)
+
+
+def load_rollouts(
+    workspace,
+    evals_dataset: str,
+    eval_ids: Sequence[str] | None = None,
+    where: str | None = None,
+    *,
+    needed: Sequence[str] = (),
+    catalog_factory: Callable[[], Any] | None = None,
+):
+    """The rollout table, from the index when it can answer, else from the catalog.
+
+    The index answers when every column in `needed` (and the `where` predicate's columns)
+    is a base property (episode./scene./outcome./segment_id). `catalog_factory()` starts
+    or attaches a catalog; it is called only when needed (stale index rows, or columns of
+    derived layers such as `signals.*`), and the caller closes what it returns.
+    """
+    from roboloop import episode_index
+    from roboloop.predicate import _Parser, columns_of
+
+    names = set(needed)
+    if where and where.strip():
+        names |= columns_of(_Parser(where, lambda n: n).parse())
+    base_only = all(n == "segment_id" or n.partition(".")[0] in episode_index.BASE_GROUPS for n in names)
+    if base_only and evals_dataset in workspace.datasets():
+        return indexed_rollout_table(workspace, evals_dataset, eval_ids, where, catalog=catalog_factory)
+    if catalog_factory is None:
+        raise ValueError("columns of derived layers need the catalog: pass catalog_factory")
+    return rollout_table(catalog_factory(), evals_dataset, eval_ids, where)

@@ -1,0 +1,712 @@
+"""Coverage gaps: why does a cell of the evaluation grid fail, and what to collect next.
+
+Pure functions over plain rows (lists of dicts or ``pyarrow.Table`` with the friendly
+segment-table columns), plus one thin glue function :func:`gaps` that reads an
+evaluation, its training run and both segment tables from the catalog. The lead folds
+this module into ``analyze.py``; the names :func:`coverage`, :func:`gaps` and
+:func:`make_plan` (alias ``plan``) are the agreed ``analyze`` interface.
+
+**Coverage is measured on start states, not on labels** (DESIGN.md). A rollout's start
+state is the cube's sampled pose ``(scene.cube_x, scene.cube_y, scene.cube_yaw_deg)``;
+its *coverage distance* is the scaled distance to the nearest start state of an episode
+the policy was trained on::
+
+    d = sqrt((dx / position_scale_m)**2 + (dy / position_scale_m)**2 + (dyaw / yaw_scale_deg)**2)
+
+and it is *covered* when ``d <= tolerance``. Defaults (:class:`GapConfig`), from
+FIELD-NOTES ("A planted coverage gap on cube yaw", "Coverage gap"):
+
+- ``yaw_scale_deg = 3``: a policy trained at yaw 0 succeeds 18/20 at |yaw| 0.5-2 deg,
+  4/20 at 2-4 deg, 0/20 beyond 7 deg: the cliff sits at about 3 degrees.
+- ``position_scale_m = 0.02``: trained on x in [0, 0.1], the policy still succeeded up to
+  x ~ 0.12 and failed from x >= 0.13: a couple of centimetres beyond the data.
+- ``tolerance = 1``: one scale unit (e.g. 2 deg and 1.5 cm together are just inside).
+
+**Yaw symmetry.** The cube is a uniformly coloured cube: turning it by 90 degrees about
+the vertical gives the same physical scene, and the scripted demonstrator grasps the
+face nearest its approach direction, so it acts the same. Yaw differences are therefore
+taken modulo ``yaw_period_deg = 90`` (yaw +44 and -44 are 2 degrees apart). Only the
+edges of the +-45 range are affected. A policy whose input is the raw quaternion does
+*not* share this symmetry; set ``yaw_period_deg = 0`` to compare raw angles.
+
+**Appearance axes.** Lighting, table colour and distractors change no physics, so they
+are not part of the start state: for a state policy they cannot make a cell uncovered
+(FIELD-NOTES: such rollouts are bit-identical). For a camera policy they matter; list
+them in ``match_labels`` (``GapConfig.for_policy`` does so when the run uses cameras)
+and a training episode then only counts as near a rollout with the same labels.
+
+**Classification of a cell** (rollouts grouped by ``episode.cell``):
+
+- *fails* when its Wilson upper bound (95%) is below ``target_rate`` (0.8: significantly
+  below target) **or** its rate is below ``fail_rate`` (0.5: clearly bad even with few
+  rollouts);
+- a failing cell is a ``coverage_gap`` when fewer than ``min_covered_fraction`` (0.5) of
+  its rollouts are covered (collect there), otherwise ``policy_or_data_quality`` (the
+  data is there and the policy still fails: inspect the failures, flag bad
+  demonstrations); every other cell is ``fine``.
+
+Cells are ranked: coverage gaps first, then quality problems, then fine cells; inside a
+class by ``severity = (1 - rate) * (1 - covered_fraction)`` for gaps and ``1 - rate``
+otherwise, largest first (ties: lower rate, then cell key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from roboloop import schema
+from roboloop.catalog import CatalogError
+
+__all__ = [
+    "CONDITION_AXES",
+    "COVERAGE_GAP",
+    "FINE",
+    "QUALITY",
+    "START_COLUMNS",
+    "CellGap",
+    "GapConfig",
+    "GapError",
+    "GapReport",
+    "cell_key",
+    "coverage",
+    "coverage_distances",
+    "gap_report",
+    "gaps",
+    "make_plan",
+    "parse_cell_key",
+    "plan",
+    "split_budget",
+    "start_states",
+    "wilson",
+]
+
+COVERAGE_GAP = "coverage_gap"
+QUALITY = "policy_or_data_quality"
+FINE = "fine"
+_CLASS_ORDER = {COVERAGE_GAP: 0, QUALITY: 1, FINE: 2}
+
+CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
+"""Scene-condition axes a grid cell is made of (canonical labels)."""
+APPEARANCE_AXES = ("lighting", "table", "distractors")
+"""Axes that change what a camera sees but not the cube's start state."""
+START_COLUMNS = ("scene.cube_x", "scene.cube_y", "scene.cube_yaw_deg")
+"""Friendly columns holding an episode's sampled start state (m, m, deg)."""
+
+SEGMENT_ID = "segment_id"
+CELL_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
+SUCCESS_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
+SEED_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
+
+
+class GapError(CatalogError, ValueError):
+    """Coverage cannot be computed from what the catalog holds (the message says why and what to do)."""
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GapConfig:
+    """How coverage is measured and cells are classified (see the module docstring)."""
+
+    position_scale_m: float = 0.02
+    """Cube x/y distance (m) that counts as one unit of coverage distance."""
+    yaw_scale_deg: float = 3.0
+    """Cube yaw difference (deg) that counts as one unit of coverage distance."""
+    yaw_period_deg: float = 90.0
+    """Yaw differences are taken modulo this (the cube's 90-degree symmetry); 0 = raw angles."""
+    tolerance: float = 1.0
+    """A rollout is covered when its nearest training start state is within this scaled distance."""
+    target_rate: float = 0.8
+    """A cell fails when its Wilson upper bound is below this success rate."""
+    fail_rate: float = 0.5
+    """A cell also fails when its observed success rate is below this."""
+    min_covered_fraction: float = 0.5
+    """A failing cell with fewer covered rollouts than this fraction is a coverage gap."""
+    confidence: float = 0.95
+    """Confidence level of the Wilson interval."""
+    match_labels: tuple[str, ...] = ()
+    """Condition axes whose labels must be equal for a training episode to count as near (camera policies)."""
+
+    def __post_init__(self) -> None:
+        for name in ("position_scale_m", "yaw_scale_deg", "tolerance"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise GapError(f"GapConfig.{name} must be a positive number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if not isinstance(self.yaw_period_deg, (int, float)) or self.yaw_period_deg < 0:
+            raise GapError(f"GapConfig.yaw_period_deg must be >= 0 (0 = no symmetry), got {self.yaw_period_deg!r}")
+        object.__setattr__(self, "yaw_period_deg", float(self.yaw_period_deg))
+        for name in ("target_rate", "fail_rate", "min_covered_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise GapError(f"GapConfig.{name} must be a fraction in [0, 1], got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if not 0.0 < self.confidence < 1.0:
+            raise GapError(f"GapConfig.confidence must be in (0, 1), got {self.confidence!r}")
+        labels = tuple(str(a) for a in self.match_labels)
+        bad = [a for a in labels if a not in CONDITION_AXES]
+        if bad:
+            raise GapError(f"GapConfig.match_labels: unknown axes {bad}; valid axes: {', '.join(CONDITION_AXES)}")
+        object.__setattr__(self, "match_labels", labels)
+
+    def fails(self, rate: float, ci_high: float) -> bool:
+        """The failing rule: Wilson upper bound below `target_rate`, or rate below `fail_rate`."""
+        return ci_high < self.target_rate or rate < self.fail_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["match_labels"] = list(self.match_labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GapConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise GapError(f"unknown GapConfig keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
+        kw = dict(d)
+        if "match_labels" in kw:
+            kw["match_labels"] = tuple(kw["match_labels"])
+        return cls(**kw)
+
+    @classmethod
+    def for_policy(cls, run_info: Mapping[str, Any] | None, **overrides: Any) -> GapConfig:
+        """Defaults for a run: a policy that sees cameras also needs matching appearance labels."""
+        cams = (run_info or {}).get("cameras") or ()
+        base: dict[str, Any] = {"match_labels": APPEARANCE_AXES} if cams else {}
+        base.update(overrides)
+        return cls(**base)
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of k successes in n trials ((0, 1) when n = 0), via scipy."""
+    if n <= 0:
+        return 0.0, 1.0
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def cell_key(cell: Mapping[str, Any]) -> str:
+    """Canonical key of a cell: `",".join(f"{k}={v}" for k, v in sorted(cell.items()))`."""
+    return ",".join(f"{k}={v}" for k, v in sorted(cell.items()))
+
+
+def parse_cell_key(key: str) -> dict[str, str]:
+    """`"lighting=dim,yaw=any"` -> `{"lighting": "dim", "yaw": "any"}` (inverse of :func:`cell_key`)."""
+    out: dict[str, str] = {}
+    if not key:
+        return out
+    for part in str(key).split(","):
+        axis, sep, label = part.partition("=")
+        if not sep or not axis.strip():
+            raise GapError(f"bad cell key {key!r}: expected 'axis=label,axis=label'")
+        out[axis.strip()] = label.strip()
+    return out
+
+
+def _as_rows(rows: Any) -> list[dict[str, Any]]:
+    if rows is None:
+        return []
+    if hasattr(rows, "to_pylist"):
+        return rows.to_pylist()
+    return [dict(r) for r in rows]
+
+
+def _canon(axis: str, value: Any) -> str | None:
+    """Canonical comparable form of a condition label (aliases resolved, distractor names as counts)."""
+    if value is None:
+        return None
+    from roboloop.sim.conditions import DISTRACTOR_SETS, REGION_ALIASES
+
+    text = str(value).strip().lower()
+    if axis == "region":
+        return REGION_ALIASES.get(text, text)
+    if axis == "distractors":
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return str(int(value))
+        return str(DISTRACTOR_SETS.get(text, text))
+    return text
+
+
+def _row_label(row: Mapping[str, Any], axis: str) -> str | None:
+    """An episode's label on `axis`: its `scene.<axis>` property, or derived from the numbers
+    (yaw from `scene.yaw_min/yaw_max`, for episodes recorded before labels were stored)."""
+    value = row.get(f"{schema.SCENE}.{axis}")
+    if axis == "yaw" and value is None:
+        from roboloop.sim.conditions import YAWS
+
+        lo, hi = row.get("scene.yaw_min"), row.get("scene.yaw_max")
+        if lo is not None and hi is not None:
+            for name, (a, b) in YAWS.items():
+                if math.isclose(float(lo), a, abs_tol=1e-9) and math.isclose(float(hi), b, abs_tol=1e-9):
+                    return name
+            return f"{float(lo):g}..{float(hi):g}"
+    return _canon(axis, value)
+
+
+def start_states(rows: Iterable[Mapping[str, Any]]) -> np.ndarray:
+    """(N, 3) array of (cube_x m, cube_y m, cube_yaw deg); NaN where a value is missing."""
+    out = []
+    for r in rows:
+        out.append([float("nan") if r.get(c) is None else float(r[c]) for c in START_COLUMNS])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+
+
+def _yaw_diff(a: np.ndarray, b: np.ndarray, period: float) -> np.ndarray:
+    d = np.abs(a - b)
+    if period > 0:
+        d = np.mod(d, period)
+        d = np.minimum(d, period - d)
+    return d
+
+
+def _distance_chunks(r: np.ndarray, t: np.ndarray, cfg: GapConfig, same: np.ndarray | None, chunk: int):
+    """Yield (first row, scaled distance matrix of rows [first, first + chunk) x training)."""
+    for lo in range(0, len(r), chunk):
+        a = r[lo : lo + chunk, None, :]
+        dx = (a[..., 0] - t[None, :, 0]) / cfg.position_scale_m
+        dy = (a[..., 1] - t[None, :, 1]) / cfg.position_scale_m
+        dyaw = _yaw_diff(a[..., 2], t[None, :, 2], cfg.yaw_period_deg) / cfg.yaw_scale_deg
+        d = np.sqrt(dx * dx + dy * dy + dyaw * dyaw)
+        d = np.where(np.isnan(d), np.inf, d)
+        if same is not None:
+            d = np.where(same[lo : lo + chunk], d, np.inf)
+        yield lo, d
+
+
+def _same_labels(cfg: GapConfig, rollout_labels, train_labels, n_r: int, n_t: int) -> np.ndarray | None:
+    if not cfg.match_labels:
+        return None
+    if rollout_labels is None or train_labels is None:
+        raise GapError("GapConfig.match_labels needs the rollouts' and the training episodes' labels")
+    codes: dict[tuple, int] = {}
+    rc = np.array([codes.setdefault(tuple(lab.get(a) for a in cfg.match_labels), len(codes)) for lab in rollout_labels], dtype=np.int64)
+    tc = np.array([codes.setdefault(tuple(lab.get(a) for a in cfg.match_labels), len(codes)) for lab in train_labels], dtype=np.int64)
+    return (rc.reshape(n_r, 1) == tc.reshape(1, n_t)).reshape(n_r, n_t)
+
+
+def coverage_distances(
+    rollout_starts: np.ndarray,
+    train_starts: np.ndarray,
+    cfg: GapConfig = GapConfig(),
+    *,
+    rollout_labels: Sequence[Mapping[str, str | None]] | None = None,
+    train_labels: Sequence[Mapping[str, str | None]] | None = None,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per rollout: (scaled distance to the nearest training start, index of that training episode
+    or -1, number of training starts within `cfg.tolerance`). A missing start state (NaN) is
+    infinitely far; with `cfg.match_labels`, so is a training episode with other labels."""
+    r = np.asarray(rollout_starts, dtype=np.float64).reshape(-1, 3)
+    t = np.asarray(train_starts, dtype=np.float64).reshape(-1, 3)
+    nearest = np.full(len(r), np.inf)
+    index = np.full(len(r), -1, dtype=np.int64)
+    counts = np.zeros(len(r), dtype=np.int64)
+    if len(r) == 0 or len(t) == 0:
+        return nearest, index, counts
+    same = _same_labels(cfg, rollout_labels, train_labels, len(r), len(t))
+    for lo, d in _distance_chunks(r, t, cfg, same, chunk):
+        idx = np.argmin(d, axis=1)
+        best = d[np.arange(len(d)), idx]
+        nearest[lo : lo + len(d)] = best
+        index[lo : lo + len(d)] = np.where(np.isfinite(best), idx, -1)
+        counts[lo : lo + len(d)] = np.sum(d <= cfg.tolerance, axis=1)
+    return nearest, index, counts
+
+
+# --- coverage per cell ---------------------------------------------------------------------
+
+def _labels(rows: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> list[dict[str, str | None]]:
+    return [{a: _row_label(r, a) for a in axes} for r in rows]
+
+
+def _check_starts(kind: str, starts: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows and bool(np.isnan(starts).any(axis=1).all()):
+        raise GapError(
+            f"none of the {len(rows)} {kind} has a start state ({', '.join(START_COLUMNS)}); the `gaps` glue "
+            "recomputes missing ones from each episode's seed and scene conditions"
+        )
+
+
+def _cell_coverage(r_rows: list[dict], t_rows: list[dict], cfg: GapConfig) -> list[dict[str, Any]]:
+    for row in r_rows:
+        if row.get(CELL_COLUMN) is None:
+            raise GapError(f"rollout {row.get(SEGMENT_ID)!r} has no {CELL_COLUMN}: is this an evaluation's rollout table?")
+    r_starts, t_starts = start_states(r_rows), start_states(t_rows)
+    _check_starts("rollouts", r_starts, r_rows)
+    _check_starts("training episodes", t_starts, t_rows)
+    axes = sorted({a for row in r_rows for a in parse_cell_key(row[CELL_COLUMN])} | set(cfg.match_labels))
+    r_labels, t_labels = _labels(r_rows, axes), _labels(t_rows, axes)
+    t_ids = [row.get(SEGMENT_ID) for row in t_rows]
+
+    nearest = np.full(len(r_rows), np.inf)
+    index = np.full(len(r_rows), -1, dtype=np.int64)
+    near_sets: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(r_rows)
+    if t_rows:
+        same = _same_labels(cfg, r_labels, t_labels, len(r_rows), len(t_rows))
+        for lo, d in _distance_chunks(r_starts, t_starts, cfg, same, 2048):
+            idx = np.argmin(d, axis=1)
+            best = d[np.arange(len(d)), idx]
+            nearest[lo : lo + len(d)] = best
+            index[lo : lo + len(d)] = np.where(np.isfinite(best), idx, -1)
+            for j in range(len(d)):
+                near_sets[lo + j] = np.flatnonzero(d[j] <= cfg.tolerance)
+
+    by_cell: dict[str, list[int]] = {}
+    for i, row in enumerate(r_rows):
+        by_cell.setdefault(str(row[CELL_COLUMN]), []).append(i)
+    out = []
+    for key in sorted(by_cell):
+        idx = by_cell[key]
+        cond = parse_cell_key(key)
+        canon = {a: _canon(a, v) for a, v in cond.items()}
+        near = set()
+        for i in idx:
+            near.update(int(j) for j in near_sets[i])
+        covered_mask = [len(near_sets[i]) > 0 for i in idx]
+        failed_nearest: list[str] = []
+        for i in idx:
+            covered_failure = not r_rows[i].get(SUCCESS_COLUMN) and len(near_sets[i]) > 0
+            if covered_failure and t_ids[index[i]] not in failed_nearest:
+                failed_nearest.append(t_ids[index[i]])
+        finite = [nearest[i] for i in idx if np.isfinite(nearest[i])]
+        out.append(
+            {
+                "cell": key,
+                "conditions": cond,
+                "n": len(idx),
+                "covered": int(sum(covered_mask)),
+                "covered_fraction": sum(covered_mask) / len(idx),
+                "train_near": len(near),
+                "train_in_cell_by_label": int(sum(all(lab.get(a) == v for a, v in canon.items()) for lab in t_labels)),
+                "median_distance": float(np.median(finite)) if finite else float("inf"),
+                "near_train_ids": failed_nearest,
+                "_idx": idx,
+                "_covered": covered_mask,
+            }
+        )
+    return out
+
+
+def coverage(rollouts: Any, training: Any, cfg: GapConfig = GapConfig()) -> list[dict[str, Any]]:
+    """Training coverage of each grid cell of `rollouts` (grouped by `episode.cell`), sorted by cell key.
+
+    `rollouts` and `training` are segment-table rows (list of dicts or pyarrow.Table with
+    friendly columns). Per cell: `cell` (key), `conditions` (dict), `n`, `covered` (rollouts
+    with a training start within tolerance), `covered_fraction`, `train_near` (distinct
+    training episodes within tolerance of at least one of the cell's rollouts),
+    `train_in_cell_by_label` (training episodes whose labels equal the cell's: what counting
+    by containment would say), `median_distance` (scaled, to the nearest training start),
+    `near_train_ids` (the nearest training episode of each failed rollout that was covered:
+    the demonstrations to look at when a covered cell fails).
+    """
+    cells = _cell_coverage(_as_rows(rollouts), _as_rows(training), cfg)
+    return [{k: v for k, v in c.items() if not k.startswith("_")} for c in cells]
+
+
+# --- classification ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CellGap:
+    """One grid cell: success, training coverage and the verdict."""
+
+    cell: str
+    conditions: dict[str, str]
+    n: int
+    successes: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    covered: int
+    covered_fraction: float
+    train_near: int
+    train_in_cell_by_label: int
+    median_distance: float
+    uncovered_failures: int
+    """Failed rollouts that started far from every training episode (the need a plan fills)."""
+    fails: bool
+    verdict: str
+    """coverage_gap, policy_or_data_quality or fine."""
+    severity: float
+    rank: int
+    """1 = the worst cell."""
+    advice: str
+    near_train_ids: tuple[str, ...] = ()
+    failed_ids: tuple[str, ...] = ()
+
+    @property
+    def failures(self) -> int:
+        return self.n - self.successes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["near_train_ids"] = list(self.near_train_ids)
+        d["failed_ids"] = list(self.failed_ids)
+        d["failures"] = self.failures
+        return d
+
+
+@dataclass
+class GapReport:
+    """The cells of one evaluation, ranked worst first, with the inputs that produced them."""
+
+    cells: list[CellGap]
+    config: GapConfig = field(default_factory=GapConfig)
+    eval_id: str = ""
+    run_id: str = ""
+    dataset: str = ""
+    evals_dataset: str = ""
+    n_train: int = 0
+    missing_train_ids: int = 0
+    """Training ids of the run that the demo dataset no longer holds (not counted)."""
+
+    def by_verdict(self, verdict: str) -> list[CellGap]:
+        return [c for c in self.cells if c.verdict == verdict]
+
+    @property
+    def gap_cells(self) -> list[CellGap]:
+        return self.by_verdict(COVERAGE_GAP)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The cells as plain dicts (rank order)."""
+        return [c.to_dict() for c in self.cells]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eval_id": self.eval_id,
+            "run_id": self.run_id,
+            "dataset": self.dataset,
+            "evals_dataset": self.evals_dataset,
+            "n_train": self.n_train,
+            "missing_train_ids": self.missing_train_ids,
+            "config": self.config.to_dict(),
+            "cells": self.rows(),
+        }
+
+
+def _advice(c: dict[str, Any], verdict: str, ctx: Mapping[str, str]) -> str:
+    key = c["cell"]
+    if verdict == COVERAGE_GAP:
+        return (
+            f"collect demonstrations under {key}: only {c['covered']}/{c['n']} rollouts start within tolerance "
+            f"of a training episode ({c['train_near']} training episodes nearby)"
+        )
+    if verdict == QUALITY:
+        ev = f" --eval {ctx['eval_id']}" if ctx.get("eval_id") else ""
+        ds = ctx.get("evals_dataset") or "<dataset>_evals"
+        demos = ", ".join(c["near_train_ids"][:5]) or "-"
+        return (
+            f"{c['covered']}/{c['n']} rollouts are covered yet {c['n'] - c['successes']} failed: inspect them "
+            f"(roboloop failures --dataset {ds}{ev} --where \"episode.cell = '{key}'\") and the nearest "
+            f"demonstrations ({demos}); flag bad ones (roboloop flag -d {ctx.get('dataset') or '<dataset>'} -s ID -r REASON)"
+        )
+    return ""
+
+
+def gap_report(
+    rollouts: Any,
+    training: Any,
+    cfg: GapConfig = GapConfig(),
+    *,
+    eval_id: str = "",
+    run_id: str = "",
+    dataset: str = "",
+    evals_dataset: str = "",
+    missing_train_ids: int = 0,
+) -> GapReport:
+    """Success, coverage and verdict of every cell of `rollouts`, ranked worst first (module docstring)."""
+    r_rows, t_rows = _as_rows(rollouts), _as_rows(training)
+    ctx = {"eval_id": eval_id, "dataset": dataset, "evals_dataset": evals_dataset}
+    cells = []
+    for c in _cell_coverage(r_rows, t_rows, cfg):
+        idx = c["_idx"]
+        succ = [bool(r_rows[i].get(SUCCESS_COLUMN)) for i in idx]
+        n, k = len(idx), sum(succ)
+        rate = k / n
+        lo, hi = wilson(k, n, cfg.confidence)
+        fails = cfg.fails(rate, hi)
+        if not fails:
+            verdict = FINE
+        elif c["covered_fraction"] < cfg.min_covered_fraction:
+            verdict = COVERAGE_GAP
+        else:
+            verdict = QUALITY
+        uncovered_failures = sum(1 for s, cov in zip(succ, c["_covered"]) if not s and not cov)
+        severity = (1 - rate) * (1 - c["covered_fraction"]) if verdict == COVERAGE_GAP else 1 - rate
+        cells.append(
+            dict(
+                cell=c["cell"], conditions=c["conditions"], n=n, successes=k, rate=rate, ci_low=lo, ci_high=hi,
+                covered=c["covered"], covered_fraction=c["covered_fraction"], train_near=c["train_near"],
+                train_in_cell_by_label=c["train_in_cell_by_label"], median_distance=c["median_distance"],
+                uncovered_failures=uncovered_failures, fails=fails, verdict=verdict, severity=float(severity),
+                advice=_advice({**c, "successes": k}, verdict, ctx),
+                near_train_ids=tuple(c["near_train_ids"]) if verdict == QUALITY else (),
+                failed_ids=tuple(r_rows[i].get(SEGMENT_ID) for i, s in zip(idx, succ) if not s),
+            )
+        )
+    cells.sort(key=lambda c: (_CLASS_ORDER[c["verdict"]], -c["severity"], c["rate"], c["cell"]))
+    ranked = [CellGap(rank=i + 1, **c) for i, c in enumerate(cells)]
+    return GapReport(
+        ranked, cfg, eval_id=eval_id, run_id=run_id, dataset=dataset, evals_dataset=evals_dataset,
+        n_train=len(t_rows), missing_train_ids=missing_train_ids,
+    )
+
+
+# --- plans ---------------------------------------------------------------------------------
+
+def split_budget(needs: Sequence[float], budget: int) -> list[int]:
+    """Split `budget` episodes over cells in proportion to `needs` (largest remainder).
+
+    Cells are given in priority order. When the budget covers every cell, each gets at
+    least one; otherwise the first `budget` cells get one each.
+    """
+    n = len(needs)
+    if budget < 0:
+        raise GapError(f"budget must be >= 0, got {budget}")
+    if n == 0 or budget == 0:
+        return [0] * n
+    if budget <= n:
+        return [1 if i < budget else 0 for i in range(n)]
+    w = np.maximum(np.asarray(needs, dtype=np.float64), 0.0)
+    if w.sum() <= 0:
+        w = np.ones(n)
+    rest = budget - n  # one each first, the rest by need
+    exact = w / w.sum() * rest
+    out = np.floor(exact).astype(int)
+    left = rest - int(out.sum())
+    order = sorted(range(n), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in order[:left]:
+        out[i] += 1
+    return [int(v) + 1 for v in out]
+
+
+def make_plan(
+    report: GapReport,
+    budget: int,
+    *,
+    name: str | None = None,
+    dataset: str | None = None,
+):
+    """A collection plan aimed at the report's coverage-gap cells.
+
+    The budget is split by need (each gap cell's failures that started far from every training
+    episode, see :func:`split_budget`), in rank order; every condition of the cell becomes the
+    item's conditions. Cells classified policy_or_data_quality get no episodes but a suggestion
+    (inspect the failures and the nearest demonstrations, flag bad ones).
+    """
+    import datetime as _dt
+
+    from roboloop.plan import Plan, PlanItem
+
+    ds = dataset or report.dataset
+    if not ds:
+        raise GapError("make_plan needs the demonstration dataset (the report has none): pass dataset=")
+    gap = report.gap_cells
+    counts = split_budget([max(c.uncovered_failures, 1) for c in gap], budget)
+    items = [
+        PlanItem(
+            c.conditions, k,
+            reason=f"{c.successes}/{c.n} succeeded; {c.covered}/{c.n} rollouts near training data",
+        )
+        for c, k in zip(gap, counts)
+        if k > 0
+    ]
+    suggestions = [{"cell": c.cell, "action": "inspect", "detail": c.advice} for c in report.by_verdict(QUALITY)]
+    src = report.eval_id
+    return Plan(
+        name=name or (f"plan-{src}" if src else "plan"),
+        dataset=ds,
+        items=tuple(items),
+        reason=(f"coverage gaps found in evaluation {src}" if src else "coverage gaps") + f" (budget {budget})",
+        source_eval=src,
+        suggestions=tuple(suggestions),
+        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+plan = make_plan
+"""The agreed `analyze.plan(...)` name."""
+
+
+# --- glue: the catalog -----------------------------------------------------------------------
+
+def _filter(table, column: str, values) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in table.column_names:
+        return table.slice(0, 0)
+    return table.filter(pc.is_in(table.column(column), value_set=pa.array(list(values), type=table.column(column).type)))
+
+
+def fill_start_states(rows: list[dict[str, Any]]) -> int:
+    """Fill missing start states from each episode's seed and scene conditions (the sampler is a
+    pure function of both); returns how many rows were filled. Rows without a seed stay NaN."""
+    from roboloop.sim.conditions import SceneConditions
+    from roboloop.sim.env import sample_cube_pose
+
+    fields = {f.name for f in dataclasses.fields(SceneConditions)}
+    filled = 0
+    for r in rows:
+        if all(r.get(c) is not None for c in START_COLUMNS) or r.get(SEED_COLUMN) is None:
+            continue
+        cond = {k.split(".", 1)[1]: v for k, v in r.items() if k.startswith("scene.") and k.split(".", 1)[1] in fields and v is not None}
+        try:
+            pose = sample_cube_pose(int(r[SEED_COLUMN]), SceneConditions.from_dict(cond))
+        except ValueError:
+            continue
+        yaw = math.degrees(2 * math.atan2(pose[6], pose[3]))
+        r.update({START_COLUMNS[0]: float(pose[0]), START_COLUMNS[1]: float(pose[1]), START_COLUMNS[2]: yaw})
+        filled += 1
+    return filled
+
+
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None) -> GapReport:
+    """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
+
+    Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
+    demonstration dataset's and the evaluation dataset's segment tables. Without `cfg`,
+    :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
+    """
+    from roboloop import rows as rowstore
+
+    ws = catalog.workspace
+    row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id)
+    if row is None:
+        known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
+        raise GapError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
+    run_id = row.get("run_id") or ""
+    if not run_id:
+        raise GapError(
+            f"evaluation {eval_id!r} ran policy {row.get('policy')!r}, not a training run: coverage is measured "
+            "against the episodes a policy was trained on"
+        )
+    from roboloop.train import run_info
+
+    info = run_info(ws, run_id)
+    train_ids = list(info.get("train_ids") or [])
+    dataset = row.get("dataset") or info.get("dataset")
+    evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)
+    demo = _filter(catalog.segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
+    rollouts = _filter(catalog.segment_table(evals_ds), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
+    if not rollouts:
+        raise GapError(f"evaluation {eval_id!r} has no rollouts in {evals_ds!r} (interrupted? resume it with `roboloop eval --resume {eval_id}`)")
+    if not demo:
+        raise GapError(f"none of the {len(train_ids)} training episodes of run {run_id!r} is in dataset {dataset!r}")
+    fill_start_states(demo)
+    fill_start_states(rollouts)
+    cfg = cfg or GapConfig.for_policy(info)
+    return gap_report(
+        rollouts, demo, cfg, eval_id=eval_id, run_id=run_id, dataset=dataset, evals_dataset=evals_ds,
+        missing_train_ids=len(set(train_ids)) - len(demo),
+    )

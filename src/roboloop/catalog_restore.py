@@ -1,0 +1,287 @@
+"""Restore: rebuild a freshly started catalog server from the workspace (the system of record).
+
+The open-source Rerun server keeps registrations, tables and blueprints in memory only,
+so every embedded start calls :func:`restore` (through `Catalog.restore`):
+
+1. **Lance tables** (`tables/<name>/<entry>/`): an old workspace's Lance tables (e.g.
+   `selections` before it moved onto row files) are migrated to row files once
+   (:func:`migrate_lance_tables`); any other Lance folder is registered as is.
+2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
+   name), the files `Workspace.segment_files` returns (the single place restore gets files
+   from). A cheap header/footer check skips truncated files, and a file whose recording id
+   (read from the file's first message) is not the segment its name says is skipped, so one file never
+   silently shadows another (:func:`checked_layer_files`); the rest is registered in one
+   batch with REPLACE, and if the batch fails it is bisected (:func:`register_tolerant`) so one
+   bad file cannot block the others. Every skipped file is reported with its reason.
+3. **Blueprints**: each dataset's default blueprint, when the workspace has one.
+4. **Row tables** (`tables/<name>/rows/*.json`, see `roboloop.rows`, e.g. `evals`, `plans`):
+   published as in-memory catalog tables built from `rows.read_rows` (newest row per key), so
+   `roboloop sql` can query them. They are rebuilt at every start; the row files stay the
+   record. A name that is already a Lance table keeps the Lance table.
+5. **Leftovers**: temporary files (`.<name>.tmp-<pid>-...`) of every writer (layer files,
+   blueprints, row files, run artifacts) whose writer process is dead are deleted
+   (`Workspace.remove_stale_temp_files`); a live writer's are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roboloop import rows as _rows
+from roboloop import schema
+from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
+from roboloop.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RestoreReport", "restore", "register_tolerant", "publish_row_table"]
+
+
+@dataclass
+class RestoreReport:
+    """What a start restored from the workspace, and what it had to skip."""
+
+    segments: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, layer) -> count
+    tables: list[str] = field(default_factory=list)
+    blueprints: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+    temp_files_removed: int = 0  # temporary files of dead writers deleted at the start
+    seconds: float = 0.0
+
+
+def restore(client, workspace: Workspace) -> RestoreReport:
+    """Register everything in `workspace` with the catalog `client`: tables, datasets (base layer first), blueprints, row tables."""
+    t0 = time.perf_counter()
+    report = RestoreReport()
+    ws = workspace
+    try:
+        migrate_lance_tables(client, ws)
+    except Exception as exc:  # noqa: BLE001 - the old tables stay on disk; report and go on
+        report.skipped.append((ws.tables_dir, f"old Lance tables could not be migrated to row files: {_first_line(exc)}"))
+    for name, folder in ws.tables().items():
+        if folder.name == _rows.ROWS_FOLDER:
+            continue  # a row table: published below
+        try:
+            client.register_table(name, folder.resolve().as_uri())
+            report.tables.append(name)
+        except Exception as exc:  # noqa: BLE001
+            report.skipped.append((folder, f"table could not be loaded: {exc}"))
+    n_files = sum(len(ws.segment_files(d, layer)) for d in ws.datasets() for layer in ws.layers(d))
+    ensure_fd_budget(n_files)
+    for dataset in ws.datasets():
+        ds = client.create_dataset(dataset, exist_ok=True)
+        for layer in ws.layers(dataset):
+            good = checked_layer_files(ws.segment_files(dataset, layer), report)
+            report.segments[(dataset, layer)] = register_tolerant(ds, good, layer, report)
+        bp = ws.blueprint_path(dataset)
+        if bp.is_file():
+            try:
+                ds.register_blueprint(file_uri(bp))
+                report.blueprints.append(dataset)
+            except Exception as exc:  # noqa: BLE001
+                report.skipped.append((bp, f"blueprint could not be registered: {exc}"))
+    # leftovers: temporary files of dead writers (never registered, so the order does not matter)
+    report.temp_files_removed = ws.remove_stale_temp_files()
+    for name in _rows.row_tables(ws):
+        if name in report.tables or name.endswith(schema.INDEX_TABLE_SUFFIX):
+            continue  # an index (e.g. the rollout index) is read from disk by analyze, not a table to publish
+        try:
+            if publish_row_table(client, ws, name):
+                report.tables.append(name)
+        except Exception as exc:  # noqa: BLE001 - one bad table must not stop the start
+            report.skipped.append((_rows.rows_dir(ws, name), f"row table could not be published: {_first_line(exc)}"))
+    for path, reason in report.skipped:
+        log.warning("skipped %s while restoring the workspace: %s", path, reason)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+MIGRATED_PREFIX = ".migrated-"
+
+
+def migrate_lance_tables(client, workspace: Workspace) -> int:
+    """Copy the rows of Lance tables that have a row key (an old workspace's `selections`) into row files.
+
+    Tables moved onto row files (`schema.SELECTIONS_TABLE`) are migrated: the key is the
+    table's index column (`name`). A key that already has a row file keeps it. The Lance
+    folder is then renamed to `.migrated-<entry>` (kept on disk, never read again), so this
+    runs once; it holds the table's workspace lock. Returns the number of rows written.
+    """
+    import uuid
+
+    from roboloop import schema
+
+    n = 0
+    for table in (schema.SELECTIONS_TABLE,):
+        tdir = workspace.table_dir(table)
+        if not tdir.is_dir():
+            continue
+        with workspace.lock(table):
+            entries = [p for p in tdir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != _rows.ROWS_FOLDER]
+            for entry in sorted(entries, key=lambda p: p.stat().st_mtime):
+                tmp_name = f"_migrate_{table}_{uuid.uuid4().hex[:8]}"
+                client.register_table(tmp_name, entry.resolve().as_uri())
+                try:
+                    tb = client.get_table(tmp_name).reader().to_arrow_table()
+                finally:
+                    try:
+                        client.get_table(tmp_name).delete()
+                    except Exception:  # noqa: BLE001
+                        pass
+                key_col = next((f.name for f in tb.schema if (f.metadata or {}).get(b"rerun:is_table_index") == b"true"), "name")
+                for row in tb.to_pylist():
+                    key = row.get(key_col)
+                    if not key or _rows.read_row(workspace, table, key) is not None:
+                        continue
+                    _rows.write_row(workspace, table, key, row)
+                    n += 1
+                entry.rename(entry.with_name(MIGRATED_PREFIX + entry.name))
+                log.info("migrated Lance table %s (%s) to row files", table, entry)
+    return n
+
+FD_MARGIN = 512
+"""Descriptors kept free for everything else the process opens (sockets, libraries, new recordings)."""
+
+
+def ensure_fd_budget(n_files: int) -> bool:
+    """Make room for the server's open files: the Rerun server keeps one descriptor open per registered file.
+
+    Raises the soft `RLIMIT_NOFILE` towards `n_files + FD_MARGIN` (never beyond the hard
+    limit). Returns False, after one warning that says what to do, when the hard limit is
+    too low: the files beyond it will be rejected ("Too many open files").
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return True
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n_files + FD_MARGIN
+    if need <= soft:
+        return True
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise the open-file limit to %d: %s", target, exc)
+    if need <= soft:
+        return True
+    log.warning(
+        "the workspace has %d segment files but this process may keep only %d open (ulimit -n; the catalog server "
+        "holds one descriptor per registered file): files beyond that will be skipped. Raise the hard limit "
+        "(e.g. `ulimit -Hn %d` as root / LimitNOFILE) or split the workspace.",
+        n_files, soft, need,
+    )
+    return False
+
+
+def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:
+    """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest. Returns the count registered."""
+    if not files:
+        return 0
+    from rerun.catalog import OnDuplicateSegmentLayer
+
+    try:
+        results = list(
+            ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
+        )
+    except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
+        if len(files) == 1:
+            report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
+            return 0
+        mid = len(files) // 2
+        return register_tolerant(ds, files[:mid], layer, report) + register_tolerant(ds, files[mid:], layer, report)
+    ok = 0
+    for res in results:
+        if res.is_error:
+            report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
+        else:
+            ok += 1
+    return ok
+
+
+def publish_row_table(client, workspace: Workspace, name: str) -> bool:
+    """(Re)create catalog table `name` in memory from its live rows; False when it has none.
+
+    Columns are inferred from the rows (`rows.to_arrow`); when the rows disagree on a
+    column's type, nested values (lists, dicts) of that table are stored as JSON text.
+    """
+    live = _rows.read_rows(workspace, name)
+    if not live:
+        return False
+    table = _arrow_rows(live)
+    if name in client.table_names():
+        client.get_table(name).delete()
+    entry = client.create_table(name, table.schema)
+    if table.num_rows:
+        entry.append(table.combine_chunks().to_batches()[0])
+    return True
+
+
+def _arrow_rows(live: list[dict[str, Any]]):
+    import pyarrow as pa
+
+    try:
+        table = _rows.to_arrow(live)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        text = [{k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in live]
+        table = _rows.to_arrow(text)
+    # a column that is null in every row has no type the catalog can store: make it text
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type):
+            table = table.set_column(i, pa.field(f.name, pa.string()), pa.nulls(table.num_rows, pa.string()))
+    return table
+
+
+def segment_of(path: Path) -> str:
+    """The segment a layer file belongs to, from its name: `<id>.rrd`, or a version `<id>.<n>.rrd`."""
+    m = _VERSIONED.match(path.stem)
+    return m.group(1) if m else path.stem
+
+
+_VERSIONED = re.compile(r"^(.+)\.(\d+)$")
+
+
+def checked_layer_files(files: list[Path], report: RestoreReport) -> list[Path]:
+    """The files of one layer that are safe to register; every other one goes to `report.skipped` with its reason.
+
+    A file is skipped when it is truncated (no footer: `quick_check_rrd`), its manifest is
+    unreadable, or the recording id inside it differs from the segment its name says (the
+    catalog registers by recording id, so such a file would silently replace the layer of
+    another segment, or create a segment nobody wrote under that name). When two files
+    hold one recording, the file named after it is kept and the warning names both.
+    """
+    by_name = {segment_of(f): f for f in files}
+    good: list[Path] = []
+    for f in files:
+        reason, rid = inspect_rrd(f)
+        if reason:
+            report.skipped.append((f, reason))
+            continue
+        try:
+            rid = rid or read_recording_id(f)
+        except CorruptRecordingError as exc:
+            report.skipped.append((f, str(exc).removeprefix(f"{f}: ")))
+            continue
+        seg = segment_of(f)
+        if rid == seg:
+            good.append(f)
+        elif rid in by_name:
+            report.skipped.append(
+                (f, f"is named after segment {seg!r} but holds recording {rid!r}, the segment of {by_name[rid].name}; "
+                    f"kept {by_name[rid].name}, skipped {f.name} "
+                    f"(a file named after one segment must not replace another: delete or rename {f.name})")
+            )
+        else:
+            report.skipped.append(
+                (f, f"holds recording {rid!r} but is named after segment {seg!r}; skipped "
+                    f"(rename it to {rid}.rrd if it is that segment's file)")
+            )
+    return good

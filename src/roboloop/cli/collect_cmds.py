@@ -1,0 +1,92 @@
+"""Collect command: options (or `--config FILE`) -> `CollectConfig` -> `collect.collect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from roboloop import schema
+from roboloop.cli import app, console, err_console, open_catalog, presets_help, user_input
+from roboloop.sim import conditions as _cond
+
+DEFAULT_EPISODES = 10
+
+
+@app.command("collect")
+def collect_cmd(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="CollectConfig file (.toml or .json); options given override its values.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=f"Dataset to record into (created if missing). Default {schema.DEFAULT_DATASET}.")] = None,
+    episodes: Annotated[Optional[int], typer.Option("--episodes", "-n", min=1, help=f"Number of episodes. Default {DEFAULT_EPISODES}.")] = None,
+    region: Annotated[Optional[str], typer.Option(help=presets_help("Cube start region", _cond.REGIONS, _cond.REGION_ALIASES, ", or 'x0,x1,y0,y1'"))] = None,
+    yaw: Annotated[Optional[str], typer.Option(help=presets_help("Cube yaw range", _cond.YAWS))] = None,
+    lighting: Annotated[Optional[str], typer.Option(help=presets_help("Lighting", _cond.LIGHTINGS))] = None,
+    table: Annotated[Optional[str], typer.Option(help=presets_help("Table colour", _cond.TABLES))] = None,
+    distractors: Annotated[Optional[str], typer.Option(help=presets_help("Distractor objects", _cond.DISTRACTOR_SETS, extra=f", or a count 0-{_cond.MAX_DISTRACTORS}"))] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Episode i uses seed S+i (re-uses seeds on purpose). Default: continue after the highest seed the dataset holds.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (each owns a simulator). Default 1.")] = None,
+    cameras: Annotated[Optional[str], typer.Option(help=f"Comma-separated cameras to record ({', '.join(schema.CAMERAS)}). Default top.")] = None,
+    camera_size: Annotated[Optional[str], typer.Option(help="Recorded camera size WIDTHxHEIGHT (even numbers, max {}x{}). Default 320x240.".format(*schema.MAX_CAMERA_SIZE))] = None,
+    camera_hz: Annotated[Optional[int], typer.Option(help=f"Camera rate; must divide the {schema.CONTROL_HZ} Hz control rate. Default {schema.CAMERA_HZ}.")] = None,
+    scene_hz: Annotated[Optional[int], typer.Option(help=f"Rate of the 3D scene poses; must divide {schema.CONTROL_HZ}. Default {schema.SCENE_HZ}.")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
+    plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where episodes run: local (worker processes) or ray (needs `pip install 'roboloop[ray]'`). Default local.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster (`auto`, `ray://head:10001`); default: a local Ray instance.")] = None,
+) -> None:
+    """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
+    if plan is not None:
+        from roboloop.cli.loop_cmds import collect_plan_command
+
+        collect_plan_command(plan, workers=workers or 1, steps=steps)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from roboloop.collect import CollectConfig, collect, parse_cameras, parse_size
+    from roboloop.config import load_config, override
+    from roboloop.sim import SceneConditions
+
+    with user_input():
+        base = load_config(CollectConfig, config) if config else CollectConfig(episodes=DEFAULT_EPISODES)
+        size = parse_size(camera_size) if camera_size else (None, None)
+        spec = override(base.spec, cameras=parse_cameras(cameras) if cameras is not None else None,
+                        width=size[0], height=size[1], camera_hz=camera_hz, scene_hz=scene_hz)
+        named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
+        conditions = None
+        if any(v is not None for v in named.values()):
+            conditions = (SceneConditions.from_names(**{k: v for k, v in named.items() if v is not None}),)
+        cfg = override(base, dataset=dataset, episodes=episodes, seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions,
+                       executor=executor, ray_address=ray_address)
+    spec = cfg.spec
+    labels = ", ".join(c.label for c in cfg.conditions) or "default"
+    console.print(f"collecting {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/]: {labels}, "
+                  + (f"seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} (explicit), " if cfg.seed is not None else "seeds continuing after the dataset's highest, ")
+                  + f"cameras {','.join(spec.cameras) or '(none)'} {spec.width}x{spec.height} @ {spec.camera_hz} Hz, {cfg.workers} worker(s)"
+                  + (" on Ray" if cfg.executor == "ray" else ""))
+    counts = {"done": 0, "ok": 0}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+    with open_catalog() as cat, progress:
+        bar = progress.add_task("episodes", total=cfg.episodes, ok=0)
+
+        def on_result(result) -> None:
+            counts["done"] += 1
+            counts["ok"] += int(result.success)
+            progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
+
+        try:
+            report = collect(cat, cfg, on_result=on_result)
+        except KeyboardInterrupt:
+            progress.stop()
+            err_console.print(f"[yellow]interrupted:[/] {counts['done']} finished episode(s) registered; episodes in flight were discarded")
+            raise typer.Exit(130) from None
+    n = len(report.results)
+    if report.seeds is not None and len(report.seeds):
+        console.print(f"seeds {report.seeds.start}..{report.seeds.stop - 1}")
+    console.print(f"recorded and registered {n} episode(s) in {report.wall_s:.1f}s ({report.episodes_per_minute:.1f}/min); "
+                  f"successes {report.successes}/{n}")
+    if report.blueprint:
+        console.print(f"default blueprint: {report.blueprint}")

@@ -1,0 +1,54 @@
+"""The demo command: the whole loop on the embedded catalog, narrated, with progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from roboloop.cli import app, console, open_catalog, user_input
+
+
+@app.command()
+def demo(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="DemoConfig file (.toml or .json); options given override it.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset to build the loop on. Default aloha.")] = None,
+    demos: Annotated[Optional[int], typer.Option(help="Demonstrations in the covered corner (yaw 0). Default 50.")] = None,
+    episodes_per_cell: Annotated[Optional[int], typer.Option(help="Rollouts per grid cell. Default 30.")] = None,
+    plan_budget: Annotated[Optional[int], typer.Option(help="Demonstrations the gap plan may add. Default 30.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs. Default 150.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes for collection and evaluation. Default 2.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Control steps per episode (quick checks only; default the task's 300).")] = None,
+) -> None:
+    """The whole loop: collect (with a planted gap), refine, curate, train, evaluate, find the gap, collect there, re-train, compare, report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from roboloop.config import load_config, override
+    from roboloop.demo import DemoConfig, run_demo
+
+    with user_input():
+        base = load_config(DemoConfig, config) if config else DemoConfig()
+        cfg = override(base, dataset=dataset, demos=demos, episodes_per_cell=episodes_per_cell, plan_budget=plan_budget,
+                       epochs=epochs, workers=workers, steps=steps)
+    with open_catalog() as cat:
+        console.print(f"[bold]roboloop demo[/] workspace {cat.workspace.root}, catalog {cat.url}", soft_wrap=True)
+        bars = Progress(TextColumn("       {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=True)
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=max(total, done))
+
+        with bars:
+            result = run_demo(cat, cfg, say=lambda text: console.print(text, highlight=False, soft_wrap=True, markup=False),
+                              progress=progress)
+        timing = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
+        console.print(f"\n[bold]done[/] ({timing})", soft_wrap=True)
+        console.print(
+            f"[bold]next:[/] open {result.report} in a browser; `./run serve` keeps the catalog up for the viewer;\n"
+            f"      every run, evaluation, selection and plan is queryable: ./run sql 'SELECT * FROM evals'",
+            soft_wrap=True,
+        )

@@ -1,0 +1,399 @@
+"""CLI commands of evaluate/analyze: `eval`, `evals`, `success`, `compare`, `failures`, `open`.
+
+`register(app)` adds them to the `roboloop` Typer app (the lead wires it into the `cli/`
+package); until then `python -m roboloop.cli_evaluate ...` runs the `roboloop` command
+with these commands added. Bodies are thin: parse -> one library call -> print. The
+shared options (`--workspace`, `--catalog`) and helpers come from `roboloop.cli`,
+imported when a command runs.
+
+Analysis commands (`success`, `compare`, `failures` without `--export/--open`) read the
+rollout index (no catalog restore) and start or attach the catalog only when they need
+it: stale index rows, `--where`/`--by` on derived layers (`signals.*`), live URLs,
+exports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from roboloop import schema
+
+FORMATS = ("table", "csv", "json")
+
+
+def _cli():
+    from roboloop import cli
+
+    return cli
+
+
+def _split(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        _cli().fail(f"unknown --format {format!r}: use table, csv or json")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def print_rows(rows: Sequence[dict], columns: Sequence[str], format: str, *, title: str | None = None) -> None:
+    """Rows as a rich table, CSV or JSON lines (only `columns`, in that order)."""
+    if format == "json":
+        for r in rows:
+            sys.stdout.write(json.dumps({c: r.get(c) for c in columns}, default=str) + "\n")
+        return
+    if format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([r.get(c) for c in columns])
+        return
+    from rich.table import Table
+
+    t = Table(*columns, title=title)
+    for r in rows:
+        t.add_row(*[_fmt(r.get(c)) for c in columns])
+    _cli().console.print(t)
+
+
+@contextlib.contextmanager
+def _lazy_catalog():
+    """A function starting (or attaching) the catalog on first call; closed on exit."""
+    stack = contextlib.ExitStack()
+    box: dict[str, Any] = {}
+
+    def get():
+        if "cat" not in box:
+            box["cat"] = stack.enter_context(_cli().open_catalog())
+        return box["cat"]
+
+    with stack:
+        yield get
+
+
+def _evals_dataset_of(ws, eval_id: str) -> str:
+    from roboloop.evaluate import eval_row
+
+    row = eval_row(ws, eval_id)
+    if row is None:
+        _cli().fail(f"no evaluation {eval_id!r} in {ws.root}; list them with `roboloop evals`")
+    return row["evals_dataset"]
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run a library call; a user-actionable error becomes `error: ...` and exit 1."""
+    from roboloop.catalog import CatalogError
+
+    try:
+        return fn()
+    except (CatalogError, ValueError) as exc:
+        _cli().fail(str(exc))
+
+
+# --- eval ----------------------------------------------------------------------------------------
+
+def eval_cmd(
+    grid: Annotated[str | None, typer.Option("--grid", "-g", help="Grid: 'region=near,far yaw=none,any lighting=normal,dim' or a TOML file.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Training run id to evaluate.")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="'scripted' to evaluate the scripted demonstrator (the baseline).")] = None,
+    episodes_per_cell: Annotated[int, typer.Option("--episodes-per-cell", "-n", min=1, help="Rollouts per grid cell.")] = 10,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset; rollouts go to <dataset>_evals (default: the run's, else aloha).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Evaluation id (default: generated).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue evaluation EVAL_ID: run only its missing (cell, episode) pairs.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each owns a simulator and the policy).")] = 1,
+    cameras: Annotated[str, typer.Option(help="Cameras to record, comma-separated ('' for none); the policy's own cameras are always added.")] = "top",
+    camera_size: Annotated[str, typer.Option(help="Recorded size WIDTHxHEIGHT (a vision policy's own size wins).")] = "160x120",
+    steps: Annotated[int | None, typer.Option(min=1, help="Control steps per rollout (default 300).")] = None,
+) -> None:
+    """Evaluate a policy over a grid of scene conditions; every rollout is recorded and registered."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from roboloop.collect import parse_size
+    from roboloop.evaluate import (
+        EvalConfig,
+        evaluate,
+        load_config,
+        parse_grid,
+        run_dataset,
+    )
+
+    cli = _cli()
+    ws = cli.open_workspace()
+    if resume:
+        if grid or run or policy or name:
+            cli.fail("--resume continues a stored evaluation: drop --grid/--run/--policy/--name")
+        cfg = _guard(lambda: EvalConfig.from_dict({**load_config(ws, resume).to_dict(), "workers": workers}))
+    else:
+        if run and policy:
+            cli.fail("give --run RUN_ID or --policy scripted, not both")
+        if policy and policy != schema.POLICY_SCRIPTED:
+            cli.fail(f"--policy takes {schema.POLICY_SCRIPTED!r}; evaluate a training run with --run RUN_ID")
+        if not grid:
+            cli.fail("--grid is required, e.g. --grid 'region=near,far lighting=normal,dim'")
+        if dataset is None:
+            dataset = _guard(lambda: run_dataset(ws, run)) if run else schema.DEFAULT_DATASET
+        cfg = _guard(lambda: EvalConfig(
+            dataset=dataset, policy=run or schema.POLICY_SCRIPTED, grid=parse_grid(grid), episodes_per_cell=episodes_per_cell,
+            eval_id=name, workers=workers, cameras=tuple(_split(cameras)), camera_size=parse_size(camera_size), steps=steps,
+        ))
+    total = len(cfg.grid.cells()) * cfg.episodes_per_cell
+    cli.console.print(f"evaluating [bold]{cfg.policy}[/] on {cfg.grid} ({len(cfg.grid.cells())} cells x {cfg.episodes_per_cell}) "
+                      f"into {cfg.evals_dataset}, {cfg.workers} worker(s)", soft_wrap=True)
+    counts = {"n": 0, "ok": 0}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("success {task.fields[ok]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=cli.console)
+    with cli.open_catalog() as cat, progress:
+        bar = progress.add_task("rollouts", total=total, ok="-")
+
+        def on_result(result) -> None:
+            counts["n"] += 1
+            counts["ok"] += int(result.success)
+            progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['n']} ({counts['ok'] / counts['n']:.0%})")
+
+        try:
+            report = _guard(lambda: evaluate(cat, cfg, on_result=on_result, resume=bool(resume)))
+        except KeyboardInterrupt:
+            progress.stop()
+            cli.err_console.print(f"[yellow]interrupted:[/] {counts['n']} rollout(s) registered; continue with "
+                                  f"`roboloop eval --resume {cfg.eval_id or '<eval id in `roboloop evals`>'}`")
+            raise typer.Exit(130) from None
+        if report.skipped:
+            progress.update(bar, advance=report.skipped)
+    cli.console.print(f"evaluation [bold]{report.eval_id}[/]: {report.successes}/{report.n} successes in {report.wall_s:.1f}s"
+                      + (f" ({report.skipped} rollout(s) were already done)" if report.skipped else ""))
+    cli.console.print(f"next: roboloop success --dataset {report.evals_dataset} --eval {report.eval_id} --by episode.cell", soft_wrap=True)
+
+
+def evals_cmd(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only evaluations of this demonstration dataset.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """List evaluations (from the evals table; no rollout is read)."""
+    from roboloop.evaluate import list_evals
+
+    _check_format(format)
+    rows = list_evals(_cli().open_workspace(), dataset)
+    for r in rows:
+        r["progress"] = f"{r.get('finished', 0)}/{r.get('planned', '?')}"
+        r["success"] = f"{r.get('successes', 0)}/{r.get('finished', 0)}"
+    print_rows(rows, ["eval_id", "policy", "evals_dataset", "grid_text", "episodes_per_cell", "progress", "success",
+                      "status", "wall_s", "created_at"], format)
+
+
+# --- success -------------------------------------------------------------------------------------
+
+def success_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Evaluation dataset (<dataset>_evals).")] = schema.evals_dataset(schema.DEFAULT_DATASET),
+    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
+    by: Annotated[str, typer.Option("--by", "-b", help="Group by these columns, comma-separated (e.g. scene.region,scene.lighting).")] = "episode.cell",
+    where: Annotated[str | None, typer.Option("--where", help="Predicate, e.g. \"scene.lighting = 'dim'\".")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: bars with intervals (one key) or a heatmap (two keys).")] = None,
+) -> None:
+    """Success rate grouped by any property, with Wilson 95% intervals and the mean stage reached."""
+    from roboloop import analyze
+
+    _check_format(format)
+    keys = _split(by)
+    with _lazy_catalog() as catalog:
+        table = _guard(lambda: analyze.load_rollouts(_cli().open_workspace(), dataset, eval_ids, where, needed=keys,
+                                                     catalog_factory=catalog))
+        groups = _guard(lambda: analyze.success_by(table, keys))
+    print_rows(groups, [*keys, "n", "successes", "rate", "ci_low", "ci_high", "mean_stage", "small"], format,
+               title=f"success in {dataset}" + (f" ({', '.join(eval_ids)})" if eval_ids else ""))
+    if plot is not None:
+        from roboloop.plots import plot_success
+
+        path = _guard(lambda: plot_success(groups, keys, plot))
+        _cli().err_console.print(f"plot: {path}")
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+def compare_cmd(
+    eval_a: Annotated[str, typer.Argument(help="Baseline evaluation id (A).")],
+    eval_b: Annotated[str, typer.Argument(help="Evaluation compared with it (B).")],
+    by: Annotated[str, typer.Option("--by", "-b", help="Cells to compare in, comma-separated.")] = "episode.cell",
+    where: Annotated[str | None, typer.Option("--where", help="Only rollouts matching this predicate.")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level after Holm's adjustment.")] = 0.05,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """B against A per cell and overall: difference with 95% interval, paired exact McNemar on shared seeds, Holm."""
+    from roboloop import analyze
+
+    _check_format(format)
+    ws = _cli().open_workspace()
+    keys = _split(by)
+    with _lazy_catalog() as catalog:
+        tables = [
+            _guard(lambda e=e: analyze.load_rollouts(ws, _evals_dataset_of(ws, e), [e], where, needed=keys, catalog_factory=catalog))
+            for e in (eval_a, eval_b)
+        ]
+    out = _guard(lambda: analyze.compare(tables[0], tables[1], keys, alpha=alpha))
+    for r in out:
+        r["A"] = f"{r['successes_a']}/{r['n_a']}"
+        r["B"] = f"{r['successes_b']}/{r['n_b']}"
+        r["B-A [95%]"] = "-" if r["diff"] != r["diff"] else f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
+    cols = ["group", "A", "B", "B-A [95%]", "test", "n_pairs", "p", "p_holm", "verdict"]
+    if format != "table":
+        cols = ["group", *keys, "n_a", "successes_a", "rate_a", "n_b", "successes_b", "rate_b", "n_pairs", "test",
+                "diff", "diff_low", "diff_high", "discordant_a", "discordant_b", "p", "p_holm", "verdict"]
+    print_rows(out, cols, format, title=f"{eval_b} (B) vs {eval_a} (A)")
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+def failures_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Evaluation dataset (<dataset>_evals).")] = schema.evals_dataset(schema.DEFAULT_DATASET),
+    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
+    where: Annotated[str | None, typer.Option("--where", help="Only rollouts matching this predicate.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many failures.")] = None,
+    urls: Annotated[bool, typer.Option("--urls", help="Also print live catalog URLs (only while a catalog serves: use with --catalog).")] = False,
+    open_: Annotated[bool, typer.Option("--open", help="Open the failures in the Rerun viewer at their failure moment.")] = False,
+    export: Annotated[Path | None, typer.Option("--export", help="Write each failure as a self-contained .rrd into this folder.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Failed rollouts with their conditions, failure time and reason, and how to open each at that moment."""
+    from roboloop import analyze, links
+
+    _check_format(format)
+    cli = _cli()
+    ws = cli.open_workspace()
+    live = urls and bool(cli.state.catalog_url)
+    if urls and not live:
+        cli.err_console.print("[yellow]note:[/] live URLs die with this command's embedded catalog; use the `open` "
+                              "commands, --export, or run `roboloop serve` and pass --catalog")
+    with _lazy_catalog() as catalog:
+        table = _guard(lambda: analyze.load_rollouts(ws, dataset, eval_ids, where, catalog_factory=catalog))
+        url_for = (lambda s, t: links.segment_url(catalog(), dataset, s, t)) if (live or open_) else None
+        out = _guard(lambda: analyze.failures(table, dataset=dataset, url_for=url_for, limit=limit))
+        cols = ["segment_id", "episode.cell", "episode.seed", "outcome.stage_name", "outcome.failure_reason", "at_s", "open"]
+        if format != "table":
+            cols = [*analyze.FAILURE_COLUMNS, "failure_kind", "at_s", "open"] + (["url"] if url_for else [])
+        elif live:
+            cols.append("url")
+        print_rows(out, cols, format, title=f"{len(out)} failure(s) in {dataset}")
+        if export is not None:
+            paths = _guard(lambda: links.export_segments(catalog(), dataset, [r["segment_id"] for r in out], export))
+            cli.err_console.print(f"exported {len(paths)} file(s) to {export} (every layer + the blueprint); open one with: "
+                                  f"{links.viewer_command(str(paths[0])) if paths else 'rerun FILE.rrd'}", soft_wrap=True)
+        if open_ and out:
+            _view([r["url"] for r in out], embedded=catalog().embedded)
+
+
+def _viewer_argv(targets: Sequence[str]) -> list[str] | None:
+    import os
+    import shutil
+
+    exe = shutil.which("rerun") or str(Path(sys.prefix) / "bin" / "rerun")
+    return [exe, *targets] if os.path.exists(exe) else None
+
+
+def _view(urls: Sequence[str], *, embedded: bool) -> None:
+    """Open URLs in the native viewer; keep an embedded catalog serving until the viewer (or Ctrl-C) ends."""
+    import os
+
+    from roboloop import links
+
+    cli = _cli()
+    argv = _viewer_argv(urls)
+    if argv is None or not links.has_display():
+        cli.console.print("no display here; open in a viewer on this machine:", soft_wrap=True)
+        for u in urls:
+            cli.console.print(f"  {links.viewer_command(u)}", soft_wrap=True)
+        if not embedded:
+            return
+        cli.console.print("the catalog serves these URLs until Ctrl-C")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # the viewer finds ffmpeg there
+    proc = subprocess.Popen(argv, env=env)
+    if embedded:
+        cli.console.print("viewer open; the embedded catalog serves it until the viewer closes (or Ctrl-C)")
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+
+
+# --- open ----------------------------------------------------------------------------------------
+
+def open_cmd(
+    segment_id: Annotated[str, typer.Argument(help="Segment id (e.g. from `roboloop failures`).")],
+    at: Annotated[float | None, typer.Option("--at", min=0.0, help="Put the time cursor here (seconds since episode start).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset holding the segment (default: found in the workspace).")] = None,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the URL and the viewer command, then exit.")] = False,
+) -> None:
+    """Open one episode in the Rerun viewer at a moment (starts or attaches the catalog)."""
+    from roboloop import links
+
+    cli = _cli()
+    ws = cli.open_workspace()
+    ds = dataset or _guard(lambda: links.find_segment_dataset(ws, segment_id))
+    with cli.open_catalog() as cat:
+        url = _guard(lambda: links.segment_url(cat, ds, segment_id, at))
+        if print_only:
+            cli.console.print(url, soft_wrap=True)
+            cli.console.print(links.viewer_command(url), soft_wrap=True)
+            return
+        _view([url], embedded=cat.embedded)
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+COMMANDS = {
+    "eval": eval_cmd,
+    "evals": evals_cmd,
+    "success": success_cmd,
+    "compare": compare_cmd,
+    "failures": failures_cmd,
+    "open": open_cmd,
+}
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add the evaluate/analyze commands to `app` (idempotent)."""
+    present = {c.name for c in app.registered_commands}
+    for name, fn in COMMANDS.items():
+        if name not in present:
+            app.command(name)(fn)
+    return app
+
+
+if __name__ == "__main__":
+    from roboloop.cli import app as _app
+    from roboloop.cli import main as _main
+
+    register(_app)
+    _main()

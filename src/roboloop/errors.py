@@ -1,0 +1,40 @@
+"""The project's error root.
+
+Every error a user can act on (a bad name, a missing dataset, an unparsable predicate, a
+loader field that does not exist) is a :class:`RoboloopError` whose message names the
+problem and how to fix it. The CLI catches `RoboloopError` once, in `roboloop.cli.main`,
+prints the message and exits with code 1, without a traceback.
+
+Lookups of a name that does not exist raise a subclass of :class:`UnknownNameError`: it is
+also a `KeyError` (so `except KeyError` keeps working) but prints its message as written
+instead of `KeyError`'s `repr()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["RoboloopError", "UnknownNameError"]
+
+
+class RoboloopError(Exception):
+    """A problem the user can act on; the message says what to do."""
+
+
+class UnknownNameError(RoboloopError, KeyError):
+    """A name (dataset, selection, entity path, ...) that does not exist; the message lists the valid ones.
+
+    Subclasses pass the full message; :meth:`listing` formats the available names.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+    @staticmethod
+    def listing(names: Iterable[str], empty: str, sep: str = ", ") -> str:
+        """`names` joined by `sep`, or `empty` when there are none."""
+        names = list(names)
+        return sep.join(names) if names else empty

@@ -1,0 +1,675 @@
+"""Deploy: rollouts of a policy over a grid of scene conditions with paired seeds, recorded as episodes.
+
+Library use::
+
+    from roboloop.catalog import Catalog
+    from roboloop.evaluate import EvalConfig, evaluate, parse_grid
+
+    with Catalog() as cat:
+        cfg = EvalConfig(dataset="aloha", policy="scripted", grid=parse_grid("region=near,far yaw=none,any"),
+                         episodes_per_cell=30)
+        report = evaluate(cat, cfg)
+        print(report.eval_id, report.successes, "/", report.n)
+
+**Grid and seeds.** A grid is a product of scene-condition axes (``region``, ``yaw``,
+``lighting``, ``table``, ``distractors``), each with canonical preset labels (aliases
+such as ``near`` -> ``left`` resolve first). A cell is a dict ``axis -> label``; its key
+is ``"axis=label,..."`` over the sorted axes. Episode ``i`` of a cell uses
+:func:`cell_seed` ``(key, i)``, a pure function of the cell and the index (hashed into the
+evaluation seed range, disjoint from demonstration seeds). Cells and seeds are built
+before any policy exists: two policies evaluated on one grid face identical scenes, one
+to one, and a comparison pairs them on (cell, seed).
+
+**Rollouts** are recorded by collect's recorder into ``<dataset>_evals`` with
+``kind = "rollout"`` and provenance properties (``episode.eval_id``, ``run_id``,
+``checkpoint_sha256``, ``selection``, ``selection_digest``, ``config_digest``, ``cell``,
+``index_in_cell``; ``"none"`` for a policy without a training run) and registered the
+moment each finishes; a row per rollout is added to the rollout index
+(:mod:`roboloop.episode_index`) right after its registration.
+
+**The evaluation row** (table ``schema.EVALS_TABLE``, key = eval id) is written with
+status ``running`` at the start and ``finished`` / ``interrupted`` / ``failed`` at the
+end. ``evaluate(..., resume=True)`` runs only the (cell, index) pairs that the catalog
+does not hold yet for that eval id.
+
+**Cameras.** The recorded cameras are ``cfg.cameras`` plus every camera the policy needs
+(a vision run's ``run_info(...)["cameras"]``); all are rendered at one size, the
+policy's ``camera_size`` when it has one (the policy must see what it was trained on),
+else ``cfg.camera_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roboloop import rows, schema
+from roboloop.catalog import CatalogError
+from roboloop.collect import (
+    EpisodeJob,
+    EpisodeResult,
+    RecordingSpec,
+    ScriptedPolicy,
+)
+from roboloop.sim.conditions import (
+    DISTRACTOR_SETS,
+    LIGHTINGS,
+    MAX_DISTRACTORS,
+    REGION_ALIASES,
+    REGIONS,
+    TABLES,
+    YAWS,
+    SceneConditions,
+)
+
+__all__ = [
+    "SEED_RULE",
+    "EvalConfig",
+    "EvalReport",
+    "EvaluateError",
+    "Grid",
+    "GridError",
+    "PolicySource",
+    "canonical_label",
+    "cell_conditions",
+    "cell_key",
+    "cell_seed",
+    "eval_row",
+    "evaluate",
+    "finished_pairs",
+    "list_evals",
+    "load_config",
+    "parse_grid",
+    "resolve_policy",
+    "run_dataset",
+    "valid_labels",
+]
+
+SEED_RULE = "EVAL_SEED_BASE + int.from_bytes(sha256(f'{cell_key}#{index}').digest()[:8], 'big') % EVAL_SEED_SPAN"
+"""How evaluation seeds are derived (stored in every evaluation row)."""
+
+
+class EvaluateError(CatalogError, ValueError):
+    """An evaluation that cannot run as asked; the message says what to change."""
+
+
+class GridError(EvaluateError):
+    """A grid with an unknown axis or label, or malformed text."""
+
+
+# --- labels ------------------------------------------------------------------------------------
+
+def valid_labels(axis: str) -> list[str]:
+    """Every label `axis` accepts (canonical names first, then aliases)."""
+    if axis == "region":
+        return sorted(REGIONS) + sorted(REGION_ALIASES)
+    if axis == "yaw":
+        return sorted(YAWS)
+    if axis == "lighting":
+        return sorted(LIGHTINGS)
+    if axis == "table":
+        return sorted(TABLES)
+    if axis == "distractors":
+        return sorted(DISTRACTOR_SETS) + [str(n) for n in range(MAX_DISTRACTORS + 1)]
+    raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(schema.CONDITION_AXES)}")
+
+
+def canonical_label(axis: str, label: str) -> str:
+    """The canonical preset name of `label` on `axis` (`near` -> `left`, distractors `2` -> `few`)."""
+    valid = valid_labels(axis)
+    key = str(label).strip().lower()
+    if axis == "region":
+        key = REGION_ALIASES.get(key, key)
+    if axis == "distractors" and key.isdigit() and int(key) <= MAX_DISTRACTORS:
+        names = {n: name for name, n in DISTRACTOR_SETS.items()}
+        key = names.get(int(key), key)
+    if key not in valid:
+        raise GridError(f"unknown {axis} label {label!r}; valid {axis} labels: {', '.join(valid)}")
+    return key
+
+
+def cell_key(cell: Mapping[str, str]) -> str:
+    """Canonical key of a cell: labels canonicalized, axes sorted, e.g. `lighting=dim,yaw=any`."""
+    if not cell:
+        raise GridError("a cell needs at least one axis, e.g. {'region': 'default'}")
+    return ",".join(f"{axis}={canonical_label(axis, label)}" for axis, label in sorted(cell.items()))
+
+
+def parse_cell_key(key: str) -> dict[str, str]:
+    """Inverse of :func:`cell_key`."""
+    out = {}
+    for part in key.split(","):
+        axis, sep, label = part.partition("=")
+        if not sep:
+            raise GridError(f"bad cell key {key!r}: expected axis=label,axis=label")
+        out[axis] = canonical_label(axis, label)
+    return out
+
+
+def cell_seed(key: str, index: int) -> int:
+    """The seed of episode `index` of the cell whose canonical key is `key` (see SEED_RULE).
+
+    A pure function of (cell, index): never of the run, the policy or the time.
+    """
+    if index < 0:
+        raise ValueError(f"episode index must be >= 0, got {index}")
+    digest = hashlib.sha256(f"{key}#{index}".encode()).digest()
+    return schema.EVAL_SEED_BASE + int.from_bytes(digest[:8], "big") % schema.EVAL_SEED_SPAN
+
+
+def cell_conditions(cell: Mapping[str, str]) -> SceneConditions:
+    """The scene conditions of a cell (axes it does not name keep their defaults)."""
+    names = {axis: canonical_label(axis, label) for axis, label in cell.items()}
+    return SceneConditions.from_names(**names)
+
+
+# --- grid --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grid:
+    """A product of scene-condition axes; axes sorted by name, labels canonical and unique."""
+
+    axes: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def __post_init__(self) -> None:
+        if not self.axes:
+            raise GridError(f"a grid needs at least one axis (valid axes: {', '.join(schema.CONDITION_AXES)}), "
+                            "e.g. region=default")
+        seen: dict[str, tuple[str, ...]] = {}
+        for axis, labels in self.axes:
+            if axis not in schema.CONDITION_AXES:
+                raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(schema.CONDITION_AXES)}")
+            if axis in seen:
+                raise GridError(f"grid axis {axis!r} is given twice")
+            if isinstance(labels, str) or not labels:
+                raise GridError(f"grid axis {axis!r} needs a list of labels, e.g. {axis}={','.join(valid_labels(axis)[:2])}")
+            canon: list[str] = []
+            for label in labels:
+                c = canonical_label(axis, label)
+                if c in canon:
+                    raise GridError(f"grid axis {axis!r} lists {c!r} twice ({label!r} means {c!r})")
+                canon.append(c)
+            seen[axis] = tuple(canon)
+        object.__setattr__(self, "axes", tuple(sorted(seen.items())))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Grid:
+        """`{"region": ["near", "far"], "yaw": "none,any"}` -> Grid."""
+        axes = []
+        for axis, labels in d.items():
+            if isinstance(labels, str):
+                labels = [s for s in (p.strip() for p in labels.split(",")) if s]
+            axes.append((str(axis).strip().lower(), tuple(labels)))
+        return cls(tuple(axes))
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {axis: list(labels) for axis, labels in self.axes}
+
+    def cells(self) -> list[dict[str, str]]:
+        """Every cell, in a fixed order (product over the sorted axes, labels in grid order)."""
+        names = [axis for axis, _ in self.axes]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(labels for _, labels in self.axes))]
+
+    def keys(self) -> list[str]:
+        """Canonical keys of :meth:`cells`, same order."""
+        return [cell_key(c) for c in self.cells()]
+
+    def __str__(self) -> str:
+        return " ".join(f"{axis}={','.join(labels)}" for axis, labels in self.axes)
+
+
+def parse_grid(text_or_path: str | Path) -> Grid:
+    """A grid from inline text (`region=near,far yaw=none,any`) or a TOML file.
+
+    TOML: axes as keys with a list of labels (or a comma-separated string), at top level or
+    under a `[grid]` table::
+
+        [grid]
+        region = ["near", "far"]
+        lighting = ["normal", "dim"]
+    """
+    if isinstance(text_or_path, Path) or str(text_or_path).strip().endswith(".toml"):
+        path = Path(text_or_path)
+        if not path.is_file():
+            raise GridError(f"grid file {path} not found")
+        import tomllib
+
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise GridError(f"grid file {path} is not valid TOML: {exc}") from None
+        if "grid" in data and isinstance(data["grid"], dict):
+            data = data["grid"]
+        return Grid.from_dict(data)
+    text = str(text_or_path).strip()
+    axes: dict[str, str] = {}
+    for token in text.replace(";", " ").split():
+        axis, sep, labels = token.partition("=")
+        if not sep or not axis or not labels:
+            raise GridError(f"bad grid term {token!r}: expected axis=label,label (e.g. region=near,far); "
+                            f"valid axes: {', '.join(schema.CONDITION_AXES)}")
+        axis = axis.strip().lower()
+        if axis in axes:
+            raise GridError(f"grid axis {axis!r} is given twice")
+        axes[axis] = labels
+    return Grid.from_dict(axes)
+
+
+# --- config ------------------------------------------------------------------------------------
+
+def _camera_names() -> tuple[str, ...]:
+    from roboloop.sim.env import CAMERAS
+
+    return CAMERAS
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation: which policy, on which grid, how many episodes per cell, what to record."""
+
+    dataset: str = schema.DEFAULT_DATASET
+    """Demonstration dataset the policy belongs to; rollouts go to `<dataset>_evals`."""
+    policy: str = schema.POLICY_SCRIPTED
+    """`scripted` (the scripted demonstrator) or a training run id."""
+    grid: Grid = field(default_factory=lambda: Grid((("region", ("default",)),)))
+    """Scene-condition axes whose product gives the cells."""
+    episodes_per_cell: int = 10
+    """Rollouts per cell; episode i of a cell uses cell_seed(cell, i)."""
+    eval_id: str | None = None
+    """The evaluation's id (row key, provenance); None = generated at start."""
+    workers: int = 1
+    """Worker processes, each with its own simulator and policy."""
+    cameras: tuple[str, ...] = ("top",)
+    """Cameras to record (the policy's own cameras are always added)."""
+    camera_size: tuple[int, int] = (160, 120)
+    """Recorded camera size (width, height), unless the policy needs its own."""
+    camera_hz: int = schema.CAMERA_HZ
+    """Camera rate (divides the 50 Hz control rate)."""
+    scene_hz: int = schema.SCENE_HZ
+    """Rate of the recorded 3D scene poses (divides 50)."""
+    steps: int | None = None
+    """Control steps per rollout (None = the task's 300)."""
+    task: str = "transfer_cube"
+    """Simulated task."""
+
+    def __post_init__(self) -> None:
+        schema.validate_dataset_name(self.dataset)
+        if not isinstance(self.policy, str) or not self.policy:
+            raise EvaluateError(f"policy must be 'scripted' or a training run id, got {self.policy!r}")
+        if self.policy != schema.POLICY_SCRIPTED:
+            schema.validate_segment_id(self.policy)
+        if not isinstance(self.grid, Grid):
+            object.__setattr__(self, "grid", Grid.from_dict(self.grid))
+        if isinstance(self.episodes_per_cell, bool) or not isinstance(self.episodes_per_cell, int) or self.episodes_per_cell < 1:
+            raise EvaluateError(f"episodes_per_cell must be an int >= 1, got {self.episodes_per_cell!r}")
+        if self.eval_id is not None:
+            if len(self.eval_id) > 64:
+                raise EvaluateError(f"eval id {self.eval_id!r} is longer than 64 characters")
+            rows.validate_key(self.eval_id)
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise EvaluateError(f"workers must be an int >= 1, got {self.workers!r}")
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        bad = [c for c in self.cameras if c not in _camera_names()]
+        if bad:
+            raise EvaluateError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(_camera_names())}")
+        object.__setattr__(self, "camera_size", tuple(int(v) for v in self.camera_size))
+        if len(self.camera_size) != 2:
+            raise EvaluateError(f"camera_size must be (width, height), got {self.camera_size!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise EvaluateError(f"steps must be None or an int >= 1, got {self.steps!r}")
+        self.spec()  # validates rates and size
+
+    def spec(self, extra_cameras: Sequence[str] = (), size: Sequence[int] | None = None) -> RecordingSpec:
+        """The recording spec: cfg cameras + `extra_cameras`, at `size` (default cfg.camera_size)."""
+        cams = tuple(dict.fromkeys([*self.cameras, *extra_cameras]))
+        w, h = (int(v) for v in (size or self.camera_size))
+        try:
+            return RecordingSpec(cameras=cams, width=w, height=h, camera_hz=self.camera_hz, scene_hz=self.scene_hz)
+        except ValueError as exc:
+            raise EvaluateError(str(exc)) from None
+
+    @property
+    def evals_dataset(self) -> str:
+        return schema.evals_dataset(self.dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "policy": self.policy,
+            "grid": self.grid.to_dict(),
+            "episodes_per_cell": self.episodes_per_cell,
+            "eval_id": self.eval_id,
+            "workers": self.workers,
+            "cameras": list(self.cameras),
+            "camera_size": list(self.camera_size),
+            "camera_hz": self.camera_hz,
+            "scene_hz": self.scene_hz,
+            "steps": self.steps,
+            "task": self.task,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalConfig:
+        names = set(cls.__dataclass_fields__)
+        unknown = set(d) - names
+        if unknown:
+            raise EvaluateError(f"unknown EvalConfig keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
+        kw = dict(d)
+        if "grid" in kw and not isinstance(kw["grid"], Grid):
+            kw["grid"] = Grid.from_dict(kw["grid"])
+        for k in ("cameras", "camera_size"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EvalConfig:
+        return cls.from_dict(json.loads(text))
+
+
+# --- policy ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PolicySource:
+    """How to build the evaluated policy in each worker, and what to record about it."""
+
+    name: str  # cfg.policy
+    factory: Callable[[Any], Any]
+    run_id: str = schema.PROVENANCE_NONE
+    cameras: tuple[str, ...] = ()
+    camera_size: tuple[int, int] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # episode-group properties
+    dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
+
+
+def _no_run_provenance() -> dict[str, Any]:
+    none = schema.PROVENANCE_NONE
+    return {
+        schema.EPISODE_RUN_ID: none,
+        schema.EPISODE_CHECKPOINT_SHA256: none,
+        schema.EPISODE_SELECTION: none,
+        schema.EPISODE_SELECTION_DIGEST: none,
+        schema.EPISODE_CONFIG_DIGEST: none,
+    }
+
+
+def resolve_policy(workspace, policy: str) -> PolicySource:
+    """`scripted` -> the scripted demonstrator; anything else -> that training run (roboloop.train)."""
+    if policy == schema.POLICY_SCRIPTED:
+        return PolicySource(policy, ScriptedPolicy, provenance=_no_run_provenance())
+    try:
+        from roboloop.train import PolicyFactory, run_info
+    except ImportError as exc:
+        raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
+    try:
+        info = run_info(workspace, policy)
+    except (OSError, LookupError, ValueError, CatalogError) as exc:
+        runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
+        raise EvaluateError(
+            f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
+            "or use --policy scripted"
+        ) from exc
+    if info.get("status") not in (None, "finished"):
+        raise EvaluateError(f"training run {policy!r} has status {info.get('status')!r}; evaluate a finished run")
+    size = info.get("camera_size")
+
+    def get(key: str) -> str:
+        v = info.get(key)
+        return str(v) if v not in (None, "") else schema.PROVENANCE_NONE
+
+    return PolicySource(
+        policy,
+        PolicyFactory(str(workspace.root), policy),
+        dataset=info.get("dataset"),
+        run_id=policy,
+        cameras=tuple(info.get("cameras") or ()),
+        camera_size=tuple(int(v) for v in size) if size else None,
+        provenance={
+            schema.EPISODE_RUN_ID: policy,
+            schema.EPISODE_CHECKPOINT_SHA256: get("checkpoint_sha256"),
+            schema.EPISODE_SELECTION: get("selection"),
+            schema.EPISODE_SELECTION_DIGEST: get("selection_digest"),
+            schema.EPISODE_CONFIG_DIGEST: get("config_digest"),
+        },
+    )
+
+
+def run_dataset(workspace, run_id: str) -> str:
+    """The demonstration dataset a training run was trained on (from its run_info)."""
+    return str(resolve_policy(workspace, run_id).dataset or schema.DEFAULT_DATASET)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+@dataclass
+class EvalReport:
+    """What one `evaluate` call did."""
+
+    eval_id: str
+    config: EvalConfig
+    cells: list[str]
+    results: list[EpisodeResult] = field(default_factory=list)
+    skipped: int = 0  # (cell, index) pairs already finished before this call (resume)
+    wall_s: float = 0.0
+    status: str = "running"
+
+    @property
+    def evals_dataset(self) -> str:
+        return self.config.evals_dataset
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+    @property
+    def successes(self) -> int:
+        return sum(r.success for r in self.results)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.n if self.n else float("nan")
+
+
+# --- evaluation table ----------------------------------------------------------------------------
+
+def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
+    """The evaluation row of `eval_id` (from the rows on disk), or None."""
+    return rows.read_row(workspace, schema.EVALS_TABLE, eval_id)
+
+
+def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Every evaluation row (of one demo dataset, if given), oldest first."""
+    out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
+    return sorted(out, key=lambda r: (str(r.get("created_at", "")), r[rows.KEY_FIELD]))
+
+
+def load_config(workspace, eval_id: str) -> EvalConfig:
+    """The stored config of an evaluation (for `--resume`)."""
+    row = eval_row(workspace, eval_id)
+    if row is None:
+        known = [r[rows.KEY_FIELD] for r in rows.read_rows(workspace, schema.EVALS_TABLE)]
+        raise EvaluateError(f"no evaluation {eval_id!r} in {workspace.root}; evaluations: {', '.join(known) or '(none)'}")
+    return EvalConfig.from_dict(row["config"])
+
+
+def finished_pairs(catalog, evals_dataset: str, eval_id: str) -> dict[tuple[str, int], bool]:
+    """(cell key, index in cell) -> success, for the rollouts of `eval_id` that the catalog holds."""
+    if evals_dataset not in catalog.dataset_names():
+        return {}
+    table = catalog.segment_table(evals_dataset)
+    cols = table.column_names
+    need = (f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", f"{schema.EPISODE}.{schema.EPISODE_CELL}",
+            f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}", f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}")
+    if table.num_rows == 0 or not all(c in cols for c in need):
+        return {}
+    ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)
+    return {
+        (c, int(i)): bool(s) for e, c, i, s in zip(ids, cells, idx, ok) if e == eval_id and c is not None and i is not None
+    }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def new_eval_id() -> str:
+    """`eval-<utc yyyymmdd-hhmmss>-<4 hex>`."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"eval-{stamp}-{uuid.uuid4().hex[:4]}"
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+def plan_pairs(cfg: EvalConfig) -> list[tuple[int, dict[str, str], str, int, int]]:
+    """Every (cell number, cell, cell key, index, seed) of the evaluation, before any policy exists."""
+    out = []
+    for no, cell in enumerate(cfg.grid.cells()):
+        key = cell_key(cell)
+        for i in range(cfg.episodes_per_cell):
+            out.append((no, cell, key, i, cell_seed(key, i)))
+    return out
+
+
+def _collect(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
+             steps: int | None, workers: int, on_result) -> None:
+    """Run and register rollout jobs through collect (either collect signature: keyword arguments, or a CollectConfig)."""
+    from roboloop import collect as _c
+
+    config_cls = getattr(_c, "CollectConfig", None)
+    if config_cls is not None:  # collect(catalog, CollectConfig, *, jobs, policy_factory, on_result)
+        config = config_cls(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
+        _c.collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
+    else:
+        _c.collect(catalog, dataset, jobs=jobs, spec=spec, task=task, kind=schema.KIND_ROLLOUT,
+                   policy_factory=policy_factory, steps=steps, workers=workers, on_result=on_result)
+
+
+def evaluate(
+    catalog,
+    cfg: EvalConfig,
+    *,
+    on_result: Callable[[EpisodeResult], None] | None = None,
+    resume: bool = False,
+    policy_factory: Callable[[Any], Any] | None = None,
+) -> EvalReport:
+    """Run, record and register the evaluation's rollouts; keep its row in the evals table.
+
+    `resume` runs only the (cell, index) pairs of `cfg.eval_id` that are not in the catalog
+    yet (the row must exist and its config must match `cfg` up to `workers`).
+    `policy_factory` (tests, custom baselines) replaces the policy that `cfg.policy` names;
+    no training run is looked up then and the run provenance is "none".
+    `on_result(result)` is called after each rollout is registered and indexed.
+    """
+    from roboloop import episode_index
+
+    ws = catalog.workspace
+    pairs = plan_pairs(cfg)  # cells and seeds exist before the policy does
+    previous = None
+    if resume:
+        if cfg.eval_id is None:
+            raise EvaluateError("resume needs the eval id of the evaluation to continue")
+        previous = eval_row(ws, cfg.eval_id)
+        if previous is None:
+            raise EvaluateError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
+        stored = {k: v for k, v in previous["config"].items() if k != "workers"}
+        asked = {k: v for k, v in cfg.to_dict().items() if k != "workers"}
+        if stored != asked:
+            diff = sorted(k for k in stored.keys() | asked.keys() if stored.get(k) != asked.get(k))
+            raise EvaluateError(f"cannot resume {cfg.eval_id!r} with a different config (differs in {', '.join(diff)})")
+    else:
+        if cfg.eval_id is None:
+            cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
+        elif eval_row(ws, cfg.eval_id) is not None:
+            raise EvaluateError(f"evaluation {cfg.eval_id!r} exists already; continue it with --resume {cfg.eval_id} "
+                                "or choose another --name")
+    eval_id = str(cfg.eval_id)
+    evals_ds = cfg.evals_dataset
+    keys = cfg.grid.keys()
+
+    source = (PolicySource(cfg.policy, policy_factory, provenance=_no_run_provenance())
+              if policy_factory is not None else resolve_policy(ws, cfg.policy))
+    if source.dataset and source.dataset != cfg.dataset:
+        raise EvaluateError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}; "
+                            f"evaluate it with --dataset {source.dataset} (rollouts go to {source.dataset}_evals)")
+    spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
+
+    done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}
+    todo = [p for p in pairs if (p[2], p[3]) not in done_pairs]
+    jobs = []
+    for no, cell, key, index, seed in todo:
+        sid = schema.validate_segment_id(f"{eval_id}-c{no:02d}-i{index:04d}-{uuid.uuid4().hex[:6]}")
+        provenance = {
+            schema.EPISODE_EVAL_ID: eval_id,
+            **source.provenance,
+            schema.EPISODE_CELL: key,
+            schema.EPISODE_INDEX_IN_CELL: index,
+        }
+        jobs.append(EpisodeJob(seed, cell_conditions(cell), sid, {schema.EPISODE: provenance}))
+
+    report = EvalReport(eval_id, cfg, keys, skipped=len(pairs) - len(todo))
+    base_row = {
+        "eval_id": eval_id,
+        "dataset": cfg.dataset,
+        "evals_dataset": evals_ds,
+        "policy": cfg.policy,
+        "run_id": source.run_id,
+        "checkpoint_sha256": source.provenance.get(schema.EPISODE_CHECKPOINT_SHA256, schema.PROVENANCE_NONE),
+        "grid": cfg.grid.to_dict(),
+        "grid_text": str(cfg.grid),
+        "episodes_per_cell": cfg.episodes_per_cell,
+        "seed_rule": SEED_RULE,
+        "cells": keys,
+        "planned": len(pairs),
+        "cameras": list(spec.cameras),
+        "camera_size": [spec.width, spec.height],
+        "config": cfg.to_dict(),
+        "created_at": previous["created_at"] if previous else _now(),
+    }
+    wall_before = float(previous.get("wall_s", 0.0)) if previous else 0.0
+    planned = {(p[2], p[3]) for p in pairs}
+    counts = {"done": report.skipped, "ok": sum(ok for pair, ok in done_pairs.items() if pair in planned)}
+
+    def write(status: str) -> None:
+        rows.write_row(ws, schema.EVALS_TABLE, eval_id, {
+            **base_row, "status": status, "finished": counts["done"], "successes": counts["ok"],
+            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": _now(),
+        })
+
+    write("running")
+    t0 = time.perf_counter()
+
+    def done(result: EpisodeResult) -> None:
+        episode_index.write_row(ws, evals_ds, result.segment_id, result.properties)
+        report.results.append(result)
+        counts["done"] += 1
+        counts["ok"] += int(result.success)
+        if on_result is not None:
+            on_result(result)
+
+    status = "failed"
+    try:
+        _collect(catalog, evals_ds, jobs, spec=spec, task=cfg.task, policy_factory=source.factory, steps=cfg.steps,
+                 workers=cfg.workers, on_result=done)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        report.wall_s = time.perf_counter() - t0
+        report.status = status
+        write(status)
+        with contextlib.suppress(Exception):  # a cache: readers rebuild it if this fails
+            episode_index.compact(ws, evals_ds)
+    return report

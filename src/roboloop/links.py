@@ -1,0 +1,132 @@
+"""Links to an episode that outlive the process (DESIGN.md, "Links that outlive the process").
+
+A live catalog URL (``rerun+http://127.0.0.1:<port>/dataset/<entry id>?segment_id=...``)
+dies with the embedded server that printed it, and entry ids and ports change on every
+start. So roboloop offers two durable ways to look at an episode:
+
+* ``roboloop open SEGMENT_ID [--at SECONDS]`` (:func:`open_command`): a command that
+  starts (or attaches to) the catalog and opens the viewer on that segment at that
+  moment; :func:`segment_url` builds the live URL when asked, never stored.
+* :func:`export_segment`: a self-contained ``.rrd`` (every layer merged, plus the
+  dataset's default blueprint) that opens in the viewer without any catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from roboloop import schema
+from roboloop.catalog import CatalogError
+from roboloop.workspace import Workspace, atomic_path
+
+__all__ = [
+    "export_segment",
+    "export_segments",
+    "find_segment_dataset",
+    "has_display",
+    "open_command",
+    "segment_url",
+    "viewer_command",
+]
+
+
+def segment_url(catalog, dataset: str, segment_id: str, at_s: float | None = None) -> str:
+    """The live viewer URL of a segment with the time cursor at `at_s` seconds (valid while the catalog runs)."""
+    ds = catalog.dataset(dataset)
+    if at_s is None:
+        return ds.segment_url(segment_id)
+    return ds.segment_url(segment_id, timeline=schema.TIMELINE, start=_dt.timedelta(seconds=max(0.0, float(at_s))))
+
+
+def open_command(segment_id: str, at_s: float | None = None, dataset: str | None = None) -> str:
+    """The `roboloop open ...` command line that shows the segment at `at_s` (works after restarts)."""
+    parts = ["roboloop", "open", segment_id]
+    if at_s is not None:
+        parts += ["--at", f"{max(0.0, float(at_s)):g}"]
+    if dataset:
+        parts += ["--dataset", dataset]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def find_segment_dataset(workspace: Workspace, segment_id: str) -> str:
+    """The dataset whose base layer holds `segment_id` (looked up in the workspace, no catalog)."""
+    schema.validate_segment_id(segment_id)
+    hits = [d for d in workspace.datasets() if workspace.segment_path(d, schema.BASE_LAYER, segment_id).is_file()]
+    if not hits:
+        raise CatalogError(f"no dataset in {workspace.root} holds segment {segment_id!r}; "
+                           "check the id (e.g. with `roboloop failures`) or pass --dataset")
+    if len(hits) > 1:
+        raise CatalogError(f"segment {segment_id!r} is in several datasets ({', '.join(hits)}); pass --dataset")
+    return hits[0]
+
+
+def export_segment(catalog, dataset: str, segment_id: str, path: str | os.PathLike[str]) -> Path:
+    """Write one segment as a self-contained RRD: every layer merged + the dataset's default blueprint.
+
+    The file keeps the segment id as its recording id and opens in the viewer with no
+    catalog running. Written atomically.
+    """
+    import rerun as rr
+
+    from roboloop.episode import APPLICATION_ID
+
+    ds = catalog.dataset(dataset)
+    store = ds.segment_store(segment_id)
+    blueprint = _dataset_blueprint(catalog.workspace, dataset, store)
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        rec = rr.RecordingStream(APPLICATION_ID, recording_id=segment_id, send_properties=False)
+        try:
+            rec.save(str(tmp))
+            if blueprint is not None:
+                rec.send_blueprint(blueprint)
+            rec.send_chunks(store)
+            rec.flush()
+        finally:
+            rec.disconnect()
+    return final
+
+
+def export_segments(catalog, dataset: str, segment_ids, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """`export_segment` for each id into `out_dir/<segment_id>.rrd`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [export_segment(catalog, dataset, sid, out / f"{sid}.rrd") for sid in segment_ids]
+
+
+def _dataset_blueprint(workspace: Workspace, dataset: str, store):
+    """The dataset's default blueprint, rebuilt from the cameras the segment recorded.
+
+    It is the blueprint `collect` saved for the dataset (recording.default_blueprint of
+    the same cameras): camera views for exactly the camera streams the file holds.
+    """
+    from roboloop.recording import default_blueprint
+
+    prefix = schema.CAMERA_ROOT + "/"
+    cams = sorted({str(e)[len(prefix):] for e in _entity_paths(store) if str(e).startswith(prefix)})
+    return default_blueprint(cams)
+
+
+def _entity_paths(store) -> list[str]:
+    try:
+        return [str(e) for e in store.schema().entity_paths()]
+    except Exception:  # noqa: BLE001 - schema introspection is best effort; no camera views then
+        return []
+
+
+def has_display() -> bool:
+    """Whether a graphical viewer can open here."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform == "darwin"
+
+
+def viewer_command(target: str) -> str:
+    """How to open `target` (a URL or an .rrd) in the native viewer, with H.264 decoding working."""
+    venv_bin = Path(sys.prefix) / "bin"
+    if shutil.which("ffmpeg") is None and (venv_bin / "ffmpeg").exists():
+        return f'PATH="{venv_bin}:$PATH" rerun {shlex.quote(target)}'
+    return f"rerun {shlex.quote(target)}"

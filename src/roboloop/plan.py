@@ -1,0 +1,552 @@
+"""Collection plans: which scene conditions to demonstrate next, and how many episodes of each.
+
+"Plans belong to collect" (DESIGN.md): this module defines the plan type, its TOML file
+format and its execution; ``analyze`` builds plans with it (``analyze_gaps.make_plan``),
+and this module never imports ``analyze``. The lead folds it into ``collect``.
+
+A plan file::
+
+    name = "plan-eval-v1"
+    dataset = "aloha"
+    seed_rule = "after-dataset-max"
+    reason = "coverage gaps found by `roboloop gaps --eval eval-v1`"
+    source_eval = "eval-v1"
+    created_at = "2026-11-23T14:00:00+00:00"
+
+    [[items]]
+    count = 20
+    reason = "0/30 rollouts covered, 2/30 succeeded"
+    conditions = { yaw = "any", lighting = "normal" }
+
+    [[suggestions]]            # cells that need inspection, not collection
+    cell = "region=left,yaw=none"
+    action = "inspect"
+    detail = "roboloop failures ..."
+
+- **Conditions** are canonical labels on the grid axes (``region``, ``yaw``, ``lighting``,
+  ``table``, ``distractors``; aliases such as ``near`` are resolved, unknown labels are an
+  error listing the valid ones); an axis left out takes ``SceneConditions.from_names``'s
+  default. Each item's episodes are collected with ``SceneConditions.from_names(**labels)``.
+- **Seeds** (``seed_rule = "after-dataset-max"``, the only rule): the episodes get
+  consecutive seeds after the highest demonstration seed the dataset holds (registered or
+  written to disk), reserved under a workspace lock so two concurrent collects never share
+  one; all stay below ``schema.DEMO_SEED_LIMIT``, hence disjoint from every evaluation seed.
+- **Rows.** Saving and executing a plan writes its row to table ``schema.PLANS_TABLE``
+  (``roboloop.rows``), with ``status`` planned / executing / executed / interrupted and,
+  once run, the seeds and the segment ids collected per item. Executing a plan again runs
+  only what is missing (items whose collected episodes are still in the dataset count
+  as done), so an interrupted plan resumes.
+- **Recording settings** follow what the dataset already holds (its most common cameras,
+  size and rates), so planned episodes look like the rest of the dataset; pass ``spec`` to
+  override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roboloop import rows, schema
+from roboloop.catalog import CatalogError
+from roboloop.workspace import Workspace, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CONDITION_AXES",
+    "SEED_RULES",
+    "SEED_RULE_AFTER_MAX",
+    "Plan",
+    "PlanError",
+    "PlanItem",
+    "PlanRun",
+    "canonical_conditions",
+    "conditions_key",
+    "dataset_max_seed",
+    "execute_plan",
+    "load_plan",
+    "plan_row",
+    "read_plan",
+    "reserve_seeds",
+    "save_plan",
+    "write_plan",
+]
+
+CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
+"""Grid axes a plan item may set (the arguments of `SceneConditions.from_names`)."""
+SEED_RULE_AFTER_MAX = "after-dataset-max"
+SEED_RULES = (SEED_RULE_AFTER_MAX,)
+STATUS_PLANNED = "planned"
+STATUS_EXECUTING = "executing"
+STATUS_EXECUTED = "executed"
+STATUS_INTERRUPTED = "interrupted"
+_SEED_IN_ID = re.compile(r"-s(\d+)-[0-9a-f]+$")
+
+
+class PlanError(CatalogError, ValueError):
+    """A plan (or plan file) is invalid or cannot be executed; the message says what to fix."""
+
+
+# --- conditions ----------------------------------------------------------------------------
+
+def canonical_conditions(labels: Mapping[str, Any]) -> dict[str, str]:
+    """Validate condition labels and return them canonical (aliases resolved, keys sorted).
+
+    Raises PlanError naming the bad axis or label and listing the valid ones.
+    """
+    from roboloop.sim.conditions import (
+        DISTRACTOR_SETS,
+        LIGHTINGS,
+        REGION_ALIASES,
+        REGIONS,
+        TABLES,
+        YAWS,
+    )
+
+    if not isinstance(labels, Mapping):
+        raise PlanError(f"conditions must be a table of axis = label, got {labels!r}")
+    valid = {
+        "region": list(REGIONS) + list(REGION_ALIASES),
+        "yaw": list(YAWS),
+        "lighting": list(LIGHTINGS),
+        "table": list(TABLES),
+        "distractors": list(DISTRACTOR_SETS) + ["0-4"],
+    }
+    out: dict[str, str] = {}
+    for axis, value in labels.items():
+        if axis not in CONDITION_AXES:
+            raise PlanError(f"unknown condition axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise PlanError(f"condition {axis} must be a label (string), got {value!r}")
+        text = str(value).strip().lower()
+        if axis == "region":
+            text = REGION_ALIASES.get(text, text)
+            ok = text in REGIONS
+        elif axis == "distractors":
+            ok = text in DISTRACTOR_SETS or (text.isdigit() and 0 <= int(text) <= 4)
+        else:
+            ok = text in {"yaw": YAWS, "lighting": LIGHTINGS, "table": TABLES}[axis]
+        if not ok:
+            raise PlanError(f"unknown {axis} label {value!r}; valid {axis} labels: {', '.join(valid[axis])}")
+        out[axis] = text
+    return dict(sorted(out.items()))
+
+
+def conditions_key(conditions: Mapping[str, str]) -> str:
+    """Canonical key of a set of conditions (same form as a grid cell key)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(conditions.items()))
+
+
+# --- the plan type -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanItem:
+    """Collect `count` demonstrations under `conditions`."""
+
+    conditions: Mapping[str, str]
+    """Canonical condition labels, axis -> label (validated, aliases resolved)."""
+    count: int
+    """Number of episodes to collect (>= 1)."""
+    reason: str = ""
+    """Why (e.g. the cell's success and coverage)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", canonical_conditions(self.conditions))
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise PlanError(f"item {conditions_key(self.conditions) or '(defaults)'}: count must be an integer >= 1, got {self.count!r}")
+        if not isinstance(self.reason, str):
+            raise PlanError(f"item reason must be a string, got {self.reason!r}")
+
+    @property
+    def key(self) -> str:
+        return conditions_key(self.conditions)
+
+    def scene_conditions(self):
+        """The `SceneConditions` this item's episodes are collected under."""
+        from roboloop.sim.conditions import SceneConditions
+
+        return SceneConditions.from_names(**self.conditions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"conditions": dict(self.conditions), "count": self.count, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A collection plan: items of (conditions, count), a seed rule and where it came from."""
+
+    name: str
+    """Plan name (row key of the plans table; letters, digits, '_', '.', '-')."""
+    dataset: str
+    """Demonstration dataset to collect into."""
+    items: tuple[PlanItem, ...] = ()
+    """What to collect; conditions are distinct across items."""
+    seed_rule: str = SEED_RULE_AFTER_MAX
+    """How seeds are chosen (only "after-dataset-max": after the highest seed the dataset holds)."""
+    reason: str = ""
+    """Why this plan exists (one line)."""
+    source_eval: str = ""
+    """Evaluation id the plan was derived from ("" if written by hand)."""
+    suggestions: tuple[Mapping[str, str], ...] = ()
+    """Actions other than collection (cell, action, detail), e.g. inspect a covered cell that fails."""
+    created_at: str = ""
+    """ISO 8601 UTC time the plan was made."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError("a plan needs a name (letters, digits, '_', '.', '-')")
+        try:
+            rows.validate_key(self.name)
+        except ValueError as exc:
+            raise PlanError(f"invalid plan name: {exc}") from None
+        try:
+            schema.validate_dataset_name(self.dataset)
+        except (ValueError, TypeError) as exc:
+            raise PlanError(f"plan {self.name!r}: {exc}") from None
+        items = []
+        for i, it in enumerate(self.items):
+            if isinstance(it, PlanItem):
+                items.append(it)
+            elif isinstance(it, Mapping):
+                unknown = set(it) - {"conditions", "count", "reason"}
+                if unknown:
+                    raise PlanError(f"plan {self.name!r} item {i + 1}: unknown keys {sorted(unknown)}; valid keys: conditions, count, reason")
+                if "count" not in it:
+                    raise PlanError(f"plan {self.name!r} item {i + 1}: missing 'count'")
+                items.append(PlanItem(it.get("conditions", {}), it["count"], it.get("reason", "")))
+            else:
+                raise PlanError(f"plan {self.name!r} item {i + 1}: expected conditions and a count, got {it!r}")
+        seen: dict[str, int] = {}
+        for i, it in enumerate(items):
+            if it.key in seen:
+                raise PlanError(
+                    f"plan {self.name!r}: items {seen[it.key] + 1} and {i + 1} have the same conditions "
+                    f"({it.key or 'defaults'}); merge them into one item"
+                )
+            seen[it.key] = i
+        object.__setattr__(self, "items", tuple(items))
+        if self.seed_rule not in SEED_RULES:
+            raise PlanError(f"plan {self.name!r}: unknown seed_rule {self.seed_rule!r}; valid: {', '.join(SEED_RULES)}")
+        sugg = []
+        for s in self.suggestions:
+            if not isinstance(s, Mapping) or not all(isinstance(v, str) for v in s.values()):
+                raise PlanError(f"plan {self.name!r}: a suggestion is a table of strings (cell, action, detail), got {s!r}")
+            sugg.append(dict(s))
+        object.__setattr__(self, "suggestions", tuple(sugg))
+        for f in ("reason", "source_eval", "created_at"):
+            if not isinstance(getattr(self, f), str):
+                raise PlanError(f"plan {self.name!r}: {f} must be a string, got {getattr(self, f)!r}")
+
+    @property
+    def total(self) -> int:
+        """Episodes the plan collects in all."""
+        return sum(it.count for it in self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "seed_rule": self.seed_rule,
+            "reason": self.reason,
+            "source_eval": self.source_eval,
+            "created_at": self.created_at,
+            "items": [it.to_dict() for it in self.items],
+            "suggestions": [dict(s) for s in self.suggestions],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        if not isinstance(d, Mapping):
+            raise PlanError(f"a plan is a table, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise PlanError(f"unknown plan keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
+        for required in ("name", "dataset"):
+            if required not in d:
+                raise PlanError(f"a plan needs {required!r}")
+        kw = dict(d)
+        items = kw.get("items", ())
+        if not isinstance(items, (list, tuple)):
+            raise PlanError("'items' must be an array of tables ([[items]])")
+        kw["items"] = tuple(items)
+        kw["suggestions"] = tuple(kw.get("suggestions", ()))
+        return cls(**kw)
+
+    def to_toml(self) -> str:
+        """TOML text: top-level keys, then one `[[items]]` (with its `[items.conditions]`) per item and
+        one `[[suggestions]]` per suggestion; every value is written by tomli-w."""
+        import tomli_w
+
+        d = self.to_dict()
+        parts = [tomli_w.dumps({k: v for k, v in d.items() if k not in ("items", "suggestions")})]
+        for it in d["items"]:
+            parts.append("[[items]]\n" + tomli_w.dumps({"count": it["count"], "reason": it["reason"]}))
+            parts.append("[items.conditions]\n" + tomli_w.dumps(it["conditions"]))
+        for s in d["suggestions"]:
+            parts.append("[[suggestions]]\n" + tomli_w.dumps(s))
+        return "\n".join(parts)
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "plan") -> Plan:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PlanError(f"{source} is not valid TOML: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except PlanError as exc:
+            raise PlanError(f"{source}: {exc}") from None
+
+
+def write_plan(plan: Plan, path: str | Path) -> Path:
+    """Write `plan` as TOML to `path` (atomically)."""
+    return atomic_write_text(Path(path), plan.to_toml())
+
+
+def read_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file (PlanError names the file and the problem)."""
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except OSError as exc:
+        raise PlanError(f"cannot read plan file {p}: {exc.strerror or exc}") from None
+    return Plan.from_toml(text, source=str(p))
+
+
+def load_plan(workspace: Workspace, ref: str | Path) -> Plan:
+    """A plan from a file path, or else by name from the plans table (every saved plan is there)."""
+    p = Path(ref)
+    if p.is_file() or p.suffix == ".toml" or len(p.parts) > 1:
+        return read_plan(p)
+    row = plan_row(workspace, str(ref))
+    if row is None:
+        names = [r[rows.KEY_FIELD] for r in rows.read_rows(workspace, schema.PLANS_TABLE)]
+        raise PlanError(f"no plan file or saved plan named {str(ref)!r}; saved plans: {', '.join(names) or '(none: run `roboloop plan`)'}")
+    fields = {f.name for f in dataclasses.fields(Plan)}
+    return Plan.from_dict({k: v for k, v in row.items() if k in fields})
+
+
+def plan_row(workspace: Workspace, name: str) -> dict[str, Any] | None:
+    """The newest row of plan `name` in the plans table, or None."""
+    return rows.read_row(workspace, schema.PLANS_TABLE, name)
+
+
+def _write_row(workspace: Workspace, plan: Plan, status: str, **extra: Any) -> None:
+    row = {**plan.to_dict(), "status": status, "total": plan.total, **extra}
+    rows.write_row(workspace, schema.PLANS_TABLE, plan.name, row)
+
+
+def save_plan(workspace: Workspace, plan: Plan, path: str | Path | None = None) -> Path | None:
+    """Store the plan's row (status "planned") and, with `path`, write its TOML file there.
+
+    Saving the same plan again (same dataset and items) keeps what earlier executions
+    collected, so executing it again collects only what is missing.
+    """
+    prev = plan_row(workspace, plan.name) or {}
+    same = prev.get("items") == plan.to_dict()["items"] and prev.get("dataset") == plan.dataset
+    _write_row(workspace, plan, STATUS_PLANNED, **({"collected": prev["collected"]} if same and prev.get("collected") else {}))
+    return write_plan(plan, path) if path is not None else None
+
+
+# --- seeds ---------------------------------------------------------------------------------
+
+def _seed_of(row: Mapping[str, Any]) -> int | None:
+    v = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")
+    return None if v is None else int(v)
+
+
+def dataset_max_seed(catalog, dataset: str) -> int | None:
+    """Highest demonstration seed (< DEMO_SEED_LIMIT) in `dataset`: registered episodes and files
+    already written to its base layer (a finished, not yet registered episode counts)."""
+    seeds: list[int] = []
+    if dataset in catalog.dataset_names():
+        table = catalog.segment_table(dataset)
+        col = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
+        if col in table.column_names:
+            seeds += [int(s) for s in table.column(col).to_pylist() if s is not None]
+    for f in catalog.workspace.segment_files(dataset, schema.BASE_LAYER) if dataset in catalog.workspace.datasets() else ():
+        m = _SEED_IN_ID.search(Path(f).stem.split(".")[0])
+        if m:
+            seeds.append(int(m.group(1)))
+    high = [s for s in seeds if s >= schema.DEMO_SEED_LIMIT]
+    if high:
+        log.warning("%d episode(s) of %s have seeds in the evaluation range; ignored for seed allocation", len(high), dataset)
+    seeds = [s for s in seeds if 0 <= s < schema.DEMO_SEED_LIMIT]
+    return max(seeds) if seeds else None
+
+
+def _legacy_seed_state(workspace: Workspace, dataset: str) -> int:
+    """`next_seed` of the reservation file earlier plan executions kept (``<workspace>/seeds/<dataset>.json``), or 0."""
+    try:
+        return int(json.loads((workspace.root / "seeds" / f"{dataset}.json").read_text("utf-8"))["next_seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def reserve_seeds(catalog, dataset: str, n: int) -> int:
+    """Reserve `n` consecutive demonstration seeds for `dataset`; returns the first.
+
+    Delegates to `collect.reserve_seeds` (the single place seeds are handed out, shared with
+    `roboloop collect`): the first seed is after the highest seed the dataset holds
+    (`dataset_max_seed`, registered or on disk) and every seed reserved before, under a
+    workspace lock, so concurrent collects and plans never share a seed. Raises PlanError if
+    the range would reach ``schema.DEMO_SEED_LIMIT`` (the evaluation seeds start there).
+    """
+    from roboloop.collect import SeedRangeError
+    from roboloop.collect import reserve_seeds as _reserve
+
+    if n < 0:
+        raise PlanError(f"cannot reserve {n} seeds")
+    schema.validate_dataset_name(dataset)
+    top = dataset_max_seed(catalog, dataset)
+    floor = max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
+    try:
+        return _reserve(catalog.workspace, dataset, n, floor=floor).start
+    except SeedRangeError as exc:
+        raise PlanError(
+            f"no room for {n} demonstration seeds in {dataset}: seeds must stay below {schema.DEMO_SEED_LIMIT} "
+            f"(evaluation seeds start there); {exc}"
+        ) from None
+
+
+# --- execution -----------------------------------------------------------------------------
+
+@dataclass
+class PlanRun:
+    """What executing a plan did."""
+
+    plan: Plan
+    collected: dict[str, list[str]] = field(default_factory=dict)
+    """Item key -> segment ids of every episode collected for it (this and earlier executions)."""
+    new_segment_ids: list[str] = field(default_factory=list)
+    """Episodes collected by this execution."""
+    seeds: list[int] = field(default_factory=list)
+    """Seeds used by this execution."""
+    successes: int = 0
+    """Successful episodes among the new ones."""
+    failed_segment_ids: list[str] = field(default_factory=list)
+    """New episodes the demonstrator failed (strict success): candidates for a quality flag."""
+    wall_s: float = 0.0
+    status: str = STATUS_PLANNED
+
+    @property
+    def done(self) -> bool:
+        return all(len(self.collected.get(it.key, ())) >= it.count for it in self.plan.items)
+
+
+def _spec_like_dataset(catalog, dataset: str):
+    """The RecordingSpec most episodes of `dataset` were recorded with (default spec if none)."""
+    from roboloop.collect import RecordingSpec
+
+    if dataset not in catalog.dataset_names():
+        return RecordingSpec()
+    table = catalog.segment_table(dataset)
+    cols = [f"{schema.EPISODE}.{c}" for c in (schema.EPISODE_CAMERAS, schema.EPISODE_CAMERA_SIZE, schema.EPISODE_CAMERA_HZ, schema.EPISODE_SCENE_HZ)]
+    if table.num_rows == 0 or not all(c in table.column_names for c in cols):
+        return RecordingSpec()
+    combos = Counter(zip(*(table.column(c).to_pylist() for c in cols)))
+    (cams, size, cam_hz, scene_hz), _ = combos.most_common(1)[0]
+    cameras = () if not cams or cams == "none" else tuple(c for c in str(cams).split(",") if c)
+    try:
+        w, h = (int(v) for v in str(size).lower().split("x"))
+        return RecordingSpec(cameras=cameras, width=w, height=h, camera_hz=int(cam_hz), scene_hz=int(scene_hz))
+    except (TypeError, ValueError):
+        return RecordingSpec(cameras=cameras)
+
+
+def execute_plan(
+    catalog,
+    plan: Plan,
+    *,
+    workers: int = 1,
+    on_result: Callable[[Any], None] | None = None,
+    spec=None,
+    steps: int | None = None,
+) -> PlanRun:
+    """Collect what `plan` asks for with the scripted demonstrator (through `collect.collect`).
+
+    Items already collected by an earlier execution of the same plan (episodes still in the
+    dataset) are not collected again. Seeds are reserved with :func:`reserve_seeds`. The plan's
+    row is written before (executing) and after (executed, or interrupted with what finished).
+    `on_result(EpisodeResult)` is called as each episode is registered.
+    """
+    import time
+
+    from roboloop.collect import CollectConfig, EpisodeJob, collect, episode_segment_id
+
+    ws: Workspace = catalog.workspace
+    run = PlanRun(plan)
+    previous = plan_row(ws, plan.name) or {}
+    present: set[str] = set()
+    if plan.dataset in catalog.dataset_names():
+        present = set(catalog.segment_table(plan.dataset).column("segment_id").to_pylist())
+    for key, ids in (previous.get("collected") or {}).items():
+        kept = [s for s in ids if s in present]
+        if kept:
+            run.collected[key] = kept
+    missing = [(it, it.count - len(run.collected.get(it.key, []))) for it in plan.items]
+    missing = [(it, k) for it, k in missing if k > 0]
+    total = sum(k for _, k in missing)
+    if total == 0:
+        run.status = STATUS_EXECUTED
+        _write_row(ws, plan, run.status, collected=run.collected)
+        return run
+    spec = spec or _spec_like_dataset(catalog, plan.dataset)
+    start = reserve_seeds(catalog, plan.dataset, total)
+    jobs, item_of_seed = [], {}
+    seed = start
+    for it, k in missing:
+        cond = it.scene_conditions()
+        for _ in range(k):
+            jobs.append(EpisodeJob(seed, cond, episode_segment_id(plan.dataset, seed)))
+            item_of_seed[seed] = it.key
+            seed += 1
+    run.seeds = list(range(start, seed))
+    run.status = STATUS_EXECUTING
+    _write_row(ws, plan, run.status, collected=run.collected, seeds=[start, seed])
+
+    def done(result) -> None:
+        run.collected.setdefault(item_of_seed[result.seed], []).append(result.segment_id)
+        run.new_segment_ids.append(result.segment_id)
+        run.successes += int(result.success)
+        if not result.success:
+            run.failed_segment_ids.append(result.segment_id)
+        if on_result is not None:
+            on_result(result)
+
+    t0 = time.perf_counter()
+    try:
+        collect(catalog, CollectConfig(dataset=plan.dataset, workers=workers, spec=spec, steps=steps), jobs=jobs, on_result=done)
+        run.status = STATUS_EXECUTED
+    except BaseException:
+        run.status = STATUS_INTERRUPTED
+        raise
+    finally:
+        run.wall_s = time.perf_counter() - t0
+        _write_row(
+            ws, plan, run.status, collected=run.collected, seeds=[start, seed],
+            executed_at=_now_iso(),
+        )
+    return run
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def plan_summary(plan: Plan) -> list[str]:
+    """Readable lines: one per item, then the suggestions."""
+    lines = [f"{it.count:4d} x {it.key or '(default conditions)'}" + (f"   # {it.reason}" if it.reason else "") for it in plan.items]
+    lines += [f"   {s.get('action', 'note')}: {s.get('cell', '')} {s.get('detail', '')}".rstrip() for s in plan.suggestions]
+    return lines
+

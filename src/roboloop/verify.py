@@ -1,0 +1,146 @@
+"""`verify`: decode every file of the workspace and report what is broken (`roboloop verify`).
+
+Restore only runs cheap checks at every start (footer present, recording id matches the
+file name) so that starting stays fast; `verify` is the slow, complete check, run on
+demand. Per dataset (or one, with `dataset=`):
+
+- every `.rrd` of every layer folder (every version, temporary files excluded) is decoded
+  completely (`catalog.validate_rrd`'s decoding: manifest, every chunk of every store),
+  and its recording id must be the segment its file name says (`<id>.rrd` or `<id>.<n>.rrd`);
+- the default blueprint (`blueprint.rbl`) must decode and hold a blueprint.
+
+Without `dataset=`, every row file of every row table (`tables/<t>/rows/*.json`) must also
+parse as a JSON row with a key. Nothing is repaired or deleted: each problem names the file
+and what is wrong with it, so the user decides (restore skips the same files, with a warning).
+
+This needs no catalog server: it reads the workspace (the system of record) directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roboloop import rows as _rows
+from roboloop.catalog import UnknownDatasetError, decode_problem, quick_check_rrd, read_recording_id
+from roboloop.catalog_restore import segment_of
+from roboloop.errors import RoboloopError
+from roboloop.workspace import Workspace, is_temp_file
+
+__all__ = ["VerifyReport", "verify", "workspace_files"]
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` checked and what it found broken."""
+
+    checked: int = 0
+    "Files checked (layer files, blueprints, row files)."
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+    "(file, what is wrong), in the order found."
+    datasets: list[str] = field(default_factory=list)
+    "Datasets checked."
+    seconds: float = 0.0
+    "Wall time."
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is broken."""
+        return not self.problems
+
+
+def workspace_files(workspace: Workspace, dataset: str | None = None) -> list[tuple[str, Path]]:
+    """(kind, path) of every file `verify` checks: kind is 'layer', 'blueprint' or 'row'.
+
+    An unknown `dataset` raises `UnknownDatasetError` listing the workspace's datasets.
+    """
+    ws = workspace
+    names = ws.datasets()
+    if dataset is not None:
+        if dataset not in names:
+            raise UnknownDatasetError(dataset, names)
+        names = [dataset]
+    out: list[tuple[str, Path]] = []
+    for name in names:
+        for layer in ws.layers(name):
+            folder = ws.layer_dir(name, layer)
+            out.extend(("layer", p) for p in sorted(folder.iterdir()) if p.suffix == ".rrd" and p.is_file() and not is_temp_file(p))
+        bp = ws.blueprint_path(name)
+        if bp.is_file():
+            out.append(("blueprint", bp))
+    if dataset is None:
+        for table in _rows.row_tables(ws):
+            folder = _rows.rows_dir(ws, table)
+            out.extend(("row", p) for p in sorted(folder.iterdir()) if p.suffix == ".json" and p.is_file() and not is_temp_file(p))
+    return out
+
+
+def verify(
+    workspace: Workspace, dataset: str | None = None, *, on_file: Callable[[Path, str | None], None] | None = None
+) -> VerifyReport:
+    """Decode every file of `dataset` (default: every dataset and row table) and report what is broken.
+
+    `on_file(path, problem_or_None)` is called after each file (for progress display).
+    """
+    t0 = time.perf_counter()
+    files = workspace_files(workspace, dataset)
+    report = VerifyReport(datasets=[dataset] if dataset is not None else workspace.datasets())
+    for kind, path in files:
+        problem = _check(kind, path)
+        report.checked += 1
+        if problem:
+            report.problems.append((path, problem))
+        if on_file is not None:
+            on_file(path, problem)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check(kind: str, path: Path) -> str | None:
+    if kind == "layer":
+        problem = quick_check_rrd(path) or decode_problem(path)
+        if problem:
+            return problem
+        try:
+            rid = read_recording_id(path)
+        except RoboloopError as exc:
+            return str(exc).removeprefix(f"{path}: ")
+        seg = segment_of(path)
+        if rid != seg:
+            return f"holds recording {rid!r} but its name says segment {seg!r} (restore skips it)"
+        return None
+    if kind == "blueprint":
+        return quick_check_rrd(path) or _blueprint_problem(path)
+    return _row_problem(path)
+
+
+def _blueprint_problem(path: Path) -> str | None:
+    from rerun.chunk import RrdReader
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = RrdReader(path)
+            stores = reader.blueprints()
+            if not stores:
+                return "holds no blueprint"
+            for store in stores:
+                for _chunk in reader.stream(store=store):
+                    pass
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the answer
+        return f"unreadable blueprint: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    return None
+
+
+def _row_problem(path: Path) -> str | None:
+    try:
+        row = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable row file: {exc}"
+    if not isinstance(row, dict) or _rows.KEY_FIELD not in row:
+        return f"not a table row (no {_rows.KEY_FIELD!r} field)"
+    return None

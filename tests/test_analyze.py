@@ -1,0 +1,380 @@
+"""Analyze (pure functions) and the evaluate grid/config: no simulator, no catalog.
+
+Reference numbers are published values or computed by hand from the definitions:
+- Wilson intervals: Newcombe (1998), "Two-sided confidence intervals for the single
+  proportion", Stat Med 17:857, Table I, method 3 (score).
+- Newcombe hybrid score interval for a difference of independent proportions:
+  Newcombe (1998), Stat Med 17:873, Table II, 56/70 - 48/80, method 10.
+- Exact McNemar: two-sided binomial test of the discordant pairs, by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from roboloop import analyze, schema
+from roboloop.evaluate import (
+    EvalConfig,
+    GridError,
+    cell_conditions,
+    cell_key,
+    cell_seed,
+    parse_grid,
+)
+from roboloop.predicate import UnknownColumnError
+
+SUCCESS, STAGE, CELL, SEED = analyze.SUCCESS, analyze.STAGE, analyze.CELL, analyze.SEED
+
+
+# --- statistics against reference values ----------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "k,n,low,high",
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_matches_published_values(k, n, low, high):
+    lo, hi = analyze.wilson(k, n)
+    assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_matches_scipy_and_edges():
+    from scipy.stats import binomtest
+
+    for k, n in [(0, 1), (1, 1), (3, 7), (29, 30), (30, 30), (500, 1000)]:
+        ref = binomtest(k, n).proportion_ci(method="wilson", confidence_level=0.9)
+        lo, hi = analyze.wilson(k, n, confidence=0.9)
+        assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
+    assert analyze.wilson(0, 0) == (0.0, 1.0)
+    assert analyze.wilson(5, 5)[1] == 1.0 and analyze.wilson(0, 5)[0] == 0.0
+    with pytest.raises(ValueError):
+        analyze.wilson(3, 2)
+
+
+def test_mcnemar_exact_by_hand():
+    # 10 vs 2 discordant pairs: p = 2 * P(X <= 2 | 12, 1/2) = 2 * (1 + 12 + 66) / 4096
+    assert analyze.mcnemar_exact(10, 2) == pytest.approx(158 / 4096, rel=1e-12)
+    assert analyze.mcnemar_exact(2, 10) == pytest.approx(158 / 4096, rel=1e-12)
+    # 0 vs 5: 2 * (1/2)^5
+    assert analyze.mcnemar_exact(0, 5) == pytest.approx(0.0625, rel=1e-12)
+    assert analyze.mcnemar_exact(3, 3) == pytest.approx(1.0)
+    assert analyze.mcnemar_exact(0, 0) == 1.0
+
+
+def test_newcombe_difference_published():
+    d, lo, hi = analyze.newcombe_diff(56, 70, 48, 80)
+    assert d == pytest.approx(0.2)
+    assert lo == pytest.approx(0.0524, abs=5e-5) and hi == pytest.approx(0.3339, abs=5e-5)
+
+
+def test_newcombe_paired_basic_properties():
+    d, lo, hi = analyze.newcombe_paired_diff(12, 9, 2, 21)
+    assert d == pytest.approx(7 / 44)
+    assert lo < d < hi and -1 <= lo and hi <= 1
+    # identical outcomes: zero difference, interval contains 0 and is narrower than unpaired
+    d, lo, hi = analyze.newcombe_paired_diff(15, 0, 0, 15)
+    _, ulo, uhi = analyze.newcombe_diff(15, 30, 15, 30)
+    assert d == 0 and lo <= 0 <= hi and (hi - lo) < (uhi - ulo)
+
+
+def test_holm_by_hand():
+    # sorted: .005*4=.02, .01*3=.03, .03*2=.06, .04*1=.04 -> monotone .06
+    assert analyze.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert analyze.holm([None, 0.5]) == [None, 0.5]
+
+
+# --- success_by against an independent computation -------------------------------------------------
+
+def _random_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    regions = ["left", "right", "wide"]
+    lights = ["normal", "dim"]
+    out = []
+    for i in range(n):
+        region, light = regions[rng.integers(3)], lights[rng.integers(2)]
+        p = {"left": 0.9, "right": 0.5, "wide": 0.2}[region] * (0.7 if light == "dim" else 1.0)
+        ok = bool(rng.random() < p)
+        out.append({
+            "segment_id": f"s{i}", "scene.region": region, "scene.lighting": light, "episode.policy": "p",
+            SUCCESS: ok, STAGE: 4 if ok else int(rng.integers(0, 4)), CELL: f"lighting={light},region={region}",
+            SEED: int(rng.integers(0, 1000)),
+        })
+    return out
+
+
+def test_success_by_matches_independent_grouping():
+    rows = _random_rows(500)
+    expect = defaultdict(lambda: [0, 0, 0])
+    for r in rows:
+        g = expect[(r["scene.region"], r["scene.lighting"])]
+        g[0] += 1
+        g[1] += r[SUCCESS]
+        g[2] += r[STAGE]
+    got = analyze.success_by(rows, ["scene.region", "scene.lighting"])
+    assert [(g["scene.region"], g["scene.lighting"]) for g in got] == sorted(expect)
+    for g in got:
+        n, k, stage_sum = expect[(g["scene.region"], g["scene.lighting"])]
+        assert (g["n"], g["successes"]) == (n, k)
+        assert g["rate"] == pytest.approx(k / n) and g["mean_stage"] == pytest.approx(stage_sum / n)
+        assert (g["ci_low"], g["ci_high"]) == pytest.approx(analyze.wilson(k, n))
+        assert g["small"] == (n < analyze.SMALL_N)
+    # the same from a pyarrow Table; one key; no key = overall
+    assert analyze.success_by(pa.Table.from_pylist(rows), ["scene.region", "scene.lighting"]) == got
+    one = analyze.success_by(rows, ["scene.region"])
+    assert sum(g["n"] for g in one) == 500 and [g["scene.region"] for g in one] == ["left", "right", "wide"]
+    (overall,) = analyze.success_by(rows, [])
+    assert overall["successes"] == sum(r[SUCCESS] for r in rows)
+    assert analyze.success_by(pa.Table.from_pylist(rows), []) == [overall]
+    # nested key values (lists) group on the Python path, same numbers
+    nested = [{**r, "scene.table_rgba": [0.2, 0.2, 0.2, 1.0] if r["scene.lighting"] == "dim" else [0.7] * 4} for r in rows]
+    by_rgba = analyze.success_by(pa.Table.from_pylist(nested), ["scene.table_rgba"])
+    assert [g["n"] for g in by_rgba] == [g["n"] for g in analyze.success_by(rows, ["scene.lighting"])]
+
+
+def test_success_by_small_groups_nulls_and_unknown_columns():
+    rows = [{SUCCESS: True, "k": "a"}, {SUCCESS: None, "k": "a"}, {SUCCESS: False, "k": None}]
+    got = analyze.success_by(rows, ["k"])
+    assert [(g["k"], g["n"], g["small"], g["mean_stage"]) for g in got] == [("a", 1, True, None), (None, 1, True, None)]
+    with pytest.raises(UnknownColumnError, match="scene.nope"):
+        analyze.success_by(rows, ["scene.nope"])
+
+
+# --- compare -----------------------------------------------------------------------------------------
+
+def _paired(cell: str, both: int, only_a: int, only_b: int, neither: int, start: int = 0):
+    a, b = [], []
+    outcomes = [(1, 1)] * both + [(1, 0)] * only_a + [(0, 1)] * only_b + [(0, 0)] * neither
+    for i, (sa, sb) in enumerate(outcomes):
+        base = {CELL: cell, SEED: start + i, "segment_id": f"{cell}-{i}"}
+        a.append({**base, SUCCESS: bool(sa)})
+        b.append({**base, SUCCESS: bool(sb)})
+    return a, b
+
+
+def test_compare_paired_mcnemar_holm_and_verdicts():
+    a1, b1 = _paired("region=left", 10, 0, 0, 2)  # no change
+    a2, b2 = _paired("region=right", 2, 0, 10, 8)  # B better: 10 vs 0 discordant
+    a3, b3 = _paired("region=wide", 1, 1, 1, 1)  # 4 pairs: too few
+    out = analyze.compare(a1 + a2 + a3, b1 + b2 + b3)
+    by_group = {r["group"]: r for r in out}
+    assert list(by_group) == ["region=left", "region=right", "region=wide", "overall"]
+    right = by_group["region=right"]
+    assert right["test"] == "mcnemar" and right["n_pairs"] == 20
+    assert right["diff"] == pytest.approx(0.5) and right["diff_low"] > 0
+    assert right["p"] == pytest.approx(2 * 0.5**10)
+    ps = [by_group[g]["p"] for g in ("region=left", "region=right", "region=wide")]
+    assert [by_group[g]["p_holm"] for g in ("region=left", "region=right", "region=wide")] == pytest.approx(analyze.holm(ps))
+    assert right["verdict"] == "improved"
+    assert by_group["region=left"]["verdict"] == "no change" and by_group["region=left"]["p"] == 1.0
+    assert by_group["region=wide"]["verdict"] == "too few episodes"
+    overall = by_group["overall"]
+    assert overall["n_pairs"] == 36 and overall["discordant_b"] == 11 and overall["discordant_a"] == 1
+    assert overall["p"] == pytest.approx(analyze.mcnemar_exact(11, 1))
+    # swapping A and B flips the sign and the verdict
+    back = {r["group"]: r for r in analyze.compare(b1 + b2, a1 + a2)}
+    assert back["region=right"]["verdict"] == "regressed" and back["region=right"]["diff"] == pytest.approx(-0.5)
+
+
+def test_compare_unpaired_uses_fisher():
+    from scipy.stats import fisher_exact
+
+    a = [{CELL: "c", SEED: i, SUCCESS: i < 5} for i in range(20)]
+    b = [{CELL: "c", SEED: 100 + i, SUCCESS: i < 17} for i in range(20)]
+    row = analyze.compare(a, b)[0]
+    assert row["test"] == "fisher" and row["n_pairs"] == 0
+    assert row["p"] == pytest.approx(fisher_exact([[17, 3], [5, 15]]).pvalue)
+    assert row["diff"] == pytest.approx(0.6) and row["verdict"] == "improved"
+
+
+# --- failures ------------------------------------------------------------------------------------------
+
+def test_failures_lists_failed_rollouts_with_time_and_links():
+    rows = [
+        {"segment_id": "ok-1", SUCCESS: True, CELL: "region=left", SEED: 1},
+        {"segment_id": "bad-2", SUCCESS: False, CELL: "region=left", SEED: 2, "outcome.failure_reason": "dropped",
+         "outcome.failure_time_s": 3.5, "scene.region": "left"},
+        {"segment_id": "bad-1", SUCCESS: False, CELL: "region=left", SEED: 0, "outcome.failure_reason": "never_touched",
+         "outcome.failure_time_s": -1.0},
+    ]
+    calls = []
+    out = analyze.failures(rows, dataset="x_evals", url_for=lambda s, t: calls.append((s, t)) or f"url://{s}@{t}")
+    assert [r["segment_id"] for r in out] == ["bad-1", "bad-2"]
+    assert out[1]["at_s"] == 3.5 and out[1]["failure_kind"] == "dropped" and out[1]["scene.region"] == "left"
+    assert out[0]["at_s"] == 0.0 and out[0]["failure_kind"] == "missed grasp"
+    assert out[1]["open"] == "roboloop open bad-2 --at 3.5 --dataset x_evals"
+    assert calls == [("bad-1", 0.0), ("bad-2", 3.5)] and out[1]["url"] == "url://bad-2@3.5"
+
+
+# --- grid, cells, seeds, config ---------------------------------------------------------------------------
+
+def test_grid_parsing_aliases_and_errors(tmp_path):
+    g = parse_grid("yaw=none,any region=near,far lighting=normal,dim")
+    assert g.to_dict() == {"lighting": ["normal", "dim"], "region": ["left", "right"], "yaw": ["none", "any"]}
+    assert len(g.cells()) == 8 and g.keys()[0] == "lighting=normal,region=left,yaw=none"
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[grid]\nregion = ["near", "far"]\nlighting = "normal,dim"\nyaw = ["none", "any"]\n')
+    assert parse_grid(str(toml)) == g
+    with pytest.raises(GridError, match="valid axes: region, yaw, lighting, table, distractors"):
+        parse_grid("colour=red")
+    with pytest.raises(GridError, match=r"valid lighting labels: bright, dim, normal"):
+        parse_grid("lighting=dark")
+    with pytest.raises(GridError, match="twice"):
+        parse_grid("region=near,left")
+    with pytest.raises(GridError, match="axis=label"):
+        parse_grid("region")
+    assert parse_grid("distractors=2,0").to_dict() == {"distractors": ["few", "none"]}
+
+
+def test_cell_key_and_seed_are_pure_and_canonical():
+    assert cell_key({"yaw": "any", "region": "near"}) == "region=left,yaw=any"
+    key = "lighting=dim,region=left"
+    digest = hashlib.sha256(b"lighting=dim,region=left#3").digest()
+    assert cell_seed(key, 3) == 2**30 + int.from_bytes(digest[:8], "big") % 2**30
+    assert cell_seed(cell_key({"region": "near", "lighting": "dim"}), 3) == cell_seed(key, 3)
+    seeds = {cell_seed(key, i) for i in range(1000)}
+    assert len(seeds) == 1000
+    assert all(schema.EVAL_SEED_BASE <= s < schema.EVAL_SEED_BASE + schema.EVAL_SEED_SPAN for s in seeds)
+    assert all(s >= schema.DEMO_SEED_LIMIT for s in seeds)
+    c = cell_conditions({"region": "far", "lighting": "dim", "yaw": "any"})
+    assert (c.region, c.lighting, c.yaw_min, c.yaw_max) == ("right", "dim", -45.0, 45.0)
+
+
+def test_eval_config_round_trip_and_validation():
+    cfg = EvalConfig(dataset="d", policy="run-abc", grid=parse_grid("region=near,far"), episodes_per_cell=3,
+                     eval_id="e1", cameras=("top", "angle"), camera_size=(96, 72), steps=50)
+    d = cfg.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert EvalConfig.from_dict(json.loads(json.dumps(d))) == cfg
+    assert EvalConfig.from_json(cfg.to_json()) == cfg
+    assert EvalConfig.from_dict(EvalConfig().to_dict()) == EvalConfig()
+    for bad in ({"episodes_per_cell": 0}, {"cameras": ("nope",)}, {"camera_size": (33, 24)}, {"workers": 0},
+                {"steps": 0}, {"eval_id": "bad id"}, {"camera_hz": 7}):
+        with pytest.raises(ValueError):
+            EvalConfig(**bad)
+    with pytest.raises(ValueError, match="unknown EvalConfig keys"):
+        EvalConfig.from_dict({**d, "episodes": 3})
+
+
+def test_stages_from_contacts():
+    from roboloop.sim.success import SuccessTracker
+
+    def c(ll=False, lr=False, rl=False, rr=False, table=False):
+        return {"left_left_finger": ll, "left_right_finger": lr, "right_left_finger": rl, "right_right_finger": rr,
+                    "table": table, "other": False}
+
+    tr = SuccessTracker()
+    for _ in range(10):
+        tr.observe(0.02, c(table=True))
+    assert tr.result().stage == 0 and tr.result().stage_name == "none"
+    tr.observe(0.02, c(rl=True, rr=True, table=True))  # step 10: right grasp on the table
+    assert (tr.stage, tr.stage_step) == (1, 10)
+    tr.observe(0.03, c(rl=True, rr=True))  # off the table but not high enough: no lift yet
+    assert tr.stage == 1
+    tr.observe(0.08, c(rl=True, rr=True))  # step 12: lifted
+    assert (tr.stage, tr.stage_step) == (2, 12)
+    tr.observe(0.08, c(ll=True, lr=True, rl=True, rr=True))  # step 13: both grippers
+    assert tr.stage == 3
+    tr.observe(0.08, c(ll=True, lr=True))  # step 14: right let go -> handover
+    assert (tr.stage, tr.stage_step) == (4, 14)
+    tr.observe(0.02, c(table=True))
+    r = tr.result()
+    assert r.stage == 4 and not r.success and r.failure_reason == "dropped"
+    assert math.isclose(r.failure_step, 14)
+    assert schema.STAGES[r.stage] == "handover"
+
+
+# --- the rollout index: snapshot + row files -----------------------------------------------------------
+
+def test_index_snapshot_merges_with_newer_rows_and_tombstones(tmp_path, monkeypatch):
+    from roboloop import episode_index, rows
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    base = ws.layer_dir("d_evals", schema.BASE_LAYER)
+    base.mkdir(parents=True)
+
+    def add(i: int, ok: bool) -> None:
+        (base / f"s{i}.rrd").touch()  # only the names matter to the index
+        episode_index.write_row(ws, "d_evals", f"s{i}", {"episode": {"seed": i}, "outcome": {"success": ok},
+                                                          "signals": {"ignored": 1}})
+
+    for i in range(5):
+        add(i, i % 2 == 0)
+    monkeypatch.setattr(episode_index, "COMPACT_AFTER", 3)
+    t = episode_index.load_table(ws, "d_evals")  # parses 5 files > 3: writes the snapshot
+    snap = ws.table_dir(schema.rollout_index_table("d_evals")) / episode_index.SNAPSHOT_FILE
+    assert snap.is_file() and sorted(t.column("segment_id").to_pylist()) == [f"s{i}" for i in range(5)]
+    assert "signals.ignored" not in t.column_names
+    # after the snapshot: a new rollout, a re-written row, a deleted file
+    add(5, True)
+    episode_index.write_row(ws, "d_evals", "s1", {"episode": {"seed": 1}, "outcome": {"success": True}})
+    (base / "s3.rrd").unlink()
+    got = {r["segment_id"]: r for r in episode_index.load(ws, "d_evals")}
+    assert sorted(got) == ["s0", "s1", "s2", "s4", "s5"]
+    assert got["s1"]["outcome.success"] is True and got["s5"]["episode.seed"] == 5
+    assert got == {r["segment_id"]: r for r in episode_index.read(ws, "d_evals")}
+    assert rows.read_row(ws, schema.rollout_index_table("d_evals"), "s3") is None  # tombstoned
+    # a broken snapshot is only a cache
+    snap.write_bytes(b"garbage")
+    assert {r["segment_id"] for r in episode_index.load(ws, "d_evals")} == set(got)
+
+
+def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from roboloop import episode_index, rows
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    base = ws.layer_dir("d_evals", schema.BASE_LAYER)
+    base.mkdir(parents=True)
+    for i in range(3):
+        (base / f"s{i}.rrd").touch()
+        episode_index.write_row(ws, "d_evals", f"s{i}", {"outcome": {"success": True}})
+    old = time.time() - 10
+    folders = (base, rows.rows_dir(ws, schema.rollout_index_table("d_evals")))
+
+    def age(t: float) -> None:  # make the folders look quiet (changed more than 1 s ago)
+        for d in folders:
+            os.utime(d, (t, t))
+
+    age(old)
+    assert episode_index.load_table(ws, "d_evals").num_rows == 3  # full path; records the quiet folder state
+    real_merge = episode_index._merge
+
+    def no_listing(*a):
+        raise AssertionError("the folders were listed")
+
+    monkeypatch.setattr(episode_index, "_merge", no_listing)
+    assert episode_index.load_table(ws, "d_evals").num_rows == 3  # fast path: no listing
+    (base / "s3.rrd").touch()  # a new rollout changes the base folder
+    episode_index.write_row(ws, "d_evals", "s3", {"outcome": {"success": False}})
+    age(old + 5)
+    with pytest.raises(AssertionError, match="listed"):
+        episode_index.load_table(ws, "d_evals")
+    monkeypatch.setattr(episode_index, "_merge", real_merge)
+    t = episode_index.load_table(ws, "d_evals")
+    assert sorted(t.column("segment_id").to_pylist()) == ["s0", "s1", "s2", "s3"]
+
+
+def test_plots_bars_for_one_key_heatmap_for_two(tmp_path):
+    from PIL import Image
+
+    from roboloop.plots import plot_success
+
+    rows = _random_rows(120)
+    one = plot_success(analyze.success_by(rows, ["scene.region"]), ["scene.region"], tmp_path / "bars.png")
+    two = plot_success(analyze.success_by(rows, ["scene.region", "scene.lighting"]), ["scene.region", "scene.lighting"],
+                       tmp_path / "heat.png")
+    for path in (one, two):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+    with pytest.raises(ValueError, match="one key"):
+        plot_success([], ["a", "b", "c"], tmp_path / "x.png")

@@ -1,0 +1,206 @@
+"""Fault injection (issue 13): kill -9 inside writes, restart, nothing acknowledged is lost, nothing corrupt.
+
+Each stage command runs in its own process (`tests/fault_driver.py`, which prints an `ACK` line for
+every write its stage acknowledged). Per command: one clean run with `ROBOLOOP_FAULT_TRACE` (it
+records which kill points the command passes and how often), then runs killed with SIGKILL at
+seeded random (point, k-th hit) choices from that trace (`ROBOLOOP_FAULT=point:k`, see
+`roboloop.faults`), each followed by a restart that checks the workspace, then one more clean run of
+the same command, which must complete. After every run:
+
+- every acknowledged episode / signals layer / quality verdict / selection is present (writes lost: 0);
+- every file of every version decodes fully (`catalog.validate_rrd`) and restore skips nothing
+  (corrupt files: 0), every registered segment has its finished base file and nothing else is
+  registered (nothing partial);
+- no two episodes share a seed (a killed collect's reserved seeds are never handed out again);
+- no temporary file of a killed writer survives the restart.
+
+Figures (kill points tried / reached, writes lost, corrupt files) are printed (`pytest -s`) and
+asserted. Adding train/evaluate: add a command to fault_driver.py and a row to `PLAN`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from roboloop import curate, schema
+from roboloop.catalog import Catalog, CorruptRecordingError, validate_rrd
+from roboloop.faults import ENV_FAULT, ENV_TRACE
+from roboloop.workspace import Workspace, is_temp_file
+
+HERE = Path(__file__).resolve().parent
+SRC = str(HERE.parent / "src")
+DS = "f"
+SEED = 13
+
+
+@dataclass
+class Figures:
+    tried: int = 0
+    killed: int = 0
+    lost: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    points: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Acks:
+    episodes: dict[str, int] = field(default_factory=dict)  # segment -> seed
+    signals: dict[str, int] = field(default_factory=dict)  # segment -> newest acknowledged version
+    quality: dict[str, str] = field(default_factory=dict)  # segment -> newest acknowledged reason (tags sort by run)
+    selections: dict[str, str] = field(default_factory=dict)  # name -> digest
+
+    def add(self, stdout: str) -> None:
+        for line in stdout.splitlines():
+            parts = line.split()
+            if len(parts) != 4 or parts[0] != "ACK":
+                continue
+            _, kind, key, value = parts
+            if kind == "episode":
+                self.episodes[key] = int(value)
+            elif kind == "signals":
+                self.signals[key] = _version(value)
+            elif kind == "quality":
+                self.quality[key] = max(value, self.quality.get(key, ""))
+            elif kind == "selection":
+                self.selections[key] = value
+
+
+def _version(file_name: str) -> int:
+    parts = file_name.split(".")
+    return int(parts[-2]) if len(parts) > 2 and parts[-2].isdigit() else 0
+
+
+def run(ws: Workspace, command: str, tag: str, *, fault: str | None = None, trace: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_FAULT, ENV_TRACE, "ROBOLOOP_CATALOG")}
+    env.update(PYTHONPATH=SRC, MUJOCO_GL="egl", OMP_NUM_THREADS="1")
+    if fault:
+        env[ENV_FAULT] = fault
+    if trace:
+        env[ENV_TRACE] = str(trace)
+    return subprocess.run([sys.executable, str(HERE / "fault_driver.py"), str(ws.root), command, tag],
+                          capture_output=True, text=True, env=env, timeout=180)
+
+
+def check(ws: Workspace, acks: Acks, figures: Figures, context: str) -> None:
+    """Restart on the workspace and check everything acknowledged is there and nothing is broken."""
+    files = [p for p in ws.datasets_dir.rglob("*.rrd") if not is_temp_file(p)] if ws.datasets_dir.is_dir() else []
+    for p in files:
+        try:
+            validate_rrd(p)
+        except CorruptRecordingError as exc:
+            figures.corrupt.append(f"{context}: {exc}")
+    with Catalog(ws, url="") as cat:
+        for path, reason in cat.report.skipped:
+            figures.corrupt.append(f"{context}: restore skipped {path}: {reason}")
+        table = cat.segment_table(DS).to_pylist() if DS in cat.dataset_names() else []
+        selections = {s.name: s for s in curate.list_selections(cat)}
+        leftovers = ws.stale_temp_files()  # a catalog alone on the workspace removed every dead writer's temp file
+    if leftovers:
+        figures.corrupt.append(f"{context}: temporary files left after a start: {leftovers}")
+    rows = {r[schema.SEGMENT_ID]: r for r in table}
+    base = {p.stem for p in ws.segment_files(DS, schema.BASE_LAYER)}
+    if set(rows) != base:  # registered == finished base files: nothing partial, nothing missing
+        figures.corrupt.append(f"{context}: registered {sorted(set(rows) ^ base)} differ from the base files")
+    seeds = Counter(r.get("episode.seed") for r in rows.values())
+    reused = [s for s, n in seeds.items() if n > 1]
+    if reused:
+        figures.lost.append(f"{context}: seeds reused {reused}")
+    for seg, seed in acks.episodes.items():
+        if seg not in rows or rows[seg].get("episode.seed") != seed:
+            figures.lost.append(f"{context}: episode {seg} (seed {seed})")
+    for seg, version in acks.signals.items():
+        present = [_version(p.name) for p in ws.segment_versions(DS, schema.SIGNALS_LAYER, seg)]
+        if seg not in rows or schema.SIGNALS_LAYER not in (rows[seg][schema.LAYERS] or []) or not present or max(present) < version:
+            figures.lost.append(f"{context}: signals of {seg} (version {version})")
+    for seg, reason in acks.quality.items():
+        have = rows.get(seg, {}).get("quality.reason")
+        if have is None or have < reason:
+            figures.lost.append(f"{context}: quality of {seg} ({reason!r}, found {have!r})")
+    for name, digest in acks.selections.items():
+        if name not in selections or (name != "latest" and selections[name].digest != digest):
+            figures.lost.append(f"{context}: selection {name}")
+
+
+def campaign(ws: Workspace, tmp: Path, rng: random.Random, command: str, kills: int, acks: Acks, figures: Figures) -> None:
+    """One command: a traced clean run, `kills` runs killed at random points, one clean run."""
+    trace = tmp / f"trace-{command}.txt"
+    first = run(ws, command, f"{command}-r00", trace=trace)
+    assert first.returncode == 0 and "DONE" in first.stdout, first.stderr[-3000:]
+    acks.add(first.stdout)
+    check(ws, acks, figures, f"{command} clean")
+    hits = Counter(trace.read_text().split())
+    choices = sorted(hits)
+    assert choices, f"{command} passed no kill point"
+    order = rng.sample(choices, len(choices))  # every point of the command first, then random ones
+    for i in range(1, kills + 1):
+        point = order[i - 1] if i <= len(order) else rng.choice(choices)
+        k = rng.randint(1, hits[point])
+        res = run(ws, command, f"{command}-r{i:02d}", fault=f"{point}:{k}")
+        figures.tried += 1
+        acks.add(res.stdout)
+        if res.returncode == -signal.SIGKILL:
+            figures.killed += 1
+            figures.points[f"{command}/{point}:{k}"] += 1
+        else:  # the kth hit did not come this time (state changed): the run must have completed
+            assert res.returncode == 0 and "DONE" in res.stdout, res.stderr[-3000:]
+        check(ws, acks, figures, f"{command} killed at {point}:{k}")
+    last = run(ws, command, f"{command}-r99")
+    assert last.returncode == 0 and "DONE" in last.stdout, last.stderr[-3000:]  # the same command completes
+    acks.add(last.stdout)
+    check(ws, acks, figures, f"{command} after the kills")
+
+
+def report(name: str, figures: Figures) -> None:
+    print(f"\n[{name}] kill runs {figures.tried}, killed {figures.killed}, writes lost {len(figures.lost)}, "
+          f"corrupt files {len(figures.corrupt)}; points {dict(sorted(figures.points.items()))}")
+    assert not figures.lost, figures.lost
+    assert not figures.corrupt, figures.corrupt
+
+
+def test_the_check_sees_a_lost_write_and_a_corrupt_file(tmp_path, synthetic_episode):
+    """The checker itself can fail: an acknowledged episode that is not there, a broken file."""
+    ws = Workspace(tmp_path / "ws")
+    synthetic_episode(ws, DS, "real", duration_s=0.2, properties={"episode": {"seed": 1}})
+    broken = ws.segment_path(DS, schema.BASE_LAYER, "broken")
+    data = ws.segment_path(DS, schema.BASE_LAYER, "real").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    acks, figures = Acks(), Figures()
+    acks.add("ACK episode real 1\nACK episode ghost 2\nACK selection v9 abc\n")
+    check(ws, acks, figures, "mutation")
+    assert len(figures.lost) == 2 and "ghost" in figures.lost[0] and "v9" in figures.lost[1]
+    assert any("broken" in c for c in figures.corrupt)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_kill9_collect_and_refine(tmp_path):
+    """kill -9 inside collect (seed reservation, episode file, registration) and refine (signals versions)."""
+    ws, rng, acks, figures = Workspace(tmp_path / "ws"), random.Random(SEED), Acks(), Figures()
+    campaign(ws, tmp_path, rng, "collect", 8, acks, figures)
+    campaign(ws, tmp_path, rng, "refine", 6, acks, figures)
+    report("collect+refine", figures)
+    assert figures.killed >= 12
+    assert len(acks.episodes) >= 4 and set(acks.signals) >= set(acks.episodes)
+
+
+@pytest.mark.sim
+def test_kill9_flag_and_curate(tmp_path):
+    """kill -9 inside flag (quality versions) and curate (selection rows under the lock)."""
+    ws, rng, acks, figures = Workspace(tmp_path / "ws"), random.Random(SEED + 1), Acks(), Figures()
+    for _ in range(2):
+        setup = run(ws, "collect", "setup")
+        assert setup.returncode == 0, setup.stderr[-3000:]
+        acks.add(setup.stdout)
+    campaign(ws, tmp_path, rng, "flag", 6, acks, figures)
+    campaign(ws, tmp_path, rng, "curate", 6, acks, figures)
+    report("flag+curate", figures)
+    assert figures.killed >= 10
