@@ -42,7 +42,7 @@ def _trajectory(offset: float, t: np.ndarray) -> np.ndarray:
     return 0.5 * np.sin(2 * np.pi * 0.5 * t[:, None] + d[None, :] * 0.4) + offset * (1 + 0.1 * d[None, :])
 
 
-def write_learnable_episode(ws: Workspace, segment_id: str, offset: float, *, video: tuple[int, int] | None = None):
+def write_learnable_episode(ws: Workspace, segment_id: str, offset: float, *, video: tuple[int, int] | None = None, seed: int = 0):
     """An episode whose target is known: joint_targets(t) = joint_positions(t + dt), the cube's x = offset."""
     import rerun as rr
 
@@ -57,7 +57,7 @@ def write_learnable_episode(ws: Workspace, segment_id: str, offset: float, *, vi
         rec.log_scalar_columns(schema.JOINT_POSITIONS, t, q)
         rec.log_scalar_columns(schema.JOINT_TARGETS, t, targets)
         rec.log_scalar_columns(schema.CUBE_POSE, t, cube)
-        props = {"kind": "demo", "seed": 0}
+        props = {"kind": "demo", "seed": seed}  # the holdout split groups episodes by seed
         if video:
             w, h = video
             tv = t[::2]
@@ -85,7 +85,7 @@ def make_dataset(catalog, n: int = 6, *, video=None, holdout: float = 0.3, name:
     for i in range(n):
         sid = f"syn-{i:03d}"
         offset = -0.2 + 0.4 * i / max(1, n - 1)
-        p, data = write_learnable_episode(ws, sid, offset, video=video)
+        p, data = write_learnable_episode(ws, sid, offset, video=video, seed=i)
         paths.append(p)
         eps[sid] = data
     catalog.register_files(DS, paths)
@@ -370,20 +370,20 @@ def test_policy_factory_drives_collect(catalog):
     """A trained run plugs into collect's policy_factory (picklable) and its rollouts are recorded with its id."""
     import pickle
 
-    from roboloop.collect import RecordingSpec, collect
+    from roboloop.collect import CollectConfig, RecordingSpec, collect
     from roboloop.sim import SceneConditions
     from roboloop.train import PolicyFactory
 
     spec = RecordingSpec(cameras=())
     cond = SceneConditions.from_names(region="left")
-    collect(catalog, "demos", 2, conditions=cond, seed=0, spec=spec, steps=60)
+    collect(catalog, CollectConfig(dataset="demos", episodes=2, conditions=cond, seed=0, spec=spec, steps=60))
     curate.save(catalog, curate.select(catalog, "demos"), "d")
     cfg = TrainConfig(dataset="demos", selection="d", epochs=2, batch_size=32, samples=1, episode_steps=300,
                       model=MLPConfig(hidden=32, layers=1))
     res = train(catalog, cfg)
     factory = pickle.loads(pickle.dumps(PolicyFactory(str(catalog.workspace.root), res.run_id)))
-    rep = collect(catalog, "demos_evals", 1, conditions=cond, seed=schema.EVAL_SEED_BASE, spec=spec, steps=20,
-                  kind=schema.KIND_ROLLOUT, policy_factory=factory)
+    rep = collect(catalog, CollectConfig(dataset="demos_evals", episodes=1, conditions=cond, seed=schema.EVAL_SEED_BASE, spec=spec,
+                                         steps=20, kind=schema.KIND_ROLLOUT), policy_factory=factory)
     assert len(rep.results) == 1
     row = catalog.segment_table("demos_evals").to_pylist()[0]
     assert row["episode.policy"] == res.run_id and row["episode.kind"] == "rollout"
