@@ -108,6 +108,7 @@ def test_config_round_trip_and_validation(tmp_path):
     text = cfg.to_json()
     back = TrainConfig.from_json(text)
     assert back == cfg and back.to_json() == text
+    assert TrainConfig.from_toml(cfg.to_toml()) == cfg  # the shared roboloop.config file formats
     assert json.loads(text)["fields"]["features"][0]["path"] == "/cameras/top"
     d = cfg.to_dict()
     d["lrr"] = 1.0
