@@ -1,6 +1,6 @@
 """Training throughput from the stream vs the same model on the same samples held in memory.
 
-    PYTHONPATH=src python benchmarks/bench_train.py [--episodes 50] [--epochs 5] [--repeats 3]
+    PYTHONPATH=src python benchmarks/bench_train.py [--episodes 50] [--epochs 10] [--repeats 3] [--workers 0,2]
 
 One run, one process: 50 episodes x 300 steps (15k samples; joint positions, joint targets
 and cube pose at 50 Hz, written by the real recorder) registered in an embedded catalog.
@@ -13,8 +13,13 @@ Each side trains the default `mlp` policy (3x256 GELU, batch 256, AdamW, joint n
 - memory: every sample read once (outside the timing) into tensors; per epoch a
   permutation sliced into batches of 256.
 
-Samples/s per side; the ratio stream/memory; median of `--repeats` repeats, sides
-interleaved. torch uses 1 thread (the stream's workers set 1 thread each).
+The two sides train two identical models, sandwiched: half the memory epochs, all the
+stream epochs, the other half, so the other engineers' load drift on the 2 shared cores hits
+both alike. Reported per repeat:
+samples/s on wall time and on process CPU time (for workers=0 the process CPU includes the
+in-process catalog server and the stream's fetch thread, i.e. all the work of the stream;
+for workers=2 the workers' CPU is not counted, so compare wall). The stream/memory ratio:
+median of `--repeats` repeats. torch uses 1 thread (the stream's workers set 1 thread each).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from roboloop.catalog import Catalog
 from roboloop.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
 from roboloop.train import TrainConfig
+from roboloop.train.ahead import EpochsAhead
 from roboloop.train.features import (
     encode_batch,
     feature_specs,
@@ -79,52 +85,81 @@ def fresh(cfg, specs, stats):
     return policy, torch.optim.AdamW(policy.parameters(), lr=1e-3), torch.Generator().manual_seed(0)
 
 
-def run_stream(cat, sel, cfg, specs, stats, epochs, workers) -> float:
-    policy, opt, gen = fresh(cfg, specs, stats)
-    step = step_fn(policy, opt, gen)
-    t0 = time.perf_counter()
-    stream = EpisodeStream(cat, (DS, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=50, batch_size=cfg.batch_size, seed=0)
-    loader = stream.loader(num_workers=workers, persistent_workers=workers > 0)
-    n = 0
-    for e in range(epochs):
-        stream.set_epoch(e)
-        for batch in loader:
-            inputs = encode_batch(specs, batch, cfg)
-            step(inputs)
-            n += len(inputs["joints"])
-    dt = time.perf_counter() - t0
-    del loader
-    return n / dt
-
-
 def load_memory(cat, sel, specs) -> dict[str, torch.Tensor]:
     stream = EpisodeStream(cat, (DS, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=50, batch_size=1 << 16, shuffle=False)
     parts = list(stream)
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def run_memory(data, cfg, specs, stats, epochs) -> float:
-    policy, opt, gen = fresh(cfg, specs, stats)
-    step = step_fn(policy, opt, gen)
+class Clock:
+    """Wall and process-CPU seconds spent in a side (process CPU includes the in-process catalog server and fetch thread)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self.samples = 0
+
+    def __enter__(self):
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall += time.perf_counter() - self._w
+        self.cpu += time.process_time() - self._c
+
+
+def one_repeat(cat, sel, data, cfg, specs, stats, epochs: int, workers: int, ahead: bool = False) -> tuple[Clock, Clock]:
+    """Sandwich: half the memory epochs, all the stream epochs (set-up and worker spawn included), the other half.
+
+    Load drift from other jobs hits both sides alike, and nothing of one side runs while the other is timed
+    (the stream's loader and its workers exist only inside its own block).
+    """
+    mem_policy, mem_opt, mem_gen = fresh(cfg, specs, stats)
+    mem_step = step_fn(mem_policy, mem_opt, mem_gen)
+    st_policy, st_opt, st_gen = fresh(cfg, specs, stats)
+    st_step = step_fn(st_policy, st_opt, st_gen)
+    mem, st = Clock(), Clock()
     n_all = len(data["joints"])
-    t0 = time.perf_counter()
-    n = 0
-    for e in range(epochs):
-        perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(e))
-        for i in range(0, n_all, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            inputs = encode_batch(specs, {k: v[idx] for k, v in data.items()}, cfg)
-            step(inputs)
-            n += len(idx)
-    return n / (time.perf_counter() - t0)
+
+    def mem_epoch(e: int) -> None:
+        with mem:
+            perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(e))
+            for i in range(0, n_all, cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                mem_step(encode_batch(specs, {k: v[idx] for k, v in data.items()}, cfg))
+                mem.samples += len(idx)
+
+    def stream_epochs() -> None:
+        with st:
+            stream = EpisodeStream(cat, (DS, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=50, batch_size=cfg.batch_size, seed=0)
+            loader = stream.loader(num_workers=workers, persistent_workers=workers > 0)
+            pre = EpochsAhead(stream, loader, 0, epochs) if ahead else None
+            for e in range(epochs):
+                if pre is None:
+                    stream.set_epoch(e)
+                for batch in pre.epoch(e) if pre is not None else loader:
+                    inputs = encode_batch(specs, batch, cfg)
+                    st_step(inputs)
+                    st.samples += len(inputs["joints"])
+            if pre is not None:
+                pre.close()
+            del loader  # shuts persistent workers down (inside the timing: part of the work)
+
+    half = epochs // 2
+    for e in range(half):
+        mem_epoch(e)
+    stream_epochs()
+    for e in range(half, epochs):
+        mem_epoch(e)
+    return mem, st
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=50)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", default="0,2", help="stream worker counts to measure")
+    ap.add_argument("--ahead", action="store_true", help="stream side with train.ahead.EpochsAhead (what train() uses)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     workers = [int(w) for w in args.workers.split(",")]
@@ -136,19 +171,20 @@ def main() -> None:
         stats = stream_stats(EpisodeStream(cat, (DS, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)), rate_hz=50,
                                            batch_size=8192, shuffle=False), specs)
         data = load_memory(cat, sel, specs)
-        print(f"{len(data['joints'])} samples in memory, {args.epochs} epochs per measurement, {args.repeats} repeats")
-        res: dict[str, list[float]] = {"memory": [], **{f"stream w={w}": [] for w in workers}}
-        for r in range(args.repeats):
-            res["memory"].append(run_memory(data, cfg, specs, stats, args.epochs))
-            for w in workers:
-                res[f"stream w={w}"].append(run_stream(cat, sel, cfg, specs, stats, args.epochs, w))
-            print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in res.items()), flush=True)
-        mem = statistics.median(res["memory"])
-        print(f"median memory: {mem:,.0f} samples/s")
+        print(f"{len(data['joints'])} samples in memory, {args.epochs} epochs per measurement, {args.repeats} repeats, "
+              "memory | stream | memory sandwich")
         for w in workers:
-            s = statistics.median(res[f"stream w={w}"])
-            print(f"median stream workers={w}: {s:,.0f} samples/s = {100 * s / mem:.1f}% of memory")
-
+            wall, cpu = [], []
+            for r in range(args.repeats):
+                mem, st = one_repeat(cat, sel, data, cfg, specs, stats, args.epochs, w, args.ahead)
+                wall.append((st.samples / st.wall) / (mem.samples / mem.wall))
+                cpu.append((st.samples / st.cpu) / (mem.samples / mem.cpu))
+                print(f"workers={w} repeat {r}: memory {mem.samples / mem.wall:,.0f}/s wall ({mem.samples / mem.cpu:,.0f}/s cpu), "
+                      f"stream {st.samples / st.wall:,.0f}/s wall ({st.samples / st.cpu:,.0f}/s cpu of this process); "
+                      f"ratio wall {100 * wall[-1]:.1f}%, cpu {100 * cpu[-1]:.1f}%", flush=True)
+            extra = "" if w == 0 else " (workers' own CPU not counted: compare wall)"
+            print(f"median stream/memory, workers={w}: wall {100 * statistics.median(wall):.1f}%, "
+                  f"process cpu {100 * statistics.median(cpu):.1f}%{extra}")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ import torch
 
 from roboloop import curate, schema
 from roboloop.catalog import Catalog
-from roboloop.collect import EpisodeJob, RecordingSpec, collect, episode_segment_id
+from roboloop.collect import CollectConfig, EpisodeJob, RecordingSpec, collect, episode_segment_id
 from roboloop.sim import SceneConditions
 from roboloop.train import PolicyFactory, TrainConfig, train
 from roboloop.workspace import Workspace
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", default=None, help="roll out this existing run instead of training a new one")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cond = SceneConditions.from_names(region=args.region)
@@ -46,7 +47,7 @@ def main() -> None:
     with Catalog(Workspace(args.workspace), url="") as cat:
         if ds not in cat.dataset_names() or len(cat.dataset(ds).segment_ids()) < args.demos:
             t0 = time.perf_counter()
-            rep = collect(cat, ds, args.demos, conditions=cond, seed=0, workers=args.workers, spec=spec)
+            rep = collect(cat, CollectConfig(dataset=ds, episodes=args.demos, conditions=cond, seed=0, workers=args.workers, spec=spec))
             out["collect_s"] = round(time.perf_counter() - t0, 1)
             out["demo_successes"] = f"{rep.successes}/{len(rep.results)}"
         sel_name = f"{ds}-v1"
@@ -60,17 +61,21 @@ def main() -> None:
             kw["epochs"] = args.epochs
         if args.batch_size:
             kw["batch_size"] = args.batch_size
-        cfg = TrainConfig(dataset=ds, selection=sel_name, policy=args.policy, seed=args.seed, **kw)
-        t0 = time.perf_counter()
-        res = train(cat, cfg)
-        out["train_s"] = round(time.perf_counter() - t0, 1)
-        out.update(run_id=res.run_id, epochs=cfg.epochs, batch_size=cfg.batch_size, final_train_loss=res.final_train_loss,
-                   final_holdout_loss=res.final_holdout_loss, parameters=res.parameters)
+        if args.run:
+            res = argparse.Namespace(run_id=args.run)
+            out["run_id"] = args.run
+        else:
+            cfg = TrainConfig(dataset=ds, selection=sel_name, policy=args.policy, seed=args.seed, **kw)
+            t0 = time.perf_counter()
+            res = train(cat, cfg)
+            out["train_s"] = round(time.perf_counter() - t0, 1)
+            out.update(run_id=res.run_id, epochs=cfg.epochs, batch_size=cfg.batch_size, final_train_loss=res.final_train_loss,
+                       final_holdout_loss=res.final_holdout_loss, parameters=res.parameters)
         print(json.dumps(out), flush=True)
-        evals = schema.evals_dataset(ds)
+        evals = schema.evals_dataset(ds) + (f"_{res.run_id.replace('-', '_')}")
         jobs = [EpisodeJob(schema.EVAL_SEED_BASE + i, cond, episode_segment_id(evals, schema.EVAL_SEED_BASE + i)) for i in range(args.rollouts)]
         t0 = time.perf_counter()
-        rep = collect(cat, evals, jobs=jobs, workers=args.workers, spec=spec, kind=schema.KIND_ROLLOUT,
+        rep = collect(cat, CollectConfig(dataset=evals, workers=args.workers, spec=spec, kind=schema.KIND_ROLLOUT), jobs=jobs,
                       policy_factory=PolicyFactory(str(cat.workspace.root), res.run_id))
         out["rollout_s"] = round(time.perf_counter() - t0, 1)
         out["success"] = f"{rep.successes}/{len(rep.results)}"

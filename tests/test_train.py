@@ -42,7 +42,7 @@ def _trajectory(offset: float, t: np.ndarray) -> np.ndarray:
     return 0.5 * np.sin(2 * np.pi * 0.5 * t[:, None] + d[None, :] * 0.4) + offset * (1 + 0.1 * d[None, :])
 
 
-def write_learnable_episode(ws: Workspace, segment_id: str, offset: float, *, video: tuple[int, int] | None = None):
+def write_learnable_episode(ws: Workspace, segment_id: str, offset: float, *, video: tuple[int, int] | None = None, seed: int = 0):
     """An episode whose target is known: joint_targets(t) = joint_positions(t + dt), the cube's x = offset."""
     import rerun as rr
 
@@ -57,7 +57,7 @@ def write_learnable_episode(ws: Workspace, segment_id: str, offset: float, *, vi
         rec.log_scalar_columns(schema.JOINT_POSITIONS, t, q)
         rec.log_scalar_columns(schema.JOINT_TARGETS, t, targets)
         rec.log_scalar_columns(schema.CUBE_POSE, t, cube)
-        props = {"kind": "demo", "seed": int(segment_id.rsplit("-", 1)[-1])}  # distinct seeds: curate splits by (seed, scene)
+        props = {"kind": "demo", "seed": seed}  # the holdout split groups episodes by seed: distinct seeds
         if video:
             w, h = video
             tv = t[::2]
@@ -85,7 +85,7 @@ def make_dataset(catalog, n: int = 6, *, video=None, holdout: float = 0.3, name:
     for i in range(n):
         sid = f"syn-{i:03d}"
         offset = -0.2 + 0.4 * i / max(1, n - 1)
-        p, data = write_learnable_episode(ws, sid, offset, video=video)
+        p, data = write_learnable_episode(ws, sid, offset, video=video, seed=i)
         paths.append(p)
         eps[sid] = data
     catalog.register_files(DS, paths)
@@ -108,6 +108,7 @@ def test_config_round_trip_and_validation(tmp_path):
     text = cfg.to_json()
     back = TrainConfig.from_json(text)
     assert back == cfg and back.to_json() == text
+    assert TrainConfig.from_toml(cfg.to_toml()) == cfg  # the shared roboloop.config file formats
     assert json.loads(text)["fields"]["features"][0]["path"] == "/cameras/top"
     d = cfg.to_dict()
     d["lrr"] = 1.0

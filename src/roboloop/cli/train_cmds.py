@@ -42,7 +42,9 @@ def build_config(
     if like:
         cfg = load_config(workspace, like)
     elif config_file:
-        cfg = TrainConfig.from_json(Path(config_file).read_text())
+        from roboloop.config import load_config as load_config_file
+
+        cfg = load_config_file(TrainConfig, config_file)  # .toml or .json
     else:
         if not dataset or not selection:
             raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
@@ -59,7 +61,7 @@ def build_config(
 def train_cmd(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset.")] = None,
     selection: Annotated[str | None, typer.Option("--selection", "-s", help="Saved selection to train on (see `curate ls`).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="A TrainConfig JSON file (e.g. a run's config.json).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A TrainConfig file, .toml or .json (e.g. a run's config.json).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default 150).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-3).")] = None,

@@ -20,13 +20,15 @@ from typing import Any
 
 from roboloop import schema
 from roboloop.catalog import CatalogError
+from roboloop.config import Config
+from roboloop.config import ConfigError as _ConfigError
 
 
 class TrainError(CatalogError):
     """A training problem the user can act on; the message says what to do."""
 
 
-class ConfigError(TrainError, ValueError):
+class ConfigError(TrainError, _ConfigError):
     """A config value or key that is not valid; the message names it and the valid choices."""
 
 
@@ -36,7 +38,7 @@ def _check(cond: bool, msg: str) -> None:
 
 
 @dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(Config):
     """State policy: joint positions + cube pose + phase -> the next `chunk` joint targets."""
 
     hidden: int = 256
@@ -47,13 +49,14 @@ class MLPConfig:
     """Std of Gaussian noise added to the joint-position inputs while training (rad; decisive, see FIELD-NOTES)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.hidden >= 1, f"model.hidden must be >= 1, got {self.hidden}")
         _check(self.layers >= 1, f"model.layers must be >= 1, got {self.layers}")
         _check(self.joint_noise >= 0, f"model.joint_noise must be >= 0, got {self.joint_noise}")
 
 
 @dataclass(frozen=True)
-class VisionConfig:
+class VisionConfig(Config):
     """Camera policy: a small CNN with spatial-softmax keypoints on one camera + joints + phase (no cube pose)."""
 
     camera: str = "top"
@@ -78,6 +81,7 @@ class VisionConfig:
     """Pass deploy frames through the recording's H.264 encode/decode, so deploy sees what training saw."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         _check(bool(self.channels) and all(c >= 1 for c in self.channels), f"model.channels must be positive, got {self.channels}")
         _check(self.image_width >= 8 and self.image_height >= 8, f"image size must be >= 8x8, got {self.image_width}x{self.image_height}")
@@ -92,7 +96,7 @@ MODEL_CONFIGS: dict[str, type] = {"mlp": MLPConfig, "vision": VisionConfig}
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run needs besides the data: saved with the run, reused by `--like`."""
 
     dataset: str
@@ -141,9 +145,13 @@ class TrainConfig:
         cls = MODEL_CONFIGS[self.policy]
         if self.model is None:
             object.__setattr__(self, "model", cls())
-        elif isinstance(self.model, Mapping):
-            object.__setattr__(self, "model", _from_dict(cls, self.model, "model"))
+        elif isinstance(self.model, Mapping):  # the kind picks the class (the shared converter would pick the first)
+            try:
+                object.__setattr__(self, "model", cls.from_dict(self.model))
+            except _ConfigError as exc:
+                raise ConfigError(f"model: {exc}") from None
         _check(isinstance(self.model, cls), f"policy {self.policy!r} needs a {cls.__name__}, got {type(self.model).__name__}")
+        super().__post_init__()
         try:
             schema.validate_dataset_name(self.dataset)
         except ValueError as exc:
@@ -176,15 +184,12 @@ class TrainConfig:
             if f.type in ("int",) and isinstance(v, bool):
                 raise ConfigError(f"{f.name} must be an integer, got {v!r}")
 
-    # --- JSON -----------------------------------------------------------------------------------
+    # --- JSON / TOML (roboloop.config.Config), plus the derived `fields` spec ------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (model as a dict, plus the derived stream `fields` spec)."""
         from roboloop.train.features import fields_spec
 
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = _plain(dataclasses.asdict(v)) if dataclasses.is_dataclass(v) else v
+        out = super().to_dict()
         out["fields"] = fields_spec(self)
         return out
 
@@ -193,7 +198,12 @@ class TrainConfig:
         """Inverse of `to_dict`; unknown keys and a `fields` spec that does not match raise ConfigError."""
         d = dict(d)
         spec = d.pop("fields", None)
-        cfg = _from_dict(cls, d, "config")
+        try:
+            cfg = super().from_dict(d)
+        except ConfigError:
+            raise
+        except _ConfigError as exc:
+            raise ConfigError(str(exc)) from None
         if spec is not None:
             from roboloop.train.features import fields_spec
 
@@ -204,12 +214,16 @@ class TrainConfig:
                 )
         return cfg
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
+    def to_toml(self) -> str:
+        """TOML without the derived `fields` spec (TOML has no null; `fields` is re-derived on load)."""
+        import tomli_w
+
+        d = self.to_dict()
+        d.pop("fields")
+        return tomli_w.dumps(d)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again); `policy` changes reset the model config."""
@@ -251,33 +265,3 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
-
-
-def _from_dict(cls: type, d: Mapping[str, Any], where: str):
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-    kwargs = dict(d)
-    for f in fields(cls):
-        if f.name in kwargs and f.name != "model":
-            kwargs[f.name] = _coerce(f, kwargs[f.name], where)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _coerce(f: dataclasses.Field, v: Any, where: str) -> Any:
-    """JSON gives ints for floats written as 1.0 and lists for tuples; map them back exactly."""
-    t = str(f.type)
-    if t == "float" and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if t.startswith("tuple") and isinstance(v, list):
-        return tuple(v)
-    if t == "int" and not (isinstance(v, int) and not isinstance(v, bool)):
-        raise ConfigError(f"{where}.{f.name} must be an integer, got {v!r}")
-    if t == "bool" and not isinstance(v, bool):
-        raise ConfigError(f"{where}.{f.name} must be true or false, got {v!r}")
-    return v
-

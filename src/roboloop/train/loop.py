@@ -4,7 +4,7 @@
    one streaming pass for the normalization statistics (scalar fields only), the policy.
 2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
    checkpoint) and register the run recording with status `running`.
-3. Epochs: stream batches -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
+3. Epochs: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
    cosine; holdout loss every `holdout_every` epochs; a complete checkpoint every
    `checkpoint_every` epochs (model.pt + state.pt, each written atomically).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
@@ -45,6 +45,7 @@ import torch
 import roboloop
 from roboloop import curate, faults, schema
 from roboloop.stream import EpisodeStream
+from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import (
     encode_batch,
@@ -170,6 +171,8 @@ def train(
     # --- the run folder and the first version of the recording --------------------------------
     log = RunLog(catalog, cfg.dataset, run_id) if main else _NoLog()
     info = _run_info_base(ws, run_id, cfg, sel, policy, cams)
+    if state is not None:  # a resumed run keeps its start time
+        info["started_at"] = json.loads((run_dir / RUN_FILE).read_text()).get("started_at", info["started_at"])
     start_epoch, step = 0, 0
     if state is None and main:
         atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
@@ -197,12 +200,12 @@ def train(
 
     # --- the loop ------------------------------------------------------------------------------
     status = schema.RUN_STATUS_INTERRUPTED
+    ahead = EpochsAhead(stream, loader, start_epoch, cfg.epochs)  # next epoch's catalog reads overlap this one's steps
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            stream.set_epoch(epoch)
             policy.train()
             total, count = 0.0, 0
-            for batch, weight in _lockstep(loader, world):
+            for batch, weight in _lockstep(ahead.epoch(epoch), world):
                 loss, m = model(encode_batch(specs, batch, cfg), gen)
                 if world > 1:  # weight by this rank's share of the step's entries: the averaged gradient is the global batch's
                     loss_scaled, loss = _global_loss(loss, m["n"] * weight, world)
@@ -240,8 +243,9 @@ def train(
         status = schema.RUN_STATUS_FINISHED
     finally:
         wall = wall_before + time.perf_counter() - started
+        ahead.close()
         if hasattr(loader, "loader") and getattr(loader.loader, "_iterator", None) is not None:
-            loader.loader._iterator._shutdown_workers()
+            loader.loader._iterator._shutdown_workers()  # persistent workers: stop them now, not at garbage collection
         e_done, s_done, e_losses, h_losses = saved
         recording = None
         if main:
