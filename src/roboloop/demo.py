@@ -377,12 +377,9 @@ def run_demo(
 
 def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:
     """v2 against v1 sequentially (stops per cell when decided), then topped up to the fixed grid."""
-    try:
-        from roboloop.evaluate_sequential import evaluate_until_decided
-        from roboloop.sequential import SequentialConfig
-    except ImportError:
-        return None
-    from roboloop.evaluate import evaluate
+    from roboloop.evaluate import eval_row, evaluate
+    from roboloop.evaluate_sequential import evaluate_until_decided, sequential_rows
+    from roboloop.sequential import SequentialConfig
 
     row = _find_eval(catalog, cfg, run2, grid)
     if row:
@@ -400,12 +397,16 @@ def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str |
 
     rep = evaluate_until_decided(catalog, _eval_config(cfg, run2, grid), against=eval1, seq=seq, on_result=on_result)
     eval2 = rep.eval_id
-    from roboloop.evaluate import eval_row
-
-    result = (eval_row(catalog.workspace, eval2) or {}).get(schema.EVAL_SEQUENTIAL) or {}
-    out.sequential = result
-    for cell, c in sorted((result.get("cells") or {}).items()):
-        say(f"      {cell:<28} {c.get('decision'):<14} after {c.get('n')} paired rollouts (fixed grid: {cfg.episodes_per_cell})")
+    row = eval_row(catalog.workspace, eval2) or {}
+    out.sequential = row.get(schema.EVAL_SEQUENTIAL)
+    for c in sequential_rows(row):
+        say(f"      {c['cell']:<28} {c['decision']:<14} after {c['rollouts']:>2} paired rollouts "
+            f"(round {c['stop_round']}; the fixed grid runs {cfg.episodes_per_cell})")
+    gap_cells = {g["cell"] for g in out.gaps if g["verdict"] == "coverage_gap"}
+    in_gap = [c for c in sequential_rows(row) if c["cell"] in gap_cells]
+    if in_gap:
+        used, fixed = sum(c["rollouts"] for c in in_gap), cfg.episodes_per_cell * len(in_gap)
+        say(f"      on the gap cells the decision took {used} paired rollouts, the fixed grid {fixed} ({used / fixed:.0%})")
     say(f"      topping v2 up to the fixed grid for the report   $ roboloop eval --resume {eval2} --episodes-per-cell {cfg.episodes_per_cell}")
     evaluate(catalog, _eval_config(cfg, run2, grid, eval_id=eval2), resume=True, on_result=on_result)
     return eval2
