@@ -149,13 +149,20 @@ def test_segment_files_returns_newest_versions_only(ws):
 
 # --- training ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def trained(catalog):
-    sel, eps = make_dataset(catalog)
-    assert sel.holdout_ids, "the fixture needs a holdout episode"
-    cfg = small_cfg(epochs=40, holdout_every=10, checkpoint_every=10)
-    res = train(catalog, cfg)
-    return catalog, sel, eps, cfg, res
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One trained run shared by the tests that only read it (the normalizer test restores what it edits)."""
+    from roboloop.catalog import Catalog
+
+    cat = Catalog(Workspace(tmp_path_factory.mktemp("trained") / "ws"), url="")
+    try:
+        sel, eps = make_dataset(cat)
+        assert sel.holdout_ids, "the fixture needs a holdout episode"
+        cfg = small_cfg(epochs=40, holdout_every=10, checkpoint_every=10)
+        res = train(cat, cfg)
+        yield cat, sel, eps, cfg, res
+    finally:
+        cat.close()
 
 
 def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
@@ -292,14 +299,24 @@ def test_interrupted_run_keeps_last_checkpoint_and_resumes_to_the_same_curve(cat
 def test_missing_normalizer_key_is_an_error(trained):
     catalog, _sel, _eps, _cfg, res = trained
     path = res.run_dir / "normalizer.npz"
+    original = path.read_bytes()
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files if k != "cube.std"}
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
     from roboloop.train.policies import NormalizerError
 
-    with pytest.raises(NormalizerError, match="cube.std"):
-        load_policy(catalog, res.run_id)
+    try:
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        with pytest.raises(NormalizerError, match="cube.std"):
+            load_policy(catalog, res.run_id)
+        arrays["cube.std"] = np.ones(3, np.float32)  # wrong shape
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        with pytest.raises(NormalizerError, match="shape"):
+            load_policy(catalog, res.run_id)
+    finally:
+        path.write_bytes(original)
+    assert load_policy(catalog, res.run_id).policy_id == res.run_id
 
 
 def test_vision_policy_trains_and_acts_end_to_end(catalog):
