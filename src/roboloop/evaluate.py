@@ -605,17 +605,34 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
 
 def _collect(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
              steps: int | None, workers: int, on_result) -> None:
-    """Run and register rollout jobs through collect (either collect signature: keyword arguments, or a CollectConfig)."""
-    from roboloop import collect as _c
+    """Run and register rollout jobs through collect (the same runner and recorder as demonstrations)."""
+    from roboloop.collect import CollectConfig, collect
 
-    config_cls = getattr(_c, "CollectConfig", None)
-    if config_cls is not None:  # collect(catalog, CollectConfig, *, jobs, policy_factory, on_result)
-        config = config_cls(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
-        _c.collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
-    else:
-        _c.collect(catalog, dataset, jobs=jobs, spec=spec, task=task, kind=schema.KIND_ROLLOUT,
-                   policy_factory=policy_factory, steps=steps, workers=workers, on_result=on_result)
+    config = CollectConfig(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
+    collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
 
+
+
+def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, keys: Sequence[str],
+                  previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fields every evaluation row has (fixed grid or sequential): policy, provenance, grid, seed rule, recording."""
+    return {
+        "eval_id": eval_id,
+        "dataset": cfg.dataset,
+        "evals_dataset": cfg.evals_dataset,
+        "policy": cfg.policy,
+        "run_id": source.run_id,
+        "checkpoint_sha256": source.provenance.get(schema.EPISODE_CHECKPOINT_SHA256, schema.PROVENANCE_NONE),
+        "grid": cfg.grid.to_dict(),
+        "grid_text": str(cfg.grid),
+        "episodes_per_cell": cfg.episodes_per_cell,
+        "seed_rule": SEED_RULE,
+        "cells": list(keys),
+        "cameras": list(spec.cameras),
+        "camera_size": [spec.width, spec.height],
+        "config": cfg.to_dict(),
+        "created_at": previous["created_at"] if previous else _now(),
+    }
 
 def evaluate(
     catalog,
@@ -669,24 +686,7 @@ def evaluate(
     jobs = rollout_jobs(eval_id, source, todo)
 
     report = EvalReport(eval_id, cfg, keys, skipped=len(pairs) - len(todo))
-    base_row = {
-        "eval_id": eval_id,
-        "dataset": cfg.dataset,
-        "evals_dataset": evals_ds,
-        "policy": cfg.policy,
-        "run_id": source.run_id,
-        "checkpoint_sha256": source.provenance.get(schema.EPISODE_CHECKPOINT_SHA256, schema.PROVENANCE_NONE),
-        "grid": cfg.grid.to_dict(),
-        "grid_text": str(cfg.grid),
-        "episodes_per_cell": cfg.episodes_per_cell,
-        "seed_rule": SEED_RULE,
-        "cells": keys,
-        "planned": len(pairs),
-        "cameras": list(spec.cameras),
-        "camera_size": [spec.width, spec.height],
-        "config": cfg.to_dict(),
-        "created_at": previous["created_at"] if previous else _now(),
-    }
+    base_row = {**eval_row_base(cfg, eval_id, source, spec, keys, previous), "planned": len(pairs)}
     if previous:  # what other writers added to the row (a sequential result, top-ups of a baseline) stays
         base_row = {**{k: previous[k] for k in CARRIED_ROW_KEYS if k in previous}, **base_row}
     wall_before = float(previous.get("wall_s", 0.0)) if previous else 0.0

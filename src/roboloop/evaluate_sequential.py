@@ -53,7 +53,6 @@ from typing import Any
 from roboloop import rows, schema
 from roboloop.collect import EpisodeResult
 from roboloop.evaluate import (
-    SEED_RULE,
     EvalConfig,
     EvalReport,
     EvaluateError,
@@ -65,6 +64,7 @@ from roboloop.evaluate import (
     cell_seed,
     check_resumable,
     eval_row,
+    eval_row_base,
     new_eval_id,
     resolve_policy,
     rollout_jobs,
@@ -294,21 +294,7 @@ def evaluate_until_decided(
     report = SequentialReport(eval_id, cfg, keys, skipped=sum(len(v) for v in observed.values()), against=against, seq=seq)
     wall_before = float(previous.get("wall_s", 0.0)) if previous else 0.0
     row = {
-        "eval_id": eval_id,
-        "dataset": cfg.dataset,
-        "evals_dataset": evals_ds,
-        "policy": cfg.policy,
-        "run_id": source.run_id,
-        "checkpoint_sha256": source.provenance.get(schema.EPISODE_CHECKPOINT_SHA256, schema.PROVENANCE_NONE),
-        "grid": cfg.grid.to_dict(),
-        "grid_text": str(cfg.grid),
-        "episodes_per_cell": cfg.episodes_per_cell,
-        "seed_rule": SEED_RULE,
-        "cells": keys,
-        "cameras": list(spec.cameras),
-        "camera_size": [spec.width, spec.height],
-        "config": cfg.to_dict(),
-        "created_at": previous["created_at"] if previous else _now(),
+        **eval_row_base(cfg, eval_id, source, spec, keys, previous),
         "against": against,
     }
 

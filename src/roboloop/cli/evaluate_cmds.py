@@ -1,8 +1,6 @@
 """CLI commands of evaluate/analyze: `eval`, `evals`, `success`, `compare`, `failures`, `open`.
 
-`register(app)` adds them to the `roboloop` Typer app (the lead wires it into the `cli/`
-package); until then `python -m roboloop.cli_evaluate ...` runs the `roboloop` command
-with these commands added. Bodies are thin: parse -> one library call -> print. The
+`register(app)` adds them to the `roboloop` Typer app (`roboloop.cli` does). Bodies are thin: parse -> one library call -> print. The
 shared options (`--workspace`, `--catalog`) and helpers come from `roboloop.cli`,
 imported when a command runs.
 
