@@ -413,7 +413,11 @@ def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str |
 
 
 def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], by: list[str]) -> dict[str, Any] | None:
-    """A failure of the worst cell (lowest success), with the command and live URL that open it at the moment."""
+    """A failure of the worst cell (lowest success), with the command and live URL that open it at the moment.
+
+    Failures with a moment (a drop, a missed handover: `outcome.failure_time_s` >= 0) come first, so the
+    viewer opens where it went wrong; a cube never touched has no such moment and opens at the start.
+    """
     from roboloop import analyze, links
 
     fails = analyze.failures(rows, dataset=evals_ds, url_for=lambda sid, at: links.segment_url(catalog, evals_ds, sid, at))
@@ -421,6 +425,8 @@ def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], 
         return None
     worst = min(by_cell, key=lambda r: (r["rate"], -r["n"])) if by_cell else None
     pick = [f for f in fails if worst and all(f.get(b) == worst[b] for b in by)] or fails
+    moment = schema.friendly_column(schema.OUTCOME, schema.OUTCOME_FAILURE_TIME_S)
+    pick = sorted(pick, key=lambda r: (r.get(moment) is None or r.get(moment) < 0, r.get("at_s", 0.0)))
     f = dict(pick[0])
     f["where"] = ", ".join(f"{b.split('.')[-1]}={f.get(b)}" for b in by)
     return f
