@@ -582,11 +582,18 @@ def _catalog_seed_end(catalog, dataset: str) -> int:
     return max(seeds) + 1 if seeds else 0
 
 
+WORKER_EPISODES = 1000
+"""Episodes a collect worker process records before it is replaced (see `_collect_parallel`)."""
+
+
 def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
                       cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
     ctx = mp.get_context("spawn")
     n = min(cfg.workers, len(job_list))
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg.task, cfg.spec, policy_factory)) as pool:
+    # Workers are replaced every WORKER_EPISODES episodes: Rerun 0.41 leaks two native threads per
+    # RecordingStream, and a process that has written ~7,700 recordings can no longer start threads.
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg.task, cfg.spec, policy_factory),
+                             max_tasks_per_child=WORKER_EPISODES) as pool:
         pending = {pool.submit(_run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps) for job in job_list}
         try:
             while pending:
