@@ -128,6 +128,17 @@ class BlockMaterializer:
             flat[dup] = flat[src[dup]]
 
 
+def put_unless_stopped(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put `item` on a bounded queue, giving up (False) once `stop` is set: a producer thread never hangs on a full queue."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _put(out: dict[str, np.ndarray], name: str, sl: slice, vals: np.ndarray, n: int) -> None:
     arr = out.get(name)
     if arr is None:
@@ -154,13 +165,7 @@ class BlockFetcher:
         self.thread.start()
 
     def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self.q, item, self.stop)
 
     def _run(self) -> None:
         prev: dict[str, _decode.RawSegment] = {}

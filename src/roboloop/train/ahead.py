@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from roboloop.stream.blocks import put_unless_stopped
+
 _END = object()
 
 
@@ -31,13 +33,7 @@ class EpochsAhead:
         self.thread.start()
 
     def _put(self, item: Any) -> bool:
-        while not self.stop_event.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self.q, item, self.stop_event)
 
     def _run(self, start: int, stop: int) -> None:
         try:

@@ -53,6 +53,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _receive(kind: str, payload, result, weights: dict, errors: list):
+    """Take one rank message (other than progress) into the launcher's state; returns the result so far."""
+    if kind == "result":
+        return payload
+    if kind == "weights":
+        weights[payload[0]] = payload[1]
+    elif kind == "error":
+        errors.append(payload)
+    return result
+
+
 def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, resume: str | None = None, run_id: str | None = None):
     """Run `cfg.nproc` ranks on this machine (spawn, gloo) and return rank 0's `TrainResult`.
 
@@ -81,12 +92,8 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
                 continue
             if kind == "progress" and on_progress is not None:
                 on_progress(payload)
-            elif kind == "result":
-                result = payload
-            elif kind == "weights":
-                weights[payload[0]] = payload[1]
-            elif kind == "error":
-                errors.append(payload)
+            else:
+                result = _receive(kind, payload, result, weights, errors)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -101,12 +108,7 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
             kind, payload = q.get_nowait()
         except _queue.Empty:
             break
-        if kind == "result":
-            result = payload
-        elif kind == "weights":
-            weights[payload[0]] = payload[1]
-        elif kind == "error":
-            errors.append(payload)
+        result = _receive(kind, payload, result, weights, errors)
     if interrupted:
         raise KeyboardInterrupt
     killed = [(r, -p.exitcode) for r, p in enumerate(procs.processes) if p.exitcode is not None and p.exitcode < 0]
