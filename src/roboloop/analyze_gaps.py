@@ -187,13 +187,10 @@ class GapConfig:
 # --- small helpers -------------------------------------------------------------------------
 
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of k successes in n trials ((0, 1) when n = 0), via scipy."""
-    if n <= 0:
-        return 0.0, 1.0
-    from scipy.stats import binomtest
+    """Wilson score interval of k successes in n trials ((0, 1) when n = 0): `analyze.wilson`."""
+    from roboloop.analyze import wilson as _wilson
 
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+    return _wilson(int(k), max(int(n), 0), confidence)
 
 
 def cell_key(cell: Mapping[str, Any]) -> str:

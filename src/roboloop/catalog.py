@@ -129,22 +129,27 @@ def validate_rrd(path: str | os.PathLike[str]) -> str:
     return read_recording_id(path)
 
 
-def decode_problem(path: Path) -> str | None:
-    """Decode every chunk of every store of an RRD; return what is broken, or None when all of it decodes."""
+def decode_problem(path: Path, *, blueprint: bool = False) -> str | None:
+    """Decode every chunk of every store of an RRD; return what is broken, or None when all of it decodes.
+
+    A recording file must hold a recording; with `blueprint`, the file is a blueprint (.rbl) and must hold one.
+    """
     from rerun.chunk import RrdReader
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reader = RrdReader(path)
-            recordings = reader.recordings()
-            if not recordings:
+            recordings, blueprints = reader.recordings(), reader.blueprints()
+            if blueprint and not blueprints:
+                return "holds no blueprint"
+            if not blueprint and not recordings:
                 return "the file holds no recording (only a blueprint?)"
-            for store in [*recordings, *reader.blueprints()]:
+            for store in [*recordings, *blueprints]:
                 for _chunk in reader.stream(store=store):
                     pass
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the answer
-        return f"unreadable RRD: {_first_line(exc)}"
+        return f"unreadable {'blueprint' if blueprint else 'RRD'}: {_first_line(exc)}"
     return None
 
 

@@ -519,9 +519,9 @@ def mcnemar_exact_p(n01: int, n10: int) -> float:
     n01, n10 = int(n01), int(n10)
     if n01 < 0 or n10 < 0:
         raise SequentialError(f"discordant counts must be >= 0, got {n01}, {n10}")
-    if n01 + n10 == 0:
-        return 1.0
-    return float(stats.binomtest(n01, n01 + n10, 0.5).pvalue)
+    from roboloop.analyze import mcnemar_exact
+
+    return mcnemar_exact(n01, n10)
 
 
 def paired_binary_probs(p_baseline: float, p_challenger: float, coupling: float = 0.0) -> tuple[float, float]:

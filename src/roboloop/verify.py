@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,21 +118,7 @@ def _check(kind: str, path: Path) -> str | None:
 
 
 def _blueprint_problem(path: Path) -> str | None:
-    from rerun.chunk import RrdReader
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = RrdReader(path)
-            stores = reader.blueprints()
-            if not stores:
-                return "holds no blueprint"
-            for store in stores:
-                for _chunk in reader.stream(store=store):
-                    pass
-    except Exception as exc:  # noqa: BLE001 - any decoding failure is the answer
-        return f"unreadable blueprint: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-    return None
+    return decode_problem(path, blueprint=True)
 
 
 def _row_problem(path: Path) -> str | None:

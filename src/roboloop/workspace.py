@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import re
 import shutil
@@ -179,7 +180,7 @@ class Workspace:
 
     def segment_versions(self, dataset: str, layer: str, segment_id: str) -> list[Path]:
         """Every finished version file of one segment in one layer, oldest (version 0) first."""
-        versions = [(n, p) for seg, n, p in self._layer_versions(dataset, layer) if seg == segment_id]
+        versions = [(n, p) for seg, n, p in self._layer_versions(dataset, layer, prefix=segment_id) if seg == segment_id]
         return [p for _, p in sorted(versions)]
 
     def next_version_path(self, dataset: str, layer: str, segment_id: str) -> Path:
@@ -198,12 +199,14 @@ class Workspace:
         n = max(_split_version(p.stem)[1] for p in existing)
         return self.layer_dir(dataset, layer) / f"{segment_id}.{n + 1}.rrd"
 
-    def _layer_versions(self, dataset: str, layer: str) -> list[tuple[str, int, Path]]:
+    def _layer_versions(self, dataset: str, layer: str, prefix: str = "") -> list[tuple[str, int, Path]]:
+        """(segment id, version, path) of the layer's finished files; with `prefix`, only files whose name starts with it
+        (one segment's versions without listing every file of the layer: writers ask per segment)."""
         d = self.layer_dir(dataset, layer)
         if not d.is_dir():
             return []
         out = []
-        for p in d.iterdir():
+        for p in (d.glob(glob.escape(prefix) + "*.rrd") if prefix else d.iterdir()):
             if p.suffix == ".rrd" and not is_temp_file(p) and p.is_file():
                 seg, n = _split_version(p.stem)
                 out.append((seg, n, p))

@@ -38,6 +38,8 @@ for `CliRunner().invoke(app, ...)` alike.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import json
 import logging
@@ -47,11 +49,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from roboloop.catalog import Catalog
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from roboloop.catalog import Catalog
 from roboloop.config import ConfigError
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace
@@ -122,6 +126,8 @@ def open_workspace() -> Workspace:
 @contextlib.contextmanager
 def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
     """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here)."""
+    from roboloop.catalog import Catalog  # imported here: pyarrow and numpy are not needed for --help
+
     restore_log = logging.getLogger("roboloop.catalog_restore")
     level = restore_log.level
     restore_log.setLevel(logging.ERROR)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roboloop.catalog import CatalogError
+from roboloop.errors import RoboloopError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -108,7 +108,7 @@ def gaps_cmd(
     with open_catalog() as cat:
         try:
             rep = gaps(cat, eval_id)
-        except (CatalogError, ImportError) as exc:
+        except (RoboloopError, ImportError) as exc:
             fail(str(exc))
     if format == "json":
         print(json.dumps(rep.to_dict(), indent=2, default=str))
@@ -132,7 +132,7 @@ def plan_cmd(
             rep = gaps(cat, eval_id)
             p = make_plan(rep, budget, name=name)
             path = save_plan(cat.workspace, p, output or Path(f"{p.name}.toml"))
-        except (CatalogError, ImportError) as exc:
+        except (RoboloopError, ImportError) as exc:
             fail(str(exc))
     console.print(f"plan [bold]{p.name}[/]: {p.total} episode(s) into {p.dataset} ({len(p.items)} item(s)), written to {path}")
     for line in plan_summary(p):
@@ -160,7 +160,7 @@ def report_cmd(
             fail(f"{len(labels)} --label for {len(ids)} evaluation(s): give one per --eval")
         try:
             path = write_report(cat, ids, output, labels=labels, export_failures=export_failures)
-        except (CatalogError, ImportError) as exc:
+        except (RoboloopError, ImportError) as exc:
             fail(str(exc))
     console.print(f"report of {', '.join(ids)} written to [bold]{path}[/] ({os.path.getsize(path) / 1e3:.0f} kB, self-contained)")
 
