@@ -47,7 +47,6 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
-import re
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -89,7 +88,6 @@ STATUS_PLANNED = "planned"
 STATUS_EXECUTING = "executing"
 STATUS_EXECUTED = "executed"
 STATUS_INTERRUPTED = "interrupted"
-_SEED_IN_ID = re.compile(r"-s(\d+)-[0-9a-f]+$")
 
 
 class PlanError(CatalogError, ValueError):
@@ -365,17 +363,21 @@ def _seed_of(row: Mapping[str, Any]) -> int | None:
     return None if v is None else int(v)
 
 
-def dataset_max_seed(catalog, dataset: str) -> int | None:
+def dataset_max_seed(catalog, dataset: str, table=None) -> int | None:
     """Highest demonstration seed (< DEMO_SEED_LIMIT) in `dataset`: registered episodes and files
-    already written to its base layer (a finished, not yet registered episode counts)."""
+    already written to its base layer (a finished, not yet registered episode counts).
+    `table`: the dataset's segment table when the caller has it already."""
+    from roboloop.collect import _SEED_IN_ID
+
     seeds: list[int] = []
-    if dataset in catalog.dataset_names():
+    if table is None and dataset in catalog.dataset_names():
         table = catalog.segment_table(dataset)
+    if table is not None:
         col = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
         if col in table.column_names:
             seeds += [int(s) for s in table.column(col).to_pylist() if s is not None]
     for f in catalog.workspace.segment_files(dataset, schema.BASE_LAYER) if dataset in catalog.workspace.datasets() else ():
-        m = _SEED_IN_ID.search(Path(f).stem.split(".")[0])
+        m = _SEED_IN_ID.search(Path(f).stem)
         if m:
             seeds.append(int(m.group(1)))
     high = [s for s in seeds if s >= schema.DEMO_SEED_LIMIT]
@@ -393,7 +395,7 @@ def _legacy_seed_state(workspace: Workspace, dataset: str) -> int:
         return 0
 
 
-def reserve_seeds(catalog, dataset: str, n: int) -> int:
+def reserve_seeds(catalog, dataset: str, n: int, table=None) -> int:
     """Reserve `n` consecutive demonstration seeds for `dataset`; returns the first.
 
     Delegates to `collect.reserve_seeds` (the single place seeds are handed out, shared with
@@ -408,7 +410,7 @@ def reserve_seeds(catalog, dataset: str, n: int) -> int:
     if n < 0:
         raise PlanError(f"cannot reserve {n} seeds")
     schema.validate_dataset_name(dataset)
-    top = dataset_max_seed(catalog, dataset)
+    top = dataset_max_seed(catalog, dataset, table)
     floor = max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
     try:
         return _reserve(catalog.workspace, dataset, n, floor=floor).start
@@ -444,13 +446,12 @@ class PlanRun:
         return all(len(self.collected.get(it.key, ())) >= it.count for it in self.plan.items)
 
 
-def _spec_like_dataset(catalog, dataset: str):
-    """The RecordingSpec most episodes of `dataset` were recorded with (default spec if none)."""
+def _spec_like_dataset(table):
+    """The RecordingSpec most episodes of a dataset (its segment table, or None) were recorded with (default spec if none)."""
     from roboloop.collect import RecordingSpec
 
-    if dataset not in catalog.dataset_names():
+    if table is None:
         return RecordingSpec()
-    table = catalog.segment_table(dataset)
     cols = [f"{schema.EPISODE}.{c}" for c in (schema.EPISODE_CAMERAS, schema.EPISODE_CAMERA_SIZE, schema.EPISODE_CAMERA_HZ, schema.EPISODE_SCENE_HZ)]
     if table.num_rows == 0 or not all(c in table.column_names for c in cols):
         return RecordingSpec()
@@ -488,8 +489,10 @@ def execute_plan(
     run = PlanRun(plan)
     previous = plan_row(ws, plan.name) or {}
     present: set[str] = set()
+    table = None
     if plan.dataset in catalog.dataset_names():
-        present = set(catalog.segment_table(plan.dataset).column("segment_id").to_pylist())
+        table = catalog.segment_table(plan.dataset)  # fetched once: present ids, the recording spec, the seed floor
+        present = set(table.column("segment_id").to_pylist())
     for key, ids in (previous.get("collected") or {}).items():
         kept = [s for s in ids if s in present]
         if kept:
@@ -501,8 +504,8 @@ def execute_plan(
         run.status = STATUS_EXECUTED
         _write_row(ws, plan, run.status, collected=run.collected)
         return run
-    spec = spec or _spec_like_dataset(catalog, plan.dataset)
-    start = reserve_seeds(catalog, plan.dataset, total)
+    spec = spec or _spec_like_dataset(table)
+    start = reserve_seeds(catalog, plan.dataset, total, table)
     jobs, item_of_seed = [], {}
     seed = start
     for it, k in missing:

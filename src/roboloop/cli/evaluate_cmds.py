@@ -99,13 +99,9 @@ def _evals_dataset_of(ws, eval_id: str) -> str:
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run a library call; a user-actionable error becomes `error: ...` and exit 1."""
-    from roboloop.catalog import CatalogError
-
-    try:
+    """Run a library call under `roboloop.cli.user_input`: a user error becomes `error: ...` and exit 1."""
+    with _cli().user_input():
         return fn()
-    except (CatalogError, ValueError) as exc:
-        _cli().fail(str(exc))
 
 
 # --- eval ----------------------------------------------------------------------------------------
