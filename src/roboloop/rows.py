@@ -14,6 +14,7 @@ decides which row of a key is the newest.
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import json
 import logging
 import os
@@ -85,12 +86,25 @@ def read_rows(workspace: Workspace, table: str) -> list[dict[str, Any]]:
 
     An unreadable row file (not JSON) is skipped with a warning naming it.
     """
-    folder = rows_dir(workspace, table)
+    return _live_rows(rows_dir(workspace, table), "*.json")
+
+
+def read_row(workspace: Workspace, table: str, key: str) -> dict[str, Any] | None:
+    """The newest live row of `key`, or None (reads only that key's files: their names start with `<key>@`)."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        return None  # no row can have this key
+    for row in _live_rows(rows_dir(workspace, table), f"{glob.escape(key)}@*.json"):
+        if row[KEY_FIELD] == key:
+            return row
+    return None
+
+
+def _live_rows(folder: Path, pattern: str) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []
     newest: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
-    for path in folder.iterdir():
-        if path.suffix != ".json" or is_temp_file(path) or not path.is_file():
+    for path in folder.glob(pattern):
+        if is_temp_file(path) or not path.is_file():
             continue
         try:
             row = json.loads(path.read_text("utf-8"))
@@ -103,14 +117,6 @@ def read_rows(workspace: Workspace, table: str) -> list[dict[str, Any]]:
             newest[key] = (order, row)
     out = [row for _, row in newest.values() if not row.get(DELETED_FIELD)]
     return sorted(out, key=lambda r: r[KEY_FIELD])
-
-
-def read_row(workspace: Workspace, table: str, key: str) -> dict[str, Any] | None:
-    """The newest live row of `key`, or None."""
-    for row in read_rows(workspace, table):
-        if row[KEY_FIELD] == key:
-            return row
-    return None
 
 
 def row_tables(workspace: Workspace) -> list[str]:
