@@ -634,6 +634,27 @@ def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, ke
         "created_at": previous["created_at"] if previous else _now(),
     }
 
+
+@contextlib.contextmanager
+def final_status(report: EvalReport, write: Callable[[str], None], t0: float, workspace):
+    """Around an evaluation's rollouts: whatever happens, write the row's final status (finished, interrupted
+    or failed) with the wall time, then compact the rollout index (a cache: readers rebuild it if this fails)."""
+    from roboloop import episode_index
+
+    status = "failed"
+    try:
+        yield
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        report.wall_s = time.perf_counter() - t0
+        report.status = status
+        write(status)
+        with contextlib.suppress(Exception):
+            episode_index.compact(workspace, report.evals_dataset)
+
 def evaluate(
     catalog,
     cfg: EvalConfig,
@@ -710,18 +731,7 @@ def evaluate(
         if on_result is not None:
             on_result(result)
 
-    status = "failed"
-    try:
+    with final_status(report, write, t0, ws):
         _collect(catalog, evals_ds, jobs, spec=spec, task=cfg.task, policy_factory=source.factory, steps=cfg.steps,
                  workers=cfg.workers, on_result=done)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        report.wall_s = time.perf_counter() - t0
-        report.status = status
-        write(status)
-        with contextlib.suppress(Exception):  # a cache: readers rebuild it if this fails
-            episode_index.compact(ws, evals_ds)
     return report

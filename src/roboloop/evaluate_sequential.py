@@ -44,7 +44,6 @@ run raise :class:`SequentialEvalError` and leave no row and no rollout.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +64,7 @@ from roboloop.evaluate import (
     check_resumable,
     eval_row,
     eval_row_base,
+    final_status,
     new_eval_id,
     resolve_policy,
     rollout_jobs,
@@ -338,8 +338,7 @@ def evaluate_until_decided(
 
     write("running")
     t0 = time.perf_counter()
-    status = "failed"
-    try:
+    with final_status(report, write, t0, ws):
         while req := drv.next_round():
             round_no = max(-(-(drv.tests[k].n + n) // seq.round_size) for k, n in req.items())
             if on_round is not None:
@@ -367,16 +366,6 @@ def evaluate_until_decided(
             write("running")
             if on_round is not None:
                 on_round(RoundEvent(round_no, True, dict(req), drv.progress()))
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        report.wall_s = time.perf_counter() - t0
-        report.status = status
-        write(status)
-        with contextlib.suppress(Exception):  # a cache: readers rebuild it if this fails
-            episode_index.compact(ws, evals_ds)
     return report
 
 
