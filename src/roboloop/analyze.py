@@ -508,9 +508,13 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
     return table
 
 
-def rollout_table(catalog, evals_dataset: str, eval_ids: Sequence[str] | None = None, where: str | None = None):
-    """The friendly segment table of `evals_dataset` (every layer), limited to `eval_ids` and `where`."""
-    return _filter(catalog.segment_table(evals_dataset), evals_dataset, eval_ids, where)
+def rollout_table(catalog, evals_dataset: str, eval_ids: Sequence[str] | None = None, where: str | None = None, *,
+                  segment_table: Callable[[str], Any] | None = None):
+    """The friendly segment table of `evals_dataset` (every layer), limited to `eval_ids` and `where`.
+
+    `segment_table(dataset)` replaces `catalog.segment_table` (a caller reading several evaluations caches it).
+    """
+    return _filter((segment_table or catalog.segment_table)(evals_dataset), evals_dataset, eval_ids, where)
 
 
 def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str] | None = None,

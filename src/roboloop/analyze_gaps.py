@@ -668,13 +668,15 @@ def fill_start_states(rows: list[dict[str, Any]]) -> int:
     return filled
 
 
-def gaps(catalog, eval_id: str, cfg: GapConfig | None = None) -> GapReport:
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
     """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
 
     Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
-    demonstration dataset's and the evaluation dataset's segment tables. Without `cfg`,
-    :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
+    demonstration dataset's and the evaluation dataset's segment tables (through
+    `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
+    `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
     """
+    segment_table = segment_table or catalog.segment_table
     from roboloop import rows as rowstore
 
     ws = catalog.workspace
@@ -694,8 +696,8 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None) -> GapReport:
     train_ids = list(info.get("train_ids") or [])
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)
-    demo = _filter(catalog.segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
-    rollouts = _filter(catalog.segment_table(evals_ds), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
+    demo = _filter(segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
+    rollouts = _filter(segment_table(evals_ds), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
     if not rollouts:
         raise GapError(f"evaluation {eval_id!r} has no rollouts in {evals_ds!r} (interrupted? resume it with `roboloop eval --resume {eval_id}`)")
     if not demo:

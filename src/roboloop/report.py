@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import html
 import io
 import logging
@@ -572,6 +573,7 @@ def build_report_data(
     rollout_rows: list[list[dict[str, Any]]] = []
     infos: list[dict[str, Any]] = []
     cfg = GapConfig()
+    segment_table = functools.lru_cache(maxsize=None)(catalog.segment_table)  # each dataset fetched once per report
     for eval_id, label in zip(eval_ids, labels):
         row = rows.read_row(ws, schema.EVALS_TABLE, eval_id)
         if row is None:
@@ -582,12 +584,12 @@ def build_report_data(
             from roboloop.evaluate_sequential import sequential_rows
 
             data.sequential.extend({"label": label, "eval_id": eval_id, **r} for r in sequential_rows(row))
-        rollouts = analyze.rollout_table(catalog, evals_ds, eval_ids=[eval_id])
+        rollouts = analyze.rollout_table(catalog, evals_ds, eval_ids=[eval_id], segment_table=segment_table)
         r_rows = _rows_of(rollouts)
         rollout_rows.append(r_rows)
         cov_by_cell: dict[str, dict[str, Any]] = {}
         try:
-            rep = gaps(catalog, eval_id)
+            rep = gaps(catalog, eval_id, segment_table=segment_table)
             cfg = rep.config
             sec.coverage = rep.rows()
             cov_by_cell = {c[CELL]: c for c in sec.coverage}
