@@ -72,12 +72,12 @@ def restore(client, workspace: Workspace) -> RestoreReport:
             report.tables.append(name)
         except Exception as exc:  # noqa: BLE001
             report.skipped.append((folder, f"table could not be loaded: {exc}"))
-    n_files = sum(len(ws.segment_files(d, layer)) for d in ws.datasets() for layer in ws.layers(d))
-    ensure_fd_budget(n_files)
-    for dataset in ws.datasets():
+    files = {d: {layer: ws.segment_files(d, layer) for layer in ws.layers(d)} for d in ws.datasets()}  # listed once
+    ensure_fd_budget(sum(len(fs) for layers in files.values() for fs in layers.values()))
+    for dataset, layers in files.items():
         ds = client.create_dataset(dataset, exist_ok=True)
-        for layer in ws.layers(dataset):
-            good = checked_layer_files(ws.segment_files(dataset, layer), report)
+        for layer, layer_files in layers.items():
+            good = checked_layer_files(layer_files, report)
             report.segments[(dataset, layer)] = register_tolerant(ds, good, layer, report)
         bp = ws.blueprint_path(dataset)
         if bp.is_file():
