@@ -11,7 +11,7 @@ import torch
 
 from roboloop import curate, schema
 from roboloop.collect import Observation
-from roboloop.episode import EpisodeRecorder
+from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.train import (
     ConfigError,
     MLPConfig,
@@ -185,8 +185,9 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
         "run.epochs_done": 40, "run.status": "finished", "run.checkpoint_sha256": sha256_file(res.run_dir / MODEL_FILE),
         "run.checkpoint_path": f"runs/{res.run_id}/{MODEL_FILE}", "run.config_lr": cfg.lr, "run.config_model_hidden": 64,
         "run.parameters": res.parameters, "run.num_train": len(sel.train_ids), "run.num_holdout": len(sel.holdout_ids),
-        "run.software_version": "0.1.0", "episode.kind": "run",
+        "run.software_version": provenance()["software_version"], "episode.kind": "run",
     }
+    expect.update({f"episode.{k}": v for k, v in provenance().items()})  # commit, dirty flag, versions
     for k, v in expect.items():
         assert row[k] == v, k
     assert row["run.final_holdout_loss"] == pytest.approx(res.final_holdout_loss)

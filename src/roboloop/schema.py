@@ -189,7 +189,21 @@ EPISODE_KIND = "kind"  # KIND_DEMO or KIND_ROLLOUT
 EPISODE_TASK = "task"  # e.g. "transfer_cube"
 EPISODE_SEED = "seed"
 EPISODE_POLICY = "policy"  # policy id, e.g. "scripted-handover-v1" or a checkpoint id
-EPISODE_SOFTWARE_VERSION = "software_version"  # roboloop.__version__
+EPISODE_SOFTWARE_VERSION = "software_version"  # roboloop.__version__, + "+g<commit12>[.dirty]" from a git checkout
+# provenance (episode.provenance() gathers them; on every demonstration, run and rollout)
+EPISODE_GIT_COMMIT = "git_commit"  # full commit of roboloop's source checkout, "none" when not run from one
+EPISODE_GIT_DIRTY = "git_dirty"  # bool: tracked files differed from that commit (False when there is no checkout)
+EPISODE_RERUN_VERSION = "rerun_sdk_version"  # installed distribution versions, "none" when not installed
+EPISODE_MUJOCO_VERSION = "mujoco_version"
+EPISODE_GYM_ALOHA_VERSION = "gym_aloha_version"
+EPISODE_TORCH_VERSION = "torch_version"
+PROVENANCE_DISTRIBUTIONS = {
+    EPISODE_RERUN_VERSION: "rerun-sdk",
+    EPISODE_MUJOCO_VERSION: "mujoco",
+    EPISODE_GYM_ALOHA_VERSION: "gym-aloha",
+    EPISODE_TORCH_VERSION: "torch",
+}
+"""Provenance property -> the distribution whose installed version it records."""
 EPISODE_CAMERAS = "cameras"  # recorded camera names, comma-separated ("none" if no camera)
 EPISODE_CAMERA_HZ = "camera_hz"
 EPISODE_CAMERA_SIZE = "camera_size"  # "WIDTHxHEIGHT", e.g. "320x240"

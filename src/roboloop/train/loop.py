@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import roboloop
 from roboloop import curate, faults, schema
+from roboloop.episode import provenance
 from roboloop.stream import EpisodeStream
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
@@ -502,7 +502,8 @@ def _run_info_base(ws, run_id, cfg: TrainConfig, sel, policy: BCPolicy, cams) ->
         "train_ids": list(sel.train_ids),
         "holdout_ids": list(sel.holdout_ids),
         "checkpoint_path": str((ws.run_dir(run_id) / MODEL_FILE).relative_to(ws.root)),
-        "software_version": roboloop.__version__,
+        "software_version": provenance()[schema.EPISODE_SOFTWARE_VERSION],
+        "provenance": provenance(),  # of the process that wrote this version (a resumed run: the resuming one)
         "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **cams,
     }
@@ -529,6 +530,7 @@ def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdou
     from roboloop.train.config import TrainConfig as _TC
 
     cfg = _TC.from_dict(info["config"])
+    prov = info["provenance"]
     run = {
         schema.RUN_ID: info["run_id"],
         schema.RUN_DATASET: info["dataset"],
@@ -551,7 +553,7 @@ def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdou
         schema.RUN_WALL_S: float(wall),
         schema.RUN_CHECKPOINT_PATH: info["checkpoint_path"],
         schema.RUN_CHECKPOINT_SHA256: sha256_file(run_dir / MODEL_FILE),
-        schema.RUN_SOFTWARE_VERSION: info["software_version"],
+        schema.RUN_SOFTWARE_VERSION: prov[schema.EPISODE_SOFTWARE_VERSION],
         schema.RUN_STATUS: status,
         schema.RUN_STARTED_AT: info["started_at"],
         schema.RUN_CAMERAS: ",".join(info["cameras"]) or "none",
@@ -562,7 +564,7 @@ def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdou
     episode = {
         schema.EPISODE_KIND: schema.KIND_RUN,
         schema.EPISODE_POLICY: info["run_id"],
-        schema.EPISODE_SOFTWARE_VERSION: info["software_version"],
+        **prov,
     }
     return {schema.RUN: run, schema.EPISODE: episode}
 
