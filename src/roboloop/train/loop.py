@@ -226,6 +226,7 @@ def train(
                 if on_progress is not None and main:
                     on_progress(TrainProgress(run_id, epoch, cfg.epochs, step, total_steps, lv, lr, holdout_losses[-1] if holdout_losses else None))
             epoch_losses.append(total / max(1, count))
+            log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
             done = epoch + 1
             last = done == cfg.epochs
             if holdout is not None and (done % cfg.holdout_every == 0 or last):
