@@ -64,7 +64,7 @@ QUALITY_LAYER = "quality"
 """Quality verdicts (flag / unflag)."""
 
 # --- property groups ---------------------------------------------------------------------
-EPISODE = "episode"  # kind, task, seed, policy, software_version
+EPISODE = "episode"  # kind, task, seed, policy, software_version and the rest of the provenance
 SCENE = "scene"  # every scene condition that was set, plus a region label
 OUTCOME = "outcome"  # success, max_reward, success_step, steps, duration
 SIGNALS = "signals"  # derived signals, in the signals layer
@@ -353,7 +353,7 @@ STEP_TIMELINE = "step"
 EPOCH_TIMELINE = "epoch"
 """Epochs of a training run (sequence); every training scalar is logged on `step` and `epoch`."""
 CHUNK_TIMELINE = "chunk_step"
-"""Offset within a predicted action chunk (sequence): the timeline of the run's sample views."""
+"""Offset within a predicted action chunk: the first dimension name of the sample views' chunk tensors."""
 TRAIN_LOSS = "/train/loss"
 TRAIN_EPOCH_LOSS = "/train/epoch_loss"
 """Mean of `/train/loss` over the steps of each epoch, logged at its end (comparable with `/holdout/loss`)."""
@@ -361,7 +361,8 @@ HOLDOUT_LOSS = "/holdout/loss"
 TRAIN_LR = "/train/lr"
 TRAIN_GRAD_NORM = "/train/grad_norm"
 SAMPLES_ROOT = "/samples"
-"""`/samples/<k>/predicted`, `/samples/<k>/target` (14 joints over `chunk_step`), `/samples/<k>/frame` (vision input)."""
+"""`/samples/<split>/<k>/{chunk,predicted,target,input,image,info}`: sample views at the first, middle and last
+epoch, on `step` and `epoch` (split `train` or `holdout`; see `roboloop.train.runlog`)."""
 RUN_SUMMARY_TEXT = "/run"
 """Static markdown summary of the run (config, selection, result)."""
 
