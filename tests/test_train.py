@@ -310,14 +310,28 @@ def test_sample_views_are_logged_during_training_and_match_the_model(trained):
 
 def test_sample_logging_changes_no_weight(catalog):
     """Logging samples draws from no training generator and changes no batch: same weights, same curve as without."""
-    make_dataset(catalog)
+    import re
+
+    _sel, eps = make_dataset(catalog)
     noisy = MLPConfig(hidden=64, layers=2, joint_noise=0.05)  # augmentation on: the generator matters
-    a = train(catalog, small_cfg(epochs=4, samples=3, model=noisy))
-    b = train(catalog, small_cfg(epochs=4, samples=0, model=noisy))
+    cfg = small_cfg(epochs=4, samples=3, model=noisy)
+    a = train(catalog, cfg)
+    b = train(catalog, cfg.replace(samples=0))
     assert a.checkpoint_sha256 == b.checkpoint_sha256 and a.rank_weights_sha256 == b.rank_weights_sha256
     assert a.train_losses == b.train_losses and a.holdout_losses == b.holdout_losses
     views = _sample_views(catalog, a.run_id)
     assert {key[0] for key in views} == {"train", "holdout"} and {key[2] for key in views} == {0, 1, 3}
+    # a training sample's joints are what the first step fed the network: recorded + that step's noise, i.e. a row of
+    # the noise the training generator (seeded with cfg.seed, nothing drawn before) gives for the first batch
+    norm = dict(np.load(a.run_dir / "normalizer.npz"))
+    first_noise = (torch.randn((cfg.batch_size, 14), generator=torch.Generator().manual_seed(cfg.seed)) * 0.05).numpy()
+    for k in range(cfg.samples):
+        d = views[("train", k, 0)]
+        seg, t = re.search(r"segment `([^`]+)` at ([0-9.]+) s", d["info"]).groups()
+        q = eps[seg]["q"][round(float(t) * schema.CONTROL_HZ)]
+        noise = d["input"][:14] * norm["joints.std"] + norm["joints.mean"] - q
+        assert np.abs(noise).max() > 1e-3  # augmented, not the clean input
+        assert np.abs(first_noise - noise[None, :]).max(axis=1).min() < 1e-5, "not a row of the first step's noise"
     assert not _sample_views(catalog, b.run_id)
 
 
@@ -454,6 +468,8 @@ def test_vision_policy_trains_and_acts_end_to_end(catalog):
     runs = catalog.dataset(f"{DS}_runs")
     frames = runs.filter_segments([res.run_id]).filter_contents(["/samples/train/0/image"]).reader(index="epoch").to_arrow_table()
     assert frames.column("epoch").to_pylist() == [0, 1] and any("Image" in c for c in frames.column_names)
+    # the shift augmentation draws from the training generator: the views copy it, so the weights are the same without them
+    assert train(catalog, cfg.replace(samples=0)).checkpoint_sha256 == res.checkpoint_sha256
     pol = load_policy(catalog, res.run_id)
     pol.reset()
     img = _frame(0.0, 0, 32, 24)
