@@ -5,10 +5,11 @@
 2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
    checkpoint) and register the run recording with status `running`.
 3. Epochs: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
-   cosine; holdout loss every `holdout_every` epochs; a complete checkpoint every
-   `checkpoint_every` epochs (model.pt + state.pt, each written atomically).
+   cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
+   first, middle and last epoch; a complete checkpoint every `checkpoint_every` epochs
+   (model.pt + state.pt, each written atomically; the sample views so far included).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
-   status `finished` (sample views, every property) or `interrupted` (pointing at the
+   status `finished` (every property) or `interrupted` (pointing at the
    last complete checkpoint). `train(..., resume=run_id)` continues an interrupted run
    from that checkpoint with the identical config.
 
@@ -25,6 +26,9 @@ folder and checkpoints, and registers the run recording (once, with `run.config.
 Determinism: torch and numpy are seeded with `cfg.seed`, the stream's segment order and
 shuffle buffer are functions of (seed, epoch), augmentation noise comes from one seeded
 generator saved in the checkpoint: same config + selection + seed on CPU = same curve.
+The sample views draw from none of these generators (their rows come from numpy generators
+of their own, the augmentation they show from a copy of the step's generator) and change
+no batch: the weights are the same with any `cfg.samples`.
 """
 
 from __future__ import annotations
