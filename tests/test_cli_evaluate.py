@@ -17,8 +17,8 @@ pytestmark = pytest.mark.sim
 register(app)
 
 
-def _run(ws, *args: str):
-    res = CliRunner().invoke(app, ["--workspace", str(ws), *args], env={"ROBOLOOP_CATALOG": "", "COLUMNS": "200"})
+def _run(ws, *args: str, catalog: str = ""):
+    res = CliRunner().invoke(app, ["--workspace", str(ws), *args], env={"ROBOLOOP_CATALOG": catalog, "COLUMNS": "200"})
     assert res.exit_code == 0, res.output + repr(res.exception)
     return res.stdout
 
@@ -50,8 +50,20 @@ def test_eval_success_compare_failures_open(tmp_path):
     assert len(fails) == 4 and {f["episode.eval_id"] for f in fails} == {"short"}
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == sorted(f"{f['segment_id']}.rrd" for f in fails)
     f = fails[0]
+    # with only the command's own embedded catalog, a URL would be dead once it exits: it says so and prints what works
     out = _run(ws, "open", f["segment_id"], "--at", str(f["at_s"]), "--print")
-    assert f"segment_id={f['segment_id']}" in out and "#when=time@" in out
+    assert "rerun+http" not in out and "stop working when this command exits" in out
+    assert f"roboloop open {f['segment_id']} --at {f['at_s']:g}" in out and "roboloop serve" in out
+    # with a server that outlives the command, the URL is printed (and stays served after the command returns)
+    from roboloop.catalog import Catalog
+    from roboloop.workspace import Workspace
+
+    with Catalog(Workspace(ws), url="") as served:
+        out = _run(ws, "open", f["segment_id"], "--at", str(f["at_s"]), "--print", catalog=served.url)
+        assert f"segment_id={f['segment_id']}" in out and "#when=time@" in out and "stop working" not in out
+        url = next(line for line in out.split() if line.startswith("rerun+http"))
+        assert url.startswith(served.url.rstrip("/") + "/dataset/")
+        assert served.segment_table("demo_evals").num_rows == 8  # still serving after the command
 
     res = CliRunner().invoke(app, ["--workspace", str(ws), "eval", "--grid", "colour=red"], env={"ROBOLOOP_CATALOG": ""})
     assert res.exit_code == 1 and "valid axes" in res.output

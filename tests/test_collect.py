@@ -22,6 +22,7 @@ from roboloop.collect import (
     plan_jobs,
     run_episode,
 )
+from roboloop.episode import provenance
 from roboloop.sim import SceneConditions
 from roboloop.video import decode_samples
 
@@ -107,7 +108,9 @@ def test_properties_in_segment_table(catalog, recorded):
     assert row["episode.seed"] == 7
     assert row["episode.task"] == "transfer_cube"
     assert row["episode.policy"] == "scripted-handover-v1"
-    assert row["episode.software_version"]
+    for name, value in provenance().items():  # commit, dirty flag, versions: what this process runs
+        assert row[f"episode.{name}"] == value, name
+    assert row["episode.git_commit"] != "" and row["episode.torch_version"]
     assert row["episode.camera_hz"] == 25 and row["episode.scene_hz"] == 10 and row["episode.camera_size"] == "64x48"
     assert row["scene.region"] == "right" and row["scene.lighting"] == "dim"
     assert row["scene.region_label"].startswith("right (x 0.1..0.2")

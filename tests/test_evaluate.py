@@ -15,7 +15,7 @@ import pytest
 from roboloop import analyze, episode_index, links, rows, schema
 from roboloop.catalog import Catalog
 from roboloop.collect import RecordingSpec
-from roboloop.episode import write_layer_properties
+from roboloop.episode import provenance, write_layer_properties
 from roboloop.evaluate import (
     EvalConfig,
     EvaluateError,
@@ -72,6 +72,8 @@ PROVENANCE = [
     "episode.kind", "episode.eval_id", "episode.policy", "episode.seed", "episode.software_version",
     "episode.run_id", "episode.checkpoint_sha256", "episode.selection", "episode.selection_digest",
     "episode.config_digest", "episode.cell", "episode.index_in_cell",
+    "episode.git_commit", "episode.git_dirty", "episode.rerun_sdk_version", "episode.mujoco_version",
+    "episode.gym_aloha_version", "episode.torch_version",
     "scene.region", "scene.yaw", "scene.lighting", "scene.table", "scene.distractors",
     "scene.cube_x", "scene.cube_y", "scene.cube_yaw_deg",
     "outcome.success", "outcome.stage", "outcome.stage_name", "outcome.failure_step",
@@ -143,6 +145,12 @@ def test_paired_seeds_provenance_index_and_disjoint_from_demos(catalog):
     assert fast.num_rows == slow.num_rows == 2 * N
     by = ["scene.region", "scene.lighting"]
     assert analyze.success_by(fast, by) == analyze.success_by(slow, by)
+    # provenance is on every rollout, and results split by it (`success --by episode.git_commit,...`)
+    prov = provenance()
+    assert all(r[f"episode.{k}"] == v for r in got for k, v in prov.items())
+    split = analyze.success_by(fast, ["episode.git_commit", "episode.torch_version"])
+    assert [(g["episode.git_commit"], g["episode.torch_version"], g["n"]) for g in split] == [
+        (prov["git_commit"], prov["torch_version"], 2 * N)]
     cmp = {r["group"]: r for r in analyze.compare(
         analyze.rollout_table(catalog, "demo_evals", ["ev-still"]), analyze.rollout_table(catalog, "demo_evals", ["ev-scripted"]))}
     assert cmp["overall"]["test"] == "mcnemar" and cmp["overall"]["n_pairs"] == 4 * N

@@ -150,30 +150,70 @@ def test_open_command(t, expected):
     assert open_command("seg-1", t) == expected
 
 
-def test_loss_curves_read_from_a_run_recording(ws, catalog):
-    """The glue reads /train/loss and /holdout/loss on timeline `step` from `<ds>_runs` through the catalog."""
+def _write_run(ws, catalog, run_id: str, steps_per_epoch: int, epochs: int, *, epoch_loss: bool):
+    """A run recording like train's: per-step loss on `step` + `epoch`, holdout every 2 epochs (and after the last)."""
     import rerun as rr
 
     from roboloop import schema
-    from roboloop.report import _loss_curves
 
-    run_id = "run-abc"
     path = ws.segment_path("aloha_runs", schema.BASE_LAYER, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     rec = rr.RecordingStream("roboloop", recording_id=run_id)
     rec.save(str(path))
-    train_steps = np.arange(0, 200, 10)
-    hold_steps = np.arange(0, 200, 50)
-    rec.send_columns("/train/loss", indexes=[rr.TimeColumn("step", sequence=train_steps)], columns=rr.Scalars.columns(scalars=1.0 / (1 + train_steps)))
-    rec.send_columns("/holdout/loss", indexes=[rr.TimeColumn("step", sequence=hold_steps)], columns=rr.Scalars.columns(scalars=2.0 / (1 + hold_steps)))
+    steps = np.arange(1, steps_per_epoch * epochs + 1)
+    epoch_of = (steps - 1) // steps_per_epoch
+    loss = 1.0 / steps + 0.01 * (steps % 3)  # noisy within an epoch
+    rec.send_columns("/train/loss", indexes=[rr.TimeColumn("step", sequence=steps), rr.TimeColumn("epoch", sequence=epoch_of)],
+                     columns=rr.Scalars.columns(scalars=loss))
+    means = np.array([loss[epoch_of == e].mean() for e in range(epochs)])
+    hold_e = np.array([e for e in range(epochs) if (e + 1) % 2 == 0 or e == epochs - 1])
+    hold = 2.0 / (1 + hold_e)
+    rec.send_columns("/holdout/loss", indexes=[rr.TimeColumn("step", sequence=(hold_e + 1) * steps_per_epoch), rr.TimeColumn("epoch", sequence=hold_e)],
+                     columns=rr.Scalars.columns(scalars=hold))
+    if epoch_loss:
+        rec.send_columns("/train/epoch_loss", indexes=[rr.TimeColumn("step", sequence=np.arange(1, epochs + 1) * steps_per_epoch),
+                         rr.TimeColumn("epoch", sequence=np.arange(epochs))], columns=rr.Scalars.columns(scalars=means))
     rec.flush()
     rec.disconnect()
     catalog.register_files("aloha_runs", [path])
-    curves = _loss_curves(catalog, "aloha", run_id)
-    assert curves["train"][0] == [float(s) for s in train_steps]
-    assert curves["train"][1] == pytest.approx(1.0 / (1 + train_steps))
-    assert curves["holdout"][0] == [float(s) for s in hold_steps]
-    assert curves["holdout"][1] == pytest.approx(2.0 / (1 + hold_steps))
+    return means, hold_e, hold
+
+
+def test_loss_curves_are_per_epoch_so_runs_of_different_size_compare(ws, catalog):
+    """The glue reads the train and holdout loss on timeline `epoch` (epochs done on x), whatever a run's steps per epoch;
+    a run recorded before `/train/epoch_loss` existed gets the per-step loss averaged per epoch."""
+    from roboloop.report import _loss_curves
+
+    small_means, small_he, small_hold = _write_run(ws, catalog, "run-small", 4, 6, epoch_loss=True)
+    big_means, big_he, big_hold = _write_run(ws, catalog, "run-big", 11, 5, epoch_loss=False)
+    small = _loss_curves(catalog, "aloha", "run-small")
+    big = _loss_curves(catalog, "aloha", "run-big")
+    assert small["train"][0] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and big["train"][0] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert small["train"][1] == pytest.approx(small_means) and big["train"][1] == pytest.approx(big_means)
+    assert small["holdout"][0] == [float(e + 1) for e in small_he] == [2.0, 4.0, 6.0]
+    assert big["holdout"][0] == [2.0, 4.0, 5.0]
+    assert small["holdout"][1] == pytest.approx(small_hold) and big["holdout"][1] == pytest.approx(big_hold)
+
+
+def test_loss_plot_draws_holdout_on_top_with_markers_per_epoch():
+    from roboloop.report import _loss_figure
+
+    fig = _loss_figure({"v1": {"train": ([1, 2, 3, 4], [1.0, 0.5, 0.3, 0.2]), "holdout": ([2, 4], [0.6, 0.25])},
+                        "v2": {"train": ([1, 2], [1.0, 0.4]), "holdout": ([2], [0.45])}})
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "epoch"
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"v1 train", "v1 holdout", "v2 train", "v2 holdout"}
+    for run in ("v1", "v2"):
+        train, hold = lines[f"{run} train"], lines[f"{run} holdout"]
+        assert hold.get_zorder() > train.get_zorder()  # drawn over the train curve
+        assert hold.get_marker() not in (None, "None", "") and train.get_marker() in (None, "None", "")
+        assert hold.get_linewidth() > train.get_linewidth()
+        assert hold.get_color() == train.get_color()  # one colour per run
+    assert list(lines["v1 holdout"].get_xdata()) == [2, 4]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def test_sequential_decisions_show_only_when_present():

@@ -11,7 +11,7 @@ import torch
 
 from roboloop import curate, schema
 from roboloop.collect import Observation
-from roboloop.episode import EpisodeRecorder
+from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.train import (
     ConfigError,
     MLPConfig,
@@ -185,8 +185,9 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
         "run.epochs_done": 40, "run.status": "finished", "run.checkpoint_sha256": sha256_file(res.run_dir / MODEL_FILE),
         "run.checkpoint_path": f"runs/{res.run_id}/{MODEL_FILE}", "run.config_lr": cfg.lr, "run.config_model_hidden": 64,
         "run.parameters": res.parameters, "run.num_train": len(sel.train_ids), "run.num_holdout": len(sel.holdout_ids),
-        "run.software_version": "0.1.0", "episode.kind": "run",
+        "run.software_version": provenance()["software_version"], "episode.kind": "run",
     }
+    expect.update({f"episode.{k}": v for k, v in provenance().items()})  # commit, dirty flag, versions
     for k, v in expect.items():
         assert row[k] == v, k
     assert row["run.final_holdout_loss"] == pytest.approx(res.final_holdout_loss)
@@ -204,8 +205,12 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
     assert loss.num_rows == res.steps_done
     ep = runs.filter_segments([res.run_id]).filter_contents([schema.HOLDOUT_LOSS]).reader(index="epoch").to_arrow_table()
     assert ep.num_rows == len(res.holdout_losses)
-    smp = runs.filter_segments([res.run_id]).filter_contents(["/samples/**"]).reader(index="chunk_step").to_arrow_table()
-    assert smp.num_rows == K
+    ep_loss = runs.filter_segments([res.run_id]).filter_contents([schema.TRAIN_EPOCH_LOSS]).reader(index="epoch").to_arrow_table()
+    assert ep_loss.column("epoch").to_pylist() == list(range(40))
+    epoch_losses = torch.load(res.run_dir / "state.pt", weights_only=True)["epoch_losses"]  # the mean loss of each epoch
+    assert [v[0] for v in ep_loss.column(f"{schema.TRAIN_EPOCH_LOSS}:Scalars:scalars").to_pylist()] == epoch_losses
+    steps = np.asarray(res.train_losses).reshape(40, -1)  # every epoch has the same steps here
+    assert epoch_losses == pytest.approx(steps.mean(axis=1))
     assert ws.blueprint_path(f"{DS}_runs").is_file()
     # a restart restores the newest version only (the finished one)
     from roboloop.catalog import Catalog
@@ -215,6 +220,119 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
         assert rows == [{"run.status": "finished", "run.epochs_done": 40}]
         assert (f"{DS}_runs", schema.BASE_LAYER) in again.report.segments
         assert again.report.segments[(f"{DS}_runs", schema.BASE_LAYER)] == 1
+
+
+def _sample_views(catalog, run_id: str) -> dict[tuple[str, int, int], dict]:
+    """(split, k, epoch) -> {"predicted", "target" (arrays [K, 14]), "input" (array), "info" (text)} read back from the run."""
+    runs = catalog.dataset(f"{DS}_runs")
+    t = runs.filter_segments([run_id]).filter_contents(["/samples/**"]).reader(index="epoch").to_arrow_table()
+    out: dict[tuple[str, int, int], dict] = {}
+    for col in t.column_names:
+        if not col.startswith("/samples/"):
+            continue
+        entity, archetype, component = col.split(":")
+        parts = entity.split("/")
+        if len(parts) != 5:  # the static lanes and labels under .../chunk/
+            continue
+        _, _, split, k, what = parts
+        for epoch, cell in zip(t.column("epoch").to_pylist(), t.column(col).to_pylist()):
+            if cell is None:
+                continue
+            d = out.setdefault((split, int(k), int(epoch)), {})
+            if archetype == "Tensor":
+                d[what] = cell[0]
+            elif archetype == "BarChart" and component == "values":
+                d[what] = cell[0]
+            elif archetype == "TextDocument" and component == "text":
+                d[what] = cell[0]
+            elif archetype == "LineStrips2D" and component == "strips":
+                d[what] = cell
+    for d in out.values():
+        for what in ("predicted", "target"):
+            if isinstance(d.get(what), dict):
+                shape = d[what]["shape"]
+                d[what] = np.asarray(d[what]["buffer"], np.float64).reshape(shape)
+        if d.get("input") is not None and isinstance(d["input"], dict):
+            d["input"] = np.asarray(d["input"]["buffer"], np.float64)
+    return out
+
+
+def test_sample_views_are_logged_during_training_and_match_the_model(trained):
+    """First, middle and last epoch: training and holdout samples with their targets (the recorded data), the inputs
+    the network saw, and chunks the model predicted; the last epoch's are what the final checkpoint predicts."""
+    import re
+
+    catalog, sel, eps, cfg, res = trained
+    views = _sample_views(catalog, res.run_id)
+    watched = (0, 19, 39)  # 40 epochs
+    assert sorted(views) == sorted((split, k, e) for split in ("train", "holdout") for k in range(cfg.samples) for e in watched)
+    norm = dict(np.load(res.run_dir / "normalizer.npz"))
+    policy = load_policy(catalog, res.run_id)
+    for (split, _k, epoch), d in views.items():
+        seg, t = re.search(r"segment `([^`]+)` at ([0-9.]+) s", d["info"]).groups()
+        assert (seg in sel.holdout_ids) == (split == "holdout") and seg in set(sel.train_ids) | set(sel.holdout_ids)
+        i = round(float(t) * schema.CONTROL_HZ)
+        data = eps[seg]
+        # the target is the recorded chunk, the input the recorded state normalized (joint_noise is 0 here) + phase
+        np.testing.assert_allclose(d["target"], data["targets"][i : i + K], atol=1e-6)
+        joints = (data["q"][i] - norm["joints.mean"]) / norm["joints.std"]
+        cube = (data["cube"][i] - norm["cube.mean"]) / norm["cube.std"]
+        np.testing.assert_allclose(d["input"], np.concatenate([joints, cube, [i / STEPS]]), atol=1e-5)
+        assert len(d["chunk"]) == 2 * 14  # a target and a predicted strip per joint
+        if epoch == 39:  # the final weights: the deployed policy predicts the same chunk from the same observation
+            chunk = policy.predict_chunk(Observation(i, i / 50, data["q"][i], data["cube"][i]))
+            np.testing.assert_allclose(d["predicted"], chunk, atol=1e-5)
+    # holdout samples are fixed windows, so their predictions can be compared across epochs: they improve
+    for k in range(cfg.samples):
+        first, last = views[("holdout", k, 0)], views[("holdout", k, 39)]
+        assert first["info"].split(", epoch")[0] == last["info"].split(", epoch")[0]
+        assert np.abs(last["predicted"] - last["target"]).mean() < np.abs(first["predicted"] - first["target"]).mean()
+    # the run blueprint opens on the epoch timeline (where every view has data) and shows every sample view
+    from roboloop.train.runlog import run_blueprint
+
+    bp = run_blueprint(cfg.samples)
+    assert bp.time_panel.timeline == "epoch"
+    origins: set[str] = set()
+
+    def walk(node) -> None:
+        if hasattr(node, "origin"):  # a view
+            origins.add(str(node.origin))
+        else:  # a container
+            for child in node.contents:
+                walk(child)
+
+    walk(bp.root_container)
+    for split in ("train", "holdout"):
+        for k in range(cfg.samples):
+            assert {f"/samples/{split}/{k}/{w}" for w in ("chunk", "input", "info")} <= origins
+    assert catalog.workspace.blueprint_path(f"{DS}_runs").is_file()
+
+
+def test_sample_logging_changes_no_weight(catalog):
+    """Logging samples draws from no training generator and changes no batch: same weights, same curve as without."""
+    import re
+
+    _sel, eps = make_dataset(catalog)
+    noisy = MLPConfig(hidden=64, layers=2, joint_noise=0.05)  # augmentation on: the generator matters
+    cfg = small_cfg(epochs=4, samples=3, model=noisy)
+    a = train(catalog, cfg)
+    b = train(catalog, cfg.replace(samples=0))
+    assert a.checkpoint_sha256 == b.checkpoint_sha256 and a.rank_weights_sha256 == b.rank_weights_sha256
+    assert a.train_losses == b.train_losses and a.holdout_losses == b.holdout_losses
+    views = _sample_views(catalog, a.run_id)
+    assert {key[0] for key in views} == {"train", "holdout"} and {key[2] for key in views} == {0, 1, 3}
+    # a training sample's joints are what the first step fed the network: recorded + that step's noise, i.e. a row of
+    # the noise the training generator (seeded with cfg.seed, nothing drawn before) gives for the first batch
+    norm = dict(np.load(a.run_dir / "normalizer.npz"))
+    first_noise = (torch.randn((cfg.batch_size, 14), generator=torch.Generator().manual_seed(cfg.seed)) * 0.05).numpy()
+    for k in range(cfg.samples):
+        d = views[("train", k, 0)]
+        seg, t = re.search(r"segment `([^`]+)` at ([0-9.]+) s", d["info"]).groups()
+        q = eps[seg]["q"][round(float(t) * schema.CONTROL_HZ)]
+        noise = d["input"][:14] * norm["joints.std"] + norm["joints.mean"] - q
+        assert np.abs(noise).max() > 1e-3  # augmented, not the clean input
+        assert np.abs(first_noise - noise[None, :]).max(axis=1).min() < 1e-5, "not a row of the first step's noise"
+    assert not _sample_views(catalog, b.run_id)
 
 
 def test_deploy_path_reproduces_training_inputs_and_targets(trained):
@@ -294,6 +412,12 @@ def test_interrupted_run_keeps_last_checkpoint_and_resumes_to_the_same_curve(cat
     assert run_info(ws, run_id)["status"] == "finished"
     versions = ws.segment_versions(f"{DS}_runs", schema.BASE_LAYER, run_id)
     assert len(versions) == 4  # running, interrupted, running (resumed), finished
+    # the sample views of epochs before the interruption came back with the checkpoint: same views as the full run
+    full_views, resumed_views = _sample_views(catalog, full.run_id), _sample_views(catalog, run_id)
+    assert sorted(resumed_views) == sorted(full_views) and {key[2] for key in full_views} == {0, 2, 5}
+    for key, d in full_views.items():
+        np.testing.assert_array_equal(resumed_views[key]["predicted"], d["predicted"])
+        assert resumed_views[key]["info"] == d["info"]
 
 
 def test_missing_normalizer_key_is_an_error(trained):
@@ -342,8 +466,10 @@ def test_vision_policy_trains_and_acts_end_to_end(catalog):
     assert info["cameras"] == ["top"] and info["camera_size"] == [32, 24]
     # sample views hold the exact model input frames
     runs = catalog.dataset(f"{DS}_runs")
-    cols = runs.filter_segments([res.run_id]).filter_contents(["/samples/0/frame"]).reader(index=None).to_arrow_table().column_names
-    assert any("Image" in c for c in cols)
+    frames = runs.filter_segments([res.run_id]).filter_contents(["/samples/train/0/image"]).reader(index="epoch").to_arrow_table()
+    assert frames.column("epoch").to_pylist() == [0, 1] and any("Image" in c for c in frames.column_names)
+    # the shift augmentation draws from the training generator: the views copy it, so the weights are the same without them
+    assert train(catalog, cfg.replace(samples=0)).checkpoint_sha256 == res.checkpoint_sha256
     pol = load_policy(catalog, res.run_id)
     pol.reset()
     img = _frame(0.0, 0, 32, 24)

@@ -66,10 +66,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-import roboloop
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
-from roboloop.episode import EpisodeRecorder
+from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.errors import RoboloopError
 from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.sim.conditions import SceneConditions
@@ -382,7 +381,7 @@ def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task:
         schema.EPISODE_TASK: task,
         schema.EPISODE_SEED: int(job.seed),
         schema.EPISODE_POLICY: str(policy_id),
-        schema.EPISODE_SOFTWARE_VERSION: roboloop.__version__,
+        **provenance(),
         schema.EPISODE_CAMERAS: ",".join(spec.cameras) or "none",
         schema.EPISODE_CAMERA_HZ: int(spec.camera_hz),
         schema.EPISODE_CAMERA_SIZE: f"{spec.width}x{spec.height}",

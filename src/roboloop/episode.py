@@ -12,6 +12,7 @@ nothing to register. Nothing is resampled: each stream keeps the times it was gi
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,75 @@ from roboloop import schema
 from roboloop.workspace import atomic_path
 
 APPLICATION_ID = "roboloop"
+NONE = "none"
+"""What a provenance property says when there is nothing to record (Rerun drops "")."""
+
+
+def provenance() -> dict[str, Any]:
+    """The `episode` properties that say which software made a recording (cached once per process).
+
+    `software_version` is roboloop's version, with the source checkout's commit as a PEP 440
+    local part when roboloop runs from one (`0.1.0+g1a2b3c4d5e6f`, `.dirty` appended when
+    tracked files differ from it); `git_commit` (full, "none" without a checkout),
+    `git_dirty`, and the installed versions of rerun-sdk, mujoco, gym-aloha and torch
+    ("none" when not installed). Demonstrations, runs and rollouts all carry them, so
+    `success --by episode.git_commit` splits results by the code that produced them.
+    """
+    return dict(_provenance_cached())
+
+
+@functools.cache
+def _provenance_cached() -> tuple[tuple[str, Any], ...]:
+    import roboloop
+
+    commit, dirty = git_state(Path(roboloop.__file__).resolve().parent)
+    version = roboloop.__version__
+    if commit is not None:
+        version += f"+g{commit[:12]}" + (".dirty" if dirty else "")
+    out: dict[str, Any] = {
+        schema.EPISODE_SOFTWARE_VERSION: version,
+        schema.EPISODE_GIT_COMMIT: commit or NONE,
+        schema.EPISODE_GIT_DIRTY: bool(dirty),
+    }
+    for name, dist in schema.PROVENANCE_DISTRIBUTIONS.items():
+        out[name] = distribution_version(dist)
+    return tuple(out.items())
+
+
+def distribution_version(dist: str) -> str:
+    """The installed version of a distribution, "none" when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return NONE
+
+
+def git_state(source_dir: Path) -> tuple[str | None, bool]:
+    """(commit, dirty) of the git checkout `source_dir` is TRACKED in, else (None, False).
+
+    A package installed into a virtualenv that happens to sit inside some repository is
+    not tracked there (`git ls-files` finds no `__init__.py`), so it reports no commit
+    rather than the surrounding repository's. Dirty = tracked files differ from HEAD
+    (untracked files are ignored). No git executable counts as no checkout.
+    """
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        tracked = git("ls-files", "--error-unmatch", "__init__.py")
+        if tracked.returncode != 0:
+            return None, False
+        head = git("rev-parse", "--verify", "HEAD")
+        if head.returncode != 0:
+            return None, False
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+    return head.stdout.strip(), bool(status.stdout.strip()) or status.returncode != 0
 
 
 def _property_value(value: Any):

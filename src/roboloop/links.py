@@ -6,7 +6,9 @@ start. So roboloop offers two durable ways to look at an episode:
 
 * ``roboloop open SEGMENT_ID [--at SECONDS]`` (:func:`open_command`): a command that
   starts (or attaches to) the catalog and opens the viewer on that segment at that
-  moment; :func:`segment_url` builds the live URL when asked, never stored.
+  moment; :func:`segment_url` builds the live URL when asked, never stored. ``open --print``
+  prints a URL only while a server outlives the command (``roboloop serve``, ``--catalog``);
+  with only its own embedded catalog it prints :func:`no_server_note` instead.
 * :func:`export_segment`: a self-contained ``.rrd`` (every layer merged, plus the
   dataset's default blueprint) that opens in the viewer without any catalog.
 """
@@ -29,6 +31,7 @@ __all__ = [
     "export_segments",
     "find_segment_dataset",
     "has_display",
+    "no_server_note",
     "open_command",
     "segment_url",
     "viewer_command",
@@ -51,6 +54,21 @@ def open_command(segment_id: str, at_s: float | None = None, dataset: str | None
     if dataset:
         parts += ["--dataset", dataset]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def no_server_note(segment_id: str, at_s: float | None = None, dataset: str | None = None) -> list[str]:
+    """What `open --print` says when only its own embedded catalog could serve the URL (dead once it exits).
+
+    Instead of a URL that stops working when the command returns: the command that opens the
+    viewer and serves the episode until the viewer closes, and how to get a URL that stays
+    valid (a `roboloop serve` kept running on the workspace; `open --print` then attaches to it).
+    """
+    cmd = open_command(segment_id, at_s, dataset)
+    return [
+        "no catalog server is running for this workspace: a viewer URL printed now would stop working when this command exits.",
+        f"open it (serves the episode until the viewer closes):  {cmd}",
+        f"or keep a server running (`roboloop serve`, in another terminal), then `{cmd} --print` prints a URL valid while it runs",
+    ]
 
 
 def find_segment_dataset(workspace: Workspace, segment_id: str) -> str:

@@ -10,7 +10,7 @@ Two halves:
 - :func:`build_report_data` is the glue: for each evaluation it reads the evaluation row,
   calls ``analyze.rollout_table`` / ``analyze.success_by`` / ``analyze.failures`` /
   ``analyze.compare``, the sequential decisions stored in the row (if any), the coverage gaps (``analyze_gaps.gaps``), the runs' loss curves
-  (entities ``/train/loss`` and ``/holdout/loss`` on timeline ``step`` in ``<ds>_runs``),
+  (``/train/epoch_loss`` and ``/holdout/loss`` on timeline ``epoch`` in ``<ds>_runs``, plotted per epoch),
   the selections' queries and sizes, and the plans made from the evaluations.
   :func:`write_report` writes the file atomically.
 
@@ -106,7 +106,7 @@ class ReportData:
     decision, rollouts, stop_round, decided_at, estimate, ci_low, ci_high, fixed_n, metric. Shown (in the
     comparison section, "Sequential decision") only when present."""
     loss_curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]] = field(default_factory=dict)
-    """Run label -> {"train": (steps, values), "holdout": (steps, values)}."""
+    """Run label -> {"train": (epochs, values), "holdout": (epochs, values)}; epochs done (1-based)."""
     selections: list[dict[str, Any]] = field(default_factory=list)
     """Per run: label, run_id, selection, dataset, predicate, num_train, num_holdout, digest."""
     plans: list[dict[str, Any]] = field(default_factory=list)
@@ -226,6 +226,13 @@ def _comparison_plot(rows: Sequence[Mapping[str, Any]], labels: tuple[str, str])
 
 
 def _loss_plot(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]) -> str | None:
+    fig = _loss_figure(curves)
+    return None if fig is None else _png(fig)
+
+
+def _loss_figure(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]):
+    """Loss per epoch (runs of different size compare on passes over their data): the train loss (mean over
+    each epoch's steps) thin, the holdout loss on top of it, thick with markers, in the run's colour."""
     if not any(len(v[0]) for c in curves.values() for v in c.values()):
         return None
     plt = _plt()
@@ -233,17 +240,20 @@ def _loss_plot(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, parts) in enumerate(curves.items()):
         col = cycle[i % len(cycle)]
-        for part, style in (("train", "-"), ("holdout", "--")):
-            steps, values = parts.get(part, ((), ()))
-            if len(steps):
-                ax.plot(steps, values, style, color=col, lw=1.4, label=f"{label} {part}")
+        epochs, values = parts.get("train", ((), ()))
+        if len(epochs):
+            ax.plot(epochs, values, "-", color=col, lw=1.0, alpha=0.55, zorder=2, label=f"{label} train")
+        epochs, values = parts.get("holdout", ((), ()))
+        if len(epochs):
+            ax.plot(epochs, values, "--o", color=col, lw=2.2, ms=4.5, markeredgecolor="black", markeredgewidth=0.6,
+                    zorder=3, label=f"{label} holdout")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (L1, normalized)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    ax.set_title("training runs", fontsize=10)
-    return _png(fig)
+    ax.set_title("training runs: train (mean per epoch) and holdout loss", fontsize=10)
+    return fig
 
 
 # --- html ----------------------------------------------------------------------------------
@@ -451,7 +461,8 @@ def render_report(data: ReportData) -> str:
 
 # --- glue: the catalog -----------------------------------------------------------------------
 
-_LOSS_ENTITIES = {"train": "/train/loss", "holdout": "/holdout/loss"}
+_LOSS_ENTITIES = {"train": ("/train/epoch_loss", "/train/loss"), "holdout": ("/holdout/loss",)}
+"""Per curve: the entities to read, preferred first (runs recorded before `/train/epoch_loss` have only the per-step loss)."""
 
 
 def _first(row: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -497,27 +508,33 @@ def _rows_of(table: Any) -> list[dict[str, Any]]:
 
 
 def _loss_curves(catalog, dataset: str, run_id: str) -> dict[str, tuple[list[float], list[float]]]:
-    """(steps, values) of /train/loss and /holdout/loss of one run recording."""
+    """(epochs done, values) of one run recording's train and holdout loss, on its `epoch` timeline.
+
+    A value logged at epoch index e (0-based) is plotted at e + 1 (epochs done). The train
+    curve is `/train/epoch_loss` (the mean over each epoch's steps), or for runs recorded
+    before it existed the per-step `/train/loss` averaged per epoch.
+    """
     from roboloop import schema
 
     runs = schema.runs_dataset(dataset)
     out: dict[str, tuple[list[float], list[float]]] = {}
     ds = catalog.dataset(runs)
-    for part, entity in _LOSS_ENTITIES.items():
-        table = ds.filter_segments([run_id]).filter_contents([entity]).reader(index="step").to_arrow_table()
-        col = next((c for c in table.column_names if c.startswith(entity + ":") and "Scalar" in c), None)
-        if col is None or "step" not in table.column_names:
-            continue
-        steps, values = [], []
-        for s, v in zip(table.column("step").to_pylist(), table.column(col).to_pylist()):
-            if v is None or s is None:
+    for part, entities in _LOSS_ENTITIES.items():
+        for entity in entities:
+            # indexed by `step` (one row per logged value; a read indexed by `epoch` keeps one row per epoch)
+            table = ds.filter_segments([run_id]).filter_contents([entity]).reader(index=schema.STEP_TIMELINE).to_arrow_table()
+            col = next((c for c in table.column_names if c.startswith(entity + ":") and "Scalar" in c), None)
+            if col is None or schema.EPOCH_TIMELINE not in table.column_names:
                 continue
-            val = v[0] if isinstance(v, (list, tuple)) else v
-            if val is not None:
-                steps.append(float(s))
-                values.append(float(val))
-        order = sorted(range(len(steps)), key=steps.__getitem__)
-        out[part] = ([steps[i] for i in order], [values[i] for i in order])
+            per_epoch: dict[int, list[float]] = {}
+            for e, v in zip(table.column(schema.EPOCH_TIMELINE).to_pylist(), table.column(col).to_pylist()):
+                val = v[0] if isinstance(v, (list, tuple)) and v else v
+                if e is not None and val is not None:
+                    per_epoch.setdefault(int(e), []).append(float(val))
+            if per_epoch:
+                epochs = sorted(per_epoch)
+                out[part] = ([float(e + 1) for e in epochs], [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs])
+                break
     return out
 
 

@@ -64,7 +64,7 @@ QUALITY_LAYER = "quality"
 """Quality verdicts (flag / unflag)."""
 
 # --- property groups ---------------------------------------------------------------------
-EPISODE = "episode"  # kind, task, seed, policy, software_version
+EPISODE = "episode"  # kind, task, seed, policy, software_version and the rest of the provenance
 SCENE = "scene"  # every scene condition that was set, plus a region label
 OUTCOME = "outcome"  # success, max_reward, success_step, steps, duration
 SIGNALS = "signals"  # derived signals, in the signals layer
@@ -189,7 +189,21 @@ EPISODE_KIND = "kind"  # KIND_DEMO or KIND_ROLLOUT
 EPISODE_TASK = "task"  # e.g. "transfer_cube"
 EPISODE_SEED = "seed"
 EPISODE_POLICY = "policy"  # policy id, e.g. "scripted-handover-v1" or a checkpoint id
-EPISODE_SOFTWARE_VERSION = "software_version"  # roboloop.__version__
+EPISODE_SOFTWARE_VERSION = "software_version"  # roboloop.__version__, + "+g<commit12>[.dirty]" from a git checkout
+# provenance (episode.provenance() gathers them; on every demonstration, run and rollout)
+EPISODE_GIT_COMMIT = "git_commit"  # full commit of roboloop's source checkout, "none" when not run from one
+EPISODE_GIT_DIRTY = "git_dirty"  # bool: tracked files differed from that commit (False when there is no checkout)
+EPISODE_RERUN_VERSION = "rerun_sdk_version"  # installed distribution versions, "none" when not installed
+EPISODE_MUJOCO_VERSION = "mujoco_version"
+EPISODE_GYM_ALOHA_VERSION = "gym_aloha_version"
+EPISODE_TORCH_VERSION = "torch_version"
+PROVENANCE_DISTRIBUTIONS = {
+    EPISODE_RERUN_VERSION: "rerun-sdk",
+    EPISODE_MUJOCO_VERSION: "mujoco",
+    EPISODE_GYM_ALOHA_VERSION: "gym-aloha",
+    EPISODE_TORCH_VERSION: "torch",
+}
+"""Provenance property -> the distribution whose installed version it records."""
 EPISODE_CAMERAS = "cameras"  # recorded camera names, comma-separated ("none" if no camera)
 EPISODE_CAMERA_HZ = "camera_hz"
 EPISODE_CAMERA_SIZE = "camera_size"  # "WIDTHxHEIGHT", e.g. "320x240"
@@ -339,13 +353,16 @@ STEP_TIMELINE = "step"
 EPOCH_TIMELINE = "epoch"
 """Epochs of a training run (sequence); every training scalar is logged on `step` and `epoch`."""
 CHUNK_TIMELINE = "chunk_step"
-"""Offset within a predicted action chunk (sequence): the timeline of the run's sample views."""
+"""Offset within a predicted action chunk: the first dimension name of the sample views' chunk tensors."""
 TRAIN_LOSS = "/train/loss"
+TRAIN_EPOCH_LOSS = "/train/epoch_loss"
+"""Mean of `/train/loss` over the steps of each epoch, logged at its end (comparable with `/holdout/loss`)."""
 HOLDOUT_LOSS = "/holdout/loss"
 TRAIN_LR = "/train/lr"
 TRAIN_GRAD_NORM = "/train/grad_norm"
 SAMPLES_ROOT = "/samples"
-"""`/samples/<k>/predicted`, `/samples/<k>/target` (14 joints over `chunk_step`), `/samples/<k>/frame` (vision input)."""
+"""`/samples/<split>/<k>/{chunk,predicted,target,input,image,info}`: sample views at the first, middle and last
+epoch, on `step` and `epoch` (split `train` or `holdout`; see `roboloop.train.runlog`)."""
 RUN_SUMMARY_TEXT = "/run"
 """Static markdown summary of the run (config, selection, result)."""
 

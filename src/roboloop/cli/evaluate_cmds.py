@@ -565,7 +565,7 @@ def open_cmd(
     segment_id: Annotated[str, typer.Argument(help="Segment id (e.g. from `roboloop failures`).")],
     at: Annotated[float | None, typer.Option("--at", min=0.0, help="Put the time cursor here (seconds since episode start).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset holding the segment (default: found in the workspace).")] = None,
-    print_only: Annotated[bool, typer.Option("--print", help="Print the URL and the viewer command, then exit.")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the URL and the viewer command, then exit (a URL needs a running `roboloop serve`; without one, prints how to open it instead).")] = False,
 ) -> None:
     """Open one episode in the Rerun viewer at a moment (starts or attaches the catalog)."""
     from roboloop import links
@@ -575,6 +575,10 @@ def open_cmd(
     ds = dataset or _guard(lambda: links.find_segment_dataset(ws, segment_id))
     with cli.open_catalog() as cat:
         url = _guard(lambda: links.segment_url(cat, ds, segment_id, at))
+        if print_only and cat.embedded:  # the URL would die with this process's catalog
+            for line in links.no_server_note(segment_id, at, dataset):
+                cli.console.print(line, soft_wrap=True)
+            return
         if print_only:
             cli.console.print(url, soft_wrap=True)
             cli.console.print(links.viewer_command(url), soft_wrap=True)

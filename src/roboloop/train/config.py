@@ -136,7 +136,7 @@ class TrainConfig(Config):
     ensemble_m: float = 0.01
     """Temporal ensembling weight exp(-m * i) at deploy (ACT; i = 0 is the oldest prediction)."""
     samples: int = 3
-    """Fixed holdout windows shown as sample views in the run recording."""
+    """Sample views per split in the run recording (random training samples and fixed random holdout windows, at the first, middle and last epoch); 0 = none. Does not change training."""
     nproc: int = 1
     """Training processes (DDP, gloo): each streams its shard with batch_size / nproc samples per step (global batch unchanged)."""
 

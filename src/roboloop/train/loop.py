@@ -5,10 +5,11 @@
 2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
    checkpoint) and register the run recording with status `running`.
 3. Epochs: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
-   cosine; holdout loss every `holdout_every` epochs; a complete checkpoint every
-   `checkpoint_every` epochs (model.pt + state.pt, each written atomically).
+   cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
+   first, middle and last epoch; a complete checkpoint every `checkpoint_every` epochs
+   (model.pt + state.pt, each written atomically; the sample views so far included).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
-   status `finished` (sample views, every property) or `interrupted` (pointing at the
+   status `finished` (every property) or `interrupted` (pointing at the
    last complete checkpoint). `train(..., resume=run_id)` continues an interrupted run
    from that checkpoint with the identical config.
 
@@ -25,6 +26,9 @@ folder and checkpoints, and registers the run recording (once, with `run.config.
 Determinism: torch and numpy are seeded with `cfg.seed`, the stream's segment order and
 shuffle buffer are functions of (seed, epoch), augmentation noise comes from one seeded
 generator saved in the checkpoint: same config + selection + seed on CPU = same curve.
+The sample views draw from none of these generators (their rows come from numpy generators
+of their own, the augmentation they show from a copy of the step's generator) and change
+no batch: the weights are the same with any `cfg.samples`.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import roboloop
 from roboloop import curate, faults, schema
+from roboloop.episode import provenance
 from roboloop.stream import EpisodeStream
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
@@ -166,7 +170,9 @@ def train(
     if sel.holdout_ids and main:
         holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
                                 batch_size=512 if cfg.policy == "mlp" else 128, shuffle=False, rank=0, world_size=1)
-    samples = _sample_windows(catalog, sel, specs, cfg) if main else None
+    views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
+    if views is not None and holdout is not None:
+        views.holdout = _holdout_samples(catalog, sel, specs, cfg)
 
     # --- the run folder and the first version of the recording --------------------------------
     log = RunLog(catalog, cfg.dataset, run_id) if main else _NoLog()
@@ -180,7 +186,7 @@ def train(
         with atomic_path(run_dir / NORMALIZER_FILE) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **policy.normalizer.to_arrays())
         _save_checkpoint(run_dir, policy, opt, sched, gen, 0, 0, log, [], [], generators=_gather_generators(gen, world))
-        save_run_blueprint(catalog, cfg.dataset, cfg.samples)
+        save_run_blueprint(catalog, cfg.dataset, cfg.samples, image=any(sp.kind == "image" for sp in specs))
     elif state is None:
         _gather_generators(gen, world)
     else:
@@ -188,6 +194,7 @@ def train(
         sched.load_state_dict(state["scheduler"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
         log.restore_scalars(state["scalars"])
+        log.restore_samples(state.get("samples", []))
     epoch_losses: list[float] = list(state["epoch_losses"]) if state else []
     holdout_losses: list[float] = list(state["holdout_losses"]) if state else []
     started = time.perf_counter()
@@ -205,8 +212,13 @@ def train(
         for epoch in range(start_epoch, cfg.epochs):
             policy.train()
             total, count = 0.0, 0
+            watch = views is not None and epoch in views.epochs
             for batch, weight in _lockstep(ahead.epoch(epoch), world):
-                loss, m = model(encode_batch(specs, batch, cfg), gen)
+                enc = encode_batch(specs, batch, cfg)
+                if watch:  # the first batch of a watched epoch: a few of its samples, as this step feeds them
+                    views.capture(epoch, enc, batch, gen)
+                    watch = False
+                loss, m = model(enc, gen)
                 if world > 1:  # weight by this rank's share of the step's entries: the averaged gradient is the global batch's
                     loss_scaled, loss = _global_loss(loss, m["n"] * weight, world)
                 else:
@@ -226,11 +238,14 @@ def train(
                 if on_progress is not None and main:
                     on_progress(TrainProgress(run_id, epoch, cfg.epochs, step, total_steps, lv, lr, holdout_losses[-1] if holdout_losses else None))
             epoch_losses.append(total / max(1, count))
+            log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
             done = epoch + 1
             last = done == cfg.epochs
             if holdout is not None and (done % cfg.holdout_every == 0 or last):
                 holdout_losses.append(holdout_loss(policy, holdout, specs, cfg))
                 log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
+            if views is not None and epoch in views.epochs:
+                log.samples.extend(views.views(epoch, step))
             if done % cfg.checkpoint_every == 0 or last:
                 gens = _gather_generators(gen, world)
                 if main:
@@ -249,7 +264,7 @@ def train(
         e_done, s_done, e_losses, h_losses = saved
         recording = None
         if main:
-            recording = _finish(catalog, log, info, status, run_dir, policy, samples, specs, cfg, saved, wall)
+            recording = _finish(catalog, log, info, status, run_dir, saved, wall)
     return TrainResult(
         run_id=run_id,
         run_dir=run_dir,
@@ -284,11 +299,9 @@ def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg) -> float:
     return total / max(n, 1.0)
 
 
-def _finish(catalog, log, info, status, run_dir, policy, samples, specs, cfg, saved, wall) -> Path:
+def _finish(catalog, log, info, status, run_dir, saved, wall) -> Path:
     """Rank 0: the run's last recording version and run.json (the run's commit), with a kill point between."""
     e_done, s_done, e_losses, h_losses = saved
-    if status == schema.RUN_STATUS_FINISHED:
-        log.samples = _sample_views(policy, samples, specs, cfg)
     log.summary = _summary(info, status)
     groups = _groups(info, status, run_dir, e_done, s_done, e_losses, h_losses, wall)
     recording = log.write(groups)
@@ -331,6 +344,9 @@ class _NoLog:
         pass
 
     def restore_scalars(self, *a, **k) -> None:
+        pass
+
+    def restore_samples(self, *a, **k) -> None:
         pass
 
     def scalars_state(self) -> dict:
@@ -435,6 +451,7 @@ def _save_checkpoint(run_dir, policy, opt, sched, gen, epoch, step, log, epoch_l
         "epoch_losses": list(epoch_losses),
         "holdout_losses": list(holdout_losses),
         "scalars": log.scalars_state(),
+        "samples": list(log.samples),
         "wall_s": float(wall_s),
     }
     if generators is not None:
@@ -502,7 +519,8 @@ def _run_info_base(ws, run_id, cfg: TrainConfig, sel, policy: BCPolicy, cams) ->
         "train_ids": list(sel.train_ids),
         "holdout_ids": list(sel.holdout_ids),
         "checkpoint_path": str((ws.run_dir(run_id) / MODEL_FILE).relative_to(ws.root)),
-        "software_version": roboloop.__version__,
+        "software_version": provenance()[schema.EPISODE_SOFTWARE_VERSION],
+        "provenance": provenance(),  # of the process that wrote this version (a resumed run: the resuming one)
         "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **cams,
     }
@@ -529,6 +547,7 @@ def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdou
     from roboloop.train.config import TrainConfig as _TC
 
     cfg = _TC.from_dict(info["config"])
+    prov = info["provenance"]
     run = {
         schema.RUN_ID: info["run_id"],
         schema.RUN_DATASET: info["dataset"],
@@ -551,7 +570,7 @@ def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdou
         schema.RUN_WALL_S: float(wall),
         schema.RUN_CHECKPOINT_PATH: info["checkpoint_path"],
         schema.RUN_CHECKPOINT_SHA256: sha256_file(run_dir / MODEL_FILE),
-        schema.RUN_SOFTWARE_VERSION: info["software_version"],
+        schema.RUN_SOFTWARE_VERSION: prov[schema.EPISODE_SOFTWARE_VERSION],
         schema.RUN_STATUS: status,
         schema.RUN_STARTED_AT: info["started_at"],
         schema.RUN_CAMERAS: ",".join(info["cameras"]) or "none",
@@ -562,7 +581,7 @@ def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdou
     episode = {
         schema.EPISODE_KIND: schema.KIND_RUN,
         schema.EPISODE_POLICY: info["run_id"],
-        schema.EPISODE_SOFTWARE_VERSION: info["software_version"],
+        **prov,
     }
     return {schema.RUN: run, schema.EPISODE: episode}
 
@@ -574,40 +593,113 @@ def _summary(info, status) -> str:
         f"- selection `{info['selection']}` of `{info['dataset']}`: {len(info['train_ids'])} train, "
         f"{len(info['holdout_ids'])} holdout episodes; predicate `{info['predicate'] or '(all)'}`\n"
         f"- config digest `{info['config_digest'][:12]}`, selection digest `{info['selection_digest'][:12]}`\n"
-        f"- sample views: switch the timeline to `{schema.CHUNK_TIMELINE}`\n"
+        "- sample views (first, middle and last epoch): random training samples as their step fed them and fixed random "
+        "holdout samples; predicted (orange) vs target (grey) chunk per joint, in normalized units; move the `epoch` "
+        "cursor to see earlier epochs\n"
     )
 
 
-def _sample_windows(catalog, sel, specs, cfg) -> dict[str, torch.Tensor] | None:
-    """`cfg.samples` fixed windows (evenly spaced steps) of the first holdout episode (else the first train one)."""
-    if cfg.samples == 0:
+def sample_epochs(epochs: int) -> tuple[int, ...]:
+    """The epochs (0-based) whose samples the run recording shows: first, middle and last."""
+    return tuple(sorted({0, (epochs - 1) // 2, epochs - 1}))
+
+
+def _pick_rows(mask: torch.Tensor, episodes: torch.Tensor, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` random rows (sorted): rows of different episodes first, rows whose whole action window is valid
+    (not past the episode end) preferred."""
+    full = np.flatnonzero(mask.reshape(mask.shape[0], -1).all(dim=1).numpy())
+    pool = full if len(full) >= n else np.arange(mask.shape[0])
+    seen: set[int] = set()
+    first, rest = [], []
+    for r in rng.permutation(pool):
+        e = int(episodes[r])
+        (rest if e in seen else first).append(r)
+        seen.add(e)
+    return np.sort(np.asarray((first + rest)[:n], dtype=np.int64))
+
+
+def _holdout_samples(catalog, sel, specs, cfg) -> dict[str, Any] | None:
+    """`cfg.samples` random holdout windows, chosen once (from up to `cfg.samples` random holdout episodes) and shown
+    at every watched epoch, so the views show one window's prediction improving. Its own generator: the training
+    RNGs are untouched."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    ids = list(sel.holdout_ids)
+    segs = [ids[i] for i in sorted(rng.choice(len(ids), size=min(cfg.samples, len(ids)), replace=False))]
+    s = EpisodeStream(catalog, (sel.dataset, segs), fields=stream_fields(specs), rate_hz=cfg.rate_hz, batch_size=1 << 16, shuffle=False)
+    batches = list(s)
+    if not batches:
         return None
-    seg = sel.holdout_ids[0] if sel.holdout_ids else sel.train_ids[0]
-    s = EpisodeStream(catalog, (sel.dataset, [seg]), fields=stream_fields(specs), rate_hz=cfg.rate_hz, batch_size=1 << 16, shuffle=False)
-    batch = next(iter(s))
-    n = len(batch["frame_index"])
-    rows = torch.tensor([int(n * (i + 1) / (cfg.samples + 1)) for i in range(cfg.samples)])
-    out = {k: v[rows] for k, v in batch.items()}
-    out["segment_id"] = seg  # type: ignore[assignment]
-    return out
+    batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    rows = torch.from_numpy(_pick_rows(batch["action_mask"], batch["episode_index"], cfg.samples, rng))
+    enc = encode_batch(specs, {k: v[rows] for k, v in batch.items()}, cfg)
+    return {"enc": enc, "segments": [s.segment_ids[int(i)] for i in batch["episode_index"][rows]],
+            "time_s": [float(t) for t in batch["timestamp"][rows]]}
 
 
-def _sample_views(policy: BCPolicy, samples, specs, cfg) -> list[dict[str, Any]]:
-    if samples is None:
-        return []
-    policy.eval()
-    enc = encode_batch(specs, samples, cfg)
-    pred = policy.predict({k: v for k, v in enc.items() if not k.startswith("action")})
-    views = []
-    for k in range(len(pred)):
-        frame = None
-        if "image" in enc:
-            frame = (enc["image"][k].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        views.append({
-            "k": k,
-            "predicted": pred[k].numpy(),
-            "target": enc["action"][k].numpy(),
-            "frame": frame,
-            "info": f"segment {samples['segment_id']}, step {int(samples['frame_index'][k])}",
-        })
-    return views
+class SampleViews:
+    """Rank 0: what the run recording shows of a few samples at the watched epochs (`sample_epochs`).
+
+    Training samples: `cfg.samples` random rows of the epoch's first batch, with the inputs that step fed the
+    network (augmented by a copy of the step's generator, then normalized); holdout samples: fixed random windows
+    (`_holdout_samples`), unaugmented as in the holdout loss. At the epoch's end the model predicts their chunks.
+    Nothing here draws from the training generators or changes the batch order or the model's mode: the rows come
+    from a numpy generator of its own, the augmentation from a copy, predictions run under no_grad.
+    """
+
+    def __init__(self, policy: BCPolicy, specs, cfg: TrainConfig, segment_ids: list[str]) -> None:
+        self.policy, self.specs, self.cfg = policy, specs, cfg
+        self.segment_ids = list(segment_ids)
+        self.epochs = sample_epochs(cfg.epochs)
+        self.holdout: dict[str, Any] | None = None
+        self._train: dict[str, Any] | None = None
+
+    def capture(self, epoch: int, enc: dict[str, torch.Tensor], batch, gen: torch.Generator) -> None:
+        rng = np.random.default_rng([self.cfg.seed, epoch, 1])  # its own generator: the training RNGs are untouched
+        rows = torch.from_numpy(_pick_rows(enc["action_mask"], batch["episode_index"], self.cfg.samples, rng))
+        inputs = {k: v for k, v in enc.items() if k not in ("action", "action_mask")}
+        seen = self.policy.training_inputs(inputs, torch.Generator().set_state(gen.get_state()))
+        self._train = {
+            "seen": {k: v[rows] for k, v in seen.items()},
+            "action": enc["action"][rows],
+            "mask": enc["action_mask"][rows],
+            "segments": [self.segment_ids[int(i)] for i in batch["episode_index"][rows]],
+            "time_s": [float(t) for t in batch["timestamp"][rows]],
+        }
+
+    @torch.no_grad()
+    def views(self, epoch: int, step: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self._train is not None:
+            out += self._views("train", self._train, epoch, step)
+            self._train = None
+        if self.holdout is not None:
+            h = self.holdout
+            inputs = {k: v for k, v in h["enc"].items() if k not in ("action", "action_mask")}
+            seen = self.policy.normalized_inputs(inputs)
+            out += self._views("holdout", {"seen": seen, "action": h["enc"]["action"], "mask": h["enc"]["action_mask"],
+                                           "segments": h["segments"], "time_s": h["time_s"]}, epoch, step)
+        return out
+
+    def _views(self, split: str, d: dict[str, Any], epoch: int, step: int) -> list[dict[str, Any]]:
+        norm = self.policy.normalizer
+        pred_n = self.policy.network(d["seen"])
+        target_n = norm.norm("action", d["action"])
+        pred = norm.unnorm("action", pred_n)
+        vector = [n for n in ("joints", "cube", "phase") if n in d["seen"]]
+        out = []
+        for k in range(pred.shape[0]):
+            m = d["mask"][k].to(torch.float32)[:, None]
+            l1 = float(((pred_n[k] - target_n[k]).abs() * m).sum() / (m.sum() * pred.shape[-1]).clamp_min(1.0))
+            image = None
+            if "image" in d["seen"]:
+                image = (d["seen"]["image"][k].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8)
+            out.append({
+                "split": split, "k": k, "epoch": int(epoch), "step": int(step),
+                "predicted": pred[k].clone(), "target": d["action"][k].clone(),
+                "predicted_norm": pred_n[k].clone(), "target_norm": target_n[k].clone(), "mask": d["mask"][k].clone(),
+                "input": torch.cat([d["seen"][n][k].reshape(-1) for n in vector]).clone(),
+                "input_names": ",".join(vector), "image": image,
+                "info": f"{split} sample {k}, epoch {epoch + 1}: segment `{d['segments'][k]}` at {d['time_s'][k]:.2f} s; "
+                        f"L1 (normalized) {l1:.4f}",
+            })
+        return out

@@ -105,8 +105,24 @@ class BCPolicy(nn.Module):
         return x
 
     def _forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        x = {k: (self.normalizer.norm(k, v) if k in self.normalizer.shapes and k != "action" else v) for k, v in inputs.items()}
-        return self.head(self._encode(x)).reshape(-1, self.chunk, NUM_JOINTS)
+        return self.network(self.normalized_inputs(inputs))
+
+    def normalized_inputs(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inputs as the network sees them: standardized where the normalizer has statistics."""
+        return {k: (self.normalizer.norm(k, v) if k in self.normalizer.shapes and k != "action" else v) for k, v in inputs.items()}
+
+    def network(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Normalized inputs -> the normalized action chunk [B, K, 14]."""
+        return self.head(self._encode(dict(x))).reshape(-1, self.chunk, NUM_JOINTS)
+
+    @torch.no_grad()
+    def training_inputs(self, inputs: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """What a training step with this `generator` state feeds the network: augmented, then normalized.
+
+        Pass a copy of the step's generator (`torch.Generator().set_state(g.get_state())`): it draws the
+        same augmentation as `compute_loss` does in training mode, and the training generator is untouched.
+        """
+        return self.normalized_inputs(self._augment(inputs, generator))
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """L1 between the predicted and the target chunk (normalized), over valid window entries.
