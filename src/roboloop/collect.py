@@ -344,7 +344,7 @@ def run_episode(
                 writer.observe_scene(k, sim.link_poses(), cube)
             action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
             reward = sim.step(action)
-            tracker.update(sim, reward)
+            tracker.update(sim, reward, action)
             writer.observe(k, qpos, action, reward, cube, images)
             faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:

@@ -86,8 +86,9 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
             if not diff <= tolerance:
                 raise ReplayMismatch(f"the replay's {name} differ from the recording by {diff:.3g} at step {k} "
                                      f"(tolerance {tolerance:g}): recorded with other physics or software")
-        reward = sim.step(np.asarray(targets[k], np.float64))
-        tracker.update(sim, reward)
+        action = np.asarray(targets[k], np.float64)
+        reward = sim.step(action)
+        tracker.update(sim, reward, action)
     return tracker.result()
 
 

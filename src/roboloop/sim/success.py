@@ -26,8 +26,9 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
     that pushed it (a robot link or finger touching the cube).
   - ``closed_on_air``: before any right grasp, the right gripper closed past the width of
     the cube (normalized position below ``GRIPPER_ON_CUBE`` 0.55; on the cube it stops at
-    0.6-0.73) after having opened (above ``GRIPPER_OPEN`` 0.7), with neither right finger on
-    the cube. Moment: the step it closed so.
+    0.6-0.73) after having opened (above ``GRIPPER_OPEN`` 0.7), commanded to close (a gripper
+    pressed shut against the table while commanded open did not close), with neither right
+    finger on the cube. Moment: the step it closed so.
 
   When neither happened:
 
@@ -161,8 +162,10 @@ class SuccessTracker:
         self._last_right_squeeze: int | None = None
         self._reach: list[float] = []  # right grasp point to cube centre (m), per step
 
-    def update(self, sim, reward: float | None = None) -> None:
-        """Record the state after the latest ``sim.step`` (reward: its return value)."""
+    def update(self, sim, reward: float | None = None, action=None) -> None:
+        """Record the state after the latest ``sim.step`` (reward: its return value; action: the
+        14 joint targets it was given, so that a gripper pressed shut by a collision while
+        commanded open is not taken for a close)."""
         pose = sim.cube_pose()
         q = sim.joint_positions()
         reach = float(((sim.gripper_positions()["right"] - pose[:3]) ** 2).sum() ** 0.5)
@@ -170,6 +173,7 @@ class SuccessTracker:
             float(pose[2]), sim.cube_contacts(), reward if reward is not None else sim.reward(),
             cube_xy=(float(pose[0]), float(pose[1])), grippers=(float(q[RIGHT_GRIPPER]), float(q[LEFT_GRIPPER])),
             reach=reach,
+            commands=None if action is None else (float(action[RIGHT_GRIPPER]), float(action[LEFT_GRIPPER])),
         )
 
     def observe(
@@ -181,10 +185,12 @@ class SuccessTracker:
         cube_xy: tuple[float, float] | None = None,
         grippers: tuple[float, float] | None = None,
         reach: float | None = None,
+        commands: tuple[float, float] | None = None,
     ) -> None:
         """One control step: cube height, what it touches, the reward; with `cube_xy` (m),
         `grippers` (right, left; 0 closed .. 1 open) and `reach` (m, right grasp point to the
-        cube) also the knocked-away / closed-on-air / never-reached events."""
+        cube) also the knocked-away / closed-on-air / never-reached events; `commands` (right,
+        left gripper targets) confirm that a gripper falling shut was commanded to close."""
         step = self.steps
         left = contacts["left_left_finger"] and contacts["left_right_finger"]
         right = contacts["right_left_finger"] or contacts["right_right_finger"]
@@ -209,12 +215,12 @@ class SuccessTracker:
         self.max_reward = max(self.max_reward, float(reward))
         self._cube_z = float(cube_z)
         self._advance_stage(step, cube_z, contacts, left, right, held)
-        self._watch_events(step, contacts, any_finger, right, left, cube_xy, grippers)
+        self._watch_events(step, contacts, any_finger, right, left, cube_xy, grippers, commands)
         if reach is not None:
             self._reach.append(float(reach))
         self.steps += 1
 
-    def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers) -> None:
+    def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers, commands) -> None:
         robot = any_finger or contacts.get("other", False)
         if robot:
             if self._contact_run is None or self._last_contact is None or step - self._last_contact > CONTACT_GAP:
@@ -230,15 +236,16 @@ class SuccessTracker:
                 self._knocked = self._contact_run if recent else step
         if grippers is not None:
             g_right, g_left = grippers
+            c_right, c_left = commands if commands is not None else (0.0, 0.0)
             if g_right > GRIPPER_OPEN:
                 self._right_open = True
-            elif self._right_open and g_right < GRIPPER_ON_CUBE:
+            elif self._right_open and g_right < GRIPPER_ON_CUBE and c_right < GRIPPER_ON_CUBE:
                 self._right_open = False
                 if before_grasp and not right and self._closed_on_air is None:
                     self._closed_on_air = step
             if g_left > GRIPPER_OPEN:
                 self._left_open = True
-            elif self._left_open and g_left < GRIPPER_ON_CUBE:
+            elif self._left_open and g_left < GRIPPER_ON_CUBE and c_left < GRIPPER_ON_CUBE:
                 self._left_open = False
                 if not left and self._left_closed_empty is None and self.stage >= 2:
                     self._left_closed_empty = step
