@@ -79,12 +79,13 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
     sim.reset(int(seed), conditions)
     tracker = SuccessTracker()
     for k in range(len(targets)):
-        for name, recorded, now in (("joint positions", positions, sim.joint_positions), ("cube pose", cube, sim.cube_pose)):
+        for name, recorded, now in (("joint positions differ", positions, sim.joint_positions),
+                                    ("cube pose differs", cube, sim.cube_pose)):
             if recorded is None:
                 continue
             diff = float(np.max(np.abs(np.asarray(now(), np.float64) - recorded[k])))
             if not diff <= tolerance:
-                raise ReplayMismatch(f"the replay's {name} differ from the recording by {diff:.3g} at step {k} "
+                raise ReplayMismatch(f"the replay's {name} from the recording by {diff:.3g} at step {k} "
                                      f"(tolerance {tolerance:g}): recorded with other physics or software")
         action = np.asarray(targets[k], np.float64)
         reward = sim.step(action)

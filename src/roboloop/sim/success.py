@@ -39,7 +39,8 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
 
   - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it
     (lifted, or squeezed by both right fingers) and it got away: moment = the last step a
-    finger touched it; if both right fingers still hold it at the end, or nothing ever
+    finger touched it off the table (the let-go), or, if it was never lifted, the last step both
+    right fingers squeezed it; if both right fingers still hold it at the end, or nothing ever
     got hold of it, the episode ran out of time: ``timed_out`` (moment = the last step);
   - the cube ends high but not held as required: ``not_handed_over``; moment = the step
     the left gripper first squeezed it (the handover began), else the step the left
@@ -145,6 +146,7 @@ class SuccessTracker:
         self._last_not_held: int | None = None
         self._last_finger_touch: int | None = None
         self._lifted = False
+        self._last_high_touch: int | None = None  # last step a finger touched the cube off the table
         self._cube_z = float("nan")
         self.stage = 0
         self.stage_step: int | None = None
@@ -208,6 +210,7 @@ class SuccessTracker:
             self._last_finger_touch = step
             if not contacts["table"] and cube_z > self.min_height:
                 self._lifted = True
+                self._last_high_touch = step
         squeezed = contacts["right_left_finger"] and contacts["right_right_finger"]
         if squeezed:
             self._right_squeezed = True
@@ -300,7 +303,8 @@ class SuccessTracker:
             if self._lifted or self._right_squeezed:
                 still_held = self._last_right_squeeze == last
                 if not still_held:
-                    return "dropped", self._last_finger_touch if self._last_finger_touch is not None else last
+                    let_go = self._last_high_touch if self._lifted else self._last_right_squeeze
+                    return "dropped", let_go if let_go is not None else last
             return "timed_out", last
         if self._run_start is not None:  # held at the end, not long enough
             return "timed_out", last

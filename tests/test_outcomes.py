@@ -1,0 +1,234 @@
+"""Failure kinds and moments (sim/success.py), their re-judgement as an `outcome` layer (outcomes.py),
+failure modes and their representative (analyze.py), each failure's nearest training episode.
+
+Real physics: the scripted demonstrator, perturbed so that it fails in a known way; the
+expected kind and moment are computed here from the states the simulator went through
+(gripper joint, cube position, contacts), not from the tracker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from roboloop import analyze, schema
+from roboloop.catalog import Catalog
+from roboloop.collect import Observation, ScriptedPolicy
+from roboloop.evaluate import EvalConfig, evaluate, parse_grid
+from roboloop.sim.conditions import SceneConditions
+
+R_GRIP, R_WRIST, L_GRIP = 13, 11, 6
+
+
+@pytest.fixture(scope="module")
+def physics_sim():
+    from roboloop.sim import AlohaSim
+
+    s = AlohaSim(cameras=())
+    yield s
+    s.close()
+
+
+def _run(sim, perturb, *, steps=300, seed=3):
+    """Scripted handover with `perturb(step, action)`; per-step states after each step, and the verdict."""
+    from roboloop.sim.success import SuccessTracker
+
+    sim.reset(seed, SceneConditions())
+    pol = ScriptedPolicy(sim)
+    pol.reset()
+    tr = SuccessTracker()
+    log = {"grip": [], "cmd": [], "xy": [], "z": [], "contacts": []}
+    for k in range(steps):
+        a = np.array(pol.action(k, Observation(k, k / 50, sim.joint_positions(), sim.cube_pose(), {})), float)
+        a = perturb(k, a)
+        reward = sim.step(a)
+        tr.update(sim, reward, a)
+        log["grip"].append(sim.joint_positions()[R_GRIP])
+        log["cmd"].append(a[R_GRIP])
+        log["xy"].append(sim.cube_pose()[:2].copy())
+        log["z"].append(sim.cube_pose()[2])
+        log["contacts"].append(sim.cube_contacts())
+    return tr.result(), {k: np.asarray(v) if k != "contacts" else v for k, v in log.items()}
+
+
+def _robot_touch(c):
+    return any(c[k] for k in ("left_left_finger", "left_right_finger", "right_left_finger", "right_right_finger", "other"))
+
+
+@pytest.mark.sim
+def test_every_failure_gets_a_kind_and_the_moment_it_went_wrong(physics_sim):
+    def close_early(k, a):  # the right gripper shuts at 0.4 s, long before the arm reaches the cube (~1.9 s)
+        if k >= 20:
+            a[R_GRIP] = 0.0
+        return a
+
+    res, log = _run(physics_sim, close_early)
+    opened = np.flatnonzero(log["grip"] > 0.7)[0]
+    shut = opened + np.flatnonzero(log["grip"][opened:] < 0.55)[0]
+    assert res.failure_reason == "closed_on_air" and res.failure_step == shut
+    c = log["contacts"][shut]
+    assert not (c["right_left_finger"] or c["right_right_finger"]) and log["cmd"][shut] == 0.0
+
+    def tilt_wrist(k, a):  # the wrist tilted by 0.2 rad: the gripper comes down on the cube and shoves it
+        if k >= 30:
+            a[R_WRIST] += 0.2
+        return a
+
+    res, log = _run(physics_sim, tilt_wrist)
+    moved = np.hypot(*(log["xy"] - log["xy"][0]).T)
+    displaced = int(np.flatnonzero(moved > 0.03)[0])
+    assert res.failure_reason == "knocked_away" and res.stage == 0
+    t = res.failure_step
+    assert t < displaced and _robot_touch(log["contacts"][t]) and moved[t] < 0.01  # struck while it still sat in place
+    assert not any(_robot_touch(c) for c in log["contacts"][max(0, t - 3) : t])  # the first step of that contact
+
+    def let_go(k, a):  # open the right gripper at 3 s, while it carries the cube to the handover
+        if k >= 150:
+            a[R_GRIP] = 1.0
+        return a
+
+    res, log = _run(physics_sim, let_go)
+    fingers = [k for k, c in enumerate(log["contacts"]) if _robot_touch(c) and not c["other"] and not c["table"] and log["z"][k] > 0.05]
+    assert res.failure_reason == "dropped" and res.failure_step == fingers[-1]
+    assert log["z"][res.failure_step] > 0.05 and log["z"][-1] < 0.05
+
+    res, log = _run(physics_sim, lambda k, a: np.where(np.arange(14) == L_GRIP, 1.0, a))  # the left gripper never closes
+    assert res.failure_reason == "not_handed_over" and res.stage == 2 and log["z"][-1] > 0.05
+
+    res, log = _run(physics_sim, lambda k, a: a, steps=240)  # a correct handover that runs out of time
+    assert res.failure_reason == "timed_out" and res.failure_step == 239 and res.stage == 4
+
+    res, _ = _run(physics_sim, lambda k, a: a)
+    assert res.success and res.failure_reason is None and res.failure_step is None
+
+
+# --- re-judging old rollouts: an outcome layer ----------------------------------------------------------
+
+class ClosesEarly:
+    """The scripted demonstrator whose right gripper shuts at 0.4 s (module level: picklable)."""
+
+    policy_id = "scripted-closes-early"
+
+    def __init__(self, sim) -> None:
+        self.inner = ScriptedPolicy(sim)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def action(self, step, observation):
+        a = np.array(self.inner.action(step, observation), float)
+        if step >= 20:
+            a[R_GRIP] = 0.0
+        return a
+
+
+def _v1_outcome(res, n_steps, dt):
+    """What the first classifier wrote: no moment for a cube never touched, no classifier version."""
+    return {
+        schema.OUTCOME_SUCCESS: bool(res.success), schema.OUTCOME_MAX_REWARD: float(res.max_reward),
+        schema.OUTCOME_SUCCESS_STEP: -1, schema.OUTCOME_STEPS: int(n_steps), schema.OUTCOME_DURATION_S: n_steps * dt,
+        schema.OUTCOME_FAILURE_STEP: -1, schema.OUTCOME_FAILURE_REASON: "never_touched",
+        schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z), schema.OUTCOME_STAGE: int(res.stage),
+        schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage], schema.OUTCOME_FAILURE_TIME_S: -1.0,
+    }
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.sim
+def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_prefers(catalog, monkeypatch):
+    from roboloop import collect
+    from roboloop.outcomes import reoutcome
+
+    ws = catalog.workspace
+    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=60, cameras=())
+    with monkeypatch.context() as m:  # an old recorder: recorded before failure kinds had moments
+        m.setattr(collect, "outcome_properties", _v1_outcome)
+        evaluate(catalog, EvalConfig(**{**cfg.to_dict(), "eval_id": "old", "grid": cfg.grid}), policy_factory=ClosesEarly)
+    # the same policy on the same (cell, index) seeds, judged at record time by the current code
+    fresh = evaluate(catalog, EvalConfig(**{**cfg.to_dict(), "eval_id": "new", "grid": cfg.grid}), policy_factory=ClosesEarly)
+    expected = {(r.outcome[schema.OUTCOME_FAILURE_REASON], r.outcome[schema.OUTCOME_FAILURE_TIME_S]) for r in fresh.results}
+    assert {k for k, _ in expected} == {"closed_on_air"} and all(t > 0 for _, t in expected)
+
+    old = analyze.failures(analyze.load_rollouts(ws, "demo_evals", ["old"]))
+    assert {r["outcome.failure_reason"] for r in old} == {"never_touched"} and {r["at_s"] for r in old} == {0.0}
+    base = {r["segment_id"]: _sha(ws.segment_path("demo_evals", schema.BASE_LAYER, r["segment_id"])) for r in old}
+
+    rep = reoutcome(catalog, "demo_evals", eval_ids=["old"])
+    assert sorted(rep.judged) == sorted(base) and sorted(rep.changed) == sorted(base) and not rep.skipped
+    # the base recordings are untouched; the judgement is a new file in the outcome layer
+    assert {s: _sha(ws.segment_path("demo_evals", schema.BASE_LAYER, s)) for s in base} == base
+    assert all(ws.segment_versions("demo_evals", schema.OUTCOME_LAYER, s) for s in base)
+
+    def judged(rows):
+        return {(r["outcome.failure_reason"], r["outcome.failure_time_s"]) for r in rows if r["episode.eval_id"] == "old"}
+
+    # the rollout index (success / failures without a catalog), the live catalog, and a catalog restored from disk
+    assert judged(analyze.load_rollouts(ws, "demo_evals", ["old"]).to_pylist()) == expected
+    assert judged(catalog.segment_table("demo_evals").to_pylist()) == expected
+    with Catalog(type(ws)(ws.root), url="") as again:
+        assert judged(again.segment_table("demo_evals").to_pylist()) == expected
+    assert {r["at_s"] for r in analyze.failures(analyze.load_rollouts(ws, "demo_evals", ["old"]))} == {t for _, t in expected}
+    # judged by the current classifier now: nothing left to do without --all
+    assert not reoutcome(catalog, "demo_evals").judged
+
+
+@pytest.mark.sim
+def test_a_replay_that_diverges_from_the_recording_is_not_rejudged(physics_sim):
+    from roboloop.outcomes import ReplayMismatch, judge_replay
+
+    sim = physics_sim
+    sim.reset(5, SceneConditions())
+    pol = ScriptedPolicy(sim)
+    pol.reset()
+    targets, positions, cube = [], [], []
+    for k in range(40):
+        positions.append(sim.joint_positions().copy())
+        cube.append(sim.cube_pose().copy())
+        a = np.asarray(pol.action(k, Observation(k, k / 50, positions[-1], cube[-1], {})), float)
+        targets.append(a)
+        sim.step(a)
+    targets, positions, cube = map(np.asarray, (targets, positions, cube))
+    judge_replay(sim, 5, SceneConditions(), targets, positions, cube)  # the same motion: replays exactly
+    with pytest.raises(ReplayMismatch, match="cube pose differs .* at step 0"):
+        judge_replay(sim, 6, SceneConditions(), targets, positions, cube)  # another scene: the cube is elsewhere
+    moved = positions.copy()
+    moved[20, 3] += 1e-3  # a recording whose arm went elsewhere than these actions take it
+    with pytest.raises(ReplayMismatch, match="joint positions differ .* by 0.001 at step 20"):
+        judge_replay(sim, 5, SceneConditions(), targets, moved, cube)
+
+
+# --- modes and representatives ---------------------------------------------------------------------------
+
+def _fail(sid, cell, kind, t, seed):
+    return {"segment_id": sid, analyze.SUCCESS: False, analyze.CELL: cell, analyze.SEED: seed, analyze.EVAL_ID: "v1",
+            "outcome.failure_reason": kind, "outcome.failure_time_s": t}
+
+
+def test_failure_modes_count_kinds_per_cell_and_pick_the_largest_modes_median_case():
+    rows = [
+        _fail("a1", "yaw=any", "knocked_away", 0.02, 1),  # the earliest failure: what the demo used to show
+        _fail("a2", "yaw=any", "never_reached", 0.9, 2),
+        _fail("a3", "yaw=any", "never_reached", 0.6, 3),
+        _fail("a4", "yaw=any", "never_reached", 3.9, 4),
+        _fail("a5", "yaw=any", "closed_on_air", 0.5, 5),
+        _fail("b1", "yaw=none", "dropped", 2.0, 6),
+        {"segment_id": "ok", analyze.SUCCESS: True, analyze.CELL: "yaw=any", analyze.SEED: 7, analyze.EVAL_ID: "v1"},
+    ]
+    fails = analyze.failures(rows, dataset="x_evals")
+    modes = analyze.failure_modes(fails)
+    got = [(m["cell"], m["kind"], m["count"], m["segment_id"]) for m in modes]
+    assert got == [
+        ("yaw=any", "never_reached", 3, "a2"),  # moments 0.6, 0.9, 3.9: the median case
+        ("yaw=any", "closed_on_air", 1, "a5"),
+        ("yaw=any", "knocked_away", 1, "a1"),
+        ("yaw=none", "dropped", 1, "b1"),
+    ]
+    assert modes[0]["share"] == pytest.approx(3 / 5) and modes[0]["open"] == "roboloop open a2 --at 0.9 --dataset x_evals"
+    rep = analyze.representative_failure(fails, "yaw=any")
+    assert rep["segment_id"] == "a2" and rep["mode_count"] == 3 and rep["cell_failures"] == 5
+    assert rep["failure_kind"] == "never reached the cube" and rep["at_s"] == 0.9
