@@ -176,6 +176,16 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
     # judged by the current classifier now: nothing left to do without --all
     assert not reoutcome(catalog, "demo_evals").judged
 
+    # the outcome text in the viewer names the kind, the moment and the cell: at record time, and once re-judged
+    def text(sid):
+        t = catalog.dataset("demo_evals").filter_segments([sid]).filter_contents([schema.OUTCOME_TEXT]).reader(index=None)
+        return t.to_arrow_table().column(f"{schema.OUTCOME_TEXT}:TextDocument:text").to_pylist()[0][0]
+
+    for sid, t in [(r.segment_id, r.outcome[schema.OUTCOME_FAILURE_TIME_S]) for r in fresh.results] + [
+            (s, rep.judged[s][schema.OUTCOME_FAILURE_TIME_S]) for s in base]:
+        md = text(sid)
+        assert "closed on air" in md and f"at **{t:.2f} s**" in md and "region=left" in md, md
+
 
 @pytest.mark.sim
 def test_a_replay_that_diverges_from_the_recording_is_not_rejudged(physics_sim):

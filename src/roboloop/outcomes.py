@@ -3,9 +3,9 @@
 DESIGN.md, "Outcomes can be re-judged; the recording is not rewritten": the base
 recording's ``outcome.*`` is what was judged at record time. :func:`reoutcome` recomputes
 the judgement with the current classifier (``sim/success.py``) and writes it as a new
-version of the segment's ``outcome`` layer (``schema.OUTCOME_LAYER``, a property-only RRD,
-registered with REPLACE after the base layer, so its ``outcome.*`` values win in the
-catalog's segment table) plus a new row of the rollout index, so every reader (success,
+version of the segment's ``outcome`` layer (``schema.OUTCOME_LAYER``: the ``outcome``
+properties and a new ``/outcome`` text, registered with REPLACE after the base layer, so its
+values win in the catalog's segment table and in the viewer) plus a new row of the rollout index, so every reader (success,
 compare, failures, gaps, report) sees the re-judged outcome. The base file is only read.
 
 **Why re-simulation, measured.** The classifier needs what the cube touches (fingers,
@@ -115,9 +115,12 @@ def reoutcome(
     of each 50, so an interruption loses at most the batch in flight; the base files are
     only read.
     """
+    import rerun as rr
+
     from roboloop import episode_index, rows
     from roboloop.collect import outcome_properties
     from roboloop.episode import write_layer_version
+    from roboloop.recording import outcome_markdown
     from roboloop.refine import read_streams
     from roboloop.sim.success import CLASSIFIER_VERSION
 
@@ -171,7 +174,9 @@ def reoutcome(
                 old_t = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}")
                 if new[schema.OUTCOME_FAILURE_REASON] != r.get(reason_col) or not _same(new[schema.OUTCOME_FAILURE_TIME_S], old_t):
                     report.changed.append(sid)
-                paths.append(write_layer_version(ws, dataset, schema.OUTCOME_LAYER, sid, {schema.OUTCOME: new}))
+                text = rr.TextDocument(outcome_markdown(_groups(r, new)), media_type="text/markdown")
+                paths.append(write_layer_version(ws, dataset, schema.OUTCOME_LAYER, sid, {schema.OUTCOME: new},
+                                                 statics={schema.OUTCOME_TEXT: text}))
                 if on_segment is not None:
                     on_segment(sid)
             if paths:
@@ -188,6 +193,17 @@ def reoutcome(
         for sim in sims.values():
             sim.close()
     return report
+
+
+def _groups(row: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Friendly segment-table row + the new outcome -> property groups (for the outcome text)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in row.items():
+        group, sep, name = key.partition(".")
+        if sep and value is not None:
+            out.setdefault(group, {})[name] = value
+    out[schema.OUTCOME] = {**out.get(schema.OUTCOME, {}), **outcome}
+    return out
 
 
 def _same(a: Any, b: Any) -> bool:
