@@ -242,3 +242,60 @@ def test_failure_modes_count_kinds_per_cell_and_pick_the_largest_modes_median_ca
     rep = analyze.representative_failure(fails, "yaw=any")
     assert rep["segment_id"] == "a2" and rep["mode_count"] == 3 and rep["cell_failures"] == 5
     assert rep["failure_kind"] == "never reached the cube" and rep["at_s"] == 0.9
+
+
+# --- each failure next to its nearest training episode ------------------------------------------------------
+
+@pytest.mark.sim
+def test_failures_list_the_nearest_training_episode_and_open_shows_both(tmp_path):
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from roboloop import rows
+    from roboloop.cli import app
+    from roboloop.cli.evaluate_cmds import register
+    from roboloop.collect import CollectConfig, RecordingSpec, collect
+    from roboloop.workspace import Workspace
+
+    register(app)
+    ws = Workspace(tmp_path / "ws")
+    with Catalog(ws, url="") as cat:
+        collect(cat, CollectConfig(dataset="demo", episodes=3, seed=0, steps=30, spec=RecordingSpec(cameras=())))
+        evaluate(cat, EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=30,
+                                 cameras=(), eval_id="ev"), policy_factory=ClosesEarly)
+        demos = cat.segment_table("demo").to_pylist()
+        rollouts = cat.segment_table("demo_evals").to_pylist()
+    # a run record: the policy of "ev" was trained on these three demonstrations
+    (ws.run_dir("run-x")).mkdir(parents=True)
+    (ws.run_dir("run-x") / "run.json").write_text(json.dumps(
+        {"run_id": "run-x", "dataset": "demo", "train_ids": [d["segment_id"] for d in demos], "cameras": []}))
+    rows.write_row(ws, schema.EVALS_TABLE, "ev", {**rows.read_row(ws, schema.EVALS_TABLE, "ev"), "run_id": "run-x"})
+
+    def nearest(r):  # scaled start-state distance (analyze_gaps: 2 cm, 3 deg) by brute force
+        d = {x["segment_id"]: math.hypot((r["scene.cube_x"] - x["scene.cube_x"]) / 0.02, (r["scene.cube_y"] - x["scene.cube_y"]) / 0.02,
+                                         (r["scene.cube_yaw_deg"] - x["scene.cube_yaw_deg"]) / 3.0) for x in demos}
+        best = min(d, key=d.get)
+        return best, d[best]
+
+    def run(*args):
+        res = CliRunner().invoke(app, ["--workspace", str(ws.root), *args], env={"ROBOLOOP_CATALOG": "", "COLUMNS": "200"})
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        return res.stdout
+
+    got = [json.loads(line) for line in run("failures", "-d", "demo_evals", "--format", "json").splitlines()]
+    assert len(got) == 2
+    for f in got:
+        r = next(x for x in rollouts if x["segment_id"] == f["segment_id"])
+        best, dist = nearest(r)
+        assert f["nearest_train_id"] == best and f["nearest_distance"] == pytest.approx(dist) and f["nearest_dataset"] == "demo"
+    modes = [json.loads(line) for line in run("failures", "-d", "demo_evals", "--modes", "--format", "json").splitlines()]
+    assert [(m["cell"], m["kind"], m["count"]) for m in modes] == [("region=left", "closed_on_air", 2)]
+    assert "failure mode(s)" in run("failures", "-d", "demo_evals")
+
+    f = got[0]
+    out = run("open", f["segment_id"], "--at", str(f["at_s"]), "--with-nearest", "--print")
+    urls = [line for line in out.splitlines() if line.startswith("rerun+http")]
+    assert len(urls) == 2 and f"segment_id={f['segment_id']}" in urls[0] and f"segment_id={f['nearest_train_id']}" in urls[1]
+    assert all(f"#when=time@+{f['at_s']:.3f}s" in u for u in urls)
