@@ -299,3 +299,48 @@ def test_failures_list_the_nearest_training_episode_and_open_shows_both(tmp_path
     urls = [line for line in out.splitlines() if line.startswith("rerun+http")]
     assert len(urls) == 2 and f"segment_id={f['segment_id']}" in urls[0] and f"segment_id={f['nearest_train_id']}" in urls[1]
     assert all(f"#when=time@+{f['at_s']:.3f}s" in u for u in urls)
+
+
+# --- the report: failure modes with a thumbnail at the moment ----------------------------------------------
+
+@pytest.mark.sim
+def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(catalog):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from roboloop.outcomes import _conditions
+    from roboloop.report import build_report_data, render_report
+    from roboloop.sim import AlohaSim
+
+    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=("top",),
+                     camera_size=(64, 48), eval_id="ev")
+    rep = evaluate(catalog, cfg, policy_factory=ClosesEarly)
+    data = build_report_data(catalog, ["ev"])
+    (f,) = data.evals[0].failures  # one mode (closed on air, both rollouts), one representative
+    assert (f["kind"], f["count"], f["cell_failures"]) == ("closed_on_air", 2, 2)
+    res = next(r for r in rep.results if r.segment_id == f["segment_id"])
+    step = res.outcome[schema.OUTCOME_FAILURE_STEP]
+    assert f["time_s"] == pytest.approx(step / 50) and f["command"] == f"roboloop open {f['segment_id']} --at {step / 50:.2f}"
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(f["thumbnail"]))).convert("RGB"), dtype=np.float64)
+
+    # what the top camera saw then: the last 25 Hz frame at or before the moment, rendered again by replaying the
+    # rollout's recorded actions (frames are taken before acting, on even steps)
+    row = next(r for r in catalog.segment_table("demo_evals").to_pylist() if r["segment_id"] == f["segment_id"])
+    targets = catalog.dataset("demo_evals").filter_segments([f["segment_id"]]).filter_contents([schema.JOINT_TARGETS]) \
+        .reader(index=schema.TIMELINE).to_arrow_table().sort_by(schema.TIMELINE)
+    actions = np.asarray(targets.column(f"{schema.JOINT_TARGETS}:{schema.SCALARS_COMPONENT}").to_pylist())
+    frame_step = step - step % 2
+    with AlohaSim(cameras=("top",), width=64, height=48) as sim:
+        sim.reset(row["episode.seed"], _conditions(row))
+        for a in actions[:frame_step]:
+            sim.step(a)
+        then = sim.render("top").astype(np.float64)
+        sim.step(actions[frame_step])
+        sim.step(actions[frame_step + 1])
+        later = sim.render("top").astype(np.float64)
+    err = np.abs(thumb - then).mean()
+    assert thumb.shape == then.shape and err < 6 and err < np.abs(thumb - later).mean()  # H.264 costs a few grey levels
+    html = render_report(data)
+    assert "Failure modes of failing cells" in html and f["thumbnail"] in html and "2 of 2 failures: closed on air" in html

@@ -685,7 +685,7 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
         known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
         raise GapError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
     run_id = row.get("run_id") or ""
-    if not run_id:
+    if not run_id or run_id == schema.PROVENANCE_NONE:  # a policy without a run (scripted, or given as a factory)
         raise GapError(
             f"evaluation {eval_id!r} ran policy {row.get('policy')!r}, not a training run: coverage is measured "
             "against the episodes a policy was trained on"
@@ -728,7 +728,7 @@ def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None
     for eval_id, members in by_eval.items():
         row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id) if isinstance(eval_id, str) else None
         run_id = (row or {}).get("run_id") or ""
-        if not run_id:
+        if not run_id or run_id == schema.PROVENANCE_NONE:
             why[str(eval_id)] = "no training run (a scripted or external policy)"
             continue
         try:
