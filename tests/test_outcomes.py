@@ -19,7 +19,7 @@ from roboloop.collect import Observation, ScriptedPolicy
 from roboloop.evaluate import EvalConfig, evaluate, parse_grid
 from roboloop.sim.conditions import SceneConditions
 
-R_GRIP, R_WRIST, L_GRIP = 13, 11, 6
+R_GRIP, R_SHOULDER, R_WRIST, L_GRIP = 13, 8, 11, 6
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,16 @@ def test_every_failure_gets_a_kind_and_the_moment_it_went_wrong(physics_sim):
     fingers = [k for k, c in enumerate(log["contacts"]) if _robot_touch(c) and not c["other"] and not c["table"] and log["z"][k] > 0.05]
     assert res.failure_reason == "dropped" and res.failure_step == fingers[-1]
     assert log["z"][res.failure_step] > 0.05 and log["z"][-1] < 0.05
+
+    def give_up(k, a):  # the right arm touches the cube at ~1.9 s, then lifts away with its gripper open
+        if k >= 95:
+            a[R_SHOULDER] -= 0.4 * min(1.0, (k - 95) / 20)
+            a[R_GRIP] = 1.0
+        return a
+
+    res, log = _run(physics_sim, give_up)
+    right_touches = [k for k, c in enumerate(log["contacts"]) if c["right_left_finger"] or c["right_right_finger"]]
+    assert res.failure_reason == "missed_grasp" and res.failure_step == right_touches[-1] and res.stage == 0
 
     res, log = _run(physics_sim, lambda k, a: np.where(np.arange(14) == L_GRIP, 1.0, a))  # the left gripper never closes
     assert res.failure_reason == "not_handed_over" and res.stage == 2 and log["z"][-1] > 0.05

@@ -318,6 +318,7 @@ FAILURE_KINDS = {
     "not_handed_over": "never handed over",
     "timed_out": "timed out",
     "never_reached": "never reached the cube",
+    "missed_grasp": "missed the grasp",
     # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
     "never_touched": "missed grasp (never touched)",
     "not_lifted": "missed grasp (not lifted)",

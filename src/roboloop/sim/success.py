@@ -36,12 +36,16 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
     within ``REACH_DISTANCE`` (4 cm) of the cube's centre (a grasp gets within 0.7-2 cm).
     Moment: the step the arm came to rest short of it (from then on its distance to the cube
     stays within ``STALL_MARGIN``, 1 cm, of the final one).
-
+  - ``missed_grasp``: the arm got to the cube (a finger touched it, or the grasp point came
+    within reach) but no gripper ever took hold of it (both right fingers, or lifted), and the
+    gripper ends away from it (beyond ``REACH_DISTANCE``). Moment: the last right-finger contact
+    (else the closest approach), where it gave up on the cube;
   - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it
     (lifted, or squeezed by both right fingers) and it got away: moment = the last step a
     finger touched it off the table (the let-go), or, if it was never lifted, the last step both
     right fingers squeezed it; if both right fingers still hold it at the end, or nothing ever
-    got hold of it, the episode ran out of time: ``timed_out`` (moment = the last step);
+    got hold of it while the gripper is still at the cube, the episode ran out of time:
+    ``timed_out`` (moment = the last step);
   - the cube ends high but not held as required: ``not_handed_over``; moment = the step
     the left gripper first squeezed it (the handover began), else the step the left
     gripper closed without it, else the last step on which the hold failed;
@@ -68,7 +72,8 @@ step on which the furthest stage was first reached.
 
 Failure kinds in words: ``schema.FAILURE_KINDS`` (``closed_on_air`` *closed on air*,
 ``knocked_away`` *knocked away*, ``dropped``, ``not_handed_over`` *never handed over*,
-``timed_out`` *timed out*, ``never_reached`` *never reached the cube*). ``CLASSIFIER_VERSION`` is written as ``outcome.classifier``.
+``timed_out`` *timed out*, ``never_reached`` *never reached the cube*, ``missed_grasp``
+*missed the grasp*). ``CLASSIFIER_VERSION`` is written as ``outcome.classifier``.
 
 Steps are 0-based: step ``i`` is the state after the ``i``-th call to ``sim.step``.
 """
@@ -163,6 +168,7 @@ class SuccessTracker:
         self._right_squeezed = False
         self._last_right_squeeze: int | None = None
         self._reach: list[float] = []  # right grasp point to cube centre (m), per step
+        self._last_right_touch: int | None = None
 
     def update(self, sim, reward: float | None = None, action=None) -> None:
         """Record the state after the latest ``sim.step`` (reward: its return value; action: the
@@ -211,6 +217,8 @@ class SuccessTracker:
             if not contacts["table"] and cube_z > self.min_height:
                 self._lifted = True
                 self._last_high_touch = step
+        if right:
+            self._last_right_touch = step
         squeezed = contacts["right_left_finger"] and contacts["right_right_finger"]
         if squeezed:
             self._right_squeezed = True
@@ -299,6 +307,12 @@ class SuccessTracker:
                 final = self._reach[-1]
                 moving = [k for k, d in enumerate(self._reach) if abs(d - final) > STALL_MARGIN]
                 return "never_reached", min(moving[-1] + 1, last) if moving else 0
+        grasped = self._lifted or self._right_squeezed
+        if not grasped and self._reach and len(self._reach) == self.steps and self._reach[-1] > REACH_DISTANCE:
+            # it got to the cube (touched it, or came within reach) but never took hold, and left
+            if self._last_right_touch is not None:
+                return "missed_grasp", self._last_right_touch
+            return "missed_grasp", min(range(len(self._reach)), key=self._reach.__getitem__)
         if not self._cube_z > self.min_height:
             if self._lifted or self._right_squeezed:
                 still_held = self._last_right_squeeze == last
