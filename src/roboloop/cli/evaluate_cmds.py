@@ -4,10 +4,10 @@
 shared options (`--workspace`, `--catalog`) and helpers come from `roboloop.cli`,
 imported when a command runs.
 
-Analysis commands (`success`, `compare`, `failures` without `--export/--open`) read the
+Analysis commands (`success`, `compare`, `failures --no-nearest` without `--export/--open`) read the
 rollout index (no catalog restore) and start or attach the catalog only when they need
 it: stale index rows, `--where`/`--by` on derived layers (`signals.*`), live URLs,
-exports.
+exports, each failure's nearest training episode (the demonstrations' start states).
 """
 
 from __future__ import annotations
