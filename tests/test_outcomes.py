@@ -185,6 +185,15 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
     assert {r["at_s"] for r in analyze.failures(analyze.load_rollouts(ws, "demo_evals", ["old"]))} == {t for _, t in expected}
     # judged by the current classifier now: nothing left to do without --all
     assert not reoutcome(catalog, "demo_evals").judged
+    # an index row still holding the old judgement (a run killed between the layer files and the index) is redone
+    from roboloop import episode_index, rows
+
+    stale_id = sorted(base)[0]
+    stale = next(r for r in episode_index.read(ws, "demo_evals") if r["segment_id"] == stale_id)
+    rows.write_row(ws, schema.rollout_index_table("demo_evals"), stale_id,
+                   {k: v for k, v in stale.items() if k != "outcome.classifier"} | {"outcome.failure_reason": "never_touched"})
+    assert list(reoutcome(catalog, "demo_evals").judged) == [stale_id]
+    assert judged(analyze.load_rollouts(ws, "demo_evals", ["old"]).to_pylist()) == expected
 
     # the outcome text in the viewer names the kind, the moment and the cell: at record time, and once re-judged
     def text(sid):

@@ -111,9 +111,10 @@ def reoutcome(
     By default only failures judged by an older classifier (no `outcome.classifier` or a
     lower version) are re-judged; `all_segments` re-judges every segment in scope (successes
     too: a success stays a success, the replay is the same motion). `eval_ids` /
-    `segment_ids` narrow the scope. Segments are written and registered one batch at the end
-    of each 50, so an interruption loses at most the batch in flight; the base files are
-    only read.
+    `segment_ids` narrow the scope. Per batch of 50: the layer files are written, then the
+    rollout-index rows, then the files are registered; an interruption loses at most the
+    batch in flight, and a re-run re-judges any segment whose catalog or index still holds
+    an older judgement. The base files are only read.
     """
     import rerun as rr
 
@@ -145,15 +146,21 @@ def reoutcome(
         if missing:
             raise ReoutcomeError(f"no segment(s) {', '.join(sorted(missing))} in {dataset}")
         table = [r for r in table if r["segment_id"] in wanted]
+    indexed = rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir()  # evaluation datasets keep an index
+    index_rows = {r["segment_id"]: r for r in episode_index.read(ws, dataset)} if indexed else {}
     if not all_segments:
-        table = [r for r in table if r.get(ok_col) is False and int(r.get(ver_col) or 1) < CLASSIFIER_VERSION]
+        def version(r: Mapping[str, Any]) -> int:  # the older of the catalog's and the index's judgement
+            v = int(r.get(ver_col) or 1)
+            if indexed:
+                v = min(v, int((index_rows.get(r["segment_id"]) or {}).get(ver_col) or 1))
+            return v
+
+        table = [r for r in table if r.get(ok_col) is False and version(r) < CLASSIFIER_VERSION]
     report = ReoutcomeReport(dataset)
     if not table:
         return report
     sims: dict[str, Any] = {}
     entry = catalog.dataset(dataset)
-    indexed = rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir()  # evaluation datasets keep an index
-    index_rows = {r["segment_id"]: r for r in episode_index.read(ws, dataset)} if indexed else {}
     entities = [schema.JOINT_TARGETS, schema.JOINT_POSITIONS, schema.CUBE_POSE]
     try:
         for lo in range(0, len(table), 50):
@@ -180,8 +187,8 @@ def reoutcome(
                 if on_segment is not None:
                     on_segment(sid)
             if paths:
-                catalog.register_files(dataset, paths, layer=schema.OUTCOME_LAYER, validate=False)
-                faults.point("layer.registered")
+                # index rows before registration: a crash after the layer files are written leaves the workspace
+                # consistent (restore registers them), and a re-run re-judges whatever the index still holds as old
                 for r in batch:
                     sid = r["segment_id"]
                     if sid in report.judged and indexed:
@@ -189,6 +196,8 @@ def reoutcome(
                                                        if k == "segment_id" or k.partition(".")[0] in episode_index.BASE_GROUPS}
                         merged = {**base, **{f"{schema.OUTCOME}.{k}": v for k, v in report.judged[sid].items()}}
                         rows.write_row(ws, schema.rollout_index_table(dataset), sid, merged)
+                catalog.register_files(dataset, paths, layer=schema.OUTCOME_LAYER, validate=False)
+                faults.point("layer.registered")
     finally:
         for sim in sims.values():
             sim.close()
