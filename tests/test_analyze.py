@@ -206,7 +206,7 @@ def test_failures_lists_failed_rollouts_with_time_and_links():
     out = analyze.failures(rows, dataset="x_evals", url_for=lambda s, t: calls.append((s, t)) or f"url://{s}@{t}")
     assert [r["segment_id"] for r in out] == ["bad-1", "bad-2"]
     assert out[1]["at_s"] == 3.5 and out[1]["failure_kind"] == "dropped" and out[1]["scene.region"] == "left"
-    assert out[0]["at_s"] == 0.0 and out[0]["failure_kind"] == "missed grasp"
+    assert out[0]["at_s"] == 0.0 and out[0]["failure_kind"] == "missed grasp (never touched)"
     assert out[1]["open"] == "roboloop open bad-2 --at 3.5 --dataset x_evals"
     assert calls == [("bad-1", 0.0), ("bad-2", 3.5)] and out[1]["url"] == "url://bad-2@3.5"
 

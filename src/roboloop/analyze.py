@@ -441,9 +441,10 @@ def failures(
 ) -> list[dict[str, Any]]:
     """The failed rollouts: conditions, furthest stage, failure reason and time, and how to look.
 
-    Each dict has the FAILURE_COLUMNS that the table holds, `failure_kind` (missed grasp /
-    dropped / never handed over), `at_s` (the viewer's time cursor: the failure time, or
-    0 when the failure has no moment, e.g. the cube was never touched), `open` (the
+    Each dict has the FAILURE_COLUMNS that the table holds, `failure_kind` (the kind in words,
+    `schema.FAILURE_KINDS`), `at_s` (the viewer's time cursor: the failure moment; 0 only for
+    outcomes judged by the first classifier without a moment: re-judge them with
+    `roboloop reoutcome`), `open` (the
     `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
     `url` (a live catalog URL). Sorted by eval id, cell, seed.
     """
@@ -474,6 +475,55 @@ def failures(
         if url_for is not None:
             row["url"] = url_for(row["segment_id"], row["at_s"])
     return out
+
+
+def failure_modes(fails: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Failure modes: the failures of :func:`failures` counted per (evaluation, cell, kind), one representative each.
+
+    Each mode has `eval_id`, `cell`, `kind` (`outcome.failure_reason`), `kind_words`, `count`,
+    `cell_failures` (failures in that cell), `share` (count / cell_failures) and the fields of
+    its representative failure (`segment_id`, `episode.seed`, `at_s`, `open`, and `url`,
+    `nearest_train_id`, `nearest_distance` when the failures carry them): the failure whose
+    moment is the median of the mode's moments (the lower median; ties by seed, then segment
+    id), a typical case rather than an extreme one. Sorted by eval id, cell, then largest
+    mode first.
+    """
+    reason_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    per_cell: dict[tuple, int] = {}
+    for f in fails:
+        key = (f.get(EVAL_ID), f.get(CELL))
+        groups.setdefault((*key, f.get(reason_col)), []).append(f)
+        per_cell[key] = per_cell.get(key, 0) + 1
+    out = []
+    for (eval_id, cell, kind), members in groups.items():
+        ordered = sorted(members, key=lambda r: _sort_key((r.get("at_s", 0.0), r.get(SEED), r.get("segment_id"))))
+        rep = ordered[(len(ordered) - 1) // 2]
+        mode = {"eval_id": eval_id, "cell": cell, "kind": kind, "kind_words": schema.FAILURE_KINDS.get(kind, kind),
+                "count": len(members), "cell_failures": per_cell[(eval_id, cell)],
+                "share": len(members) / per_cell[(eval_id, cell)]}
+        for name in ("segment_id", SEED, "at_s", "open", "url", "nearest_train_id", "nearest_distance",
+                     f"{schema.SCENE}.{schema.SCENE_CUBE_YAW_DEG}"):
+            if name in rep:
+                mode[name] = rep[name]
+        out.append(mode)
+    out.sort(key=lambda m: _sort_key((m["eval_id"], m["cell"], -m["count"], m["kind"])))
+    return out
+
+
+def representative_failure(fails: Sequence[Mapping[str, Any]], cell: str | None = None) -> dict[str, Any] | None:
+    """The representative of the largest failure mode of `cell` (of all failures when None or absent).
+
+    Ties between modes go to the kind that comes first alphabetically (deterministic). Returns the
+    representative failure row (from `fails`) plus `mode_count`, `mode_share`, `cell_failures`.
+    """
+    pick = [f for f in fails if cell is not None and f.get(CELL) == cell] or list(fails)
+    modes = failure_modes([{**f, EVAL_ID: None, CELL: None} for f in pick])
+    if not modes:
+        return None
+    top = modes[0]
+    rep = next(f for f in pick if f["segment_id"] == top["segment_id"])
+    return {**rep, "mode_count": top["count"], "mode_share": top["share"], "cell_failures": top["cell_failures"]}
 
 
 # --- loading (the only functions that read) ------------------------------------------------------

@@ -685,7 +685,7 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
         known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
         raise GapError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
     run_id = row.get("run_id") or ""
-    if not run_id:
+    if not run_id or run_id == schema.PROVENANCE_NONE:  # a policy without a run (scripted, or given as a factory)
         raise GapError(
             f"evaluation {eval_id!r} ran policy {row.get('policy')!r}, not a training run: coverage is measured "
             "against the episodes a policy was trained on"
@@ -709,3 +709,48 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
         rollouts, demo, cfg, eval_id=eval_id, run_id=run_id, dataset=dataset, evals_dataset=evals_ds,
         missing_train_ids=len(set(train_ids)) - len(demo),
     )
+
+
+def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None) -> dict[str, str]:
+    """Add each failure's nearest training episode (`nearest_train_id`, `nearest_distance` scaled as in
+    :class:`GapConfig`, `nearest_dataset`) in place, from its evaluation's run; returns eval id -> why it
+    has none (a scripted policy, a missing run record) for evaluations that could not be matched."""
+    from roboloop import rows as rowstore
+    from roboloop.train import run_info
+
+    segment_table = segment_table or catalog.segment_table
+    ws = catalog.workspace
+    eval_col = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
+    by_eval: dict[str, list[dict[str, Any]]] = {}
+    for f in fails:
+        by_eval.setdefault(f.get(eval_col), []).append(f)
+    why: dict[str, str] = {}
+    for eval_id, members in by_eval.items():
+        row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id) if isinstance(eval_id, str) else None
+        run_id = (row or {}).get("run_id") or ""
+        if not run_id or run_id == schema.PROVENANCE_NONE:
+            why[str(eval_id)] = "no training run (a scripted or external policy)"
+            continue
+        try:
+            info = run_info(ws, run_id)
+        except Exception as exc:  # noqa: BLE001 - a missing run record leaves the failures without a nearest episode
+            why[str(eval_id)] = f"run {run_id} unreadable ({exc})"
+            continue
+        dataset = row.get("dataset") or info.get("dataset")
+        demo = _filter(segment_table(dataset), SEGMENT_ID, list(info.get("train_ids") or [])).to_pylist()
+        if not demo:
+            why[str(eval_id)] = f"none of run {run_id}'s training episodes is in {dataset!r}"
+            continue
+        fill_start_states(demo)
+        starts = [dict(f) for f in members]
+        fill_start_states(starts)
+        cfg = GapConfig.for_policy(info)
+        axes = cfg.match_labels
+        dist, index, _ = coverage_distances(
+            start_states(starts), start_states(demo), cfg,
+            rollout_labels=_labels(starts, axes) if axes else None, train_labels=_labels(demo, axes) if axes else None,
+        )
+        for f, d, i in zip(members, dist, index):
+            if i >= 0:
+                f.update(nearest_train_id=demo[int(i)][SEGMENT_ID], nearest_distance=float(d), nearest_dataset=dataset)
+    return why

@@ -343,25 +343,12 @@ def run_episode(
                 writer.observe_scene(k, sim.link_poses(), cube)
             action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
             reward = sim.step(action)
-            tracker.update(sim, reward)
+            tracker.update(sim, reward, action)
             writer.observe(k, qpos, action, reward, cube, images)
             faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
-        res = tracker.result()
-        outcome = {
-            schema.OUTCOME_SUCCESS: bool(res.success),
-            schema.OUTCOME_MAX_REWARD: float(res.max_reward),
-            schema.OUTCOME_SUCCESS_STEP: int(_none_to(res.success_step, -1)),
-            schema.OUTCOME_STEPS: int(n_steps),
-            schema.OUTCOME_DURATION_S: float(n_steps * spec.dt),
-            schema.OUTCOME_FAILURE_STEP: int(_none_to(res.failure_step, -1)),
-            schema.OUTCOME_FAILURE_REASON: res.failure_reason or "none",  # "" would be dropped by AnyValues
-            schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z),
-            schema.OUTCOME_STAGE: int(res.stage),
-            schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage],
-            schema.OUTCOME_FAILURE_TIME_S: float(res.failure_step * spec.dt) if res.failure_step is not None else -1.0,
-        }
+        outcome = outcome_properties(tracker.result(), n_steps, spec.dt)
         properties: dict[str, dict[str, Any]] = {
             schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
             schema.SCENE: scene_properties(job.conditions, start_pose),
@@ -373,6 +360,26 @@ def run_episode(
     return EpisodeResult(
         job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0, properties
     )
+
+
+def outcome_properties(res, n_steps: int, dt: float) -> dict[str, Any]:
+    """The `outcome` group of an episode from its `SuccessResult` (also what `reoutcome` re-writes)."""
+    from roboloop.sim.success import CLASSIFIER_VERSION
+
+    return {
+        schema.OUTCOME_SUCCESS: bool(res.success),
+        schema.OUTCOME_MAX_REWARD: float(res.max_reward),
+        schema.OUTCOME_SUCCESS_STEP: int(_none_to(res.success_step, -1)),
+        schema.OUTCOME_STEPS: int(n_steps),
+        schema.OUTCOME_DURATION_S: float(n_steps * dt),
+        schema.OUTCOME_FAILURE_STEP: int(_none_to(res.failure_step, -1)),
+        schema.OUTCOME_FAILURE_REASON: res.failure_reason or "none",  # "" would be dropped by AnyValues
+        schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z),
+        schema.OUTCOME_STAGE: int(res.stage),
+        schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage],
+        schema.OUTCOME_FAILURE_TIME_S: float(res.failure_step * dt) if res.failure_step is not None else -1.0,
+        schema.OUTCOME_CLASSIFIER: int(CLASSIFIER_VERSION),
+    }
 
 
 def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task: str, policy_id: str) -> dict[str, Any]:

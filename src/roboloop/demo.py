@@ -363,7 +363,8 @@ def run_demo(
     out.worst_failure = _worst_failure(catalog, evals_ds, rows1, out.success_by["v1"], by)
     if out.worst_failure:
         w = out.worst_failure
-        say(f"      worst v1 failure: {w['segment_id']} ({w['where']}, {w.get('failure_kind')}, at {w['at_s']:.2f}s)")
+        say(f"      worst v1 failure: {w['segment_id']} ({w['where']}: {w.get('failure_kind')} at {w['at_s']:.2f}s, "
+            f"the largest of its failure modes, {w['mode_count']} of {w['cell_failures']} failures)")
         say(f"        $ {w['open']}")
         if w.get("url"):
             say(f"        live (while this catalog runs): {w['url']}")
@@ -413,11 +414,8 @@ def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str |
 
 
 def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], by: list[str]) -> dict[str, Any] | None:
-    """A failure of the worst cell (lowest success), with the command and live URL that open it at the moment.
-
-    Failures with a moment (a drop, a missed handover: `outcome.failure_time_s` >= 0) come first, so the
-    viewer opens where it went wrong; a cube never touched has no such moment and opens at the start.
-    """
+    """The representative of the largest failure mode of the worst cell (lowest success), with the
+    command and live URL that open it at its moment (`analyze.representative_failure`)."""
     from roboloop import analyze, links
 
     fails = analyze.failures(rows, dataset=evals_ds, url_for=lambda sid, at: links.segment_url(catalog, evals_ds, sid, at))
@@ -425,8 +423,8 @@ def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], 
         return None
     worst = min(by_cell, key=lambda r: (r["rate"], -r["n"])) if by_cell else None
     pick = [f for f in fails if worst and all(f.get(b) == worst[b] for b in by)] or fails
-    moment = schema.friendly_column(schema.OUTCOME, schema.OUTCOME_FAILURE_TIME_S)
-    pick = sorted(pick, key=lambda r: (r.get(moment) is None or r.get(moment) < 0, r.get("at_s", 0.0)))
-    f = dict(pick[0])
+    f = analyze.representative_failure(pick)
+    if f is None:
+        return None
     f["where"] = ", ".join(f"{b.split('.')[-1]}={f.get(b)}" for b in by)
     return f

@@ -237,12 +237,15 @@ def write_layer_properties(
     *,
     application_id: str = APPLICATION_ID,
     exclusive: bool = False,
+    statics: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a property-only layer RRD (e.g. `signals`) for an existing segment, atomically.
 
     It shares the segment's recording id and does not send RecordingInfo, so it never
     overwrites the base recording's own properties. With `exclusive`, an existing `path`
-    is never replaced (`FileExistsError`; see `workspace.atomic_path`).
+    is never replaced (`FileExistsError`; see `workspace.atomic_path`). `statics` (entity
+    path -> archetype) are logged as static data too (e.g. a re-judged `/outcome` text,
+    which wins over the base layer's when the layer is registered after it).
     """
     import rerun as rr
 
@@ -253,13 +256,16 @@ def write_layer_properties(
             rec.save(str(tmp))
             for group, values in groups.items():
                 send_property_group(rec, group, values)
+            for entity, archetype in (statics or {}).items():
+                rec.log(entity, archetype, static=True)
             rec.flush()
         finally:
             rec.disconnect()
     return path
 
 
-def write_layer_version(workspace, dataset: str, layer: str, segment_id: str, groups: Mapping[str, Mapping[str, Any]]) -> Path:
+def write_layer_version(workspace, dataset: str, layer: str, segment_id: str, groups: Mapping[str, Mapping[str, Any]],
+                        *, statics: Mapping[str, Any] | None = None) -> Path:
     """Write a NEW version of a segment's property layer (`Workspace.next_version_path`); returns its path.
 
     The registered file is never touched: the new version gets the next free number
@@ -269,7 +275,7 @@ def write_layer_version(workspace, dataset: str, layer: str, segment_id: str, gr
     for _ in range(1000):
         path = workspace.next_version_path(dataset, layer, segment_id)
         try:
-            return write_layer_properties(path, segment_id, groups, exclusive=True)
+            return write_layer_properties(path, segment_id, groups, exclusive=True, statics=statics)
         except FileExistsError:
             continue
     raise RuntimeError(f"could not find a free version name for {segment_id!r} in layer {layer!r}")

@@ -31,6 +31,7 @@ __all__ = [
     "export_segments",
     "find_segment_dataset",
     "has_display",
+    "nearest_training_episode",
     "no_server_note",
     "open_command",
     "segment_url",
@@ -81,6 +82,21 @@ def find_segment_dataset(workspace: Workspace, segment_id: str) -> str:
     if len(hits) > 1:
         raise CatalogError(f"segment {segment_id!r} is in several datasets ({', '.join(hits)}); pass --dataset")
     return hits[0]
+
+
+def nearest_training_episode(catalog, dataset: str, segment_id: str) -> dict:
+    """The training episode whose start state is nearest rollout `segment_id`'s (`analyze_gaps.nearest_training`):
+    `nearest_train_id`, `nearest_dataset`, `nearest_distance`. A rollout of a policy without a training run has none."""
+    from roboloop.analyze_gaps import nearest_training
+
+    rows = [r for r in catalog.segment_table(dataset).to_pylist() if r.get(schema.SEGMENT_ID) == segment_id]
+    if not rows:
+        raise CatalogError(f"no segment {segment_id!r} in {dataset!r}")
+    why = nearest_training(catalog, rows)
+    if "nearest_train_id" not in rows[0]:
+        reason = next(iter(why.values()), "it is not a rollout of an evaluation")
+        raise CatalogError(f"{segment_id} has no nearest training episode: {reason}")
+    return rows[0]
 
 
 def export_segment(catalog, dataset: str, segment_id: str, path: str | os.PathLike[str]) -> Path:

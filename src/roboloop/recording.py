@@ -267,20 +267,33 @@ class AlohaEpisodeWriter:
 
 
 def outcome_markdown(properties: Mapping[str, Mapping[str, Any]]) -> str:
-    """Readable summary of an episode's properties, shown in the blueprint's text view."""
+    """Readable summary of an episode's properties, shown in the blueprint's text view.
+
+    A failure names its kind, the moment it went wrong (scrub there) and the scene
+    conditions that define its cell."""
     ep = properties.get(schema.EPISODE, {})
     sc = properties.get(schema.SCENE, {})
     out = properties.get(schema.OUTCOME, {})
     verdict = "SUCCESS" if out.get(schema.OUTCOME_SUCCESS) else "FAILURE"
-    lines = [
-        f"# {verdict}",
-        "",
+    lines = [f"# {verdict}", ""]
+    if not out.get(schema.OUTCOME_SUCCESS):
+        kind = str(out.get(schema.OUTCOME_FAILURE_REASON, "?"))
+        t = out.get(schema.OUTCOME_FAILURE_TIME_S, -1.0)
+        at = f"at **{float(t):.2f} s** (step {out.get(schema.OUTCOME_FAILURE_STEP, -1)})" if t is not None and t >= 0 else "(no moment)"
+        lines += [f"**{schema.FAILURE_KINDS.get(kind, kind)}** {at}", ""]
+    cell = ep.get(schema.EPISODE_CELL)
+    start = ""
+    if sc.get(schema.SCENE_CUBE_X) is not None:
+        start = (f"; cube start x {float(sc[schema.SCENE_CUBE_X]):.3f} m, y {float(sc.get(schema.SCENE_CUBE_Y, 0.0)):.3f} m, "
+                 f"yaw {float(sc.get(schema.SCENE_CUBE_YAW_DEG, 0.0)):+.1f} deg")
+    lines += [
+        f"- cell: `{cell}`" + start if cell else f"- scene{start or ': see below'}",
         f"- kind: {ep.get(schema.EPISODE_KIND, '?')}, policy: `{ep.get(schema.EPISODE_POLICY, '?')}`, seed: {ep.get(schema.EPISODE_SEED, '?')}",
         f"- steps: {out.get(schema.OUTCOME_STEPS, '?')} ({out.get(schema.OUTCOME_DURATION_S, '?')} s), "
-        f"max reward: {out.get(schema.OUTCOME_MAX_REWARD, '?')}",
+        f"max reward: {out.get(schema.OUTCOME_MAX_REWARD, '?')}, furthest stage: {out.get(schema.OUTCOME_STAGE_NAME, '?')}",
         f"- success step: {out.get(schema.OUTCOME_SUCCESS_STEP, -1)}, failure step: {out.get(schema.OUTCOME_FAILURE_STEP, -1)}",
-        f"- region: {sc.get(schema.SCENE_REGION_LABEL, sc.get('region', '?'))}, lighting: {sc.get('lighting', '?')}, "
-        f"table: {sc.get('table', '?')}, distractors: {sc.get('distractors', '?')}",
+        f"- region: {sc.get(schema.SCENE_REGION_LABEL, sc.get('region', '?'))}, yaw: {sc.get(schema.SCENE_YAW, '?')}, "
+        f"lighting: {sc.get('lighting', '?')}, table: {sc.get('table', '?')}, distractors: {sc.get('distractors', '?')}",
     ]
     return "\n".join(lines) + "\n"
 

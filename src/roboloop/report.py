@@ -270,6 +270,7 @@ pre{padding:8px;white-space:pre-wrap} img{max-width:100%;margin:4px 0}
 .coverage_gap{background:#fde0dc} .policy_or_data_quality{background:#fff1cc} .fine{background:#eaf6ea}
 .improved{color:#1a7f37;font-weight:600} .regressed{color:#c62828;font-weight:600}
 .note{color:#555;font-size:13px} li{margin:2px 0;font-size:13px}
+.failure{display:flex;gap:10px;align-items:flex-start;margin:6px 0;font-size:13px} img.thumb{width:240px;image-rendering:pixelated;border:1px solid #ccc}
 """
 
 
@@ -436,15 +437,23 @@ def render_report(data: ReportData) -> str:
             items = []
             for f in rows:
                 link = f' &middot; <a href="{_e(f["rrd"])}">{_e(Path(str(f["rrd"])).name)}</a>' if f.get("rrd") else ""
-                what = ", ".join(x for x in (_e(f.get("reason")), f"stage {_e(f.get('stage'))}" if f.get("stage") not in (None, "") else "",
+                when = f"at {f['time_s']:.2f} s" if f.get("time_s") is not None else "no moment recorded"
+                mode = (f"{f['count']} of {f['cell_failures']} failures: " if f.get("count") else "")
+                head = f"<b>{mode}{_e(f.get('reason'))}</b> {when}"
+                what = ", ".join(x for x in (f"stage {_e(f.get('stage'))}" if f.get("stage") not in (None, "") else "",
                                              f"seed {_e(f.get('seed'))}" if f.get("seed") is not None else "") if x)
-                items.append(f"<li><code>{_e(f.get('command'))}</code> <span class=\"note\">{what}</span>{link}</li>")
-            parts.append(f"<h3>{_e(ev.label)}: {_e(cell)}</h3><ul>{''.join(items)}</ul>")
+                thumb = (f'<img class="thumb" alt="camera at the failure moment of {_e(f.get("segment_id"))}" '
+                         f'src="data:image/png;base64,{f["thumbnail"]}">' if f.get("thumbnail") else "")
+                items.append(f'<div class="failure">{thumb}<div>{head}<br><code>{_e(f.get("command"))}</code> '
+                             f'<span class="note">{what}</span>{link}</div></div>')
+            parts.append(f"<h3>{_e(ev.label)}: {_e(cell)}</h3>{''.join(items)}")
     body = (
-        '<p class="note">Each command opens that rollout in the Rerun viewer at the moment it failed; '
-        "linked .rrd files (when exported) open in the viewer without the catalog.</p>" + ("".join(parts) or '<p class="note">(no failing cell)</p>')
+        '<p class="note">The failure modes of each failing cell (failures counted by kind), largest first, each with a '
+        "representative rollout: the camera at the moment it went wrong, and the command that opens it there in the "
+        "Rerun viewer; linked .rrd files (when exported) open in the viewer without the catalog.</p>"
+        + ("".join(parts) or '<p class="note">(no failing cell)</p>')
     )
-    out.append(_section("failures", "Failures of failing cells", body))
+    out.append(_section("failures", "Failure modes of failing cells", body))
 
     # plans
     prows = [
@@ -556,6 +565,40 @@ def _selection_row(catalog, label: str, info: Mapping[str, Any]) -> dict[str, An
     return row
 
 
+def failure_thumbnail(catalog, dataset: str, segment_id: str, at_s: float, *, camera: str = "top") -> str:
+    """The recorded camera frame at `at_s` (the last frame at or before it) as a base64 PNG; "" when the
+    episode has no camera (`camera` first, else the first recorded one). Decodes from the keyframe before it."""
+    from PIL import Image
+
+    from roboloop import schema
+    from roboloop.video import decode_samples
+
+    try:
+        ds = catalog.dataset(dataset)
+        cams = sorted(e for e in (str(p) for p in ds.segment_store(segment_id).schema().entity_paths())
+                      if e.startswith(schema.CAMERA_ROOT + "/"))
+        if not cams:
+            return ""
+        entity = schema.camera_path(camera) if schema.camera_path(camera) in cams else cams[0]
+        table = ds.filter_segments([segment_id]).filter_contents([entity]).reader(index=schema.TIMELINE).to_arrow_table()
+        sample_col, key_col = f"{entity}:{schema.VIDEO_SAMPLE_COMPONENT}", f"{entity}:{schema.VIDEO_KEYFRAME_COMPONENT}"
+        table = table.filter(table.column(sample_col).is_valid()).sort_by(schema.TIMELINE)
+        times = [t.total_seconds() if hasattr(t, "total_seconds") else float(t) / 1e9 for t in table.column(schema.TIMELINE).to_pylist()]
+        at = max([i for i, t in enumerate(times) if t <= at_s + 1e-6] or [0])
+        keys = [bool(k[0] if isinstance(k, list) else k) for k in table.column(key_col).to_pylist()]
+        start = max([i for i in range(at + 1) if keys[i]] or [0])
+        samples = [bytes(v[0] if v and isinstance(v[0], (bytes, list)) else v) for v in table.column(sample_col).to_pylist()[start : at + 1]]
+        frames = list(decode_samples(samples))
+        if not frames:
+            return ""
+        buf = io.BytesIO()
+        Image.fromarray(frames[min(at - start, len(frames) - 1)]).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+    except Exception as exc:  # noqa: BLE001 - a missing thumbnail leaves the command, which still works
+        log.warning("no thumbnail for %s at %.2f s: %s", segment_id, at_s, exc)
+        return ""
+
+
 def _export_rrd(catalog, evals_dataset: str, segment_id: str, path: Path) -> bool:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -619,16 +662,18 @@ def build_report_data(
                 c["failing"] = cfg.fails(_num(c["rate"]) or 0.0, _num(c["ci_high"]) or 0.0)
             sec.cells.append(c)
         failing = {c[CELL] for c in sec.cells if c["failing"]}
+        fails = analyze.failures(rollouts)
+        modes = [m for m in analyze.failure_modes(fails) if m["cell"] in failing]
         shown: dict[str, int] = {}
-        fails = _rows_of(analyze.failures(rollouts))
-        fails.sort(key=lambda f: (str(f.get("episode.cell")), f.get("episode.index_in_cell") or 0, str(f.get("segment_id"))))
-        for f in fails:
-            cell = f.get("episode.cell")
-            if cell not in failing or shown.get(cell, 0) >= failures_per_cell:
+        for m in modes:  # largest mode of each failing cell first; one representative each
+            cell = m["cell"]
+            if shown.get(cell, 0) >= failures_per_cell:
                 continue
             shown[cell] = shown.get(cell, 0) + 1
-            seg = f.get("segment_id")
-            t = _num(f.get("outcome.failure_time_s"))
+            seg = m["segment_id"]
+            rep = next(f for f in fails if f["segment_id"] == seg)
+            t = _num(rep.get("outcome.failure_time_s"))
+            t = t if t is not None and t >= 0 else None
             rrd = ""
             if export_dir is not None:
                 target = Path(export_dir) / f"{seg}.rrd"
@@ -636,8 +681,10 @@ def build_report_data(
                     base = Path(report_dir) if report_dir is not None else target.parent
                     rrd = _relpath(target, base)
             sec.failures.append({
-                CELL: cell, "segment_id": seg, "seed": f.get("episode.seed"), "reason": f.get("outcome.failure_reason"),
-                "stage": f.get("outcome.stage_name"), "time_s": t, "command": open_command(seg, t), "rrd": rrd,
+                CELL: cell, "segment_id": seg, "seed": rep.get("episode.seed"), "reason": rep.get("failure_kind"),
+                "kind": m["kind"], "count": m["count"], "cell_failures": m["cell_failures"],
+                "stage": rep.get("outcome.stage_name"), "time_s": t, "command": open_command(seg, t), "rrd": rrd,
+                "thumbnail": failure_thumbnail(catalog, evals_ds, seg, t or 0.0),
             })
         data.evals.append(sec)
         info: dict[str, Any] = {}

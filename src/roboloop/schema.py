@@ -62,6 +62,8 @@ SIGNALS_LAYER = "signals"
 """Derived per-episode signals (refine)."""
 QUALITY_LAYER = "quality"
 """Quality verdicts (flag / unflag)."""
+OUTCOME_LAYER = "outcome"
+"""Re-judged outcomes (`roboloop reoutcome`): a property-only layer whose `outcome.*` values win over the base recording's."""
 
 # --- property groups ---------------------------------------------------------------------
 EPISODE = "episode"  # kind, task, seed, policy, software_version and the rest of the provenance
@@ -217,8 +219,8 @@ OUTCOME_MAX_REWARD = "max_reward"  # max of gym-aloha's 0-4 contact reward
 OUTCOME_SUCCESS_STEP = "success_step"  # first step from which success held, -1 if never
 OUTCOME_STEPS = "steps"  # control steps recorded
 OUTCOME_DURATION_S = "duration_s"
-OUTCOME_FAILURE_STEP = "failure_step"  # step at which the episode was judged failed, -1 if it did not fail
-OUTCOME_FAILURE_REASON = "failure_reason"  # "none" on success, else e.g. dropped / not_lifted / not_handed_over
+OUTCOME_FAILURE_STEP = "failure_step"  # the moment it went wrong (step), -1 if it did not fail
+OUTCOME_FAILURE_REASON = "failure_reason"  # "none" on success, else the failure kind (FAILURE_KINDS)
 OUTCOME_FINAL_CUBE_Z = "final_cube_z"
 
 # --- seeds: one identity scheme (DESIGN.md "Seeds and cells have one identity scheme") ------
@@ -324,12 +326,20 @@ SCENE_CUBE_X = "cube_x"  # sampled cube start x (m, world)
 SCENE_CUBE_Y = "cube_y"  # sampled cube start y (m, world)
 SCENE_CUBE_YAW_DEG = "cube_yaw_deg"  # sampled cube start yaw (deg)
 FAILURE_KINDS = {
-    "never_touched": "missed grasp",
-    "not_lifted": "missed grasp",
+    "closed_on_air": "closed on air",
+    "knocked_away": "knocked away",
     "dropped": "dropped",
     "not_handed_over": "never handed over",
+    "timed_out": "timed out",
+    "never_reached": "never reached the cube",
+    "missed_grasp": "missed the grasp",
+    # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
+    "never_touched": "missed grasp (never touched)",
+    "not_lifted": "missed grasp (not lifted)",
 }
-"""`outcome.failure_reason` -> the kind of failure in words (the issue's three kinds)."""
+"""`outcome.failure_reason` (the failure kind) -> the kind in words (sim/success.py defines each kind and its moment)."""
+OUTCOME_CLASSIFIER = "classifier"  # version of the failure classifier that judged the outcome (absent: 1)
+OUTCOME_JUDGED_AT = "judged_at"  # outcome layer only: UTC ISO time of a re-judgement
 CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
 """Scene-condition axes a grid can vary; each is a `scene.<axis>` property."""
 POLICY_SCRIPTED = "scripted"

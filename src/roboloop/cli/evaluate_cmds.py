@@ -1,13 +1,13 @@
-"""CLI commands of evaluate/analyze: `eval`, `evals`, `success`, `compare`, `failures`, `open`.
+"""CLI commands of evaluate/analyze: `eval`, `evals`, `success`, `compare`, `failures`, `open`, `reoutcome`.
 
 `register(app)` adds them to the `roboloop` Typer app (`roboloop.cli` does). Bodies are thin: parse -> one library call -> print. The
 shared options (`--workspace`, `--catalog`) and helpers come from `roboloop.cli`,
 imported when a command runs.
 
-Analysis commands (`success`, `compare`, `failures` without `--export/--open`) read the
+Analysis commands (`success`, `compare`, `failures --no-nearest` without `--export/--open`) read the
 rollout index (no catalog restore) and start or attach the catalog only when they need
 it: stale index rows, `--where`/`--by` on derived layers (`signals.*`), live URLs,
-exports.
+exports, each failure's nearest training episode (the demonstrations' start states).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -487,13 +488,17 @@ def failures_cmd(
     eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
     where: Annotated[str | None, typer.Option("--where", help="Only rollouts matching this predicate.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many failures.")] = None,
+    modes: Annotated[bool, typer.Option("--modes", help="Only the failure modes (counts per kind per cell, one representative each).")] = False,
+    nearest: Annotated[bool, typer.Option("--nearest/--no-nearest", help="Each failure's nearest training episode (start state) and its distance.")] = True,
     urls: Annotated[bool, typer.Option("--urls", help="Also print live catalog URLs (only while a catalog serves: use with --catalog).")] = False,
     open_: Annotated[bool, typer.Option("--open", help="Open the failures in the Rerun viewer at their failure moment.")] = False,
     export: Annotated[Path | None, typer.Option("--export", help="Write each failure as a self-contained .rrd into this folder.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
 ) -> None:
-    """Failed rollouts with their conditions, failure time and reason, and how to open each at that moment."""
+    """Failure modes (counts per kind per cell, a representative each), then every failed rollout: kind, moment,
+    nearest training episode, and how to open it at that moment."""
     from roboloop import analyze, links
+    from roboloop.analyze_gaps import nearest_training
 
     _check_format(format)
     cli = _cli()
@@ -506,12 +511,30 @@ def failures_cmd(
         table = _guard(lambda: analyze.load_rollouts(ws, dataset, eval_ids, where, catalog_factory=catalog))
         url_for = (lambda s, t: links.segment_url(catalog(), dataset, s, t)) if (live or open_) else None
         out = _guard(lambda: analyze.failures(table, dataset=dataset, url_for=url_for, limit=limit))
-        cols = ["segment_id", "episode.cell", "episode.seed", "outcome.stage_name", "outcome.failure_reason", "at_s", "open"]
+        unmatched: dict[str, str] = {}
+        if nearest and out:
+            unmatched = _guard(lambda: nearest_training(catalog(), out))
+        mode_rows = analyze.failure_modes(out)
+        mode_cols = ["eval_id", "cell", "kind_words", "count", "share", "open"]
         if format != "table":
-            cols = [*analyze.FAILURE_COLUMNS, "failure_kind", "at_s", "open"] + (["url"] if url_for else [])
-        elif live:
-            cols.append("url")
-        print_rows(out, cols, format, title=f"{len(out)} failure(s) in {dataset}")
+            mode_cols = ["eval_id", "cell", "kind", "kind_words", "count", "cell_failures", "share", "segment_id",
+                         "episode.seed", "at_s", "open", "nearest_train_id", "nearest_distance"]
+        if modes or format == "table":
+            print_rows(mode_rows, mode_cols, format, title=f"{len(mode_rows)} failure mode(s): kind per cell, a representative each")
+        if not modes:
+            cols = ["segment_id", "episode.cell", "failure_kind", "at_s", "nearest_train_id", "nearest_distance", "open"]
+            if format != "table":
+                cols = [*analyze.FAILURE_COLUMNS, "failure_kind", "at_s", "nearest_train_id", "nearest_distance",
+                        "nearest_dataset", "open"] + (["url"] if url_for else [])
+            elif live:
+                cols.append("url")
+            print_rows(out, cols, format, title=f"{len(out)} failure(s) in {dataset}")
+        if format == "table":
+            for eval_id, why in unmatched.items():
+                cli.err_console.print(f"note: no nearest training episodes for {eval_id}: {why}", soft_wrap=True)
+            if nearest and any("nearest_train_id" in r for r in out):
+                cli.err_console.print("nearest_distance: scaled start-state distance (1 = 2 cm or 3 deg, `roboloop gaps`); "
+                                      "compare with `roboloop open SEGMENT --with-nearest`", soft_wrap=True)
         if export is not None:
             paths = _guard(lambda: links.export_segments(catalog(), dataset, [r["segment_id"] for r in out], export))
             cli.err_console.print(f"exported {len(paths)} file(s) to {export} (every layer + the blueprint); open one with: "
@@ -565,6 +588,7 @@ def open_cmd(
     segment_id: Annotated[str, typer.Argument(help="Segment id (e.g. from `roboloop failures`).")],
     at: Annotated[float | None, typer.Option("--at", min=0.0, help="Put the time cursor here (seconds since episode start).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset holding the segment (default: found in the workspace).")] = None,
+    with_nearest: Annotated[bool, typer.Option("--with-nearest", help="Also open the training episode whose start state is nearest this rollout's (same blueprint, same time cursor).")] = False,
     print_only: Annotated[bool, typer.Option("--print", help="Print the URL and the viewer command, then exit (a URL needs a running `roboloop serve`; without one, prints how to open it instead).")] = False,
 ) -> None:
     """Open one episode in the Rerun viewer at a moment (starts or attaches the catalog)."""
@@ -575,15 +599,47 @@ def open_cmd(
     ds = dataset or _guard(lambda: links.find_segment_dataset(ws, segment_id))
     with cli.open_catalog() as cat:
         url = _guard(lambda: links.segment_url(cat, ds, segment_id, at))
+        urls = [url]
+        if with_nearest:
+            near = _guard(lambda: links.nearest_training_episode(cat, ds, segment_id))
+            urls.append(_guard(lambda: links.segment_url(cat, near["nearest_dataset"], near["nearest_train_id"], at)))
+            cli.console.print(f"nearest training episode: {near['nearest_train_id']} in {near['nearest_dataset']} "
+                              f"(scaled start-state distance {near['nearest_distance']:.2f})", soft_wrap=True)
         if print_only and cat.embedded:  # the URL would die with this process's catalog
             for line in links.no_server_note(segment_id, at, dataset):
                 cli.console.print(line, soft_wrap=True)
             return
         if print_only:
-            cli.console.print(url, soft_wrap=True)
-            cli.console.print(links.viewer_command(url), soft_wrap=True)
+            for u in urls:
+                cli.console.print(u, soft_wrap=True)
+            cli.console.print(links.viewer_command(urls[0]) + "".join(f" {shlex.quote(u)}" for u in urls[1:]), soft_wrap=True)
             return
-        _view([url], embedded=cat.embedded)
+        _view(urls, embedded=cat.embedded)
+
+
+# --- reoutcome -----------------------------------------------------------------------------------
+
+def reoutcome_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose outcomes to re-judge (rollouts: <dataset>_evals).")] = schema.evals_dataset(schema.DEFAULT_DATASET),
+    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Re-judge every segment in scope, not only failures judged by an older classifier.")] = False,
+) -> None:
+    """Re-judge failures (kind and moment) by replaying each recording; writes a new `outcome` layer version."""
+    from roboloop.outcomes import reoutcome
+
+    cli = _cli()
+    with cli.open_catalog() as cat:
+        rep = _guard(lambda: reoutcome(cat, dataset, eval_ids=eval_ids, all_segments=all_))
+    counts: dict[tuple[str, str], int] = {}
+    for sid, new in rep.judged.items():
+        key = (rep.before.get(sid, "?"), str(new[schema.OUTCOME_FAILURE_REASON]))
+        counts[key] = counts.get(key, 0) + 1
+    print_rows([{"was": a, "now": b, "n": n} for (a, b), n in sorted(counts.items())], ["was", "now", "n"], "table",
+               title=f"{len(rep.judged)} outcome(s) re-judged in {dataset} ({len(rep.changed)} changed), layer '{schema.OUTCOME_LAYER}'")
+    for sid, why in rep.skipped.items():
+        cli.err_console.print(f"[yellow]not re-judged[/] {sid}: {why}", soft_wrap=True)
+    if not rep.judged and not rep.skipped:
+        cli.console.print("nothing to re-judge (every failure was judged by the current classifier; --all re-judges everything)")
 
 
 # --- registration ----------------------------------------------------------------------------------
@@ -596,6 +652,7 @@ COMMANDS = {
     "plan-eval": plan_eval_cmd,
     "failures": failures_cmd,
     "open": open_cmd,
+    "reoutcome": reoutcome_cmd,
 }
 
 

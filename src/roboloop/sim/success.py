@@ -17,15 +17,43 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
   from which the condition held continuously to the end; ``None`` if the last step
   is not held.
 * ``max_reward``: the highest gym-aloha reward (0-4) seen.
-* ``failure_step`` (failures only, best effort, "when it went wrong"):
+* ``failure_reason`` (the failure *kind*, ``schema.FAILURE_KINDS``) and ``failure_step`` (the
+  moment it went wrong): every failure gets both. The first of these events decides
+  (fed by :meth:`SuccessTracker.update`, which reads the grippers and the cube position):
 
-  - cube ends low (final z <= min_height): the **last step any gripper finger touched
-    the cube** — the drop / the end of the last attempt (``failure_reason`` "dropped"
-    if the cube had been lifted off the table by a gripper before, else "not_lifted");
-  - no finger ever touched the cube: ``None`` (``failure_reason`` "never_touched");
-  - cube ends high but not held as required (right gripper still on it, one left
-    finger only, ...): the **last step on which the hold condition failed**
-    (``failure_reason`` "not_handed_over").
+  - ``knocked_away``: before any right grasp, the cube moved more than ``KNOCK_DISTANCE``
+    (3 cm, horizontally) from where it settled. Moment: the first step of the contact
+    that pushed it (a robot link or finger touching the cube).
+  - ``closed_on_air``: before any right grasp, the right gripper closed past the width of
+    the cube (normalized position below ``GRIPPER_ON_CUBE`` 0.55; on the cube it stops at
+    0.6-0.73) after having opened (above ``GRIPPER_OPEN`` 0.7), commanded to close (a gripper
+    pressed shut against the table while commanded open did not close), with neither right
+    finger on the cube. Moment: the step it closed so.
+
+  When neither happened:
+
+  - ``never_reached``: no finger ever touched the cube and the right grasp point never came
+    within ``REACH_DISTANCE`` (4 cm) of the cube's centre (a grasp gets within 0.7-2 cm).
+    Moment: the step the arm came to rest short of it (from then on its distance to the cube
+    stays within ``STALL_MARGIN``, 1 cm, of the final one).
+  - ``missed_grasp``: the arm got to the cube (a finger touched it, or the grasp point came
+    within reach) but no gripper ever took hold of it (both right fingers, or lifted), and the
+    gripper ends away from it (beyond ``REACH_DISTANCE``). Moment: the last right-finger contact
+    (else the closest approach), where it gave up on the cube;
+  - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it
+    (lifted, or squeezed by both right fingers) and it got away: moment = the last step a
+    finger touched it off the table (the let-go), or, if it was never lifted, the last step both
+    right fingers squeezed it; if both right fingers still hold it at the end, or nothing ever
+    got hold of it while the gripper is still at the cube, the episode ran out of time:
+    ``timed_out`` (moment = the last step);
+  - the cube ends high but not held as required: ``not_handed_over``; moment = the step
+    the left gripper first squeezed it (the handover began), else the step the left
+    gripper closed without it, else the last step on which the hold failed;
+  - the cube ends held, but for fewer than ``window`` steps: ``timed_out`` (the handover
+    came too late; moment = the last step).
+
+  Old recordings carry the kinds of the first classifier (``never_touched``, ``not_lifted``):
+  still readable, re-judged by ``roboloop reoutcome``.
 
 Furthest stage reached (partial credit, ``schema.STAGES``; ``stage`` is the index):
 
@@ -42,9 +70,10 @@ Furthest stage reached (partial credit, ``schema.STAGES``; ``stage`` is the inde
 Stages are reached in order (a step may advance several at once); ``stage_step`` is the
 step on which the furthest stage was first reached.
 
-Failure reasons, and the issue's words for them: ``never_touched`` and ``not_lifted``
-are a *missed grasp*; ``dropped`` is *dropped*; ``not_handed_over`` is *never handed
-over* (``schema.FAILURE_KINDS``).
+Failure kinds in words: ``schema.FAILURE_KINDS`` (``closed_on_air`` *closed on air*,
+``knocked_away`` *knocked away*, ``dropped``, ``not_handed_over`` *never handed over*,
+``timed_out`` *timed out*, ``never_reached`` *never reached the cube*, ``missed_grasp``
+*missed the grasp*). ``CLASSIFIER_VERSION`` is written as ``outcome.classifier``.
 
 Steps are 0-based: step ``i`` is the state after the ``i``-th call to ``sim.step``.
 """
@@ -57,10 +86,29 @@ from typing import Any
 
 from roboloop.schema import FAILURE_KINDS, STAGES
 
-__all__ = ["SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT", "STAGES", "FAILURE_KINDS"]
+__all__ = [
+    "SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT", "STAGES", "FAILURE_KINDS",
+    "KNOCK_DISTANCE", "GRIPPER_ON_CUBE", "GRIPPER_OPEN", "REACH_DISTANCE", "CLASSIFIER_VERSION",
+]
 
 WINDOW = 20
 MIN_HEIGHT = 0.05
+KNOCK_DISTANCE = 0.03
+"""Horizontal cube travel (m) before any grasp that counts as knocked away (the approach nudges it a few mm)."""
+GRIPPER_ON_CUBE = 0.55
+"""Normalized gripper position below which the fingers are closer than the cube is wide (on the cube: 0.6-0.73)."""
+GRIPPER_OPEN = 0.7
+"""A gripper counts as opened above this (fully open: 0.97); a close is a fall from open to below GRIPPER_ON_CUBE."""
+REACH_DISTANCE = 0.04
+"""Closest approach (m, right grasp point to cube centre) that counts as reaching the cube (grasps: 0.7-2 cm)."""
+STALL_MARGIN = 0.01
+"""Never reached: the arm is at rest once its distance to the cube stays within this (m) of the final one."""
+CONTACT_GAP = 3
+"""Steps without contact that still belong to one contact (the push that knocked the cube away)."""
+CLASSIFIER_VERSION = 2
+"""Version of the failure classifier (`outcome.classifier`); recordings without it were judged by version 1."""
+RIGHT_GRIPPER, LEFT_GRIPPER = 13, 6
+"""Indices of the grippers in the 14 joint positions."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +151,54 @@ class SuccessTracker:
         self._last_not_held: int | None = None
         self._last_finger_touch: int | None = None
         self._lifted = False
+        self._last_high_touch: int | None = None  # last step a finger touched the cube off the table
         self._cube_z = float("nan")
         self.stage = 0
         self.stage_step: int | None = None
+        self._left_grasp_step: int | None = None
+        # failure kinds (see the module docstring)
+        self._start_xy: tuple[float, float] | None = None
+        self._contact_run: int | None = None  # first step of the current robot contact (gaps <= CONTACT_GAP)
+        self._last_contact: int | None = None
+        self._knocked: int | None = None
+        self._closed_on_air: int | None = None
+        self._right_open = False  # the right gripper has been open (above GRIPPER_ON_CUBE) since it last closed
+        self._left_open = False
+        self._left_closed_empty: int | None = None
+        self._right_squeezed = False
+        self._last_right_squeeze: int | None = None
+        self._reach: list[float] = []  # right grasp point to cube centre (m), per step
+        self._last_right_touch: int | None = None
 
-    def update(self, sim, reward: float | None = None) -> None:
-        """Record the state after the latest ``sim.step`` (reward: its return value)."""
-        self.observe(float(sim.cube_pose()[2]), sim.cube_contacts(), reward if reward is not None else sim.reward())
+    def update(self, sim, reward: float | None = None, action=None) -> None:
+        """Record the state after the latest ``sim.step`` (reward: its return value; action: the
+        14 joint targets it was given, so that a gripper pressed shut by a collision while
+        commanded open is not taken for a close)."""
+        pose = sim.cube_pose()
+        q = sim.joint_positions()
+        reach = float(((sim.gripper_positions()["right"] - pose[:3]) ** 2).sum() ** 0.5)
+        self.observe(
+            float(pose[2]), sim.cube_contacts(), reward if reward is not None else sim.reward(),
+            cube_xy=(float(pose[0]), float(pose[1])), grippers=(float(q[RIGHT_GRIPPER]), float(q[LEFT_GRIPPER])),
+            reach=reach,
+            commands=None if action is None else (float(action[RIGHT_GRIPPER]), float(action[LEFT_GRIPPER])),
+        )
 
-    def observe(self, cube_z: float, contacts: Mapping[str, bool], reward: float = 0.0) -> None:
+    def observe(
+        self,
+        cube_z: float,
+        contacts: Mapping[str, bool],
+        reward: float = 0.0,
+        *,
+        cube_xy: tuple[float, float] | None = None,
+        grippers: tuple[float, float] | None = None,
+        reach: float | None = None,
+        commands: tuple[float, float] | None = None,
+    ) -> None:
+        """One control step: cube height, what it touches, the reward; with `cube_xy` (m),
+        `grippers` (right, left; 0 closed .. 1 open) and `reach` (m, right grasp point to the
+        cube) also the knocked-away / closed-on-air / never-reached events; `commands` (right,
+        left gripper targets) confirm that a gripper falling shut was commanded to close."""
         step = self.steps
         left = contacts["left_left_finger"] and contacts["left_right_finger"]
         right = contacts["right_left_finger"] or contacts["right_right_finger"]
@@ -129,10 +216,50 @@ class SuccessTracker:
             self._last_finger_touch = step
             if not contacts["table"] and cube_z > self.min_height:
                 self._lifted = True
+                self._last_high_touch = step
+        if right:
+            self._last_right_touch = step
+        squeezed = contacts["right_left_finger"] and contacts["right_right_finger"]
+        if squeezed:
+            self._right_squeezed = True
+            self._last_right_squeeze = step
         self.max_reward = max(self.max_reward, float(reward))
         self._cube_z = float(cube_z)
         self._advance_stage(step, cube_z, contacts, left, right, held)
+        self._watch_events(step, contacts, any_finger, right, left, cube_xy, grippers, commands)
+        if reach is not None:
+            self._reach.append(float(reach))
         self.steps += 1
+
+    def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers, commands) -> None:
+        robot = any_finger or contacts.get("other", False)
+        if robot:
+            if self._contact_run is None or self._last_contact is None or step - self._last_contact > CONTACT_GAP:
+                self._contact_run = step
+            self._last_contact = step
+        before_grasp = self.stage == 0  # no right grasp yet
+        if cube_xy is not None:
+            if self._start_xy is None:
+                self._start_xy = cube_xy
+            moved = ((cube_xy[0] - self._start_xy[0]) ** 2 + (cube_xy[1] - self._start_xy[1]) ** 2) ** 0.5
+            if before_grasp and self._knocked is None and moved > KNOCK_DISTANCE:
+                recent = self._last_contact is not None and self._contact_run is not None
+                self._knocked = self._contact_run if recent else step
+        if grippers is not None:
+            g_right, g_left = grippers
+            c_right, c_left = commands if commands is not None else (0.0, 0.0)
+            if g_right > GRIPPER_OPEN:
+                self._right_open = True
+            elif self._right_open and g_right < GRIPPER_ON_CUBE and c_right < GRIPPER_ON_CUBE:
+                self._right_open = False
+                if before_grasp and not right and self._closed_on_air is None:
+                    self._closed_on_air = step
+            if g_left > GRIPPER_OPEN:
+                self._left_open = True
+            elif self._left_open and g_left < GRIPPER_ON_CUBE and c_left < GRIPPER_ON_CUBE:
+                self._left_open = False
+                if not left and self._left_closed_empty is None and self.stage >= 2:
+                    self._left_closed_empty = step
 
     def _advance_stage(self, step: int, cube_z: float, contacts: Mapping[str, bool], left: bool, right: bool, held: bool) -> None:
         high = cube_z > self.min_height
@@ -147,6 +274,8 @@ class SuccessTracker:
             self.stage += 1
         if self.stage != start:
             self.stage_step = step
+            if start < 3 <= self.stage:
+                self._left_grasp_step = step
 
     # ---------------------------------------------------------------- verdict
     @property
@@ -162,24 +291,52 @@ class SuccessTracker:
             and self._cube_z > self.min_height
         )
 
-    @property
-    def failure_reason(self) -> str | None:
+    def _judge(self) -> tuple[str, int] | None:
+        """(kind, step) of a failure, None on success (module docstring)."""
         if self.success:
             return None
-        if self._last_finger_touch is None:
-            return "never_touched"
+        last = max(self.steps - 1, 0)
+        early = [(step, kind) for kind, step in (("knocked_away", self._knocked), ("closed_on_air", self._closed_on_air))
+                 if step is not None]
+        if early:
+            step, kind = min(early)
+            return kind, step
+        if self._last_finger_touch is None and len(self._reach) == self.steps and self._reach:
+            closest = min(self._reach)
+            if closest > REACH_DISTANCE:
+                final = self._reach[-1]
+                moving = [k for k, d in enumerate(self._reach) if abs(d - final) > STALL_MARGIN]
+                return "never_reached", min(moving[-1] + 1, last) if moving else 0
+        grasped = self._lifted or self._right_squeezed
+        if not grasped and self._reach and len(self._reach) == self.steps and self._reach[-1] > REACH_DISTANCE:
+            # it got to the cube (touched it, or came within reach) but never took hold, and left
+            if self._last_right_touch is not None:
+                return "missed_grasp", self._last_right_touch
+            return "missed_grasp", min(range(len(self._reach)), key=self._reach.__getitem__)
         if not self._cube_z > self.min_height:
-            return "dropped" if self._lifted else "not_lifted"
-        return "not_handed_over"
+            if self._lifted or self._right_squeezed:
+                still_held = self._last_right_squeeze == last
+                if not still_held:
+                    let_go = self._last_high_touch if self._lifted else self._last_right_squeeze
+                    return "dropped", let_go if let_go is not None else last
+            return "timed_out", last
+        if self._run_start is not None:  # held at the end, not long enough
+            return "timed_out", last
+        if self.stage >= 3 and self._left_grasp_step is not None:
+            return "not_handed_over", self._left_grasp_step
+        if self._left_closed_empty is not None:
+            return "not_handed_over", self._left_closed_empty
+        return "not_handed_over", self._last_not_held if self._last_not_held is not None else last
+
+    @property
+    def failure_reason(self) -> str | None:
+        judged = self._judge()
+        return None if judged is None else judged[0]
 
     @property
     def failure_step(self) -> int | None:
-        reason = self.failure_reason
-        if reason is None or reason == "never_touched":
-            return None
-        if reason in ("dropped", "not_lifted"):
-            return self._last_finger_touch
-        return self._last_not_held if self._last_not_held is not None else self.steps - 1
+        judged = self._judge()
+        return None if judged is None else judged[1]
 
     def result(self) -> SuccessResult:
         return SuccessResult(

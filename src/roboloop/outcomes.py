@@ -1,0 +1,248 @@
+"""Re-judge recorded outcomes: the failure kind and moment, recomputed, as a new `outcome` layer version.
+
+DESIGN.md, "Outcomes can be re-judged; the recording is not rewritten": the base
+recording's ``outcome.*`` is what was judged at record time. :func:`reoutcome` recomputes
+the judgement with the current classifier (``sim/success.py``) and writes it as a new
+version of the segment's ``outcome`` layer (``schema.OUTCOME_LAYER``: the ``outcome``
+properties and a new ``/outcome`` text, registered with REPLACE after the base layer, so its
+values win in the catalog's segment table and in the viewer) plus a new row of the rollout index, so every reader (success,
+compare, failures, gaps, report) sees the re-judged outcome. The base file is only read.
+
+**Why re-simulation, measured.** The classifier needs what the cube touches (fingers,
+table, robot links) on every step; a recording holds the joint positions, the joint
+targets (the actions) and the cube pose, not the contacts. The simulator is deterministic
+(same seed, scene conditions and actions give bit-identical states), so the rollout is
+replayed from its seed and scene conditions with its recorded actions, and the replay is
+checked against the recording on every step: the 14 joint positions and the cube pose must
+equal the recorded values (within ``REPLAY_TOLERANCE``; stored as float64 they match
+exactly here). A segment whose replay diverges (recorded with other physics, or another
+robot) is not re-judged and is listed with the step and size of the divergence, so a
+re-judged outcome is always the judgement of exactly the recorded motion.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from roboloop import faults, schema
+from roboloop.errors import RoboloopError
+
+__all__ = ["REPLAY_TOLERANCE", "ReplayMismatch", "ReoutcomeError", "ReoutcomeReport", "judge_replay", "reoutcome"]
+
+REPLAY_TOLERANCE = 1e-6
+"""Largest difference (rad, m) between a replayed and a recorded state that still counts as the same motion."""
+
+
+class ReoutcomeError(RoboloopError):
+    """Nothing to re-judge (unknown dataset or evaluation) or a rollout lacks what a replay needs."""
+
+
+class ReplayMismatch(ReoutcomeError):
+    """The replay of a recording diverged from it: it cannot be re-judged by re-simulation."""
+
+
+@dataclass
+class ReoutcomeReport:
+    dataset: str
+    judged: dict[str, dict[str, Any]] = field(default_factory=dict)  # segment id -> new outcome group
+    changed: list[str] = field(default_factory=list)  # segment ids whose kind or moment changed
+    skipped: dict[str, str] = field(default_factory=dict)  # segment id -> why it was not re-judged
+    before: dict[str, str] = field(default_factory=dict)  # segment id -> the kind it had
+
+
+def _conditions(row: Mapping[str, Any]):
+    import dataclasses
+
+    from roboloop.sim.conditions import SceneConditions
+
+    names = {f.name for f in dataclasses.fields(SceneConditions)}
+    cond = {k.split(".", 1)[1]: v for k, v in row.items()
+            if k.startswith(f"{schema.SCENE}.") and k.split(".", 1)[1] in names and v is not None}
+    return SceneConditions.from_dict(cond)
+
+
+def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.ndarray | None = None,
+                 cube: np.ndarray | None = None, *, tolerance: float = REPLAY_TOLERANCE):
+    """Replay `targets` (steps x 14) from `seed`/`conditions` in `sim`; the `SuccessResult` of the replay.
+
+    With `positions` / `cube` (the recorded joint positions and cube pose, one row per step,
+    observed before each action) every step is checked: a divergence raises ReplayMismatch.
+    """
+    from roboloop.sim.success import SuccessTracker
+
+    sim.reset(int(seed), conditions)
+    tracker = SuccessTracker()
+    for k in range(len(targets)):
+        for name, recorded, now in (("joint positions differ", positions, sim.joint_positions),
+                                    ("cube pose differs", cube, sim.cube_pose)):
+            if recorded is None:
+                continue
+            diff = float(np.max(np.abs(np.asarray(now(), np.float64) - recorded[k])))
+            if not diff <= tolerance:
+                raise ReplayMismatch(f"the replay's {name} from the recording by {diff:.3g} at step {k} "
+                                     f"(tolerance {tolerance:g}): recorded with other physics or software")
+        action = np.asarray(targets[k], np.float64)
+        reward = sim.step(action)
+        tracker.update(sim, reward, action)
+    return tracker.result()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reoutcome(
+    catalog,
+    dataset: str,
+    *,
+    eval_ids: Sequence[str] | None = None,
+    segment_ids: Sequence[str] | None = None,
+    all_segments: bool = False,
+    on_segment: Callable[[str], None] | None = None,
+) -> ReoutcomeReport:
+    """Re-judge the failures of `dataset` (rollouts or demonstrations) and write `outcome` layer versions.
+
+    By default only failures judged by an older classifier (no `outcome.classifier` or a
+    lower version) are re-judged; `all_segments` re-judges every segment in scope (successes
+    too: a success stays a success, the replay is the same motion). `eval_ids` /
+    `segment_ids` narrow the scope. Per batch of 50: the layer files are written, then the
+    rollout-index rows, then the files are registered; an interruption loses at most the
+    batch in flight, and a re-run re-judges any segment whose catalog or index still holds
+    an older judgement. The base files are only read.
+    """
+    import rerun as rr
+
+    from roboloop import episode_index, rows
+    from roboloop.collect import outcome_properties
+    from roboloop.episode import write_layer_version
+    from roboloop.recording import outcome_markdown
+    from roboloop.refine import read_streams
+    from roboloop.sim.success import CLASSIFIER_VERSION
+
+    ws = catalog.workspace
+    if dataset not in ws.datasets():
+        raise ReoutcomeError(f"no dataset {dataset!r} in {ws.root}; datasets: {', '.join(ws.datasets()) or '(none)'}")
+    table = catalog.segment_table(dataset).to_pylist()
+    ok_col = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
+    eval_col = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
+    ver_col = f"{schema.OUTCOME}.{schema.OUTCOME_CLASSIFIER}"
+    reason_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
+    if eval_ids:
+        known = {r.get(eval_col) for r in table}
+        unknown = [e for e in eval_ids if e not in known]
+        if unknown:
+            raise ReoutcomeError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {dataset}; "
+                                 f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
+        table = [r for r in table if r.get(eval_col) in set(eval_ids)]
+    if segment_ids:
+        wanted = set(segment_ids)
+        missing = wanted - {r["segment_id"] for r in table}
+        if missing:
+            raise ReoutcomeError(f"no segment(s) {', '.join(sorted(missing))} in {dataset}")
+        table = [r for r in table if r["segment_id"] in wanted]
+    indexed = rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir()  # evaluation datasets keep an index
+    index_rows = {r["segment_id"]: r for r in episode_index.read(ws, dataset)} if indexed else {}
+    if not all_segments:
+        def version(r: Mapping[str, Any]) -> int:  # the older of the catalog's and the index's judgement
+            v = int(r.get(ver_col) or 1)
+            if indexed:
+                v = min(v, int((index_rows.get(r["segment_id"]) or {}).get(ver_col) or 1))
+            return v
+
+        table = [r for r in table if r.get(ok_col) is False and version(r) < CLASSIFIER_VERSION]
+    report = ReoutcomeReport(dataset)
+    if not table:
+        return report
+    sims: dict[str, Any] = {}
+    entry = catalog.dataset(dataset)
+    entities = [schema.JOINT_TARGETS, schema.JOINT_POSITIONS, schema.CUBE_POSE]
+    try:
+        for lo in range(0, len(table), 50):
+            batch = table[lo : lo + 50]
+            streams = read_streams(entry, [r["segment_id"] for r in batch], entities)
+            paths = []
+            for r in batch:
+                sid = r["segment_id"]
+                report.before[sid] = str(r.get(reason_col))
+                try:
+                    res, dt = _replay(sims, r, streams[sid])
+                except ReoutcomeError as exc:
+                    report.skipped[sid] = str(exc)
+                    continue
+                new = outcome_properties(res, len(streams[sid].values(schema.JOINT_TARGETS)), dt)
+                new[schema.OUTCOME_JUDGED_AT] = _now()
+                report.judged[sid] = new
+                old_t = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}")
+                if new[schema.OUTCOME_FAILURE_REASON] != r.get(reason_col) or not _same(new[schema.OUTCOME_FAILURE_TIME_S], old_t):
+                    report.changed.append(sid)
+                text = rr.TextDocument(outcome_markdown(_groups(r, new)), media_type="text/markdown")
+                paths.append(write_layer_version(ws, dataset, schema.OUTCOME_LAYER, sid, {schema.OUTCOME: new},
+                                                 statics={schema.OUTCOME_TEXT: text}))
+                if on_segment is not None:
+                    on_segment(sid)
+            if paths:
+                # index rows before registration: a crash after the layer files are written leaves the workspace
+                # consistent (restore registers them), and a re-run re-judges whatever the index still holds as old
+                for r in batch:
+                    sid = r["segment_id"]
+                    if sid in report.judged and indexed:
+                        base = index_rows.get(sid) or {k: v for k, v in r.items()
+                                                       if k == "segment_id" or k.partition(".")[0] in episode_index.BASE_GROUPS}
+                        merged = {**base, **{f"{schema.OUTCOME}.{k}": v for k, v in report.judged[sid].items()}}
+                        rows.write_row(ws, schema.rollout_index_table(dataset), sid, merged)
+                catalog.register_files(dataset, paths, layer=schema.OUTCOME_LAYER, validate=False)
+                faults.point("layer.registered")
+    finally:
+        for sim in sims.values():
+            sim.close()
+    return report
+
+
+def _groups(row: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Friendly segment-table row + the new outcome -> property groups (for the outcome text)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in row.items():
+        group, sep, name = key.partition(".")
+        if sep and value is not None:
+            out.setdefault(group, {})[name] = value
+    out[schema.OUTCOME] = {**out.get(schema.OUTCOME, {}), **outcome}
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), abs_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def _replay(sims: dict[str, Any], row: Mapping[str, Any], streams) -> tuple[Any, float]:
+    from roboloop.sim import AlohaSim
+
+    sid = row["segment_id"]
+    seed = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")
+    task = row.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or "transfer_cube"
+    hz = row.get(f"{schema.EPISODE}.{schema.EPISODE_CONTROL_HZ}") or schema.CONTROL_HZ
+    targets = streams.values(schema.JOINT_TARGETS)
+    if seed is None or targets is None or len(targets) == 0:
+        raise ReoutcomeError(f"{sid} has no seed or no recorded joint targets: it cannot be replayed")
+    try:
+        conditions = _conditions(row)
+    except (ValueError, TypeError) as exc:
+        raise ReoutcomeError(f"{sid}: its scene conditions do not read back ({exc})") from exc
+    sim = sims.get(task)
+    if sim is None:
+        try:
+            sim = sims[task] = AlohaSim(task=task, cameras=())
+        except ValueError as exc:
+            raise ReoutcomeError(f"{sid}: task {task!r} cannot be simulated here ({exc})") from exc
+    positions = streams.values(schema.JOINT_POSITIONS)
+    cube = streams.values(schema.CUBE_POSE)
+    res = judge_replay(sim, int(seed), conditions, targets, positions, cube)
+    return res, 1.0 / float(hz)

@@ -1,0 +1,365 @@
+"""Failure kinds and moments (sim/success.py), their re-judgement as an `outcome` layer (outcomes.py),
+failure modes and their representative (analyze.py), each failure's nearest training episode.
+
+Real physics: the scripted demonstrator, perturbed so that it fails in a known way; the
+expected kind and moment are computed here from the states the simulator went through
+(gripper joint, cube position, contacts), not from the tracker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from roboloop import analyze, schema
+from roboloop.catalog import Catalog
+from roboloop.collect import Observation, ScriptedPolicy
+from roboloop.evaluate import EvalConfig, evaluate, parse_grid
+from roboloop.sim.conditions import SceneConditions
+
+R_GRIP, R_SHOULDER, R_WRIST, L_GRIP = 13, 8, 11, 6
+
+
+@pytest.fixture(scope="module")
+def physics_sim():
+    from roboloop.sim import AlohaSim
+
+    s = AlohaSim(cameras=())
+    yield s
+    s.close()
+
+
+def _run(sim, perturb, *, steps=300, seed=3):
+    """Scripted handover with `perturb(step, action)`; per-step states after each step, and the verdict."""
+    from roboloop.sim.success import SuccessTracker
+
+    sim.reset(seed, SceneConditions())
+    pol = ScriptedPolicy(sim)
+    pol.reset()
+    tr = SuccessTracker()
+    log = {"grip": [], "cmd": [], "xy": [], "z": [], "contacts": []}
+    for k in range(steps):
+        a = np.array(pol.action(k, Observation(k, k / 50, sim.joint_positions(), sim.cube_pose(), {})), float)
+        a = perturb(k, a)
+        reward = sim.step(a)
+        tr.update(sim, reward, a)
+        log["grip"].append(sim.joint_positions()[R_GRIP])
+        log["cmd"].append(a[R_GRIP])
+        log["xy"].append(sim.cube_pose()[:2].copy())
+        log["z"].append(sim.cube_pose()[2])
+        log["contacts"].append(sim.cube_contacts())
+    return tr.result(), {k: np.asarray(v) if k != "contacts" else v for k, v in log.items()}
+
+
+def _robot_touch(c):
+    return any(c[k] for k in ("left_left_finger", "left_right_finger", "right_left_finger", "right_right_finger", "other"))
+
+
+@pytest.mark.sim
+def test_every_failure_gets_a_kind_and_the_moment_it_went_wrong(physics_sim):
+    def close_early(k, a):  # the right gripper shuts at 0.4 s, long before the arm reaches the cube (~1.9 s)
+        if k >= 20:
+            a[R_GRIP] = 0.0
+        return a
+
+    res, log = _run(physics_sim, close_early)
+    opened = np.flatnonzero(log["grip"] > 0.7)[0]
+    shut = opened + np.flatnonzero(log["grip"][opened:] < 0.55)[0]
+    assert res.failure_reason == "closed_on_air" and res.failure_step == shut
+    c = log["contacts"][shut]
+    assert not (c["right_left_finger"] or c["right_right_finger"]) and log["cmd"][shut] == 0.0
+
+    def tilt_wrist(k, a):  # the wrist tilted by 0.2 rad: the gripper comes down on the cube and shoves it
+        if k >= 30:
+            a[R_WRIST] += 0.2
+        return a
+
+    res, log = _run(physics_sim, tilt_wrist)
+    moved = np.hypot(*(log["xy"] - log["xy"][0]).T)
+    displaced = int(np.flatnonzero(moved > 0.03)[0])
+    assert res.failure_reason == "knocked_away" and res.stage == 0
+    t = res.failure_step
+    assert t < displaced and _robot_touch(log["contacts"][t]) and moved[t] < 0.01  # struck while it still sat in place
+    assert not any(_robot_touch(c) for c in log["contacts"][max(0, t - 3) : t])  # the first step of that contact
+
+    def let_go(k, a):  # open the right gripper at 3 s, while it carries the cube to the handover
+        if k >= 150:
+            a[R_GRIP] = 1.0
+        return a
+
+    res, log = _run(physics_sim, let_go)
+    fingers = [k for k, c in enumerate(log["contacts"]) if _robot_touch(c) and not c["other"] and not c["table"] and log["z"][k] > 0.05]
+    assert res.failure_reason == "dropped" and res.failure_step == fingers[-1]
+    assert log["z"][res.failure_step] > 0.05 and log["z"][-1] < 0.05
+
+    def give_up(k, a):  # the right arm touches the cube at ~1.9 s, then lifts away with its gripper open
+        if k >= 95:
+            a[R_SHOULDER] -= 0.4 * min(1.0, (k - 95) / 20)
+            a[R_GRIP] = 1.0
+        return a
+
+    res, log = _run(physics_sim, give_up)
+    right_touches = [k for k, c in enumerate(log["contacts"]) if c["right_left_finger"] or c["right_right_finger"]]
+    assert res.failure_reason == "missed_grasp" and res.failure_step == right_touches[-1] and res.stage == 0
+
+    res, log = _run(physics_sim, lambda k, a: np.where(np.arange(14) == L_GRIP, 1.0, a))  # the left gripper never closes
+    assert res.failure_reason == "not_handed_over" and res.stage == 2 and log["z"][-1] > 0.05
+
+    res, log = _run(physics_sim, lambda k, a: a, steps=240)  # a correct handover that runs out of time
+    assert res.failure_reason == "timed_out" and res.failure_step == 239 and res.stage == 4
+
+    res, _ = _run(physics_sim, lambda k, a: a)
+    assert res.success and res.failure_reason is None and res.failure_step is None
+
+
+# --- re-judging old rollouts: an outcome layer ----------------------------------------------------------
+
+class ClosesEarly:
+    """The scripted demonstrator whose right gripper shuts at 0.4 s (module level: picklable)."""
+
+    policy_id = "scripted-closes-early"
+
+    def __init__(self, sim) -> None:
+        self.inner = ScriptedPolicy(sim)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def action(self, step, observation):
+        a = np.array(self.inner.action(step, observation), float)
+        if step >= 20:
+            a[R_GRIP] = 0.0
+        return a
+
+
+def _v1_outcome(res, n_steps, dt):
+    """What the first classifier wrote: no moment for a cube never touched, no classifier version."""
+    return {
+        schema.OUTCOME_SUCCESS: bool(res.success), schema.OUTCOME_MAX_REWARD: float(res.max_reward),
+        schema.OUTCOME_SUCCESS_STEP: -1, schema.OUTCOME_STEPS: int(n_steps), schema.OUTCOME_DURATION_S: n_steps * dt,
+        schema.OUTCOME_FAILURE_STEP: -1, schema.OUTCOME_FAILURE_REASON: "never_touched",
+        schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z), schema.OUTCOME_STAGE: int(res.stage),
+        schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage], schema.OUTCOME_FAILURE_TIME_S: -1.0,
+    }
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.sim
+def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_prefers(catalog, monkeypatch):
+    from roboloop import collect
+    from roboloop.outcomes import reoutcome
+
+    ws = catalog.workspace
+    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=60, cameras=())
+    with monkeypatch.context() as m:  # an old recorder: recorded before failure kinds had moments
+        m.setattr(collect, "outcome_properties", _v1_outcome)
+        evaluate(catalog, EvalConfig(**{**cfg.to_dict(), "eval_id": "old", "grid": cfg.grid}), policy_factory=ClosesEarly)
+    # the same policy on the same (cell, index) seeds, judged at record time by the current code
+    fresh = evaluate(catalog, EvalConfig(**{**cfg.to_dict(), "eval_id": "new", "grid": cfg.grid}), policy_factory=ClosesEarly)
+    expected = {(r.outcome[schema.OUTCOME_FAILURE_REASON], r.outcome[schema.OUTCOME_FAILURE_TIME_S]) for r in fresh.results}
+    assert {k for k, _ in expected} == {"closed_on_air"} and all(t > 0 for _, t in expected)
+
+    old = analyze.failures(analyze.load_rollouts(ws, "demo_evals", ["old"]))
+    assert {r["outcome.failure_reason"] for r in old} == {"never_touched"} and {r["at_s"] for r in old} == {0.0}
+    base = {r["segment_id"]: _sha(ws.segment_path("demo_evals", schema.BASE_LAYER, r["segment_id"])) for r in old}
+
+    rep = reoutcome(catalog, "demo_evals", eval_ids=["old"])
+    assert sorted(rep.judged) == sorted(base) and sorted(rep.changed) == sorted(base) and not rep.skipped
+    # the base recordings are untouched; the judgement is a new file in the outcome layer
+    assert {s: _sha(ws.segment_path("demo_evals", schema.BASE_LAYER, s)) for s in base} == base
+    assert all(ws.segment_versions("demo_evals", schema.OUTCOME_LAYER, s) for s in base)
+
+    def judged(rows):
+        return {(r["outcome.failure_reason"], r["outcome.failure_time_s"]) for r in rows if r["episode.eval_id"] == "old"}
+
+    # the rollout index (success / failures without a catalog), the live catalog, and a catalog restored from disk
+    assert judged(analyze.load_rollouts(ws, "demo_evals", ["old"]).to_pylist()) == expected
+    assert judged(catalog.segment_table("demo_evals").to_pylist()) == expected
+    with Catalog(type(ws)(ws.root), url="") as again:
+        assert judged(again.segment_table("demo_evals").to_pylist()) == expected
+    assert {r["at_s"] for r in analyze.failures(analyze.load_rollouts(ws, "demo_evals", ["old"]))} == {t for _, t in expected}
+    # judged by the current classifier now: nothing left to do without --all
+    assert not reoutcome(catalog, "demo_evals").judged
+    # an index row still holding the old judgement (a run killed between the layer files and the index) is redone
+    from roboloop import episode_index, rows
+
+    stale_id = sorted(base)[0]
+    stale = next(r for r in episode_index.read(ws, "demo_evals") if r["segment_id"] == stale_id)
+    rows.write_row(ws, schema.rollout_index_table("demo_evals"), stale_id,
+                   {k: v for k, v in stale.items() if k != "outcome.classifier"} | {"outcome.failure_reason": "never_touched"})
+    assert list(reoutcome(catalog, "demo_evals").judged) == [stale_id]
+    assert judged(analyze.load_rollouts(ws, "demo_evals", ["old"]).to_pylist()) == expected
+
+    # the outcome text in the viewer names the kind, the moment and the cell: at record time, and once re-judged
+    def text(sid):
+        t = catalog.dataset("demo_evals").filter_segments([sid]).filter_contents([schema.OUTCOME_TEXT]).reader(index=None)
+        return t.to_arrow_table().column(f"{schema.OUTCOME_TEXT}:TextDocument:text").to_pylist()[0][0]
+
+    for sid, t in [(r.segment_id, r.outcome[schema.OUTCOME_FAILURE_TIME_S]) for r in fresh.results] + [
+            (s, rep.judged[s][schema.OUTCOME_FAILURE_TIME_S]) for s in base]:
+        md = text(sid)
+        assert "closed on air" in md and f"at **{t:.2f} s**" in md and "region=left" in md, md
+
+
+@pytest.mark.sim
+def test_a_replay_that_diverges_from_the_recording_is_not_rejudged(physics_sim):
+    from roboloop.outcomes import ReplayMismatch, judge_replay
+
+    sim = physics_sim
+    sim.reset(5, SceneConditions())
+    pol = ScriptedPolicy(sim)
+    pol.reset()
+    targets, positions, cube = [], [], []
+    for k in range(40):
+        positions.append(sim.joint_positions().copy())
+        cube.append(sim.cube_pose().copy())
+        a = np.asarray(pol.action(k, Observation(k, k / 50, positions[-1], cube[-1], {})), float)
+        targets.append(a)
+        sim.step(a)
+    targets, positions, cube = map(np.asarray, (targets, positions, cube))
+    judge_replay(sim, 5, SceneConditions(), targets, positions, cube)  # the same motion: replays exactly
+    with pytest.raises(ReplayMismatch, match="cube pose differs .* at step 0"):
+        judge_replay(sim, 6, SceneConditions(), targets, positions, cube)  # another scene: the cube is elsewhere
+    moved = positions.copy()
+    moved[20, 3] += 1e-3  # a recording whose arm went elsewhere than these actions take it
+    with pytest.raises(ReplayMismatch, match="joint positions differ .* by 0.001 at step 20"):
+        judge_replay(sim, 5, SceneConditions(), targets, moved, cube)
+
+
+# --- modes and representatives ---------------------------------------------------------------------------
+
+def _fail(sid, cell, kind, t, seed):
+    return {"segment_id": sid, analyze.SUCCESS: False, analyze.CELL: cell, analyze.SEED: seed, analyze.EVAL_ID: "v1",
+            "outcome.failure_reason": kind, "outcome.failure_time_s": t}
+
+
+def test_failure_modes_count_kinds_per_cell_and_pick_the_largest_modes_median_case():
+    rows = [
+        _fail("a1", "yaw=any", "knocked_away", 0.02, 1),  # the earliest failure: what the demo used to show
+        _fail("a2", "yaw=any", "never_reached", 0.9, 2),
+        _fail("a3", "yaw=any", "never_reached", 0.6, 3),
+        _fail("a4", "yaw=any", "never_reached", 3.9, 4),
+        _fail("a5", "yaw=any", "closed_on_air", 0.5, 5),
+        _fail("b1", "yaw=none", "dropped", 2.0, 6),
+        {"segment_id": "ok", analyze.SUCCESS: True, analyze.CELL: "yaw=any", analyze.SEED: 7, analyze.EVAL_ID: "v1"},
+    ]
+    fails = analyze.failures(rows, dataset="x_evals")
+    modes = analyze.failure_modes(fails)
+    got = [(m["cell"], m["kind"], m["count"], m["segment_id"]) for m in modes]
+    assert got == [
+        ("yaw=any", "never_reached", 3, "a2"),  # moments 0.6, 0.9, 3.9: the median case
+        ("yaw=any", "closed_on_air", 1, "a5"),
+        ("yaw=any", "knocked_away", 1, "a1"),
+        ("yaw=none", "dropped", 1, "b1"),
+    ]
+    assert modes[0]["share"] == pytest.approx(3 / 5) and modes[0]["open"] == "roboloop open a2 --at 0.9 --dataset x_evals"
+    rep = analyze.representative_failure(fails, "yaw=any")
+    assert rep["segment_id"] == "a2" and rep["mode_count"] == 3 and rep["cell_failures"] == 5
+    assert rep["failure_kind"] == "never reached the cube" and rep["at_s"] == 0.9
+
+
+# --- each failure next to its nearest training episode ------------------------------------------------------
+
+@pytest.mark.sim
+def test_failures_list_the_nearest_training_episode_and_open_shows_both(tmp_path):
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from roboloop import rows
+    from roboloop.cli import app
+    from roboloop.cli.evaluate_cmds import register
+    from roboloop.collect import CollectConfig, RecordingSpec, collect
+    from roboloop.workspace import Workspace
+
+    register(app)
+    ws = Workspace(tmp_path / "ws")
+    with Catalog(ws, url="") as cat:
+        collect(cat, CollectConfig(dataset="demo", episodes=3, seed=0, steps=30, spec=RecordingSpec(cameras=())))
+        evaluate(cat, EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=30,
+                                 cameras=(), eval_id="ev"), policy_factory=ClosesEarly)
+        demos = cat.segment_table("demo").to_pylist()
+        rollouts = cat.segment_table("demo_evals").to_pylist()
+    # a run record: the policy of "ev" was trained on these three demonstrations
+    (ws.run_dir("run-x")).mkdir(parents=True)
+    (ws.run_dir("run-x") / "run.json").write_text(json.dumps(
+        {"run_id": "run-x", "dataset": "demo", "train_ids": [d["segment_id"] for d in demos], "cameras": []}))
+    rows.write_row(ws, schema.EVALS_TABLE, "ev", {**rows.read_row(ws, schema.EVALS_TABLE, "ev"), "run_id": "run-x"})
+
+    def nearest(r):  # scaled start-state distance (analyze_gaps: 2 cm, 3 deg) by brute force
+        d = {x["segment_id"]: math.hypot((r["scene.cube_x"] - x["scene.cube_x"]) / 0.02, (r["scene.cube_y"] - x["scene.cube_y"]) / 0.02,
+                                         (r["scene.cube_yaw_deg"] - x["scene.cube_yaw_deg"]) / 3.0) for x in demos}
+        best = min(d, key=d.get)
+        return best, d[best]
+
+    def run(*args):
+        res = CliRunner().invoke(app, ["--workspace", str(ws.root), *args], env={"ROBOLOOP_CATALOG": "", "COLUMNS": "200"})
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        return res.stdout
+
+    got = [json.loads(line) for line in run("failures", "-d", "demo_evals", "--format", "json").splitlines()]
+    assert len(got) == 2
+    for f in got:
+        r = next(x for x in rollouts if x["segment_id"] == f["segment_id"])
+        best, dist = nearest(r)
+        assert f["nearest_train_id"] == best and f["nearest_distance"] == pytest.approx(dist) and f["nearest_dataset"] == "demo"
+    modes = [json.loads(line) for line in run("failures", "-d", "demo_evals", "--modes", "--format", "json").splitlines()]
+    assert [(m["cell"], m["kind"], m["count"]) for m in modes] == [("region=left", "closed_on_air", 2)]
+    assert "failure mode(s)" in run("failures", "-d", "demo_evals")
+
+    f = got[0]
+    out = run("open", f["segment_id"], "--at", str(f["at_s"]), "--with-nearest", "--print")
+    urls = [line for line in out.splitlines() if line.startswith("rerun+http")]
+    assert len(urls) == 2 and f"segment_id={f['segment_id']}" in urls[0] and f"segment_id={f['nearest_train_id']}" in urls[1]
+    assert all(f"#when=time@+{f['at_s']:.3f}s" in u for u in urls)
+
+
+# --- the report: failure modes with a thumbnail at the moment ----------------------------------------------
+
+@pytest.mark.sim
+def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(catalog):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from roboloop.outcomes import _conditions
+    from roboloop.report import build_report_data, render_report
+    from roboloop.sim import AlohaSim
+
+    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=("top",),
+                     camera_size=(64, 48), eval_id="ev")
+    rep = evaluate(catalog, cfg, policy_factory=ClosesEarly)
+    data = build_report_data(catalog, ["ev"])
+    (f,) = data.evals[0].failures  # one mode (closed on air, both rollouts), one representative
+    assert (f["kind"], f["count"], f["cell_failures"]) == ("closed_on_air", 2, 2)
+    res = next(r for r in rep.results if r.segment_id == f["segment_id"])
+    step = res.outcome[schema.OUTCOME_FAILURE_STEP]
+    assert f["time_s"] == pytest.approx(step / 50) and f["command"] == f"roboloop open {f['segment_id']} --at {step / 50:.2f}"
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(f["thumbnail"]))).convert("RGB"), dtype=np.float64)
+
+    # what the top camera saw then: the last 25 Hz frame at or before the moment, rendered again by replaying the
+    # rollout's recorded actions (frames are taken before acting, on even steps)
+    row = next(r for r in catalog.segment_table("demo_evals").to_pylist() if r["segment_id"] == f["segment_id"])
+    targets = catalog.dataset("demo_evals").filter_segments([f["segment_id"]]).filter_contents([schema.JOINT_TARGETS]) \
+        .reader(index=schema.TIMELINE).to_arrow_table().sort_by(schema.TIMELINE)
+    actions = np.asarray(targets.column(f"{schema.JOINT_TARGETS}:{schema.SCALARS_COMPONENT}").to_pylist())
+    frame_step = step - step % 2
+    with AlohaSim(cameras=("top",), width=64, height=48) as sim:
+        sim.reset(row["episode.seed"], _conditions(row))
+        for a in actions[:frame_step]:
+            sim.step(a)
+        then = sim.render("top").astype(np.float64)
+        sim.step(actions[frame_step])
+        sim.step(actions[frame_step + 1])
+        later = sim.render("top").astype(np.float64)
+    err = np.abs(thumb - then).mean()
+    assert thumb.shape == then.shape and err < 6 and err < np.abs(thumb - later).mean()  # H.264 costs a few grey levels
+    html = render_report(data)
+    assert "Failure modes of failing cells" in html and f["thumbnail"] in html and "2 of 2 failures: closed on air" in html
