@@ -57,14 +57,15 @@ def open_command(segment_id: str, at_s: float | None = None, dataset: str | None
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def no_server_note(segment_id: str, at_s: float | None = None, dataset: str | None = None) -> list[str]:
+def no_server_note(segment_id: str, at_s: float | None = None, dataset: str | None = None, *,
+                   with_nearest: bool = False) -> list[str]:
     """What `open --print` says when only its own embedded catalog could serve the URL (dead once it exits).
 
     Instead of a URL that stops working when the command returns: the command that opens the
     viewer and serves the episode until the viewer closes, and how to get a URL that stays
     valid (a `roboloop serve` kept running on the workspace; `open --print` then attaches to it).
     """
-    cmd = open_command(segment_id, at_s, dataset)
+    cmd = open_command(segment_id, at_s, dataset) + (" --with-nearest" if with_nearest else "")
     return [
         "no catalog server is running for this workspace: a viewer URL printed now would stop working when this command exits.",
         f"open it (serves the episode until the viewer closes):  {cmd}",

@@ -606,7 +606,7 @@ def open_cmd(
             cli.console.print(f"nearest training episode: {near['nearest_train_id']} in {near['nearest_dataset']} "
                               f"(scaled start-state distance {near['nearest_distance']:.2f})", soft_wrap=True)
         if print_only and cat.embedded:  # the URL would die with this process's catalog
-            for line in links.no_server_note(segment_id, at, dataset):
+            for line in links.no_server_note(segment_id, at, dataset, with_nearest=with_nearest):
                 cli.console.print(line, soft_wrap=True)
             return
         if print_only:
