@@ -85,6 +85,7 @@ from roboloop.config import Config, ConfigError, check
 from roboloop.episode import EpisodeRecorder
 from roboloop.errors import RoboloopError
 from roboloop.video import DEFAULT_CRF, H264Encoder
+from roboloop.workspace import forget_checksum
 
 log = logging.getLogger(__name__)
 
@@ -702,6 +703,7 @@ def import_from_config(catalog: Catalog, cfg: ImportConfig, *, on_progress: Prog
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
+            forget_checksum(p)
         raise
     finally:
         for r in readers.values():
