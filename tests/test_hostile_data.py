@@ -12,12 +12,26 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from roboloop import curate
+from roboloop import curate, schema
+from roboloop.catalog import Catalog, CatalogError, _DecodeChild, quick_check_rrd, read_recording_id
+from roboloop.catalog_restore import usable_versions
+from roboloop.cli import app
 from roboloop.interop import LeRobotFormatError, export_lerobot
+from roboloop.verify import verify
+from roboloop.workspace import Workspace
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -67,3 +81,136 @@ def test_export_overwrite_refuses_everything_but_an_earlier_export(tmp_path, cat
     export_lerobot(catalog, "s", out, 10)
     rep = export_lerobot(catalog, "s", out, 5, overwrite=True)
     assert rep.fps == 5 and (out / "meta" / "roboloop.json").is_file()
+
+
+# --- 2. a damaged newest version and garbage collection -------------------------------------
+
+def _bytes(p: Path) -> bytes:
+    return p.read_bytes()
+
+
+def test_damaged_newest_version_keeps_the_older_one_registered_and_on_disk(ws, synthetic_episode):
+    for seg in ("s", "t", "u", "v"):
+        synthetic_episode(ws, "d", seg, duration_s=0.2, properties={"episode": {"name": seg}})
+    base = ws.layer_dir("d", schema.BASE_LAYER)
+    originals = {seg: _bytes(base / f"{seg}.rrd") for seg in ("s", "t", "u", "v")}
+    (base / "s.1.rrd").write_bytes(originals["s"][:1000])  # `head -c 1000 base/S.rrd > base/S.1.rrd`
+    (base / "t.1.rrd").write_bytes(originals["u"])  # a newer version that holds another segment's recording
+    shutil.copyfile(base / "v.rrd", base / "v.1.rrd")  # a good newer version: v.rrd is superseded
+    with Catalog(ws, url="") as cat:  # alone on the workspace: restore, then garbage collection
+        rows = {r[schema.SEGMENT_ID]: r for r in cat.segment_table("d").to_pylist()}
+        assert sorted(rows) == ["s", "t", "u", "v"]  # no segment dropped
+        assert rows["s"]["episode.name"] == "s" and rows["t"]["episode.name"] == "t"  # t not shadowed by u
+        assert sorted(p.name for p in cat.report.registered) == ["s.rrd", "t.rrd", "u.rrd", "v.1.rrd"]
+        skipped = {p.name: why for p, why in cat.report.skipped}
+        assert set(skipped) == {"s.1.rrd", "t.1.rrd"}
+        assert "truncated" in skipped["s.1.rrd"] and "registered the older version s.rrd" in skipped["s.1.rrd"]
+        assert "registered the older version t.rrd" in skipped["t.1.rrd"]
+        assert "left on disk" in skipped["s.1.rrd"]
+        # the reads come from the good files
+        got = cat.dataset("d").filter_segments(["s"]).filter_contents([schema.JOINT_POSITIONS]).reader(index="time").to_arrow_table()
+        assert got.num_rows == 10
+    # the good older versions are untouched, the damaged newer ones left (reported, not deleted), v.rrd collected
+    assert _bytes(base / "s.rrd") == originals["s"] and _bytes(base / "t.rrd") == originals["t"]
+    assert (base / "s.1.rrd").is_file() and (base / "t.1.rrd").is_file()
+    assert not (base / "v.rrd").exists() and _bytes(base / "v.1.rrd") == originals["v"]
+    # `roboloop gc` (no server) follows the same rule; `verify` names the damaged files
+    assert ws.gc(usable_versions(ws)) == (0, 0)
+    assert (base / "s.rrd").is_file() and (base / "t.rrd").is_file()
+    rep = verify(ws, "d")
+    assert sorted(p.name for p, _ in rep.problems) == ["s.1.rrd", "t.1.rrd"]
+    # a second start registers the same good versions again
+    with Catalog(ws, url="") as cat:
+        assert sorted(p.name for p in cat.report.registered) == ["s.rrd", "t.rrd", "u.rrd", "v.1.rrd"]
+    # a good newer version written later supersedes both the old and the damaged one
+    shutil.copyfile(base / "s.rrd", base / "s.2.rrd")
+    with Catalog(ws, url="") as cat:
+        assert "s.2.rrd" in {p.name for p in cat.report.registered}
+    assert sorted(p.name for p in ws.segment_versions("d", schema.BASE_LAYER, "s")) == ["s.2.rrd"]
+
+
+def test_gc_cli_keeps_the_older_version_of_a_damaged_one(ws, synthetic_episode):
+    synthetic_episode(ws, "d", "s", duration_s=0.2)
+    base = ws.layer_dir("d", schema.BASE_LAYER)
+    (base / "s.1.rrd").write_bytes(_bytes(base / "s.rrd")[:1000])
+    res = CliRunner().invoke(app, ["--workspace", str(ws.root), "gc"])
+    assert res.exit_code == 0, res.output
+    assert "removed 0 superseded version file(s)" in " ".join(res.output.split())
+    assert (base / "s.rrd").is_file() and (base / "s.1.rrd").is_file()
+
+
+# --- 3. a flipped bit that makes the decoder panic ------------------------------------------
+
+def _flips(data: bytes, seed: int):
+    """Deterministic single-bit flips of `data`: (position, bit, flipped bytes)."""
+    rng = random.Random(seed)
+    while True:
+        pos, bit = rng.randrange(16, len(data) - 64), rng.randrange(8)
+        b = bytearray(data)
+        b[pos] ^= 1 << bit
+        yield pos, bit, bytes(b)
+
+
+def _find_flip(original: Path, scratch: Path, want: str, tries: int = 3000) -> bytes:
+    """The first of the deterministic flips of `original` whose decoding (in a child) is `want`: 'crash' or 'decodes'."""
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    child = _DecodeChild()
+    try:
+        for _, (_pos, _bit, flipped) in zip(range(tries), _flips(original.read_bytes(), 19)):
+            scratch.write_bytes(flipped)
+            if quick_check_rrd(scratch):
+                continue
+            problem, alive = child.decode(scratch, False, 60)
+            if not alive:
+                child.close()
+                child = _DecodeChild()
+                if want == "crash":
+                    return flipped
+            elif problem is None and want == "decodes" and read_recording_id(scratch) == original.stem:
+                return flipped
+    finally:
+        child.close()
+    raise AssertionError(f"no flip of {original} in {tries} tries is {want!r}")
+
+
+@pytest.fixture
+def recorded(ws, synthetic_episode):
+    """Three recorded episodes (a, b, c) in dataset 'd', written by the real recorder (checksums recorded)."""
+    for i, seg in enumerate(("a", "b", "c")):
+        synthetic_episode(ws, "d", seg, duration_s=2.0, seed=i)
+    return ws.layer_dir("d", schema.BASE_LAYER)
+
+
+def test_a_flip_that_panics_the_decoder_is_a_named_problem_in_verify_and_import(tmp_path, ws, recorded):
+    panicking = _find_flip(recorded / "b.rrd", tmp_path / "scan" / "b.rrd", "crash")
+    # it really aborts a process that decodes it (rc 134 in a shell): SIGABRT
+    bad = tmp_path / "incoming" / "b.rrd"
+    bad.parent.mkdir()
+    bad.write_bytes(panicking)
+    probe = subprocess.run([sys.executable, "-c", "import sys; from roboloop.catalog import decode_problem; "
+                            "from pathlib import Path; decode_problem(Path(sys.argv[1]))", str(bad)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
+    assert probe.returncode == -signal.SIGABRT, probe.stderr[-2000:]
+    # verify: the file is named, the others are still checked, the process survives
+    (recorded / "b.rrd").write_bytes(panicking)
+    rep = verify(ws, "d")
+    assert rep.checked == 3  # a, b (the panicking one), c: checked after it
+    problems = dict(rep.problems)
+    assert list(problems) == [recorded / "b.rrd"]
+    assert "decoder crashed on this file (signal SIGABRT" in problems[recorded / "b.rrd"]
+    assert "checksum mismatch" in problems[recorded / "b.rrd"]
+    res = CliRunner().invoke(app, ["--workspace", str(ws.root), "verify"])
+    assert res.exit_code == 1 and "b.rrd" in res.output and "decoder crashed" in " ".join(res.output.split())
+    # import: refused, the file named, nothing imported
+    other = Workspace(tmp_path / "other")
+    good = tmp_path / "incoming" / "a.rrd"
+    shutil.copyfile(recorded / "a.rrd", good)
+    with Catalog(other, url="") as cat:
+        with pytest.raises(CatalogError) as exc:
+            cat.import_files("x", [good, bad])
+        assert f"{bad}: unreadable RRD: the decoder crashed" in str(exc.value) and str(good) not in str(exc.value)
+        assert "x" not in cat.dataset_names()
+    assert not (other.datasets_dir / "x").exists()
+    res = CliRunner().invoke(app, ["--workspace", str(other.root), "--catalog", "", "import", str(bad), "--dataset", "x"])
+    out = "".join(res.output.split())
+    assert res.exit_code == 1 and "".join(str(bad).split()) in out and "decodercrashed" in out
