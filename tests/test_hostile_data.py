@@ -29,7 +29,7 @@ from roboloop.catalog_restore import usable_versions
 from roboloop.cli import app
 from roboloop.interop import LeRobotFormatError, export_lerobot
 from roboloop.verify import verify
-from roboloop.workspace import Workspace
+from roboloop.workspace import Workspace, atomic_path, check_checksum, checksum_record_path
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -214,3 +214,77 @@ def test_a_flip_that_panics_the_decoder_is_a_named_problem_in_verify_and_import(
     res = CliRunner().invoke(app, ["--workspace", str(other.root), "--catalog", "", "import", str(bad), "--dataset", "x"])
     out = "".join(res.output.split())
     assert res.exit_code == 1 and "".join(str(bad).split()) in out and "decodercrashed" in out
+
+
+# --- 4. checksums: a flip that still decodes ---------------------------------------------------
+
+def test_a_flip_that_still_decodes_is_caught_by_the_checksum(tmp_path, ws, recorded):
+    rec = checksum_record_path(recorded / "b.rrd")
+    assert rec is not None and rec.is_file() and ws.root in rec.parents and recorded not in rec.parents  # the manifest, not the data folder
+    digest, size = hashlib.sha256(_bytes(recorded / "b.rrd")).hexdigest(), len(_bytes(recorded / "b.rrd"))
+    assert rec.read_text().split() == [digest, str(size)]  # recorded at write time, independently recomputed here
+    assert verify(ws, "d").ok and not verify(ws, "d").no_checksum
+    silent = _find_flip(recorded / "b.rrd", tmp_path / "scan" / "b.rrd", "decodes")
+    (recorded / "b.rrd").write_bytes(silent)
+    rep = verify(ws, "d")
+    assert [p.name for p, _ in rep.problems] == ["b.rrd"]
+    assert "checksum mismatch: the file changed after it was written" in rep.problems[0][1]
+    res = CliRunner().invoke(app, ["--workspace", str(ws.root), "verify", "-d", "d"])
+    assert res.exit_code == 1 and "checksum mismatch" in " ".join(res.output.split())
+    # a file written before checksums existed (no record) is noted, not a failure
+    (recorded / "b.rrd").unlink()  # the damaged file and its record go
+    rec.unlink()
+    legacy = ws.layer_dir("e", schema.BASE_LAYER) / "a.rrd"
+    legacy.parent.mkdir(parents=True)
+    shutil.copyfile(recorded / "a.rrd", legacy)  # no record: like a workspace from before this change
+    rep = verify(ws)
+    assert rep.ok and rep.no_checksum == [legacy]
+    res = CliRunner().invoke(app, ["--workspace", str(ws.root), "verify"])
+    assert res.exit_code == 0 and "no checksum recorded" in " ".join(res.output.split())
+
+
+def test_import_records_the_checksum_and_refuses_a_file_that_fails_its_own(tmp_path, ws, recorded):
+    other = Workspace(tmp_path / "other")
+    with Catalog(other, url="") as cat:
+        cat.import_files("x", [recorded / "a.rrd"])  # a file of another workspace: its record matches
+        dest = other.segment_path("x", schema.BASE_LAYER, "a")
+        assert check_checksum(dest) == ("ok", "")
+        assert checksum_record_path(dest).read_text().split()[0] == hashlib.sha256(_bytes(recorded / "a.rrd")).hexdigest()
+        # a source whose bytes no longer match the record its workspace wrote is refused, named
+        silent = _find_flip(recorded / "b.rrd", tmp_path / "scan" / "b.rrd", "decodes")
+        (recorded / "b.rrd").write_bytes(silent)
+        with pytest.raises(CatalogError, match="checksum mismatch") as exc:
+            cat.import_files("x", [recorded / "b.rrd"])
+        assert str(recorded / "b.rrd") in str(exc.value)
+        assert not other.segment_path("x", schema.BASE_LAYER, "b").exists()
+        assert checksum_record_path(other.segment_path("x", schema.BASE_LAYER, "b")) is not None
+        assert not checksum_record_path(other.segment_path("x", schema.BASE_LAYER, "b")).exists()
+    # damage after the import is caught by verify
+    dest.write_bytes(silent)
+    assert "checksum mismatch" in dict(verify(other).problems)[dest]
+
+
+def test_racing_writers_and_gc_keep_the_manifest_right(ws, synthetic_episode):
+    """Two writers racing for one new version name both record; the winner's file matches. GC drops the records of what it deletes."""
+    target = ws.segment_path("d", schema.QUALITY_LAYER, "x")
+    with pytest.raises(FileExistsError):
+        with atomic_path(target, exclusive=True) as loser:
+            loser.write_bytes(b"RRF2 loser")
+            with atomic_path(target, exclusive=True) as winner:
+                winner.write_bytes(b"RRF2 winner")
+    assert target.read_bytes() == b"RRF2 winner" and check_checksum(target) == ("ok", "")
+    assert len(checksum_record_path(target).read_text().splitlines()) == 2  # both appended; only the winner's matches
+    target.write_bytes(b"RRF2 other")  # changed in place after it was written
+    assert check_checksum(target)[0] == "mismatch"
+    # gc: a superseded version goes with its record; the registered one keeps its own
+    synthetic_episode(ws, "d", "s", duration_s=0.2)
+    base = ws.layer_dir("d", schema.BASE_LAYER)
+    with atomic_path(base / "s.1.rrd") as tmp:
+        shutil.copyfile(base / "s.rrd", tmp)
+    old_rec = checksum_record_path(base / "s.rrd")
+    assert old_rec.is_file()
+    target.unlink()
+    with Catalog(ws, url=""):
+        pass
+    assert not (base / "s.rrd").exists() and not old_rec.exists()
+    assert check_checksum(base / "s.1.rrd") == ("ok", "")
