@@ -233,3 +233,36 @@ def test_kill9_train(tmp_path):
     campaign(ws, tmp_path, rng, "train", 4, acks, figures)
     report("train", figures)
     assert figures.killed >= 3 and len(acks.runs) >= 2
+
+
+def test_damaged_newest_version_keeps_the_older_one_through_kills(tmp_path, synthetic_episode):
+    """Issue 19.2: a damaged newest quality version (truncated; another segment's recording) must not make the
+    start-up garbage collection of the next processes (killed inside their first write, then a clean one)
+    delete the older version restore registers instead; the damaged files are left for `verify`."""
+    ws = Workspace(tmp_path / "ws")
+    for i, seg in enumerate(("a", "b")):
+        synthetic_episode(ws, DS, seg, duration_s=0.2, properties={"episode": {"seed": i}})
+    for tag in ("t1", "t2"):  # quality v0 (reason t1), then v1 (t2)
+        res = run(ws, "flag", tag)
+        assert res.returncode == 0 and "DONE" in res.stdout, res.stderr[-3000:]
+    q = ws.layer_dir(DS, schema.QUALITY_LAYER)
+    with Catalog(ws, url=""):  # alone: collects v0, registered v1
+        pass
+    assert sorted(p.name for p in q.glob("*.rrd")) == ["a.1.rrd", "b.1.rrd"]
+    good = {p.name: p.read_bytes() for p in q.glob("*.rrd")}
+    (q / "a.2.rrd").write_bytes(good["a.1.rrd"][:1000])  # truncated newer version
+    (q / "b.2.rrd").write_bytes(good["a.1.rrd"])  # a newer version holding a's recording
+    killed = run(ws, "flag", "t3", fault="file.written:1")  # starts (restore + gc), then dies inside its first write
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in q.glob("?.1.rrd")} == good  # the older versions survived the kill's start
+    with Catalog(ws, url="") as cat:
+        rows = {r[schema.SEGMENT_ID]: r for r in cat.segment_table(DS).to_pylist()}
+        assert {s: rows[s]["quality.reason"] for s in rows} == {"a": "t2", "b": "t2"}
+        assert sorted(p.name for p, _ in cat.report.skipped) == ["a.2.rrd", "b.2.rrd"]
+    assert (q / "a.2.rrd").is_file() and (q / "b.2.rrd").is_file()  # reported, left on disk
+    last = run(ws, "flag", "t4")  # a clean run writes version 3, which supersedes everything before it at the next start
+    assert last.returncode == 0 and "DONE" in last.stdout, last.stderr[-3000:]
+    with Catalog(ws, url="") as cat:
+        assert {r[schema.SEGMENT_ID]: r["quality.reason"] for r in cat.segment_table(DS).to_pylist()} == {"a": "t4", "b": "t4"}
+        assert not cat.report.skipped
+    assert sorted(p.name for p in q.glob("*.rrd")) == ["a.3.rrd", "b.3.rrd"]
