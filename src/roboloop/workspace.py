@@ -378,15 +378,19 @@ class Workspace:
         neither is returned (the damaged file stays on disk for `roboloop verify` to name).
         Segments none of whose versions are in `in_use` lose nothing.
         """
+        keep: dict[Path, dict[str, int]] = {}  # layer folder -> segment -> version in use
+        for p in map(Path, in_use):
+            if p.suffix == ".rrd" and p.parent.parent.parent == self.datasets_dir:
+                seg, n = _split_version(p.stem)
+                keep.setdefault(p.parent, {})[seg] = n
         out: list[Path] = []
-        for p in in_use:
-            p = Path(p)
-            seg, n = _split_version(p.stem)
-            if p.suffix != ".rrd" or p.parent.parent.parent != self.datasets_dir:
-                continue
-            out.extend(q for q in sorted(p.parent.glob(glob.escape(seg) + "*.rrd"))
-                       if not is_temp_file(q) and _split_version(q.stem)[0] == seg and _split_version(q.stem)[1] < n)
-        return sorted(set(out))
+        for folder, used in keep.items():  # each layer folder listed once
+            for q in folder.iterdir():
+                if q.suffix == ".rrd" and not is_temp_file(q):
+                    seg, n = _split_version(q.stem)
+                    if seg in used and n < used[seg]:
+                        out.append(q)
+        return sorted(out)
 
     def collect_garbage(self, in_use: Iterable[Path]) -> tuple[int, int]:
         """Delete the layer versions that the registered files `in_use` supersede, and dead writers' temporary files.
