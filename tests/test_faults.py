@@ -8,7 +8,8 @@ seeded random (point, k-th hit) choices from that trace (`ROBOLOOP_FAULT=point:k
 the same command, which must complete. After every run:
 
 - every acknowledged episode / signals layer / quality verdict / selection is present (writes lost: 0);
-- every file of every version decodes fully (`catalog.validate_rrd`) and restore skips nothing
+- every file of every version decodes fully (`catalog.validate_rrds`) and matches the checksum recorded
+  before its rename, and restore skips nothing
   (corrupt files: 0), every registered segment has its finished base file and nothing else is
   registered (nothing partial);
 - no two episodes share a seed (a killed collect's reserved seeds are never handed out again);
@@ -32,9 +33,9 @@ from pathlib import Path
 import pytest
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog, CorruptRecordingError, validate_rrd
+from roboloop.catalog import Catalog, CorruptRecordingError, validate_rrds
 from roboloop.faults import ENV_FAULT, ENV_TRACE
-from roboloop.workspace import Workspace, is_temp_file
+from roboloop.workspace import Workspace, check_checksum, is_temp_file
 
 HERE = Path(__file__).resolve().parent
 SRC = str(HERE.parent / "src")
@@ -96,11 +97,14 @@ def run(ws: Workspace, command: str, tag: str, *, fault: str | None = None, trac
 def check(ws: Workspace, acks: Acks, figures: Figures, context: str) -> None:
     """Restart on the workspace and check everything acknowledged is there and nothing is broken."""
     files = [p for p in ws.datasets_dir.rglob("*.rrd") if not is_temp_file(p)] if ws.datasets_dir.is_dir() else []
-    for p in files:
-        try:
-            validate_rrd(p)
-        except CorruptRecordingError as exc:
-            figures.corrupt.append(f"{context}: {exc}")
+    try:
+        validate_rrds(files)  # one decoding child for all of them
+    except CorruptRecordingError as exc:
+        figures.corrupt.extend(f"{context}: {line}" for line in str(exc).splitlines())
+    for p in files:  # a published file always has its checksum, written before the rename
+        status, detail = check_checksum(p)
+        if status != "ok":
+            figures.corrupt.append(f"{context}: {p}: {detail}")
     with Catalog(ws, url="") as cat:
         for path, reason in cat.report.skipped:
             figures.corrupt.append(f"{context}: restore skipped {path}: {reason}")
