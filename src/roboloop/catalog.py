@@ -466,9 +466,11 @@ class Catalog:
             self.client = self.server.client()
             self.url = self.server.url()
             if restore:
-                self.report = self.restore()
+                self.report = self.restore()  # removes dead writers' temporary files too
                 if alone:  # a version is superseded only by a newer one this restore registered
-                    self.workspace.collect_garbage(self.report.registered)
+                    self.workspace.collect_garbage(self.report.registered, temp_files=False)
+            elif alone:
+                self.workspace.remove_stale_temp_files()
 
     def _workspace_server_url(self) -> str | None:
         """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog_server`)."""

@@ -392,13 +392,14 @@ class Workspace:
                         out.append(q)
         return sorted(out)
 
-    def collect_garbage(self, in_use: Iterable[Path]) -> tuple[int, int]:
+    def collect_garbage(self, in_use: Iterable[Path], *, temp_files: bool = True) -> tuple[int, int]:
         """Delete the layer versions that the registered files `in_use` supersede, and dead writers' temporary files.
 
         Returns (versions, temp files) removed. Call it only when no catalog server can
         still be reading the old versions: `Catalog` does it after its restore when it was
         alone on the workspace (`live_catalog`), `roboloop gc` checks that first. Each
-        deleted file's checksum record goes with it.
+        deleted file's checksum record goes with it. `temp_files=False` leaves temporary files
+        (a restore has just removed them).
         """
         versions = 0
         for p in self.old_versions(in_use):
@@ -406,7 +407,7 @@ class Workspace:
                 p.unlink()
                 versions += 1
             forget_checksum(p)
-        return versions, self.remove_stale_temp_files()
+        return versions, self.remove_stale_temp_files() if temp_files else 0
 
     def gc(self, in_use: Iterable[Path], *, force: bool = False) -> tuple[int, int]:
         """`roboloop gc`: `collect_garbage(in_use)` if no catalog process runs over the workspace; (versions, temp files) removed.
