@@ -277,6 +277,8 @@ class _DecodeChild:
         what = ""
         if i is not None:
             what = ": " + lines[i] + (f" {lines[i + 1]}" if i + 1 < len(lines) and not lines[i + 1].startswith("note:") else "")
+        elif lines:  # not a panic: say what the child said last (e.g. a Python error)
+            what = f": {lines[-1]}"
         return f"unreadable RRD: the decoder crashed on this file ({how}{what})"
 
     def close(self) -> None:
