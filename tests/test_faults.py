@@ -8,7 +8,8 @@ seeded random (point, k-th hit) choices from that trace (`ROBOLOOP_FAULT=point:k
 the same command, which must complete. After every run:
 
 - every acknowledged episode / signals layer / quality verdict / selection is present (writes lost: 0);
-- every file of every version decodes fully (`catalog.validate_rrd`) and restore skips nothing
+- every file of every version decodes fully (`catalog.validate_rrds`) and matches the checksum recorded
+  before its rename, and restore skips nothing
   (corrupt files: 0), every registered segment has its finished base file and nothing else is
   registered (nothing partial);
 - no two episodes share a seed (a killed collect's reserved seeds are never handed out again);
@@ -32,9 +33,9 @@ from pathlib import Path
 import pytest
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog, CorruptRecordingError, validate_rrd
+from roboloop.catalog import Catalog, CorruptRecordingError, validate_rrds
 from roboloop.faults import ENV_FAULT, ENV_TRACE
-from roboloop.workspace import Workspace, is_temp_file
+from roboloop.workspace import Workspace, check_checksum, is_temp_file
 
 HERE = Path(__file__).resolve().parent
 SRC = str(HERE.parent / "src")
@@ -96,11 +97,14 @@ def run(ws: Workspace, command: str, tag: str, *, fault: str | None = None, trac
 def check(ws: Workspace, acks: Acks, figures: Figures, context: str) -> None:
     """Restart on the workspace and check everything acknowledged is there and nothing is broken."""
     files = [p for p in ws.datasets_dir.rglob("*.rrd") if not is_temp_file(p)] if ws.datasets_dir.is_dir() else []
-    for p in files:
-        try:
-            validate_rrd(p)
-        except CorruptRecordingError as exc:
-            figures.corrupt.append(f"{context}: {exc}")
+    try:
+        validate_rrds(files)  # one decoding child for all of them
+    except CorruptRecordingError as exc:
+        figures.corrupt.extend(f"{context}: {line}" for line in str(exc).splitlines())
+    for p in files:  # a published file always has its checksum, written before the rename
+        status, detail = check_checksum(p)
+        if status != "ok":
+            figures.corrupt.append(f"{context}: {p}: {detail}")
     with Catalog(ws, url="") as cat:
         for path, reason in cat.report.skipped:
             figures.corrupt.append(f"{context}: restore skipped {path}: {reason}")
@@ -233,3 +237,36 @@ def test_kill9_train(tmp_path):
     campaign(ws, tmp_path, rng, "train", 4, acks, figures)
     report("train", figures)
     assert figures.killed >= 3 and len(acks.runs) >= 2
+
+
+def test_damaged_newest_version_keeps_the_older_one_through_kills(tmp_path, synthetic_episode):
+    """Issue 19.2: a damaged newest quality version (truncated; another segment's recording) must not make the
+    start-up garbage collection of the next processes (killed inside their first write, then a clean one)
+    delete the older version restore registers instead; the damaged files are left for `verify`."""
+    ws = Workspace(tmp_path / "ws")
+    for i, seg in enumerate(("a", "b")):
+        synthetic_episode(ws, DS, seg, duration_s=0.2, properties={"episode": {"seed": i}})
+    for tag in ("t1", "t2"):  # quality v0 (reason t1), then v1 (t2)
+        res = run(ws, "flag", tag)
+        assert res.returncode == 0 and "DONE" in res.stdout, res.stderr[-3000:]
+    q = ws.layer_dir(DS, schema.QUALITY_LAYER)
+    with Catalog(ws, url=""):  # alone: collects v0, registered v1
+        pass
+    assert sorted(p.name for p in q.glob("*.rrd")) == ["a.1.rrd", "b.1.rrd"]
+    good = {p.name: p.read_bytes() for p in q.glob("*.rrd")}
+    (q / "a.2.rrd").write_bytes(good["a.1.rrd"][:1000])  # truncated newer version
+    (q / "b.2.rrd").write_bytes(good["a.1.rrd"])  # a newer version holding a's recording
+    killed = run(ws, "flag", "t3", fault="file.written:1")  # starts (restore + gc), then dies inside its first write
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in q.glob("?.1.rrd")} == good  # the older versions survived the kill's start
+    with Catalog(ws, url="") as cat:
+        rows = {r[schema.SEGMENT_ID]: r for r in cat.segment_table(DS).to_pylist()}
+        assert {s: rows[s]["quality.reason"] for s in rows} == {"a": "t2", "b": "t2"}
+        assert sorted(p.name for p, _ in cat.report.skipped) == ["a.2.rrd", "b.2.rrd"]
+    assert (q / "a.2.rrd").is_file() and (q / "b.2.rrd").is_file()  # reported, left on disk
+    last = run(ws, "flag", "t4")  # a clean run writes version 3, which supersedes everything before it at the next start
+    assert last.returncode == 0 and "DONE" in last.stdout, last.stderr[-3000:]
+    with Catalog(ws, url="") as cat:
+        assert {r[schema.SEGMENT_ID]: r["quality.reason"] for r in cat.segment_table(DS).to_pylist()} == {"a": "t4", "b": "t4"}
+        assert not cat.report.skipped
+    assert sorted(p.name for p in q.glob("*.rrd")) == ["a.3.rrd", "b.3.rrd"]

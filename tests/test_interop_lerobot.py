@@ -371,8 +371,14 @@ def test_export_refuses_existing_folder_and_unknown_selection(tmp_path, catalog,
     with pytest.raises(curate.UnknownSelectionError):
         export_lerobot(catalog, "nope", tmp_path / "other", 50)
     assert not (tmp_path / "other").exists()
-    rep = export_lerobot(catalog, "s", out, 50, overwrite=True)
-    assert rep.frames == 25 and not (out / "keep.txt").exists()
+    with pytest.raises(LeRobotFormatError, match="not an earlier roboloop export"):
+        export_lerobot(catalog, "s", out, 50, overwrite=True)  # a folder this command did not write is never replaced
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    export_lerobot(catalog, "s", out, 25)
+    rep = export_lerobot(catalog, "s", out, 50, overwrite=True)  # an earlier export is
+    assert rep.frames == 25
     assert sorted(json.loads((out / "meta/info.json").read_text())["features"]) == sorted(
         ["observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index"]
     )

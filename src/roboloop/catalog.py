@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from roboloop import schema
 from roboloop.errors import RoboloopError, UnknownNameError
-from roboloop.workspace import Workspace
+from roboloop.workspace import Workspace, check_checksum, file_checksum, forget_checksum
 
 if TYPE_CHECKING:
     from roboloop.catalog_restore import RestoreReport
@@ -118,21 +118,48 @@ def validate_rrd(path: str | os.PathLike[str]) -> str:
     store in the file (recordings and blueprints): what `rerun rrd verify` does. A flipped
     byte inside compressed chunk data fails the LZ4 or Arrow decoding; a flipped byte in
     the footer fails its CRC. (Raw payload bytes that are stored uncompressed, e.g. H.264
-    samples, decode whatever their value: no reader can tell those without a checksum.)
+    samples, decode whatever their value: the workspace's checksums catch those, see
+    `workspace.check_checksum`.) The decoding runs in a child process (:func:`decode_problems`),
+    so a decoder panic that aborts is this file's error, not the end of the caller.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CorruptRecordingError(f"{path}: no such file")
-    reason = quick_check_rrd(path) or decode_problem(path)
-    if reason:
-        raise CorruptRecordingError(f"{path}: {reason}")
-    return read_recording_id(path)
+    return validate_rrds([path])[Path(path)]
+
+
+def validate_rrds(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
+    """`validate_rrd` for many files with one decoding child: path -> recording id; raises CorruptRecordingError
+    naming every broken file (one per line) after checking all of them."""
+    files = [Path(p) for p in paths]
+    problems: dict[Path, str] = {}
+    todo = []
+    for f in files:
+        reason = "no such file" if not f.is_file() else quick_check_rrd(f)
+        if reason:
+            problems[f] = reason
+        else:
+            todo.append(f)
+    for f, reason in zip(todo, decode_problems([(f, False) for f in todo])):
+        if reason:
+            problems[f] = reason
+    ids: dict[Path, str] = {}
+    for f in files:
+        if f in problems:
+            continue
+        try:
+            ids[f] = read_recording_id(f)
+        except CorruptRecordingError as exc:
+            problems[f] = str(exc).removeprefix(f"{f}: ")
+    if problems:
+        raise CorruptRecordingError("\n".join(f"{f}: {why}" for f, why in problems.items()))
+    return ids
 
 
 def decode_problem(path: Path, *, blueprint: bool = False) -> str | None:
-    """Decode every chunk of every store of an RRD; return what is broken, or None when all of it decodes.
+    """Decode every chunk of every store of an RRD in this process; return what is broken, or None when all of it decodes.
 
-    A recording file must hold a recording; with `blueprint`, the file is a blueprint (.rbl) and must hold one.
+    A recording file must hold a recording; with `blueprint`, the file is a blueprint (.rbl)
+    and must hold one. Some damaged files make the decoder panic and abort the process
+    (SIGABRT): callers that must survive any bytes use :func:`decode_problems`, which runs this
+    in a child process.
     """
     from rerun.chunk import RrdReader
 
@@ -148,9 +175,136 @@ def decode_problem(path: Path, *, blueprint: bool = False) -> str | None:
             for store in [*recordings, *blueprints]:
                 for _chunk in reader.stream(store=store):
                     pass
-    except Exception as exc:  # noqa: BLE001 - any decoding failure is the answer
+    except BaseException as exc:  # any decoding failure is the answer (pyo3's PanicException is a BaseException)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         return f"unreadable {'blueprint' if blueprint else 'RRD'}: {_first_line(exc)}"
     return None
+
+
+DECODE_TIMEOUT_S = 600.0
+"""Longest one file may take to decode in the child before it counts as broken (a decoder that hangs)."""
+_DECODE_REPLY = "ROBOLOOP-DECODE "
+
+
+def decode_problems(items: Sequence[tuple[Path, bool]], *, timeout_s: float = DECODE_TIMEOUT_S) -> list[str | None]:
+    """`decode_problem` for each (path, is_blueprint), decoded in a child process that a decoder crash cannot take this one down with.
+
+    One child decodes the files one after the other (one start-up, ~1 s, for the batch),
+    answering per file, so a crash is pinned on the file being decoded: that file's problem
+    says the decoder crashed (the signal, and the panic message when there is one), and a new
+    child goes on with the next file. A file that takes longer than `timeout_s` is reported
+    likewise (the child is killed). Returns one problem (or None) per item, in order.
+    """
+    return list(iter_decode_problems(items, timeout_s=timeout_s))
+
+
+def iter_decode_problems(items: Iterable[tuple[Path, bool]], *, timeout_s: float = DECODE_TIMEOUT_S) -> Iterator[str | None]:
+    """:func:`decode_problems`, yielding each file's answer as soon as it is known (for progress display)."""
+    child: _DecodeChild | None = None
+    try:
+        for path, blueprint in items:
+            if child is None:
+                child = _DecodeChild()
+            problem, alive = child.decode(Path(path), blueprint, timeout_s)
+            if not alive:
+                child.close()
+                child = None
+            yield problem
+    finally:
+        if child is not None:
+            child.close()
+
+
+class _DecodeChild:
+    """A `python -c` child running :func:`_decode_child_main`: a request line in, a reply line out per file."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        import roboloop
+
+        src = str(Path(roboloop.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]), RUST_BACKTRACE="0")
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from roboloop.catalog import _decode_child_main; _decode_child_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
+        )
+        self.buf = b""
+
+    def decode(self, path: Path, blueprint: bool, timeout_s: float) -> tuple[str | None, bool]:
+        """(problem or None, whether the child is still usable)."""
+        import json
+        import select
+        import time
+
+        try:
+            self.proc.stdin.write((json.dumps({"path": str(path), "blueprint": blueprint}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return self._crashed(), False
+        deadline = time.monotonic() + timeout_s
+        fd = self.proc.stdout.fileno()
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                text = line.decode("utf-8", "replace")
+                if text.startswith(_DECODE_REPLY):
+                    return json.loads(text[len(_DECODE_REPLY):])["problem"], True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.proc.kill()
+                self.proc.wait()
+                return f"the RRD decoder did not finish within {timeout_s:.0f} s on this file (killed)", False
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    return self._crashed(), False
+                self.buf += data
+
+    def _crashed(self) -> str:
+        import signal
+
+        rc = self.proc.wait()
+        how = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exit code {rc}"
+        self.stderr.seek(0)
+        lines = [ln.strip() for ln in self.stderr.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        i = next((k for k, ln in enumerate(lines) if "panicked" in ln), None)
+        what = ""
+        if i is not None:
+            what = ": " + lines[i] + (f" {lines[i + 1]}" if i + 1 < len(lines) and not lines[i + 1].startswith("note:") else "")
+        elif lines:  # not a panic: say what the child said last (e.g. a Python error)
+            what = f": {lines[-1]}"
+        return f"unreadable RRD: the decoder crashed on this file ({how}{what})"
+
+    def close(self) -> None:
+        import contextlib
+        import subprocess
+
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+def _decode_child_main() -> None:
+    """The decoding child of :func:`decode_problems`: reads {"path", "blueprint"} lines, answers one reply line each."""
+    import json
+    import sys
+
+    for line in sys.stdin:
+        req = json.loads(line)
+        problem = decode_problem(Path(req["path"]), blueprint=bool(req.get("blueprint")))
+        sys.stdout.write(_DECODE_REPLY + json.dumps({"problem": problem}) + "\n")
+        sys.stdout.flush()
 
 
 def read_recording_id(path: str | os.PathLike[str]) -> str:
@@ -305,7 +459,7 @@ class Catalog:
         else:
             # this process now owns a catalog over the workspace: superseded layer versions are
             # deleted only if no other catalog process still runs (it may be reading them)
-            self._live_fd = self.workspace.live_catalog(gc=True)
+            self._live_fd, alone = self.workspace.live_catalog()
             try:
                 self.server = _start_server(rr, port)
             except BaseException:
@@ -314,7 +468,11 @@ class Catalog:
             self.client = self.server.client()
             self.url = self.server.url()
             if restore:
-                self.report = self.restore()
+                self.report = self.restore()  # removes dead writers' temporary files too
+                if alone:  # a version is superseded only by a newer one this restore registered
+                    self.workspace.collect_garbage(self.report.registered, temp_files=False)
+            elif alone:
+                self.workspace.remove_stale_temp_files()
 
     def _workspace_server_url(self) -> str | None:
         """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog_server`)."""
@@ -399,8 +557,7 @@ class Catalog:
         if not files:
             return []
         if validate:
-            for f in files:
-                validate_rrd(f)
+            validate_rrds(files)
         ds = self.ensure_dataset(dataset)
         op = ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE)
         ids, errors = [], []
@@ -532,11 +689,24 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
         raise CatalogError(str(exc)) from None
     ids: dict[Path, str] = {}
     problems = []
-    for p in map(Path, paths):
+    sources = [Path(p) for p in paths]
+    try:
+        decoded = validate_rrds(sources)
+    except CorruptRecordingError as exc:
+        problems.extend(str(exc).splitlines())
+        decoded = {}
+    digests: dict[Path, tuple[str, int]] = {}
+    for p, rid in decoded.items():
+        status, detail = check_checksum(p)  # a file from another workspace carries its record: it must match
+        if status == "mismatch":
+            problems.append(f"{p}: {detail}")
+            continue
         try:
-            ids[p] = schema.validate_segment_id(validate_rrd(p))
-        except (CatalogError, ValueError) as exc:
-            problems.append(str(exc))
+            ids[p] = schema.validate_segment_id(rid)
+        except ValueError as exc:
+            problems.append(f"{p}: {exc}")
+            continue
+        digests[p] = file_checksum(p)
     seen: dict[str, Path] = {}
     for p, seg in ids.items():
         if seg in seen:
@@ -554,13 +724,17 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
     written: list[Path] = []
     try:
         for src, dest in targets:
-            with atomic_path(dest) as tmp:
+            with atomic_path(dest) as tmp:  # records the copy's checksum in the workspace manifest
                 shutil.copyfile(src, tmp)
+                if file_checksum(tmp) != digests[src]:
+                    raise CatalogError(f"{src}: changed while it was imported (its bytes differ from the ones validated); "
+                                       "nothing was imported, import it again")
             written.append(dest)
         return catalog.register_files(dataset, written, layer=layer, validate=False)  # decoded above
     except BaseException:
         for dest in written:
             dest.unlink(missing_ok=True)
+            forget_checksum(dest)
         raise
 
 

@@ -7,12 +7,19 @@ so every embedded start calls :func:`restore` (through `Catalog.restore`):
    `selections` before it moved onto row files) are migrated to row files once
    (:func:`migrate_lance_tables`); any other Lance folder is registered as is.
 2. **Datasets**: for every dataset folder, every layer (`base` first, then the others by
-   name), the files `Workspace.segment_files` returns (the single place restore gets files
-   from). A cheap header/footer check skips truncated files, and a file whose recording id
-   (read from the file's first message) is not the segment its name says is skipped, so one file never
-   silently shadows another (:func:`checked_layer_files`); the rest is registered in one
-   batch with REPLACE, and if the batch fails it is bisected (:func:`register_tolerant`) so one
-   bad file cannot block the others. Every skipped file is reported with its reason.
+   name), the newest version of every segment (`Workspace.segment_version_lists`, the single
+   place restore gets files from). A cheap header/footer check skips truncated files, and a
+   file whose recording id (read from the file's first message) is not the segment its name
+   says is skipped, so one file never silently shadows another (:func:`checked_layer_files`);
+   the rest is registered in one batch with REPLACE, and if the batch fails it is bisected
+   (:func:`register_tolerant`) so one bad file cannot block the others. A segment whose newest
+   version was skipped or rejected falls back to its next older version, and so on
+   (:func:`restore_layer`): a damaged `S.1.rrd` leaves `S.rrd` registered, and the damaged
+   file is reported and left on disk (never deleted: `roboloop verify` names it; delete it
+   yourself once read). `RestoreReport.registered` lists the files actually registered: the
+   only versions that supersede older ones (`Workspace.collect_garbage`). Every skipped file
+   is reported with its reason. Restore reads no checksums (that would read every byte of
+   every file); it checks structure only, and stays as fast as before: `verify` checks them.
 3. **Blueprints**: each dataset's default blueprint, when the workspace has one.
 4. **Row tables** (`tables/<name>/rows/*.json`, see `roboloop.rows`, e.g. `evals`, `plans`):
    published as in-memory catalog tables built from `rows.read_rows` (newest row per key), so
@@ -40,7 +47,7 @@ from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RestoreReport", "restore", "register_tolerant", "publish_row_table"]
+__all__ = ["RestoreReport", "restore", "restore_layer", "register_tolerant", "publish_row_table", "usable_versions"]
 
 
 @dataclass
@@ -51,6 +58,7 @@ class RestoreReport:
     tables: list[str] = field(default_factory=list)
     blueprints: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+    registered: list[Path] = field(default_factory=list)  # the layer files registered (one version per segment and layer)
     temp_files_removed: int = 0  # temporary files of dead writers deleted at the start
     seconds: float = 0.0
 
@@ -72,13 +80,14 @@ def restore(client, workspace: Workspace) -> RestoreReport:
             report.tables.append(name)
         except Exception as exc:  # noqa: BLE001
             report.skipped.append((folder, f"table could not be loaded: {exc}"))
-    files = {d: {layer: ws.segment_files(d, layer) for layer in ws.layers(d)} for d in ws.datasets()}  # listed once
+    files = {d: {layer: ws.segment_version_lists(d, layer) for layer in ws.layers(d)} for d in ws.datasets()}  # listed once
     ensure_fd_budget(sum(len(fs) for layers in files.values() for fs in layers.values()))
     for dataset, layers in files.items():
         ds = client.create_dataset(dataset, exist_ok=True)
-        for layer, layer_files in layers.items():
-            good = checked_layer_files(layer_files, report)
-            report.segments[(dataset, layer)] = register_tolerant(ds, good, layer, report)
+        for layer, versions in layers.items():
+            done = restore_layer(ds, layer, versions, report)
+            report.registered.extend(done)
+            report.segments[(dataset, layer)] = len(done)
         bp = ws.blueprint_path(dataset)
         if bp.is_file():
             try:
@@ -182,28 +191,84 @@ def ensure_fd_budget(n_files: int) -> bool:
     return False
 
 
+def restore_layer(ds, layer: str, versions: dict[str, list[Path]], report: RestoreReport) -> list[Path]:
+    """Register one version of every segment of a layer: the newest one that passes the checks and the catalog accepts.
+
+    `versions`: segment id -> its version files, newest first. Rounds: the newest remaining
+    version of every segment not registered yet is checked (:func:`checked_layer_files`) and
+    registered (:func:`register_tolerant`); a segment whose candidate was skipped or rejected
+    tries its next older version in the next round. Skipped newer versions are reported
+    (`report.skipped`, with the version registered instead) and stay on disk. Returns the
+    files registered.
+    """
+    pending = {seg: list(paths) for seg, paths in versions.items() if paths}
+    registered: list[Path] = []
+    first_skip = len(report.skipped)
+    while pending:
+        candidates = [paths.pop(0) for paths in pending.values()]
+        good = checked_layer_files(candidates, report)
+        done = register_tolerant_paths(ds, good, layer, report)
+        registered.extend(done)
+        done_segs = {segment_of(p) for p in done}
+        pending = {seg: paths for seg, paths in pending.items() if seg not in done_segs and paths}
+    used = {segment_of(p): p for p in registered}
+    for i in range(first_skip, len(report.skipped)):
+        path, reason = report.skipped[i]
+        older = used.get(segment_of(path))
+        if older is not None and older != path:
+            report.skipped[i] = (path, f"{reason}; registered the older version {older.name} instead "
+                                       f"(the damaged {path.name} is left on disk, not deleted: check it with `roboloop verify`, "
+                                       "then delete it)")
+    return registered
+
+
+def usable_versions(workspace: Workspace) -> list[Path]:
+    """The version of every segment and layer that a restore would register, from the same cheap checks, without a server.
+
+    What `roboloop gc` keeps when no catalog runs: the newest version of each segment that
+    passes :func:`checked_layer_files` (older ones are then superseded; a damaged newer one is not
+    a reason to delete anything).
+    """
+    scratch = RestoreReport()
+    out: list[Path] = []
+    for dataset in workspace.datasets():
+        for layer in workspace.layers(dataset):
+            pending = {seg: list(paths) for seg, paths in workspace.segment_version_lists(dataset, layer).items() if paths}
+            while pending:
+                good = checked_layer_files([paths.pop(0) for paths in pending.values()], scratch)
+                out.extend(good)
+                ok = {segment_of(p) for p in good}
+                pending = {seg: paths for seg, paths in pending.items() if seg not in ok and paths}
+    return out
+
+
 def register_tolerant(ds, files: list[Path], layer: str, report: RestoreReport) -> int:
     """Register in one batch; if the batch fails, bisect so one bad file cannot block the rest. Returns the count registered."""
+    return len(register_tolerant_paths(ds, files, layer, report))
+
+
+def register_tolerant_paths(ds, files: list[Path], layer: str, report: RestoreReport) -> list[Path]:
+    """`register_tolerant`, returning the files registered (the others are in `report.skipped`)."""
     if not files:
-        return 0
+        return []
     from rerun.catalog import OnDuplicateSegmentLayer
 
+    uris = {file_uri(f): f for f in files}
     try:
-        results = list(
-            ds.register([file_uri(f) for f in files], layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results()
-        )
+        results = list(ds.register(list(uris), layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results())
     except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
         if len(files) == 1:
             report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
-            return 0
+            return []
         mid = len(files) // 2
-        return register_tolerant(ds, files[:mid], layer, report) + register_tolerant(ds, files[mid:], layer, report)
-    ok = 0
+        return register_tolerant_paths(ds, files[:mid], layer, report) + register_tolerant_paths(ds, files[mid:], layer, report)
+    ok: list[Path] = []
     for res in results:
+        path = uris.get(res.uri, Path(res.uri))
         if res.is_error:
-            report.skipped.append((Path(res.uri), f"rejected by the catalog: {res.error}"))
+            report.skipped.append((path, f"rejected by the catalog: {res.error}"))
         else:
-            ok += 1
+            ok.append(path)
     return ok
 
 

@@ -4,10 +4,17 @@ Restore only runs cheap checks at every start (footer present, recording id matc
 file name) so that starting stays fast; `verify` is the slow, complete check, run on
 demand. Per dataset (or one, with `dataset=`):
 
-- every `.rrd` of every layer folder (every version, temporary files excluded) is decoded
-  completely (`catalog.validate_rrd`'s decoding: manifest, every chunk of every store),
-  and its recording id must be the segment its file name says (`<id>.rrd` or `<id>.<n>.rrd`);
-- the default blueprint (`blueprint.rbl`) must decode and hold a blueprint.
+- every `.rrd` of every layer folder (every version, temporary files excluded) must match
+  the checksum the workspace recorded when it was written (`workspace.check_checksum`; a
+  file written before checksums were recorded is listed in `VerifyReport.no_checksum`, not
+  a problem), must decode completely (`catalog.validate_rrd`'s decoding: manifest, every
+  chunk of every store), and its recording id must be the segment its file name says
+  (`<id>.rrd` or `<id>.<n>.rrd`);
+- the default blueprint (`blueprint.rbl`) likewise: checksum, decodes, holds a blueprint.
+
+Decoding runs in one child process for all files (`catalog.iter_decode_problems`): a file
+that makes the decoder panic and abort is reported as that file's problem, and verify goes
+on with the next file in a new child.
 
 Without `dataset=`, every row file of every row table (`tables/<t>/rows/*.json`) must also
 parse as a JSON row with a key. Nothing is repaired or deleted: each problem names the file
@@ -25,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roboloop import rows as _rows
-from roboloop.catalog import UnknownDatasetError, decode_problem, quick_check_rrd, read_recording_id
+from roboloop.catalog import UnknownDatasetError, iter_decode_problems, quick_check_rrd, read_recording_id
 from roboloop.catalog_restore import segment_of
 from roboloop.errors import RoboloopError
-from roboloop.workspace import Workspace, is_temp_file
+from roboloop.workspace import Workspace, check_checksum, is_temp_file
 
 __all__ = ["VerifyReport", "verify", "workspace_files"]
 
@@ -43,6 +50,8 @@ class VerifyReport:
     "(file, what is wrong), in the order found."
     datasets: list[str] = field(default_factory=list)
     "Datasets checked."
+    no_checksum: list[Path] = field(default_factory=list)
+    "Files without a recorded checksum (written before roboloop recorded them): decoded, but a flip that decodes is not caught."
     seconds: float = 0.0
     "Wall time."
 
@@ -88,37 +97,61 @@ def verify(
     t0 = time.perf_counter()
     files = workspace_files(workspace, dataset)
     report = VerifyReport(datasets=[dataset] if dataset is not None else workspace.datasets())
+    rrds = [(kind, path) for kind, path in files if kind != "row"]
+    first: dict[Path, list[str]] = {}
+    to_decode: list[tuple[Path, bool]] = []
+    for kind, path in rrds:
+        found = []
+        reason = quick_check_rrd(path)
+        if reason:
+            found.append(reason)
+        status, detail = check_checksum(path) if not reason else ("skip", "")
+        if status == "mismatch":
+            found.append(detail)
+        elif status == "missing":
+            report.no_checksum.append(path)
+        first[path] = found
+        if not reason:
+            to_decode.append((path, kind == "blueprint"))
+    sent = {p for p, _ in to_decode}
+    decoded = iter_decode_problems(to_decode)
+    try:
+        _report_files(files, first, sent, decoded, report, on_file)
+    finally:
+        decoded.close()  # stops the decoding child
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _report_files(files, first, sent, decoded, report: VerifyReport, on_file) -> None:
     for kind, path in files:
-        problem = _check(kind, path)
+        if kind == "row":
+            problem = _row_problem(path)
+        else:
+            found = first[path]
+            if path in sent:  # the decoder's answers come in order
+                decode = next(decoded)
+                if decode:
+                    found.append(decode)
+                elif kind == "layer":
+                    found.extend(_id_problem(path))
+            problem = "; ".join(found) or None
         report.checked += 1
         if problem:
             report.problems.append((path, problem))
         if on_file is not None:
             on_file(path, problem)
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
-def _check(kind: str, path: Path) -> str | None:
-    if kind == "layer":
-        problem = quick_check_rrd(path) or decode_problem(path)
-        if problem:
-            return problem
-        try:
-            rid = read_recording_id(path)
-        except RoboloopError as exc:
-            return str(exc).removeprefix(f"{path}: ")
-        seg = segment_of(path)
-        if rid != seg:
-            return f"holds recording {rid!r} but its name says segment {seg!r} (restore skips it)"
-        return None
-    if kind == "blueprint":
-        return quick_check_rrd(path) or _blueprint_problem(path)
-    return _row_problem(path)
-
-
-def _blueprint_problem(path: Path) -> str | None:
-    return decode_problem(path, blueprint=True)
+def _id_problem(path: Path) -> list[str]:
+    try:
+        rid = read_recording_id(path)
+    except RoboloopError as exc:
+        return [str(exc).removeprefix(f"{path}: ")]
+    seg = segment_of(path)
+    if rid != seg:
+        return [f"holds recording {rid!r} but its name says segment {seg!r} (restore skips it)"]
+    return []
 
 
 def _row_problem(path: Path) -> str | None:

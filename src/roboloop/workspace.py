@@ -7,14 +7,19 @@ Layout (one folder per layer, so a layer file never collides with its base)::
     <root>/tables/<table>/<entry_id>/        (Lance, written by the catalog server)
     <root>/runs/<run_id>/                    (checkpoint, config)
     <root>/locks/<name>.lock                 (fcntl locks: unique names, seed reservations, live catalogs)
+    <root>/checksums/datasets/<dataset>/<layer>/<segment_id>.rrd.sha256   (the manifest: see below)
 
 Every file is written under a temporary name in its final folder and renamed into
-place, so a crash never leaves a half-written file under a real name. A registered
+place, so a crash never leaves a half-written file under a real name. Before the rename,
+the checksum (sha256 and size) of every layer file and blueprint is recorded in the
+workspace's manifest (`record_checksum`: one record per file under `checksums/`), which
+`verify` and `import` check (`check_checksum`). A registered
 file is never modified in place: a new version is a new file registered with REPLACE
 (`<segment_id>.rrd` is version 0, then `<segment_id>.1.rrd`, `.2`, ...; see
 `next_version_path`); old versions are deleted only by `collect_garbage`, when no
 catalog process still uses the workspace (`live_catalog` holds a shared lock for as long
-as a catalog runs). This module never talks to the catalog server.
+as a catalog runs), and only when a newer version was actually registered (a damaged
+newest version never costs the good older one). This module never talks to the catalog server.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from roboloop import faults, schema
@@ -69,6 +75,7 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
             raise FileNotFoundError(f"nothing was written to the temporary file for {final}")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        record_checksum(tmp, final)  # before the rename that publishes the file (DESIGN)
         faults.point("file.written")
         if exclusive:
             os.link(tmp, final)  # FileExistsError if another writer took the name
@@ -80,6 +87,115 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+# --- checksums ------------------------------------------------------------------------------
+CHECKSUMS_DIR = "checksums"
+CHECKSUM_SUFFIX = ".sha256"
+_CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64}) (\d+)$")
+
+
+def checksum_record_path(path: Path) -> Path | None:
+    """Where the workspace records the checksum of a file it owns, or None for a file it does not checksum.
+
+    Recorded: every layer file (`<root>/datasets/<dataset>/<layer>/<name>.rrd`) and every
+    dataset's blueprint (`<root>/datasets/<dataset>/blueprint.rbl`), i.e. every file the
+    catalog reads a recording or blueprint from. The record mirrors the file's path under
+    `<root>/checksums/` (`checksums/datasets/<dataset>/<layer>/<name>.rrd.sha256`): one small
+    record per file, so concurrent writers never touch each other's record, and the data
+    folders hold only data.
+    """
+    path = Path(path)
+    parents = path.parents
+    if path.suffix == ".rrd" and len(parents) > 3 and parents[2].name == "datasets":
+        root = parents[3]
+    elif path.name == "blueprint.rbl" and len(parents) > 2 and parents[1].name == "datasets":
+        root = parents[2]
+    else:
+        return None
+    return root / CHECKSUMS_DIR / path.relative_to(root).with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def file_checksum(path: Path) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of a file's bytes."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def record_checksum(tmp: Path, final: Path) -> None:
+    """Record the checksum of `tmp` (about to be renamed onto `final`) in the workspace manifest, durably.
+
+    The record is one line `<sha256> <size>` appended (O_APPEND, one write) to `final`'s
+    record file. It is not fsynced (that would double the cost of every write, ~6 ms here):
+    a kill -9 cannot lose it (the kernel has it before the rename), and after a power loss
+    the worst case is a record missing or torn (unparseable lines are ignored), which verify
+    reports as "no checksum recorded", never as a false mismatch. Appending, not replacing, keeps it right under every race:
+    two writers racing for one new version name (`atomic_path(exclusive=True)`) both
+    append and the winner's content matches its own line; a writer killed between this and
+    its rename leaves a line no file matches, which is harmless. A file matches its record
+    when its checksum is one of the lines (`check_checksum`). No-op for files the workspace
+    does not checksum (`checksum_record_path`).
+    """
+    rec = checksum_record_path(final)
+    if rec is None:
+        return
+    digest, size = file_checksum(tmp)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(rec, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{digest} {size}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def forget_checksum(path: Path) -> None:
+    """Delete the checksum record of a file that was deleted (garbage collection, a rolled-back write)."""
+    rec = checksum_record_path(path)
+    if rec is not None:
+        with contextlib.suppress(FileNotFoundError):
+            rec.unlink()
+
+
+def recorded_checksums(path: Path) -> list[tuple[str, int]] | None:
+    """The (sha256, size) lines recorded for `path`; None when nothing is recorded (a file written before checksums)."""
+    rec = checksum_record_path(path)
+    if rec is None:
+        return None
+    try:
+        text = rec.read_text("ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    out = []
+    for line in text.splitlines():
+        m = _CHECKSUM_LINE.match(line.strip())
+        if m:
+            out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+def check_checksum(path: Path) -> tuple[str, str]:
+    """Compare a file with its recorded checksum: ("ok" | "missing" | "mismatch", what to tell the user).
+
+    Reads every byte of the file (`verify`, `import`; restore does not call it).
+    """
+    recorded = recorded_checksums(path)
+    if not recorded:  # none, or only torn lines (a power loss before the record reached the disk)
+        return "missing", "no checksum recorded (written before roboloop recorded checksums)"
+    digest, size = file_checksum(path)
+    if (digest, size) in recorded:
+        return "ok", ""
+    want_digest, want_size = recorded[-1]
+    if all(size != s for _, s in recorded):
+        what = f"its size is {size} bytes, {want_size} were written"
+    else:
+        what = f"its sha256 is {digest[:16]}..., {want_digest[:16]}... was written"
+    return "mismatch", (f"checksum mismatch: the file changed after it was written ({what}); "
+                        "restore it from a backup or delete it (an older version, if any, is then used)")
 
 
 def atomic_write_bytes(final: Path, data: bytes) -> Path:
@@ -246,33 +362,59 @@ class Workspace:
         return removed
 
     # --- versions and garbage ----------------------------------------------------------------
-    def old_versions(self) -> list[Path]:
-        """Every layer file that a newer version of the same segment supersedes (restore never registers them)."""
+    def segment_version_lists(self, dataset: str, layer: str) -> dict[str, list[Path]]:
+        """Segment id -> every finished version file of that segment in one layer, newest first (what restore tries, in order)."""
+        by_seg: dict[str, list[tuple[int, Path]]] = {}
+        for seg, n, p in self._layer_versions(dataset, layer):
+            by_seg.setdefault(seg, []).append((n, p))
+        return {seg: [p for _, p in sorted(vs, reverse=True)] for seg, vs in sorted(by_seg.items())}
+
+    def old_versions(self, in_use: Iterable[Path]) -> list[Path]:
+        """The layer files superseded by a version in `in_use` (the files a catalog registered): older versions of those segments.
+
+        A version is superseded only by a newer one that was actually registered: when the
+        newest file of a segment is damaged (restore skipped it and registered an older one),
+        the older one is in use and the damaged newer one is not superseded either, so
+        neither is returned (the damaged file stays on disk for `roboloop verify` to name).
+        Segments none of whose versions are in `in_use` lose nothing.
+        """
+        keep: dict[Path, dict[str, int]] = {}  # layer folder -> segment -> version in use
+        for p in map(Path, in_use):
+            if p.suffix == ".rrd" and p.parent.parent.parent == self.datasets_dir:
+                seg, n = _split_version(p.stem)
+                keep.setdefault(p.parent, {})[seg] = n
         out: list[Path] = []
-        for dataset in self.datasets():
-            for layer in self.layers(dataset):
-                newest = set(self.segment_files(dataset, layer))
-                out.extend(sorted(p for _, _, p in self._layer_versions(dataset, layer) if p not in newest))
-        return out
+        for folder, used in keep.items():  # each layer folder listed once
+            for q in folder.iterdir():
+                if q.suffix == ".rrd" and not is_temp_file(q):
+                    seg, n = _split_version(q.stem)
+                    if seg in used and n < used[seg]:
+                        out.append(q)
+        return sorted(out)
 
-    def collect_garbage(self) -> tuple[int, int]:
-        """Delete superseded layer versions and dead writers' temporary files; returns (versions, temp files).
+    def collect_garbage(self, in_use: Iterable[Path], *, temp_files: bool = True) -> tuple[int, int]:
+        """Delete the layer versions that the registered files `in_use` supersede, and dead writers' temporary files.
 
-        Call it only when no catalog server can still be reading the old versions:
-        `live_catalog(gc=True)` and `roboloop gc` check that first.
+        Returns (versions, temp files) removed. Call it only when no catalog server can
+        still be reading the old versions: `Catalog` does it after its restore when it was
+        alone on the workspace (`live_catalog`), `roboloop gc` checks that first. Each
+        deleted file's checksum record goes with it. `temp_files=False` leaves temporary files
+        (a restore has just removed them).
         """
         versions = 0
-        for p in self.old_versions():
+        for p in self.old_versions(in_use):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 versions += 1
-        return versions, self.remove_stale_temp_files()
+            forget_checksum(p)
+        return versions, self.remove_stale_temp_files() if temp_files else 0
 
-    def gc(self, *, force: bool = False) -> tuple[int, int]:
-        """`roboloop gc`: `collect_garbage` if no catalog process runs over the workspace; (versions, temp files) removed.
+    def gc(self, in_use: Iterable[Path], *, force: bool = False) -> tuple[int, int]:
+        """`roboloop gc`: `collect_garbage(in_use)` if no catalog process runs over the workspace; (versions, temp files) removed.
 
-        Raises `WorkspaceBusyError` while another process holds a catalog on it (it may
-        still be reading an old version), unless `force`.
+        `in_use` is what a restore registers now (`catalog_restore.usable_versions` computes it
+        without a server). Raises `WorkspaceBusyError` while another process holds a catalog on
+        it (it may still read an old version), unless `force`.
         """
         with self.lock(CATALOG_LOCK, blocking=False) as alone:
             if not alone and not force:
@@ -280,7 +422,7 @@ class Workspace:
                     f"a roboloop process (collect, serve, ...) runs a catalog over {self.root}: it may still read old "
                     "versions; stop it and run `roboloop gc` again, or pass --force"
                 )
-            return self.collect_garbage()
+            return self.collect_garbage(in_use)
 
     # --- locks ---------------------------------------------------------------------------
     def lock_path(self, name: str) -> Path:
@@ -308,33 +450,37 @@ class Workspace:
         finally:
             os.close(fd)  # releases the lock
 
-    def live_catalog(self, *, gc: bool = True) -> int:
-        """Mark this process as running a catalog over the workspace until the returned fd is closed.
+    def live_catalog(self) -> tuple[int, bool]:
+        """Mark this process as running a catalog over the workspace until the returned fd is closed; (fd, alone).
 
-        Takes a shared lock on `locks/catalog.lock`. With `gc`, first tries the exclusive
-        lock without waiting: if no other catalog process holds the workspace, superseded
-        versions and temporary files are deleted (`collect_garbage`), else nothing is.
-        Close the returned fd (`os.close`) when the catalog stops.
+        Takes a shared lock on `locks/catalog.lock`, after first trying the exclusive lock
+        without waiting: `alone` says no other catalog process held the workspace at that
+        moment. Only then may the caller delete superseded versions, and only after its
+        restore, with what it registered (`collect_garbage(in_use)`): a version is superseded
+        by a newer one that was actually registered, never by one that exists. Otherwise only
+        dead writers' temporary files are removed (safe while others run). Close the returned
+        fd (`os.close`) when the catalog stops.
         """
         path = self.lock_path(CATALOG_LOCK)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if gc:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    self.collect_garbage()
-                except BlockingIOError:
-                    self.remove_stale_temp_files()  # only dead writers' files: safe while others run
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+                self.remove_stale_temp_files()
             fcntl.flock(fd, fcntl.LOCK_SH)
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, alone
 
     def remove_dataset(self, dataset: str) -> None:
-        """Delete a dataset's folder (used by tests and `--fresh` style resets)."""
+        """Delete a dataset's folder and its checksum records (used by tests and `--fresh` style resets)."""
         shutil.rmtree(self.dataset_dir(dataset), ignore_errors=True)
+        shutil.rmtree(self.root / CHECKSUMS_DIR / self.dataset_dir(dataset).relative_to(self.root), ignore_errors=True)
 
 
 CATALOG_LOCK = "catalog"

@@ -104,7 +104,7 @@ def sql(
 def verify_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Check one dataset (default: every dataset and table row).")] = None,
 ) -> None:
-    """Decode every file of every layer (and blueprints, table rows); list what is broken, exit 1 if anything is."""
+    """Check every file of every layer (and blueprints, table rows) against its checksum and decode it; list what is broken, exit 1 if anything is."""
     from roboloop.verify import verify, workspace_files
 
     ws = open_workspace()
@@ -115,6 +115,9 @@ def verify_cmd(
     for path, problem in report.problems:
         console.print(f"[red]broken:[/] {path}: {problem}", highlight=False, soft_wrap=True)
     scope = f"dataset {dataset}" if dataset else f"{len(report.datasets)} dataset(s) and table rows"
+    if report.no_checksum:
+        console.print(f"note: {len(report.no_checksum)} file(s) have no checksum recorded (written before roboloop recorded "
+                      "checksums): decoded only, so a change that still decodes would not be seen")
     if report.ok:
         console.print(f"ok: {report.checked} file(s) of {scope} decode completely ({report.seconds:.1f}s)")
         return

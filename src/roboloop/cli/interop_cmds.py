@@ -69,7 +69,7 @@ def export_lerobot_cmd(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Entity path to leave out of the default features (repeatable).")] = None,
     task: Annotated[str | None, typer.Option(help="Task text for every episode (default: episode.task).")] = None,
     robot_type: Annotated[str | None, typer.Option(help="robot_type written to info.json.")] = None,
-    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Replace OUT if it exists.")] = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Replace OUT if it is an earlier export (never a file or a workspace folder).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="ExportConfig file (.toml/.json); flags override it.")] = None,
 ) -> None:
     """Export a saved selection as a LeRobot v3.0 dataset (parquet + H.264 mp4 + meta with statistics)."""

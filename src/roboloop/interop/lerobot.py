@@ -85,6 +85,7 @@ from roboloop.config import Config, ConfigError, check
 from roboloop.episode import EpisodeRecorder
 from roboloop.errors import RoboloopError
 from roboloop.video import DEFAULT_CRF, H264Encoder
+from roboloop.workspace import forget_checksum
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class ExportConfig(Config):
     gop: int | None = None
     """Frames between keyframes (default: fps, one per second); every episode also starts with one."""
     overwrite: bool = False
-    """Replace an existing `out_dir`."""
+    """Replace an existing `out_dir`, only when it is an earlier export (its `meta/roboloop.json`); never a file or workspace folder."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -702,6 +703,7 @@ def import_from_config(catalog: Catalog, cfg: ImportConfig, *, on_progress: Prog
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
+            forget_checksum(p)
         raise
     finally:
         for r in readers.values():
@@ -1081,6 +1083,44 @@ def _tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
+def is_earlier_export(folder: Path) -> bool:
+    """True when `folder` is a dataset `export_lerobot` wrote: a real folder with `meta/roboloop.json` saying so."""
+    marker = folder / PROVENANCE_PATH
+    if folder.is_symlink() or not folder.is_dir() or marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        body = json.loads(marker.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("exported_by") == "roboloop"
+
+
+def check_overwritable(out: Path, workspace_root: Path) -> None:
+    """Raise `LeRobotFormatError` unless an existing `out` may be replaced by `--overwrite`.
+
+    Only an earlier export is replaced (the `meta/roboloop.json` marker every export writes),
+    never a file or a symlink, never a folder that holds the workspace or lies inside it (its
+    recordings are the system of record), never any other folder.
+    """
+    if not (out.exists() or out.is_symlink()):
+        return
+    ws = Path(workspace_root).resolve()
+    if out.is_symlink() or not out.is_dir():
+        raise LeRobotFormatError(f"{out}: is a file, not an earlier export; --overwrite replaces only a folder this "
+                                 "command wrote. Choose a new folder or remove the file yourself")
+    real = out.resolve()
+    if real == ws or ws.is_relative_to(real):
+        raise LeRobotFormatError(f"{out}: holds the roboloop workspace {ws}; --overwrite would delete its recordings. "
+                                 "Choose a new folder outside the workspace")
+    if real.is_relative_to(ws):
+        raise LeRobotFormatError(f"{out}: is inside the roboloop workspace {ws}; --overwrite never replaces workspace "
+                                 "folders. Choose a new folder outside the workspace")
+    if not is_earlier_export(real):
+        raise LeRobotFormatError(f"{out}: is not an earlier roboloop export (no {PROVENANCE_PATH} written by "
+                                 "export-lerobot); --overwrite replaces only those. Choose a new folder, or empty or "
+                                 "remove this one yourself")
+
+
 def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Progress | None = None) -> ExportReport:
     """`export_lerobot` driven by an `ExportConfig` (what the CLI calls)."""
     from roboloop import curate
@@ -1088,8 +1128,9 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
 
     t_start = time.perf_counter()
     out = Path(cfg.out_dir).expanduser().resolve()
-    if out.exists() and not cfg.overwrite:
+    if (out.exists() or out.is_symlink()) and not cfg.overwrite:
         raise LeRobotFormatError(f"{out}: already exists; choose a new folder or pass --overwrite")
+    check_overwritable(out, catalog.workspace.root)
     sel = curate.load(catalog, cfg.selection)
     train, held = list(sel.train_ids), list(sel.holdout_ids)
     ids = {"train": train, "holdout": held, "all": train + held}[cfg.split]
@@ -1250,7 +1291,8 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
         }
         (tmp / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2))
         _fsync_tree(tmp)
-        if out.exists():
+        if out.exists() or out.is_symlink():
+            check_overwritable(out, catalog.workspace.root)  # again: it may have changed while we exported
             old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
