@@ -64,3 +64,31 @@ def test_paired_interval_never_collapses():
     # 4 discordant pairs all one way: exact McNemar p = 0.125 is no evidence; the interval includes 0
     d, lo, hi = analyze.newcombe_paired_diff(25, 4, 0, 1)
     assert analyze.mcnemar_exact(4, 0) == pytest.approx(0.125) and lo < 0 < d < hi
+
+
+# --- rows: a total order that matches creation -----------------------------------------------------
+
+
+def test_rows_sort_in_creation_order_within_one_clock_tick(tmp_path, monkeypatch):
+    """`evals` lists oldest first even when every row has the same `created_at` second (and here
+    even the same wall-clock nanosecond): creation order, not the key, breaks the tie."""
+    import time
+
+    from roboloop import rows
+    from roboloop.evaluate import list_evals
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_000_000_000)  # a clock that does not move
+    created = "2026-12-05T00:00:00+00:00"
+    for key in ("zeta", "short", "full", "alpha"):
+        rows.write_row(ws, "evals", key, {"eval_id": key, "created_at": created, "status": "running"})
+    rows.write_row(ws, "evals", "zeta", {"eval_id": "zeta", "created_at": created, "status": "finished"})  # an update
+    assert [r["eval_id"] for r in list_evals(ws)] == ["zeta", "short", "full", "alpha"]
+    assert rows.read_row(ws, "evals", "zeta")["status"] == "finished"
+    # deleted and created again: it is now the newest
+    rows.delete_row(ws, "evals", "short")
+    rows.write_row(ws, "evals", "short", {"eval_id": "short", "created_at": created})
+    assert [r["eval_id"] for r in list_evals(ws)] == ["zeta", "full", "alpha", "short"]
+    # the published table has no private ordering column
+    assert "_created_ns" not in rows.to_arrow(rows.read_rows(ws, "evals")).column_names

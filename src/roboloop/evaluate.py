@@ -493,9 +493,9 @@ def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
 
 
 def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Every evaluation row (of one demo dataset, if given), oldest first."""
+    """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`)."""
     out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
-    return sorted(out, key=lambda r: (str(r.get("created_at", "")), r[rows.KEY_FIELD]))
+    return sorted(out, key=rows.creation_order)
 
 
 def load_config(workspace, eval_id: str) -> EvalConfig:
