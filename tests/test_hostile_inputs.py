@@ -92,3 +92,29 @@ def test_rows_sort_in_creation_order_within_one_clock_tick(tmp_path, monkeypatch
     assert [r["eval_id"] for r in list_evals(ws)] == ["zeta", "full", "alpha", "short"]
     # the published table has no private ordering column
     assert "_created_ns" not in rows.to_arrow(rows.read_rows(ws, "evals")).column_names
+
+
+# --- CSV output ends lines with LF --------------------------------------------------------------
+
+
+def _cli(ws, *args: str, env: dict | None = None):
+    """The real `roboloop` command in a subprocess (the way a shell runs it); output decoded as is (no newline translation)."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "ROBOLOOP_CATALOG": "", "COLUMNS": "200", **(env or {})}
+    res = subprocess.run([sys.executable, "-m", "roboloop.cli", "--workspace", str(ws), *args],
+                         capture_output=True, env=full_env, timeout=120)
+    return subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
+
+
+def test_csv_lines_end_with_lf_so_shell_substitution_works(tmp_path):
+    import subprocess
+    import sys
+
+    # exactly the reported use: $(roboloop sql ... | tail -1)
+    script = f'v=$("{sys.executable}" -m roboloop.cli --workspace "{tmp_path}/ws" sql "SELECT 41 + 1 AS x" --format csv | tail -1); [ "$v" = 42 ]'
+    assert subprocess.run(["bash", "-c", script], env={**__import__("os").environ, "ROBOLOOP_CATALOG": ""}).returncode == 0
+    res = _cli(tmp_path / "ws", "evals", "--format", "csv")
+    assert res.returncode == 0 and "\r" not in res.stdout and res.stdout.startswith("eval_id,"), res.stdout + res.stderr
