@@ -118,3 +118,40 @@ def test_csv_lines_end_with_lf_so_shell_substitution_works(tmp_path):
     assert subprocess.run(["bash", "-c", script], env={**__import__("os").environ, "ROBOLOOP_CATALOG": ""}).returncode == 0
     res = _cli(tmp_path / "ws", "evals", "--format", "csv")
     assert res.returncode == 0 and "\r" not in res.stdout and res.stdout.startswith("eval_id,"), res.stdout + res.stderr
+
+
+# --- LeRobot export at an fps that does not divide the recording rate -------------------------------
+
+
+def test_export_at_30_fps_is_latest_at_and_cube_pose_imports_back(tmp_path, catalog, synthetic_episode):
+    """Frame k of a 30 fps export holds the newest 50 Hz sample at or before k / 30 (before: a third of
+    the frames took the next sample, up to 6.7 ms ahead); the cube pose comes back at its own path."""
+    import pyarrow.parquet as pq
+
+    from roboloop import curate, schema
+    from roboloop.interop import export_lerobot, import_lerobot
+    from roboloop.stream import EpisodeStream
+
+    ws = catalog.workspace
+    ep, path = synthetic_episode(ws, "src", "ep-0", duration_s=1.0,
+                                 scalar_streams={schema.JOINT_POSITIONS: (50.0, 14), schema.CUBE_POSE: (50.0, 7)},
+                                 properties={"episode": {"kind": "demo", "task": "transfer_cube"}})
+    catalog.register_files("src", [path])
+    curate.save(catalog, curate.select(catalog, "src"), "all")
+    out = tmp_path / "lr30"
+    export_lerobot(catalog, "all", out, 30)
+
+    data = pq.read_table(out / "data/chunk-000/file-000.parquet")
+    t_rec, state = ep.streams[schema.JOINT_POSITIONS]
+    _, cube = ep.streams[schema.CUBE_POSE]
+    k = np.asarray(data.column("frame_index").to_pylist())
+    assert len(k) == 30 and k.tolist() == list(range(30))  # grid points 0 .. 29/30 s within the last row at 0.98 s
+    # independent latest-at: the last recorded row whose time (whole ms) is <= k / 30
+    idx = np.searchsorted(np.round(t_rec * 1000), k * 1000 / 30, side="right") - 1
+    np.testing.assert_array_equal(np.stack(data.column("observation.state").to_pylist()), state[idx].astype(np.float32))
+    np.testing.assert_array_equal(np.stack(data.column("observation.environment_state").to_pylist()), cube[idx].astype(np.float32))
+
+    import_lerobot(catalog, out, "back")
+    (sid,) = catalog.segment_table("back").column("segment_id").to_pylist()
+    got = EpisodeStream(catalog, ("back", [sid]), fields={"cube": schema.CUBE_POSE}, rate_hz=30, batch_size=64, shuffle=False)
+    np.testing.assert_array_equal(next(iter(got))["cube"].numpy(), cube[idx].astype(np.float32))
