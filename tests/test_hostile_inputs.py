@@ -155,3 +155,106 @@ def test_export_at_30_fps_is_latest_at_and_cube_pose_imports_back(tmp_path, cata
     (sid,) = catalog.segment_table("back").column("segment_id").to_pylist()
     got = EpisodeStream(catalog, ("back", [sid]), fields={"cube": schema.CUBE_POSE}, rate_hz=30, batch_size=64, shuffle=False)
     np.testing.assert_array_equal(next(iter(got))["cube"].numpy(), cube[idx].astype(np.float32))
+
+
+# --- issue 19 item 12: tracebacks instead of errors ---------------------------------------------------
+
+
+def _invoke(ws, *args: str):
+    """The CLI in process: (exit code, output); a traceback would surface as a non-SystemExit exception."""
+    from typer.testing import CliRunner
+
+    from roboloop.cli import app
+
+    res = CliRunner().invoke(app, ["--workspace", str(ws), *args], env={"ROBOLOOP_CATALOG": "", "COLUMNS": "200"})
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    return res.exit_code, res.output
+
+
+@pytest.mark.parametrize("toml, expect", [
+    ("region = 5\n", "needs a list of labels, got 5"),
+    ("[grid]\nregion = {a = 1}\n", "needs a list of labels"),
+    ("region = [true]\n", "needs a list of labels"),
+    ("region = 'near,,far'\n", "empty label"),
+])
+def test_bad_toml_grid_is_an_error(tmp_path, toml, expect):
+    from roboloop.evaluate import GridError, parse_grid
+
+    path = tmp_path / "grid.toml"
+    path.write_text(toml)
+    with pytest.raises(GridError, match=expect):
+        parse_grid(path)
+    code, out = _invoke(tmp_path / "ws", "eval", "--grid", str(path), "-n", "1")
+    assert code == 1 and expect in out
+
+
+@pytest.mark.parametrize("text", ["region=near,,far", "region=near,", "region=,far"])
+def test_grid_with_an_empty_label_is_an_error(text):
+    from roboloop.evaluate import GridError, parse_grid
+
+    with pytest.raises(GridError, match="empty label"):
+        parse_grid(text)
+    assert parse_grid("region=near,far").to_dict() == {"region": ["left", "right"]}  # aliases still resolve
+
+
+def test_serve_port_out_of_range_is_an_error(tmp_path):
+    code, out = _invoke(tmp_path / "ws", "serve", "--port", "99999")
+    assert code == 1 and "99999 is not a TCP port" in out
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_workspace_naming_a_file_is_an_error(tmp_path, inside):
+    from roboloop.workspace import Workspace, WorkspaceError
+
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    ws = f / "sub" if inside else f
+    with pytest.raises(WorkspaceError, match="is a file|which is a file"):
+        Workspace(ws)
+    code, out = _invoke(ws, "ls")
+    assert code == 1 and "a workspace is a folder" in out
+    assert f.read_text() == "x"
+
+
+def test_export_to_an_unwritable_path_is_an_error_and_leaves_nothing(tmp_path, catalog, synthetic_episode):
+    from roboloop import curate
+    from roboloop.interop import export_lerobot
+    from roboloop.interop.lerobot import LeRobotExportError
+
+    _, path = synthetic_episode(catalog.workspace, "src", "ep-0", duration_s=0.2)
+    catalog.register_files("src", [path])
+    curate.save(catalog, curate.select(catalog, "src"), "all")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(LeRobotExportError, match="afile is a file, not a folder"):
+        export_lerobot(catalog, "all", blocker / "out", 50)
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ws"]
+
+
+def test_port_in_time_wait_after_a_kill_is_free(ws):
+    """A killed server's connections stay in TIME_WAIT for ~60 s; no process holds the port and the
+    Rerun server (SO_REUSEADDR, set by tokio) binds over them: starting there must not be refused."""
+    import errno
+    import socket
+
+    from roboloop.catalog import Catalog, port_holder
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first, as a killed server's kernel does: its end goes to TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+    srv.close()
+    plain = socket.socket()
+    with pytest.raises(OSError) as err:
+        plain.bind(("127.0.0.1", port))  # the state the report describes: a plain bind is refused
+    plain.close()
+    assert err.value.errno == errno.EADDRINUSE
+    assert port_holder(port) is None
+    with Catalog(ws, url="", port=port) as cat:
+        assert f":{port}" in cat.url

@@ -626,6 +626,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _start_server(rr, port: int):
     """Start the in-process server on 127.0.0.1; a taken port is an error naming the process that holds it."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise CatalogError(f"port {port!r} is not a TCP port: use 1-65535, or 0 for any free port")
     if port:
         holder = port_holder(port)
         if holder is not None:
@@ -641,11 +643,18 @@ def _start_server(rr, port: int):
 
 
 def port_holder(port: int) -> str | None:
-    """None when `port` is free on 127.0.0.1; else a description of who holds it (`" by pid 123 (python3: ...)"`, or "")."""
+    """None when `port` is free on 127.0.0.1; else a description of who holds it (`" by pid 123 (python3: ...)"`, or "").
+
+    The probe binds with SO_REUSEADDR, as the Rerun server's listener does (tokio sets it on
+    Unix): connections of a server that was killed linger in TIME_WAIT for ~60 s, and they
+    must not count as a holder (the server can bind over them; a listening socket still
+    refuses the probe).
+    """
     import socket
 
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((LOCALHOST, port))
     except OSError:
         pass

@@ -209,9 +209,19 @@ class Grid:
         """`{"region": ["near", "far"], "yaw": "none,any"}` -> Grid."""
         axes = []
         for axis, labels in d.items():
+            name = str(axis).strip().lower()
+            examples = valid_labels(name)[:2] if name in schema.CONDITION_AXES else ["near", "far"]
+            example = f"{name}={','.join(examples)}"
             if isinstance(labels, str):
-                labels = [s for s in (p.strip() for p in labels.split(",")) if s]
-            axes.append((str(axis).strip().lower(), tuple(labels)))
+                labels = [p.strip() for p in labels.split(",")]
+                if "" in labels:
+                    raise GridError(f"grid axis {name!r} has an empty label in {d[axis]!r} (a doubled or trailing comma?); "
+                                    f"write e.g. {example}")
+            elif not isinstance(labels, (list, tuple)) or any(isinstance(x, bool) or not isinstance(x, (str, int)) for x in labels):
+                toml = ", ".join(f'"{x}"' for x in examples)
+                raise GridError(f"grid axis {name!r} needs a list of labels, got {labels!r}; write e.g. {example} "
+                                f"(in TOML: {name} = [{toml}])")
+            axes.append((name, tuple(str(x) for x in labels)))
         return cls(tuple(axes))
 
     def to_dict(self) -> dict[str, list[str]]:

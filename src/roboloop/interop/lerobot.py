@@ -113,6 +113,10 @@ class LeRobotFormatError(RoboloopError):
     """A LeRobot dataset that cannot be read (missing or malformed file); the message names the file."""
 
 
+class LeRobotExportError(RoboloopError):
+    """An export that cannot be written where it was asked to go; the message names the folder."""
+
+
 # --- configs ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -1149,9 +1153,16 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
     )
     gop = cfg.gop or cfg.fps
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        blocker = next((p for p in out.parents if p.exists()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else \
+            f"{exc.strerror or exc} ({exc.filename})"
+        raise LeRobotExportError(f"cannot write the export to {out}: {reason}; "
+                                 "choose an output folder inside a folder you can write") from None
     writers: dict[str, _Mp4Writer] = {}
     try:
         data_path = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
@@ -1284,11 +1295,14 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         for w in writers.values():
             with contextlib.suppress(Exception):
                 w.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise LeRobotExportError(f"writing the export to {out} failed: {exc}; nothing was left behind "
+                                     "(check free space and permissions, then run it again)") from exc
         raise
     return ExportReport(
         out_dir=out,
