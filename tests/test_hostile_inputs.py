@@ -258,3 +258,74 @@ def test_port_in_time_wait_after_a_kill_is_free(ws):
     assert port_holder(port) is None
     with Catalog(ws, url="", port=port) as cat:
         assert f":{port}" in cat.url
+
+
+def test_plans_table_whose_only_plan_has_no_items_is_readable_by_sql(catalog):
+    """Executing a plan without items writes `collected = {}` (an Arrow struct without fields): the
+    catalog table was created but every query of it failed, while verify said ok."""
+    from roboloop.plan import Plan, execute_plan
+    from roboloop.verify import verify
+
+    run = execute_plan(catalog, Plan(name="empty", dataset="aloha", items=()))
+    assert run.status == "executed"
+    assert catalog.publish_rows("plans")
+    got = catalog.sql("SELECT name, total, items, collected FROM plans").to_pylist()
+    assert got == [{"name": "empty", "total": 0, "items": "[]", "collected": "{}"}]
+    assert verify(catalog.workspace).ok
+    code, out = _invoke(catalog.workspace.root, "sql", "SELECT name, total FROM plans", "--format", "csv")
+    assert code == 0 and out.splitlines() == ["name,total", "empty,0"]
+
+
+@pytest.mark.parametrize("name", ["aloha_runs", "aloha_evals"])
+def test_runs_and_evals_names_are_refused_as_demonstration_datasets(tmp_path, name):
+    from roboloop.collect import CollectConfig
+    from roboloop.config import ConfigError
+    from roboloop.evaluate import EvalConfig, EvaluateError
+    from roboloop.plan import Plan, PlanError
+
+    with pytest.raises(ConfigError, match="reserved"):
+        CollectConfig(dataset=name)
+    with pytest.raises(EvaluateError, match="reserved"):
+        EvalConfig(dataset=name)
+    with pytest.raises(PlanError, match="reserved"):
+        Plan(name="p", dataset=name)
+    assert CollectConfig(dataset="aloha_evals", kind="rollout").dataset == "aloha_evals"  # where evaluate records rollouts
+    assert CollectConfig(dataset="aloha-runs").dataset == "aloha-runs"
+    code, out = _invoke(tmp_path / "ws", "collect", "-d", name, "--episodes", "1", "--steps", "5", "--cameras", "")
+    assert code == 1 and "reserved" in out and not (tmp_path / "ws" / "datasets" / name).exists()
+
+
+def test_empty_where_is_an_error_not_everything(catalog, synthetic_episode):
+    from roboloop import curate
+    from roboloop.predicate import PredicateError, select_ids
+
+    paths = [synthetic_episode(catalog.workspace, "src", f"ep-{i}", duration_s=0.2, seed=i)[1] for i in range(2)]
+    catalog.register_files("src", paths)
+    table = catalog.segment_table("src")
+    assert select_ids(table, None) == ["ep-0", "ep-1"]
+    for where in ("", "  "):
+        with pytest.raises(PredicateError, match="predicate is empty"):
+            select_ids(table, where)
+        with pytest.raises(PredicateError, match="leave --where out"):
+            curate.select(catalog, "src", where)
+    code, out = _invoke(catalog.workspace.root, "curate", "-d", "src", "--name", "everything", "--where", "")
+    assert code == 1 and "predicate is empty" in out
+    assert curate.list_selections(catalog) == []
+
+
+def test_import_as_a_layer_refuses_a_base_recording(tmp_path, catalog, synthetic_episode):
+    from roboloop import schema
+    from roboloop.catalog import CatalogError
+    from roboloop.episode import write_layer_properties
+
+    _, base = synthetic_episode(catalog.workspace, "src", "ep-0", duration_s=0.2, properties={"episode": {"kind": "demo"}})
+    outside = tmp_path / "ep-0.rrd"
+    outside.write_bytes(base.read_bytes())
+    with pytest.raises(CatalogError, match="is a base recording"):
+        catalog.import_files("other", [outside], layer="signals")
+    assert not catalog.workspace.segment_path("other", "signals", "ep-0").exists()
+    assert catalog.import_files("other", [outside]) == ["ep-0"]  # as a base it is fine
+    layer = write_layer_properties(tmp_path / "layer.rrd", "ep-0", {schema.SIGNALS: {"jerk_peak": 1.5}})
+    assert catalog.import_files("other", [layer], layer="signals") == ["ep-0"]
+    row = catalog.segment_table("other").to_pylist()[0]
+    assert row["signals.jerk_peak"] == 1.5 and row["episode.kind"] == "demo"

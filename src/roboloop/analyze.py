@@ -511,9 +511,12 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
         PredicateError,
         _Parser,
         columns_of,
+        given_where,
         resolver,
         select_ids,
     )
+
+    where = given_where(where)
 
     if eval_ids:
         if EVAL_ID not in table.column_names:
@@ -524,7 +527,7 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
             raise PredicateError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {evals_dataset}; "
                                  f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
         table = table.filter(pc.is_in(table.column(EVAL_ID), value_set=pa.array(list(eval_ids))))
-    if where and where.strip():
+    if where is not None:
         # hand DataFusion only the columns the predicate reads (registering 40 columns x 100k rows costs seconds)
         resolve = resolver(table.column_names, evals_dataset)
         names = {resolve(n) for n in columns_of(_Parser(where, lambda n: n).parse())} - {"segment_id"}
@@ -578,10 +581,11 @@ def load_rollouts(
     derived layers such as `signals.*`), and the caller closes what it returns.
     """
     from roboloop import episode_index
-    from roboloop.predicate import _Parser, columns_of
+    from roboloop.predicate import _Parser, columns_of, given_where
 
     names = set(needed)
-    if where and where.strip():
+    where = given_where(where)
+    if where is not None:
         names |= columns_of(_Parser(where, lambda n: n).parse())
     base_only = all(n == "segment_id" or n.partition(".")[0] in episode_index.BASE_GROUPS for n in names)
     if base_only and evals_dataset in workspace.datasets():

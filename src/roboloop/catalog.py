@@ -153,6 +153,27 @@ def decode_problem(path: Path, *, blueprint: bool = False) -> str | None:
     return None
 
 
+RECORDING_INFO_ENTITY = "/__properties"
+"""Where a recording written with `send_properties=True` (a base recording) keeps its RecordingInfo.
+Layer files are written without it (FIELD-NOTES: it would overwrite the base's)."""
+
+
+def has_recording_info(path: str | os.PathLike[str]) -> bool:
+    """True when the RRD's recording carries its own RecordingInfo properties (it is a base recording, not a layer)."""
+    from rerun.chunk import RrdReader
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = RrdReader(path)
+            for store in reader.recordings():
+                if any(str(chunk.entity_path) == RECORDING_INFO_ENTITY for chunk in reader.stream(store=store)):
+                    return True
+    except Exception as exc:  # any decoding failure: the file is not usable
+        raise CorruptRecordingError(f"{path}: unreadable RRD: {_first_line(exc)}") from exc
+    return False
+
+
 def read_recording_id(path: str | os.PathLike[str]) -> str:
     """The recording id of an RRD's first recording, cheaply (no chunk is decoded).
 
@@ -537,6 +558,12 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
             ids[p] = schema.validate_segment_id(validate_rrd(p))
         except (CatalogError, ValueError) as exc:
             problems.append(str(exc))
+            continue
+        if layer != schema.BASE_LAYER and has_recording_info(p):
+            problems.append(f"{p}: is a base recording (it carries the recording's own properties, {RECORDING_INFO_ENTITY}), "
+                            f"not a {layer!r} layer: registered as a layer it would overwrite the base's properties; "
+                            "import it without --layer, or write the layer without recording properties "
+                            "(rerun: RecordingStream(..., send_properties=False))")
     seen: dict[str, Path] = {}
     for p, seg in ids.items():
         if seg in seen:

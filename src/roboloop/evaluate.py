@@ -315,7 +315,10 @@ class EvalConfig:
     """Simulated task."""
 
     def __post_init__(self) -> None:
-        schema.validate_dataset_name(self.dataset)
+        try:
+            schema.validate_demo_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise EvaluateError(str(exc)) from None
         if not isinstance(self.policy, str) or not self.policy:
             raise EvaluateError(f"policy must be 'scripted' or a training run id, got {self.policy!r}")
         if self.policy != schema.POLICY_SCRIPTED:

@@ -140,7 +140,7 @@ class ImportConfig(Config):
         super().__post_init__()
         check(bool(self.path), "ImportConfig.path must name the LeRobot dataset folder")
         try:
-            schema.validate_dataset_name(self.dataset)
+            schema.validate_demo_dataset_name(self.dataset)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check(bool(self.kind), "ImportConfig.kind must not be empty (e.g. 'demo')")
