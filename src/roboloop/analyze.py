@@ -14,8 +14,8 @@ Statistics (all 95% by default):
   (cell, seed) pairs, the comparison is **paired**: exact McNemar test (a two-sided
   binomial test on the discordant pairs, ``scipy.stats.binomtest``) and Newcombe's
   square-and-add score interval for a paired difference with the continuity-corrected
-  correlation (Newcombe 1998, Stat Med 17:2635, method 11; the "Newcombe square-and-add"
-  interval that Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, recommend).
+  correlation (Newcombe 1998, Stat Med 17:2635; the "Newcombe square-and-add" interval of
+  Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, among the intervals they recommend).
   Where seeds differ: Fisher's exact test and Newcombe's hybrid score interval for
   independent proportions (Newcombe 1998, Stat Med 17:873, method 10). Cell p-values
   are adjusted with Holm's step-down method; the overall row is one test, unadjusted.
@@ -184,18 +184,19 @@ def newcombe_paired_diff(both: int, only1: int, only2: int, neither: int, confid
 
     The Wilson score intervals of the two marginal rates are combined by square-and-add
     with the correlation phi of the 2x2 table, **continuity-corrected** (Newcombe 1998,
-    Stat Med 17:2635, method 11; Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, the
-    "Newcombe square-and-add" interval they recommend): with ``A = both * neither -
-    only1 * only2``, phi = (A - n/2) / sqrt(margins) when A > n/2, 0 when 0 <= A <= n/2,
-    A / sqrt(margins) when A < 0, and 0 when a margin is empty.
+    Stat Med 17:2635, score-based method; as in Altman et al., Statistics with Confidence,
+    2000, and the "Newcombe square-and-add" interval of Fagerland, Lydersen & Laake 2014,
+    Stat Med 33:2850). With ``A = both * neither - only1 * only2``: phi = (A - n/2) /
+    sqrt(margins) when A > n/2, 0 when 0 <= A <= n/2, A / sqrt(margins) when A < 0, and 0
+    when a margin is empty.
 
-    Coverage: the uncorrected phi (method 10) makes the interval collapse to zero width
-    when there are no discordant pairs (15, 0, 0, 15 gave [0, 0]) and its exact coverage
-    fell to 0.68 at n = 20. With the corrected phi the exact coverage, enumerated over every
+    Coverage: the uncorrected phi made the interval collapse to zero width when there
+    are no discordant pairs ((15, 0, 0, 15) gave [0, 0]) and its exact coverage fell to
+    0.68 at n = 20. With the corrected phi the exact coverage, enumerated over every
     outcome on a grid of cell probabilities, has a minimum of 0.91 and a mean of 0.955 at
-    n = 20 (0.86 and 0.96 at n = 10; ``tests/test_hostile_inputs.py`` enumerates it). Like every asymptotic
-    interval it is not guaranteed to reach the nominal level at every setting; the dips
-    are where one kind of discordant pair is impossible.
+    n = 20 (0.86 and 0.96 at n = 10; ``tests/test_hostile_inputs.py`` enumerates it).
+    Like every asymptotic interval it does not reach the nominal level at every setting;
+    the dips are at the edges (a kind of pair that never occurs).
     """
     a, b, c, d = both, only1, only2, neither
     if min(a, b, c, d) < 0:
