@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -70,13 +71,15 @@ def _json_default(value: Any) -> Any:
 
 
 _last_stamp = 0
+_stamp_lock = threading.Lock()
 
 
 def _stamp() -> int:
-    """Wall-clock nanoseconds, strictly increasing within this process."""
+    """Wall-clock nanoseconds, strictly increasing within this process (threads included)."""
     global _last_stamp
-    _last_stamp = max(time.time_ns(), _last_stamp + 1)
-    return _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        return _last_stamp
 
 
 def write_row(workspace: Workspace, table: str, key: str, row: Mapping[str, Any]) -> Path:
