@@ -262,15 +262,17 @@ def test_port_in_time_wait_after_a_kill_is_free(ws):
 
 def test_plans_table_whose_only_plan_has_no_items_is_readable_by_sql(catalog):
     """Executing a plan without items writes `collected = {}` (an Arrow struct without fields): the
-    catalog table was created but every query of it failed, while verify said ok."""
+    catalog table was created but every query of it failed (the columns after it decoded shifted),
+    while verify said ok."""
     from roboloop.plan import Plan, execute_plan
     from roboloop.verify import verify
 
     run = execute_plan(catalog, Plan(name="empty", dataset="aloha", items=()))
     assert run.status == "executed"
     assert catalog.publish_rows("plans")
-    got = catalog.sql("SELECT name, total, items, collected FROM plans").to_pylist()
-    assert got == [{"name": "empty", "total": 0, "items": "[]", "collected": "{}"}]
+    got = catalog.sql("SELECT * FROM plans").to_pylist()
+    assert [(r["name"], r["dataset"], r["status"], r["total"], r["items"], r["collected"]) for r in got] == [
+        ("empty", "aloha", "executed", 0, [], "{}")]
     assert verify(catalog.workspace).ok
     code, out = _invoke(catalog.workspace.root, "sql", "SELECT name, total FROM plans", "--format", "csv")
     assert code == 0 and out.splitlines() == ["name,total", "empty,0"]
