@@ -342,7 +342,7 @@ def test_export_then_import_round_trip(tmp_path, catalog, synthetic_episode):
     np.testing.assert_array_equal(a["frame_index"], b["frame_index"])
     np.testing.assert_array_equal(a["state"], b["state"])  # exact in float32
     np.testing.assert_array_equal(a["action"], b["action"])
-    env = "/lerobot/observation.environment_state"
+    env = schema.CUBE_POSE  # roboloop.json maps each feature back to the path it was exported from
     envs = EpisodeStream(catalog, ("back", [rows[0], rows[1]]), fields={"env": env}, rate_hz=25, batch_size=1024, shuffle=False)
     orig = EpisodeStream(catalog, ("src", ["ep-0", "ep-1"]), fields={"env": schema.CUBE_POSE}, rate_hz=25, batch_size=1024, shuffle=False)
     np.testing.assert_array_equal(next(iter(envs))["env"].numpy(), next(iter(orig))["env"].numpy())

@@ -13,7 +13,9 @@ Statistics (all 95% by default):
 * :func:`compare`: per cell and overall, B minus A. Where the two evaluations share
   (cell, seed) pairs, the comparison is **paired**: exact McNemar test (a two-sided
   binomial test on the discordant pairs, ``scipy.stats.binomtest``) and Newcombe's
-  score interval for a paired difference (Newcombe 1998, Stat Med 17:2635, method 10).
+  square-and-add score interval for a paired difference with the continuity-corrected
+  correlation (Newcombe 1998, Stat Med 17:2635; the "Newcombe square-and-add" interval of
+  Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, among the intervals they recommend).
   Where seeds differ: Fisher's exact test and Newcombe's hybrid score interval for
   independent proportions (Newcombe 1998, Stat Med 17:873, method 10). Cell p-values
   are adjusted with Holm's step-down method; the overall row is one test, unadjusted.
@@ -175,20 +177,44 @@ def newcombe_diff(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) 
 
 
 def newcombe_paired_diff(both: int, only1: int, only2: int, neither: int, confidence: float = 0.95) -> tuple[float, float, float]:
-    """p1 - p2 for paired binary outcomes and Newcombe's score interval (method 10): (diff, low, high).
+    """p1 - p2 for paired binary outcomes and Newcombe's square-and-add interval: (diff, low, high).
 
     `both` = pairs where 1 and 2 succeed, `only1` = 1 succeeds and 2 fails, `only2` the
     reverse, `neither` = both fail.
+
+    The Wilson score intervals of the two marginal rates are combined by square-and-add
+    with the correlation phi of the 2x2 table, **continuity-corrected** (Newcombe 1998,
+    Stat Med 17:2635, score-based method; as in Altman et al., Statistics with Confidence,
+    2000, and the "Newcombe square-and-add" interval of Fagerland, Lydersen & Laake 2014,
+    Stat Med 33:2850). With ``A = both * neither - only1 * only2``: phi = (A - n/2) /
+    sqrt(margins) when A > n/2, 0 when 0 <= A <= n/2, A / sqrt(margins) when A < 0, and 0
+    when a margin is empty.
+
+    Coverage: the uncorrected phi made the interval collapse to zero width when there
+    are no discordant pairs ((15, 0, 0, 15) gave [0, 0]) and its exact coverage fell to
+    0.68 at n = 20. With the corrected phi the exact coverage, enumerated over every
+    outcome on a grid of cell probabilities, has a minimum of 0.91 and a mean of 0.955 at
+    n = 20 (0.86 and 0.96 at n = 10; ``tests/test_hostile_inputs.py`` enumerates it).
+    Like every asymptotic interval it does not reach the nominal level at every setting;
+    the dips are at the edges (a kind of pair that never occurs).
     """
     a, b, c, d = both, only1, only2, neither
+    if min(a, b, c, d) < 0:
+        raise ValueError(f"pair counts must be >= 0, got {(a, b, c, d)}")
     n = a + b + c + d
     if n == 0:
         return (float("nan"), -1.0, 1.0)
     p1, p2 = (a + b) / n, (a + c) / n
     l1, u1 = wilson(a + b, n, confidence)
     l2, u2 = wilson(a + c, n, confidence)
-    denom = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(denom) if denom > 0 else 0.0
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    cross = a * d - b * c
+    if margins == 0 or 0 <= cross <= n / 2:
+        phi = 0.0
+    elif cross > n / 2:
+        phi = (cross - n / 2) / math.sqrt(margins)
+    else:
+        phi = cross / math.sqrt(margins)
     diff = p1 - p2
     dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     du = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
@@ -536,9 +562,12 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
         PredicateError,
         _Parser,
         columns_of,
+        given_where,
         resolver,
         select_ids,
     )
+
+    where = given_where(where)
 
     if eval_ids:
         if EVAL_ID not in table.column_names:
@@ -549,7 +578,7 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
             raise PredicateError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {evals_dataset}; "
                                  f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
         table = table.filter(pc.is_in(table.column(EVAL_ID), value_set=pa.array(list(eval_ids))))
-    if where and where.strip():
+    if where is not None:
         # hand DataFusion only the columns the predicate reads (registering 40 columns x 100k rows costs seconds)
         resolve = resolver(table.column_names, evals_dataset)
         names = {resolve(n) for n in columns_of(_Parser(where, lambda n: n).parse())} - {"segment_id"}
@@ -603,10 +632,11 @@ def load_rollouts(
     derived layers such as `signals.*`), and the caller closes what it returns.
     """
     from roboloop import episode_index
-    from roboloop.predicate import _Parser, columns_of
+    from roboloop.predicate import _Parser, columns_of, given_where
 
     names = set(needed)
-    if where and where.strip():
+    where = given_where(where)
+    if where is not None:
         names |= columns_of(_Parser(where, lambda n: n).parse())
     base_only = all(n == "segment_id" or n.partition(".")[0] in episode_index.BASE_GROUPS for n in names)
     if base_only and evals_dataset in workspace.datasets():

@@ -307,6 +307,27 @@ def _decode_child_main() -> None:
         sys.stdout.flush()
 
 
+RECORDING_INFO_ENTITY = "/__properties"
+"""Where a recording written with `send_properties=True` (a base recording) keeps its RecordingInfo.
+Layer files are written without it (FIELD-NOTES: it would overwrite the base's)."""
+
+
+def has_recording_info(path: str | os.PathLike[str]) -> bool:
+    """True when the RRD's recording carries its own RecordingInfo properties (it is a base recording, not a layer)."""
+    from rerun.chunk import RrdReader
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = RrdReader(path)
+            for store in reader.recordings():
+                if any(str(chunk.entity_path) == RECORDING_INFO_ENTITY for chunk in reader.stream(store=store)):
+                    return True
+    except Exception as exc:  # any decoding failure: the file is not usable
+        raise CorruptRecordingError(f"{path}: unreadable RRD: {_first_line(exc)}") from exc
+    return False
+
+
 def read_recording_id(path: str | os.PathLike[str]) -> str:
     """The recording id of an RRD's first recording, cheaply (no chunk is decoded).
 
@@ -707,6 +728,11 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
             problems.append(f"{p}: {exc}")
             continue
         digests[p] = file_checksum(p)
+        if layer != schema.BASE_LAYER and has_recording_info(p):
+            problems.append(f"{p}: is a base recording (it carries the recording's own properties, {RECORDING_INFO_ENTITY}), "
+                            f"not a {layer!r} layer: registered as a layer it would overwrite the base's properties; "
+                            "import it without --layer, or write the layer without recording properties "
+                            "(rerun: RecordingStream(..., send_properties=False))")
     seen: dict[str, Path] = {}
     for p, seg in ids.items():
         if seg in seen:
@@ -800,6 +826,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _start_server(rr, port: int):
     """Start the in-process server on 127.0.0.1; a taken port is an error naming the process that holds it."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise CatalogError(f"port {port!r} is not a TCP port: use 1-65535, or 0 for any free port")
     if port:
         holder = port_holder(port)
         if holder is not None:
@@ -815,11 +843,18 @@ def _start_server(rr, port: int):
 
 
 def port_holder(port: int) -> str | None:
-    """None when `port` is free on 127.0.0.1; else a description of who holds it (`" by pid 123 (python3: ...)"`, or "")."""
+    """None when `port` is free on 127.0.0.1; else a description of who holds it (`" by pid 123 (python3: ...)"`, or "").
+
+    The probe binds with SO_REUSEADDR, as the Rerun server's listener does (tokio sets it on
+    Unix): connections of a server that was killed linger in TIME_WAIT for ~60 s, and they
+    must not count as a holder (the server can bind over them; a listening socket still
+    refuses the probe).
+    """
     import socket
 
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((LOCALHOST, port))
     except OSError:
         pass

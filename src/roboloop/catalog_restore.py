@@ -298,11 +298,30 @@ def _arrow_rows(live: list[dict[str, Any]]):
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         text = [{k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in live]
         table = _rows.to_arrow(text)
-    # a column that is null in every row has no type the catalog can store: make it text
+    # a column that is null in every row has no type the catalog can store: make it text. A column whose
+    # type holds a struct without fields (`{}` in every row: `collected` of a plan without items) is
+    # written by Lance but shifts every later column when read back (measured: the next string column
+    # came back null or failed to decode, so every query of the table failed): it becomes JSON text.
     for i, f in enumerate(table.schema):
         if pa.types.is_null(f.type):
             table = table.set_column(i, pa.field(f.name, pa.string()), pa.nulls(table.num_rows, pa.string()))
+        elif _has_empty_struct(f.type):
+            text = [None if r.get(f.name) is None else json.dumps(r.get(f.name), sort_keys=True, default=str) for r in live]
+            table = table.set_column(i, pa.field(f.name, pa.string()), pa.array(text, pa.string()))
     return table
+
+
+def _has_empty_struct(t) -> bool:
+    """A struct type without fields anywhere inside `t` (lists, maps and structs are searched)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _has_empty_struct(t.value_type)
+    if pa.types.is_map(t):
+        return _has_empty_struct(t.key_type) or _has_empty_struct(t.item_type)
+    return False
 
 
 def segment_of(path: Path) -> str:

@@ -490,7 +490,10 @@ class CollectConfig(Config):
             object.__setattr__(self, "conditions", tuple(self.conditions))
         super().__post_init__()
         try:
-            schema.validate_dataset_name(self.dataset)
+            if self.kind == schema.KIND_ROLLOUT:
+                schema.validate_dataset_name(self.dataset)  # evaluate records rollouts into <dataset>_evals
+            else:
+                schema.validate_demo_dataset_name(self.dataset)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check(isinstance(self.episodes, int) and self.episodes >= 0, f"episodes must be an int >= 0, got {self.episodes!r}")

@@ -57,7 +57,15 @@ from roboloop import faults, schema
 from roboloop import rows as _rowfiles
 from roboloop.catalog import Catalog, CatalogError
 from roboloop.errors import UnknownNameError
-from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError, compile_where, flagged_ids_from_table, select_ids
+from roboloop.predicate import (
+    EmptySelectionError,
+    PredicateError,
+    UnknownColumnError,
+    compile_where,
+    flagged_ids_from_table,
+    given_where,
+    select_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +208,7 @@ def select(
     if limit is not None and limit <= 0:
         raise PredicateError(f"limit must be a positive number of episodes, got {limit}")
     table = catalog.segment_table(dataset)
-    where = where.strip() if where and where.strip() else None
+    where = given_where(where)
     order = order.strip() if order and order.strip() else None
     sql = compile_where(where, table.column_names, dataset) if where else None
     ids = select_ids(table, where, order=order, limit=limit, include_flagged=include_flagged, dataset=dataset)

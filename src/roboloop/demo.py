@@ -28,7 +28,7 @@ from typing import Any
 
 from roboloop import schema
 from roboloop.catalog import Catalog
-from roboloop.config import Config, check
+from roboloop.config import Config, ConfigError, check
 
 COVERED = {"yaw": "none"}
 """The demonstrated corner: every demonstration has the cube at yaw 0 (the planted gap is the rest of the yaw axis)."""
@@ -75,7 +75,10 @@ class DemoConfig(Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        schema.validate_dataset_name(self.dataset)
+        try:
+            schema.validate_demo_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         check(self.demos >= 2, f"demos must be >= 2, got {self.demos}")
         check(self.episodes_per_cell >= 1, f"episodes_per_cell must be >= 1, got {self.episodes_per_cell}")
         check(self.plan_budget >= 1, f"plan_budget must be >= 1, got {self.plan_budget}")

@@ -209,9 +209,19 @@ class Grid:
         """`{"region": ["near", "far"], "yaw": "none,any"}` -> Grid."""
         axes = []
         for axis, labels in d.items():
+            name = str(axis).strip().lower()
+            examples = valid_labels(name)[:2] if name in schema.CONDITION_AXES else ["near", "far"]
+            example = f"{name}={','.join(examples)}"
             if isinstance(labels, str):
-                labels = [s for s in (p.strip() for p in labels.split(",")) if s]
-            axes.append((str(axis).strip().lower(), tuple(labels)))
+                labels = [p.strip() for p in labels.split(",")]
+                if "" in labels:
+                    raise GridError(f"grid axis {name!r} has an empty label in {d[axis]!r} (a doubled or trailing comma?); "
+                                    f"write e.g. {example}")
+            elif not isinstance(labels, (list, tuple)) or any(isinstance(x, bool) or not isinstance(x, (str, int)) for x in labels):
+                toml = ", ".join(f'"{x}"' for x in examples)
+                raise GridError(f"grid axis {name!r} needs a list of labels, got {labels!r}; write e.g. {example} "
+                                f"(in TOML: {name} = [{toml}])")
+            axes.append((name, tuple(str(x) for x in labels)))
         return cls(tuple(axes))
 
     def to_dict(self) -> dict[str, list[str]]:
@@ -305,7 +315,10 @@ class EvalConfig:
     """Simulated task."""
 
     def __post_init__(self) -> None:
-        schema.validate_dataset_name(self.dataset)
+        try:
+            schema.validate_demo_dataset_name(self.dataset)
+        except ValueError as exc:
+            raise EvaluateError(str(exc)) from None
         if not isinstance(self.policy, str) or not self.policy:
             raise EvaluateError(f"policy must be 'scripted' or a training run id, got {self.policy!r}")
         if self.policy != schema.POLICY_SCRIPTED:
@@ -493,9 +506,9 @@ def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
 
 
 def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Every evaluation row (of one demo dataset, if given), oldest first."""
+    """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`)."""
     out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
-    return sorted(out, key=lambda r: (str(r.get("created_at", "")), r[rows.KEY_FIELD]))
+    return sorted(out, key=rows.creation_order)
 
 
 def load_config(workspace, eval_id: str) -> EvalConfig:

@@ -207,7 +207,7 @@ class Plan:
         except ValueError as exc:
             raise PlanError(f"invalid plan name: {exc}") from None
         try:
-            schema.validate_dataset_name(self.dataset)
+            schema.validate_demo_dataset_name(self.dataset)
         except (ValueError, TypeError) as exc:
             raise PlanError(f"plan {self.name!r}: {exc}") from None
         items = []

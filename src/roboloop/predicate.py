@@ -428,6 +428,19 @@ def resolver(columns: Sequence[str], dataset: str | None = None):
     return resolve
 
 
+def given_where(where: str | None) -> str | None:
+    """`where` stripped; None when no predicate was given (None). A blank string is an error, not "everything":
+    `--where "$FILTER"` with an unset variable must not silently select every episode."""
+    if where is None:
+        return None
+    if not isinstance(where, str):
+        raise PredicateError(f"a predicate is text, got {type(where).__name__}")
+    if not where.strip():
+        raise PredicateError(f"the predicate is empty ({where!r}): leave --where out to select every episode, "
+                             "or write one, e.g. \"outcome.success\" or \"scene.region = 'left'\"")
+    return where.strip()
+
+
 def compile_where(text: str, columns: Sequence[str], dataset: str | None = None, types: Mapping[str, pa.DataType] | None = None) -> str:
     """Parse `text` against the available `columns`; return the SQL expression.
 
@@ -566,7 +579,8 @@ def select_ids(
 
     columns = table.column_names
     clauses = []
-    if where is not None and where.strip():
+    where = given_where(where)
+    if where is not None:
         clauses.append(compile_where(where, columns, dataset, types={f.name: f.type for f in table.schema}))
     if not include_flagged and FLAGGED_COLUMN in columns:
         flagged = quote_ident(FLAGGED_COLUMN)
@@ -590,7 +604,7 @@ def select_ids(
         result = ctx.sql(sql).to_arrow_table()
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        used = sorted(columns_of(_Parser(where, resolver(columns, dataset)).parse())) if where and where.strip() else []
+        used = sorted(columns_of(_Parser(where, resolver(columns, dataset)).parse())) if where is not None else []
         kinds = "; ".join(f"{c} is {table.schema.field(c).type}" for c in used)
         raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}" + (f"\n  ({kinds})" if kinds else "")) from exc
     return [str(s) for s in result.column(0).to_pylist()]

@@ -7,8 +7,15 @@ leaves at most a temporary file (written atomically), and the catalog's table is
 rebuilt from these files at every start (:func:`publish`). Deleting a key writes a
 tombstone row; nothing is ever edited in place.
 
-File name: ``<key>@<time_ns:020d>-<pid>-<4 hex>.json``; ordering by (time_ns, name)
-decides which row of a key is the newest.
+File name: ``<key>@<stamp:020d>-<pid>-<4 hex>.json``; ordering by (stamp, name)
+decides which row of a key is the newest. The stamp is the wall clock in nanoseconds,
+forced to increase strictly within a process (a clock step back or two writes within
+one tick cannot reorder a process's own rows).
+
+**Creation order.** Every row read back carries ``_created_ns``: the stamp of the key's
+first row file (after its last tombstone), i.e. when the key was created, not when it
+was last updated. :func:`creation_order` sorts by it (then by key): a total order that
+matches creation, unlike a ``created_at`` string of one-second resolution.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -34,6 +42,7 @@ ROWS_FOLDER = "rows"
 KEY_FIELD = "_key"
 DELETED_FIELD = "_deleted"
 WRITTEN_FIELD = "_written_ns"
+CREATED_FIELD = "_created_ns"
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -61,11 +70,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a table row")
 
 
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
+def _stamp() -> int:
+    """Wall-clock nanoseconds, strictly increasing within this process (threads included)."""
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        return _last_stamp
+
+
 def write_row(workspace: Workspace, table: str, key: str, row: Mapping[str, Any]) -> Path:
     """Append one row for `key` (atomically); it supersedes every earlier row of the key."""
     schema.validate_dataset_name(table)
     validate_key(key)
-    now = time.time_ns()
+    now = _stamp()
     payload = {**row, KEY_FIELD: key, WRITTEN_FIELD: now}
     name = f"{key}@{now:020d}-{os.getpid()}-{uuid.uuid4().hex[:4]}.json"
     return atomic_write_text(rows_dir(workspace, table) / name, json.dumps(payload, default=_json_default, sort_keys=True))
@@ -81,8 +102,16 @@ def _sort_key(path: Path) -> tuple[int, str]:
     return (int(stamp) if stamp.isdigit() else -1, path.name)
 
 
+def creation_order(row: Mapping[str, Any]) -> tuple[int, str]:
+    """Sort key of a row read back: when its key was created (``_created_ns``), then the key."""
+    return (int(row.get(CREATED_FIELD) or 0), str(row.get(KEY_FIELD, "")))
+
+
 def read_rows(workspace: Workspace, table: str) -> list[dict[str, Any]]:
     """The live rows of `table`: newest row per key, tombstoned keys dropped, sorted by key.
+
+    Each carries ``_created_ns`` (see the module docstring); sort with :func:`creation_order`
+    for creation order.
 
     An unreadable row file (not JSON) is skipped with a warning naming it.
     """
@@ -103,6 +132,7 @@ def _live_rows(folder: Path, pattern: str) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []
     newest: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
+    stamps: dict[str, list[tuple[tuple[int, str], bool]]] = {}  # key -> (order, is tombstone) of every file
     for path in folder.glob(pattern):
         if is_temp_file(path) or not path.is_file():
             continue
@@ -113,9 +143,16 @@ def _live_rows(folder: Path, pattern: str) -> list[dict[str, Any]]:
             log.warning("skipped unreadable row file %s: %s", path, exc)
             continue
         order = _sort_key(path)
+        stamps.setdefault(key, []).append((order, bool(row.get(DELETED_FIELD))))
         if key not in newest or order > newest[key][0]:
             newest[key] = (order, row)
-    out = [row for _, row in newest.values() if not row.get(DELETED_FIELD)]
+    out = []
+    for key, (_, row) in newest.items():
+        if row.get(DELETED_FIELD):
+            continue
+        history = sorted(stamps[key])
+        last_tombstone = max((i for i, (_, dead) in enumerate(history) if dead), default=-1)
+        out.append({**row, CREATED_FIELD: history[last_tombstone + 1][0][0]})
     return sorted(out, key=lambda r: r[KEY_FIELD])
 
 
@@ -130,7 +167,7 @@ def to_arrow(rows: list[dict[str, Any]], arrow_schema=None):
     """Rows as an Arrow table (columns inferred unless `arrow_schema` is given); private fields dropped."""
     import pyarrow as pa
 
-    clean = [{k: v for k, v in r.items() if k not in (DELETED_FIELD, WRITTEN_FIELD)} for r in rows]
+    clean = [{k: v for k, v in r.items() if k not in (DELETED_FIELD, WRITTEN_FIELD, CREATED_FIELD)} for r in rows]
     if arrow_schema is not None:
         return pa.Table.from_pylist(clean, schema=arrow_schema)
     return pa.Table.from_pylist(clean)

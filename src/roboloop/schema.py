@@ -162,6 +162,25 @@ def validate_dataset_name(name: str) -> str:
     return name
 
 
+RESERVED_DATASET_SUFFIXES = ("_runs", "_evals")
+"""`<name>_runs` holds the training runs of `<name>`, `<name>_evals` its evaluation rollouts."""
+
+
+def validate_demo_dataset_name(name: str) -> str:
+    """A demonstration dataset's name: a valid dataset name that does not end in `_runs` or `_evals`
+    (those hold another dataset's runs and rollouts: demonstrations there would mix with them)."""
+    validate_dataset_name(name)
+    for suffix in RESERVED_DATASET_SUFFIXES:
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            raise ValueError(
+                f"dataset name {name!r} ends in {suffix!r}, which is reserved for the "
+                f"{'training runs' if suffix == '_runs' else 'evaluation rollouts'} of dataset {base!r}; "
+                f"name a demonstration dataset without it (e.g. {base + suffix.replace('_', '-')!r})"
+            )
+    return name
+
+
 _SEGMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 

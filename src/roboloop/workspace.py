@@ -43,6 +43,10 @@ DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
 
 
+class WorkspaceError(RoboloopError):
+    """The workspace path cannot be a workspace (e.g. it names a file)."""
+
+
 class WorkspaceBusyError(RoboloopError):
     """Another process uses the workspace in a way that forbids this operation now."""
 
@@ -216,6 +220,11 @@ class Workspace:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.root = self.root.expanduser().resolve()
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            where = "is a file" if existing == self.root else f"is inside {existing}, which is a file"
+            raise WorkspaceError(f"workspace {self.root} {where}: a workspace is a folder; pass --workspace "
+                                 f"(or ROBOLOOP_WORKSPACE) a folder path, new or existing")
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"

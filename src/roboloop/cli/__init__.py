@@ -176,7 +176,7 @@ def print_arrow(table, format: str = "table") -> None:
     elif format == "csv":
         import csv
 
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # the csv default CRLF breaks `$(... | tail -1)`
         writer.writerow(table.column_names)
         for row in rows:
             writer.writerow([row[c] for c in table.column_names])

@@ -62,7 +62,7 @@ def print_rows(rows: Sequence[dict], columns: Sequence[str], format: str, *, tit
             sys.stdout.write(json.dumps({c: r.get(c) for c in columns}, default=str) + "\n")
         return
     if format == "csv":
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")  # not the csv default CRLF: shells keep the \r
         w.writerow(columns)
         for r in rows:
             w.writerow([r.get(c) for c in columns])

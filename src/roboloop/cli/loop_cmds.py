@@ -67,7 +67,7 @@ def latest_evals(workspace, n: int = 2) -> list[str]:
     from roboloop import rows, schema
 
     evs = rows.read_rows(workspace, schema.EVALS_TABLE)
-    evs.sort(key=lambda r: (str(r.get("created_at") or ""), r.get(rows.WRITTEN_FIELD) or 0))
+    evs.sort(key=rows.creation_order)
     return [str(r.get("eval_id") or r[rows.KEY_FIELD]) for r in evs[-n:]]
 
 

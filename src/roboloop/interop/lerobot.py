@@ -29,6 +29,8 @@ already written are removed):
   the series names. Key -> entity path: ``observation.state`` -> ``/robot/joint_positions``
   (`schema.JOINT_POSITIONS`), ``action`` -> ``/robot/joint_targets`` (`schema.JOINT_TARGETS`),
   ``next.reward`` -> ``/reward``; every other key ``k`` -> ``/lerobot/k`` (verbatim, dots kept).
+  A dataset roboloop exported (``meta/roboloop.json``) puts each feature back at the entity
+  path it was exported from (e.g. ``observation.environment_state`` -> the cube pose).
   Multi-dimensional features are flattened row-major; string features are skipped (listed in
   the report). The bookkeeping columns (timestamp, frame_index, episode_index, index,
   task_index) are not streams.
@@ -45,15 +47,18 @@ already written are removed):
 Export (`export_lerobot`)
 -------------------------
 A saved selection is streamed through `roboloop.stream.EpisodeStream` at ``fps`` (latest-at
-resampling, no shuffle, episodes in selection order, every grid point ``k / fps`` of every
-episode) and written as a v3.0 dataset: one data parquet (a row group per episode), one mp4
+resampling with the stream's own time tolerance, so a frame never takes a sample from after
+its time, whether or not ``fps`` divides the recording's rates; no shuffle, episodes in
+selection order, every grid point ``k / fps`` of every episode) and written as a v3.0 dataset: one data parquet (a row group per episode), one mp4
 per camera (H.264, yuv420p, no B-frames, a keyframe at every episode start), episodes and
 tasks parquet, info.json, stats.json (mean/std/min/max/count for every feature, plus
 q01/q10/q50/q90/q99 for numeric ones; camera statistics per channel in [0, 1]). Entity path
 -> key: `schema.lerobot_key` (the inverse of the import mapping; the cube pose becomes
 ``observation.environment_state``; another path ``/a/b`` becomes ``a.b``). Scalars are
 written as float32. ``meta/roboloop.json`` records the provenance (selection, its digest, the
-segment id of every episode, the export config). The folder is written under a temporary
+segment id of every episode, the entity path of every feature, the export config); importing
+the export back puts every feature at the path it came from (without that file, the key
+mapping above applies). The folder is written under a temporary
 name and renamed into place.
 """
 
@@ -109,6 +114,10 @@ class LeRobotFormatError(RoboloopError):
     """A LeRobot dataset that cannot be read (missing or malformed file); the message names the file."""
 
 
+class LeRobotExportError(RoboloopError):
+    """An export that cannot be written where it was asked to go; the message names the folder."""
+
+
 # --- configs ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ class ImportConfig(Config):
         super().__post_init__()
         check(bool(self.path), "ImportConfig.path must name the LeRobot dataset folder")
         try:
-            schema.validate_dataset_name(self.dataset)
+            schema.validate_demo_dataset_name(self.dataset)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check(bool(self.kind), "ImportConfig.kind must not be empty (e.g. 'demo')")
@@ -252,6 +261,7 @@ class _Source:
     skipped: dict[str, str]
     tasks: dict[int, str]
     source_segments: dict[int, str] = field(default_factory=dict)  # episode index -> roboloop segment id (our own exports)
+    source_paths: dict[str, str] = field(default_factory=dict)  # feature key -> the entity path it was exported from (our own exports)
 
     @property
     def features(self) -> dict[str, dict]:
@@ -350,20 +360,42 @@ def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _S
             raise LeRobotFormatError(f"{data_file}: no column(s) {', '.join(lacking)} (declared in {INFO_PATH})")
     for mp4 in sorted({v[0] for e in episodes for v in e.videos.values()}):
         _probe_video(mp4)
-    return _Source(root, info, version, fps, episodes, scalar_keys, video_keys, image_keys, skipped, tasks, _read_provenance(root))
+    segments, paths = _read_provenance(root)
+    return _Source(root, info, version, fps, episodes, scalar_keys, video_keys, image_keys, skipped, tasks, segments, paths)
 
 
-def _read_provenance(root: Path) -> dict[int, str]:
-    """Episode index -> original segment id, when the dataset was exported by roboloop (best effort)."""
+def _read_provenance(root: Path) -> tuple[dict[int, str], dict[str, str]]:
+    """(episode index -> original segment id, feature key -> original entity path) when roboloop exported
+    the dataset (best effort: an unreadable file or entry is ignored with a warning)."""
     path = root / PROVENANCE_PATH
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
-        ids = json.loads(path.read_text(encoding="utf-8"))["segment_ids"]
-        return {i: str(s) for i, s in enumerate(ids)}
+        prov = json.loads(path.read_text(encoding="utf-8"))
+        ids = prov["segment_ids"]
+        segments = {i: str(s) for i, s in enumerate(ids)}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
-        return {}
+        return {}, {}
+    features = prov.get("features") if isinstance(prov, dict) else None
+    paths: dict[str, str] = {}
+    for key, entity in (features.items() if isinstance(features, dict) else ()):
+        if isinstance(entity, str) and _ENTITY.match(entity) and not entity.startswith("/__"):
+            paths[str(key)] = entity
+        else:
+            log.warning("%s: ignoring feature %r -> %r (not an entity path)", path, key, entity)
+    return segments, paths
+
+
+_ENTITY = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+
+
+def _entity_for(src: _Source, key: str, *, camera: bool) -> str:
+    """Entity path of feature `key`: where roboloop exported it from (round trip), else `schema.lerobot_entity`."""
+    path = src.source_paths.get(key)
+    if path is not None and camera == path.startswith(schema.CAMERA_ROOT + "/"):
+        return path
+    return schema.lerobot_entity(key, camera=camera)
 
 
 def _read_tasks_parquet(path: Path) -> dict[int, str]:
@@ -674,8 +706,8 @@ def import_from_config(catalog: Catalog, cfg: ImportConfig, *, on_progress: Prog
         )
     report = ImportReport(dataset=cfg.dataset, source=str(src.root), codebase_version=src.version, fps=src.fps)
     report.skipped_features = dict(src.skipped)
-    cams = {k: schema.lerobot_entity(k, camera=True) for k in [*src.video_keys, *src.image_keys]}
-    streams = {k: schema.lerobot_entity(k) for k in src.scalar_keys}
+    cams = {k: _entity_for(src, k, camera=True) for k in [*src.video_keys, *src.image_keys]}
+    streams = {k: _entity_for(src, k, camera=False) for k in src.scalar_keys}
     clash = sorted(set(cams.values()) & set(streams.values())) or sorted(
         p for p in set(cams.values()) if list(cams.values()).count(p) > 1
     )
@@ -1158,14 +1190,20 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
         rate_hz=cfg.fps,
         batch_size=64 if has_camera else 4096,
         shuffle=False,
-        include_meta=True,
-        time_tolerance_s=0.25 / cfg.fps,
+        include_meta=True,  # the stream's own time tolerance (float rounding only): latest-at at every fps
     )
     gop = cfg.gop or cfg.fps
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        blocker = next((p for p in out.parents if p.exists()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else \
+            f"{exc.strerror or exc} ({exc.filename})"
+        raise LeRobotExportError(f"cannot write the export to {out}: {reason}; "
+                                 "choose an output folder inside a folder you can write") from None
     writers: dict[str, _Mp4Writer] = {}
     try:
         data_path = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
@@ -1299,11 +1337,14 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         for w in writers.values():
             with contextlib.suppress(Exception):
                 w.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise LeRobotExportError(f"writing the export to {out} failed: {exc}; nothing was left behind "
+                                     "(check free space and permissions, then run it again)") from exc
         raise
     return ExportReport(
         out_dir=out,

@@ -153,7 +153,7 @@ class TrainConfig(Config):
         _check(isinstance(self.model, cls), f"policy {self.policy!r} needs a {cls.__name__}, got {type(self.model).__name__}")
         super().__post_init__()
         try:
-            schema.validate_dataset_name(self.dataset)
+            schema.validate_demo_dataset_name(self.dataset)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         _check(bool(self.selection), "selection must name a saved selection (see `roboloop curate ls`)")
