@@ -20,6 +20,7 @@ as a catalog runs). This module never talks to the catalog server.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import os
@@ -41,6 +42,49 @@ class WorkspaceBusyError(RoboloopError):
     """Another process uses the workspace in a way that forbids this operation now."""
 
 
+class WorkspaceFullError(RoboloopError):
+    """The file system holding the workspace ran out of space while a file was written (the partial file is removed)."""
+
+
+DISK_FULL_MARGIN = 1 << 20
+"""Free bytes below which a failed write is reported as a full disk (the RRD writer reports ENOSPC only as a
+generic error, or only in its log when the footer does not fit)."""
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes available to this user on the file system of `path` (or its nearest existing parent); None if unknown."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, RoboloopError):
+        free = free_bytes(folder)
+        return free is not None and free < DISK_FULL_MARGIN
+    return False
+
+
+def disk_full_error(final: Path) -> WorkspaceFullError:
+    """The error for a write of `final` that failed because its file system is full."""
+    free = free_bytes(final.parent)
+    left = f" ({free:,} bytes free)" if free is not None else ""
+    return WorkspaceFullError(
+        f"no space left on the device holding {final.parent}{left}: {final.name} was not written (its partial file was "
+        "removed; nothing else changed). Free some space (`roboloop gc` removes superseded versions) or move the "
+        "workspace to a larger disk (--workspace / ROBOLOOP_WORKSPACE), then run the command again"
+    )
+
+
 def default_root() -> Path:
     """Workspace root from `ROBOLOOP_WORKSPACE`, else `./.roboloop`."""
     return Path(os.environ.get(ENV_WORKSPACE) or DEFAULT_WORKSPACE)
@@ -56,7 +100,8 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and
-    `final` is untouched. With `exclusive`, an existing `final` is never replaced: the
+    `final` is untouched; a write that failed because the disk is full (ENOSPC, or a writer
+    error while less than `DISK_FULL_MARGIN` is free) raises `WorkspaceFullError`. With `exclusive`, an existing `final` is never replaced: the
     file is linked into place and `FileExistsError` is raised if `final` appeared
     meanwhile (two writers racing for one new version name: one wins, the other retries).
     """
@@ -76,9 +121,12 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         faults.point("file.renamed")
-    except BaseException:
+    except BaseException as exc:
+        full = _is_disk_full(exc, final.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full:
+            raise disk_full_error(final) from exc
         raise
 
 
