@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ from pathlib import Path
 from roboloop import faults, schema
 from roboloop.errors import RoboloopError
 
+log = logging.getLogger(__name__)
+
 ENV_WORKSPACE = "ROBOLOOP_WORKSPACE"
 DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
@@ -40,6 +43,10 @@ TEMP_MARKER = ".tmp-"
 
 class WorkspaceBusyError(RoboloopError):
     """Another process uses the workspace in a way that forbids this operation now."""
+
+
+class WorkspaceReadOnlyError(RoboloopError):
+    """A command that writes was run on a read-only workspace (a shared, mounted dataset)."""
 
 
 class WorkspaceFullError(RoboloopError):
@@ -51,6 +58,16 @@ DISK_FULL_MARGIN = 1 << 20
 generic error, or only in its log when the footer does not fit)."""
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def read_only_error(where: Path) -> WorkspaceReadOnlyError:
+    """The error for a write into a read-only workspace folder."""
+    return WorkspaceReadOnlyError(
+        f"cannot write to {where}: the workspace is read-only (a shared or mounted copy?). Read-only commands "
+        "(ls, sql, success, failures, export, open, verify, ...) work on it; to record, train or evaluate, copy it to a "
+        "writable folder (cp -r) and pass that with --workspace / ROBOLOOP_WORKSPACE"
+    )
 
 
 def free_bytes(path: Path) -> int | None:
@@ -106,7 +123,12 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     meanwhile (two writers racing for one new version name: one wins, the other retries).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _READ_ONLY_ERRNOS:
+            raise read_only_error(final.parent) from exc
+        raise
     tmp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
@@ -127,6 +149,8 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
             tmp.unlink()
         if full:
             raise disk_full_error(final) from exc
+        if isinstance(exc, OSError) and exc.errno in _READ_ONLY_ERRNOS:
+            raise read_only_error(final.parent) from exc
         raise
 
 
@@ -282,8 +306,10 @@ class Workspace:
         return out
 
     def remove_stale_temp_files(self) -> int:
-        """Delete temporary files whose writer process is gone; returns how many were removed."""
+        """Delete temporary files whose writer process is gone; returns how many were removed (none in a read-only workspace)."""
         removed = 0
+        if self.read_only:
+            return 0
         for p in self.stale_temp_files():
             pid_part = p.name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
             if pid_part.isdigit() and _pid_alive(int(pid_part)):
@@ -343,8 +369,13 @@ class Workspace:
         With `blocking=False` the block runs with False when another process holds it.
         """
         path = self.lock_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise read_only_error(path.parent) from exc
+            raise
         try:
             flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
             try:
@@ -356,14 +387,32 @@ class Workspace:
         finally:
             os.close(fd)  # releases the lock
 
-    def live_catalog(self, *, gc: bool = True) -> int:
+    @property
+    def read_only(self) -> bool:
+        """True when this process cannot write into the (existing) workspace folder: a read-only mount, or no permission."""
+        return self.root.is_dir() and not os.access(self.root, os.W_OK)
+
+    def live_catalog(self, *, gc: bool = True) -> int | None:
         """Mark this process as running a catalog over the workspace until the returned fd is closed.
 
         Takes a shared lock on `locks/catalog.lock`. With `gc`, first tries the exclusive
         lock without waiting: if no other catalog process holds the workspace, superseded
         versions and temporary files are deleted (`collect_garbage`), else nothing is.
         Close the returned fd (`os.close`) when the catalog stops.
+
+        A read-only workspace (`read_only`: a shared, mounted dataset) is served as it is:
+        no clean-up, and the shared lock only if its file exists already (flock works on a
+        read-only descriptor); None when there is no lock to hold. One warning says so.
         """
+        if self.read_only:
+            log.warning("workspace %s is read-only: serving it as it is (queries only; no clean-up of old versions "
+                        "or temporary files)", self.root)
+            try:
+                fd = os.open(self.lock_path(CATALOG_LOCK), os.O_RDONLY)
+            except OSError:
+                return None
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return fd
         path = self.lock_path(CATALOG_LOCK)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
