@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import app, console, err_console, fail, open_catalog, open_workspace, print_arrow, state
+from roboloop.cli import app, console, err_console, fail, open_catalog, open_workspace, print_batches, state
 
 SQL_FORMATS = ("table", "csv", "json")
 
@@ -96,8 +96,8 @@ def sql(
     if format not in SQL_FORMATS:
         fail(f"unknown --format {format!r}: use {', '.join(SQL_FORMATS)}")
     with open_catalog() as cat:
-        result = cat.sql(query)
-    print_arrow(result, format)
+        schema_, batches = cat.sql_batches(query)
+        print_batches(schema_.names, batches, format)  # printed as the batches arrive: bounded memory
 
 
 @app.command("verify")
