@@ -320,7 +320,7 @@ class EvalConfig:
             raise EvaluateError(
                 f"{n_cells} cell(s) x {self.episodes_per_cell:,} episodes per cell = {n_cells * self.episodes_per_cell:,} "
                 f"rollouts, more than one evaluation runs (at most {schema.MAX_EPISODES_PER_RUN:,}); use fewer episodes "
-                "per cell (`roboloop evaluate --until-decided` stops as soon as the comparison is decided) or evaluate "
+                "per cell (`roboloop eval --against EVAL --until-decided` stops as soon as the comparison is decided) or evaluate "
                 "the grid in parts (fewer cells per evaluation)"
             )
         if self.eval_id is not None:
