@@ -18,11 +18,13 @@ Episode ``i`` uses seed ``seed + i``; its segment id is ``<dataset>-s<seed:06d>-
 
 **Seeds continue by default.** With ``seed=None`` (the default, and ``roboloop collect``
 without ``--seed``) the episodes get the next unused seeds of the dataset:
-:func:`reserve_seeds` reserves ``n`` seeds after the highest seed the dataset holds or
-has ever reserved, under a workspace lock, and writes the reservation down before any
-episode runs. Two concurrent collects therefore never share a seed, and a crashed
-collect's range is never handed out again (a re-run of the same command continues
-after it). An explicit ``seed`` (``--seed S``) is the way to re-use seeds on purpose
+:func:`reserve_seeds` reserves seeds after the highest seed the dataset holds or
+has ever reserved, under a workspace lock, and writes the reservation down before the
+episodes that use them run. A collect reserves ``SEED_BLOCK`` seeds at a time as its
+episodes start (not its whole range up front: an interrupted run keeps at most one
+unused block). Two concurrent collects therefore never share a seed, and a crashed
+collect's seeds are never handed out again (a re-run of the same command continues
+after them). A run asks for at most ``schema.MAX_EPISODES_PER_RUN`` episodes. An explicit ``seed`` (``--seed S``) is the way to re-use seeds on purpose
 (bit-identical episodes for identical conditions); it is recorded as a reservation too,
 so later default runs continue after it. Demonstration seeds stay below
 ``schema.DEMO_SEED_LIMIT``. With ``workers > 1`` each worker process
