@@ -276,3 +276,30 @@ def test_read_only_workspace_warns_once(read_only_view, synthetic_episode, caplo
     warnings = [r.getMessage() for r in caplog.records if r.name == "roboloop.workspace"]
     assert len(warnings) == 1 and "read-only" in warnings[0] and "no clean-up" in warnings[0]
 
+
+
+def test_serve_runs_on_a_read_only_workspace(read_only_view, synthetic_episode):
+    """`serve` takes no lock it cannot take and writes no server.json; a client reaches it with --catalog."""
+    import re
+    import signal
+
+    src, view = read_only_view
+    _populate(src / "ws", synthetic_episode)
+    before = files_under(src / "ws")
+    proc = subprocess.Popen([sys.executable, "-m", "roboloop.cli", "--workspace", str(view / "ws"), "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": SRC, "COLUMNS": "300"})
+    try:
+        seen = ""
+        for line in proc.stdout:
+            seen += line
+            if "Ctrl-C" in line:
+                break
+        url = re.search(r"catalog URL: (rerun\+http://\S+)", seen)
+        assert url and "not recorded: the workspace is read-only" in seen, seen
+        res = CliRunner().invoke(app, ["--workspace", str(view / "ws"), "--catalog", url.group(1), "sql", "-f", "csv",
+                                       "SELECT count(*) AS n FROM demo"])
+        assert res.exit_code == 0 and res.stdout.splitlines()[-2:] == ["n", "2"], res.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert files_under(src / "ws") == before
