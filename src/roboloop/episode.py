@@ -154,7 +154,7 @@ class EpisodeRecorder:
                 for entity, t, columns in self._columns:
                     _check_sorted(entity, t)
                     rec.send_columns(entity, indexes=[rr.TimeColumn(schema.TIMELINE, duration=t)], columns=columns)
-                _write_recording(rec, sink, tmp)
+                write_memory_recording(rec, sink, tmp)
             finally:
                 rec.disconnect()
         return self.path
@@ -183,7 +183,7 @@ def write_layer_properties(
             sink = rec.memory_recording()
             for group, values in groups.items():
                 send_property_group(rec, group, values)
-            _write_recording(rec, sink, tmp)
+            write_memory_recording(rec, sink, tmp)
         finally:
             rec.disconnect()
     return path
@@ -205,8 +205,9 @@ def write_layer_version(workspace, dataset: str, layer: str, segment_id: str, gr
     raise RuntimeError(f"could not find a free version name for {segment_id!r} in layer {layer!r}")
 
 
-def _write_recording(rec, sink, tmp: Path) -> None:
-    """Encode what `rec` logged into its memory sink and write the bytes to `tmp` (Python I/O).
+def write_memory_recording(rec, sink, tmp: Path) -> None:
+    """Encode what `rec` logged into its memory sink (`sink = rec.memory_recording()`, made before
+    logging) and write the bytes to `tmp` (Python I/O). Every RRD roboloop writes goes through here.
 
     Not Rerun's file sink (`rec.save`): on a full disk (ENOSPC) its writer thread dies, a failed
     footer write is only logged (a truncated file would be renamed into place), and the next

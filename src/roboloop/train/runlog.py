@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
-from roboloop.episode import APPLICATION_ID, send_property_group
+from roboloop.episode import APPLICATION_ID, send_property_group, write_memory_recording
 from roboloop.workspace import atomic_path
 
 
@@ -68,7 +68,7 @@ class RunLog:
         with atomic_path(path) as tmp:
             rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.run_id, send_properties=True)
             try:
-                rec.save(str(tmp))
+                sink = rec.memory_recording()  # not rec.save: see write_memory_recording (full disk)
                 for group, values in groups.items():
                     send_property_group(rec, group, values)
                 if self.summary:
@@ -94,7 +94,7 @@ class RunLog:
                     if smp.get("frame") is not None:
                         rec.log(sample_path(k, "frame"), rr.Image(smp["frame"]), static=True)
                     rec.log(sample_path(k, "info"), rr.TextDocument(smp["info"]), static=True)
-                rec.flush()
+                write_memory_recording(rec, sink, tmp)
             finally:
                 rec.disconnect()
         self.catalog.register_files(self.runs_dataset, [path], validate=False)
