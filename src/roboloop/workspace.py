@@ -53,10 +53,6 @@ class WorkspaceFullError(RoboloopError):
     """The file system holding the workspace ran out of space while a file was written (the partial file is removed)."""
 
 
-DISK_FULL_MARGIN = 1 << 20
-"""Free bytes below which a failed write is reported as a full disk (the RRD writer reports ENOSPC only as a
-generic error, or only in its log when the footer does not fit)."""
-
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -82,13 +78,14 @@ def free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
+"""How a native writer (Rerun's blueprint `save`) words ENOSPC / EDQUOT in the `RuntimeError` it raises."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return True
-    if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, RoboloopError):
-        free = free_bytes(folder)
-        return free is not None and free < DISK_FULL_MARGIN
-    return False
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _FULL_MESSAGES)
 
 
 def disk_full_error(final: Path) -> WorkspaceFullError:
@@ -117,8 +114,8 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and
-    `final` is untouched; a write that failed because the disk is full (ENOSPC, or a writer
-    error while less than `DISK_FULL_MARGIN` is free) raises `WorkspaceFullError`. With `exclusive`, an existing `final` is never replaced: the
+    `final` is untouched; a write that failed because the disk is full (ENOSPC, EDQUOT)
+    raises `WorkspaceFullError`. With `exclusive`, an existing `final` is never replaced: the
     file is linked into place and `FileExistsError` is raised if `final` appeared
     meanwhile (two writers racing for one new version name: one wins, the other retries).
     """
@@ -128,6 +125,8 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     except OSError as exc:
         if exc.errno in _READ_ONLY_ERRNOS:
             raise read_only_error(final.parent) from exc
+        if _is_disk_full(exc):
+            raise disk_full_error(final) from exc
         raise
     tmp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -144,7 +143,7 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
             os.replace(tmp, final)
         faults.point("file.renamed")
     except BaseException as exc:
-        full = _is_disk_full(exc, final.parent)
+        full = _is_disk_full(exc)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         if full:
