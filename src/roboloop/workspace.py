@@ -15,6 +15,11 @@ file is never modified in place: a new version is a new file registered with REP
 `next_version_path`); old versions are deleted only by `collect_garbage`, when no
 catalog process still uses the workspace (`live_catalog` holds a shared lock for as long
 as a catalog runs). This module never talks to the catalog server.
+
+A read-only workspace (a shared, mounted dataset; `Workspace.read_only`) is served as it
+is: no clean-up, no lock that cannot be taken, one warning; a write into it raises
+`WorkspaceReadOnlyError`. A write that hits a full disk raises `WorkspaceFullError` and
+leaves no partial file.
 """
 
 from __future__ import annotations
@@ -413,8 +418,14 @@ class Workspace:
             fcntl.flock(fd, fcntl.LOCK_SH)
             return fd
         path = self.lock_path(CATALOG_LOCK)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # e.g. a workspace folder that does not exist inside a read-only mount
+            if exc.errno not in _READ_ONLY_ERRNOS:
+                raise
+            log.warning("cannot create %s (%s): running without the workspace's catalog lock and clean-up", path, exc.strerror)
+            return None
         try:
             if gc:
                 try:
