@@ -502,9 +502,10 @@ def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
 
 
 def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Every evaluation row (of one demo dataset, if given), oldest first."""
+    """Every evaluation row (of one demo dataset, if given), oldest first (`created_at` has whole seconds: two
+    evaluations started in the same second are ordered by when their row was last written, then by id)."""
     out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
-    return sorted(out, key=lambda r: (str(r.get("created_at", "")), r[rows.KEY_FIELD]))
+    return sorted(out, key=lambda r: (str(r.get("created_at", "")), int(r.get(rows.WRITTEN_FIELD) or 0), r[rows.KEY_FIELD]))
 
 
 def load_config(workspace, eval_id: str) -> EvalConfig:
