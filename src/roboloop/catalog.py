@@ -635,8 +635,40 @@ class Catalog:
         (`INSERT`, `COPY ... TO`) and statements (`SET`) are refused with `ReadOnlySQLError`
         before anything executes (DataFusion `SQLOptions`). Only the datasets the query names
         are fetched (building a segment table is the expensive part, ~0.5 s per 1000
-        segments); a dataset with no segments is an empty view.
+        segments); a dataset with no segments is an empty view. The whole result is held in
+        memory: `sql_batches` streams it.
         """
+        frame, fail = self._sql_frame(query)
+        try:
+            return frame.to_arrow_table()
+        except Exception as exc:
+            raise fail(exc) from exc
+
+    def sql_batches(self, query: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """`sql`, streamed: (the result's schema, its record batches as DataFusion produces them).
+
+        Memory stays bounded by what the query itself needs (an aggregation or a sort holds
+        its input; a scan or projection does not): `roboloop sql` prints each batch as it
+        arrives. Errors while executing are raised from the iterator as `CatalogError`.
+        """
+        frame, fail = self._sql_frame(query)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                stream = frame.execute_stream()
+                for batch in stream:
+                    yield batch.to_pyarrow()
+            except Exception as exc:
+                raise fail(exc) from exc
+
+        try:
+            schema_ = frame.schema()
+        except Exception as exc:
+            raise fail(exc) from exc
+        return schema_, batches()
+
+    def _sql_frame(self, query: str):
+        """(the DataFusion DataFrame of a read-only query, a function mapping an execution error to a `CatalogError`)."""
         from datafusion import SQLOptions
 
         keyword = _first_keyword(query)
@@ -656,21 +688,28 @@ class Catalog:
                 if table.num_rows == 0:
                     empty.append(name)
                 _register_arrow(ctx, name, table)
-        options = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
-        try:
-            return ctx.sql_with_options(query, options).to_arrow_table()
-        except Exception as exc:
+
+        def fail(exc: BaseException) -> CatalogError:
             first = _first_line(exc)
             if _READ_ONLY_REFUSAL.search(first):
-                raise ReadOnlySQLError(
+                return ReadOnlySQLError(
                     f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW) run; refused: {first}\n"
                     "  datasets and tables change through roboloop commands (collect, refine, flag, curate, import)"
-                ) from None
+                )
             hint = "".join(f"\n  dataset {n!r} has no episodes yet (0 segments): it has only the columns segment_id, layers" for n in empty)
-            raise CatalogError(
+            return CatalogError(
                 f"SQL failed: {first}{hint}\n  datasets available as views: {', '.join(names) or '(none)'}"
                 f"\n  tables: {', '.join(self.table_names()) or '(none)'}"
-            ) from exc
+            )
+
+        options = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+        try:
+            return ctx.sql_with_options(query, options), fail
+        except Exception as exc:
+            err = fail(exc)
+            if isinstance(err, ReadOnlySQLError):
+                raise err from None
+            raise err from exc
 
     # --- tables ----------------------------------------------------------------------------
     def publish_rows(self, name: str) -> bool:

@@ -95,8 +95,15 @@ def read_record(ws: Workspace) -> ServerRecord | None:
 
 def write_record(ws: Workspace, url: str, *, pid: int | None = None) -> ServerRecord:
     """Publish `url` as the workspace's catalog server (atomic write)."""
+    rec = _record(ws, url, pid=pid)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ws.server_record_path, json.dumps(rec.to_dict(), indent=2) + "\n")
+    return rec
+
+
+def _record(ws: Workspace, url: str, *, pid: int | None = None) -> ServerRecord:
     parsed = urlparse(url.replace("rerun+", "", 1))
-    rec = ServerRecord(
+    return ServerRecord(
         url=url,
         pid=os.getpid() if pid is None else int(pid),
         host=parsed.hostname or "127.0.0.1",
@@ -104,9 +111,6 @@ def write_record(ws: Workspace, url: str, *, pid: int | None = None) -> ServerRe
         workspace=str(ws.root),
         started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
-    ws.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ws.server_record_path, json.dumps(rec.to_dict(), indent=2) + "\n")
-    return rec
 
 
 def remove_record(ws: Workspace, pid: int | None = None) -> bool:
@@ -166,8 +170,14 @@ class ServerLock:
         import fcntl
         import time
 
-        self.ws.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.ws.server_lock_path, "a+")
+        if self.ws.read_only:  # a shared, mounted workspace: lock through the existing file if there is one
+            try:
+                fh = open(self.ws.server_lock_path)
+            except OSError:
+                return  # nothing to lock: a second `serve` on this read-only copy is not refused
+        else:
+            self.ws.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.ws.server_lock_path, "a+")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -212,7 +222,7 @@ def serve_running(ws: Workspace) -> bool:
     path = ws.server_lock_path
     if not path.exists():
         return False
-    with open(path, "a+") as fh:
+    with open(path) as fh:  # flock works on a read-only descriptor (and a read-only workspace)
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -223,9 +233,18 @@ def serve_running(ws: Workspace) -> bool:
 
 @contextlib.contextmanager
 def published(catalog) -> Iterator[ServerRecord]:
-    """Publish `catalog`'s (embedded) server as its workspace's server while the block runs."""
+    """Publish `catalog`'s (embedded) server as its workspace's server while the block runs.
+
+    A read-only workspace cannot hold `server.json`: the record is made but not written (one
+    warning: other commands attach with `--catalog URL`).
+    """
     if not catalog.embedded:
         raise CatalogError("only an embedded catalog server can be published for a workspace")
+    if catalog.workspace.read_only:
+        log.warning("workspace %s is read-only: %s is not written; other commands attach with --catalog %s",
+                    catalog.workspace.root, catalog.workspace.server_record_path.name, catalog.url)
+        yield _record(catalog.workspace, catalog.url)
+        return
     rec = write_record(catalog.workspace, catalog.url)
     try:
         yield rec

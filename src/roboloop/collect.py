@@ -18,11 +18,13 @@ Episode ``i`` uses seed ``seed + i``; its segment id is ``<dataset>-s<seed:06d>-
 
 **Seeds continue by default.** With ``seed=None`` (the default, and ``roboloop collect``
 without ``--seed``) the episodes get the next unused seeds of the dataset:
-:func:`reserve_seeds` reserves ``n`` seeds after the highest seed the dataset holds or
-has ever reserved, under a workspace lock, and writes the reservation down before any
-episode runs. Two concurrent collects therefore never share a seed, and a crashed
-collect's range is never handed out again (a re-run of the same command continues
-after it). An explicit ``seed`` (``--seed S``) is the way to re-use seeds on purpose
+:func:`reserve_seeds` reserves seeds after the highest seed the dataset holds or
+has ever reserved, under a workspace lock, and writes the reservation down before the
+episodes that use them run. A collect reserves ``SEED_BLOCK`` seeds at a time as its
+episodes start (not its whole range up front: an interrupted run keeps at most one
+unused block). Two concurrent collects therefore never share a seed, and a crashed
+collect's seeds are never handed out again (a re-run of the same command continues
+after them). A run asks for at most ``schema.MAX_EPISODES_PER_RUN`` episodes. An explicit ``seed`` (``--seed S``) is the way to re-use seeds on purpose
 (bit-identical episodes for identical conditions); it is recorded as a reservation too,
 so later default runs continue after it. Demonstration seeds stay below
 ``schema.DEMO_SEED_LIMIT``. With ``workers > 1`` each worker process
@@ -51,6 +53,7 @@ loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -58,7 +61,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +181,19 @@ class CollectReport:
     results: list[EpisodeResult] = field(default_factory=list)
     wall_s: float = 0.0
     blueprint: Path | None = None
-    seeds: range | None = None
-    """The seeds reserved for this run (None when explicit jobs were given)."""
+    seeds: range | list[int] | None = None
+    """The seeds reserved for this run (None when explicit jobs were given): a range, or a sorted list when a
+    concurrent collect reserved seeds in between (seeds are reserved block by block as episodes start)."""
+
+    def _add_seeds(self, block: range) -> None:
+        if not block:
+            return
+        if self.seeds is None or (isinstance(self.seeds, range) and not self.seeds):
+            self.seeds = block
+        elif isinstance(self.seeds, range) and self.seeds.stop == block.start:
+            self.seeds = range(self.seeds.start, block.stop)
+        else:
+            self.seeds = sorted({*self.seeds, *block})
 
     @property
     def successes(self) -> int:
@@ -206,17 +220,24 @@ def plan_jobs(
     """Episode `i` gets seed `seed + i`; a list of conditions is cycled over the episodes."""
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
+    return list(_jobs(dataset, range(seed, seed + episodes), _condition_list(conditions)))
+
+
+def _condition_list(conditions: SceneConditions | Sequence[SceneConditions] | None) -> list[SceneConditions]:
     if conditions is None:
-        conds: list[SceneConditions] = [SceneConditions()]
-    elif isinstance(conditions, SceneConditions):
-        conds = [conditions]
-    else:
-        conds = list(conditions)
-        if not conds:
-            raise ValueError("empty list of conditions")
-    return [
-        EpisodeJob(seed + i, conds[i % len(conds)], episode_segment_id(dataset, seed + i)) for i in range(episodes)
-    ]
+        return [SceneConditions()]
+    if isinstance(conditions, SceneConditions):
+        return [conditions]
+    conds = list(conditions)
+    if not conds:
+        raise ValueError("empty list of conditions")
+    return conds
+
+
+def _jobs(dataset: str, seeds: Iterable[int], conds: Sequence[SceneConditions], offset: int = 0) -> Iterator[EpisodeJob]:
+    """Jobs for `seeds`, the i-th (counting from `offset`) under `conds[i % len(conds)]`, made one at a time."""
+    for i, seed in enumerate(seeds, offset):
+        yield EpisodeJob(seed, conds[i % len(conds)], episode_segment_id(dataset, seed))
 
 
 # --- seed reservations --------------------------------------------------------------------
@@ -269,11 +290,7 @@ def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | No
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     with workspace.lock(f"seeds-{dataset}"):
         first = max(_highest_seed_end(workspace, dataset), int(floor)) if start is None else int(start)
-        if first < 0 or first + n > schema.DEMO_SEED_LIMIT:
-            raise SeedRangeError(
-                f"seeds {first}..{first + n - 1} of {dataset!r} leave the demonstration seed range [0, {schema.DEMO_SEED_LIMIT}); "
-                "give a smaller --seed or collect into a new dataset"
-            )
+        _check_seed_range(dataset, first, n)
         seeds = range(first, first + n)
         if n:
             from roboloop.workspace import atomic_write_text
@@ -497,6 +514,11 @@ class CollectConfig(Config):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check(isinstance(self.episodes, int) and self.episodes >= 0, f"episodes must be an int >= 0, got {self.episodes!r}")
+        check(
+            self.episodes <= schema.MAX_EPISODES_PER_RUN,
+            f"{self.episodes} episodes is more than one collect runs (at most {schema.MAX_EPISODES_PER_RUN:,}); "
+            f"collect in batches of up to {schema.MAX_EPISODES_PER_RUN:,}: each run's seeds continue after the previous one's",
+        )
         check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed), f"seed must be an int >= 0 or None, got {self.seed!r}")
         check(
             self.kind != schema.KIND_DEMO or self.seed is None or self.seed + self.episodes <= schema.DEMO_SEED_LIMIT,
@@ -543,14 +565,18 @@ def collect(
     ws.remove_stale_temp_files()
     report = CollectReport(dataset)
     catalog.ensure_dataset(dataset)
+    job_iter: Iterator[EpisodeJob]
     if jobs is not None:
         job_list = list(jobs)
+        n_jobs, job_iter = len(job_list), iter(job_list)
     elif cfg.kind != schema.KIND_DEMO and cfg.seed is not None:
-        job_list = cfg.jobs()  # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
+        # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
+        n_jobs, job_iter = cfg.episodes, _jobs(dataset, range(cfg.seed, cfg.seed + cfg.episodes), _condition_list(cfg.conditions or None))
     else:
         floor = _catalog_seed_end(catalog, dataset) if cfg.seed is None else 0
-        report.seeds = reserve_seeds(ws, dataset, cfg.episodes, start=cfg.seed, floor=floor)
-        job_list = cfg.jobs(report.seeds.start)
+        n_jobs, job_iter = cfg.episodes, _reserving_jobs(ws, cfg, floor, report)
+        if cfg.seed is not None:  # an explicit range is checked whole before anything runs
+            _check_seed_range(dataset, cfg.seed, cfg.episodes)
     if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
         catalog.register_blueprint(dataset, report.blueprint)
@@ -565,20 +591,47 @@ def collect(
 
     try:
         if cfg.executor == "ray":
-            _collect_ray(job_list, done, ws, cfg, policy_factory)
-        elif cfg.workers == 1 or len(job_list) <= 1:
+            _collect_ray(job_iter, n_jobs, done, ws, cfg, policy_factory)
+        elif cfg.workers == 1 or n_jobs <= 1:
             sim = make_sim(spec, cfg.task)
             try:
                 policy = policy_factory(sim)
-                for job in job_list:
+                for job in job_iter:
                     done(run_episode(sim, policy, job, workspace=ws, dataset=dataset, spec=spec, kind=cfg.kind, steps=cfg.steps))
             finally:
                 sim.close()
         else:
-            _collect_parallel(job_list, done, ws, cfg, policy_factory)
+            _collect_parallel(job_iter, n_jobs, done, ws, cfg, policy_factory)
     finally:
         report.wall_s = time.perf_counter() - t0
     return report
+
+
+SEED_BLOCK = 64
+"""Seeds `collect` reserves at a time, as the block's first episode starts (not the whole run up front): a
+crashed or interrupted collect leaves at most one block unused. A run of up to SEED_BLOCK episodes gets one
+contiguous range, as does a longer one unless another collect of the same dataset reserves in between."""
+
+
+def _reserving_jobs(ws: Workspace, cfg: CollectConfig, floor: int, report: CollectReport) -> Iterator[EpisodeJob]:
+    """The config's jobs, reserving their seeds (`reserve_seeds`) block by block as they are taken."""
+    conds = _condition_list(cfg.conditions or None)
+    done = 0
+    while done < cfg.episodes:
+        k = min(SEED_BLOCK, cfg.episodes - done)
+        start = None if cfg.seed is None else cfg.seed + done
+        block = reserve_seeds(ws, cfg.dataset, k, start=start, floor=floor)
+        report._add_seeds(block)
+        yield from _jobs(cfg.dataset, block, conds, offset=done)
+        done += k
+
+
+def _check_seed_range(dataset: str, first: int, n: int) -> None:
+    if first < 0 or first + n > schema.DEMO_SEED_LIMIT:
+        raise SeedRangeError(
+            f"seeds {first}..{first + n - 1} of {dataset!r} leave the demonstration seed range [0, {schema.DEMO_SEED_LIMIT}); "
+            "give a smaller --seed or collect into a new dataset"
+        )
 
 
 def _catalog_seed_end(catalog, dataset: str) -> int:
@@ -595,20 +648,27 @@ WORKER_EPISODES = 1000
 """Episodes a collect worker process records before it is replaced (see `_collect_parallel`)."""
 
 
-def _collect_parallel(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
+def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callable[[EpisodeResult], None], ws: Workspace,
                       cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
     ctx = mp.get_context("spawn")
-    n = min(cfg.workers, len(job_list))
+    n = min(cfg.workers, n_jobs)
     # Workers are replaced every WORKER_EPISODES episodes: Rerun 0.41 leaks two native threads per
     # RecordingStream, and a process that has written ~7,700 recordings can no longer start threads.
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg.task, cfg.spec, policy_factory),
                              max_tasks_per_child=WORKER_EPISODES) as pool:
-        pending = {pool.submit(_run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps) for job in job_list}
+        pending: set = set()
+
+        def submit(k: int) -> None:  # jobs are taken (and their seeds reserved) as workers free up
+            for job in itertools.islice(job_iter, k):
+                pending.add(pool.submit(_run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps))
+
         try:
+            submit(2 * n)
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     done(fut.result())
+                submit(2 * n - len(pending))
         except BaseException:
             for fut in pending:
                 fut.cancel()
@@ -656,7 +716,7 @@ class _EpisodeActor:
         shutil.rmtree(self.scratch.root, ignore_errors=True)
 
 
-def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], None], ws: Workspace,
+def _collect_ray(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callable[[EpisodeResult], None], ws: Workspace,
                  cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
     """Run the jobs on Ray actors (`cfg.workers` of them, one CPU each); register each result as it arrives."""
     import dataclasses
@@ -667,9 +727,9 @@ def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], Non
         import ray
     except ImportError:
         raise ConfigError("executor 'ray' needs Ray: pip install 'roboloop[ray]' (or pip install ray)") from None
-    if not job_list:
+    if not n_jobs:
         return
-    n = min(cfg.workers, len(job_list))
+    n = min(cfg.workers, n_jobs)
     started = not ray.is_initialized()
     if started:
         local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
@@ -677,12 +737,12 @@ def _collect_ray(job_list: list[EpisodeJob], done: Callable[[EpisodeResult], Non
                  log_to_driver=False, configure_logging=False)
     actor_cls = ray.remote(num_cpus=1)(_EpisodeActor)
     actors = [actor_cls.remote(cfg.task, cfg.spec, policy_factory) for _ in range(n)]
-    todo = list(reversed(job_list))
     in_flight: dict[Any, Any] = {}
 
     def submit(actor) -> None:
-        if todo:
-            in_flight[actor.run.remote(todo.pop(), cfg.dataset, cfg.kind, cfg.steps)] = actor
+        job = next(job_iter, None)
+        if job is not None:
+            in_flight[actor.run.remote(job, cfg.dataset, cfg.kind, cfg.steps)] = actor
 
     try:
         for actor in actors:

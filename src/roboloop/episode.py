@@ -201,7 +201,7 @@ class EpisodeRecorder:
         with atomic_path(self.path) as tmp:
             rec = rr.RecordingStream(self.application_id, recording_id=self.segment_id, send_properties=True)
             try:
-                rec.save(str(tmp))
+                sink = rec.memory_recording()
                 for group, values in self._properties.items():
                     send_property_group(rec, group, values)
                 for entity, archetype in self._static:
@@ -224,7 +224,7 @@ class EpisodeRecorder:
                 for entity, t, columns in self._columns:
                     _check_sorted(entity, t)
                     rec.send_columns(entity, indexes=[rr.TimeColumn(schema.TIMELINE, duration=t)], columns=columns)
-                rec.flush()
+                write_memory_recording(rec, sink, tmp)
             finally:
                 rec.disconnect()
         return self.path
@@ -253,12 +253,12 @@ def write_layer_properties(
     with atomic_path(path, exclusive=exclusive) as tmp:
         rec = rr.RecordingStream(application_id, recording_id=schema.validate_segment_id(segment_id), send_properties=False)
         try:
-            rec.save(str(tmp))
+            sink = rec.memory_recording()
             for group, values in groups.items():
                 send_property_group(rec, group, values)
             for entity, archetype in (statics or {}).items():
                 rec.log(entity, archetype, static=True)
-            rec.flush()
+            write_memory_recording(rec, sink, tmp)
         finally:
             rec.disconnect()
     return path
@@ -279,6 +279,22 @@ def write_layer_version(workspace, dataset: str, layer: str, segment_id: str, gr
         except FileExistsError:
             continue
     raise RuntimeError(f"could not find a free version name for {segment_id!r} in layer {layer!r}")
+
+
+def write_memory_recording(rec, sink, tmp: Path) -> None:
+    """Encode what `rec` logged into its memory sink (`sink = rec.memory_recording()`, made before
+    logging) and write the bytes to `tmp` (Python I/O). Every RRD roboloop writes goes through here.
+
+    Not Rerun's file sink (`rec.save`): on a full disk (ENOSPC) its writer thread dies, a failed
+    footer write is only logged (a truncated file would be renamed into place), and the next
+    recording's `flush()` in the same process waits for the dead thread for ever. A plain
+    write raises `OSError(ENOSPC)`, which `atomic_path` turns into `WorkspaceFullError`. The
+    bytes are the same RRD encoding (header, chunks, footer); an episode is a few MB at most.
+    """
+    rec.flush()
+    data = sink.drain_as_bytes()
+    with open(tmp, "wb") as fh:
+        fh.write(data)
 
 
 def _check_sorted(entity: str, t: np.ndarray) -> None:

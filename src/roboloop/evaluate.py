@@ -45,6 +45,7 @@ import datetime as _dt
 import hashlib
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -327,6 +328,14 @@ class EvalConfig:
             object.__setattr__(self, "grid", Grid.from_dict(self.grid))
         if isinstance(self.episodes_per_cell, bool) or not isinstance(self.episodes_per_cell, int) or self.episodes_per_cell < 1:
             raise EvaluateError(f"episodes_per_cell must be an int >= 1, got {self.episodes_per_cell!r}")
+        n_cells = math.prod(len(labels) for _, labels in self.grid.axes)
+        if n_cells * self.episodes_per_cell > schema.MAX_EPISODES_PER_RUN:
+            raise EvaluateError(
+                f"{n_cells} cell(s) x {self.episodes_per_cell:,} episodes per cell = {n_cells * self.episodes_per_cell:,} "
+                f"rollouts, more than one evaluation runs (at most {schema.MAX_EPISODES_PER_RUN:,}); use fewer episodes "
+                "per cell (`roboloop eval --against EVAL --until-decided` stops as soon as the comparison is decided) or evaluate "
+                "the grid in parts (fewer cells per evaluation)"
+            )
         if self.eval_id is not None:
             if len(self.eval_id) > 64:
                 raise EvaluateError(f"eval id {self.eval_id!r} is longer than 64 characters")

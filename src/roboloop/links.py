@@ -108,7 +108,7 @@ def export_segment(catalog, dataset: str, segment_id: str, path: str | os.PathLi
     """
     import rerun as rr
 
-    from roboloop.episode import APPLICATION_ID
+    from roboloop.episode import APPLICATION_ID, write_memory_recording
 
     ds = catalog.dataset(dataset)
     store = ds.segment_store(segment_id)
@@ -117,11 +117,11 @@ def export_segment(catalog, dataset: str, segment_id: str, path: str | os.PathLi
     with atomic_path(final) as tmp:
         rec = rr.RecordingStream(APPLICATION_ID, recording_id=segment_id, send_properties=False)
         try:
-            rec.save(str(tmp))
+            sink = rec.memory_recording()  # not rec.save: see write_memory_recording (full disk)
             if blueprint is not None:
                 rec.send_blueprint(blueprint)
             rec.send_chunks(store)
-            rec.flush()
+            write_memory_recording(rec, sink, tmp)
         finally:
             rec.disconnect()
     return final

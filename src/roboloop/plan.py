@@ -232,6 +232,13 @@ class Plan:
                 )
             seen[it.key] = i
         object.__setattr__(self, "items", tuple(items))
+        total = sum(it.count for it in items)
+        if total > schema.MAX_EPISODES_PER_RUN:
+            raise PlanError(
+                f"plan {self.name!r} asks for {total:,} episodes, more than one plan may collect "
+                f"(at most {schema.MAX_EPISODES_PER_RUN:,}); split it into several plans of up to "
+                f"{schema.MAX_EPISODES_PER_RUN:,} episodes and execute them one after the other"
+            )
         if self.seed_rule not in SEED_RULES:
             raise PlanError(f"plan {self.name!r}: unknown seed_rule {self.seed_rule!r}; valid: {', '.join(SEED_RULES)}")
         sugg = []

@@ -245,6 +245,12 @@ OUTCOME_FINAL_CUBE_Z = "final_cube_z"
 # --- seeds: one identity scheme (DESIGN.md "Seeds and cells have one identity scheme") ------
 DEMO_SEED_LIMIT = 2**30
 """Demonstration seeds (collect, plans) lie in [0, DEMO_SEED_LIMIT)."""
+MAX_EPISODES_PER_RUN = 100_000
+"""Most episodes one command may ask for: a collect (`--episodes`), a plan (all items together) or an
+evaluation (cells x episodes per cell). At the fastest measured rate (~7 episodes/s without cameras) this is
+about 4 hours; beyond it a typo (`--episodes 1000000000`) would otherwise tie up the seed range and memory.
+Larger runs go in batches: re-run the command (a collect's seeds continue after the highest one used),
+split a plan into several, evaluate a grid in parts (fewer cells per evaluation)."""
 EVAL_SEED_BASE = 2**30
 """Evaluation seeds are hashed from (cell, episode index) into [EVAL_SEED_BASE, EVAL_SEED_BASE + EVAL_SEED_SPAN)."""
 EVAL_SEED_SPAN = 2**30

@@ -19,15 +19,22 @@ file is never modified in place: a new version is a new file registered with REP
 `next_version_path`); old versions are deleted only by `collect_garbage`, when no
 catalog process still uses the workspace (`live_catalog` holds a shared lock for as long
 as a catalog runs), and only when a newer version was actually registered (a damaged
-newest version never costs the good older one). This module never talks to the catalog server.
+newest version never costs the good older one).
+
+A read-only workspace (a shared, mounted dataset; `Workspace.read_only`) is served as it
+is: no clean-up, no lock that cannot be taken, one warning; a write into it raises
+`WorkspaceReadOnlyError`. A write that hits a full disk raises `WorkspaceFullError` and
+leaves no partial file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -37,6 +44,8 @@ from pathlib import Path
 
 from roboloop import faults, schema
 from roboloop.errors import RoboloopError
+
+log = logging.getLogger(__name__)
 
 ENV_WORKSPACE = "ROBOLOOP_WORKSPACE"
 DEFAULT_WORKSPACE = ".roboloop"
@@ -49,6 +58,60 @@ class WorkspaceError(RoboloopError):
 
 class WorkspaceBusyError(RoboloopError):
     """Another process uses the workspace in a way that forbids this operation now."""
+
+
+class WorkspaceReadOnlyError(RoboloopError):
+    """A command that writes was run on a read-only workspace (a shared, mounted dataset)."""
+
+
+class WorkspaceFullError(RoboloopError):
+    """The file system holding the workspace ran out of space while a file was written (the partial file is removed)."""
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def read_only_error(where: Path) -> WorkspaceReadOnlyError:
+    """The error for a write into a read-only workspace folder."""
+    return WorkspaceReadOnlyError(
+        f"cannot write to {where}: the workspace is read-only (a shared or mounted copy?). Read-only commands "
+        "(ls, sql, success, failures, export, open, verify, ...) work on it; to record, train or evaluate, copy it to a "
+        "writable folder (cp -r) and pass that with --workspace / ROBOLOOP_WORKSPACE"
+    )
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes available to this user on the file system of `path` (or its nearest existing parent); None if unknown."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
+"""How a native writer (Rerun's blueprint `save`) words ENOSPC / EDQUOT in the `RuntimeError` it raises."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _FULL_MESSAGES)
+
+
+def disk_full_error(final: Path) -> WorkspaceFullError:
+    """The error for a write of `final` that failed because its file system is full."""
+    free = free_bytes(final.parent)
+    left = f" ({free:,} bytes free)" if free is not None else ""
+    return WorkspaceFullError(
+        f"no space left on the device holding {final.parent}{left}: {final.name} was not written (its partial file was "
+        "removed; nothing else changed). Free some space (`roboloop gc` removes superseded versions) or move the "
+        "workspace to a larger disk (--workspace / ROBOLOOP_WORKSPACE), then run the command again"
+    )
 
 
 def default_root() -> Path:
@@ -66,12 +129,20 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and
-    `final` is untouched. With `exclusive`, an existing `final` is never replaced: the
+    `final` is untouched; a write that failed because the disk is full (ENOSPC, EDQUOT)
+    raises `WorkspaceFullError`. With `exclusive`, an existing `final` is never replaced: the
     file is linked into place and `FileExistsError` is raised if `final` appeared
     meanwhile (two writers racing for one new version name: one wins, the other retries).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _READ_ONLY_ERRNOS:
+            raise read_only_error(final.parent) from exc
+        if _is_disk_full(exc):
+            raise disk_full_error(final) from exc
+        raise
     tmp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
@@ -87,9 +158,14 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         faults.point("file.renamed")
-    except BaseException:
+    except BaseException as exc:
+        full = _is_disk_full(exc)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full:
+            raise disk_full_error(final) from exc
+        if isinstance(exc, OSError) and exc.errno in _READ_ONLY_ERRNOS:
+            raise read_only_error(final.parent) from exc
         raise
 
 
@@ -359,8 +435,10 @@ class Workspace:
         return out
 
     def remove_stale_temp_files(self) -> int:
-        """Delete temporary files whose writer process is gone; returns how many were removed."""
+        """Delete temporary files whose writer process is gone; returns how many were removed (none in a read-only workspace)."""
         removed = 0
+        if self.read_only:
+            return 0
         for p in self.stale_temp_files():
             pid_part = p.name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
             if pid_part.isdigit() and _pid_alive(int(pid_part)):
@@ -446,8 +524,13 @@ class Workspace:
         With `blocking=False` the block runs with False when another process holds it.
         """
         path = self.lock_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise read_only_error(path.parent) from exc
+            raise
         try:
             flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
             try:
@@ -459,7 +542,12 @@ class Workspace:
         finally:
             os.close(fd)  # releases the lock
 
-    def live_catalog(self) -> tuple[int, bool]:
+    @property
+    def read_only(self) -> bool:
+        """True when this process cannot write into the (existing) workspace folder: a read-only mount, or no permission."""
+        return self.root.is_dir() and not os.access(self.root, os.W_OK)
+
+    def live_catalog(self) -> tuple[int | None, bool]:
         """Mark this process as running a catalog over the workspace until the returned fd is closed; (fd, alone).
 
         Takes a shared lock on `locks/catalog.lock`, after first trying the exclusive lock
@@ -469,10 +557,30 @@ class Workspace:
         by a newer one that was actually registered, never by one that exists. Otherwise only
         dead writers' temporary files are removed (safe while others run). Close the returned
         fd (`os.close`) when the catalog stops.
+
+        A read-only workspace (`read_only`: a shared, mounted dataset) is served as it is:
+        no clean-up (`alone` is False), and the shared lock only if its file exists already
+        (flock works on a read-only descriptor); the fd is None when there is no lock to hold.
+        One warning says so.
         """
+        if self.read_only:
+            log.warning("workspace %s is read-only: serving it as it is (queries only; no clean-up of old versions "
+                        "or temporary files)", self.root)
+            try:
+                fd = os.open(self.lock_path(CATALOG_LOCK), os.O_RDONLY)
+            except OSError:
+                return None, False
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return fd, False
         path = self.lock_path(CATALOG_LOCK)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # e.g. a workspace folder that does not exist inside a read-only mount
+            if exc.errno not in _READ_ONLY_ERRNOS:
+                raise
+            log.warning("cannot create %s (%s): running without the workspace's catalog lock and clean-up", path, exc.strerror)
+            return None, False
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

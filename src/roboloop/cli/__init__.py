@@ -188,6 +188,46 @@ def print_arrow(table, format: str = "table") -> None:
         console.print(f"{len(rows)} row(s)")
 
 
+TABLE_ROWS_SHOWN = 1000
+"""Most rows `--format table` draws (a terminal table holds them all in memory to size its columns); csv and json print every row."""
+PRINT_SLICE_ROWS = 4096
+"""Rows turned into Python values at a time while printing a streamed result (bounds memory whatever the batch size)."""
+
+
+def print_batches(column_names: Sequence[str], batches, format: str = "table") -> int:
+    """Print a stream of Arrow record batches as they arrive (csv / json lines: every row; table: the first
+    `TABLE_ROWS_SHOWN`, then a count); memory stays bounded by one slice. Returns the number of rows."""
+    names = list(column_names)
+    writer = None
+    if format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+    shown = Table(*names) if format == "table" else None
+    n = 0
+    for batch in batches:
+        for start in range(0, batch.num_rows, PRINT_SLICE_ROWS):
+            part = batch.slice(start, PRINT_SLICE_ROWS)
+            if shown is not None:
+                room = TABLE_ROWS_SHOWN - n
+                if room > 0:
+                    for row in part.slice(0, room).to_pylist():
+                        shown.add_row(*[cell(row[c]) for c in names])
+            else:
+                for row in part.to_pylist():
+                    if writer is not None:
+                        writer.writerow([row[c] for c in names])
+                    else:
+                        sys.stdout.write(json.dumps(row, default=str) + "\n")
+            n += part.num_rows
+    if shown is not None:
+        console.print(shown)
+        more = f" (the first {TABLE_ROWS_SHOWN:,} shown; --format csv or json prints every row)" if n > TABLE_ROWS_SHOWN else ""
+        console.print(f"{n} row(s){more}")
+    return n
+
+
 def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Print dict rows as a rich table of `columns`."""
     t = Table(*columns)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import app, console, err_console, fail, open_catalog, open_workspace, print_arrow, state
+from roboloop.cli import app, console, err_console, fail, open_catalog, open_workspace, print_batches, state
 
 SQL_FORMATS = ("table", "csv", "json")
 
@@ -35,9 +35,13 @@ def serve(
         n = sum(rep.segments.values())
         console.print(f"[bold]roboloop catalog[/] serving workspace {cat.workspace.root}")
         console.print(f"  restored {n} segment layers, {len(rep.tables)} tables, {len(rep.blueprints)} blueprints in {rep.seconds:.2f}s")
-        console.print(f"  catalog URL: [bold cyan]{cat.url}[/] (recorded in {cat.workspace.server_record_path}, pid {rec.pid})")
+        where = "not recorded: the workspace is read-only" if cat.workspace.read_only else f"recorded in {cat.workspace.server_record_path}"
+        console.print(f"  catalog URL: [bold cyan]{cat.url}[/] ({where}, pid {rec.pid})")
         console.print(f"  open it in the viewer:   {viewer_command(cat.url)}", soft_wrap=True)
-        console.print("  roboloop commands on this workspace attach to it automatically (`--catalog ''` opts out)", soft_wrap=True)
+        if cat.workspace.read_only:
+            console.print(f"  roboloop commands attach to it with --catalog {cat.url}", soft_wrap=True)
+        else:
+            console.print("  roboloop commands on this workspace attach to it automatically (`--catalog ''` opts out)", soft_wrap=True)
         console.print("  Ctrl-C to stop")
         try:
             while True:
@@ -96,8 +100,8 @@ def sql(
     if format not in SQL_FORMATS:
         fail(f"unknown --format {format!r}: use {', '.join(SQL_FORMATS)}")
     with open_catalog() as cat:
-        result = cat.sql(query)
-    print_arrow(result, format)
+        schema_, batches = cat.sql_batches(query)
+        print_batches(schema_.names, batches, format)  # printed as the batches arrive: bounded memory
 
 
 @app.command("verify")

@@ -85,7 +85,8 @@ def collect_cmd(
             raise typer.Exit(130) from None
     n = len(report.results)
     if report.seeds is not None and len(report.seeds):
-        console.print(f"seeds {report.seeds.start}..{report.seeds.stop - 1}")
+        gaps = "" if isinstance(report.seeds, range) else " (not contiguous: another collect reserved seeds in between)"
+        console.print(f"seeds {report.seeds[0]}..{report.seeds[-1]}{gaps}")
     console.print(f"recorded and registered {n} episode(s) in {report.wall_s:.1f}s ({report.episodes_per_minute:.1f}/min); "
                   f"successes {report.successes}/{n}")
     if report.blueprint:

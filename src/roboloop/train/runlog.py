@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
-from roboloop.episode import APPLICATION_ID, send_property_group
+from roboloop.episode import APPLICATION_ID, send_property_group, write_memory_recording
 from roboloop.workspace import atomic_path
 
 SAMPLE_SPLITS = ("train", "holdout")
@@ -87,7 +87,7 @@ class RunLog:
         with atomic_path(path) as tmp:
             rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.run_id, send_properties=True)
             try:
-                rec.save(str(tmp))
+                sink = rec.memory_recording()  # not rec.save: see write_memory_recording (full disk)
                 for group, values in groups.items():
                     send_property_group(rec, group, values)
                 if self.summary:
@@ -109,7 +109,7 @@ class RunLog:
                     _log_lanes(rec, base, self.joint_names)
                 for smp in self.samples:
                     _log_sample(rec, smp)
-                rec.flush()
+                write_memory_recording(rec, sink, tmp)
             finally:
                 rec.disconnect()
         self.catalog.register_files(self.runs_dataset, [path], validate=False)
