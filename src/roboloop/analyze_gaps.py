@@ -62,6 +62,7 @@ import numpy as np
 
 from roboloop import schema
 from roboloop.catalog import CatalogError
+from roboloop.stats.intervals import wilson
 
 __all__ = [
     "CONDITION_AXES",
@@ -83,7 +84,6 @@ __all__ = [
     "plan",
     "split_budget",
     "start_states",
-    "wilson",
 ]
 
 COVERAGE_GAP = "coverage_gap"
@@ -185,13 +185,6 @@ class GapConfig:
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of k successes in n trials ((0, 1) when n = 0): `analyze.wilson`."""
-    from roboloop.analyze import wilson as _wilson
-
-    return _wilson(int(k), max(int(n), 0), confidence)
-
 
 def cell_key(cell: Mapping[str, Any]) -> str:
     """Canonical key of a cell: `",".join(f"{k}={v}" for k, v in sorted(cell.items()))`."""

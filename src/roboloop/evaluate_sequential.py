@@ -4,7 +4,7 @@ Library use::
 
     from roboloop.evaluate import EvalConfig, load_config
     from roboloop.evaluate_sequential import evaluate_until_decided
-    from roboloop.sequential import SequentialConfig
+    from roboloop.stats.sequential import SequentialConfig
 
     base = load_config(cat.workspace, "eval-v1")
     cfg = EvalConfig.from_dict({**base.to_dict(), "policy": "run-v2", "eval_id": None})
@@ -70,7 +70,7 @@ from roboloop.evaluate import (
     rollout_jobs,
     rollout_outcomes,
 )
-from roboloop.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
+from roboloop.stats.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
 
 __all__ = [
     "RoundEvent",
@@ -409,7 +409,7 @@ def plan_from_eval(
     sequential_p90, ...).
     """
     from roboloop import episode_index
-    from roboloop.sequential import plan_eval, stage_distributions
+    from roboloop.stats.sequential import plan_eval, stage_distributions
 
     row = eval_row(workspace, eval_id)
     if row is None:
