@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
-from roboloop.catalog import CatalogError
+from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
 
 __all__ = [
@@ -104,7 +104,7 @@ SUCCESS_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
 SEED_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
 
 
-class GapError(CatalogError, ValueError):
+class GapError(RoboloopError, ValueError):
     """Coverage cannot be computed from what the catalog holds (the message says why and what to do)."""
 
 
@@ -676,7 +676,7 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id)
     if row is None:
         known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
-        raise GapError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
+        raise UnknownEvaluationError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
     run_id = row.get("run_id") or ""
     if not run_id or run_id == schema.PROVENANCE_NONE:  # a policy without a run (scripted, or given as a factory)
         raise GapError(

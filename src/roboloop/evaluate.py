@@ -53,13 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.catalog import CatalogError
 from roboloop.collect import (
     EpisodeJob,
     EpisodeResult,
     RecordingSpec,
     ScriptedPolicy,
 )
+from roboloop.errors import RoboloopError
 from roboloop.sim.conditions import (
     DISTRACTOR_SETS,
     LIGHTINGS,
@@ -101,7 +101,7 @@ SEED_RULE = "EVAL_SEED_BASE + int.from_bytes(sha256(f'{cell_key}#{index}').diges
 """How evaluation seeds are derived (stored in every evaluation row)."""
 
 
-class EvaluateError(CatalogError, ValueError):
+class EvaluateError(RoboloopError, ValueError):
     """An evaluation that cannot run as asked; the message says what to change."""
 
 
@@ -431,7 +431,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
     try:
         info = run_info(workspace, policy)
-    except (OSError, LookupError, ValueError, CatalogError) as exc:
+    except (OSError, LookupError, ValueError, RoboloopError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
         raise EvaluateError(
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "

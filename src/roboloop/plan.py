@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.catalog import CatalogError
+from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ STATUS_EXECUTED = "executed"
 STATUS_INTERRUPTED = "interrupted"
 
 
-class PlanError(CatalogError, ValueError):
+class PlanError(RoboloopError, ValueError):
     """A plan (or plan file) is invalid or cannot be executed; the message says what to fix."""
 
 

@@ -79,8 +79,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from roboloop import faults, schema
-from roboloop.catalog import Catalog, CatalogError
+from roboloop.catalog import Catalog
 from roboloop.episode import write_layer_version
+from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
 
 SIGNALS_VERSION = 1
@@ -100,6 +101,14 @@ GRIPPER_EVENT_DELTA = 0.1
 
 DEFAULT_BATCH = 250
 WRITE_THREADS = 4
+
+
+class RefineError(RoboloopError):
+    """Signals or flags that cannot be computed or written as asked; the message says what to change."""
+
+
+class UnknownSignalError(RefineError, UnknownNameError):
+    """A signal name that is not registered; the message lists the registered ones."""
 
 
 # --- episode data --------------------------------------------------------------------------
@@ -350,7 +359,7 @@ def read_streams(dataset_entry, segment_ids: Sequence[str], entities: Sequence[s
             seg = str(segs[a])
             width = int(lengths[a])
             if not np.all(lengths[a:b] == width):
-                raise CatalogError(f"{seg}: {entity} rows have different widths; cannot compute signals")
+                raise RefineError(f"{seg}: {entity} rows have different widths; cannot compute signals")
             values = flat[offsets[a] : offsets[b]].reshape(b - a, width)
             if seg in out:
                 out[seg].streams[entity] = (times[a:b], values)
@@ -473,7 +482,7 @@ def _pick_signals(names: Sequence[str] | None) -> list[Signal]:
         return list(SIGNALS.values())
     unknown = [n for n in names if n not in SIGNALS]
     if unknown:
-        raise CatalogError(f"unknown signal(s) {', '.join(unknown)}; registered signals: {', '.join(SIGNALS)}")
+        raise UnknownSignalError(f"unknown signal(s) {', '.join(unknown)}; registered signals: {', '.join(SIGNALS)}")
     return [SIGNALS[n] for n in names]
 
 
@@ -482,7 +491,7 @@ def _check_ids(dataset: str, ids: Sequence[str], known: Sequence[str]) -> None:
     missing = [s for s in ids if s not in known_set]
     if missing:
         sample = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
-        raise CatalogError(
+        raise RefineError(
             f"dataset {dataset!r} has no segment(s) {', '.join(missing)}; it has {len(known)} segments"
             + (f": {sample}" if known else "")
         )
@@ -492,7 +501,7 @@ def _check_ids(dataset: str, ids: Sequence[str], known: Sequence[str]) -> None:
 
 def _target_ids(catalog: Catalog, dataset: str, segment_ids: Sequence[str] | None, where: str | None) -> tuple[pa.Table, list[str]]:
     if (segment_ids is None or len(segment_ids) == 0) == (where is None or not where.strip()):
-        raise CatalogError("give either segment ids or a --where predicate (exactly one of them)")
+        raise RefineError("give either segment ids or a --where predicate (exactly one of them)")
     table = catalog.segment_table(dataset)
     if segment_ids:
         _check_ids(dataset, segment_ids, table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else [])
@@ -519,7 +528,7 @@ def flag(
 ) -> list[str]:
     """Mark segments as flagged (by ids, or every segment matching `where`); returns their ids."""
     if not reason or not reason.strip():
-        raise CatalogError("a flag needs a reason (--reason TEXT)")
+        raise RefineError("a flag needs a reason (--reason TEXT)")
     _, ids = _target_ids(catalog, dataset, segment_ids, where)
     _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: True, schema.QUALITY_REASON: reason.strip(), schema.QUALITY_FLAGGED_AT: _now()})
     return ids

@@ -36,19 +36,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from roboloop import faults, schema
-from roboloop.errors import RoboloopError
+from roboloop.errors import WorkspaceBusyError, WorkspaceError
 
 ENV_WORKSPACE = "ROBOLOOP_WORKSPACE"
 DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
-
-
-class WorkspaceError(RoboloopError):
-    """The workspace path cannot be a workspace (e.g. it names a file)."""
-
-
-class WorkspaceBusyError(RoboloopError):
-    """Another process uses the workspace in a way that forbids this operation now."""
 
 
 def default_root() -> Path:
