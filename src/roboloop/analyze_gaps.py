@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from roboloop import schema
+from roboloop import rows, schema
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
 
@@ -594,7 +594,6 @@ def make_plan(
     item's conditions. Cells classified policy_or_data_quality get no episodes but a suggestion
     (inspect the failures and the nearest demonstrations, flag bad ones).
     """
-    import datetime as _dt
 
     from roboloop.plan import Plan, PlanItem
 
@@ -620,7 +619,7 @@ def make_plan(
         reason=(f"coverage gaps found in evaluation {src}" if src else "coverage gaps") + f" (budget {budget})",
         source_eval=src,
         suggestions=tuple(suggestions),
-        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        created_at=rows.now_iso(),
     )
 
 

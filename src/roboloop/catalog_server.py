@@ -22,7 +22,6 @@ catalog is local: the server must see the workspace files anyway). `--catalog ""
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
+from roboloop import rows
 from roboloop.catalog import CatalogError
 from roboloop.workspace import Workspace, atomic_write_text, pid_alive
 
@@ -102,7 +102,7 @@ def write_record(ws: Workspace, url: str, *, pid: int | None = None) -> ServerRe
         host=parsed.hostname or "127.0.0.1",
         port=int(parsed.port or 0),
         workspace=str(ws.root),
-        started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        started_at=rows.now_iso(),
     )
     ws.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(ws.server_record_path, json.dumps(rec.to_dict(), indent=2) + "\n")

@@ -536,10 +536,6 @@ def finished_pairs(catalog, evals_dataset: str, eval_id: str) -> dict[tuple[str,
     }
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 def new_eval_id() -> str:
     """`eval-<utc yyyymmdd-hhmmss>-<4 hex>`."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -644,7 +640,7 @@ def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, ke
         "cameras": list(spec.cameras),
         "camera_size": [spec.width, spec.height],
         "config": cfg.to_dict(),
-        "created_at": previous["created_at"] if previous else _now(),
+        "created_at": previous["created_at"] if previous else rows.now_iso(),
     }
 
 
@@ -730,7 +726,7 @@ def evaluate(
     def write(status: str) -> None:
         rows.write_row(ws, schema.EVALS_TABLE, eval_id, {
             **base_row, "status": status, "finished": counts["done"], "successes": counts["ok"],
-            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": _now(),
+            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": rows.now_iso(),
         })
 
     write("running")

@@ -44,7 +44,6 @@ A plan file::
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import logging
 import tomllib
@@ -538,13 +537,9 @@ def execute_plan(
         run.wall_s = time.perf_counter() - t0
         _write_row(
             ws, plan, run.status, collected=run.collected, seeds=[start, seed],
-            executed_at=_now_iso(),
+            executed_at=rows.now_iso(),
         )
     return run
-
-
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def plan_summary(plan: Plan) -> list[str]:

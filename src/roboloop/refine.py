@@ -65,7 +65,6 @@ them: at the start of an embedded catalog that is alone on the workspace, or by
 
 from __future__ import annotations
 
-import datetime as _dt
 import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,7 +77,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from roboloop import faults, schema
+from roboloop import faults, rows, schema
 from roboloop.catalog import Catalog
 from roboloop.episode import write_layer_version
 from roboloop.errors import RoboloopError, UnknownNameError
@@ -402,10 +401,6 @@ def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 def refine(
     catalog: Catalog,
     dataset: str,
@@ -438,7 +433,7 @@ def refine(
         todo = sorted(s for s, ls in zip(all_ids, layers) if schema.SIGNALS_LAYER not in (ls or []))
     report.skipped = len(all_ids) - len(todo) if segment_ids is None else 0
     entities = sorted({e for sig in chosen for e in sig.streams})
-    stamp = _now()
+    stamp = rows.now_iso()
     if progress:
         progress(0, len(todo))
     size = max(1, batch_size)
@@ -530,7 +525,7 @@ def flag(
     if not reason or not reason.strip():
         raise RefineError("a flag needs a reason (--reason TEXT)")
     _, ids = _target_ids(catalog, dataset, segment_ids, where)
-    _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: True, schema.QUALITY_REASON: reason.strip(), schema.QUALITY_FLAGGED_AT: _now()})
+    _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: True, schema.QUALITY_REASON: reason.strip(), schema.QUALITY_FLAGGED_AT: rows.now_iso()})
     return ids
 
 
@@ -552,7 +547,7 @@ def unflag(
     ids = [s for s in ids if s in flagged]
     if ids:
         text = "unflagged" + (f": {reason.strip()}" if reason and reason.strip() else "")
-        _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: False, schema.QUALITY_REASON: text, schema.QUALITY_FLAGGED_AT: _now()})
+        _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: False, schema.QUALITY_REASON: text, schema.QUALITY_FLAGGED_AT: rows.now_iso()})
     return ids
 
 
