@@ -13,7 +13,6 @@ import pytest
 
 from roboloop import analyze_gaps as ag
 from roboloop.analyze_gaps import COVERAGE_GAP, FINE, QUALITY, GapConfig, GapError
-from roboloop.stats.intervals import wilson
 
 
 def _train_row(i, x, y, yaw, region="default", yaw_label="none"):
@@ -197,12 +196,6 @@ def test_fail_rule_wilson_or_rate():
     assert not rep["yaw=c"].fails  # 1/2: too few to say (upper bound 0.91, rate 0.5)
     assert rep["yaw=d"].fails  # 0/2: rate below 0.5
     assert rep["yaw=b"].verdict == QUALITY  # every rollout sits on a training start
-
-
-def test_wilson_reference_values():
-    assert wilson(0, 30) == pytest.approx((0.0, 0.11351), abs=1e-4)
-    assert wilson(15, 30) == pytest.approx((0.33153, 0.66847), abs=1e-4)
-    assert wilson(0, 0) == (0.0, 1.0)
 
 
 def test_coverage_table_and_errors():
