@@ -7,7 +7,7 @@ reaches stage k when u < P(stage >= k) (success = the last stage). ``coupling`` 
 probability that both policies of a pair see the same u (the seed decides both outcomes);
 otherwise they see independent ones (coupling 0 = the most discordant pairs, the
 hardest case for both the sequential and the fixed-n test). The test is looked at after
-every pair (`roboloop.sequential.simulate_sequential`, the kernel of `PairedSequentialTest`).
+every pair (`roboloop.stats.sequential.simulate_sequential`, the kernel of `PairedSequentialTest`).
 
 1. Validity (H0 true: a policy against itself): per-cell success 0.6-0.9, v1-like stage
    distributions for partial credit, the FIELD-NOTES v1/v2 cell rates, and a 4-cell
@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from roboloop import sequential as sq
+from roboloop.stats import sequential as sq
 
 # v1-like failures (FIELD-NOTES: the BC policy's failures are missed grasps: never touched /
 # not lifted), as probabilities over the failing stages none, right_grasp, lift, left_grasp.

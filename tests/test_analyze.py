@@ -29,64 +29,11 @@ from roboloop.evaluate import (
     parse_grid,
 )
 from roboloop.predicate import UnknownColumnError
+from roboloop.stats.exact import mcnemar_exact
+from roboloop.stats.intervals import wilson
+from roboloop.stats.multiplicity import holm
 
 SUCCESS, STAGE, CELL, SEED = analyze.SUCCESS, analyze.STAGE, analyze.CELL, analyze.SEED
-
-
-# --- statistics against reference values ----------------------------------------------------------
-
-@pytest.mark.parametrize(
-    "k,n,low,high",
-    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
-)
-def test_wilson_matches_published_values(k, n, low, high):
-    lo, hi = analyze.wilson(k, n)
-    assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
-
-
-def test_wilson_matches_scipy_and_edges():
-    from scipy.stats import binomtest
-
-    for k, n in [(0, 1), (1, 1), (3, 7), (29, 30), (30, 30), (500, 1000)]:
-        ref = binomtest(k, n).proportion_ci(method="wilson", confidence_level=0.9)
-        lo, hi = analyze.wilson(k, n, confidence=0.9)
-        assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
-    assert analyze.wilson(0, 0) == (0.0, 1.0)
-    assert analyze.wilson(5, 5)[1] == 1.0 and analyze.wilson(0, 5)[0] == 0.0
-    with pytest.raises(ValueError):
-        analyze.wilson(3, 2)
-
-
-def test_mcnemar_exact_by_hand():
-    # 10 vs 2 discordant pairs: p = 2 * P(X <= 2 | 12, 1/2) = 2 * (1 + 12 + 66) / 4096
-    assert analyze.mcnemar_exact(10, 2) == pytest.approx(158 / 4096, rel=1e-12)
-    assert analyze.mcnemar_exact(2, 10) == pytest.approx(158 / 4096, rel=1e-12)
-    # 0 vs 5: 2 * (1/2)^5
-    assert analyze.mcnemar_exact(0, 5) == pytest.approx(0.0625, rel=1e-12)
-    assert analyze.mcnemar_exact(3, 3) == pytest.approx(1.0)
-    assert analyze.mcnemar_exact(0, 0) == 1.0
-
-
-def test_newcombe_difference_published():
-    d, lo, hi = analyze.newcombe_diff(56, 70, 48, 80)
-    assert d == pytest.approx(0.2)
-    assert lo == pytest.approx(0.0524, abs=5e-5) and hi == pytest.approx(0.3339, abs=5e-5)
-
-
-def test_newcombe_paired_basic_properties():
-    d, lo, hi = analyze.newcombe_paired_diff(12, 9, 2, 21)
-    assert d == pytest.approx(7 / 44)
-    assert lo < d < hi and -1 <= lo and hi <= 1
-    # identical outcomes: zero difference, interval contains 0 and is narrower than unpaired
-    d, lo, hi = analyze.newcombe_paired_diff(15, 0, 0, 15)
-    _, ulo, uhi = analyze.newcombe_diff(15, 30, 15, 30)
-    assert d == 0 and lo <= 0 <= hi and (hi - lo) < (uhi - ulo)
-
-
-def test_holm_by_hand():
-    # sorted: .005*4=.02, .01*3=.03, .03*2=.06, .04*1=.04 -> monotone .06
-    assert analyze.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert analyze.holm([None, 0.5]) == [None, 0.5]
 
 
 # --- success_by against an independent computation -------------------------------------------------
@@ -122,7 +69,7 @@ def test_success_by_matches_independent_grouping():
         n, k, stage_sum = expect[(g["scene.region"], g["scene.lighting"])]
         assert (g["n"], g["successes"]) == (n, k)
         assert g["rate"] == pytest.approx(k / n) and g["mean_stage"] == pytest.approx(stage_sum / n)
-        assert (g["ci_low"], g["ci_high"]) == pytest.approx(analyze.wilson(k, n))
+        assert (g["ci_low"], g["ci_high"]) == pytest.approx(wilson(k, n))
         assert g["small"] == (n < analyze.SMALL_N)
     # the same from a pyarrow Table; one key; no key = overall
     assert analyze.success_by(pa.Table.from_pylist(rows), ["scene.region", "scene.lighting"]) == got
@@ -169,13 +116,13 @@ def test_compare_paired_mcnemar_holm_and_verdicts():
     assert right["diff"] == pytest.approx(0.5) and right["diff_low"] > 0
     assert right["p"] == pytest.approx(2 * 0.5**10)
     ps = [by_group[g]["p"] for g in ("region=left", "region=right", "region=wide")]
-    assert [by_group[g]["p_holm"] for g in ("region=left", "region=right", "region=wide")] == pytest.approx(analyze.holm(ps))
+    assert [by_group[g]["p_holm"] for g in ("region=left", "region=right", "region=wide")] == pytest.approx(holm(ps))
     assert right["verdict"] == "improved"
     assert by_group["region=left"]["verdict"] == "no change" and by_group["region=left"]["p"] == 1.0
     assert by_group["region=wide"]["verdict"] == "too few episodes"
     overall = by_group["overall"]
     assert overall["n_pairs"] == 36 and overall["discordant_b"] == 11 and overall["discordant_a"] == 1
-    assert overall["p"] == pytest.approx(analyze.mcnemar_exact(11, 1))
+    assert overall["p"] == pytest.approx(mcnemar_exact(11, 1))
     # swapping A and B flips the sign and the verdict
     back = {r["group"]: r for r in analyze.compare(b1 + b2, a1 + a2)}
     assert back["region=right"]["verdict"] == "regressed" and back["region=right"]["diff"] == pytest.approx(-0.5)

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import curate, refine, schema
-from roboloop.catalog import Catalog, CatalogError, UnknownDatasetError
+from roboloop.catalog import Catalog, UnknownDatasetError
 from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError
 
 DS = "demo"
@@ -116,7 +116,7 @@ def test_save_load_replace_and_restart(catalog, ws, synthetic_episode):
     refine.refine(catalog, DS)
     sel = curate.save(catalog, curate.select(catalog, DS, where="signals.duration_s > 0", holdout=0.2), "v1")
     assert sel.name == "v1"
-    with pytest.raises(CatalogError, match="--replace"):
+    with pytest.raises(curate.CurateError, match="--replace"):
         curate.save(catalog, curate.select(catalog, DS, where="episode.seed < 10"), "v1")
     stricter = curate.save(catalog, curate.select(catalog, DS, where="episode.seed < 10", limit=8), "v1", replace=True)
     curate.save(catalog, curate.select(catalog, DS, where="episode.seed >= 5"), "v2")

@@ -16,7 +16,7 @@ import pytest
 from roboloop import rows, schema
 from roboloop.evaluate import EvalConfig, EvaluateError, evaluate, parse_grid
 from roboloop.evaluate_sequential import SequentialEvalError, evaluate_until_decided, sequential_rows
-from roboloop.sequential import PairedSequentialTest, SequentialConfig
+from roboloop.stats.sequential import PairedSequentialTest, SequentialConfig
 
 pytestmark = pytest.mark.sim
 

@@ -198,12 +198,6 @@ def test_fail_rule_wilson_or_rate():
     assert rep["yaw=b"].verdict == QUALITY  # every rollout sits on a training start
 
 
-def test_wilson_reference_values():
-    assert ag.wilson(0, 30) == pytest.approx((0.0, 0.11351), abs=1e-4)
-    assert ag.wilson(15, 30) == pytest.approx((0.33153, 0.66847), abs=1e-4)
-    assert ag.wilson(0, 0) == (0.0, 1.0)
-
-
 def test_coverage_table_and_errors():
     training = [_train_row(0, 0.05, 0.5, 0.0), _train_row(1, 0.06, 0.5, 0.0), _train_row(2, 0.15, 0.5, 0.0)]
     rollouts = [

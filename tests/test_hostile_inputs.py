@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import multinomial
 
-from roboloop import analyze
+from roboloop.stats.exact import mcnemar_exact
+from roboloop.stats.intervals import newcombe_paired_diff
 
 # --- the paired difference interval: exact coverage by enumeration --------------------------------
 
@@ -27,7 +28,7 @@ def _coverages(n: int, step: float, confidence: float = 0.95) -> np.ndarray:
     contains the true difference p10 - p01, summed over every possible table.
     """
     tables = _tables(n)
-    intervals = np.array([analyze.newcombe_paired_diff(*map(int, t), confidence)[1:] for t in tables])
+    intervals = np.array([newcombe_paired_diff(*map(int, t), confidence)[1:] for t in tables])
     k = round(1 / step)
     out = []
     for i in range(k + 1):
@@ -56,14 +57,14 @@ def test_paired_interval_coverage_by_enumeration():
 def test_paired_interval_never_collapses():
     # no discordant pairs: the difference is 0 but not known exactly
     for n in (4, 10, 30):
-        d, lo, hi = analyze.newcombe_paired_diff(n // 2, 0, 0, n - n // 2)
+        d, lo, hi = newcombe_paired_diff(n // 2, 0, 0, n - n // 2)
         assert d == 0 and lo < 0 < hi
     # fewer pairs, wider interval
-    widths = [analyze.newcombe_paired_diff(n // 2, 0, 0, n - n // 2)[2] for n in (4, 10, 30)]
+    widths = [newcombe_paired_diff(n // 2, 0, 0, n - n // 2)[2] for n in (4, 10, 30)]
     assert widths[0] > widths[1] > widths[2] > 0
     # 4 discordant pairs all one way: exact McNemar p = 0.125 is no evidence; the interval includes 0
-    d, lo, hi = analyze.newcombe_paired_diff(25, 4, 0, 1)
-    assert analyze.mcnemar_exact(4, 0) == pytest.approx(0.125) and lo < 0 < d < hi
+    d, lo, hi = newcombe_paired_diff(25, 4, 0, 1)
+    assert mcnemar_exact(4, 0) == pytest.approx(0.125) and lo < 0 < d < hi
 
 
 # --- rows: a total order that matches creation -----------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from roboloop import curate, refine, schema
-from roboloop.catalog import Catalog, CatalogError
+from roboloop.catalog import Catalog
 from roboloop.episode import EpisodeRecorder
 from roboloop.predicate import EmptySelectionError
 
@@ -177,9 +177,9 @@ def test_new_only_by_default_all_recomputes_and_layer_is_replaced(catalog, ws, s
     assert signals_of(catalog, "ep1")["jerk_peak"] is None
     assert signals_of(catalog, "ep2")["jerk_peak"] > 0
 
-    with pytest.raises(CatalogError, match="no segment"):
+    with pytest.raises(refine.RefineError, match="no segment"):
         refine.refine(catalog, DS, segment_ids=["nope"])
-    with pytest.raises(CatalogError, match="unknown signal"):
+    with pytest.raises(refine.UnknownSignalError, match="unknown signal"):
         refine.refine(catalog, DS, signals=["nope"])
 
 
@@ -227,9 +227,9 @@ def test_flag_excludes_from_selections_and_unflag_restores(catalog, ws, syntheti
     assert row["quality.flagged"] is False and row["quality.reason"] == "unflagged: false alarm"
     assert curate.select(catalog, DS).segment_ids == ("ep1", "ep2", "ep3", "ep4", "ep5")
 
-    with pytest.raises(CatalogError, match="reason"):
+    with pytest.raises(refine.RefineError, match="reason"):
         refine.flag(catalog, DS, segment_ids=["ep1"], reason=" ")
-    with pytest.raises(CatalogError, match="exactly one"):
+    with pytest.raises(refine.RefineError, match="exactly one"):
         refine.flag(catalog, DS, reason="x")
     assert {p: sha(p) for p in paths} == before
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from roboloop import collect, curate, refine, rows, schema
-from roboloop.catalog import Catalog, CatalogError
+from roboloop.catalog import Catalog
 from roboloop.catalog_restore import usable_versions
 from roboloop.workspace import Workspace, WorkspaceBusyError, atomic_path
 
@@ -278,6 +278,6 @@ def test_workspace_lock_excludes_and_saving_twice_is_refused(catalog, ws, synthe
         with ws.lock(curate.SELECTIONS_TABLE, blocking=False) as again:
             assert not again
     curate.save(catalog, sel, "one")
-    with pytest.raises(CatalogError, match="exists"):
+    with pytest.raises(curate.CurateError, match="exists"):
         curate.save(catalog, sel, "one")
     assert curate.load(catalog, "one").segment_ids == ("e0",)

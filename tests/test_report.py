@@ -21,7 +21,7 @@ CELLS = [f"lighting={lt},yaw={yw}" for lt in ("dim", "normal") for yw in ("any",
 
 
 def _cells(rates: dict[str, int], n: int = 30) -> list[dict]:
-    from roboloop.analyze_gaps import wilson
+    from roboloop.stats.intervals import wilson
 
     out = []
     for cell in CELLS:

@@ -12,8 +12,9 @@ import pytest
 from scipy import stats
 
 from roboloop import schema
-from roboloop import sequential as sq
-from roboloop.catalog import CatalogError
+from roboloop.errors import RoboloopError
+from roboloop.stats import sequential as sq
+from roboloop.stats.exact import mcnemar_exact
 
 
 def _mc_bound(alpha: float, n: int) -> float:
@@ -189,10 +190,10 @@ def test_max_per_cell_stops_undecided():
 
 def test_mcnemar_exact_p_reference_values():
     # two-sided exact: 2 * P(X <= min | n, 1/2)
-    assert sq.mcnemar_exact_p(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
-    assert sq.mcnemar_exact_p(3, 3) == pytest.approx(1.0)
-    assert sq.mcnemar_exact_p(0, 0) == 1.0
-    assert sq.mcnemar_exact_p(0, 7) == pytest.approx(2 / 2**7)
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert mcnemar_exact(3, 3) == pytest.approx(1.0)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 7) == pytest.approx(2 / 2**7)
 
 
 @functools.cache
@@ -263,7 +264,7 @@ def test_bad_pairs_are_refused_and_change_nothing():
         t.update_pairs([(0, 1), (1, 0, 1)])
     assert t.n == 0
     err = sq.SequentialError("x")
-    assert isinstance(err, CatalogError) and isinstance(err, ValueError)
+    assert isinstance(err, RoboloopError) and isinstance(err, ValueError)
 
 
 def test_config_round_trip_and_validation():

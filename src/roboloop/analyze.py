@@ -6,10 +6,9 @@ property columns of ``<dataset>_evals`` (``episode.cell``, ``episode.seed``,
 :func:`rollout_table` (catalog) or :func:`indexed_rollout_table` (the rollout index, no
 catalog restore). Every function here is pure except those two loaders.
 
-Statistics (all 95% by default):
+Statistics (all 95% by default; the intervals and tests are those of :mod:`roboloop.stats`):
 
-* :func:`wilson`: Wilson score interval of k successes in n (closed form, equal to
-  ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``).
+* :func:`success_by`: success rates with the Wilson score interval of k successes in n.
 * :func:`compare`: per cell and overall, B minus A. Where the two evaluations share
   (cell, seed) pairs, the comparison is **paired**: exact McNemar test (a two-sided
   binomial test on the discordant pairs, ``scipy.stats.binomtest``) and Newcombe's
@@ -23,12 +22,13 @@ Statistics (all 95% by default):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from statistics import NormalDist
 from typing import Any
 
 from roboloop import schema
+from roboloop.stats.exact import fisher_exact, mcnemar_exact
+from roboloop.stats.intervals import newcombe_diff, newcombe_paired_diff, wilson
+from roboloop.stats.multiplicity import holm
 
 __all__ = [
     "CELL",
@@ -39,15 +39,10 @@ __all__ = [
     "columns_of_rows",
     "compare",
     "failures",
-    "holm",
     "indexed_rollout_table",
     "load_rollouts",
-    "mcnemar_exact",
-    "newcombe_diff",
-    "newcombe_paired_diff",
     "rollout_table",
     "success_by",
-    "wilson",
 ]
 
 SUCCESS = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
@@ -139,118 +134,6 @@ def _hashable(v: Any) -> Any:
 
 def _sort_key(values: tuple) -> tuple:
     return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in values)
-
-
-# --- intervals and tests -----------------------------------------------------------------------
-
-def _z(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
-
-
-def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (0, 1) when n = 0."""
-    if n < 0 or k < 0 or k > n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return (0.0, 1.0)
-    z = _z(confidence)
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if k == 0 else max(0.0, centre - half)
-    high = 1.0 if k == n else min(1.0, centre + half)
-    return (low, high)
-
-
-def newcombe_diff(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> tuple[float, float, float]:
-    """p1 - p2 for independent samples and Newcombe's hybrid score interval: (diff, low, high)."""
-    if n1 == 0 or n2 == 0:
-        return (float("nan"), -1.0, 1.0)
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson(k1, n1, confidence)
-    l2, u2 = wilson(k2, n2, confidence)
-    d = p1 - p2
-    return (d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
-
-
-def newcombe_paired_diff(both: int, only1: int, only2: int, neither: int, confidence: float = 0.95) -> tuple[float, float, float]:
-    """p1 - p2 for paired binary outcomes and Newcombe's square-and-add interval: (diff, low, high).
-
-    `both` = pairs where 1 and 2 succeed, `only1` = 1 succeeds and 2 fails, `only2` the
-    reverse, `neither` = both fail.
-
-    The Wilson score intervals of the two marginal rates are combined by square-and-add
-    with the correlation phi of the 2x2 table, **continuity-corrected** (Newcombe 1998,
-    Stat Med 17:2635, score-based method; as in Altman et al., Statistics with Confidence,
-    2000, and the "Newcombe square-and-add" interval of Fagerland, Lydersen & Laake 2014,
-    Stat Med 33:2850). With ``A = both * neither - only1 * only2``: phi = (A - n/2) /
-    sqrt(margins) when A > n/2, 0 when 0 <= A <= n/2, A / sqrt(margins) when A < 0, and 0
-    when a margin is empty.
-
-    Coverage: the uncorrected phi made the interval collapse to zero width when there
-    are no discordant pairs ((15, 0, 0, 15) gave [0, 0]) and its exact coverage fell to
-    0.68 at n = 20. With the corrected phi the exact coverage, enumerated over every
-    outcome on a grid of cell probabilities, has a minimum of 0.91 and a mean of 0.955 at
-    n = 20 (0.86 and 0.96 at n = 10; ``tests/test_hostile_inputs.py`` enumerates it).
-    Like every asymptotic interval it does not reach the nominal level at every setting;
-    the dips are at the edges (a kind of pair that never occurs).
-    """
-    a, b, c, d = both, only1, only2, neither
-    if min(a, b, c, d) < 0:
-        raise ValueError(f"pair counts must be >= 0, got {(a, b, c, d)}")
-    n = a + b + c + d
-    if n == 0:
-        return (float("nan"), -1.0, 1.0)
-    p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = wilson(a + b, n, confidence)
-    l2, u2 = wilson(a + c, n, confidence)
-    margins = (a + b) * (c + d) * (a + c) * (b + d)
-    cross = a * d - b * c
-    if margins == 0 or 0 <= cross <= n / 2:
-        phi = 0.0
-    elif cross > n / 2:
-        phi = (cross - n / 2) / math.sqrt(margins)
-    else:
-        phi = cross / math.sqrt(margins)
-    diff = p1 - p2
-    dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    du = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return (diff, max(-1.0, diff - dl), min(1.0, diff + du))
-
-
-def mcnemar_exact(only1: int, only2: int) -> float:
-    """Exact McNemar p-value (two-sided): a binomial test of the discordant pairs against 1/2."""
-    n = only1 + only2
-    if n == 0:
-        return 1.0
-    from scipy.stats import binomtest
-
-    return float(binomtest(only1, n, 0.5, alternative="two-sided").pvalue)
-
-
-def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
-    """Two-sided Fisher exact test of two independent proportions."""
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    from scipy.stats import fisher_exact as _fisher
-
-    return float(_fisher([[k1, n1 - k1], [k2, n2 - k2]], alternative="two-sided").pvalue)
-
-
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm step-down adjusted p-values (None entries are skipped and stay None)."""
-    idx = [i for i, p in enumerate(pvalues) if p is not None and not math.isnan(p)]
-    m = len(idx)
-    order = sorted(idx, key=lambda i: pvalues[i])
-    out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
-        out[i] = running
-    return out
 
 
 # --- success by --------------------------------------------------------------------------------

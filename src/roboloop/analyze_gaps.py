@@ -60,8 +60,9 @@ from typing import Any
 
 import numpy as np
 
-from roboloop import schema
-from roboloop.catalog import CatalogError
+from roboloop import rows, schema
+from roboloop.errors import RoboloopError, UnknownEvaluationError
+from roboloop.stats.intervals import wilson
 
 __all__ = [
     "CONDITION_AXES",
@@ -83,7 +84,6 @@ __all__ = [
     "plan",
     "split_budget",
     "start_states",
-    "wilson",
 ]
 
 COVERAGE_GAP = "coverage_gap"
@@ -104,7 +104,7 @@ SUCCESS_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
 SEED_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
 
 
-class GapError(CatalogError, ValueError):
+class GapError(RoboloopError, ValueError):
     """Coverage cannot be computed from what the catalog holds (the message says why and what to do)."""
 
 
@@ -185,13 +185,6 @@ class GapConfig:
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of k successes in n trials ((0, 1) when n = 0): `analyze.wilson`."""
-    from roboloop.analyze import wilson as _wilson
-
-    return _wilson(int(k), max(int(n), 0), confidence)
-
 
 def cell_key(cell: Mapping[str, Any]) -> str:
     """Canonical key of a cell: `",".join(f"{k}={v}" for k, v in sorted(cell.items()))`."""
@@ -601,7 +594,6 @@ def make_plan(
     item's conditions. Cells classified policy_or_data_quality get no episodes but a suggestion
     (inspect the failures and the nearest demonstrations, flag bad ones).
     """
-    import datetime as _dt
 
     from roboloop.plan import Plan, PlanItem
 
@@ -627,7 +619,7 @@ def make_plan(
         reason=(f"coverage gaps found in evaluation {src}" if src else "coverage gaps") + f" (budget {budget})",
         source_eval=src,
         suggestions=tuple(suggestions),
-        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        created_at=rows.now_iso(),
     )
 
 
@@ -683,7 +675,7 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id)
     if row is None:
         known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
-        raise GapError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
+        raise UnknownEvaluationError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
     run_id = row.get("run_id") or ""
     if not run_id or run_id == schema.PROVENANCE_NONE:  # a policy without a run (scripted, or given as a factory)
         raise GapError(

@@ -22,7 +22,6 @@ catalog is local: the server must see the workspace files anyway). `--catalog ""
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
+from roboloop import rows
 from roboloop.catalog import CatalogError
 from roboloop.workspace import Workspace, atomic_write_text, pid_alive
 
@@ -109,7 +109,7 @@ def _record(ws: Workspace, url: str, *, pid: int | None = None) -> ServerRecord:
         host=parsed.hostname or "127.0.0.1",
         port=int(parsed.port or 0),
         workspace=str(ws.root),
-        started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        started_at=rows.now_iso(),
     )
 
 

@@ -61,15 +61,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from roboloop.errors import RoboloopError
+from roboloop.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "check", "field_docs", "load_config", "override", "resolve"]
 
 C = TypeVar("C", bound="Config")
-
-
-class ConfigError(RoboloopError, ValueError):
-    """A config value, key or file that is not valid; the message names the field and what is allowed."""
 
 
 def check(condition: bool, message: str) -> None:

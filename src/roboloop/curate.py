@@ -55,8 +55,8 @@ import pyarrow as pa
 
 from roboloop import faults, schema
 from roboloop import rows as _rowfiles
-from roboloop.catalog import Catalog, CatalogError
-from roboloop.errors import UnknownNameError
+from roboloop.catalog import Catalog
+from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.predicate import (
     EmptySelectionError,
     PredicateError,
@@ -83,6 +83,7 @@ __all__ = [
     "PredicateError",
     "UnknownColumnError",
     "UnknownSelectionError",
+    "CurateError",
     "SELECTIONS_TABLE",
 ]
 
@@ -110,7 +111,11 @@ SELECTIONS_SCHEMA = pa.schema(
 )
 
 
-class UnknownSelectionError(CatalogError, UnknownNameError):
+class CurateError(RoboloopError):
+    """A selection that cannot be saved or read as asked; the message says what to do."""
+
+
+class UnknownSelectionError(CurateError, UnknownNameError):
     """A selection name that was never saved."""
 
     def __init__(self, name: str, available: Sequence[str]) -> None:
@@ -284,7 +289,7 @@ def save(catalog: Catalog, selection: Selection, name: str | None = None, *, rep
     ws = catalog.workspace
     with ws.lock(SELECTIONS_TABLE):
         if not replace and _rowfiles.read_row(ws, SELECTIONS_TABLE, name) is not None:
-            raise CatalogError(
+            raise CurateError(
                 f"a selection named {name!r} exists; pass --replace (replace=True) to overwrite it or choose a new name"
             )
         faults.point("curate.checked")
@@ -322,7 +327,7 @@ def _from_row(row: dict) -> Selection:
         created_at=created,
     )
     if row["digest"] and row["digest"] != sel.digest:
-        raise CatalogError(f"selection {row['name']!r}: stored digest does not match its ids (table edited by hand?)")
+        raise CurateError(f"selection {row['name']!r}: stored digest does not match its ids (table edited by hand?)")
     return sel
 
 

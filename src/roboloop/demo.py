@@ -383,7 +383,7 @@ def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str |
     """v2 against v1 sequentially (stops per cell when decided), then topped up to the fixed grid."""
     from roboloop.evaluate import eval_row, evaluate
     from roboloop.evaluate_sequential import evaluate_until_decided, sequential_rows
-    from roboloop.sequential import SequentialConfig
+    from roboloop.stats.sequential import SequentialConfig
 
     row = _find_eval(catalog, cfg, run2, grid)
     if row:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
+from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_path
 
 __all__ = [
@@ -61,7 +62,7 @@ _COVERED = b"roboloop.covered_files"
 _MARKS = b"roboloop.fresh_marks"
 
 
-class StaleIndexError(RuntimeError):
+class StaleIndexError(RoboloopError, RuntimeError):
     """The index misses rows for files in the workspace and no catalog was given to rebuild them."""
 
 

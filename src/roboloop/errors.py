@@ -8,13 +8,29 @@ prints the message and exits with code 1, without a traceback.
 Lookups of a name that does not exist raise a subclass of :class:`UnknownNameError`: it is
 also a `KeyError` (so `except KeyError` keeps working) but prints its message as written
 instead of `KeyError`'s `repr()`.
+
+Errors are grouped by what they mean, not by the module that happens to raise them. The
+meanings several stages share live here: a config value or file that is not valid
+(:class:`ConfigError`), a workspace that cannot be used (:class:`WorkspaceError`,
+:class:`WorkspaceBusyError`), an evaluation id that does not exist
+(:class:`UnknownEvaluationError`). A stage's own problems are a class in that stage
+(`EvaluateError`, `GapError`, `PlanError`, `TrainError`, `SequentialError`, ...), each
+deriving from :class:`RoboloopError`; only problems with the Rerun catalog itself derive
+from `roboloop.catalog.CatalogError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["RoboloopError", "UnknownNameError"]
+__all__ = [
+    "ConfigError",
+    "RoboloopError",
+    "UnknownEvaluationError",
+    "UnknownNameError",
+    "WorkspaceBusyError",
+    "WorkspaceError",
+]
 
 
 class RoboloopError(Exception):
@@ -38,3 +54,19 @@ class UnknownNameError(RoboloopError, KeyError):
         """`names` joined by `sep`, or `empty` when there are none."""
         names = list(names)
         return sep.join(names) if names else empty
+
+
+class ConfigError(RoboloopError, ValueError):
+    """A config value, key or file that is not valid; the message names the field and what is allowed."""
+
+
+class WorkspaceError(RoboloopError):
+    """The workspace path cannot be a workspace (e.g. it names a file)."""
+
+
+class WorkspaceBusyError(RoboloopError):
+    """Another process uses the workspace in a way that forbids this operation now."""
+
+
+class UnknownEvaluationError(UnknownNameError):
+    """An evaluation id that is not in the workspace; the message lists the known ones."""

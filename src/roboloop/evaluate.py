@@ -54,13 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.catalog import CatalogError
 from roboloop.collect import (
     EpisodeJob,
     EpisodeResult,
     RecordingSpec,
     ScriptedPolicy,
 )
+from roboloop.errors import RoboloopError
 from roboloop.sim.conditions import (
     DISTRACTOR_SETS,
     LIGHTINGS,
@@ -102,7 +102,7 @@ SEED_RULE = "EVAL_SEED_BASE + int.from_bytes(sha256(f'{cell_key}#{index}').diges
 """How evaluation seeds are derived (stored in every evaluation row)."""
 
 
-class EvaluateError(CatalogError, ValueError):
+class EvaluateError(RoboloopError, ValueError):
     """An evaluation that cannot run as asked; the message says what to change."""
 
 
@@ -440,7 +440,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
     try:
         info = run_info(workspace, policy)
-    except (OSError, LookupError, ValueError, CatalogError) as exc:
+    except (OSError, LookupError, ValueError, RoboloopError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
         raise EvaluateError(
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
@@ -543,10 +543,6 @@ def finished_pairs(catalog, evals_dataset: str, eval_id: str) -> dict[tuple[str,
     return {
         (c, int(i)): bool(s) for e, c, i, s in zip(ids, cells, idx, ok) if e == eval_id and c is not None and i is not None
     }
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def new_eval_id() -> str:
@@ -653,7 +649,7 @@ def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, ke
         "cameras": list(spec.cameras),
         "camera_size": [spec.width, spec.height],
         "config": cfg.to_dict(),
-        "created_at": previous["created_at"] if previous else _now(),
+        "created_at": previous["created_at"] if previous else rows.now_iso(),
     }
 
 
@@ -739,7 +735,7 @@ def evaluate(
     def write(status: str) -> None:
         rows.write_row(ws, schema.EVALS_TABLE, eval_id, {
             **base_row, "status": status, "finished": counts["done"], "successes": counts["ok"],
-            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": _now(),
+            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": rows.now_iso(),
         })
 
     write("running")

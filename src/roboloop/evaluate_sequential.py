@@ -4,7 +4,7 @@ Library use::
 
     from roboloop.evaluate import EvalConfig, load_config
     from roboloop.evaluate_sequential import evaluate_until_decided
-    from roboloop.sequential import SequentialConfig
+    from roboloop.stats.sequential import SequentialConfig
 
     base = load_config(cat.workspace, "eval-v1")
     cfg = EvalConfig.from_dict({**base.to_dict(), "policy": "run-v2", "eval_id": None})
@@ -58,7 +58,6 @@ from roboloop.evaluate import (
     PolicySource,
     _collect,
     _no_run_provenance,
-    _now,
     cell_key,
     cell_seed,
     check_resumable,
@@ -70,7 +69,7 @@ from roboloop.evaluate import (
     rollout_jobs,
     rollout_outcomes,
 )
-from roboloop.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
+from roboloop.stats.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
 
 __all__ = [
     "RoundEvent",
@@ -312,7 +311,7 @@ def evaluate_until_decided(
         rows.write_row(ws, schema.EVALS_TABLE, eval_id, {
             **row, "status": status, "planned": sum(drv.tests[k].n for k in keys) + sum((drv._pending or {}).values()),
             "finished": len(chal_vals), "successes": sum(bool(o[schema.OUTCOME_SUCCESS]) for o in chal_out.values()),
-            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": _now(),
+            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": rows.now_iso(),
             schema.EVAL_SEQUENTIAL: report.sequential,
         })
 
@@ -321,7 +320,7 @@ def evaluate_until_decided(
         extended = sorted(set(latest.get("extended_by") or []) | {eval_id})
         rows.write_row(ws, schema.EVALS_TABLE, against, {
             **latest, "extended_by": extended, "extra_rollouts": int(latest.get("extra_rollouts") or 0) + n_new,
-            "updated_at": _now(),
+            "updated_at": rows.now_iso(),
         })
 
     def recorder(values: dict, outs: dict, sink: list, ds: str):
@@ -409,7 +408,7 @@ def plan_from_eval(
     sequential_p90, ...).
     """
     from roboloop import episode_index
-    from roboloop.sequential import plan_eval, stage_distributions
+    from roboloop.stats.sequential import plan_eval, stage_distributions
 
     row = eval_row(workspace, eval_id)
     if row is None:

@@ -22,7 +22,6 @@ re-judged outcome is always the judgement of exactly the recorded motion.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from roboloop import faults, schema
+from roboloop import faults, rows, schema
 from roboloop.errors import RoboloopError
 
 __all__ = ["REPLAY_TOLERANCE", "ReplayMismatch", "ReoutcomeError", "ReoutcomeReport", "judge_replay", "reoutcome"]
@@ -93,10 +92,6 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
     return tracker.result()
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def reoutcome(
     catalog,
     dataset: str,
@@ -118,7 +113,7 @@ def reoutcome(
     """
     import rerun as rr
 
-    from roboloop import episode_index, rows
+    from roboloop import episode_index
     from roboloop.collect import outcome_properties
     from roboloop.episode import write_layer_version
     from roboloop.recording import outcome_markdown
@@ -176,7 +171,7 @@ def reoutcome(
                     report.skipped[sid] = str(exc)
                     continue
                 new = outcome_properties(res, len(streams[sid].values(schema.JOINT_TARGETS)), dt)
-                new[schema.OUTCOME_JUDGED_AT] = _now()
+                new[schema.OUTCOME_JUDGED_AT] = rows.now_iso()
                 report.judged[sid] = new
                 old_t = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}")
                 if new[schema.OUTCOME_FAILURE_REASON] != r.get(reason_col) or not _same(new[schema.OUTCOME_FAILURE_TIME_S], old_t):

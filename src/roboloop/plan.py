@@ -44,7 +44,6 @@ A plan file::
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import logging
 import tomllib
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.catalog import CatalogError
+from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ STATUS_EXECUTED = "executed"
 STATUS_INTERRUPTED = "interrupted"
 
 
-class PlanError(CatalogError, ValueError):
+class PlanError(RoboloopError, ValueError):
     """A plan (or plan file) is invalid or cannot be executed; the message says what to fix."""
 
 
@@ -545,13 +544,9 @@ def execute_plan(
         run.wall_s = time.perf_counter() - t0
         _write_row(
             ws, plan, run.status, collected=run.collected, seeds=[start, seed],
-            executed_at=_now_iso(),
+            executed_at=rows.now_iso(),
         )
     return run
-
-
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def plan_summary(plan: Plan) -> list[str]:

@@ -65,7 +65,6 @@ them: at the start of an embedded catalog that is alone on the workspace, or by
 
 from __future__ import annotations
 
-import datetime as _dt
 import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,9 +77,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from roboloop import faults, schema
-from roboloop.catalog import Catalog, CatalogError
+from roboloop import faults, rows, schema
+from roboloop.catalog import Catalog
 from roboloop.episode import write_layer_version
+from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
 
 SIGNALS_VERSION = 1
@@ -100,6 +100,14 @@ GRIPPER_EVENT_DELTA = 0.1
 
 DEFAULT_BATCH = 250
 WRITE_THREADS = 4
+
+
+class RefineError(RoboloopError):
+    """Signals or flags that cannot be computed or written as asked; the message says what to change."""
+
+
+class UnknownSignalError(RefineError, UnknownNameError):
+    """A signal name that is not registered; the message lists the registered ones."""
 
 
 # --- episode data --------------------------------------------------------------------------
@@ -350,7 +358,7 @@ def read_streams(dataset_entry, segment_ids: Sequence[str], entities: Sequence[s
             seg = str(segs[a])
             width = int(lengths[a])
             if not np.all(lengths[a:b] == width):
-                raise CatalogError(f"{seg}: {entity} rows have different widths; cannot compute signals")
+                raise RefineError(f"{seg}: {entity} rows have different widths; cannot compute signals")
             values = flat[offsets[a] : offsets[b]].reshape(b - a, width)
             if seg in out:
                 out[seg].streams[entity] = (times[a:b], values)
@@ -393,10 +401,6 @@ def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 def refine(
     catalog: Catalog,
     dataset: str,
@@ -429,7 +433,7 @@ def refine(
         todo = sorted(s for s, ls in zip(all_ids, layers) if schema.SIGNALS_LAYER not in (ls or []))
     report.skipped = len(all_ids) - len(todo) if segment_ids is None else 0
     entities = sorted({e for sig in chosen for e in sig.streams})
-    stamp = _now()
+    stamp = rows.now_iso()
     if progress:
         progress(0, len(todo))
     size = max(1, batch_size)
@@ -473,7 +477,7 @@ def _pick_signals(names: Sequence[str] | None) -> list[Signal]:
         return list(SIGNALS.values())
     unknown = [n for n in names if n not in SIGNALS]
     if unknown:
-        raise CatalogError(f"unknown signal(s) {', '.join(unknown)}; registered signals: {', '.join(SIGNALS)}")
+        raise UnknownSignalError(f"unknown signal(s) {', '.join(unknown)}; registered signals: {', '.join(SIGNALS)}")
     return [SIGNALS[n] for n in names]
 
 
@@ -482,7 +486,7 @@ def _check_ids(dataset: str, ids: Sequence[str], known: Sequence[str]) -> None:
     missing = [s for s in ids if s not in known_set]
     if missing:
         sample = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")
-        raise CatalogError(
+        raise RefineError(
             f"dataset {dataset!r} has no segment(s) {', '.join(missing)}; it has {len(known)} segments"
             + (f": {sample}" if known else "")
         )
@@ -492,7 +496,7 @@ def _check_ids(dataset: str, ids: Sequence[str], known: Sequence[str]) -> None:
 
 def _target_ids(catalog: Catalog, dataset: str, segment_ids: Sequence[str] | None, where: str | None) -> tuple[pa.Table, list[str]]:
     if (segment_ids is None or len(segment_ids) == 0) == (where is None or not where.strip()):
-        raise CatalogError("give either segment ids or a --where predicate (exactly one of them)")
+        raise RefineError("give either segment ids or a --where predicate (exactly one of them)")
     table = catalog.segment_table(dataset)
     if segment_ids:
         _check_ids(dataset, segment_ids, table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else [])
@@ -519,9 +523,9 @@ def flag(
 ) -> list[str]:
     """Mark segments as flagged (by ids, or every segment matching `where`); returns their ids."""
     if not reason or not reason.strip():
-        raise CatalogError("a flag needs a reason (--reason TEXT)")
+        raise RefineError("a flag needs a reason (--reason TEXT)")
     _, ids = _target_ids(catalog, dataset, segment_ids, where)
-    _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: True, schema.QUALITY_REASON: reason.strip(), schema.QUALITY_FLAGGED_AT: _now()})
+    _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: True, schema.QUALITY_REASON: reason.strip(), schema.QUALITY_FLAGGED_AT: rows.now_iso()})
     return ids
 
 
@@ -543,7 +547,7 @@ def unflag(
     ids = [s for s in ids if s in flagged]
     if ids:
         text = "unflagged" + (f": {reason.strip()}" if reason and reason.strip() else "")
-        _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: False, schema.QUALITY_REASON: text, schema.QUALITY_FLAGGED_AT: _now()})
+        _write_quality(catalog, dataset, ids, {schema.QUALITY_FLAGGED: False, schema.QUALITY_REASON: text, schema.QUALITY_FLAGGED_AT: rows.now_iso()})
     return ids
 
 

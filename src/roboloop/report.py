@@ -626,6 +626,7 @@ def build_report_data(
     """
     from roboloop import analyze, rows, schema
     from roboloop.analyze_gaps import GapConfig, GapError, gaps
+    from roboloop.errors import UnknownEvaluationError
 
     ws = catalog.workspace
     labels = list(labels) if labels else [f"v{i + 1}" for i in range(len(eval_ids))]
@@ -637,7 +638,7 @@ def build_report_data(
     for eval_id, label in zip(eval_ids, labels):
         row = rows.read_row(ws, schema.EVALS_TABLE, eval_id)
         if row is None:
-            raise GapError(f"unknown evaluation {eval_id!r}")
+            raise UnknownEvaluationError(f"unknown evaluation {eval_id!r}")
         evals_ds = row.get("evals_dataset") or schema.evals_dataset(row["dataset"])
         sec = EvalSection(eval_id=eval_id, label=label, run_id=row.get("run_id") or "", policy=str(row.get("policy") or ""), evals_dataset=evals_ds)
         if row.get(schema.EVAL_SEQUENTIAL):

@@ -51,6 +51,15 @@ def rows_dir(workspace: Workspace, table: str) -> Path:
     return workspace.table_dir(table) / ROWS_FOLDER
 
 
+def now_iso() -> str:
+    """The current UTC time to the second in ISO 8601 (``2026-12-05T00:45:29+00:00``).
+
+    The one timestamp format of rows and layers: ``created_at``, ``updated_at``,
+    ``executed_at``, ``flagged_at``, ``judged_at``, a run's ``started_at``.
+    """
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
 def validate_key(key: str) -> str:
     """Row keys become file names: letters, digits, '_', '.', '-'."""
     if not isinstance(key, str) or not _KEY.match(key):

@@ -326,7 +326,7 @@ def lerobot_key(entity: str) -> str:
 
 
 # --- sequential ---------------------------------------------------------------------------
-# (sequential.py: anytime-valid paired comparison; evaluate writes its results into the evals row)
+# (stats/sequential.py: anytime-valid paired comparison; evaluate writes its results into the evals row)
 DECISION_IMPROVED = "improved"
 """The challenger's mean is higher (difference > 0), anytime-valid."""
 DECISION_REGRESSED = "regressed"

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from roboloop import faults, schema
-from roboloop.errors import RoboloopError
+from roboloop.errors import WorkspaceBusyError, WorkspaceError
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,11 @@ DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
 
 
-class WorkspaceError(RoboloopError):
-    """The workspace path cannot be a workspace (e.g. it names a file)."""
-
-
-class WorkspaceBusyError(RoboloopError):
-    """Another process uses the workspace in a way that forbids this operation now."""
-
-
-class WorkspaceReadOnlyError(RoboloopError):
+class WorkspaceReadOnlyError(WorkspaceError):
     """A command that writes was run on a read-only workspace (a shared, mounted dataset)."""
 
 
-class WorkspaceFullError(RoboloopError):
+class WorkspaceFullError(WorkspaceError):
     """The file system holding the workspace ran out of space while a file was written (the partial file is removed)."""
 
 

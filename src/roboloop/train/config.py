@@ -19,12 +19,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from roboloop import schema
-from roboloop.catalog import CatalogError
 from roboloop.config import Config
-from roboloop.config import ConfigError as _ConfigError
+from roboloop.errors import ConfigError as _ConfigError
+from roboloop.errors import RoboloopError
 
 
-class TrainError(CatalogError):
+class TrainError(RoboloopError):
     """A training problem the user can act on; the message says what to do."""
 
 

@@ -33,7 +33,6 @@ no batch: the weights are the same with any `cfg.samples`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roboloop import curate, faults, schema
+from roboloop import curate, faults, rows, schema
 from roboloop.episode import provenance
 from roboloop.stream import EpisodeStream
 from roboloop.train.ahead import EpochsAhead
@@ -521,7 +520,7 @@ def _run_info_base(ws, run_id, cfg: TrainConfig, sel, policy: BCPolicy, cams) ->
         "checkpoint_path": str((ws.run_dir(run_id) / MODEL_FILE).relative_to(ws.root)),
         "software_version": provenance()[schema.EPISODE_SOFTWARE_VERSION],
         "provenance": provenance(),  # of the process that wrote this version (a resumed run: the resuming one)
-        "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "started_at": rows.now_iso(),
         **cams,
     }
 
@@ -537,7 +536,7 @@ def _run_json(info, status, run_dir, epochs_done, steps_done, epoch_losses, hold
         best_holdout_loss=min(holdout_losses) if holdout_losses else None,
         wall_s=round(wall, 3),
         checkpoint_sha256=sha256_file(run_dir / MODEL_FILE),
-        updated_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        updated_at=rows.now_iso(),
     )
     return out
 

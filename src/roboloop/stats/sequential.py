@@ -102,7 +102,7 @@ import numpy as np
 from scipy import stats
 
 from roboloop import schema
-from roboloop.catalog import CatalogError
+from roboloop.errors import RoboloopError
 
 __all__ = [
     "CellTests",
@@ -111,7 +111,6 @@ __all__ = [
     "SequentialDriver",
     "SequentialError",
     "SequentialState",
-    "mcnemar_exact_p",
     "mcnemar_power",
     "mcnemar_sample_size",
     "paired_binary_probs",
@@ -133,7 +132,7 @@ DEFAULT_RESOLUTION = 0.005
 _EPS = 1e-12
 
 
-class SequentialError(CatalogError, ValueError):
+class SequentialError(RoboloopError, ValueError):
     """Bad input to a sequential comparison (alpha, margin, pairs); the message says what to fix."""
 
 
@@ -507,21 +506,8 @@ class CellTests:
 
 
 # --------------------------------------------------------------------------------------------
-# fixed-n exact McNemar (scipy)
+# fixed-n exact McNemar: power and sample size (the test itself: roboloop.stats.exact)
 # --------------------------------------------------------------------------------------------
-
-
-def mcnemar_exact_p(n01: int, n10: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial test of n01 vs n10 discordant pairs at 1/2.
-
-    n01 = pairs where only the challenger succeeded, n10 = only the baseline; 1.0 if none.
-    """
-    n01, n10 = int(n01), int(n10)
-    if n01 < 0 or n10 < 0:
-        raise SequentialError(f"discordant counts must be >= 0, got {n01}, {n10}")
-    from roboloop.analyze import mcnemar_exact
-
-    return mcnemar_exact(n01, n10)
 
 
 def paired_binary_probs(p_baseline: float, p_challenger: float, coupling: float = 0.0) -> tuple[float, float]:
