@@ -202,7 +202,7 @@ def print_batches(column_names: Sequence[str], batches, format: str = "table") -
     if format == "csv":
         import csv
 
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # not CRLF: see print_rows
         writer.writerow(names)
     shown = Table(*names) if format == "table" else None
     n = 0
