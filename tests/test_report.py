@@ -182,7 +182,7 @@ def _write_run(ws, catalog, run_id: str, steps_per_epoch: int, epochs: int, *, e
 def test_loss_curves_are_per_epoch_so_runs_of_different_size_compare(ws, catalog):
     """The glue reads the train and holdout loss on timeline `epoch` (epochs done on x), whatever a run's steps per epoch;
     a run recorded before `/train/epoch_loss` existed gets the per-step loss averaged per epoch."""
-    from roboloop.report import _loss_curves
+    from roboloop.report.render import _loss_curves
 
     small_means, small_he, small_hold = _write_run(ws, catalog, "run-small", 4, 6, epoch_loss=True)
     big_means, big_he, big_hold = _write_run(ws, catalog, "run-big", 11, 5, epoch_loss=False)
@@ -196,7 +196,7 @@ def test_loss_curves_are_per_epoch_so_runs_of_different_size_compare(ws, catalog
 
 
 def test_loss_plot_draws_holdout_on_top_with_markers_per_epoch():
-    from roboloop.report import _loss_figure
+    from roboloop.report.render import _loss_figure
 
     fig = _loss_figure({"v1": {"train": ([1, 2, 3, 4], [1.0, 0.5, 0.3, 0.2]), "holdout": ([2, 4], [0.6, 0.25])},
                         "v2": {"train": ([1, 2], [1.0, 0.4]), "holdout": ([2], [0.45])}})
