@@ -315,10 +315,67 @@ def check_overwritable(out: Path, workspace_root: Path) -> None:
 def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Progress | None = None) -> ExportReport:
     """`export_lerobot` driven by an `ExportConfig` (what the CLI calls)."""
     t_start = time.perf_counter()
+    out = _target_folder(catalog, cfg)
+    plan = _plan(catalog, cfg)
+    stream = _episode_stream(catalog, cfg, plan)
+    tmp = _temp_folder(out)
+    writer: _DatasetWriter | None = None
+    try:
+        writer = _DatasetWriter(tmp, cfg, plan)
+        writer.write_episodes(_batches(stream, plan.feats), on_progress)
+        writer.write_meta()
+        _fsync_tree(tmp)
+        _move_into_place(tmp, out, catalog.workspace.root)
+    except BaseException as exc:
+        if writer is not None:
+            writer.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise LeRobotExportError(f"writing the export to {out} failed: {exc}; nothing was left behind "
+                                     "(check free space and permissions, then run it again)") from exc
+        raise
+    return ExportReport(
+        out_dir=out,
+        selection=cfg.selection,
+        dataset=plan.selection.dataset,
+        fps=cfg.fps,
+        segment_ids=list(plan.ids),
+        frames=writer.frames,
+        features={f.key: f.path for f in plan.feats},
+        cameras=list(writer.videos),
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _target_folder(catalog: Catalog, cfg: ExportConfig) -> Path:
+    """The export's folder, refused when it exists and may not be replaced."""
     out = Path(cfg.out_dir).expanduser().resolve()
     if (out.exists() or out.is_symlink()) and not cfg.overwrite:
         raise LeRobotFormatError(f"{out}: already exists; choose a new folder or pass --overwrite")
     check_overwritable(out, catalog.workspace.root)
+    return out
+
+
+@dataclass
+class _ExportPlan:
+    """What an export writes: the selection's episodes in order, the features, each episode's task."""
+
+    selection: curate.Selection
+    ids: list[str]
+    n_train: int | None
+    """Episodes of the train split when the export holds both splits (train first), else None."""
+    feats: list[_OutFeature]
+    ep_tasks: list[str]
+    tasks: list[str]
+    """The distinct tasks in order of first appearance (task_index = position)."""
+
+    @property
+    def task_index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tasks)}
+
+
+def _plan(catalog: Catalog, cfg: ExportConfig) -> _ExportPlan:
+    """Load the selection and decide the episodes, features (with their series names) and tasks."""
     sel = curate.load(catalog, cfg.selection)
     train, held = list(sel.train_ids), list(sel.holdout_ids)
     ids = {"train": train, "holdout": held, "all": train + held}[cfg.split]
@@ -334,22 +391,26 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
     if "episode.task" in seg_table.column_names:
         task_by_id = {s: (str(t) if t is not None else "") for s, t in zip(seg_table.column("segment_id").to_pylist(), seg_table.column("episode.task").to_pylist())}
     ep_tasks = [cfg.task or task_by_id.get(s) or "unknown" for s in ids]
-    task_list = list(dict.fromkeys(ep_tasks))
-    task_index = {t: i for i, t in enumerate(task_list)}
+    return _ExportPlan(sel, ids, len(train) if cfg.split == "all" else None, feats, ep_tasks, list(dict.fromkeys(ep_tasks)))
 
-    fields = {f"f{i}": Field(f.path, component=f.component) for i, f in enumerate(feats)}
-    has_camera = any(f.camera for f in feats)
-    stream = EpisodeStream(
+
+def _episode_stream(catalog: Catalog, cfg: ExportConfig, plan: _ExportPlan) -> EpisodeStream:
+    """The episodes' features resampled at `cfg.fps`, in selection order (field `f<i>` = feature i)."""
+    fields = {f"f{i}": Field(f.path, component=f.component) for i, f in enumerate(plan.feats)}
+    has_camera = any(f.camera for f in plan.feats)
+    return EpisodeStream(
         catalog,
-        (sel.dataset, ids),
+        (plan.selection.dataset, plan.ids),
         fields=fields,
         rate_hz=cfg.fps,
         batch_size=64 if has_camera else 4096,
         shuffle=False,
         include_meta=True,  # the stream's own time tolerance (float rounding only): latest-at at every fps
     )
-    gop = cfg.gop or cfg.fps
 
+
+def _temp_folder(out: Path) -> Path:
+    """A new folder next to `out` that the export is written into (renamed onto `out` when complete)."""
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -360,159 +421,176 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
             f"{exc.strerror or exc} ({exc.filename})"
         raise LeRobotExportError(f"cannot write the export to {out}: {reason}; "
                                  "choose an output folder inside a folder you can write") from None
-    writers: dict[str, _Mp4Writer] = {}
-    try:
-        data_path = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-        stats = FeatureStats()
-        for f in feats:
-            if f.camera:
-                writers[f.key] = _Mp4Writer(tmp / VIDEO_PATH.format(video_key=f.key, chunk_index=0, file_index=0), cfg.fps, cfg.crf, gop)
-        episode_rows: list[dict[str, Any]] = []
-        pq_writer: pq.ParquetWriter | None = None
-        global_index = 0
-        video_frames = dict.fromkeys(writers, 0)
+    return tmp
 
-        def finish(ep: int, acc: dict[str, list[np.ndarray]], frame_idx: list[np.ndarray], ep_stats: FeatureStats) -> None:
-            nonlocal pq_writer, global_index
-            k = np.concatenate(frame_idx)
-            n = len(k)
-            if not np.array_equal(k, np.arange(n)):
-                raise RuntimeError(f"segment {ids[ep]}: grid frames out of order")
-            cols: dict[str, pa.Array] = {}
-            for f in feats:
-                if f.camera:
-                    continue
-                v = np.concatenate(acc[f.key]).astype(np.float32)
-                f.width = v.shape[1]
-                if v.shape[1] == 1:  # shape [1]: a plain column, as LeRobot's `datasets.Value` features are stored
-                    cols[f.key] = pa.array(v[:, 0], pa.float32())
-                else:
-                    cols[f.key] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), pa.float32()), v.shape[1])
-            book = {
-                "timestamp": (k / cfg.fps).astype(np.float32),
-                "frame_index": k.astype(np.int64),
-                "episode_index": np.full(n, ep, np.int64),
-                "index": np.arange(global_index, global_index + n, dtype=np.int64),
-                "task_index": np.full(n, task_index[ep_tasks[ep]], np.int64),
-            }
-            for name, arr in book.items():
-                cols[name] = pa.array(arr)
-                ep_stats.add_scalars(name, arr.reshape(-1, 1))
-            table = pa.table(cols)
-            if pq_writer is None:
-                pq_writer = pq.ParquetWriter(data_path, table.schema)
-            pq_writer.write_table(table)
-            row: dict[str, Any] = {
-                "episode_index": ep,
-                "tasks": [ep_tasks[ep]],
-                "length": n,
-                "data/chunk_index": 0,
-                "data/file_index": 0,
-                "dataset_from_index": global_index,
-                "dataset_to_index": global_index + n,
-            }
-            for key in writers:
-                row[f"videos/{key}/chunk_index"] = 0
-                row[f"videos/{key}/file_index"] = 0
-                row[f"videos/{key}/from_timestamp"] = video_frames[key] / cfg.fps - n / cfg.fps
-                row[f"videos/{key}/to_timestamp"] = video_frames[key] / cfg.fps
-            row["meta/episodes/chunk_index"] = 0
-            row["meta/episodes/file_index"] = 0
-            stats.merge(ep_stats)
-            for key, st in ep_stats.result().items():
-                for stat, val in st.items():
-                    row[f"stats/{key}/{stat}"] = val
-            episode_rows.append(row)
-            global_index += n
 
-        cur = -1
-        acc: dict[str, list[np.ndarray]] = {}
-        frame_idx: list[np.ndarray] = []
-        ep_stats = FeatureStats()
-        for batch in _batches(stream, feats):
+def _move_into_place(tmp: Path, out: Path, workspace_root: Path) -> None:
+    """Rename the finished export onto `out`; an earlier export there is replaced, and only that."""
+    if out.exists() or out.is_symlink():
+        check_overwritable(out, workspace_root)  # again: it may have changed while we exported
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+@dataclass
+class _EpisodeFrames:
+    """One episode's rows gathered from the stream's batches until it ends."""
+
+    index: int
+    scalars: dict[str, list[np.ndarray]]
+    frame_idx: list[np.ndarray] = field(default_factory=list)
+    stats: FeatureStats = field(default_factory=FeatureStats)
+
+
+class _DatasetWriter:
+    """The v3.0 dataset being written into a folder: the data parquet, one mp4 per camera, episode rows, statistics."""
+
+    def __init__(self, root: Path, cfg: ExportConfig, plan: _ExportPlan) -> None:
+        self.root, self.cfg, self.plan = root, cfg, plan
+        self.data_path = root / DATA_PATH.format(chunk_index=0, file_index=0)
+        self.data_path.parent.mkdir(parents=True, exist_ok=True)
+        self.stats = FeatureStats()
+        gop = cfg.gop or cfg.fps
+        self.videos = {f.key: _Mp4Writer(root / VIDEO_PATH.format(video_key=f.key, chunk_index=0, file_index=0), cfg.fps, cfg.crf, gop)
+                       for f in plan.feats if f.camera}
+        self.video_frames = dict.fromkeys(self.videos, 0)
+        self.episode_rows: list[dict[str, Any]] = []
+        self.parquet: pq.ParquetWriter | None = None
+        self.frames = 0
+        """Rows written so far (the dataset-wide `index` of the next row)."""
+
+    def write_episodes(self, batches: Iterator[dict], on_progress: Progress | None) -> None:
+        """Cut the batches (rows in episode order) into episodes and write each one when it ends."""
+        ep: _EpisodeFrames | None = None
+        for batch in batches:
             e = batch["episode_index"].numpy()
             k = batch["frame_index"].numpy()
             cuts = np.flatnonzero(np.diff(e)) + 1
             for rows in np.split(np.arange(len(e)), cuts):
-                ep = int(e[rows[0]])
-                if ep != cur:
-                    if cur >= 0:
-                        finish(cur, acc, frame_idx, ep_stats)
-                        if on_progress:
-                            on_progress(cur + 1, len(ids))
-                    cur, acc, frame_idx, ep_stats = ep, {f.key: [] for f in feats}, [], FeatureStats()
-                frame_idx.append(k[rows])
-                for i, f in enumerate(feats):
-                    x = batch[f"f{i}"].numpy()[rows]
-                    if f.camera:
-                        ep_stats.add_frames(f.key, x)
-                        w = writers[f.key]
-                        for j in range(len(x)):
-                            w.add(x[j].transpose(1, 2, 0), keyframe=int(k[rows[j]]) == 0)
-                            video_frames[f.key] += 1
-                    else:
-                        acc[f.key].append(x)
-                        ep_stats.add_scalars(f.key, x.astype(np.float32))
-        if cur < 0:
-            raise LeRobotFormatError(f"selection {cfg.selection!r}: the stream yielded no frames")
-        finish(cur, acc, frame_idx, ep_stats)
-        if on_progress:
-            on_progress(cur + 1, len(ids))
-        if pq_writer is not None:
-            pq_writer.close()
-        for w in writers.values():
+                index = int(e[rows[0]])
+                if ep is None or index != ep.index:
+                    if ep is not None:
+                        self.finish_episode(ep, on_progress)
+                    ep = _EpisodeFrames(index, {f.key: [] for f in self.plan.feats})
+                self.add_rows(ep, batch, rows, k)
+        if ep is None:
+            raise LeRobotFormatError(f"selection {self.cfg.selection!r}: the stream yielded no frames")
+        self.finish_episode(ep, on_progress)
+        if self.parquet is not None:
+            self.parquet.close()
+        for w in self.videos.values():
             w.close()
-        if len(episode_rows) != len(ids):
-            raise RuntimeError(f"exported {len(episode_rows)} episodes of {len(ids)}")
+        if len(self.episode_rows) != len(self.plan.ids):
+            raise RuntimeError(f"exported {len(self.episode_rows)} episodes of {len(self.plan.ids)}")
 
-        ep_path = tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
+    def add_rows(self, ep: _EpisodeFrames, batch: dict, rows: np.ndarray, k: np.ndarray) -> None:
+        """One episode's rows of a batch: camera frames straight into their mp4, scalars kept until the episode ends."""
+        ep.frame_idx.append(k[rows])
+        for i, f in enumerate(self.plan.feats):
+            x = batch[f"f{i}"].numpy()[rows]
+            if f.camera:
+                ep.stats.add_frames(f.key, x)
+                w = self.videos[f.key]
+                for j in range(len(x)):
+                    w.add(x[j].transpose(1, 2, 0), keyframe=int(k[rows[j]]) == 0)
+                    self.video_frames[f.key] += 1
+            else:
+                ep.scalars[f.key].append(x)
+                ep.stats.add_scalars(f.key, x.astype(np.float32))
+
+    def finish_episode(self, ep: _EpisodeFrames, on_progress: Progress | None) -> None:
+        """Write the episode's rows (a row group) and its episodes row; merge its statistics."""
+        k = np.concatenate(ep.frame_idx)
+        if not np.array_equal(k, np.arange(len(k))):
+            raise RuntimeError(f"segment {self.plan.ids[ep.index]}: grid frames out of order")
+        table = self._data_table(ep, k)
+        if self.parquet is None:
+            self.parquet = pq.ParquetWriter(self.data_path, table.schema)
+        self.parquet.write_table(table)
+        self.episode_rows.append(self._episode_row(ep, len(k)))
+        self.frames += len(k)
+        if on_progress:
+            on_progress(ep.index + 1, len(self.plan.ids))
+
+    def _data_table(self, ep: _EpisodeFrames, k: np.ndarray) -> pa.Table:
+        n, fps = len(k), self.cfg.fps
+        cols: dict[str, pa.Array] = {}
+        for f in self.plan.feats:
+            if f.camera:
+                continue
+            v = np.concatenate(ep.scalars[f.key]).astype(np.float32)
+            f.width = v.shape[1]
+            if v.shape[1] == 1:  # shape [1]: a plain column, as LeRobot's `datasets.Value` features are stored
+                cols[f.key] = pa.array(v[:, 0], pa.float32())
+            else:
+                cols[f.key] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), pa.float32()), v.shape[1])
+        book = {
+            "timestamp": (k / fps).astype(np.float32),
+            "frame_index": k.astype(np.int64),
+            "episode_index": np.full(n, ep.index, np.int64),
+            "index": np.arange(self.frames, self.frames + n, dtype=np.int64),
+            "task_index": np.full(n, self.plan.task_index[self.plan.ep_tasks[ep.index]], np.int64),
+        }
+        for name, arr in book.items():
+            cols[name] = pa.array(arr)
+            ep.stats.add_scalars(name, arr.reshape(-1, 1))
+        return pa.table(cols)
+
+    def _episode_row(self, ep: _EpisodeFrames, n: int) -> dict[str, Any]:
+        fps = self.cfg.fps
+        row: dict[str, Any] = {
+            "episode_index": ep.index,
+            "tasks": [self.plan.ep_tasks[ep.index]],
+            "length": n,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": self.frames,
+            "dataset_to_index": self.frames + n,
+        }
+        for key in self.videos:
+            row[f"videos/{key}/chunk_index"] = 0
+            row[f"videos/{key}/file_index"] = 0
+            row[f"videos/{key}/from_timestamp"] = self.video_frames[key] / fps - n / fps
+            row[f"videos/{key}/to_timestamp"] = self.video_frames[key] / fps
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        self.stats.merge(ep.stats)
+        for key, st in ep.stats.result().items():
+            for stat, val in st.items():
+                row[f"stats/{key}/{stat}"] = val
+        return row
+
+    def write_meta(self) -> None:
+        """The episodes and tasks parquet, stats.json, info.json and the provenance (meta/roboloop.json)."""
+        cfg, plan, root = self.cfg, self.plan, self.root
+        ep_path = root / EPISODES_PATH.format(chunk_index=0, file_index=0)
         ep_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(episode_rows), ep_path)
-        pq.write_table(tasks_table(task_list), tmp / TASKS_PATH)
-        (tmp / STATS_PATH).write_text(json.dumps(stats.result(), indent=2))
-        info = _info_json(cfg, feats, writers, len(ids), global_index, len(task_list), len(train) if cfg.split == "all" else None)
-        (tmp / INFO_PATH).write_text(json.dumps(info, indent=4))
+        pq.write_table(pa.Table.from_pylist(self.episode_rows), ep_path)
+        pq.write_table(tasks_table(plan.tasks), root / TASKS_PATH)
+        (root / STATS_PATH).write_text(json.dumps(self.stats.result(), indent=2))
+        info = _info_json(cfg, plan.feats, self.videos, len(plan.ids), self.frames, len(plan.tasks), plan.n_train)
+        (root / INFO_PATH).write_text(json.dumps(info, indent=4))
         provenance = {
             "exported_by": "roboloop",
             "selection": cfg.selection,
-            "selection_digest": sel.digest,
-            "dataset": sel.dataset,
+            "selection_digest": plan.selection.digest,
+            "dataset": plan.selection.dataset,
             "split": cfg.split,
-            "segment_ids": list(ids),
-            "features": {f.key: f.path for f in feats},
+            "segment_ids": list(plan.ids),
+            "features": {f.key: f.path for f in plan.feats},
             "config": cfg.to_dict(),
         }
-        (tmp / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2))
-        _fsync_tree(tmp)
-        if out.exists() or out.is_symlink():
-            check_overwritable(out, catalog.workspace.root)  # again: it may have changed while we exported
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException as exc:
-        for w in writers.values():
+        (root / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2))
+
+    def abort(self) -> None:
+        """Close the mp4 files (their folder is about to be removed)."""
+        for w in self.videos.values():
             with contextlib.suppress(Exception):
                 w.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise LeRobotExportError(f"writing the export to {out} failed: {exc}; nothing was left behind "
-                                     "(check free space and permissions, then run it again)") from exc
-        raise
-    return ExportReport(
-        out_dir=out,
-        selection=cfg.selection,
-        dataset=sel.dataset,
-        fps=cfg.fps,
-        segment_ids=list(ids),
-        frames=global_index,
-        features={f.key: f.path for f in feats},
-        cameras=list(writers),
-        seconds=time.perf_counter() - t_start,
-    )
 
 
 def _batches(stream, feats: list[_OutFeature]) -> Iterator[dict]:
