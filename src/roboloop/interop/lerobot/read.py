@@ -161,9 +161,20 @@ class _Source:
 
 
 def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _Source:
+    """The dataset at `root`, checked: info.json, its features by kind, the episodes wanted and every file they need."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise LeRobotFormatError(f"{root}: no such folder")
+    info, version, fps = _read_info(root)
+    scalar_keys, video_keys, image_keys, skipped = _features_by_kind(info["features"])
+    episodes, tasks = _read_episodes(root, info, version, fps, video_keys, episodes_wanted)
+    _check_files(episodes, [*scalar_keys, *image_keys])
+    segments, paths = _read_provenance(root)
+    return _Source(root, info, version, fps, episodes, scalar_keys, video_keys, image_keys, skipped, tasks, segments, paths)
+
+
+def _read_info(root: Path) -> tuple[dict[str, Any], str, int]:
+    """meta/info.json, its codebase version and fps, checked."""
     info_path = root / INFO_PATH
     info = load_json(info_path)
     if not isinstance(info, dict):
@@ -173,17 +184,20 @@ def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _S
             raise LeRobotFormatError(f"{info_path}: no {key!r} entry")
     version = str(info["codebase_version"])
     try:
-        major, minor = version_tuple(version)
+        version_tuple(version)
     except ValueError:
         raise LeRobotFormatError(f"{info_path}: unrecognised codebase_version {version!r}") from None
     fps = info["fps"]
     if not isinstance(fps, (int, float)) or fps <= 0 or int(fps) != fps:
         raise LeRobotFormatError(f"{info_path}: fps must be a positive integer, got {fps!r}")
-    fps = int(fps)
     features = info["features"]
     if not isinstance(features, dict) or not features:
         raise LeRobotFormatError(f"{info_path}: 'features' must be a non-empty object")
+    return info, version, int(fps)
 
+
+def _features_by_kind(features: Mapping[str, Any]) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """(scalar keys, video keys, image keys, skipped key -> reason); bookkeeping columns are none of these."""
     scalar_keys, video_keys, image_keys, skipped = [], [], [], {}
     for key, ft in features.items():
         if key in BOOKKEEPING:
@@ -197,13 +211,19 @@ def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _S
             scalar_keys.append(key)
         else:
             skipped[key] = f"dtype {dtype!r} is not numeric, image or video"
+    return scalar_keys, video_keys, image_keys, skipped
 
+
+def _read_episodes(root: Path, info: dict, version: str, fps: int, video_keys: list[str],
+                   episodes_wanted: Sequence[int] | None) -> tuple[list[_Episode], dict[int, str]]:
+    """The episodes (those wanted, in that order) and tasks, from the metadata of the dataset's version."""
+    major, minor = version_tuple(version)
     if major == 3:
         episodes, tasks = _read_v3_episodes(root, info, video_keys)
     elif (major, minor) == (2, 1) or (major == 2 and minor == 0):
         episodes, tasks = _read_v21_episodes(root, info, video_keys, fps)
     else:
-        raise LeRobotFormatError(f"{info_path}: codebase_version {version} is not supported (v3.0 and v2.1 are)")
+        raise LeRobotFormatError(f"{root / INFO_PATH}: codebase_version {version} is not supported (v3.0 and v2.1 are)")
     if episodes_wanted is not None:
         by_index = {e.index: e for e in episodes}
         missing = [i for i in episodes_wanted if i not in by_index]
@@ -212,8 +232,11 @@ def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _S
         episodes = [by_index[i] for i in episodes_wanted]
     if not episodes:
         raise LeRobotFormatError(f"{root}: the dataset has no episodes")
+    return episodes, tasks
 
-    # every referenced file must exist and open before anything is written
+
+def _check_files(episodes: list[_Episode], columns: list[str]) -> None:
+    """Every data file the episodes reference opens and has `columns`; every mp4 decodes (before anything is written)."""
     for data_file in sorted({e.data_file for e in episodes}):
         if not data_file.is_file():
             raise LeRobotFormatError(f"{data_file}: missing (data file of episode(s) {[e.index for e in episodes if e.data_file == data_file]})")
@@ -221,14 +244,12 @@ def _read_source(root: Path, episodes_wanted: Sequence[int] | None = None) -> _S
             names = set(pq.read_schema(data_file).names)
         except Exception as exc:
             raise LeRobotFormatError(f"{data_file}: unreadable parquet: {exc}") from exc
-        need = {"episode_index", *scalar_keys, *image_keys}
+        need = {"episode_index", *columns}
         lacking = sorted(need - names)
         if lacking:
             raise LeRobotFormatError(f"{data_file}: no column(s) {', '.join(lacking)} (declared in {INFO_PATH})")
     for mp4 in sorted({v[0] for e in episodes for v in e.videos.values()}):
         _probe_video(mp4)
-    segments, paths = _read_provenance(root)
-    return _Source(root, info, version, fps, episodes, scalar_keys, video_keys, image_keys, skipped, tasks, segments, paths)
 
 
 def _read_provenance(root: Path) -> tuple[dict[int, str], dict[str, str]]:
@@ -628,19 +649,10 @@ def _episode_table(src: _Source, ep: _Episode, cache: dict[Path, tuple[pa.Table,
 
 
 def _write_episode(path, sid, src: _Source, ep: _Episode, cfg: ImportConfig, streams, cams, data_cache, readers) -> int:
+    """One episode as a new RRD at `path`: its scalar streams, cameras (re-encoded to H.264) and properties; its rows."""
     sub = _episode_table(src, ep, data_cache)
-    n = sub.num_rows
-    if "timestamp" in sub.column_names:
-        t = _snap_times(sub.column("timestamp").to_numpy(zero_copy_only=False).astype(np.float64), src.fps)
-    elif "frame_index" in sub.column_names:
-        t = sub.column("frame_index").to_numpy(zero_copy_only=False).astype(np.float64) / src.fps
-    else:
-        t = np.arange(n) / src.fps
-    tasks = list(ep.tasks)
-    if not tasks and "task_index" in sub.column_names:
-        for ti in dict.fromkeys(sub.column("task_index").to_pylist()):
-            if ti is not None and int(ti) in src.tasks:
-                tasks.append(src.tasks[int(ti)])
+    t = _row_times(sub, src.fps)
+    tasks = _episode_tasks(src, ep, sub)
     cam_sizes: dict[str, tuple[int, int]] = {}
     with EpisodeRecorder(path, sid) as rec:
         for key, entity in streams.items():
@@ -650,20 +662,7 @@ def _write_episode(path, sid, src: _Source, ep: _Episode, cfg: ImportConfig, str
             if names:
                 rec.set_series_names(entity, names)
         for key in src.video_keys:
-            mp4, t0, t1 = ep.videos[key]
-            reader = readers.get(key)
-            if reader is None or reader.path != mp4:  # one open file per camera (v2.1: a file per episode)
-                if reader is not None:
-                    reader.close()
-                reader = readers[key] = _VideoReader(mp4)
-            enc = _CameraEncoder(src.fps, cfg.crf)
-            for rel, rgb in reader.frames(t0, t1, src.fps):
-                enc.add(float(_snap_times(np.asarray([rel]), src.fps)[0]), rgb)
-            times, samples = enc.finish()
-            if not len(times):
-                raise LeRobotFormatError(f"{mp4}: no frames of episode {ep.index} in [{t0:.3f}, {t1:.3f}) s")
-            _log_camera(rec, cams[key], times, samples)
-            cam_sizes[key] = enc.size
+            cam_sizes[key] = _log_video(rec, cams[key], src, ep, key, cfg.crf, readers)
         for key in src.image_keys:
             enc = _CameraEncoder(src.fps, cfg.crf)
             for ti, cell in zip(t, sub.column(key).to_pylist()):
@@ -671,38 +670,81 @@ def _write_episode(path, sid, src: _Source, ep: _Episode, cfg: ImportConfig, str
             times, samples = enc.finish()
             _log_camera(rec, cams[key], times, samples)
             cam_sizes[key] = enc.size
-        camera_names = [cams[k].rsplit("/", 1)[-1] for k in cam_sizes]
-        first_size = next(iter(cam_sizes.values()), None)
         task_text = cfg.task or (tasks[0] if tasks else "")
-        rec.set_properties(
-            schema.EPISODE,
-            {
-                schema.EPISODE_KIND: cfg.kind,
-                schema.EPISODE_TASK: task_text,
-                schema.EPISODE_SOURCE: f"lerobot:{src.root}",
-                schema.EPISODE_LEROBOT_INDEX: ep.index,
-                schema.EPISODE_CONTROL_HZ: src.fps,
-                schema.EPISODE_CAMERAS: ",".join(camera_names) if camera_names else "none",
-                schema.EPISODE_CAMERA_HZ: src.fps if cam_sizes else None,
-                schema.EPISODE_CAMERA_SIZE: f"{first_size[0]}x{first_size[1]}" if first_size else None,
-            },
-        )
-        rec.set_properties(
-            schema.LEROBOT,
-            {
-                "codebase_version": src.version,
-                "fps": src.fps,
-                "robot_type": src.info.get("robot_type") or None,
-                "length": n,
-                "tasks": tasks or None,
-                "features": sorted([*streams, *cams]),
-                "dataset": src.root.name,
-                "source_segment_id": src.source_segments.get(ep.index),
-            },
-        )
+        _set_properties(rec, src, ep, cfg, task_text, tasks, sub.num_rows, [*streams, *cams],
+                        [cams[k].rsplit("/", 1)[-1] for k in cam_sizes], next(iter(cam_sizes.values()), None))
         if task_text:
             rec.log_static(schema.TASK, rr.TextDocument(task_text))
-    return n
+    return sub.num_rows
+
+
+def _row_times(sub: pa.Table, fps: int) -> np.ndarray:
+    """Each row's time in seconds: its `timestamp` snapped to k / fps, else its frame index / fps, else its position."""
+    if "timestamp" in sub.column_names:
+        return _snap_times(sub.column("timestamp").to_numpy(zero_copy_only=False).astype(np.float64), fps)
+    if "frame_index" in sub.column_names:
+        return sub.column("frame_index").to_numpy(zero_copy_only=False).astype(np.float64) / fps
+    return np.arange(sub.num_rows) / fps
+
+
+def _episode_tasks(src: _Source, ep: _Episode, sub: pa.Table) -> list[str]:
+    """The episode's tasks: from the episodes metadata, else those its rows' `task_index` names."""
+    tasks = list(ep.tasks)
+    if not tasks and "task_index" in sub.column_names:
+        for ti in dict.fromkeys(sub.column("task_index").to_pylist()):
+            if ti is not None and int(ti) in src.tasks:
+                tasks.append(src.tasks[int(ti)])
+    return tasks
+
+
+def _log_video(rec: EpisodeRecorder, entity: str, src: _Source, ep: _Episode, key: str, crf: int,
+               readers: dict[str, _VideoReader]) -> tuple[int, int]:
+    """The episode's span of video `key`, decoded and re-encoded as an H.264 camera stream; returns its (w, h)."""
+    mp4, t0, t1 = ep.videos[key]
+    reader = readers.get(key)
+    if reader is None or reader.path != mp4:  # one open file per camera (v2.1: a file per episode)
+        if reader is not None:
+            reader.close()
+        reader = readers[key] = _VideoReader(mp4)
+    enc = _CameraEncoder(src.fps, crf)
+    for rel, rgb in reader.frames(t0, t1, src.fps):
+        enc.add(float(_snap_times(np.asarray([rel]), src.fps)[0]), rgb)
+    times, samples = enc.finish()
+    if not len(times):
+        raise LeRobotFormatError(f"{mp4}: no frames of episode {ep.index} in [{t0:.3f}, {t1:.3f}) s")
+    _log_camera(rec, entity, times, samples)
+    return enc.size
+
+
+def _set_properties(rec: EpisodeRecorder, src: _Source, ep: _Episode, cfg: ImportConfig, task_text: str, tasks: list[str],
+                    length: int, features: list[str], camera_names: list[str], first_size: tuple[int, int] | None) -> None:
+    """Property groups `episode` and `lerobot` (module docstring); `first_size`: (w, h) of the first camera."""
+    rec.set_properties(
+        schema.EPISODE,
+        {
+            schema.EPISODE_KIND: cfg.kind,
+            schema.EPISODE_TASK: task_text,
+            schema.EPISODE_SOURCE: f"lerobot:{src.root}",
+            schema.EPISODE_LEROBOT_INDEX: ep.index,
+            schema.EPISODE_CONTROL_HZ: src.fps,
+            schema.EPISODE_CAMERAS: ",".join(camera_names) if camera_names else "none",
+            schema.EPISODE_CAMERA_HZ: src.fps if camera_names else None,
+            schema.EPISODE_CAMERA_SIZE: f"{first_size[0]}x{first_size[1]}" if first_size else None,
+        },
+    )
+    rec.set_properties(
+        schema.LEROBOT,
+        {
+            "codebase_version": src.version,
+            "fps": src.fps,
+            "robot_type": src.info.get("robot_type") or None,
+            "length": length,
+            "tasks": tasks or None,
+            "features": sorted(features),
+            "dataset": src.root.name,
+            "source_segment_id": src.source_segments.get(ep.index),
+        },
+    )
 
 
 def _log_camera(rec: EpisodeRecorder, entity: str, times: np.ndarray, samples: list) -> None:
