@@ -75,6 +75,6 @@ def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
     for sid in SECTIONS:
         assert f'id="{sid}"' in text
     # one failure mode (4 x never_touched, moments 2.5..5.5 s): its representative is the median case
-    assert "roboloop open aloha_evals-yaw-any-1 --at 3.50" in text and "4 of 4 failures" in text
+    assert "roboloop open aloha_evals-yaw-any-1 --at 3.5" in text and "4 of 4 failures" in text
     assert (tmp_path / "r_files" / "aloha_evals-yaw-any-1.rrd").is_file()
     assert 'href="r_files/aloha_evals-yaw-any-1.rrd"' in text

@@ -342,7 +342,7 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
     assert (f["kind"], f["count"], f["cell_failures"]) == ("closed_on_air", 2, 2)
     res = next(r for r in rep.results if r.segment_id == f["segment_id"])
     step = res.outcome[schema.OUTCOME_FAILURE_STEP]
-    assert f["time_s"] == pytest.approx(step / 50) and f["command"] == f"roboloop open {f['segment_id']} --at {step / 50:.2f}"
+    assert f["time_s"] == pytest.approx(step / 50) and f["command"] == f"roboloop open {f['segment_id']} --at {step / 50:g}"
     thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(f["thumbnail"]))).convert("RGB"), dtype=np.float64)
 
     # what the top camera saw then: the last 25 Hz frame at or before the moment, rendered again by replaying the

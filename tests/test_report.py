@@ -9,11 +9,11 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from roboloop.links import open_command
 from roboloop.report import (
     SECTIONS,
     EvalSection,
     ReportData,
-    open_command,
     render_report,
 )
 
@@ -118,7 +118,7 @@ def test_report_is_complete_and_self_contained(tmp_path):
     assert all(not re.match(r"^[a-z][a-z0-9+.-]*:", h) for h in p.hrefs)  # only relative links
     assert all(s.startswith("data:") for s in p.srcs)
     # content: the commands that open failures at their moment, the queries, the plan
-    assert "roboloop open aloha_evals-s1 --at 3.00" in text
+    assert "roboloop open aloha_evals-s1 --at 3" in text
     assert 'href="report_files/aloha_evals-s0.rrd"' in text
     assert "outcome.success = true" in text and ">72<" in text
     assert "plan-eval-v1" in text and "15 x lighting=dim, yaw=any" in text
@@ -145,8 +145,9 @@ def test_text_is_escaped():
     assert "<script>" not in text and "&lt;script&gt;" in text
 
 
-@pytest.mark.parametrize(("t", "expected"), [(2.5, "roboloop open seg-1 --at 2.50"), (None, "roboloop open seg-1"), (-1.0, "roboloop open seg-1")])
+@pytest.mark.parametrize(("t", "expected"), [(2.5, "roboloop open seg-1 --at 2.5"), (None, "roboloop open seg-1"), (-1.0, "roboloop open seg-1 --at 0")])
 def test_open_command(t, expected):
+    """The report's failure commands are `links.open_command`'s, the one `roboloop failures` prints."""
     assert open_command("seg-1", t) == expected
 
 
@@ -182,7 +183,7 @@ def _write_run(ws, catalog, run_id: str, steps_per_epoch: int, epochs: int, *, e
 def test_loss_curves_are_per_epoch_so_runs_of_different_size_compare(ws, catalog):
     """The glue reads the train and holdout loss on timeline `epoch` (epochs done on x), whatever a run's steps per epoch;
     a run recorded before `/train/epoch_loss` existed gets the per-step loss averaged per epoch."""
-    from roboloop.report import _loss_curves
+    from roboloop.report.data import _loss_curves
 
     small_means, small_he, small_hold = _write_run(ws, catalog, "run-small", 4, 6, epoch_loss=True)
     big_means, big_he, big_hold = _write_run(ws, catalog, "run-big", 11, 5, epoch_loss=False)
@@ -196,7 +197,7 @@ def test_loss_curves_are_per_epoch_so_runs_of_different_size_compare(ws, catalog
 
 
 def test_loss_plot_draws_holdout_on_top_with_markers_per_epoch():
-    from roboloop.report import _loss_figure
+    from roboloop.report.plots import loss_figure as _loss_figure
 
     fig = _loss_figure({"v1": {"train": ([1, 2, 3, 4], [1.0, 0.5, 0.3, 0.2]), "holdout": ([2, 4], [0.6, 0.25])},
                         "v2": {"train": ([1, 2], [1.0, 0.4]), "holdout": ([2], [0.45])}})

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roboloop import schema
+from roboloop import analyze, analyze_gaps, collect, plan, refine, report, schema
 from roboloop.catalog import Catalog
 from roboloop.config import Config, ConfigError, check
+from roboloop.evaluate import parse_grid
 
 COVERED = {"yaw": "none"}
 """The demonstrated corner: every demonstration has the cube at yaw 0 (the planted gap is the rest of the yaw axis)."""
@@ -232,151 +233,191 @@ def run_demo(
     progress: Progress | None = None,
 ) -> DemoResult:
     """Run the whole loop on `config.dataset`; returns what happened (see the module docstring)."""
-    from roboloop import analyze, analyze_gaps, collect, plan, refine, report
-    from roboloop.evaluate import parse_grid
+    demo = _DemoRun(catalog, config or DemoConfig(), say, progress or (lambda stage, done, total: None))
+    demo.collect_covered()
+    demo.lap("collect")
+    demo.refine()
+    demo.lap("refine")
+    sel1 = demo.curate_v1()
+    demo.lap("curate v1")
+    run1 = demo.train_v1(sel1)
+    demo.lap("train v1")
+    eval1 = demo.evaluate_v1(run1)
+    demo.lap("eval v1")
+    rows1 = demo.success_v1(eval1)
+    gap = demo.gaps(eval1)
+    demo.lap("analyze v1")
+    demo.plan_and_collect(gap, eval1)
+    demo.lap("plan + collect")
+    sel2 = demo.curate_v2(sel1)
+    run2 = demo.train_v2(sel2, run1)
+    demo.lap("curate + train v2")
+    eval2, rows2 = demo.evaluate_v2(run2, eval1)
+    demo.lap("eval v2")
+    demo.compare_and_report(eval1, rows1, eval2, rows2)
+    demo.lap("compare + report")
+    return demo.out
 
-    cfg = config or DemoConfig()
-    progress = progress or (lambda stage, done, total: None)
-    out = DemoResult()
-    ds, evals_ds = cfg.dataset, schema.evals_dataset(cfg.dataset)
-    grid = parse_grid(cfg.grid)
-    by = [schema.friendly_column(schema.SCENE, axis) for axis in grid.to_dict()]
-    clock = time.perf_counter()
 
-    def lap(stage: str) -> None:
-        nonlocal clock
+class _DemoRun:
+    """The demo's twelve steps, in order, sharing the config, the narration and what was found so far."""
+
+    def __init__(self, catalog: Catalog, cfg: DemoConfig, say: Say, progress: Progress) -> None:
+        self.catalog, self.cfg, self.say, self.progress = catalog, cfg, say, progress
+        self.out = DemoResult()
+        self.ds, self.evals_ds = cfg.dataset, schema.evals_dataset(cfg.dataset)
+        self.grid = parse_grid(cfg.grid)
+        self.by = [schema.friendly_column(schema.SCENE, axis) for axis in self.grid.to_dict()]
+        self.clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Record the seconds since the previous lap under `stage`."""
         now = time.perf_counter()
-        out.seconds[stage] = round(now - clock, 1)
-        clock = now
+        self.out.seconds[stage] = round(now - self.clock, 1)
+        self.clock = now
+
+    def _counter(self, stage: str, total: int) -> Callable[[Any], None]:
+        """An `on_result` that reports `stage` progress out of `total`."""
+        done = {"n": 0}
+
+        def on_result(result) -> None:
+            done["n"] += 1
+            self.progress(stage, done["n"], total)
+        return on_result
 
     # 1. collect: the covered corner only -----------------------------------------------------
-    have = _count_covered_demos(catalog, ds)
-    missing = max(0, cfg.demos - have)
-    say(f"[1/12] collect: scripted handovers with the cube at yaw 0 (lighting {' / '.join(CONTROL_LIGHTINGS)}), "
-        f"{have} already in '{ds}'")
-    say(f"       $ roboloop collect --dataset {ds} --episodes {cfg.demos // 2} --yaw none --lighting normal   (and --lighting dim)")
-    if missing:
-        done = {"n": 0}
-
-        def on_demo(result) -> None:
-            done["n"] += 1
-            progress("collect", done["n"], missing)
-
-        rep = collect.collect(catalog, collect.CollectConfig(dataset=ds, episodes=missing, conditions=_covered_conditions(cfg),
-                                                             workers=cfg.workers, spec=_spec(cfg), steps=cfg.steps), on_result=on_demo)
-        out.collected, out.successes = len(rep.results), rep.successes
-        say(f"       {out.successes}/{out.collected} strict successes, {rep.episodes_per_minute:.0f} episodes/min")
-    lap("collect")
+    def collect_covered(self) -> None:
+        cfg, ds, out, say = self.cfg, self.ds, self.out, self.say
+        have = _count_covered_demos(self.catalog, ds)
+        missing = max(0, cfg.demos - have)
+        say(f"[1/12] collect: scripted handovers with the cube at yaw 0 (lighting {' / '.join(CONTROL_LIGHTINGS)}), "
+            f"{have} already in '{ds}'")
+        say(f"       $ roboloop collect --dataset {ds} --episodes {cfg.demos // 2} --yaw none --lighting normal   (and --lighting dim)")
+        if missing:
+            rep = collect.collect(self.catalog, collect.CollectConfig(dataset=ds, episodes=missing, conditions=_covered_conditions(cfg),
+                                                                      workers=cfg.workers, spec=_spec(cfg), steps=cfg.steps),
+                                  on_result=self._counter("collect", missing))
+            out.collected, out.successes = len(rep.results), rep.successes
+            say(f"       {out.successes}/{out.collected} strict successes, {rep.episodes_per_minute:.0f} episodes/min")
 
     # 2. refine -----------------------------------------------------------------------------------
-    rr = refine.refine(catalog, ds)
-    say(f"[2/12] refine: signals for {len(rr.computed)} new episode(s) in layer '{schema.SIGNALS_LAYER}'   $ roboloop refine --dataset {ds}")
-    lap("refine")
+    def refine(self) -> None:
+        rr = refine.refine(self.catalog, self.ds)
+        self.say(f"[2/12] refine: signals for {len(rr.computed)} new episode(s) in layer '{schema.SIGNALS_LAYER}'   $ roboloop refine --dataset {self.ds}")
 
     # 3. curate v1 ----------------------------------------------------------------------------------
-    say(f"[3/12] curate v1: the training set is a query   $ roboloop curate --dataset {ds} --name {V1} --where '{QUERY}' --holdout 0.1")
-    sel1 = _selection(catalog, cfg, V1, say)
-    out.selections[V1] = (len(sel1.train_ids), len(sel1.holdout_ids))
-    lap("curate v1")
+    def curate_v1(self):
+        self.say(f"[3/12] curate v1: the training set is a query   $ roboloop curate --dataset {self.ds} --name {V1} --where '{QUERY}' --holdout 0.1")
+        sel1 = _selection(self.catalog, self.cfg, V1, self.say)
+        self.out.selections[V1] = (len(sel1.train_ids), len(sel1.holdout_ids))
+        return sel1
 
     # 4. train v1 ----------------------------------------------------------------------------------
-    say(f"[4/12] train v1 ({cfg.policy}) from the stream   $ roboloop train --dataset {ds} --selection {V1} --epochs {cfg.epochs}")
-    out.runs["v1"] = run1 = _train(catalog, cfg, sel1, None, say, progress, "v1")
-    lap("train v1")
+    def train_v1(self, sel1) -> str:
+        cfg = self.cfg
+        self.say(f"[4/12] train v1 ({cfg.policy}) from the stream   $ roboloop train --dataset {self.ds} --selection {V1} --epochs {cfg.epochs}")
+        self.out.runs["v1"] = run1 = _train(self.catalog, cfg, sel1, None, self.say, self.progress, "v1")
+        return run1
 
     # 5. evaluate v1 ------------------------------------------------------------------------------
-    say(f"[5/12] evaluate v1 on {grid} x {cfg.episodes_per_cell}   "
-        f"$ roboloop eval --run {run1} --grid '{cfg.grid}' --episodes-per-cell {cfg.episodes_per_cell}")
-    out.evals["v1"] = eval1 = _evaluate(catalog, cfg, run1, grid, say, progress, "v1")
-    lap("eval v1")
+    def evaluate_v1(self, run1: str) -> str:
+        cfg = self.cfg
+        self.say(f"[5/12] evaluate v1 on {self.grid} x {cfg.episodes_per_cell}   "
+                 f"$ roboloop eval --run {run1} --grid '{cfg.grid}' --episodes-per-cell {cfg.episodes_per_cell}")
+        self.out.evals["v1"] = eval1 = _evaluate(self.catalog, cfg, run1, self.grid, self.say, self.progress, "v1")
+        return eval1
 
     # 6. success by condition ---------------------------------------------------------------------
-    rows1 = _rollouts(catalog, cfg, eval1)
-    out.success_by["v1"] = analyze.success_by(rows1, by)
-    say(f"[6/12] success by condition (v1)   $ roboloop success --dataset {evals_ds} --eval {eval1} --by {','.join(by)}")
-    _print_success(out.success_by["v1"], by, say)
+    def success_v1(self, eval1: str):
+        rows1 = _rollouts(self.catalog, self.cfg, eval1)
+        self.out.success_by["v1"] = analyze.success_by(rows1, self.by)
+        self.say(f"[6/12] success by condition (v1)   $ roboloop success --dataset {self.evals_ds} --eval {eval1} --by {','.join(self.by)}")
+        _print_success(self.out.success_by["v1"], self.by, self.say)
+        return rows1
 
     # 7. gaps ---------------------------------------------------------------------------------------
-    gap = analyze_gaps.gaps(catalog, eval1)
-    out.gaps = gap.rows()
-    say(f"[7/12] gaps: cells ranked by the data (nothing told where the gap is)   $ roboloop gaps --eval {eval1}")
-    for c in gap.cells:
-        say(f"      #{c.rank} {c.cell:<28} {c.verdict:<24} success {c.successes}/{c.n}, "
-            f"training starts within tolerance for {c.covered}/{c.n} rollouts")
-    lap("analyze v1")
+    def gaps(self, eval1: str):
+        gap = analyze_gaps.gaps(self.catalog, eval1)
+        self.out.gaps = gap.rows()
+        self.say(f"[7/12] gaps: cells ranked by the data (nothing told where the gap is)   $ roboloop gaps --eval {eval1}")
+        for c in gap.cells:
+            self.say(f"      #{c.rank} {c.cell:<28} {c.verdict:<24} success {c.successes}/{c.n}, "
+                     f"training starts within tolerance for {c.covered}/{c.n} rollouts")
+        return gap
 
     # 8. plan and targeted collection ---------------------------------------------------------------
-    the_plan = analyze_gaps.make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
-    out.plan = the_plan.name
-    plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
-    plan.save_plan(catalog.workspace, the_plan, plan_file)
-    say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
-        f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
-    for line in plan.plan_summary(the_plan):
-        say(f"      {line}")
-    if the_plan.total:
-        done = {"n": 0}
-
-        def on_plan(result) -> None:
-            done["n"] += 1
-            progress("collect (plan)", done["n"], the_plan.total)
-
-        run = plan.execute_plan(catalog, the_plan, workers=cfg.workers, on_result=on_plan, spec=_spec(cfg), steps=cfg.steps)
-        out.plan_collected = len(run.new_segment_ids)
-        if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
-            refine.flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
-        say(f"      collected {out.plan_collected} new demonstration(s) ({run.successes} successful)"
-            + (f"; {len(run.failed_segment_ids)} failed and were flagged" if run.failed_segment_ids else ""))
-    refine.refine(catalog, ds)
-    lap("plan + collect")
+    def plan_and_collect(self, gap, eval1: str) -> None:
+        cfg, ds, say, catalog = self.cfg, self.ds, self.say, self.catalog
+        the_plan = analyze_gaps.make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
+        self.out.plan = the_plan.name
+        plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
+        plan.save_plan(catalog.workspace, the_plan, plan_file)
+        say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
+            f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
+        for line in plan.plan_summary(the_plan):
+            say(f"      {line}")
+        if the_plan.total:
+            run = plan.execute_plan(catalog, the_plan, workers=cfg.workers, on_result=self._counter("collect (plan)", the_plan.total),
+                                    spec=_spec(cfg), steps=cfg.steps)
+            self.out.plan_collected = len(run.new_segment_ids)
+            if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
+                refine.flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
+            say(f"      collected {self.out.plan_collected} new demonstration(s) ({run.successes} successful)"
+                + (f"; {len(run.failed_segment_ids)} failed and were flagged" if run.failed_segment_ids else ""))
+        refine.refine(catalog, ds)
 
     # 9. the same query, re-run -------------------------------------------------------------------
-    say(f"[9/12] curate v2: the same query, re-run   $ roboloop curate --dataset {ds} --name {V2} --where '{QUERY}' --holdout 0.1")
-    sel2 = _selection(catalog, cfg, V2, say)
-    out.selections[V2] = (len(sel2.train_ids), len(sel2.holdout_ids))
-    if sel2.where != sel1.where:
-        say(f"      note: {V2} was saved with a different predicate ({sel2.where!r})")
+    def curate_v2(self, sel1):
+        self.say(f"[9/12] curate v2: the same query, re-run   $ roboloop curate --dataset {self.ds} --name {V2} --where '{QUERY}' --holdout 0.1")
+        sel2 = _selection(self.catalog, self.cfg, V2, self.say)
+        self.out.selections[V2] = (len(sel2.train_ids), len(sel2.holdout_ids))
+        if sel2.where != sel1.where:
+            self.say(f"      note: {V2} was saved with a different predicate ({sel2.where!r})")
+        return sel2
 
     # 10. train v2 like v1 ------------------------------------------------------------------------
-    say(f"[10/12] train v2 with v1's config   $ roboloop train --like {run1} --selection {V2}")
-    out.runs["v2"] = run2 = _train(catalog, cfg, sel2, run1, say, progress, "v2")
-    lap("curate + train v2")
+    def train_v2(self, sel2, run1: str) -> str:
+        self.say(f"[10/12] train v2 with v1's config   $ roboloop train --like {run1} --selection {V2}")
+        self.out.runs["v2"] = run2 = _train(self.catalog, self.cfg, sel2, run1, self.say, self.progress, "v2")
+        return run2
 
     # 11. evaluate v2 on the same cells and seeds -------------------------------------------------
-    eval2 = None
-    if cfg.sequential:
-        eval2 = _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out)
-    if eval2 is None:
-        say(f"[11/12] evaluate v2 on the same grid and seeds   $ roboloop eval --run {run2} --grid '{cfg.grid}' "
-            f"--episodes-per-cell {cfg.episodes_per_cell}")
-        eval2 = _evaluate(catalog, cfg, run2, grid, say, progress, "v2")
-    out.evals["v2"] = eval2
-    rows2 = _rollouts(catalog, cfg, eval2)
-    out.success_by["v2"] = analyze.success_by(rows2, by)
-    _print_success(out.success_by["v2"], by, say)
-    lap("eval v2")
+    def evaluate_v2(self, run2: str, eval1: str):
+        cfg = self.cfg
+        eval2 = None
+        if cfg.sequential:
+            eval2 = _sequential_v2(self.catalog, cfg, run2, eval1, self.grid, self.say, self.progress, self.out)
+        if eval2 is None:
+            self.say(f"[11/12] evaluate v2 on the same grid and seeds   $ roboloop eval --run {run2} --grid '{cfg.grid}' "
+                     f"--episodes-per-cell {cfg.episodes_per_cell}")
+            eval2 = _evaluate(self.catalog, cfg, run2, self.grid, self.say, self.progress, "v2")
+        self.out.evals["v2"] = eval2
+        rows2 = _rollouts(self.catalog, cfg, eval2)
+        self.out.success_by["v2"] = analyze.success_by(rows2, self.by)
+        _print_success(self.out.success_by["v2"], self.by, self.say)
+        return eval2, rows2
 
     # 12. compare, open the worst failure, report ---------------------------------------------------
-    out.comparison = analyze.compare(rows1, rows2)
-    say(f"[12/12] compare v1 -> v2 (paired on shared seeds, exact McNemar, Holm)   $ roboloop compare {eval1} {eval2}")
-    for r in out.comparison:
-        p = r.get("p_holm") if r.get("p_holm") is not None else r.get("p")
-        say(f"      {str(r.get('group')):<28} {r['rate_a']:>5.0%} -> {r['rate_b']:>5.0%}  diff {r['diff']:+.2f} "
-            f"[{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]  p={p if p is None else f'{p:.2g}'}  {r['verdict']}")
-    out.worst_failure = _worst_failure(catalog, evals_ds, rows1, out.success_by["v1"], by)
-    if out.worst_failure:
-        w = out.worst_failure
-        say(f"      worst v1 failure: {w['segment_id']} ({w['where']}: {w.get('failure_kind')} at {w['at_s']:.2f}s, "
-            f"the largest of its failure modes, {w['mode_count']} of {w['cell_failures']} failures)")
-        say(f"        $ {w['open']}")
-        if w.get("url"):
-            say(f"        live (while this catalog runs): {w['url']}")
-    path = Path(cfg.report)
-    path = path if path.is_absolute() else catalog.workspace.root / path
-    out.report = report.write_report(catalog, [eval1, eval2], path, labels=["v1", "v2"])
-    say(f"      report: {out.report}   $ roboloop report --eval {eval1} --eval {eval2} -o report.html")
-    lap("compare + report")
-    return out
+    def compare_and_report(self, eval1: str, rows1, eval2: str, rows2) -> None:
+        out, say = self.out, self.say
+        out.comparison = analyze.compare(rows1, rows2)
+        say(f"[12/12] compare v1 -> v2 (paired on shared seeds, exact McNemar, Holm)   $ roboloop compare {eval1} {eval2}")
+        for r in out.comparison:
+            p = r.get("p_holm") if r.get("p_holm") is not None else r.get("p")
+            say(f"      {str(r.get('group')):<28} {r['rate_a']:>5.0%} -> {r['rate_b']:>5.0%}  diff {r['diff']:+.2f} "
+                f"[{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]  p={p if p is None else f'{p:.2g}'}  {r['verdict']}")
+        out.worst_failure = _worst_failure(self.catalog, self.evals_ds, rows1, out.success_by["v1"], self.by)
+        if out.worst_failure:
+            w = out.worst_failure
+            say(f"      worst v1 failure: {w['segment_id']} ({w['where']}: {w.get('failure_kind')} at {w['at_s']:.2f}s, "
+                f"the largest of its failure modes, {w['mode_count']} of {w['cell_failures']} failures)")
+            say(f"        $ {w['open']}")
+            if w.get("url"):
+                say(f"        live (while this catalog runs): {w['url']}")
+        path = Path(self.cfg.report)
+        path = path if path.is_absolute() else self.catalog.workspace.root / path
+        out.report = report.write_report(self.catalog, [eval1, eval2], path, labels=["v1", "v2"])
+        say(f"      report: {out.report}   $ roboloop report --eval {eval1} --eval {eval2} -o report.html")
 
 
 def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from roboloop import rows, schema
+from roboloop import episode_index, rows, schema
 from roboloop.collect import EpisodeResult
 from roboloop.evaluate import (
     EvalConfig,
@@ -217,50 +217,49 @@ def evaluate_until_decided(
     `baseline_factory` the baseline's (needed only when the baseline must be topped up
     and its policy is not `scripted` or a training run).
     """
-    from roboloop import episode_index
-
     ws = catalog.workspace
     seq = _as_seq(seq if seq is not None else SequentialConfig())
     base_row, base_cfg = _baseline(ws, against, cfg)
-    previous = None
-    if resume:
-        if cfg.eval_id is None:
-            raise SequentialEvalError("resume needs the eval id of the sequential evaluation to continue")
-        previous = eval_row(ws, cfg.eval_id)
-        if previous is None:
-            raise SequentialEvalError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
-        stored = previous.get(schema.EVAL_SEQUENTIAL)
-        if not stored:
-            raise SequentialEvalError(f"{cfg.eval_id!r} is not a sequential evaluation; resume it with plain `eval --resume`")
-        if previous.get("against") != against:
-            raise SequentialEvalError(f"{cfg.eval_id!r} was compared against {previous.get('against')!r}, not {against!r}")
-        if SequentialConfig.from_dict(stored["config"]) != seq:
-            raise SequentialEvalError(f"cannot resume {cfg.eval_id!r} with other sequential settings "
-                                      f"(stored: {stored['config']}); resume it with those")
-        try:
-            check_resumable(previous["config"], cfg)
-        except EvaluateError as exc:
-            raise SequentialEvalError(str(exc)) from None
-    elif cfg.eval_id is not None and eval_row(ws, cfg.eval_id) is not None:
+    previous = _previous_row(ws, cfg, against, seq) if resume else None
+    if not resume and cfg.eval_id is not None and eval_row(ws, cfg.eval_id) is not None:
         raise SequentialEvalError(f"evaluation {cfg.eval_id!r} exists already; continue it with --resume {cfg.eval_id} "
                                   "or choose another --name")
     source = _source(ws, cfg, policy_factory)
-    spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
     if cfg.eval_id is None:
         cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
-    eval_id = str(cfg.eval_id)
-    evals_ds = cfg.evals_dataset
-    cells = cfg.grid.cells()
-    keys = [cell_key(c) for c in cells]
-    number = {k: i for i, k in enumerate(keys)}
-    by_key = dict(zip(keys, cells))
+    run = _SequentialRun(catalog, cfg, against, seq, base_row, base_cfg, source, previous,
+                         on_result=on_result, on_round=on_round)
+    run.load_recorded(resume)
+    run.prepare_baseline(baseline_factory)
+    return run.run()
 
-    outcomes = rollout_outcomes(catalog, evals_ds, [against, eval_id])
-    base_out, chal_out = outcomes[against], outcomes[eval_id] if resume else {}
-    base_vals = {p: metric_value(o, seq.metric) for p, o in base_out.items()}
-    chal_vals = {p: metric_value(o, seq.metric) for p, o in chal_out.items()}
 
-    # replay what was recorded, in index order, capped where the live run stood (module docstring)
+def _previous_row(ws, cfg: EvalConfig, against: str, seq: SequentialConfig) -> dict[str, Any]:
+    """The row of the sequential evaluation to resume, checked against the settings it is resumed with."""
+    if cfg.eval_id is None:
+        raise SequentialEvalError("resume needs the eval id of the sequential evaluation to continue")
+    previous = eval_row(ws, cfg.eval_id)
+    if previous is None:
+        raise SequentialEvalError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
+    stored = previous.get(schema.EVAL_SEQUENTIAL)
+    if not stored:
+        raise SequentialEvalError(f"{cfg.eval_id!r} is not a sequential evaluation; resume it with plain `eval --resume`")
+    if previous.get("against") != against:
+        raise SequentialEvalError(f"{cfg.eval_id!r} was compared against {previous.get('against')!r}, not {against!r}")
+    if SequentialConfig.from_dict(stored["config"]) != seq:
+        raise SequentialEvalError(f"cannot resume {cfg.eval_id!r} with other sequential settings "
+                                  f"(stored: {stored['config']}); resume it with those")
+    try:
+        check_resumable(previous["config"], cfg)
+    except EvaluateError as exc:
+        raise SequentialEvalError(str(exc)) from None
+    return previous
+
+
+def _replayed_pairs(keys: list[str], previous: Mapping[str, Any] | None, seq: SequentialConfig,
+                    base_vals: Mapping[tuple[str, int], float],
+                    chal_vals: Mapping[tuple[str, int], float]) -> dict[str, list[tuple[float, float]]]:
+    """The recorded pairs per cell, in index order, capped where the live run stood (module docstring)."""
     stored_cells = {c["cell"]: c for c in ((previous or {}).get(schema.EVAL_SEQUENTIAL) or {}).get("cells", [])}
     observed: dict[str, list[tuple[float, float]]] = {}
     for k in keys:
@@ -271,101 +270,154 @@ def evaluate_until_decided(
         while len(pairs) < cap and (k, len(pairs)) in base_vals and (k, len(pairs)) in chal_vals:
             pairs.append((base_vals[(k, len(pairs))], chal_vals[(k, len(pairs))]))
         observed[k] = pairs
-    try:
-        drv = SequentialDriver(keys, seq, observed=observed)
-    except SequentialError as exc:
-        raise SequentialEvalError(str(exc)) from None
+    return observed
 
-    # the baseline policy is needed when some cell may need a pair the baseline lacks
-    base_source = None
-    running = {p.cell for p in drv.progress() if p.stopped is None}
-    if any(_contiguous(base_vals, k) < seq.max_per_cell for k in running):
+
+class _SequentialRun:
+    """One sequential evaluation once its input is checked: the recorded pairs, the driver, the rounds, the row."""
+
+    def __init__(self, catalog, cfg: EvalConfig, against: str, seq: SequentialConfig, base_row: dict[str, Any],
+                 base_cfg: EvalConfig, source: PolicySource, previous: dict[str, Any] | None, *,
+                 on_result: Callable[[EpisodeResult], None] | None,
+                 on_round: Callable[[RoundEvent], None] | None) -> None:
+        self.catalog, self.ws, self.cfg, self.against, self.seq = catalog, catalog.workspace, cfg, against, seq
+        self.base_row, self.base_cfg, self.source, self.previous = base_row, base_cfg, source, previous
+        self.on_result, self.on_round = on_result, on_round
+        self.spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
+        self.eval_id = str(cfg.eval_id)
+        self.evals_ds = cfg.evals_dataset
+        cells = cfg.grid.cells()
+        self.keys = [cell_key(c) for c in cells]
+        self.number = {k: i for i, k in enumerate(self.keys)}
+        self.by_key = dict(zip(self.keys, cells))
+        self.base_source: PolicySource | None = None
+        self.base_spec = None
+
+    # --- before anything is written
+
+    def load_recorded(self, resume: bool) -> None:
+        """Read both evaluations' recorded rollouts and start the driver on the pairs to replay."""
+        outcomes = rollout_outcomes(self.catalog, self.evals_ds, [self.against, self.eval_id])
+        self.base_out, self.chal_out = outcomes[self.against], outcomes[self.eval_id] if resume else {}
+        self.base_vals = {p: metric_value(o, self.seq.metric) for p, o in self.base_out.items()}
+        self.chal_vals = {p: metric_value(o, self.seq.metric) for p, o in self.chal_out.items()}
+        self.observed = _replayed_pairs(self.keys, self.previous, self.seq, self.base_vals, self.chal_vals)
         try:
-            base_source = _source(ws, base_cfg, baseline_factory)
+            self.drv = SequentialDriver(self.keys, self.seq, observed=self.observed)
+        except SequentialError as exc:
+            raise SequentialEvalError(str(exc)) from None
+
+    def prepare_baseline(self, baseline_factory) -> None:
+        """Resolve the baseline's policy when some running cell may need a pair the baseline lacks."""
+        running = {p.cell for p in self.drv.progress() if p.stopped is None}
+        if not any(_contiguous(self.base_vals, k) < self.seq.max_per_cell for k in running):
+            return
+        try:
+            self.base_source = _source(self.ws, self.base_cfg, baseline_factory)
         except EvaluateError as exc:
             raise SequentialEvalError(
-                f"the baseline {against!r} has fewer rollouts than the test may need and its policy cannot be run: {exc}"
+                f"the baseline {self.against!r} has fewer rollouts than the test may need and its policy cannot be run: {exc}"
             ) from None
-    base_spec = base_cfg.spec(base_source.cameras, base_source.camera_size if base_source and base_source.cameras else None) \
-        if base_source else None
+        self.base_spec = self.base_cfg.spec(self.base_source.cameras,
+                                            self.base_source.camera_size if self.base_source.cameras else None)
 
-    # --- from here on, rows and rollouts are written ---
-    report = SequentialReport(eval_id, cfg, keys, skipped=sum(len(v) for v in observed.values()), against=against, seq=seq)
-    wall_before = float(previous.get("wall_s", 0.0)) if previous else 0.0
-    row = {
-        **eval_row_base(cfg, eval_id, source, spec, keys, previous),
-        "against": against,
-    }
+    # --- from here on, rows and rollouts are written
 
-    def seq_result() -> dict[str, Any]:
-        res = drv.result()
-        res.update(metric=seq.metric, against=against, fixed_n=base_cfg.episodes_per_cell,
-                   pairs={k: [[a, b] for a, b in _pairs_of(k)] for k in keys})
-        return res
+    def run(self) -> SequentialReport:
+        """Run rounds until the driver has none left, writing the row after each."""
+        self.report = SequentialReport(self.eval_id, self.cfg, self.keys, skipped=sum(len(v) for v in self.observed.values()),
+                                       against=self.against, seq=self.seq)
+        self.wall_before = float(self.previous.get("wall_s", 0.0)) if self.previous else 0.0
+        self.row = {
+            **eval_row_base(self.cfg, self.eval_id, self.source, self.spec, self.keys, self.previous),
+            "against": self.against,
+        }
+        self.write("running")
+        t0 = time.perf_counter()
+        with final_status(self.report, self.write, t0, self.ws):
+            while req := self.drv.next_round():
+                round_no = max(-(-(self.drv.tests[k].n + n) // self.seq.round_size) for k, n in req.items())
+                if self.on_round is not None:
+                    self.on_round(RoundEvent(round_no, False, dict(req), self.drv.progress()))
+                self.run_round(req)
+                self.report.wall_s = time.perf_counter() - t0
+                self.write("running")
+                if self.on_round is not None:
+                    self.on_round(RoundEvent(round_no, True, dict(req), self.drv.progress()))
+        return self.report
 
-    def _pairs_of(k: str) -> list[tuple[float, float]]:
-        return [(base_vals[(k, i)], chal_vals[(k, i)]) for i in range(drv.tests[k].n)]
+    def run_round(self, req: Mapping[str, int]) -> None:
+        """Roll out the pairs `req` asks for (baseline top-ups first) and feed them to the tests."""
+        drv = self.drv
+        wanted = sorted(((k, i) for k, n in req.items() for i in range(drv.tests[k].n, drv.tests[k].n + n)),
+                        key=lambda ki: (ki[1], self.number[ki[0]]))  # cells interleaved: index 0 of every cell first
+        todo_base = [self.job(k, i) for k, i in wanted if (k, i) not in self.base_vals]
+        if todo_base:
+            self.top_up_baseline(todo_base)
+        todo_chal = [self.job(k, i) for k, i in wanted if (k, i) not in self.chal_vals]
+        if todo_chal:
+            cfg = self.cfg
+            _collect(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal), spec=self.spec,
+                     task=cfg.task, policy_factory=self.source.factory, steps=cfg.steps, workers=cfg.workers,
+                     on_result=self.recorder(self.chal_vals, self.chal_out, self.report.results))
+        drv.add_round({k: [(self.base_vals[(k, i)], self.chal_vals[(k, i)]) for i in range(drv.tests[k].n, drv.tests[k].n + n)]
+                       for k, n in req.items()})
 
-    def write(status: str) -> None:
-        report.sequential = seq_result()
-        rows.write_row(ws, schema.EVALS_TABLE, eval_id, {
-            **row, "status": status, "planned": sum(drv.tests[k].n for k in keys) + sum((drv._pending or {}).values()),
-            "finished": len(chal_vals), "successes": sum(bool(o[schema.OUTCOME_SUCCESS]) for o in chal_out.values()),
-            "wall_s": round(wall_before + report.wall_s, 3), "updated_at": rows.now_iso(),
-            schema.EVAL_SEQUENTIAL: report.sequential,
-        })
+    def job(self, k: str, i: int) -> tuple:
+        return (self.number[k], self.by_key[k], k, i, cell_seed(k, i))
 
-    def extend_baseline(n_new: int) -> None:
-        latest = eval_row(ws, against) or base_row
-        extended = sorted(set(latest.get("extended_by") or []) | {eval_id})
-        rows.write_row(ws, schema.EVALS_TABLE, against, {
-            **latest, "extended_by": extended, "extra_rollouts": int(latest.get("extra_rollouts") or 0) + n_new,
-            "updated_at": rows.now_iso(),
-        })
+    def top_up_baseline(self, todo: list[tuple]) -> None:
+        """Run the baseline's missing pairs, recorded into the baseline evaluation (its row says by whom)."""
+        base_cfg, base_source = self.base_cfg, self.base_source
+        n_before = len(self.report.baseline_results)
+        try:
+            _collect(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo), spec=self.base_spec,
+                     task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
+                     workers=self.cfg.workers, on_result=self.recorder(self.base_vals, self.base_out, self.report.baseline_results))
+        finally:
+            if len(self.report.baseline_results) > n_before:
+                self.extend_baseline(len(self.report.baseline_results) - n_before)
 
-    def recorder(values: dict, outs: dict, sink: list, ds: str):
+    def recorder(self, values: dict, outs: dict, sink: list) -> Callable[[EpisodeResult], None]:
+        """What each finished rollout goes through: indexed, its outcome and test value kept, passed on."""
         def done(result: EpisodeResult) -> None:
-            episode_index.write_row(ws, ds, result.segment_id, result.properties)
+            episode_index.write_row(self.ws, self.evals_ds, result.segment_id, result.properties)
             ep = result.properties[schema.EPISODE]
             pair = (str(ep[schema.EPISODE_CELL]), int(ep[schema.EPISODE_INDEX_IN_CELL]))
             outs[pair] = dict(result.outcome)
-            values[pair] = metric_value(result.outcome, seq.metric)
+            values[pair] = metric_value(result.outcome, self.seq.metric)
             sink.append(result)
-            if on_result is not None:
-                on_result(result)
+            if self.on_result is not None:
+                self.on_result(result)
         return done
 
-    write("running")
-    t0 = time.perf_counter()
-    with final_status(report, write, t0, ws):
-        while req := drv.next_round():
-            round_no = max(-(-(drv.tests[k].n + n) // seq.round_size) for k, n in req.items())
-            if on_round is not None:
-                on_round(RoundEvent(round_no, False, dict(req), drv.progress()))
-            wanted = sorted(((k, i) for k, n in req.items() for i in range(drv.tests[k].n, drv.tests[k].n + n)),
-                            key=lambda ki: (ki[1], number[ki[0]]))  # cells interleaved: index 0 of every cell first
-            todo_base = [(number[k], by_key[k], k, i, cell_seed(k, i)) for k, i in wanted if (k, i) not in base_vals]
-            if todo_base:
-                n_before = len(report.baseline_results)
-                try:
-                    _collect(catalog, evals_ds, rollout_jobs(against, base_source, todo_base), spec=base_spec,
-                             task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
-                             workers=cfg.workers, on_result=recorder(base_vals, base_out, report.baseline_results, evals_ds))
-                finally:
-                    if len(report.baseline_results) > n_before:
-                        extend_baseline(len(report.baseline_results) - n_before)
-            todo_chal = [(number[k], by_key[k], k, i, cell_seed(k, i)) for k, i in wanted if (k, i) not in chal_vals]
-            if todo_chal:
-                _collect(catalog, evals_ds, rollout_jobs(eval_id, source, todo_chal), spec=spec, task=cfg.task,
-                         policy_factory=source.factory, steps=cfg.steps, workers=cfg.workers,
-                         on_result=recorder(chal_vals, chal_out, report.results, evals_ds))
-            drv.add_round({k: [(base_vals[(k, i)], chal_vals[(k, i)]) for i in range(drv.tests[k].n, drv.tests[k].n + n)]
-                           for k, n in req.items()})
-            report.wall_s = time.perf_counter() - t0
-            write("running")
-            if on_round is not None:
-                on_round(RoundEvent(round_no, True, dict(req), drv.progress()))
-    return report
+    def seq_result(self) -> dict[str, Any]:
+        res = self.drv.result()
+        res.update(metric=self.seq.metric, against=self.against, fixed_n=self.base_cfg.episodes_per_cell,
+                   pairs={k: [[a, b] for a, b in self.pairs_of(k)] for k in self.keys})
+        return res
+
+    def pairs_of(self, k: str) -> list[tuple[float, float]]:
+        return [(self.base_vals[(k, i)], self.chal_vals[(k, i)]) for i in range(self.drv.tests[k].n)]
+
+    def write(self, status: str) -> None:
+        """The challenger's evals row, with the sequential result so far."""
+        drv, keys = self.drv, self.keys
+        self.report.sequential = self.seq_result()
+        rows.write_row(self.ws, schema.EVALS_TABLE, self.eval_id, {
+            **self.row, "status": status, "planned": sum(drv.tests[k].n for k in keys) + sum((drv._pending or {}).values()),
+            "finished": len(self.chal_vals), "successes": sum(bool(o[schema.OUTCOME_SUCCESS]) for o in self.chal_out.values()),
+            "wall_s": round(self.wall_before + self.report.wall_s, 3), "updated_at": rows.now_iso(),
+            schema.EVAL_SEQUENTIAL: self.report.sequential,
+        })
+
+    def extend_baseline(self, n_new: int) -> None:
+        latest = eval_row(self.ws, self.against) or self.base_row
+        extended = sorted(set(latest.get("extended_by") or []) | {self.eval_id})
+        rows.write_row(self.ws, schema.EVALS_TABLE, self.against, {
+            **latest, "extended_by": extended, "extra_rollouts": int(latest.get("extra_rollouts") or 0) + n_new,
+            "updated_at": rows.now_iso(),
+        })
 
 
 # --- reading and planning --------------------------------------------------------------------------

@@ -399,7 +399,7 @@ def success_cmd(
             print_rows(_seq_rows_text(srows), SEQ_COLUMNS, "table",
                        title=f"{eid} vs {srows[0]['against']}: sequential decision ({srows[0]['metric']})")
     if plot is not None:
-        from roboloop.plots import plot_success
+        from roboloop.report import plot_success
 
         path = _guard(lambda: plot_success(groups, keys, plot))
         _cli().err_console.print(f"plot: {path}")
