@@ -223,7 +223,7 @@ def _canon(axis: str, value: Any) -> str | None:
     """Canonical comparable form of a condition label (aliases resolved, distractor names as counts)."""
     if value is None:
         return None
-    from roboloop.sim.conditions import DISTRACTOR_SETS, REGION_ALIASES
+    from roboloop.envs.aloha.conditions import DISTRACTOR_SETS, REGION_ALIASES
 
     text = str(value).strip().lower()
     if axis == "region":
@@ -240,7 +240,7 @@ def _row_label(row: Mapping[str, Any], axis: str) -> str | None:
     (yaw from `scene.yaw_min/yaw_max`, for episodes recorded before labels were stored)."""
     value = row.get(f"{schema.SCENE}.{axis}")
     if axis == "yaw" and value is None:
-        from roboloop.sim.conditions import YAWS
+        from roboloop.envs.aloha.conditions import YAWS
 
         lo, hi = row.get("scene.yaw_min"), row.get("scene.yaw_max")
         if lo is not None and hi is not None:
@@ -649,8 +649,8 @@ def _filter(table, column: str, values) -> Any:
 def fill_start_states(rows: list[dict[str, Any]]) -> int:
     """Fill missing start states from each episode's seed and scene conditions (the sampler is a
     pure function of both); returns how many rows were filled. Rows without a seed stay NaN."""
-    from roboloop.sim.conditions import SceneConditions
-    from roboloop.sim.env import sample_cube_pose
+    from roboloop.envs.aloha.conditions import SceneConditions
+    from roboloop.envs.aloha.env import sample_cube_pose
 
     fields = {f.name for f in dataclasses.fields(SceneConditions)}
     filled = 0

@@ -5,7 +5,7 @@ Library use::
 
     from roboloop.catalog import Catalog
     from roboloop.collect import CollectConfig, RecordingSpec, collect
-    from roboloop.sim import SceneConditions
+    from roboloop.envs.aloha import SceneConditions
 
     with Catalog() as cat:
         cfg = CollectConfig(dataset="aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
@@ -68,10 +68,10 @@ import numpy as np
 
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
+from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.errors import RoboloopError
-from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
-from roboloop.sim.conditions import SceneConditions
 from roboloop.workspace import Workspace
 
 __all__ = [
@@ -121,10 +121,10 @@ class Policy(Protocol):
 
 
 class ScriptedPolicy:
-    """The scripted handover demonstrator (`roboloop.sim.demonstrator`) as a `Policy`."""
+    """The scripted handover demonstrator (`roboloop.envs.aloha.demonstrator`) as a `Policy`."""
 
     def __init__(self, sim) -> None:
-        from roboloop.sim.demonstrator import ScriptedHandover
+        from roboloop.envs.aloha.demonstrator import ScriptedHandover
 
         self.sim = sim
         self._cls = ScriptedHandover
@@ -288,7 +288,7 @@ def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | No
 
 def make_sim(spec: RecordingSpec, task: str = "transfer_cube"):
     """An `AlohaSim` that renders exactly the recorded cameras at the recorded size."""
-    from roboloop.sim import AlohaSim
+    from roboloop.envs.aloha import AlohaSim
 
     return AlohaSim(task=task, cameras=spec.cameras, width=spec.width, height=spec.height)
 
@@ -315,7 +315,7 @@ def run_episode(
     (or KeyboardInterrupt) anywhere inside leaves no file. `on_step(step)` is called
     after every control step (progress, or interruption in tests).
     """
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.success import SuccessTracker
 
     if sim.cameras != spec.cameras or (spec.cameras and (sim.width, sim.height) != (spec.width, spec.height)):
         raise ValueError(
@@ -364,7 +364,7 @@ def run_episode(
 
 def outcome_properties(res, n_steps: int, dt: float) -> dict[str, Any]:
     """The `outcome` group of an episode from its `SuccessResult` (also what `reoutcome` re-writes)."""
-    from roboloop.sim.success import CLASSIFIER_VERSION
+    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
 
     return {
         schema.OUTCOME_SUCCESS: bool(res.success),
@@ -419,7 +419,7 @@ def scene_properties(conditions: SceneConditions, start_pose: Sequence[float] | 
 
 def yaw_label(conditions: SceneConditions) -> str:
     """The canonical yaw preset name of `conditions` ("none", "small", "any") or "custom"."""
-    from roboloop.sim.conditions import YAWS
+    from roboloop.envs.aloha.conditions import YAWS
 
     for name, (lo, hi) in YAWS.items():
         if math.isclose(conditions.yaw_min, lo, abs_tol=1e-9) and math.isclose(conditions.yaw_max, hi, abs_tol=1e-9):

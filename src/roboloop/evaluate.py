@@ -60,7 +60,7 @@ from roboloop.collect import (
     RecordingSpec,
     ScriptedPolicy,
 )
-from roboloop.sim.conditions import (
+from roboloop.envs.aloha.conditions import (
     DISTRACTOR_SETS,
     LIGHTINGS,
     MAX_DISTRACTORS,
@@ -280,7 +280,7 @@ def parse_grid(text_or_path: str | Path) -> Grid:
 # --- config ------------------------------------------------------------------------------------
 
 def _camera_names() -> tuple[str, ...]:
-    from roboloop.sim.env import CAMERAS
+    from roboloop.envs.aloha.env import CAMERAS
 
     return CAMERAS
 

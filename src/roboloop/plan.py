@@ -101,7 +101,7 @@ def canonical_conditions(labels: Mapping[str, Any]) -> dict[str, str]:
 
     Raises PlanError naming the bad axis or label and listing the valid ones.
     """
-    from roboloop.sim.conditions import (
+    from roboloop.envs.aloha.conditions import (
         DISTRACTOR_SETS,
         LIGHTINGS,
         REGION_ALIASES,
@@ -170,7 +170,7 @@ class PlanItem:
 
     def scene_conditions(self):
         """The `SceneConditions` this item's episodes are collected under."""
-        from roboloop.sim.conditions import SceneConditions
+        from roboloop.envs.aloha.conditions import SceneConditions
 
         return SceneConditions.from_names(**self.conditions)
 
