@@ -52,7 +52,6 @@ loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
 import os
 import re
@@ -68,7 +67,7 @@ import numpy as np
 
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
-from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.conditions import SceneConditions, start_state, yaw_preset
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.errors import RoboloopError
@@ -410,21 +409,13 @@ def scene_properties(conditions: SceneConditions, start_pose: Sequence[float] | 
     props[schema.SCENE_REGION_LABEL] = conditions.region_label
     props[schema.SCENE_YAW] = yaw_label(conditions)
     if start_pose is not None:
-        p = [float(v) for v in start_pose]
-        props[schema.SCENE_CUBE_X] = p[0]
-        props[schema.SCENE_CUBE_Y] = p[1]
-        props[schema.SCENE_CUBE_YAW_DEG] = math.degrees(2.0 * math.atan2(p[6], p[3]))
+        props.update(start_state(start_pose))
     return props
 
 
 def yaw_label(conditions: SceneConditions) -> str:
     """The canonical yaw preset name of `conditions` ("none", "small", "any") or "custom"."""
-    from roboloop.envs.aloha.conditions import YAWS
-
-    for name, (lo, hi) in YAWS.items():
-        if math.isclose(conditions.yaw_min, lo, abs_tol=1e-9) and math.isclose(conditions.yaw_max, hi, abs_tol=1e-9):
-            return name
-    return "custom"
+    return yaw_preset(conditions.yaw_min, conditions.yaw_max) or "custom"
 
 
 # --- worker processes ----------------------------------------------------------------------

@@ -359,8 +359,6 @@ FAILURE_KINDS = {
 """`outcome.failure_reason` (the failure kind) -> the kind in words (envs/aloha/success.py defines each kind and its moment)."""
 OUTCOME_CLASSIFIER = "classifier"  # version of the failure classifier that judged the outcome (absent: 1)
 OUTCOME_JUDGED_AT = "judged_at"  # outcome layer only: UTC ISO time of a re-judgement
-CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
-"""Scene-condition axes a grid can vary; each is a `scene.<axis>` property."""
 POLICY_SCRIPTED = "scripted"
 """The `--policy` name of the scripted demonstrator (the baseline every run can be compared with)."""
 PROVENANCE_NONE = "none"
