@@ -30,7 +30,7 @@ from roboloop.envs.aloha.conditions import (
     start_state,
 )
 from roboloop.envs.conditions import Axis, Vocabulary
-from roboloop.evaluate import GridError, canonical_label, cell_key, cell_seed, parse_cell_key, parse_grid
+from roboloop.evaluate import GridError, canonical_label, cell_key, cell_seed, parse_cell_key, parse_grid, valid_labels
 from roboloop.plan import PlanError, PlanItem, canonical_conditions, conditions_key
 
 TABLES_BY_AXIS = {"region": REGIONS, "yaw": YAWS, "lighting": LIGHTINGS, "table": TABLES, "distractors": DISTRACTOR_SETS}
@@ -282,3 +282,31 @@ def test_vocabulary_rules():
         v.canonical("region", "far")
     with pytest.raises(ValueError, match="name no canonical label"):
         Axis("r", ("a",), {"b": "c"})
+
+
+# Printed once by the old `sim/conditions.py` for the same calls.
+OLD_SCENE_MESSAGES = [
+    ({"region": "middle"}, "unknown region 'middle'; valid region presets: back, default, front, left, right, wide, far, near"),
+    ({"distractors": "lots"}, "unknown distractors 'lots'; valid distractors presets: few, many, none"),
+    ({"distractors": "7"}, "distractors must be an int in [0, 4] or one of none, few, many, got 7"),
+    ({"distractors": -1}, "distractors must be an int in [0, 4] or one of none, few, many, got -1"),
+    ({"yaw": "big"}, "unknown yaw 'big'; valid yaw presets: any, none, small"),
+    ({"table": "red"}, "unknown table 'red'; valid table presets: blue, dark, green, light, wood"),
+]
+
+
+@pytest.mark.parametrize(("kw", "message"), OLD_SCENE_MESSAGES)
+def test_scene_condition_messages_unchanged(kw, message):
+    with pytest.raises(ValueError) as exc:
+        SceneConditions.from_names(**kw)
+    assert str(exc.value) == message
+    with pytest.raises(ValueError) as exc:
+        SceneConditions(lighting="dusk")
+    assert str(exc.value) == "unknown lighting 'dusk'; valid lighting presets: bright, custom, dim, normal"
+
+
+@pytest.mark.parametrize("axis", AXES.names)
+def test_label_lists_in_messages_unchanged(axis):
+    assert valid_labels(axis) == old_valid_labels(axis)  # evaluate's messages and examples
+    old_plan = {"region": list(REGIONS) + list(REGION_ALIASES), "distractors": list(DISTRACTOR_SETS) + ["0-4"]}
+    assert AXES.axis(axis).described() == old_plan.get(axis, list(TABLES_BY_AXIS[axis]))  # plan's messages

@@ -201,11 +201,15 @@ def _fmt(v: float) -> str:
 def _distractor_count(value: Any) -> int:
     """The number of distractors `value` (a set name or a count) names; ValueError otherwise."""
     label = AXES.lookup("distractors", value)
-    if label is None:
-        raise ValueError(
-            f"distractors must be an int in [0, {MAX_DISTRACTORS}] or one of {', '.join(DISTRACTOR_SETS)}, got {value!r}"
-        )
-    return AXES.axis("distractors").count(label)
+    if label is not None:
+        return AXES.axis("distractors").count(label)
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif str(value).strip().isdecimal():
+        n = int(str(value).strip())
+    else:
+        return _choose("distractors", value, DISTRACTOR_SETS)[1]  # an unknown name: raises, listing the sets
+    raise ValueError(f"distractors must be an int in [0, {MAX_DISTRACTORS}] or one of {', '.join(DISTRACTOR_SETS)}, got {n!r}")
 
 
 @dataclass(frozen=True)
