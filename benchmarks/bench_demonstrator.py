@@ -2,7 +2,7 @@
 
 For each condition set, runs ``--seeds`` episodes (seeds start..start+N-1) of
 ``ScriptedHandover`` in ``AlohaSim(cameras=())`` and reports the strict success rate
-(see roboloop.sim.success), failures, and steps/s (simulation + demonstrator IK).
+(see roboloop.envs.aloha.success), failures, and steps/s (simulation + demonstrator IK).
 Peers in the same process: the bare dm_control physics step rate (10 substeps per
 control step, no Python wrapper) and ``AlohaSim.step`` alone with a fixed action;
 with ``--camera`` also ``AlohaSim.step`` + one render at 320x240.
@@ -22,9 +22,9 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-from roboloop.sim import AlohaSim, SceneConditions
-from roboloop.sim.demonstrator import ScriptedHandover
-from roboloop.sim.success import SuccessTracker
+from roboloop.envs.aloha import AlohaSim, SceneConditions
+from roboloop.envs.aloha.demonstrator import ScriptedHandover
+from roboloop.envs.aloha.success import SuccessTracker
 
 MATRIX = [
     dict(region="default"),

@@ -47,8 +47,8 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 def unrecorded(cfg) -> tuple[float, int]:
     """The rollouts of `cfg` without recording: (wall seconds, successes)."""
     from roboloop.collect import ScriptedPolicy, make_sim
+    from roboloop.envs.aloha.success import SuccessTracker
     from roboloop.evaluate import cell_conditions, plan_pairs
-    from roboloop.sim.success import SuccessTracker
 
     t0 = time.perf_counter()
     spec = cfg.spec()

@@ -20,7 +20,7 @@ import torch
 from roboloop import curate, schema
 from roboloop.catalog import Catalog
 from roboloop.collect import CollectConfig, EpisodeJob, RecordingSpec, collect, episode_segment_id
-from roboloop.sim import SceneConditions
+from roboloop.envs.aloha import SceneConditions
 from roboloop.train import PolicyFactory, TrainConfig, train
 from roboloop.workspace import Workspace
 

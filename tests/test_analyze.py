@@ -209,7 +209,7 @@ def test_eval_config_round_trip_and_validation():
 
 
 def test_stages_from_contacts():
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.success import SuccessTracker
 
     def c(ll=False, lr=False, rl=False, rr=False, table=False):
         return {"left_left_finger": ll, "left_right_finger": lr, "right_left_finger": rl, "right_right_finger": rr,

@@ -181,7 +181,7 @@ def test_fd_budget_raises_the_soft_limit_or_warns(caplog):
 def test_collect_into_a_catalog_served_by_another_process(ws):
     """collect attaches to the workspace's `roboloop serve` and registers there; the files stay the record."""
     from roboloop.collect import CollectConfig, collect
-    from roboloop.recording import RecordingSpec
+    from roboloop.envs.aloha.recording import RecordingSpec
 
     server = _serve(ws.root)
     try:

@@ -22,8 +22,8 @@ from roboloop.collect import (
     plan_jobs,
     run_episode,
 )
+from roboloop.envs.aloha import SceneConditions
 from roboloop.episode import provenance
-from roboloop.sim import SceneConditions
 from roboloop.video import decode_samples
 
 pytestmark = pytest.mark.sim

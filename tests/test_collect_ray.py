@@ -11,7 +11,7 @@ import pytest
 from roboloop import schema
 from roboloop.catalog import Catalog
 from roboloop.collect import CollectConfig, collect
-from roboloop.recording import RecordingSpec
+from roboloop.envs.aloha.recording import RecordingSpec
 from roboloop.workspace import Workspace
 
 pytestmark = pytest.mark.sim

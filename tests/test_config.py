@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from roboloop.collect import CollectConfig, RecordingSpec
 from roboloop.config import Config, ConfigError, field_docs, load_config, override, resolve
+from roboloop.envs.aloha import SceneConditions
 from roboloop.errors import RoboloopError, UnknownNameError
-from roboloop.sim import SceneConditions
 from roboloop.stream import StreamConfig
 
 

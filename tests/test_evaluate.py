@@ -15,6 +15,7 @@ import pytest
 from roboloop import analyze, episode_index, links, rows, schema
 from roboloop.catalog import Catalog
 from roboloop.collect import RecordingSpec
+from roboloop.envs.aloha.conditions import REGIONS
 from roboloop.episode import provenance, write_layer_properties
 from roboloop.evaluate import (
     EvalConfig,
@@ -23,7 +24,6 @@ from roboloop.evaluate import (
     load_config,
     parse_grid,
 )
-from roboloop.sim.conditions import REGIONS
 
 pytestmark = pytest.mark.sim
 

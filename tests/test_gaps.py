@@ -273,8 +273,8 @@ def test_make_plan_aims_at_gaps_and_suggests_inspection():
 
 
 def test_fill_start_states_from_seed_and_conditions():
-    from roboloop.sim.conditions import SceneConditions
-    from roboloop.sim.env import sample_cube_pose
+    from roboloop.envs.aloha.conditions import SceneConditions
+    from roboloop.envs.aloha.env import sample_cube_pose
 
     cond = SceneConditions.from_names(region="right", yaw="any")
     row = {f"scene.{k}": v for k, v in cond.to_dict().items()} | {"episode.seed": 123}

@@ -1,4 +1,4 @@
-"""Failure kinds and moments (sim/success.py), their re-judgement as an `outcome` layer (outcomes.py),
+"""Failure kinds and moments (envs/aloha/success.py), their re-judgement as an `outcome` layer (outcomes.py),
 failure modes and their representative (analyze.py), each failure's nearest training episode.
 
 Real physics: the scripted demonstrator, perturbed so that it fails in a known way; the
@@ -16,15 +16,15 @@ import pytest
 from roboloop import analyze, schema
 from roboloop.catalog import Catalog
 from roboloop.collect import Observation, ScriptedPolicy
+from roboloop.envs.aloha.conditions import SceneConditions
 from roboloop.evaluate import EvalConfig, evaluate, parse_grid
-from roboloop.sim.conditions import SceneConditions
 
 R_GRIP, R_SHOULDER, R_WRIST, L_GRIP = 13, 8, 11, 6
 
 
 @pytest.fixture(scope="module")
 def physics_sim():
-    from roboloop.sim import AlohaSim
+    from roboloop.envs.aloha import AlohaSim
 
     s = AlohaSim(cameras=())
     yield s
@@ -33,7 +33,7 @@ def physics_sim():
 
 def _run(sim, perturb, *, steps=300, seed=3):
     """Scripted handover with `perturb(step, action)`; per-step states after each step, and the verdict."""
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.success import SuccessTracker
 
     sim.reset(seed, SceneConditions())
     pol = ScriptedPolicy(sim)
@@ -330,9 +330,9 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
 
     from PIL import Image
 
+    from roboloop.envs.aloha import AlohaSim
     from roboloop.outcomes import _conditions
     from roboloop.report import build_report_data, render_report
-    from roboloop.sim import AlohaSim
 
     cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=("top",),
                      camera_size=(64, 48), eval_id="ev")

@@ -237,7 +237,7 @@ def test_taken_port_is_an_error_naming_the_holder(ws):
 
 
 def test_region_off_the_table_is_rejected(ws):
-    from roboloop.sim.conditions import CUBE_START_BOUNDS, SceneConditions
+    from roboloop.envs.aloha.conditions import CUBE_START_BOUNDS, SceneConditions
 
     with pytest.raises(ValueError, match="off the table"):
         SceneConditions.from_names(region="5,6,7,8")

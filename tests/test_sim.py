@@ -1,4 +1,4 @@
-"""Tests for roboloop.sim: conditions, the AlohaSim wrapper, success metric and the
+"""Tests for roboloop.envs.aloha: conditions, the AlohaSim wrapper, success metric and the
 scripted demonstrator. Kept short: few steps, tiny images, physics-only episodes."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from roboloop.sim.conditions import LIGHTINGS, REGIONS, SceneConditions
+from roboloop.envs.aloha.conditions import LIGHTINGS, REGIONS, SceneConditions
 
 pytestmark = pytest.mark.sim
 
 
 @pytest.fixture(scope="module")
 def sim():
-    from roboloop.sim import AlohaSim
+    from roboloop.envs.aloha import AlohaSim
 
     s = AlohaSim(cameras=("top",), width=64, height=48)
     yield s
@@ -24,7 +24,7 @@ def sim():
 
 @pytest.fixture(scope="module")
 def physics_sim():
-    from roboloop.sim import AlohaSim
+    from roboloop.envs.aloha import AlohaSim
 
     s = AlohaSim(cameras=())
     yield s
@@ -133,7 +133,7 @@ def test_state_accessors(physics_sim):
 
 def test_reward_matches_gym_aloha(physics_sim):
     """Our contact-set reward equals gym-aloha's TransferCubeTask.get_reward."""
-    from roboloop.sim.demonstrator import ScriptedHandover
+    from roboloop.envs.aloha.demonstrator import ScriptedHandover
 
     s = physics_sim
     s.reset(5, SceneConditions())
@@ -154,7 +154,7 @@ def _contacts(ll=False, lr=False, rl=False, rr=False, table=False):
 
 
 def test_success_tracker_definition():
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.success import SuccessTracker
 
     held = _contacts(ll=True, lr=True)
     tr = SuccessTracker()
@@ -197,8 +197,8 @@ def test_success_tracker_definition():
 # ---------------------------------------------------------------- demonstrator
 @pytest.mark.parametrize("seed,names", [(0, dict()), (7, dict(region="wide", yaw="any", distractors="many"))])
 def test_scripted_handover_strict_success(physics_sim, seed, names):
-    from roboloop.sim.demonstrator import ScriptedHandover
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.demonstrator import ScriptedHandover
+    from roboloop.envs.aloha.success import SuccessTracker
 
     s = physics_sim
     s.reset(seed, SceneConditions.from_names(**names))

@@ -515,7 +515,7 @@ def test_policy_factory_drives_collect(catalog):
     import pickle
 
     from roboloop.collect import CollectConfig, RecordingSpec, collect
-    from roboloop.sim import SceneConditions
+    from roboloop.envs.aloha import SceneConditions
     from roboloop.train import PolicyFactory
 
     spec = RecordingSpec(cameras=())

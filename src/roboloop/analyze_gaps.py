@@ -61,6 +61,16 @@ from typing import Any
 import numpy as np
 
 from roboloop import rows, schema
+from roboloop.envs.aloha.conditions import (
+    APPEARANCE_AXES,
+    AXES,
+    CONDITION_AXES,
+    START_COLUMNS,
+    SceneConditions,
+    start_state,
+    yaw_preset,
+)
+from roboloop.envs.aloha.env import sample_cube_pose
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
 
@@ -90,13 +100,6 @@ COVERAGE_GAP = "coverage_gap"
 QUALITY = "policy_or_data_quality"
 FINE = "fine"
 _CLASS_ORDER = {COVERAGE_GAP: 0, QUALITY: 1, FINE: 2}
-
-CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
-"""Scene-condition axes a grid cell is made of (canonical labels)."""
-APPEARANCE_AXES = ("lighting", "table", "distractors")
-"""Axes that change what a camera sees but not the cube's start state."""
-START_COLUMNS = ("scene.cube_x", "scene.cube_y", "scene.cube_yaw_deg")
-"""Friendly columns holding an episode's sampled start state (m, m, deg)."""
 
 SEGMENT_ID = "segment_id"
 CELL_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
@@ -187,21 +190,17 @@ class GapConfig:
 # --- small helpers -------------------------------------------------------------------------
 
 def cell_key(cell: Mapping[str, Any]) -> str:
-    """Canonical key of a cell: `",".join(f"{k}={v}" for k, v in sorted(cell.items()))`."""
-    return ",".join(f"{k}={v}" for k, v in sorted(cell.items()))
+    """Key of a cell as given: `",".join(f"{k}={v}" for k, v in sorted(cell.items()))` (the task's key format)."""
+    return AXES.format_key(cell)
 
 
 def parse_cell_key(key: str) -> dict[str, str]:
-    """`"lighting=dim,yaw=any"` -> `{"lighting": "dim", "yaw": "any"}` (inverse of :func:`cell_key`)."""
-    out: dict[str, str] = {}
-    if not key:
-        return out
-    for part in str(key).split(","):
-        axis, sep, label = part.partition("=")
-        if not sep or not axis.strip():
-            raise GapError(f"bad cell key {key!r}: expected 'axis=label,axis=label'")
-        out[axis.strip()] = label.strip()
-    return out
+    """`"lighting=dim,yaw=any"` -> `{"lighting": "dim", "yaw": "any"}` (inverse of :func:`cell_key`; labels as
+    stored, compared through `AXES.comparable`)."""
+    try:
+        return AXES.split_key(key)
+    except ValueError as exc:
+        raise GapError(str(exc)) from None
 
 
 def _as_rows(rows: Any) -> list[dict[str, Any]]:
@@ -212,36 +211,15 @@ def _as_rows(rows: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def _canon(axis: str, value: Any) -> str | None:
-    """Canonical comparable form of a condition label (aliases resolved, distractor names as counts)."""
-    if value is None:
-        return None
-    from roboloop.sim.conditions import DISTRACTOR_SETS, REGION_ALIASES
-
-    text = str(value).strip().lower()
-    if axis == "region":
-        return REGION_ALIASES.get(text, text)
-    if axis == "distractors":
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return str(int(value))
-        return str(DISTRACTOR_SETS.get(text, text))
-    return text
-
-
 def _row_label(row: Mapping[str, Any], axis: str) -> str | None:
     """An episode's label on `axis`: its `scene.<axis>` property, or derived from the numbers
     (yaw from `scene.yaw_min/yaw_max`, for episodes recorded before labels were stored)."""
     value = row.get(f"{schema.SCENE}.{axis}")
     if axis == "yaw" and value is None:
-        from roboloop.sim.conditions import YAWS
-
         lo, hi = row.get("scene.yaw_min"), row.get("scene.yaw_max")
         if lo is not None and hi is not None:
-            for name, (a, b) in YAWS.items():
-                if math.isclose(float(lo), a, abs_tol=1e-9) and math.isclose(float(hi), b, abs_tol=1e-9):
-                    return name
-            return f"{float(lo):g}..{float(hi):g}"
-    return _canon(axis, value)
+            return yaw_preset(lo, hi) or f"{float(lo):g}..{float(hi):g}"
+    return AXES.comparable(axis, value)
 
 
 def start_states(rows: Iterable[Mapping[str, Any]]) -> np.ndarray:
@@ -359,7 +337,7 @@ def _cell_coverage(r_rows: list[dict], t_rows: list[dict], cfg: GapConfig) -> li
     for key in sorted(by_cell):
         idx = by_cell[key]
         cond = parse_cell_key(key)
-        canon = {a: _canon(a, v) for a, v in cond.items()}
+        canon = {a: AXES.comparable(a, v) for a, v in cond.items()}
         near = set()
         for i in idx:
             near.update(int(j) for j in near_sets[i])
@@ -641,8 +619,6 @@ def _filter(table, column: str, values) -> Any:
 def fill_start_states(rows: list[dict[str, Any]]) -> int:
     """Fill missing start states from each episode's seed and scene conditions (the sampler is a
     pure function of both); returns how many rows were filled. Rows without a seed stay NaN."""
-    from roboloop.sim.conditions import SceneConditions
-    from roboloop.sim.env import sample_cube_pose
 
     fields = {f.name for f in dataclasses.fields(SceneConditions)}
     filled = 0
@@ -654,8 +630,7 @@ def fill_start_states(rows: list[dict[str, Any]]) -> int:
             pose = sample_cube_pose(int(r[SEED_COLUMN]), SceneConditions.from_dict(cond))
         except ValueError:
             continue
-        yaw = math.degrees(2 * math.atan2(pose[6], pose[3]))
-        r.update({START_COLUMNS[0]: float(pose[0]), START_COLUMNS[1]: float(pose[1]), START_COLUMNS[2]: yaw})
+        r.update({f"{schema.SCENE}.{name}": v for name, v in start_state(pose).items()})
         filled += 1
     return filled
 

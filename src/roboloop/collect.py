@@ -5,7 +5,7 @@ Library use::
 
     from roboloop.catalog import Catalog
     from roboloop.collect import CollectConfig, RecordingSpec, collect
-    from roboloop.sim import SceneConditions
+    from roboloop.envs.aloha import SceneConditions
 
     with Catalog() as cat:
         cfg = CollectConfig(dataset="aloha", episodes=50, conditions=SceneConditions.from_names(region="right"),
@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import multiprocessing as mp
 import os
 import re
@@ -71,10 +70,10 @@ import numpy as np
 
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
+from roboloop.envs.aloha.conditions import SceneConditions, start_state, yaw_preset
+from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.errors import RoboloopError
-from roboloop.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
-from roboloop.sim.conditions import SceneConditions
 from roboloop.workspace import Workspace
 
 __all__ = [
@@ -124,10 +123,10 @@ class Policy(Protocol):
 
 
 class ScriptedPolicy:
-    """The scripted handover demonstrator (`roboloop.sim.demonstrator`) as a `Policy`."""
+    """The scripted handover demonstrator (`roboloop.envs.aloha.demonstrator`) as a `Policy`."""
 
     def __init__(self, sim) -> None:
-        from roboloop.sim.demonstrator import ScriptedHandover
+        from roboloop.envs.aloha.demonstrator import ScriptedHandover
 
         self.sim = sim
         self._cls = ScriptedHandover
@@ -305,7 +304,7 @@ def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | No
 
 def make_sim(spec: RecordingSpec, task: str = "transfer_cube"):
     """An `AlohaSim` that renders exactly the recorded cameras at the recorded size."""
-    from roboloop.sim import AlohaSim
+    from roboloop.envs.aloha import AlohaSim
 
     return AlohaSim(task=task, cameras=spec.cameras, width=spec.width, height=spec.height)
 
@@ -332,7 +331,7 @@ def run_episode(
     (or KeyboardInterrupt) anywhere inside leaves no file. `on_step(step)` is called
     after every control step (progress, or interruption in tests).
     """
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.success import SuccessTracker
 
     if sim.cameras != spec.cameras or (spec.cameras and (sim.width, sim.height) != (spec.width, spec.height)):
         raise ValueError(
@@ -381,7 +380,7 @@ def run_episode(
 
 def outcome_properties(res, n_steps: int, dt: float) -> dict[str, Any]:
     """The `outcome` group of an episode from its `SuccessResult` (also what `reoutcome` re-writes)."""
-    from roboloop.sim.success import CLASSIFIER_VERSION
+    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
 
     return {
         schema.OUTCOME_SUCCESS: bool(res.success),
@@ -427,21 +426,13 @@ def scene_properties(conditions: SceneConditions, start_pose: Sequence[float] | 
     props[schema.SCENE_REGION_LABEL] = conditions.region_label
     props[schema.SCENE_YAW] = yaw_label(conditions)
     if start_pose is not None:
-        p = [float(v) for v in start_pose]
-        props[schema.SCENE_CUBE_X] = p[0]
-        props[schema.SCENE_CUBE_Y] = p[1]
-        props[schema.SCENE_CUBE_YAW_DEG] = math.degrees(2.0 * math.atan2(p[6], p[3]))
+        props.update(start_state(start_pose))
     return props
 
 
 def yaw_label(conditions: SceneConditions) -> str:
     """The canonical yaw preset name of `conditions` ("none", "small", "any") or "custom"."""
-    from roboloop.sim.conditions import YAWS
-
-    for name, (lo, hi) in YAWS.items():
-        if math.isclose(conditions.yaw_min, lo, abs_tol=1e-9) and math.isclose(conditions.yaw_max, hi, abs_tol=1e-9):
-            return name
-    return "custom"
+    return yaw_preset(conditions.yaw_min, conditions.yaw_max) or "custom"
 
 
 # --- worker processes ----------------------------------------------------------------------

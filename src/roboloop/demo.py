@@ -113,13 +113,13 @@ Progress = Callable[[str, int, int], None]
 
 
 def _covered_conditions(cfg: DemoConfig):
-    from roboloop.sim import SceneConditions
+    from roboloop.envs.aloha import SceneConditions
 
     return tuple(SceneConditions.from_names(**COVERED, lighting=light) for light in CONTROL_LIGHTINGS)
 
 
 def _spec(cfg: DemoConfig):
-    from roboloop.recording import RecordingSpec
+    from roboloop.envs.aloha.recording import RecordingSpec
 
     w, h = cfg.camera_size
     return RecordingSpec(cameras=cfg.cameras, width=w, height=h)

@@ -60,17 +60,8 @@ from roboloop.collect import (
     RecordingSpec,
     ScriptedPolicy,
 )
+from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
 from roboloop.errors import RoboloopError
-from roboloop.sim.conditions import (
-    DISTRACTOR_SETS,
-    LIGHTINGS,
-    MAX_DISTRACTORS,
-    REGION_ALIASES,
-    REGIONS,
-    TABLES,
-    YAWS,
-    SceneConditions,
-)
 
 __all__ = [
     "SEED_RULE",
@@ -113,30 +104,18 @@ class GridError(EvaluateError):
 # --- labels ------------------------------------------------------------------------------------
 
 def valid_labels(axis: str) -> list[str]:
-    """Every label `axis` accepts (canonical names first, then aliases)."""
-    if axis == "region":
-        return sorted(REGIONS) + sorted(REGION_ALIASES)
-    if axis == "yaw":
-        return sorted(YAWS)
-    if axis == "lighting":
-        return sorted(LIGHTINGS)
-    if axis == "table":
-        return sorted(TABLES)
-    if axis == "distractors":
-        return sorted(DISTRACTOR_SETS) + [str(n) for n in range(MAX_DISTRACTORS + 1)]
-    raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(schema.CONDITION_AXES)}")
+    """Every label `axis` accepts (canonical names first, then aliases, then counts)."""
+    if axis not in CONDITION_AXES:
+        raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
+    return AXES.axis(axis).accepted()
 
 
 def canonical_label(axis: str, label: str) -> str:
-    """The canonical preset name of `label` on `axis` (`near` -> `left`, distractors `2` -> `few`)."""
+    """The canonical label of `label` on `axis` (`near` -> `left`, distractors `2` -> `few`):
+    the task's rule (:mod:`roboloop.envs.conditions`), as a GridError when unknown."""
     valid = valid_labels(axis)
-    key = str(label).strip().lower()
-    if axis == "region":
-        key = REGION_ALIASES.get(key, key)
-    if axis == "distractors" and key.isdigit() and int(key) <= MAX_DISTRACTORS:
-        names = {n: name for name, n in DISTRACTOR_SETS.items()}
-        key = names.get(int(key), key)
-    if key not in valid:
+    key = AXES.lookup(axis, label)
+    if key is None:
         raise GridError(f"unknown {axis} label {label!r}; valid {axis} labels: {', '.join(valid)}")
     return key
 
@@ -145,18 +124,18 @@ def cell_key(cell: Mapping[str, str]) -> str:
     """Canonical key of a cell: labels canonicalized, axes sorted, e.g. `lighting=dim,yaw=any`."""
     if not cell:
         raise GridError("a cell needs at least one axis, e.g. {'region': 'default'}")
-    return ",".join(f"{axis}={canonical_label(axis, label)}" for axis, label in sorted(cell.items()))
+    return AXES.cell_key({axis: canonical_label(axis, label) for axis, label in sorted(cell.items())})
 
 
 def parse_cell_key(key: str) -> dict[str, str]:
     """Inverse of :func:`cell_key`."""
-    out = {}
-    for part in key.split(","):
-        axis, sep, label = part.partition("=")
-        if not sep:
-            raise GridError(f"bad cell key {key!r}: expected axis=label,axis=label")
-        out[axis] = canonical_label(axis, label)
-    return out
+    try:
+        pairs = AXES.split_key(key)
+    except ValueError as exc:
+        raise GridError(str(exc)) from None
+    if not pairs:
+        raise GridError(f"bad cell key {key!r}: expected axis=label,axis=label")
+    return {axis: canonical_label(axis, label) for axis, label in pairs.items()}
 
 
 def cell_seed(key: str, index: int) -> int:
@@ -186,12 +165,12 @@ class Grid:
 
     def __post_init__(self) -> None:
         if not self.axes:
-            raise GridError(f"a grid needs at least one axis (valid axes: {', '.join(schema.CONDITION_AXES)}), "
+            raise GridError(f"a grid needs at least one axis (valid axes: {', '.join(CONDITION_AXES)}), "
                             "e.g. region=default")
         seen: dict[str, tuple[str, ...]] = {}
         for axis, labels in self.axes:
-            if axis not in schema.CONDITION_AXES:
-                raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(schema.CONDITION_AXES)}")
+            if axis not in CONDITION_AXES:
+                raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
             if axis in seen:
                 raise GridError(f"grid axis {axis!r} is given twice")
             if isinstance(labels, str) or not labels:
@@ -211,7 +190,7 @@ class Grid:
         axes = []
         for axis, labels in d.items():
             name = str(axis).strip().lower()
-            examples = valid_labels(name)[:2] if name in schema.CONDITION_AXES else ["near", "far"]
+            examples = valid_labels(name)[:2] if name in CONDITION_AXES else ["near", "far"]
             example = f"{name}={','.join(examples)}"
             if isinstance(labels, str):
                 labels = [p.strip() for p in labels.split(",")]
@@ -270,7 +249,7 @@ def parse_grid(text_or_path: str | Path) -> Grid:
         axis, sep, labels = token.partition("=")
         if not sep or not axis or not labels:
             raise GridError(f"bad grid term {token!r}: expected axis=label,label (e.g. region=near,far); "
-                            f"valid axes: {', '.join(schema.CONDITION_AXES)}")
+                            f"valid axes: {', '.join(CONDITION_AXES)}")
         axis = axis.strip().lower()
         if axis in axes:
             raise GridError(f"grid axis {axis!r} is given twice")
@@ -281,7 +260,7 @@ def parse_grid(text_or_path: str | Path) -> Grid:
 # --- config ------------------------------------------------------------------------------------
 
 def _camera_names() -> tuple[str, ...]:
-    from roboloop.sim.env import CAMERAS
+    from roboloop.envs.aloha.env import CAMERAS
 
     return CAMERAS
 

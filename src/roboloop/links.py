@@ -140,7 +140,7 @@ def _dataset_blueprint(workspace: Workspace, dataset: str, store):
     It is the blueprint `collect` saved for the dataset (recording.default_blueprint of
     the same cameras): camera views for exactly the camera streams the file holds.
     """
-    from roboloop.recording import default_blueprint
+    from roboloop.envs.aloha.recording import default_blueprint
 
     prefix = schema.CAMERA_ROOT + "/"
     cams = sorted({str(e)[len(prefix):] for e in _entity_paths(store) if str(e).startswith(prefix)})

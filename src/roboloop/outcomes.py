@@ -2,7 +2,7 @@
 
 DESIGN.md, "Outcomes can be re-judged; the recording is not rewritten": the base
 recording's ``outcome.*`` is what was judged at record time. :func:`reoutcome` recomputes
-the judgement with the current classifier (``sim/success.py``) and writes it as a new
+the judgement with the current classifier (``envs/aloha/success.py``) and writes it as a new
 version of the segment's ``outcome`` layer (``schema.OUTCOME_LAYER``: the ``outcome``
 properties and a new ``/outcome`` text, registered with REPLACE after the base layer, so its
 values win in the catalog's segment table and in the viewer) plus a new row of the rollout index, so every reader (success,
@@ -58,7 +58,7 @@ class ReoutcomeReport:
 def _conditions(row: Mapping[str, Any]):
     import dataclasses
 
-    from roboloop.sim.conditions import SceneConditions
+    from roboloop.envs.aloha.conditions import SceneConditions
 
     names = {f.name for f in dataclasses.fields(SceneConditions)}
     cond = {k.split(".", 1)[1]: v for k, v in row.items()
@@ -73,7 +73,7 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
     With `positions` / `cube` (the recorded joint positions and cube pose, one row per step,
     observed before each action) every step is checked: a divergence raises ReplayMismatch.
     """
-    from roboloop.sim.success import SuccessTracker
+    from roboloop.envs.aloha.success import SuccessTracker
 
     sim.reset(int(seed), conditions)
     tracker = SuccessTracker()
@@ -115,10 +115,10 @@ def reoutcome(
 
     from roboloop import episode_index
     from roboloop.collect import outcome_properties
+    from roboloop.envs.aloha.recording import outcome_markdown
+    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
     from roboloop.episode import write_layer_version
-    from roboloop.recording import outcome_markdown
     from roboloop.refine import read_streams
-    from roboloop.sim.success import CLASSIFIER_VERSION
 
     ws = catalog.workspace
     if dataset not in ws.datasets():
@@ -218,7 +218,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _replay(sims: dict[str, Any], row: Mapping[str, Any], streams) -> tuple[Any, float]:
-    from roboloop.sim import AlohaSim
+    from roboloop.envs.aloha import AlohaSim
 
     sid = row["segment_id"]
     seed = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
+from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_write_text
 
@@ -79,8 +80,6 @@ __all__ = [
     "write_plan",
 ]
 
-CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
-"""Grid axes a plan item may set (the arguments of `SceneConditions.from_names`)."""
 SEED_RULE_AFTER_MAX = "after-dataset-max"
 SEED_RULES = (SEED_RULE_AFTER_MAX,)
 STATUS_PLANNED = "planned"
@@ -96,51 +95,30 @@ class PlanError(RoboloopError, ValueError):
 # --- conditions ----------------------------------------------------------------------------
 
 def canonical_conditions(labels: Mapping[str, Any]) -> dict[str, str]:
-    """Validate condition labels and return them canonical (aliases resolved, keys sorted).
+    """Validate condition labels and return them as labels of the task's axes (aliases resolved, a
+    distractor count kept as written: `AXES.label`), keys sorted.
 
     Raises PlanError naming the bad axis or label and listing the valid ones.
     """
-    from roboloop.sim.conditions import (
-        DISTRACTOR_SETS,
-        LIGHTINGS,
-        REGION_ALIASES,
-        REGIONS,
-        TABLES,
-        YAWS,
-    )
-
     if not isinstance(labels, Mapping):
         raise PlanError(f"conditions must be a table of axis = label, got {labels!r}")
-    valid = {
-        "region": list(REGIONS) + list(REGION_ALIASES),
-        "yaw": list(YAWS),
-        "lighting": list(LIGHTINGS),
-        "table": list(TABLES),
-        "distractors": list(DISTRACTOR_SETS) + ["0-4"],
-    }
     out: dict[str, str] = {}
     for axis, value in labels.items():
         if axis not in CONDITION_AXES:
             raise PlanError(f"unknown condition axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise PlanError(f"condition {axis} must be a label (string), got {value!r}")
-        text = str(value).strip().lower()
-        if axis == "region":
-            text = REGION_ALIASES.get(text, text)
-            ok = text in REGIONS
-        elif axis == "distractors":
-            ok = text in DISTRACTOR_SETS or (text.isdigit() and 0 <= int(text) <= 4)
-        else:
-            ok = text in {"yaw": YAWS, "lighting": LIGHTINGS, "table": TABLES}[axis]
-        if not ok:
-            raise PlanError(f"unknown {axis} label {value!r}; valid {axis} labels: {', '.join(valid[axis])}")
-        out[axis] = text
+        label = AXES.label(axis, value)
+        if label is None:
+            valid = AXES.axis(axis).described()
+            raise PlanError(f"unknown {axis} label {value!r}; valid {axis} labels: {', '.join(valid)}")
+        out[axis] = label
     return dict(sorted(out.items()))
 
 
 def conditions_key(conditions: Mapping[str, str]) -> str:
-    """Canonical key of a set of conditions (same form as a grid cell key)."""
-    return ",".join(f"{k}={v}" for k, v in sorted(conditions.items()))
+    """Canonical key of a set of conditions (a grid cell key; "" for no conditions)."""
+    return AXES.format_key(conditions)
 
 
 # --- the plan type -------------------------------------------------------------------------
@@ -167,10 +145,8 @@ class PlanItem:
     def key(self) -> str:
         return conditions_key(self.conditions)
 
-    def scene_conditions(self):
+    def scene_conditions(self) -> SceneConditions:
         """The `SceneConditions` this item's episodes are collected under."""
-        from roboloop.sim.conditions import SceneConditions
-
         return SceneConditions.from_names(**self.conditions)
 
     def to_dict(self) -> dict[str, Any]:

@@ -197,7 +197,7 @@ def new_segment_id(prefix: str = "ep") -> str:
 
 
 # --- collect: recorded episode content and property names ---------------------------------
-# (written by collect/recording.py; read by refine, curate, analyze, the loader)
+# (written by envs/aloha/recording.py; read by refine, curate, analyze, the loader)
 OUTCOME_TEXT = "/outcome"
 """Static markdown summary of the episode outcome (for the blueprint's text view)."""
 SCENE_HZ = 25
@@ -233,7 +233,7 @@ EPISODE_SCENE_HZ = "scene_hz"
 # `scene` group: every SceneConditions field (region, x_min, ..., distractors) plus
 SCENE_REGION_LABEL = "region_label"
 # `outcome` group
-OUTCOME_SUCCESS = "success"  # bool, the strict success metric (sim/success.py)
+OUTCOME_SUCCESS = "success"  # bool, the strict success metric (envs/aloha/success.py)
 OUTCOME_MAX_REWARD = "max_reward"  # max of gym-aloha's 0-4 contact reward
 OUTCOME_SUCCESS_STEP = "success_step"  # first step from which success held, -1 if never
 OUTCOME_STEPS = "steps"  # control steps recorded
@@ -362,11 +362,9 @@ FAILURE_KINDS = {
     "never_touched": "missed grasp (never touched)",
     "not_lifted": "missed grasp (not lifted)",
 }
-"""`outcome.failure_reason` (the failure kind) -> the kind in words (sim/success.py defines each kind and its moment)."""
+"""`outcome.failure_reason` (the failure kind) -> the kind in words (envs/aloha/success.py defines each kind and its moment)."""
 OUTCOME_CLASSIFIER = "classifier"  # version of the failure classifier that judged the outcome (absent: 1)
 OUTCOME_JUDGED_AT = "judged_at"  # outcome layer only: UTC ISO time of a re-judgement
-CONDITION_AXES = ("region", "yaw", "lighting", "table", "distractors")
-"""Scene-condition axes a grid can vary; each is a `scene.<axis>` property."""
 POLICY_SCRIPTED = "scripted"
 """The `--policy` name of the scripted demonstrator (the baseline every run can be compared with)."""
 PROVENANCE_NONE = "none"

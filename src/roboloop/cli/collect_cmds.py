@@ -9,7 +9,7 @@ import typer
 
 from roboloop import schema
 from roboloop.cli import app, console, err_console, open_catalog, presets_help, user_input
-from roboloop.sim import conditions as _cond
+from roboloop.envs.aloha import conditions as _cond
 
 DEFAULT_EPISODES = 10
 
@@ -45,7 +45,7 @@ def collect_cmd(
 
     from roboloop.collect import CollectConfig, collect, parse_cameras, parse_size
     from roboloop.config import load_config, override
-    from roboloop.sim import SceneConditions
+    from roboloop.envs.aloha import SceneConditions
 
     with user_input():
         base = load_config(CollectConfig, config) if config else CollectConfig(episodes=DEFAULT_EPISODES)

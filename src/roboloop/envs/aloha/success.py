@@ -135,7 +135,7 @@ class SuccessTracker:
     """Feed one observation per control step; read ``success`` etc. at any time.
 
     ``tracker.update(sim, reward)`` reads the cube height and contacts from an
-    :class:`~roboloop.sim.AlohaSim`; ``tracker.observe(cube_z, contacts, reward)``
+    :class:`~roboloop.envs.aloha.AlohaSim`; ``tracker.observe(cube_z, contacts, reward)``
     takes them directly (``contacts`` as returned by ``AlohaSim.cube_contacts()``).
     """
 

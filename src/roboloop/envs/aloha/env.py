@@ -11,7 +11,7 @@ with antialiasing and shadows off, and only when you call :meth:`AlohaSim.render
 Physics is identical to ``gym_aloha/AlohaTransferCube-v0`` (same model, same
 ``before_step`` action mapping, 10 physics substeps of 2 ms per 50 Hz control step),
 except the cube pose comes from our own seeded sampler over
-:class:`~roboloop.sim.conditions.SceneConditions` ``region``/``yaw``.
+:class:`~roboloop.envs.aloha.conditions.SceneConditions` ``region``/``yaw``.
 
 Conventions
 -----------
@@ -34,8 +34,8 @@ import warnings
 
 if "MUJOCO_GL" not in os.environ and "mujoco" in sys.modules:
     warnings.warn(
-        "mujoco was imported before roboloop.sim without MUJOCO_GL set, so headless (EGL) "
-        "rendering may be unavailable; import roboloop.sim first or set MUJOCO_GL=egl",
+        "mujoco was imported before roboloop.envs.aloha without MUJOCO_GL set, so headless (EGL) "
+        "rendering may be unavailable; import roboloop.envs.aloha first or set MUJOCO_GL=egl",
         RuntimeWarning,
         stacklevel=2,
     )

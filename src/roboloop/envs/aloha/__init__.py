@@ -1,4 +1,4 @@
-"""Robot environments for roboloop: the ALOHA bimanual TransferCube task in MuJoCo
+"""The ALOHA bimanual TransferCube task in MuJoCo
 (via gym-aloha), scene conditions, the scripted handover demonstrator and the strict
 success metric.
 

@@ -191,7 +191,7 @@ class _ArmIK:
 
 
 class ScriptedHandover:
-    """Scripted right-to-left cube handover for :class:`~roboloop.sim.AlohaSim`.
+    """Scripted right-to-left cube handover for :class:`~roboloop.envs.aloha.AlohaSim`.
 
     ``ScriptedHandover(sim)`` plans from the simulator's current state (call it, or
     ``.reset()``, right after ``sim.reset``); ``.action(step) -> np.ndarray[14]``

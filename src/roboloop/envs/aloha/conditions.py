@@ -43,6 +43,17 @@ on the table away from the cube region and the handover path, in a fixed order
 (see :data:`DISTRACTOR_LAYOUT`). They have no joints (the cube stays the last 7
 qpos values) and do collide. Named sets: ``none`` = 0, ``few`` = 2, ``many`` = 4.
 
+**The vocabulary.** :data:`AXES` names these five axes (:data:`CONDITION_AXES`), their
+labels and aliases for every stage: collect (:meth:`SceneConditions.from_names`), evaluate
+(grids, cell keys, seeds), analyze (gaps) and plans, by the rules of
+:mod:`roboloop.envs.conditions` (``near`` -> ``left``; a distractor count ``2`` is the
+label ``few`` in a cell key). :data:`APPEARANCE_AXES` change what a camera sees, not the
+cube's start state.
+
+**The start state** of an episode is the sampled cube pose, stored as numbers
+(:func:`start_state`; friendly columns :data:`START_COLUMNS`: ``scene.cube_x``,
+``scene.cube_y`` in m, ``scene.cube_yaw_deg`` in degrees); coverage is measured on it.
+
 Example::
 
     SceneConditions.from_names(region="right", lighting="dim")
@@ -58,7 +69,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from roboloop import schema
+from roboloop.envs.conditions import Axis, Vocabulary
+
 __all__ = [
+    "APPEARANCE_AXES",
+    "AXES",
+    "CONDITION_AXES",
+    "START_COLUMNS",
     "SceneConditions",
     "REGIONS",
     "REGION_ALIASES",
@@ -70,6 +88,8 @@ __all__ = [
     "MAX_DISTRACTORS",
     "TABLE_TOP_BOUNDS",
     "CUBE_START_BOUNDS",
+    "start_state",
+    "yaw_preset",
 ]
 
 # name -> (x_min, x_max, y_min, y_max)
@@ -130,18 +150,66 @@ DISTRACTOR_LAYOUT: tuple[tuple[str, str, tuple, tuple, tuple], ...] = (
 MAX_DISTRACTORS = len(DISTRACTOR_LAYOUT)
 
 
-def _choose(kind: str, value: str, table: Mapping[str, Any], aliases: Mapping[str, str] | None = None):
-    key = str(value).strip().lower()
-    if aliases and key in aliases:
-        key = aliases[key]
-    if key not in table:
-        valid = sorted(table) + sorted(aliases or {})
+AXES = Vocabulary((
+    Axis("region", tuple(REGIONS), REGION_ALIASES),
+    Axis("yaw", tuple(YAWS)),
+    Axis("lighting", tuple(LIGHTINGS)),
+    Axis("table", tuple(TABLES)),
+    Axis("distractors", tuple(DISTRACTOR_SETS), counts=DISTRACTOR_SETS, max_count=MAX_DISTRACTORS),
+))
+"""The transfer cube's condition axes: labels, aliases, cell keys (:mod:`roboloop.envs.conditions`)."""
+CONDITION_AXES = AXES.names
+"""The condition axes, in order: the arguments of :meth:`SceneConditions.from_names`."""
+APPEARANCE_AXES = ("lighting", "table", "distractors")
+"""Axes that change what a camera sees but not the cube's start state."""
+START_COLUMNS = tuple(f"{schema.SCENE}.{n}" for n in (schema.SCENE_CUBE_X, schema.SCENE_CUBE_Y, schema.SCENE_CUBE_YAW_DEG))
+"""Friendly columns holding an episode's sampled start state (m, m, deg): ``scene.cube_x``, ``scene.cube_y``, ``scene.cube_yaw_deg``."""
+
+
+def start_state(pose: Sequence[float]) -> dict[str, float]:
+    """An episode's start state from the sampled cube pose (xyz + quaternion wxyz): the ``scene``
+    properties ``cube_x``, ``cube_y`` (m) and ``cube_yaw_deg`` (deg, the rotation about z)."""
+    p = [float(v) for v in pose]
+    return {
+        schema.SCENE_CUBE_X: p[0],
+        schema.SCENE_CUBE_Y: p[1],
+        schema.SCENE_CUBE_YAW_DEG: math.degrees(2.0 * math.atan2(p[6], p[3])),
+    }
+
+
+def yaw_preset(yaw_min: float, yaw_max: float) -> str | None:
+    """The yaw preset whose range is (yaw_min, yaw_max) in degrees, or None."""
+    for name, (lo, hi) in YAWS.items():
+        if math.isclose(float(yaw_min), lo, abs_tol=1e-9) and math.isclose(float(yaw_max), hi, abs_tol=1e-9):
+            return name
+    return None
+
+
+def _choose(kind: str, value: Any, table: Mapping[str, Any], extra: Sequence[str] = ()):
+    """(canonical name, preset) of `value` on axis `kind` (the vocabulary's rule); ValueError listing the presets."""
+    key = AXES.lookup(kind, value)
+    if key is None:
+        valid = sorted([*table, *extra]) + sorted(AXES.axis(kind).aliases)
         raise ValueError(f"unknown {kind} {value!r}; valid {kind} presets: {', '.join(valid)}")
     return key, table[key]
 
 
 def _fmt(v: float) -> str:
     return f"{v:g}"
+
+
+def _distractor_count(value: Any) -> int:
+    """The number of distractors `value` (a set name or a count) names; ValueError otherwise."""
+    label = AXES.lookup("distractors", value)
+    if label is not None:
+        return AXES.axis("distractors").count(label)
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif str(value).strip().isdecimal():
+        n = int(str(value).strip())
+    else:
+        return _choose("distractors", value, DISTRACTOR_SETS)[1]  # an unknown name: raises, listing the sets
+    raise ValueError(f"distractors must be an int in [0, {MAX_DISTRACTORS}] or one of {', '.join(DISTRACTOR_SETS)}, got {n!r}")
 
 
 @dataclass(frozen=True)
@@ -206,17 +274,17 @@ class SceneConditions:
         filled from the named preset (``SceneConditions(lighting="dim")`` works);
         explicit values that contradict the name are an error (use "custom")."""
         groups = (
-            ("region", ("x_min", "x_max", "y_min", "y_max"), REGIONS, REGION_ALIASES),
-            ("lighting", ("light_scale", "ambient"), LIGHTINGS, None),
-            ("table", ("table_rgba",), TABLES, None),
+            ("region", ("x_min", "x_max", "y_min", "y_max"), REGIONS),
+            ("lighting", ("light_scale", "ambient"), LIGHTINGS),
+            ("table", ("table_rgba",), TABLES),
         )
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for name_field, value_fields, presets, aliases in groups:
+        for name_field, value_fields, presets in groups:
             name = str(getattr(self, name_field)).strip().lower()
             if name == "custom":
                 object.__setattr__(self, name_field, name)
                 continue
-            key, preset = _choose(name_field, name, {**presets, "custom": None}, aliases)
+            key, preset = _choose(name_field, name, presets, ("custom",))
             object.__setattr__(self, name_field, key)
             preset_values = (tuple(preset),) if name_field == "table" else tuple(preset)
             current = tuple(
@@ -268,7 +336,7 @@ class SceneConditions:
                 ) from None
             rname, (x0, x1, y0, y1) = "custom", (bx0, bx1, by0, by1)
         else:
-            rname, (x0, x1, y0, y1) = _choose("region", region_s, REGIONS, REGION_ALIASES)
+            rname, (x0, x1, y0, y1) = _choose("region", region_s, REGIONS)
         if x is not None or y is not None:
             if x is not None:
                 x0, x1 = (float(v) for v in x)
@@ -278,12 +346,7 @@ class SceneConditions:
         _, (yaw0, yaw1) = _choose("yaw", yaw, YAWS)
         lname, (scale, amb) = _choose("lighting", lighting, LIGHTINGS)
         tname, rgba = _choose("table", table, TABLES)
-        if isinstance(distractors, int) and not isinstance(distractors, bool):
-            n = distractors
-        elif str(distractors).strip().isdigit():
-            n = int(str(distractors).strip())
-        else:
-            _, n = _choose("distractors", distractors, DISTRACTOR_SETS)
+        n = _distractor_count(distractors)
         return cls(
             region=rname, x_min=x0, x_max=x1, y_min=y0, y_max=y1,
             yaw_min=yaw0, yaw_max=yaw1,
