@@ -47,8 +47,9 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
   - ``missed_grasp``: the arm got to the cube (a robot geom touched it, it moved more than
     ``MOVE_NOISE``, or the grasp point came within ``REACH_DISTANCE``) but no gripper ever took
     hold of it (both right fingers, or lifted), and the gripper ends away from it (beyond
-    ``REACH_DISTANCE``). Moment: the last right-finger contact
-    (else the closest approach), where it gave up on the cube;
+    ``REACH_DISTANCE``). Moment: where it gave up on the cube: the last right-finger contact; else
+    the closest approach or the first step of the latest touch by another robot link (a bump, gaps
+    up to ``CONTACT_GAP``), whichever came later;
   - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it
     (lifted, or squeezed by both right fingers) and it got away: moment = the last step a
     finger touched it off the table (the let-go), or, if it was never lifted, the last step both
@@ -185,6 +186,8 @@ class SuccessTracker:
         self._start_xy: tuple[float, float] | None = None
         self._contact_run: int | None = None  # first step of the current robot contact (gaps <= CONTACT_GAP)
         self._last_contact: int | None = None
+        self._last_link_touch: int | None = None  # last step a robot link other than a finger touched the cube
+        self._link_run: int | None = None  # first step of the latest such contact (gaps <= CONTACT_GAP)
         self._robot_touched = False  # any robot geom (finger or other link) ever touched the cube
         self._prev_xy: tuple[float, float] | None = None
         self._motion_run: int | None = None  # first step of the cube's current motion (gaps <= CONTACT_GAP)
@@ -264,6 +267,10 @@ class SuccessTracker:
 
     def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers, commands, reach=None) -> None:
         robot = any_finger or contacts.get("other", False)
+        if contacts.get("other", False):
+            if self._link_run is None or self._last_link_touch is None or step - self._last_link_touch > CONTACT_GAP:
+                self._link_run = step
+            self._last_link_touch = step
         if robot:
             self._robot_touched = True
             if self._contact_run is None or self._last_contact is None or step - self._last_contact > CONTACT_GAP:
@@ -357,7 +364,8 @@ class SuccessTracker:
             # it got to the cube (touched it, or came within reach) but never took hold, and left
             if self._last_right_touch is not None:
                 return "missed_grasp", self._last_right_touch
-            return "missed_grasp", min(range(len(self._reach)), key=self._reach.__getitem__)
+            closest = min(range(len(self._reach)), key=self._reach.__getitem__)
+            return "missed_grasp", max(closest, self._link_run) if self._link_run is not None else closest
         if not self._cube_z > self.min_height:
             if self._lifted or self._right_squeezed:
                 still_held = self._last_right_squeeze == last
