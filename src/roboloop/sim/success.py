@@ -63,7 +63,9 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
     came too late; moment = the last step).
 
   Old recordings carry the kinds of the first classifier (``never_touched``, ``not_lifted``):
-  still readable, re-judged by ``roboloop reoutcome``.
+  still readable, re-judged by ``roboloop reoutcome``, as are verdicts of version 2 (a bump by
+  an arm link or a pushed cube could be ``never_reached``, a close anywhere ``closed_on_air``,
+  a knock dated from the contact in progress when 3 cm was crossed): ``CLASSIFIER_VERSION`` 3.
 
 Furthest stage reached (partial credit, ``schema.STAGES``; ``stage`` is the index):
 
@@ -231,7 +233,8 @@ class SuccessTracker:
     ) -> None:
         """One control step: cube height, what it touches, the reward; with `cube_xy` (m),
         `grippers` (right, left; 0 closed .. 1 open) and `reach` (m, right grasp point to the
-        cube) also the knocked-away / closed-on-air / never-reached events; `commands` (right,
+        cube) also the knocked-away / closed-on-air / never-reached events (without `reach` a close
+        counts as at the cube); `commands` (right,
         left gripper targets) confirm that a gripper falling shut was commanded to close."""
         step = self.steps
         left = contacts["left_left_finger"] and contacts["left_right_finger"]
