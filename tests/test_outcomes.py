@@ -17,9 +17,29 @@ from roboloop import analyze, schema
 from roboloop.catalog import Catalog
 from roboloop.collect import Observation, ScriptedPolicy
 from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.success import CLOSE_REACH, KNOCK_DISTANCE, MOVE_NOISE, REACH_DISTANCE, STALL_MARGIN
 from roboloop.evaluate import EvalConfig, evaluate, parse_grid
 
 R_GRIP, R_SHOULDER, R_WRIST, L_GRIP = 13, 8, 11, 6
+R_ARM = slice(7, 13)
+
+
+class _ClosesAbove:
+    """Perturbation of the scripted handover: from step `at` the right arm holds its targets of that step, raised by
+    `lift` rad at the shoulder, and its gripper shuts. At step 70 raised 0.1 rad (seed 3) it shuts 6 cm from the
+    cube's centre without a finger on it; at step 20 it shuts ~20 cm away."""
+
+    def __init__(self, at: int, lift: float = 0.0) -> None:
+        self.at, self.lift, self.held = at, lift, None
+
+    def __call__(self, k, a):
+        if k == self.at:
+            self.held = a[R_ARM].copy()
+            self.held[R_SHOULDER - R_ARM.start] -= self.lift
+        if k >= self.at:
+            a[R_ARM] = self.held
+            a[R_GRIP] = 0.0
+        return a
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +59,7 @@ def _run(sim, perturb, *, steps=300, seed=3):
     pol = ScriptedPolicy(sim)
     pol.reset()
     tr = SuccessTracker()
-    log = {"grip": [], "cmd": [], "xy": [], "z": [], "contacts": []}
+    log = {"grip": [], "cmd": [], "xy": [], "z": [], "contacts": [], "reach": []}
     for k in range(steps):
         a = np.array(pol.action(k, Observation(k, k / 50, sim.joint_positions(), sim.cube_pose(), {})), float)
         a = perturb(k, a)
@@ -50,6 +70,7 @@ def _run(sim, perturb, *, steps=300, seed=3):
         log["xy"].append(sim.cube_pose()[:2].copy())
         log["z"].append(sim.cube_pose()[2])
         log["contacts"].append(sim.cube_contacts())
+        log["reach"].append(float(np.linalg.norm(sim.gripper_positions()["right"] - sim.cube_pose()[:3])))
     return tr.result(), {k: np.asarray(v) if k != "contacts" else v for k, v in log.items()}
 
 
@@ -59,17 +80,13 @@ def _robot_touch(c):
 
 @pytest.mark.sim
 def test_every_failure_gets_a_kind_and_the_moment_it_went_wrong(physics_sim):
-    def close_early(k, a):  # the right gripper shuts at 0.4 s, long before the arm reaches the cube (~1.9 s)
-        if k >= 20:
-            a[R_GRIP] = 0.0
-        return a
-
-    res, log = _run(physics_sim, close_early)
+    res, log = _run(physics_sim, _ClosesAbove(70, lift=0.1))  # the arm stops just above the cube and closes there
     opened = np.flatnonzero(log["grip"] > 0.7)[0]
     shut = opened + np.flatnonzero(log["grip"][opened:] < 0.55)[0]
     assert res.failure_reason == "closed_on_air" and res.failure_step == shut
     c = log["contacts"][shut]
     assert not (c["right_left_finger"] or c["right_right_finger"]) and log["cmd"][shut] == 0.0
+    assert log["reach"][shut] <= CLOSE_REACH  # at the cube
 
     def tilt_wrist(k, a):  # the wrist tilted by 0.2 rad: the gripper comes down on the cube and shoves it
         if k >= 30:
@@ -114,10 +131,74 @@ def test_every_failure_gets_a_kind_and_the_moment_it_went_wrong(physics_sim):
     assert res.success and res.failure_reason is None and res.failure_step is None
 
 
+def _finger(c):
+    return any(c[k] for k in ("left_left_finger", "left_right_finger", "right_left_finger", "right_right_finger"))
+
+
+def _bar_bump(k, a):
+    """From 0.6 s the right wrist folds up (+1.4 rad) while the shoulder lowers: the back of the open gripper (its
+    bar, not a finger) strikes the cube at ~1.4 s and moves it ~1 cm; the grasp point stays ~10 cm away."""
+    if k >= 30:
+        a[R_WRIST] += 1.4 * min(1.0, (k - 30) / 20)
+        a[R_SHOULDER] += 0.5 * min(1.0, (k - 30) / 40)
+        a[R_GRIP] = 1.0
+    return a
+
+
+@pytest.mark.sim
+def test_a_bump_by_an_arm_link_or_a_moved_cube_means_the_arm_reached_it(physics_sim):
+    res, log = _run(physics_sim, _bar_bump, steps=130)  # before the left arm moves
+    moved = np.hypot(*(log["xy"] - log["xy"][0]).T)
+    links = [k for k, c in enumerate(log["contacts"]) if c["other"]]
+    assert links and not any(_finger(c) for c in log["contacts"])  # touched, by no finger
+    assert MOVE_NOISE < moved.max() < KNOCK_DISTANCE and moved[: links[0]].max() < 1e-9  # pushed; untouched it sat still
+    assert log["reach"].min() > REACH_DISTANCE and log["reach"][-1] > REACH_DISTANCE  # the old rule said never reached
+    bump = links[0]
+    assert all(b - a <= 3 for a, b in zip(links, links[1:]))  # one contact
+    assert res.failure_reason == "missed_grasp" and res.stage == 0
+    assert res.failure_step == max(bump, int(np.argmin(log["reach"])))  # the bump came after the closest approach
+    assert res.failure_step == bump
+
+
+@pytest.mark.sim
+def test_a_gripper_closing_far_from_the_cube_did_not_close_on_air_it_never_reached_it(physics_sim):
+    res, log = _run(physics_sim, _ClosesAbove(20), steps=150)  # the right arm stops at 0.4 s, ~20 cm away, and closes
+    opened = np.flatnonzero(log["grip"] > 0.7)[0]
+    shut = opened + np.flatnonzero(log["grip"][opened:] < 0.55)[0]
+    assert log["reach"][shut] > CLOSE_REACH and log["cmd"][shut] == 0.0  # it did close, far from the cube
+    assert not any(_robot_touch(c) for c in log["contacts"]) and np.hypot(*(log["xy"] - log["xy"][0]).T).max() < 1e-9
+    assert log["reach"].min() > REACH_DISTANCE
+    rest = 1 + max(k for k, d in enumerate(log["reach"]) if abs(d - log["reach"][-1]) > STALL_MARGIN)
+    assert res.failure_reason == "never_reached" and res.failure_step == rest
+
+
+@pytest.mark.sim
+def test_a_knock_dates_from_the_first_contact_that_moved_the_cube(physics_sim):
+    def bump_then_shove(k, a):  # the bar bump (~1 cm at 1.4 s), then the gripper comes down tilted and shoves it
+        f = 1.0 if k < 80 else max(0.0, 1 - (k - 80) / 10)
+        if k >= 30:
+            a[R_WRIST] += f * 1.4 * min(1.0, (k - 30) / 20) - (1 - f) * 0.2
+            a[R_SHOULDER] += f * 0.5 * min(1.0, (k - 30) / 40)
+            a[R_GRIP] = 1.0
+        return a
+
+    res, log = _run(physics_sim, bump_then_shove, steps=150)
+    moved = np.hypot(*(log["xy"] - log["xy"][0]).T)
+    touches = [k for k, c in enumerate(log["contacts"]) if _robot_touch(c)]
+    first, crossed = touches[0], int(np.flatnonzero(moved > KNOCK_DISTANCE)[0])
+    later = [k for k in touches if k > first + 10]  # the second contact, after a pause
+    assert log["contacts"][first]["other"] and moved[first - 1] < 1e-9  # the bar's bump, on a cube at rest
+    assert MOVE_NOISE < moved[later[0] - 1] < KNOCK_DISTANCE  # the bump moved it ~1 cm; it lay still until the shove
+    assert later[0] < crossed and later[0] - first > 30
+    assert res.failure_reason == "knocked_away" and res.stage == 0
+    assert res.failure_step == first  # not the shove (the old moment) nor the step 3 cm was crossed
+
+
 # --- re-judging old rollouts: an outcome layer ----------------------------------------------------------
 
 class ClosesEarly:
-    """The scripted demonstrator whose right gripper shuts at 0.4 s (module level: picklable)."""
+    """The scripted demonstrator whose right gripper shuts at 0.4 s, ~20 cm from the cube (module level: picklable):
+    in episodes shorter than its approach (~1.9 s) it never reaches the cube, and its close is not one on air."""
 
     policy_id = "scripted-closes-early"
 
@@ -155,14 +236,14 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
     from roboloop.outcomes import reoutcome
 
     ws = catalog.workspace
-    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=60, cameras=())
+    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=())
     with monkeypatch.context() as m:  # an old recorder: recorded before failure kinds had moments
         m.setattr(collect, "outcome_properties", _v1_outcome)
         evaluate(catalog, EvalConfig(**{**cfg.to_dict(), "eval_id": "old", "grid": cfg.grid}), policy_factory=ClosesEarly)
     # the same policy on the same (cell, index) seeds, judged at record time by the current code
     fresh = evaluate(catalog, EvalConfig(**{**cfg.to_dict(), "eval_id": "new", "grid": cfg.grid}), policy_factory=ClosesEarly)
     expected = {(r.outcome[schema.OUTCOME_FAILURE_REASON], r.outcome[schema.OUTCOME_FAILURE_TIME_S]) for r in fresh.results}
-    assert {k for k, _ in expected} == {"closed_on_air"} and all(t > 0 for _, t in expected)
+    assert {k for k, _ in expected} == {"never_reached"} and all(t > 0 for _, t in expected)
 
     old = analyze.failures(analyze.load_rollouts(ws, "demo_evals", ["old"]))
     assert {r["outcome.failure_reason"] for r in old} == {"never_touched"} and {r["at_s"] for r in old} == {0.0}
@@ -203,7 +284,7 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
     for sid, t in [(r.segment_id, r.outcome[schema.OUTCOME_FAILURE_TIME_S]) for r in fresh.results] + [
             (s, rep.judged[s][schema.OUTCOME_FAILURE_TIME_S]) for s in base]:
         md = text(sid)
-        assert "closed on air" in md and f"at **{t:.2f} s**" in md and "region=left" in md, md
+        assert "never reached the cube" in md and f"at **{t:.2f} s**" in md and "region=left" in md, md
 
 
 @pytest.mark.sim
@@ -310,7 +391,7 @@ def test_failures_list_the_nearest_training_episode_and_open_shows_both(tmp_path
         best, dist = nearest(r)
         assert f["nearest_train_id"] == best and f["nearest_distance"] == pytest.approx(dist) and f["nearest_dataset"] == "demo"
     modes = [json.loads(line) for line in run("failures", "-d", "demo_evals", "--modes", "--format", "json").splitlines()]
-    assert [(m["cell"], m["kind"], m["count"]) for m in modes] == [("region=left", "closed_on_air", 2)]
+    assert [(m["cell"], m["kind"], m["count"]) for m in modes] == [("region=left", "never_reached", 2)]
     assert "failure mode(s)" in run("failures", "-d", "demo_evals")
 
     f = got[0]
@@ -338,8 +419,8 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
                      camera_size=(64, 48), eval_id="ev")
     rep = evaluate(catalog, cfg, policy_factory=ClosesEarly)
     data = build_report_data(catalog, ["ev"])
-    (f,) = data.evals[0].failures  # one mode (closed on air, both rollouts), one representative
-    assert (f["kind"], f["count"], f["cell_failures"]) == ("closed_on_air", 2, 2)
+    (f,) = data.evals[0].failures  # one mode (never reached, both rollouts), one representative
+    assert (f["kind"], f["count"], f["cell_failures"]) == ("never_reached", 2, 2)
     res = next(r for r in rep.results if r.segment_id == f["segment_id"])
     step = res.outcome[schema.OUTCOME_FAILURE_STEP]
     assert f["time_s"] == pytest.approx(step / 50) and f["command"] == f"roboloop open {f['segment_id']} --at {step / 50:g}"
@@ -363,4 +444,4 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
     err = np.abs(thumb - then).mean()
     assert thumb.shape == then.shape and err < 6 and err < np.abs(thumb - later).mean()  # H.264 costs a few grey levels
     html = render_report(data)
-    assert "Failure modes of failing cells" in html and f["thumbnail"] in html and "2 of 2 failures: closed on air" in html
+    assert "Failure modes of failing cells" in html and f["thumbnail"] in html and "2 of 2 failures: never reached the cube" in html

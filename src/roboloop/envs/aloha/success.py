@@ -22,24 +22,34 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
   (fed by :meth:`SuccessTracker.update`, which reads the grippers and the cube position):
 
   - ``knocked_away``: before any right grasp, the cube moved more than ``KNOCK_DISTANCE``
-    (3 cm, horizontally) from where it settled. Moment: the first step of the contact
-    that pushed it (a robot link or finger touching the cube).
+    (3 cm, horizontally) from where it settled. Moment: the first contact that started moving
+    it: when the cube first moved more than ``MOVE_NOISE`` (5 mm) from where it settled, the
+    first step of the robot contact in progress (a robot link or finger touching the cube,
+    gaps up to ``CONTACT_GAP`` steps) or of the cube's motion in progress (moving more than
+    ``MOVE_STEP``, 0.5 mm, per step), whichever began first (not the step 3 cm was crossed).
   - ``closed_on_air``: before any right grasp, the right gripper closed past the width of
     the cube (normalized position below ``GRIPPER_ON_CUBE`` 0.55; on the cube it stops at
     0.6-0.73) after having opened (above ``GRIPPER_OPEN`` 0.7), commanded to close (a gripper
     pressed shut against the table while commanded open did not close), with neither right
-    finger on the cube. Moment: the step it closed so.
+    finger on the cube, **at the cube**: its grasp point within ``CLOSE_REACH`` (8 cm) of the
+    cube's centre (a successful close begins at 1.5-2.1 cm; a right finger touches the cube
+    from up to 7.2 cm). Moment: the step it closed so. A close farther away is not an attempt
+    at the cube: it is judged by what follows (``never_reached`` if the arm never got there).
 
   When neither happened:
 
-  - ``never_reached``: no finger ever touched the cube and the right grasp point never came
-    within ``REACH_DISTANCE`` (4 cm) of the cube's centre (a grasp gets within 0.7-2 cm).
-    Moment: the step the arm came to rest short of it (from then on its distance to the cube
-    stays within ``STALL_MARGIN``, 1 cm, of the final one).
-  - ``missed_grasp``: the arm got to the cube (a finger touched it, or the grasp point came
-    within reach) but no gripper ever took hold of it (both right fingers, or lifted), and the
-    gripper ends away from it (beyond ``REACH_DISTANCE``). Moment: the last right-finger contact
-    (else the closest approach), where it gave up on the cube;
+  - ``never_reached``: the arm never got to the cube: no robot geom (finger or any other link)
+    ever touched it, it never moved more than ``MOVE_NOISE`` (5 mm) from where it settled (an
+    untouched cube stays put to 1e-18 m; an arm's approach nudges it up to 3.5 mm), and the
+    right grasp point never came within ``REACH_DISTANCE`` (4 cm) of the cube's centre (a grasp
+    gets within 0.7-2 cm). Moment: the step the arm came to rest short of it (from then on its
+    distance to the cube stays within ``STALL_MARGIN``, 1 cm, of the final one).
+  - ``missed_grasp``: the arm got to the cube (a robot geom touched it, it moved more than
+    ``MOVE_NOISE``, or the grasp point came within ``REACH_DISTANCE``) but no gripper ever took
+    hold of it (both right fingers, or lifted), and the gripper ends away from it (beyond
+    ``REACH_DISTANCE``). Moment: where it gave up on the cube: the last right-finger contact; else
+    the closest approach or the first step of the latest touch by another robot link (a bump, gaps
+    up to ``CONTACT_GAP``), whichever came later;
   - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it
     (lifted, or squeezed by both right fingers) and it got away: moment = the last step a
     finger touched it off the table (the let-go), or, if it was never lifted, the last step both
@@ -53,7 +63,9 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
     came too late; moment = the last step).
 
   Old recordings carry the kinds of the first classifier (``never_touched``, ``not_lifted``):
-  still readable, re-judged by ``roboloop reoutcome``.
+  still readable, re-judged by ``roboloop reoutcome``, as are verdicts of version 2 (a bump by
+  an arm link or a pushed cube could be ``never_reached``, a close anywhere ``closed_on_air``,
+  a knock dated from the contact in progress when 3 cm was crossed): ``CLASSIFIER_VERSION`` 3.
 
 Furthest stage reached (partial credit, ``schema.STAGES``; ``stage`` is the index):
 
@@ -88,7 +100,8 @@ from roboloop.schema import FAILURE_KINDS, STAGES
 
 __all__ = [
     "SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT", "STAGES", "FAILURE_KINDS",
-    "KNOCK_DISTANCE", "GRIPPER_ON_CUBE", "GRIPPER_OPEN", "REACH_DISTANCE", "CLASSIFIER_VERSION",
+    "KNOCK_DISTANCE", "GRIPPER_ON_CUBE", "GRIPPER_OPEN", "REACH_DISTANCE", "CLOSE_REACH", "MOVE_NOISE", "MOVE_STEP",
+    "CLASSIFIER_VERSION",
 ]
 
 WINDOW = 20
@@ -101,14 +114,29 @@ GRIPPER_OPEN = 0.7
 """A gripper counts as opened above this (fully open: 0.97); a close is a fall from open to below GRIPPER_ON_CUBE."""
 REACH_DISTANCE = 0.04
 """Closest approach (m, right grasp point to cube centre) that counts as reaching the cube (grasps: 0.7-2 cm)."""
+CLOSE_REACH = 0.08
+"""A close counts as closing on air only with the grasp point this near (m) the cube's centre: measured on the 61
+successes of the v1 evaluation, a close on the cube begins at 1.5-2.1 cm and squeezes at 1.3-2.7 cm, and a right
+finger touched the cube with the grasp point up to 7.2 cm away (over all 120 rollouts); 8 cm = that + a margin."""
+MOVE_NOISE = 0.005
+"""Horizontal cube travel (m) from where it settled that only a touch explains: an untouched cube stayed within
+1e-18 m over 38 whole rollouts; an arm's approach nudges it up to 3.5 mm just before its contact shows."""
+MOVE_STEP = 0.0005
+"""Horizontal cube travel (m) in one control step that counts as the cube moving (a shove moves it 2-7 mm a step)."""
 STALL_MARGIN = 0.01
 """Never reached: the arm is at rest once its distance to the cube stays within this (m) of the final one."""
 CONTACT_GAP = 3
 """Steps without contact that still belong to one contact (the push that knocked the cube away)."""
-CLASSIFIER_VERSION = 2
-"""Version of the failure classifier (`outcome.classifier`); recordings without it were judged by version 1."""
+CLASSIFIER_VERSION = 3
+"""Version of the failure classifier (`outcome.classifier`); recordings without it were judged by version 1.
+3: a touch by any robot link or a moved cube means it was reached; closed on air only at the cube; a knock's
+moment is the first contact that moved it."""
 RIGHT_GRIPPER, LEFT_GRIPPER = 13, 6
 """Indices of the grippers in the 14 joint positions."""
+
+
+def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
 
 
 @dataclass(frozen=True)
@@ -160,6 +188,14 @@ class SuccessTracker:
         self._start_xy: tuple[float, float] | None = None
         self._contact_run: int | None = None  # first step of the current robot contact (gaps <= CONTACT_GAP)
         self._last_contact: int | None = None
+        self._last_link_touch: int | None = None  # last step a robot link other than a finger touched the cube
+        self._link_run: int | None = None  # first step of the latest such contact (gaps <= CONTACT_GAP)
+        self._robot_touched = False  # any robot geom (finger or other link) ever touched the cube
+        self._prev_xy: tuple[float, float] | None = None
+        self._motion_run: int | None = None  # first step of the cube's current motion (gaps <= CONTACT_GAP)
+        self._last_motion: int | None = None
+        self._moved = False  # the cube ever moved more than MOVE_NOISE from where it settled
+        self._disturbed: int | None = None  # before any grasp: start of the contact / motion that first moved it
         self._knocked: int | None = None
         self._closed_on_air: int | None = None
         self._right_open = False  # the right gripper has been open (above GRIPPER_ON_CUBE) since it last closed
@@ -197,7 +233,8 @@ class SuccessTracker:
     ) -> None:
         """One control step: cube height, what it touches, the reward; with `cube_xy` (m),
         `grippers` (right, left; 0 closed .. 1 open) and `reach` (m, right grasp point to the
-        cube) also the knocked-away / closed-on-air / never-reached events; `commands` (right,
+        cube) also the knocked-away / closed-on-air / never-reached events (without `reach` a close
+        counts as at the cube); `commands` (right,
         left gripper targets) confirm that a gripper falling shut was commanded to close."""
         step = self.steps
         left = contacts["left_left_finger"] and contacts["left_right_finger"]
@@ -226,14 +263,19 @@ class SuccessTracker:
         self.max_reward = max(self.max_reward, float(reward))
         self._cube_z = float(cube_z)
         self._advance_stage(step, cube_z, contacts, left, right, held)
-        self._watch_events(step, contacts, any_finger, right, left, cube_xy, grippers, commands)
+        self._watch_events(step, contacts, any_finger, right, left, cube_xy, grippers, commands, reach)
         if reach is not None:
             self._reach.append(float(reach))
         self.steps += 1
 
-    def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers, commands) -> None:
+    def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers, commands, reach=None) -> None:
         robot = any_finger or contacts.get("other", False)
+        if contacts.get("other", False):
+            if self._link_run is None or self._last_link_touch is None or step - self._last_link_touch > CONTACT_GAP:
+                self._link_run = step
+            self._last_link_touch = step
         if robot:
+            self._robot_touched = True
             if self._contact_run is None or self._last_contact is None or step - self._last_contact > CONTACT_GAP:
                 self._contact_run = step
             self._last_contact = step
@@ -241,10 +283,21 @@ class SuccessTracker:
         if cube_xy is not None:
             if self._start_xy is None:
                 self._start_xy = cube_xy
-            moved = ((cube_xy[0] - self._start_xy[0]) ** 2 + (cube_xy[1] - self._start_xy[1]) ** 2) ** 0.5
+            if self._prev_xy is not None and _dist(cube_xy, self._prev_xy) > MOVE_STEP:
+                if self._motion_run is None or self._last_motion is None or step - self._last_motion > CONTACT_GAP:
+                    self._motion_run = step
+                self._last_motion = step
+            self._prev_xy = cube_xy
+            moved = _dist(cube_xy, self._start_xy)
+            if moved > MOVE_NOISE:
+                self._moved = True
+                if before_grasp and self._disturbed is None:
+                    # the first contact that started moving it: the touch or the motion in progress, whichever began first
+                    starts = [run for run, last in ((self._contact_run, self._last_contact), (self._motion_run, self._last_motion))
+                              if run is not None and last is not None and step - last <= CONTACT_GAP]
+                    self._disturbed = min(starts) if starts else step
             if before_grasp and self._knocked is None and moved > KNOCK_DISTANCE:
-                recent = self._last_contact is not None and self._contact_run is not None
-                self._knocked = self._contact_run if recent else step
+                self._knocked = self._disturbed if self._disturbed is not None else step
         if grippers is not None:
             g_right, g_left = grippers
             c_right, c_left = commands if commands is not None else (0.0, 0.0)
@@ -252,7 +305,8 @@ class SuccessTracker:
                 self._right_open = True
             elif self._right_open and g_right < GRIPPER_ON_CUBE and c_right < GRIPPER_ON_CUBE:
                 self._right_open = False
-                if before_grasp and not right and self._closed_on_air is None:
+                at_cube = reach is None or reach <= CLOSE_REACH  # closing far from the cube is not an attempt at it
+                if before_grasp and not right and at_cube and self._closed_on_air is None:
                     self._closed_on_air = step
             if g_left > GRIPPER_OPEN:
                 self._left_open = True
@@ -301,7 +355,8 @@ class SuccessTracker:
         if early:
             step, kind = min(early)
             return kind, step
-        if self._last_finger_touch is None and len(self._reach) == self.steps and self._reach:
+        reached = self._robot_touched or self._moved  # touched by any robot link, or pushed: the arm got there
+        if not reached and len(self._reach) == self.steps and self._reach:
             closest = min(self._reach)
             if closest > REACH_DISTANCE:
                 final = self._reach[-1]
@@ -312,7 +367,8 @@ class SuccessTracker:
             # it got to the cube (touched it, or came within reach) but never took hold, and left
             if self._last_right_touch is not None:
                 return "missed_grasp", self._last_right_touch
-            return "missed_grasp", min(range(len(self._reach)), key=self._reach.__getitem__)
+            closest = min(range(len(self._reach)), key=self._reach.__getitem__)
+            return "missed_grasp", max(closest, self._link_run) if self._link_run is not None else closest
         if not self._cube_z > self.min_height:
             if self._lifted or self._right_squeezed:
                 still_held = self._last_right_squeeze == last
