@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["RoboloopError", "UnknownNameError"]
+__all__ = ["RoboloopError", "Terminated", "UnknownNameError"]
 
 
 class RoboloopError(Exception):
@@ -38,3 +38,16 @@ class UnknownNameError(RoboloopError, KeyError):
         """`names` joined by `sep`, or `empty` when there are none."""
         names = list(names)
         return sep.join(names) if names else empty
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler) raised as an interrupt: handled exactly like Ctrl-C.
+
+    The `roboloop` command installs `on_sigterm` as the SIGTERM handler, so a terminated
+    run or evaluation writes its `interrupted` status and keeps what it acknowledged.
+    """
+
+
+def on_sigterm(signum, frame) -> None:
+    """SIGTERM handler: raise :class:`Terminated` in the main thread (like SIGINT raises KeyboardInterrupt)."""
+    raise Terminated(f"terminated by signal {signum}")

@@ -95,6 +95,7 @@ __all__ = [
     "rollout_outcomes",
     "run_dataset",
     "valid_labels",
+    "writing_evals",
 ]
 
 SEED_RULE = "EVAL_SEED_BASE + int.from_bytes(sha256(f'{cell_key}#{index}').digest()[:8], 'big') % EVAL_SEED_SPAN"
@@ -413,7 +414,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
     if policy == schema.POLICY_SCRIPTED:
         return PolicySource(policy, ScriptedPolicy, provenance=_no_run_provenance())
     try:
-        from roboloop.train import PolicyFactory, run_info
+        from roboloop.train import PolicyFactory, run_info, run_status
     except ImportError as exc:
         raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
     try:
@@ -424,8 +425,14 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
             "or use --policy scripted"
         ) from exc
-    if info.get("status") not in (None, "finished"):
-        raise EvaluateError(f"training run {policy!r} has status {info.get('status')!r}; evaluate a finished run")
+    status = run_status(workspace, policy, info.get("status"))
+    if status == schema.STATUS_DEAD:  # killed while training: its newest checkpoint may be mid-run; never evaluate it as if final
+        raise EvaluateError(f"training run {policy!r} died while running (its process is gone; status {status!r}); finish it "
+                            f"with `roboloop train --resume {policy}`, then evaluate it")
+    if status not in (None, schema.RUN_STATUS_FINISHED):
+        hint = f"; continue it with `roboloop train --resume {policy}`" if status in (
+            schema.RUN_STATUS_INTERRUPTED, schema.RUN_STATUS_FAILED) else ""
+        raise EvaluateError(f"training run {policy!r} has status {status!r}; evaluate a finished run{hint}")
     size = info.get("camera_size")
 
     def get(key: str) -> str:
@@ -493,8 +500,16 @@ def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
 
 
 def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Every evaluation row (of one demo dataset, if given), oldest first."""
-    out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
+    """Every evaluation row (of one demo dataset, if given), oldest first, with its status as it is now:
+    a row stored `running` whose writer process is gone (its lifetime lock is free) says `schema.STATUS_DEAD`."""
+    from roboloop.workspace import WRITER_EVAL
+
+    out = []
+    for r in rows.read_rows(workspace, schema.EVALS_TABLE):
+        if dataset is not None and r.get("dataset") != dataset:
+            continue
+        status = workspace.live_status(WRITER_EVAL, r[rows.KEY_FIELD], r.get("status"))
+        out.append(r if status == r.get("status") else {**r, "status": status})
     return sorted(out, key=lambda r: (str(r.get("created_at", "")), r[rows.KEY_FIELD]))
 
 
@@ -655,6 +670,28 @@ def final_status(report: EvalReport, write: Callable[[str], None], t0: float, wo
         with contextlib.suppress(Exception):
             episode_index.compact(workspace, report.evals_dataset)
 
+@contextlib.contextmanager
+def writing_evals(workspace, *eval_ids: str, error: type[EvaluateError] = EvaluateError):
+    """Hold the lifetime writer lock of each evaluation in `eval_ids` (DESIGN: one writer per evaluation).
+
+    Raises EvaluateError, naming the evaluation, when another live process writes one of
+    them (two `eval --resume E` at once would run the same (cell, index) pairs twice).
+    The kernel releases the locks when this process dies, so `evals` shows a killed
+    evaluation as dead rather than running.
+    """
+    from roboloop.workspace import WRITER_EVAL
+
+    with contextlib.ExitStack() as stack:
+        for eval_id in dict.fromkeys(eval_ids):
+            if not stack.enter_context(workspace.writer(WRITER_EVAL, eval_id)):
+                raise error(
+                    f"evaluation {eval_id!r} is being written by another running process (an `eval` or `eval --resume`); "
+                    f"wait for it to end (see `roboloop evals`), then continue it with `roboloop eval --resume {eval_id}` "
+                    "if it did not finish"
+                )
+        yield
+
+
 def evaluate(
     catalog,
     cfg: EvalConfig,
@@ -665,6 +702,9 @@ def evaluate(
 ) -> EvalReport:
     """Run, record and register the evaluation's rollouts; keep its row in the evals table.
 
+    The process holds the evaluation's writer lock throughout (:func:`writing_evals`): a
+    second writer of the same eval id is refused with EvaluateError.
+
     `resume` runs only the (cell, index) pairs of `cfg.eval_id` that are not in the catalog
     yet (the row must exist and its config must match `cfg` up to `workers`; a larger
     `episodes_per_cell` tops the evaluation up to that many per cell, e.g. a sequential
@@ -673,6 +713,16 @@ def evaluate(
     no training run is looked up then and the run provenance is "none".
     `on_result(result)` is called after each rollout is registered and indexed.
     """
+    if not resume and cfg.eval_id is None:
+        cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
+    if cfg.eval_id is None:
+        raise EvaluateError("resume needs the eval id of the evaluation to continue")
+    with writing_evals(catalog.workspace, str(cfg.eval_id)):
+        return _evaluate(catalog, cfg, on_result=on_result, resume=resume, policy_factory=policy_factory)
+
+
+def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_factory) -> EvalReport:
+    """:func:`evaluate` under the evaluation's writer lock."""
     from roboloop import episode_index
 
     ws = catalog.workspace
