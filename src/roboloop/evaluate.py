@@ -60,6 +60,7 @@ from roboloop.collect import (
     RecordingSpec,
     ScriptedPolicy,
 )
+from roboloop.episode_index import unique_rollouts
 from roboloop.sim.conditions import (
     DISTRACTOR_SETS,
     LIGHTINGS,
@@ -532,6 +533,7 @@ def finished_pairs(catalog, evals_dataset: str, eval_id: str) -> dict[tuple[str,
             f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}", f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}")
     if table.num_rows == 0 or not all(c in cols for c in need):
         return {}
+    table = unique_rollouts(table)  # a pair recorded twice counts once, as every reader counts it
     ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)
     return {
         (c, int(i)): bool(s) for e, c, i, s in zip(ids, cells, idx, ok) if e == eval_id and c is not None and i is not None
@@ -609,6 +611,7 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
             f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}", f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}")
     if table.num_rows == 0 or not all(c in cols for c in need):
         return out
+    table = unique_rollouts(table)  # a pair recorded twice counts once, as every reader counts it
     stage_col = f"{schema.OUTCOME}.{schema.OUTCOME_STAGE}"
     stages = table.column(stage_col).to_pylist() if stage_col in cols else [None] * table.num_rows
     ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)

@@ -60,6 +60,24 @@ def is_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and TEMP_MARKER in path.name
 
 
+def temp_path(final: Path, owner_pid: int | None = None) -> Path:
+    """A temporary name next to `final` owned by process `owner_pid` (default this one).
+
+    Such a file is garbage once its owner is gone (`remove_stale_temp_files`): a worker that
+    writes for its parent names the file after the parent, so nothing it leaves counts
+    unless the parent, alive, renames it into place (`publish_temp`).
+    """
+    pid = os.getpid() if owner_pid is None else int(owner_pid)
+    return Path(final).with_name(f".{Path(final).name}{TEMP_MARKER}{pid}-{uuid.uuid4().hex[:8]}")
+
+
+def publish_temp(tmp: Path, final: Path) -> Path:
+    """Rename a finished temporary file (see `temp_path`) onto `final`, which must not exist yet (FileExistsError)."""
+    os.link(tmp, final)
+    os.unlink(tmp)
+    return Path(final)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
@@ -71,7 +89,7 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = temp_path(final)
     try:
         yield tmp
         if not tmp.exists():
