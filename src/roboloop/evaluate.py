@@ -415,7 +415,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
     if policy == schema.POLICY_SCRIPTED:
         return PolicySource(policy, ScriptedPolicy, provenance=_no_run_provenance())
     try:
-        from roboloop.train import PolicyFactory, run_info, run_status
+        from roboloop.train import PolicyFactory, run_info
     except ImportError as exc:
         raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
     try:
@@ -426,7 +426,9 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
             "or use --policy scripted"
         ) from exc
-    status = run_status(workspace, policy, info.get("status"))
+    from roboloop.workspace import WRITER_RUN
+
+    status = workspace.live_status(WRITER_RUN, policy, info.get("status"))  # `running` with no live trainer: dead
     if status == schema.STATUS_DEAD:  # killed while training: its newest checkpoint may be mid-run; never evaluate it as if final
         raise EvaluateError(f"training run {policy!r} died while running (its process is gone; status {status!r}); finish it "
                             f"with `roboloop train --resume {policy}`, then evaluate it")

@@ -361,19 +361,26 @@ class Workspace:
             finally:
                 self._release_writer(path)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # O_CLOEXEC: spawned children do not inherit it
         deadline = time.monotonic() + wait_s
         while True:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # O_CLOEXEC: spawned children do not inherit it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
+                os.close(fd)
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     yield False
                     return
                 time.sleep(0.02)
+                continue
+            try:  # the holder before us may have removed the file on release: lock the file that is there now
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())  # who holds it, for messages (`writer_pid`)
         with _HELD_GUARD:
@@ -385,11 +392,15 @@ class Workspace:
 
     @staticmethod
     def _release_writer(path: Path) -> None:
+        """Drop one level; the last removes the lock file (a writer that ends leaves no trace) and releases the lock.
+        A killed holder leaves the file, unlocked: `writer_alive` is False, the next writer re-uses it."""
         with _HELD_GUARD:
             held = _HELD[path]
             held[1] -= 1
             if held[1] == 0:
                 del _HELD[path]
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # still locked: a writer that opened it meanwhile re-checks the inode and retries
                 os.close(held[0])  # releases the lock
 
     def writer_alive(self, kind: str, key: str) -> bool:
