@@ -99,6 +99,12 @@ def unique_rollouts(table):
 
     if table.num_rows < 2 or KEY not in table.column_names or not all(c in table.column_names for c in PAIR_COLUMNS):
         return table
+    try:  # the usual case, no repeats, without leaving Arrow (readers run this at 100k rollouts)
+        pairs = table.select(list(PAIR_COLUMNS)).drop_null()
+        if pairs.group_by(list(PAIR_COLUMNS), use_threads=False).aggregate([]).num_rows == pairs.num_rows:
+            return table
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     dups = pair_duplicates(table.column(KEY).to_pylist(), *(table.column(c).to_pylist() for c in PAIR_COLUMNS))
     if not dups:
         return table
