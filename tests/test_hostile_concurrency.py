@@ -129,6 +129,28 @@ def test_readers_count_a_pair_once_and_verify_names_the_duplicates(catalog):
     assert dups == sorted(expected) and len(report.problems) == 4
 
 
+@pytest.mark.sim
+def test_sigterm_interrupts_an_evaluation_and_its_workers_stop(tmp_path):
+    """`kill` (SIGTERM) of `eval --workers 2` is Ctrl-C: exit 130, the row says interrupted, no worker survives."""
+    ws = Workspace(tmp_path / "ws")
+    p = cli(ws, "eval", "--policy", "scripted", "--grid", GRID, "-n", "100", "--workers", "2", "--steps", "60", "--name", "T",
+            wait=False)
+    wait_for(lambda: len(episode_index.segment_ids_on_disk(ws, "aloha_evals")) >= 1, what="a first rollout")
+    children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 130, p.stderr.read()
+    assert eval_row(ws, "T")["status"] == "interrupted"
+    assert [r["status"] for r in list_evals(ws)] == ["interrupted"]
+
+    def gone(pid: str) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(lambda: all(gone(c) for c in children), timeout=10, what=f"workers {children} to stop")
+
+
 # --- item 7: a run's process is its lock --------------------------------------------------------------------
 
 def _synthetic_selection(tmp_path) -> Workspace:
