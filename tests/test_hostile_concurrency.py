@@ -138,7 +138,7 @@ def test_sigterm_interrupts_an_evaluation_and_its_workers_stop(tmp_path):
     wait_for(lambda: len(episode_index.segment_ids_on_disk(ws, "aloha_evals")) >= 1, what="a first rollout")
     children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
     p.send_signal(signal.SIGTERM)
-    assert p.wait(timeout=60) == 130, p.stderr.read()
+    assert p.wait(timeout=60) == 130  # (its stderr is not read: an orphaned worker would hold the pipe open)
     assert eval_row(ws, "T")["status"] == "interrupted"
     assert [r["status"] for r in list_evals(ws)] == ["interrupted"]
 
