@@ -2,19 +2,25 @@
 write the stage has acknowledged (returned to its caller), so a kill -9 at any moment tells the test
 exactly which writes must survive.
 
-    python tests/fault_driver.py WORKSPACE collect|refine|flag|curate|train TAG
+    python tests/fault_driver.py WORKSPACE collect|refine|flag|curate|train|train-long|resume|eval-workers TAG
 
 Kill points come from `ROBOLOOP_FAULT` (see `roboloop.faults`). `train` trains a tiny mlp on every
 episode (selection `train-all`, saved by the test beforehand) and acknowledges the finished run with the sha256
-of its checkpoint.
+of its checkpoint. `train-long` is the same with many epochs (a run to kill or terminate while it trains),
+`resume` continues run TAG. `eval-workers` runs (or resumes) evaluation TAG of the scripted policy with two
+worker processes, prints `WORKERS <pid> <pid>` at its first rollout and acknowledges every registered rollout.
+SIGTERM is handled as the `roboloop` command handles it (like Ctrl-C); an interrupted command prints
+`INTERRUPTED` and exits 130.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from roboloop import collect, curate, refine, schema
 from roboloop.catalog import Catalog
+from roboloop.errors import on_sigterm
 from roboloop.workspace import Workspace
 
 DATASET = "f"
@@ -51,20 +57,51 @@ def main(root: str, command: str, tag: str) -> None:
                 ack("selection", sel.name, sel.digest)
             sel = curate.save(cat, curate.select(cat, DATASET, holdout=0.3, include_flagged=True), "latest", replace=True)
             ack("selection", sel.name, sel.digest)
-        elif command == "train":
+        elif command in ("train", "train-long"):
             import torch
 
             from roboloop.train import MLPConfig, TrainConfig, train
 
             torch.set_num_threads(1)
-            cfg = TrainConfig(dataset=DATASET, selection="train-all", chunk=3, episode_steps=STEPS, epochs=2, batch_size=8, samples=1,
-                              checkpoint_every=1, holdout_every=1, model=MLPConfig(hidden=16, layers=1))
+            long = command == "train-long"
+            cfg = TrainConfig(dataset=DATASET, selection="train-all", chunk=3, episode_steps=STEPS, epochs=3000 if long else 2,
+                              batch_size=8, samples=1, checkpoint_every=100 if long else 1, holdout_every=1000 if long else 1,
+                              model=MLPConfig(hidden=16, layers=1))
             res = train(cat, cfg)
             ack("run", res.run_id, res.checkpoint_sha256)
+        elif command == "resume":
+            import torch
+
+            from roboloop.train import load_config, train
+
+            torch.set_num_threads(1)
+            res = train(cat, load_config(ws, tag), resume=tag)
+            ack("run", res.run_id, res.checkpoint_sha256)
+        elif command == "eval-workers":
+            import multiprocessing
+
+            from roboloop.evaluate import EvalConfig, eval_row, evaluate, parse_grid
+
+            shown = []
+
+            def on_result(r) -> None:
+                if not shown:
+                    shown.append(True)
+                    print("WORKERS " + " ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+                ack("rollout", r.segment_id, r.seed)
+
+            cfg = EvalConfig(dataset=DATASET, policy="scripted", grid=parse_grid("region=default,right"), episodes_per_cell=4,
+                             eval_id=tag, workers=2, steps=40, cameras=())
+            evaluate(cat, cfg, on_result=on_result, resume=eval_row(ws, tag) is not None)
         else:
             raise SystemExit(f"unknown command {command!r}")
     print("DONE", flush=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    signal.signal(signal.SIGTERM, on_sigterm)  # as `roboloop.cli.main` does
+    try:
+        main(*sys.argv[1:4])
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(130)

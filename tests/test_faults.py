@@ -17,6 +17,10 @@ the same command, which must complete. After every run:
 
 Figures (kill points tried / reached, writes lost, corrupt files) are printed (`pytest -s`) and
 asserted. Adding train/evaluate: add a command to fault_driver.py and a row to `PLAN`.
+
+Issue 19 adds: kill -9 of an evaluation with two workers (the workers die with it and register nothing after
+it; the resume completes each (cell, index) pair once), two concurrent resumes of a dead run (one is refused),
+and SIGTERM during training (handled like Ctrl-C: `interrupted`, resumable).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,3 +275,122 @@ def test_damaged_newest_version_keeps_the_older_one_through_kills(tmp_path, synt
         assert {r[schema.SEGMENT_ID]: r["quality.reason"] for r in cat.segment_table(DS).to_pylist()} == {"a": "t4", "b": "t4"}
         assert not cat.report.skipped
     assert sorted(p.name for p in q.glob("*.rrd")) == ["a.3.rrd", "b.3.rrd"]
+
+
+# --- issue 19: orphan workers, concurrent resumes, SIGTERM -----------------------------------------------------
+
+def start(ws: Workspace, command: str, tag: str) -> subprocess.Popen:
+    """`fault_driver.py` in the background (no kill point armed)."""
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_FAULT, ENV_TRACE, "ROBOLOOP_CATALOG")}
+    env.update(PYTHONPATH=SRC, MUJOCO_GL="egl", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(HERE / "fault_driver.py"), str(ws.root), command, tag],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_until(cond, timeout: float = 90, what: str = "") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def live_run(ws: Workspace) -> str | None:
+    """The run id that a live process trains, once its first checkpoint exists."""
+    from roboloop.workspace import WRITER_RUN
+
+    for d in (ws.runs_dir.iterdir() if ws.runs_dir.is_dir() else []):
+        if (d / "state.pt").is_file() and (d / "run.json").is_file() and ws.writer_alive(WRITER_RUN, d.name):
+            return d.name
+    return None
+
+
+def _train_setup(ws: Workspace, acks: Acks) -> None:
+    setup = run(ws, "collect", "setup")
+    assert setup.returncode == 0, setup.stderr[-3000:]
+    acks.add(setup.stdout)
+    with Catalog(ws, url="") as cat:
+        curate.save(cat, curate.select(cat, DS, include_flagged=True), "train-all")
+
+
+@pytest.mark.sim
+def test_kill9_eval_workers_die_with_their_parent_and_register_nothing(tmp_path):
+    """kill -9 of `eval --workers 2` after its first registration: its workers die with it, no rollout appears or is
+    registered after it, and a resume completes the evaluation with every (cell, index) pair once (distinct seeds)."""
+    from roboloop.evaluate import finished_pairs
+
+    ws, figures = Workspace(tmp_path / "ws"), Figures()
+    evals = f"{DS}_evals"
+    res = run(ws, "eval-workers", "E", fault="collect.registered:2")  # killed while registering its second rollout
+    at_kill = {p.stem for p in ws.segment_files(evals, schema.BASE_LAYER)}
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    workers = [int(p) for line in res.stdout.splitlines() if line.startswith("WORKERS") for p in line.split()[1:]]
+    acked = {line.split()[2] for line in res.stdout.splitlines() if line.startswith("ACK rollout")}
+    assert len(workers) >= 2 and len(acked) == 1
+    assert acked <= at_kill and len(at_kill) == 2  # the acknowledged one + the one the parent was registering
+    wait_until(lambda: not any(process_alive(p) for p in workers), timeout=10, what=f"orphan workers {workers} to die")
+    time.sleep(1.0)  # a surviving worker would finish a 40-step episode in this time
+    files = {p.stem for p in ws.segment_files(evals, schema.BASE_LAYER)}
+    assert files == at_kill, f"rollout files finished after the parent died: {sorted(files - at_kill)}"
+    check(ws, Acks(), figures, "eval killed with workers")
+    last = run(ws, "eval-workers", "E")  # the immediate resume
+    assert last.returncode == 0 and "DONE" in last.stdout, last.stderr[-3000:]
+    with Catalog(ws, url="") as cat:
+        table = cat.segment_table(evals)
+        seeds = table.column("episode.seed").to_pylist()
+        assert table.num_rows == 8 and len(set(seeds)) == 8, sorted(seeds)
+        assert len(finished_pairs(cat, evals, "E")) == 8
+    report("eval workers", figures)
+
+
+@pytest.mark.sim
+def test_dead_run_two_concurrent_resumes_then_sigterm(tmp_path):
+    """A training run killed with SIGKILL is listed dead; of two `--resume` started together one trains and the
+    other is refused while it lives (only the one writes versions); SIGTERM at a seeded random moment then stops
+    the survivor like Ctrl-C: registered `interrupted` (not left `running`), nothing broken."""
+    from roboloop.train import list_runs, run_info
+
+    ws, acks, figures, rng = Workspace(tmp_path / "ws"), Acks(), Figures(), random.Random(SEED + 19)
+    _train_setup(ws, acks)
+    first = start(ws, "train-long", "t")
+    wait_until(lambda: live_run(ws) is not None, what="the run to train")
+    run_id = live_run(ws)
+    first.kill()
+    first.wait(timeout=30)
+    assert run_info(ws, run_id)["status"] == "running"  # as stored
+    assert [r["status"] for r in list_runs(ws)] == [schema.STATUS_DEAD]
+    versions = lambda: len(ws.segment_versions(schema.runs_dataset(DS), schema.BASE_LAYER, run_id))  # noqa: E731
+    before = versions()
+    a, b = start(ws, "resume", run_id), start(ws, "resume", run_id)
+    try:
+        wait_until(lambda: a.poll() is not None or b.poll() is not None, timeout=60, what="one resume to be refused")
+        refused, survivor = (a, b) if a.poll() is not None else (b, a)
+        _, err = refused.communicate(timeout=30)
+        assert refused.returncode == 1 and "is being trained right now by another process" in err, err[-3000:]
+        assert survivor.poll() is None
+        wait_until(lambda: versions() == before + 1, what="the survivor's `running` version")
+        assert [r["status"] for r in list_runs(ws)] == ["running"]
+        time.sleep(rng.uniform(0.0, 1.0))
+        survivor.send_signal(signal.SIGTERM)
+        out, err = survivor.communicate(timeout=60)
+        figures.tried += 1
+        assert survivor.returncode == 130 and "INTERRUPTED" in out, err[-3000:]
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait(timeout=30)
+    assert versions() == before + 2  # the survivor's `running` and `interrupted` versions; nothing from the refused one
+    assert run_info(ws, run_id)["status"] == "interrupted"
+    assert [r["status"] for r in list_runs(ws)] == ["interrupted"]
+    check(ws, acks, figures, "concurrent resumes, SIGTERM")
+    with Catalog(ws, url="") as cat:
+        row = cat.sql(f'SELECT "run.status" FROM {schema.runs_dataset(DS)} WHERE "run.run_id" = \'{run_id}\'').to_pylist()
+    assert row == [{"run.status": "interrupted"}]
+    report("concurrent resume + sigterm", figures)

@@ -438,8 +438,14 @@ def representative_failure(fails: Sequence[Mapping[str, Any]], cell: str | None 
 # --- loading (the only functions that read) ------------------------------------------------------
 
 def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: str | None):
+    """Rows of `eval_ids` matching `where`; an (eval id, cell, index) pair recorded twice counts once
+    (`episode_index.unique_rollouts`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    from roboloop.episode_index import unique_rollouts
+
+    table = unique_rollouts(table)
 
     from roboloop.predicate import (
         PredicateError,

@@ -71,6 +71,7 @@ from roboloop.envs.aloha.conditions import (
     yaw_preset,
 )
 from roboloop.envs.aloha.env import sample_cube_pose
+from roboloop.episode_index import unique_rollouts
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
 
@@ -664,7 +665,7 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)
     demo = _filter(segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
-    rollouts = _filter(segment_table(evals_ds), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
+    rollouts = _filter(unique_rollouts(segment_table(evals_ds)), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
     if not rollouts:
         raise GapError(f"evaluation {eval_id!r} has no rollouts in {evals_ds!r} (interrupted? resume it with `roboloop eval --resume {eval_id}`)")
     if not demo:

@@ -28,11 +28,13 @@ after them). A run asks for at most ``schema.MAX_EPISODES_PER_RUN`` episodes. An
 (bit-identical episodes for identical conditions); it is recorded as a reservation too,
 so later default runs continue after it. Demonstration seeds stay below
 ``schema.DEMO_SEED_LIMIT``. With ``workers > 1`` each worker process
-(spawn context) owns its own simulator and policy and writes finished episodes straight
-into the workspace (atomically); the parent owns the catalog and registers each episode
-as soon as its result arrives, so a crash loses at most the episodes in flight. A file
-finished but not yet registered when the parent dies is still in the workspace and is
-registered by the next catalog start (the workspace is the system of record).
+(spawn context) owns its own simulator and policy and writes each finished episode to a
+temporary file named after the parent (`workspace.temp_path`); the parent owns the
+catalog: it renames the file into place (the acknowledgement) and registers it as soon as
+the result arrives, so a crash loses at most the episodes in flight. Workers die with
+their parent (`workspace.die_with_parent`), and what they leave is garbage by its name:
+an episode nobody acknowledged is never registered by a later restore, so a `--resume`
+does not find it twice.
 
 **Executors.** ``executor="local"`` (default) uses the worker processes above;
 ``executor="ray"`` runs ``workers`` Ray actors (one CPU each; a local Ray instance, or the
@@ -74,7 +76,7 @@ from roboloop.envs.aloha.conditions import SceneConditions, start_state, yaw_pre
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
 from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.errors import RoboloopError
-from roboloop.workspace import Workspace
+from roboloop.workspace import Workspace, die_with_parent, publish_temp, temp_path
 
 __all__ = [
     "Observation",
@@ -324,12 +326,14 @@ def run_episode(
     kind: str = schema.KIND_DEMO,
     steps: int | None = None,
     on_step: Callable[[int], None] | None = None,
+    path: Path | None = None,
 ) -> EpisodeResult:
     """Run one episode and write it to the workspace's base layer (not registered).
 
     The file appears under its final name only if the whole episode ran: an exception
     (or KeyboardInterrupt) anywhere inside leaves no file. `on_step(step)` is called
-    after every control step (progress, or interruption in tests).
+    after every control step (progress, or interruption in tests). `path` writes the
+    episode elsewhere (a worker's temporary name that its parent publishes).
     """
     from roboloop.envs.aloha.success import SuccessTracker
 
@@ -339,9 +343,10 @@ def run_episode(
             f"{spec.cameras} at {spec.width}x{spec.height}: build it with make_sim(spec)"
         )
     n_steps = int(steps if steps is not None else sim.max_steps)
-    path = workspace.segment_path(dataset, schema.BASE_LAYER, job.segment_id)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; segment ids must be new")
+    final = workspace.segment_path(dataset, schema.BASE_LAYER, job.segment_id)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; segment ids must be new")
+    path = final if path is None else Path(path)
     t0 = time.perf_counter()
     sim.reset(job.seed, job.conditions)
     start_pose = sim.cube_start_pose
@@ -440,22 +445,26 @@ def yaw_label(conditions: SceneConditions) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
+def _init_worker(task: str, spec: RecordingSpec, policy_factory: Callable, parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed collect/eval takes its workers with it
     sim = make_sim(spec, task)
-    _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec)
+    _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec, parent=parent_pid)
 
 
 def _run_in_worker(job: EpisodeJob, root: str, dataset: str, kind: str, steps: int | None) -> EpisodeResult:
-    return run_episode(
-        _WORKER["sim"],
-        _WORKER["policy"],
-        job,
-        workspace=Workspace(root),
-        dataset=dataset,
-        spec=_WORKER["spec"],
-        kind=kind,
-        steps=steps,
-    )
+    """Run one episode into a temporary file named after the parent: only the parent, alive, publishes and registers it.
+
+    A worker that outlives its parent (killed before `die_with_parent` took effect) leaves
+    only a temporary file, garbage by its name, never a file restore would register.
+    """
+    ws = Workspace(root)
+    staged = temp_path(ws.segment_path(dataset, schema.BASE_LAYER, job.segment_id), _WORKER["parent"])
+    result = run_episode(_WORKER["sim"], _WORKER["policy"], job, workspace=ws, dataset=dataset, spec=_WORKER["spec"],
+                         kind=kind, steps=steps, path=staged)
+    if os.getppid() != _WORKER["parent"]:  # nobody will acknowledge it
+        staged.unlink(missing_ok=True)
+        os._exit(1)
+    return result
 
 
 # --- many episodes -------------------------------------------------------------------------
@@ -645,7 +654,8 @@ def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callabl
     n = min(cfg.workers, n_jobs)
     # Workers are replaced every WORKER_EPISODES episodes: Rerun 0.41 leaks two native threads per
     # RecordingStream, and a process that has written ~7,700 recordings can no longer start threads.
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg.task, cfg.spec, policy_factory),
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
+                             initargs=(cfg.task, cfg.spec, policy_factory, os.getpid()),
                              max_tasks_per_child=WORKER_EPISODES) as pool:
         pending: set = set()
 
@@ -658,7 +668,10 @@ def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callabl
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    done(fut.result())
+                    result = fut.result()
+                    # the acknowledgement: the worker's temporary file becomes the segment's file, then is registered
+                    result.path = publish_temp(result.path, ws.segment_path(cfg.dataset, schema.BASE_LAYER, result.segment_id))
+                    done(result)
                 submit(2 * n - len(pending))
         except BaseException:
             for fut in pending:

@@ -66,6 +66,52 @@ class StaleIndexError(RoboloopError, RuntimeError):
     """The index misses rows for files in the workspace and no catalog was given to rebuild them."""
 
 
+PAIR_COLUMNS = (f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", f"{schema.EPISODE}.{schema.EPISODE_CELL}",
+                f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}")
+"""What identifies a rollout's place in its evaluation: (eval id, cell, index in cell)."""
+
+
+def pair_duplicates(segment_ids, eval_ids, cells, indices) -> dict[str, str]:
+    """Rollouts that repeat an (eval id, cell, index) pair: duplicate segment id -> the segment readers count.
+
+    Every reader counts a pair once, the rollout with the smallest segment id (a rule
+    that needs no order or clock); segments missing a part of the pair are never duplicates.
+    Two writers of one evaluation once made such repeats; `verify` lists them.
+    """
+    kept: dict[tuple, str] = {}
+    dup_key: dict[str, tuple] = {}
+    for sid, *key in zip(segment_ids, eval_ids, cells, indices):
+        if any(k is None for k in key):
+            continue
+        k = (key[0], key[1], int(key[2]))
+        other = kept.get(k)
+        if other is None:
+            kept[k] = sid
+        else:
+            dup_key[max(sid, other)] = k
+            kept[k] = min(sid, other)
+    return {d: kept[k] for d, k in dup_key.items()}
+
+
+def unique_rollouts(table):
+    """`table` (a pyarrow rollout table) without the rows that repeat an (eval id, cell, index) pair (`pair_duplicates`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2 or KEY not in table.column_names or not all(c in table.column_names for c in PAIR_COLUMNS):
+        return table
+    try:  # the usual case, no repeats, without leaving Arrow (readers run this at 100k rollouts)
+        pairs = table.select(list(PAIR_COLUMNS)).drop_null()
+        if pairs.group_by(list(PAIR_COLUMNS), use_threads=False).aggregate([]).num_rows == pairs.num_rows:
+            return table
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    dups = pair_duplicates(table.column(KEY).to_pylist(), *(table.column(c).to_pylist() for c in PAIR_COLUMNS))
+    if not dups:
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column(KEY), value_set=pa.array(sorted(dups), pa.string()))))
+
+
 def flatten(segment_id: str, properties: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """`{"episode": {"seed": 3}}` -> `{"segment_id": ..., "episode.seed": 3}` (base groups only)."""
     out: dict[str, Any] = {KEY: segment_id}

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 __all__ = [
     "ConfigError",
     "RoboloopError",
+    "Terminated",
     "UnknownEvaluationError",
     "UnknownNameError",
     "WorkspaceBusyError",
@@ -70,3 +71,16 @@ class WorkspaceBusyError(RoboloopError):
 
 class UnknownEvaluationError(UnknownNameError):
     """An evaluation id that is not in the workspace; the message lists the known ones."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler) raised as an interrupt: handled exactly like Ctrl-C.
+
+    The `roboloop` command installs `on_sigterm` as the SIGTERM handler, so a terminated
+    run or evaluation writes its `interrupted` status and keeps what it acknowledged.
+    """
+
+
+def on_sigterm(signum, frame) -> None:
+    """SIGTERM handler: raise :class:`Terminated` in the main thread (like SIGINT raises KeyboardInterrupt)."""
+    raise Terminated(f"terminated by signal {signum}")

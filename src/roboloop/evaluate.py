@@ -61,6 +61,7 @@ from roboloop.collect import (
     ScriptedPolicy,
 )
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
+from roboloop.episode_index import unique_rollouts
 from roboloop.errors import RoboloopError
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "rollout_outcomes",
     "run_dataset",
     "valid_labels",
+    "writing_evals",
 ]
 
 SEED_RULE = "EVAL_SEED_BASE + int.from_bytes(sha256(f'{cell_key}#{index}').digest()[:8], 'big') % EVAL_SEED_SPAN"
@@ -425,8 +427,16 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
             "or use --policy scripted"
         ) from exc
-    if info.get("status") not in (None, "finished"):
-        raise EvaluateError(f"training run {policy!r} has status {info.get('status')!r}; evaluate a finished run")
+    from roboloop.workspace import WRITER_RUN
+
+    status = workspace.live_status(WRITER_RUN, policy, info.get("status"))  # `running` with no live trainer: dead
+    if status == schema.STATUS_DEAD:  # killed while training: its newest checkpoint may be mid-run; never evaluate it as if final
+        raise EvaluateError(f"training run {policy!r} died while running (its process is gone; status {status!r}); finish it "
+                            f"with `roboloop train --resume {policy}`, then evaluate it")
+    if status not in (None, schema.RUN_STATUS_FINISHED):
+        hint = f"; continue it with `roboloop train --resume {policy}`" if status in (
+            schema.RUN_STATUS_INTERRUPTED, schema.RUN_STATUS_FAILED) else ""
+        raise EvaluateError(f"training run {policy!r} has status {status!r}; evaluate a finished run{hint}")
     size = info.get("camera_size")
 
     def get(key: str) -> str:
@@ -494,8 +504,16 @@ def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
 
 
 def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`)."""
-    out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
+    """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`), with its status as it is now:
+    a row stored `running` whose writer process is gone (its lifetime lock is free) says `schema.STATUS_DEAD`."""
+    from roboloop.workspace import WRITER_EVAL
+
+    out = []
+    for r in rows.read_rows(workspace, schema.EVALS_TABLE):
+        if dataset is not None and r.get("dataset") != dataset:
+            continue
+        status = workspace.live_status(WRITER_EVAL, r[rows.KEY_FIELD], r.get("status"))
+        out.append(r if status == r.get("status") else {**r, "status": status})
     return sorted(out, key=rows.creation_order)
 
 
@@ -518,6 +536,7 @@ def finished_pairs(catalog, evals_dataset: str, eval_id: str) -> dict[tuple[str,
             f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}", f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}")
     if table.num_rows == 0 or not all(c in cols for c in need):
         return {}
+    table = unique_rollouts(table)  # a pair recorded twice counts once, as every reader counts it
     ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)
     return {
         (c, int(i)): bool(s) for e, c, i, s in zip(ids, cells, idx, ok) if e == eval_id and c is not None and i is not None
@@ -591,6 +610,7 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
             f"{schema.EPISODE}.{schema.EPISODE_INDEX_IN_CELL}", f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}")
     if table.num_rows == 0 or not all(c in cols for c in need):
         return out
+    table = unique_rollouts(table)  # a pair recorded twice counts once, as every reader counts it
     stage_col = f"{schema.OUTCOME}.{schema.OUTCOME_STAGE}"
     stages = table.column(stage_col).to_pylist() if stage_col in cols else [None] * table.num_rows
     ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)
@@ -652,6 +672,28 @@ def final_status(report: EvalReport, write: Callable[[str], None], t0: float, wo
         with contextlib.suppress(Exception):
             episode_index.compact(workspace, report.evals_dataset)
 
+@contextlib.contextmanager
+def writing_evals(workspace, *eval_ids: str, error: type[EvaluateError] = EvaluateError):
+    """Hold the lifetime writer lock of each evaluation in `eval_ids` (DESIGN: one writer per evaluation).
+
+    Raises EvaluateError, naming the evaluation, when another live process writes one of
+    them (two `eval --resume E` at once would run the same (cell, index) pairs twice).
+    The kernel releases the locks when this process dies, so `evals` shows a killed
+    evaluation as dead rather than running.
+    """
+    from roboloop.workspace import WRITER_EVAL
+
+    with contextlib.ExitStack() as stack:
+        for eval_id in dict.fromkeys(eval_ids):
+            if not stack.enter_context(workspace.writer(WRITER_EVAL, eval_id)):
+                raise error(
+                    f"evaluation {eval_id!r} is being written by another running process (an `eval` or `eval --resume`); "
+                    f"wait for it to end (see `roboloop evals`), then continue it with `roboloop eval --resume {eval_id}` "
+                    "if it did not finish"
+                )
+        yield
+
+
 def evaluate(
     catalog,
     cfg: EvalConfig,
@@ -662,6 +704,9 @@ def evaluate(
 ) -> EvalReport:
     """Run, record and register the evaluation's rollouts; keep its row in the evals table.
 
+    The process holds the evaluation's writer lock throughout (:func:`writing_evals`): a
+    second writer of the same eval id is refused with EvaluateError.
+
     `resume` runs only the (cell, index) pairs of `cfg.eval_id` that are not in the catalog
     yet (the row must exist and its config must match `cfg` up to `workers`; a larger
     `episodes_per_cell` tops the evaluation up to that many per cell, e.g. a sequential
@@ -670,6 +715,16 @@ def evaluate(
     no training run is looked up then and the run provenance is "none".
     `on_result(result)` is called after each rollout is registered and indexed.
     """
+    if not resume and cfg.eval_id is None:
+        cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
+    if cfg.eval_id is None:
+        raise EvaluateError("resume needs the eval id of the evaluation to continue")
+    with writing_evals(catalog.workspace, str(cfg.eval_id)):
+        return _evaluate(catalog, cfg, on_result=on_result, resume=resume, policy_factory=policy_factory)
+
+
+def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_factory) -> EvalReport:
+    """:func:`evaluate` under the evaluation's writer lock."""
     from roboloop import episode_index
 
     ws = catalog.workspace

@@ -68,6 +68,7 @@ from roboloop.evaluate import (
     resolve_policy,
     rollout_jobs,
     rollout_outcomes,
+    writing_evals,
 )
 from roboloop.stats.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
 
@@ -216,7 +217,22 @@ def evaluate_until_decided(
     challenger's policy (tests, custom policies; run provenance "none");
     `baseline_factory` the baseline's (needed only when the baseline must be topped up
     and its policy is not `scripted` or a training run).
+    The process holds the writer locks of both evaluations throughout (it may top the
+    baseline up): another live writer of either is refused (`writing_evals`).
     """
+    if not resume and cfg.eval_id is None:
+        cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
+    if cfg.eval_id is None:
+        raise SequentialEvalError("resume needs the eval id of the sequential evaluation to continue")
+    ids = [str(cfg.eval_id)] + ([against] if isinstance(against, str) and against else [])
+    with writing_evals(catalog.workspace, *ids, error=SequentialEvalError):
+        return _until_decided(catalog, cfg, against=against, seq=seq, on_result=on_result, on_round=on_round,
+                              resume=resume, policy_factory=policy_factory, baseline_factory=baseline_factory)
+
+
+def _until_decided(catalog, cfg: EvalConfig, *, against, seq, on_result, on_round, resume, policy_factory,
+                   baseline_factory) -> SequentialReport:
+    """:func:`evaluate_until_decided` under the writer locks of both evaluations."""
     ws = catalog.workspace
     seq = _as_seq(seq if seq is not None else SequentialConfig())
     base_row, base_cfg = _baseline(ws, against, cfg)

@@ -402,6 +402,12 @@ RUN_SUMMARY_TEXT = "/run"
 RUN_STATUS_RUNNING = "running"
 RUN_STATUS_FINISHED = "finished"
 RUN_STATUS_INTERRUPTED = "interrupted"
+RUN_STATUS_FAILED = "failed"
+"""The run stopped on an error (e.g. a non-finite loss); its last complete checkpoint is kept."""
+STATUS_RUNNING = RUN_STATUS_RUNNING
+STATUS_DEAD = "dead"
+"""Shown (never stored) for a run or evaluation whose row says `running` while no process holds its writer lock
+(`Workspace.live_status`): its writer died (kill -9, power loss); resume it."""
 
 # `run` group (friendly names `run.<name>`; the flattened config as `run.config_<key>`)
 RUN_ID = "run_id"

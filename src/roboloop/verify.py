@@ -15,6 +15,8 @@ demand. Per dataset (or one, with `dataset=`):
 Decoding runs in one child process for all files (`catalog.iter_decode_problems`): a file
 that makes the decoder panic and abort is reported as that file's problem, and verify goes
 on with the next file in a new child.
+- in an evaluation dataset, no two rollouts may share an (eval id, cell, index) pair
+  (`duplicate_rollouts`, from the rollout index: readers count such a pair once).
 
 Without `dataset=`, every row file of every row table (`tables/<t>/rows/*.json`) must also
 parse as a JSON row with a key. Nothing is repaired or deleted: each problem names the file
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roboloop import rows as _rows
+from roboloop import schema
 from roboloop.catalog import UnknownDatasetError, iter_decode_problems, quick_check_rrd, read_recording_id
 from roboloop.catalog_restore import segment_of
 from roboloop.errors import RoboloopError
@@ -119,6 +122,11 @@ def verify(
         _report_files(files, first, sent, decoded, report, on_file)
     finally:
         decoded.close()  # stops the decoding child
+    for name in report.datasets:
+        for path, problem in duplicate_rollouts(workspace, name):
+            report.problems.append((path, problem))
+            if on_file is not None:
+                on_file(path, problem)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -152,6 +160,32 @@ def _id_problem(path: Path) -> list[str]:
     if rid != seg:
         return [f"holds recording {rid!r} but its name says segment {seg!r} (restore skips it)"]
     return []
+
+
+def duplicate_rollouts(workspace: Workspace, dataset: str) -> list[tuple[Path, str]]:
+    """(file, problem) for every rollout of `dataset` that repeats an (eval id, cell, index) pair of another.
+
+    Read from the rollout index rows of the segments on disk (segments without a row are not
+    checked). Readers count the pair once (`episode_index.pair_duplicates`); nothing is deleted.
+    """
+    from roboloop import episode_index
+
+    if not dataset.endswith(schema.evals_dataset("")):
+        return []
+    on_disk = episode_index.segment_ids_on_disk(workspace, dataset)
+    rows = sorted((r for r in episode_index.read(workspace, dataset) if r.get(episode_index.KEY) in on_disk),
+                  key=lambda r: r[episode_index.KEY])
+    cols = [[r.get(c) for r in rows] for c in episode_index.PAIR_COLUMNS]
+    dups = episode_index.pair_duplicates([r[episode_index.KEY] for r in rows], *cols)
+    by_id = {r[episode_index.KEY]: r for r in rows}
+    out = []
+    for dup, kept in sorted(dups.items()):
+        r = by_id[dup]
+        e, c, i = (r.get(col) for col in episode_index.PAIR_COLUMNS)
+        out.append((workspace.segment_path(dataset, schema.BASE_LAYER, dup),
+                    f"duplicate rollout: evaluation {e!r} cell {c!r} index {i} was also recorded as {kept!r}, which "
+                    f"every reader counts instead (two writers ran this evaluation at once); this file is not counted"))
+    return out
 
 
 def _row_problem(path: Path) -> str | None:

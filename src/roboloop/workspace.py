@@ -38,6 +38,8 @@ import logging
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,6 +52,13 @@ log = logging.getLogger(__name__)
 ENV_WORKSPACE = "ROBOLOOP_WORKSPACE"
 DEFAULT_WORKSPACE = ".roboloop"
 TEMP_MARKER = ".tmp-"
+WRITER_RUN = "runs"
+"""`writer` kind of a training run (key: run id)."""
+WRITER_EVAL = "evals"
+"""`writer` kind of an evaluation (key: eval id)."""
+WRITER_WAIT_S = 0.5
+_HELD: dict[Path, list[int]] = {}  # writer lock path -> [fd, depth], this process's held writer locks
+_HELD_GUARD = threading.Lock()
 
 
 class WorkspaceReadOnlyError(WorkspaceError):
@@ -116,6 +125,28 @@ def is_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and TEMP_MARKER in path.name
 
 
+def temp_path(final: Path, owner_pid: int | None = None) -> Path:
+    """A temporary name next to `final` owned by process `owner_pid` (default this one).
+
+    Such a file is garbage once its owner is gone (`remove_stale_temp_files`): a worker that
+    writes for its parent names the file after the parent, so nothing it leaves counts
+    unless the parent, alive, renames it into place (`publish_temp`).
+    """
+    pid = os.getpid() if owner_pid is None else int(owner_pid)
+    return Path(final).with_name(f".{Path(final).name}{TEMP_MARKER}{pid}-{uuid.uuid4().hex[:8]}")
+
+
+def publish_temp(tmp: Path, final: Path) -> Path:
+    """Rename a finished temporary file (see `temp_path`) onto `final`, which must not exist yet (FileExistsError).
+
+    Its checksum is recorded first, like `atomic_path` does (DESIGN: before the rename that publishes it).
+    """
+    record_checksum(tmp, final)
+    os.link(tmp, final)
+    os.unlink(tmp)
+    return Path(final)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
@@ -135,7 +166,7 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
         if _is_disk_full(exc):
             raise disk_full_error(final) from exc
         raise
-    tmp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = temp_path(final)
     try:
         yield tmp
         if not tmp.exists():
@@ -539,6 +570,106 @@ class Workspace:
         """True when this process cannot write into the (existing) workspace folder: a read-only mount, or no permission."""
         return self.root.is_dir() and not os.access(self.root, os.W_OK)
 
+    # --- lifetime locks of writers (DESIGN: a process that writes a run or an evaluation holds a lock) ------
+    def writer_lock_path(self, kind: str, key: str) -> Path:
+        """`locks/<kind>/<key>.lock`: held (flock, exclusive) by the one process writing that run or evaluation."""
+        return self.root / "locks" / schema.validate_segment_id(kind) / f"{schema.validate_segment_id(key)}.lock"
+
+    @contextlib.contextmanager
+    def writer(self, kind: str, key: str, *, wait_s: float = WRITER_WAIT_S) -> Iterator[bool]:
+        """Hold the lifetime lock of writer `kind`/`key` for the block; yields False if another process holds it.
+
+        The kernel releases the lock when the holder dies (any signal, SIGKILL included), so
+        a `running` row whose lock is free belongs to a dead process (`writer_alive`).
+        Re-entrant within one process (an evaluation that tops up its own baseline, a
+        resumed run inside a launcher). Never waits for a live writer: it retries only for
+        `wait_s` seconds, to step past a listing that probes the lock at that instant.
+        """
+        path = self.writer_lock_path(kind, key)
+        with _HELD_GUARD:
+            held = _HELD.get(path)
+            if held is not None:
+                held[1] += 1
+        if held is not None:
+            try:
+                yield True
+            finally:
+                self._release_writer(path)
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # O_CLOEXEC: spawned children do not inherit it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.02)
+                continue
+            try:  # the holder before us may have removed the file on release: lock the file that is there now
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())  # who holds it, for messages (`writer_pid`)
+        with _HELD_GUARD:
+            _HELD[path] = [fd, 1]
+        try:
+            yield True
+        finally:
+            self._release_writer(path)
+
+    @staticmethod
+    def _release_writer(path: Path) -> None:
+        """Drop one level; the last removes the lock file (a writer that ends leaves no trace) and releases the lock.
+        A killed holder leaves the file, unlocked: `writer_alive` is False, the next writer re-uses it."""
+        with _HELD_GUARD:
+            held = _HELD[path]
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[path]
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # still locked: a writer that opened it meanwhile re-checks the inode and retries
+                os.close(held[0])  # releases the lock
+
+    def writer_alive(self, kind: str, key: str) -> bool:
+        """True while some process (this one included) holds the lifetime lock of `kind`/`key`."""
+        path = self.writer_lock_path(kind, key)
+        with _HELD_GUARD:
+            if path in _HELD:
+                return True
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def writer_pid(self, kind: str, key: str) -> int | None:
+        """The pid the last holder of `kind`/`key`'s writer lock wrote into it (meaningful while `writer_alive`)."""
+        try:
+            text = self.writer_lock_path(kind, key).read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def live_status(self, kind: str, key: str, status: str | None) -> str | None:
+        """`status` as stored, except `running` without a live writer, which is `schema.STATUS_DEAD`."""
+        if status == schema.STATUS_RUNNING and not self.writer_alive(kind, key):
+            return schema.STATUS_DEAD
+        return status
+
     def live_catalog(self) -> tuple[int | None, bool]:
         """Mark this process as running a catalog over the workspace until the returned fd is closed; (fd, alone).
 
@@ -602,6 +733,7 @@ def _split_version(stem: str) -> tuple[str, int]:
     m = _VERSION_SUFFIX.match(stem)
     return (m.group(1), int(m.group(2))) if m else (stem, 0)
 
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists (on this machine)."""
     return _pid_alive(pid)
@@ -617,3 +749,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process: have the kernel SIGKILL it when its parent dies (Linux `PR_SET_PDEATHSIG`).
+
+    A worker of a killed `collect`/`eval` would otherwise keep simulating (hundreds of MB
+    each) and finish files nobody acknowledges. If the parent is already gone (it died
+    before the call took effect), the worker exits at once. Elsewhere than Linux it only
+    checks the parent.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)

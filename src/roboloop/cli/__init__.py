@@ -250,7 +250,16 @@ def id_list(ids, n: int = 8) -> str:
 
 
 def main() -> None:
-    """Entry point (`roboloop = "roboloop.cli:main"`): user errors print their message and exit 1."""
+    """Entry point (`roboloop = "roboloop.cli:main"`): user errors print their message and exit 1.
+
+    SIGTERM is handled like Ctrl-C (`errors.Terminated`): a run or evaluation killed by
+    `kill` or `timeout` records `interrupted` and can be resumed.
+    """
+    import signal
+
+    from roboloop.errors import on_sigterm
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app()
     except RoboloopError as exc:  # raised outside the command group (e.g. while building the app)

@@ -24,6 +24,7 @@ from roboloop.train.deploy import (
     list_runs,
     load_policy,
     run_info,
+    run_status,
 )
 from roboloop.train.loop import TrainProgress, TrainResult, load_config, train
 
@@ -41,5 +42,6 @@ __all__ = [
     "load_config",
     "load_policy",
     "run_info",
+    "run_status",
     "train",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from roboloop import schema
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import ObservationEncoder, feature_specs
 from roboloop.train.loop import (
@@ -123,7 +124,18 @@ def list_runs(workspace: Any) -> list[dict[str, Any]]:
     if not ws.runs_dir.is_dir():
         return []
     out = [json.loads((p / RUN_FILE).read_text()) for p in ws.runs_dir.iterdir() if (p / RUN_FILE).is_file()]
+    for r in out:  # a `running` run whose process is gone (its lifetime lock is free) is shown as dead
+        r["status"] = run_status(ws, r.get("run_id", ""), r.get("status"))
     return sorted(out, key=lambda r: r.get("started_at", ""), reverse=True)
+
+
+def run_status(workspace: Any, run_id: str, stored: str | None) -> str | None:
+    """A run's status as it is now: `stored`, except `running` with no live training process -> `schema.STATUS_DEAD`."""
+    from roboloop.workspace import WRITER_RUN
+
+    if stored != schema.RUN_STATUS_RUNNING or not run_id:
+        return stored
+    return _workspace(workspace).live_status(WRITER_RUN, run_id, stored)
 
 
 class PolicyFactory:
@@ -153,4 +165,4 @@ class PolicyFactory:
         return f"PolicyFactory({self.workspace_root!r}, {self.run_id!r})"
 
 
-__all__ = ["DeployedPolicy", "PolicyFactory", "TemporalEnsembler", "list_runs", "load_policy", "run_info"]
+__all__ = ["DeployedPolicy", "PolicyFactory", "TemporalEnsembler", "list_runs", "load_policy", "run_info", "run_status"]

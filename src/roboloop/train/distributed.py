@@ -27,8 +27,10 @@ command works on this machine (`--nnodes 1 --nproc-per-node 2`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue as _queue
+import signal
 import socket
 from collections.abc import Callable
 from datetime import timedelta
@@ -37,7 +39,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from roboloop.errors import Terminated
 from roboloop.train.config import TrainConfig, TrainError
+from roboloop.workspace import die_with_parent
 
 TIMEOUT = timedelta(minutes=10)
 """How long a collective may wait for a missing rank before the group fails."""
@@ -78,7 +82,7 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
     ctx = torch.multiprocessing.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
-    args = (cfg.nproc, catalog.url, str(catalog.workspace.root), cfg.to_json(), run_id, resume, port, q)
+    args = (cfg.nproc, catalog.url, str(catalog.workspace.root), cfg.to_json(), run_id, resume, port, q, os.getpid())
     procs = torch.multiprocessing.start_processes(_rank_main, args=args, nprocs=cfg.nproc, join=False, start_method="spawn")
     result, errors, weights = None, [], {}
     interrupted = False
@@ -94,8 +98,13 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
                 on_progress(payload)
             else:
                 result = _receive(kind, payload, result, weights, errors)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
+        if isinstance(exc, Terminated):  # SIGTERM reached the launcher only (Ctrl-C reaches the whole group): pass it on
+            for p in procs.processes:
+                if p.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGINT)
     finally:
         for p in procs.processes:
             p.join(timeout=None if interrupted else 60)
@@ -130,7 +139,9 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
     return result
 
 
-def _rank_main(rank: int, world: int, url: str, ws_root: str, cfg_json: str, run_id: str, resume: str | None, port: int, q) -> None:
+def _rank_main(rank: int, world: int, url: str, ws_root: str, cfg_json: str, run_id: str, resume: str | None, port: int, q,
+               launcher_pid: int) -> None:
+    die_with_parent(launcher_pid)  # the launcher holds the run's lock: no rank outlives it
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=TIMEOUT)

@@ -59,7 +59,7 @@ from roboloop.train.features import (
 )
 from roboloop.train.policies import BCPolicy, make_policy
 from roboloop.train.runlog import RunLog, save_run_blueprint
-from roboloop.workspace import Workspace, atomic_path, atomic_write_text
+from roboloop.workspace import WRITER_RUN, Workspace, atomic_path, atomic_write_text
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -105,6 +105,10 @@ class TrainResult:
     """With nproc > 1: each rank's final weights digest (the launcher checks they are equal: DDP kept them in sync)."""
 
 
+class NonFiniteLossError(TrainError):
+    """The loss became NaN or infinite: the run stops with status `failed` (the message says what to change)."""
+
+
 def new_run_id() -> str:
     return schema.new_segment_id("run")
 
@@ -120,12 +124,33 @@ def train(
     """Train `cfg.policy` on the selection `cfg.selection`; register the run in `<dataset>_runs`.
 
     With `cfg.nproc > 1` and no process group yet, launches the ranks and returns rank 0's result.
+
+    The training process (the launcher with `nproc > 1`) holds the run's writer lock for
+    its lifetime (DESIGN): `runs` shows a run whose process is gone as dead, and a second
+    process training the same run (two `--resume RUN` at once) is refused with TrainError.
+    Ranks of a process group do not take it (their launcher holds it; under `torchrun`
+    nobody does). A non-finite loss stops the run with TrainError and status `failed`.
     """
     rank, world = _dist_topology()
-    if cfg.nproc > 1 and world == 1:
-        from roboloop.train.distributed import launch
+    if world > 1:
+        return _train(catalog, cfg, rank, world, on_progress=on_progress, resume=resume, run_id=run_id)
+    run_id = resume or run_id or new_run_id()
+    ws: Workspace = catalog.workspace
+    with ws.writer(WRITER_RUN, run_id) as mine:
+        if not mine:
+            pid = ws.writer_pid(WRITER_RUN, run_id)
+            raise TrainError(f"run {run_id!r} is being trained right now by another process{f' (pid {pid})' if pid else ''}; "
+                             f"wait for it to end (see `roboloop runs`), or stop it (Ctrl-C, kill) and then "
+                             f"`roboloop train --resume {run_id}`")
+        if cfg.nproc > 1:
+            from roboloop.train.distributed import launch
 
-        return launch(catalog, cfg, on_progress=on_progress, resume=resume, run_id=run_id)
+            return launch(catalog, cfg, on_progress=on_progress, resume=resume, run_id=run_id)
+        return _train(catalog, cfg, rank, world, on_progress=on_progress, resume=resume, run_id=run_id)
+
+
+def _train(catalog, cfg: TrainConfig, rank: int, world: int, *, on_progress, resume: str | None, run_id: str | None) -> TrainResult:
+    """:func:`train` in one process (a rank of a group, or the only one), under the run's writer lock."""
     if world != cfg.nproc:
         raise TrainError(f"this process group has {world} ranks but the config says nproc={cfg.nproc}; start as many ranks as nproc")
     main = rank == 0
@@ -222,6 +247,14 @@ def train(
                     loss_scaled, loss = _global_loss(loss, m["n"] * weight, world)
                 else:
                     loss_scaled = loss
+                lv = float(loss.detach())
+                if not math.isfinite(lv):  # every rank sees the same global loss: all stop here, before a step spreads it
+                    raise NonFiniteLossError(
+                        f"run {run_id}: the training loss became {lv} at step {step + 1} (epoch {epoch + 1}, learning rate "
+                        f"{opt.param_groups[0]['lr']:g}); training diverged and stopped with status 'failed'. The run keeps "
+                        f"its last complete checkpoint (epoch {saved[0]}). Start a new run with a smaller --lr (config lr "
+                        f"{cfg.lr:g}) or check the selection's data for non-finite values"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss_scaled.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -229,7 +262,6 @@ def train(
                 opt.step()
                 sched.step()
                 step += 1
-                lv = float(loss.detach())
                 total, count = total + lv, count + 1
                 log.scalar(schema.TRAIN_LOSS, step, epoch, lv)
                 log.scalar(schema.TRAIN_LR, step, epoch, lr)
@@ -255,6 +287,9 @@ def train(
                 on_progress(TrainProgress(run_id, done, cfg.epochs, step, total_steps, epoch_losses[-1],
                                           opt.param_groups[0]["lr"], holdout_losses[-1] if holdout_losses else None, epoch_end=True))
         status = schema.RUN_STATUS_FINISHED
+    except NonFiniteLossError:
+        status = schema.RUN_STATUS_FAILED
+        raise
     finally:
         wall = wall_before + time.perf_counter() - started
         ahead.close()
