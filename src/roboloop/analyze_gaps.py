@@ -62,6 +62,7 @@ import numpy as np
 
 from roboloop import schema
 from roboloop.catalog import CatalogError
+from roboloop.config import Config
 
 __all__ = [
     "CONDITION_AXES",
@@ -111,7 +112,7 @@ class GapError(CatalogError, ValueError):
 # --- configuration ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class GapConfig:
+class GapConfig(Config):
     """How coverage is measured and cells are classified (see the module docstring)."""
 
     position_scale_m: float = 0.02
@@ -134,6 +135,7 @@ class GapConfig:
     """Condition axes whose labels must be equal for a training episode to count as near (camera policies)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("position_scale_m", "yaw_scale_deg", "tolerance"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -159,21 +161,10 @@ class GapConfig:
         """The failing rule: Wilson upper bound below `target_rate`, or rate below `fail_rate`."""
         return ci_high < self.target_rate or rate < self.fail_rate
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["match_labels"] = list(self.match_labels)
-        return d
-
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GapConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise GapError(f"unknown GapConfig keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
-        kw = dict(d)
-        if "match_labels" in kw:
-            kw["match_labels"] = tuple(kw["match_labels"])
-        return cls(**kw)
+    def unknown_keys_error(cls, unknown: list[str]) -> Exception:
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        return GapError(f"unknown GapConfig keys {sorted(unknown)}; valid keys: {', '.join(names)}")
 
     @classmethod
     def for_policy(cls, run_info: Mapping[str, Any] | None, **overrides: Any) -> GapConfig:

@@ -102,9 +102,7 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(fields)}"
-            )
+            raise cls.unknown_keys_error(unknown)
         missing = [
             n for n, f in fields.items()
             if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -115,6 +113,12 @@ class Config:
             return cls(**dict(data))
         except TypeError as exc:
             raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+    @classmethod
+    def unknown_keys_error(cls, unknown: list[str]) -> Exception:
+        """The error `from_dict` raises for keys that are not fields (a stage may keep its own wording)."""
+        valid = ", ".join(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        return ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {valid}")
 
     # --- JSON / TOML -----------------------------------------------------------------------------
     def to_json(self, indent: int | None = 2) -> str:
