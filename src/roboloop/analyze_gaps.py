@@ -78,6 +78,8 @@ __all__ = [
     "coverage",
     "coverage_distances",
     "gap_report",
+    "evaluated_run",
+    "gap_config",
     "gaps",
     "make_plan",
     "parse_cell_key",
@@ -659,18 +661,13 @@ def fill_start_states(rows: list[dict[str, Any]]) -> int:
     return filled
 
 
-def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
-    """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
-
-    Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
-    demonstration dataset's and the evaluation dataset's segment tables (through
-    `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
-    `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
-    """
-    segment_table = segment_table or catalog.segment_table
+def evaluated_run(workspace, eval_id: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Evaluation `eval_id`'s row, its run id and that run's info; `GapError` for an unknown evaluation or a
+    policy that was not a training run (coverage is measured against a run's training episodes)."""
     from roboloop import rows as rowstore
+    from roboloop.train import run_info
 
-    ws = catalog.workspace
+    ws = workspace
     row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id)
     if row is None:
         known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
@@ -681,9 +678,25 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
             f"evaluation {eval_id!r} ran policy {row.get('policy')!r}, not a training run: coverage is measured "
             "against the episodes a policy was trained on"
         )
-    from roboloop.train import run_info
+    return row, run_id, run_info(ws, run_id)
 
-    info = run_info(ws, run_id)
+
+def gap_config(workspace, eval_id: str) -> GapConfig:
+    """The config `gaps(catalog, eval_id)` uses by default: :meth:`GapConfig.for_policy` of the evaluation's run."""
+    return GapConfig.for_policy(evaluated_run(workspace, eval_id)[2])
+
+
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
+    """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
+
+    Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
+    demonstration dataset's and the evaluation dataset's segment tables (through
+    `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
+    `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
+    """
+    segment_table = segment_table or catalog.segment_table
+    ws = catalog.workspace
+    row, run_id, info = evaluated_run(ws, eval_id)
     train_ids = list(info.get("train_ids") or [])
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)

@@ -78,6 +78,8 @@ __all__ = [
     "EvalConfig",
     "EvalReport",
     "EvaluateError",
+    "evals_dataset_of",
+    "latest_eval_ids",
     "Grid",
     "GridError",
     "PolicySource",
@@ -484,6 +486,19 @@ def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
     """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`)."""
     out = [r for r in rows.read_rows(workspace, schema.EVALS_TABLE) if dataset is None or r.get("dataset") == dataset]
     return sorted(out, key=rows.creation_order)
+
+
+def latest_eval_ids(workspace, n: int = 2) -> list[str]:
+    """Ids of the `n` most recent evaluations (oldest first), from the evals table."""
+    return [str(r.get("eval_id") or r[rows.KEY_FIELD]) for r in list_evals(workspace)[-n:]]
+
+
+def evals_dataset_of(workspace, eval_id: str) -> str:
+    """The evaluation dataset (`<dataset>_evals`) evaluation `eval_id` wrote its rollouts to."""
+    row = eval_row(workspace, eval_id)
+    if row is None:
+        raise EvaluateError(f"no evaluation {eval_id!r} in {workspace.root}; list them with `roboloop evals`")
+    return row["evals_dataset"]
 
 
 def load_config(workspace, eval_id: str) -> EvalConfig:

@@ -56,7 +56,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from roboloop.config import ConfigError
+from roboloop.config import ConfigError, field_docs
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace
 
@@ -159,6 +159,24 @@ def fail(message: str) -> None:
     raise ConfigError(message)
 
 
+def config_help(cls: type, name: str, extra: str = "") -> str:
+    """An option's help taken from a config field: its one-line doc, `extra`, and its default (never restated)."""
+    default = getattr(cls, name, None)
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{field_docs(cls)[name]}{extra} Default {shown}." if default is not None else f"{field_docs(cls)[name]}{extra}"
+
+
+SHOW_CONFIG_HELP = "Print the resolved config (file, then options) as TOML and exit."
+
+
+def print_config(*configs: Any) -> None:
+    """`--show-config`: each config as TOML (a second one, e.g. the sequential settings, as a table named after it)."""
+    first, *rest = configs
+    sys.stdout.write(first.to_toml())
+    for name, cfg in rest:
+        sys.stdout.write(f"\n[{name}]\n" + cfg.to_toml())
+
+
 def presets_help(what: str, presets: Sequence[str] | Any, aliases: dict[str, str] | None = None, extra: str = "") -> str:
     """Help text listing a preset table's names (never copied by hand): `Lighting: normal, dim, bright.`"""
     names = list(presets)
@@ -224,9 +242,11 @@ from roboloop.cli import collect_cmds  # noqa: F401
 from roboloop.cli import curate_cmds  # noqa: F401
 from roboloop.cli import demo_cmds  # noqa: F401
 from roboloop.cli import workspace_cmds  # noqa: F401
-from roboloop.cli import evaluate_cmds, interop_cmds, loop_cmds, train_cmds  # register(app) modules
+from roboloop.cli import analyze_cmds, evaluate_cmds, interop_cmds, links_cmds, loop_cmds, train_cmds  # register(app) modules
 
 train_cmds.register(app)
 evaluate_cmds.register(app)
-loop_cmds.register(app, open_catalog=open_catalog)
+analyze_cmds.register(app)
+links_cmds.register(app)
+loop_cmds.register(app)
 interop_cmds.register(app)

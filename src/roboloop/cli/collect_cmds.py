@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from roboloop import schema
-from roboloop.cli import app, console, err_console, open_catalog, presets_help, user_input
+from roboloop.cli import SHOW_CONFIG_HELP, app, console, err_console, open_catalog, presets_help, print_config, user_input
 from roboloop.sim import conditions as _cond
 
 DEFAULT_EPISODES = 10
@@ -34,6 +34,7 @@ def collect_cmd(
     plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where episodes run: local (worker processes) or ray (needs `pip install 'roboloop[ray]'`). Default local.")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster (`auto`, `ray://head:10001`); default: a local Ray instance.")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
     if plan is not None:
@@ -44,20 +45,23 @@ def collect_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from roboloop.collect import CollectConfig, collect, parse_cameras, parse_size
-    from roboloop.config import load_config, override
+    from roboloop.config import resolve
     from roboloop.sim import SceneConditions
 
     with user_input():
-        base = load_config(CollectConfig, config) if config else CollectConfig(episodes=DEFAULT_EPISODES)
         size = parse_size(camera_size) if camera_size else (None, None)
-        spec = override(base.spec, cameras=parse_cameras(cameras) if cameras is not None else None,
-                        width=size[0], height=size[1], camera_hz=camera_hz, scene_hz=scene_hz)
+        spec = dict(cameras=parse_cameras(cameras) if cameras is not None else None, width=size[0], height=size[1],
+                    camera_hz=camera_hz, scene_hz=scene_hz)
         named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
         conditions = None
         if any(v is not None for v in named.values()):
             conditions = (SceneConditions.from_names(**{k: v for k, v in named.items() if v is not None}),)
-        cfg = override(base, dataset=dataset, episodes=episodes, seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions,
-                       executor=executor, ray_address=ray_address)
+        cfg = resolve(CollectConfig, config, dataset=dataset, episodes=episodes if episodes is not None or config else DEFAULT_EPISODES,
+                      seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions, executor=executor,
+                      ray_address=ray_address)
+    if show_config:
+        print_config(cfg)
+        return
     spec = cfg.spec
     labels = ", ".join(c.label for c in cfg.conditions) or "default"
     console.print(f"collecting {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/]: {labels}, "

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from roboloop.cli import SHOW_CONFIG_HELP, print_config
+
 
 def _progress(label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,6 +37,7 @@ def import_lerobot_cmd(
     task: Annotated[str | None, typer.Option(help="Override episode.task (default: the episode's LeRobot task).")] = None,
     episodes: Annotated[str | None, typer.Option(help="Comma-separated LeRobot episode indices to import (default: all).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="ImportConfig file (.toml/.json); flags override it.")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Import a LeRobot dataset: features -> streams at its fps, videos -> H.264 cameras, metadata -> properties."""
     from roboloop.cli import console, open_catalog, user_input
@@ -44,6 +47,9 @@ def import_lerobot_cmd(
     with user_input():
         wanted = tuple(int(x) for x in episodes.split(",") if x.strip()) if episodes else None
         cfg = resolve(ImportConfig, config, path=str(path) if path else None, dataset=dataset, kind=kind, task=task, episodes=wanted)
+    if show_config:
+        print_config(cfg)
+        return
     with open_catalog() as cat:
         progress, update = _progress("importing episodes")
         with progress:
@@ -71,6 +77,7 @@ def export_lerobot_cmd(
     robot_type: Annotated[str | None, typer.Option(help="robot_type written to info.json.")] = None,
     overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Replace OUT if it is an earlier export (never a file or a workspace folder).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="ExportConfig file (.toml/.json); flags override it.")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Export a saved selection as a LeRobot v3.0 dataset (parquet + H.264 mp4 + meta with statistics)."""
     from roboloop.cli import console, open_catalog, user_input
@@ -99,6 +106,9 @@ def export_lerobot_cmd(
             robot_type=robot_type,
             overwrite=overwrite,
         )
+    if show_config:
+        print_config(cfg)
+        return
     with open_catalog() as cat:
         progress, update = _progress("exporting episodes")
         with progress:
