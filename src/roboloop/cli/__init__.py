@@ -1,34 +1,46 @@
-"""The `roboloop` command: parses arguments into configs, calls the library, shows progress. Holds no logic.
+"""The `roboloop` command: parses arguments into configs, calls the library, prints. Holds no logic.
 
 Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `--catalog`, `--verbose`), the helpers every command uses (`open_catalog`, `console`,
-`err_console`, `print_arrow`, `id_list`, `user_input`) and `main`. Each stage group has
-its own module: `catalog_cmds` (serve, ls, import, sql), `collect_cmds` (collect),
-`curate_cmds` (refine, flag, unflag, curate ...), `demo_cmds` (demo), `workspace_cmds` (gc).
+`err_console`, `print_arrow`, `id_list`, `user_input`, `config_help`, `print_config`) and
+`main`. Each stage group has its own module: `catalog_cmds` (serve, ls, import, sql, verify),
+`collect_cmds` (collect), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
+(train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success, compare,
+failures, reoutcome), `links_cmds` (open), `loop_cmds` (gaps, plan, report; `collect --plan`),
+`interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc);
+`tables` holds the table/CSV/JSON output of the evaluate and analyze commands.
 
-Adding a stage's commands (train, evaluate, analyze, report, ...)
-------------------------------------------------------------------
-1. Write `src/roboloop/cli/<stage>_cmds.py`::
+Adding a stage's commands: one convention, `register(app)`
+-----------------------------------------------------------
+1. Write `src/roboloop/cli/<stage>_cmds.py`: plain functions, and a `register(app)` that adds them::
 
        from typing import Annotated
        import typer
-       from roboloop.cli import app, console, open_catalog, user_input
+       from roboloop.cli import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
+       from roboloop.config import resolve
+       from roboloop.train import TrainConfig, train
 
-       @app.command("train")
-       def train_cmd(config: Annotated[Optional[Path], typer.Option("--config")] = None, ...) -> None:
+       def train_cmd(config: Annotated[Optional[Path], typer.Option("--config")] = None,
+                     epochs: Annotated[Optional[int], typer.Option(help=config_help(TrainConfig, "epochs"))] = None,
+                     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False) -> None:
            \"\"\"One line of help.\"\"\"
-           from roboloop.train import TrainConfig, train          # import the library lazily (fast --help)
            with user_input():                                      # ValueError while parsing -> clean error
-               cfg = resolve(TrainConfig, config, epochs=epochs, ...)   # roboloop.config.resolve: flags over file
+               cfg = resolve(TrainConfig, config, epochs=epochs)   # the one override helper: options over file values
+           if show_config:
+               print_config(cfg)                                   # `--show-config`: the resolved config as TOML
+               return
            with open_catalog() as cat:
                result = train(cat, cfg)                            # ONE library call
            console.print(f"trained {result.run_id}")              # print
 
-   A group of subcommands is a `typer.Typer()` added with `app.add_typer(sub, name="...")`.
-   A module written as `register(app)` (e.g. `cli/train_cmds.py`) works the same way:
-   import it and call `register(app)`.
-2. Add ONE line to the import list at the end of this file:
-   `from roboloop.cli import <stage>_cmds  # noqa: F401`.
+       def register(app: typer.Typer) -> typer.Typer:
+           app.command("train")(train_cmd)
+           return app
+
+   Options default to None ("not given"); their help and defaults come from the config's
+   field docs (`config_help`), never restated. A group of subcommands is a `typer.Typer()`
+   added in `register` with `app.add_typer(sub, name="...")`.
+2. Add the module to the import list and the `register` loop at the end of this file.
 
 Errors: library code raises `roboloop.errors.RoboloopError` subclasses with actionable
 messages; commands do not catch them. The app's group catches every `RoboloopError`
@@ -237,16 +249,20 @@ def main() -> None:
 
 
 # --- command modules (one line per stage group; see the module docstring) ------------------------
-from roboloop.cli import catalog_cmds  # noqa: F401
-from roboloop.cli import collect_cmds  # noqa: F401
-from roboloop.cli import curate_cmds  # noqa: F401
-from roboloop.cli import demo_cmds  # noqa: F401
-from roboloop.cli import workspace_cmds  # noqa: F401
-from roboloop.cli import analyze_cmds, evaluate_cmds, interop_cmds, links_cmds, loop_cmds, train_cmds  # register(app) modules
+from roboloop.cli import (
+    analyze_cmds,
+    catalog_cmds,
+    collect_cmds,
+    curate_cmds,
+    demo_cmds,
+    evaluate_cmds,
+    interop_cmds,
+    links_cmds,
+    loop_cmds,
+    train_cmds,
+    workspace_cmds,
+)
 
-train_cmds.register(app)
-evaluate_cmds.register(app)
-analyze_cmds.register(app)
-links_cmds.register(app)
-loop_cmds.register(app)
-interop_cmds.register(app)
+for _module in (catalog_cmds, collect_cmds, curate_cmds, demo_cmds, workspace_cmds, train_cmds, evaluate_cmds, analyze_cmds,
+                links_cmds, loop_cmds, interop_cmds):
+    _module.register(app)

@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from roboloop.cli import SHOW_CONFIG_HELP, app, config_help, console, open_catalog, print_config, user_input
+from roboloop.cli import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
 from roboloop.config import resolve
 from roboloop.demo import DemoConfig, run_demo
 
 
-@app.command()
 def demo(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="DemoConfig file (.toml or .json); options given override it.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=config_help(DemoConfig, "dataset"))] = None,
@@ -55,3 +54,9 @@ def demo(
             f"      every run, evaluation, selection and plan is queryable: ./run sql 'SELECT * FROM evals'",
             soft_wrap=True,
         )
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `demo` to `app`."""
+    app.command("demo")(demo)
+    return app
