@@ -14,7 +14,7 @@ import typer
 
 from roboloop import analyze, links, schema
 from roboloop.analyze_gaps import nearest_training
-from roboloop.cli import console, err_console, open_catalog, open_workspace, state
+from roboloop.cli.common import console, err_console, open_catalog, open_workspace, state
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.evaluate import evals_dataset_of
 from roboloop.evaluate_sequential import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of

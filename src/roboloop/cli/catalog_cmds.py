@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import console, err_console, fail, open_catalog, open_workspace, print_arrow, state
+from roboloop.cli.common import console, err_console, fail, open_catalog, open_workspace, print_arrow, state
 
 SQL_FORMATS = ("table", "csv", "json")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from roboloop import schema
-from roboloop.cli import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
 from roboloop.collect import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
 from roboloop.sim import conditions as _cond
 

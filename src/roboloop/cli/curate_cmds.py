@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import console, err_console, fail, id_list, open_catalog, print_rows
+from roboloop.cli.common import console, err_console, fail, id_list, open_catalog, print_rows
 
 
 def refine_cmd(

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from roboloop.cli import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
 from roboloop.config import resolve
 from roboloop.demo import DemoConfig, run_demo
 

@@ -13,8 +13,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from roboloop import schema
-from roboloop.cli import SHOW_CONFIG_HELP, config_help, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.cli.analyze_cmds import SEQ_COLUMNS, sequential_text
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.collect import parse_size
 from roboloop.config import override, resolve

@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from roboloop.cli import SHOW_CONFIG_HELP, print_config
+from roboloop.cli.common import SHOW_CONFIG_HELP, print_config
 
 
 def _progress(label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from roboloop.cli import err_console
+    from roboloop.cli.common import err_console
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True)
     task = progress.add_task(label, total=None)
@@ -40,7 +40,7 @@ def import_lerobot_cmd(
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Import a LeRobot dataset: features -> streams at its fps, videos -> H.264 cameras, metadata -> properties."""
-    from roboloop.cli import console, open_catalog, user_input
+    from roboloop.cli.common import console, open_catalog, user_input
     from roboloop.config import resolve
     from roboloop.interop import ImportConfig, import_from_config
 
@@ -80,7 +80,7 @@ def export_lerobot_cmd(
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Export a saved selection as a LeRobot v3.0 dataset (parquet + H.264 mp4 + meta with statistics)."""
-    from roboloop.cli import console, open_catalog, user_input
+    from roboloop.cli.common import console, open_catalog, user_input
     from roboloop.config import resolve
     from roboloop.interop import ExportConfig, export_from_config
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from roboloop import links
-from roboloop.cli import console, open_catalog, open_workspace
+from roboloop.cli.common import console, open_catalog, open_workspace
 from roboloop.cli.tables import guard
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from roboloop import refine
 from roboloop.analyze_gaps import gap_config, gaps, make_plan
-from roboloop.cli import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
+from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.evaluate import latest_eval_ids
 from roboloop.plan import execute_plan, load_plan, plan_summary, save_plan
 from roboloop.report import write_report

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from roboloop.cli import console, fail, open_catalog, user_input
+from roboloop.cli.common import console, fail, open_catalog, user_input
 
 FORMATS = ("table", "csv", "json")
 

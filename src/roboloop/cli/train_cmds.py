@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from roboloop.cli import SHOW_CONFIG_HELP, config_help, console, err_console, print_config
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, print_config
 from roboloop.config import resolve
 from roboloop.train import ConfigError, TrainConfig
 from roboloop.train import load_config as load_run_config
@@ -72,7 +72,7 @@ def train_cmd(
     )
 
     from roboloop.catalog import CatalogError
-    from roboloop.cli import fail, open_catalog, open_workspace
+    from roboloop.cli.common import fail, open_catalog, open_workspace
     from roboloop.train import load_config, train
 
     try:
@@ -123,7 +123,7 @@ def runs_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json records.")] = False,
 ) -> None:
     """List training runs (newest first). The same data is queryable: SELECT ... FROM <dataset>_runs."""
-    from roboloop.cli import open_workspace
+    from roboloop.cli.common import open_workspace
     from roboloop.train import list_runs
 
     rows = [r for r in list_runs(open_workspace()) if dataset is None or r.get("dataset") == dataset]

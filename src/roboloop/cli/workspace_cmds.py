@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from roboloop.cli import console, open_workspace
+from roboloop.cli.common import console, open_workspace
 
 
 def gc_cmd(
