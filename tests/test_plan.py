@@ -194,14 +194,14 @@ def test_execute_plan_on_the_simulator(ws, catalog, synthetic_episode):
 def test_cli_errors_are_actionable(tmp_path):
     from typer.testing import CliRunner
 
-    from roboloop.cli import loop_cmds as cli_loop
+    from roboloop.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(cli_loop.app, ["--workspace", str(tmp_path / "ws"), "gaps", "--eval", "nope"])
+    res = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "--catalog", "", "gaps", "--eval", "nope"])
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "p"\ndataset = "aloha"\n[[items]]\ncount = 1\nconditions = { yaw = "sideways" }\n')
-    res = runner.invoke(cli_loop.app, ["--workspace", str(tmp_path / "ws"), "collect-plan", str(bad)])
+    res = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "--catalog", "", "collect", "--plan", str(bad)])
     assert res.exit_code == 1 and "valid yaw labels: none, small, any" in res.output
 
 

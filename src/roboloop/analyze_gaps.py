@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import rows, schema
+from roboloop.config import Config
 from roboloop.envs.aloha.conditions import (
     APPEARANCE_AXES,
     AXES,
@@ -89,6 +90,8 @@ __all__ = [
     "coverage",
     "coverage_distances",
     "gap_report",
+    "evaluated_run",
+    "gap_config",
     "gaps",
     "make_plan",
     "parse_cell_key",
@@ -115,7 +118,7 @@ class GapError(RoboloopError, ValueError):
 # --- configuration ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class GapConfig:
+class GapConfig(Config):
     """How coverage is measured and cells are classified (see the module docstring)."""
 
     position_scale_m: float = 0.02
@@ -138,6 +141,7 @@ class GapConfig:
     """Condition axes whose labels must be equal for a training episode to count as near (camera policies)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("position_scale_m", "yaw_scale_deg", "tolerance"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -163,21 +167,10 @@ class GapConfig:
         """The failing rule: Wilson upper bound below `target_rate`, or rate below `fail_rate`."""
         return ci_high < self.target_rate or rate < self.fail_rate
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["match_labels"] = list(self.match_labels)
-        return d
-
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GapConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise GapError(f"unknown GapConfig keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
-        kw = dict(d)
-        if "match_labels" in kw:
-            kw["match_labels"] = tuple(kw["match_labels"])
-        return cls(**kw)
+    def unknown_keys_error(cls, unknown: list[str]) -> Exception:
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        return GapError(f"unknown GapConfig keys {sorted(unknown)}; valid keys: {', '.join(names)}")
 
     @classmethod
     def for_policy(cls, run_info: Mapping[str, Any] | None, **overrides: Any) -> GapConfig:
@@ -636,18 +629,13 @@ def fill_start_states(rows: list[dict[str, Any]]) -> int:
     return filled
 
 
-def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
-    """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
-
-    Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
-    demonstration dataset's and the evaluation dataset's segment tables (through
-    `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
-    `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
-    """
-    segment_table = segment_table or catalog.segment_table
+def evaluated_run(workspace, eval_id: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Evaluation `eval_id`'s row, its run id and that run's info; `GapError` for an unknown evaluation or a
+    policy that was not a training run (coverage is measured against a run's training episodes)."""
     from roboloop import rows as rowstore
+    from roboloop.train import run_info
 
-    ws = catalog.workspace
+    ws = workspace
     row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id)
     if row is None:
         known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
@@ -658,9 +646,25 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
             f"evaluation {eval_id!r} ran policy {row.get('policy')!r}, not a training run: coverage is measured "
             "against the episodes a policy was trained on"
         )
-    from roboloop.train import run_info
+    return row, run_id, run_info(ws, run_id)
 
-    info = run_info(ws, run_id)
+
+def gap_config(workspace, eval_id: str) -> GapConfig:
+    """The config `gaps(catalog, eval_id)` uses by default: :meth:`GapConfig.for_policy` of the evaluation's run."""
+    return GapConfig.for_policy(evaluated_run(workspace, eval_id)[2])
+
+
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
+    """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
+
+    Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
+    demonstration dataset's and the evaluation dataset's segment tables (through
+    `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
+    `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
+    """
+    segment_table = segment_table or catalog.segment_table
+    ws = catalog.workspace
+    row, run_id, info = evaluated_run(ws, eval_id)
     train_ids = list(info.get("train_ids") or [])
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)

@@ -98,9 +98,7 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(fields)}"
-            )
+            raise cls.unknown_keys_error(unknown)
         missing = [
             n for n, f in fields.items()
             if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -111,6 +109,12 @@ class Config:
             return cls(**dict(data))
         except TypeError as exc:
             raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+    @classmethod
+    def unknown_keys_error(cls, unknown: list[str]) -> Exception:
+        """The error `from_dict` raises for keys that are not fields (a stage may keep its own wording)."""
+        valid = ", ".join(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        return ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {valid}")
 
     # --- JSON / TOML -----------------------------------------------------------------------------
     def to_json(self, indent: int | None = 2) -> str:
@@ -176,16 +180,28 @@ def override(cfg: C, **flags: Any) -> C:
     return dataclasses.replace(cfg, **given) if given else cfg  # type: ignore[type-var]
 
 
-def resolve(cls: type[C], path: str | Path | None = None, /, **flags: Any) -> C:
-    """CLI flags override file values: load `path` (if given), then apply every flag that is not None.
+def resolve(cls: type[C], path: str | Path | Config | None = None, /, **flags: Any) -> C:
+    """CLI options override file values: load `path` (if given), then apply every flag that is not None.
+
+    `path` may also be a config already loaded (e.g. a run's stored config for `--like RUN`).
 
     Give every CLI option a default of ``None`` ("not given") and pass them all as `flags`;
-    without a file, required fields must come from flags. The result validates as usual.
+    without a file, required fields must come from flags. A flag given as a mapping for a
+    field holding a nested config (e.g. ``spec={"cameras": ..., "width": None}``) overrides
+    that config's fields the same way. The result validates as usual. This is the one
+    helper every command with ``--config`` uses.
     """
-    given = {k: v for k, v in flags.items() if v is not None}
-    if path is None:
+    base = path if isinstance(path, Config) else load_config(cls, path) if path is not None else None
+    given: dict[str, Any] = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        current = getattr(base, name, None) if base is not None else _default(cls, name)
+        if isinstance(value, Mapping) and isinstance(current, Config):
+            value = override(current, **value)
+        given[name] = value
+    if base is None:
         return cls.from_dict(given)
-    base = load_config(cls, path)
     return cls.from_dict({**base.to_dict(), **given}) if given else base
 
 
@@ -213,6 +229,16 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+def _default(cls: type, name: str) -> Any:
+    """Field `name`'s default value (None when it has none, or is not a field)."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    return None
+
 
 def _hints(cls: type) -> dict[str, Any]:
     try:

@@ -41,6 +41,7 @@ else ``cfg.camera_size``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import itertools
@@ -60,6 +61,7 @@ from roboloop.collect import (
     RecordingSpec,
     ScriptedPolicy,
 )
+from roboloop.config import Config
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
 from roboloop.episode_index import unique_rollouts
 from roboloop.errors import RoboloopError
@@ -69,6 +71,8 @@ __all__ = [
     "EvalConfig",
     "EvalReport",
     "EvaluateError",
+    "evals_dataset_of",
+    "latest_eval_ids",
     "Grid",
     "GridError",
     "PolicySource",
@@ -268,7 +272,7 @@ def _camera_names() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Config):
     """One evaluation: which policy, on which grid, how many episodes per cell, what to record."""
 
     dataset: str = schema.DEFAULT_DATASET
@@ -297,6 +301,7 @@ class EvalConfig:
     """Simulated task."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         try:
             schema.validate_demo_dataset_name(self.dataset)
         except ValueError as exc:
@@ -347,42 +352,14 @@ class EvalConfig:
     def evals_dataset(self) -> str:
         return schema.evals_dataset(self.dataset)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "policy": self.policy,
-            "grid": self.grid.to_dict(),
-            "episodes_per_cell": self.episodes_per_cell,
-            "eval_id": self.eval_id,
-            "workers": self.workers,
-            "cameras": list(self.cameras),
-            "camera_size": list(self.camera_size),
-            "camera_hz": self.camera_hz,
-            "scene_hz": self.scene_hz,
-            "steps": self.steps,
-            "task": self.task,
-        }
-
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EvalConfig:
-        names = set(cls.__dataclass_fields__)
-        unknown = set(d) - names
-        if unknown:
-            raise EvaluateError(f"unknown EvalConfig keys {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
-        kw = dict(d)
-        if "grid" in kw and not isinstance(kw["grid"], Grid):
-            kw["grid"] = Grid.from_dict(kw["grid"])
-        for k in ("cameras", "camera_size"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
+    def unknown_keys_error(cls, unknown: list[str]) -> Exception:
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        return EvaluateError(f"unknown EvalConfig keys {sorted(unknown)}; valid keys: {', '.join(names)}")
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> EvalConfig:
-        return cls.from_dict(json.loads(text))
+    def to_json(self, indent: int | None = None) -> str:
+        """Compact JSON with sorted keys (the form evaluations have always stored)."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
 
 # --- policy ------------------------------------------------------------------------------------
@@ -515,6 +492,19 @@ def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
         status = workspace.live_status(WRITER_EVAL, r[rows.KEY_FIELD], r.get("status"))
         out.append(r if status == r.get("status") else {**r, "status": status})
     return sorted(out, key=rows.creation_order)
+
+
+def latest_eval_ids(workspace, n: int = 2) -> list[str]:
+    """Ids of the `n` most recent evaluations (oldest first), from the evals table."""
+    return [str(r.get("eval_id") or r[rows.KEY_FIELD]) for r in list_evals(workspace)[-n:]]
+
+
+def evals_dataset_of(workspace, eval_id: str) -> str:
+    """The evaluation dataset (`<dataset>_evals`) evaluation `eval_id` wrote its rollouts to."""
+    row = eval_row(workspace, eval_id)
+    if row is None:
+        raise EvaluateError(f"no evaluation {eval_id!r} in {workspace.root}; list them with `roboloop evals`")
+    return row["evals_dataset"]
 
 
 def load_config(workspace, eval_id: str) -> EvalConfig:

@@ -45,7 +45,7 @@ run raise :class:`SequentialEvalError` and leave no row and no rollout.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ from roboloop.evaluate import (
     EvalConfig,
     EvalReport,
     EvaluateError,
+    Grid,
     PolicySource,
     _collect,
     _no_run_provenance,
@@ -64,21 +65,28 @@ from roboloop.evaluate import (
     eval_row,
     eval_row_base,
     final_status,
+    load_config,
     new_eval_id,
     resolve_policy,
     rollout_jobs,
     rollout_outcomes,
+    run_dataset,
     writing_evals,
 )
 from roboloop.stats.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
 
 __all__ = [
+    "DECISION_COLUMNS",
     "RoundEvent",
     "SequentialEvalError",
     "SequentialReport",
+    "attach_decisions",
+    "challenger_config",
     "evaluate_until_decided",
     "metric_value",
     "plan_from_eval",
+    "sequential_between",
+    "sequential_of",
     "sequential_rows",
 ]
 
@@ -453,6 +461,61 @@ def sequential_rows(row: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             "metric": seq.get("metric"), "against": seq.get("against"),
         })
     return out
+
+
+def sequential_of(workspace, eval_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Eval id -> its per-cell :func:`sequential_rows`, for the given evaluations that have them."""
+    out = {}
+    for e in eval_ids:
+        r = sequential_rows(eval_row(workspace, e))
+        if r:
+            out[e] = r
+    return out
+
+
+def sequential_between(workspace, eval_a: str, eval_b: str) -> dict[str, Any] | None:
+    """The sequential result of B against A (or of A against B, sign as stored), if one exists."""
+    for challenger, baseline in ((eval_b, eval_a), (eval_a, eval_b)):
+        row = eval_row(workspace, challenger) or {}
+        seq = row.get(schema.EVAL_SEQUENTIAL)
+        if seq and row.get("against") == baseline:
+            return {"eval_id": challenger, "against": baseline, "rows": sequential_rows(row), "overall": seq.get("overall") or {},
+                    "metric": seq.get("metric"), "alpha": (seq.get("config") or {}).get("alpha")}
+    return None
+
+
+DECISION_COLUMNS = ("seq_decision", "seq_rollouts", "seq_stop_round")
+"""Columns :func:`attach_decisions` adds to result rows."""
+
+
+def attach_decisions(results: Sequence[dict[str, Any]], seq_rows: Sequence[Mapping[str, Any]], *, key: str,
+                     overall: Mapping[str, Any] | None = None) -> None:
+    """Add each cell's sequential decision (:data:`DECISION_COLUMNS`) to the result rows whose `key` names that cell;
+    with `overall`, the row whose `key` is ``"overall"`` gets the overall decision, all pairs and the last stop round."""
+    by_cell = {r["cell"]: r for r in seq_rows}
+    for r in results:
+        if overall is not None and r.get(key) == "overall":
+            r.update(seq_decision=overall.get("decision"), seq_rollouts=sum(x["rollouts"] for x in seq_rows),
+                     seq_stop_round=max((x["stop_round"] or 0) for x in seq_rows) or None)
+            continue
+        s = by_cell.get(r.get(key))
+        if s is not None:
+            r.update(seq_decision=s["decision"], seq_rollouts=s["rollouts"], seq_stop_round=s["stop_round"])
+
+
+def challenger_config(workspace, against: str, *, run: str | None = None, dataset: str | None = None,
+                      grid: Grid | None = None, **options: Any) -> EvalConfig:
+    """The config of a challenger evaluated against evaluation `against`: the baseline's grid, episodes per cell,
+    steps and task unless given; the dataset is the run's (or the baseline's); `options` that are not None
+    (EvalConfig fields) replace the defaults, as :func:`roboloop.config.resolve` does."""
+    base = load_config(workspace, against)
+    if dataset is None:
+        dataset = run_dataset(workspace, run) if run else base.dataset
+    given = {k: v for k, v in options.items() if v is not None}
+    return EvalConfig.from_dict({
+        "episodes_per_cell": base.episodes_per_cell, "steps": base.steps, "task": base.task, **given,
+        "dataset": dataset, "policy": run or schema.POLICY_SCRIPTED, "grid": grid if grid is not None else base.grid,
+    })
 
 
 def plan_from_eval(

@@ -19,7 +19,10 @@ import datetime as _dt
 import os
 import shlex
 import shutil
+import subprocess
 import sys
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from roboloop import schema
@@ -35,7 +38,10 @@ __all__ = [
     "no_server_note",
     "open_command",
     "segment_url",
+    "view",
+    "viewer_argv",
     "viewer_command",
+    "wait_for_interrupt",
 ]
 
 
@@ -165,3 +171,48 @@ def viewer_command(target: str) -> str:
     if shutil.which("ffmpeg") is None and (venv_bin / "ffmpeg").exists():
         return f'PATH="{venv_bin}:$PATH" rerun {shlex.quote(target)}'
     return f"rerun {shlex.quote(target)}"
+
+
+def viewer_argv(targets: Sequence[str]) -> list[str] | None:
+    """The command line opening `targets` in the native viewer, or None when no `rerun` executable is installed."""
+    exe = shutil.which("rerun") or str(Path(sys.prefix) / "bin" / "rerun")
+    return [exe, *targets] if os.path.exists(exe) else None
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (keeps an embedded catalog serving its URLs)."""
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        return
+
+
+def view(urls: Sequence[str], *, embedded: bool, say: Callable[[str], None] = print) -> None:
+    """Open `urls` in the native viewer; with an `embedded` catalog, keep serving until the viewer closes (or Ctrl-C).
+
+    Without a display or a viewer, `say` how to open each URL instead (and, embedded, serve until Ctrl-C).
+    """
+    argv = viewer_argv(urls)
+    if argv is None or not has_display():
+        say("no display here; open in a viewer on this machine:")
+        for u in urls:
+            say(f"  {viewer_command(u)}")
+        if embedded:
+            say("the catalog serves these URLs until Ctrl-C")
+            wait_for_interrupt()
+        return
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # the viewer finds ffmpeg there
+    proc = subprocess.Popen(argv, env=env)
+    if not embedded:
+        return
+    say("viewer open; the embedded catalog serves it until the viewer closes (or Ctrl-C)")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,34 +1,46 @@
-"""The `roboloop` command: parses arguments into configs, calls the library, shows progress. Holds no logic.
+"""The `roboloop` command: parses arguments into configs, calls the library, prints. Holds no logic.
 
 Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `--catalog`, `--verbose`), the helpers every command uses (`open_catalog`, `console`,
-`err_console`, `print_arrow`, `id_list`, `user_input`) and `main`. Each stage group has
-its own module: `catalog_cmds` (serve, ls, import, sql), `collect_cmds` (collect),
-`curate_cmds` (refine, flag, unflag, curate ...), `demo_cmds` (demo), `workspace_cmds` (gc).
+`err_console`, `print_arrow`, `id_list`, `user_input`, `config_help`, `print_config`) and
+`main`. Each stage group has its own module: `catalog_cmds` (serve, ls, import, sql, verify),
+`collect_cmds` (collect), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
+(train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success, compare,
+failures, reoutcome), `links_cmds` (open), `loop_cmds` (gaps, plan, report; `collect --plan`),
+`interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc);
+`tables` holds the table/CSV/JSON output of the evaluate and analyze commands.
 
-Adding a stage's commands (train, evaluate, analyze, report, ...)
-------------------------------------------------------------------
-1. Write `src/roboloop/cli/<stage>_cmds.py`::
+Adding a stage's commands: one convention, `register(app)`
+-----------------------------------------------------------
+1. Write `src/roboloop/cli/<stage>_cmds.py`: plain functions, and a `register(app)` that adds them::
 
        from typing import Annotated
        import typer
-       from roboloop.cli import app, console, open_catalog, user_input
+       from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
+       from roboloop.config import resolve
+       from roboloop.train import TrainConfig, train
 
-       @app.command("train")
-       def train_cmd(config: Annotated[Optional[Path], typer.Option("--config")] = None, ...) -> None:
+       def train_cmd(config: Annotated[Optional[Path], typer.Option("--config")] = None,
+                     epochs: Annotated[Optional[int], typer.Option(help=config_help(TrainConfig, "epochs"))] = None,
+                     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False) -> None:
            \"\"\"One line of help.\"\"\"
-           from roboloop.train import TrainConfig, train          # import the library lazily (fast --help)
            with user_input():                                      # ValueError while parsing -> clean error
-               cfg = resolve(TrainConfig, config, epochs=epochs, ...)   # roboloop.config.resolve: flags over file
+               cfg = resolve(TrainConfig, config, epochs=epochs)   # the one override helper: options over file values
+           if show_config:
+               print_config(cfg)                                   # `--show-config`: the resolved config as TOML
+               return
            with open_catalog() as cat:
                result = train(cat, cfg)                            # ONE library call
            console.print(f"trained {result.run_id}")              # print
 
-   A group of subcommands is a `typer.Typer()` added with `app.add_typer(sub, name="...")`.
-   A module written as `register(app)` (e.g. `cli/train_cmds.py`) works the same way:
-   import it and call `register(app)`.
-2. Add ONE line to the import list at the end of this file:
-   `from roboloop.cli import <stage>_cmds  # noqa: F401`.
+       def register(app: typer.Typer) -> typer.Typer:
+           app.command("train")(train_cmd)
+           return app
+
+   Options default to None ("not given"); their help and defaults come from the config's
+   field docs (`config_help`), never restated. A group of subcommands is a `typer.Typer()`
+   added in `register` with `app.add_typer(sub, name="...")`.
+2. Add the module to the import list and the `register` loop at the end of this file.
 
 Errors: library code raises `roboloop.errors.RoboloopError` subclasses with actionable
 messages; commands do not catch them. The app's group catches every `RoboloopError`
@@ -38,37 +50,50 @@ for `CliRunner().invoke(app, ...)` alike.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import contextlib
-import json
 import logging
+import signal
 import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-
-if TYPE_CHECKING:
-    from roboloop.catalog import Catalog
-from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
-from roboloop.config import ConfigError
-from roboloop.errors import RoboloopError
-from roboloop.workspace import Workspace
+from roboloop.cli import (
+    analyze_cmds,
+    catalog_cmds,
+    collect_cmds,
+    curate_cmds,
+    demo_cmds,
+    evaluate_cmds,
+    interop_cmds,
+    links_cmds,
+    loop_cmds,
+    train_cmds,
+    workspace_cmds,
+)
+from roboloop.cli.common import (  # noqa: F401 - the helpers, re-exported for scripts and tests
+    SHOW_CONFIG_HELP,
+    cell,
+    config_help,
+    console,
+    err_console,
+    fail,
+    id_list,
+    open_catalog,
+    open_workspace,
+    presets_help,
+    print_arrow,
+    print_batches,
+    print_config,
+    print_rows,
+    report_error,
+    state,
+    user_input,
+)
+from roboloop.errors import RoboloopError, on_sigterm
 
 __all__ = ["app", "console", "err_console", "open_catalog", "open_workspace", "print_arrow", "id_list", "user_input", "main"]
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def report_error(exc: BaseException) -> None:
-    """How a user error is shown: one red `error:` line (plus the message's own lines)."""
-    err_console.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
 
 
 class _Group(TyperGroup):
@@ -92,16 +117,6 @@ app = typer.Typer(
 )
 
 
-class State:
-    """Global options shared by every command."""
-
-    workspace: Optional[Path] = None
-    catalog_url: Optional[str] = None
-
-
-state = State()
-
-
 @app.callback()
 def _global(
     workspace: Annotated[
@@ -119,146 +134,12 @@ def _global(
     state.catalog_url = catalog
 
 
-def open_workspace() -> Workspace:
-    return Workspace(state.workspace)
-
-
-@contextlib.contextmanager
-def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
-    """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here)."""
-    from roboloop.catalog import Catalog  # imported here: pyarrow and numpy are not needed for --help
-
-    restore_log = logging.getLogger("roboloop.catalog_restore")
-    level = restore_log.level
-    restore_log.setLevel(logging.ERROR)
-    try:
-        cat = Catalog(open_workspace(), state.catalog_url, port=port, attach=attach)
-    finally:
-        restore_log.setLevel(level)
-    for path, reason in cat.report.skipped:
-        err_console.print(f"[yellow]warning:[/] skipped {path}: {reason}")
-    try:
-        yield cat
-    finally:
-        cat.close()
-
-
-@contextlib.contextmanager
-def user_input() -> Iterator[None]:
-    """Parsing arguments: a `ValueError` (bad preset, size, name) becomes a `ConfigError` (clean message, exit 1)."""
-    try:
-        yield
-    except RoboloopError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def fail(message: str) -> None:
-    """Stop with a user error (for problems found while parsing arguments)."""
-    raise ConfigError(message)
-
-
-def presets_help(what: str, presets: Sequence[str] | Any, aliases: dict[str, str] | None = None, extra: str = "") -> str:
-    """Help text listing a preset table's names (never copied by hand): `Lighting: normal, dim, bright.`"""
-    names = list(presets)
-    for alias, target in (aliases or {}).items():
-        names = [f"{n}/{alias}" if n == target else n for n in names]
-    return f"{what}: {', '.join(names)}{extra}."
-
-
-def print_arrow(table, format: str = "table") -> None:
-    """Print an Arrow table as a rich table, CSV or JSON lines."""
-    rows = table.to_pylist()
-    if format == "json":
-        for row in rows:
-            sys.stdout.write(json.dumps(row, default=str) + "\n")
-    elif format == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout, lineterminator="\n")  # the csv default CRLF breaks `$(... | tail -1)`
-        writer.writerow(table.column_names)
-        for row in rows:
-            writer.writerow([row[c] for c in table.column_names])
-    else:
-        t = Table(*table.column_names)
-        for row in rows:
-            t.add_row(*[cell(row[c]) for c in table.column_names])
-        console.print(t)
-        console.print(f"{len(rows)} row(s)")
-
-
-TABLE_ROWS_SHOWN = 1000
-"""Most rows `--format table` draws (a terminal table holds them all in memory to size its columns); csv and json print every row."""
-PRINT_SLICE_ROWS = 4096
-"""Rows turned into Python values at a time while printing a streamed result (bounds memory whatever the batch size)."""
-
-
-def print_batches(column_names: Sequence[str], batches, format: str = "table") -> int:
-    """Print a stream of Arrow record batches as they arrive (csv / json lines: every row; table: the first
-    `TABLE_ROWS_SHOWN`, then a count); memory stays bounded by one slice. Returns the number of rows."""
-    names = list(column_names)
-    writer = None
-    if format == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout, lineterminator="\n")  # not CRLF: see print_rows
-        writer.writerow(names)
-    shown = Table(*names) if format == "table" else None
-    n = 0
-    for batch in batches:
-        for start in range(0, batch.num_rows, PRINT_SLICE_ROWS):
-            part = batch.slice(start, PRINT_SLICE_ROWS)
-            if shown is not None:
-                room = TABLE_ROWS_SHOWN - n
-                if room > 0:
-                    for row in part.slice(0, room).to_pylist():
-                        shown.add_row(*[cell(row[c]) for c in names])
-            else:
-                for row in part.to_pylist():
-                    if writer is not None:
-                        writer.writerow([row[c] for c in names])
-                    else:
-                        sys.stdout.write(json.dumps(row, default=str) + "\n")
-            n += part.num_rows
-    if shown is not None:
-        console.print(shown)
-        more = f" (the first {TABLE_ROWS_SHOWN:,} shown; --format csv or json prints every row)" if n > TABLE_ROWS_SHOWN else ""
-        console.print(f"{n} row(s){more}")
-    return n
-
-
-def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Print dict rows as a rich table of `columns`."""
-    t = Table(*columns)
-    for row in rows:
-        t.add_row(*[cell(row.get(c)) for c in columns])
-    console.print(t)
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def id_list(ids, n: int = 8) -> str:
-    ids = list(ids)
-    return ", ".join(ids[:n]) + (f", ... (+{len(ids) - n})" if len(ids) > n else "")
-
-
 def main() -> None:
     """Entry point (`roboloop = "roboloop.cli:main"`): user errors print their message and exit 1.
 
     SIGTERM is handled like Ctrl-C (`errors.Terminated`): a run or evaluation killed by
     `kill` or `timeout` records `interrupted` and can be resumed.
     """
-    import signal
-
-    from roboloop.errors import on_sigterm
-
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app()
@@ -268,14 +149,8 @@ def main() -> None:
 
 
 # --- command modules (one line per stage group; see the module docstring) ------------------------
-from roboloop.cli import catalog_cmds  # noqa: F401
-from roboloop.cli import collect_cmds  # noqa: F401
-from roboloop.cli import curate_cmds  # noqa: F401
-from roboloop.cli import demo_cmds  # noqa: F401
-from roboloop.cli import workspace_cmds  # noqa: F401
-from roboloop.cli import evaluate_cmds, interop_cmds, loop_cmds, train_cmds  # register(app) modules
 
-train_cmds.register(app)
-evaluate_cmds.register(app)
-loop_cmds.register(app, open_catalog=open_catalog)
-interop_cmds.register(app)
+
+for _module in (catalog_cmds, collect_cmds, curate_cmds, demo_cmds, workspace_cmds, train_cmds, evaluate_cmds, analyze_cmds,
+                links_cmds, loop_cmds, interop_cmds):
+    _module.register(app)

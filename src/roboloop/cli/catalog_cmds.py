@@ -13,12 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import app, console, err_console, fail, open_catalog, open_workspace, print_batches, state
+from roboloop.cli.common import console, err_console, fail, open_catalog, open_workspace, print_batches, state
 
 SQL_FORMATS = ("table", "csv", "json")
 
 
-@app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port). A taken port is an error naming the process that holds it.")] = 9876,
 ) -> None:
@@ -62,7 +61,6 @@ def viewer_command(target: str) -> str:
     return f"rerun {target}"
 
 
-@app.command("ls")
 def ls_() -> None:
     """List datasets (segment counts, layers) and tables."""
     with open_catalog() as cat:
@@ -79,7 +77,6 @@ def ls_() -> None:
         console.print(f"tables: {', '.join(tables) if tables else '(none)'}")
 
 
-@app.command("import")
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="RRD files to copy into the workspace and register.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to register into (created if missing).")],
@@ -91,7 +88,6 @@ def import_(
     console.print(f"imported {len(ids)} segment(s) into {dataset}/{layer}")
 
 
-@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help='SQL; each dataset is a view, e.g. SELECT "scene.region", count(*) FROM aloha GROUP BY 1')],
     format: Annotated[str, typer.Option("--format", "-f", help=", ".join(SQL_FORMATS[:-1]) + " or " + SQL_FORMATS[-1])] = "table",
@@ -104,7 +100,6 @@ def sql(
         print_batches(schema_.names, batches, format)  # printed as the batches arrive: bounded memory
 
 
-@app.command("verify")
 def verify_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Check one dataset (default: every dataset and table row).")] = None,
 ) -> None:
@@ -127,3 +122,13 @@ def verify_cmd(
         return
     console.print(f"{len(report.problems)} of {report.checked} file(s) of {scope} are broken")
     raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `serve`, `ls`, `import`, `sql`, `verify` to `app`."""
+    app.command("serve")(serve)
+    app.command("ls")(ls_)
+    app.command("import")(import_)
+    app.command("sql")(sql)
+    app.command("verify")(verify_cmd)
+    return app

@@ -8,16 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from roboloop import schema
-from roboloop.cli import app, console, err_console, open_catalog, presets_help, user_input
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
+from roboloop.collect import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
 from roboloop.envs.aloha import conditions as _cond
 
 DEFAULT_EPISODES = 10
 
 
-@app.command("collect")
 def collect_cmd(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="CollectConfig file (.toml or .json); options given override its values.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=f"Dataset to record into (created if missing). Default {schema.DEFAULT_DATASET}.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=config_help(CollectConfig, "dataset"))] = None,
     episodes: Annotated[Optional[int], typer.Option("--episodes", "-n", min=1, help=f"Number of episodes. Default {DEFAULT_EPISODES}.")] = None,
     region: Annotated[Optional[str], typer.Option(help=presets_help("Cube start region", _cond.REGIONS, _cond.REGION_ALIASES, ", or 'x0,x1,y0,y1'"))] = None,
     yaw: Annotated[Optional[str], typer.Option(help=presets_help("Cube yaw range", _cond.YAWS))] = None,
@@ -25,15 +25,16 @@ def collect_cmd(
     table: Annotated[Optional[str], typer.Option(help=presets_help("Table colour", _cond.TABLES))] = None,
     distractors: Annotated[Optional[str], typer.Option(help=presets_help("Distractor objects", _cond.DISTRACTOR_SETS, extra=f", or a count 0-{_cond.MAX_DISTRACTORS}"))] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Episode i uses seed S+i (re-uses seeds on purpose). Default: continue after the highest seed the dataset holds.")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (each owns a simulator). Default 1.")] = None,
-    cameras: Annotated[Optional[str], typer.Option(help=f"Comma-separated cameras to record ({', '.join(schema.CAMERAS)}). Default top.")] = None,
-    camera_size: Annotated[Optional[str], typer.Option(help="Recorded camera size WIDTHxHEIGHT (even numbers, max {}x{}). Default 320x240.".format(*schema.MAX_CAMERA_SIZE))] = None,
-    camera_hz: Annotated[Optional[int], typer.Option(help=f"Camera rate; must divide the {schema.CONTROL_HZ} Hz control rate. Default {schema.CAMERA_HZ}.")] = None,
-    scene_hz: Annotated[Optional[int], typer.Option(help=f"Rate of the 3D scene poses; must divide {schema.CONTROL_HZ}. Default {schema.SCENE_HZ}.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help=config_help(CollectConfig, "workers"))] = None,
+    cameras: Annotated[Optional[str], typer.Option(help=config_help(RecordingSpec, "cameras", f" Comma-separated ({', '.join(schema.CAMERAS)})."))] = None,
+    camera_size: Annotated[Optional[str], typer.Option(help="Recorded camera size WIDTHxHEIGHT (even numbers, max {}x{}). Default {}x{}.".format(*schema.MAX_CAMERA_SIZE, RecordingSpec.width, RecordingSpec.height))] = None,
+    camera_hz: Annotated[Optional[int], typer.Option(help=config_help(RecordingSpec, "camera_hz"))] = None,
+    scene_hz: Annotated[Optional[int], typer.Option(help=config_help(RecordingSpec, "scene_hz"))] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
     plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
-    executor: Annotated[Optional[str], typer.Option(help="Where episodes run: local (worker processes) or ray (needs `pip install 'roboloop[ray]'`). Default local.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help=config_help(CollectConfig, "executor"))] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster (`auto`, `ray://head:10001`); default: a local Ray instance.")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
     if plan is not None:
@@ -43,21 +44,23 @@ def collect_cmd(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from roboloop.collect import CollectConfig, collect, parse_cameras, parse_size
-    from roboloop.config import load_config, override
+    from roboloop.config import resolve
     from roboloop.envs.aloha import SceneConditions
 
     with user_input():
-        base = load_config(CollectConfig, config) if config else CollectConfig(episodes=DEFAULT_EPISODES)
         size = parse_size(camera_size) if camera_size else (None, None)
-        spec = override(base.spec, cameras=parse_cameras(cameras) if cameras is not None else None,
-                        width=size[0], height=size[1], camera_hz=camera_hz, scene_hz=scene_hz)
+        spec = dict(cameras=parse_cameras(cameras) if cameras is not None else None, width=size[0], height=size[1],
+                    camera_hz=camera_hz, scene_hz=scene_hz)
         named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
         conditions = None
         if any(v is not None for v in named.values()):
             conditions = (SceneConditions.from_names(**{k: v for k, v in named.items() if v is not None}),)
-        cfg = override(base, dataset=dataset, episodes=episodes, seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions,
-                       executor=executor, ray_address=ray_address)
+        cfg = resolve(CollectConfig, config, dataset=dataset, episodes=episodes if episodes is not None or config else DEFAULT_EPISODES,
+                      seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions, executor=executor,
+                      ray_address=ray_address)
+    if show_config:
+        print_config(cfg)
+        return
     spec = cfg.spec
     labels = ", ".join(c.label for c in cfg.conditions) or "default"
     console.print(f"collecting {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/]: {labels}, "
@@ -91,3 +94,9 @@ def collect_cmd(
                   f"successes {report.successes}/{n}")
     if report.blueprint:
         console.print(f"default blueprint: {report.blueprint}")
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `collect` to `app`."""
+    app.command("collect")(collect_cmd)
+    return app

@@ -8,10 +8,9 @@ import typer
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.cli import app, console, err_console, fail, id_list, open_catalog, print_rows
+from roboloop.cli.common import console, err_console, fail, id_list, open_catalog, print_rows
 
 
-@app.command("refine")
 def refine_cmd(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to compute signals for.")] = schema.DEFAULT_DATASET,
     all_: Annotated[bool, typer.Option("--all", help="Recompute every segment (default: only segments without a signals layer).")] = False,
@@ -60,7 +59,6 @@ def refine_cmd(
     print_rows(report.stats(), ["signal", "n", "min", "mean", "max"])
 
 
-@app.command("flag")
 def flag_cmd(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why these episodes are flagged.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = schema.DEFAULT_DATASET,
@@ -76,7 +74,6 @@ def flag_cmd(
         console.print(f"{len(refine.flagged_ids(cat, dataset))} segment(s) of {dataset} are flagged now")
 
 
-@app.command("unflag")
 def unflag_cmd(
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = schema.DEFAULT_DATASET,
     where: Annotated[Optional[str], typer.Option("--where", help="Predicate (only flagged matches change).")] = None,
@@ -96,7 +93,6 @@ curate_app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
 )
-app.add_typer(curate_app, name="curate")
 
 
 @curate_app.callback()
@@ -199,3 +195,12 @@ def curate_rm(name: Annotated[str, typer.Argument(help="Saved selection name.")]
     with open_catalog() as cat:
         curate.delete(cat, name)
     console.print(f"deleted selection {name!r}")
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `refine`, `flag`, `unflag` and the `curate` group to `app`."""
+    app.command("refine")(refine_cmd)
+    app.command("flag")(flag_cmd)
+    app.command("unflag")(unflag_cmd)
+    app.add_typer(curate_app, name="curate")
+    return app

@@ -7,30 +7,32 @@ from typing import Annotated, Optional
 
 import typer
 
-from roboloop.cli import app, console, open_catalog, user_input
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
+from roboloop.config import resolve
+from roboloop.demo import DemoConfig, run_demo
 
 
-@app.command()
 def demo(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="DemoConfig file (.toml or .json); options given override it.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset to build the loop on. Default aloha.")] = None,
-    demos: Annotated[Optional[int], typer.Option(help="Demonstrations in the covered corner (yaw 0). Default 50.")] = None,
-    episodes_per_cell: Annotated[Optional[int], typer.Option(help="Rollouts per grid cell. Default 30.")] = None,
-    plan_budget: Annotated[Optional[int], typer.Option(help="Demonstrations the gap plan may add. Default 30.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs. Default 150.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes for collection and evaluation. Default 2.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=config_help(DemoConfig, "dataset"))] = None,
+    demos: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "demos"))] = None,
+    episodes_per_cell: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "episodes_per_cell"))] = None,
+    plan_budget: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "plan_budget"))] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "epochs"))] = None,
+    workers: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "workers"))] = None,
     steps: Annotated[Optional[int], typer.Option(help="Control steps per episode (quick checks only; default the task's 300).")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """The whole loop: collect (with a planted gap), refine, curate, train, evaluate, find the gap, collect there, re-train, compare, report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from roboloop.config import load_config, override
-    from roboloop.demo import DemoConfig, run_demo
 
     with user_input():
-        base = load_config(DemoConfig, config) if config else DemoConfig()
-        cfg = override(base, dataset=dataset, demos=demos, episodes_per_cell=episodes_per_cell, plan_budget=plan_budget,
-                       epochs=epochs, workers=workers, steps=steps)
+        cfg = resolve(DemoConfig, config, dataset=dataset, demos=demos, episodes_per_cell=episodes_per_cell, plan_budget=plan_budget,
+                      epochs=epochs, workers=workers, steps=steps)
+    if show_config:
+        print_config(cfg)
+        return
     with open_catalog() as cat:
         console.print(f"[bold]roboloop demo[/] workspace {cat.workspace.root}, catalog {cat.url}", soft_wrap=True)
         bars = Progress(TextColumn("       {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -52,3 +54,9 @@ def demo(
             f"      every run, evaluation, selection and plan is queryable: ./run sql 'SELECT * FROM evals'",
             soft_wrap=True,
         )
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `demo` to `app`."""
+    app.command("demo")(demo)
+    return app

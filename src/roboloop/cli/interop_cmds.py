@@ -13,11 +13,13 @@ from typing import Annotated
 
 import typer
 
+from roboloop.cli.common import SHOW_CONFIG_HELP, print_config
+
 
 def _progress(label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from roboloop.cli import err_console
+    from roboloop.cli.common import err_console
 
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True)
     task = progress.add_task(label, total=None)
@@ -35,15 +37,19 @@ def import_lerobot_cmd(
     task: Annotated[str | None, typer.Option(help="Override episode.task (default: the episode's LeRobot task).")] = None,
     episodes: Annotated[str | None, typer.Option(help="Comma-separated LeRobot episode indices to import (default: all).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="ImportConfig file (.toml/.json); flags override it.")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Import a LeRobot dataset: features -> streams at its fps, videos -> H.264 cameras, metadata -> properties."""
-    from roboloop.cli import console, open_catalog, user_input
+    from roboloop.cli.common import console, open_catalog, user_input
     from roboloop.config import resolve
     from roboloop.interop import ImportConfig, import_from_config
 
     with user_input():
         wanted = tuple(int(x) for x in episodes.split(",") if x.strip()) if episodes else None
         cfg = resolve(ImportConfig, config, path=str(path) if path else None, dataset=dataset, kind=kind, task=task, episodes=wanted)
+    if show_config:
+        print_config(cfg)
+        return
     with open_catalog() as cat:
         progress, update = _progress("importing episodes")
         with progress:
@@ -71,9 +77,10 @@ def export_lerobot_cmd(
     robot_type: Annotated[str | None, typer.Option(help="robot_type written to info.json.")] = None,
     overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Replace OUT if it is an earlier export (never a file or a workspace folder).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="ExportConfig file (.toml/.json); flags override it.")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Export a saved selection as a LeRobot v3.0 dataset (parquet + H.264 mp4 + meta with statistics)."""
-    from roboloop.cli import console, open_catalog, user_input
+    from roboloop.cli.common import console, open_catalog, user_input
     from roboloop.config import resolve
     from roboloop.interop import ExportConfig, export_from_config
 
@@ -99,6 +106,9 @@ def export_lerobot_cmd(
             robot_type=robot_type,
             overwrite=overwrite,
         )
+    if show_config:
+        print_config(cfg)
+        return
     with open_catalog() as cat:
         progress, update = _progress("exporting episodes")
         with progress:

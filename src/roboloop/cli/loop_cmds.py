@@ -1,8 +1,7 @@
-"""CLI commands of the loop stage: `gaps`, `plan`, `report`, and executing a plan file (`collect --plan`).
+"""CLI commands of the loop stage: `gaps`, `plan`, `report`, and executing a plan (`roboloop collect --plan FILE`).
 
-Wired into the `roboloop` command by `roboloop.cli` (`register(app, open_catalog=...)`);
-`roboloop collect --plan FILE` calls `collect_plan_command`. Standalone (tests):
-`python -m roboloop.cli.loop_cmds --workspace WS gaps --eval EVAL_ID`.
+`register(app)` adds `gaps`, `plan` and `report` to the `roboloop` Typer app (`roboloop.cli`
+does); `roboloop collect --plan FILE` calls :func:`collect_plan_command`.
 Command bodies are thin: parse -> one library call -> print.
 """
 
@@ -11,77 +10,44 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from roboloop.errors import RoboloopError
+from roboloop import refine
+from roboloop.analyze_gaps import gap_config, gaps, make_plan
+from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
+from roboloop.evaluate import latest_eval_ids
+from roboloop.plan import execute_plan, load_plan, plan_summary, save_plan
+from roboloop.report import write_report
 
-console = Console()
-err_console = Console(stderr=True)
-
-app = typer.Typer(name="roboloop-loop", help="Coverage gaps, collection plans and the report.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
-
-_HOOKS: dict[str, Any] = {"workspace": None, "catalog_url": None, "open_catalog": None}
+VERDICT_STYLE = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green"}
+RIGHT_ALIGNED = ("rank", "covered", "median dist", "demos near", "by label")
 
 
 @contextlib.contextmanager
-def _default_open_catalog() -> Iterator[Any]:
-    from roboloop.catalog import Catalog
-    from roboloop.workspace import Workspace
-
-    cat = Catalog(Workspace(_HOOKS["workspace"]), _HOOKS["catalog_url"])
+def _optional_dependency() -> Iterator[None]:
+    """A missing optional dependency (plots, the report's extras) becomes a clean error."""
     try:
-        yield cat
-    finally:
-        cat.close()
+        yield
+    except ImportError as exc:
+        fail(str(exc))
 
 
-def open_catalog():
-    """The catalog context manager of the host CLI (set by `register`), else an embedded one."""
-    opener: Callable[[], Any] = _HOOKS["open_catalog"] or _default_open_catalog
-    return opener()
-
-
-def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-# --- library-level helpers the commands (and the lead's collect command) call ---------------
-
-def run_plan_file(catalog, path: str | Path, *, workers: int = 1, steps: int | None = None, on_result=None):
-    """Execute a plan given as a file or by its saved name (`plan.load_plan`); returns the `PlanRun`."""
-    from roboloop.plan import execute_plan, load_plan
-
-    return execute_plan(catalog, load_plan(catalog.workspace, path), workers=workers, steps=steps, on_result=on_result)
-
-
-def latest_evals(workspace, n: int = 2) -> list[str]:
-    """Ids of the `n` most recent evaluations (oldest first), from the evals table."""
-    from roboloop import rows, schema
-
-    evs = rows.read_rows(workspace, schema.EVALS_TABLE)
-    evs.sort(key=rows.creation_order)
-    return [str(r.get("eval_id") or r[rows.KEY_FIELD]) for r in evs[-n:]]
-
-
-# --- commands ------------------------------------------------------------------------------
-
-def _print_gaps(rep) -> None:
+def print_gaps(rep) -> None:
+    """A gap report as a ranked table, each cell's advice, and how coverage was measured."""
     t = Table(title=f"coverage gaps of {rep.eval_id} (run {rep.run_id}, {rep.n_train} training episodes)")
     for col in ("rank", "cell", "success", "95% interval", "covered", "median dist", "demos near", "by label", "verdict"):
-        t.add_column(col, justify="right" if col in ("rank", "covered", "median dist", "demos near", "by label") else "left")
-    style = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green"}
+        t.add_column(col, justify="right" if col in RIGHT_ALIGNED else "left")
     for c in rep.cells:
         t.add_row(
             str(c.rank), c.cell, f"{c.successes}/{c.n} ({100 * c.rate:.0f}%)", f"[{100 * c.ci_low:.0f}%, {100 * c.ci_high:.0f}%]",
-            f"{c.covered}/{c.n}", f"{c.median_distance:.2f}", str(c.train_near), str(c.train_in_cell_by_label), f"[{style[c.verdict]}]{c.verdict}[/]",
+            f"{c.covered}/{c.n}", f"{c.median_distance:.2f}", str(c.train_near), str(c.train_in_cell_by_label),
+            f"[{VERDICT_STYLE[c.verdict]}]{c.verdict}[/]",
         )
     console.print(t)
     for c in rep.cells:
@@ -97,26 +63,23 @@ def _print_gaps(rep) -> None:
         err_console.print(f"[yellow]warning:[/] {rep.missing_train_ids} training episode(s) of the run are no longer in {rep.dataset}")
 
 
-@app.command("gaps")
 def gaps_cmd(
     eval_id: Annotated[str, typer.Option("--eval", "-e", help="Evaluation id (see the evals table).")],
     format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Rank the evaluation's grid cells: coverage gap (collect), policy/data-quality problem (inspect), or fine."""
-    from roboloop.analyze_gaps import gaps
-
-    with open_catalog() as cat:
-        try:
-            rep = gaps(cat, eval_id)
-        except (RoboloopError, ImportError) as exc:
-            fail(str(exc))
+    if show_config:
+        print_config(gap_config(open_workspace(), eval_id))
+        return
+    with open_catalog() as cat, _optional_dependency():
+        rep = gaps(cat, eval_id)
     if format == "json":
         print(json.dumps(rep.to_dict(), indent=2, default=str))
     else:
-        _print_gaps(rep)
+        print_gaps(rep)
 
 
-@app.command("plan")
 def plan_cmd(
     eval_id: Annotated[str, typer.Option("--eval", "-e", help="Evaluation whose coverage gaps the plan targets.")],
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="Episodes to collect in all (split by need).")] = 30,
@@ -124,16 +87,9 @@ def plan_cmd(
     name: Annotated[str | None, typer.Option("--name", help="Plan name (default plan-<eval id>).")] = None,
 ) -> None:
     """Write a collection plan aimed at the evaluation's coverage gaps (execute it with `roboloop collect --plan FILE`)."""
-    from roboloop.analyze_gaps import gaps, make_plan
-    from roboloop.plan import plan_summary, save_plan
-
-    with open_catalog() as cat:
-        try:
-            rep = gaps(cat, eval_id)
-            p = make_plan(rep, budget, name=name)
-            path = save_plan(cat.workspace, p, output or Path(f"{p.name}.toml"))
-        except (RoboloopError, ImportError) as exc:
-            fail(str(exc))
+    with open_catalog() as cat, _optional_dependency():
+        p = make_plan(gaps(cat, eval_id), budget, name=name)
+        path = save_plan(cat.workspace, p, output or Path(f"{p.name}.toml"))
     console.print(f"plan [bold]{p.name}[/]: {p.total} episode(s) into {p.dataset} ({len(p.items)} item(s)), written to {path}")
     for line in plan_summary(p):
         console.print(line, soft_wrap=True)
@@ -142,7 +98,6 @@ def plan_cmd(
     console.print(f"execute it:  roboloop collect --plan {path}")
 
 
-@app.command("report")
 def report_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
     eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Evaluation id (repeatable; the first two are compared). Default: the two latest.")] = None,
@@ -150,18 +105,14 @@ def report_cmd(
     export_failures: Annotated[bool, typer.Option("--export-failures", help="Also export the listed failures as .rrd files next to the report.")] = False,
 ) -> None:
     """Write the self-contained HTML report (success, paired comparison, coverage, loss, selections, failures, plans)."""
-    from roboloop.report import write_report
-
     with open_catalog() as cat:
-        ids = list(eval_ids or latest_evals(cat.workspace))
+        ids = list(eval_ids or latest_eval_ids(cat.workspace))
         if not ids:
             fail("no evaluation found: run `roboloop eval` first, or name them with --eval")
         if labels and len(labels) != len(ids):
             fail(f"{len(labels)} --label for {len(ids)} evaluation(s): give one per --eval")
-        try:
+        with _optional_dependency():
             path = write_report(cat, ids, output, labels=labels, export_failures=export_failures)
-        except (RoboloopError, ImportError) as exc:
-            fail(str(exc))
     console.print(f"report of {', '.join(ids)} written to [bold]{path}[/] ({os.path.getsize(path) / 1e3:.0f} kB, self-contained)")
 
 
@@ -171,22 +122,9 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
     With `flag_failures`, new demonstrations that failed the strict success metric are flagged
     in the quality layer (reason names the plan), so the curation query leaves them out.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from roboloop.plan import PlanError, execute_plan, load_plan, plan_summary
-
     counts = {"done": 0, "ok": 0}
     with open_catalog() as cat:
-        try:
-            p = load_plan(cat.workspace, plan_file)
-        except PlanError as exc:
-            fail(str(exc))
+        p = load_plan(cat.workspace, plan_file)
         console.print(f"executing plan [bold]{p.name}[/] ({p.total} episode(s) into {p.dataset}; seeds after the dataset's highest)")
         for line in plan_summary(p):
             console.print(line, soft_wrap=True)
@@ -202,9 +140,6 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
 
             try:
                 run = execute_plan(cat, p, workers=workers, steps=steps, on_result=on_result)
-            except PlanError as exc:
-                progress.stop()
-                fail(str(exc))
             except KeyboardInterrupt:
                 progress.stop()
                 err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")
@@ -213,41 +148,14 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
         seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
         console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
         if flag_failures and run.failed_segment_ids:
-            from roboloop import refine
-
             ids = refine.flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
             console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
                           f"undo with: roboloop unflag -d {p.dataset} -s ID")
 
 
-@app.command("collect-plan")
-def collect_plan_cmd(
-    plan_file: Annotated[str, typer.Argument(help="Plan file written by `roboloop plan`, or a saved plan's name.")],
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    steps: Annotated[int | None, typer.Option(min=1, help="Control steps per episode (default: the task's 300).")] = None,
-    flag_failures: Annotated[bool, typer.Option("--flag-failures/--keep-failures", help="Flag new demonstrations that failed (quality layer).")] = True,
-) -> None:
-    """Execute a collection plan (in the `roboloop` command: `roboloop collect --plan FILE`)."""
-    collect_plan_command(plan_file, workers=workers, steps=steps, flag_failures=flag_failures)
-
-
-@app.callback()
-def _standalone(
-    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", envvar="ROBOLOOP_WORKSPACE", help="Workspace folder.")] = None,
-    catalog: Annotated[str | None, typer.Option("--catalog", envvar="ROBOLOOP_CATALOG", help="Attach to a running catalog.")] = None,
-) -> None:
-    if _HOOKS["open_catalog"] is None:
-        _HOOKS["workspace"], _HOOKS["catalog_url"] = workspace, catalog
-
-
-def register(host: typer.Typer, *, open_catalog: Callable[[], Any] | None = None) -> None:
-    """Add `gaps`, `plan` and `report` to the host app (`collect --plan` executes plans); commands then open the
-    catalog with the host's `open_catalog` (which honours its global --workspace/--catalog)."""
-    _HOOKS.update(open_catalog=open_catalog, workspace=None, catalog_url=None)
-    host.command("gaps")(gaps_cmd)
-    host.command("plan")(plan_cmd)
-    host.command("report")(report_cmd)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `gaps`, `plan` and `report` to `app` (`collect --plan` executes plans)."""
+    app.command("gaps")(gaps_cmd)
+    app.command("plan")(plan_cmd)
+    app.command("report")(report_cmd)
+    return app

@@ -1,8 +1,9 @@
 """`roboloop train` and `roboloop runs`: thin commands over `roboloop.train`.
 
 Wired into the `roboloop` command by `roboloop.cli` through `register(app)`.
-Options override the config in ONE place (`build_config`): `--like RUN` (that run's exact
-config) or `--config FILE` (a JSON `TrainConfig`), then the explicit flags.
+Options override the config in ONE place (`build_config`, through `roboloop.config.resolve`):
+`--like RUN` (that run's exact config) or `--config FILE` (a `TrainConfig` file), then the
+options given; `--show-config` prints the result and exits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from roboloop.cli import console, err_console
+from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, print_config
+from roboloop.config import resolve
+from roboloop.train import ConfigError, TrainConfig
+from roboloop.train import load_config as load_run_config
 
 
 def build_config(
@@ -33,42 +37,29 @@ def build_config(
     nproc: int | None = None,
 ):
     """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
-    from roboloop.train import ConfigError, TrainConfig, load_config
-
     if like and config_file:
         raise ConfigError("pass either --like RUN_ID or --config FILE, not both")
-    if like:
-        cfg = load_config(workspace, like)
-    elif config_file:
-        from roboloop.config import load_config as load_config_file
-
-        cfg = load_config_file(TrainConfig, config_file)  # .toml or .json
-    else:
-        if not dataset or not selection:
-            raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
-        cfg = TrainConfig(dataset=dataset, selection=selection, policy=policy or "mlp")
-    changes = {
-        k: v
-        for k, v in {"dataset": dataset, "selection": selection, "policy": policy, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                         "seed": seed, "num_workers": workers, "nproc": nproc}.items()
-        if v is not None and getattr(cfg, k) != v
-    }
-    return cfg.replace(**changes) if changes else cfg
+    if not (like or config_file) and not (dataset and selection):
+        raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
+    base = load_run_config(workspace, like) if like else config_file
+    return resolve(TrainConfig, base, dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size,
+                   lr=lr, seed=seed, num_workers=workers, nproc=nproc)
 
 
 def train_cmd(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset.")] = None,
     selection: Annotated[str | None, typer.Option("--selection", "-s", help="Saved selection to train on (see `curate ls`).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A TrainConfig file, .toml or .json (e.g. a run's config.json).")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default 150).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default 256).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-3).")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Seed for torch, numpy and the stream.")] = None,
-    policy: Annotated[str | None, typer.Option(help="mlp (state + cube pose) or vision (top camera + joints).")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers (default 0, measured fastest for mlp).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help=config_help(TrainConfig, "epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help=config_help(TrainConfig, "batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option(help=config_help(TrainConfig, "lr"))] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help=config_help(TrainConfig, "seed"))] = None,
+    policy: Annotated[str | None, typer.Option(help=config_help(TrainConfig, "policy"))] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help=config_help(TrainConfig, "num_workers"))] = None,
     like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Training processes on this machine (DDP, gloo; the batch is split over them).")] = None,
+    show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Train a policy on a saved selection, streaming from the catalog; the run becomes a segment of <dataset>_runs."""
     from rich.progress import (
@@ -81,7 +72,7 @@ def train_cmd(
     )
 
     from roboloop.catalog import CatalogError
-    from roboloop.cli import fail, open_catalog, open_workspace
+    from roboloop.cli.common import fail, open_catalog, open_workspace
     from roboloop.train import load_config, train
 
     try:
@@ -92,6 +83,9 @@ def train_cmd(
                                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc)
     except (CatalogError, ValueError, OSError) as exc:
         fail(str(exc))
+    if show_config:
+        print_config(cfg)
+        return
     console.print(f"training [bold]{cfg.policy}[/] on selection [bold]{cfg.selection}[/] of {cfg.dataset}: "
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, seed {cfg.seed}" + (f", {cfg.nproc} processes" if cfg.nproc > 1 else "")
                   + (f", resuming {resume}" if resume else ""))
@@ -129,7 +123,7 @@ def runs_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json records.")] = False,
 ) -> None:
     """List training runs (newest first). The same data is queryable: SELECT ... FROM <dataset>_runs."""
-    from roboloop.cli import open_workspace
+    from roboloop.cli.common import open_workspace
     from roboloop.train import list_runs
 
     rows = [r for r in list_runs(open_workspace()) if dataset is None or r.get("dataset") == dataset]

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from roboloop.cli import app, console, open_workspace
+from roboloop.cli.common import console, open_workspace
 
 
-@app.command("gc")
 def gc_cmd(
     force: Annotated[bool, typer.Option("--force", help="Run even while another roboloop process has a catalog open on the workspace.")] = False,
 ) -> None:
@@ -26,3 +25,9 @@ def gc_cmd(
     ws = open_workspace()
     versions, temps = ws.gc(usable_versions(ws), force=force)
     console.print(f"{ws.root}: removed {versions} superseded version file(s) and {temps} temporary file(s)")
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `gc` to `app`."""
+    app.command("gc")(gc_cmd)
+    return app

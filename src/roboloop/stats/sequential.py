@@ -102,6 +102,7 @@ import numpy as np
 from scipy import stats
 
 from roboloop import schema
+from roboloop.config import Config
 from roboloop.errors import RoboloopError
 
 __all__ = [
@@ -703,7 +704,7 @@ def _write_back(k: _Betting, sub: _Betting, idx: np.ndarray) -> None:
 
 
 @dataclass(frozen=True)
-class SequentialConfig:
+class SequentialConfig(Config):
     """Settings of a sequential (until-decided) comparison."""
 
     alpha: float = 0.05
@@ -718,6 +719,7 @@ class SequentialConfig:
     """A cell stops undecided at this many pairs."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_alpha(self.alpha)
         _check_margin(self.margin)
         if self.metric not in schema.SEQUENTIAL_METRICS:
@@ -727,16 +729,10 @@ class SequentialConfig:
         if not isinstance(self.max_per_cell, int) or self.max_per_cell < 1:
             raise SequentialError(f"max_per_cell must be a positive integer, got {self.max_per_cell!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SequentialConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise SequentialError(f"unknown sequential settings {unknown}; known: {sorted(names)}")
-        return cls(**dict(data))
+    def unknown_keys_error(cls, unknown: list[str]) -> Exception:
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        return SequentialError(f"unknown sequential settings {sorted(unknown)}; known: {names}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""CLI commands of analyze: `success`, `compare`, `failures`, `reoutcome`.
+
+They read the rollout index (no catalog restore) and start or attach the catalog only when
+they need it: stale index rows, `--where`/`--by` on derived layers (`signals.*`), live URLs,
+exports, each failure's nearest training episode (the demonstrations' start states).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from roboloop import analyze, links, schema
+from roboloop.analyze_gaps import nearest_training
+from roboloop.cli.common import console, err_console, open_catalog, open_workspace, state
+from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
+from roboloop.evaluate import evals_dataset_of
+from roboloop.evaluate_sequential import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of
+from roboloop.outcomes import reoutcome
+
+SEQ_COLUMNS = ["cell", "decision", "rollouts", "stop_round", "decided_at", "diff [CS]", "fixed_n"]
+"""Columns of a sequential decision table."""
+
+
+def sequential_text(rows_: list[dict]) -> list[dict]:
+    """Sequential rows with the estimate and its confidence sequence as one `diff [CS]` text."""
+    out = []
+    for r in rows_:
+        r = dict(r)
+        lo, hi, est = r.get("ci_low"), r.get("ci_high"), r.get("estimate")
+        r["diff [CS]"] = "-" if est is None else f"{est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        out.append(r)
+    return out
+
+
+# --- success -------------------------------------------------------------------------------------
+
+def success_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Evaluation dataset (<dataset>_evals).")] = schema.evals_dataset(schema.DEFAULT_DATASET),
+    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
+    by: Annotated[str, typer.Option("--by", "-b", help="Group by these columns, comma-separated (e.g. scene.region,scene.lighting).")] = "episode.cell",
+    where: Annotated[str | None, typer.Option("--where", help="Predicate, e.g. \"scene.lighting = 'dim'\".")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: bars with intervals (one key) or a heatmap (two keys).")] = None,
+) -> None:
+    """Success rate grouped by any property, with Wilson 95% intervals and the mean stage reached."""
+    check_format(format)
+    keys = split_list(by)
+    ws = open_workspace()
+    with lazy_catalog() as catalog:
+        table = guard(lambda: analyze.load_rollouts(ws, dataset, eval_ids, where, needed=keys, catalog_factory=catalog))
+        groups = guard(lambda: analyze.success_by(table, keys))
+    cols = [*keys, "n", "successes", "rate", "ci_low", "ci_high", "mean_stage", "small"]
+    seq_rows = sequential_of(ws, eval_ids or [])
+    if keys == ["episode.cell"] and len(seq_rows) == 1:  # one sequential evaluation: its decision next to each cell
+        attach_decisions(groups, next(iter(seq_rows.values())), key="episode.cell")
+        cols += DECISION_COLUMNS
+        seq_rows = {}
+    print_table(groups, cols, format, title=f"success in {dataset}" + (f" ({', '.join(eval_ids)})" if eval_ids else ""))
+    if format == "table":
+        for eid, srows in seq_rows.items():
+            print_table(sequential_text(srows), SEQ_COLUMNS, "table",
+                        title=f"{eid} vs {srows[0]['against']}: sequential decision ({srows[0]['metric']})")
+    if plot is not None:
+        from roboloop.report import plot_success  # matplotlib: only when a plot is asked for
+
+        path = guard(lambda: plot_success(groups, keys, plot))
+        err_console.print(f"plot: {path}")
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+COMPARE_COLUMNS = ["group", "A", "B", "B-A [95%]", "test", "n_pairs", "p", "p_holm", "verdict"]
+COMPARE_DATA_COLUMNS = ["n_a", "successes_a", "rate_a", "n_b", "successes_b", "rate_b", "n_pairs", "test",
+                        "diff", "diff_low", "diff_high", "discordant_a", "discordant_b", "p", "p_holm", "verdict"]
+
+
+def compare_cmd(
+    eval_a: Annotated[str, typer.Argument(help="Baseline evaluation id (A).")],
+    eval_b: Annotated[str, typer.Argument(help="Evaluation compared with it (B).")],
+    by: Annotated[str, typer.Option("--by", "-b", help="Cells to compare in, comma-separated.")] = "episode.cell",
+    where: Annotated[str | None, typer.Option("--where", help="Only rollouts matching this predicate.")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level after Holm's adjustment.")] = 0.05,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """B against A per cell and overall: difference with 95% interval, paired exact McNemar on shared seeds, Holm."""
+    check_format(format)
+    ws = open_workspace()
+    keys = split_list(by)
+    with lazy_catalog() as catalog:
+        tables = [
+            guard(lambda e=e: analyze.load_rollouts(ws, evals_dataset_of(ws, e), [e], where, needed=keys, catalog_factory=catalog))
+            for e in (eval_a, eval_b)
+        ]
+    out = guard(lambda: analyze.compare(tables[0], tables[1], keys, alpha=alpha))
+    for r in out:
+        r["A"] = f"{r['successes_a']}/{r['n_a']}"
+        r["B"] = f"{r['successes_b']}/{r['n_b']}"
+        r["B-A [95%]"] = "-" if r["diff"] != r["diff"] else f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
+    cols = COMPARE_COLUMNS if format == "table" else ["group", *keys, *COMPARE_DATA_COLUMNS]
+    seq = sequential_between(ws, eval_a, eval_b)
+    if seq is not None and keys == ["episode.cell"]:
+        attach_decisions(out, seq["rows"], key="group", overall=seq["overall"])
+        cols = [*cols, *DECISION_COLUMNS]
+    print_table(out, cols, format, title=f"{eval_b} (B) vs {eval_a} (A)")
+    if seq is not None and format == "table":
+        console.print(f"seq_*: {seq['eval_id']}'s sequential decision against {seq['against']} "
+                      f"(metric {seq['metric']}, alpha {seq['alpha']}, anytime-valid); n_pairs is the fixed comparison's count",
+                      soft_wrap=True)
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+MODE_COLUMNS = ["eval_id", "cell", "kind_words", "count", "share", "open"]
+MODE_DATA_COLUMNS = ["eval_id", "cell", "kind", "kind_words", "count", "cell_failures", "share", "segment_id",
+                     "episode.seed", "at_s", "open", "nearest_train_id", "nearest_distance"]
+
+
+def _failure_columns(format: str, live: bool, with_url: bool) -> list[str]:
+    if format != "table":
+        return [*analyze.FAILURE_COLUMNS, "failure_kind", "at_s", "nearest_train_id", "nearest_distance",
+                "nearest_dataset", "open"] + (["url"] if with_url else [])
+    cols = ["segment_id", "episode.cell", "failure_kind", "at_s", "nearest_train_id", "nearest_distance", "open"]
+    return [*cols, "url"] if live else cols
+
+
+def _failure_notes(out: list[dict], unmatched: dict[str, str], nearest: bool) -> None:
+    for eval_id, why in unmatched.items():
+        err_console.print(f"note: no nearest training episodes for {eval_id}: {why}", soft_wrap=True)
+    if nearest and any("nearest_train_id" in r for r in out):
+        err_console.print("nearest_distance: scaled start-state distance (1 = 2 cm or 3 deg, `roboloop gaps`); "
+                          "compare with `roboloop open SEGMENT --with-nearest`", soft_wrap=True)
+
+
+def failures_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Evaluation dataset (<dataset>_evals).")] = schema.evals_dataset(schema.DEFAULT_DATASET),
+    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
+    where: Annotated[str | None, typer.Option("--where", help="Only rollouts matching this predicate.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many failures.")] = None,
+    modes: Annotated[bool, typer.Option("--modes", help="Only the failure modes (counts per kind per cell, one representative each).")] = False,
+    nearest: Annotated[bool, typer.Option("--nearest/--no-nearest", help="Each failure's nearest training episode (start state) and its distance.")] = True,
+    urls: Annotated[bool, typer.Option("--urls", help="Also print live catalog URLs (only while a catalog serves: use with --catalog).")] = False,
+    open_: Annotated[bool, typer.Option("--open", help="Open the failures in the Rerun viewer at their failure moment.")] = False,
+    export: Annotated[Path | None, typer.Option("--export", help="Write each failure as a self-contained .rrd into this folder.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Failure modes (counts per kind per cell, a representative each), then every failed rollout: kind, moment,
+    nearest training episode, and how to open it at that moment."""
+    check_format(format)
+    ws = open_workspace()
+    live = urls and bool(state.catalog_url)
+    if urls and not live:
+        err_console.print("[yellow]note:[/] live URLs die with this command's embedded catalog; use the `open` "
+                          "commands, --export, or run `roboloop serve` and pass --catalog")
+    with lazy_catalog() as catalog:
+        table = guard(lambda: analyze.load_rollouts(ws, dataset, eval_ids, where, catalog_factory=catalog))
+        url_for = (lambda s, t: links.segment_url(catalog(), dataset, s, t)) if (live or open_) else None
+        out = guard(lambda: analyze.failures(table, dataset=dataset, url_for=url_for, limit=limit))
+        unmatched: dict[str, str] = guard(lambda: nearest_training(catalog(), out)) if nearest and out else {}
+        if modes or format == "table":
+            mode_rows = analyze.failure_modes(out)
+            print_table(mode_rows, MODE_COLUMNS if format == "table" else MODE_DATA_COLUMNS, format,
+                        title=f"{len(mode_rows)} failure mode(s): kind per cell, a representative each")
+        if not modes:
+            print_table(out, _failure_columns(format, live, url_for is not None), format, title=f"{len(out)} failure(s) in {dataset}")
+        if format == "table":
+            _failure_notes(out, unmatched, nearest)
+        if export is not None:
+            paths = guard(lambda: links.export_segments(catalog(), dataset, [r["segment_id"] for r in out], export))
+            err_console.print(f"exported {len(paths)} file(s) to {export} (every layer + the blueprint); open one with: "
+                              f"{links.viewer_command(str(paths[0])) if paths else 'rerun FILE.rrd'}", soft_wrap=True)
+        if open_ and out:
+            links.view([r["url"] for r in out], embedded=catalog().embedded, say=lambda s: console.print(s, soft_wrap=True))
+
+
+# --- reoutcome -----------------------------------------------------------------------------------
+
+def reoutcome_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose outcomes to re-judge (rollouts: <dataset>_evals).")] = schema.evals_dataset(schema.DEFAULT_DATASET),
+    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Only these evaluations (repeatable).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Re-judge every segment in scope, not only failures judged by an older classifier.")] = False,
+) -> None:
+    """Re-judge failures (kind and moment) by replaying each recording; writes a new `outcome` layer version."""
+    with open_catalog() as cat:
+        rep = guard(lambda: reoutcome(cat, dataset, eval_ids=eval_ids, all_segments=all_))
+    counts: dict[tuple[str, str], int] = {}
+    for sid, new in rep.judged.items():
+        key = (rep.before.get(sid, "?"), str(new[schema.OUTCOME_FAILURE_REASON]))
+        counts[key] = counts.get(key, 0) + 1
+    print_table([{"was": a, "now": b, "n": n} for (a, b), n in sorted(counts.items())], ["was", "now", "n"], "table",
+                title=f"{len(rep.judged)} outcome(s) re-judged in {dataset} ({len(rep.changed)} changed), layer '{schema.OUTCOME_LAYER}'")
+    for sid, why in rep.skipped.items():
+        err_console.print(f"[yellow]not re-judged[/] {sid}: {why}", soft_wrap=True)
+    if not rep.judged and not rep.skipped:
+        console.print("nothing to re-judge (every failure was judged by the current classifier; --all re-judges everything)")
+
+
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `success`, `compare`, `failures` and `reoutcome` to `app`."""
+    app.command("success")(success_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("failures")(failures_cmd)
+    app.command("reoutcome")(reoutcome_cmd)
+    return app
