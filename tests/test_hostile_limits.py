@@ -173,7 +173,7 @@ def test_sql_streams_large_results_with_bounded_memory(ws):
 
 
 def test_sql_table_format_draws_a_bounded_table_and_counts_every_row(ws):
-    from roboloop.cli import TABLE_ROWS_SHOWN
+    from roboloop.cli.common import TABLE_ROWS_SHOWN
 
     res = cli(ws, "sql", f"SELECT unnest(range(0, {TABLE_ROWS_SHOWN + 500})) AS v")
     assert res.exit_code == 0, res.output
