@@ -229,10 +229,12 @@ def test_stages_from_contacts():
     assert tr.stage == 3
     tr.observe(0.08, c(ll=True, lr=True))  # step 14: right let go -> handover
     assert (tr.stage, tr.stage_step) == (4, 14)
-    tr.observe(0.02, c(table=True))
+    for _ in range(9):  # steps 15-23: the left gripper holds it up (a hold: both fingers for HOLD_STEPS steps) ...
+        tr.observe(0.08, c(ll=True, lr=True))
+    tr.observe(0.02, c(table=True))  # ... and lets it fall
     r = tr.result()
     assert r.stage == 4 and not r.success and r.failure_reason == "dropped"
-    assert math.isclose(r.failure_step, 14)
+    assert math.isclose(r.failure_step, 23)
     assert schema.STAGES[r.stage] == "handover"
 
 

@@ -113,7 +113,7 @@ def test_paired_seeds_provenance_index_and_disjoint_from_demos(catalog):
         x0, x1, y0, y1 = REGIONS[cell["region"]]
         assert x0 <= r["scene.cube_x"] <= x1 and y0 <= r["scene.cube_y"] <= y1
         assert r["scene.yaw"] == "none" and r["scene.cube_yaw_deg"] == pytest.approx(0.0)
-    # the hold-still policy never reaches the cube (the moment: where its arm came to rest)
+    # the hold-still policy never reaches the cube (the moment: where its approach stopped)
     still = [r for r in got if r["episode.eval_id"] == "ev-still"]
     assert {(r["outcome.stage_name"], r["outcome.failure_reason"]) for r in still} == {("none", "never_reached")}
     assert all(0 <= r["outcome.failure_time_s"] < 0.6 for r in still)

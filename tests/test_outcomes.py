@@ -17,7 +17,14 @@ from roboloop import analyze, schema
 from roboloop.catalog import Catalog
 from roboloop.collect import Observation, ScriptedPolicy
 from roboloop.envs.aloha.conditions import SceneConditions
-from roboloop.envs.aloha.success import CLOSE_REACH, KNOCK_DISTANCE, MOVE_NOISE, REACH_DISTANCE, STALL_MARGIN
+from roboloop.envs.aloha.success import (
+    APPROACH_MARGIN,
+    CLOSE_REACH,
+    HOLD_STEPS,
+    KNOCK_DISTANCE,
+    MOVE_NOISE,
+    REACH_DISTANCE,
+)
 from roboloop.evaluate import EvalConfig, evaluate, parse_grid
 
 R_GRIP, R_SHOULDER, R_WRIST, L_GRIP = 13, 8, 11, 6
@@ -72,6 +79,12 @@ def _run(sim, perturb, *, steps=300, seed=3):
         log["contacts"].append(sim.cube_contacts())
         log["reach"].append(float(np.linalg.norm(sim.gripper_positions()["right"] - sim.cube_pose()[:3])))
     return tr.result(), {k: np.asarray(v) if k != "contacts" else v for k, v in log.items()}
+
+
+def _approach_stopped(reach):
+    """The first step after which the grasp point never again got more than APPROACH_MARGIN closer to the cube."""
+    closer = [k for k in range(len(reach) - 1) if reach[k] - reach[k + 1 :].min() > APPROACH_MARGIN]
+    return closer[-1] + 1 if closer else 0
 
 
 def _robot_touch(c):
@@ -168,8 +181,7 @@ def test_a_gripper_closing_far_from_the_cube_did_not_close_on_air_it_never_reach
     assert log["reach"][shut] > CLOSE_REACH and log["cmd"][shut] == 0.0  # it did close, far from the cube
     assert not any(_robot_touch(c) for c in log["contacts"]) and np.hypot(*(log["xy"] - log["xy"][0]).T).max() < 1e-9
     assert log["reach"].min() > REACH_DISTANCE
-    rest = 1 + max(k for k, d in enumerate(log["reach"]) if abs(d - log["reach"][-1]) > STALL_MARGIN)
-    assert res.failure_reason == "never_reached" and res.failure_step == rest
+    assert res.failure_reason == "never_reached" and res.failure_step == _approach_stopped(log["reach"])
 
 
 @pytest.mark.sim
@@ -192,6 +204,60 @@ def test_a_knock_dates_from_the_first_contact_that_moved_the_cube(physics_sim):
     assert later[0] < crossed and later[0] - first > 30
     assert res.failure_reason == "knocked_away" and res.stage == 0
     assert res.failure_step == first  # not the shove (the old moment) nor the step 3 cm was crossed
+
+
+def _swing_after_a_squeeze(k, a):
+    """The scripted approach until both right fingers first close on the cube (step 106, seed 3); one step later the
+    gripper springs open and the waist swings 1 rad in 0.1 s: a single step of two-finger contact, then the arm
+    flings the cube metres away, the way the policy's first swings did (v1: c01-i0003, c03-i0028)."""
+    if k >= 107:
+        a[R_GRIP] = 1.0
+        a[R_ARM.start] += 1.0 * min(1.0, (k - 106) / 5)
+    return a
+
+
+@pytest.mark.sim
+def test_a_momentary_two_finger_touch_is_no_grasp_a_swing_that_flings_the_cube_knocked_it_away(physics_sim):
+    res, log = _run(physics_sim, _swing_after_a_squeeze, steps=150)
+    squeezed = [k for k, c in enumerate(log["contacts"]) if c["right_left_finger"] and c["right_right_finger"]]
+    moved = np.hypot(*(log["xy"] - log["xy"][0]).T)
+    assert squeezed and len(squeezed) < HOLD_STEPS  # both right fingers touched it, for a step: no hold
+    assert moved.max() > 1.0 and log["z"][-1] < 0.05  # flung away; it ends low, which version 3 called dropped
+    assert res.stage == 1  # the stage (partial credit) still counts the touch as a right grasp
+    assert res.failure_reason == "knocked_away"
+    # the moment: the first step of the robot contact in progress when the cube first moved more than MOVE_NOISE
+    first_moved = int(np.flatnonzero(moved > MOVE_NOISE)[0])
+    touches = [k for k in range(first_moved + 1) if _robot_touch(log["contacts"][k])]
+    start = touches[-1]
+    while start - 1 in touches or any(start - g in touches for g in (2, 3)):
+        start = max(k for k in touches if k < start)
+    t = res.failure_step
+    assert t == start and t < squeezed[0] and moved[t] < MOVE_NOISE
+
+
+def _stops_then_drifts(k, a):
+    """The right arm holds its targets of step 20 (~20 cm from the cube, open) and, from 1 s, its shoulder drifts
+    away by 0.002 rad a step: stopped short at ~0.5 s, the distance creeps up ~8 cm over the next 2.8 s (episodes end
+    at 3.8 s, before the left arm comes for the cube)."""
+    if k == 20:
+        _stops_then_drifts.held = a[R_ARM].copy()
+    if k >= 20:
+        a[R_ARM] = _stops_then_drifts.held
+        a[R_SHOULDER] -= 0.002 * max(0, k - 50)
+        a[R_GRIP] = 1.0
+    return a
+
+
+@pytest.mark.sim
+def test_a_never_reached_moment_is_where_the_approach_stopped_not_where_a_slow_drift_ended(physics_sim):
+    res, log = _run(physics_sim, _stops_then_drifts, steps=190)
+    reach = log["reach"]
+    assert not any(_robot_touch(c) for c in log["contacts"]) and reach.min() > REACH_DISTANCE
+    stopped = _approach_stopped(reach)
+    assert res.failure_reason == "never_reached" and res.failure_step == stopped
+    assert stopped <= 50 and reach[-1] - reach[stopped] > 0.02  # before the drift, which carried it 2+ cm further
+    rested = 1 + max(k for k, d in enumerate(reach) if abs(d - reach[-1]) > 0.01)  # version 3: within 1 cm of the end
+    assert rested > stopped + 100
 
 
 # --- re-judging old rollouts: an outcome layer ----------------------------------------------------------

@@ -21,13 +21,18 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
   moment it went wrong): every failure gets both. The first of these events decides
   (fed by :meth:`SuccessTracker.update`, which reads the grippers and the cube position):
 
-  - ``knocked_away``: before any right grasp, the cube moved more than ``KNOCK_DISTANCE``
+  A gripper **held** the cube once both fingers of one gripper touched it for ``HOLD_STEPS`` (10)
+  consecutive steps (a real grasp in the v1 successes lasted 37-170 steps; an arm swinging through the
+  cube touches it with both right fingers for 1-3 steps, which is no grasp); it **lifted** it if, while
+  such a hold was in progress, the cube was off the table above ``min_height``.
+
+  - ``knocked_away``: before any hold, the cube moved more than ``KNOCK_DISTANCE``
     (3 cm, horizontally) from where it settled. Moment: the first contact that started moving
     it: when the cube first moved more than ``MOVE_NOISE`` (5 mm) from where it settled, the
     first step of the robot contact in progress (a robot link or finger touching the cube,
     gaps up to ``CONTACT_GAP`` steps) or of the cube's motion in progress (moving more than
     ``MOVE_STEP``, 0.5 mm, per step), whichever began first (not the step 3 cm was crossed).
-  - ``closed_on_air``: before any right grasp, the right gripper closed past the width of
+  - ``closed_on_air``: before any hold, the right gripper closed past the width of
     the cube (normalized position below ``GRIPPER_ON_CUBE`` 0.55; on the cube it stops at
     0.6-0.73) after having opened (above ``GRIPPER_OPEN`` 0.7), commanded to close (a gripper
     pressed shut against the table while commanded open did not close), with neither right
@@ -42,20 +47,21 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
     ever touched it, it never moved more than ``MOVE_NOISE`` (5 mm) from where it settled (an
     untouched cube stays put to 1e-18 m; an arm's approach nudges it up to 3.5 mm), and the
     right grasp point never came within ``REACH_DISTANCE`` (4 cm) of the cube's centre (a grasp
-    gets within 0.7-2 cm). Moment: the step the arm came to rest short of it (from then on its
-    distance to the cube stays within ``STALL_MARGIN``, 1 cm, of the final one).
+    gets within 0.7-2 cm). Moment: the step its approach stopped: the first step after which the grasp
+    point never again got more than ``APPROACH_MARGIN`` (1.5 cm) closer to the cube (an arm that drifts
+    for seconds after stopping is dated from the stop, not from when the drift ended; one that only
+    moved away is dated 0).
   - ``missed_grasp``: the arm got to the cube (a robot geom touched it, it moved more than
-    ``MOVE_NOISE``, or the grasp point came within ``REACH_DISTANCE``) but no gripper ever took
-    hold of it (both right fingers, or lifted), and the gripper ends away from it (beyond
+    ``MOVE_NOISE``, or the grasp point came within ``REACH_DISTANCE``) but no gripper ever held
+    and lifted it (a momentary squeeze, or a hold that never lifted it, is a missed grasp), and the
+    gripper ends away from it (beyond
     ``REACH_DISTANCE``). Moment: where it gave up on the cube: the last right-finger contact; else
     the closest approach or the first step of the latest touch by another robot link (a bump, gaps
     up to ``CONTACT_GAP``), whichever came later;
-  - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it
-    (lifted, or squeezed by both right fingers) and it got away: moment = the last step a
-    finger touched it off the table (the let-go), or, if it was never lifted, the last step both
-    right fingers squeezed it; if both right fingers still hold it at the end, or nothing ever
-    got hold of it while the gripper is still at the cube, the episode ran out of time:
-    ``timed_out`` (moment = the last step);
+  - the cube ends low (final z <= min_height): ``dropped`` when a gripper had held it and
+    lifted it and it got away: moment = the last step a finger touched it off the table (the
+    let-go); if both right fingers still hold it at the end, or nothing ever lifted it while the
+    gripper is still at the cube, the episode ran out of time: ``timed_out`` (moment = the last step);
   - the cube ends high but not held as required: ``not_handed_over``; moment = the step
     the left gripper first squeezed it (the handover began), else the step the left
     gripper closed without it, else the last step on which the hold failed;
@@ -65,7 +71,10 @@ Reported by :class:`SuccessTracker` (fed once per control step, after ``sim.step
   Old recordings carry the kinds of the first classifier (``never_touched``, ``not_lifted``):
   still readable, re-judged by ``roboloop reoutcome``, as are verdicts of version 2 (a bump by
   an arm link or a pushed cube could be ``never_reached``, a close anywhere ``closed_on_air``,
-  a knock dated from the contact in progress when 3 cm was crossed): ``CLASSIFIER_VERSION`` 3.
+  a knock dated from the contact in progress when 3 cm was crossed), and of version 3 (a single step of both
+  right fingers on the cube was a grasp, so a first swing that knocked the cube away was ``dropped``; a
+  never-reached moment was when the arm came to rest, within 1 cm of its final distance, seconds late for
+  an arm that drifted): ``CLASSIFIER_VERSION`` 4.
 
 Furthest stage reached (partial credit, ``schema.STAGES``; ``stage`` is the index):
 
@@ -101,6 +110,7 @@ from roboloop.schema import FAILURE_KINDS, STAGES
 __all__ = [
     "SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT", "STAGES", "FAILURE_KINDS",
     "KNOCK_DISTANCE", "GRIPPER_ON_CUBE", "GRIPPER_OPEN", "REACH_DISTANCE", "CLOSE_REACH", "MOVE_NOISE", "MOVE_STEP",
+    "APPROACH_MARGIN", "HOLD_STEPS",
     "CLASSIFIER_VERSION",
 ]
 
@@ -123,14 +133,21 @@ MOVE_NOISE = 0.005
 1e-18 m over 38 whole rollouts; an arm's approach nudges it up to 3.5 mm just before its contact shows."""
 MOVE_STEP = 0.0005
 """Horizontal cube travel (m) in one control step that counts as the cube moving (a shove moves it 2-7 mm a step)."""
-STALL_MARGIN = 0.01
-"""Never reached: the arm is at rest once its distance to the cube stays within this (m) of the final one."""
+APPROACH_MARGIN = 0.015
+"""Never reached: the approach stopped at the first step after which the grasp point never again got more than this
+(m) closer to the cube (measured on the 10 scrubbed v1 rollouts: 1.5 cm puts the moment 0.3 s from a person's on
+average, 1 cm 0.3 s, 0.5 cm 0.7 s; arms drift 1-4 cm for seconds after stopping)."""
+HOLD_STEPS = 10
+"""Consecutive steps with both fingers of one gripper on the cube that make a hold (a real grasp): in the 61
+successes of the v1 evaluation the right grasp lasted 37-170 steps; an arm's swing through the cube touches it
+with both fingers for 1-3 steps."""
 CONTACT_GAP = 3
 """Steps without contact that still belong to one contact (the push that knocked the cube away)."""
-CLASSIFIER_VERSION = 3
+CLASSIFIER_VERSION = 4
 """Version of the failure classifier (`outcome.classifier`); recordings without it were judged by version 1.
 3: a touch by any robot link or a moved cube means it was reached; closed on air only at the cube; a knock's
-moment is the first contact that moved it."""
+moment is the first contact that moved it. 4: a grasp is a hold (both fingers of one gripper for HOLD_STEPS steps),
+dropped needs a hold that lifted the cube, a never-reached arm's moment is where its approach stopped."""
 RIGHT_GRIPPER, LEFT_GRIPPER = 13, 6
 """Indices of the grippers in the 14 joint positions."""
 
@@ -178,7 +195,9 @@ class SuccessTracker:
         self._run_start: int | None = None  # start of the current run of held steps
         self._last_not_held: int | None = None
         self._last_finger_touch: int | None = None
-        self._lifted = False
+        self._grip_run: dict[str, int | None] = {"right": None, "left": None}  # start of both fingers' current contact
+        self._held = False  # a gripper has held the cube (both fingers for HOLD_STEPS consecutive steps)
+        self._lifted = False  # held and lifted: a hold in progress had the cube off the table above min_height
         self._last_high_touch: int | None = None  # last step a finger touched the cube off the table
         self._cube_z = float("nan")
         self.stage = 0
@@ -201,7 +220,6 @@ class SuccessTracker:
         self._right_open = False  # the right gripper has been open (above GRIPPER_ON_CUBE) since it last closed
         self._left_open = False
         self._left_closed_empty: int | None = None
-        self._right_squeezed = False
         self._last_right_squeeze: int | None = None
         self._reach: list[float] = []  # right grasp point to cube centre (m), per step
         self._last_right_touch: int | None = None
@@ -249,16 +267,25 @@ class SuccessTracker:
         else:
             self._run_start = None
             self._last_not_held = step
+        high_off_table = not contacts["table"] and cube_z > self.min_height
+        for side in ("right", "left"):
+            if contacts[f"{side}_left_finger"] and contacts[f"{side}_right_finger"]:
+                if self._grip_run[side] is None:
+                    self._grip_run[side] = step
+                if step - self._grip_run[side] + 1 >= HOLD_STEPS:
+                    self._held = True
+                    if high_off_table:
+                        self._lifted = True
+            else:
+                self._grip_run[side] = None
         if any_finger:
             self._last_finger_touch = step
-            if not contacts["table"] and cube_z > self.min_height:
-                self._lifted = True
+            if high_off_table:
                 self._last_high_touch = step
         if right:
             self._last_right_touch = step
         squeezed = contacts["right_left_finger"] and contacts["right_right_finger"]
         if squeezed:
-            self._right_squeezed = True
             self._last_right_squeeze = step
         self.max_reward = max(self.max_reward, float(reward))
         self._cube_z = float(cube_z)
@@ -279,7 +306,7 @@ class SuccessTracker:
             if self._contact_run is None or self._last_contact is None or step - self._last_contact > CONTACT_GAP:
                 self._contact_run = step
             self._last_contact = step
-        before_grasp = self.stage == 0  # no right grasp yet
+        before_grasp = not self._held  # no gripper has held it yet (a swing's momentary squeeze is no grasp)
         if cube_xy is not None:
             if self._start_xy is None:
                 self._start_xy = cube_xy
@@ -359,10 +386,14 @@ class SuccessTracker:
         if not reached and len(self._reach) == self.steps and self._reach:
             closest = min(self._reach)
             if closest > REACH_DISTANCE:
-                final = self._reach[-1]
-                moving = [k for k, d in enumerate(self._reach) if abs(d - final) > STALL_MARGIN]
-                return "never_reached", min(moving[-1] + 1, last) if moving else 0
-        grasped = self._lifted or self._right_squeezed
+                # where the approach stopped: after the last step from which it still got APPROACH_MARGIN closer
+                approaching, nearest = None, float("inf")
+                for k in range(len(self._reach) - 1, -1, -1):
+                    if approaching is None and self._reach[k] - nearest > APPROACH_MARGIN:
+                        approaching = k
+                    nearest = min(nearest, self._reach[k])
+                return "never_reached", min(approaching + 1, last) if approaching is not None else 0
+        grasped = self._lifted  # a gripper held it and lifted it
         if not grasped and self._reach and len(self._reach) == self.steps and self._reach[-1] > REACH_DISTANCE:
             # it got to the cube (touched it, or came within reach) but never took hold, and left
             if self._last_right_touch is not None:
@@ -370,10 +401,10 @@ class SuccessTracker:
             closest = min(range(len(self._reach)), key=self._reach.__getitem__)
             return "missed_grasp", max(closest, self._link_run) if self._link_run is not None else closest
         if not self._cube_z > self.min_height:
-            if self._lifted or self._right_squeezed:
+            if self._lifted:
                 still_held = self._last_right_squeeze == last
                 if not still_held:
-                    let_go = self._last_high_touch if self._lifted else self._last_right_squeeze
+                    let_go = self._last_high_touch
                     return "dropped", let_go if let_go is not None else last
             return "timed_out", last
         if self._run_start is not None:  # held at the end, not long enough
