@@ -35,7 +35,7 @@ _BUILD = r"""
 import sys
 import numpy as np
 from roboloop import schema
-from roboloop.episode import EpisodeRecorder, write_layer_properties
+from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import Workspace
 ws = Workspace(sys.argv[1]); lo, hi, layers = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = np.random.default_rng(lo)
@@ -71,7 +71,7 @@ def run_cli(root: Path, *args: str) -> float:
 
 
 def in_process(root: Path) -> float:
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
     from roboloop.workspace import Workspace
 
     t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def main() -> None:
         results[("embedded", name)] = [run_cli(root, *cmd) for _ in range(args.repeats)]
     results[("embedded", "Catalog()")] = [in_process(root) for _ in range(args.repeats)]
 
-    from roboloop.catalog_server import live_server
+    from roboloop.catalog.server import live_server
     from roboloop.workspace import Workspace
 
     ws = Workspace(root)

@@ -22,8 +22,8 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from roboloop.catalog import Catalog
-from roboloop.collect import CollectConfig, RecordingSpec, ScriptedPolicy, collect, make_sim, plan_jobs, run_episode
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import CollectConfig, RecordingSpec, ScriptedPolicy, collect, make_sim, plan_jobs, run_episode
 from roboloop.workspace import Workspace
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from roboloop import curate, refine, schema
-from roboloop.catalog import Catalog
-from roboloop.episode import EpisodeRecorder
+from roboloop import curate, schema
+from roboloop.catalog.client import Catalog
+from roboloop.record.episode import EpisodeRecorder
+from roboloop.refine import layers as refine
 from roboloop.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent / "_data" / "curate_ws"

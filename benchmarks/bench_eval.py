@@ -34,8 +34,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 
-from roboloop import analyze, episode_index, rows, schema
-from roboloop.catalog import Catalog
+from roboloop import rows, schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.catalog.client import Catalog
+from roboloop.evaluate import index as episode_index
 from roboloop.workspace import Workspace
 
 DATA = Path(__file__).parent / "_data"
@@ -46,9 +48,9 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 def unrecorded(cfg) -> tuple[float, int]:
     """The rollouts of `cfg` without recording: (wall seconds, successes)."""
-    from roboloop.collect import ScriptedPolicy, make_sim
+    from roboloop.collect.run import ScriptedPolicy, make_sim
     from roboloop.envs.aloha.success import SuccessTracker
-    from roboloop.evaluate import cell_conditions, plan_pairs
+    from roboloop.evaluate.run import cell_conditions, plan_pairs
 
     t0 = time.perf_counter()
     spec = cfg.spec()
@@ -78,7 +80,7 @@ def overhead(args) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from roboloop.evaluate import EvalConfig, evaluate, parse_grid
+    from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
 
     grid = parse_grid("region=near,far" if args.cells == 2 else "region=near,far lighting=normal,dim")
     rec, bare = [], []
@@ -113,13 +115,13 @@ def overhead(args) -> None:
 # --- scale ---------------------------------------------------------------------------------------
 
 def _properties(i: int, rng) -> dict:
-    from roboloop.collect import (
+    from roboloop.collect.run import (
         EpisodeJob,
         RecordingSpec,
         episode_properties,
         scene_properties,
     )
-    from roboloop.evaluate import cell_conditions, cell_key, cell_seed
+    from roboloop.evaluate.run import cell_conditions, cell_key, cell_seed
 
     region = ("left", "right", "wide")[i % 3]
     lighting = ("normal", "dim")[(i // 3) % 2]
@@ -152,7 +154,7 @@ def _properties(i: int, rng) -> dict:
 
 
 def build(root: Path, n: int, *, hardlink_base: bool) -> Workspace:
-    from roboloop.episode import EpisodeRecorder
+    from roboloop.record.episode import EpisodeRecorder
 
     ws = Workspace(root)
     ds = "bench_evals"
@@ -237,7 +239,7 @@ def scale(args) -> None:
     t_imp = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import roboloop.cli, roboloop.analyze, pyarrow"], env=env, check=True)
+        subprocess.run([sys.executable, "-c", "import roboloop.cli, roboloop.analyze.rollouts, pyarrow"], env=env, check=True)
         t_imp.append(time.perf_counter() - t0)
     print(f"  of which Python start + imports: {statistics.median(t_imp):.2f} s", flush=True)
 

@@ -23,8 +23,8 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from roboloop.catalog import Catalog
-from roboloop.collect import CollectConfig, RecordingSpec, collect
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.workspace import Workspace
 
 

@@ -24,7 +24,7 @@ def build(ws, n: int, width: int, height: int) -> list[str]:
     import rerun as rr
 
     from roboloop import schema
-    from roboloop.episode import EpisodeRecorder
+    from roboloop.record.episode import EpisodeRecorder
     from roboloop.video import encode_frames
 
     rng = np.random.default_rng(0)
@@ -62,7 +62,7 @@ def main() -> None:
     import torch
 
     from roboloop import curate
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
     from roboloop.interop import export_lerobot, import_lerobot
     from roboloop.workspace import Workspace
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from roboloop import schema
-from roboloop.catalog import Catalog
-from roboloop.episode import EpisodeRecorder, write_layer_properties
+from roboloop.catalog.client import Catalog
+from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import Workspace
 
 DATA = Path(__file__).parent / "_data" / "restore"

@@ -20,7 +20,7 @@ import time
 
 from bench_train import DS, write_episodes
 from roboloop import curate
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.train import TrainConfig, train
 from roboloop.workspace import Workspace
 

@@ -57,8 +57,8 @@ def _install_torchvision_stand_in() -> None:
 _install_torchvision_stand_in()
 
 from roboloop import schema  # noqa: E402
-from roboloop.catalog import Catalog  # noqa: E402
-from roboloop.episode import EpisodeRecorder  # noqa: E402
+from roboloop.catalog.client import Catalog  # noqa: E402
+from roboloop.record.episode import EpisodeRecorder  # noqa: E402
 from roboloop.stream import EpisodeStream, Field  # noqa: E402
 from roboloop.video import encode_frames  # noqa: E402
 from roboloop.workspace import Workspace  # noqa: E402

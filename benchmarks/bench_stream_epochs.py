@@ -15,7 +15,7 @@ import time
 
 from bench_stream import DATA, SC, build
 from roboloop import schema
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.stream import EpisodeStream, Field
 from roboloop.workspace import Workspace
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog
-from roboloop.episode import EpisodeRecorder
+from roboloop.catalog.client import Catalog
+from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
 from roboloop.train import TrainConfig
 from roboloop.train.ahead import EpochsAhead

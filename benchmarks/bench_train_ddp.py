@@ -19,7 +19,7 @@ import torch
 
 from bench_train import DS, write_episodes
 from roboloop import curate
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.train import TrainConfig, train
 from roboloop.workspace import Workspace
 

@@ -18,8 +18,8 @@ import time
 import torch
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog
-from roboloop.collect import CollectConfig, EpisodeJob, RecordingSpec, collect, episode_segment_id
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, collect, episode_segment_id
 from roboloop.envs.aloha import SceneConditions
 from roboloop.train import PolicyFactory, TrainConfig, train
 from roboloop.workspace import Workspace

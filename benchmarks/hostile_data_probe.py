@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 OWN_SRC = HERE.parent / "src"
 sys.path.insert(0, str(OWN_SRC))
 
-from roboloop.catalog import _DecodeChild, quick_check_rrd, read_recording_id  # noqa: E402
+from roboloop.catalog.client import _DecodeChild, quick_check_rrd, read_recording_id  # noqa: E402
 from roboloop.workspace import Workspace, checksum_record_path  # noqa: E402
 
 
@@ -148,7 +148,7 @@ def probe_panic(src: Path, tmp: Path) -> dict:
 
 def probe_flips(n: int, tmp: Path) -> dict:
     """Before: the old checks; after: this checkout's verify (checksums) on every flipped copy."""
-    from roboloop.verify import verify
+    from roboloop.catalog.verify import verify
 
     ws_dir = tmp / "ws-flips"
     ep = collect(ws_dir, 1)[0]
@@ -179,7 +179,7 @@ def probe_flips(n: int, tmp: Path) -> dict:
 def probe_restore(src: Path, tmp: Path, n: int) -> dict:
     ws = tmp / "ws-restore"
     collect(ws, n, 40)
-    code = ("import sys, time, statistics; from roboloop.catalog import Catalog; from roboloop.workspace import Workspace\n"
+    code = ("import sys, time, statistics; from roboloop.catalog.client import Catalog; from roboloop.workspace import Workspace\n"
             "ts=[]\nfor _ in range(3):\n    t=time.perf_counter(); c=Catalog(Workspace(sys.argv[1]), url=''); ts.append(c.report.seconds); c.close()\n"
             "print(statistics.median(ts))")
     env = dict(os.environ, PYTHONPATH=str(src), MUJOCO_GL="egl")

@@ -18,9 +18,11 @@ from __future__ import annotations
 import signal
 import sys
 
-from roboloop import collect, curate, refine, schema
-from roboloop.catalog import Catalog
+from roboloop import curate, schema
+from roboloop.catalog.client import Catalog
+from roboloop.collect import run as collect
 from roboloop.errors import on_sigterm
+from roboloop.refine import layers as refine
 from roboloop.workspace import Workspace
 
 DATASET = "f"
@@ -80,7 +82,7 @@ def main(root: str, command: str, tag: str) -> None:
         elif command == "eval-workers":
             import multiprocessing
 
-            from roboloop.evaluate import EvalConfig, eval_row, evaluate, parse_grid
+            from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, parse_grid
 
             shown = []
 

@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from roboloop import analyze, schema
-from roboloop.evaluate import (
+from roboloop import schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.evaluate.run import (
     EvalConfig,
     GridError,
     cell_conditions,
@@ -241,7 +242,8 @@ def test_stages_from_contacts():
 # --- the rollout index: snapshot + row files -----------------------------------------------------------
 
 def test_index_snapshot_merges_with_newer_rows_and_tombstones(tmp_path, monkeypatch):
-    from roboloop import episode_index, rows
+    from roboloop import rows
+    from roboloop.evaluate import index as episode_index
     from roboloop.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
@@ -278,7 +280,8 @@ def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged
     import os
     import time
 
-    from roboloop import episode_index, rows
+    from roboloop import rows
+    from roboloop.evaluate import index as episode_index
     from roboloop.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")

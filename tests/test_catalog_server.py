@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from roboloop.catalog import Catalog
-from roboloop.catalog_server import ServerLock, ServerRunningError, live_server, published, read_record, remove_record, write_record
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.server import ServerLock, ServerRunningError, live_server, published, read_record, remove_record, write_record
 from roboloop.cli import app
 from roboloop.workspace import Workspace
 
@@ -88,7 +88,7 @@ def test_commands_attach_to_the_published_server(ws, synthetic_episode):
 
 
 def test_one_server_lock_per_workspace(ws):
-    from roboloop.catalog_server import serve_running
+    from roboloop.catalog.server import serve_running
 
     assert not serve_running(ws)
     with ServerLock(ws):
@@ -130,7 +130,7 @@ def test_serve_process_publishes_refuses_a_second_and_goes_stale_when_killed(ws,
         with Catalog(ws) as attached:
             assert not attached.embedded and attached.url == rec.url
             assert attached.segment_table("demo").column("segment_id").to_pylist() == ["ep-1"]
-        from roboloop.catalog_server import serve_running
+        from roboloop.catalog.server import serve_running
 
         assert serve_running(ws)
         second = _serve(ws.root)
@@ -161,7 +161,7 @@ def test_serve_process_publishes_refuses_a_second_and_goes_stale_when_killed(ws,
 def test_fd_budget_raises_the_soft_limit_or_warns(caplog):
     import resource
 
-    from roboloop.catalog_restore import FD_MARGIN, ensure_fd_budget
+    from roboloop.catalog.restore import FD_MARGIN, ensure_fd_budget
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -180,7 +180,7 @@ def test_fd_budget_raises_the_soft_limit_or_warns(caplog):
 @pytest.mark.sim
 def test_collect_into_a_catalog_served_by_another_process(ws):
     """collect attaches to the workspace's `roboloop serve` and registers there; the files stay the record."""
-    from roboloop.collect import CollectConfig, collect
+    from roboloop.collect.run import CollectConfig, collect
     from roboloop.envs.aloha.recording import RecordingSpec
 
     server = _serve(ws.root)

@@ -55,7 +55,7 @@ def test_eval_success_compare_failures_open(tmp_path):
     assert "rerun+http" not in out and "stop working when this command exits" in out
     assert f"roboloop open {f['segment_id']} --at {f['at_s']:g}" in out and "roboloop serve" in out
     # with a server that outlives the command, the URL is printed (and stays served after the command returns)
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
     from roboloop.workspace import Workspace
 
     with Catalog(Workspace(ws), url="") as served:

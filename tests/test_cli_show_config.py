@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import rows, schema
-from roboloop.analyze_gaps import APPEARANCE_AXES, GapConfig
+from roboloop.analyze.gaps import APPEARANCE_AXES, GapConfig
 from roboloop.cli import app
-from roboloop.collect import CollectConfig, RecordingSpec
+from roboloop.collect.run import CollectConfig, RecordingSpec
 from roboloop.config import ConfigError, resolve
 from roboloop.demo import DemoConfig
-from roboloop.evaluate import EvalConfig, parse_grid
+from roboloop.evaluate.run import EvalConfig, parse_grid
 from roboloop.interop import ExportConfig
 from roboloop.stats.sequential import SequentialConfig
 from roboloop.train import TrainConfig

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import schema
-from roboloop.catalog import Catalog
-from roboloop.collect import (
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import (
     CollectConfig,
     EpisodeJob,
     Observation,
@@ -23,7 +23,7 @@ from roboloop.collect import (
     run_episode,
 )
 from roboloop.envs.aloha import SceneConditions
-from roboloop.episode import provenance
+from roboloop.record.episode import provenance
 from roboloop.video import decode_samples
 
 pytestmark = pytest.mark.sim

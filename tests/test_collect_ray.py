@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from roboloop import schema
-from roboloop.catalog import Catalog
-from roboloop.collect import CollectConfig, collect
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import CollectConfig, collect
 from roboloop.envs.aloha.recording import RecordingSpec
 from roboloop.workspace import Workspace
 

@@ -15,8 +15,9 @@ import itertools
 
 import pytest
 
-from roboloop import analyze_gaps as ag
-from roboloop.collect import scene_properties, yaw_label
+from roboloop.analyze import gaps as ag
+from roboloop.collect.plan import PlanError, PlanItem, canonical_conditions, conditions_key
+from roboloop.collect.run import scene_properties, yaw_label
 from roboloop.envs.aloha.conditions import (
     AXES,
     DISTRACTOR_SETS,
@@ -30,8 +31,7 @@ from roboloop.envs.aloha.conditions import (
     start_state,
 )
 from roboloop.envs.conditions import Axis, Vocabulary
-from roboloop.evaluate import GridError, canonical_label, cell_key, cell_seed, parse_cell_key, parse_grid, valid_labels
-from roboloop.plan import PlanError, PlanItem, canonical_conditions, conditions_key
+from roboloop.evaluate.run import GridError, canonical_label, cell_key, cell_seed, parse_cell_key, parse_grid, valid_labels
 
 TABLES_BY_AXIS = {"region": REGIONS, "yaw": YAWS, "lighting": LIGHTINGS, "table": TABLES, "distractors": DISTRACTOR_SETS}
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from roboloop.collect import CollectConfig, RecordingSpec
+from roboloop.collect.run import CollectConfig, RecordingSpec
 from roboloop.config import Config, ConfigError, field_docs, load_config, override, resolve
 from roboloop.envs.aloha import SceneConditions
 from roboloop.errors import RoboloopError, UnknownNameError
@@ -103,7 +103,7 @@ def test_every_config_documents_every_field():
 
 
 def test_error_root():
-    from roboloop.catalog import CatalogError, UnknownDatasetError
+    from roboloop.catalog.client import CatalogError, UnknownDatasetError
     from roboloop.curate import UnknownSelectionError
     from roboloop.predicate import PredicateError
     from roboloop.stream import StreamError, UnknownEntityError

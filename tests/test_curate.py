@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from roboloop import curate, refine, schema
-from roboloop.catalog import Catalog, UnknownDatasetError
+from roboloop import curate, schema
+from roboloop.catalog.client import Catalog, UnknownDatasetError
 from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError
+from roboloop.refine import layers as refine
 
 DS = "demo"
 STREAMS = {schema.JOINT_POSITIONS: (50.0, 14)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from roboloop import curate, rows, schema
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.demo import PLAN_NAME, QUERY, V1, V2, DemoConfig, run_demo
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]

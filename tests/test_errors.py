@@ -9,10 +9,10 @@ import pkgutil
 import pytest
 
 import roboloop
-from roboloop.catalog import CatalogError
+from roboloop.catalog.client import CatalogError
 from roboloop.errors import ConfigError, RoboloopError, UnknownEvaluationError, UnknownNameError, WorkspaceError
 
-CATALOG_MODULES = ("roboloop.catalog", "roboloop.catalog_restore", "roboloop.catalog_server", "roboloop.links", "roboloop.verify")
+CATALOG_MODULES = ("roboloop.catalog.client", "roboloop.catalog.restore", "roboloop.catalog.server", "roboloop.catalog.links", "roboloop.catalog.verify")
 """Modules about the Rerun catalog itself (DESIGN's `catalog/`): only their errors may be `CatalogError`s."""
 
 
@@ -40,8 +40,8 @@ def error_classes() -> dict[str, type[BaseException]]:
 
 
 def test_the_walk_sees_the_stage_errors(error_classes):
-    for name in ("roboloop.evaluate.EvaluateError", "roboloop.analyze_gaps.GapError", "roboloop.plan.PlanError",
-                 "roboloop.train.config.TrainError", "roboloop.stats.sequential.SequentialError", "roboloop.catalog.CatalogError"):
+    for name in ("roboloop.evaluate.run.EvaluateError", "roboloop.analyze.gaps.GapError", "roboloop.collect.plan.PlanError",
+                 "roboloop.train.config.TrainError", "roboloop.stats.sequential.SequentialError", "roboloop.catalog.client.CatalogError"):
         assert name in error_classes, name
 
 

@@ -12,18 +12,21 @@ import re
 import numpy as np
 import pytest
 
-from roboloop import analyze, episode_index, links, rows, schema
-from roboloop.catalog import Catalog
-from roboloop.collect import RecordingSpec
+from roboloop import rows, schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.catalog import links
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import RecordingSpec
 from roboloop.envs.aloha.conditions import REGIONS
-from roboloop.episode import provenance, write_layer_properties
-from roboloop.evaluate import (
+from roboloop.evaluate import index as episode_index
+from roboloop.evaluate.run import (
     EvalConfig,
     EvaluateError,
     evaluate,
     load_config,
     parse_grid,
 )
+from roboloop.record.episode import provenance, write_layer_properties
 
 pytestmark = pytest.mark.sim
 
@@ -48,7 +51,7 @@ class HoldStill:
 
 def _collect_demos(catalog, dataset: str, episodes: int, *, seed: int, steps: int) -> None:
     """Demonstrations without cameras (either collect signature: keyword arguments or a CollectConfig)."""
-    from roboloop import collect as c
+    from roboloop.collect import run as c
 
     spec = RecordingSpec(cameras=())
     if hasattr(c, "CollectConfig"):

@@ -14,8 +14,8 @@ import os
 import pytest
 
 from roboloop import rows, schema
-from roboloop.evaluate import EvalConfig, EvaluateError, evaluate, parse_grid
-from roboloop.evaluate_sequential import SequentialEvalError, evaluate_until_decided, sequential_rows
+from roboloop.evaluate.run import EvalConfig, EvaluateError, evaluate, parse_grid
+from roboloop.evaluate.until_decided import SequentialEvalError, evaluate_until_decided, sequential_rows
 from roboloop.stats.sequential import PairedSequentialTest, SequentialConfig
 
 pytestmark = pytest.mark.sim
@@ -247,6 +247,6 @@ def ws_obj(path):
 
 
 def _rollouts_ws(path, eval_id):
-    from roboloop import episode_index
+    from roboloop.evaluate import index as episode_index
 
     return [r for r in episode_index.read(ws_obj(path), "demo_evals") if r["episode.eval_id"] == eval_id]

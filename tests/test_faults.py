@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog, CorruptRecordingError, validate_rrds
+from roboloop.catalog.client import Catalog, CorruptRecordingError, validate_rrds
 from roboloop.faults import ENV_FAULT, ENV_TRACE
 from roboloop.workspace import Workspace, check_checksum, is_temp_file
 
@@ -324,7 +324,7 @@ def _train_setup(ws: Workspace, acks: Acks) -> None:
 def test_kill9_eval_workers_die_with_their_parent_and_register_nothing(tmp_path):
     """kill -9 of `eval --workers 2` after its first registration: its workers die with it, no rollout appears or is
     registered after it, and a resume completes the evaluation with every (cell, index) pair once (distinct seeds)."""
-    from roboloop.evaluate import finished_pairs
+    from roboloop.evaluate.run import finished_pairs
 
     ws, figures = Workspace(tmp_path / "ws"), Figures()
     evals = f"{DS}_evals"

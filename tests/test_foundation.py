@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import schema
-from roboloop.catalog import Catalog, CatalogError, CorruptRecordingError, UnknownDatasetError, validate_rrd
+from roboloop.catalog.client import Catalog, CatalogError, CorruptRecordingError, UnknownDatasetError, validate_rrd
 from roboloop.cli import app
-from roboloop.episode import EpisodeRecorder, write_layer_properties
+from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import Workspace, atomic_path
 
 

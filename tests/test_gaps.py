@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from roboloop import analyze_gaps as ag
-from roboloop.analyze_gaps import COVERAGE_GAP, FINE, QUALITY, GapConfig, GapError
+from roboloop.analyze import gaps as ag
+from roboloop.analyze.gaps import COVERAGE_GAP, FINE, QUALITY, GapConfig, GapError
 
 
 def _train_row(i, x, y, yaw, region="default", yaw_label="none"):

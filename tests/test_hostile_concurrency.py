@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from roboloop import analyze, episode_index, schema
-from roboloop.catalog import Catalog
-from roboloop.collect import CollectConfig, RecordingSpec, collect
-from roboloop.evaluate import (
+from roboloop import schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.verify import verify
+from roboloop.collect.run import CollectConfig, RecordingSpec, collect
+from roboloop.evaluate import index as episode_index
+from roboloop.evaluate.run import (
     EvalConfig,
     EvaluateError,
     eval_row,
@@ -32,7 +35,6 @@ from roboloop.evaluate import (
     resolve_policy,
     rollout_jobs,
 )
-from roboloop.verify import verify
 from roboloop.workspace import WRITER_EVAL, WRITER_RUN, Workspace
 
 HERE = Path(__file__).resolve().parent

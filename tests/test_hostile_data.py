@@ -24,11 +24,11 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog, CatalogError, _DecodeChild, quick_check_rrd, read_recording_id
-from roboloop.catalog_restore import usable_versions
+from roboloop.catalog.client import Catalog, CatalogError, _DecodeChild, quick_check_rrd, read_recording_id
+from roboloop.catalog.restore import usable_versions
+from roboloop.catalog.verify import verify
 from roboloop.cli import app
 from roboloop.interop import LeRobotFormatError, export_lerobot
-from roboloop.verify import verify
 from roboloop.workspace import Workspace, atomic_path, check_checksum, checksum_record_path
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -187,7 +187,7 @@ def test_a_flip_that_panics_the_decoder_is_a_named_problem_in_verify_and_import(
     bad = tmp_path / "incoming" / "b.rrd"
     bad.parent.mkdir()
     bad.write_bytes(panicking)
-    probe = subprocess.run([sys.executable, "-c", "import sys; from roboloop.catalog import decode_problem; "
+    probe = subprocess.run([sys.executable, "-c", "import sys; from roboloop.catalog.client import decode_problem; "
                             "from pathlib import Path; decode_problem(Path(sys.argv[1]))", str(bad)],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
     assert probe.returncode == -signal.SIGABRT, probe.stderr[-2000:]

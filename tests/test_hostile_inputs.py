@@ -76,7 +76,7 @@ def test_rows_sort_in_creation_order_within_one_clock_tick(tmp_path, monkeypatch
     import time
 
     from roboloop import rows
-    from roboloop.evaluate import list_evals
+    from roboloop.evaluate.run import list_evals
     from roboloop.workspace import Workspace
 
     ws = Workspace(tmp_path)
@@ -179,7 +179,7 @@ def _invoke(ws, *args: str):
     ("region = 'near,,far'\n", "empty label"),
 ])
 def test_bad_toml_grid_is_an_error(tmp_path, toml, expect):
-    from roboloop.evaluate import GridError, parse_grid
+    from roboloop.evaluate.run import GridError, parse_grid
 
     path = tmp_path / "grid.toml"
     path.write_text(toml)
@@ -191,7 +191,7 @@ def test_bad_toml_grid_is_an_error(tmp_path, toml, expect):
 
 @pytest.mark.parametrize("text", ["region=near,,far", "region=near,", "region=,far"])
 def test_grid_with_an_empty_label_is_an_error(text):
-    from roboloop.evaluate import GridError, parse_grid
+    from roboloop.evaluate.run import GridError, parse_grid
 
     with pytest.raises(GridError, match="empty label"):
         parse_grid(text)
@@ -238,7 +238,7 @@ def test_port_in_time_wait_after_a_kill_is_free(ws):
     import errno
     import socket
 
-    from roboloop.catalog import Catalog, port_holder
+    from roboloop.catalog.client import Catalog, port_holder
 
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -265,8 +265,8 @@ def test_plans_table_whose_only_plan_has_no_items_is_readable_by_sql(catalog):
     """Executing a plan without items writes `collected = {}` (an Arrow struct without fields): the
     catalog table was created but every query of it failed (the columns after it decoded shifted),
     while verify said ok."""
-    from roboloop.plan import Plan, execute_plan
-    from roboloop.verify import verify
+    from roboloop.catalog.verify import verify
+    from roboloop.collect.plan import Plan, execute_plan
 
     run = execute_plan(catalog, Plan(name="empty", dataset="aloha", items=()))
     assert run.status == "executed"
@@ -281,10 +281,10 @@ def test_plans_table_whose_only_plan_has_no_items_is_readable_by_sql(catalog):
 
 @pytest.mark.parametrize("name", ["aloha_runs", "aloha_evals"])
 def test_runs_and_evals_names_are_refused_as_demonstration_datasets(tmp_path, name):
-    from roboloop.collect import CollectConfig
+    from roboloop.collect.plan import Plan, PlanError
+    from roboloop.collect.run import CollectConfig
     from roboloop.config import ConfigError
-    from roboloop.evaluate import EvalConfig, EvaluateError
-    from roboloop.plan import Plan, PlanError
+    from roboloop.evaluate.run import EvalConfig, EvaluateError
 
     with pytest.raises(ConfigError, match="reserved"):
         CollectConfig(dataset=name)
@@ -318,8 +318,8 @@ def test_empty_where_is_an_error_not_everything(catalog, synthetic_episode):
 
 def test_import_as_a_layer_refuses_a_base_recording(tmp_path, catalog, synthetic_episode):
     from roboloop import schema
-    from roboloop.catalog import CatalogError
-    from roboloop.episode import write_layer_properties
+    from roboloop.catalog.client import CatalogError
+    from roboloop.record.episode import write_layer_properties
 
     _, base = synthetic_episode(catalog.workspace, "src", "ep-0", duration_s=0.2, properties={"episode": {"kind": "demo"}})
     outside = tmp_path / "ep-0.rrd"

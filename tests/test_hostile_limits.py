@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from roboloop import collect, schema
-from roboloop.catalog import Catalog
+from roboloop import schema
+from roboloop.catalog.client import Catalog
 from roboloop.cli import app
+from roboloop.collect import run as collect
+from roboloop.collect.plan import Plan, PlanError
 from roboloop.config import ConfigError
-from roboloop.evaluate import EvalConfig, EvaluateError, parse_grid
-from roboloop.plan import Plan, PlanError
+from roboloop.evaluate.run import EvalConfig, EvaluateError, parse_grid
 from roboloop.workspace import CATALOG_LOCK, TEMP_MARKER, Workspace
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -186,7 +187,7 @@ def test_sql_table_format_draws_a_bounded_table_and_counts_every_row(ws):
 _RECORD_THREE = """
 import os, sys
 import numpy as np
-from roboloop.episode import EpisodeRecorder
+from roboloop.record.episode import EpisodeRecorder
 folder = sys.argv[1]
 for i in range(3):
     try:

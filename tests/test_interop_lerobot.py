@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.interop import LeRobotFormatError, export_lerobot, import_lerobot
 from roboloop.interop.lerobot import segment_id_for
 from roboloop.video import decode_samples

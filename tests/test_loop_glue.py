@@ -1,6 +1,6 @@
 """The glue of gaps and the report over a real catalog: an evaluation row, a run record, demos and rollouts.
 
-Needs `roboloop.train.run_info` (train branch) and `roboloop.analyze` (evaluate branch): skipped
+Needs `roboloop.train.run_info` (train branch) and `roboloop.analyze.rollouts` (evaluate branch): skipped
 until they are merged. Episodes are synthetic recordings carrying the agreed properties.
 """
 
@@ -57,7 +57,7 @@ def evaluated(ws, catalog, synthetic_episode):
 
 def test_gaps_glue_finds_the_gap(catalog, evaluated):
     pytest.importorskip("roboloop.train")
-    from roboloop.analyze_gaps import COVERAGE_GAP, FINE, gaps
+    from roboloop.analyze.gaps import COVERAGE_GAP, FINE, gaps
 
     rep = gaps(catalog, "ev1")
     assert (rep.run_id, rep.dataset, rep.evals_dataset, rep.n_train) == ("run-1", "aloha", "aloha_evals", 4)
@@ -67,7 +67,7 @@ def test_gaps_glue_finds_the_gap(catalog, evaluated):
 
 def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
     pytest.importorskip("roboloop.train")
-    pytest.importorskip("roboloop.analyze")
+    pytest.importorskip("roboloop.analyze.rollouts")
     from roboloop.report import SECTIONS, write_report
 
     out = write_report(catalog, ["ev1"], tmp_path / "r.html", export_failures=True)

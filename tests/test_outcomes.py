@@ -13,9 +13,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from roboloop import analyze, schema
-from roboloop.catalog import Catalog
-from roboloop.collect import Observation, ScriptedPolicy
+from roboloop import schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import Observation, ScriptedPolicy
 from roboloop.envs.aloha.conditions import SceneConditions
 from roboloop.envs.aloha.success import (
     APPROACH_MARGIN,
@@ -25,7 +26,7 @@ from roboloop.envs.aloha.success import (
     MOVE_NOISE,
     REACH_DISTANCE,
 )
-from roboloop.evaluate import EvalConfig, evaluate, parse_grid
+from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
 
 R_GRIP, R_SHOULDER, R_WRIST, L_GRIP = 13, 8, 11, 6
 R_ARM = slice(7, 13)
@@ -298,8 +299,8 @@ def _sha(path) -> str:
 
 @pytest.mark.sim
 def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_prefers(catalog, monkeypatch):
-    from roboloop import collect
-    from roboloop.outcomes import reoutcome
+    from roboloop.collect import run as collect
+    from roboloop.refine.outcomes import reoutcome
 
     ws = catalog.workspace
     cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=())
@@ -333,7 +334,8 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
     # judged by the current classifier now: nothing left to do without --all
     assert not reoutcome(catalog, "demo_evals").judged
     # an index row still holding the old judgement (a run killed between the layer files and the index) is redone
-    from roboloop import episode_index, rows
+    from roboloop import rows
+    from roboloop.evaluate import index as episode_index
 
     stale_id = sorted(base)[0]
     stale = next(r for r in episode_index.read(ws, "demo_evals") if r["segment_id"] == stale_id)
@@ -355,7 +357,7 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
 
 @pytest.mark.sim
 def test_a_replay_that_diverges_from_the_recording_is_not_rejudged(physics_sim):
-    from roboloop.outcomes import ReplayMismatch, judge_replay
+    from roboloop.refine.outcomes import ReplayMismatch, judge_replay
 
     sim = physics_sim
     sim.reset(5, SceneConditions())
@@ -422,7 +424,7 @@ def test_failures_list_the_nearest_training_episode_and_open_shows_both(tmp_path
     from roboloop import rows
     from roboloop.cli import app
     from roboloop.cli.evaluate_cmds import register
-    from roboloop.collect import CollectConfig, RecordingSpec, collect
+    from roboloop.collect.run import CollectConfig, RecordingSpec, collect
     from roboloop.workspace import Workspace
 
     register(app)
@@ -478,7 +480,7 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
     from PIL import Image
 
     from roboloop.envs.aloha import AlohaSim
-    from roboloop.outcomes import _conditions
+    from roboloop.refine.outcomes import _conditions
     from roboloop.report import build_report_data, render_report
 
     cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=("top",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from roboloop import rows, schema
-from roboloop.plan import (
+from roboloop.collect.plan import (
     Plan,
     PlanError,
     PlanItem,
@@ -141,7 +141,7 @@ def test_save_plan_writes_row_and_file(ws, tmp_path):
 
 @pytest.mark.sim
 def test_execute_plan_on_the_simulator(ws, catalog, synthetic_episode):
-    from roboloop.collect import RecordingSpec
+    from roboloop.collect.run import RecordingSpec
 
     _demo_episode(ws, catalog, synthetic_episode, 41)
     p = Plan(
@@ -170,7 +170,7 @@ def test_execute_plan_on_the_simulator(ws, catalog, synthetic_episode):
     # cube pose the simulator actually started from
     import math
 
-    from roboloop.analyze_gaps import fill_start_states
+    from roboloop.analyze.gaps import fill_start_states
 
     row = dict(by_seed[42])
     for c in ("scene.cube_x", "scene.cube_y", "scene.cube_yaw_deg"):
@@ -222,7 +222,7 @@ def test_cli_collect_plan(tmp_path):
     assert row["status"] == "executed" and len(row["collected"]["yaw=small"]) == 2
     # 5-step demonstrations fail: they are flagged in the quality layer, so selections leave them out
     assert "flagged 2 failed demonstration(s)" in res.output
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
 
     with Catalog(Workspace(wsdir), url="") as cat:
         table = {r["segment_id"]: r for r in cat.segment_table("clids").to_pylist()}
@@ -231,7 +231,7 @@ def test_cli_collect_plan(tmp_path):
 
 
 def test_load_plan_by_file_or_saved_name(ws, tmp_path):
-    from roboloop.plan import load_plan
+    from roboloop.collect.plan import load_plan
 
     p = _plan()
     path = save_plan(ws, p, tmp_path / "p.toml")

@@ -12,7 +12,7 @@ import pytest
 
 import roboloop
 from roboloop import schema
-from roboloop.episode import git_state, provenance
+from roboloop.record.episode import git_state, provenance
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -7,10 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from roboloop import curate, refine, schema
-from roboloop.catalog import Catalog
-from roboloop.episode import EpisodeRecorder
+from roboloop import curate, schema
+from roboloop.catalog.client import Catalog
 from roboloop.predicate import EmptySelectionError
+from roboloop.record.episode import EpisodeRecorder
+from roboloop.refine import layers as refine
 
 DS = "demo"
 STREAMS = {schema.JOINT_POSITIONS: (50.0, 14), schema.JOINT_TARGETS: (50.0, 14)}

@@ -13,9 +13,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from roboloop import collect, curate, refine, rows, schema
-from roboloop.catalog import Catalog
-from roboloop.catalog_restore import usable_versions
+from roboloop import curate, rows, schema
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.restore import usable_versions
+from roboloop.collect import run as collect
+from roboloop.refine import layers as refine
 from roboloop.workspace import Workspace, WorkspaceBusyError, atomic_path
 
 DS = "rel"
@@ -172,7 +174,7 @@ def test_collect_continues_seeds_by_default_and_reuses_only_when_asked(catalog, 
 
 _RESERVE = """
 import sys
-from roboloop.collect import reserve_seeds
+from roboloop.collect.run import reserve_seeds
 from roboloop.workspace import Workspace
 ws = Workspace(sys.argv[1])
 print(" ".join(str(s) for _ in range(10) for s in reserve_seeds(ws, "c", 3)))

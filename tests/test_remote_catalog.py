@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import schema
-from roboloop.catalog import Catalog
-from roboloop.catalog_server import read_record
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.server import read_record
 from roboloop.cli import app
 from roboloop.workspace import Workspace
 

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from roboloop.links import open_command
+from roboloop.catalog.links import open_command
 from roboloop.report import (
     SECTIONS,
     EvalSection,

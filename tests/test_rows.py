@@ -44,7 +44,7 @@ def test_restore_publishes_row_tables_for_sql(tmp_path):
     """Row tables come back as catalog tables at every start, so SQL can query evals/plans rows."""
     from typer.testing import CliRunner
 
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
     from roboloop.cli import app
 
     ws = Workspace(tmp_path)

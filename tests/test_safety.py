@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import schema
-from roboloop.catalog import Catalog, CatalogError, CorruptRecordingError, PortInUseError, ReadOnlySQLError, validate_rrd
+from roboloop.catalog.client import Catalog, CatalogError, CorruptRecordingError, PortInUseError, ReadOnlySQLError, validate_rrd
+from roboloop.catalog.verify import verify
 from roboloop.cli import app
-from roboloop.episode import EpisodeRecorder, write_layer_properties
 from roboloop.predicate import PredicateTypeError, UnknownColumnError, select_ids
-from roboloop.verify import verify
+from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import TEMP_MARKER, Workspace
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -106,7 +106,7 @@ def test_import_refuses_two_files_of_one_recording(tmp_path, synthetic_episode):
 def test_recording_id_read_from_the_header_matches_the_manifest(ws, synthetic_episode, tmp_path):
     from rerun.chunk import RrdReader
 
-    from roboloop.catalog import read_recording_id, recording_id_from_header
+    from roboloop.catalog.client import read_recording_id, recording_id_from_header
 
     _, base = synthetic_episode(ws, "demo", "ep-video", video_streams={"/cameras/top": (10.0, 32, 24)})
     layer = write_layer_properties(ws.segment_path("demo", schema.SIGNALS_LAYER, "ep-video"), "ep-video", {schema.SIGNALS: {"x": 1.0}})

@@ -15,7 +15,7 @@ import torch
 
 from fixtures.episodes import write_synthetic_episode
 from roboloop import schema
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.stream import EpisodeStream, Field, MissingFieldError, UnknownEntityError
 from roboloop.workspace import Workspace
 
@@ -358,7 +358,7 @@ def test_jpeg_encoded_images(tmp_path):
     from PIL import Image
 
     from fixtures.episodes import _test_frame
-    from roboloop.episode import EpisodeRecorder
+    from roboloop.record.episode import EpisodeRecorder
 
     ws = Workspace(tmp_path / "ws")
     frames = [_test_frame(i, W, H) for i in range(10)]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from roboloop import curate, schema
-from roboloop.collect import Observation
-from roboloop.episode import EpisodeRecorder, provenance
+from roboloop.collect.run import Observation
+from roboloop.record.episode import EpisodeRecorder, provenance
 from roboloop.train import (
     ConfigError,
     MLPConfig,
@@ -152,7 +152,7 @@ def test_segment_files_returns_newest_versions_only(ws):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One trained run shared by the tests that only read it (the normalizer test restores what it edits)."""
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
 
     cat = Catalog(Workspace(tmp_path_factory.mktemp("trained") / "ws"), url="")
     try:
@@ -213,7 +213,7 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
     assert epoch_losses == pytest.approx(steps.mean(axis=1))
     assert ws.blueprint_path(f"{DS}_runs").is_file()
     # a restart restores the newest version only (the finished one)
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
 
     with Catalog(ws, url="") as again:
         rows = again.sql(f'SELECT "run.status", "run.epochs_done" FROM {DS}_runs').to_pylist()
@@ -514,7 +514,7 @@ def test_policy_factory_drives_collect(catalog):
     """A trained run plugs into collect's policy_factory (picklable) and its rollouts are recorded with its id."""
     import pickle
 
-    from roboloop.collect import CollectConfig, RecordingSpec, collect
+    from roboloop.collect.run import CollectConfig, RecordingSpec, collect
     from roboloop.envs.aloha import SceneConditions
     from roboloop.train import PolicyFactory
 

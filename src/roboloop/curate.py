@@ -55,7 +55,7 @@ import pyarrow as pa
 
 from roboloop import faults, schema
 from roboloop import rows as _rowfiles
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.predicate import (
     EmptySelectionError,

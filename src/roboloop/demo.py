@@ -26,10 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roboloop import analyze, analyze_gaps, collect, plan, refine, report, schema
-from roboloop.catalog import Catalog
+from roboloop import report, schema
+from roboloop.analyze import gaps as analyze_gaps
+from roboloop.analyze import rollouts as analyze
+from roboloop.catalog.client import Catalog
+from roboloop.collect import plan
+from roboloop.collect import run as collect
 from roboloop.config import Config, ConfigError, check
-from roboloop.evaluate import parse_grid
+from roboloop.evaluate.run import parse_grid
+from roboloop.refine import layers as refine
 
 COVERED = {"yaw": "none"}
 """The demonstrated corner: every demonstration has the cube at yaw 0 (the planted gap is the rest of the yaw axis)."""
@@ -177,7 +182,7 @@ def _train(catalog: Catalog, cfg: DemoConfig, sel, like: str | None, say: Say, p
 
 
 def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str, Any] | None:
-    from roboloop.evaluate import list_evals
+    from roboloop.evaluate.run import list_evals
 
     for row in reversed(list_evals(catalog.workspace, cfg.dataset)):
         if (row.get("policy") == run_id and row.get("grid") == grid.to_dict() and row.get("status") == "finished"
@@ -187,14 +192,14 @@ def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str
 
 
 def _eval_config(cfg: DemoConfig, run_id: str, grid, **kw):
-    from roboloop.evaluate import EvalConfig
+    from roboloop.evaluate.run import EvalConfig
 
     return EvalConfig(dataset=cfg.dataset, policy=run_id, grid=grid, episodes_per_cell=cfg.episodes_per_cell,
                       workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.camera_size, steps=cfg.steps, **kw)
 
 
 def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, progress: Progress, label: str) -> str:
-    from roboloop.evaluate import evaluate
+    from roboloop.evaluate.run import evaluate
 
     row = _find_eval(catalog, cfg, run_id, grid)
     if row:
@@ -213,7 +218,7 @@ def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, pr
 
 
 def _rollouts(catalog: Catalog, cfg: DemoConfig, eval_id: str):
-    from roboloop.analyze import rollout_table
+    from roboloop.analyze.rollouts import rollout_table
 
     return rollout_table(catalog, schema.evals_dataset(cfg.dataset), [eval_id])
 
@@ -422,8 +427,8 @@ class _DemoRun:
 
 def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:
     """v2 against v1 sequentially (stops per cell when decided), then topped up to the fixed grid."""
-    from roboloop.evaluate import eval_row, evaluate
-    from roboloop.evaluate_sequential import evaluate_until_decided, sequential_rows
+    from roboloop.evaluate.run import eval_row, evaluate
+    from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_rows
     from roboloop.stats.sequential import SequentialConfig
 
     row = _find_eval(catalog, cfg, run2, grid)
@@ -460,7 +465,8 @@ def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str |
 def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], by: list[str]) -> dict[str, Any] | None:
     """The representative of the largest failure mode of the worst cell (lowest success), with the
     command and live URL that open it at its moment (`analyze.representative_failure`)."""
-    from roboloop import analyze, links
+    from roboloop.analyze import rollouts as analyze
+    from roboloop.catalog import links
 
     fails = analyze.failures(rows, dataset=evals_ds, url_for=lambda sid, at: links.segment_url(catalog, evals_ds, sid, at))
     if not fails:

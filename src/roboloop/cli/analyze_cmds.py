@@ -12,13 +12,15 @@ from typing import Annotated
 
 import typer
 
-from roboloop import analyze, links, schema
-from roboloop.analyze_gaps import nearest_training
+from roboloop import schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.gaps import nearest_training
+from roboloop.catalog import links
 from roboloop.cli.common import console, err_console, open_catalog, open_workspace, state
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
-from roboloop.evaluate import evals_dataset_of
-from roboloop.evaluate_sequential import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of
-from roboloop.outcomes import reoutcome
+from roboloop.evaluate.run import evals_dataset_of
+from roboloop.evaluate.until_decided import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of
+from roboloop.refine.outcomes import reoutcome
 
 SEQ_COLUMNS = ["cell", "decision", "rollouts", "stop_round", "decided_at", "diff [CS]", "fixed_n"]
 """Columns of a sequential decision table."""

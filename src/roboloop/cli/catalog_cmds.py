@@ -24,7 +24,7 @@ def serve(
     """Run the workspace's catalog server in the foreground; other roboloop commands on the workspace attach to it."""
     import signal
 
-    from roboloop.catalog_server import ServerLock, published
+    from roboloop.catalog.server import ServerLock, published
 
     if state.catalog_url:
         fail("`serve` starts a catalog; drop --catalog / ROBOLOOP_CATALOG")
@@ -104,7 +104,7 @@ def verify_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Check one dataset (default: every dataset and table row).")] = None,
 ) -> None:
     """Check every file of every layer (and blueprints, table rows) against its checksum and decode it; list what is broken, exit 1 if anything is."""
-    from roboloop.verify import verify, workspace_files
+    from roboloop.catalog.verify import verify, workspace_files
 
     ws = open_workspace()
     total = len(workspace_files(ws, dataset))

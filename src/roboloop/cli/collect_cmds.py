@@ -9,7 +9,7 @@ import typer
 
 from roboloop import schema
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
-from roboloop.collect import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
+from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
 from roboloop.envs.aloha import conditions as _cond
 
 DEFAULT_EPISODES = 10

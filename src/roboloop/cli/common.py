@@ -20,7 +20,7 @@ from roboloop.workspace import Workspace
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
 
 __all__ = [
     "SHOW_CONFIG_HELP", "State", "config_help", "console", "err_console", "fail", "id_list", "open_catalog", "open_workspace",
@@ -53,9 +53,9 @@ def open_workspace() -> Workspace:
 @contextlib.contextmanager
 def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
     """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here)."""
-    from roboloop.catalog import Catalog  # imported here: pyarrow and numpy are not needed for --help
+    from roboloop.catalog.client import Catalog  # imported here: pyarrow and numpy are not needed for --help
 
-    restore_log = logging.getLogger("roboloop.catalog_restore")
+    restore_log = logging.getLogger("roboloop.catalog.restore")
     level = restore_log.level
     restore_log.setLevel(logging.ERROR)
     try:

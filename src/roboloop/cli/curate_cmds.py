@@ -22,7 +22,7 @@ def refine_cmd(
     """Compute derived signals (arm activity, jerk, idle fraction, gripper events, cube height, ...) into the `signals` layer."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from roboloop import refine
+    from roboloop.refine import layers as refine
 
     if list_signals:
         t = Table("signal", "streams", "definition")
@@ -66,7 +66,7 @@ def flag_cmd(
     segment: Annotated[Optional[list[str]], typer.Option("--segment", "-s", help="Segment id (repeatable).")] = None,
 ) -> None:
     """Flag episodes (quality layer): flagged episodes are left out of every selection unless asked for."""
-    from roboloop import refine
+    from roboloop.refine import layers as refine
 
     with open_catalog() as cat:
         ids = refine.flag(cat, dataset, reason=reason, segment_ids=segment, where=where)
@@ -81,7 +81,7 @@ def unflag_cmd(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why the flag is cleared.")] = "",
 ) -> None:
     """Clear quality flags (writes quality.flagged = false; the change stays visible in the segment table)."""
-    from roboloop import refine
+    from roboloop.refine import layers as refine
 
     with open_catalog() as cat:
         ids = refine.unflag(cat, dataset, segment_ids=segment, where=where, reason=reason)

@@ -16,10 +16,10 @@ from roboloop import schema
 from roboloop.cli.analyze_cmds import SEQ_COLUMNS, sequential_text
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
-from roboloop.collect import parse_size
+from roboloop.collect.run import parse_size
 from roboloop.config import override, resolve
-from roboloop.evaluate import EvalConfig, eval_row, evaluate, list_evals, load_config, parse_grid, run_dataset
-from roboloop.evaluate_sequential import challenger_config, evaluate_until_decided, plan_from_eval, sequential_rows
+from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, load_config, parse_grid, run_dataset
+from roboloop.evaluate.until_decided import challenger_config, evaluate_until_decided, plan_from_eval, sequential_rows
 from roboloop.stats.sequential import SequentialConfig
 
 E, S = EvalConfig, SequentialConfig

@@ -1,4 +1,4 @@
-"""CLI command `open`: one episode in the Rerun viewer at a moment (links that outlive the process, `roboloop.links`)."""
+"""CLI command `open`: one episode in the Rerun viewer at a moment (links that outlive the process, `roboloop.catalog.links`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from roboloop import links
+from roboloop.catalog import links
 from roboloop.cli.common import console, open_catalog, open_workspace
 from roboloop.cli.tables import guard
 

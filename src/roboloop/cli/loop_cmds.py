@@ -18,11 +18,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from roboloop import refine
-from roboloop.analyze_gaps import gap_config, gaps, make_plan
+from roboloop.analyze.gaps import gap_config, gaps, make_plan
 from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
-from roboloop.evaluate import latest_eval_ids
-from roboloop.plan import execute_plan, load_plan, plan_summary, save_plan
+from roboloop.collect.plan import execute_plan, load_plan, plan_summary, save_plan
+from roboloop.evaluate.run import latest_eval_ids
+from roboloop.refine import layers as refine
 from roboloop.report import write_report
 
 VERDICT_STYLE = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green"}

@@ -71,7 +71,7 @@ def train_cmd(
         TimeRemainingColumn,
     )
 
-    from roboloop.catalog import CatalogError
+    from roboloop.catalog.client import CatalogError
     from roboloop.cli.common import fail, open_catalog, open_workspace
     from roboloop.train import load_config, train
 

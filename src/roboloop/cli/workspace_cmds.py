@@ -20,7 +20,7 @@ def gc_cmd(
     Refused while another process runs a catalog over the workspace (it may still read an
     old version). An embedded catalog does the same at its start when it is alone.
     """
-    from roboloop.catalog_restore import usable_versions
+    from roboloop.catalog.restore import usable_versions
 
     ws = open_workspace()
     versions, temps = ws.gc(usable_versions(ws), force=force)

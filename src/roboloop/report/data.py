@@ -26,10 +26,12 @@ from typing import Any
 
 from PIL import Image
 
-from roboloop import analyze, curate, links, rows, schema
-from roboloop.analyze_gaps import GapConfig, GapError, gaps
+from roboloop import curate, rows, schema
+from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.gaps import GapConfig, GapError, gaps
+from roboloop.catalog import links
 from roboloop.errors import UnknownEvaluationError
-from roboloop.evaluate_sequential import sequential_rows
+from roboloop.evaluate.until_decided import sequential_rows
 from roboloop.report.values import CELL, as_number
 from roboloop.train import run_info
 from roboloop.video import decode_samples

@@ -300,7 +300,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 self._client = CatalogClient(self.url)
             names = self._client.dataset_names()
             if self.dataset_name not in names:
-                from roboloop.catalog import UnknownDatasetError
+                from roboloop.catalog.client import UnknownDatasetError
 
                 raise UnknownDatasetError(self.dataset_name, sorted(names))
             self._entry = self._client.get_dataset(self.dataset_name)

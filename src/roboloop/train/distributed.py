@@ -162,7 +162,7 @@ def _rank_main(rank: int, world: int, url: str, ws_root: str, cfg_json: str, run
 
 def run_rank(ws_root: str, url: str, cfg: TrainConfig, *, run_id: str, resume: str | None = None, on_progress=None):
     """One rank inside an initialized process group: attach to the catalog by URL and train."""
-    from roboloop.catalog import Catalog
+    from roboloop.catalog.client import Catalog
     from roboloop.train.loop import train
     from roboloop.workspace import Workspace
 

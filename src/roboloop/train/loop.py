@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from roboloop import curate, faults, rows, schema
-from roboloop.episode import provenance
+from roboloop.record.episode import provenance
 from roboloop.stream import EpisodeStream
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError

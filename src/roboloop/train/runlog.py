@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
-from roboloop.episode import APPLICATION_ID, send_property_group, write_memory_recording
+from roboloop.record.episode import APPLICATION_ID, send_property_group, write_memory_recording
 from roboloop.workspace import atomic_path
 
 SAMPLE_SPLITS = ("train", "holdout")

@@ -1,7 +1,7 @@
 """What an ALOHA episode recording contains, and the dataset's default blueprint.
 
 :class:`AlohaEpisodeWriter` turns what an episode runner observes into the streams of
-one :class:`~roboloop.episode.EpisodeRecorder`. It only receives data (from
+one :class:`~roboloop.record.episode.EpisodeRecorder`. It only receives data (from
 ``collect.run_episode``): joint names, scene geometry, static poses and the task at
 construction, link/cube poses and camera frames per step; it never touches a simulator. Everything is logged on the ``time`` timeline (seconds since episode
 start) at its own rate; nothing is resampled:
@@ -39,7 +39,7 @@ import numpy as np
 
 from roboloop import schema
 from roboloop.config import Config, ConfigError, check
-from roboloop.episode import APPLICATION_ID, EpisodeRecorder
+from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder
 from roboloop.video import H264Encoder
 from roboloop.workspace import Workspace, atomic_path
 

@@ -53,9 +53,8 @@ import rerun.blueprint as rrb
 from PIL import Image
 
 from roboloop import schema
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.config import Config, ConfigError, check
-from roboloop.episode import APPLICATION_ID, EpisodeRecorder
 from roboloop.interop.lerobot.format import (
     BOOKKEEPING,
     DATA_PATH,
@@ -71,6 +70,7 @@ from roboloop.interop.lerobot.format import (
     read_parquet,
     version_tuple,
 )
+from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder
 from roboloop.video import DEFAULT_CRF, H264Encoder
 from roboloop.workspace import atomic_path, forget_checksum
 

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from roboloop import curate, schema
-from roboloop.catalog import Catalog
+from roboloop.catalog.client import Catalog
 from roboloop.config import Config, check
 from roboloop.interop.lerobot.format import (
     BOOKKEEPING,

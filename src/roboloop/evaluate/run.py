@@ -2,8 +2,8 @@
 
 Library use::
 
-    from roboloop.catalog import Catalog
-    from roboloop.evaluate import EvalConfig, evaluate, parse_grid
+    from roboloop.catalog.client import Catalog
+    from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
 
     with Catalog() as cat:
         cfg = EvalConfig(dataset="aloha", policy="scripted", grid=parse_grid("region=near,far yaw=none,any"),
@@ -25,7 +25,7 @@ to one, and a comparison pairs them on (cell, seed).
 ``checkpoint_sha256``, ``selection``, ``selection_digest``, ``config_digest``, ``cell``,
 ``index_in_cell``; ``"none"`` for a policy without a training run) and registered the
 moment each finishes; a row per rollout is added to the rollout index
-(:mod:`roboloop.episode_index`) right after its registration.
+(:mod:`roboloop.evaluate.index`) right after its registration.
 
 **The evaluation row** (table ``schema.EVALS_TABLE``, key = eval id) is written with
 status ``running`` at the start and ``finished`` / ``interrupted`` / ``failed`` at the
@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.collect import (
+from roboloop.collect.run import (
     EpisodeJob,
     EpisodeResult,
     RecordingSpec,
@@ -63,8 +63,8 @@ from roboloop.collect import (
 )
 from roboloop.config import Config
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
-from roboloop.episode_index import unique_rollouts
 from roboloop.errors import RoboloopError
+from roboloop.evaluate.index import unique_rollouts
 
 __all__ = [
     "SEED_RULE",
@@ -613,7 +613,7 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
 def _collect(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
              steps: int | None, workers: int, on_result) -> None:
     """Run and register rollout jobs through collect (the same runner and recorder as demonstrations)."""
-    from roboloop.collect import CollectConfig, collect
+    from roboloop.collect.run import CollectConfig, collect
 
     config = CollectConfig(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
     collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
@@ -646,7 +646,7 @@ def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, ke
 def final_status(report: EvalReport, write: Callable[[str], None], t0: float, workspace):
     """Around an evaluation's rollouts: whatever happens, write the row's final status (finished, interrupted
     or failed) with the wall time, then compact the rollout index (a cache: readers rebuild it if this fails)."""
-    from roboloop import episode_index
+    from roboloop.evaluate import index as episode_index
 
     status = "failed"
     try:
@@ -715,7 +715,7 @@ def evaluate(
 
 def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_factory) -> EvalReport:
     """:func:`evaluate` under the evaluation's writer lock."""
-    from roboloop import episode_index
+    from roboloop.evaluate import index as episode_index
 
     ws = catalog.workspace
     pairs = plan_pairs(cfg)  # cells and seeds exist before the policy does

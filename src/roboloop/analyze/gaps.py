@@ -72,8 +72,8 @@ from roboloop.envs.aloha.conditions import (
     yaw_preset,
 )
 from roboloop.envs.aloha.env import sample_cube_pose
-from roboloop.episode_index import unique_rollouts
 from roboloop.errors import RoboloopError, UnknownEvaluationError
+from roboloop.evaluate.index import unique_rollouts
 from roboloop.stats.intervals import wilson
 
 __all__ = [
@@ -567,7 +567,7 @@ def make_plan(
     (inspect the failures and the nearest demonstrations, flag bad ones).
     """
 
-    from roboloop.plan import Plan, PlanItem
+    from roboloop.collect.plan import Plan, PlanItem
 
     ds = dataset or report.dataset
     if not ds:

@@ -357,7 +357,7 @@ def failures(
     `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
     `url` (a live catalog URL). Sorted by eval id, cell, seed.
     """
-    from roboloop.links import open_command
+    from roboloop.catalog.links import open_command
 
     cols = columns_of_rows(rows)
     if not cols:
@@ -443,7 +443,7 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from roboloop.episode_index import unique_rollouts
+    from roboloop.evaluate.index import unique_rollouts
 
     table = unique_rollouts(table)
 
@@ -491,8 +491,8 @@ def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str]
 
     `catalog` (a Catalog or a function returning one) is used only to rebuild stale rows.
     """
-    from roboloop import episode_index
-    from roboloop.catalog import UnknownDatasetError
+    from roboloop.catalog.client import UnknownDatasetError
+    from roboloop.evaluate import index as episode_index
 
     if evals_dataset not in workspace.datasets():
         raise UnknownDatasetError(evals_dataset, workspace.datasets())
@@ -520,7 +520,7 @@ def load_rollouts(
     or attaches a catalog; it is called only when needed (stale index rows, or columns of
     derived layers such as `signals.*`), and the caller closes what it returns.
     """
-    from roboloop import episode_index
+    from roboloop.evaluate import index as episode_index
     from roboloop.predicate import _Parser, columns_of, given_where
 
     names = set(needed)

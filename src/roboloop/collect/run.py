@@ -3,8 +3,8 @@ record each one as an RRD in the workspace and register it in the catalog at onc
 
 Library use::
 
-    from roboloop.catalog import Catalog
-    from roboloop.collect import CollectConfig, RecordingSpec, collect
+    from roboloop.catalog.client import Catalog
+    from roboloop.collect.run import CollectConfig, RecordingSpec, collect
     from roboloop.envs.aloha import SceneConditions
 
     with Catalog() as cat:
@@ -74,8 +74,8 @@ from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
 from roboloop.envs.aloha.conditions import SceneConditions, start_state, yaw_preset
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
-from roboloop.episode import EpisodeRecorder, provenance
 from roboloop.errors import RoboloopError
+from roboloop.record.episode import EpisodeRecorder, provenance
 from roboloop.workspace import Workspace, die_with_parent, publish_temp, temp_path
 
 __all__ = [

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
 from roboloop import rows
-from roboloop.catalog import CatalogError
+from roboloop.catalog.client import CatalogError
 from roboloop.workspace import Workspace, atomic_write_text, pid_alive
 
 log = logging.getLogger(__name__)

@@ -113,12 +113,12 @@ def reoutcome(
     """
     import rerun as rr
 
-    from roboloop import episode_index
-    from roboloop.collect import outcome_properties
+    from roboloop.collect.run import outcome_properties
     from roboloop.envs.aloha.recording import outcome_markdown
     from roboloop.envs.aloha.success import CLASSIFIER_VERSION
-    from roboloop.episode import write_layer_version
-    from roboloop.refine import read_streams
+    from roboloop.evaluate import index as episode_index
+    from roboloop.record.episode import write_layer_version
+    from roboloop.refine.layers import read_streams
 
     ws = catalog.workspace
     if dataset not in ws.datasets():

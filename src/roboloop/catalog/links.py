@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from roboloop import schema
-from roboloop.catalog import CatalogError
+from roboloop.catalog.client import CatalogError
 from roboloop.workspace import Workspace, atomic_path
 
 __all__ = [
@@ -94,7 +94,7 @@ def find_segment_dataset(workspace: Workspace, segment_id: str) -> str:
 def nearest_training_episode(catalog, dataset: str, segment_id: str) -> dict:
     """The training episode whose start state is nearest rollout `segment_id`'s (`analyze_gaps.nearest_training`):
     `nearest_train_id`, `nearest_dataset`, `nearest_distance`. A rollout of a policy without a training run has none."""
-    from roboloop.analyze_gaps import nearest_training
+    from roboloop.analyze.gaps import nearest_training
 
     rows = [r for r in catalog.segment_table(dataset).to_pylist() if r.get(schema.SEGMENT_ID) == segment_id]
     if not rows:
@@ -114,7 +114,7 @@ def export_segment(catalog, dataset: str, segment_id: str, path: str | os.PathLi
     """
     import rerun as rr
 
-    from roboloop.episode import APPLICATION_ID, write_memory_recording
+    from roboloop.record.episode import APPLICATION_ID, write_memory_recording
 
     ds = catalog.dataset(dataset)
     store = ds.segment_store(segment_id)

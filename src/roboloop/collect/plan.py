@@ -349,7 +349,7 @@ def dataset_max_seed(catalog, dataset: str, table=None) -> int | None:
     """Highest demonstration seed (< DEMO_SEED_LIMIT) in `dataset`: registered episodes and files
     already written to its base layer (a finished, not yet registered episode counts).
     `table`: the dataset's segment table when the caller has it already."""
-    from roboloop.collect import _SEED_IN_ID
+    from roboloop.collect.run import _SEED_IN_ID
 
     seeds: list[int] = []
     if table is None and dataset in catalog.dataset_names():
@@ -386,8 +386,8 @@ def reserve_seeds(catalog, dataset: str, n: int, table=None) -> int:
     workspace lock, so concurrent collects and plans never share a seed. Raises PlanError if
     the range would reach ``schema.DEMO_SEED_LIMIT`` (the evaluation seeds start there).
     """
-    from roboloop.collect import SeedRangeError
-    from roboloop.collect import reserve_seeds as _reserve
+    from roboloop.collect.run import SeedRangeError
+    from roboloop.collect.run import reserve_seeds as _reserve
 
     if n < 0:
         raise PlanError(f"cannot reserve {n} seeds")
@@ -430,7 +430,7 @@ class PlanRun:
 
 def _spec_like_dataset(table):
     """The RecordingSpec most episodes of a dataset (its segment table, or None) were recorded with (default spec if none)."""
-    from roboloop.collect import RecordingSpec
+    from roboloop.collect.run import RecordingSpec
 
     if table is None:
         return RecordingSpec()
@@ -465,7 +465,7 @@ def execute_plan(
     """
     import time
 
-    from roboloop.collect import CollectConfig, EpisodeJob, collect, episode_segment_id
+    from roboloop.collect.run import CollectConfig, EpisodeJob, collect, episode_segment_id
 
     ws: Workspace = catalog.workspace
     run = PlanRun(plan)

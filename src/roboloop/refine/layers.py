@@ -78,10 +78,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from roboloop import faults, rows, schema
-from roboloop.catalog import Catalog
-from roboloop.episode import write_layer_version
+from roboloop.catalog.client import Catalog
 from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
+from roboloop.record.episode import write_layer_version
 
 SIGNALS_VERSION = 1
 """Bump when a built-in signal's definition changes (then `refine --all`)."""

@@ -2,8 +2,8 @@
 
 Library use::
 
-    from roboloop.evaluate import EvalConfig, load_config
-    from roboloop.evaluate_sequential import evaluate_until_decided
+    from roboloop.evaluate.run import EvalConfig, load_config
+    from roboloop.evaluate.until_decided import evaluate_until_decided
     from roboloop.stats.sequential import SequentialConfig
 
     base = load_config(cat.workspace, "eval-v1")
@@ -49,9 +49,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from roboloop import episode_index, rows, schema
-from roboloop.collect import EpisodeResult
-from roboloop.evaluate import (
+from roboloop import rows, schema
+from roboloop.collect.run import EpisodeResult
+from roboloop.evaluate import index as episode_index
+from roboloop.evaluate.run import (
     EvalConfig,
     EvalReport,
     EvaluateError,
@@ -538,7 +539,7 @@ def plan_from_eval(
     when stale). Rows: cell, baseline n, plus plan_eval's fields (fixed_n, sequential_mean,
     sequential_p90, ...).
     """
-    from roboloop import episode_index
+    from roboloop.evaluate import index as episode_index
     from roboloop.stats.sequential import plan_eval, stage_distributions
 
     row = eval_row(workspace, eval_id)

@@ -7,7 +7,7 @@ blueprint. The server keeps all of that in memory only, so the workspace is the 
 of record and a restart loses nothing. With a URL (`--catalog` / `ROBOLOOP_CATALOG`) it
 attaches to a running catalog and starts nothing. With no URL configured it first looks
 for the workspace's own server (`roboloop serve` records it in `server.json`, see
-`roboloop.catalog_server`) and attaches to it when it is alive; `url=""` (or
+`roboloop.catalog.server`) and attaches to it when it is alive; `url=""` (or
 `attach=False`) always starts an embedded server.
 
 This module decides nothing about file layout: paths come from `Workspace`.
@@ -30,7 +30,7 @@ from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.workspace import Workspace, check_checksum, file_checksum, forget_checksum
 
 if TYPE_CHECKING:
-    from roboloop.catalog_restore import RestoreReport
+    from roboloop.catalog.restore import RestoreReport
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class _DecodeChild:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]), RUST_BACKTRACE="0")
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from roboloop.catalog import _decode_child_main; _decode_child_main()"],
+            [sys.executable, "-c", "from roboloop.catalog.client import _decode_child_main; _decode_child_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
         )
         self.buf = b""
@@ -496,8 +496,8 @@ class Catalog:
                 self.workspace.remove_stale_temp_files()
 
     def _workspace_server_url(self) -> str | None:
-        """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog_server`)."""
-        from roboloop.catalog_server import live_server
+        """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog.server`)."""
+        from roboloop.catalog.server import live_server
 
         rec = live_server(self.workspace)
         if rec is None:
@@ -536,9 +536,9 @@ class Catalog:
     def restore(self) -> RestoreReport:
         """Register everything in the workspace: datasets (base layer first), tables, blueprints.
 
-        See `roboloop.catalog_restore.restore`.
+        See `roboloop.catalog.restore.restore`.
         """
-        from roboloop.catalog_restore import restore
+        from roboloop.catalog.restore import restore
 
         return restore(self.client, self.workspace)
 
@@ -718,7 +718,7 @@ class Catalog:
         Restore does this for every row table at start; call it to make new rows visible to
         `sql` in a running catalog. False when the table has no live rows.
         """
-        from roboloop.catalog_restore import publish_row_table
+        from roboloop.catalog.restore import publish_row_table
 
         return publish_row_table(self.client, self.workspace, name)
 
@@ -805,14 +805,14 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
 
 def __getattr__(name: str):
     if name == "RestoreReport":  # moved to catalog_restore; kept importable from here
-        from roboloop.catalog_restore import RestoreReport
+        from roboloop.catalog.restore import RestoreReport
 
         return RestoreReport
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _empty_report():
-    from roboloop.catalog_restore import RestoreReport
+    from roboloop.catalog.restore import RestoreReport
 
     return RestoreReport()
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from roboloop import rows as _rows
 from roboloop import schema
-from roboloop.catalog import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
+from roboloop.catalog.client import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
 from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,3 @@
+"""Analyze: pure functions over rollout tables: success by any condition, paired comparison,
+failures and their modes (`rollouts`); coverage on start states, gap ranking and plan
+proposals (`gaps`)."""
