@@ -36,8 +36,8 @@ import numpy as np
 
 from roboloop import rows, schema
 from roboloop.analyze import rollouts as analyze
+from roboloop.catalog import index as episode_index
 from roboloop.catalog.client import Catalog
-from roboloop.evaluate import index as episode_index
 from roboloop.workspace import Workspace
 
 DATA = Path(__file__).parent / "_data"

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 OWN_SRC = HERE.parent / "src"
 sys.path.insert(0, str(OWN_SRC))
 
-from roboloop.catalog.client import _DecodeChild, quick_check_rrd, read_recording_id  # noqa: E402
+from roboloop.catalog.rrd import DecodeChild, quick_check_rrd, read_recording_id  # noqa: E402
 from roboloop.workspace import Workspace, checksum_record_path  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def classify_old(path: Path, child_box: list) -> str:
     if quick_check_rrd(path):
         return "detected"
     if child_box[0] is None:
-        child_box[0] = _DecodeChild()
+        child_box[0] = DecodeChild()
     problem, alive = child_box[0].decode(path, False, 120)
     if not alive:
         child_box[0].close()

@@ -243,7 +243,7 @@ def test_stages_from_contacts():
 
 def test_index_snapshot_merges_with_newer_rows_and_tombstones(tmp_path, monkeypatch):
     from roboloop import rows
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
     from roboloop.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
@@ -281,7 +281,7 @@ def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged
     import time
 
     from roboloop import rows
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
     from roboloop.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")

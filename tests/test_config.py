@@ -103,7 +103,7 @@ def test_every_config_documents_every_field():
 
 
 def test_error_root():
-    from roboloop.catalog.client import CatalogError, UnknownDatasetError
+    from roboloop.catalog.errors import CatalogError, UnknownDatasetError
     from roboloop.curate import UnknownSelectionError
     from roboloop.predicate import PredicateError
     from roboloop.stream import StreamError, UnknownEntityError

@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import curate, schema
-from roboloop.catalog.client import Catalog, UnknownDatasetError
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.predicate import EmptySelectionError, PredicateError, UnknownColumnError
 from roboloop.refine import layers as refine
 

@@ -9,10 +9,10 @@ import pkgutil
 import pytest
 
 import roboloop
-from roboloop.catalog.client import CatalogError
+from roboloop.catalog.errors import CatalogError
 from roboloop.errors import ConfigError, RoboloopError, UnknownEvaluationError, UnknownNameError, WorkspaceError
 
-CATALOG_MODULES = ("roboloop.catalog.client", "roboloop.catalog.restore", "roboloop.catalog.server", "roboloop.catalog.links", "roboloop.catalog.verify")
+CATALOG_MODULES = ("roboloop.catalog",)
 """Modules about the Rerun catalog itself (DESIGN's `catalog/`): only their errors may be `CatalogError`s."""
 
 
@@ -41,7 +41,7 @@ def error_classes() -> dict[str, type[BaseException]]:
 
 def test_the_walk_sees_the_stage_errors(error_classes):
     for name in ("roboloop.evaluate.run.EvaluateError", "roboloop.analyze.gaps.GapError", "roboloop.collect.plan.PlanError",
-                 "roboloop.train.config.TrainError", "roboloop.stats.sequential.SequentialError", "roboloop.catalog.client.CatalogError"):
+                 "roboloop.train.config.TrainError", "roboloop.stats.sequential.SequentialError", "roboloop.catalog.errors.CatalogError"):
         assert name in error_classes, name
 
 

@@ -14,11 +14,12 @@ import pytest
 
 from roboloop import rows, schema
 from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.export import export_segment
+from roboloop.catalog import index as episode_index
 from roboloop.catalog import links
 from roboloop.catalog.client import Catalog
 from roboloop.collect.run import RecordingSpec
 from roboloop.envs.aloha.conditions import REGIONS
-from roboloop.evaluate import index as episode_index
 from roboloop.evaluate.run import (
     EvalConfig,
     EvaluateError,
@@ -237,7 +238,7 @@ def test_failure_url_and_export_read_back_with_every_stream(catalog, tmp_path):
     assert cursor and float(cursor.group(1)) == pytest.approx(t)
     assert fail["open"] == f"roboloop open {sid} --at {t:g} --dataset demo_evals"
 
-    path = links.export_segment(catalog, "demo_evals", sid, tmp_path / "out" / f"{sid}.rrd")
+    path = export_segment(catalog, "demo_evals", sid, tmp_path / "out" / f"{sid}.rrd")
     from rerun.chunk import RrdReader
 
     reader = RrdReader(path)

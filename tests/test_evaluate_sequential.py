@@ -247,6 +247,6 @@ def ws_obj(path):
 
 
 def _rollouts_ws(path, eval_id):
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
 
     return [r for r in episode_index.read(ws_obj(path), "demo_evals") if r["episode.eval_id"] == eval_id]

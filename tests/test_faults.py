@@ -38,7 +38,9 @@ from pathlib import Path
 import pytest
 
 from roboloop import curate, schema
-from roboloop.catalog.client import Catalog, CorruptRecordingError, validate_rrds
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.errors import CorruptRecordingError
+from roboloop.catalog.rrd import validate_rrds
 from roboloop.faults import ENV_FAULT, ENV_TRACE
 from roboloop.workspace import Workspace, check_checksum, is_temp_file
 

@@ -8,7 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import schema
-from roboloop.catalog.client import Catalog, CatalogError, CorruptRecordingError, UnknownDatasetError, validate_rrd
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.errors import CatalogError, CorruptRecordingError, UnknownDatasetError
+from roboloop.catalog.rrd import validate_rrd
 from roboloop.cli import app
 from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import Workspace, atomic_path

@@ -19,10 +19,10 @@ import pytest
 
 from roboloop import schema
 from roboloop.analyze import rollouts as analyze
+from roboloop.catalog import index as episode_index
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.verify import verify
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
-from roboloop.evaluate import index as episode_index
 from roboloop.evaluate.run import (
     EvalConfig,
     EvaluateError,

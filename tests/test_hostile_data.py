@@ -24,8 +24,10 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import curate, schema
-from roboloop.catalog.client import Catalog, CatalogError, _DecodeChild, quick_check_rrd, read_recording_id
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.errors import CatalogError
 from roboloop.catalog.restore import usable_versions
+from roboloop.catalog.rrd import DecodeChild, quick_check_rrd, read_recording_id
 from roboloop.catalog.verify import verify
 from roboloop.cli import app
 from roboloop.interop import LeRobotFormatError, export_lerobot
@@ -154,7 +156,7 @@ def _flips(data: bytes, seed: int):
 def _find_flip(original: Path, scratch: Path, want: str, tries: int = 3000) -> bytes:
     """The first of the deterministic flips of `original` whose decoding (in a child) is `want`: 'crash' or 'decodes'."""
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    child = _DecodeChild()
+    child = DecodeChild()
     try:
         for _, (_pos, _bit, flipped) in zip(range(tries), _flips(original.read_bytes(), 19)):
             scratch.write_bytes(flipped)
@@ -163,7 +165,7 @@ def _find_flip(original: Path, scratch: Path, want: str, tries: int = 3000) -> b
             problem, alive = child.decode(scratch, False, 60)
             if not alive:
                 child.close()
-                child = _DecodeChild()
+                child = DecodeChild()
                 if want == "crash":
                     return flipped
             elif problem is None and want == "decodes" and read_recording_id(scratch) == original.stem:
@@ -187,7 +189,7 @@ def test_a_flip_that_panics_the_decoder_is_a_named_problem_in_verify_and_import(
     bad = tmp_path / "incoming" / "b.rrd"
     bad.parent.mkdir()
     bad.write_bytes(panicking)
-    probe = subprocess.run([sys.executable, "-c", "import sys; from roboloop.catalog.client import decode_problem; "
+    probe = subprocess.run([sys.executable, "-c", "import sys; from roboloop.catalog.rrd import decode_problem; "
                             "from pathlib import Path; decode_problem(Path(sys.argv[1]))", str(bad)],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
     assert probe.returncode == -signal.SIGABRT, probe.stderr[-2000:]

@@ -318,7 +318,7 @@ def test_empty_where_is_an_error_not_everything(catalog, synthetic_episode):
 
 def test_import_as_a_layer_refuses_a_base_recording(tmp_path, catalog, synthetic_episode):
     from roboloop import schema
-    from roboloop.catalog.client import CatalogError
+    from roboloop.catalog.errors import CatalogError
     from roboloop.record.episode import write_layer_properties
 
     _, base = synthetic_episode(catalog.workspace, "src", "ep-0", duration_s=0.2, properties={"episode": {"kind": "demo"}})

@@ -335,7 +335,7 @@ def test_reoutcome_rejudges_old_rollouts_into_an_outcome_layer_every_reader_pref
     assert not reoutcome(catalog, "demo_evals").judged
     # an index row still holding the old judgement (a run killed between the layer files and the index) is redone
     from roboloop import rows
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
 
     stale_id = sorted(base)[0]
     stale = next(r for r in episode_index.read(ws, "demo_evals") if r["segment_id"] == stale_id)

@@ -17,7 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import schema
-from roboloop.catalog.client import Catalog, CatalogError, CorruptRecordingError, PortInUseError, ReadOnlySQLError, validate_rrd
+from roboloop.catalog.client import Catalog
+from roboloop.catalog.errors import CatalogError, CorruptRecordingError, PortInUseError, ReadOnlySQLError
+from roboloop.catalog.rrd import validate_rrd
 from roboloop.catalog.verify import verify
 from roboloop.cli import app
 from roboloop.predicate import PredicateTypeError, UnknownColumnError, select_ids
@@ -106,7 +108,7 @@ def test_import_refuses_two_files_of_one_recording(tmp_path, synthetic_episode):
 def test_recording_id_read_from_the_header_matches_the_manifest(ws, synthetic_episode, tmp_path):
     from rerun.chunk import RrdReader
 
-    from roboloop.catalog.client import read_recording_id, recording_id_from_header
+    from roboloop.catalog.rrd import read_recording_id, recording_id_from_header
 
     _, base = synthetic_episode(ws, "demo", "ep-video", video_streams={"/cameras/top": (10.0, 32, 24)})
     layer = write_layer_properties(ws.segment_path("demo", schema.SIGNALS_LAYER, "ep-video"), "ep-video", {schema.SIGNALS: {"x": 1.0}})

@@ -16,7 +16,7 @@ meanings several stages share live here: a config value or file that is not vali
 (:class:`UnknownEvaluationError`). A stage's own problems are a class in that stage
 (`EvaluateError`, `GapError`, `PlanError`, `TrainError`, `SequentialError`, ...), each
 deriving from :class:`RoboloopError`; only problems with the Rerun catalog itself derive
-from `roboloop.catalog.client.CatalogError`.
+from `roboloop.catalog.errors.CatalogError`.
 """
 
 from __future__ import annotations

@@ -198,7 +198,10 @@ MAX_TERMS = 256
 """Most binary operators (and/or/comparisons/arithmetic) in one predicate."""
 
 
-class _Parser:
+class Parser:
+    """The `--where` grammar's recursive-descent parser: `Parser(text, resolve).parse()` is the expression tree
+    (`resolve` maps a column name as written to the column it means)."""
+
     def __init__(self, text: str, resolve) -> None:
         if len(text) > MAX_PREDICATE_CHARS:
             raise PredicateError(f"predicate too long ({len(text)} characters, at most {MAX_PREDICATE_CHARS})")
@@ -449,7 +452,7 @@ def compile_where(text: str, columns: Sequence[str], dataset: str | None = None,
     its type and what to write instead.
     """
     try:
-        node = _Parser(text, resolver(columns, dataset)).parse()
+        node = Parser(text, resolver(columns, dataset)).parse()
         if types is not None:
             check_types(node, types)
         return to_sql(node)
@@ -538,7 +541,7 @@ def check_types(node, types: Mapping[str, pa.DataType]) -> None:
 def compile_order(text: str, columns: Sequence[str], dataset: str | None = None) -> list[tuple[str, bool]]:
     """Parse `col [asc|desc], ...` into (column, descending) pairs."""
     resolve = resolver(columns, dataset)
-    p = _Parser(text, resolve)
+    p = Parser(text, resolve)
     out: list[tuple[str, bool]] = []
     while True:
         tok = p.peek()
@@ -604,7 +607,7 @@ def select_ids(
         result = ctx.sql(sql).to_arrow_table()
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        used = sorted(columns_of(_Parser(where, resolver(columns, dataset)).parse())) if where is not None else []
+        used = sorted(columns_of(Parser(where, resolver(columns, dataset)).parse())) if where is not None else []
         kinds = "; ".join(f"{c} is {table.schema.field(c).type}" for c in used)
         raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}" + (f"\n  ({kinds})" if kinds else "")) from exc
     return [str(s) for s in result.column(0).to_pylist()]

@@ -61,6 +61,8 @@ from typing import Any
 import numpy as np
 
 from roboloop import rows, schema
+from roboloop.catalog.errors import CatalogError
+from roboloop.catalog.index import unique_rollouts
 from roboloop.config import Config
 from roboloop.envs.aloha.conditions import (
     APPEARANCE_AXES,
@@ -73,7 +75,6 @@ from roboloop.envs.aloha.conditions import (
 )
 from roboloop.envs.aloha.env import sample_cube_pose
 from roboloop.errors import RoboloopError, UnknownEvaluationError
-from roboloop.evaluate.index import unique_rollouts
 from roboloop.stats.intervals import wilson
 
 __all__ = [
@@ -726,3 +727,16 @@ def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None
             if i >= 0:
                 f.update(nearest_train_id=demo[int(i)][SEGMENT_ID], nearest_distance=float(d), nearest_dataset=dataset)
     return why
+
+
+def nearest_training_episode(catalog, dataset: str, segment_id: str) -> dict:
+    """The training episode whose start state is nearest rollout `segment_id`'s (:func:`nearest_training`):
+    `nearest_train_id`, `nearest_dataset`, `nearest_distance`. A rollout of a policy without a training run has none."""
+    rows = [r for r in catalog.segment_table(dataset).to_pylist() if r.get(schema.SEGMENT_ID) == segment_id]
+    if not rows:
+        raise CatalogError(f"no segment {segment_id!r} in {dataset!r}")
+    why = nearest_training(catalog, rows)
+    if "nearest_train_id" not in rows[0]:
+        reason = next(iter(why.values()), "it is not a rollout of an evaluation")
+        raise CatalogError(f"{segment_id} has no nearest training episode: {reason}")
+    return rows[0]

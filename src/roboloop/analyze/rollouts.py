@@ -443,13 +443,13 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from roboloop.evaluate.index import unique_rollouts
+    from roboloop.catalog.index import unique_rollouts
 
     table = unique_rollouts(table)
 
     from roboloop.predicate import (
+        Parser,
         PredicateError,
-        _Parser,
         columns_of,
         given_where,
         resolver,
@@ -470,7 +470,7 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
     if where is not None:
         # hand DataFusion only the columns the predicate reads (registering 40 columns x 100k rows costs seconds)
         resolve = resolver(table.column_names, evals_dataset)
-        names = {resolve(n) for n in columns_of(_Parser(where, lambda n: n).parse())} - {"segment_id"}
+        names = {resolve(n) for n in columns_of(Parser(where, lambda n: n).parse())} - {"segment_id"}
         ids = select_ids(table.select(["segment_id", *sorted(names)]), where, include_flagged=True, dataset=evals_dataset)
         table = table.filter(pc.is_in(table.column("segment_id"), value_set=pa.array(ids, type=pa.string())))
     return table
@@ -491,8 +491,8 @@ def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str]
 
     `catalog` (a Catalog or a function returning one) is used only to rebuild stale rows.
     """
+    from roboloop.catalog import index as episode_index
     from roboloop.catalog.client import UnknownDatasetError
-    from roboloop.evaluate import index as episode_index
 
     if evals_dataset not in workspace.datasets():
         raise UnknownDatasetError(evals_dataset, workspace.datasets())
@@ -520,13 +520,13 @@ def load_rollouts(
     or attaches a catalog; it is called only when needed (stale index rows, or columns of
     derived layers such as `signals.*`), and the caller closes what it returns.
     """
-    from roboloop.evaluate import index as episode_index
-    from roboloop.predicate import _Parser, columns_of, given_where
+    from roboloop.catalog import index as episode_index
+    from roboloop.predicate import Parser, columns_of, given_where
 
     names = set(needed)
     where = given_where(where)
     if where is not None:
-        names |= columns_of(_Parser(where, lambda n: n).parse())
+        names |= columns_of(Parser(where, lambda n: n).parse())
     base_only = all(n == "segment_id" or n.partition(".")[0] in episode_index.BASE_GROUPS for n in names)
     if base_only and evals_dataset in workspace.datasets():
         return indexed_rollout_table(workspace, evals_dataset, eval_ids, where, catalog=catalog_factory)

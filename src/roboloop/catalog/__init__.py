@@ -1,6 +1,7 @@
-"""The Rerun catalog: the client and its lifecycle (`client`), restore from the workspace
-(`restore`), one server per workspace (`server`), `verify`, and links that outlive the process
-(`links`: `roboloop open`, URLs, self-contained exports).
+"""The Rerun catalog: the client and its lifecycle (`client`), reading RRD files (`rrd`), the
+catalog's errors (`errors`), restore from the workspace (`restore`), one server per workspace
+(`server`), the rollout index (`index`: every rollout's properties as row files, read without a
+restore), `verify`, and links that outlive the process (`links`: `roboloop open`, URLs).
 
 `roboloop.catalog.Catalog` is the entry point users script against.
 """

@@ -18,52 +18,34 @@ from __future__ import annotations
 import logging
 import os
 import re
-import warnings
+import shutil
+import socket
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from roboloop import schema
-from roboloop.errors import RoboloopError, UnknownNameError
-from roboloop.workspace import Workspace, check_checksum, file_checksum, forget_checksum
-
-if TYPE_CHECKING:
-    from roboloop.catalog.restore import RestoreReport
+from roboloop.catalog.errors import (
+    CatalogError,
+    CorruptRecordingError,
+    PortInUseError,
+    ReadOnlySQLError,
+    UnknownDatasetError,
+    first_line,
+)
+from roboloop.catalog.restore import RestoreReport, publish_row_table
+from roboloop.catalog.restore import restore as restore_workspace
+from roboloop.catalog.rrd import RECORDING_INFO_ENTITY, file_uri, has_recording_info, validate_rrds
+from roboloop.catalog.server import live_server
+from roboloop.workspace import Workspace, atomic_path, check_checksum, file_checksum, forget_checksum
 
 log = logging.getLogger(__name__)
 
 ENV_CATALOG = "ROBOLOOP_CATALOG"
 LOCALHOST = "127.0.0.1"
-_RRD_MAGIC = b"RRF2"
-_RRD_FOOTER_MAGIC = b"RRF2FOOT"
 
-
-class CatalogError(RoboloopError):
-    """A catalog problem a user can act on; the message says what to do."""
-
-
-class UnknownDatasetError(CatalogError, UnknownNameError):
-    """A dataset name that the catalog does not have."""
-
-    def __init__(self, name: str, available: Sequence[str]) -> None:
-        self.name = name
-        self.available = list(available)
-        listing = self.listing(self.available, "(none yet: create one with `roboloop collect` or `roboloop import`)")
-        super().__init__(f"unknown dataset {name!r}; available datasets: {listing}")
-
-
-class CorruptRecordingError(CatalogError, ValueError):
-    """An RRD file that cannot be read (truncated, not an RRD, no recording in it, a chunk that does not decode)."""
-
-
-class ReadOnlySQLError(CatalogError):
-    """A `sql` statement that would change something (DDL, DML, SET): `roboloop sql` only queries."""
-
-
-class PortInUseError(CatalogError):
-    """The port asked for is taken by another process."""
 
 
 _READ_ONLY_REFUSAL = re.compile(r"(DDL|DML|Statement) not supported")
@@ -75,366 +57,6 @@ def _first_keyword(query: str) -> str:
     """The statement's first keyword, upper case (comments and opening parentheses skipped)."""
     m = re.match(r"[\s(]*([A-Za-z]+)", _SQL_COMMENTS.sub(" ", query))
     return m.group(1).upper() if m else ""
-
-
-# --- RRD validation ------------------------------------------------------------------------
-
-def quick_check_rrd(path: Path) -> str | None:
-    """Cheap structural check (header and footer magic); returns a reason string when broken.
-
-    Files written by a finished `RecordingStream` end with a footer; a truncated or
-    half-copied file does not.
-    """
-    return inspect_rrd(path)[0]
-
-
-def inspect_rrd(path: Path) -> tuple[str | None, str | None]:
-    """(what is broken or None, the recording id from the first message or None), with one open and two small reads.
-
-    The structural check of `quick_check_rrd` plus :func:`recording_id_from_header`'s parse of
-    the first bytes; restore calls it for every file, so it reads no more than that.
-    """
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < 16:
-                return f"file too small to be an RRD ({size} bytes)", None
-            head = fh.read(4096)
-            fh.seek(max(0, size - 64))
-            tail = fh.read()
-    except OSError as exc:
-        return f"cannot read file: {exc}", None
-    if head[:4] != _RRD_MAGIC:
-        return "not an RRD file (wrong header)", None
-    if _RRD_FOOTER_MAGIC not in tail:
-        return "truncated RRD (no footer: the writer did not finish)", None
-    return None, _recording_id_from_head(head)
-
-
-def validate_rrd(path: str | os.PathLike[str]) -> str:
-    """Decode an RRD completely; return its recording id (= segment id) or raise CorruptRecordingError.
-
-    Checks the header and footer, opens the manifest, then decodes every chunk of every
-    store in the file (recordings and blueprints): what `rerun rrd verify` does. A flipped
-    byte inside compressed chunk data fails the LZ4 or Arrow decoding; a flipped byte in
-    the footer fails its CRC. (Raw payload bytes that are stored uncompressed, e.g. H.264
-    samples, decode whatever their value: the workspace's checksums catch those, see
-    `workspace.check_checksum`.) The decoding runs in a child process (:func:`decode_problems`),
-    so a decoder panic that aborts is this file's error, not the end of the caller.
-    """
-    return validate_rrds([path])[Path(path)]
-
-
-def validate_rrds(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
-    """`validate_rrd` for many files with one decoding child: path -> recording id; raises CorruptRecordingError
-    naming every broken file (one per line) after checking all of them."""
-    files = [Path(p) for p in paths]
-    problems: dict[Path, str] = {}
-    todo = []
-    for f in files:
-        reason = "no such file" if not f.is_file() else quick_check_rrd(f)
-        if reason:
-            problems[f] = reason
-        else:
-            todo.append(f)
-    for f, reason in zip(todo, decode_problems([(f, False) for f in todo])):
-        if reason:
-            problems[f] = reason
-    ids: dict[Path, str] = {}
-    for f in files:
-        if f in problems:
-            continue
-        try:
-            ids[f] = read_recording_id(f)
-        except CorruptRecordingError as exc:
-            problems[f] = str(exc).removeprefix(f"{f}: ")
-    if problems:
-        raise CorruptRecordingError("\n".join(f"{f}: {why}" for f, why in problems.items()))
-    return ids
-
-
-def decode_problem(path: Path, *, blueprint: bool = False) -> str | None:
-    """Decode every chunk of every store of an RRD in this process; return what is broken, or None when all of it decodes.
-
-    A recording file must hold a recording; with `blueprint`, the file is a blueprint (.rbl)
-    and must hold one. Some damaged files make the decoder panic and abort the process
-    (SIGABRT): callers that must survive any bytes use :func:`decode_problems`, which runs this
-    in a child process.
-    """
-    from rerun.chunk import RrdReader
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = RrdReader(path)
-            recordings, blueprints = reader.recordings(), reader.blueprints()
-            if blueprint and not blueprints:
-                return "holds no blueprint"
-            if not blueprint and not recordings:
-                return "the file holds no recording (only a blueprint?)"
-            for store in [*recordings, *blueprints]:
-                for _chunk in reader.stream(store=store):
-                    pass
-    except BaseException as exc:  # any decoding failure is the answer (pyo3's PanicException is a BaseException)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        return f"unreadable {'blueprint' if blueprint else 'RRD'}: {_first_line(exc)}"
-    return None
-
-
-DECODE_TIMEOUT_S = 600.0
-"""Longest one file may take to decode in the child before it counts as broken (a decoder that hangs)."""
-_DECODE_REPLY = "ROBOLOOP-DECODE "
-
-
-def decode_problems(items: Sequence[tuple[Path, bool]], *, timeout_s: float = DECODE_TIMEOUT_S) -> list[str | None]:
-    """`decode_problem` for each (path, is_blueprint), decoded in a child process that a decoder crash cannot take this one down with.
-
-    One child decodes the files one after the other (one start-up, ~1 s, for the batch),
-    answering per file, so a crash is pinned on the file being decoded: that file's problem
-    says the decoder crashed (the signal, and the panic message when there is one), and a new
-    child goes on with the next file. A file that takes longer than `timeout_s` is reported
-    likewise (the child is killed). Returns one problem (or None) per item, in order.
-    """
-    return list(iter_decode_problems(items, timeout_s=timeout_s))
-
-
-def iter_decode_problems(items: Iterable[tuple[Path, bool]], *, timeout_s: float = DECODE_TIMEOUT_S) -> Iterator[str | None]:
-    """:func:`decode_problems`, yielding each file's answer as soon as it is known (for progress display)."""
-    child: _DecodeChild | None = None
-    try:
-        for path, blueprint in items:
-            if child is None:
-                child = _DecodeChild()
-            problem, alive = child.decode(Path(path), blueprint, timeout_s)
-            if not alive:
-                child.close()
-                child = None
-            yield problem
-    finally:
-        if child is not None:
-            child.close()
-
-
-class _DecodeChild:
-    """A `python -c` child running :func:`_decode_child_main`: a request line in, a reply line out per file."""
-
-    def __init__(self) -> None:
-        import subprocess
-        import sys
-        import tempfile
-
-        import roboloop
-
-        src = str(Path(roboloop.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]), RUST_BACKTRACE="0")
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from roboloop.catalog.client import _decode_child_main; _decode_child_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
-        )
-        self.buf = b""
-
-    def decode(self, path: Path, blueprint: bool, timeout_s: float) -> tuple[str | None, bool]:
-        """(problem or None, whether the child is still usable)."""
-        import json
-        import select
-        import time
-
-        try:
-            self.proc.stdin.write((json.dumps({"path": str(path), "blueprint": blueprint}) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            return self._crashed(), False
-        deadline = time.monotonic() + timeout_s
-        fd = self.proc.stdout.fileno()
-        while True:
-            while b"\n" in self.buf:
-                line, self.buf = self.buf.split(b"\n", 1)
-                text = line.decode("utf-8", "replace")
-                if text.startswith(_DECODE_REPLY):
-                    return json.loads(text[len(_DECODE_REPLY):])["problem"], True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.proc.kill()
-                self.proc.wait()
-                return f"the RRD decoder did not finish within {timeout_s:.0f} s on this file (killed)", False
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if ready:
-                data = os.read(fd, 65536)
-                if not data:
-                    return self._crashed(), False
-                self.buf += data
-
-    def _crashed(self) -> str:
-        import signal
-
-        rc = self.proc.wait()
-        how = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exit code {rc}"
-        self.stderr.seek(0)
-        lines = [ln.strip() for ln in self.stderr.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-        i = next((k for k, ln in enumerate(lines) if "panicked" in ln), None)
-        what = ""
-        if i is not None:
-            what = ": " + lines[i] + (f" {lines[i + 1]}" if i + 1 < len(lines) and not lines[i + 1].startswith("note:") else "")
-        elif lines:  # not a panic: say what the child said last (e.g. a Python error)
-            what = f": {lines[-1]}"
-        return f"unreadable RRD: the decoder crashed on this file ({how}{what})"
-
-    def close(self) -> None:
-        import contextlib
-        import subprocess
-
-        with contextlib.suppress(OSError, ValueError):
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
-
-
-def _decode_child_main() -> None:
-    """The decoding child of :func:`decode_problems`: reads {"path", "blueprint"} lines, answers one reply line each."""
-    import json
-    import sys
-
-    for line in sys.stdin:
-        req = json.loads(line)
-        problem = decode_problem(Path(req["path"]), blueprint=bool(req.get("blueprint")))
-        sys.stdout.write(_DECODE_REPLY + json.dumps({"problem": problem}) + "\n")
-        sys.stdout.flush()
-
-
-RECORDING_INFO_ENTITY = "/__properties"
-"""Where a recording written with `send_properties=True` (a base recording) keeps its RecordingInfo.
-Layer files are written without it (FIELD-NOTES: it would overwrite the base's)."""
-
-
-def has_recording_info(path: str | os.PathLike[str]) -> bool:
-    """True when the RRD's recording carries its own RecordingInfo properties (it is a base recording, not a layer)."""
-    from rerun.chunk import RrdReader
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = RrdReader(path)
-            for store in reader.recordings():
-                if any(str(chunk.entity_path) == RECORDING_INFO_ENTITY for chunk in reader.stream(store=store)):
-                    return True
-    except Exception as exc:  # any decoding failure: the file is not usable
-        raise CorruptRecordingError(f"{path}: unreadable RRD: {_first_line(exc)}") from exc
-    return False
-
-
-def read_recording_id(path: str | os.PathLike[str]) -> str:
-    """The recording id of an RRD's first recording, cheaply (no chunk is decoded).
-
-    Fast path (~20 us): the file's first message, the recording's `SetStoreInfo`, parsed
-    from the first bytes (:func:`recording_id_from_header`). When that does not parse
-    (another layout), the manifest is read through `rerun.chunk.RrdReader` (~1 ms).
-    Raises CorruptRecordingError when the file holds no recording or is unreadable.
-    """
-    from rerun.chunk import RrdReader
-
-    fast = recording_id_from_header(path)
-    if fast is not None:
-        return fast
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            recordings = RrdReader(path).recordings()
-    except Exception as exc:
-        raise CorruptRecordingError(f"{path}: unreadable RRD: {_first_line(exc)}") from exc
-    if not recordings:
-        raise CorruptRecordingError(f"{path}: the file holds no recording (only a blueprint?)")
-    return recordings[0].recording_id
-
-
-def recording_id_from_header(path: str | os.PathLike[str]) -> str | None:
-    """The recording id in an RRD's first message when it is a recording's `SetStoreInfo`, else None.
-
-    Layout (rerun 0.41 RRF2): a 12-byte stream header (`RRF2`, version, options), then
-    messages as (kind u64 LE, length u64 LE, protobuf payload); kind 1 = `SetStoreInfo`
-    {info = 2: StoreInfo {store_id = 2: StoreId {kind = 1 (1 = recording), recording_id = 2}}}.
-    Anything unexpected returns None (the caller falls back to the manifest).
-    """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return None
-    return _recording_id_from_head(head)
-
-
-def _recording_id_from_head(head: bytes) -> str | None:
-    if len(head) < 28 or head[:4] != _RRD_MAGIC:
-        return None
-    kind = int.from_bytes(head[12:20], "little")
-    size = int.from_bytes(head[20:28], "little")
-    if kind != 1 or size <= 0 or 28 + size > len(head):
-        return None
-    try:
-        info = _pb_field(head[28 : 28 + size], 2)
-        store_id = _pb_field(info, 2) if info is not None else None
-        if store_id is None or _pb_varint_field(store_id, 1) != 1:
-            return None
-        rid = _pb_field(store_id, 2)
-        return rid.decode("utf-8") if rid else None
-    except (IndexError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _pb_varint(buf: bytes, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _pb_fields(buf: bytes):
-    """(field number, wire type, value) of a protobuf message: ints for varints, bytes for length-delimited."""
-    i = 0
-    while i < len(buf):
-        key, i = _pb_varint(buf, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _pb_varint(buf, i)
-        elif wire == 2:
-            n, i = _pb_varint(buf, i)
-            if i + n > len(buf):
-                raise ValueError("truncated field")
-            value, i = buf[i : i + n], i + n
-        elif wire == 1:
-            value, i = buf[i : i + 8], i + 8
-        elif wire == 5:
-            value, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield num, wire, value
-
-
-def _pb_field(buf: bytes, number: int) -> bytes | None:
-    return next((v for n, w, v in _pb_fields(buf) if n == number and w == 2), None)
-
-
-def _pb_varint_field(buf: bytes, number: int) -> int | None:
-    return next((v for n, w, v in _pb_fields(buf) if n == number and w == 0), None)
-
-
-def file_uri(path: Path) -> str:
-    """`file://` URI of a path. Absolute paths are used as they are (workspace paths are absolute and
-    resolved already; `Path.resolve()` would cost an lstat per path component, ~0.7 ms per file)."""
-    path = Path(path)
-    return (path if path.is_absolute() else path.resolve()).as_uri()
 
 
 # --- the catalog ---------------------------------------------------------------------------
@@ -461,7 +83,7 @@ class Catalog:
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None
         self._live_fd: int | None = None
-        self.report = _empty_report()
+        self.report = RestoreReport()
         self.server_record = None  # the workspace's `roboloop serve` record when attached through it
         if not url and explicit is None and attach:
             url = self._workspace_server_url()
@@ -497,8 +119,6 @@ class Catalog:
 
     def _workspace_server_url(self) -> str | None:
         """URL of the workspace's running `roboloop serve`, if any (see `roboloop.catalog.server`)."""
-        from roboloop.catalog.server import live_server
-
         rec = live_server(self.workspace)
         if rec is None:
             return None
@@ -538,9 +158,7 @@ class Catalog:
 
         See `roboloop.catalog.restore.restore`.
         """
-        from roboloop.catalog.restore import restore
-
-        return restore(self.client, self.workspace)
+        return restore_workspace(self.client, self.workspace)
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
@@ -690,7 +308,7 @@ class Catalog:
                 _register_arrow(ctx, name, table)
 
         def fail(exc: BaseException) -> CatalogError:
-            first = _first_line(exc)
+            first = first_line(exc)
             if _READ_ONLY_REFUSAL.search(first):
                 return ReadOnlySQLError(
                     f"`sql` is read-only: only queries (SELECT, WITH, EXPLAIN, SHOW) run; refused: {first}\n"
@@ -718,8 +336,6 @@ class Catalog:
         Restore does this for every row table at start; call it to make new rows visible to
         `sql` in a running catalog. False when the table has no live rows.
         """
-        from roboloop.catalog.restore import publish_row_table
-
         return publish_row_table(self.client, self.workspace, name)
 
     def table_names(self) -> list[str]:
@@ -738,10 +354,6 @@ class Catalog:
 
 def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:
     """See `Catalog.import_files`."""
-    import shutil
-
-    from roboloop.workspace import atomic_path
-
     try:
         schema.validate_dataset_name(dataset)
         schema.validate_dataset_name(layer)
@@ -803,24 +415,8 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
         raise
 
 
-def __getattr__(name: str):
-    if name == "RestoreReport":  # moved to catalog_restore; kept importable from here
-        from roboloop.catalog.restore import RestoreReport
-
-        return RestoreReport
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _empty_report():
-    from roboloop.catalog.restore import RestoreReport
-
-    return RestoreReport()
-
-
 def friendly_segment_table(raw: pa.Table) -> pa.Table:
     """Rename property columns to `group.name` and unwrap one-element list values."""
-    import pyarrow.compute as pc
-
     columns, names = [], []
     for name in raw.column_names:
         col = raw.column(name)
@@ -858,10 +454,6 @@ def _register_arrow(ctx, name: str, table: pa.Table) -> None:
     ctx.register_record_batches(name, [batches])
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 def _start_server(rr, port: int):
     """Start the in-process server on 127.0.0.1; a taken port is an error naming the process that holds it."""
@@ -876,7 +468,7 @@ def _start_server(rr, port: int):
     except Exception as exc:
         if port:
             raise PortInUseError(
-                f"could not listen on port {port}: {_first_line(exc)}; choose another port (--port 0 = any free port)"
+                f"could not listen on port {port}: {first_line(exc)}; choose another port (--port 0 = any free port)"
             ) from exc
         raise CatalogError(f"could not start the embedded catalog server: {exc}") from exc
 
@@ -889,8 +481,6 @@ def port_holder(port: int) -> str | None:
     must not count as a holder (the server can bind over them; a listening socket still
     refuses the probe).
     """
-    import socket
-
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -945,6 +535,6 @@ def _connect(url: str):
         return CatalogClient(url)
     except Exception as exc:
         raise CatalogError(
-            f"could not reach the catalog at {url}: {_first_line(exc)}\n"
+            f"could not reach the catalog at {url}: {first_line(exc)}\n"
             f"  start one with `roboloop serve`, or unset {ENV_CATALOG} / drop --catalog to use the embedded one"
         ) from exc

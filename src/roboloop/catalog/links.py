@@ -9,8 +9,8 @@ start. So roboloop offers two durable ways to look at an episode:
   moment; :func:`segment_url` builds the live URL when asked, never stored. ``open --print``
   prints a URL only while a server outlives the command (``roboloop serve``, ``--catalog``);
   with only its own embedded catalog it prints :func:`no_server_note` instead.
-* :func:`export_segment`: a self-contained ``.rrd`` (every layer merged, plus the
-  dataset's default blueprint) that opens in the viewer without any catalog.
+* ``roboloop.analyze.export.export_segment``: a self-contained ``.rrd`` (every layer merged,
+  plus the dataset's default blueprint) that opens in the viewer without any catalog.
 """
 
 from __future__ import annotations
@@ -26,15 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from roboloop import schema
-from roboloop.catalog.client import CatalogError
-from roboloop.workspace import Workspace, atomic_path
+from roboloop.catalog.errors import CatalogError
+from roboloop.workspace import Workspace
 
 __all__ = [
-    "export_segment",
-    "export_segments",
     "find_segment_dataset",
     "has_display",
-    "nearest_training_episode",
     "no_server_note",
     "open_command",
     "segment_url",
@@ -89,75 +86,6 @@ def find_segment_dataset(workspace: Workspace, segment_id: str) -> str:
     if len(hits) > 1:
         raise CatalogError(f"segment {segment_id!r} is in several datasets ({', '.join(hits)}); pass --dataset")
     return hits[0]
-
-
-def nearest_training_episode(catalog, dataset: str, segment_id: str) -> dict:
-    """The training episode whose start state is nearest rollout `segment_id`'s (`analyze_gaps.nearest_training`):
-    `nearest_train_id`, `nearest_dataset`, `nearest_distance`. A rollout of a policy without a training run has none."""
-    from roboloop.analyze.gaps import nearest_training
-
-    rows = [r for r in catalog.segment_table(dataset).to_pylist() if r.get(schema.SEGMENT_ID) == segment_id]
-    if not rows:
-        raise CatalogError(f"no segment {segment_id!r} in {dataset!r}")
-    why = nearest_training(catalog, rows)
-    if "nearest_train_id" not in rows[0]:
-        reason = next(iter(why.values()), "it is not a rollout of an evaluation")
-        raise CatalogError(f"{segment_id} has no nearest training episode: {reason}")
-    return rows[0]
-
-
-def export_segment(catalog, dataset: str, segment_id: str, path: str | os.PathLike[str]) -> Path:
-    """Write one segment as a self-contained RRD: every layer merged + the dataset's default blueprint.
-
-    The file keeps the segment id as its recording id and opens in the viewer with no
-    catalog running. Written atomically.
-    """
-    import rerun as rr
-
-    from roboloop.record.episode import APPLICATION_ID, write_memory_recording
-
-    ds = catalog.dataset(dataset)
-    store = ds.segment_store(segment_id)
-    blueprint = _dataset_blueprint(catalog.workspace, dataset, store)
-    final = Path(path)
-    with atomic_path(final) as tmp:
-        rec = rr.RecordingStream(APPLICATION_ID, recording_id=segment_id, send_properties=False)
-        try:
-            sink = rec.memory_recording()  # not rec.save: see write_memory_recording (full disk)
-            if blueprint is not None:
-                rec.send_blueprint(blueprint)
-            rec.send_chunks(store)
-            write_memory_recording(rec, sink, tmp)
-        finally:
-            rec.disconnect()
-    return final
-
-
-def export_segments(catalog, dataset: str, segment_ids, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """`export_segment` for each id into `out_dir/<segment_id>.rrd`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return [export_segment(catalog, dataset, sid, out / f"{sid}.rrd") for sid in segment_ids]
-
-
-def _dataset_blueprint(workspace: Workspace, dataset: str, store):
-    """The dataset's default blueprint, rebuilt from the cameras the segment recorded.
-
-    It is the blueprint `collect` saved for the dataset (recording.default_blueprint of
-    the same cameras): camera views for exactly the camera streams the file holds.
-    """
-    from roboloop.envs.aloha.recording import default_blueprint
-
-    prefix = schema.CAMERA_ROOT + "/"
-    cams = sorted({str(e)[len(prefix):] for e in _entity_paths(store) if str(e).startswith(prefix)})
-    return default_blueprint(cams)
-
-
-def _entity_paths(store) -> list[str]:
-    try:
-        return [str(e) for e in store.schema().entity_paths()]
-    except Exception:  # noqa: BLE001 - schema introspection is best effort; no camera views then
-        return []
 
 
 def has_display() -> bool:

@@ -36,13 +36,17 @@ import json
 import logging
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from roboloop import rows as _rows
 from roboloop import schema
-from roboloop.catalog.client import CorruptRecordingError, _first_line, file_uri, inspect_rrd, read_recording_id
+from roboloop.catalog.errors import CorruptRecordingError, first_line
+from roboloop.catalog.rrd import file_uri, inspect_rrd, read_recording_id
 from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -71,7 +75,7 @@ def restore(client, workspace: Workspace) -> RestoreReport:
     try:
         migrate_lance_tables(client, ws)
     except Exception as exc:  # noqa: BLE001 - the old tables stay on disk; report and go on
-        report.skipped.append((ws.tables_dir, f"old Lance tables could not be migrated to row files: {_first_line(exc)}"))
+        report.skipped.append((ws.tables_dir, f"old Lance tables could not be migrated to row files: {first_line(exc)}"))
     for name, folder in ws.tables().items():
         if folder.name == _rows.ROWS_FOLDER:
             continue  # a row table: published below
@@ -104,7 +108,7 @@ def restore(client, workspace: Workspace) -> RestoreReport:
             if publish_row_table(client, ws, name):
                 report.tables.append(name)
         except Exception as exc:  # noqa: BLE001 - one bad table must not stop the start
-            report.skipped.append((_rows.rows_dir(ws, name), f"row table could not be published: {_first_line(exc)}"))
+            report.skipped.append((_rows.rows_dir(ws, name), f"row table could not be published: {first_line(exc)}"))
     for path, reason in report.skipped:
         log.warning("skipped %s while restoring the workspace: %s", path, reason)
     report.seconds = time.perf_counter() - t0
@@ -122,10 +126,6 @@ def migrate_lance_tables(client, workspace: Workspace) -> int:
     folder is then renamed to `.migrated-<entry>` (kept on disk, never read again), so this
     runs once; it holds the table's workspace lock. Returns the number of rows written.
     """
-    import uuid
-
-    from roboloop import schema
-
     n = 0
     for table in (schema.SELECTIONS_TABLE,):
         tdir = workspace.table_dir(table)
@@ -258,7 +258,7 @@ def register_tolerant_paths(ds, files: list[Path], layer: str, report: RestoreRe
         results = list(ds.register(list(uris), layer_name=layer, on_duplicate=OnDuplicateSegmentLayer.REPLACE).iter_results())
     except Exception as exc:  # noqa: BLE001 - a corrupt file fails the whole call
         if len(files) == 1:
-            report.skipped.append((files[0], f"rejected by the catalog: {_first_line(exc)}"))
+            report.skipped.append((files[0], f"rejected by the catalog: {first_line(exc)}"))
             return []
         mid = len(files) // 2
         return register_tolerant_paths(ds, files[:mid], layer, report) + register_tolerant_paths(ds, files[mid:], layer, report)
@@ -291,8 +291,6 @@ def publish_row_table(client, workspace: Workspace, name: str) -> bool:
 
 
 def _arrow_rows(live: list[dict[str, Any]]):
-    import pyarrow as pa
-
     try:
         table = _rows.to_arrow(live)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
@@ -313,8 +311,6 @@ def _arrow_rows(live: list[dict[str, Any]]):
 
 def _has_empty_struct(t) -> bool:
     """A struct type without fields anywhere inside `t` (lists, maps and structs are searched)."""
-    import pyarrow as pa
-
     if pa.types.is_struct(t):
         return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):

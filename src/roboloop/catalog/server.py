@@ -22,16 +22,18 @@ catalog is local: the server must see the workspace files anyway). `--catalog ""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
 from roboloop import rows
-from roboloop.catalog.client import CatalogError
+from roboloop.catalog.errors import CatalogError
 from roboloop.workspace import Workspace, atomic_write_text, pid_alive
 
 log = logging.getLogger(__name__)
@@ -167,9 +169,6 @@ class ServerLock:
     def acquire(self, *, wait_s: float = 1.0) -> None:
         """Take the lock; `ServerRunningError` if another process holds it (after `wait_s` of retries,
         so a brief `serve_running` probe by another command never makes a start fail)."""
-        import fcntl
-        import time
-
         if self.ws.read_only:  # a shared, mounted workspace: lock through the existing file if there is one
             try:
                 fh = open(self.ws.server_lock_path)
@@ -198,8 +197,6 @@ class ServerLock:
 
     def release(self) -> None:
         if self._fh is not None:
-            import fcntl
-
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
@@ -217,8 +214,6 @@ def serve_running(ws: Workspace) -> bool:
 
     For clean-up code: files a running server may read must not be deleted while this is True.
     """
-    import fcntl
-
     path = ws.server_lock_path
     if not path.exists():
         return False

@@ -35,8 +35,10 @@ from pathlib import Path
 
 from roboloop import rows as _rows
 from roboloop import schema
-from roboloop.catalog.client import UnknownDatasetError, iter_decode_problems, quick_check_rrd, read_recording_id
+from roboloop.catalog import index as episode_index
+from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.catalog.restore import segment_of
+from roboloop.catalog.rrd import iter_decode_problems, quick_check_rrd, read_recording_id
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, check_checksum, is_temp_file
 
@@ -168,8 +170,6 @@ def duplicate_rollouts(workspace: Workspace, dataset: str) -> list[tuple[Path, s
     Read from the rollout index rows of the segments on disk (segments without a row are not
     checked). Readers count the pair once (`episode_index.pair_duplicates`); nothing is deleted.
     """
-    from roboloop.evaluate import index as episode_index
-
     if not dataset.endswith(schema.evals_dataset("")):
         return []
     on_disk = episode_index.segment_ids_on_disk(workspace, dataset)

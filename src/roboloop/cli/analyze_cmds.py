@@ -14,6 +14,7 @@ import typer
 
 from roboloop import schema
 from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.export import export_segments
 from roboloop.analyze.gaps import nearest_training
 from roboloop.catalog import links
 from roboloop.cli.common import console, err_console, open_catalog, open_workspace, state
@@ -170,7 +171,7 @@ def failures_cmd(
         if format == "table":
             _failure_notes(out, unmatched, nearest)
         if export is not None:
-            paths = guard(lambda: links.export_segments(catalog(), dataset, [r["segment_id"] for r in out], export))
+            paths = guard(lambda: export_segments(catalog(), dataset, [r["segment_id"] for r in out], export))
             err_console.print(f"exported {len(paths)} file(s) to {export} (every layer + the blueprint); open one with: "
                               f"{links.viewer_command(str(paths[0])) if paths else 'rerun FILE.rrd'}", soft_wrap=True)
         if open_ and out:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from roboloop.analyze.gaps import nearest_training_episode
 from roboloop.catalog import links
 from roboloop.cli.common import console, open_catalog, open_workspace
 from roboloop.cli.tables import guard
@@ -25,7 +26,7 @@ def open_cmd(
     with open_catalog() as cat:
         urls = [guard(lambda: links.segment_url(cat, ds, segment_id, at))]
         if with_nearest:
-            near = guard(lambda: links.nearest_training_episode(cat, ds, segment_id))
+            near = guard(lambda: nearest_training_episode(cat, ds, segment_id))
             urls.append(guard(lambda: links.segment_url(cat, near["nearest_dataset"], near["nearest_train_id"], at)))
             console.print(f"nearest training episode: {near['nearest_train_id']} in {near['nearest_dataset']} "
                           f"(scaled start-state distance {near['nearest_distance']:.2f})", soft_wrap=True)

@@ -349,7 +349,7 @@ def dataset_max_seed(catalog, dataset: str, table=None) -> int | None:
     """Highest demonstration seed (< DEMO_SEED_LIMIT) in `dataset`: registered episodes and files
     already written to its base layer (a finished, not yet registered episode counts).
     `table`: the dataset's segment table when the caller has it already."""
-    from roboloop.collect.run import _SEED_IN_ID
+    from roboloop.collect.run import SEED_IN_ID
 
     seeds: list[int] = []
     if table is None and dataset in catalog.dataset_names():
@@ -359,7 +359,7 @@ def dataset_max_seed(catalog, dataset: str, table=None) -> int | None:
         if col in table.column_names:
             seeds += [int(s) for s in table.column(col).to_pylist() if s is not None]
     for f in catalog.workspace.segment_files(dataset, schema.BASE_LAYER) if dataset in catalog.workspace.datasets() else ():
-        m = _SEED_IN_ID.search(Path(f).stem)
+        m = SEED_IN_ID.search(Path(f).stem)
         if m:
             seeds.append(int(m.group(1)))
     high = [s for s in seeds if s >= schema.DEMO_SEED_LIMIT]

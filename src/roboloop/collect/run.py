@@ -245,7 +245,7 @@ def _jobs(dataset: str, seeds: Iterable[int], conds: Sequence[SceneConditions], 
 
 SEEDS_FOLDER = ".seeds"
 """Reservation files live in `datasets/<dataset>/.seeds/` (hidden: never a layer)."""
-_SEED_IN_ID = re.compile(r"-s(\d+)-[0-9a-f]{6}(?:\.\d+)?$")
+SEED_IN_ID = re.compile(r"-s(\d+)-[0-9a-f]{6}(?:\.\d+)?$")
 
 
 class SeedRangeError(RoboloopError, ValueError):
@@ -260,7 +260,7 @@ def _highest_seed_end(workspace: Workspace, dataset: str) -> int:
     """One past the highest seed the dataset holds (base file names) or has reserved (reservation files)."""
     end = 0
     for p in workspace.segment_files(dataset, schema.BASE_LAYER):
-        m = _SEED_IN_ID.search(p.stem)
+        m = SEED_IN_ID.search(p.stem)
         if m:
             end = max(end, int(m.group(1)) + 1)
     d = _seeds_dir(workspace, dataset)

@@ -25,7 +25,7 @@ to one, and a comparison pairs them on (cell, seed).
 ``checkpoint_sha256``, ``selection``, ``selection_digest``, ``config_digest``, ``cell``,
 ``index_in_cell``; ``"none"`` for a policy without a training run) and registered the
 moment each finishes; a row per rollout is added to the rollout index
-(:mod:`roboloop.evaluate.index`) right after its registration.
+(:mod:`roboloop.catalog.index`) right after its registration.
 
 **The evaluation row** (table ``schema.EVALS_TABLE``, key = eval id) is written with
 status ``running`` at the start and ``finished`` / ``interrupted`` / ``failed`` at the
@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
+from roboloop.catalog.index import unique_rollouts
 from roboloop.collect.run import (
     EpisodeJob,
     EpisodeResult,
@@ -64,7 +65,6 @@ from roboloop.collect.run import (
 from roboloop.config import Config
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
 from roboloop.errors import RoboloopError
-from roboloop.evaluate.index import unique_rollouts
 
 __all__ = [
     "SEED_RULE",
@@ -377,7 +377,8 @@ class PolicySource:
     dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
 
 
-def _no_run_provenance() -> dict[str, Any]:
+def no_run_provenance() -> dict[str, Any]:
+    """Provenance properties of a rollout whose policy comes from no training run (a scripted policy)."""
     none = schema.PROVENANCE_NONE
     return {
         schema.EPISODE_RUN_ID: none,
@@ -391,7 +392,7 @@ def _no_run_provenance() -> dict[str, Any]:
 def resolve_policy(workspace, policy: str) -> PolicySource:
     """`scripted` -> the scripted demonstrator; anything else -> that training run (roboloop.train)."""
     if policy == schema.POLICY_SCRIPTED:
-        return PolicySource(policy, ScriptedPolicy, provenance=_no_run_provenance())
+        return PolicySource(policy, ScriptedPolicy, provenance=no_run_provenance())
     try:
         from roboloop.train import PolicyFactory, run_info
     except ImportError as exc:
@@ -610,8 +611,8 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
     return out
 
 
-def _collect(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
-             steps: int | None, workers: int, on_result) -> None:
+def collect_rollouts(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
+                     steps: int | None, workers: int, on_result) -> None:
     """Run and register rollout jobs through collect (the same runner and recorder as demonstrations)."""
     from roboloop.collect.run import CollectConfig, collect
 
@@ -646,7 +647,7 @@ def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, ke
 def final_status(report: EvalReport, write: Callable[[str], None], t0: float, workspace):
     """Around an evaluation's rollouts: whatever happens, write the row's final status (finished, interrupted
     or failed) with the wall time, then compact the rollout index (a cache: readers rebuild it if this fails)."""
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
 
     status = "failed"
     try:
@@ -715,7 +716,7 @@ def evaluate(
 
 def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_factory) -> EvalReport:
     """:func:`evaluate` under the evaluation's writer lock."""
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
 
     ws = catalog.workspace
     pairs = plan_pairs(cfg)  # cells and seeds exist before the policy does
@@ -737,7 +738,7 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     evals_ds = cfg.evals_dataset
     keys = cfg.grid.keys()
 
-    source = (PolicySource(cfg.policy, policy_factory, provenance=_no_run_provenance())
+    source = (PolicySource(cfg.policy, policy_factory, provenance=no_run_provenance())
               if policy_factory is not None else resolve_policy(ws, cfg.policy))
     if source.dataset and source.dataset != cfg.dataset:
         raise EvaluateError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}; "
@@ -774,6 +775,6 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
             on_result(result)
 
     with final_status(report, write, t0, ws):
-        _collect(catalog, evals_ds, jobs, spec=spec, task=cfg.task, policy_factory=source.factory, steps=cfg.steps,
-                 workers=cfg.workers, on_result=done)
+        collect_rollouts(catalog, evals_ds, jobs, spec=spec, task=cfg.task, policy_factory=source.factory, steps=cfg.steps,
+                         workers=cfg.workers, on_result=done)
     return report

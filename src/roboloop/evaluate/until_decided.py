@@ -50,24 +50,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roboloop import rows, schema
+from roboloop.catalog import index as episode_index
 from roboloop.collect.run import EpisodeResult
-from roboloop.evaluate import index as episode_index
 from roboloop.evaluate.run import (
     EvalConfig,
     EvalReport,
     EvaluateError,
     Grid,
     PolicySource,
-    _collect,
-    _no_run_provenance,
     cell_key,
     cell_seed,
     check_resumable,
+    collect_rollouts,
     eval_row,
     eval_row_base,
     final_status,
     load_config,
     new_eval_id,
+    no_run_provenance,
     resolve_policy,
     rollout_jobs,
     rollout_outcomes,
@@ -190,7 +190,7 @@ def _baseline(ws, against: str, cfg: EvalConfig) -> tuple[dict[str, Any], EvalCo
 
 
 def _source(ws, cfg: EvalConfig, factory) -> PolicySource:
-    source = (PolicySource(cfg.policy, factory, provenance=_no_run_provenance())
+    source = (PolicySource(cfg.policy, factory, provenance=no_run_provenance())
               if factory is not None else resolve_policy(ws, cfg.policy))
     if source.dataset and source.dataset != cfg.dataset:
         raise SequentialEvalError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}")
@@ -382,9 +382,9 @@ class _SequentialRun:
         todo_chal = [self.job(k, i) for k, i in wanted if (k, i) not in self.chal_vals]
         if todo_chal:
             cfg = self.cfg
-            _collect(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal), spec=self.spec,
-                     task=cfg.task, policy_factory=self.source.factory, steps=cfg.steps, workers=cfg.workers,
-                     on_result=self.recorder(self.chal_vals, self.chal_out, self.report.results))
+            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal), spec=self.spec,
+                             task=cfg.task, policy_factory=self.source.factory, steps=cfg.steps, workers=cfg.workers,
+                             on_result=self.recorder(self.chal_vals, self.chal_out, self.report.results))
         drv.add_round({k: [(self.base_vals[(k, i)], self.chal_vals[(k, i)]) for i in range(drv.tests[k].n, drv.tests[k].n + n)]
                        for k, n in req.items()})
 
@@ -396,9 +396,9 @@ class _SequentialRun:
         base_cfg, base_source = self.base_cfg, self.base_source
         n_before = len(self.report.baseline_results)
         try:
-            _collect(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo), spec=self.base_spec,
-                     task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
-                     workers=self.cfg.workers, on_result=self.recorder(self.base_vals, self.base_out, self.report.baseline_results))
+            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo), spec=self.base_spec,
+                             task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
+                             workers=self.cfg.workers, on_result=self.recorder(self.base_vals, self.base_out, self.report.baseline_results))
         finally:
             if len(self.report.baseline_results) > n_before:
                 self.extend_baseline(len(self.report.baseline_results) - n_before)
@@ -430,7 +430,7 @@ class _SequentialRun:
         drv, keys = self.drv, self.keys
         self.report.sequential = self.seq_result()
         rows.write_row(self.ws, schema.EVALS_TABLE, self.eval_id, {
-            **self.row, "status": status, "planned": sum(drv.tests[k].n for k in keys) + sum((drv._pending or {}).values()),
+            **self.row, "status": status, "planned": sum(drv.tests[k].n for k in keys) + sum(drv.pending.values()),
             "finished": len(self.chal_vals), "successes": sum(bool(o[schema.OUTCOME_SUCCESS]) for o in self.chal_out.values()),
             "wall_s": round(self.wall_before + self.report.wall_s, 3), "updated_at": rows.now_iso(),
             schema.EVAL_SEQUENTIAL: self.report.sequential,
@@ -539,7 +539,7 @@ def plan_from_eval(
     when stale). Rows: cell, baseline n, plus plan_eval's fields (fixed_n, sequential_mean,
     sequential_p90, ...).
     """
-    from roboloop.evaluate import index as episode_index
+    from roboloop.catalog import index as episode_index
     from roboloop.stats.sequential import plan_eval, stage_distributions
 
     row = eval_row(workspace, eval_id)

@@ -113,10 +113,10 @@ def reoutcome(
     """
     import rerun as rr
 
+    from roboloop.catalog import index as episode_index
     from roboloop.collect.run import outcome_properties
     from roboloop.envs.aloha.recording import outcome_markdown
     from roboloop.envs.aloha.success import CLASSIFIER_VERSION
-    from roboloop.evaluate import index as episode_index
     from roboloop.record.episode import write_layer_version
     from roboloop.refine.layers import read_streams
 

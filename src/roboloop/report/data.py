@@ -8,7 +8,7 @@
 the selections' queries and sizes, and the plans made from the evaluations; the result is a
 :class:`ReportData` of plain tables. Failures listed for a failing cell carry the command
 that opens them at the failure moment (``links.open_command``) and, when asked, a
-self-contained ``.rrd`` export (``links.export_segment``) linked relative to the report.
+self-contained ``.rrd`` export (``export.export_segment``) linked relative to the report.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 from PIL import Image
 
 from roboloop import curate, rows, schema
+from roboloop.analyze import export
 from roboloop.analyze import rollouts as analyze
 from roboloop.analyze.gaps import GapConfig, GapError, gaps
 from roboloop.catalog import links
@@ -302,7 +303,7 @@ def _add_failures(catalog, sec: EvalSection, rollouts, per_cell: int, exports: _
 
 
 class _FailureExports:
-    """Where listed failures are exported (``links.export_segment``) and how the report links them."""
+    """Where listed failures are exported (``export.export_segment``) and how the report links them."""
 
     def __init__(self, catalog, export_dir: str | Path | None, report_dir: str | Path | None) -> None:
         self.catalog = catalog
@@ -313,7 +314,7 @@ class _FailureExports:
         """Export the segment and return its path relative to the report; "" when not exporting."""
         if self.export_dir is None:
             return ""
-        target = links.export_segment(self.catalog, dataset, segment_id, self.export_dir / f"{segment_id}.rrd")
+        target = export.export_segment(self.catalog, dataset, segment_id, self.export_dir / f"{segment_id}.rrd")
         base = self.report_dir if self.report_dir is not None else target.parent
         return Path(os.path.relpath(target.resolve(), base.resolve())).as_posix()
 

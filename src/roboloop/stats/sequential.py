@@ -816,6 +816,11 @@ class SequentialDriver:
     def done(self) -> bool:
         return all(self._stopped_reason(c) for c in self.cells)
 
+    @property
+    def pending(self) -> dict[str, int]:
+        """Pairs per cell that :meth:`next_round` asked for and :meth:`add_round` has not fed yet; {} when none."""
+        return dict(self._pending or {})
+
     def next_round(self) -> dict[str, int]:
         """Pairs each running cell needs this round (cells in their given order); {} when all stopped."""
         if self._pending:

@@ -110,7 +110,7 @@ class BlockMaterializer:
                 dec = decoders[f.name] = _decode.VideoDecoder()
 
             def sink(j: int, frame) -> None:
-                _decode.frame_to_chw(frame, target(j, frame.height, frame.width), dec._reformatter)
+                _decode.frame_to_chw(frame, target(j, frame.height, frame.width), dec.reformatter)
 
             dec.decode(f"{sid}|{f.name}", stream, needed, sink)
         else:

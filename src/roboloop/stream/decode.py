@@ -204,7 +204,7 @@ class VideoDecoder:
         self.codec = codec
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._reformatter = av.video.reformatter.VideoReformatter()
+        self.reformatter = av.video.reformatter.VideoReformatter()
         self.frames_decoded = 0
 
     def _new_ctx(self):
