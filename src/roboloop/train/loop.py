@@ -125,17 +125,16 @@ def fit(
 ) -> TrainResult:
     """Train in this process: the only one (`world == 1`), or rank `rank` of an initialized process group.
 
-    The caller holds the run's writer lock (see `roboloop.train.train`). Set up (`_build`, then
-    `_open_run`), then the loop below: batch, forward, loss, backward, step, log; at the end of
-    an epoch the holdout loss, the sample views and a checkpoint at their intervals. Finally
-    (also on Ctrl-C or an exception) rank 0 writes the run's last recording version.
+    The caller holds the run's writer lock (`roboloop.train.train`). Set up (`_build`, `_open_run`), then
+    the loop: batch, forward, loss, backward, step, log; at an epoch's end the holdout loss, sample views
+    and a checkpoint at their intervals; finally (also on Ctrl-C or an error) rank 0 records the outcome.
     """
     if world != cfg.nproc:
         raise TrainError(f"this process group has {world} ranks but the config says nproc={cfg.nproc}; start as many ranks as nproc")
     main = rank == 0
     b = _build(catalog, cfg, rank, world, resume, run_id)
-    run_id, run_dir, specs, policy, model, opt, sched, gen = b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen
-    holdout, views = b.holdout, b.views
+    run_id, run_dir, specs, policy, model, opt, sched, gen, holdout, views = (
+        b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen, b.holdout, b.views)
     log, info, start_epoch, step, epoch_losses, holdout_losses, wall_before = _open_run(catalog, cfg, b, main, world)
     started = time.perf_counter()
     if main:
@@ -168,9 +167,7 @@ def fit(
                 sched.step()
                 step += 1
                 total, count = total + lv, count + 1
-                log.scalar(schema.TRAIN_LOSS, step, epoch, lv)
-                log.scalar(schema.TRAIN_LR, step, epoch, lr)
-                log.scalar(schema.TRAIN_GRAD_NORM, step, epoch, float(gnorm))
+                _log_step(log, step, epoch, lv, lr, float(gnorm))
                 report(TrainProgress(run_id, epoch, cfg.epochs, step, b.total_steps, lv, lr, _last(holdout_losses)))
             epoch_losses.append(total / max(1, count))
             log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
@@ -322,6 +319,12 @@ def _write_status(log, info, status, run_dir, epochs_done, steps_done, epoch_los
 
 def _ignore(progress: TrainProgress) -> None:
     """Progress nobody listens to (ranks other than 0, or no callback)."""
+
+
+def _log_step(log, step: int, epoch: int, loss: float, lr: float, grad_norm: float) -> None:
+    log.scalar(schema.TRAIN_LOSS, step, epoch, loss)
+    log.scalar(schema.TRAIN_LR, step, epoch, lr)
+    log.scalar(schema.TRAIN_GRAD_NORM, step, epoch, grad_norm)
 
 
 def _last(values: list[float]) -> float | None:
