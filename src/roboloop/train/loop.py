@@ -1,11 +1,11 @@
 """`fit(catalog, cfg)`: behaviour cloning from the stream in one process, top to bottom; the run is a recording.
 
-1. Resolve the selection; build the train stream (`EpisodeStream` over its train ids),
-   one streaming pass for the normalization statistics (scalar fields only), the policy.
-2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
-   checkpoint) and register the run recording with status `running`.
-3. Epochs: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
-   cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
+1. `_build`: resolve the selection; build the train stream (`EpisodeStream` over its train
+   ids), one streaming pass for the normalization statistics (scalar fields only), the policy.
+2. `_open_run`: write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an
+   initial checkpoint), then the run recording is registered with status `running`.
+3. The loop: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) ->
+   `features.encode_batch` -> `policy.compute_loss` -> AdamW + cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
    first, middle and last epoch; a complete checkpoint every `checkpoint_every` epochs
    (model.pt + state.pt, each written atomically; the sample views so far included).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
@@ -15,8 +15,8 @@
 
 Beyond one process (`cfg.nproc > 1`): `roboloop.train.train` launches `nproc` ranks
 (`roboloop.train.distributed`: torch.multiprocessing spawn, gloo) that each run `fit`
-inside a process group, with their `rank` and `world` size. Each rank streams its own shard of every epoch (`EpisodeStream` with
-`rank`/`world_size`) with `batch_size / nproc` samples per step; the loss of every rank
+inside a process group, with their `rank` and `world` size. Each rank streams its own
+shard of every epoch (`EpisodeStream` with `rank`/`world_size`) with `batch_size / nproc` samples per step; the loss of every rank
 is weighted by its share of the step's valid entries, so the all-reduced (averaged)
 gradient is the gradient of the global batch's loss. Ranks step in lockstep: a rank
 whose shard ran out takes zero-weight steps until every rank is done. Only rank 0
