@@ -352,7 +352,7 @@ class Catalog:
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
 
 
-def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:
+def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:  # noqa: C901
     """See `Catalog.import_files`."""
     try:
         schema.validate_dataset_name(dataset)

@@ -185,27 +185,8 @@ class Plan:
             schema.validate_demo_dataset_name(self.dataset)
         except (ValueError, TypeError) as exc:
             raise PlanError(f"plan {self.name!r}: {exc}") from None
-        items = []
-        for i, it in enumerate(self.items):
-            if isinstance(it, PlanItem):
-                items.append(it)
-            elif isinstance(it, Mapping):
-                unknown = set(it) - {"conditions", "count", "reason"}
-                if unknown:
-                    raise PlanError(f"plan {self.name!r} item {i + 1}: unknown keys {sorted(unknown)}; valid keys: conditions, count, reason")
-                if "count" not in it:
-                    raise PlanError(f"plan {self.name!r} item {i + 1}: missing 'count'")
-                items.append(PlanItem(it.get("conditions", {}), it["count"], it.get("reason", "")))
-            else:
-                raise PlanError(f"plan {self.name!r} item {i + 1}: expected conditions and a count, got {it!r}")
-        seen: dict[str, int] = {}
-        for i, it in enumerate(items):
-            if it.key in seen:
-                raise PlanError(
-                    f"plan {self.name!r}: items {seen[it.key] + 1} and {i + 1} have the same conditions "
-                    f"({it.key or 'defaults'}); merge them into one item"
-                )
-            seen[it.key] = i
+        items = [_plan_item(self.name, i, it) for i, it in enumerate(self.items)]
+        _check_distinct_cells(self.name, items)
         object.__setattr__(self, "items", tuple(items))
         total = sum(it.count for it in items)
         if total > schema.MAX_EPISODES_PER_RUN:
@@ -286,6 +267,32 @@ class Plan:
             return cls.from_dict(data)
         except PlanError as exc:
             raise PlanError(f"{source}: {exc}") from None
+
+
+
+def _plan_item(name: str, i: int, it) -> PlanItem:
+    """Item `i` of plan `name` as a PlanItem (given as one, or as a table with conditions, count and reason)."""
+    if isinstance(it, PlanItem):
+        return it
+    if not isinstance(it, Mapping):
+        raise PlanError(f"plan {name!r} item {i + 1}: expected conditions and a count, got {it!r}")
+    unknown = set(it) - {"conditions", "count", "reason"}
+    if unknown:
+        raise PlanError(f"plan {name!r} item {i + 1}: unknown keys {sorted(unknown)}; valid keys: conditions, count, reason")
+    if "count" not in it:
+        raise PlanError(f"plan {name!r} item {i + 1}: missing 'count'")
+    return PlanItem(it.get("conditions", {}), it["count"], it.get("reason", ""))
+
+
+def _check_distinct_cells(name: str, items: list[PlanItem]) -> None:
+    seen: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.key in seen:
+            raise PlanError(
+                f"plan {name!r}: items {seen[it.key] + 1} and {i + 1} have the same conditions "
+                f"({it.key or 'defaults'}); merge them into one item"
+            )
+        seen[it.key] = i
 
 
 def write_plan(plan: Plan, path: str | Path) -> Path:

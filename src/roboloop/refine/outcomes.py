@@ -111,46 +111,17 @@ def reoutcome(
     batch in flight, and a re-run re-judges any segment whose catalog or index still holds
     an older judgement. The base files are only read.
     """
-    import rerun as rr
-
     from roboloop.catalog import index as episode_index
-    from roboloop.collect.run import outcome_properties
-    from roboloop.envs.aloha.recording import outcome_markdown
-    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
-    from roboloop.record.episode import write_layer_version
     from roboloop.refine.layers import read_streams
 
     ws = catalog.workspace
     if dataset not in ws.datasets():
         raise ReoutcomeError(f"no dataset {dataset!r} in {ws.root}; datasets: {', '.join(ws.datasets()) or '(none)'}")
-    table = catalog.segment_table(dataset).to_pylist()
-    ok_col = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
-    eval_col = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
-    ver_col = f"{schema.OUTCOME}.{schema.OUTCOME_CLASSIFIER}"
-    reason_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
-    if eval_ids:
-        known = {r.get(eval_col) for r in table}
-        unknown = [e for e in eval_ids if e not in known]
-        if unknown:
-            raise ReoutcomeError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {dataset}; "
-                                 f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
-        table = [r for r in table if r.get(eval_col) in set(eval_ids)]
-    if segment_ids:
-        wanted = set(segment_ids)
-        missing = wanted - {r["segment_id"] for r in table}
-        if missing:
-            raise ReoutcomeError(f"no segment(s) {', '.join(sorted(missing))} in {dataset}")
-        table = [r for r in table if r["segment_id"] in wanted]
+    table = _in_scope(catalog.segment_table(dataset).to_pylist(), dataset, eval_ids, segment_ids)
     indexed = rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir()  # evaluation datasets keep an index
     index_rows = {r["segment_id"]: r for r in episode_index.read(ws, dataset)} if indexed else {}
     if not all_segments:
-        def version(r: Mapping[str, Any]) -> int:  # the older of the catalog's and the index's judgement
-            v = int(r.get(ver_col) or 1)
-            if indexed:
-                v = min(v, int((index_rows.get(r["segment_id"]) or {}).get(ver_col) or 1))
-            return v
-
-        table = [r for r in table if r.get(ok_col) is False and version(r) < CLASSIFIER_VERSION]
+        table = _judged_by_an_older_classifier(table, index_rows if indexed else None)
     report = ReoutcomeReport(dataset)
     if not table:
         return report
@@ -163,40 +134,98 @@ def reoutcome(
             streams = read_streams(entry, [r["segment_id"] for r in batch], entities)
             paths = []
             for r in batch:
-                sid = r["segment_id"]
-                report.before[sid] = str(r.get(reason_col))
-                try:
-                    res, dt = _replay(sims, r, streams[sid])
-                except ReoutcomeError as exc:
-                    report.skipped[sid] = str(exc)
-                    continue
-                new = outcome_properties(res, len(streams[sid].values(schema.JOINT_TARGETS)), dt)
-                new[schema.OUTCOME_JUDGED_AT] = rows.now_iso()
-                report.judged[sid] = new
-                old_t = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}")
-                if new[schema.OUTCOME_FAILURE_REASON] != r.get(reason_col) or not _same(new[schema.OUTCOME_FAILURE_TIME_S], old_t):
-                    report.changed.append(sid)
-                text = rr.TextDocument(outcome_markdown(_groups(r, new)), media_type="text/markdown")
-                paths.append(write_layer_version(ws, dataset, schema.OUTCOME_LAYER, sid, {schema.OUTCOME: new},
-                                                 statics={schema.OUTCOME_TEXT: text}))
-                if on_segment is not None:
-                    on_segment(sid)
+                path = _rejudge(ws, dataset, sims, r, streams[r["segment_id"]], report)
+                if path is not None:
+                    paths.append(path)
+                    if on_segment is not None:
+                        on_segment(r["segment_id"])
             if paths:
                 # index rows before registration: a crash after the layer files are written leaves the workspace
                 # consistent (restore registers them), and a re-run re-judges whatever the index still holds as old
-                for r in batch:
-                    sid = r["segment_id"]
-                    if sid in report.judged and indexed:
-                        base = index_rows.get(sid) or {k: v for k, v in r.items()
-                                                       if k == "segment_id" or k.partition(".")[0] in episode_index.BASE_GROUPS}
-                        merged = {**base, **{f"{schema.OUTCOME}.{k}": v for k, v in report.judged[sid].items()}}
-                        rows.write_row(ws, schema.rollout_index_table(dataset), sid, merged)
+                if indexed:
+                    _update_index(ws, dataset, batch, report, index_rows)
                 catalog.register_files(dataset, paths, layer=schema.OUTCOME_LAYER, validate=False)
                 faults.point("layer.registered")
     finally:
         for sim in sims.values():
             sim.close()
     return report
+
+
+_OK_COL = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
+_EVAL_COL = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
+_VERSION_COL = f"{schema.OUTCOME}.{schema.OUTCOME_CLASSIFIER}"
+_REASON_COL = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
+
+
+def _in_scope(table: list[dict[str, Any]], dataset: str, eval_ids: Sequence[str] | None,
+              segment_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The segment-table rows of `eval_ids` / `segment_ids` (each must exist), or all rows."""
+    if eval_ids:
+        known = {r.get(_EVAL_COL) for r in table}
+        unknown = [e for e in eval_ids if e not in known]
+        if unknown:
+            raise ReoutcomeError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {dataset}; "
+                                 f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
+        table = [r for r in table if r.get(_EVAL_COL) in set(eval_ids)]
+    if segment_ids:
+        wanted = set(segment_ids)
+        missing = wanted - {r["segment_id"] for r in table}
+        if missing:
+            raise ReoutcomeError(f"no segment(s) {', '.join(sorted(missing))} in {dataset}")
+        table = [r for r in table if r["segment_id"] in wanted]
+    return table
+
+
+def _judged_by_an_older_classifier(table: list[dict[str, Any]], index_rows: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The failures whose judgement (the older of the catalog's and, with an index, the index's) predates this classifier."""
+    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
+
+    def version(r: Mapping[str, Any]) -> int:
+        v = int(r.get(_VERSION_COL) or 1)
+        if index_rows is not None:
+            v = min(v, int((index_rows.get(r["segment_id"]) or {}).get(_VERSION_COL) or 1))
+        return v
+
+    return [r for r in table if r.get(_OK_COL) is False and version(r) < CLASSIFIER_VERSION]
+
+
+def _rejudge(ws, dataset: str, sims: dict[str, Any], r: Mapping[str, Any], streams, report: ReoutcomeReport):
+    """Replay one segment, judge it and write its outcome layer version (its path); None if it was skipped."""
+    import rerun as rr
+
+    from roboloop.collect.run import outcome_properties
+    from roboloop.envs.aloha.recording import outcome_markdown
+    from roboloop.record.episode import write_layer_version
+
+    sid = r["segment_id"]
+    report.before[sid] = str(r.get(_REASON_COL))
+    try:
+        res, dt = _replay(sims, r, streams)
+    except ReoutcomeError as exc:
+        report.skipped[sid] = str(exc)
+        return None
+    new = outcome_properties(res, len(streams.values(schema.JOINT_TARGETS)), dt)
+    new[schema.OUTCOME_JUDGED_AT] = rows.now_iso()
+    report.judged[sid] = new
+    old_t = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}")
+    if new[schema.OUTCOME_FAILURE_REASON] != r.get(_REASON_COL) or not _same(new[schema.OUTCOME_FAILURE_TIME_S], old_t):
+        report.changed.append(sid)
+    text = rr.TextDocument(outcome_markdown(_groups(r, new)), media_type="text/markdown")
+    return write_layer_version(ws, dataset, schema.OUTCOME_LAYER, sid, {schema.OUTCOME: new}, statics={schema.OUTCOME_TEXT: text})
+
+
+def _update_index(ws, dataset: str, batch, report: ReoutcomeReport, index_rows: Mapping[str, Any]) -> None:
+    """The rollout-index rows of the batch's re-judged segments, with their new outcome."""
+    from roboloop.catalog import index as episode_index
+
+    for r in batch:
+        sid = r["segment_id"]
+        if sid in report.judged:
+            base = index_rows.get(sid) or {k: v for k, v in r.items()
+                                           if k == "segment_id" or k.partition(".")[0] in episode_index.BASE_GROUPS}
+            merged = {**base, **{f"{schema.OUTCOME}.{k}": v for k, v in report.judged[sid].items()}}
+            rows.write_row(ws, schema.rollout_index_table(dataset), sid, merged)
 
 
 def _groups(row: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,9 @@
 
 Modules: `config` (TrainConfig, MLPConfig, VisionConfig), `features` (stream fields <->
 policy inputs, shared by training and deployment), `policies` (mlp, vision, the
-normalizer), `loop` (`train`), `runlog` (the run recording), `deploy` (`load_policy`).
+normalizer), `entry` (`train`: one process or several), `loop` (`fit`: the training loop
+of one process), `distributed` (launching ranks, `torchrun`), `ahead` (epoch prefetch),
+`runlog` (the run recording), `deploy` (`load_policy`).
 """
 
 from roboloop.train.config import (
@@ -26,7 +28,8 @@ from roboloop.train.deploy import (
     run_info,
     run_status,
 )
-from roboloop.train.loop import TrainProgress, TrainResult, load_config, train
+from roboloop.train.entry import train
+from roboloop.train.loop import TrainProgress, TrainResult, load_config, new_run_id
 
 __all__ = [
     "ConfigError",
@@ -41,6 +44,7 @@ __all__ = [
     "list_runs",
     "load_config",
     "load_policy",
+    "new_run_id",
     "run_info",
     "run_status",
     "train",

@@ -18,10 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import tomli_w
+
 from roboloop import schema
 from roboloop.config import Config
 from roboloop.errors import ConfigError as _ConfigError
 from roboloop.errors import RoboloopError
+from roboloop.train.features import fields_spec
 
 
 class TrainError(RoboloopError):
@@ -187,8 +190,6 @@ class TrainConfig(Config):
     # --- JSON / TOML (roboloop.config.Config), plus the derived `fields` spec ------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (model as a dict, plus the derived stream `fields` spec)."""
-        from roboloop.train.features import fields_spec
-
         out = super().to_dict()
         out["fields"] = fields_spec(self)
         return out
@@ -205,8 +206,6 @@ class TrainConfig(Config):
         except _ConfigError as exc:
             raise ConfigError(str(exc)) from None
         if spec is not None:
-            from roboloop.train.features import fields_spec
-
             if _plain(spec) != fields_spec(cfg):
                 raise ConfigError(
                     "the config's stored stream fields spec differs from what this version of roboloop derives from it; "
@@ -219,8 +218,6 @@ class TrainConfig(Config):
 
     def to_toml(self) -> str:
         """TOML without the derived `fields` spec (TOML has no null; `fields` is re-derived on load)."""
-        import tomli_w
-
         d = self.to_dict()
         d.pop("fields")
         return tomli_w.dumps(d)

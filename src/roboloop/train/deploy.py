@@ -31,7 +31,7 @@ from roboloop.train.loop import (
     load_config,
 )
 from roboloop.train.policies import BCPolicy, make_policy
-from roboloop.workspace import Workspace
+from roboloop.workspace import WRITER_RUN, Workspace
 
 
 class TemporalEnsembler:
@@ -131,8 +131,6 @@ def list_runs(workspace: Any) -> list[dict[str, Any]]:
 
 def run_status(workspace: Any, run_id: str, stored: str | None) -> str | None:
     """A run's status as it is now: `stored`, except `running` with no live training process -> `schema.STATUS_DEAD`."""
-    from roboloop.workspace import WRITER_RUN
-
     if stored != schema.RUN_STATUS_RUNNING or not run_id:
         return stored
     return _workspace(workspace).live_status(WRITER_RUN, run_id, stored)

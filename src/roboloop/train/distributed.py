@@ -5,7 +5,7 @@ keeps its `Catalog` (and so the embedded catalog server, if it owns one) alive, 
 `nproc` rank processes with `torch.multiprocessing` **spawn** (fork deadlocks with the
 catalog client). Each rank joins a gloo process group (`MASTER_ADDR=127.0.0.1`, a free
 port), attaches to the catalog by its URL (`Catalog(workspace, url)`), sets torch threads
-to 1, and runs `roboloop.train.loop.train` inside the group. Rank 0 reports progress and
+to 1, and runs `roboloop.train.loop.fit` as its rank of the group. Rank 0 reports progress and
 its `TrainResult` back through a queue; only rank 0 writes the run folder, checkpoints and
 registers the run recording (so the run is registered once, `run.config.nproc = nproc`).
 
@@ -39,9 +39,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from roboloop.catalog.client import Catalog
 from roboloop.errors import Terminated
 from roboloop.train.config import TrainConfig, TrainError
-from roboloop.workspace import die_with_parent
+from roboloop.train.loop import TrainResult, fit, load_config, new_run_id
+from roboloop.workspace import Workspace, die_with_parent
 
 TIMEOUT = timedelta(minutes=10)
 """How long a collective may wait for a missing rank before the group fails."""
@@ -57,25 +59,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _receive(kind: str, payload, result, weights: dict, errors: list):
-    """Take one rank message (other than progress) into the launcher's state; returns the result so far."""
-    if kind == "result":
-        return payload
-    if kind == "weights":
-        weights[payload[0]] = payload[1]
-    elif kind == "error":
-        errors.append(payload)
-    return result
-
-
-def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, resume: str | None = None, run_id: str | None = None):
+def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, resume: str | None = None,
+           run_id: str | None = None) -> TrainResult:
     """Run `cfg.nproc` ranks on this machine (spawn, gloo) and return rank 0's `TrainResult`.
 
     `catalog` must stay alive here while the ranks run (it may own the server they attach to).
     Ctrl-C reaches every rank (same process group); rank 0 then registers the run `interrupted`.
     """
-    from roboloop.train.loop import new_run_id
-
     if not getattr(catalog, "url", None):
         raise TrainError("training with nproc > 1 needs a catalog reachable by URL (its ranks attach to it)")
     run_id = resume or run_id or new_run_id()
@@ -84,56 +74,99 @@ def launch(catalog, cfg: TrainConfig, *, on_progress: Callable | None = None, re
     port = _free_port()
     args = (cfg.nproc, catalog.url, str(catalog.workspace.root), cfg.to_json(), run_id, resume, port, q, os.getpid())
     procs = torch.multiprocessing.start_processes(_rank_main, args=args, nprocs=cfg.nproc, join=False, start_method="spawn")
-    result, errors, weights = None, [], {}
+    got = _Received()
     interrupted = False
     try:
-        while True:
-            try:
-                kind, payload = q.get(timeout=0.2)
-            except _queue.Empty:
-                if all(not p.is_alive() for p in procs.processes):
-                    break
-                continue
-            if kind == "progress" and on_progress is not None:
-                on_progress(payload)
-            else:
-                result = _receive(kind, payload, result, weights, errors)
+        _listen(q, procs.processes, got, on_progress)
     except KeyboardInterrupt as exc:
         interrupted = True
         if isinstance(exc, Terminated):  # SIGTERM reached the launcher only (Ctrl-C reaches the whole group): pass it on
-            for p in procs.processes:
-                if p.is_alive():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(p.pid, signal.SIGINT)
+            _interrupt(procs.processes)
     finally:
-        for p in procs.processes:
-            p.join(timeout=None if interrupted else 60)
-        for p in procs.processes:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    while True:  # anything sent just before the ranks exited
+        _reap(procs.processes, wait=None if interrupted else 60)
+    _drain(q, got)  # anything sent just before the ranks exited
+    if interrupted:
+        raise KeyboardInterrupt
+    return _outcome(got, procs.processes, cfg, run_id)
+
+
+class _Received:
+    """What the ranks sent the launcher: rank 0's result, the other ranks' final weights digests, errors."""
+
+    def __init__(self) -> None:
+        self.result: TrainResult | None = None
+        self.weights: dict[int, str] = {}
+        self.errors: list[tuple[int, str, str]] = []
+
+    def take(self, kind: str, payload) -> None:
+        if kind == "result":
+            self.result = payload
+        elif kind == "weights":
+            self.weights[payload[0]] = payload[1]
+        elif kind == "error":
+            self.errors.append(payload)
+
+
+def _listen(q, processes, got: _Received, on_progress: Callable | None) -> None:
+    """Take the ranks' messages until every rank has exited (progress goes to `on_progress`)."""
+    while True:
+        try:
+            kind, payload = q.get(timeout=0.2)
+        except _queue.Empty:
+            if all(not p.is_alive() for p in processes):
+                return
+            continue
+        if kind == "progress":
+            if on_progress is not None:
+                on_progress(payload)
+        else:
+            got.take(kind, payload)
+
+
+def _drain(q, got: _Received) -> None:
+    while True:
         try:
             kind, payload = q.get_nowait()
         except _queue.Empty:
-            break
-        result = _receive(kind, payload, result, weights, errors)
-    if interrupted:
-        raise KeyboardInterrupt
-    killed = [(r, -p.exitcode) for r, p in enumerate(procs.processes) if p.exitcode is not None and p.exitcode < 0]
-    if killed and (result is None or result.status != "finished"):
+            return
+        got.take(kind, payload)
+
+
+def _interrupt(processes) -> None:
+    for p in processes:
+        if p.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGINT)
+
+
+def _reap(processes, wait: float | None) -> None:
+    """Join every rank (`wait` seconds each at most), then kill any still alive."""
+    for p in processes:
+        p.join(timeout=wait)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _outcome(got: _Received, processes, cfg: TrainConfig, run_id: str) -> TrainResult:
+    """Rank 0's result, or the error that stopped the ranks; checks every rank ended with the same weights."""
+    result = got.result
+    unfinished = result is None or result.status != "finished"
+    killed = [(r, -p.exitcode) for r, p in enumerate(processes) if p.exitcode is not None and p.exitcode < 0]
+    if killed and unfinished:
         r, sig = killed[0]
         raise DistributedTrainError(f"training rank {r} was killed by signal {sig}; the other ranks stopped. The run keeps its last "
                                     f"complete checkpoint: continue it with `roboloop train --resume {run_id}`")
-    if errors and (result is None or result.status != "finished"):
-        first = sorted(errors)[0]
+    if got.errors and unfinished:
+        first = sorted(got.errors)[0]
         if first[1] == "KeyboardInterrupt":
             raise KeyboardInterrupt
         raise DistributedTrainError(f"training rank {first[0]} failed: {first[2]}")
     if result is None:
-        codes = [p.exitcode for p in procs.processes]
+        codes = [p.exitcode for p in processes]
         raise DistributedTrainError(f"training ranks exited without a result (exit codes {codes}); see their output above")
-    result.rank_weights_sha256 = result.rank_weights_sha256[:1] + [weights.get(r, "") for r in range(1, cfg.nproc)]
+    result.rank_weights_sha256 = result.rank_weights_sha256[:1] + [got.weights.get(r, "") for r in range(1, cfg.nproc)]
     if result.status == "finished" and len(set(result.rank_weights_sha256)) != 1:
         raise DistributedTrainError(f"run {result.run_id}: the ranks' final weights differ ({result.rank_weights_sha256}); gradients were not synchronized")
     return result
@@ -161,14 +194,10 @@ def _rank_main(rank: int, world: int, url: str, ws_root: str, cfg_json: str, run
 
 
 def run_rank(ws_root: str, url: str, cfg: TrainConfig, *, run_id: str, resume: str | None = None, on_progress=None):
-    """One rank inside an initialized process group: attach to the catalog by URL and train."""
-    from roboloop.catalog.client import Catalog
-    from roboloop.train.loop import train
-    from roboloop.workspace import Workspace
-
+    """One rank inside an initialized process group: attach to the catalog by URL and train as this rank."""
     torch.set_num_threads(1)
     with Catalog(Workspace(Path(ws_root)), url=url) as cat:
-        return train(cat, cfg, on_progress=on_progress, resume=resume, run_id=run_id)
+        return fit(cat, cfg, rank=dist.get_rank(), world=dist.get_world_size(), on_progress=on_progress, resume=resume, run_id=run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-id", help="The run id, identical on every node.")
     ap.add_argument("--resume", help="Continue this interrupted run (its own config).")
     a = ap.parse_args(argv)
-    from roboloop.train.loop import load_config
-    from roboloop.workspace import Workspace
-
     if a.resume:
         cfg = load_config(Workspace(Path(a.workspace)), a.resume)
     elif a.config:

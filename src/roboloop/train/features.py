@@ -26,11 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import av
+import av.video.reformatter
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from roboloop import schema
+from roboloop.stream import Field
+from roboloop.stream.decode import frame_to_chw
+from roboloop.video import H264Encoder
 
 STATE = "state"
 PHASE = "phase"
@@ -86,8 +91,6 @@ def fields_spec(cfg) -> dict[str, Any]:
 
 def stream_fields(specs: list[FeatureSpec]) -> dict[str, Any]:
     """`EpisodeStream(fields=...)` for these features (phase comes from the stream's timestamps)."""
-    from roboloop.stream import Field
-
     out: dict[str, Any] = {}
     for s in specs:
         if s.path is None:
@@ -191,11 +194,6 @@ class _FrameCodec:
     """The recording's H.264 round trip (same encoder settings, the stream's YUV -> RGB conversion), frame by frame."""
 
     def __init__(self, width: int, height: int, fps: int) -> None:
-        import av
-        import av.video.reformatter
-
-        from roboloop.video import H264Encoder
-
         self.enc = H264Encoder(width, height, fps, gop=fps)
         self.dec = av.CodecContext.create("h264", "r")
         self.dec.thread_count = 1
@@ -204,10 +202,6 @@ class _FrameCodec:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """HWC uint8 frame -> CHW uint8 frame after encode + decode."""
-        import av
-
-        from roboloop.stream.decode import frame_to_chw
-
         out = None
         for sample in self.enc.encode(rgb):
             for frame in self.dec.decode(av.Packet(sample.sample)):

@@ -1,22 +1,22 @@
-"""`train(catalog, cfg)`: behaviour cloning from the stream, top to bottom; the run is a recording.
+"""`fit(catalog, cfg)`: behaviour cloning from the stream in one process, top to bottom; the run is a recording.
 
-1. Resolve the selection; build the train stream (`EpisodeStream` over its train ids),
-   one streaming pass for the normalization statistics (scalar fields only), the policy.
-2. Write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an initial
-   checkpoint) and register the run recording with status `running`.
-3. Epochs: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) -> `features.encode_batch` -> `policy.compute_loss` -> AdamW +
-   cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
+1. `_build`: resolve the selection; build the train stream (`EpisodeStream` over its train
+   ids), one streaming pass for the normalization statistics (scalar fields only), the policy.
+2. `_open_run`: write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an
+   initial checkpoint), then the run recording is registered with status `running`.
+3. The loop: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) ->
+   `features.encode_batch` -> `policy.compute_loss` -> AdamW + cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
    first, middle and last epoch; a complete checkpoint every `checkpoint_every` epochs
    (model.pt + state.pt, each written atomically; the sample views so far included).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
    status `finished` (every property) or `interrupted` (pointing at the
-   last complete checkpoint). `train(..., resume=run_id)` continues an interrupted run
+   last complete checkpoint). `fit(..., resume=run_id)` continues an interrupted run
    from that checkpoint with the identical config.
 
-Beyond one process (`cfg.nproc > 1`, see `roboloop.train.distributed`): `train` launches
-`nproc` ranks (torch.multiprocessing spawn, gloo) that each run this same function inside
-a process group. Each rank streams its own shard of every epoch (`EpisodeStream` with
-`rank`/`world_size`) with `batch_size / nproc` samples per step; the loss of every rank
+Beyond one process (`cfg.nproc > 1`): `roboloop.train.train` launches `nproc` ranks
+(`roboloop.train.distributed`: torch.multiprocessing spawn, gloo) that each run `fit`
+inside a process group, with their `rank` and `world` size. Each rank streams its own
+shard of every epoch (`EpisodeStream` with `rank`/`world_size`) with `batch_size / nproc` samples per step; the loss of every rank
 is weighted by its share of the step's valid entries, so the all-reduced (averaged)
 gradient is the gradient of the global batch's loss. Ranks step in lockstep: a rank
 whose shard ran out takes zero-weight steps until every rank is done. Only rank 0
@@ -59,7 +59,7 @@ from roboloop.train.features import (
 )
 from roboloop.train.policies import BCPolicy, make_policy
 from roboloop.train.runlog import RunLog, save_run_blueprint
-from roboloop.workspace import WRITER_RUN, Workspace, atomic_path, atomic_write_text
+from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -113,71 +113,137 @@ def new_run_id() -> str:
     return schema.new_segment_id("run")
 
 
-def train(
+def fit(
     catalog,
     cfg: TrainConfig,
     *,
+    rank: int = 0,
+    world: int = 1,
     on_progress: Callable[[TrainProgress], None] | None = None,
     resume: str | None = None,
     run_id: str | None = None,
 ) -> TrainResult:
-    """Train `cfg.policy` on the selection `cfg.selection`; register the run in `<dataset>_runs`.
+    """Train in this process: the only one (`world == 1`), or rank `rank` of an initialized process group.
 
-    With `cfg.nproc > 1` and no process group yet, launches the ranks and returns rank 0's result.
-
-    The training process (the launcher with `nproc > 1`) holds the run's writer lock for
-    its lifetime (DESIGN): `runs` shows a run whose process is gone as dead, and a second
-    process training the same run (two `--resume RUN` at once) is refused with TrainError.
-    Ranks of a process group do not take it (their launcher holds it; under `torchrun`
-    nobody does). A non-finite loss stops the run with TrainError and status `failed`.
+    The caller holds the run's writer lock (`roboloop.train.train`). Set up (`_build`, `_open_run`), then
+    the loop: batch, forward, loss, backward, step, log; at an epoch's end the holdout loss, sample views
+    and a checkpoint at their intervals; finally (also on Ctrl-C or an error) rank 0 records the outcome.
     """
-    rank, world = _dist_topology()
-    if world > 1:
-        return _train(catalog, cfg, rank, world, on_progress=on_progress, resume=resume, run_id=run_id)
-    run_id = resume or run_id or new_run_id()
-    ws: Workspace = catalog.workspace
-    with ws.writer(WRITER_RUN, run_id) as mine:
-        if not mine:
-            pid = ws.writer_pid(WRITER_RUN, run_id)
-            raise TrainError(f"run {run_id!r} is being trained right now by another process{f' (pid {pid})' if pid else ''}; "
-                             f"wait for it to end (see `roboloop runs`), or stop it (Ctrl-C, kill) and then "
-                             f"`roboloop train --resume {run_id}`")
-        if cfg.nproc > 1:
-            from roboloop.train.distributed import launch
-
-            return launch(catalog, cfg, on_progress=on_progress, resume=resume, run_id=run_id)
-        return _train(catalog, cfg, rank, world, on_progress=on_progress, resume=resume, run_id=run_id)
-
-
-def _train(catalog, cfg: TrainConfig, rank: int, world: int, *, on_progress, resume: str | None, run_id: str | None) -> TrainResult:
-    """:func:`train` in one process (a rank of a group, or the only one), under the run's writer lock."""
     if world != cfg.nproc:
         raise TrainError(f"this process group has {world} ranks but the config says nproc={cfg.nproc}; start as many ranks as nproc")
     main = rank == 0
-    ws: Workspace = catalog.workspace
+    b = _build(catalog, cfg, rank, world, resume, run_id)
+    run_id, run_dir, specs, policy, model, opt, sched, gen, holdout, views = (
+        b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen, b.holdout, b.views)
+    log, info, start_epoch, step, epoch_losses, holdout_losses, wall_before = _open_run(catalog, cfg, b, main, world)
+    started = time.perf_counter()
+    if main:
+        _write_status(log, info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before)
+    saved = (start_epoch, step, list(epoch_losses), list(holdout_losses))  # the last complete checkpoint
+    report = on_progress if main and on_progress is not None else _ignore
+
+    status = schema.RUN_STATUS_INTERRUPTED
+    ahead = EpochsAhead(b.stream, b.loader, start_epoch, cfg.epochs)  # next epoch's catalog reads overlap this one's steps
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            policy.train()
+            total, count = 0.0, 0
+            watch = views is not None and epoch in views.epochs
+            for batch, weight in _lockstep(ahead.epoch(epoch), world):
+                enc = encode_batch(specs, batch, cfg)
+                if watch:  # the first batch of a watched epoch: a few of its samples, as this step feeds them
+                    views.capture(epoch, enc, batch, gen)
+                    watch = False
+                loss, m = model(enc, gen)
+                loss_scaled, loss = _global_loss(loss, m["n"] * weight, world)
+                lv = float(loss.detach())
+                if not math.isfinite(lv):  # every rank sees the same global loss: all stop here, before a step spreads it
+                    raise _diverged(run_id, cfg, lv, step, epoch, opt, saved)
+                opt.zero_grad(set_to_none=True)
+                loss_scaled.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(b.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                lr = opt.param_groups[0]["lr"]
+                opt.step()
+                sched.step()
+                step += 1
+                total, count = total + lv, count + 1
+                _log_step(log, step, epoch, lv, lr, float(gnorm))
+                report(TrainProgress(run_id, epoch, cfg.epochs, step, b.total_steps, lv, lr, _last(holdout_losses)))
+            epoch_losses.append(total / max(1, count))
+            log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
+            done = epoch + 1
+            last = done == cfg.epochs
+            if holdout is not None and (done % cfg.holdout_every == 0 or last):
+                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg))
+                log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
+            if views is not None and epoch in views.epochs:
+                log.samples.extend(views.views(epoch, step))
+            if done % cfg.checkpoint_every == 0 or last:
+                gens = _gather_generators(gen, world)
+                if main:
+                    _save_checkpoint(run_dir, policy, opt, sched, gen, done, step, log, epoch_losses, holdout_losses,
+                                     wall_before + time.perf_counter() - started, generators=gens)
+                saved = (done, step, list(epoch_losses), list(holdout_losses))
+            report(TrainProgress(run_id, done, cfg.epochs, step, b.total_steps, epoch_losses[-1], opt.param_groups[0]["lr"],
+                                 _last(holdout_losses), epoch_end=True))
+        status = schema.RUN_STATUS_FINISHED
+    except NonFiniteLossError:
+        status = schema.RUN_STATUS_FAILED
+        raise
+    finally:
+        wall = wall_before + time.perf_counter() - started
+        _stop_reading(ahead, b.loader)
+        recording = _finish(catalog, log, info, status, run_dir, saved, wall) if main else None
+    return _result(run_id, run_dir, status, saved, wall, policy, log, recording, main, world)
+
+
+# --- setting up ----------------------------------------------------------------------------------
+
+@dataclass
+class _Built:
+    """What `_build` makes for the loop: the run's place, the data, the model and its optimizer."""
+
+    run_id: str
+    run_dir: Path
+    sel: Any
+    state: dict[str, Any] | None
+    gen: torch.Generator
+    specs: list
+    stream: EpisodeStream
+    cams: dict[str, Any]
+    policy: BCPolicy
+    params: list
+    opt: torch.optim.Optimizer
+    loader: Any
+    total_steps: int
+    model: torch.nn.Module
+    sched: Any
+    holdout: EpisodeStream | None
+    views: SampleViews | None
+
+
+def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None, run_id: str | None) -> _Built:
+    """Selection, seeds, the train stream, the policy (normalization statistics, or the resumed checkpoint's
+    weights and generators), optimizer and schedule, the holdout stream and the sample views (rank 0)."""
+    main = rank == 0
     sel = curate.load(catalog, cfg.selection)
     if sel.dataset != cfg.dataset:
         raise TrainError(f"selection {cfg.selection!r} is over dataset {sel.dataset!r}, the config says {cfg.dataset!r}")
     run_id = resume or run_id or new_run_id()
-    run_dir = ws.run_dir(run_id)
+    run_dir = catalog.workspace.run_dir(run_id)
     state = _load_resume(run_dir, cfg, sel) if resume else None
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + _RANK_SEED_STRIDE * rank)  # rank 0 = the single-process stream
 
-    # --- data and model ---------------------------------------------------------------------
     specs = feature_specs(cfg)
     stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
                            batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
     cams = _camera_info(catalog, sel, cfg)
     policy = make_policy(cfg, specs)
     if state is None:
-        stats = None
-        if main:
-            stats_stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
-                                         rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False, rank=0, world_size=1)
-            stats = stream_stats(stats_stream, specs)
+        stats = _train_stats(catalog, sel, specs, cfg) if main else None
         policy.normalizer.load_stats(_broadcast(stats, world))
     else:
         policy.normalizer.load_arrays(dict(np.load(run_dir / NORMALIZER_FILE)))
@@ -197,108 +263,92 @@ def _train(catalog, cfg: TrainConfig, rank: int, world: int, *, on_progress, res
     views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
+    return _Built(run_id, run_dir, sel, state, gen, specs, stream, cams, policy, params, opt, loader, total_steps, model, sched,
+                  holdout, views)
 
-    # --- the run folder and the first version of the recording --------------------------------
-    log = RunLog(catalog, cfg.dataset, run_id) if main else _NoLog()
-    info = _run_info_base(ws, run_id, cfg, sel, policy, cams)
-    if state is not None:  # a resumed run keeps its start time
-        info["started_at"] = json.loads((run_dir / RUN_FILE).read_text()).get("started_at", info["started_at"])
-    start_epoch, step = 0, 0
-    if state is None and main:
-        atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
-        atomic_write_text(run_dir / FEATURES_FILE, json.dumps([s.to_dict() for s in specs], indent=2))
-        with atomic_path(run_dir / NORMALIZER_FILE) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **policy.normalizer.to_arrays())
-        _save_checkpoint(run_dir, policy, opt, sched, gen, 0, 0, log, [], [], generators=_gather_generators(gen, world))
-        save_run_blueprint(catalog, cfg.dataset, cfg.samples, image=any(sp.kind == "image" for sp in specs))
-    elif state is None:
-        _gather_generators(gen, world)
-    else:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        log.restore_scalars(state["scalars"])
-        log.restore_samples(state.get("samples", []))
-    epoch_losses: list[float] = list(state["epoch_losses"]) if state else []
-    holdout_losses: list[float] = list(state["holdout_losses"]) if state else []
-    started = time.perf_counter()
-    wall_before = float(state["wall_s"]) if state else 0.0
-    if main:
-        log.summary = _summary(info, schema.RUN_STATUS_RUNNING)
-        log.write(_groups(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before))
-        atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, schema.RUN_STATUS_RUNNING, run_dir, start_epoch, step, epoch_losses, holdout_losses, wall_before), indent=2))
-    saved = (start_epoch, step, list(epoch_losses), list(holdout_losses))  # the last complete checkpoint
 
-    # --- the loop ------------------------------------------------------------------------------
-    status = schema.RUN_STATUS_INTERRUPTED
-    ahead = EpochsAhead(stream, loader, start_epoch, cfg.epochs)  # next epoch's catalog reads overlap this one's steps
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            policy.train()
-            total, count = 0.0, 0
-            watch = views is not None and epoch in views.epochs
-            for batch, weight in _lockstep(ahead.epoch(epoch), world):
-                enc = encode_batch(specs, batch, cfg)
-                if watch:  # the first batch of a watched epoch: a few of its samples, as this step feeds them
-                    views.capture(epoch, enc, batch, gen)
-                    watch = False
-                loss, m = model(enc, gen)
-                if world > 1:  # weight by this rank's share of the step's entries: the averaged gradient is the global batch's
-                    loss_scaled, loss = _global_loss(loss, m["n"] * weight, world)
-                else:
-                    loss_scaled = loss
-                lv = float(loss.detach())
-                if not math.isfinite(lv):  # every rank sees the same global loss: all stop here, before a step spreads it
-                    raise NonFiniteLossError(
-                        f"run {run_id}: the training loss became {lv} at step {step + 1} (epoch {epoch + 1}, learning rate "
-                        f"{opt.param_groups[0]['lr']:g}); training diverged and stopped with status 'failed'. The run keeps "
-                        f"its last complete checkpoint (epoch {saved[0]}). Start a new run with a smaller --lr (config lr "
-                        f"{cfg.lr:g}) or check the selection's data for non-finite values"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss_scaled.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                lr = opt.param_groups[0]["lr"]
-                opt.step()
-                sched.step()
-                step += 1
-                total, count = total + lv, count + 1
-                log.scalar(schema.TRAIN_LOSS, step, epoch, lv)
-                log.scalar(schema.TRAIN_LR, step, epoch, lr)
-                log.scalar(schema.TRAIN_GRAD_NORM, step, epoch, float(gnorm))
-                if on_progress is not None and main:
-                    on_progress(TrainProgress(run_id, epoch, cfg.epochs, step, total_steps, lv, lr, holdout_losses[-1] if holdout_losses else None))
-            epoch_losses.append(total / max(1, count))
-            log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
-            done = epoch + 1
-            last = done == cfg.epochs
-            if holdout is not None and (done % cfg.holdout_every == 0 or last):
-                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg))
-                log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
-            if views is not None and epoch in views.epochs:
-                log.samples.extend(views.views(epoch, step))
-            if done % cfg.checkpoint_every == 0 or last:
-                gens = _gather_generators(gen, world)
-                if main:
-                    _save_checkpoint(run_dir, policy, opt, sched, gen, done, step, log, epoch_losses, holdout_losses,
-                                     wall_before + time.perf_counter() - started, generators=gens)
-                saved = (done, step, list(epoch_losses), list(holdout_losses))
-            if on_progress is not None and main:
-                on_progress(TrainProgress(run_id, done, cfg.epochs, step, total_steps, epoch_losses[-1],
-                                          opt.param_groups[0]["lr"], holdout_losses[-1] if holdout_losses else None, epoch_end=True))
-        status = schema.RUN_STATUS_FINISHED
-    except NonFiniteLossError:
-        status = schema.RUN_STATUS_FAILED
-        raise
-    finally:
-        wall = wall_before + time.perf_counter() - started
-        ahead.close()
-        if hasattr(loader, "loader") and getattr(loader.loader, "_iterator", None) is not None:
-            loader.loader._iterator._shutdown_workers()  # persistent workers: stop them now, not at garbage collection
-        e_done, s_done, e_losses, h_losses = saved
-        recording = None
+def _train_stats(catalog, sel, specs, cfg: TrainConfig):
+    """Normalization statistics: one streaming pass over the train episodes (scalar fields only)."""
+    stats_stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
+                                 rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False, rank=0, world_size=1)
+    return stream_stats(stats_stream, specs)
+
+
+def _open_run(catalog, cfg: TrainConfig, b: _Built, main: bool, world: int):
+    """A new run: its folder (config, features, normalizer, an initial checkpoint; rank 0) and blueprint.
+    A resumed run: the optimizer, schedule, position and logged history of its checkpoint.
+
+    Returns (log, info, start_epoch, step, epoch_losses, holdout_losses, wall_before)."""
+    state, run_dir = b.state, b.run_dir
+    log = RunLog(catalog, cfg.dataset, b.run_id) if main else _NoLog()
+    info = _run_info_base(catalog.workspace, b.run_id, cfg, b.sel, b.policy, b.cams)
+    if state is None:
         if main:
-            recording = _finish(catalog, log, info, status, run_dir, saved, wall)
+            _write_run_folder(catalog, cfg, b, log)
+        else:
+            _gather_generators(b.gen, world)
+        return log, info, 0, 0, [], [], 0.0
+    info["started_at"] = json.loads((run_dir / RUN_FILE).read_text()).get("started_at", info["started_at"])  # a resumed run keeps its start time
+    b.opt.load_state_dict(state["optimizer"])
+    b.sched.load_state_dict(state["scheduler"])
+    log.restore_scalars(state["scalars"])
+    log.restore_samples(state.get("samples", []))
+    return (log, info, int(state["epoch"]), int(state["step"]), list(state["epoch_losses"]), list(state["holdout_losses"]),
+            float(state["wall_s"]))
+
+
+def _write_run_folder(catalog, cfg: TrainConfig, b: _Built, log) -> None:
+    """Rank 0 of a new run: config.json, features.json, normalizer.npz, the epoch-0 checkpoint, the runs blueprint."""
+    run_dir = b.run_dir
+    atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+    atomic_write_text(run_dir / FEATURES_FILE, json.dumps([s.to_dict() for s in b.specs], indent=2))
+    with atomic_path(run_dir / NORMALIZER_FILE) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **b.policy.normalizer.to_arrays())
+    _save_checkpoint(run_dir, b.policy, b.opt, b.sched, b.gen, 0, 0, log, [], [], generators=_gather_generators(b.gen, cfg.nproc))
+    save_run_blueprint(catalog, cfg.dataset, cfg.samples, image=any(sp.kind == "image" for sp in b.specs))
+
+
+def _write_status(log, info, status, run_dir, epochs_done, steps_done, epoch_losses, holdout_losses, wall) -> None:
+    """Rank 0: a recording version and run.json with `status` (the first: `running`)."""
+    log.summary = _summary(info, status)
+    log.write(_groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdout_losses, wall))
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(_run_json(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdout_losses, wall), indent=2))
+
+
+# --- inside the loop -----------------------------------------------------------------------------
+
+def _ignore(progress: TrainProgress) -> None:
+    """Progress nobody listens to (ranks other than 0, or no callback)."""
+
+
+def _log_step(log, step: int, epoch: int, loss: float, lr: float, grad_norm: float) -> None:
+    log.scalar(schema.TRAIN_LOSS, step, epoch, loss)
+    log.scalar(schema.TRAIN_LR, step, epoch, lr)
+    log.scalar(schema.TRAIN_GRAD_NORM, step, epoch, grad_norm)
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
+
+
+def _diverged(run_id: str, cfg: TrainConfig, loss: float, step: int, epoch: int, opt, saved) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"run {run_id}: the training loss became {loss} at step {step + 1} (epoch {epoch + 1}, learning rate "
+        f"{opt.param_groups[0]['lr']:g}); training diverged and stopped with status 'failed'. The run keeps "
+        f"its last complete checkpoint (epoch {saved[0]}). Start a new run with a smaller --lr (config lr "
+        f"{cfg.lr:g}) or check the selection's data for non-finite values"
+    )
+
+
+def _stop_reading(ahead: EpochsAhead, loader) -> None:
+    """Stop the prefetch thread and persistent loader workers now, not at garbage collection."""
+    ahead.close()
+    if hasattr(loader, "loader") and getattr(loader.loader, "_iterator", None) is not None:
+        loader.loader._iterator._shutdown_workers()
+
+
+def _result(run_id, run_dir, status, saved, wall, policy, log, recording, main: bool, world: int) -> TrainResult:
+    e_done, s_done, e_losses, h_losses = saved
     return TrainResult(
         run_id=run_id,
         run_dir=run_dir,
@@ -348,13 +398,6 @@ def _finish(catalog, log, info, status, run_dir, saved, wall) -> Path:
 
 _RANK_SEED_STRIDE = 1_000_003
 """Rank r's augmentation generator is seeded `cfg.seed + r * stride` (rank 0 = the single-process run)."""
-
-
-def _dist_topology() -> tuple[int, int]:
-    """(rank, world size) of the live torch.distributed process group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class _LossModel(torch.nn.Module):
@@ -445,7 +488,10 @@ def _lockstep(loader, world: int):
 
 def _global_loss(loss: torch.Tensor, n: float, world: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss to backpropagate, the global batch's loss): weights this rank's mean loss by its entries `n`
-    over the step's total, times `world` (DDP averages gradients), so the result is the global mean's gradient."""
+    over the step's total, times `world` (DDP averages gradients), so the result is the global mean's gradient.
+    In one process both are the batch's loss."""
+    if world == 1:
+        return loss, loss
     t = torch.tensor([float(n), float(loss.detach()) * float(n)], dtype=torch.float64)
     torch.distributed.all_reduce(t)
     total = max(float(t[0]), 1.0)
@@ -578,9 +624,7 @@ def _run_json(info, status, run_dir, epochs_done, steps_done, epoch_losses, hold
 
 def _groups(info, status, run_dir, epochs_done, steps_done, epoch_losses, holdout_losses, wall) -> dict[str, dict[str, Any]]:
     """The recording's property groups: `run` (everything, flattened config) and `episode` (kind run)."""
-    from roboloop.train.config import TrainConfig as _TC
-
-    cfg = _TC.from_dict(info["config"])
+    cfg = TrainConfig.from_dict(info["config"])
     prov = info["provenance"]
     run = {
         schema.RUN_ID: info["run_id"],

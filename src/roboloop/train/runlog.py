@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rerun as rr
+import rerun.blueprint as rrb
 
 from roboloop import schema
 from roboloop.record.episode import APPLICATION_ID, send_property_group, write_memory_recording
@@ -81,8 +83,6 @@ class RunLog:
 
     def write(self, groups: Mapping[str, Mapping[str, Any]]) -> Path:
         """Write everything logged so far + the property groups as the next version; register it."""
-        import rerun as rr
-
         path = self.ws.next_version_path(self.runs_dataset, schema.BASE_LAYER, self.run_id)
         with atomic_path(path) as tmp:
             rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.run_id, send_properties=True)
@@ -153,8 +153,6 @@ def chunk_strips(predicted: np.ndarray, target: np.ndarray, mask: np.ndarray | N
 
 def _log_lanes(rec, base: str, joint_names: Sequence[str]) -> None:
     """Static lane separators and joint labels of one chunk view (drawn under every epoch's chunks)."""
-    import rerun as rr
-
     n = len(joint_names)
     rec.log(f"{base}/chunk/lanes", rr.LineStrips2D([[[0.0, j * LANE], [CHUNK_WIDTH, j * LANE]] for j in range(n + 1)],
                                                     colors=[LANE_COLOR] * (n + 1), radii=0.08, draw_order=0.0), static=True)
@@ -163,8 +161,6 @@ def _log_lanes(rec, base: str, joint_names: Sequence[str]) -> None:
 
 
 def _log_sample(rec, smp: Mapping[str, Any]) -> None:
-    import rerun as rr
-
     base = sample_path(smp["split"], smp["k"])
     rec.set_time(schema.STEP_TIMELINE, sequence=int(smp["step"]))
     rec.set_time(schema.EPOCH_TIMELINE, sequence=int(smp["epoch"]))
@@ -185,8 +181,6 @@ def run_blueprint(samples: int, *, image: bool = False):
     """Loss curves (per epoch), learning rate, gradient norm and the run summary on top; below, for the training
     and the holdout samples, the predicted vs target chunk above the inputs the network saw. The time panel
     starts on the `epoch` timeline, so every view has data without touching anything."""
-    import rerun.blueprint as rrb
-
     curves = rrb.Horizontal(
         rrb.TimeSeriesView(origin="/", contents=[schema.TRAIN_EPOCH_LOSS, schema.HOLDOUT_LOSS], name="train / holdout loss per epoch"),
         rrb.TimeSeriesView(origin=schema.TRAIN_LR, name="learning rate"),

@@ -296,6 +296,15 @@ class SuccessTracker:
         self.steps += 1
 
     def _watch_events(self, step, contacts, any_finger, right, left, cube_xy, grippers, commands, reach=None) -> None:
+        before_grasp = not self._held  # no gripper has held it yet (a swing's momentary squeeze is no grasp)
+        self._watch_contacts(step, contacts, any_finger)
+        if cube_xy is not None:
+            self._watch_cube(step, cube_xy, before_grasp)
+        if grippers is not None:
+            self._watch_grippers(step, right, left, grippers, commands, reach, before_grasp)
+
+    def _watch_contacts(self, step, contacts, any_finger) -> None:
+        """Runs of robot contact with the cube (any link, and links other than the fingers)."""
         robot = any_finger or contacts.get("other", False)
         if contacts.get("other", False):
             if self._link_run is None or self._last_link_touch is None or step - self._last_link_touch > CONTACT_GAP:
@@ -306,41 +315,44 @@ class SuccessTracker:
             if self._contact_run is None or self._last_contact is None or step - self._last_contact > CONTACT_GAP:
                 self._contact_run = step
             self._last_contact = step
-        before_grasp = not self._held  # no gripper has held it yet (a swing's momentary squeeze is no grasp)
-        if cube_xy is not None:
-            if self._start_xy is None:
-                self._start_xy = cube_xy
-            if self._prev_xy is not None and _dist(cube_xy, self._prev_xy) > MOVE_STEP:
-                if self._motion_run is None or self._last_motion is None or step - self._last_motion > CONTACT_GAP:
-                    self._motion_run = step
-                self._last_motion = step
-            self._prev_xy = cube_xy
-            moved = _dist(cube_xy, self._start_xy)
-            if moved > MOVE_NOISE:
-                self._moved = True
-                if before_grasp and self._disturbed is None:
-                    # the first contact that started moving it: the touch or the motion in progress, whichever began first
-                    starts = [run for run, last in ((self._contact_run, self._last_contact), (self._motion_run, self._last_motion))
-                              if run is not None and last is not None and step - last <= CONTACT_GAP]
-                    self._disturbed = min(starts) if starts else step
-            if before_grasp and self._knocked is None and moved > KNOCK_DISTANCE:
-                self._knocked = self._disturbed if self._disturbed is not None else step
-        if grippers is not None:
-            g_right, g_left = grippers
-            c_right, c_left = commands if commands is not None else (0.0, 0.0)
-            if g_right > GRIPPER_OPEN:
-                self._right_open = True
-            elif self._right_open and g_right < GRIPPER_ON_CUBE and c_right < GRIPPER_ON_CUBE:
-                self._right_open = False
-                at_cube = reach is None or reach <= CLOSE_REACH  # closing far from the cube is not an attempt at it
-                if before_grasp and not right and at_cube and self._closed_on_air is None:
-                    self._closed_on_air = step
-            if g_left > GRIPPER_OPEN:
-                self._left_open = True
-            elif self._left_open and g_left < GRIPPER_ON_CUBE and c_left < GRIPPER_ON_CUBE:
-                self._left_open = False
-                if not left and self._left_closed_empty is None and self.stage >= 2:
-                    self._left_closed_empty = step
+
+    def _watch_cube(self, step, cube_xy, before_grasp: bool) -> None:
+        """The cube's motion: runs of movement, moved at all, disturbed and knocked before any grasp."""
+        if self._start_xy is None:
+            self._start_xy = cube_xy
+        if self._prev_xy is not None and _dist(cube_xy, self._prev_xy) > MOVE_STEP:
+            if self._motion_run is None or self._last_motion is None or step - self._last_motion > CONTACT_GAP:
+                self._motion_run = step
+            self._last_motion = step
+        self._prev_xy = cube_xy
+        moved = _dist(cube_xy, self._start_xy)
+        if moved > MOVE_NOISE:
+            self._moved = True
+            if before_grasp and self._disturbed is None:
+                # the first contact that started moving it: the touch or the motion in progress, whichever began first
+                starts = [run for run, last in ((self._contact_run, self._last_contact), (self._motion_run, self._last_motion))
+                          if run is not None and last is not None and step - last <= CONTACT_GAP]
+                self._disturbed = min(starts) if starts else step
+        if before_grasp and self._knocked is None and moved > KNOCK_DISTANCE:
+            self._knocked = self._disturbed if self._disturbed is not None else step
+
+    def _watch_grippers(self, step, right, left, grippers, commands, reach, before_grasp: bool) -> None:
+        """Grippers closing on nothing: the right one at the cube before any grasp, the left one from stage 2 on."""
+        g_right, g_left = grippers
+        c_right, c_left = commands if commands is not None else (0.0, 0.0)
+        if g_right > GRIPPER_OPEN:
+            self._right_open = True
+        elif self._right_open and g_right < GRIPPER_ON_CUBE and c_right < GRIPPER_ON_CUBE:
+            self._right_open = False
+            at_cube = reach is None or reach <= CLOSE_REACH  # closing far from the cube is not an attempt at it
+            if before_grasp and not right and at_cube and self._closed_on_air is None:
+                self._closed_on_air = step
+        if g_left > GRIPPER_OPEN:
+            self._left_open = True
+        elif self._left_open and g_left < GRIPPER_ON_CUBE and c_left < GRIPPER_ON_CUBE:
+            self._left_open = False
+            if not left and self._left_closed_empty is None and self.stage >= 2:
+                self._left_closed_empty = step
 
     def _advance_stage(self, step: int, cube_z: float, contacts: Mapping[str, bool], left: bool, right: bool, held: bool) -> None:
         high = cube_z > self.min_height
