@@ -20,7 +20,7 @@ Points (grep ``faults.point(`` for the list)::
     train.registered    train: the run's final recording version registered, run.json not yet updated
 
 Adding a stage (train, evaluate): call ``faults.point("<stage>.<moment>")`` at its
-commit points and add the points to ``tests/test_faults.py``'s table of commands.
+commit points and add the points to ``tests/reliability/test_faults.py``'s table of commands.
 """
 
 from __future__ import annotations

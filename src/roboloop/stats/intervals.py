@@ -69,7 +69,7 @@ def newcombe_paired_diff(both: int, only1: int, only2: int, neither: int, confid
     are no discordant pairs ((15, 0, 0, 15) gave [0, 0]) and its exact coverage fell to
     0.68 at n = 20. With the corrected phi the exact coverage, enumerated over every
     outcome on a grid of cell probabilities, has a minimum of 0.91 and a mean of 0.955 at
-    n = 20 (0.86 and 0.96 at n = 10; ``tests/test_hostile_inputs.py`` enumerates it).
+    n = 20 (0.86 and 0.96 at n = 10; ``tests/reliability/test_hostile_inputs.py`` enumerates it).
     Like every asymptotic interval it does not reach the nominal level at every setting;
     the dips are at the edges (a kind of pair that never occurs).
     """

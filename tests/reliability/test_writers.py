@@ -22,7 +22,7 @@ from roboloop.workspace import Workspace, WorkspaceBusyError, atomic_path
 
 DS = "rel"
 STREAMS = {schema.JOINT_POSITIONS: (50.0, 14)}
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def add_episodes(ws, synthetic_episode, items, dataset=DS):

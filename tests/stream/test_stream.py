@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.episodes import write_synthetic_episode
 from roboloop import schema
 from roboloop.catalog.client import Catalog
 from roboloop.stream import EpisodeStream, Field, MissingFieldError, UnknownEntityError
 from roboloop.workspace import Workspace
+from tests.fixtures.episodes import write_synthetic_episode
 
 DS = "streamtest"
 CAM = "/cameras/top"
@@ -357,8 +357,8 @@ def test_jpeg_encoded_images(tmp_path):
     import rerun as rr
     from PIL import Image
 
-    from fixtures.episodes import _test_frame
     from roboloop.record.episode import EpisodeRecorder
+    from tests.fixtures.episodes import _test_frame
 
     ws = Workspace(tmp_path / "ws")
     frames = [_test_frame(i, W, H) for i in range(10)]

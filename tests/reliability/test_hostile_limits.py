@@ -29,7 +29,7 @@ from roboloop.config import ConfigError
 from roboloop.evaluate.run import EvalConfig, EvaluateError, parse_grid
 from roboloop.workspace import CATALOG_LOCK, TEMP_MARKER, Workspace
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 LIMIT = schema.MAX_EPISODES_PER_RUN
 
 

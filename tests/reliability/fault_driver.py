@@ -1,8 +1,8 @@
-"""Runs one roboloop stage in its own process for tests/test_faults.py and prints an `ACK` line for every
+"""Runs one roboloop stage in its own process for tests/reliability/test_faults.py and prints an `ACK` line for every
 write the stage has acknowledged (returned to its caller), so a kill -9 at any moment tells the test
 exactly which writes must survive.
 
-    python tests/fault_driver.py WORKSPACE collect|refine|flag|curate|train|train-long|resume|eval-workers TAG
+    python tests/reliability/fault_driver.py WORKSPACE collect|refine|flag|curate|train|train-long|resume|eval-workers TAG
 
 Kill points come from `ROBOLOOP_FAULT` (see `roboloop.faults`). `train` trains a tiny mlp on every
 episode (selection `train-all`, saved by the test beforehand) and acknowledges the finished run with the sha256

@@ -19,7 +19,7 @@ from roboloop.catalog.server import ServerLock, ServerRunningError, live_server,
 from roboloop.cli import app
 from roboloop.workspace import Workspace
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,7 @@ from roboloop.cli import app
 from roboloop.interop import LeRobotFormatError, export_lerobot
 from roboloop.workspace import Workspace, atomic_path, check_checksum, checksum_record_path
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

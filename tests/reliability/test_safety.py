@@ -26,7 +26,7 @@ from roboloop.predicate import PredicateTypeError, UnknownColumnError, select_id
 from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import TEMP_MARKER, Workspace
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def cli(ws: Workspace, *args: str):

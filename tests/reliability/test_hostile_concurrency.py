@@ -38,7 +38,7 @@ from roboloop.evaluate.run import (
 from roboloop.workspace import WRITER_EVAL, WRITER_RUN, Workspace
 
 HERE = Path(__file__).resolve().parent
-SRC = str(HERE.parent / "src")
+SRC = str(HERE.parents[1] / "src")
 GRID = "region=default,right"
 
 
@@ -156,7 +156,7 @@ def test_sigterm_interrupts_an_evaluation_and_its_workers_stop(tmp_path):
 # --- item 7: a run's process is its lock --------------------------------------------------------------------
 
 def _synthetic_selection(tmp_path) -> Workspace:
-    from test_train import make_dataset, small_cfg
+    from tests.train.test_train import make_dataset, small_cfg
 
     ws = Workspace(tmp_path / "ws")
     with Catalog(ws, url="") as cat:
@@ -222,7 +222,7 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
 
 def test_non_finite_loss_stops_the_run_failed(tmp_path):
     from roboloop.train import TrainError, run_info, train
-    from test_train import make_dataset, small_cfg
+    from tests.train.test_train import make_dataset, small_cfg
 
     ws = Workspace(tmp_path / "ws")
     with Catalog(ws, url="") as cat:

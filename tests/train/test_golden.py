@@ -16,7 +16,7 @@ import torch
 
 from roboloop.train import train
 from roboloop.train.loop import MODEL_FILE, sha256_file
-from test_train import make_dataset, small_cfg
+from tests.train.test_train import make_dataset, small_cfg
 
 TORCH = "2.13.0+cpu"
 GOLDEN = {

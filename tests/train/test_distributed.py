@@ -12,7 +12,7 @@ import torch
 
 from roboloop import schema
 from roboloop.train import train
-from test_train import DS, make_dataset, small_cfg
+from tests.train.test_train import DS, make_dataset, small_cfg
 
 WORLD = 2
 WORKERS = 2

@@ -22,7 +22,7 @@ from roboloop.workspace import Workspace
 
 pytestmark = pytest.mark.sim
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 DS = "remote"
 
 

@@ -1,6 +1,6 @@
 """Fault injection (issue 13): kill -9 inside writes, restart, nothing acknowledged is lost, nothing corrupt.
 
-Each stage command runs in its own process (`tests/fault_driver.py`, which prints an `ACK` line for
+Each stage command runs in its own process (`tests/reliability/fault_driver.py`, which prints an `ACK` line for
 every write its stage acknowledged). Per command: one clean run with `ROBOLOOP_FAULT_TRACE` (it
 records which kill points the command passes and how often), then runs killed with SIGKILL at
 seeded random (point, k-th hit) choices from that trace (`ROBOLOOP_FAULT=point:k`, see
@@ -45,7 +45,7 @@ from roboloop.faults import ENV_FAULT, ENV_TRACE
 from roboloop.workspace import Workspace, check_checksum, is_temp_file
 
 HERE = Path(__file__).resolve().parent
-SRC = str(HERE.parent / "src")
+SRC = str(HERE.parents[1] / "src")
 DS = "f"
 SEED = 13
 
