@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from roboloop import schema
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
+from roboloop.cli.loop_cmds import collect_plan_command
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
+from roboloop.config import resolve
 from roboloop.envs.aloha import conditions as _cond
+from roboloop.envs.aloha.conditions import SceneConditions
 
 DEFAULT_EPISODES = 10
 
@@ -38,15 +42,8 @@ def collect_cmd(
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
     if plan is not None:
-        from roboloop.cli.loop_cmds import collect_plan_command
-
         collect_plan_command(plan, workers=workers or 1, steps=steps)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from roboloop.config import resolve
-    from roboloop.envs.aloha import SceneConditions
-
     with user_input():
         size = parse_size(camera_size) if camera_size else (None, None)
         spec = dict(cameras=parse_cameras(cameras) if cameras is not None else None, width=size[0], height=size[1],

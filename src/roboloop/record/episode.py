@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import roboloop
 from roboloop import schema
 from roboloop.workspace import atomic_path
 
@@ -44,8 +45,6 @@ def provenance() -> dict[str, Any]:
 
 @functools.cache
 def _provenance_cached() -> tuple[tuple[str, Any], ...]:
-    import roboloop
-
     commit, dirty = git_state(Path(roboloop.__file__).resolve().parent)
     version = roboloop.__version__
     if commit is not None:

@@ -22,15 +22,26 @@ re-judged outcome is always the judgement of exactly the recorded motion.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import rerun as rr
 
 from roboloop import faults, rows, schema
+from roboloop.collect.run import outcome_properties
+from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.env import AlohaSim
+from roboloop.envs.aloha.recording import outcome_markdown
+from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessTracker
 from roboloop.errors import RoboloopError
+from roboloop.evaluate.index import BASE_GROUPS
+from roboloop.evaluate.index import read as read_index
+from roboloop.record.episode import write_layer_version
+from roboloop.refine.layers import read_streams
 
 __all__ = ["REPLAY_TOLERANCE", "ReplayMismatch", "ReoutcomeError", "ReoutcomeReport", "judge_replay", "reoutcome"]
 
@@ -56,10 +67,6 @@ class ReoutcomeReport:
 
 
 def _conditions(row: Mapping[str, Any]):
-    import dataclasses
-
-    from roboloop.envs.aloha.conditions import SceneConditions
-
     names = {f.name for f in dataclasses.fields(SceneConditions)}
     cond = {k.split(".", 1)[1]: v for k, v in row.items()
             if k.startswith(f"{schema.SCENE}.") and k.split(".", 1)[1] in names and v is not None}
@@ -73,8 +80,6 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
     With `positions` / `cube` (the recorded joint positions and cube pose, one row per step,
     observed before each action) every step is checked: a divergence raises ReplayMismatch.
     """
-    from roboloop.envs.aloha.success import SuccessTracker
-
     sim.reset(int(seed), conditions)
     tracker = SuccessTracker()
     for k in range(len(targets)):
@@ -111,15 +116,6 @@ def reoutcome(
     batch in flight, and a re-run re-judges any segment whose catalog or index still holds
     an older judgement. The base files are only read.
     """
-    import rerun as rr
-
-    from roboloop.collect.run import outcome_properties
-    from roboloop.envs.aloha.recording import outcome_markdown
-    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
-    from roboloop.evaluate import index as episode_index
-    from roboloop.record.episode import write_layer_version
-    from roboloop.refine.layers import read_streams
-
     ws = catalog.workspace
     if dataset not in ws.datasets():
         raise ReoutcomeError(f"no dataset {dataset!r} in {ws.root}; datasets: {', '.join(ws.datasets()) or '(none)'}")
@@ -142,7 +138,7 @@ def reoutcome(
             raise ReoutcomeError(f"no segment(s) {', '.join(sorted(missing))} in {dataset}")
         table = [r for r in table if r["segment_id"] in wanted]
     indexed = rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir()  # evaluation datasets keep an index
-    index_rows = {r["segment_id"]: r for r in episode_index.read(ws, dataset)} if indexed else {}
+    index_rows = {r["segment_id"]: r for r in read_index(ws, dataset)} if indexed else {}
     if not all_segments:
         def version(r: Mapping[str, Any]) -> int:  # the older of the catalog's and the index's judgement
             v = int(r.get(ver_col) or 1)
@@ -188,7 +184,7 @@ def reoutcome(
                     sid = r["segment_id"]
                     if sid in report.judged and indexed:
                         base = index_rows.get(sid) or {k: v for k, v in r.items()
-                                                       if k == "segment_id" or k.partition(".")[0] in episode_index.BASE_GROUPS}
+                                                       if k == "segment_id" or k.partition(".")[0] in BASE_GROUPS}
                         merged = {**base, **{f"{schema.OUTCOME}.{k}": v for k, v in report.judged[sid].items()}}
                         rows.write_row(ws, schema.rollout_index_table(dataset), sid, merged)
                 catalog.register_files(dataset, paths, layer=schema.OUTCOME_LAYER, validate=False)
@@ -218,8 +214,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _replay(sims: dict[str, Any], row: Mapping[str, Any], streams) -> tuple[Any, float]:
-    from roboloop.envs.aloha import AlohaSim
-
     sid = row["segment_id"]
     seed = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")
     task = row.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or "transfer_cube"

@@ -72,6 +72,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from roboloop.catalog.client import UnknownDatasetError
 from roboloop.stream import decode as _decode
 from roboloop.stream.blocks import BlockFetcher, BlockMaterializer
 from roboloop.stream.config import StreamConfig
@@ -300,8 +301,6 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 self._client = CatalogClient(self.url)
             names = self._client.dataset_names()
             if self.dataset_name not in names:
-                from roboloop.catalog.client import UnknownDatasetError
-
                 raise UnknownDatasetError(self.dataset_name, sorted(names))
             self._entry = self._client.get_dataset(self.dataset_name)
         return self._entry
