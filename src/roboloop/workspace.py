@@ -522,7 +522,7 @@ class Workspace:
     def gc(self, in_use: Iterable[Path], *, force: bool = False) -> tuple[int, int]:
         """`roboloop gc`: `collect_garbage(in_use)` if no catalog process runs over the workspace; (versions, temp files) removed.
 
-        `in_use` is what a restore registers now (`catalog_restore.usable_versions` computes it
+        `in_use` is what a restore registers now (`roboloop.catalog.restore.usable_versions` computes it
         without a server). Raises `WorkspaceBusyError` while another process holds a catalog on
         it (it may still read an old version), unless `force`.
         """

@@ -1,10 +1,10 @@
 """Coverage gaps: why does a cell of the evaluation grid fail, and what to collect next.
 
 Pure functions over plain rows (lists of dicts or ``pyarrow.Table`` with the friendly
-segment-table columns), plus one thin glue function :func:`gaps` that reads an
-evaluation, its training run and both segment tables from the catalog. The lead folds
-this module into ``analyze.py``; the names :func:`coverage`, :func:`gaps` and
-:func:`make_plan` (alias ``plan``) are the agreed ``analyze`` interface.
+segment-table columns), plus thin glue that reads the catalog: :func:`gaps` reads an
+evaluation, its training run and both segment tables; :func:`nearest_training` finds each
+failure's nearest training episode. The entry points are :func:`coverage`, :func:`gaps`
+and :func:`make_plan` (alias ``plan``), which builds a :class:`roboloop.collect.plan.Plan`.
 
 **Coverage is measured on start states, not on labels** (DESIGN.md). A rollout's start
 state is the cube's sampled pose ``(scene.cube_x, scene.cube_y, scene.cube_yaw_deg)``;
@@ -597,7 +597,7 @@ def make_plan(
 
 
 plan = make_plan
-"""The agreed `analyze.plan(...)` name."""
+"""Another name for :func:`make_plan`: ``plan(report, budget)`` reads as what it returns."""
 
 
 # --- glue: the catalog -----------------------------------------------------------------------

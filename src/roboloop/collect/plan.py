@@ -1,8 +1,8 @@
 """Collection plans: which scene conditions to demonstrate next, and how many episodes of each.
 
 "Plans belong to collect" (DESIGN.md): this module defines the plan type, its TOML file
-format and its execution; ``analyze`` builds plans with it (``analyze_gaps.make_plan``),
-and this module never imports ``analyze``. The lead folds it into ``collect``.
+format and its execution; ``analyze`` builds plans with it (``roboloop.analyze.gaps.make_plan``),
+and this module never imports ``analyze``.
 
 A plan file::
 
