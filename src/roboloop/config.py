@@ -63,6 +63,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomli_w
+
 from roboloop.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "check", "field_docs", "load_config", "override", "resolve"]
@@ -131,8 +133,6 @@ class Config:
         return cls.from_dict(data)
 
     def to_toml(self) -> str:
-        import tomli_w
-
         defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         for name, value in self.to_dict().items():
             if value is None and defaults.get(name) is not None:

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from roboloop import rows, schema
 from roboloop.collect.run import (
     _SEED_IN_ID,
@@ -276,8 +278,6 @@ class Plan:
     def to_toml(self) -> str:
         """TOML text: top-level keys, then one `[[items]]` (with its `[items.conditions]`) per item and
         one `[[suggestions]]` per suggestion; every value is written by tomli-w."""
-        import tomli_w
-
         d = self.to_dict()
         parts = [tomli_w.dumps({k: v for k, v in d.items() if k not in ("items", "suggestions")})]
         for it in d["items"]:
