@@ -53,13 +53,17 @@ import ast
 import dataclasses
 import inspect
 import json
+import os
 import textwrap
 import tomllib
 import types
 import typing
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import tomli_w
 
 from roboloop.errors import ConfigError
 
@@ -129,8 +133,6 @@ class Config:
         return cls.from_dict(data)
 
     def to_toml(self) -> str:
-        import tomli_w
-
         defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         for name, value in self.to_dict().items():
             if value is None and defaults.get(name) is not None:
@@ -146,14 +148,21 @@ class Config:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> Path:
-        """Write as TOML (`.toml`) or JSON (anything else), atomically."""
-        from roboloop.workspace import atomic_path
-
+        """Write as TOML (`.toml`) or JSON (anything else), atomically: a temporary file next to
+        `path`, flushed to disk, renamed onto `path` (a failed write leaves `path` as it was)."""
         path = Path(path)
         text = self.to_toml() if path.suffix == ".toml" else self.to_json() + "\n"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(text)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "x") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     def replace(self: C, **changes: Any) -> C:

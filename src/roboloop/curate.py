@@ -36,7 +36,7 @@ Decisions:
   The uniqueness check runs under the workspace lock `selections`, so two concurrent
   first saves of one name cannot both succeed, and saves of different names never lose
   each other (each writes its own file). An old workspace's Lance `selections` table is
-  migrated to row files at the next start (`catalog_restore.migrate_lance_tables`).
+  migrated to row files at the next start (`roboloop.catalog.restore.migrate_lance_tables`).
 - **Digest.** SHA-256 over the dataset name and the train and holdout id lists (in
   order), so two selections with the same digest train and evaluate on the same episodes.
 """

@@ -26,15 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roboloop import report, schema
-from roboloop.analyze import gaps as analyze_gaps
-from roboloop.analyze import rollouts as analyze
+from roboloop import curate, schema
+from roboloop.analyze.gaps import gaps, make_plan
+from roboloop.analyze.rollouts import compare, failures, representative_failure, rollout_table, success_by
 from roboloop.catalog.client import Catalog
-from roboloop.collect import plan
-from roboloop.collect import run as collect
+from roboloop.catalog.links import segment_url
+from roboloop.collect.plan import execute_plan, plan_summary, save_plan
+from roboloop.collect.run import CollectConfig, collect
 from roboloop.config import Config, ConfigError, check
-from roboloop.evaluate.run import parse_grid
-from roboloop.refine import layers as refine
+from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.recording import RecordingSpec
+from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, parse_grid
+from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_rows
+from roboloop.refine.layers import flag, refine
+from roboloop.report import write_report
+from roboloop.stats.sequential import SequentialConfig
+from roboloop.train import TrainConfig, list_runs, load_config, train
 
 COVERED = {"yaw": "none"}
 """The demonstrated corner: every demonstration has the cube at yaw 0 (the planted gap is the rest of the yaw axis)."""
@@ -118,14 +125,10 @@ Progress = Callable[[str, int, int], None]
 
 
 def _covered_conditions(cfg: DemoConfig):
-    from roboloop.envs.aloha import SceneConditions
-
     return tuple(SceneConditions.from_names(**COVERED, lighting=light) for light in CONTROL_LIGHTINGS)
 
 
 def _spec(cfg: DemoConfig):
-    from roboloop.envs.aloha.recording import RecordingSpec
-
     w, h = cfg.camera_size
     return RecordingSpec(cameras=cfg.cameras, width=w, height=h)
 
@@ -143,8 +146,6 @@ def _count_covered_demos(catalog: Catalog, dataset: str) -> int:
 
 def _selection(catalog: Catalog, cfg: DemoConfig, name: str, say: Say):
     """Load the selection `name` if a demo made it before, else run the query and save it."""
-    from roboloop import curate
-
     try:
         sel = curate.load(catalog, name)
         say(f"      {name}: reusing the saved selection ({len(sel.train_ids)} train / {len(sel.holdout_ids)} holdout)")
@@ -158,8 +159,6 @@ def _selection(catalog: Catalog, cfg: DemoConfig, name: str, say: Say):
 
 def _train(catalog: Catalog, cfg: DemoConfig, sel, like: str | None, say: Say, progress: Progress, label: str) -> str:
     """Train on `sel` (with `like`'s exact config when given) unless a finished run on the same ids exists."""
-    from roboloop.train import TrainConfig, list_runs, load_config, train
-
     for info in list_runs(catalog.workspace):
         if info.get("selection") == sel.name and info.get("selection_digest") == sel.digest and info.get("status") == "finished":
             say(f"      reusing finished run {info['run_id']} (same selection and ids)")
@@ -182,8 +181,6 @@ def _train(catalog: Catalog, cfg: DemoConfig, sel, like: str | None, say: Say, p
 
 
 def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str, Any] | None:
-    from roboloop.evaluate.run import list_evals
-
     for row in reversed(list_evals(catalog.workspace, cfg.dataset)):
         if (row.get("policy") == run_id and row.get("grid") == grid.to_dict() and row.get("status") == "finished"
                 and int(row.get("episodes_per_cell", 0)) >= cfg.episodes_per_cell):
@@ -192,15 +189,11 @@ def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str
 
 
 def _eval_config(cfg: DemoConfig, run_id: str, grid, **kw):
-    from roboloop.evaluate.run import EvalConfig
-
     return EvalConfig(dataset=cfg.dataset, policy=run_id, grid=grid, episodes_per_cell=cfg.episodes_per_cell,
                       workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.camera_size, steps=cfg.steps, **kw)
 
 
 def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, progress: Progress, label: str) -> str:
-    from roboloop.evaluate.run import evaluate
-
     row = _find_eval(catalog, cfg, run_id, grid)
     if row:
         say(f"      reusing finished evaluation {row['eval_id']}")
@@ -218,8 +211,6 @@ def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, pr
 
 
 def _rollouts(catalog: Catalog, cfg: DemoConfig, eval_id: str):
-    from roboloop.analyze.rollouts import rollout_table
-
     return rollout_table(catalog, schema.evals_dataset(cfg.dataset), [eval_id])
 
 
@@ -299,7 +290,7 @@ class _DemoRun:
             f"{have} already in '{ds}'")
         say(f"       $ roboloop collect --dataset {ds} --episodes {cfg.demos // 2} --yaw none --lighting normal   (and --lighting dim)")
         if missing:
-            rep = collect.collect(self.catalog, collect.CollectConfig(dataset=ds, episodes=missing, conditions=_covered_conditions(cfg),
+            rep = collect(self.catalog, CollectConfig(dataset=ds, episodes=missing, conditions=_covered_conditions(cfg),
                                                                       workers=cfg.workers, spec=_spec(cfg), steps=cfg.steps),
                                   on_result=self._counter("collect", missing))
             out.collected, out.successes = len(rep.results), rep.successes
@@ -307,7 +298,7 @@ class _DemoRun:
 
     # 2. refine -----------------------------------------------------------------------------------
     def refine(self) -> None:
-        rr = refine.refine(self.catalog, self.ds)
+        rr = refine(self.catalog, self.ds)
         self.say(f"[2/12] refine: signals for {len(rr.computed)} new episode(s) in layer '{schema.SIGNALS_LAYER}'   $ roboloop refine --dataset {self.ds}")
 
     # 3. curate v1 ----------------------------------------------------------------------------------
@@ -335,14 +326,14 @@ class _DemoRun:
     # 6. success by condition ---------------------------------------------------------------------
     def success_v1(self, eval1: str):
         rows1 = _rollouts(self.catalog, self.cfg, eval1)
-        self.out.success_by["v1"] = analyze.success_by(rows1, self.by)
+        self.out.success_by["v1"] = success_by(rows1, self.by)
         self.say(f"[6/12] success by condition (v1)   $ roboloop success --dataset {self.evals_ds} --eval {eval1} --by {','.join(self.by)}")
         _print_success(self.out.success_by["v1"], self.by, self.say)
         return rows1
 
     # 7. gaps ---------------------------------------------------------------------------------------
     def gaps(self, eval1: str):
-        gap = analyze_gaps.gaps(self.catalog, eval1)
+        gap = gaps(self.catalog, eval1)
         self.out.gaps = gap.rows()
         self.say(f"[7/12] gaps: cells ranked by the data (nothing told where the gap is)   $ roboloop gaps --eval {eval1}")
         for c in gap.cells:
@@ -353,23 +344,23 @@ class _DemoRun:
     # 8. plan and targeted collection ---------------------------------------------------------------
     def plan_and_collect(self, gap, eval1: str) -> None:
         cfg, ds, say, catalog = self.cfg, self.ds, self.say, self.catalog
-        the_plan = analyze_gaps.make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
+        the_plan = make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
         self.out.plan = the_plan.name
         plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
-        plan.save_plan(catalog.workspace, the_plan, plan_file)
+        save_plan(catalog.workspace, the_plan, plan_file)
         say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
             f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
-        for line in plan.plan_summary(the_plan):
+        for line in plan_summary(the_plan):
             say(f"      {line}")
         if the_plan.total:
-            run = plan.execute_plan(catalog, the_plan, workers=cfg.workers, on_result=self._counter("collect (plan)", the_plan.total),
+            run = execute_plan(catalog, the_plan, workers=cfg.workers, on_result=self._counter("collect (plan)", the_plan.total),
                                     spec=_spec(cfg), steps=cfg.steps)
             self.out.plan_collected = len(run.new_segment_ids)
             if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
-                refine.flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
+                flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
             say(f"      collected {self.out.plan_collected} new demonstration(s) ({run.successes} successful)"
                 + (f"; {len(run.failed_segment_ids)} failed and were flagged" if run.failed_segment_ids else ""))
-        refine.refine(catalog, ds)
+        refine(catalog, ds)
 
     # 9. the same query, re-run -------------------------------------------------------------------
     def curate_v2(self, sel1):
@@ -398,14 +389,14 @@ class _DemoRun:
             eval2 = _evaluate(self.catalog, cfg, run2, self.grid, self.say, self.progress, "v2")
         self.out.evals["v2"] = eval2
         rows2 = _rollouts(self.catalog, cfg, eval2)
-        self.out.success_by["v2"] = analyze.success_by(rows2, self.by)
+        self.out.success_by["v2"] = success_by(rows2, self.by)
         _print_success(self.out.success_by["v2"], self.by, self.say)
         return eval2, rows2
 
     # 12. compare, open the worst failure, report ---------------------------------------------------
     def compare_and_report(self, eval1: str, rows1, eval2: str, rows2) -> None:
         out, say = self.out, self.say
-        out.comparison = analyze.compare(rows1, rows2)
+        out.comparison = compare(rows1, rows2)
         say(f"[12/12] compare v1 -> v2 (paired on shared seeds, exact McNemar, Holm)   $ roboloop compare {eval1} {eval2}")
         for r in out.comparison:
             p = r.get("p_holm") if r.get("p_holm") is not None else r.get("p")
@@ -421,16 +412,12 @@ class _DemoRun:
                 say(f"        live (while this catalog runs): {w['url']}")
         path = Path(self.cfg.report)
         path = path if path.is_absolute() else self.catalog.workspace.root / path
-        out.report = report.write_report(self.catalog, [eval1, eval2], path, labels=["v1", "v2"])
+        out.report = write_report(self.catalog, [eval1, eval2], path, labels=["v1", "v2"])
         say(f"      report: {out.report}   $ roboloop report --eval {eval1} --eval {eval2} -o report.html")
 
 
 def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:
     """v2 against v1 sequentially (stops per cell when decided), then topped up to the fixed grid."""
-    from roboloop.evaluate.run import eval_row, evaluate
-    from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_rows
-    from roboloop.stats.sequential import SequentialConfig
-
     row = _find_eval(catalog, cfg, run2, grid)
     if row:
         say(f"[11/12] evaluate v2: reusing finished evaluation {row['eval_id']}")
@@ -464,16 +451,13 @@ def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str |
 
 def _worst_failure(catalog, evals_ds: str, rows, by_cell: list[dict[str, Any]], by: list[str]) -> dict[str, Any] | None:
     """The representative of the largest failure mode of the worst cell (lowest success), with the
-    command and live URL that open it at its moment (`analyze.representative_failure`)."""
-    from roboloop.analyze import rollouts as analyze
-    from roboloop.catalog import links
-
-    fails = analyze.failures(rows, dataset=evals_ds, url_for=lambda sid, at: links.segment_url(catalog, evals_ds, sid, at))
+    command and live URL that open it at its moment (`representative_failure`)."""
+    fails = failures(rows, dataset=evals_ds, url_for=lambda sid, at: segment_url(catalog, evals_ds, sid, at))
     if not fails:
         return None
     worst = min(by_cell, key=lambda r: (r["rate"], -r["n"])) if by_cell else None
     pick = [f for f in fails if worst and all(f.get(b) == worst[b] for b in by)] or fails
-    f = analyze.representative_failure(pick)
+    f = representative_failure(pick)
     if f is None:
         return None
     f["where"] = ", ".join(f"{b.split('.')[-1]}={f.get(b)}" for b in by)

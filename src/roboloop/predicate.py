@@ -51,6 +51,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+from datafusion import SessionContext
 
 from roboloop import schema
 from roboloop.errors import RoboloopError
@@ -578,8 +579,6 @@ def select_ids(
     Without an order, ids come sorted by segment id; an order is tie-broken by segment id,
     so the result is deterministic.
     """
-    from datafusion import SessionContext
-
     columns = table.column_names
     clauses = []
     where = given_where(where)

@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from roboloop import schema
 from roboloop.workspace import Workspace, atomic_write_text, is_temp_file
 
@@ -174,8 +176,6 @@ def row_tables(workspace: Workspace) -> list[str]:
 
 def to_arrow(rows: list[dict[str, Any]], arrow_schema=None):
     """Rows as an Arrow table (columns inferred unless `arrow_schema` is given); private fields dropped."""
-    import pyarrow as pa
-
     clean = [{k: v for k, v in r.items() if k not in (DELETED_FIELD, WRITTEN_FIELD, CREATED_FIELD)} for r in rows]
     if arrow_schema is not None:
         return pa.Table.from_pylist(clean, schema=arrow_schema)

@@ -94,7 +94,7 @@ QUALITY_FLAGGED = "flagged"  # bool: left out of selections unless asked for
 QUALITY_REASON = "reason"  # why it was flagged (or unflagged)
 QUALITY_FLAGGED_AT = "flagged_at"  # ISO time of the verdict
 
-# `signals` group (refine computes them into the signals layer; the definitions live in refine.py)
+# `signals` group (refine computes them into the signals layer; the definitions live in refine/layers.py)
 SIGNAL_DURATION_S = "duration_s"
 SIGNAL_ARM_ACTIVITY_LEFT = "arm_activity_left"
 SIGNAL_ARM_ACTIVITY_RIGHT = "arm_activity_right"
@@ -345,7 +345,7 @@ EVAL_SEQUENTIAL = "sequential"
 """Key of the sequential result in an evals row: SequentialDriver.result() (per cell: decision, n, decided_at, stop_round, ci)."""
 
 # --- evaluate ---------------------------------------------------------------------------------
-# (evaluate.py writes them; analyze.py reads them)
+# (evaluate/ writes them; analyze/ reads them)
 SCENE_YAW = "yaw"  # canonical yaw preset of the episode's conditions ("none", "small", "any", or "custom")
 SCENE_CUBE_X = "cube_x"  # sampled cube start x (m, world)
 SCENE_CUBE_Y = "cube_y"  # sampled cube start y (m, world)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+import av
 import numpy as np
 
 DEFAULT_GOP = 25  # one keyframe per second at the default 25 Hz camera rate
@@ -29,8 +30,6 @@ class H264Encoder:
     """Encode RGB frames (H x W x 3 uint8) to H.264 samples, one sample per frame, in order."""
 
     def __init__(self, width: int, height: int, fps: int, *, gop: int = DEFAULT_GOP, crf: int = DEFAULT_CRF) -> None:
-        import av
-
         if width % 2 or height % 2:
             raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {width}x{height}")
         self.width, self.height = width, height
@@ -57,8 +56,6 @@ class H264Encoder:
 
     def encode(self, rgb: np.ndarray) -> list[EncodedFrame]:
         """Feed one frame; returns the samples that came out (zero-latency: normally exactly one)."""
-        import av
-
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"expected a {self.height}x{self.width}x3 uint8 frame, got {rgb.shape} {rgb.dtype}")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -89,8 +86,6 @@ def encode_frames(frames: Iterable[np.ndarray], fps: int, *, gop: int = DEFAULT_
 
 def decode_samples(samples: Iterable[bytes]) -> Iterator[np.ndarray]:
     """Decode Annex-B H.264 samples in order to RGB frames (H x W x 3 uint8)."""
-    import av
-
     ctx = av.CodecContext.create("h264", "r")
     ctx.thread_count = 1
     for data in samples:

@@ -30,6 +30,7 @@ leaves no partial file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import glob
@@ -38,6 +39,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -522,7 +525,7 @@ class Workspace:
     def gc(self, in_use: Iterable[Path], *, force: bool = False) -> tuple[int, int]:
         """`roboloop gc`: `collect_garbage(in_use)` if no catalog process runs over the workspace; (versions, temp files) removed.
 
-        `in_use` is what a restore registers now (`catalog_restore.usable_versions` computes it
+        `in_use` is what a restore registers now (`roboloop.catalog.restore.usable_versions` computes it
         without a server). Raises `WorkspaceBusyError` while another process holds a catalog on
         it (it may still read an old version), unless `force`.
         """
@@ -759,10 +762,6 @@ def die_with_parent(parent_pid: int) -> None:
     before the call took effect), the worker exits at once. Elsewhere than Linux it only
     checks the parent.
     """
-    import ctypes
-    import signal
-    import sys
-
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)

@@ -20,6 +20,7 @@ from roboloop.catalog import links
 from roboloop.catalog.client import Catalog
 from roboloop.collect.run import RecordingSpec
 from roboloop.envs.aloha.conditions import REGIONS
+from roboloop.evaluate import run as evaluate_run
 from roboloop.evaluate.run import (
     EvalConfig,
     EvaluateError,
@@ -284,23 +285,17 @@ class _FakePolicyFactory:
 
 
 def test_a_training_run_brings_its_provenance_and_cameras(catalog, monkeypatch):
-    """evaluate's side of the train interface (INTERFACES.md): run_info + PolicyFactory, stubbed as a module."""
-    import sys
-    import types
-
+    """evaluate's side of the train interface (INTERFACES.md): run_info + PolicyFactory, stubbed where evaluate uses them."""
     info = {"run_id": "run-v1", "dataset": "demo", "selection": "v1", "selection_digest": "sd1", "config_digest": "cd1",
             "checkpoint_sha256": "ab" * 32, "policy": "vision", "cameras": ["left_wrist"], "camera_size": [64, 48],
             "train_ids": [], "status": "finished"}
-    train = types.ModuleType("roboloop.train")
-
     def run_info(workspace, run_id):
         if run_id != "run-v1":
             raise FileNotFoundError(f"runs/{run_id}/run.json")
         return dict(info)
 
-    train.run_info = run_info
-    train.PolicyFactory = _FakePolicyFactory
-    monkeypatch.setitem(sys.modules, "roboloop.train", train)
+    monkeypatch.setattr(evaluate_run, "run_info", run_info)
+    monkeypatch.setattr(evaluate_run, "PolicyFactory", _FakePolicyFactory)
 
     with pytest.raises(EvaluateError, match="trained on dataset 'demo'"):
         evaluate(catalog, _cfg(dataset="other", policy="run-v1", grid=parse_grid("region=near"), episodes_per_cell=1, steps=4))

@@ -1,10 +1,10 @@
 """Coverage gaps: why does a cell of the evaluation grid fail, and what to collect next.
 
 Pure functions over plain rows (lists of dicts or ``pyarrow.Table`` with the friendly
-segment-table columns), plus one thin glue function :func:`gaps` that reads an
-evaluation, its training run and both segment tables from the catalog. The lead folds
-this module into ``analyze.py``; the names :func:`coverage`, :func:`gaps` and
-:func:`make_plan` (alias ``plan``) are the agreed ``analyze`` interface.
+segment-table columns), plus thin glue that reads the catalog: :func:`gaps` reads an
+evaluation, its training run and both segment tables; :func:`nearest_training` finds each
+failure's nearest training episode. The entry points are :func:`coverage`, :func:`gaps`
+and :func:`make_plan` (alias ``plan``), which builds a :class:`roboloop.collect.plan.Plan`.
 
 **Coverage is measured on start states, not on labels** (DESIGN.md). A rollout's start
 state is the cube's sampled pose ``(scene.cube_x, scene.cube_y, scene.cube_yaw_deg)``;
@@ -59,10 +59,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from roboloop import rows, schema
 from roboloop.catalog.errors import CatalogError
 from roboloop.catalog.index import unique_rollouts
+from roboloop.collect.plan import Plan, PlanItem
 from roboloop.config import Config
 from roboloop.envs.aloha.conditions import (
     APPEARANCE_AXES,
@@ -76,6 +79,7 @@ from roboloop.envs.aloha.conditions import (
 from roboloop.envs.aloha.env import sample_cube_pose
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
+from roboloop.train import run_info
 
 __all__ = [
     "CONDITION_AXES",
@@ -567,9 +571,6 @@ def make_plan(
     item's conditions. Cells classified policy_or_data_quality get no episodes but a suggestion
     (inspect the failures and the nearest demonstrations, flag bad ones).
     """
-
-    from roboloop.collect.plan import Plan, PlanItem
-
     ds = dataset or report.dataset
     if not ds:
         raise GapError("make_plan needs the demonstration dataset (the report has none): pass dataset=")
@@ -597,15 +598,12 @@ def make_plan(
 
 
 plan = make_plan
-"""The agreed `analyze.plan(...)` name."""
+"""Another name for :func:`make_plan`: ``plan(report, budget)`` reads as what it returns."""
 
 
 # --- glue: the catalog -----------------------------------------------------------------------
 
 def _filter(table, column: str, values) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if column not in table.column_names:
         return table.slice(0, 0)
     return table.filter(pc.is_in(table.column(column), value_set=pa.array(list(values), type=table.column(column).type)))
@@ -633,13 +631,10 @@ def fill_start_states(rows: list[dict[str, Any]]) -> int:
 def evaluated_run(workspace, eval_id: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Evaluation `eval_id`'s row, its run id and that run's info; `GapError` for an unknown evaluation or a
     policy that was not a training run (coverage is measured against a run's training episodes)."""
-    from roboloop import rows as rowstore
-    from roboloop.train import run_info
-
     ws = workspace
-    row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id)
+    row = rows.read_row(ws, schema.EVALS_TABLE, eval_id)
     if row is None:
-        known = [r.get("eval_id") or r.get(rowstore.KEY_FIELD) for r in rowstore.read_rows(ws, schema.EVALS_TABLE)]
+        known = [r.get("eval_id") or r.get(rows.KEY_FIELD) for r in rows.read_rows(ws, schema.EVALS_TABLE)]
         raise UnknownEvaluationError(f"unknown evaluation {eval_id!r}; evaluations: {', '.join(map(str, known)) or '(none: run `roboloop eval`)'}")
     run_id = row.get("run_id") or ""
     if not run_id or run_id == schema.PROVENANCE_NONE:  # a policy without a run (scripted, or given as a factory)
@@ -688,9 +683,6 @@ def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None
     """Add each failure's nearest training episode (`nearest_train_id`, `nearest_distance` scaled as in
     :class:`GapConfig`, `nearest_dataset`) in place, from its evaluation's run; returns eval id -> why it
     has none (a scripted policy, a missing run record) for evaluations that could not be matched."""
-    from roboloop import rows as rowstore
-    from roboloop.train import run_info
-
     segment_table = segment_table or catalog.segment_table
     ws = catalog.workspace
     eval_col = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
@@ -699,7 +691,7 @@ def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None
         by_eval.setdefault(f.get(eval_col), []).append(f)
     why: dict[str, str] = {}
     for eval_id, members in by_eval.items():
-        row = rowstore.read_row(ws, schema.EVALS_TABLE, eval_id) if isinstance(eval_id, str) else None
+        row = rows.read_row(ws, schema.EVALS_TABLE, eval_id) if isinstance(eval_id, str) else None
         run_id = (row or {}).get("run_id") or ""
         if not run_id or run_id == schema.PROVENANCE_NONE:
             why[str(eval_id)] = "no training run (a scripted or external policy)"

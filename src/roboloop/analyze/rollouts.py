@@ -25,7 +25,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from roboloop import schema
+from roboloop.catalog.client import UnknownDatasetError
+from roboloop.catalog.index import BASE_GROUPS, load_table, unique_rollouts
+from roboloop.catalog.links import open_command
+from roboloop.predicate import (
+    Parser,
+    PredicateError,
+    UnknownColumnError,
+    columns_of,
+    given_where,
+    resolver,
+    select_ids,
+)
 from roboloop.stats.exact import fisher_exact, mcnemar_exact
 from roboloop.stats.intervals import newcombe_diff, newcombe_paired_diff, wilson
 from roboloop.stats.multiplicity import holm
@@ -111,8 +126,6 @@ def columns_of_rows(rows) -> Mapping[str, list]:
 
 
 def _need(cols: Mapping[str, list], names: Iterable[str]) -> None:
-    from roboloop.predicate import UnknownColumnError
-
     for name in names:
         if name not in cols:
             raise UnknownColumnError(name, list(cols))
@@ -188,9 +201,6 @@ def success_by(rows, by: Sequence[str], *, confidence: float = 0.95, small_n: in
 
 def _success_by_arrow(table, by: list[str], confidence: float, small_n: int) -> list[dict[str, Any]] | None:
     """success_by with Arrow's hash aggregation (None when a key column is nested: the Python path handles it)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if any(pa.types.is_nested(table.schema.field(b).type) for b in by):
         return None
     t = table.filter(pc.is_valid(table.column(SUCCESS)))
@@ -357,8 +367,6 @@ def failures(
     `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
     `url` (a live catalog URL). Sorted by eval id, cell, seed.
     """
-    from roboloop.catalog.links import open_command
-
     cols = columns_of_rows(rows)
     if not cols:
         return []
@@ -439,23 +447,8 @@ def representative_failure(fails: Sequence[Mapping[str, Any]], cell: str | None 
 
 def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: str | None):
     """Rows of `eval_ids` matching `where`; an (eval id, cell, index) pair recorded twice counts once
-    (`episode_index.unique_rollouts`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from roboloop.catalog.index import unique_rollouts
-
+    (`unique_rollouts`)."""
     table = unique_rollouts(table)
-
-    from roboloop.predicate import (
-        Parser,
-        PredicateError,
-        columns_of,
-        given_where,
-        resolver,
-        select_ids,
-    )
-
     where = given_where(where)
 
     if eval_ids:
@@ -491,15 +484,10 @@ def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str]
 
     `catalog` (a Catalog or a function returning one) is used only to rebuild stale rows.
     """
-    from roboloop.catalog import index as episode_index
-    from roboloop.catalog.client import UnknownDatasetError
-
     if evals_dataset not in workspace.datasets():
         raise UnknownDatasetError(evals_dataset, workspace.datasets())
-    table = episode_index.load_table(workspace, evals_dataset, catalog)
+    table = load_table(workspace, evals_dataset, catalog)
     if table.num_rows == 0 and SUCCESS not in table.column_names:
-        import pyarrow as pa
-
         table = table.append_column(SUCCESS, pa.array([], pa.bool_()))
     return _filter(table, evals_dataset, eval_ids, where)
 
@@ -520,14 +508,11 @@ def load_rollouts(
     or attaches a catalog; it is called only when needed (stale index rows, or columns of
     derived layers such as `signals.*`), and the caller closes what it returns.
     """
-    from roboloop.catalog import index as episode_index
-    from roboloop.predicate import Parser, columns_of, given_where
-
     names = set(needed)
     where = given_where(where)
     if where is not None:
         names |= columns_of(Parser(where, lambda n: n).parse())
-    base_only = all(n == "segment_id" or n.partition(".")[0] in episode_index.BASE_GROUPS for n in names)
+    base_only = all(n == "segment_id" or n.partition(".")[0] in BASE_GROUPS for n in names)
     if base_only and evals_dataset in workspace.datasets():
         return indexed_rollout_table(workspace, evals_dataset, eval_ids, where, catalog=catalog_factory)
     if catalog_factory is None:

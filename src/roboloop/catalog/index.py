@@ -28,9 +28,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from roboloop import rows, schema
 from roboloop.errors import RoboloopError
@@ -95,9 +99,6 @@ def pair_duplicates(segment_ids, eval_ids, cells, indices) -> dict[str, str]:
 
 def unique_rollouts(table):
     """`table` (a pyarrow rollout table) without the rows that repeat an (eval id, cell, index) pair (`pair_duplicates`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if table.num_rows < 2 or KEY not in table.column_names or not all(c in table.column_names for c in PAIR_COLUMNS):
         return table
     try:  # the usual case, no repeats, without leaving Arrow (readers run this at 100k rollouts)
@@ -144,8 +145,6 @@ def segment_ids_on_disk(workspace: Workspace, dataset: str) -> set[str]:
 
 def rows_to_arrow(rows_: list[Mapping[str, Any]]):
     """Dict rows -> pyarrow Table over the union of their keys (a column of mixed types becomes strings)."""
-    import pyarrow as pa
-
     names: dict[str, None] = {}
     for r in rows_:
         for k in r:
@@ -168,8 +167,6 @@ def _snapshot_path(workspace: Workspace, dataset: str) -> Path:
 
 def _read_snapshot(path: Path, *, with_covered: bool = True):
     """(table or None, covered file names, freshness marks or None)."""
-    import pyarrow as pa
-
     if not path.is_file():
         return None, set(), None
     try:
@@ -190,8 +187,6 @@ def _marks(workspace: Workspace, dataset: str) -> dict[str, int | None] | None:
     unchanged, a reader trusts the snapshot without listing either folder. Taken before
     listing; a folder changed in the last second is not trusted (coarse-mtime file systems).
     """
-    import time
-
     out: dict[str, int | None] = {}
     now = time.time_ns()
     for key, folder in (("rows", rows.rows_dir(workspace, schema.rollout_index_table(dataset))),
@@ -237,9 +232,6 @@ def _parse_new(workspace: Workspace, dataset: str, names: list[str]) -> dict[str
 
 def _merge(workspace: Workspace, dataset: str):
     """(live table, covered file names, number of parsed row files, the snapshot's marks)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     snap, covered, snap_marks = _read_snapshot(_snapshot_path(workspace, dataset))
     names = _row_files(workspace, dataset)
     new = [n for n in names if n not in covered]
@@ -275,8 +267,6 @@ def compact(workspace: Workspace, dataset: str) -> Path:
 
 
 def _write_snapshot(workspace: Workspace, dataset: str, table, covered: set[str], marks) -> Path:
-    import pyarrow as pa
-
     path = _snapshot_path(workspace, dataset)
     if table.num_rows:
         table = table.sort_by(KEY)
@@ -295,9 +285,6 @@ def load_table(workspace: Workspace, dataset: str, catalog: Any | Callable[[], A
     `catalog` (a Catalog, or a function returning one, called only when needed) supplies
     rows for files the index misses; without it a stale index raises StaleIndexError.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     marks = _marks(workspace, dataset)  # before any listing
     if marks is not None:
         snap, _, snap_marks = _read_snapshot(_snapshot_path(workspace, dataset), with_covered=False)

@@ -13,15 +13,16 @@ from typing import Annotated
 import typer
 
 from roboloop import schema
-from roboloop.analyze import rollouts as analyze
 from roboloop.analyze.export import export_segments
 from roboloop.analyze.gaps import nearest_training
+from roboloop.analyze.rollouts import FAILURE_COLUMNS, compare, failure_modes, failures, load_rollouts, success_by
 from roboloop.catalog import links
 from roboloop.cli.common import console, err_console, open_catalog, open_workspace, state
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.evaluate.run import evals_dataset_of
 from roboloop.evaluate.until_decided import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of
 from roboloop.refine.outcomes import reoutcome
+from roboloop.report import plot_success
 
 SEQ_COLUMNS = ["cell", "decision", "rollouts", "stop_round", "decided_at", "diff [CS]", "fixed_n"]
 """Columns of a sequential decision table."""
@@ -53,8 +54,8 @@ def success_cmd(
     keys = split_list(by)
     ws = open_workspace()
     with lazy_catalog() as catalog:
-        table = guard(lambda: analyze.load_rollouts(ws, dataset, eval_ids, where, needed=keys, catalog_factory=catalog))
-        groups = guard(lambda: analyze.success_by(table, keys))
+        table = guard(lambda: load_rollouts(ws, dataset, eval_ids, where, needed=keys, catalog_factory=catalog))
+        groups = guard(lambda: success_by(table, keys))
     cols = [*keys, "n", "successes", "rate", "ci_low", "ci_high", "mean_stage", "small"]
     seq_rows = sequential_of(ws, eval_ids or [])
     if keys == ["episode.cell"] and len(seq_rows) == 1:  # one sequential evaluation: its decision next to each cell
@@ -67,7 +68,6 @@ def success_cmd(
             print_table(sequential_text(srows), SEQ_COLUMNS, "table",
                         title=f"{eid} vs {srows[0]['against']}: sequential decision ({srows[0]['metric']})")
     if plot is not None:
-        from roboloop.report import plot_success  # matplotlib: only when a plot is asked for
 
         path = guard(lambda: plot_success(groups, keys, plot))
         err_console.print(f"plot: {path}")
@@ -94,10 +94,10 @@ def compare_cmd(
     keys = split_list(by)
     with lazy_catalog() as catalog:
         tables = [
-            guard(lambda e=e: analyze.load_rollouts(ws, evals_dataset_of(ws, e), [e], where, needed=keys, catalog_factory=catalog))
+            guard(lambda e=e: load_rollouts(ws, evals_dataset_of(ws, e), [e], where, needed=keys, catalog_factory=catalog))
             for e in (eval_a, eval_b)
         ]
-    out = guard(lambda: analyze.compare(tables[0], tables[1], keys, alpha=alpha))
+    out = guard(lambda: compare(tables[0], tables[1], keys, alpha=alpha))
     for r in out:
         r["A"] = f"{r['successes_a']}/{r['n_a']}"
         r["B"] = f"{r['successes_b']}/{r['n_b']}"
@@ -123,7 +123,7 @@ MODE_DATA_COLUMNS = ["eval_id", "cell", "kind", "kind_words", "count", "cell_fai
 
 def _failure_columns(format: str, live: bool, with_url: bool) -> list[str]:
     if format != "table":
-        return [*analyze.FAILURE_COLUMNS, "failure_kind", "at_s", "nearest_train_id", "nearest_distance",
+        return [*FAILURE_COLUMNS, "failure_kind", "at_s", "nearest_train_id", "nearest_distance",
                 "nearest_dataset", "open"] + (["url"] if with_url else [])
     cols = ["segment_id", "episode.cell", "failure_kind", "at_s", "nearest_train_id", "nearest_distance", "open"]
     return [*cols, "url"] if live else cols
@@ -158,12 +158,12 @@ def failures_cmd(
         err_console.print("[yellow]note:[/] live URLs die with this command's embedded catalog; use the `open` "
                           "commands, --export, or run `roboloop serve` and pass --catalog")
     with lazy_catalog() as catalog:
-        table = guard(lambda: analyze.load_rollouts(ws, dataset, eval_ids, where, catalog_factory=catalog))
+        table = guard(lambda: load_rollouts(ws, dataset, eval_ids, where, catalog_factory=catalog))
         url_for = (lambda s, t: links.segment_url(catalog(), dataset, s, t)) if (live or open_) else None
-        out = guard(lambda: analyze.failures(table, dataset=dataset, url_for=url_for, limit=limit))
+        out = guard(lambda: failures(table, dataset=dataset, url_for=url_for, limit=limit))
         unmatched: dict[str, str] = guard(lambda: nearest_training(catalog(), out)) if nearest and out else {}
         if modes or format == "table":
-            mode_rows = analyze.failure_modes(out)
+            mode_rows = failure_modes(out)
             print_table(mode_rows, MODE_COLUMNS if format == "table" else MODE_DATA_COLUMNS, format,
                         title=f"{len(mode_rows)} failure mode(s): kind per cell, a representative each")
         if not modes:

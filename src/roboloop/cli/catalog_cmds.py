@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from roboloop import schema
+from roboloop.catalog.server import ServerLock, published
+from roboloop.catalog.verify import verify, workspace_files
 from roboloop.cli.common import console, err_console, fail, open_catalog, open_workspace, print_batches, state
 
 SQL_FORMATS = ("table", "csv", "json")
@@ -22,10 +25,6 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind on 127.0.0.1 (0 = any free port). A taken port is an error naming the process that holds it.")] = 9876,
 ) -> None:
     """Run the workspace's catalog server in the foreground; other roboloop commands on the workspace attach to it."""
-    import signal
-
-    from roboloop.catalog.server import ServerLock, published
-
     if state.catalog_url:
         fail("`serve` starts a catalog; drop --catalog / ROBOLOOP_CATALOG")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops cleanly, like Ctrl-C
@@ -104,8 +103,6 @@ def verify_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Check one dataset (default: every dataset and table row).")] = None,
 ) -> None:
     """Check every file of every layer (and blueprints, table rows) against its checksum and decode it; list what is broken, exit 1 if anything is."""
-    from roboloop.catalog.verify import verify, workspace_files
-
     ws = open_workspace()
     total = len(workspace_files(ws, dataset))
     with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True) as bar:

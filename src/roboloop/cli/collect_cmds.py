@@ -6,11 +6,23 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from roboloop import schema
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
+from roboloop.cli.loop_cmds import collect_plan_command
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
-from roboloop.envs.aloha import conditions as _cond
+from roboloop.config import resolve
+from roboloop.envs.aloha.conditions import (
+    DISTRACTOR_SETS,
+    LIGHTINGS,
+    MAX_DISTRACTORS,
+    REGION_ALIASES,
+    REGIONS,
+    TABLES,
+    YAWS,
+    SceneConditions,
+)
 
 DEFAULT_EPISODES = 10
 
@@ -19,11 +31,11 @@ def collect_cmd(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="CollectConfig file (.toml or .json); options given override its values.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=config_help(CollectConfig, "dataset"))] = None,
     episodes: Annotated[Optional[int], typer.Option("--episodes", "-n", min=1, help=f"Number of episodes. Default {DEFAULT_EPISODES}.")] = None,
-    region: Annotated[Optional[str], typer.Option(help=presets_help("Cube start region", _cond.REGIONS, _cond.REGION_ALIASES, ", or 'x0,x1,y0,y1'"))] = None,
-    yaw: Annotated[Optional[str], typer.Option(help=presets_help("Cube yaw range", _cond.YAWS))] = None,
-    lighting: Annotated[Optional[str], typer.Option(help=presets_help("Lighting", _cond.LIGHTINGS))] = None,
-    table: Annotated[Optional[str], typer.Option(help=presets_help("Table colour", _cond.TABLES))] = None,
-    distractors: Annotated[Optional[str], typer.Option(help=presets_help("Distractor objects", _cond.DISTRACTOR_SETS, extra=f", or a count 0-{_cond.MAX_DISTRACTORS}"))] = None,
+    region: Annotated[Optional[str], typer.Option(help=presets_help("Cube start region", REGIONS, REGION_ALIASES, ", or 'x0,x1,y0,y1'"))] = None,
+    yaw: Annotated[Optional[str], typer.Option(help=presets_help("Cube yaw range", YAWS))] = None,
+    lighting: Annotated[Optional[str], typer.Option(help=presets_help("Lighting", LIGHTINGS))] = None,
+    table: Annotated[Optional[str], typer.Option(help=presets_help("Table colour", TABLES))] = None,
+    distractors: Annotated[Optional[str], typer.Option(help=presets_help("Distractor objects", DISTRACTOR_SETS, extra=f", or a count 0-{MAX_DISTRACTORS}"))] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Episode i uses seed S+i (re-uses seeds on purpose). Default: continue after the highest seed the dataset holds.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help=config_help(CollectConfig, "workers"))] = None,
     cameras: Annotated[Optional[str], typer.Option(help=config_help(RecordingSpec, "cameras", f" Comma-separated ({', '.join(schema.CAMERAS)})."))] = None,
@@ -38,15 +50,8 @@ def collect_cmd(
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
     if plan is not None:
-        from roboloop.cli.loop_cmds import collect_plan_command
-
         collect_plan_command(plan, workers=workers or 1, steps=steps)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from roboloop.config import resolve
-    from roboloop.envs.aloha import SceneConditions
-
     with user_input():
         size = parse_size(camera_size) if camera_size else (None, None)
         spec = dict(cameras=parse_cameras(cameras) if cameras is not None else None, width=size[0], height=size[1],

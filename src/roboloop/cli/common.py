@@ -4,6 +4,7 @@ catalog openers, parsing guards, config help and `--show-config` output, table p
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import sys
@@ -13,14 +14,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from roboloop.catalog.client import Catalog
 from roboloop.config import ConfigError, field_docs
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from roboloop.catalog.client import Catalog
 
 __all__ = [
     "SHOW_CONFIG_HELP", "State", "config_help", "console", "err_console", "fail", "id_list", "open_catalog", "open_workspace",
@@ -53,8 +53,6 @@ def open_workspace() -> Workspace:
 @contextlib.contextmanager
 def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
     """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here)."""
-    from roboloop.catalog.client import Catalog  # imported here: pyarrow and numpy are not needed for --help
-
     restore_log = logging.getLogger("roboloop.catalog.restore")
     level = restore_log.level
     restore_log.setLevel(logging.ERROR)
@@ -119,8 +117,6 @@ def print_arrow(table, format: str = "table") -> None:
         for row in rows:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
     elif format == "csv":
-        import csv
-
         writer = csv.writer(sys.stdout, lineterminator="\n")  # the csv default CRLF breaks `$(... | tail -1)`
         writer.writerow(table.column_names)
         for row in rows:
@@ -163,8 +159,6 @@ PRINT_SLICE_ROWS = 4096
 def print_batches(column_names: Sequence[str], batches, format: str = "table") -> int:
     """Print a stream of Arrow record batches as they arrive (csv / json lines: every row; table: the first
     `TABLE_ROWS_SHOWN`, then a count); memory stays bounded by one slice. Returns the number of rows."""
-    import csv
-
     names = list(column_names)
     writer = None
     if format == "csv":

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from roboloop import schema
+from roboloop import curate, schema
 from roboloop.cli.common import console, err_console, fail, id_list, open_catalog, print_rows
+from roboloop.refine.layers import SIGNALS, flag, flagged_ids, refine, unflag
 
 
 def refine_cmd(
@@ -20,13 +22,9 @@ def refine_cmd(
     list_signals: Annotated[bool, typer.Option("--list", help="List the registered signals and exit.")] = False,
 ) -> None:
     """Compute derived signals (arm activity, jerk, idle fraction, gripper events, cube height, ...) into the `signals` layer."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from roboloop.refine import layers as refine
-
     if list_signals:
         t = Table("signal", "streams", "definition")
-        for sig in refine.SIGNALS.values():
+        for sig in SIGNALS.values():
             t.add_row(schema.friendly_column(schema.SIGNALS, sig.name), ", ".join(sig.streams), sig.doc)
         console.print(t)
         return
@@ -34,7 +32,7 @@ def refine_cmd(
         TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
     ) as bar:
         task = bar.add_task("refine", total=None)
-        report = refine.refine(
+        report = refine(
             cat,
             dataset,
             all_segments=all_,
@@ -66,12 +64,10 @@ def flag_cmd(
     segment: Annotated[Optional[list[str]], typer.Option("--segment", "-s", help="Segment id (repeatable).")] = None,
 ) -> None:
     """Flag episodes (quality layer): flagged episodes are left out of every selection unless asked for."""
-    from roboloop.refine import layers as refine
-
     with open_catalog() as cat:
-        ids = refine.flag(cat, dataset, reason=reason, segment_ids=segment, where=where)
+        ids = flag(cat, dataset, reason=reason, segment_ids=segment, where=where)
         console.print(f"flagged {len(ids)} segment(s) of {dataset}: {id_list(ids)}")
-        console.print(f"{len(refine.flagged_ids(cat, dataset))} segment(s) of {dataset} are flagged now")
+        console.print(f"{len(flagged_ids(cat, dataset))} segment(s) of {dataset} are flagged now")
 
 
 def unflag_cmd(
@@ -81,10 +77,8 @@ def unflag_cmd(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why the flag is cleared.")] = "",
 ) -> None:
     """Clear quality flags (writes quality.flagged = false; the change stays visible in the segment table)."""
-    from roboloop.refine import layers as refine
-
     with open_catalog() as cat:
-        ids = refine.unflag(cat, dataset, segment_ids=segment, where=where, reason=reason)
+        ids = unflag(cat, dataset, segment_ids=segment, where=where, reason=reason)
     console.print(f"unflagged {len(ids)} segment(s) of {dataset}" + (f": {id_list(ids)}" if ids else " (none of them was flagged)"))
 
 
@@ -111,8 +105,6 @@ def curate_cmd(
     """Select episodes with a predicate, split train/holdout, save as a named selection."""
     if ctx.invoked_subcommand is not None:
         return
-    from roboloop import curate
-
     if dataset is None:
         fail("give --dataset (and --name to save), or a subcommand: `curate show NAME`, `curate ls`")
     if name is None and not dry_run:
@@ -160,8 +152,6 @@ def curate_show(
     ids: Annotated[bool, typer.Option("--ids", help="Print every segment id.")] = False,
 ) -> None:
     """Show a saved selection (predicate, split, digest)."""
-    from roboloop import curate
-
     with open_catalog() as cat:
         sel = curate.load(cat, name)
     print_selection(sel, saved=True, ids=ids)
@@ -170,8 +160,6 @@ def curate_show(
 @curate_app.command("ls")
 def curate_ls() -> None:
     """List saved selections, newest first."""
-    from roboloop import curate
-
     with open_catalog() as cat:
         sels = curate.list_selections(cat)
     if not sels:
@@ -190,8 +178,6 @@ def curate_ls() -> None:
 @curate_app.command("rm")
 def curate_rm(name: Annotated[str, typer.Argument(help="Saved selection name.")]) -> None:
     """Delete a saved selection."""
-    from roboloop import curate
-
     with open_catalog() as cat:
         curate.delete(cat, name)
     console.print(f"deleted selection {name!r}")

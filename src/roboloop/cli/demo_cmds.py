@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, open_catalog, print_config, user_input
 from roboloop.config import resolve
@@ -24,8 +25,6 @@ def demo(
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """The whole loop: collect (with a planted gap), refine, curate, train, evaluate, find the gap, collect there, re-train, compare, report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 
     with user_input():
         cfg = resolve(DemoConfig, config, dataset=dataset, demos=demos, episodes_per_cell=episodes_per_cell, plan_budget=plan_budget,

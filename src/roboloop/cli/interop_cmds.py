@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from roboloop.cli.common import SHOW_CONFIG_HELP, print_config
+from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, open_catalog, print_config, user_input
+from roboloop.config import resolve
+from roboloop.interop import ExportConfig, ImportConfig, export_from_config, import_from_config
 
 
 def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from roboloop.cli.common import err_console
-
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True)
     task = progress.add_task(label, total=None)
 
@@ -40,10 +39,6 @@ def import_lerobot_cmd(
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Import a LeRobot dataset: features -> streams at its fps, videos -> H.264 cameras, metadata -> properties."""
-    from roboloop.cli.common import console, open_catalog, user_input
-    from roboloop.config import resolve
-    from roboloop.interop import ImportConfig, import_from_config
-
     with user_input():
         wanted = tuple(int(x) for x in episodes.split(",") if x.strip()) if episodes else None
         cfg = resolve(ImportConfig, config, path=str(path) if path else None, dataset=dataset, kind=kind, task=task, episodes=wanted)
@@ -80,10 +75,6 @@ def export_lerobot_cmd(
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Export a saved selection as a LeRobot v3.0 dataset (parquet + H.264 mp4 + meta with statistics)."""
-    from roboloop.cli.common import console, open_catalog, user_input
-    from roboloop.config import resolve
-    from roboloop.interop import ExportConfig, export_from_config
-
     with user_input():
         features = None
         if feature:

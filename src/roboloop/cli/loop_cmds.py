@@ -22,7 +22,7 @@ from roboloop.analyze.gaps import gap_config, gaps, make_plan
 from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.collect.plan import execute_plan, load_plan, plan_summary, save_plan
 from roboloop.evaluate.run import latest_eval_ids
-from roboloop.refine import layers as refine
+from roboloop.refine.layers import flag
 from roboloop.report import write_report
 
 VERDICT_STYLE = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green"}
@@ -148,7 +148,7 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
         seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
         console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
         if flag_failures and run.failed_segment_ids:
-            ids = refine.flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
+            ids = flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
             console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
                           f"undo with: roboloop unflag -d {p.dataset} -s ID")
 

@@ -13,11 +13,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, print_config
+from roboloop.catalog.client import CatalogError
+from roboloop.cli.common import (
+    SHOW_CONFIG_HELP,
+    config_help,
+    console,
+    err_console,
+    fail,
+    open_catalog,
+    open_workspace,
+    print_config,
+)
 from roboloop.config import resolve
-from roboloop.train import ConfigError, TrainConfig
+from roboloop.train import ConfigError, TrainConfig, list_runs, train
 from roboloop.train import load_config as load_run_config
 
 
@@ -62,22 +73,9 @@ def train_cmd(
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Train a policy on a saved selection, streaming from the catalog; the run becomes a segment of <dataset>_runs."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from roboloop.catalog.client import CatalogError
-    from roboloop.cli.common import fail, open_catalog, open_workspace
-    from roboloop.train import load_config, train
-
     try:
         if resume:
-            cfg = load_config(open_workspace(), resume)
+            cfg = load_run_config(open_workspace(), resume)
         else:
             cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
                                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc)
@@ -123,9 +121,6 @@ def runs_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json records.")] = False,
 ) -> None:
     """List training runs (newest first). The same data is queryable: SELECT ... FROM <dataset>_runs."""
-    from roboloop.cli.common import open_workspace
-    from roboloop.train import list_runs
-
     rows = [r for r in list_runs(open_workspace()) if dataset is None or r.get("dataset") == dataset]
     if as_json:
         console.print_json(json.dumps(rows))

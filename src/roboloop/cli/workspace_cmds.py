@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from roboloop.catalog.restore import usable_versions
 from roboloop.cli.common import console, open_workspace
 
 
@@ -20,8 +21,6 @@ def gc_cmd(
     Refused while another process runs a catalog over the workspace (it may still read an
     old version). An embedded catalog does the same at its start when it is alone.
     """
-    from roboloop.catalog.restore import usable_versions
-
     ws = open_workspace()
     versions, temps = ws.gc(usable_versions(ws), force=force)
     console.print(f"{ws.root}: removed {versions} superseded version file(s) and {temps} temporary file(s)")

@@ -1,8 +1,8 @@
 """Collection plans: which scene conditions to demonstrate next, and how many episodes of each.
 
 "Plans belong to collect" (DESIGN.md): this module defines the plan type, its TOML file
-format and its execution; ``analyze`` builds plans with it (``analyze_gaps.make_plan``),
-and this module never imports ``analyze``. The lead folds it into ``collect``.
+format and its execution; ``analyze`` builds plans with it (``roboloop.analyze.gaps.make_plan``),
+and this module never imports ``analyze``.
 
 A plan file::
 
@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -53,7 +54,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from roboloop import rows, schema
+from roboloop.collect.run import (
+    SEED_IN_ID,
+    CollectConfig,
+    EpisodeJob,
+    RecordingSpec,
+    SeedRangeError,
+    collect,
+    episode_segment_id,
+)
+from roboloop.collect.run import reserve_seeds as reserve_workspace_seeds
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_write_text
@@ -246,8 +259,6 @@ class Plan:
     def to_toml(self) -> str:
         """TOML text: top-level keys, then one `[[items]]` (with its `[items.conditions]`) per item and
         one `[[suggestions]]` per suggestion; every value is written by tomli-w."""
-        import tomli_w
-
         d = self.to_dict()
         parts = [tomli_w.dumps({k: v for k, v in d.items() if k not in ("items", "suggestions")})]
         for it in d["items"]:
@@ -356,8 +367,6 @@ def dataset_max_seed(catalog, dataset: str, table=None) -> int | None:
     """Highest demonstration seed (< DEMO_SEED_LIMIT) in `dataset`: registered episodes and files
     already written to its base layer (a finished, not yet registered episode counts).
     `table`: the dataset's segment table when the caller has it already."""
-    from roboloop.collect.run import SEED_IN_ID
-
     seeds: list[int] = []
     if table is None and dataset in catalog.dataset_names():
         table = catalog.segment_table(dataset)
@@ -393,16 +402,13 @@ def reserve_seeds(catalog, dataset: str, n: int, table=None) -> int:
     workspace lock, so concurrent collects and plans never share a seed. Raises PlanError if
     the range would reach ``schema.DEMO_SEED_LIMIT`` (the evaluation seeds start there).
     """
-    from roboloop.collect.run import SeedRangeError
-    from roboloop.collect.run import reserve_seeds as _reserve
-
     if n < 0:
         raise PlanError(f"cannot reserve {n} seeds")
     schema.validate_dataset_name(dataset)
     top = dataset_max_seed(catalog, dataset, table)
     floor = max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
     try:
-        return _reserve(catalog.workspace, dataset, n, floor=floor).start
+        return reserve_workspace_seeds(catalog.workspace, dataset, n, floor=floor).start
     except SeedRangeError as exc:
         raise PlanError(
             f"no room for {n} demonstration seeds in {dataset}: seeds must stay below {schema.DEMO_SEED_LIMIT} "
@@ -437,8 +443,6 @@ class PlanRun:
 
 def _spec_like_dataset(table):
     """The RecordingSpec most episodes of a dataset (its segment table, or None) were recorded with (default spec if none)."""
-    from roboloop.collect.run import RecordingSpec
-
     if table is None:
         return RecordingSpec()
     cols = [f"{schema.EPISODE}.{c}" for c in (schema.EPISODE_CAMERAS, schema.EPISODE_CAMERA_SIZE, schema.EPISODE_CAMERA_HZ, schema.EPISODE_SCENE_HZ)]
@@ -470,10 +474,6 @@ def execute_plan(
     row is written before (executing) and after (executed, or interrupted with what finished).
     `on_result(EpisodeResult)` is called as each episode is registered.
     """
-    import time
-
-    from roboloop.collect.run import CollectConfig, EpisodeJob, collect, episode_segment_id
-
     ws: Workspace = catalog.workspace
     run = PlanRun(plan)
     previous = plan_row(ws, plan.name) or {}

@@ -55,11 +55,14 @@ loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import multiprocessing as mp
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -73,10 +76,20 @@ import numpy as np
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
 from roboloop.envs.aloha.conditions import SceneConditions, start_state, yaw_preset
+from roboloop.envs.aloha.demonstrator import ScriptedHandover
+from roboloop.envs.aloha.env import AlohaSim
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
+from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessTracker
 from roboloop.errors import RoboloopError
 from roboloop.record.episode import EpisodeRecorder, provenance
-from roboloop.workspace import Workspace, die_with_parent, publish_temp, temp_path
+from roboloop.workspace import (
+    Workspace,
+    atomic_write_bytes,
+    atomic_write_text,
+    die_with_parent,
+    publish_temp,
+    temp_path,
+)
 
 __all__ = [
     "Observation",
@@ -128,8 +141,6 @@ class ScriptedPolicy:
     """The scripted handover demonstrator (`roboloop.envs.aloha.demonstrator`) as a `Policy`."""
 
     def __init__(self, sim) -> None:
-        from roboloop.envs.aloha.demonstrator import ScriptedHandover
-
         self.sim = sim
         self._cls = ScriptedHandover
         self._demo = None
@@ -294,8 +305,6 @@ def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | No
         _check_seed_range(dataset, first, n)
         seeds = range(first, first + n)
         if n:
-            from roboloop.workspace import atomic_write_text
-
             body = {"dataset": dataset, "start": first, "stop": first + n, "explicit": start is not None, "pid": os.getpid(), "time": time.time()}
             atomic_write_text(_seeds_dir(workspace, dataset) / f"{first:010d}-{first + n:010d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json", json.dumps(body))
             faults.point("seeds.reserved")
@@ -306,8 +315,6 @@ def reserve_seeds(workspace: Workspace, dataset: str, n: int, *, start: int | No
 
 def make_sim(spec: RecordingSpec, task: str = "transfer_cube"):
     """An `AlohaSim` that renders exactly the recorded cameras at the recorded size."""
-    from roboloop.envs.aloha import AlohaSim
-
     return AlohaSim(task=task, cameras=spec.cameras, width=spec.width, height=spec.height)
 
 
@@ -335,8 +342,6 @@ def run_episode(
     after every control step (progress, or interruption in tests). `path` writes the
     episode elsewhere (a worker's temporary name that its parent publishes).
     """
-    from roboloop.envs.aloha.success import SuccessTracker
-
     if sim.cameras != spec.cameras or (spec.cameras and (sim.width, sim.height) != (spec.width, spec.height)):
         raise ValueError(
             f"the simulator renders {sim.cameras} at {sim.width}x{sim.height}, the spec records "
@@ -385,8 +390,6 @@ def run_episode(
 
 def outcome_properties(res, n_steps: int, dt: float) -> dict[str, Any]:
     """The `outcome` group of an episode from its `SuccessResult` (also what `reoutcome` re-writes)."""
-    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
-
     return {
         schema.OUTCOME_SUCCESS: bool(res.success),
         schema.OUTCOME_MAX_REWARD: float(res.max_reward),
@@ -694,8 +697,6 @@ class _EpisodeActor:
     """
 
     def __init__(self, task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
-        import tempfile
-
         try:
             import torch
 
@@ -714,8 +715,6 @@ class _EpisodeActor:
         return result, data
 
     def close(self) -> None:
-        import shutil
-
         self.sim.close()
         shutil.rmtree(self.scratch.root, ignore_errors=True)
 
@@ -723,10 +722,6 @@ class _EpisodeActor:
 def _collect_ray(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callable[[EpisodeResult], None], ws: Workspace,
                  cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
     """Run the jobs on Ray actors (`cfg.workers` of them, one CPU each); register each result as it arrives."""
-    import dataclasses
-
-    from roboloop.workspace import atomic_write_bytes
-
     try:
         import ray
     except ImportError:

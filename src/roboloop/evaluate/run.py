@@ -48,6 +48,7 @@ import itertools
 import json
 import math
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,16 +56,23 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import rows, schema
+from roboloop.catalog.index import compact as compact_index
 from roboloop.catalog.index import unique_rollouts
+from roboloop.catalog.index import write_row as write_index_row
 from roboloop.collect.run import (
+    CollectConfig,
     EpisodeJob,
     EpisodeResult,
     RecordingSpec,
     ScriptedPolicy,
+    collect,
 )
 from roboloop.config import Config
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
+from roboloop.envs.aloha.env import CAMERAS
 from roboloop.errors import RoboloopError
+from roboloop.train import PolicyFactory, run_info
+from roboloop.workspace import WRITER_EVAL, WRITER_RUN
 
 __all__ = [
     "SEED_RULE",
@@ -240,8 +248,6 @@ def parse_grid(text_or_path: str | Path) -> Grid:
         path = Path(text_or_path)
         if not path.is_file():
             raise GridError(f"grid file {path} not found")
-        import tomllib
-
         try:
             data = tomllib.loads(path.read_text("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -266,8 +272,6 @@ def parse_grid(text_or_path: str | Path) -> Grid:
 # --- config ------------------------------------------------------------------------------------
 
 def _camera_names() -> tuple[str, ...]:
-    from roboloop.envs.aloha.env import CAMERAS
-
     return CAMERAS
 
 
@@ -394,10 +398,6 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
     if policy == schema.POLICY_SCRIPTED:
         return PolicySource(policy, ScriptedPolicy, provenance=no_run_provenance())
     try:
-        from roboloop.train import PolicyFactory, run_info
-    except ImportError as exc:
-        raise EvaluateError(f"evaluating run {policy!r} needs roboloop.train, which cannot be imported: {exc}") from exc
-    try:
         info = run_info(workspace, policy)
     except (OSError, LookupError, ValueError, RoboloopError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
@@ -405,8 +405,6 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
             f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
             "or use --policy scripted"
         ) from exc
-    from roboloop.workspace import WRITER_RUN
-
     status = workspace.live_status(WRITER_RUN, policy, info.get("status"))  # `running` with no live trainer: dead
     if status == schema.STATUS_DEAD:  # killed while training: its newest checkpoint may be mid-run; never evaluate it as if final
         raise EvaluateError(f"training run {policy!r} died while running (its process is gone; status {status!r}); finish it "
@@ -484,8 +482,6 @@ def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
 def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
     """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`), with its status as it is now:
     a row stored `running` whose writer process is gone (its lifetime lock is free) says `schema.STATUS_DEAD`."""
-    from roboloop.workspace import WRITER_EVAL
-
     out = []
     for r in rows.read_rows(workspace, schema.EVALS_TABLE):
         if dataset is not None and r.get("dataset") != dataset:
@@ -614,8 +610,6 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
 def collect_rollouts(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
                      steps: int | None, workers: int, on_result) -> None:
     """Run and register rollout jobs through collect (the same runner and recorder as demonstrations)."""
-    from roboloop.collect.run import CollectConfig, collect
-
     config = CollectConfig(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
     collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
 
@@ -647,8 +641,6 @@ def eval_row_base(cfg: EvalConfig, eval_id: str, source, spec: RecordingSpec, ke
 def final_status(report: EvalReport, write: Callable[[str], None], t0: float, workspace):
     """Around an evaluation's rollouts: whatever happens, write the row's final status (finished, interrupted
     or failed) with the wall time, then compact the rollout index (a cache: readers rebuild it if this fails)."""
-    from roboloop.catalog import index as episode_index
-
     status = "failed"
     try:
         yield
@@ -661,7 +653,7 @@ def final_status(report: EvalReport, write: Callable[[str], None], t0: float, wo
         report.status = status
         write(status)
         with contextlib.suppress(Exception):
-            episode_index.compact(workspace, report.evals_dataset)
+            compact_index(workspace, report.evals_dataset)
 
 @contextlib.contextmanager
 def writing_evals(workspace, *eval_ids: str, error: type[EvaluateError] = EvaluateError):
@@ -672,8 +664,6 @@ def writing_evals(workspace, *eval_ids: str, error: type[EvaluateError] = Evalua
     The kernel releases the locks when this process dies, so `evals` shows a killed
     evaluation as dead rather than running.
     """
-    from roboloop.workspace import WRITER_EVAL
-
     with contextlib.ExitStack() as stack:
         for eval_id in dict.fromkeys(eval_ids):
             if not stack.enter_context(workspace.writer(WRITER_EVAL, eval_id)):
@@ -716,8 +706,6 @@ def evaluate(
 
 def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_factory) -> EvalReport:
     """:func:`evaluate` under the evaluation's writer lock."""
-    from roboloop.catalog import index as episode_index
-
     ws = catalog.workspace
     pairs = plan_pairs(cfg)  # cells and seeds exist before the policy does
     previous = None
@@ -767,7 +755,7 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     t0 = time.perf_counter()
 
     def done(result: EpisodeResult) -> None:
-        episode_index.write_row(ws, evals_ds, result.segment_id, result.properties)
+        write_index_row(ws, evals_ds, result.segment_id, result.properties)
         report.results.append(result)
         counts["done"] += 1
         counts["ok"] += int(result.success)

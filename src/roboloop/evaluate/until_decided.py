@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roboloop import rows, schema
-from roboloop.catalog import index as episode_index
+from roboloop.catalog.index import load as load_index
+from roboloop.catalog.index import write_row as write_index_row
 from roboloop.collect.run import EpisodeResult
 from roboloop.evaluate.run import (
     EvalConfig,
@@ -74,7 +75,15 @@ from roboloop.evaluate.run import (
     run_dataset,
     writing_evals,
 )
-from roboloop.stats.sequential import CellProgress, SequentialConfig, SequentialDriver, SequentialError, stage_score
+from roboloop.stats.sequential import (
+    CellProgress,
+    SequentialConfig,
+    SequentialDriver,
+    SequentialError,
+    plan_eval,
+    stage_distributions,
+    stage_score,
+)
 
 __all__ = [
     "DECISION_COLUMNS",
@@ -406,7 +415,7 @@ class _SequentialRun:
     def recorder(self, values: dict, outs: dict, sink: list) -> Callable[[EpisodeResult], None]:
         """What each finished rollout goes through: indexed, its outcome and test value kept, passed on."""
         def done(result: EpisodeResult) -> None:
-            episode_index.write_row(self.ws, self.evals_ds, result.segment_id, result.properties)
+            write_index_row(self.ws, self.evals_ds, result.segment_id, result.properties)
             ep = result.properties[schema.EPISODE]
             pair = (str(ep[schema.EPISODE_CELL]), int(ep[schema.EPISODE_INDEX_IN_CELL]))
             outs[pair] = dict(result.outcome)
@@ -539,9 +548,6 @@ def plan_from_eval(
     when stale). Rows: cell, baseline n, plus plan_eval's fields (fixed_n, sequential_mean,
     sequential_p90, ...).
     """
-    from roboloop.catalog import index as episode_index
-    from roboloop.stats.sequential import plan_eval, stage_distributions
-
     row = eval_row(workspace, eval_id)
     if row is None:
         known = [r[rows.KEY_FIELD] for r in rows.read_rows(workspace, schema.EVALS_TABLE)]
@@ -549,7 +555,7 @@ def plan_from_eval(
     cell_col = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
     ev_col = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
     ok_col = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
-    rollouts = [r for r in episode_index.load(workspace, row["evals_dataset"], catalog) if r.get(ev_col) == eval_id]
+    rollouts = [r for r in load_index(workspace, row["evals_dataset"], catalog) if r.get(ev_col) == eval_id]
     if not rollouts:
         raise SequentialEvalError(f"evaluation {eval_id!r} has no recorded rollouts to plan from")
     counts: dict[str, list[int]] = {}

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import rerun as rr
 
+import roboloop
 from roboloop import schema
 from roboloop.workspace import atomic_path
 
@@ -44,8 +49,6 @@ def provenance() -> dict[str, Any]:
 
 @functools.cache
 def _provenance_cached() -> tuple[tuple[str, Any], ...]:
-    import roboloop
-
     commit, dirty = git_state(Path(roboloop.__file__).resolve().parent)
     version = roboloop.__version__
     if commit is not None:
@@ -62,8 +65,6 @@ def _provenance_cached() -> tuple[tuple[str, Any], ...]:
 
 def distribution_version(dist: str) -> str:
     """The installed version of a distribution, "none" when it is not installed."""
-    from importlib import metadata
-
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -78,8 +79,6 @@ def git_state(source_dir: Path) -> tuple[str | None, bool]:
     rather than the surrounding repository's. Dirty = tracked files differ from HEAD
     (untracked files are ignored). No git executable counts as no checkout.
     """
-    import subprocess
-
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True, text=True, timeout=10)
 
@@ -103,8 +102,6 @@ def _property_value(value: Any):
     silently drops a value whose type differs from the first one logged under the same
     name anywhere in the process (e.g. `lighting` once a float, later a string).
     """
-    import pyarrow as pa
-
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, np.ndarray):
@@ -116,8 +113,6 @@ def _property_value(value: Any):
 
 def send_property_group(rec, group: str, values: Mapping[str, Any]) -> None:
     """Write one property group (`episode`, `scene`, ...) on a recording stream."""
-    import rerun as rr
-
     # Rerun drops None and "" values without a word, so skip them explicitly: a missing
     # property reads back as null in the segment table. Write a sentinel (e.g. "none", -1)
     # when the absence itself should be queryable.
@@ -162,8 +157,6 @@ class EpisodeRecorder:
 
     def log_scalar_columns(self, entity: str, times_s: np.ndarray, values: np.ndarray) -> None:
         """Add a whole scalar stream at once (rows at `times_s` seconds)."""
-        import rerun as rr
-
         values = np.asarray(values, dtype=np.float64)
         if values.ndim == 1:
             values = values[:, None]
@@ -193,8 +186,6 @@ class EpisodeRecorder:
 
     def close(self) -> Path:
         """Write everything to a temporary file and rename it into place. Returns the final path."""
-        import rerun as rr
-
         if self._closed:
             raise RuntimeError("recorder already closed")
         self._closed = True
@@ -247,8 +238,6 @@ def write_layer_properties(
     path -> archetype) are logged as static data too (e.g. a re-judged `/outcome` text,
     which wins over the base layer's when the layer is registered after it).
     """
-    import rerun as rr
-
     path = Path(path)
     with atomic_path(path, exclusive=exclusive) as tmp:
         rec = rr.RecordingStream(application_id, recording_id=schema.validate_segment_id(segment_id), send_properties=False)

@@ -66,6 +66,7 @@ them: at the start of an embedded catalog that is alone on the workspace, or by
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -386,8 +387,6 @@ class RefineReport:
 
 def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Summary of signal values (`segment id -> {signal: value}`), one row per numeric signal with a finite value."""
-    import math
-
     by_name: dict[str, list[float]] = {}
     for row in values.values():
         for k, v in row.items():

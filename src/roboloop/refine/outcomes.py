@@ -22,15 +22,26 @@ re-judged outcome is always the judgement of exactly the recorded motion.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import rerun as rr
 
 from roboloop import faults, rows, schema
+from roboloop.catalog.index import BASE_GROUPS
+from roboloop.catalog.index import read as read_index
+from roboloop.collect.run import outcome_properties
+from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.env import AlohaSim
+from roboloop.envs.aloha.recording import outcome_markdown
+from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessTracker
 from roboloop.errors import RoboloopError
+from roboloop.record.episode import write_layer_version
+from roboloop.refine.layers import read_streams
 
 __all__ = ["REPLAY_TOLERANCE", "ReplayMismatch", "ReoutcomeError", "ReoutcomeReport", "judge_replay", "reoutcome"]
 
@@ -56,10 +67,6 @@ class ReoutcomeReport:
 
 
 def _conditions(row: Mapping[str, Any]):
-    import dataclasses
-
-    from roboloop.envs.aloha.conditions import SceneConditions
-
     names = {f.name for f in dataclasses.fields(SceneConditions)}
     cond = {k.split(".", 1)[1]: v for k, v in row.items()
             if k.startswith(f"{schema.SCENE}.") and k.split(".", 1)[1] in names and v is not None}
@@ -73,8 +80,6 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
     With `positions` / `cube` (the recorded joint positions and cube pose, one row per step,
     observed before each action) every step is checked: a divergence raises ReplayMismatch.
     """
-    from roboloop.envs.aloha.success import SuccessTracker
-
     sim.reset(int(seed), conditions)
     tracker = SuccessTracker()
     for k in range(len(targets)):
@@ -111,15 +116,12 @@ def reoutcome(
     batch in flight, and a re-run re-judges any segment whose catalog or index still holds
     an older judgement. The base files are only read.
     """
-    from roboloop.catalog import index as episode_index
-    from roboloop.refine.layers import read_streams
-
     ws = catalog.workspace
     if dataset not in ws.datasets():
         raise ReoutcomeError(f"no dataset {dataset!r} in {ws.root}; datasets: {', '.join(ws.datasets()) or '(none)'}")
     table = _in_scope(catalog.segment_table(dataset).to_pylist(), dataset, eval_ids, segment_ids)
     indexed = rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir()  # evaluation datasets keep an index
-    index_rows = {r["segment_id"]: r for r in episode_index.read(ws, dataset)} if indexed else {}
+    index_rows = {r["segment_id"]: r for r in read_index(ws, dataset)} if indexed else {}
     if not all_segments:
         table = _judged_by_an_older_classifier(table, index_rows if indexed else None)
     report = ReoutcomeReport(dataset)
@@ -179,7 +181,6 @@ def _in_scope(table: list[dict[str, Any]], dataset: str, eval_ids: Sequence[str]
 
 def _judged_by_an_older_classifier(table: list[dict[str, Any]], index_rows: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The failures whose judgement (the older of the catalog's and, with an index, the index's) predates this classifier."""
-    from roboloop.envs.aloha.success import CLASSIFIER_VERSION
 
     def version(r: Mapping[str, Any]) -> int:
         v = int(r.get(_VERSION_COL) or 1)
@@ -192,12 +193,6 @@ def _judged_by_an_older_classifier(table: list[dict[str, Any]], index_rows: Mapp
 
 def _rejudge(ws, dataset: str, sims: dict[str, Any], r: Mapping[str, Any], streams, report: ReoutcomeReport):
     """Replay one segment, judge it and write its outcome layer version (its path); None if it was skipped."""
-    import rerun as rr
-
-    from roboloop.collect.run import outcome_properties
-    from roboloop.envs.aloha.recording import outcome_markdown
-    from roboloop.record.episode import write_layer_version
-
     sid = r["segment_id"]
     report.before[sid] = str(r.get(_REASON_COL))
     try:
@@ -217,13 +212,11 @@ def _rejudge(ws, dataset: str, sims: dict[str, Any], r: Mapping[str, Any], strea
 
 def _update_index(ws, dataset: str, batch, report: ReoutcomeReport, index_rows: Mapping[str, Any]) -> None:
     """The rollout-index rows of the batch's re-judged segments, with their new outcome."""
-    from roboloop.catalog import index as episode_index
-
     for r in batch:
         sid = r["segment_id"]
         if sid in report.judged:
             base = index_rows.get(sid) or {k: v for k, v in r.items()
-                                           if k == "segment_id" or k.partition(".")[0] in episode_index.BASE_GROUPS}
+                                           if k == "segment_id" or k.partition(".")[0] in BASE_GROUPS}
             merged = {**base, **{f"{schema.OUTCOME}.{k}": v for k, v in report.judged[sid].items()}}
             rows.write_row(ws, schema.rollout_index_table(dataset), sid, merged)
 
@@ -247,8 +240,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _replay(sims: dict[str, Any], row: Mapping[str, Any], streams) -> tuple[Any, float]:
-    from roboloop.envs.aloha import AlohaSim
-
     sid = row["segment_id"]
     seed = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")
     task = row.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or "transfer_cube"

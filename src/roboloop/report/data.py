@@ -1,9 +1,9 @@
 """What the report shows, gathered from the workspace and the catalog (the statistics come from analyze).
 
 :func:`build_report_data` reads, for each evaluation, the evaluation row, calls
-``analyze.rollout_table`` / ``analyze.success_by`` / ``analyze.failures`` /
-``analyze.failure_modes`` / ``analyze.compare``, the sequential decisions stored in the row
-(if any), the coverage gaps (``analyze_gaps.gaps``), the runs' loss curves
+``rollout_table`` / ``success_by`` / ``failures`` /
+``failure_modes`` / ``compare`` of ``roboloop.analyze.rollouts``, the sequential decisions stored in the row
+(if any), the coverage gaps (``roboloop.analyze.gaps.gaps``), the runs' loss curves
 (``/train/epoch_loss`` and ``/holdout/loss`` on timeline ``epoch`` in ``<ds>_runs``, per epoch),
 the selections' queries and sizes, and the plans made from the evaluations; the result is a
 :class:`ReportData` of plain tables. Failures listed for a failing cell carry the command
@@ -28,8 +28,8 @@ from PIL import Image
 
 from roboloop import curate, rows, schema
 from roboloop.analyze import export
-from roboloop.analyze import rollouts as analyze
 from roboloop.analyze.gaps import GapConfig, GapError, gaps
+from roboloop.analyze.rollouts import compare, failure_modes, failures, rollout_table, success_by
 from roboloop.catalog import links
 from roboloop.errors import UnknownEvaluationError
 from roboloop.evaluate.until_decided import sequential_rows
@@ -55,7 +55,7 @@ class EvalSection:
     """One row per grid cell: cell (key), n, successes, rate, ci_low, ci_high, failing (bool);
     optional mean_stage."""
     coverage: list[dict[str, Any]] = field(default_factory=list)
-    """Gap rows (analyze_gaps.CellGap.to_dict()): cell, covered, n, covered_fraction, train_near,
+    """Gap rows (`roboloop.analyze.gaps.CellGap.to_dict()`): cell, covered, n, covered_fraction, train_near,
     train_in_cell_by_label, verdict, rank, advice. Empty when coverage is unknown."""
     failures: list[dict[str, Any]] = field(default_factory=list)
     """Failed rollouts of failing cells: cell, segment_id, seed, reason, stage, time_s, command,
@@ -113,7 +113,7 @@ def _norm_success(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _norm_compare(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One `analyze.compare` row in the report's column names (tolerant of naming)."""
+    """One `compare` row in the report's column names (tolerant of naming)."""
     return {
         CELL: _first(row, "episode.cell", CELL, "key", "group", default="overall"),
         "n_pairs": _first(row, "n_pairs", "pairs", "n_paired", "n"),
@@ -241,7 +241,7 @@ def build_report_data(
                           evals_dataset=row.get("evals_dataset") or schema.evals_dataset(row["dataset"]))
         if row.get(schema.EVAL_SEQUENTIAL):
             data.sequential.extend({"label": label, "eval_id": eval_id, **r} for r in sequential_rows(row))
-        rollouts = analyze.rollout_table(catalog, sec.evals_dataset, eval_ids=[eval_id], segment_table=segment_table)
+        rollouts = rollout_table(catalog, sec.evals_dataset, eval_ids=[eval_id], segment_table=segment_table)
         rollout_rows.append(_rows_of(rollouts))
         gap_cfg = _add_coverage(catalog, sec, segment_table, gap_cfg)
         _add_success(sec, rollouts, gap_cfg)
@@ -251,7 +251,7 @@ def build_report_data(
             _add_run(catalog, data, label, sec.run_id, row["dataset"])
     if len(rollout_rows) >= 2:
         data.comparison_labels = (labels[0], labels[1])
-        data.comparison = [_norm_compare(r) for r in _rows_of(analyze.compare(rollout_rows[0], rollout_rows[1], ["episode.cell"]))]
+        data.comparison = [_norm_compare(r) for r in _rows_of(compare(rollout_rows[0], rollout_rows[1], ["episode.cell"]))]
     ids = set(eval_ids)
     data.plans = [p for p in rows.read_rows(ws, schema.PLANS_TABLE) if p.get("source_eval") in ids]
     return data
@@ -271,7 +271,7 @@ def _add_coverage(catalog, sec: EvalSection, segment_table, gap_cfg: GapConfig) 
 def _add_success(sec: EvalSection, rollouts, gap_cfg: GapConfig) -> None:
     """Success per cell into `sec.cells`; a cell fails by its gap verdict, else by the gap settings' rule."""
     cov_by_cell = {c[CELL]: c for c in sec.coverage}
-    for c in (_norm_success(x) for x in _rows_of(analyze.success_by(rollouts, ["episode.cell"]))):
+    for c in (_norm_success(x) for x in _rows_of(success_by(rollouts, ["episode.cell"]))):
         if c[CELL] in cov_by_cell:
             c["failing"] = bool(cov_by_cell[c[CELL]]["fails"])
         else:
@@ -282,9 +282,9 @@ def _add_success(sec: EvalSection, rollouts, gap_cfg: GapConfig) -> None:
 def _add_failures(catalog, sec: EvalSection, rollouts, per_cell: int, exports: _FailureExports) -> None:
     """The failure modes of each failing cell, largest first, one representative rollout each (at most `per_cell`)."""
     failing = {c[CELL] for c in sec.cells if c["failing"]}
-    fails = analyze.failures(rollouts)
+    fails = failures(rollouts)
     shown: dict[str, int] = {}
-    for m in analyze.failure_modes(fails):
+    for m in failure_modes(fails):
         cell = m["cell"]
         if cell not in failing or shown.get(cell, 0) >= per_cell:
             continue

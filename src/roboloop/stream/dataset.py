@@ -64,6 +64,7 @@ Semantics
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -71,7 +72,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.data
+from rerun.catalog import CatalogClient
 
+from roboloop.catalog.client import UnknownDatasetError
 from roboloop.stream import decode as _decode
 from roboloop.stream.blocks import BlockFetcher, BlockMaterializer
 from roboloop.stream.config import StreamConfig
@@ -295,13 +298,9 @@ class EpisodeStream(torch.utils.data.IterableDataset):
     def _dataset_entry(self):
         if self._entry is None:
             if self._client is None:
-                from rerun.catalog import CatalogClient
-
                 self._client = CatalogClient(self.url)
             names = self._client.dataset_names()
             if self.dataset_name not in names:
-                from roboloop.catalog.client import UnknownDatasetError
-
                 raise UnknownDatasetError(self.dataset_name, sorted(names))
             self._entry = self._client.get_dataset(self.dataset_name)
         return self._entry
@@ -406,8 +405,6 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         return per_sample
 
     def _probe_sample_bytes(self) -> int | None:
-        import dataclasses
-
         if not self.index.segment_ids:
             return None
         sid = self.index.segment_ids[0]

@@ -18,9 +18,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import av
+import av.video.reformatter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
 
 from roboloop import schema
 from roboloop.stream.fields import LINEAR, SCALARS, VIDEO, ResolvedField
@@ -199,8 +202,6 @@ class VideoDecoder:
     """Decode needed H.264 frames of one field, keeping open decoders per segment (LRU)."""
 
     def __init__(self, codec: str = "h264", max_sessions: int = 8) -> None:
-        import av.video.reformatter
-
         self.codec = codec
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -208,8 +209,6 @@ class VideoDecoder:
         self.frames_decoded = 0
 
     def _new_ctx(self):
-        import av
-
         ctx = av.CodecContext.create(self.codec, "r")
         ctx.thread_count = 1
         return ctx
@@ -221,8 +220,6 @@ class VideoDecoder:
         (or from where this segment's open decoder stopped, when that is closer); only
         needed frames reach `sink` (and thus RGB conversion).
         """
-        import av
-
         n = len(needed)
         if n == 0:
             return
@@ -270,8 +267,6 @@ class VideoDecoder:
 
 def decode_image(data: bytes) -> np.ndarray:
     """Decode a JPEG/PNG blob to [3, H, W] uint8."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         rgb = np.asarray(im.convert("RGB"))
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rerun as rr
+import rerun.blueprint as rrb
 
 from roboloop import schema
 from roboloop.config import Config, ConfigError, check
@@ -153,8 +155,6 @@ class AlohaEpisodeWriter:
         static_poses: Mapping[str, tuple[np.ndarray, np.ndarray]],
         task: str,
     ) -> None:
-        import rerun as rr
-
         self.rec = recorder
         self.spec = spec
         self.task = task
@@ -237,8 +237,6 @@ class AlohaEpisodeWriter:
     # --- end ---------------------------------------------------------------------------------
     def finish(self, properties: Mapping[str, Mapping[str, Any]]) -> None:
         """Hand every buffered stream and the property groups to the recorder."""
-        import rerun as rr
-
         rec = self.rec  # the 50 Hz scalar streams are already buffered in it (append_scalars)
         for cam, enc in self._encoders.items():
             samples = self._video[cam] + enc.flush()
@@ -302,8 +300,6 @@ def outcome_markdown(properties: Mapping[str, Mapping[str, Any]]) -> str:
 
 def default_blueprint(cameras: Sequence[str]):
     """3D scene + camera views on top; joint positions, joint targets, task/outcome text below."""
-    import rerun.blueprint as rrb
-
     top = [rrb.Spatial3DView(origin=schema.SCENE_ROOT, name="scene")]
     top += [rrb.Spatial2DView(origin=schema.camera_path(c), name=c) for c in cameras]
     bottom = [
