@@ -352,52 +352,17 @@ class Catalog:
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
 
 
-def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:  # noqa: C901
+def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLike[str]], *, layer: str = schema.BASE_LAYER) -> list[str]:
     """See `Catalog.import_files`."""
     try:
         schema.validate_dataset_name(dataset)
         schema.validate_dataset_name(layer)
     except ValueError as exc:
         raise CatalogError(str(exc)) from None
-    ids: dict[Path, str] = {}
-    problems = []
-    sources = [Path(p) for p in paths]
-    try:
-        decoded = validate_rrds(sources)
-    except CorruptRecordingError as exc:
-        problems.extend(str(exc).splitlines())
-        decoded = {}
-    digests: dict[Path, tuple[str, int]] = {}
-    for p, rid in decoded.items():
-        status, detail = check_checksum(p)  # a file from another workspace carries its record: it must match
-        if status == "mismatch":
-            problems.append(f"{p}: {detail}")
-            continue
-        try:
-            ids[p] = schema.validate_segment_id(rid)
-        except ValueError as exc:
-            problems.append(f"{p}: {exc}")
-            continue
-        digests[p] = file_checksum(p)
-        if layer != schema.BASE_LAYER and has_recording_info(p):
-            problems.append(f"{p}: is a base recording (it carries the recording's own properties, {RECORDING_INFO_ENTITY}), "
-                            f"not a {layer!r} layer: registered as a layer it would overwrite the base's properties; "
-                            "import it without --layer, or write the layer without recording properties "
-                            "(rerun: RecordingStream(..., send_properties=False))")
-    seen: dict[str, Path] = {}
-    for p, seg in ids.items():
-        if seg in seen:
-            problems.append(f"{p}: holds recording {seg!r}, like {seen[seg]} (one file per segment and layer)")
-        seen.setdefault(seg, p)
+    ids, digests, problems = _checked_sources([Path(p) for p in paths], layer)
     if problems:
         raise CatalogError("nothing was imported; fix or drop these files:\n  " + "\n  ".join(problems))
-    ws = catalog.workspace
-    targets = []
-    for src, seg in ids.items():
-        dest = ws.segment_path(dataset, layer, seg)
-        if dest.exists():
-            raise CatalogError(f"{src}: segment {seg!r} already has a {layer!r} file in the workspace ({dest}); nothing was imported")
-        targets.append((src, dest))
+    targets = _import_targets(catalog.workspace, dataset, layer, ids)
     written: list[Path] = []
     try:
         for src, dest in targets:
@@ -413,6 +378,61 @@ def import_files(catalog: Catalog, dataset: str, paths: Sequence[str | os.PathLi
             dest.unlink(missing_ok=True)
             forget_checksum(dest)
         raise
+
+
+def _checked_sources(sources: list[Path], layer: str) -> tuple[dict[Path, str], dict[Path, tuple[str, int]], list[str]]:
+    """(segment id per file, checksum per file, problems) of the files an import would copy: each decodes
+    fully (in a child process), matches its own checksum record if it has one, names a valid segment, is of
+    the right kind for `layer`, and no two hold one recording."""
+    ids: dict[Path, str] = {}
+    problems: list[str] = []
+    try:
+        decoded = validate_rrds(sources)
+    except CorruptRecordingError as exc:
+        problems.extend(str(exc).splitlines())
+        decoded = {}
+    digests: dict[Path, tuple[str, int]] = {}
+    for p, rid in decoded.items():
+        problem = _source_problem(p, rid, layer)
+        if problem:
+            problems.append(f"{p}: {problem}")
+            continue
+        ids[p] = rid
+        digests[p] = file_checksum(p)
+    seen: dict[str, Path] = {}
+    for p, seg in ids.items():
+        if seg in seen:
+            problems.append(f"{p}: holds recording {seg!r}, like {seen[seg]} (one file per segment and layer)")
+        seen.setdefault(seg, p)
+    return ids, digests, problems
+
+
+def _source_problem(p: Path, rid: str, layer: str) -> str | None:
+    """What is wrong with one decoded import source, or None."""
+    status, detail = check_checksum(p)  # a file from another workspace carries its record: it must match
+    if status == "mismatch":
+        return detail
+    try:
+        schema.validate_segment_id(rid)
+    except ValueError as exc:
+        return str(exc)
+    if layer != schema.BASE_LAYER and has_recording_info(p):
+        return (f"is a base recording (it carries the recording's own properties, {RECORDING_INFO_ENTITY}), "
+                f"not a {layer!r} layer: registered as a layer it would overwrite the base's properties; "
+                "import it without --layer, or write the layer without recording properties "
+                "(rerun: RecordingStream(..., send_properties=False))")
+    return None
+
+
+def _import_targets(ws: Workspace, dataset: str, layer: str, ids: dict[Path, str]) -> list[tuple[Path, Path]]:
+    """(source, destination) per file; a segment that already has a file in that layer stops the import."""
+    targets = []
+    for src, seg in ids.items():
+        dest = ws.segment_path(dataset, layer, seg)
+        if dest.exists():
+            raise CatalogError(f"{src}: segment {seg!r} already has a {layer!r} file in the workspace ({dest}); nothing was imported")
+        targets.append((src, dest))
+    return targets
 
 
 def friendly_segment_table(raw: pa.Table) -> pa.Table:

@@ -44,7 +44,6 @@ A plan file::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 import tomllib
@@ -58,13 +57,14 @@ import tomli_w
 
 from roboloop import rows, schema
 from roboloop.collect.run import (
-    SEED_IN_ID,
     CollectConfig,
     EpisodeJob,
     RecordingSpec,
     SeedRangeError,
     collect,
     episode_segment_id,
+    highest_demo_seed,
+    seed_floor,
 )
 from roboloop.collect.run import reserve_seeds as reserve_workspace_seeds
 from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
@@ -358,39 +358,9 @@ def save_plan(workspace: Workspace, plan: Plan, path: str | Path | None = None) 
 
 # --- seeds ---------------------------------------------------------------------------------
 
-def _seed_of(row: Mapping[str, Any]) -> int | None:
-    v = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")
-    return None if v is None else int(v)
-
-
 def dataset_max_seed(catalog, dataset: str, table=None) -> int | None:
-    """Highest demonstration seed (< DEMO_SEED_LIMIT) in `dataset`: registered episodes and files
-    already written to its base layer (a finished, not yet registered episode counts).
-    `table`: the dataset's segment table when the caller has it already."""
-    seeds: list[int] = []
-    if table is None and dataset in catalog.dataset_names():
-        table = catalog.segment_table(dataset)
-    if table is not None:
-        col = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
-        if col in table.column_names:
-            seeds += [int(s) for s in table.column(col).to_pylist() if s is not None]
-    for f in catalog.workspace.segment_files(dataset, schema.BASE_LAYER) if dataset in catalog.workspace.datasets() else ():
-        m = SEED_IN_ID.search(Path(f).stem)
-        if m:
-            seeds.append(int(m.group(1)))
-    high = [s for s in seeds if s >= schema.DEMO_SEED_LIMIT]
-    if high:
-        log.warning("%d episode(s) of %s have seeds in the evaluation range; ignored for seed allocation", len(high), dataset)
-    seeds = [s for s in seeds if 0 <= s < schema.DEMO_SEED_LIMIT]
-    return max(seeds) if seeds else None
-
-
-def _legacy_seed_state(workspace: Workspace, dataset: str) -> int:
-    """`next_seed` of the reservation file earlier plan executions kept (``<workspace>/seeds/<dataset>.json``), or 0."""
-    try:
-        return int(json.loads((workspace.root / "seeds" / f"{dataset}.json").read_text("utf-8"))["next_seed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    """Highest demonstration seed of `dataset`, registered or on disk (`collect.run.highest_demo_seed`)."""
+    return highest_demo_seed(catalog, dataset, table)
 
 
 def reserve_seeds(catalog, dataset: str, n: int, table=None) -> int:
@@ -398,17 +368,15 @@ def reserve_seeds(catalog, dataset: str, n: int, table=None) -> int:
 
     Delegates to `collect.reserve_seeds` (the single place seeds are handed out, shared with
     `roboloop collect`): the first seed is after the highest seed the dataset holds
-    (`dataset_max_seed`, registered or on disk) and every seed reserved before, under a
+    (`collect.run.seed_floor`: registered or on disk) and every seed reserved before, under a
     workspace lock, so concurrent collects and plans never share a seed. Raises PlanError if
     the range would reach ``schema.DEMO_SEED_LIMIT`` (the evaluation seeds start there).
     """
     if n < 0:
         raise PlanError(f"cannot reserve {n} seeds")
     schema.validate_dataset_name(dataset)
-    top = dataset_max_seed(catalog, dataset, table)
-    floor = max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
     try:
-        return reserve_workspace_seeds(catalog.workspace, dataset, n, floor=floor).start
+        return reserve_workspace_seeds(catalog.workspace, dataset, n, floor=seed_floor(catalog, dataset, table)).start
     except SeedRangeError as exc:
         raise PlanError(
             f"no room for {n} demonstration seeds in {dataset}: seeds must stay below {schema.DEMO_SEED_LIMIT} "

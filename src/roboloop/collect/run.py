@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import multiprocessing as mp
 import os
 import re
@@ -109,7 +110,11 @@ __all__ = [
     "episode_segment_id",
     "parse_cameras",
     "parse_size",
+    "highest_demo_seed",
+    "seed_floor",
 ]
+
+log = logging.getLogger(__name__)
 
 
 # --- policies ------------------------------------------------------------------------------
@@ -576,7 +581,7 @@ def collect(
         # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
         n_jobs, job_iter = cfg.episodes, _jobs(dataset, range(cfg.seed, cfg.seed + cfg.episodes), _condition_list(cfg.conditions or None))
     else:
-        floor = _catalog_seed_end(catalog, dataset) if cfg.seed is None else 0
+        floor = seed_floor(catalog, dataset) if cfg.seed is None else 0
         n_jobs, job_iter = cfg.episodes, _reserving_jobs(ws, cfg, floor, report)
         if cfg.seed is not None:  # an explicit range is checked whole before anything runs
             _check_seed_range(dataset, cfg.seed, cfg.episodes)
@@ -637,14 +642,41 @@ def _check_seed_range(dataset: str, first: int, n: int) -> None:
         )
 
 
-def _catalog_seed_end(catalog, dataset: str) -> int:
-    """One past the highest `episode.seed` among the dataset's registered segments (0 if none)."""
-    table = catalog.segment_table(dataset)
+def highest_demo_seed(catalog, dataset: str, table=None) -> int | None:
+    """Highest demonstration seed (< `schema.DEMO_SEED_LIMIT`) of `dataset`: its registered episodes
+    (`episode.seed`) and the files already written to its base layer (a finished, not yet registered
+    episode counts); None for none. `table`: the dataset's segment table when the caller has it.
+    Seeds in the evaluation range are ignored (with a warning): they never move demonstration seeds."""
+    seeds: list[int] = []
+    if table is None and dataset in catalog.dataset_names():
+        table = catalog.segment_table(dataset)
     col = schema.friendly_column(schema.EPISODE, schema.EPISODE_SEED)
-    if not table.num_rows or col not in table.column_names:
+    if table is not None and table.num_rows and col in table.column_names:
+        seeds += [int(v) for v in table.column(col).to_pylist() if isinstance(v, int)]
+    if dataset in catalog.workspace.datasets():
+        seeds += [int(m.group(1)) for p in catalog.workspace.segment_files(dataset, schema.BASE_LAYER)
+                  if (m := SEED_IN_ID.search(Path(p).stem))]
+    high = [v for v in seeds if v >= schema.DEMO_SEED_LIMIT]
+    if high:
+        log.warning("%d episode(s) of %s have seeds in the evaluation range; ignored for seed allocation", len(high), dataset)
+    seeds = [v for v in seeds if 0 <= v < schema.DEMO_SEED_LIMIT]
+    return max(seeds) if seeds else None
+
+
+def _legacy_seed_state(workspace: Workspace, dataset: str) -> int:
+    """`next_seed` of the reservation file plan executions of earlier versions kept (``<workspace>/seeds/<dataset>.json``), or 0."""
+    try:
+        return int(json.loads((workspace.root / "seeds" / f"{dataset}.json").read_text("utf-8"))["next_seed"])
+    except (OSError, ValueError, KeyError, TypeError):
         return 0
-    seeds = [s for s in table.column(col).to_pylist() if isinstance(s, int)]
-    return max(seeds) + 1 if seeds else 0
+
+
+def seed_floor(catalog, dataset: str, table=None) -> int:
+    """The lowest seed a new demonstration of `dataset` may take: past `highest_demo_seed` (which
+    also covers imported recordings whose file names carry no seed) and past what plan executions
+    of earlier versions reserved. `reserve_seeds` adds its own reservations on top."""
+    top = highest_demo_seed(catalog, dataset, table)
+    return max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
 
 
 WORKER_EPISODES = 1000

@@ -85,6 +85,7 @@ __all__ = [
     "GridError",
     "PolicySource",
     "canonical_label",
+    "check_new",
     "check_resumable",
     "cell_conditions",
     "cell_key",
@@ -95,6 +96,7 @@ __all__ = [
     "list_evals",
     "load_config",
     "parse_grid",
+    "resumable_row",
     "resolve_policy",
     "rollout_jobs",
     "rollout_outcomes",
@@ -552,6 +554,28 @@ CARRIED_ROW_KEYS = (schema.EVAL_SEQUENTIAL, "against", "extended_by", "extra_rol
 """Keys of an evals row that `evaluate(..., resume=True)` keeps from the stored row (written by sequential runs)."""
 
 
+def resumable_row(workspace, cfg: EvalConfig, *, also: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The stored row of the evaluation that `cfg` resumes, once it is checked: it exists, `also(row)`
+    (a mode's own checks, e.g. the sequential settings) passes, and `cfg` may continue it
+    (`check_resumable`). Raises `EvaluateError` otherwise (fixed-grid and sequential alike)."""
+    if cfg.eval_id is None:
+        raise EvaluateError("resume needs the eval id of the evaluation to continue")
+    previous = eval_row(workspace, cfg.eval_id)
+    if previous is None:
+        raise EvaluateError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
+    if also is not None:
+        also(previous)
+    check_resumable(previous["config"], cfg)
+    return previous
+
+
+def check_new(workspace, cfg: EvalConfig) -> None:
+    """A new evaluation may not take the id of one that exists (`EvaluateError` naming `--resume`)."""
+    if cfg.eval_id is not None and eval_row(workspace, cfg.eval_id) is not None:
+        raise EvaluateError(f"evaluation {cfg.eval_id!r} exists already; continue it with --resume {cfg.eval_id} "
+                            "or choose another --name")
+
+
 def check_resumable(stored_config: Mapping[str, Any], cfg: EvalConfig) -> None:
     """EvaluateError unless `cfg` continues the stored config: equal up to `workers`, `episodes_per_cell` not smaller.
 
@@ -710,18 +734,11 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     pairs = plan_pairs(cfg)  # cells and seeds exist before the policy does
     previous = None
     if resume:
-        if cfg.eval_id is None:
-            raise EvaluateError("resume needs the eval id of the evaluation to continue")
-        previous = eval_row(ws, cfg.eval_id)
-        if previous is None:
-            raise EvaluateError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
-        check_resumable(previous["config"], cfg)
+        previous = resumable_row(ws, cfg)
     else:
+        check_new(ws, cfg)
         if cfg.eval_id is None:
             cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
-        elif eval_row(ws, cfg.eval_id) is not None:
-            raise EvaluateError(f"evaluation {cfg.eval_id!r} exists already; continue it with --resume {cfg.eval_id} "
-                                "or choose another --name")
     eval_id = str(cfg.eval_id)
     evals_ds = cfg.evals_dataset
     keys = cfg.grid.keys()

@@ -61,7 +61,7 @@ from roboloop.evaluate.run import (
     PolicySource,
     cell_key,
     cell_seed,
-    check_resumable,
+    check_new,
     collect_rollouts,
     eval_row,
     eval_row_base,
@@ -70,6 +70,7 @@ from roboloop.evaluate.run import (
     new_eval_id,
     no_run_provenance,
     resolve_policy,
+    resumable_row,
     rollout_jobs,
     rollout_outcomes,
     run_dataset,
@@ -255,9 +256,11 @@ def _until_decided(catalog, cfg: EvalConfig, *, against, seq, on_result, on_roun
     seq = _as_seq(seq if seq is not None else SequentialConfig())
     base_row, base_cfg = _baseline(ws, against, cfg)
     previous = _previous_row(ws, cfg, against, seq) if resume else None
-    if not resume and cfg.eval_id is not None and eval_row(ws, cfg.eval_id) is not None:
-        raise SequentialEvalError(f"evaluation {cfg.eval_id!r} exists already; continue it with --resume {cfg.eval_id} "
-                                  "or choose another --name")
+    if not resume:
+        try:
+            check_new(ws, cfg)
+        except EvaluateError as exc:
+            raise SequentialEvalError(str(exc)) from None
     source = _source(ws, cfg, policy_factory)
     if cfg.eval_id is None:
         cfg = EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
@@ -270,24 +273,23 @@ def _until_decided(catalog, cfg: EvalConfig, *, against, seq, on_result, on_roun
 
 def _previous_row(ws, cfg: EvalConfig, against: str, seq: SequentialConfig) -> dict[str, Any]:
     """The row of the sequential evaluation to resume, checked against the settings it is resumed with."""
-    if cfg.eval_id is None:
-        raise SequentialEvalError("resume needs the eval id of the sequential evaluation to continue")
-    previous = eval_row(ws, cfg.eval_id)
-    if previous is None:
-        raise SequentialEvalError(f"cannot resume {cfg.eval_id!r}: no such evaluation; start it without --resume")
-    stored = previous.get(schema.EVAL_SEQUENTIAL)
-    if not stored:
-        raise SequentialEvalError(f"{cfg.eval_id!r} is not a sequential evaluation; resume it with plain `eval --resume`")
-    if previous.get("against") != against:
-        raise SequentialEvalError(f"{cfg.eval_id!r} was compared against {previous.get('against')!r}, not {against!r}")
-    if SequentialConfig.from_dict(stored["config"]) != seq:
-        raise SequentialEvalError(f"cannot resume {cfg.eval_id!r} with other sequential settings "
-                                  f"(stored: {stored['config']}); resume it with those")
+
+    def sequential_settings(previous: dict[str, Any]) -> None:
+        stored = previous.get(schema.EVAL_SEQUENTIAL)
+        if not stored:
+            raise SequentialEvalError(f"{cfg.eval_id!r} is not a sequential evaluation; resume it with plain `eval --resume`")
+        if previous.get("against") != against:
+            raise SequentialEvalError(f"{cfg.eval_id!r} was compared against {previous.get('against')!r}, not {against!r}")
+        if SequentialConfig.from_dict(stored["config"]) != seq:
+            raise SequentialEvalError(f"cannot resume {cfg.eval_id!r} with other sequential settings "
+                                      f"(stored: {stored['config']}); resume it with those")
+
     try:
-        check_resumable(previous["config"], cfg)
+        return resumable_row(ws, cfg, also=sequential_settings)
+    except SequentialEvalError:
+        raise
     except EvaluateError as exc:
         raise SequentialEvalError(str(exc)) from None
-    return previous
 
 
 def _replayed_pairs(keys: list[str], previous: Mapping[str, Any] | None, seq: SequentialConfig,
