@@ -70,6 +70,7 @@ EPISODE = "episode"  # kind, task, seed, policy, software_version and the rest o
 SCENE = "scene"  # every scene condition that was set, plus a region label
 OUTCOME = "outcome"  # success, max_reward, success_step, steps, duration
 SIGNALS = "signals"  # derived signals, in the signals layer
+SIGNAL_VERSIONS = "signal_versions"  # signal name -> version of the function that computed it, in the signals layer
 QUALITY = "quality"  # flagged, reason, flagged_at, in the quality layer
 RUN = "run"  # training-run metadata, in <dataset>_runs
 
@@ -107,6 +108,7 @@ SIGNAL_GRIPPER_CLOSES_RIGHT = "gripper_closes_right"
 SIGNAL_GRIPPER_OPENS_RIGHT = "gripper_opens_right"
 SIGNAL_CUBE_HEIGHT_PEAK = "cube_height_peak"
 SIGNAL_CUBE_LIFT = "cube_lift"
+SIGNAL_SHARPNESS = "sharpness"  # per camera: signals.sharpness_<camera> (refine/images.py)
 
 
 def property_column(group: str, name: str) -> str:

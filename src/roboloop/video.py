@@ -84,15 +84,24 @@ def encode_frames(frames: Iterable[np.ndarray], fps: int, *, gop: int = DEFAULT_
     return out
 
 
-def decode_samples(samples: Iterable[bytes]) -> Iterator[np.ndarray]:
-    """Decode Annex-B H.264 samples in order to RGB frames (H x W x 3 uint8)."""
+def decode_samples(samples: Iterable[bytes], *, stride: int = 1) -> Iterator[np.ndarray]:
+    """Decode Annex-B H.264 samples in order to RGB frames (H x W x 3 uint8).
+
+    With `stride` k, only frames 0, k, 2k, ... are converted to RGB and yielded (every frame is
+    still decoded: each depends on the ones before it).
+    """
     ctx = av.CodecContext.create("h264", "r")
     ctx.thread_count = 1
+    index = 0
     for data in samples:
         for frame in ctx.decode(av.Packet(bytes(data))):
-            yield frame.to_ndarray(format="rgb24")
+            if index % stride == 0:
+                yield frame.to_ndarray(format="rgb24")
+            index += 1
     for frame in ctx.decode(None):
-        yield frame.to_ndarray(format="rgb24")
+        if index % stride == 0:
+            yield frame.to_ndarray(format="rgb24")
+        index += 1
 
 
 def _packet(packet) -> EncodedFrame:

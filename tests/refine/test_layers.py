@@ -155,7 +155,7 @@ def test_signals_match_numpy_and_base_is_untouched(catalog, ws, synthetic_episod
     assert {p: sha(p) for p in paths} == before
 
 
-def test_new_only_by_default_all_recomputes_and_layer_is_replaced(catalog, ws, synthetic_episode):
+def test_new_only_by_default_all_recomputes_and_other_signals_are_kept(catalog, ws, synthetic_episode):
     paths = [synthetic_episode(ws, DS, f"ep{i}", duration_s=0.5, seed=i)[1] for i in range(3)]
     catalog.register_files(DS, paths)
     first = refine.refine(catalog, DS, signals=["duration_s"])
@@ -173,10 +173,13 @@ def test_new_only_by_default_all_recomputes_and_layer_is_replaced(catalog, ws, s
     assert full.computed == ["ep0", "ep1", "ep2", "ep3"]
     assert signals_of(catalog, "ep0")["jerk_peak"] > 0  # REPLACE re-registration shows the new file's values
 
-    # recomputing one segment with a subset replaces its whole signals layer
+    # recomputing one segment with a subset writes a new layer version that keeps the other signals' values
+    before = signals_of(catalog, "ep1")
     refine.refine(catalog, DS, segment_ids=["ep1"], signals=["duration_s"])
-    assert signals_of(catalog, "ep1")["jerk_peak"] is None
-    assert signals_of(catalog, "ep2")["jerk_peak"] > 0
+    after = signals_of(catalog, "ep1")
+    assert after["refined_at"] >= before["refined_at"]
+    assert {k: v for k, v in after.items() if k != "refined_at"} == {k: v for k, v in before.items() if k != "refined_at"}
+    assert sorted(p.name for p in ws.segment_files(DS, schema.SIGNALS_LAYER)) == ["ep0.1.rrd", "ep1.2.rrd", "ep2.1.rrd", "ep3.1.rrd"]
 
     with pytest.raises(refine.RefineError, match="no segment"):
         refine.refine(catalog, DS, segment_ids=["nope"])

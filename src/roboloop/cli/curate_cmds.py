@@ -10,22 +10,23 @@ from rich.table import Table
 
 from roboloop import curate, schema
 from roboloop.cli.common import console, err_console, fail, id_list, open_catalog, print_rows
-from roboloop.refine.layers import SIGNALS, flag, flagged_ids, refine, unflag
+from roboloop.refine.layers import flag, flagged_ids, refine, unflag
+from roboloop.refine.signals import resolve_signals
 
 
 def refine_cmd(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to compute signals for.")] = schema.DEFAULT_DATASET,
     all_: Annotated[bool, typer.Option("--all", help="Recompute every segment (default: only segments without a signals layer).")] = False,
     segment: Annotated[Optional[list[str]], typer.Option("--segment", "-s", help="Only these segments (repeatable; always recomputed).")] = None,
-    signal_names: Annotated[Optional[list[str]], typer.Option("--signal", help="Only these signals (repeatable; default all).")] = None,
+    signal_names: Annotated[Optional[list[str]], typer.Option("--signal", help="Only these signals: a registered name or an import path package.module:function (repeatable; default: every registered signal except those that decode video, e.g. sharpness).")] = None,
     batch_size: Annotated[int, typer.Option(help="Segments per catalog query.")] = 250,
     list_signals: Annotated[bool, typer.Option("--list", help="List the registered signals and exit.")] = False,
 ) -> None:
-    """Compute derived signals (arm activity, jerk, idle fraction, gripper events, cube height, ...) into the `signals` layer."""
+    """Compute derived signals (arm activity, jerk, idle fraction, gripper events, cube height, camera sharpness, your own ...) into the `signals` layer."""
     if list_signals:
-        t = Table("signal", "streams", "definition")
-        for sig in SIGNALS.values():
-            t.add_row(schema.friendly_column(schema.SIGNALS, sig.name), ", ".join(sig.streams), sig.doc)
+        t = Table("signal", "version", "streams", "definition")
+        for sig in resolve_signals(signal_names or None):
+            t.add_row(schema.friendly_column(schema.SIGNALS, sig.name), sig.version, ", ".join(sig.streams), sig.doc)
         console.print(t)
         return
     with open_catalog() as cat, Progress(
@@ -46,7 +47,8 @@ def refine_cmd(
         console.print(f"{dataset}: no episodes yet (0 segments): nothing to refine; collect or import episodes first")
         return
     if n == 0:
-        console.print(f"{dataset}: every segment already has signals ({report.skipped}); use --all to recompute")
+        what = f"{', '.join(report.signals)} at their current version(s)" if signal_names else "signals"
+        console.print(f"{dataset}: every segment already has {what} ({report.skipped}); use --all to recompute")
         return
     console.print(
         f"{dataset}: signals for {n} segment(s) in {report.seconds:.2f}s "
@@ -54,6 +56,8 @@ def refine_cmd(
         f"register {report.register_seconds:.2f}s)"
         + (f"; {report.skipped} already had signals" if report.skipped else "")
     )
+    for name, (reason, count) in report.not_applicable.items():
+        console.print(f"  {name}: skipped on {count} episode(s): {reason}")
     print_rows(report.stats(), ["signal", "n", "min", "mean", "max"])
 
 

@@ -2,28 +2,26 @@
 
 Signals
 -------
-`refine(catalog, dataset)` reads the streams the signals need for many segments per
-query (``dataset.filter_segments(batch).filter_contents(entities).reader(index="time")``,
+`refine(catalog, dataset)` reads the scalar streams the signals need for many segments
+per query (``dataset.filter_segments(batch).filter_contents(entities).reader(index="time")``,
 one DataFusion query per batch of `batch_size` segments, never one file at a time),
-splits the Arrow result per segment, evaluates every registered signal and writes the
-values as properties of the ``signals`` group into the segment's `signals` layer: one
-small property-only RRD per segment (`datasets/<ds>/signals/<segment_id>.rrd`, same
-recording id as the segment), registered with REPLACE. The `base` layer file is only
-read. By default only segments without a `signals` layer are computed; `all_segments`
-recomputes every segment (the whole `signals` layer of a segment is replaced, so a
-signal that can no longer be computed disappears instead of going stale).
+splits the Arrow result per segment, evaluates the signals (video streams are read per
+segment and decoded only when a signal iterates its frames) and writes the values as
+properties of the ``signals`` group into the segment's `signals` layer: one small
+property-only RRD per segment (`datasets/<ds>/signals/<segment_id>.rrd`, same recording id
+as the segment), registered with REPLACE. The `base` layer file is only read.
 
-A signal is a function of one episode's streams registered with `@signal`::
-
-    @signal("gripper_travel_left", streams=[schema.JOINT_POSITIONS])
-    def gripper_travel_left(ep: EpisodeStreams) -> float | None:
-        \"\"\"Total |Δ| of the left gripper position.\"\"\"
-        q = ep.values(schema.JOINT_POSITIONS)
-        return None if q is None else float(np.abs(np.diff(q[:, LEFT_GRIPPER])).sum())
-
-It returns a number, a bool, a string or None (None = not computable for this episode:
-the property is left out and reads as null). Every signals layer also carries
-`signals.refined_at` (UTC, ISO 8601) and `signals.version`.
+The signal interface (`@signal`, `EpisodeStreams`, `SkipSignal`, signals by import path and
+entry point) is in `refine/signals.py`. Each layer records, per signal, the version of the
+function that computed it (`signal_versions.<name>`). By default the segments computed are
+those without a `signals` layer and those where a signal's recorded version differs from
+the current one; naming signals (`signals=[...]`) also fills them in where they are
+missing; `all_segments` recomputes every segment. A new layer version holds the new values
+of the signals computed now (one that can no longer be computed disappears instead of
+going stale) and carries over the values of every other signal. Every signals layer also
+carries `signals.refined_at` (UTC, ISO 8601) and `signals.version`. A signal that needs
+what an episode lacks (ALOHA's 14 joints, the cube, a camera) raises `SkipSignal`: nothing
+is stored for it and `RefineReport.not_applicable` holds its first reason and the count.
 
 Built-in signals (joint positions are `/robot/joint_positions`: indexes 0-5 left arm,
 6 left gripper, 7-12 right arm, 13 right gripper; arm joints in radians):
@@ -42,7 +40,11 @@ Built-in signals (joint positions are `/robot/joint_positions`: indexes 0-5 left
   last event; an open is a rise of at least that much above the lowest. Noise smaller
   than the delta never counts.
 - `cube_height_peak`: highest cube z (metres) from `/state/cube_pose` ([x, y, z, qw, qx,
-  qy, qz]); `cube_lift`: peak minus the first z. Null when the episode has no cube stream.
+  qy, qz]); `cube_lift`: peak minus the first z. Skipped when the episode has no cube stream.
+
+The joint signals (all but `duration_s`) are skipped on episodes whose joint positions are
+not ALOHA's 14; `duration_s` on episodes without `/robot/joint_positions`. The image signal
+`sharpness` is in `refine/images.py`.
 
 Quality flags
 -------------
@@ -65,10 +67,10 @@ them: at the start of an embedded catalog that is alone on the workspace, or by
 
 from __future__ import annotations
 
-import inspect
+import fnmatch
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +82,22 @@ import pyarrow.compute as pc
 
 from roboloop import faults, rows, schema
 from roboloop.catalog.client import Catalog
-from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
 from roboloop.record.episode import write_layer_version
+from roboloop.refine.signals import (  # noqa: F401 - the interface's names, re-exported where they lived before signals.py
+    SIGNALS,
+    EpisodeStreams,
+    RefineError,
+    Signal,
+    SignalFailedError,
+    SignalImportError,
+    SkipSignal,
+    UnknownSignalError,
+    compute_signals,
+    owner,
+    resolve_signals,
+    signal,
+)
 
 SIGNALS_VERSION = 1
 """Bump when a built-in signal's definition changes (then `refine --all`)."""
@@ -103,73 +118,24 @@ DEFAULT_BATCH = 250
 WRITE_THREADS = 4
 
 
-class RefineError(RoboloopError):
-    """Signals or flags that cannot be computed or written as asked; the message says what to change."""
-
-
-class UnknownSignalError(RefineError, UnknownNameError):
-    """A signal name that is not registered; the message lists the registered ones."""
-
-
-# --- episode data --------------------------------------------------------------------------
-
-@dataclass
-class EpisodeStreams:
-    """One episode's scalar streams as read from the catalog: entity -> (times_s, values[N, D])."""
-
-    segment_id: str
-    streams: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
-
-    def memo(self, key: Any, fn: Callable[[], Any]) -> Any:
-        """Compute `fn()` once per episode (for intermediates several signals share)."""
-        if key not in self._memo:
-            self._memo[key] = fn()
-        return self._memo[key]
-
-    def get(self, entity: str) -> tuple[np.ndarray, np.ndarray] | None:
-        s = self.streams.get(entity)
-        return s if s is not None and len(s[0]) else None
-
-    def values(self, entity: str) -> np.ndarray | None:
-        s = self.get(entity)
-        return None if s is None else s[1]
-
-    def times(self, entity: str) -> np.ndarray | None:
-        s = self.get(entity)
-        return None if s is None else s[0]
-
-
-# --- signal registry -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Signal:
-    name: str
-    fn: Callable[[EpisodeStreams], Any]
-    streams: tuple[str, ...]
-    doc: str
-
-
-SIGNALS: dict[str, Signal] = {}
-
-
-def signal(name: str, *, streams: Sequence[str] = (schema.JOINT_POSITIONS,)):
-    """Register `fn(ep: EpisodeStreams) -> value | None` as signal `signals.<name>`."""
-    if not name.isidentifier():
-        raise ValueError(f"signal names must be identifiers, got {name!r}")
-
-    def deco(fn):
-        SIGNALS[name] = Signal(name, fn, tuple(streams), (inspect.getdoc(fn) or "").split("\n")[0])
-        return fn
-
-    return deco
+ALOHA_JOINTS = 14
 
 
 def _joints(ep: EpisodeStreams, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray] | None:
+    """ALOHA's joint positions; SkipSignal on episodes of another robot, None when too short."""
     s = ep.get(schema.JOINT_POSITIONS)
-    if s is None or len(s[0]) < min_rows or s[1].shape[1] < 14:
-        return None
-    return s
+    if s is None:
+        raise SkipSignal(f"needs ALOHA's {ALOHA_JOINTS} joints in {schema.JOINT_POSITIONS}; the episode has no such stream")
+    if s[1].shape[1] != ALOHA_JOINTS:
+        raise SkipSignal(f"needs ALOHA's {ALOHA_JOINTS} joints in {schema.JOINT_POSITIONS}; the episode has {s[1].shape[1]}")
+    return s if len(s[0]) >= min_rows else None
+
+
+def _cube(ep: EpisodeStreams) -> np.ndarray | None:
+    v = ep.values(schema.CUBE_POSE)
+    if v is None:
+        raise SkipSignal(f"needs the cube pose {schema.CUBE_POSE}; the episode has no such stream")
+    return v if v.shape[1] > CUBE_Z else None
 
 
 def _median_dt(t: np.ndarray) -> float | None:
@@ -181,7 +147,9 @@ def _median_dt(t: np.ndarray) -> float | None:
 def duration_s(ep: EpisodeStreams) -> float | None:
     """Last minus first joint-position time, seconds."""
     t = ep.times(schema.JOINT_POSITIONS)
-    return None if t is None else float(t[-1] - t[0])
+    if t is None:
+        raise SkipSignal(f"needs {schema.JOINT_POSITIONS}; the episode has no such stream")
+    return float(t[-1] - t[0])
 
 
 def _arm_activity(ep: EpisodeStreams, arm: slice) -> float | None:
@@ -297,29 +265,16 @@ def gripper_opens_right(ep: EpisodeStreams) -> int | None:
 
 @signal(schema.SIGNAL_CUBE_HEIGHT_PEAK, streams=[schema.CUBE_POSE])
 def cube_height_peak(ep: EpisodeStreams) -> float | None:
-    """Highest cube z, metres (null without a cube stream)."""
-    v = ep.values(schema.CUBE_POSE)
-    return None if v is None or v.shape[1] <= CUBE_Z else float(np.nanmax(v[:, CUBE_Z]))
+    """Highest cube z, metres (skipped without a cube stream)."""
+    v = _cube(ep)
+    return None if v is None else float(np.nanmax(v[:, CUBE_Z]))
 
 
 @signal(schema.SIGNAL_CUBE_LIFT, streams=[schema.CUBE_POSE])
 def cube_lift(ep: EpisodeStreams) -> float | None:
-    """Highest cube z minus its first z, metres (null without a cube stream)."""
-    v = ep.values(schema.CUBE_POSE)
-    return None if v is None or v.shape[1] <= CUBE_Z else float(np.nanmax(v[:, CUBE_Z]) - v[0, CUBE_Z])
-
-
-def compute_signals(ep: EpisodeStreams, signals: Iterable[Signal] | None = None) -> dict[str, Any]:
-    """Evaluate signals on one episode; values that are None are left out."""
-    out: dict[str, Any] = {}
-    for sig in signals if signals is not None else SIGNALS.values():
-        value = sig.fn(ep)
-        if value is None:
-            continue
-        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-            continue
-        out[sig.name] = value
-    return out
+    """Highest cube z minus its first z, metres (skipped without a cube stream)."""
+    v = _cube(ep)
+    return None if v is None else float(np.nanmax(v[:, CUBE_Z]) - v[0, CUBE_Z])
 
 
 # --- batched reads -------------------------------------------------------------------------
@@ -366,14 +321,59 @@ def read_streams(dataset_entry, segment_ids: Sequence[str], entities: Sequence[s
     return out
 
 
+def read_video(dataset_entry, segment_id: str, entity: str) -> tuple[np.ndarray, list[bytes]]:
+    """(times_s, H.264 samples in time order) of one segment's video stream `entity` (empty when it has none)."""
+    table = dataset_entry.filter_segments([segment_id]).filter_contents([entity]).reader(index=schema.TIMELINE).to_arrow_table()
+    name = f"{entity}:{schema.VIDEO_SAMPLE_COMPONENT}"
+    if table.num_rows == 0 or name not in table.column_names:
+        return np.empty(0), []
+    table = table.filter(pc.is_valid(table.column(name))).sort_by(schema.TIMELINE)
+    times = pc.cast(table.column(schema.TIMELINE), pa.int64()).to_numpy(zero_copy_only=False) / 1e9
+    col = table.column(name)
+    rows_ = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    first = np.asarray(rows_.offsets, dtype=np.int64)[:-1]  # each row holds one sample: take its first blob
+    blobs = rows_.values
+    if pa.types.is_binary(blobs.type) or pa.types.is_large_binary(blobs.type):
+        return times, [blobs[int(j)].as_py() for j in first]
+    flat = blobs.values.to_numpy(zero_copy_only=False)
+    offsets = np.asarray(blobs.offsets, dtype=np.int64)
+    return times, [flat[offsets[j] : offsets[j + 1]].tobytes() for j in first]
+
+
+def dataset_streams(dataset_entry) -> dict[str, set[str]]:
+    """Entity path -> its (non-static) components in a dataset."""
+    out: dict[str, set[str]] = {}
+    for col in dataset_entry.schema().component_columns():
+        if getattr(col, "is_static", False) or getattr(col, "is_property", False):
+            continue
+        out.setdefault(str(col.entity_path), set()).add(col.component)
+    return out
+
+
+def resolve_streams(sig: Signal, available: Mapping[str, set[str]]) -> tuple[list[str], list[str]]:
+    """(scalar entities, video entities) a signal reads in a dataset; shell patterns match the dataset's entities."""
+    scalars, videos = [], []
+    for pattern in sig.streams:
+        if any(ch in pattern for ch in "*?["):
+            matches = sorted(e for e, comps in available.items() if fnmatch.fnmatchcase(e, pattern)
+                             and comps & {schema.SCALARS_COMPONENT, schema.VIDEO_SAMPLE_COMPONENT})
+        else:
+            matches = [pattern]
+        for entity in matches:
+            (videos if schema.VIDEO_SAMPLE_COMPONENT in available.get(entity, ()) else scalars).append(entity)
+    return scalars, videos
+
+
 # --- refine --------------------------------------------------------------------------------
 
 @dataclass
 class RefineReport:
     dataset: str
     computed: list[str] = field(default_factory=list)
-    skipped: int = 0  # segments that already had signals (without --all)
-    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: int = 0  # segments left alone: they already had these signals at these versions
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # values computed now (other signals' kept ones not included)
+    signals: list[str] = field(default_factory=list)  # the signals evaluated
+    not_applicable: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal -> (first reason, episodes skipped)
     seconds: float = 0.0
     read_seconds: float = 0.0  # waiting for reads (the next batch is read in the background)
     compute_seconds: float = 0.0
@@ -400,6 +400,92 @@ def signal_stats(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]
     return out
 
 
+BOOKKEEPING = ("refined_at", "version")
+"""`signals.*` properties every signals layer carries that are not signal values."""
+
+
+@dataclass
+class _Plan:
+    """What one refine run evaluates: the signals, what they read, and each segment's previous values."""
+
+    chosen: list[Signal]
+    scalars: list[str]
+    cameras: dict[str, tuple[str, ...]]
+    todo: list[str]
+    previous: dict[str, tuple[dict[str, Any], dict[str, str]]]  # segment -> (signals.*, signal_versions.*)
+
+
+def _plan(ds, table: pa.Table, dataset: str, signals: Sequence[str] | None, all_segments: bool,
+          segment_ids: Sequence[str] | None) -> tuple[_Plan, int]:
+    all_ids = table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else []
+    available = dataset_streams(ds) if all_ids else {}
+    resolved = {sig.name: (sig, *resolve_streams(sig, available)) for sig in resolve_signals(signals)}
+    # Signals that decode video run only when named: decoding costs ~100x a scalar signal.
+    chosen = [sig for sig, _, videos in resolved.values() if signals is not None or not videos]
+    if segment_ids is not None:
+        _check_ids(dataset, segment_ids, all_ids)
+        todo = list(dict.fromkeys(segment_ids))
+    elif all_segments:
+        todo = sorted(all_ids)
+    else:
+        todo = sorted(_stale(table, all_ids, chosen, named=signals is not None))
+    previous = _previous(table, set(todo))
+    plan = _Plan(chosen, sorted({e for sig in chosen for e in resolved[sig.name][1]}),
+                 {sig.name: tuple(resolved[sig.name][2]) for sig in chosen}, todo, previous)
+    return plan, (len(all_ids) - len(todo) if segment_ids is None else 0)
+
+
+def _stale(table: pa.Table, all_ids: list[str], chosen: list[Signal], *, named: bool) -> list[str]:
+    """Segments without a signals layer, or whose recorded version of a chosen signal differs (or, when the
+    signals were named, is missing). Layers written before per-signal versions count as current for the defaults."""
+    layers = table.column(schema.LAYERS).to_pylist() if table.num_rows else []
+    recorded = {}
+    for sig in chosen:
+        col = schema.friendly_column(schema.SIGNAL_VERSIONS, sig.name)
+        recorded[sig.name] = table.column(col).to_pylist() if col in table.column_names else [None] * len(all_ids)
+    out = []
+    for i, seg in enumerate(all_ids):
+        if schema.SIGNALS_LAYER not in (layers[i] or []):
+            out.append(seg)
+        elif any(recorded[s.name][i] != s.version and (named or recorded[s.name][i] is not None) for s in chosen):
+            out.append(seg)
+    return out
+
+
+def _previous(table: pa.Table, segs: set[str]) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+    """Each segment's current `signals.*` values and `signal_versions.*` (null ones left out)."""
+    if not segs or table.num_rows == 0:
+        return {}
+    prefixes = {schema.SIGNALS: schema.SIGNALS + ".", schema.SIGNAL_VERSIONS: schema.SIGNAL_VERSIONS + "."}
+    cols = [c for c in table.column_names if c.startswith(tuple(prefixes.values()))]
+    out = {}
+    for row in table.select([schema.SEGMENT_ID, *cols]).to_pylist():
+        if row[schema.SEGMENT_ID] not in segs:
+            continue
+        groups: dict[str, dict[str, Any]] = {g: {} for g in prefixes}
+        for c in cols:
+            group, _, name = c.partition(".")
+            if row[c] is not None:
+                groups[group][name] = row[c]
+        out[row[schema.SEGMENT_ID]] = (groups[schema.SIGNALS], groups[schema.SIGNAL_VERSIONS])
+    return out
+
+
+def merged_layer(previous: tuple[dict[str, Any], dict[str, str]] | None, new: Mapping[str, Any],
+                 chosen: Sequence[Signal], stamp: str) -> dict[str, dict[str, Any]]:
+    """The property groups of a segment's new signals layer: the chosen signals' new values (an old value
+    that can no longer be computed disappears) over the other signals' previous ones, and every version."""
+    old_values, old_versions = previous or ({}, {})
+    recomputed = {sig.name for sig in chosen}
+    names = set(old_versions) | set(SIGNALS) | recomputed
+    kept = {k: v for k, v in old_values.items() if k not in BOOKKEEPING and owner(k, names) not in recomputed}
+    versions = {**old_versions, **{sig.name: sig.version for sig in chosen}}
+    return {
+        schema.SIGNALS: {**kept, **new, "refined_at": stamp, "version": SIGNALS_VERSION},
+        schema.SIGNAL_VERSIONS: versions,
+    }
+
+
 def refine(
     catalog: Catalog,
     dataset: str,
@@ -410,50 +496,43 @@ def refine(
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[int, int], None] | None = None,
 ) -> RefineReport:
-    """Compute signals for the segments of `dataset` lacking them (all with `all_segments`).
+    """Compute signals for the segments of `dataset` that need them (all with `all_segments`).
 
-    `segment_ids` restricts the work to those segments (always recomputed). `signals`
-    picks a subset of the registry (default: every registered signal). `progress(done,
-    total)` is called after each batch.
+    A segment needs them when it has no `signals` layer yet, when a signal's recorded version
+    differs from its current one, or (for signals named in `signals`) when it lacks that signal.
+    `segment_ids` restricts the work to those segments (always recomputed). `signals` picks
+    signals by registered name or import path `package.module:function` (default: every
+    registered signal except those that decode video, which run only when named). Values of
+    signals not computed now are kept in the new layer version. `progress(done, total)` is
+    called after each batch.
     """
     t0 = time.perf_counter()
     report = RefineReport(dataset)
     ds = catalog.dataset(dataset)
-    chosen = _pick_signals(signals)
-    table = catalog.segment_table(dataset)
-    all_ids = table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else []
-    if segment_ids is not None:
-        _check_ids(dataset, segment_ids, all_ids)
-        todo = list(dict.fromkeys(segment_ids))
-    elif all_segments:
-        todo = sorted(all_ids)
-    else:
-        layers = table.column(schema.LAYERS).to_pylist() if table.num_rows else []
-        todo = sorted(s for s, ls in zip(all_ids, layers) if schema.SIGNALS_LAYER not in (ls or []))
-    report.skipped = len(all_ids) - len(todo) if segment_ids is None else 0
-    entities = sorted({e for sig in chosen for e in sig.streams})
+    plan, report.skipped = _plan(ds, catalog.segment_table(dataset), dataset, signals, all_segments, segment_ids)
+    report.signals = [sig.name for sig in plan.chosen]
     stamp = rows.now_iso()
     if progress:
-        progress(0, len(todo))
+        progress(0, len(plan.todo))
     size = max(1, batch_size)
-    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    batches = [plan.todo[i : i + size] for i in range(0, len(plan.todo), size)]
 
     def write(seg: str, values: dict[str, Any]) -> Path:
-        props = {**values, "refined_at": stamp, "version": SIGNALS_VERSION}
-        return write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, {schema.SIGNALS: props})
+        groups = merged_layer(plan.previous.get(seg), values, plan.chosen, stamp)
+        return write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, groups)
 
     # The next batch is read while this one is computed and written; layer files are
     # written by a few threads (the RRD writer spends its time outside the GIL).
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(WRITE_THREADS) as writers:
-        pending = reader.submit(read_streams, ds, batches[0], entities) if batches else None
+        pending = reader.submit(read_streams, ds, batches[0], plan.scalars) if batches else None
         for k, batch in enumerate(batches):
             t1 = time.perf_counter()
             episodes = pending.result()
             if k + 1 < len(batches):
-                pending = reader.submit(read_streams, ds, batches[k + 1], entities)
+                pending = reader.submit(read_streams, ds, batches[k + 1], plan.scalars)
             t2 = time.perf_counter()
             for seg in batch:
-                report.values[seg] = compute_signals(episodes[seg], chosen)
+                _evaluate(report, plan, episodes[seg], ds)
             t2b = time.perf_counter()
             paths = list(writers.map(lambda seg: write(seg, report.values[seg]), batch))
             t3 = time.perf_counter()
@@ -466,18 +545,18 @@ def refine(
             report.register_seconds += t4 - t3
             report.computed.extend(batch)
             if progress:
-                progress(len(report.computed), len(todo))
+                progress(len(report.computed), len(plan.todo))
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _pick_signals(names: Sequence[str] | None) -> list[Signal]:
-    if names is None:
-        return list(SIGNALS.values())
-    unknown = [n for n in names if n not in SIGNALS]
-    if unknown:
-        raise UnknownSignalError(f"unknown signal(s) {', '.join(unknown)}; registered signals: {', '.join(SIGNALS)}")
-    return [SIGNALS[n] for n in names]
+def _evaluate(report: RefineReport, plan: _Plan, ep: EpisodeStreams, ds) -> None:
+    ep.video = lambda entity: read_video(ds, ep.segment_id, entity)
+    res = compute_signals(ep, plan.chosen, cameras=plan.cameras)
+    report.values[ep.segment_id] = res.values
+    for name, reason in res.skipped.items():
+        first, n = report.not_applicable.get(name, (reason, 0))
+        report.not_applicable[name] = (first, n + 1)
 
 
 def _check_ids(dataset: str, ids: Sequence[str], known: Sequence[str]) -> None:
