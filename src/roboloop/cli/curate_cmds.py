@@ -29,6 +29,8 @@ def refine_cmd(
             t.add_row(schema.friendly_column(schema.SIGNALS, sig.name), sig.version, ", ".join(sig.streams), sig.doc)
         console.print(t)
         return
+    if signal_names:
+        resolve_signals(signal_names)  # a bad name or import path fails before the catalog starts
     with open_catalog() as cat, Progress(
         TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
     ) as bar:

@@ -364,6 +364,12 @@ def resolve_streams(sig: Signal, available: Mapping[str, set[str]]) -> tuple[lis
     return scalars, videos
 
 
+def reads_frames(sig: Signal, videos: Sequence[str] = ()) -> bool:
+    """Whether a signal decodes camera frames: it reads a video stream, or declares streams under `/cameras`."""
+    root = schema.CAMERA_ROOT
+    return bool(videos) or any(p == root or p.startswith(root + "/") for p in sig.streams)
+
+
 # --- refine --------------------------------------------------------------------------------
 
 @dataclass
@@ -421,7 +427,7 @@ def _plan(ds, table: pa.Table, dataset: str, signals: Sequence[str] | None, all_
     available = dataset_streams(ds) if all_ids else {}
     resolved = {sig.name: (sig, *resolve_streams(sig, available)) for sig in resolve_signals(signals)}
     # Signals that decode video run only when named: decoding costs ~100x a scalar signal.
-    chosen = [sig for sig, _, videos in resolved.values() if signals is not None or not videos]
+    chosen = [sig for sig, _, videos in resolved.values() if signals is not None or not reads_frames(sig, videos)]
     if segment_ids is not None:
         _check_ids(dataset, segment_ids, all_ids)
         todo = list(dict.fromkeys(segment_ids))

@@ -173,42 +173,34 @@ def import_signal(spec: str) -> Signal:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise SignalImportError(
-            f"--signal {spec}: cannot import module {module_name!r} ({exc}); install the package or add its folder to PYTHONPATH"
+            f"signal {spec!r}: cannot import module {module_name!r} ({exc}); install the package or add its folder to PYTHONPATH"
         ) from None
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: say which and how
-        raise SignalImportError(f"--signal {spec}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise SignalImportError(f"signal {spec!r}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             declared = sorted(n for n, v in vars(module).items() if declared_signal(v) is not None)
             raise SignalImportError(
-                f"--signal {spec}: module {module_name!r} has no attribute {attr!r}"
+                f"signal {spec!r}: module {module_name!r} has no attribute {attr!r}"
                 + (f"; its signals: {', '.join(f'{module_name}:{n}' for n in declared)}" if declared else "")
             )
         obj = getattr(obj, part)
     sig = declared_signal(obj)
     if sig is None:
         raise SignalImportError(
-            f"--signal {spec}: {module_name}.{attr} is not a signal; declare it with "
+            f"signal {spec!r}: {module_name}.{attr} is not a signal; declare it with "
             "@roboloop.refine.signal(name, version=..., streams=[...])"
         )
     return sig
 
 
-_entry_points_loaded = False
-
-
 def load_entry_points() -> None:
-    """Import the signals of installed plugins (entry point group `roboloop.signals`), once per process."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
+    """Import the signals of installed plugins (entry point group `roboloop.signals`; imports are cached by Python)."""
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
-            _entry_points_loaded = False
             dist = ep.dist.name if ep.dist is not None else "an installed package"
             raise SignalImportError(
                 f"signal plugin {ep.name!r} ({ep.value}, from {dist}) failed to load: {type(exc).__name__}: {exc}; "

@@ -1,0 +1,179 @@
+"""The signal interface: a user's signal by import path and by entry point, versions, and ALOHA-only signals
+skipping (with one reason per signal) on another robot's episodes."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from roboloop import schema
+from roboloop.catalog.client import Catalog
+from roboloop.record.episode import EpisodeRecorder
+from roboloop.refine import layers as refine
+from roboloop.refine import signals
+from tests.reliability.test_hostile_inputs import _invoke
+
+DS = "robot6"
+
+USER_SIGNAL = '''
+import numpy as np
+from roboloop.refine import signal
+
+
+@signal("reach", version={version}, streams=["/robot/joint_positions"])
+def reach(ep):
+    """Joint-space reach of the episode."""
+    q = ep.values("/robot/joint_positions")
+    if {version} == 1:
+        return {{"max": float(np.abs(q).max()), "span": float(np.ptp(q[:, 0]))}}
+    return {{"max": float(np.abs(q).max() * 2)}}
+
+
+def not_a_signal(ep):
+    return 1.0
+'''
+
+
+def signals_of(catalog, segment_id: str, group: str = schema.SIGNALS) -> dict:
+    row = next(r for r in catalog.segment_table(DS).to_pylist() if r["segment_id"] == segment_id)
+    return {k.split(".", 1)[1]: v for k, v in row.items() if k.startswith(group + ".")}
+
+
+def record_six_joint(ws, segment_id: str, seed: int) -> np.ndarray:
+    """An episode of a 6-joint arm (no cube, no camera), recorded with EpisodeRecorder directly."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(40) / 30.0
+    q = np.cumsum(rng.normal(size=(40, 6)), axis=0) * 0.05
+    with EpisodeRecorder(ws.segment_path(DS, schema.BASE_LAYER, segment_id), segment_id) as rec:
+        rec.log_scalar_columns(schema.JOINT_POSITIONS, t, q)
+        rec.set_properties(schema.EPISODE, {"kind": "demo", "seed": seed})
+    return q
+
+
+def write_module(folder, name: str, version: int) -> None:
+    (folder / f"{name}.py").write_text(USER_SIGNAL.format(version=version))
+
+
+@pytest.fixture
+def user_modules(tmp_path, monkeypatch):
+    """A folder on sys.path for the user's signal modules; the registry is restored afterwards."""
+    folder = tmp_path / "usercode"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    before = dict(signals.SIGNALS)
+    yield folder
+    signals.SIGNALS.clear()
+    signals.SIGNALS.update(before)
+    for mod in [m for m in sys.modules if m.startswith("roboloop_test_")]:
+        del sys.modules[mod]
+
+
+def test_aloha_signals_skip_on_a_six_joint_robot_with_one_reason_each(catalog, ws):
+    qs = {f"ep{i}": record_six_joint(ws, f"ep{i}", i) for i in range(3)}
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, s) for s in qs])
+
+    code, out = _invoke(ws.root, "refine", "-d", DS)
+    assert code == 0, out
+    joint_signals = ["arm_activity_left", "arm_activity_right", "jerk_mean", "jerk_peak", "idle_fraction",
+                     "gripper_closes_left", "gripper_opens_left", "gripper_closes_right", "gripper_opens_right"]
+    lines = out.splitlines()
+    for name in joint_signals:
+        hits = [ln for ln in lines if ln.strip().startswith(f"{name}:")]
+        assert hits == [f"  {name}: skipped on 3 episode(s): needs ALOHA's 14 joints in /robot/joint_positions; the episode has 6"]
+    for name in ("cube_height_peak", "cube_lift"):
+        hits = [ln for ln in lines if ln.strip().startswith(f"{name}:")]
+        assert hits == [f"  {name}: skipped on 3 episode(s): needs the cube pose /state/cube_pose; the episode has no such stream"]
+    assert "sharpness" not in out  # image signals run only when named
+    catalog.close()  # the command wrote the layers through its own catalog: read them back after a restart
+    with Catalog(ws, url="") as again:
+        for seg in qs:
+            got = signals_of(again, seg)
+            assert got["duration_s"] == pytest.approx(39 / 30)
+            assert all(got.get(name) is None for name in joint_signals)
+            # the skipped signals are recorded as done at their version: a re-run has nothing to do
+            assert signals_of(again, seg, schema.SIGNAL_VERSIONS)["jerk_peak"] == "1"
+        rerun = refine.refine(again, DS)
+        assert rerun.computed == [] and rerun.skipped == 3
+
+
+def test_user_signal_by_import_path_and_version_change(catalog, ws, user_modules):
+    qs = {f"ep{i}": record_six_joint(ws, f"ep{i}", i) for i in range(3)}
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, s) for s in qs])
+    refine.refine(catalog, DS)  # the built-ins first
+    write_module(user_modules, "roboloop_test_reach", 1)
+
+    first = refine.refine(catalog, DS, signals=["roboloop_test_reach:reach"])
+    assert first.computed == sorted(qs) and first.signals == ["reach"]
+    for seg, q in qs.items():
+        got = signals_of(catalog, seg)
+        assert got["reach_max"] == pytest.approx(np.abs(q).max())
+        assert got["reach_span"] == pytest.approx(q[:, 0].max() - q[:, 0].min())
+        assert got["duration_s"] == pytest.approx(39 / 30)  # kept from the first run
+        assert signals_of(catalog, seg, schema.SIGNAL_VERSIONS)["reach"] == "1"
+
+    # unchanged: nothing to do, on the command line too
+    assert refine.refine(catalog, DS, signals=["roboloop_test_reach:reach"]).computed == []
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "roboloop_test_reach:reach")
+    assert code == 0 and "every segment already has reach at their current version(s) (3)" in out
+
+    # a new version of the function: recomputed everywhere, as a new layer version; other signals kept
+    files_before = {p.name for p in ws.segment_files(DS, schema.SIGNALS_LAYER)}
+    del sys.modules["roboloop_test_reach"]
+    write_module(user_modules, "roboloop_test_reach", 2)
+    second = refine.refine(catalog, DS, signals=["roboloop_test_reach:reach"])
+    assert second.computed == sorted(qs)
+    assert {p.name for p in ws.segment_files(DS, schema.SIGNALS_LAYER)}.isdisjoint(files_before)
+    for seg, q in qs.items():
+        got = signals_of(catalog, seg)
+        assert got["reach_max"] == pytest.approx(2 * np.abs(q).max())
+        assert got.get("reach_span") is None  # v2 no longer computes it: gone, not stale
+        assert got["duration_s"] == pytest.approx(39 / 30)
+        assert signals_of(catalog, seg, schema.SIGNAL_VERSIONS)["reach"] == "2"
+
+
+def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
+    write_module(user_modules, "roboloop_test_bad", 1)
+    (user_modules / "roboloop_test_broken.py").write_text("raise RuntimeError('boom')\n")
+    cases = {
+        "roboloop_test_nope:reach": "cannot import module 'roboloop_test_nope'",
+        "roboloop_test_bad:missing": "module 'roboloop_test_bad' has no attribute 'missing'; its signals: roboloop_test_bad:reach",
+        "roboloop_test_bad:not_a_signal": "roboloop_test_bad.not_a_signal is not a signal; declare it with @roboloop.refine.signal",
+        "roboloop_test_broken:x": "importing module 'roboloop_test_broken' failed: RuntimeError: boom",
+        "roboloop_test_bad:": "must look like 'package.module:function'",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(signals.SignalImportError) as err:
+            signals.resolve_signals([spec])
+        assert message in str(err.value), spec
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "roboloop_test_nope:reach")
+    assert code == 1 and "Traceback" not in out
+    assert "signal 'roboloop_test_nope:reach': cannot import module 'roboloop_test_nope'" in out
+    with pytest.raises(signals.UnknownSignalError, match="package.module:function"):
+        signals.resolve_signals(["nope"])
+
+
+def test_entry_point_signals_are_found_and_run_by_default(catalog, ws, user_modules):
+    (user_modules / "roboloop_test_plugin.py").write_text(textwrap.dedent('''
+        from roboloop.refine import signal
+
+        @signal("first_joint_mean", version="2024a")
+        def first_joint_mean(ep):
+            """Mean of joint 0."""
+            return float(ep.values("/robot/joint_positions")[:, 0].mean())
+    '''))
+    dist = user_modules / "roboloop_test_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: roboloop-test-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[roboloop.signals]\nfirst_joint_mean = roboloop_test_plugin:first_joint_mean\n")
+
+    q = record_six_joint(ws, "ep0", 0)
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, "ep0")])
+    report = refine.refine(catalog, DS)
+    assert "first_joint_mean" in report.signals
+    assert signals_of(catalog, "ep0")["first_joint_mean"] == pytest.approx(q[:, 0].mean())
+    assert signals_of(catalog, "ep0", schema.SIGNAL_VERSIONS)["first_joint_mean"] == "2024a"
+    assert [s.name for s in signals.resolve_signals(["first_joint_mean"])] == ["first_joint_mean"]
