@@ -90,7 +90,7 @@ def main() -> int:
     try:
         rep, (t_refine,) = timed(lambda: refine.refine(cat, DS))
         assert len(rep.computed) == args.episodes
-        results[f"refine {args.episodes} episodes ({len(refine.SIGNALS)} signals)"] = (
+        results[f"refine {args.episodes} episodes ({len(rep.signals)} signals)"] = (
             f"{t_refine:.2f} s (read wait {rep.read_seconds:.2f}, compute {rep.compute_seconds:.2f}, write {rep.write_seconds:.2f}, "
             f"register {rep.register_seconds:.2f}) = {args.episodes / t_refine:.0f} episodes/s"
         )
