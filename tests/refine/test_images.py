@@ -102,6 +102,10 @@ def test_sharpness_finds_planted_blur_and_a_query_excludes_exactly_it(catalog, w
     wrist = [signals_of(catalog, seg)["sharpness_wrist"] for seg in ids]
     assert min(wrist) > blurred_max
 
+    # recomputing the default signals everywhere keeps the sharpness values
+    refine.refine(catalog, DS, all_segments=True)
+    assert {seg: signals_of(catalog, seg)["sharpness_top"] for seg in ids} == top
+
     # re-running the unchanged signal is a no-op, reported as such on the command line
     code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "sharpness")
     assert code == 0 and "every segment already has sharpness at their current version(s) (6)" in out

@@ -465,9 +465,9 @@ def _previous(table: pa.Table, segs: set[str]) -> dict[str, tuple[dict[str, Any]
     prefixes = {schema.SIGNALS: schema.SIGNALS + ".", schema.SIGNAL_VERSIONS: schema.SIGNAL_VERSIONS + "."}
     cols = [c for c in table.column_names if c.startswith(tuple(prefixes.values()))]
     out = {}
-    for row in table.select([schema.SEGMENT_ID, *cols]).to_pylist():
-        if row[schema.SEGMENT_ID] not in segs:
-            continue
+    wanted = table.select([schema.SEGMENT_ID, *cols])
+    wanted = wanted.filter(pc.is_in(wanted.column(schema.SEGMENT_ID), value_set=pa.array(sorted(segs))))
+    for row in wanted.to_pylist():
         groups: dict[str, dict[str, Any]] = {g: {} for g in prefixes}
         for c in cols:
             group, _, name = c.partition(".")

@@ -151,11 +151,18 @@ def signal(name: str, *, version: int | str = 1, streams: Sequence[str] = (schem
 
     def deco(fn):
         sig = Signal(name, fn, tuple(streams), (inspect.getdoc(fn) or "").split("\n")[0], version)
+        taken = SIGNALS.get(name)
+        if taken is not None and _where(taken.fn) != _where(fn):  # the same function imported again may re-register
+            raise RefineError(f"signal name {name!r} is already taken by {_where(taken.fn)}; give {_where(fn)} another name")
         SIGNALS[name] = sig
         setattr(fn, _ATTRIBUTE, sig)
         return fn
 
     return deco
+
+
+def _where(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
 
 
 def declared_signal(obj: Any) -> Signal | None:
