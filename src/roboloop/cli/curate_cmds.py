@@ -10,7 +10,7 @@ from rich.table import Table
 
 from roboloop import curate, schema
 from roboloop.cli.common import console, err_console, fail, id_list, open_catalog, print_rows
-from roboloop.refine.layers import flag, flagged_ids, refine, unflag
+from roboloop.refine.layers import flag, flagged_ids, reads_frames, refine, unflag
 from roboloop.refine.signals import resolve_signals
 
 
@@ -25,8 +25,9 @@ def refine_cmd(
     """Compute derived signals (arm activity, jerk, idle fraction, gripper events, cube height, camera sharpness, your own ...) into the `signals` layer."""
     if list_signals:
         t = Table("signal", "version", "streams", "definition")
-        for sig in resolve_signals(signal_names or None):
-            t.add_row(schema.friendly_column(schema.SIGNALS, sig.name), sig.version, ", ".join(sig.streams), sig.doc)
+        for sig in sorted(resolve_signals(signal_names or None), key=reads_frames):  # the ones that run by default first
+            streams = ", ".join(sig.streams) + (" (runs when named)" if reads_frames(sig) else "")
+            t.add_row(schema.friendly_column(schema.SIGNALS, sig.name), sig.version, streams, sig.doc)
         console.print(t)
         return
     if signal_names:
