@@ -562,6 +562,8 @@ def plan_from_eval(
         raise SequentialEvalError(f"evaluation {eval_id!r} has no recorded rollouts to plan from")
     counts: dict[str, list[int]] = {}
     for r in rollouts:
+        if r.get(ok_col) is None:
+            continue  # unlabelled (no outcome): not a failure, not in any rate
         c = counts.setdefault(str(r[cell_col]), [0, 0])
         c[0] += 1
         c[1] += int(bool(r.get(ok_col)))
