@@ -123,6 +123,9 @@ def test_label_overrides_sim_counts_unlabelled_apart_and_relabel_keeps_history(w
         assert row["outcome.failure_reason"] == "none" and row["outcome.failure_time_s"] == -1.0
         for groups in _both_paths(ws, again):
             assert _table(groups) == _expected(truth)
+        # the newest label of each segment is a catalog table too (the row table `<dataset>_labels`)
+        published = {r["segment_id"]: r for r in again.sql(f"SELECT * FROM {schema.labels_table(EVALS)}").to_pylist()}
+        assert {k: v["labelled_by"] for k, v in published.items()} == {"hw-0": "carol", "sim-1": "bob"}
         # a person's label is not re-judged by the simulator's replay
         rep = reoutcome(again, EVALS, segment_ids=["sim-1"], all_segments=True)
         assert "sim-1" in rep.skipped and "labelled by bob" in rep.skipped["sim-1"]
