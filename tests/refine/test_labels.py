@@ -21,6 +21,7 @@ from roboloop.catalog.client import Catalog
 from roboloop.cli import app
 from roboloop.refine.labels import LabelError, apply_labels, label, label_history, read_labels_csv
 from roboloop.refine.outcomes import reoutcome
+from roboloop.report import build_report_data, render_report
 
 EVALS = "bot_evals"
 HZ = 50
@@ -206,6 +207,21 @@ def test_gaps_compare_and_failures_keep_unlabelled_apart(ws, rollouts):
     assert [r["group"] for r in out] == ["region=a", "overall"]  # region=b has no outcome to compare
     assert (cell_a["n_a"], cell_a["unlabelled_a"], cell_a["labelled_b"]) == (len(a_truth), 2, 0)
     assert overall["unlabelled_b"] == 3 and overall["n_b"] == len(SIM_OK)
+
+
+def test_report_counts_labels_and_unlabelled_rollouts(ws, rollouts):
+    catalog = rollouts
+    rows.write_row(ws, schema.EVALS_TABLE, "ev1", {"eval_id": "ev1", "dataset": "bot", "evals_dataset": EVALS,
+                                                   "policy": "p", "run_id": ""})
+    label(catalog, EVALS, ["sim-2"], success=True, by="gil")
+    data = build_report_data(catalog, ["ev1"])
+    cells = {c["cell"]: c for c in data.evals[0].cells}
+    truth = {sid: SIM_OK.get(sid) for sid in CELLS} | {"sim-2": True}
+    assert {k: (c["n"], c["successes"], c.get("unlabelled", 0)) for k, c in cells.items()} == _expected(truth)
+    assert cells["region=a"]["labelled"] == 1 and cells["region=b"]["failing"] is False  # no outcome: not failing
+    assert any("1 outcome(s) are a person's label" in n and "3 rollouts are unlabelled" in n for n in data.notes)
+    html = render_report(data)
+    assert "<th>unlabelled</th>" in html and "3 rollouts are unlabelled" in html
 
 
 def test_cli_label_success_failures_and_history(ws, rollouts):

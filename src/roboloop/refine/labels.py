@@ -201,7 +201,7 @@ def _check(labels: Sequence[Label], table: Mapping[str, Mapping[str, Any]], data
         hint = ""
         if unknown:
             sample = ", ".join(sorted(table)[:5]) or "(none)"
-            hint = f"\nsegments of {dataset} look like: {sample}{', ...' if len(table) > 5 else ''} (roboloop segments {dataset})"
+            hint = f"\nsegments of {dataset} look like: {sample}{', ...' if len(table) > 5 else ''} (all of them: roboloop sql 'SELECT segment_id FROM {dataset}')"
         raise LabelError(f"{len(problems)} bad label(s), nothing written:\n  " + "\n  ".join(problems) + hint)
 
 
