@@ -168,6 +168,7 @@ def test_csv_batch_is_all_or_nothing_and_free_text_kinds(ws, rollouts, tmp_path)
                     "sim-0,false,,,,eve\n")
     rep = apply_labels(catalog, EVALS, read_labels_csv(good))
     assert rep.previous == {"hw-0": None, "hw-1": None, "hw-2": None, "sim-0": True}
+    assert rep.was == {"hw-0": "unlabelled", "hw-1": "unlabelled", "hw-2": "unlabelled", "sim-0": "success (simulator)"}
     truth = {sid: SIM_OK.get(sid) for sid in CELLS} | {"hw-0": False, "hw-1": True, "hw-2": False, "sim-0": False}
     assert _table(analyze.success_by(analyze.indexed_rollout_table(ws, EVALS), [analyze.CELL])) == _expected(truth)
     seg = {r["segment_id"]: r for r in catalog.segment_table(EVALS).to_pylist()}

@@ -277,9 +277,6 @@ def label_cmd(
     with open_catalog() as cat:
         rep = guard(lambda: apply_labels(cat, dataset, batch))
 
-    def verdict(ok: bool | None) -> str:
-        return schema.OUTCOME_UNLABELLED if ok is None else ("success" if ok else "failure")
-
     out = []
     for sid, group in rep.written.items():
         ok = group[schema.OUTCOME_SUCCESS]
@@ -287,7 +284,7 @@ def label_cmd(
         kind_text = None if ok else schema.FAILURE_KINDS.get(group[schema.OUTCOME_FAILURE_REASON], group[schema.OUTCOME_FAILURE_REASON])
         if kind_text is not None and group[schema.OUTCOME_FREE_KIND]:
             kind_text += " (free text)"
-        out.append({"segment_id": sid, "was": verdict(rep.previous[sid]), "now": verdict(ok), "kind": kind_text,
+        out.append({"segment_id": sid, "was": rep.was[sid], "now": "success" if ok else "failure", "kind": kind_text,
                      "at_s": None if t < 0 else t, "labelled_by": group[schema.OUTCOME_LABELLED_BY]})
     print_table(out, LABEL_COLUMNS, format, title=f"{len(out)} outcome(s) labelled in {dataset}, layer '{schema.OUTCOME_LAYER}'")
     if format == "table":

@@ -96,6 +96,7 @@ class LabelReport:
     dataset: str
     written: dict[str, dict[str, Any]] = field(default_factory=dict)  # segment id -> the outcome group written
     previous: dict[str, bool | None] = field(default_factory=dict)  # segment id -> success before (None: unlabelled)
+    was: dict[str, str] = field(default_factory=dict)  # segment id -> the outcome before, in words ("failure (simulator)")
     files: dict[str, Path] = field(default_factory=dict)  # segment id -> the new outcome layer version
 
 
@@ -154,8 +155,9 @@ def apply_labels(catalog, dataset: str, labels: Sequence[Label]) -> LabelReport:
             ws, dataset, schema.OUTCOME_LAYER, lab.segment, {schema.OUTCOME: group},
             statics={schema.OUTCOME_TEXT: rr.TextDocument(_outcome_text(group), media_type="text/markdown")})
     for lab in labels:
-        rows.write_row(ws, schema.labels_table(dataset), lab.segment,
-                       _history_row(lab.segment, report.written[lab.segment], table[lab.segment], report.files[lab.segment]))
+        hist = _history_row(lab.segment, report.written[lab.segment], table[lab.segment], report.files[lab.segment])
+        report.was[lab.segment] = hist["previous"]
+        rows.write_row(ws, schema.labels_table(dataset), lab.segment, hist)
     if rows.rows_dir(ws, schema.rollout_index_table(dataset)).is_dir():  # evaluation datasets keep an index
         for lab in labels:
             _update_index(ws, dataset, table[lab.segment], report.written[lab.segment])
