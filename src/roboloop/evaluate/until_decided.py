@@ -157,6 +157,9 @@ class SequentialReport(EvalReport):
 def metric_value(outcome: Mapping[str, Any], metric: str) -> float:
     """A rollout's value for the test: 0/1 success, or the stage score in [0, 1]."""
     if metric == schema.METRIC_SUCCESS:
+        if outcome.get(schema.OUTCOME_SUCCESS) is None:
+            raise SequentialEvalError("a rollout has no outcome (unlabelled): label it with `roboloop label` first; "
+                                      "an unlabelled rollout is never counted as a failure")
         return float(bool(outcome[schema.OUTCOME_SUCCESS]))
     stage = outcome.get(schema.OUTCOME_STAGE)
     if stage is None:
