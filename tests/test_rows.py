@@ -19,6 +19,19 @@ def test_newest_row_wins_and_tombstone_deletes(tmp_path):
     assert rows.row_tables(ws) == ["evals"]
 
 
+def test_history_is_every_row_of_a_key_oldest_first(tmp_path):
+    ws = Workspace(tmp_path)
+    for n in (1, 2):
+        rows.write_row(ws, "labels", "s1", {"n": n})
+    rows.write_row(ws, "labels", "s10", {"n": 99})  # a key that starts like s1 is not s1's history
+    rows.delete_row(ws, "labels", "s1")
+    rows.write_row(ws, "labels", "s1", {"n": 3})
+    hist = rows.history(ws, "labels", "s1")
+    assert [(r.get("n"), bool(r.get(rows.DELETED_FIELD))) for r in hist] == [(1, False), (2, False), (None, True), (3, False)]
+    assert rows.read_row(ws, "labels", "s1")["n"] == hist[-1]["n"]
+    assert rows.history(ws, "labels", "nope") == [] and rows.history(ws, "other", "s1") == []
+
+
 def test_unreadable_row_file_is_skipped(tmp_path):
     ws = Workspace(tmp_path)
     rows.write_row(ws, "plans", "p1", {"x": 1})

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -216,6 +217,12 @@ def resolve(cls: type[C], path: str | Path | Config | None = None, /, **flags: A
 
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> its one-line docstring (the string literal under the field), base classes first."""
+    return dict(_field_docs(cls))
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """:func:`field_docs`, parsed once per class (building the CLI asks for every option's help: ~100 parses)."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):

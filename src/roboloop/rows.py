@@ -139,6 +139,29 @@ def read_row(workspace: Workspace, table: str, key: str) -> dict[str, Any] | Non
     return None
 
 
+def history(workspace: Workspace, table: str, key: str) -> list[dict[str, Any]]:
+    """Every row ever written for `key`, oldest first (tombstones included, marked by ``_deleted``).
+
+    Rows are never edited or removed, so this is the key's full history (e.g. every label a
+    segment was given); :func:`read_row` is its newest entry.
+    """
+    folder = rows_dir(workspace, table)
+    if not isinstance(key, str) or not _KEY.match(key) or not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob(f"{glob.escape(key)}@*.json"), key=_sort_key):
+        if is_temp_file(path) or not path.is_file():
+            continue
+        try:
+            row = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("skipped unreadable row file %s: %s", path, exc)
+            continue
+        if isinstance(row, dict) and row.get(KEY_FIELD) == key:
+            out.append(row)
+    return out
+
+
 def _live_rows(folder: Path, pattern: str) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []

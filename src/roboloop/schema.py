@@ -63,7 +63,8 @@ SIGNALS_LAYER = "signals"
 QUALITY_LAYER = "quality"
 """Quality verdicts (flag / unflag)."""
 OUTCOME_LAYER = "outcome"
-"""Re-judged outcomes (`roboloop reoutcome`): a property-only layer whose `outcome.*` values win over the base recording's."""
+"""Re-judged or labelled outcomes (`roboloop reoutcome`, `roboloop label`): a property-only layer whose `outcome.*`
+values win over the base recording's."""
 
 # --- property groups ---------------------------------------------------------------------
 EPISODE = "episode"  # kind, task, seed, policy, software_version and the rest of the provenance
@@ -367,6 +368,23 @@ FAILURE_KINDS = {
 """`outcome.failure_reason` (the failure kind) -> the kind in words (envs/aloha/success.py defines each kind and its moment)."""
 OUTCOME_CLASSIFIER = "classifier"  # version of the failure classifier that judged the outcome (absent: 1)
 OUTCOME_JUDGED_AT = "judged_at"  # outcome layer only: UTC ISO time of a re-judgement
+# a person's judgement (`roboloop label`, refine/labels.py), outcome layer only
+OUTCOME_SOURCE = "source"  # who judged the outcome: OUTCOME_SOURCE_LABEL for a person (absent: the simulator at record time)
+OUTCOME_SOURCE_LABEL = "label"
+OUTCOME_NOTE = "note"  # the labeller's free-text note ("" when none)
+OUTCOME_LABELLED_BY = "labelled_by"  # who labelled it (default: the OS user)
+OUTCOME_LABELLED_AT = "labelled_at"  # UTC ISO time of the label
+OUTCOME_FREE_KIND = "free_kind"  # bool: the failure kind is free text, not one of the task's FAILURE_KINDS
+OUTCOME_UNLABELLED = "unlabelled"
+"""How tables show an episode without `outcome.success` (recorded on hardware, not yet labelled): never a failure."""
+LABELS_TABLE_SUFFIX = "_labels"
+"""Row tables `<dataset>_labels`: every label ever given (append-only, one row per label: the history `roboloop gc` keeps)."""
+
+
+def labels_table(dataset: str) -> str:
+    """Row table holding every label given to the segments of `dataset` (the label history)."""
+    return f"{dataset}{LABELS_TABLE_SUFFIX}"
+
 POLICY_SCRIPTED = "scripted"
 """The `--policy` name of the scripted demonstrator (the baseline every run can be compared with)."""
 PROVENANCE_NONE = "none"

@@ -93,6 +93,40 @@ def test_success_by_small_groups_nulls_and_unknown_columns():
         analyze.success_by(rows, ["scene.nope"])
 
 
+def test_success_by_counts_labelled_and_unlabelled_apart_on_both_paths():
+    rows = _random_rows(300, seed=4)
+    rng = np.random.default_rng(5)
+    for r in rows:
+        u = rng.random()
+        r[analyze.SOURCE] = None  # every row has the key: pa.Table.from_pylist takes its columns from the first row
+        if u < 0.2:
+            r[SUCCESS] = None  # recorded on hardware, not labelled: no outcome
+            r[STAGE] = None
+        elif u < 0.35:
+            r[analyze.SOURCE] = schema.OUTCOME_SOURCE_LABEL
+    rows += [{**rows[0], "scene.region": "moon", SUCCESS: None, STAGE: None, analyze.SOURCE: None}] * 3  # a group with no outcome at all
+    expect = defaultdict(lambda: [0, 0, 0, 0])  # n, successes, labelled, unlabelled
+    for r in rows:
+        g = expect[r["scene.region"]]
+        if r[SUCCESS] is None:
+            g[3] += 1
+            continue
+        g[0] += 1
+        g[1] += r[SUCCESS]
+        g[2] += r.get(analyze.SOURCE) == schema.OUTCOME_SOURCE_LABEL
+    got = analyze.success_by(rows, ["scene.region"])
+    assert {g["scene.region"]: [g["n"], g["successes"], g["labelled"], g["unlabelled"]] for g in got} == dict(expect)
+    assert analyze.success_by(pa.Table.from_pylist(rows), ["scene.region"]) == got
+    moon = next(g for g in got if g["scene.region"] == "moon")
+    assert moon["n"] == 0 and moon["rate"] is None and moon["ci_high"] is None
+    for g in got:
+        if g["n"]:
+            assert g["rate"] == pytest.approx(g["successes"] / g["n"])  # unlabelled rows are not in the denominator
+    # failures never lists an unlabelled rollout
+    listed = {f["segment_id"] for f in analyze.failures([{**r, "segment_id": f"s{i}"} for i, r in enumerate(rows)])}
+    assert listed == {f"s{i}" for i, r in enumerate(rows) if r[SUCCESS] is False}
+
+
 # --- compare -----------------------------------------------------------------------------------------
 
 def _paired(cell: str, both: int, only_a: int, only_b: int, neither: int, start: int = 0):

@@ -15,7 +15,7 @@ import pytest
 
 from roboloop import rows, schema
 from roboloop.evaluate.run import EvalConfig, EvaluateError, evaluate, parse_grid
-from roboloop.evaluate.until_decided import SequentialEvalError, evaluate_until_decided, sequential_rows
+from roboloop.evaluate.until_decided import SequentialEvalError, evaluate_until_decided, metric_value, sequential_rows
 from roboloop.stats.sequential import PairedSequentialTest, SequentialConfig
 
 pytestmark = pytest.mark.sim
@@ -250,3 +250,10 @@ def _rollouts_ws(path, eval_id):
     from roboloop.catalog import index as episode_index
 
     return [r for r in episode_index.read(ws_obj(path), "demo_evals") if r["episode.eval_id"] == eval_id]
+
+
+def test_an_unlabelled_rollout_is_never_a_failure_of_the_sequential_test():
+    assert metric_value({schema.OUTCOME_SUCCESS: False}, schema.METRIC_SUCCESS) == 0.0
+    assert metric_value({schema.OUTCOME_SUCCESS: True}, schema.METRIC_SUCCESS) == 1.0
+    with pytest.raises(SequentialEvalError, match="unlabelled"):
+        metric_value({schema.OUTCOME_SUCCESS: None}, schema.METRIC_SUCCESS)

@@ -85,6 +85,7 @@ __all__ = [
     "CONDITION_AXES",
     "COVERAGE_GAP",
     "FINE",
+    "UNLABELLED",
     "QUALITY",
     "START_COLUMNS",
     "CellGap",
@@ -108,11 +109,14 @@ __all__ = [
 COVERAGE_GAP = "coverage_gap"
 QUALITY = "policy_or_data_quality"
 FINE = "fine"
-_CLASS_ORDER = {COVERAGE_GAP: 0, QUALITY: 1, FINE: 2}
+UNLABELLED = schema.OUTCOME_UNLABELLED
+"""Verdict of a cell none of whose rollouts has an outcome (recorded on hardware, not labelled yet): no rate."""
+_CLASS_ORDER = {COVERAGE_GAP: 0, QUALITY: 1, FINE: 2, UNLABELLED: 3}
 
 SEGMENT_ID = "segment_id"
 CELL_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
 SUCCESS_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
+SOURCE_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SOURCE}"
 SEED_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
 
 
@@ -343,7 +347,8 @@ def _cell_coverage(r_rows: list[dict], t_rows: list[dict], cfg: GapConfig) -> li
         covered_mask = [len(near_sets[i]) > 0 for i in idx]
         failed_nearest: list[str] = []
         for i in idx:
-            covered_failure = not r_rows[i].get(SUCCESS_COLUMN) and len(near_sets[i]) > 0
+            ok = r_rows[i].get(SUCCESS_COLUMN)
+            covered_failure = ok is not None and not ok and len(near_sets[i]) > 0  # unlabelled: not a failure
             if covered_failure and t_ids[index[i]] not in failed_nearest:
                 failed_nearest.append(t_ids[index[i]])
         finite = [nearest[i] for i in idx if np.isfinite(nearest[i])]
@@ -410,6 +415,10 @@ class CellGap:
     advice: str
     near_train_ids: tuple[str, ...] = ()
     failed_ids: tuple[str, ...] = ()
+    unlabelled: int = 0
+    """Rollouts without an outcome (not in n: neither successes nor failures); coverage counts them."""
+    labelled: int = 0
+    """Outcomes among the n that a person labelled (`roboloop label`)."""
 
     @property
     def failures(self) -> int:
@@ -473,7 +482,7 @@ def _advice(c: dict[str, Any], verdict: str, ctx: Mapping[str, str]) -> str:
         ds = ctx.get("evals_dataset") or "<dataset>_evals"
         demos = ", ".join(c["near_train_ids"][:5]) or "-"
         return (
-            f"{c['covered']}/{c['n']} rollouts are covered yet {c['n'] - c['successes']} failed: inspect them "
+            f"{c['covered']}/{c['n']} rollouts are covered yet {c['failed']} failed: inspect them "
             f"(roboloop failures --dataset {ds}{ev} --where \"episode.cell = '{key}'\") and the nearest "
             f"demonstrations ({demos}); flag bad ones (roboloop flag -d {ctx.get('dataset') or '<dataset>'} -s ID -r REASON)"
         )
@@ -496,32 +505,41 @@ def gap_report(
     ctx = {"eval_id": eval_id, "dataset": dataset, "evals_dataset": evals_dataset}
     cells = []
     for c in _cell_coverage(r_rows, t_rows, cfg):
-        idx = c["_idx"]
-        succ = [bool(r_rows[i].get(SUCCESS_COLUMN)) for i in idx]
+        judged = [(i, bool(r_rows[i][SUCCESS_COLUMN]), cov) for i, cov in zip(c["_idx"], c["_covered"])
+                  if r_rows[i].get(SUCCESS_COLUMN) is not None]  # unlabelled rollouts: in coverage, not in the rate
+        idx, succ = [i for i, _, _ in judged], [s for _, s, _ in judged]
         n, k = len(idx), sum(succ)
-        rate = k / n
-        lo, hi = wilson(k, n, cfg.confidence)
-        fails = cfg.fails(rate, hi)
-        if not fails:
+        if n:
+            rate = k / n
+            lo, hi = wilson(k, n, cfg.confidence)
+            fails = cfg.fails(rate, hi)
+        else:
+            rate = lo = hi = float("nan")
+            fails = False
+        if not n:
+            verdict = UNLABELLED
+        elif not fails:
             verdict = FINE
         elif c["covered_fraction"] < cfg.min_covered_fraction:
             verdict = COVERAGE_GAP
         else:
             verdict = QUALITY
-        uncovered_failures = sum(1 for s, cov in zip(succ, c["_covered"]) if not s and not cov)
-        severity = (1 - rate) * (1 - c["covered_fraction"]) if verdict == COVERAGE_GAP else 1 - rate
+        uncovered_failures = sum(1 for _, s, cov in judged if not s and not cov)
+        severity = 0.0 if not n else (1 - rate) * (1 - c["covered_fraction"]) if verdict == COVERAGE_GAP else 1 - rate
         cells.append(
             dict(
                 cell=c["cell"], conditions=c["conditions"], n=n, successes=k, rate=rate, ci_low=lo, ci_high=hi,
                 covered=c["covered"], covered_fraction=c["covered_fraction"], train_near=c["train_near"],
                 train_in_cell_by_label=c["train_in_cell_by_label"], median_distance=c["median_distance"],
                 uncovered_failures=uncovered_failures, fails=fails, verdict=verdict, severity=float(severity),
-                advice=_advice({**c, "successes": k}, verdict, ctx),
+                advice=_advice({**c, "successes": k, "failed": n - k}, verdict, ctx),
                 near_train_ids=tuple(c["near_train_ids"]) if verdict == QUALITY else (),
                 failed_ids=tuple(r_rows[i].get(SEGMENT_ID) for i, s in zip(idx, succ) if not s),
+                unlabelled=len(c["_idx"]) - n,
+                labelled=sum(r_rows[i].get(SOURCE_COLUMN) == schema.OUTCOME_SOURCE_LABEL for i in idx),
             )
         )
-    cells.sort(key=lambda c: (_CLASS_ORDER[c["verdict"]], -c["severity"], c["rate"], c["cell"]))
+    cells.sort(key=lambda c: (_CLASS_ORDER[c["verdict"]], -c["severity"], c["rate"] if c["n"] else 0.0, c["cell"]))
     ranked = [CellGap(rank=i + 1, **c) for i, c in enumerate(cells)]
     return GapReport(
         ranked, cfg, eval_id=eval_id, run_id=run_id, dataset=dataset, evals_dataset=evals_dataset,

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,6 +50,7 @@ __all__ = [
     "CELL",
     "SEED",
     "SMALL_N",
+    "SOURCE",
     "STAGE",
     "SUCCESS",
     "columns_of_rows",
@@ -56,12 +58,16 @@ __all__ = [
     "failures",
     "indexed_rollout_table",
     "load_rollouts",
+    "outcome_note",
+    "outcome_sources",
     "rollout_table",
     "success_by",
 ]
 
 SUCCESS = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
 STAGE = f"{schema.OUTCOME}.{schema.OUTCOME_STAGE}"
+SOURCE = f"{schema.OUTCOME}.{schema.OUTCOME_SOURCE}"
+"""`outcome.source`: "label" where a person judged the outcome (`roboloop label`); absent where the simulator did."""
 CELL = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
 SEED = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
 EVAL_ID = f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}"
@@ -155,9 +161,11 @@ def success_by(rows, by: Sequence[str], *, confidence: float = 0.95, small_n: in
     """Success grouped by any columns: one dict per group, sorted by the group's values.
 
     Each has the `by` values and `n`, `successes`, `rate`, `ci_low`, `ci_high` (Wilson),
-    `mean_stage` (mean furthest stage index, 0..4; None without `outcome.stage`) and
-    `small` (n < small_n). Rows without `outcome.success` are left out. `by = []` gives
-    one overall group.
+    `mean_stage` (mean furthest stage index, 0..4; None without `outcome.stage`),
+    `small` (n < small_n), `labelled` (outcomes among the n that a person labelled,
+    `roboloop label`) and `unlabelled` (rows without `outcome.success`: counted here, never in
+    n nor as failures; a group of only such rows has n = 0 and no rate). `by = []` gives one
+    overall group.
     """
     by = list(by)
     cols = columns_of_rows(rows)
@@ -170,57 +178,93 @@ def success_by(rows, by: Sequence[str], *, confidence: float = 0.95, small_n: in
             return fast
     success = cols[SUCCESS]
     stage = cols.get(STAGE)
+    source = cols.get(SOURCE)
     keys = [cols[b] for b in by]
     groups: dict[tuple, list] = {}
     originals: dict[tuple, tuple] = {}
     for i in range(len(success)):
         s = success[i]
-        if s is None:
-            continue
         raw = tuple(k[i] for k in keys)
         h = tuple(_hashable(v) for v in raw)
         g = groups.get(h)
         if g is None:
-            g = groups[h] = [0, 0, 0.0, 0]  # n, successes, stage sum, stage count
+            g = groups[h] = [0, 0, 0.0, 0, 0, 0]  # n, successes, stage sum, stage count, labelled, unlabelled
             originals[h] = raw
+        if s is None:
+            g[5] += 1
+            continue
         g[0] += 1
         g[1] += bool(s)
+        g[4] += source is not None and source[i] == schema.OUTCOME_SOURCE_LABEL
         if stage is not None and stage[i] is not None:
             g[2] += stage[i]
             g[3] += 1
     out = []
     for h in sorted(groups, key=_sort_key):
-        n, k, stage_sum, stage_n = groups[h]
-        low, high = wilson(k, n, confidence)
+        n, k, stage_sum, stage_n, labelled, unlabelled = groups[h]
         row = dict(zip(by, originals[h]))
-        row.update(n=n, successes=k, rate=k / n, ci_low=low, ci_high=high,
-                   mean_stage=(stage_sum / stage_n) if stage_n else None, small=n < small_n)
+        row.update(_group_stats(n, k, stage_sum, stage_n, confidence, small_n), labelled=labelled, unlabelled=unlabelled)
         out.append(row)
     return out
+
+
+def _group_stats(n: int, k: int, stage_sum: float, stage_n: int, confidence: float, small_n: int) -> dict[str, Any]:
+    low, high = wilson(k, n, confidence) if n else (None, None)
+    return dict(n=n, successes=k, rate=k / n if n else None, ci_low=low, ci_high=high,
+                mean_stage=(stage_sum / stage_n) if stage_n else None, small=n < small_n)
 
 
 def _success_by_arrow(table, by: list[str], confidence: float, small_n: int) -> list[dict[str, Any]] | None:
     """success_by with Arrow's hash aggregation (None when a key column is nested: the Python path handles it)."""
     if any(pa.types.is_nested(table.schema.field(b).type) for b in by):
         return None
-    t = table.filter(pc.is_valid(table.column(SUCCESS)))
+    t = table
     has_stage = STAGE in t.column_names
     cols = {b: t.column(b) for b in by}
     cols["_ok"] = pc.cast(t.column(SUCCESS), pa.int64())
     cols["_stage"] = pc.cast(t.column(STAGE), pa.float64()) if has_stage else pa.nulls(t.num_rows, pa.float64())
+    if SOURCE in t.column_names:  # a person's label (only counted where there is an outcome)
+        labelled = pc.and_(pc.equal(t.column(SOURCE), schema.OUTCOME_SOURCE_LABEL), pc.is_valid(t.column(SUCCESS)))
+        cols["_label"] = pc.cast(pc.fill_null(labelled, False), pa.int64())
+    else:
+        cols["_label"] = pa.array(np.zeros(t.num_rows, np.int64))
     agg = pa.table(cols).group_by(by, use_threads=False).aggregate(
-        [("_ok", "sum"), ("_ok", "count"), ("_stage", "sum"), ("_stage", "count")]
+        [("_ok", "sum"), ("_ok", "count"), ([], "count_all"), ("_stage", "sum"), ("_stage", "count"), ("_label", "sum")]
     )
     out = []
     for r in agg.to_pylist():
         n, k = r["_ok_count"], int(r["_ok_sum"] or 0)
-        low, high = wilson(k, n, confidence)
         row = {b: r[b] for b in by}
-        stage_n = r["_stage_count"]
-        row.update(n=n, successes=k, rate=k / n, ci_low=low, ci_high=high,
-                   mean_stage=(r["_stage_sum"] / stage_n) if stage_n else None, small=n < small_n)
+        row.update(_group_stats(n, k, r["_stage_sum"] or 0.0, r["_stage_count"], confidence, small_n),
+                   labelled=int(r["_label_sum"] or 0), unlabelled=r["count_all"] - n)
         out.append(row)
     return sorted(out, key=lambda r: _sort_key(tuple(r[b] for b in by)))
+
+
+def outcome_sources(rows) -> dict[str, int]:
+    """How the outcomes of a rollout table were judged: `n` rows, `labelled` (a person's label, `roboloop label`,
+    overriding the simulator's judgement), `unlabelled` (no `outcome.success`: left out of every rate)."""
+    cols = columns_of_rows(rows)
+    n = _n_rows(cols)
+    if not cols or SUCCESS not in cols:
+        return {"n": n, "labelled": 0, "unlabelled": n}
+    success, source = cols[SUCCESS], cols.get(SOURCE)
+    unlabelled = sum(s is None for s in success)
+    labelled = 0 if source is None else sum(s is not None and src == schema.OUTCOME_SOURCE_LABEL
+                                             for s, src in zip(success, source))
+    return {"n": n, "labelled": labelled, "unlabelled": unlabelled}
+
+
+def outcome_note(counts: Mapping[str, int], *, what: str = "rollouts") -> str | None:
+    """A footnote for a table whose outcomes include labels or unlabelled rows (None when all are the simulator's)."""
+    parts = []
+    if counts.get("labelled"):
+        parts.append(f"{counts['labelled']} outcome(s) are a person's label (`roboloop label`), used instead of the "
+                     "simulator's judgement")
+    if counts.get("unlabelled"):
+        parts.append(f"{counts['unlabelled']} {what} are {schema.OUTCOME_UNLABELLED} (no outcome): counted apart, "
+                     "in no rate and not as failures; label them with `roboloop label`")
+    return "; ".join(parts) or None
 
 
 # --- compare -----------------------------------------------------------------------------------
@@ -236,6 +280,21 @@ def _outcomes(cols: Mapping[str, list], by: Sequence[str]) -> dict[tuple, dict[t
         g = tuple(_hashable(k[i]) for k in keys)
         pair = (cell[i] if cell else None, seed[i] if seed else ("row", i))
         out.setdefault(g, {}).setdefault(pair, bool(success[i]))
+    return out
+
+
+def _judged_counts(cols: Mapping[str, list], by: Sequence[str]) -> dict[tuple, list[int]]:
+    """group -> [labelled outcomes, unlabelled rows] (only groups that have either)."""
+    if not cols:
+        return {}
+    success, source = cols[SUCCESS], cols.get(SOURCE)
+    keys = [cols[b] for b in by]
+    out: dict[tuple, list[int]] = {}
+    for i, s in enumerate(success):
+        labelled = s is not None and source is not None and source[i] == schema.OUTCOME_SOURCE_LABEL
+        if s is None or labelled:
+            c = out.setdefault(tuple(_hashable(k[i]) for k in keys), [0, 0])
+            c[0 if labelled else 1] += 1
     return out
 
 
@@ -289,8 +348,9 @@ def compare(
     smaller side's rollouts share a (cell, seed); else "fisher"), `n` (pairs, or the
     smaller side), `diff` (B - A: on the pairs when paired), `diff_low`/`diff_high`,
     `discordant_a` (A succeeded, B failed) / `discordant_b`, `p`, `p_holm` (cells
-    adjusted together; overall = `p`), and `verdict`: improved / regressed / no change /
-    too few episodes (n < min_n).
+    adjusted together; overall = `p`), `verdict`: improved / regressed / no change /
+    too few episodes (n < min_n), and `labelled_a` / `unlabelled_a` (and `_b`): outcomes a
+    person labelled, and rollouts without an outcome (in no count above; overall: all of them).
     """
     by = list(by)
     ca, cb = columns_of_rows(rows_a), columns_of_rows(rows_b)
@@ -308,11 +368,14 @@ def compare(
             raw = tuple(k[i] for k in keys)
             originals.setdefault(tuple(_hashable(v) for v in raw), raw)
     groups = sorted(ga.keys() | gb.keys(), key=_sort_key)
+    judged = (_judged_counts(ca, by), _judged_counts(cb, by))
     out = []
     for g in groups:
         row = dict(zip(by, originals[g]))
         row["group"] = ",".join(f"{b}={v}" for b, v in zip(by, originals[g])) if len(by) != 1 else str(originals[g][0])
         row.update(_compare_group(ga.get(g, {}), gb.get(g, {}), min_n=min_n, confidence=confidence))
+        for side, counts in zip("ab", judged):
+            row[f"labelled_{side}"], row[f"unlabelled_{side}"] = counts.get(g, (0, 0))
         out.append(row)
     for row, p_adj in zip(out, holm([r["p"] for r in out])):
         row["p_holm"] = p_adj
@@ -322,6 +385,9 @@ def compare(
     overall: dict[str, Any] = dict.fromkeys(by)
     overall["group"] = "overall"
     overall.update(_compare_group(all_a, all_b, min_n=min_n, confidence=confidence))
+    for side, counts in zip("ab", judged):
+        overall[f"labelled_{side}"] = sum(c[0] for c in counts.values())
+        overall[f"unlabelled_{side}"] = sum(c[1] for c in counts.values())
     overall["p_holm"] = overall["p"]
     overall["verdict"] = _verdict(overall, overall["p"], alpha)
     out.append(overall)
@@ -365,7 +431,9 @@ def failures(
     outcomes judged by the first classifier without a moment: re-judge them with
     `roboloop reoutcome`), `open` (the
     `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
-    `url` (a live catalog URL). Sorted by eval id, cell, seed.
+    `url` (a live catalog URL); where the table has `outcome.source`, `judged` ("simulator" or
+    "label by NAME"). Rollouts without an outcome (unlabelled) are not failures and are not
+    listed (:func:`outcome_sources` counts them). Sorted by eval id, cell, seed.
     """
     cols = columns_of_rows(rows)
     if not cols:
@@ -374,6 +442,9 @@ def failures(
     present = [c for c in FAILURE_COLUMNS if c in cols]
     reason_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
     time_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}"
+    source = cols.get(SOURCE)
+    by_col = cols.get(f"{schema.OUTCOME}.{schema.OUTCOME_LABELLED_BY}")
+    free_col = cols.get(f"{schema.OUTCOME}.{schema.OUTCOME_FREE_KIND}")
     out = []
     for i, s in enumerate(cols[SUCCESS]):
         if s is None or s:
@@ -383,6 +454,8 @@ def failures(
         row["failure_kind"] = schema.FAILURE_KINDS.get(reason, reason)
         t = row.get(time_col)
         row["at_s"] = float(t) if t is not None and t >= 0 else 0.0
+        if source is not None:
+            row["judged"] = _judged_text(source[i], by_col[i] if by_col else None, free_col[i] if free_col else None)
         out.append(row)
     out.sort(key=lambda r: _sort_key((r.get(EVAL_ID), r.get(CELL), r.get(SEED), r["segment_id"])))
     if limit is not None:
@@ -392,6 +465,13 @@ def failures(
         if url_for is not None:
             row["url"] = url_for(row["segment_id"], row["at_s"])
     return out
+
+
+def _judged_text(source: Any, by: Any, free: Any) -> str:
+    """Who judged a failure: "simulator", or "label by NAME" (", free-text kind" when the kind is not the task's)."""
+    if source != schema.OUTCOME_SOURCE_LABEL:
+        return "simulator"
+    return f"label by {by or '?'}" + (", free-text kind" if free else "")
 
 
 def failure_modes(fails: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

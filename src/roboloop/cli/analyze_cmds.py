@@ -1,4 +1,4 @@
-"""CLI commands of analyze: `success`, `compare`, `failures`, `reoutcome`.
+"""CLI commands of analyze: `success`, `compare`, `failures`, `reoutcome`, `label` (outcomes judged by a person).
 
 They read the rollout index (no catalog restore) and start or attach the catalog only when
 they need it: stale index rows, `--where`/`--by` on derived layers (`signals.*`), live URLs,
@@ -7,6 +7,7 @@ exports, each failure's nearest training episode (the demonstrations' start stat
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +16,22 @@ import typer
 from roboloop import schema
 from roboloop.analyze.export import export_segments
 from roboloop.analyze.gaps import nearest_training
-from roboloop.analyze.rollouts import FAILURE_COLUMNS, compare, failure_modes, failures, load_rollouts, success_by
+from roboloop.analyze.rollouts import (
+    FAILURE_COLUMNS,
+    compare,
+    failure_modes,
+    failures,
+    load_rollouts,
+    outcome_note,
+    outcome_sources,
+    success_by,
+)
 from roboloop.catalog import links
-from roboloop.cli.common import console, err_console, open_catalog, open_workspace, state
+from roboloop.cli.common import console, err_console, fail, open_catalog, open_workspace, state
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.evaluate.run import evals_dataset_of
 from roboloop.evaluate.until_decided import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of
+from roboloop.refine.labels import Label, apply_labels, label_history, read_labels_csv
 from roboloop.refine.outcomes import reoutcome
 from roboloop.report import plot_success
 
@@ -57,19 +68,23 @@ def success_cmd(
         table = guard(lambda: load_rollouts(ws, dataset, eval_ids, where, needed=keys, catalog_factory=catalog))
         groups = guard(lambda: success_by(table, keys))
     cols = [*keys, "n", "successes", "rate", "ci_low", "ci_high", "mean_stage", "small"]
+    cols += [c for c in ("labelled", "unlabelled") if any(g.get(c) for g in groups)]  # only when there are any
     seq_rows = sequential_of(ws, eval_ids or [])
     if keys == ["episode.cell"] and len(seq_rows) == 1:  # one sequential evaluation: its decision next to each cell
         attach_decisions(groups, next(iter(seq_rows.values())), key="episode.cell")
         cols += DECISION_COLUMNS
         seq_rows = {}
     print_table(groups, cols, format, title=f"success in {dataset}" + (f" ({', '.join(eval_ids)})" if eval_ids else ""))
+    note = outcome_note({c: sum(g.get(c, 0) for g in groups) for c in ("labelled", "unlabelled")})
+    if format == "table" and note:
+        console.print(f"note: {note}", soft_wrap=True)
     if format == "table":
         for eid, srows in seq_rows.items():
             print_table(sequential_text(srows), SEQ_COLUMNS, "table",
                         title=f"{eid} vs {srows[0]['against']}: sequential decision ({srows[0]['metric']})")
     if plot is not None:
 
-        path = guard(lambda: plot_success(groups, keys, plot))
+        path = guard(lambda: plot_success([g for g in groups if g["n"]], keys, plot))  # unlabelled-only groups have no rate
         err_console.print(f"plot: {path}")
 
 
@@ -107,7 +122,15 @@ def compare_cmd(
     if seq is not None and keys == ["episode.cell"]:
         attach_decisions(out, seq["rows"], key="group", overall=seq["overall"])
         cols = [*cols, *DECISION_COLUMNS]
+    judged = [f"{c}_{side}" for c in ("labelled", "unlabelled") for side in "ab"]
+    if format != "table" and any(r.get(c) for r in out for c in judged):
+        cols = [*cols, *judged]
     print_table(out, cols, format, title=f"{eval_b} (B) vs {eval_a} (A)")
+    overall = out[-1]
+    for side, eid in (("a", eval_a), ("b", eval_b)):
+        note = outcome_note({"labelled": overall[f"labelled_{side}"], "unlabelled": overall[f"unlabelled_{side}"]})
+        if format == "table" and note:
+            console.print(f"note ({side.upper()}, {eid}): {note}", soft_wrap=True)
     if seq is not None and format == "table":
         console.print(f"seq_*: {seq['eval_id']}'s sequential decision against {seq['against']} "
                       f"(metric {seq['metric']}, alpha {seq['alpha']}, anytime-valid); n_pairs is the fixed comparison's count",
@@ -167,9 +190,15 @@ def failures_cmd(
             print_table(mode_rows, MODE_COLUMNS if format == "table" else MODE_DATA_COLUMNS, format,
                         title=f"{len(mode_rows)} failure mode(s): kind per cell, a representative each")
         if not modes:
-            print_table(out, _failure_columns(format, live, url_for is not None), format, title=f"{len(out)} failure(s) in {dataset}")
+            cols = _failure_columns(format, live, url_for is not None)
+            if any(r.get("judged", "simulator") != "simulator" for r in out):  # a person labelled some of them
+                cols = [*cols[:3], "judged", *cols[3:]]
+            print_table(out, cols, format, title=f"{len(out)} failure(s) in {dataset}")
         if format == "table":
             _failure_notes(out, unmatched, nearest)
+            note = outcome_note(outcome_sources(table))
+            if note:
+                err_console.print(f"note: {note}", soft_wrap=True)
         if export is not None:
             paths = guard(lambda: export_segments(catalog(), dataset, [r["segment_id"] for r in out], export))
             err_console.print(f"exported {len(paths)} file(s) to {export} (every layer + the blueprint); open one with: "
@@ -200,10 +229,73 @@ def reoutcome_cmd(
         console.print("nothing to re-judge (every failure was judged by the current classifier; --all re-judges everything)")
 
 
+# --- label ---------------------------------------------------------------------------------------
+
+LABEL_COLUMNS = ["segment_id", "was", "now", "kind", "at_s", "labelled_by"]
+HISTORY_COLUMNS = ["labelled_at", "success", "kind", "at_s", "note", "labelled_by", "previous", "layer_file"]
+
+
+def _label_batch(segments: list[str], success: bool | None, at: float | None, kind: str | None, note: str | None,
+                 by: str | None, csv_file: Path | None) -> list[Label]:
+    """The labels the options ask for (a user error for a contradictory combination)."""
+    if csv_file is not None:
+        if segments or success is not None or at is not None or kind is not None or note is not None:
+            fail("--csv takes every label from the file: give no segments, --success/--failure, --at, --kind or --note with it")
+        return [lab if lab.by else dataclasses.replace(lab, by=by) for lab in read_labels_csv(csv_file)]
+    if not segments:
+        fail("name the segments to label (roboloop label SEGMENT... --dataset D --success|--failure) or give --csv FILE")
+    if success is None:
+        fail("say how it went: --success or --failure")
+    return [Label(s, bool(success), at, kind, note or "", by) for s in segments]
+
+
+def label_cmd(
+    segments: Annotated[list[str] | None, typer.Argument(help="Segment ids to label (or to show with --history).", show_default=False)] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of the segments (rollouts: <dataset>_evals).")] = ...,
+    success: Annotated[bool | None, typer.Option("--success/--failure", help="The outcome a person judged.", show_default=False)] = None,
+    at: Annotated[float | None, typer.Option("--at", help="The failure moment, seconds since the episode start.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Failure kind: one of the task's kinds (key or words) or free text.")] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Free-text note kept with the label.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who judged it (default: the OS user; with --csv, for rows without one).")] = None,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="Label in batch from a CSV file: columns segment,success,at,kind,note,by.")] = None,
+    history: Annotated[bool, typer.Option("--history", help="Show every label the segments were given (oldest first).")] = False,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Set outcomes judged by a person (success or failure, moment, kind, note): a new `outcome` layer version,
+    which every table uses instead of the simulator's judgement; relabelling keeps the history."""
+    check_format(format)
+    segments = list(segments or [])
+    if history:
+        if not segments:
+            fail("--history shows the labels of the named segments: roboloop label --history SEGMENT --dataset D")
+        ws = open_workspace()
+        for seg in segments:
+            hist = guard(lambda seg=seg: label_history(ws, dataset, seg))
+            print_table(hist, HISTORY_COLUMNS, format, title=f"labels of {seg} in {dataset} ({len(hist)}, newest last: in effect)")
+        return
+    batch = guard(lambda: _label_batch(segments, success, at, kind, note, by, csv_file))
+    with open_catalog() as cat:
+        rep = guard(lambda: apply_labels(cat, dataset, batch))
+
+    out = []
+    for sid, group in rep.written.items():
+        ok = group[schema.OUTCOME_SUCCESS]
+        t = group[schema.OUTCOME_FAILURE_TIME_S]
+        kind_text = None if ok else schema.FAILURE_KINDS.get(group[schema.OUTCOME_FAILURE_REASON], group[schema.OUTCOME_FAILURE_REASON])
+        if kind_text is not None and group[schema.OUTCOME_FREE_KIND]:
+            kind_text += " (free text)"
+        out.append({"segment_id": sid, "was": rep.was[sid], "now": "success" if ok else "failure", "kind": kind_text,
+                     "at_s": None if t < 0 else t, "labelled_by": group[schema.OUTCOME_LABELLED_BY]})
+    print_table(out, LABEL_COLUMNS, format, title=f"{len(out)} outcome(s) labelled in {dataset}, layer '{schema.OUTCOME_LAYER}'")
+    if format == "table":
+        console.print(f"history: roboloop label --history SEGMENT --dataset {dataset}", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> typer.Typer:
-    """Add `success`, `compare`, `failures` and `reoutcome` to `app`."""
+    """Add `success`, `compare`, `failures`, `reoutcome` and `label` to `app`."""
     app.command("success")(success_cmd)
     app.command("compare")(compare_cmd)
     app.command("failures")(failures_cmd)
     app.command("reoutcome")(reoutcome_cmd)
+    app.command("label")(label_cmd)
     return app

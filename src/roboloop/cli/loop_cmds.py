@@ -18,14 +18,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from roboloop import schema
 from roboloop.analyze.gaps import gap_config, gaps, make_plan
+from roboloop.analyze.rollouts import outcome_note
 from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.collect.plan import execute_plan, load_plan, plan_summary, save_plan
 from roboloop.evaluate.run import latest_eval_ids
 from roboloop.refine.layers import flag
 from roboloop.report import write_report
 
-VERDICT_STYLE = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green"}
+VERDICT_STYLE = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green", schema.OUTCOME_UNLABELLED: "dim"}
 RIGHT_ALIGNED = ("rank", "covered", "median dist", "demos near", "by label")
 
 
@@ -44,12 +46,19 @@ def print_gaps(rep) -> None:
     for col in ("rank", "cell", "success", "95% interval", "covered", "median dist", "demos near", "by label", "verdict"):
         t.add_column(col, justify="right" if col in RIGHT_ALIGNED else "left")
     for c in rep.cells:
+        success = f"{c.successes}/{c.n} ({100 * c.rate:.0f}%)" if c.n else "-"
+        interval = f"[{100 * c.ci_low:.0f}%, {100 * c.ci_high:.0f}%]" if c.n else "-"
+        if c.unlabelled:
+            success += f" +{c.unlabelled} {schema.OUTCOME_UNLABELLED}"
         t.add_row(
-            str(c.rank), c.cell, f"{c.successes}/{c.n} ({100 * c.rate:.0f}%)", f"[{100 * c.ci_low:.0f}%, {100 * c.ci_high:.0f}%]",
-            f"{c.covered}/{c.n}", f"{c.median_distance:.2f}", str(c.train_near), str(c.train_in_cell_by_label),
+            str(c.rank), c.cell, success, interval,
+            f"{c.covered}/{c.n + c.unlabelled}", f"{c.median_distance:.2f}", str(c.train_near), str(c.train_in_cell_by_label),
             f"[{VERDICT_STYLE[c.verdict]}]{c.verdict}[/]",
         )
     console.print(t)
+    note = outcome_note({"labelled": sum(c.labelled for c in rep.cells), "unlabelled": sum(c.unlabelled for c in rep.cells)})
+    if note:
+        console.print(f"note: {note}", soft_wrap=True)
     for c in rep.cells:
         if c.advice:
             console.print(f"[bold]{c.rank}. {c.cell}[/]: {c.advice}", soft_wrap=True)

@@ -611,7 +611,9 @@ def rollout_jobs(eval_id: str, source: PolicySource,
 
 
 def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
-    """eval id -> (cell key, index) -> {"success": bool, "stage": int}, for rollouts the catalog holds."""
+    """eval id -> (cell key, index) -> {"success": bool (None: no outcome, unlabelled), "stage": int}, for rollouts
+    the catalog holds (a person's label wins over the simulator's judgement: the segment table takes the newest
+    `outcome` layer)."""
     out: dict[str, dict[tuple[str, int], dict[str, Any]]] = {e: {} for e in eval_ids}
     if evals_dataset not in catalog.dataset_names():
         return out
@@ -627,7 +629,8 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
     ids, cells, idx, ok = (table.column(c).to_pylist() for c in need)
     for e, c, i, s, st in zip(ids, cells, idx, ok, stages):
         if e in out and c is not None and i is not None:
-            out[e][(c, int(i))] = {schema.OUTCOME_SUCCESS: bool(s), schema.OUTCOME_STAGE: None if st is None else int(st)}
+            out[e][(c, int(i))] = {schema.OUTCOME_SUCCESS: None if s is None else bool(s),  # None: unlabelled
+                                   schema.OUTCOME_STAGE: None if st is None else int(st)}
     return out
 
 

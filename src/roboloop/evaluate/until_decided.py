@@ -157,6 +157,9 @@ class SequentialReport(EvalReport):
 def metric_value(outcome: Mapping[str, Any], metric: str) -> float:
     """A rollout's value for the test: 0/1 success, or the stage score in [0, 1]."""
     if metric == schema.METRIC_SUCCESS:
+        if outcome.get(schema.OUTCOME_SUCCESS) is None:
+            raise SequentialEvalError("a rollout has no outcome (unlabelled): label it with `roboloop label` first; "
+                                      "an unlabelled rollout is never counted as a failure")
         return float(bool(outcome[schema.OUTCOME_SUCCESS]))
     stage = outcome.get(schema.OUTCOME_STAGE)
     if stage is None:
@@ -562,6 +565,8 @@ def plan_from_eval(
         raise SequentialEvalError(f"evaluation {eval_id!r} has no recorded rollouts to plan from")
     counts: dict[str, list[int]] = {}
     for r in rollouts:
+        if r.get(ok_col) is None:
+            continue  # unlabelled (no outcome): not a failure, not in any rate
         c = counts.setdefault(str(r[cell_col]), [0, 0])
         c[0] += 1
         c[1] += int(bool(r.get(ok_col)))

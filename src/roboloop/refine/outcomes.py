@@ -17,7 +17,9 @@ checked against the recording on every step: the 14 joint positions and the cube
 equal the recorded values (within ``REPLAY_TOLERANCE``; stored as float64 they match
 exactly here). A segment whose replay diverges (recorded with other physics, or another
 robot) is not re-judged and is listed with the step and size of the divergence, so a
-re-judged outcome is always the judgement of exactly the recorded motion.
+re-judged outcome is always the judgement of exactly the recorded motion. A segment whose
+outcome a person labelled (`roboloop label`, ``outcome.source = "label"``) is never re-judged:
+it is listed as skipped.
 """
 
 from __future__ import annotations
@@ -195,6 +197,10 @@ def _rejudge(ws, dataset: str, sims: dict[str, Any], r: Mapping[str, Any], strea
     """Replay one segment, judge it and write its outcome layer version (its path); None if it was skipped."""
     sid = r["segment_id"]
     report.before[sid] = str(r.get(_REASON_COL))
+    if r.get(f"{schema.OUTCOME}.{schema.OUTCOME_SOURCE}") == schema.OUTCOME_SOURCE_LABEL:
+        who = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_LABELLED_BY}") or "a person"
+        report.skipped[sid] = f"labelled by {who}: a person's label is not re-judged (relabel it with `roboloop label`)"
+        return None
     try:
         res, dt = _replay(sims, r, streams)
     except ReoutcomeError as exc:

@@ -29,7 +29,15 @@ from PIL import Image
 from roboloop import curate, rows, schema
 from roboloop.analyze import export
 from roboloop.analyze.gaps import GapConfig, GapError, gaps
-from roboloop.analyze.rollouts import compare, failure_modes, failures, rollout_table, success_by
+from roboloop.analyze.rollouts import (
+    compare,
+    failure_modes,
+    failures,
+    outcome_note,
+    outcome_sources,
+    rollout_table,
+    success_by,
+)
 from roboloop.catalog import links
 from roboloop.errors import UnknownEvaluationError
 from roboloop.evaluate.until_decided import sequential_rows
@@ -109,6 +117,7 @@ def _norm_success(row: Mapping[str, Any]) -> dict[str, Any]:
         "ci_low": _first(row, "ci_low"),
         "ci_high": _first(row, "ci_high"),
         **({"mean_stage": row["mean_stage"]} if row.get("mean_stage") is not None else {}),
+        **{k: int(row[k]) for k in ("labelled", "unlabelled") if row.get(k)},  # shown only when there are any
     }
 
 
@@ -243,6 +252,9 @@ def build_report_data(
             data.sequential.extend({"label": label, "eval_id": eval_id, **r} for r in sequential_rows(row))
         rollouts = rollout_table(catalog, sec.evals_dataset, eval_ids=[eval_id], segment_table=segment_table)
         rollout_rows.append(_rows_of(rollouts))
+        note = outcome_note(outcome_sources(rollout_rows[-1]))
+        if note:
+            data.notes.append(f"{label} ({eval_id}): {note}")
         gap_cfg = _add_coverage(catalog, sec, segment_table, gap_cfg)
         _add_success(sec, rollouts, gap_cfg)
         _add_failures(catalog, sec, rollouts, failures_per_cell, exports)
@@ -272,7 +284,9 @@ def _add_success(sec: EvalSection, rollouts, gap_cfg: GapConfig) -> None:
     """Success per cell into `sec.cells`; a cell fails by its gap verdict, else by the gap settings' rule."""
     cov_by_cell = {c[CELL]: c for c in sec.coverage}
     for c in (_norm_success(x) for x in _rows_of(success_by(rollouts, ["episode.cell"]))):
-        if c[CELL] in cov_by_cell:
+        if not c["n"]:  # only unlabelled rollouts: no rate, not failing
+            c["failing"] = False
+        elif c[CELL] in cov_by_cell:
             c["failing"] = bool(cov_by_cell[c[CELL]]["fails"])
         else:
             c["failing"] = gap_cfg.fails(as_number(c["rate"]) or 0.0, as_number(c["ci_high"]) or 0.0)

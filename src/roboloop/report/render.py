@@ -164,6 +164,7 @@ def _success(data: ReportData) -> str:
         cols = [(CELL, "cell"), ("n", "n"), ("successes", "successes"), ("rate", "rate"), ("ci_low", "ci low"), ("ci_high", "ci high")]
         if any("mean_stage" in c for c in ev.cells):
             cols.append(("mean_stage", "mean stage"))
+        cols += [(k, k) for k in ("labelled", "unlabelled") if any(c.get(k) for c in ev.cells)]  # a person's labels
         cols.append(("failing", "failing"))
         tables.append(f"<h3>{_e(ev.label)} ({_e(ev.eval_id)})</h3>" + _table(ev.cells, cols))
     return _section("success", "Success by condition", f'<div class="figs">{"".join(figs)}</div>' + "".join(tables))
