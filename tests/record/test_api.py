@@ -1,0 +1,268 @@
+"""The public recording API (`roboloop.record.episode`) through the real catalog: what was logged reads back at
+its times with its values, H.264 frames decode, properties and provenance are there, an episode whose block
+raises is discarded or kept as aborted, a killed process leaves nothing registered, the blueprint follows what
+was logged, and bad calls are refused with errors that name the fix."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rerun.blueprint as rrb
+
+from roboloop import record, schema
+from roboloop.catalog import index
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import reserve_seeds
+from roboloop.errors import RoboloopError
+from roboloop.record.api import blueprint_for
+from roboloop.stream import EpisodeStream
+from roboloop.video import decode_samples
+from roboloop.workspace import Workspace
+
+JOINTS = [f"j{i}" for i in range(5)] + ["gripper"]
+W, H = 64, 48
+REPO = Path(__file__).resolve().parents[2]
+
+
+def frame(k: int) -> np.ndarray:
+    """A 64x48 frame with a bright square whose position encodes k (so frames are told apart after decoding)."""
+    img = np.full((H, W, 3), 40, np.uint8)
+    x, y = (k * 5) % (W - 12), (k * 3) % (H - 12)
+    img[y:y + 12, x:x + 12] = (230, 200, 60)
+    return img
+
+
+def joints(k: int) -> np.ndarray:
+    return np.sin(0.1 * k + np.arange(6))
+
+
+def record_demo(target, dataset="arm", *, steps=40, **kw) -> record.Episode:
+    """20 Hz joints, 10 Hz H.264 camera, 5 Hz PNG images, 20 Hz tool pose, a text event every second."""
+    with record.episode(target, dataset, task="pick_block", policy="teleop", **kw) as ep:
+        ep.set_properties("episode", {schema.EPISODE_OPERATOR: "alice", schema.EPISODE_TAGS: ["bench", "v1"]})
+        ep.set_properties("scene", {"lighting": "dim", "block_x": 0.25})
+        for k in range(steps):
+            t = k / 20
+            ep.log_scalars("/robot/joint_positions", t, joints(k), names=JOINTS)
+            ep.log_transform("/world/arm/tool", t, [0.01 * k, 0.0, 0.3])
+            if k % 2 == 0:
+                ep.log_video_frame("/cameras/wrist", t, frame(k // 2))
+            if k % 4 == 0:
+                ep.log_image("/cameras/overview", t, frame(100 + k))
+            if k % 20 == 0:
+                ep.log_text("/events", t, f"second {k // 20}")
+    return ep
+
+
+def test_round_trip_through_the_catalog(catalog):
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    ep = record_demo(catalog)
+    after = datetime.datetime.now(datetime.UTC)
+    assert ep.registered and ep.path == catalog.workspace.segment_path("arm", "base", ep.segment_id) and ep.path.is_file()
+
+    row = catalog.segment_table("arm").to_pylist()
+    assert [r["segment_id"] for r in row] == [ep.segment_id]
+    props = row[0]
+    assert props["episode.kind"] == "demo" and props["episode.task"] == "pick_block" and props["episode.policy"] == "teleop"
+    assert props["episode.operator"] == "alice" and list(props["episode.tags"]) == ["bench", "v1"]
+    assert props["scene.lighting"] == "dim" and props["scene.block_x"] == 0.25
+    assert props["episode.aborted"] is False
+    # provenance, checked against independent sources
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert props["episode.git_commit"] == head
+    assert props["episode.host"] == socket.gethostname()
+    assert before <= datetime.datetime.fromisoformat(props["episode.started_at"]) <= after
+    import rerun
+    import torch
+    assert props["episode.rerun_sdk_version"] == rerun.__version__
+    assert props["episode.torch_version"] == torch.__version__
+
+    table = catalog.dataset("arm").filter_segments([ep.segment_id]).reader(index="time").to_arrow_table()
+    t = table.column("time").cast("int64").to_numpy() / 1e9
+
+    def stream(col):
+        mask = table.column(col).is_valid().to_numpy(zero_copy_only=False)
+        return t[mask], table.column(col).filter(table.column(col).is_valid()).to_pylist()
+
+    tj, q = stream("/robot/joint_positions:Scalars:scalars")
+    np.testing.assert_allclose(tj, np.arange(40) / 20)
+    np.testing.assert_allclose(np.array(q), np.stack([joints(k) for k in range(40)]))
+    tv, samples = stream("/cameras/wrist:VideoStream:sample")
+    np.testing.assert_allclose(tv, np.arange(0, 40, 2) / 20)
+    decoded = list(decode_samples(bytes(s[0]) if isinstance(s, list) else bytes(s) for s in samples))
+    assert len(decoded) == 20
+    for k, img in enumerate(decoded):
+        assert np.abs(img.astype(int) - frame(k).astype(int)).mean() < 3.0
+    tt, translations = stream("/world/arm/tool:Transform3D:translation")
+    np.testing.assert_allclose(tt, np.arange(40) / 20)
+    np.testing.assert_allclose(np.array(translations).reshape(40, 3)[:, 0], 0.01 * np.arange(40), atol=1e-6)
+    te, texts = stream("/events:TextLog:text")
+    assert list(te) == [0.0, 1.0] and [x[0] if isinstance(x, list) else x for x in texts] == ["second 0", "second 1"]
+
+    # the stock loader reads it: the H.264 camera decodes at its own rate, PNG images exactly, joints at 20 Hz
+    stream_ = EpisodeStream(catalog, ("arm", [ep.segment_id]), rate_hz=10, batch_size=64, shuffle=False,
+                            fields={"q": "/robot/joint_positions", "wrist": "/cameras/wrist", "overview": "/cameras/overview"})
+    batch = {k: v.numpy() for k, v in next(iter(stream_)).items()}
+    assert batch["q"].shape == (20, 6) and batch["wrist"].shape == (20, 3, H, W)
+    np.testing.assert_allclose(batch["q"], np.stack([joints(2 * k) for k in range(20)]), rtol=1e-6)
+    for k in range(20):
+        assert np.abs(batch["wrist"][k].astype(int) - frame(k).transpose(2, 0, 1)).mean() < 3.0
+        np.testing.assert_array_equal(batch["overview"][k], frame(100 + 4 * (k // 2)).transpose(2, 0, 1))
+
+    # the dataset's default blueprint was written and registered
+    assert catalog.workspace.blueprint_path("arm").is_file()
+    assert catalog.dataset("arm").default_blueprint() is not None
+
+
+def test_a_restarted_catalog_restores_an_episode_recorded_without_one(ws):
+    ep = record_demo(ws.root, steps=4)
+    assert not ep.registered and ep.path.is_file()
+    with Catalog(ws, url="") as cat:
+        assert cat.segment_table("arm").column("segment_id").to_pylist() == [ep.segment_id]
+        assert cat.dataset("arm").default_blueprint() is not None
+
+
+def test_an_exception_discards_by_default_or_keeps_an_aborted_episode(catalog):
+    with pytest.raises(KeyError, match="encoder"):
+        with record.episode(catalog, "arm") as ep:
+            ep.log_scalars("/robot/joint_positions", 0.0, joints(0))
+            raise KeyError("encoder")
+    assert ep.closed and not ep.registered and not ep.path.exists()
+    assert "arm" not in catalog.dataset_names() or catalog.segment_table("arm").num_rows == 0
+
+    with pytest.raises(RuntimeError, match="e-stop"):
+        with record.episode(catalog, "arm", on_error="abort") as kept:
+            for k in range(3):
+                kept.log_scalars("/robot/joint_positions", k / 20, joints(k))
+            raise RuntimeError("e-stop pressed")
+    assert kept.registered and kept.path.is_file()
+    rows = catalog.segment_table("arm").to_pylist()
+    assert [r["segment_id"] for r in rows] == [kept.segment_id]
+    assert rows[0]["episode.aborted"] is True and rows[0]["episode.abort_reason"] == "RuntimeError: e-stop pressed"
+    assert rows[0]["time_end"].total_seconds() == pytest.approx(0.1)
+
+
+CRASH = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from roboloop import record
+    with record.episode(sys.argv[1], "arm") as ep:
+        for k in range(30):
+            ep.log_scalars("/robot/joint_positions", k / 20, np.zeros(6))
+            ep.log_video_frame("/cameras/wrist", k / 20, np.zeros((48, 64, 3), np.uint8))
+        if sys.argv[2] == "mid":
+            os.kill(os.getpid(), signal.SIGKILL)
+    print("closed", flush=True)
+""")
+
+
+@pytest.mark.parametrize("where", ["mid", "file.written"])
+def test_a_killed_recording_leaves_nothing_registered(tmp_path, where):
+    """Killed mid-episode, or inside the write (temporary file complete, not renamed): nothing is registered after
+    a restart, and the dead writer's temporary file is removed."""
+    ws = Workspace(tmp_path / "ws")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if where != "mid":
+        env["ROBOLOOP_FAULT"] = where
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(ws.root), where], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "closed" not in proc.stdout
+    leftovers = list((ws.root / "datasets").rglob("*.rrd*")) if (ws.root / "datasets").exists() else []
+    assert all(".tmp" in p.name or "tmp" in p.name for p in leftovers), leftovers  # only a temporary file, if any
+    assert (where == "mid") == (not leftovers)
+    with Catalog(ws, url="") as cat:
+        assert "arm" not in cat.dataset_names() or cat.segment_table("arm").num_rows == 0
+    assert not [p for p in (ws.root / "datasets").rglob("*") if p.is_file() and p.suffix != ".sha256"
+                and "checksums" not in p.parts] if (ws.root / "datasets").exists() else True
+
+
+def test_rollouts_go_to_the_evals_dataset_with_an_index_row_and_seeds_are_reserved(catalog):
+    with record.episode(catalog, "arm", kind="rollout", policy="ckpt-7", seed=7) as ep:
+        ep.log_scalars("/robot/joint_positions", 0.0, joints(0))
+    assert ep.dataset == "arm_evals" and "-s000007-" in ep.segment_id
+    rows = index.read(catalog.workspace, "arm_evals")
+    assert [r["segment_id"] for r in rows] == [ep.segment_id]
+    assert rows[0]["episode.kind"] == "rollout" and rows[0]["episode.seed"] == 7 and rows[0]["episode.policy"] == "ckpt-7"
+    assert catalog.segment_table("arm_evals").column("segment_id").to_pylist() == [ep.segment_id]
+    with record.episode(catalog, "arm", seed=3) as demo:
+        demo.log_scalars("/x", 0.0, 1.0)
+    assert reserve_seeds(catalog.workspace, "arm", 1) == range(4, 5)  # collect continues after the recorded seed
+
+
+def test_bad_calls_name_the_problem_and_the_fix(ws):
+    with pytest.raises(record.RecordError, match="unknown episode kind 'teleop'.*kind='demo'"):
+        record.episode(ws, "arm", kind="teleop")
+    with pytest.raises(record.RecordError, match="invalid dataset name"):
+        record.episode(ws, "my robot")
+    with pytest.raises(record.RecordError, match="reserved for the training runs"):
+        record.episode(ws, "arm_runs")
+    with pytest.raises(record.RecordError, match="on_error must be 'discard'"):
+        record.episode(ws, "arm", on_error="ignore")
+    ep = record.episode(ws, "arm")
+    ep.log_scalars("/robot/joint_positions", 0.1, np.zeros(6))
+    with pytest.raises(record.RecordError, match=r"time went backwards \(0.05 s after 0.1 s\)"):
+        ep.log_scalars("/robot/joint_positions", 0.05, np.zeros(6))
+    with pytest.raises(record.RecordError, match=r"width \(7,\) differs from the earlier rows' \(6,\)"):
+        ep.log_scalars("/robot/joint_positions", 0.2, np.zeros(7))
+    with pytest.raises(record.RecordError, match="5 names for 6 values"):
+        ep.log_scalars("/robot/joint_positions", 0.2, np.zeros(6), names=JOINTS[:5])
+    with pytest.raises(record.RecordError, match="even frame size, got 63x48; crop or pad to 64x48"):
+        ep.log_video_frame("/cameras/wrist", 0.0, np.zeros((48, 63, 3), np.uint8))
+    with pytest.raises(record.RecordError, match="H x W x 3 uint8"):
+        ep.log_image("/cameras/wrist2", 0.0, np.zeros((48, 64, 3), np.float32))
+    ep.log_video_frame("/cameras/wrist", 0.0, np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(record.RecordError, match=r"frame size \(24, 32, 3\) differs"):
+        ep.log_video_frame("/cameras/wrist", 0.1, np.zeros((24, 32, 3), np.uint8))
+    with pytest.raises(record.RecordError, match="already holds video"):
+        ep.log_scalars("/cameras/wrist", 0.2, 1.0)
+    with pytest.raises(record.RecordError, match="start with '/'"):
+        ep.log_scalars("robot/q", 0.0, 1.0)
+    with pytest.raises(record.RecordError, match="finite and >= 0"):
+        ep.log_scalars("/robot/q", float("nan"), 1.0)
+    with pytest.raises(record.RecordError, match="episode.kind is set by roboloop"):
+        ep.set_properties("episode", {"kind": "rollout"})
+    with pytest.raises(record.RecordError, match="numbers, booleans, strings"):
+        ep.set_properties("scene", {"pose": {"x": 1}})
+    assert issubclass(record.RecordError, RoboloopError)
+    ep.discard()
+    with pytest.raises(record.RecordError, match="logged nothing"):
+        record.episode(ws, "arm").close()
+    assert not ws.segment_files("arm", "base")
+
+
+def _views(bp) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+
+    def walk(node) -> None:
+        if hasattr(node, "origin"):
+            out.append((type(node).__name__, str(node.origin)))
+        else:
+            for child in node.contents:
+                walk(child)
+
+    walk(bp.root_container)
+    return out
+
+
+def test_the_blueprint_follows_what_was_logged():
+    layout = {"scalars": ["/robot/joint_positions", "/robot/joint_targets"], "image": ["/cameras/wrist"],
+              "transform": ["/world/arm/link1", "/world/arm/tool"], "text": ["/events"], "document": ["/task"]}
+    bp = blueprint_for(layout)
+    assert sorted(_views(bp)) == sorted([
+        ("Spatial3DView", "/world/arm"), ("Spatial2DView", "/cameras/wrist"),
+        ("TimeSeriesView", "/robot/joint_positions"), ("TimeSeriesView", "/robot/joint_targets"),
+        ("TextDocumentView", "/task"), ("TextLogView", "/events"),
+    ])
+    assert bp.time_panel.timeline == schema.TIMELINE
+    only_scalars = _views(blueprint_for({"scalars": ["/q"]}))
+    assert only_scalars == [("TimeSeriesView", "/q")]  # no 3D view without transforms, no empty camera row
+    assert isinstance(blueprint_for({"scalars": ["/q"]}).root_container, rrb.Horizontal)
