@@ -144,7 +144,8 @@ class _Stream:
 
 class Episode:
     """One episode being recorded (made by :func:`episode`). Log with the `log_*` methods, set properties,
-    then leave the `with` block (or call :meth:`close`). After closing: `path`, `segment_id`, `registered`."""
+    then leave the `with` block (or call :meth:`close`). After closing: `path`, `segment_id`, `registered` (True
+    when a catalog took it; else the next catalog start restores it) and `aborted`."""
 
     def __init__(self, workspace: Workspace, dataset: str, *, kind: str, on_error: str, task: str | None,
                  policy: str | None, seed: int | None, catalog: Any) -> None:
@@ -167,6 +168,7 @@ class Episode:
         self.path = workspace.segment_path(self.dataset, schema.BASE_LAYER, self.segment_id)
         self.registered = False
         self.closed = False
+        self.aborted = False
         self._streams: dict[str, _Stream] = {}
         self._names: dict[str, list[str]] = {}
         self._static: dict[str, Any] = {}
@@ -336,6 +338,7 @@ class Episode:
         if exc_type is None:
             self.close()
         elif self.on_error == "abort" and not self.closed:
+            self.aborted = True
             self._properties[schema.EPISODE][schema.EPISODE_ABORTED] = True
             self._properties[schema.EPISODE][schema.EPISODE_ABORT_REASON] = f"{exc_type.__name__}: {exc}"[:500]
             self.close()
