@@ -6,6 +6,7 @@ was logged, and bad calls are refused with errors that name the fix."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from roboloop.catalog import index
 from roboloop.catalog.client import Catalog
 from roboloop.collect.run import reserve_seeds
 from roboloop.errors import RoboloopError
-from roboloop.record.api import blueprint_for
+from roboloop.record.api import LAYOUT_FILE, blueprint_for
 from roboloop.stream import EpisodeStream
 from roboloop.video import decode_samples
 from roboloop.workspace import Workspace
@@ -266,3 +267,17 @@ def test_the_blueprint_follows_what_was_logged():
     only_scalars = _views(blueprint_for({"scalars": ["/q"]}))
     assert only_scalars == [("TimeSeriesView", "/q")]  # no 3D view without transforms, no empty camera row
     assert isinstance(blueprint_for({"scalars": ["/q"]}).root_container, rrb.Horizontal)
+
+
+def test_the_dataset_blueprint_covers_every_episode(catalog):
+    """An episode without a camera does not hide another episode's camera."""
+    with record.episode(catalog, "mix") as a:
+        a.log_video_frame("/cameras/wrist", 0.0, frame(0))
+    first = catalog.workspace.blueprint_path("mix").read_bytes()
+    with record.episode(catalog, "mix") as b:
+        b.log_scalars("/robot/q", 0.0, [1.0, 2.0])
+    layout = json.loads((catalog.workspace.dataset_dir("mix") / LAYOUT_FILE).read_text())
+    assert layout["image"] == ["/cameras/wrist"] and layout["scalars"] == ["/robot/q"]
+    assert sorted(_views(blueprint_for(layout))) == [("Spatial2DView", "/cameras/wrist"), ("TimeSeriesView", "/robot/q")]
+    assert catalog.workspace.blueprint_path("mix").read_bytes() != first  # rewritten when the layout grew
+    assert catalog.dataset("mix").default_blueprint() is not None

@@ -38,8 +38,8 @@ given; reserved like collect's, see `record.seeds`), `aborted`, the provenance
 (`provenance()`: roboloop version and git commit/dirty flag, rerun-sdk and torch
 versions, ...), `host` and `started_at` (UTC ISO time of `episode(...)`).
 
-**Blueprint.** At close the dataset's default blueprint is derived from what was logged
-(`blueprint_for`): a 3D view when transforms were logged, a view per camera or image
+**Blueprint.** At close the dataset's default blueprint is derived from what its episodes
+logged (`blueprint_for`, over the union kept in `datasets/<dataset>/.blueprint-layout.json`): a 3D view when transforms were logged, a view per camera or image
 stream, a time-series panel per scalar stream, text views; written to
 `datasets/<dataset>/blueprint.rbl` and registered, so `roboloop open` shows the episode readable.
 """
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import math
 import re
 import socket
@@ -68,7 +69,7 @@ from roboloop.errors import RoboloopError
 from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder, provenance
 from roboloop.record.seeds import reserve_seeds, seeded_segment_id
 from roboloop.video import DEFAULT_GOP, H264Encoder
-from roboloop.workspace import Workspace, atomic_path
+from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
 __all__ = ["Episode", "RecordError", "episode", "blueprint_for", "KINDS", "ON_ERROR"]
 
@@ -363,7 +364,7 @@ class Episode:
             raise RecordError(f"{self.path} already exists; segment ids must be new")
         with EpisodeRecorder(self.path, self.segment_id) as rec:
             self._fill(rec)
-        blueprint = save_blueprint(self.workspace, self.dataset, self._layout())
+        blueprint = update_blueprint(self.workspace, self.dataset, self._layout())
         catalog = self.catalog or self._served_catalog()
         if catalog is not None:
             try:
@@ -446,6 +447,27 @@ def blueprint_for(layout: Mapping[str, Sequence[str]]):
     rows = [rrb.Horizontal(*part) for part in (top, bottom) if part]
     root = rrb.Vertical(*rows, row_shares=[3, 2]) if len(rows) == 2 else rows[0]
     return rrb.Blueprint(root, rrb.TimePanel(timeline=schema.TIMELINE), collapse_panels=False)
+
+
+LAYOUT_FILE = ".blueprint-layout.json"
+"""`datasets/<dataset>/.blueprint-layout.json`: every entity the API's episodes of the dataset logged, by kind."""
+
+
+def update_blueprint(workspace: Workspace, dataset: str, layout: Mapping[str, Sequence[str]]) -> Path:
+    """Merge one episode's `layout` into what the dataset's episodes logged so far and rewrite the default
+    blueprint when that grew (an episode without a camera never hides the others' cameras). Returns its path."""
+    final = workspace.blueprint_path(dataset)
+    with workspace.lock(f"blueprint-{dataset}"):
+        side = workspace.dataset_dir(dataset) / LAYOUT_FILE
+        try:
+            old = json.loads(side.read_text("utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        merged = {k: sorted(set(old.get(k, ())) | set(layout.get(k, ()))) for k in sorted(set(old) | set(layout))}
+        if merged != old or not final.is_file():
+            save_blueprint(workspace, dataset, merged)
+            atomic_write_text(side, json.dumps(merged, sort_keys=True))
+    return final
 
 
 def save_blueprint(workspace: Workspace, dataset: str, layout: Mapping[str, Sequence[str]]) -> Path:
