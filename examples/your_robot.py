@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import rerun as rr
 
 from roboloop import curate, record
 from roboloop.catalog import Catalog
@@ -120,6 +121,9 @@ def run_episode(target, i: int, seconds: float, rng: np.random.Generator) -> rec
         with ep:
             ep.set_properties("episode", {"operator": operator, "tags": ["example", f"batch{i // 4}"]})
             ep.set_properties("scene", {"lighting": lighting, "block_x": float(block[0]), "block_y": float(block[1])})
+            ep.log_static("/world/block", rr.Boxes3D(centers=[[*block, 0.02]], half_sizes=[[0.02, 0.02, 0.02]],
+                                                     colors=[[200, 30, 30]], fill_mode="solid"))
+            ep.log_static("/world/arm/tool/gripper", rr.Boxes3D(half_sizes=[[0.015, 0.03, 0.02]], colors=[[230, 230, 230]]))
             for k in range(steps):
                 t = k / HZ
                 target_q = command(t, seconds, block)

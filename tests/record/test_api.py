@@ -259,11 +259,12 @@ def test_the_blueprint_follows_what_was_logged():
               "transform": ["/world/arm/link1", "/world/arm/tool"], "text": ["/events"], "document": ["/task"]}
     bp = blueprint_for(layout)
     assert sorted(_views(bp)) == sorted([
-        ("Spatial3DView", "/world/arm"), ("Spatial2DView", "/cameras/wrist"),
+        ("Spatial3DView", "/world"), ("Spatial2DView", "/cameras/wrist"),
         ("TimeSeriesView", "/robot/joint_positions"), ("TimeSeriesView", "/robot/joint_targets"),
         ("TextDocumentView", "/task"), ("TextLogView", "/events"),
     ])
     assert bp.time_panel.timeline == schema.TIMELINE
+    assert ("Spatial3DView", "/") in _views(blueprint_for({"transform": ["/tool", "/world/block"]}))
     only_scalars = _views(blueprint_for({"scalars": ["/q"]}))
     assert only_scalars == [("TimeSeriesView", "/q")]  # no 3D view without transforms, no empty camera row
     assert isinstance(blueprint_for({"scalars": ["/q"]}).root_container, rrb.Horizontal)

@@ -76,6 +76,8 @@ __all__ = ["Episode", "RecordError", "episode", "blueprint_for", "KINDS", "ON_ER
 KINDS = (schema.KIND_DEMO, schema.KIND_ROLLOUT)
 ON_ERROR = ("discard", "abort")
 SCALARS, IMAGE, VIDEO, TRANSFORM, TEXT = "scalars", "image", "video", "transform", "text"
+AXIS_LENGTH_M = 0.05
+"""Length of the axes drawn at every logged transform (so a pose shows in the 3D view without geometry)."""
 _GROUP = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _AUTOMATIC = (schema.EPISODE_KIND, schema.EPISODE_ABORTED, schema.EPISODE_ABORT_REASON, schema.EPISODE_SEED)
 """`episode` properties the API owns: set them through `episode(...)`'s arguments, not `set_properties`."""
@@ -172,7 +174,7 @@ class Episode:
         self.aborted = False
         self._streams: dict[str, _Stream] = {}
         self._names: dict[str, list[str]] = {}
-        self._static: dict[str, Any] = {}
+        self._static: list[tuple[str, Any]] = []
         self._properties: dict[str, dict[str, Any]] = {schema.EPISODE: {
             schema.EPISODE_KIND: kind,
             **provenance(),
@@ -273,7 +275,7 @@ class Episode:
         self._same_shape(entity, s, img.shape, "frame size")
         if s.encoder is None:
             s.encoder = H264Encoder(w, h, DEFAULT_GOP, gop=DEFAULT_GOP)
-            self._static[entity] = rr.VideoStream(codec=rr.VideoCodec.H264)
+            self._static.append((entity, rr.VideoStream(codec=rr.VideoCodec.H264)))
         s.times.append(t)
         s.rows.extend(s.encoder.encode(img))
 
@@ -281,8 +283,9 @@ class Episode:
                       quaternion_xyzw: Sequence[float] | None = None) -> None:
         """A 3D pose at `t` seconds: `translation` (x, y, z) and an optional rotation as a quaternion (x, y, z, w).
 
-        Poses of child entities are relative to their parent (`/world/arm/link2` under `/world/arm`).
-        Give geometry once with `log_static(entity, rr.Boxes3D(...))` (or any Rerun archetype)."""
+        Poses of child entities are relative to their parent (`/world/arm/link2` under `/world/arm`); the 3D
+        view is rooted at their common top-level entity (`/world`). A pose shows as axes; add geometry once with
+        `log_static(entity, rr.Boxes3D(...))` (or any Rerun archetype) on it or on a child entity."""
         pos = np.asarray(translation, dtype=np.float32).reshape(-1)
         quat = np.asarray([0, 0, 0, 1] if quaternion_xyzw is None else quaternion_xyzw, dtype=np.float32).reshape(-1)
         if pos.shape != (3,) or quat.shape != (4,) or not (np.isfinite(pos).all() and np.isfinite(quat).all()):
@@ -294,6 +297,8 @@ class Episode:
         s, t = self._stream(entity, TRANSFORM, t)
         s.times.append(t)
         s.rows.append((pos, quat / norm))
+        if len(s.times) == 1:
+            self._static.append((entity, rr.TransformAxes3D(AXIS_LENGTH_M)))  # visible without geometry
 
     def log_text(self, entity: str, t: float, text: str) -> None:
         """A line of text at `t` seconds (an event, an operator remark); shown in a text log view."""
@@ -307,7 +312,7 @@ class Episode:
             raise RecordError(f"episode {self.segment_id} is closed: open a new one with record.episode(...)")
         if not isinstance(entity, str) or not entity.startswith("/"):
             raise RecordError(f"entity paths look like '/task' (start with '/'), got {entity!r}")
-        self._static[entity] = archetype
+        self._static.append((entity, archetype))
 
     def set_properties(self, group: str, mapping: Mapping[str, Any]) -> None:
         """Episode-level properties of one group, merged with earlier calls: `episode` (task, operator, policy,
@@ -389,7 +394,7 @@ class Episode:
             rec.set_properties(group, values)
         for entity, names in self._names.items():
             rec.set_series_names(entity, names)
-        for entity, archetype in self._static.items():
+        for entity, archetype in self._static:
             rec.log_static(entity, archetype)
         for entity, s in self._streams.items():
             times = np.asarray(s.times, dtype=np.float64)
@@ -414,22 +419,16 @@ class Episode:
         out: dict[str, list[str]] = {SCALARS: [], IMAGE: [], TRANSFORM: [], TEXT: [], "document": []}
         for entity, s in sorted(self._streams.items()):
             out[IMAGE if s.kind == VIDEO else s.kind].append(entity)
-        out["document"] = sorted(e for e, a in self._static.items() if isinstance(a, rr.TextDocument))
+        out["document"] = sorted({e for e, a in self._static if isinstance(a, rr.TextDocument)})
         return out
 
 
 # --- the default blueprint ------------------------------------------------------------------------
 
-def _common_root(paths: Sequence[str]) -> str:
-    parts = [p.strip("/").split("/") for p in paths]
-    common: list[str] = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    if len(common) == min(len(p) for p in parts):  # a transform entity itself: show its parent, so the pose moves
-        common = common[:-1]
-    return "/" + "/".join(common)
+def _root_3d(paths: Sequence[str]) -> str:
+    """Origin of the 3D view: the top-level entity all transforms live under (`/world`), else `/`."""
+    tops = {p.strip("/").split("/")[0] for p in paths}
+    return f"/{tops.pop()}" if len(tops) == 1 and all(p.strip("/").count("/") for p in paths) else "/"
 
 
 def blueprint_for(layout: Mapping[str, Sequence[str]]):
@@ -437,7 +436,7 @@ def blueprint_for(layout: Mapping[str, Sequence[str]]):
     camera views on top; one time series per scalar stream, text documents and text logs below."""
     top: list[Any] = []
     if layout.get(TRANSFORM):
-        top.append(rrb.Spatial3DView(origin=_common_root(layout[TRANSFORM]), name="3D"))
+        top.append(rrb.Spatial3DView(origin=_root_3d(layout[TRANSFORM]), name="3D"))
     top += [rrb.Spatial2DView(origin=e, name=e.rsplit("/", 1)[-1]) for e in layout.get(IMAGE, ())]
     bottom: list[Any] = [rrb.TimeSeriesView(origin=e, name=e.strip("/")) for e in layout.get(SCALARS, ())]
     texts = [rrb.TextDocumentView(origin=e, name=e.strip("/")) for e in layout.get("document", ())]
