@@ -282,3 +282,36 @@ def test_the_dataset_blueprint_covers_every_episode(catalog):
     assert sorted(_views(blueprint_for(layout))) == [("Spatial2DView", "/cameras/wrist"), ("TimeSeriesView", "/robot/q")]
     assert catalog.workspace.blueprint_path("mix").read_bytes() != first  # rewritten when the layout grew
     assert catalog.dataset("mix").default_blueprint() is not None
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_recording_scripts_own_commit_is_provenance(tmp_path):
+    """A team's loop in its own git checkout: its commit and dirty flag are recorded next to roboloop's."""
+    project = tmp_path / "team"
+    project.mkdir()
+    script = project / "loop.py"
+    script.write_text("import sys\nfrom roboloop import record\n"
+                      "with record.episode(sys.argv[1], 'arm') as ep:\n    ep.log_scalars('/q', 0.0, 1.0)\n")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    head = _git(project, "rev-parse", "HEAD")
+    ws = Workspace(tmp_path / "ws")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, str(script), str(ws.root)], env=env, check=True, cwd=tmp_path, timeout=120)
+    script.write_text(script.read_text() + "# edited\n")  # a dirty checkout
+    subprocess.run([sys.executable, str(script), str(ws.root)], env=env, check=True, cwd=tmp_path, timeout=120)
+    with Catalog(ws, url="") as cat:
+        rows = cat.segment_table("arm").to_pylist()
+    assert sorted((r["episode.project_git_commit"], r["episode.project_git_dirty"]) for r in rows) == [(head, False), (head, True)]
+    assert {r["episode.git_commit"] for r in rows} == {_git(REPO, "rev-parse", "HEAD")}  # roboloop's own, unchanged
+
+
+def test_an_aborted_episode_that_logged_nothing_is_discarded(ws):
+    with pytest.raises(ValueError, match="no sensor"):
+        with record.episode(ws, "arm", on_error="abort") as ep:
+            raise ValueError("no sensor")
+    assert not ep.aborted and not ep.path.exists()

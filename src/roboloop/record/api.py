@@ -29,14 +29,16 @@ mid-episode leaves at most a temporary file, which the next catalog start delete
 
 **Exceptions.** If the `with` block raises, the episode is discarded (`on_error="discard"`,
 the default) or kept with `episode.aborted = true` and `episode.abort_reason`
-(`on_error="abort"`); the exception propagates either way.
+(`on_error="abort"`; an episode that logged nothing yet is discarded); the exception
+propagates either way.
 
 **Kinds and datasets.** `kind="demo"` records into `dataset`; `kind="rollout"` into
 `<dataset>_evals` (where `roboloop success` and `failures` look). Properties added
 automatically to the `episode` group: kind, task and policy (when given), seed (when
 given; reserved like collect's, see `record.seeds`), `aborted`, the provenance
 (`provenance()`: roboloop version and git commit/dirty flag, rerun-sdk and torch
-versions, ...), `host` and `started_at` (UTC ISO time of `episode(...)`).
+versions, ...), your own code's git commit and dirty flag (`project_provenance()`), `host`
+and `started_at` (UTC ISO time of `episode(...)`).
 
 **Blueprint.** At close the dataset's default blueprint is derived from what its episodes
 logged (`blueprint_for`, over the union kept in `datasets/<dataset>/.blueprint-layout.json`): a 3D view when transforms were logged, a view per camera or image
@@ -47,11 +49,13 @@ stream, a time-series panel per scalar stream, text views; written to
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import math
 import re
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +70,7 @@ from roboloop.catalog import index
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.server import live_server
 from roboloop.errors import RoboloopError
-from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder, provenance
+from roboloop.record.episode import APPLICATION_ID, NONE, EpisodeRecorder, git_state, provenance
 from roboloop.record.seeds import reserve_seeds, seeded_segment_id
 from roboloop.video import DEFAULT_GOP, H264Encoder
 from roboloop.workspace import Workspace, atomic_path, atomic_write_text
@@ -117,6 +121,21 @@ def episode(
             raise RecordError(f"record.episode needs a Workspace, a workspace folder or a Catalog, got {type(ws).__name__}")
         ws = Workspace(ws)
     return Episode(ws, dataset, kind=kind, on_error=on_error, task=task, policy=policy, seed=seed, catalog=catalog)
+
+
+def project_provenance() -> dict[str, Any]:
+    """`episode.project_git_commit` / `project_git_dirty`: the git state of YOUR code, the checkout that tracks the
+    running script (`python my_loop.py`), else the working directory's; "none" / False outside a checkout."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    commit, dirty = _project_state(str(Path(main).resolve()) if main else None, str(Path.cwd()))
+    return {schema.EPISODE_PROJECT_GIT_COMMIT: commit, schema.EPISODE_PROJECT_GIT_DIRTY: dirty}
+
+
+@functools.cache
+def _project_state(script: str | None, cwd: str) -> tuple[str, bool]:
+    where, marker = (Path(script).parent, Path(script).name) if script else (Path(cwd), ".")
+    commit, dirty = git_state(where, marker=marker)
+    return commit or NONE, dirty
 
 
 def _target_dataset(dataset: str, kind: str) -> str:
@@ -178,6 +197,7 @@ class Episode:
         self._properties: dict[str, dict[str, Any]] = {schema.EPISODE: {
             schema.EPISODE_KIND: kind,
             **provenance(),
+            **project_provenance(),
             schema.EPISODE_HOST: socket.gethostname() or "none",
             schema.EPISODE_STARTED_AT: self.started_at,
             schema.EPISODE_ABORTED: False,
@@ -343,7 +363,7 @@ class Episode:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             self.close()
-        elif self.on_error == "abort" and not self.closed:
+        elif self.on_error == "abort" and not self.closed and any(s.times for s in self._streams.values()):
             self.aborted = True
             self._properties[schema.EPISODE][schema.EPISODE_ABORTED] = True
             self._properties[schema.EPISODE][schema.EPISODE_ABORT_REASON] = f"{exc_type.__name__}: {exc}"[:500]
@@ -397,6 +417,8 @@ class Episode:
         for entity, archetype in self._static:
             rec.log_static(entity, archetype)
         for entity, s in self._streams.items():
+            if not s.times:  # its first call was refused: nothing to write
+                continue
             times = np.asarray(s.times, dtype=np.float64)
             if s.kind == SCALARS:
                 rec.log_scalar_columns(entity, times, np.stack(s.rows))
@@ -418,7 +440,8 @@ class Episode:
         """Entity paths by what they hold (the blueprint's input)."""
         out: dict[str, list[str]] = {SCALARS: [], IMAGE: [], TRANSFORM: [], TEXT: [], "document": []}
         for entity, s in sorted(self._streams.items()):
-            out[IMAGE if s.kind == VIDEO else s.kind].append(entity)
+            if s.times:
+                out[IMAGE if s.kind == VIDEO else s.kind].append(entity)
         out["document"] = sorted({e for e, a in self._static if isinstance(a, rr.TextDocument)})
         return out
 
