@@ -194,6 +194,7 @@ def test_rollouts_go_to_the_evals_dataset_with_an_index_row_and_seeds_are_reserv
     assert [r["segment_id"] for r in rows] == [ep.segment_id]
     assert rows[0]["episode.kind"] == "rollout" and rows[0]["episode.seed"] == 7 and rows[0]["episode.policy"] == "ckpt-7"
     assert catalog.segment_table("arm_evals").column("segment_id").to_pylist() == [ep.segment_id]
+    assert not (catalog.workspace.dataset_dir("arm_evals") / ".seeds").exists()  # rollout seeds are not reserved
     with record.episode(catalog, "arm", seed=3) as demo:
         demo.log_scalars("/x", 0.0, 1.0)
     assert reserve_seeds(catalog.workspace, "arm", 1) == range(4, 5)  # collect continues after the recorded seed
@@ -233,6 +234,8 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
         ep.set_properties("episode", {"kind": "rollout"})
     with pytest.raises(record.RecordError, match="numbers, booleans, strings"):
         ep.set_properties("scene", {"pose": {"x": 1}})
+    with pytest.raises(record.RecordError, match="outcome.success is True or False"):
+        ep.set_properties("outcome", {"success": 1})
     assert issubclass(record.RecordError, RoboloopError)
     ep.discard()
     with pytest.raises(record.RecordError, match="logged nothing"):

@@ -109,8 +109,8 @@ def episode(
     used and the episode is registered through it). `kind`: "demo" or "rollout".
     `on_error`: "discard" or "abort" (keep it, marked aborted). `task`, `policy`: the
     `episode.task` / `episode.policy` properties. `seed`: the seed your loop used to
-    randomize the scene, if any (reserved in the dataset so collect never hands it out
-    again; it appears in the segment id and as `episode.seed`). `catalog`: register through
+    randomize the scene, if any (a demonstration's is reserved in the dataset so collect never
+    hands it out again; it appears in the segment id and as `episode.seed`). `catalog`: register through
     this catalog (default: the one given first, else the workspace's `roboloop serve`).
     """
     if catalog is None and hasattr(workspace_or_path, "register_files"):
@@ -183,7 +183,8 @@ class Episode:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise RecordError(f"seed must be an int >= 0 (or None for no seed), got {seed!r}")
         if seed is not None:
-            reserve_seeds(workspace, self.dataset, 1, start=seed)
+            if kind == schema.KIND_DEMO:  # a rollout's seed is not a demonstration seed: nothing to reserve (as collect)
+                reserve_seeds(workspace, self.dataset, 1, start=seed)
             self.segment_id = seeded_segment_id(self.dataset, seed)
         else:
             self.segment_id = schema.new_segment_id(self.dataset)
@@ -354,6 +355,9 @@ class Episode:
             if bad or (isinstance(value, (list, tuple)) and not value):
                 raise RecordError(f"{group}.{name}: property values are numbers, booleans, strings or non-empty "
                                   f"lists of one of them, got {value!r}")
+        if group == schema.OUTCOME and schema.OUTCOME_SUCCESS in mapping and not isinstance(mapping[schema.OUTCOME_SUCCESS], (bool, np.bool_)):
+            raise RecordError(f"outcome.success is True or False (success, compare and failures count it), "
+                              f"got {mapping[schema.OUTCOME_SUCCESS]!r}; leave it out when nobody judged the episode")
         self._properties.setdefault(group, {}).update(mapping)
 
     # --- closing ---------------------------------------------------------------------------------
