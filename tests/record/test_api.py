@@ -20,6 +20,7 @@ import pytest
 import rerun.blueprint as rrb
 
 from roboloop import record, schema
+from roboloop.analyze.rollouts import failures, load_rollouts, success_by
 from roboloop.catalog import index
 from roboloop.catalog.client import Catalog
 from roboloop.collect.run import reserve_seeds
@@ -318,3 +319,24 @@ def test_an_aborted_episode_that_logged_nothing_is_discarded(ws):
         with record.episode(ws, "arm", on_error="abort") as ep:
             raise ValueError("no sensor")
     assert not ep.aborted and not ep.path.exists()
+
+
+def test_success_and_failures_read_rollouts_of_any_robot(catalog):
+    """Rollouts recorded through the API (no cells, no cube, no evaluation id; one judged on the spot as a success,
+    one as a failure with its kind and moment, one not judged) through the rollout index that `roboloop success`
+    and `failures` read."""
+    judged = [{"success": True}, {"success": False, "failure_reason": "slipped", "failure_time_s": 0.3}, None]
+    ids = []
+    for outcome in judged:
+        with record.episode(catalog, "arm", kind="rollout", policy="ckpt-7") as ep:
+            for k in range(10):
+                ep.log_scalars("/robot/joint_positions", k / 20, joints(k))
+            if outcome:
+                ep.set_properties("outcome", outcome)
+        ids.append(ep.segment_id)
+    table = load_rollouts(catalog.workspace, "arm_evals", needed=["episode.policy"], catalog_factory=lambda: catalog)
+    groups = success_by(table, ["episode.policy"])
+    assert [(g["episode.policy"], g["successes"]) for g in groups] == [("ckpt-7", 1)]
+    fails = failures(table, dataset="arm_evals")
+    assert [(f["segment_id"], f["failure_kind"], f["at_s"]) for f in fails] == [(ids[1], "slipped", 0.3)]
+    assert fails[0]["open"] == f"roboloop open {ids[1]} --at 0.3 --dataset arm_evals"
