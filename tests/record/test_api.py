@@ -28,7 +28,7 @@ from roboloop.errors import RoboloopError
 from roboloop.record.api import LAYOUT_FILE, blueprint_for
 from roboloop.stream import EpisodeStream
 from roboloop.video import decode_samples
-from roboloop.workspace import Workspace
+from roboloop.workspace import Workspace, is_temp_file
 
 JOINTS = [f"j{i}" for i in range(5)] + ["gripper"]
 W, H = 64, 48
@@ -167,10 +167,11 @@ CRASH = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("where", ["mid", "file.written"])
-def test_a_killed_recording_leaves_nothing_registered(tmp_path, where):
-    """Killed mid-episode, or inside the write (temporary file complete, not renamed): nothing is registered after
-    a restart, and the dead writer's temporary file is removed."""
+@pytest.mark.parametrize("where", ["mid", "file.written", "file.renamed"])
+def test_a_killed_recording_leaves_nothing_half_registered(tmp_path, where):
+    """Killed mid-episode, or inside the write with the temporary file complete but not renamed: nothing is
+    registered after a restart and the dead writer's temporary file is removed. Killed after the rename (before
+    registration): the complete episode is there and the restart registers it whole."""
     ws = Workspace(tmp_path / "ws")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     if where != "mid":
@@ -178,13 +179,19 @@ def test_a_killed_recording_leaves_nothing_registered(tmp_path, where):
     proc = subprocess.run([sys.executable, "-c", CRASH, str(ws.root), where], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert "closed" not in proc.stdout
-    leftovers = list((ws.root / "datasets").rglob("*.rrd*")) if (ws.root / "datasets").exists() else []
-    assert all(".tmp" in p.name or "tmp" in p.name for p in leftovers), leftovers  # only a temporary file, if any
-    assert (where == "mid") == (not leftovers)
+
+    def files() -> list[Path]:
+        return sorted(p for p in (ws.root / "datasets").rglob("*.rrd*")) if (ws.root / "datasets").exists() else []
+
+    temps = [p for p in files() if is_temp_file(p)]
+    assert len(temps) == (1 if where == "file.written" else 0)
     with Catalog(ws, url="") as cat:
-        assert "arm" not in cat.dataset_names() or cat.segment_table("arm").num_rows == 0
-    assert not [p for p in (ws.root / "datasets").rglob("*") if p.is_file() and p.suffix != ".sha256"
-                and "checksums" not in p.parts] if (ws.root / "datasets").exists() else True
+        if where == "file.renamed":
+            (row,) = cat.segment_table("arm").to_pylist()
+            assert row["time_end"].total_seconds() == pytest.approx(29 / 20)
+        else:
+            assert "arm" not in cat.dataset_names() or cat.segment_table("arm").num_rows == 0
+    assert not [p for p in files() if is_temp_file(p)]  # the dead writer's temporary file is gone
 
 
 def test_rollouts_go_to_the_evals_dataset_with_an_index_row_and_seeds_are_reserved(catalog):
