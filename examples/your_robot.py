@@ -15,6 +15,9 @@ whose brightness follows the lighting). Each episode records
 and properties `episode.operator`, `episode.tags`, `scene.lighting`, `scene.block_x`, `scene.block_y` and the
 operator's judgement `outcome.success`. One episode is cut short by an "e-stop" and kept as aborted.
 
+The stock commands (`roboloop curate`, `roboloop train`, `roboloop runs`) run through the command's own Python
+entry point, `roboloop.cli.app`: each is exactly what the same line typed in a shell does.
+
 Run it (a fresh workspace each time)::
 
     python examples/your_robot.py --workspace /tmp/your-robot
@@ -26,15 +29,13 @@ Then look: `roboloop --workspace /tmp/your-robot serve` and open an episode in t
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
+import shlex
 from pathlib import Path
 
 import numpy as np
 import rerun as rr
 
-from roboloop import curate, record
+from roboloop import cli, curate, record
 from roboloop.catalog import Catalog
 from roboloop.stream import EpisodeStream, Field
 from roboloop.workspace import Workspace
@@ -149,14 +150,18 @@ def run_episode(target, i: int, seconds: float, rng: np.random.Generator) -> rec
 
 # --- the loop -------------------------------------------------------------------------------------
 
-def roboloop(workspace: Path, *args: str) -> str:
-    """Run a stock `roboloop` command (the same as typing it in a shell) and return what it printed."""
-    cmd = [sys.executable, "-m", "roboloop.cli", "--workspace", str(workspace), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    if out.returncode != 0:
-        raise SystemExit(f"$ roboloop {' '.join(args)}\n{out.stdout}{out.stderr}")
-    print(f"$ roboloop {' '.join(args)}\n{out.stdout.rstrip()}")
-    return out.stdout
+def roboloop(workspace: Path, *args: str) -> None:
+    """Run a stock `roboloop` command: the same as typing `roboloop --workspace WORKSPACE ARGS...` in a shell, run
+    through the command's Python entry point (`roboloop.cli.app`) so this script needs no second process."""
+    print(f"$ roboloop {shlex.join(args)}")
+    try:
+        code = cli.app(["--workspace", str(workspace), *args], prog_name="roboloop", standalone_mode=False)
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):  # not a usage error of the command line
+            raise
+        raise SystemExit(f"roboloop {args[0]}: {exc.format_message()}") from None
+    if code not in (None, 0):
+        raise SystemExit(f"roboloop {args[0]} failed (exit code {code})")
 
 
 def stream_selection(workspace: Path, selection: str) -> dict[str, tuple[int, ...]]:
@@ -201,13 +206,12 @@ def main(argv: list[str] | None = None) -> dict:
     shapes = stream_selection(ws, "v1")
 
     # 4. train: the stock trainer on this robot's state and action
-    trained = None
     if not args.no_train:
-        trained = roboloop(ws, "train", "--dataset", DATASET, "--selection", "v1", "--state", "/robot/joint_positions",
+        roboloop(ws, "train", "--dataset", DATASET, "--selection", "v1", "--state", "/robot/joint_positions",
                            "--state", "/robot/gripper_force", "--action", "/robot/joint_targets",
                            "--epochs", str(args.epochs))
         roboloop(ws, "runs", "--dataset", DATASET)
-    return {"episodes": episodes, "stream": shapes, "train_output": trained}
+    return {"episodes": episodes, "stream": shapes}
 
 
 if __name__ == "__main__":
