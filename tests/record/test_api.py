@@ -242,6 +242,10 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
         ep.set_properties("episode", {"kind": "rollout"})
     with pytest.raises(record.RecordError, match="numbers, booleans, strings"):
         ep.set_properties("scene", {"pose": {"x": 1}})
+    with pytest.raises(record.RecordError, match="lists of one type"):
+        ep.set_properties("episode", {"tags": ["a", 1]})
+    with pytest.raises(record.RecordError, match="episode.git_commit is set by roboloop"):
+        ep.set_properties("episode", {"git_commit": "abc"})
     with pytest.raises(record.RecordError, match="outcome.success is True or False"):
         ep.set_properties("outcome", {"success": 1})
     assert issubclass(record.RecordError, RoboloopError)

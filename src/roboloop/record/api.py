@@ -83,8 +83,12 @@ SCALARS, IMAGE, VIDEO, TRANSFORM, TEXT = "scalars", "image", "video", "transform
 AXIS_LENGTH_M = 0.05
 """Length of the axes drawn at every logged transform (so a pose shows in the 3D view without geometry)."""
 _GROUP = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_AUTOMATIC = (schema.EPISODE_KIND, schema.EPISODE_ABORTED, schema.EPISODE_ABORT_REASON, schema.EPISODE_SEED)
-"""`episode` properties the API owns: set them through `episode(...)`'s arguments, not `set_properties`."""
+_AUTOMATIC = (schema.EPISODE_KIND, schema.EPISODE_ABORTED, schema.EPISODE_ABORT_REASON, schema.EPISODE_SEED,
+              schema.EPISODE_HOST, schema.EPISODE_STARTED_AT, schema.EPISODE_PROJECT_GIT_COMMIT,
+              schema.EPISODE_PROJECT_GIT_DIRTY, schema.EPISODE_SOFTWARE_VERSION, schema.EPISODE_GIT_COMMIT,
+              schema.EPISODE_GIT_DIRTY, *schema.PROVENANCE_DISTRIBUTIONS)
+"""`episode` properties the API owns (kind, seed, abort state, provenance): set through `episode(...)`'s arguments
+or gathered automatically, never through `set_properties`."""
 
 
 class RecordError(RoboloopError, ValueError):
@@ -348,13 +352,14 @@ class Episode:
             if not isinstance(name, str) or not _GROUP.match(name):
                 raise RecordError(f"property names are identifiers (e.g. 'operator'), got {group}.{name!r}")
             if group == schema.EPISODE and name in _AUTOMATIC:
-                raise RecordError(f"episode.{name} is set by roboloop; pass kind=/seed= to record.episode(...) "
-                                  f"(aborted comes from on_error)")
+                raise RecordError(f"episode.{name} is set by roboloop (provenance, or kind=/seed= of record.episode(...); "
+                                  f"aborted comes from on_error); store your own value under another name")
             items = value if isinstance(value, (list, tuple)) else [value]
             bad = [v for v in items if not isinstance(v, (bool, int, float, str, np.generic))]
-            if bad or (isinstance(value, (list, tuple)) and not value):
+            mixed = len({type(v.item() if isinstance(v, np.generic) else v) for v in items}) > 1
+            if bad or mixed or (isinstance(value, (list, tuple)) and not value):
                 raise RecordError(f"{group}.{name}: property values are numbers, booleans, strings or non-empty "
-                                  f"lists of one of them, got {value!r}")
+                                  f"lists of one type of them, got {value!r}")
         if group == schema.OUTCOME and schema.OUTCOME_SUCCESS in mapping and not isinstance(mapping[schema.OUTCOME_SUCCESS], (bool, np.bool_)):
             raise RecordError(f"outcome.success is True or False (success, compare and failures count it), "
                               f"got {mapping[schema.OUTCOME_SUCCESS]!r}; leave it out when nobody judged the episode")
