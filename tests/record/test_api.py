@@ -249,6 +249,8 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
     with pytest.raises(record.RecordError, match="outcome.success is True or False"):
         ep.set_properties("outcome", {"success": 1})
     assert issubclass(record.RecordError, RoboloopError)
+    first = ep.elapsed()
+    assert 0 <= first <= ep.elapsed()  # a monotonic clock since the episode was opened
     ep.discard()
     with pytest.raises(record.RecordError, match="logged nothing"):
         record.episode(ws, "arm").close()

@@ -56,6 +56,7 @@ import math
 import re
 import socket
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,7 @@ class Episode:
         self.on_error = on_error
         self.catalog = catalog
         self.started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self._t0 = time.monotonic()
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise RecordError(f"seed must be an int >= 0 (or None for no seed), got {seed!r}")
         if seed is not None:
@@ -215,6 +217,11 @@ class Episode:
 
     def __repr__(self) -> str:
         return f"Episode({self.dataset!r}, {self.segment_id!r}, kind={self.kind!r})"
+
+    def elapsed(self) -> float:
+        """Seconds since `record.episode(...)` opened this episode, from a monotonic clock: a `t` for the log calls
+        when your loop has no clock of its own (`ep.log_scalars(path, ep.elapsed(), q)`)."""
+        return time.monotonic() - self._t0
 
     # --- checks ----------------------------------------------------------------------------------
     def _stream(self, entity: str, kind: str, t: float) -> tuple[_Stream, float]:
