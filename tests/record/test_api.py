@@ -29,6 +29,7 @@ from roboloop.record.api import LAYOUT_FILE, blueprint_for
 from roboloop.stream import EpisodeStream
 from roboloop.video import decode_samples
 from roboloop.workspace import Workspace, is_temp_file
+from tests.catalog.test_remote import server as remote_server  # noqa: F401 - fixture: `roboloop serve` on a new workspace
 
 JOINTS = [f"j{i}" for i in range(5)] + ["gripper"]
 W, H = 64, 48
@@ -353,3 +354,16 @@ def test_success_and_failures_read_rollouts_of_any_robot(catalog):
     fails = failures(table, dataset="arm_evals")
     assert [(f["segment_id"], f["failure_kind"], f["at_s"]) for f in fails] == [(ids[1], "slipped", 0.3)]
     assert fails[0]["open"] == f"roboloop open {ids[1]} --at 0.3 --dataset arm_evals"
+
+
+def test_a_workspace_served_by_another_process_registers_at_once(request, monkeypatch):
+    """With `roboloop serve` running on the workspace, an episode recorded by folder path is registered there when
+    it closes (no restart needed), blueprint included."""
+    ws, _url = request.getfixturevalue("remote_server")
+    monkeypatch.delenv("ROBOLOOP_CATALOG", raising=False)
+    ep = record_demo(ws.root, steps=4)
+    assert ep.registered
+    with Catalog(ws) as cat:  # attaches to the server: sees only what was registered there
+        assert not cat.embedded
+        assert cat.segment_table("arm").column("segment_id").to_pylist() == [ep.segment_id]
+        assert cat.dataset("arm").default_blueprint() is not None

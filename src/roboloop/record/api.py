@@ -22,8 +22,8 @@ them; `log_image` stores lossless PNG frames instead.
 **Atomic and registered.** Nothing reaches the workspace until the episode closes: it is
 then written to a temporary file, renamed into place under
 `datasets/<dataset>/base/<segment_id>.rrd` (a new, unique segment id), and registered in
-the catalog: the `catalog` given, else the workspace's running `roboloop serve`; with
-neither, the next catalog started on the workspace restores it (the workspace is the
+the catalog: the `catalog` given, else the one `ROBOLOOP_CATALOG` names or the workspace's
+running `roboloop serve`; with none, the next catalog started on the workspace restores it (the workspace is the
 system of record). A rollout also gets its row in the rollout index. A process killed
 mid-episode leaves at most a temporary file, which the next catalog start deletes.
 
@@ -53,6 +53,7 @@ import functools
 import io
 import json
 import math
+import os
 import re
 import socket
 import sys
@@ -68,7 +69,7 @@ from PIL import Image
 
 from roboloop import schema
 from roboloop.catalog import index
-from roboloop.catalog.client import Catalog
+from roboloop.catalog.client import ENV_CATALOG, Catalog
 from roboloop.catalog.server import live_server
 from roboloop.errors import RoboloopError
 from roboloop.record.episode import APPLICATION_ID, NONE, EpisodeRecorder, git_state, provenance
@@ -420,8 +421,9 @@ class Episode:
         return self.path
 
     def _served_catalog(self):
-        """A client of the workspace's running `roboloop serve`, or None (restore registers the file later)."""
-        if live_server(self.workspace) is None:
+        """A client of the catalog named by `ROBOLOOP_CATALOG` or of the workspace's running `roboloop serve`, else
+        None (the next catalog started on the workspace restores the file)."""
+        if not os.environ.get(ENV_CATALOG) and live_server(self.workspace) is None:
             return None
         return Catalog(self.workspace)
 
