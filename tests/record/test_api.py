@@ -231,6 +231,8 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
     with pytest.raises(record.RecordError, match="H x W x 3 uint8"):
         ep.log_image("/cameras/wrist2", 0.0, np.zeros((48, 64, 3), np.float32))
     ep.log_video_frame("/cameras/wrist", 0.0, np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(record.RecordError, match="a second frame at 0.0 s"):
+        ep.log_video_frame("/cameras/wrist", 0.0, np.zeros((48, 64, 3), np.uint8))
     with pytest.raises(record.RecordError, match=r"frame size \(24, 32, 3\) differs"):
         ep.log_video_frame("/cameras/wrist", 0.1, np.zeros((24, 32, 3), np.uint8))
     with pytest.raises(record.RecordError, match="already holds video"):

@@ -241,10 +241,11 @@ class Episode:
             s = self._streams[entity] = _Stream(kind)
         elif s.kind != kind:
             raise RecordError(f"{entity} already holds {s.kind}; log {kind} under another entity path")
-        if s.times and t < s.times[-1] or (kind in (IMAGE, VIDEO) and s.times and t == s.times[-1]):
-            order = "after" if kind in (IMAGE, VIDEO) else "at or after"
+        if s.times and t < s.times[-1]:
             raise RecordError(f"{entity}: time went backwards ({t} s after {s.times[-1]} s); each entity's times must "
-                              f"be non-decreasing: log {order} {s.times[-1]} s, e.g. from one monotonic clock")
+                              f"be non-decreasing: log at or after {s.times[-1]} s, e.g. from one monotonic clock")
+        if kind in (IMAGE, VIDEO) and s.times and t == s.times[-1]:
+            raise RecordError(f"{entity}: a second frame at {t} s; each frame needs its own time, after the previous one")
         return s, t
 
     @staticmethod
@@ -283,7 +284,7 @@ class Episode:
             img = np.repeat(img[:, :, None], 3, axis=2)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise RecordError(f"{entity}: frames are H x W x 3 uint8 RGB arrays (or H x W grey), got {img.shape} {img.dtype}; "
-                              f"convert with np.asarray(frame, dtype=np.uint8)")
+                              f"convert first (floats in [0, 1]: (frame * 255).round().astype(np.uint8))")
         return np.ascontiguousarray(img)
 
     def log_image(self, entity: str, t: float, rgb: Any) -> None:
