@@ -67,8 +67,9 @@ def record_demo(target, dataset="arm", *, steps=40, **kw) -> record.Episode:
 
 
 def test_round_trip_through_the_catalog(catalog):
+    N = 60  # steps at 20 Hz
     before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    ep = record_demo(catalog)
+    ep = record_demo(catalog, steps=N)  # 30 camera frames: more than one H.264 GOP
     after = datetime.datetime.now(datetime.UTC)
     assert ep.registered and ep.path == catalog.workspace.segment_path("arm", "base", ep.segment_id) and ep.path.is_file()
 
@@ -97,29 +98,42 @@ def test_round_trip_through_the_catalog(catalog):
         return t[mask], table.column(col).filter(table.column(col).is_valid()).to_pylist()
 
     tj, q = stream("/robot/joint_positions:Scalars:scalars")
-    np.testing.assert_allclose(tj, np.arange(40) / 20)
-    np.testing.assert_allclose(np.array(q), np.stack([joints(k) for k in range(40)]))
+    np.testing.assert_allclose(tj, np.arange(N) / 20)
+    np.testing.assert_allclose(np.array(q), np.stack([joints(k) for k in range(N)]))
     tv, samples = stream("/cameras/wrist:VideoStream:sample")
-    np.testing.assert_allclose(tv, np.arange(0, 40, 2) / 20)
+    np.testing.assert_allclose(tv, np.arange(0, N, 2) / 20)
     decoded = list(decode_samples(bytes(s[0]) if isinstance(s, list) else bytes(s) for s in samples))
-    assert len(decoded) == 20
+    assert len(decoded) == N // 2
     for k, img in enumerate(decoded):
         assert np.abs(img.astype(int) - frame(k).astype(int)).mean() < 3.0
+    _, keyframes = stream("/cameras/wrist:VideoStream:is_keyframe")
+    flat = [k[0] if isinstance(k, list) else k for k in keyframes]
+    starts = [k for k, f in enumerate(flat) if f]
+    assert len(flat) == N // 2 and starts[0] == 0 and max(np.diff([*starts, len(flat)])) <= 25  # at least every 25
     tt, translations = stream("/world/arm/tool:Transform3D:translation")
-    np.testing.assert_allclose(tt, np.arange(40) / 20)
-    np.testing.assert_allclose(np.array(translations).reshape(40, 3)[:, 0], 0.01 * np.arange(40), atol=1e-6)
+    np.testing.assert_allclose(tt, np.arange(N) / 20)
+    np.testing.assert_allclose(np.array(translations).reshape(N, 3)[:, 0], 0.01 * np.arange(N), atol=1e-6)
     te, texts = stream("/events:TextLog:text")
-    assert list(te) == [0.0, 1.0] and [x[0] if isinstance(x, list) else x for x in texts] == ["second 0", "second 1"]
+    assert list(te) == [0.0, 1.0, 2.0] and [x[0] if isinstance(x, list) else x for x in texts] == ["second 0", "second 1", "second 2"]
 
     # the stock loader reads it: the H.264 camera decodes at its own rate, PNG images exactly, joints at 20 Hz
     stream_ = EpisodeStream(catalog, ("arm", [ep.segment_id]), rate_hz=10, batch_size=64, shuffle=False,
                             fields={"q": "/robot/joint_positions", "wrist": "/cameras/wrist", "overview": "/cameras/overview"})
     batch = {k: v.numpy() for k, v in next(iter(stream_)).items()}
-    assert batch["q"].shape == (20, 6) and batch["wrist"].shape == (20, 3, H, W)
-    np.testing.assert_allclose(batch["q"], np.stack([joints(2 * k) for k in range(20)]), rtol=1e-6)
-    for k in range(20):
+    assert batch["q"].shape == (N // 2, 6) and batch["wrist"].shape == (N // 2, 3, H, W)
+    np.testing.assert_allclose(batch["q"], np.stack([joints(2 * k) for k in range(N // 2)]), rtol=1e-6)
+    for k in range(N // 2):
         assert np.abs(batch["wrist"][k].astype(int) - frame(k).transpose(2, 0, 1)).mean() < 3.0
         np.testing.assert_array_equal(batch["overview"][k], frame(100 + 4 * (k // 2)).transpose(2, 0, 1))
+    # shuffled small batches seek into the second GOP: every frame still decodes to itself
+    shuffled = EpisodeStream(catalog, ("arm", [ep.segment_id]), rate_hz=10, batch_size=4, shuffle=True, seed=3,
+                             fields={"wrist": "/cameras/wrist"})
+    seen = []
+    for b in shuffled:
+        for idx, img in zip(b["frame_index"].numpy(), b["wrist"].numpy()):
+            assert np.abs(img.astype(int) - frame(int(idx)).transpose(2, 0, 1)).mean() < 3.0
+            seen.append(int(idx))
+    assert sorted(seen) == list(range(N // 2)) and seen != sorted(seen)
 
     # the dataset's default blueprint was written and registered
     assert catalog.workspace.blueprint_path("arm").is_file()

@@ -298,7 +298,7 @@ class Episode:
         s.rows.append(buf.getvalue())
 
     def log_video_frame(self, entity: str, t: float, rgb: Any) -> None:
-        """One camera frame at `t` seconds, encoded to H.264 as roboloop's cameras are (keyframe every 25 frames).
+        """One camera frame at `t` seconds, encoded to H.264 as roboloop's cameras are (a keyframe at least every 25 frames).
 
         Frames must keep one even size per entity (H.264 4:2:0); times must increase."""
         img = self._frame(entity, rgb)
