@@ -12,7 +12,7 @@ Points (grep ``faults.point(`` for the list)::
 
     file.written        workspace.atomic_path: temp file complete and fsynced, not renamed yet
     file.renamed        workspace.atomic_path: renamed into place (not registered / not acknowledged)
-    seeds.reserved      collect.reserve_seeds: reservation written, no episode run yet
+    seeds.reserved      record.seeds.reserve_seeds: reservation written, no episode run yet
     collect.step        collect.run_episode: after each control step (the episode file is half written)
     collect.registered  collect: episode registered, not yet acknowledged to the caller
     layer.registered    refine / flag / unflag: layer versions registered, not acknowledged

@@ -228,6 +228,14 @@ PROVENANCE_DISTRIBUTIONS = {
     EPISODE_TORCH_VERSION: "torch",
 }
 """Provenance property -> the distribution whose installed version it records."""
+EPISODE_HOST = "host"  # record API: the machine that recorded the episode
+EPISODE_STARTED_AT = "started_at"  # record API: UTC ISO time the episode was opened
+EPISODE_ABORTED = "aborted"  # record API: bool, the recording block raised and the caller kept it (on_error="abort")
+EPISODE_ABORT_REASON = "abort_reason"  # record API: "<ExceptionType>: <message>" of an aborted episode
+EPISODE_PROJECT_GIT_COMMIT = "project_git_commit"  # record API: commit of the recording script's own checkout ("none")
+EPISODE_PROJECT_GIT_DIRTY = "project_git_dirty"  # record API: bool, tracked files of that checkout differed from it
+EPISODE_OPERATOR = "operator"  # record API (by convention): who teleoperated or supervised the episode
+EPISODE_TAGS = "tags"  # record API (by convention): free-form tags, a list of strings
 EPISODE_CAMERAS = "cameras"  # recorded camera names, comma-separated ("none" if no camera)
 EPISODE_CAMERA_HZ = "camera_hz"
 EPISODE_CAMERA_SIZE = "camera_size"  # "WIDTHxHEIGHT", e.g. "320x240"

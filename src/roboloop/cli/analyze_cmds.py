@@ -154,7 +154,7 @@ def _failure_columns(format: str, live: bool, with_url: bool) -> list[str]:
 
 def _failure_notes(out: list[dict], unmatched: dict[str, str], nearest: bool) -> None:
     for eval_id, why in unmatched.items():
-        err_console.print(f"note: no nearest training episodes for {eval_id}: {why}", soft_wrap=True)
+        err_console.print(f"note: no nearest training episodes for {eval_id or 'rollouts without an evaluation'}: {why}", soft_wrap=True)
     if nearest and any("nearest_train_id" in r for r in out):
         err_console.print("nearest_distance: scaled start-state distance (1 = 2 cm or 3 deg, `roboloop gaps`); "
                           "compare with `roboloop open SEGMENT --with-nearest`", soft_wrap=True)

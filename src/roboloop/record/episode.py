@@ -71,9 +71,10 @@ def distribution_version(dist: str) -> str:
         return NONE
 
 
-def git_state(source_dir: Path) -> tuple[str | None, bool]:
+def git_state(source_dir: Path, marker: str = "__init__.py") -> tuple[str | None, bool]:
     """(commit, dirty) of the git checkout `source_dir` is TRACKED in, else (None, False).
 
+    Tracked = the checkout tracks `marker` (a file of `source_dir`, or "." for any file in it).
     A package installed into a virtualenv that happens to sit inside some repository is
     not tracked there (`git ls-files` finds no `__init__.py`), so it reports no commit
     rather than the surrounding repository's. Dirty = tracked files differ from HEAD
@@ -83,7 +84,7 @@ def git_state(source_dir: Path) -> tuple[str | None, bool]:
         return subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True, text=True, timeout=10)
 
     try:
-        tracked = git("ls-files", "--error-unmatch", "__init__.py")
+        tracked = git("ls-files", "--error-unmatch", marker)
         if tracked.returncode != 0:
             return None, False
         head = git("rev-parse", "--verify", "HEAD")
