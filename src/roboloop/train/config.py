@@ -236,10 +236,10 @@ class TrainConfig(Config):
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     def to_toml(self) -> str:
-        """TOML without the derived `fields` spec (TOML has no null; `fields` is re-derived on load)."""
+        """TOML without the derived `fields` spec (TOML has no null: `state` None is left out; `fields` is re-derived on load)."""
         d = self.to_dict()
         d.pop("fields")
-        return tomli_w.dumps(d)
+        return tomli_w.dumps({k: v for k, v in d.items() if v is not None})
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again); `policy` changes reset the model config."""
