@@ -31,9 +31,9 @@ from roboloop.train.deploy import (
 )
 from roboloop.train.entry import train
 from roboloop.train.features import FeatureSpec
+from roboloop.train.loop import TrainProgress, TrainResult, load_config, new_run_id
 from roboloop.train.policies import BCPolicy
 from roboloop.train.protocol import Policy, policy_class
-from roboloop.train.loop import TrainProgress, TrainResult, load_config, new_run_id
 
 __all__ = [
     "BCPolicy",

@@ -149,6 +149,7 @@ class PolicyFactory:
     def __init__(self, workspace_root: str | os.PathLike[str], run_id: str) -> None:
         self.workspace_root = str(workspace_root)
         self.run_id = run_id
+        load_config(Workspace(self.workspace_root), run_id)  # here, not in a worker: a policy class that no longer imports is a clear error
 
     def __call__(self, sim) -> DeployedPolicy:
         torch.set_num_threads(1)
