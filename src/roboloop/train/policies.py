@@ -158,7 +158,7 @@ class BCPolicy(nn.Module):
         """What a training step with this `generator` state feeds the network: augmented, then normalized.
 
         Pass a copy of the step's generator (`torch.Generator().set_state(g.get_state())`): it draws the
-        same augmentation as `compute_loss` does in training mode, and the training generator is untouched.
+        same augmentation as `loss` does in training mode, and the training generator is untouched.
         """
         return self.normalized_inputs(self._augment(inputs, generator))
 
