@@ -89,7 +89,8 @@ def policy_class(name: str) -> type:
     cls = _import(name, target or name)
     missing = [a for a in REQUIRED if not hasattr(cls, a)]
     if missing:
-        raise UnknownPolicyError(f"policy {name!r} ({target or name}) lacks {', '.join(missing)}; "
+        where = f" ({target})" if target else ""
+        raise UnknownPolicyError(f"policy {name!r}{where} lacks {', '.join(missing)}; "
                                  "subclass roboloop.train.BCPolicy (see the README's 'Writing a policy')")
     return cls
 
