@@ -258,6 +258,9 @@ class TrainConfig(Config):
         d.pop("dataset")
         d.pop("selection")
         d.pop("nproc")  # how many processes share a step does not change the recipe (global batch, averaged gradients)
+        if d["state"] is None and d["action"] == schema.JOINT_TARGETS:  # the policy's default features: digests as before state/action existed
+            d.pop("state")
+            d.pop("action")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:
