@@ -25,6 +25,7 @@ from roboloop import schema
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import ObservationEncoder, unresolved, with_dims
 from roboloop.train.loop import (
+    CONFIG_FILE,
     FEATURES_FILE,
     MODEL_FILE,
     NORMALIZER_FILE,
@@ -149,7 +150,9 @@ class PolicyFactory:
     def __init__(self, workspace_root: str | os.PathLike[str], run_id: str) -> None:
         self.workspace_root = str(workspace_root)
         self.run_id = run_id
-        load_config(Workspace(self.workspace_root), run_id)  # here, not in a worker: a policy class that no longer imports is a clear error
+        ws = Workspace(self.workspace_root)
+        if (ws.run_dir(run_id) / CONFIG_FILE).is_file():  # here, not in a worker: a policy class that no longer imports is a clear error
+            load_config(ws, run_id)
 
     def __call__(self, sim) -> DeployedPolicy:
         torch.set_num_threads(1)
