@@ -122,8 +122,7 @@ class BCPolicy(nn.Module):
         self.specs = specs
         self.chunk = chunk
         self.action_dim = next(s.shape[-1] for s in specs if s.name == "action")
-        self.inputs = [s.name for s in specs if s.kind in (STATE, PHASE)]
-        """State inputs then the phase, in feature order (the vector `mlp` concatenates)."""
+        self.inputs = [s.name for s in specs if s.kind in (STATE, PHASE)]  # state inputs then the phase, in feature order
         self.noisy = next((s.name for s in specs if s.kind == STATE), None)
         self.normalizer = Normalizer({s.name: s.shape[-1] for s in specs if s.kind in NORMALIZED_KINDS})
 
