@@ -1,6 +1,6 @@
 """A policy by import path (examples/my_policy.py) through the CLI: trained with the stock loop, evaluated in the
-simulator by `roboloop eval`, its import path recorded in the run; a policy module that is gone at deploy is a clear
-error, not a worker traceback."""
+simulator by `roboloop eval` (fixed grid and until decided) and compared, its import path recorded in the run; a
+policy module that is gone at deploy is a clear error, not a worker traceback."""
 
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ def test_policy_by_import_path_trains_and_evaluates_through_the_cli(tmp_path, mo
     assert ev["eval_id"] == "mine" and ev["status"] == "finished" and ev["success"].endswith("/2")
     rows = [json.loads(line) for line in _run(ws, "success", "-d", "syn_evals", "--by", "episode.policy", "--format", "json").splitlines()]
     assert [(r["episode.policy"], r["n"]) for r in rows] == [(run["run_id"], 2)]
+    # evaluate-until-decided against that evaluation, then the paired comparison: the same deployment path
+    _run(ws, "eval", "--run", run["run_id"], "--against", "mine", "--until-decided", "--round", "1", "--max-per-cell", "1",
+         "--cameras", "", "--name", "seq")
+    cmp = {r["group"]: r for r in map(json.loads, _run(ws, "compare", "mine", "seq", "--format", "json").splitlines())}
+    assert cmp["overall"]["n_pairs"] == 2
 
     # the module is gone (uninstalled, another machine): eval says which import failed and what to do
     (pkg / "team_policy.py").unlink()
