@@ -6,7 +6,7 @@ One run, one process: 50 episodes x 300 steps (15k samples; joint positions, joi
 and cube pose at 50 Hz, written by the real recorder) registered in an embedded catalog.
 Each side trains the default `mlp` policy (3x256 GELU, batch 256, AdamW, joint noise) for
 `--epochs` epochs end to end, through the same `features.encode_batch` and
-`policy.compute_loss`:
+`policy.loss`:
 
 - stream (workers W): `EpisodeStream(...).loader(num_workers=W, persistent_workers=True)`
   created inside the timed region (worker start-up included), `set_epoch` per epoch;
@@ -40,12 +40,12 @@ from roboloop.train import TrainConfig
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.features import (
     encode_batch,
-    feature_specs,
     scalar_specs,
     stream_fields,
     stream_stats,
 )
 from roboloop.train.policies import make_policy
+from roboloop.train.protocol import feature_specs
 from roboloop.workspace import Workspace
 
 DS = "bench"
@@ -69,7 +69,7 @@ def write_episodes(cat: Catalog, n: int, steps: int = 300) -> None:
 
 def step_fn(policy, opt, gen):
     def step(inputs):
-        loss, _ = policy.compute_loss(inputs, gen)
+        loss, _ = policy.loss(inputs, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)

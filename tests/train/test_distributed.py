@@ -29,7 +29,8 @@ def _shard_rank(rank: int, url: str, segments: list[str], port: int, q) -> None:
     import torch.distributed as dist
 
     from roboloop.stream import EpisodeStream
-    from roboloop.train.features import feature_specs, stream_fields
+    from roboloop.train.features import stream_fields
+    from roboloop.train.protocol import feature_specs
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

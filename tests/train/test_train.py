@@ -25,10 +25,10 @@ from roboloop.train import (
 from roboloop.train.features import (
     ObservationEncoder,
     encode_batch,
-    feature_specs,
     stream_fields,
 )
 from roboloop.train.loop import MODEL_FILE, sha256_file
+from roboloop.train.protocol import feature_specs
 from roboloop.workspace import Workspace, atomic_write_bytes
 
 DS = "syn"

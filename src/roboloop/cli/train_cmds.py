@@ -46,6 +46,8 @@ def build_config(
     seed: int | None = None,
     workers: int | None = None,
     nproc: int | None = None,
+    state: list[str] | None = None,
+    action: str | None = None,
 ):
     """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
     if like and config_file:
@@ -54,7 +56,7 @@ def build_config(
         raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
     base = load_run_config(workspace, like) if like else config_file
     return resolve(TrainConfig, base, dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size,
-                   lr=lr, seed=seed, num_workers=workers, nproc=nproc)
+                   lr=lr, seed=seed, num_workers=workers, nproc=nproc, state=tuple(state) if state else None, action=action)
 
 
 def train_cmd(
@@ -67,6 +69,8 @@ def train_cmd(
     seed: Annotated[int | None, typer.Option(min=0, help=config_help(TrainConfig, "seed"))] = None,
     policy: Annotated[str | None, typer.Option(help=config_help(TrainConfig, "policy"))] = None,
     workers: Annotated[int | None, typer.Option(min=0, help=config_help(TrainConfig, "num_workers"))] = None,
+    state: Annotated[list[str] | None, typer.Option("--state", help=config_help(TrainConfig, "state", " Repeat --state for several."))] = None,
+    action: Annotated[str | None, typer.Option("--action", help=config_help(TrainConfig, "action"))] = None,
     like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Training processes on this machine (DDP, gloo; the batch is split over them).")] = None,
@@ -78,7 +82,8 @@ def train_cmd(
             cfg = load_run_config(open_workspace(), resume)
         else:
             cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
-                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc)
+                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc, state=state,
+                               action=action)
     except (CatalogError, ValueError, OSError) as exc:
         fail(str(exc))
     if show_config:

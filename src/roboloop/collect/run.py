@@ -123,14 +123,22 @@ class Observation:
     """What a policy sees at control step `step` (before acting).
 
     `images` holds the recorded cameras' frames on camera steps
-    (`spec.camera_step(step)`) and is empty otherwise.
+    (`spec.camera_step(step)`) and is empty otherwise. `state` holds the state streams
+    keyed by entity path, as they are recorded (a trained policy reads its state inputs
+    from it); ALOHA's joints and cube pose are filled in from `joint_positions` and
+    `cube_pose` when given, so another robot passes only `state`.
     """
 
     step: int
     time: float
-    joint_positions: np.ndarray  # 14
-    cube_pose: np.ndarray  # 7: x, y, z, qw, qx, qy, qz
+    joint_positions: np.ndarray | None = None  # ALOHA: 14
+    cube_pose: np.ndarray | None = None  # ALOHA: 7: x, y, z, qw, qx, qy, qz
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    state: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        aloha = {schema.JOINT_POSITIONS: self.joint_positions, schema.CUBE_POSE: self.cube_pose}
+        self.state = {**{k: v for k, v in aloha.items() if v is not None}, **self.state}
 
 
 class Policy(Protocol):
@@ -312,7 +320,7 @@ def run_episode(
             images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
             if spec.scene_step(k):
                 writer.observe_scene(k, sim.link_poses(), cube)
-            action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images)), dtype=np.float64)
+            action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images, state={schema.JOINT_POSITIONS: qpos, schema.CUBE_POSE: cube})), dtype=np.float64)
             reward = sim.step(action)
             tracker.update(sim, reward, action)
             writer.observe(k, qpos, action, reward, cube, images)

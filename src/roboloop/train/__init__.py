@@ -7,7 +7,8 @@
     collect(catalog, "scratch", jobs=..., kind="rollout", policy_factory=PolicyFactory(ws.root, result.run_id))
 
 Modules: `config` (TrainConfig, MLPConfig, VisionConfig), `features` (stream fields <->
-policy inputs, shared by training and deployment), `policies` (mlp, vision, the
+policy inputs, shared by training and deployment), `protocol` (what a policy provides;
+names, entry points and import paths -> classes), `policies` (`BCPolicy`, mlp, vision, the
 normalizer), `entry` (`train`: one process or several), `loop` (`fit`: the training loop
 of one process), `distributed` (launching ranks, `torchrun`), `ahead` (epoch prefetch),
 `runlog` (the run recording), `deploy` (`load_policy`).
@@ -29,12 +30,18 @@ from roboloop.train.deploy import (
     run_status,
 )
 from roboloop.train.entry import train
+from roboloop.train.features import FeatureSpec
 from roboloop.train.loop import TrainProgress, TrainResult, load_config, new_run_id
+from roboloop.train.policies import BCPolicy
+from roboloop.train.protocol import Policy, policy_class
 
 __all__ = [
+    "BCPolicy",
     "ConfigError",
     "DeployedPolicy",
+    "FeatureSpec",
     "MLPConfig",
+    "Policy",
     "PolicyFactory",
     "TrainConfig",
     "TrainError",
@@ -45,6 +52,7 @@ __all__ = [
     "load_config",
     "load_policy",
     "new_run_id",
+    "policy_class",
     "run_info",
     "run_status",
     "train",

@@ -6,7 +6,10 @@ error, never ignored). The dict also carries `fields`, the stream fields spec th
 features derive from the config (entity path, window in steps at `rate_hz`): it is
 checked on load, so a config whose fields would stream differently does not load.
 
-The policy kind chooses its model config from a plain dict (`MODEL_CONFIGS`), no registry.
+The policy name resolves to a class (`roboloop.train.protocol.policy_class`: built-in, entry
+point, or `package.module:Class`) whose `Config` is the model config; a `[model]` table in a
+config file fills it. `state` / `action` name the entity paths the features read (any robot);
+widths the config does not fix are read from the data when the run starts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from roboloop import schema
 from roboloop.config import Config
 from roboloop.errors import ConfigError as _ConfigError
 from roboloop.errors import RoboloopError
-from roboloop.train.features import fields_spec
+from roboloop.train.features import feature_name, fields_spec
+from roboloop.train.protocol import UnknownPolicyError, feature_specs, policy_class
 
 
 class TrainError(RoboloopError):
@@ -94,10 +98,6 @@ class VisionConfig(Config):
         _check(bool(self.camera), "model.camera must name a camera, e.g. 'top'")
 
 
-MODEL_CONFIGS: dict[str, type] = {"mlp": MLPConfig, "vision": VisionConfig}
-"""Policy kind -> its model config class (the policies themselves: `roboloop.train.policies.POLICIES`)."""
-
-
 @dataclass(frozen=True)
 class TrainConfig(Config):
     """Everything a training run needs besides the data: saved with the run, reused by `--like`."""
@@ -107,9 +107,13 @@ class TrainConfig(Config):
     selection: str
     """Saved selection (curate) to train on: its train ids train, its holdout ids give the holdout loss."""
     policy: str = "mlp"
-    """Policy kind: 'mlp' (state + cube pose) or 'vision' (camera + joints)."""
-    model: MLPConfig | VisionConfig | None = None
-    """The policy's model config (None = the kind's defaults)."""
+    """Policy: 'mlp' (state + cube pose), 'vision' (camera + joints), a name registered under the entry point group roboloop.policies, or an import path package.module:Class."""
+    model: Config | None = None
+    """The policy's model config, its class's `Config` (None = its defaults; a config file's [model] table sets fields)."""
+    state: tuple[str, ...] | None = None
+    """Entity paths of the state inputs, e.g. ('/arm/joint_positions',) (None = the policy's default: ALOHA's joints, and the cube pose for mlp); widths are read from the data."""
+    action: str = schema.JOINT_TARGETS
+    """Entity path of the action the policy predicts (its width is read from the data)."""
     chunk: int = 10
     """Action chunk: the policy predicts the next `chunk` joint targets, in control steps."""
     rate_hz: float = float(schema.CONTROL_HZ)
@@ -144,8 +148,10 @@ class TrainConfig(Config):
     """Training processes (DDP, gloo): each streams its shard with batch_size / nproc samples per step (global batch unchanged)."""
 
     def __post_init__(self) -> None:
-        _check(self.policy in MODEL_CONFIGS, f"unknown policy {self.policy!r}; choose one of {', '.join(MODEL_CONFIGS)}")
-        cls = MODEL_CONFIGS[self.policy]
+        try:
+            cls = policy_class(self.policy).Config
+        except UnknownPolicyError as exc:
+            raise ConfigError(str(exc)) from None
         if self.model is None:
             object.__setattr__(self, "model", cls())
         elif isinstance(self.model, Mapping):  # the kind picks the class (the shared converter would pick the first)
@@ -161,6 +167,7 @@ class TrainConfig(Config):
             raise ConfigError(str(exc)) from None
         _check(bool(self.selection), "selection must name a saved selection (see `roboloop curate ls`)")
         _check(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        self._check_paths()
         _check(
             self.rate_hz == schema.CONTROL_HZ,
             f"rate_hz must be the {schema.CONTROL_HZ} Hz control rate (a chunk of K steps is executed one step per control "
@@ -187,11 +194,22 @@ class TrainConfig(Config):
             if f.type in ("int",) and isinstance(v, bool):
                 raise ConfigError(f"{f.name} must be an integer, got {v!r}")
 
+    def _check_paths(self) -> None:
+        _check(isinstance(self.action, str) and self.action.startswith("/"), f"action must be an entity path like /robot/joint_targets, got {self.action!r}")
+        if self.state is None:
+            return
+        _check(len(self.state) >= 1, "state must name at least one entity path (or be left unset for the policy's default)")
+        for p in self.state:
+            _check(isinstance(p, str) and p.startswith("/") and len(p) > 1, f"state paths must be entity paths like /arm/joint_positions, got {p!r}")
+        names = [feature_name(p) for p in self.state]
+        _check(len(set(names)) == len(names), f"state paths {list(self.state)} give clashing input names {names}; pass each path once")
+        _check(not {"phase", "image", "action"} & set(names), f"state paths may not be named phase, image or action: {names}")
+
     # --- JSON / TOML (roboloop.config.Config), plus the derived `fields` spec ------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (model as a dict, plus the derived stream `fields` spec)."""
         out = super().to_dict()
-        out["fields"] = fields_spec(self)
+        out["fields"] = fields_spec(self, feature_specs(self))
         return out
 
     @classmethod
@@ -206,10 +224,11 @@ class TrainConfig(Config):
         except _ConfigError as exc:
             raise ConfigError(str(exc)) from None
         if spec is not None:
-            if _plain(spec) != fields_spec(cfg):
+            derived = fields_spec(cfg, feature_specs(cfg))
+            if _plain(spec) != derived:
                 raise ConfigError(
                     "the config's stored stream fields spec differs from what this version of roboloop derives from it; "
-                    f"stored {json.dumps(spec)}, derived {json.dumps(fields_spec(cfg))}"
+                    f"stored {json.dumps(spec)}, derived {json.dumps(derived)}"
                 )
         return cfg
 
@@ -217,10 +236,10 @@ class TrainConfig(Config):
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     def to_toml(self) -> str:
-        """TOML without the derived `fields` spec (TOML has no null; `fields` is re-derived on load)."""
+        """TOML without the derived `fields` spec (TOML has no null: `state` None is left out; `fields` is re-derived on load)."""
         d = self.to_dict()
         d.pop("fields")
-        return tomli_w.dumps(d)
+        return tomli_w.dumps({k: v for k, v in d.items() if v is not None})
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again); `policy` changes reset the model config."""
@@ -239,6 +258,9 @@ class TrainConfig(Config):
         d.pop("dataset")
         d.pop("selection")
         d.pop("nproc")  # how many processes share a step does not change the recipe (global batch, averaged gradients)
+        if d["state"] is None and d["action"] == schema.JOINT_TARGETS:  # the policy's default features: digests as before state/action existed
+            d.pop("state")
+            d.pop("action")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:
@@ -250,6 +272,8 @@ class TrainConfig(Config):
             if isinstance(v, dict):
                 for k2, v2 in v.items():
                     out[f"{k}_{k2}"] = ",".join(map(str, v2)) if isinstance(v2, list) else v2
+            elif k == "state":  # the entity paths, or `default` (the policy's own)
+                out[k] = ",".join(v) if v is not None else "default"
             else:
                 out[k] = v
         return out

@@ -1,8 +1,9 @@
 """Deployment: a trained run as a `collect` policy (`reset()`, `action(step, observation)`).
 
 `load_policy(catalog_or_workspace, run_id)` rebuilds the policy from `runs/<run_id>/`
-(config.json -> features -> model; model.pt weights; normalizer.npz arrays, every key
-checked) and wraps it: encode (the same `features` code as training) -> normalize ->
+(config.json -> its policy class, by the name or import path the run recorded -> features,
+with the widths features.json kept -> model; model.pt weights; normalizer.npz arrays,
+every key checked) and wraps it, whatever the policy class: encode (the same `features` code as training) -> normalize ->
 model -> un-normalize -> temporal ensembling (ACT: the chunks predicted at the last K
 steps are averaged for the current step with weights exp(-m * i), i = 0 the oldest).
 `reset()` clears the ensembler and the encoder's held frames.
@@ -22,8 +23,9 @@ import torch
 
 from roboloop import schema
 from roboloop.train.config import TrainConfig, TrainError
-from roboloop.train.features import ObservationEncoder, feature_specs
+from roboloop.train.features import ObservationEncoder, unresolved, with_dims
 from roboloop.train.loop import (
+    CONFIG_FILE,
     FEATURES_FILE,
     MODEL_FILE,
     NORMALIZER_FILE,
@@ -31,6 +33,7 @@ from roboloop.train.loop import (
     load_config,
 )
 from roboloop.train.policies import BCPolicy, make_policy
+from roboloop.train.protocol import feature_specs
 from roboloop.workspace import WRITER_RUN, Workspace
 
 
@@ -59,9 +62,14 @@ class DeployedPolicy:
 
     def __init__(self, workspace: Workspace, run_id: str) -> None:
         run_dir = workspace.run_dir(run_id)
-        cfg = load_config(workspace, run_id)
+        cfg = load_config(workspace, run_id)  # imports the run's policy class (a clear error if it is gone)
         specs = feature_specs(cfg)
         stored = json.loads((run_dir / FEATURES_FILE).read_text())
+        if unresolved(specs):  # widths the run read from its data
+            try:
+                specs = with_dims(specs, {d["name"]: d["shape"][-1] for d in stored if d.get("shape")})
+            except KeyError as exc:
+                raise TrainError(f"run {run_id}: {FEATURES_FILE} has no width for feature {exc}; the run folder was edited") from None
         if stored != [s.to_dict() for s in specs]:
             raise TrainError(f"run {run_id}: {FEATURES_FILE} does not match the features its config derives; the run folder was edited")
         info = run_info(workspace, run_id)
@@ -86,9 +94,9 @@ class DeployedPolicy:
         self.ensembler.reset()
 
     def predict_chunk(self, observation) -> np.ndarray:
-        """The raw action chunk [K, 14] for one observation (no ensembling)."""
+        """The raw action chunk [K, action width] for one observation (no ensembling)."""
         with torch.no_grad():
-            return self.model.predict(self.encoder.encode(observation))[0].numpy()
+            return self.model.act(self.encoder.encode(observation))[0].numpy()
 
     def action(self, step: int, observation) -> np.ndarray:
         return self.ensembler.add(step, self.predict_chunk(observation))
@@ -142,6 +150,9 @@ class PolicyFactory:
     def __init__(self, workspace_root: str | os.PathLike[str], run_id: str) -> None:
         self.workspace_root = str(workspace_root)
         self.run_id = run_id
+        ws = Workspace(self.workspace_root)
+        if (ws.run_dir(run_id) / CONFIG_FILE).is_file():  # here, not in a worker: a policy class that no longer imports is a clear error
+            load_config(ws, run_id)
 
     def __call__(self, sim) -> DeployedPolicy:
         torch.set_num_threads(1)

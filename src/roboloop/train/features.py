@@ -1,16 +1,23 @@
 """Stream fields <-> policy inputs: ONE list of feature specs, used by training and deployment alike.
 
-`feature_specs(cfg)` says what a policy consumes and where it comes from:
+A policy's `features(cfg)` (see `roboloop.train.protocol`) builds its list from the builders
+here; the built-in policies' lists, for ALOHA (`TrainConfig.state` None):
 
 ==========  ======  ==================  =========================================================
 name        kind    shape               source (training: stream field / deploy: `Observation`)
 ==========  ======  ==================  =========================================================
-`joints`    state   [14]                `/robot/joint_positions` / `obs.joint_positions`
-`cube`      state   [7]                 `/state/cube_pose` / `obs.cube_pose`            (mlp only)
-`phase`     phase   [1]                 stream `timestamp` / `obs.time`, * control_hz / episode_steps
+`joints`    state   [14]                `/robot/joint_positions` / `obs.state[path]`
+`cube`      state   [7]                 `/state/cube_pose` / `obs.state[path]`          (mlp only)
+`phase`     phase   [1]                 stream `timestamp` / `obs.time`, * rate_hz / episode_steps
 `image`     image   [3, h, w]           `/cameras/<cam>` (H.264) / `obs.images[cam]` (vision only)
 `action`    action  [K, 14]             `/robot/joint_targets` window 0..K-1 (+ mask); training target
 ==========  ======  ==================  =========================================================
+
+Any robot: `TrainConfig.state` lists the entity paths of the state inputs and
+`TrainConfig.action` the action's; a state feature is named after its path (`joints` and
+`cube` for ALOHA's two, else the path with `/` -> `_`, e.g. `arm_joint_positions`). Their
+widths are not in the config: they are `INFERRED` until the training run reads them from
+the data (`with_dims`), and the run's `features.json` keeps them for deployment.
 
 `encode_batch` turns a stream batch into the policy's input dict; `ObservationEncoder`
 turns one deploy `Observation` into the same dict (batch of one) through the same
@@ -33,9 +40,15 @@ import torch
 import torch.nn.functional as F
 
 from roboloop import schema
+from roboloop.errors import RoboloopError
 from roboloop.stream import Field
 from roboloop.stream.decode import frame_to_chw
 from roboloop.video import H264Encoder
+
+
+class ObservationError(RoboloopError, ValueError):
+    """A deploy observation lacks what the policy was trained on (a state path, a camera) or has another width."""
+
 
 STATE = "state"
 PHASE = "phase"
@@ -43,8 +56,13 @@ IMAGE = "image"
 ACTION = "action"
 
 NUM_JOINTS = 14
-NORMALIZED = ("joints", "cube", "action")
-"""Features standardized by the policy's normalizer (statistics from one streaming pass)."""
+"""ALOHA's joints (both arms): the width of its joint state and action."""
+INFERRED = -1
+"""A width the config does not fix: read from the data when training starts (`with_dims`)."""
+NORMALIZED_KINDS = (STATE, ACTION)
+"""Feature kinds standardized by the policy's normalizer (statistics from one streaming pass)."""
+_KNOWN_WIDTHS = {schema.JOINT_POSITIONS: NUM_JOINTS, schema.CUBE_POSE: 7, schema.JOINT_TARGETS: NUM_JOINTS}
+_KNOWN_NAMES = {schema.JOINT_POSITIONS: "joints", schema.CUBE_POSE: "cube"}
 
 
 @dataclass(frozen=True)
@@ -66,26 +84,53 @@ class FeatureSpec:
             "window": None if self.window is None else list(self.window),
         }
 
-
-def feature_specs(cfg) -> list[FeatureSpec]:
-    """The features of `cfg.policy` (inputs first, the `action` target last)."""
-    specs = [FeatureSpec("joints", STATE, (NUM_JOINTS,), schema.JOINT_POSITIONS)]
-    if cfg.policy == "mlp":
-        specs.append(FeatureSpec("cube", STATE, (7,), schema.CUBE_POSE))
-    elif cfg.policy == "vision":
-        m = cfg.model
-        specs.insert(0, FeatureSpec("image", IMAGE, (3, m.image_height, m.image_width), schema.camera_path(m.camera)))
-    specs.append(FeatureSpec("phase", PHASE, (1,)))
-    specs.append(FeatureSpec("action", ACTION, (cfg.chunk, NUM_JOINTS), schema.JOINT_TARGETS, tuple(range(cfg.chunk))))
-    return specs
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        return cls(d["name"], d["kind"], tuple(d["shape"]), d.get("path"), None if d.get("window") is None else tuple(d["window"]))
 
 
-def fields_spec(cfg) -> dict[str, Any]:
-    """The stream fields spec saved in the config: rate + every feature's source."""
+# --- builders (a policy's `features(cfg)` composes these) -------------------------------------
+
+def feature_name(path: str) -> str:
+    """The input name of a state path: `joints` / `cube` for ALOHA's, else the path with `/` -> `_`."""
+    return _KNOWN_NAMES.get(path) or "".join(c if c.isalnum() else "_" for c in path.strip("/"))
+
+
+def state_specs(paths: tuple[str, ...] | list[str]) -> list[FeatureSpec]:
+    """One state feature per entity path (ALOHA's known widths, else `INFERRED`)."""
+    return [FeatureSpec(feature_name(p), STATE, (_KNOWN_WIDTHS.get(p, INFERRED),), p) for p in paths]
+
+
+def phase_spec() -> FeatureSpec:
+    return FeatureSpec("phase", PHASE, (1,))
+
+
+def image_spec(camera: str, height: int, width: int) -> FeatureSpec:
+    return FeatureSpec("image", IMAGE, (3, height, width), schema.camera_path(camera))
+
+
+def action_spec(path: str, chunk: int) -> FeatureSpec:
+    """The target: `chunk` steps of the action stream at `path` (window 0..chunk-1)."""
+    return FeatureSpec("action", ACTION, (chunk, _KNOWN_WIDTHS.get(path, INFERRED)), path, tuple(range(chunk)))
+
+
+def unresolved(specs: list[FeatureSpec]) -> list[FeatureSpec]:
+    """The features whose width is still `INFERRED`."""
+    return [s for s in specs if s.shape and s.shape[-1] == INFERRED]
+
+
+def with_dims(specs: list[FeatureSpec], dims: Mapping[str, int]) -> list[FeatureSpec]:
+    """`specs` with every `INFERRED` width replaced by `dims[name]` (a missing name raises KeyError)."""
+    return [s if s.shape[-1] != INFERRED else FeatureSpec(s.name, s.kind, (*s.shape[:-1], int(dims[s.name])), s.path, s.window)
+            for s in specs]
+
+
+def fields_spec(cfg, specs: list[FeatureSpec]) -> dict[str, Any]:
+    """The stream fields spec saved in the config: rate + every feature's source (widths as the config knows them)."""
     return {
         "rate_hz": cfg.rate_hz,
         "timeline": schema.TIMELINE,
-        "features": [s.to_dict() for s in feature_specs(cfg)],
+        "features": [s.to_dict() for s in specs],
     }
 
 
@@ -101,14 +146,15 @@ def stream_fields(specs: list[FeatureSpec]) -> dict[str, Any]:
 
 def scalar_specs(specs: list[FeatureSpec]) -> list[FeatureSpec]:
     """The features that need normalization statistics (no cameras: a stats pass never decodes video)."""
-    return [s for s in specs if s.name in NORMALIZED]
+    return [s for s in specs if s.kind in NORMALIZED_KINDS]
 
 
 # --- the shared transforms ---------------------------------------------------------------------
 
 def _phase(time_s: torch.Tensor, cfg) -> torch.Tensor:
-    """Episode phase from time since the episode start: step / episode_steps."""
-    return (time_s.to(torch.float64) * (schema.CONTROL_HZ / cfg.episode_steps)).to(torch.float32).reshape(-1, 1)
+    """Episode phase from time since the episode start: step / episode_steps, where step = time * the stream's
+    rate (`cfg.rate_hz`, the control rate) and `cfg.episode_steps` is the task's episode length in steps."""
+    return (time_s.to(torch.float64) * (cfg.rate_hz / cfg.episode_steps)).to(torch.float32).reshape(-1, 1)
 
 
 def image_transform(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -159,7 +205,7 @@ class ObservationEncoder:
         out: dict[str, torch.Tensor] = {}
         for s in self.specs:
             if s.kind == STATE:
-                src = obs.joint_positions if s.name == "joints" else obs.cube_pose
+                src = self._state(s, obs)
                 # the stream reads float64 scalars and casts to float32: do exactly that
                 out[s.name] = torch.from_numpy(np.asarray(src, dtype=np.float64).astype(np.float32).reshape(1, -1))
             elif s.kind == PHASE:
@@ -168,6 +214,19 @@ class ObservationEncoder:
                 chw = torch.from_numpy(self._frame(s, obs))[None]
                 out[s.name] = image_transform(chw, s.shape[1:])
         return out
+
+    @staticmethod
+    def _state(s: FeatureSpec, obs) -> np.ndarray:
+        state = getattr(obs, "state", None) or {}
+        if s.path not in state:
+            raise ObservationError(
+                f"the policy reads state {s.path!r} ({s.name}) but the observation has "
+                f"{', '.join(sorted(state)) or 'no state'}; put it in Observation.state keyed by that entity path"
+            )
+        value = np.asarray(state[s.path])
+        if value.size != s.shape[-1]:
+            raise ObservationError(f"state {s.path!r} has {value.size} values at deploy, the policy was trained on {s.shape[-1]}")
+        return value
 
     def _frame(self, s: FeatureSpec, obs) -> np.ndarray:
         cam = s.path.rsplit("/", 1)[-1]

@@ -1,11 +1,13 @@
 """`fit(catalog, cfg)`: behaviour cloning from the stream in one process, top to bottom; the run is a recording.
 
-1. `_build`: resolve the selection; build the train stream (`EpisodeStream` over its train
-   ids), one streaming pass for the normalization statistics (scalar fields only), the policy.
+1. `_build`: resolve the selection; the policy's features (`protocol.feature_specs`; widths the
+   config leaves open are read from the first train episode, `infer_widths`); build the train
+   stream (`EpisodeStream` over its train ids), one streaming pass for the normalization
+   statistics (scalar fields only), the policy.
 2. `_open_run`: write `runs/<run_id>/` (config.json, features.json, normalizer.npz, an
    initial checkpoint), then the run recording is registered with status `running`.
 3. The loop: stream batches (prefetched across epoch boundaries by `ahead.EpochsAhead`) ->
-   `features.encode_batch` -> `policy.compute_loss` -> AdamW + cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
+   `features.encode_batch` -> `policy.loss` -> AdamW + cosine; holdout loss every `holdout_every` epochs; sample views (`SampleViews`) at the
    first, middle and last epoch; a complete checkpoint every `checkpoint_every` epochs
    (model.pt + state.pt, each written atomically; the sample views so far included).
 4. Finally (also on Ctrl-C or an exception): a new version of the run recording with
@@ -47,17 +49,24 @@ import torch
 
 from roboloop import curate, faults, rows, schema
 from roboloop.record.episode import provenance
-from roboloop.stream import EpisodeStream
+from roboloop.stream import EpisodeStream, UnknownEntityError
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import (
+    IMAGE,
+    NUM_JOINTS,
+    PHASE,
+    STATE,
+    FeatureSpec,
     encode_batch,
-    feature_specs,
     scalar_specs,
     stream_fields,
     stream_stats,
+    unresolved,
+    with_dims,
 )
 from roboloop.train.policies import BCPolicy, make_policy
+from roboloop.train.protocol import feature_specs
 from roboloop.train.runlog import RunLog, save_run_blueprint
 from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
@@ -237,10 +246,10 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + _RANK_SEED_STRIDE * rank)  # rank 0 = the single-process stream
 
-    specs = feature_specs(cfg)
+    specs = _resolved_specs(catalog, sel, cfg, run_dir if resume else None)
     stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
                            batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
-    cams = _camera_info(catalog, sel, cfg)
+    cams = _camera_info(catalog, sel, specs)
     policy = make_policy(cfg, specs)
     if state is None:
         stats = _train_stats(catalog, sel, specs, cfg) if main else None
@@ -259,12 +268,49 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     holdout = None
     if sel.holdout_ids and main:
         holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
-                                batch_size=512 if cfg.policy == "mlp" else 128, shuffle=False, rank=0, world_size=1)
+                                batch_size=128 if _cameras(specs) else 512, shuffle=False, rank=0, world_size=1)
     views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
     return _Built(run_id, run_dir, sel, state, gen, specs, stream, cams, policy, params, opt, loader, total_steps, model, sched,
                   holdout, views)
+
+
+def _resolved_specs(catalog, sel, cfg: TrainConfig, resumed_run_dir: Path | None) -> list[FeatureSpec]:
+    """The policy's features with every width known: the config's, a resumed run's `features.json`, or the data's."""
+    specs = feature_specs(cfg)
+    if not unresolved(specs):
+        return specs
+    if resumed_run_dir is not None:
+        stored = json.loads((resumed_run_dir / FEATURES_FILE).read_text())
+        return with_dims(specs, {d["name"]: d["shape"][-1] for d in stored})
+    if not sel.train_ids:
+        raise TrainError(f"selection {sel.name!r} has no train episodes to read the feature widths from")
+    return with_dims(specs, infer_widths(catalog, sel.dataset, sel.train_ids[0], unresolved(specs), cfg.rate_hz))
+
+
+def infer_widths(catalog, dataset: str, segment_id: str, specs: list[FeatureSpec], rate_hz: float) -> dict[str, int]:
+    """Feature name -> width (values per step) of `specs` in one episode (the first sample the stream gives).
+
+    A path the dataset does not have raises TrainError naming it and listing the dataset's entity paths.
+    """
+    try:
+        stream = EpisodeStream(catalog, (dataset, [segment_id]), fields=stream_fields(specs), rate_hz=rate_hz, batch_size=1,
+                               shuffle=False, rank=0, world_size=1)
+    except UnknownEntityError as exc:
+        paths = sorted({c.split(":")[0] for c in exc.available})
+        spec = next(s for s in specs if s.name == exc.field_name)
+        what = "action" if spec.kind == "action" else "state"
+        raise TrainError(f"{what} path {exc.path!r} is not in dataset {dataset!r}; its entity paths: {', '.join(paths) or '(none)'} "
+                         f"(set --{what} to one of them)") from None
+    for batch in stream:
+        return {s.name: int(batch[s.name].shape[-1]) for s in specs}
+    raise TrainError(f"episode {segment_id} of {dataset!r} has no samples at {rate_hz} Hz to read the feature widths from")
+
+
+def _cameras(specs: list[FeatureSpec]) -> list[str]:
+    """The cameras the image features read (`/cameras/<cam>` -> `cam`)."""
+    return [s.path.rsplit("/", 1)[-1] for s in specs if s.kind == IMAGE and s.path]
 
 
 def _train_stats(catalog, sel, specs, cfg: TrainConfig):
@@ -280,7 +326,9 @@ def _open_run(catalog, cfg: TrainConfig, b: _Built, main: bool, world: int):
 
     Returns (log, info, start_epoch, step, epoch_losses, holdout_losses, wall_before)."""
     state, run_dir = b.state, b.run_dir
-    log = RunLog(catalog, cfg.dataset, b.run_id) if main else _NoLog()
+    width = next(s.shape[-1] for s in b.specs if s.name == "action")
+    lanes = None if width == NUM_JOINTS else [f"a{i}" for i in range(width)]  # ALOHA's joint labels, else the action index
+    log = RunLog(catalog, cfg.dataset, b.run_id, joint_names=lanes) if main else _NoLog()
     info = _run_info_base(catalog.workspace, b.run_id, cfg, b.sel, b.policy, b.cams)
     if state is None:
         if main:
@@ -360,7 +408,7 @@ def _result(run_id, run_dir, status, saved, wall, policy, log, recording, main: 
         best_holdout_loss=min(h_losses) if h_losses else None,
         wall_s=wall,
         checkpoint_sha256=sha256_file(run_dir / MODEL_FILE) if main else "",
-        parameters=policy.num_parameters(),
+        parameters=num_parameters(policy),
         recording=recording if recording is not None else Path(),
         train_losses=log.series(schema.TRAIN_LOSS),
         holdout_losses=list(h_losses),
@@ -376,7 +424,7 @@ def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg) -> float:
     policy.eval()
     total, n = 0.0, 0.0
     for batch in stream:
-        loss, m = policy.compute_loss(encode_batch(specs, batch, cfg))
+        loss, m = policy.loss(encode_batch(specs, batch, cfg))
         total += float(loss) * m["n"]
         n += m["n"]
     policy.train(was)
@@ -401,14 +449,14 @@ _RANK_SEED_STRIDE = 1_000_003
 
 
 class _LossModel(torch.nn.Module):
-    """The policy's `compute_loss` as `forward`, so DistributedDataParallel hooks the step."""
+    """The policy's `loss` as `forward`, so DistributedDataParallel hooks the step."""
 
     def __init__(self, policy: BCPolicy) -> None:
         super().__init__()
         self.policy = policy
 
     def forward(self, batch, generator=None):
-        return self.policy.compute_loss(batch, generator)
+        return self.policy.loss(batch, generator)
 
 
 class _NoLog:
@@ -508,6 +556,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def num_parameters(policy) -> int:
+    """Number of parameter values of a policy (any `torch.nn.Module`)."""
+    return sum(p.numel() for p in policy.parameters())
+
+
 def weights_sha256(policy) -> str:
     """Digest of a policy's parameter values (compares ranks' replicas)."""
     h = hashlib.sha256()
@@ -567,9 +620,10 @@ def load_config(workspace: Workspace, run_id: str) -> TrainConfig:
 
 # --- what the run records ------------------------------------------------------------------------
 
-def _camera_info(catalog, sel, cfg) -> dict[str, Any]:
+def _camera_info(catalog, sel, specs: list[FeatureSpec]) -> dict[str, Any]:
     """Cameras the policy needs at deploy and the size/rate they were recorded at (checked equal over train ids)."""
-    if cfg.policy != "vision":
+    cameras = _cameras(specs)
+    if not cameras:
         return {"cameras": [], "camera_size": None, "camera_hz": None}
     table = catalog.segment_table(sel.dataset)
     ids = set(sel.train_ids)
@@ -578,9 +632,9 @@ def _camera_info(catalog, sel, cfg) -> dict[str, Any]:
     sizes = {r.get("episode.camera_size") for r in rows}
     hz = {r.get("episode.camera_hz") for r in rows}
     if len(sizes) != 1 or None in sizes:
-        raise TrainError(f"the vision policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))}")
+        raise TrainError(f"a camera policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))}")
     w, h = (int(v) for v in next(iter(sizes)).split("x"))
-    return {"cameras": [cfg.model.camera], "camera_size": [w, h], "camera_hz": int(next(iter(hz)) or schema.CAMERA_HZ)}
+    return {"cameras": cameras, "camera_size": [w, h], "camera_hz": int(next(iter(hz)) or schema.CAMERA_HZ)}
 
 
 def _run_info_base(ws, run_id, cfg: TrainConfig, sel, policy: BCPolicy, cams) -> dict[str, Any]:
@@ -594,7 +648,8 @@ def _run_info_base(ws, run_id, cfg: TrainConfig, sel, policy: BCPolicy, cams) ->
         "config": cfg.to_dict(),
         "config_digest": cfg.digest(),
         "policy": cfg.policy,
-        "parameters": policy.num_parameters(),
+        "policy_class": f"{type(policy).__module__}:{type(policy).__qualname__}",
+        "parameters": num_parameters(policy),
         "epochs": cfg.epochs,
         "train_ids": list(sel.train_ids),
         "holdout_ids": list(sel.holdout_ids),
@@ -763,7 +818,7 @@ class SampleViews:
         pred_n = self.policy.network(d["seen"])
         target_n = norm.norm("action", d["action"])
         pred = norm.unnorm("action", pred_n)
-        vector = [n for n in ("joints", "cube", "phase") if n in d["seen"]]
+        vector = [s.name for s in self.specs if s.kind in (STATE, PHASE) and s.name in d["seen"]]
         out = []
         for k in range(pred.shape[0]):
             m = d["mask"][k].to(torch.float32)[:, None]

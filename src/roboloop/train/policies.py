@@ -1,10 +1,11 @@
-"""Policies: each a model config + `compute_loss(batch) -> (loss, metrics)` + `predict(obs)`.
+"""The built-in policies and their base: each a model `Config` + `features(cfg)` + `loss(batch)` + `act(inputs)`.
 
-Both share one base (`BCPolicy`): inputs are standardized by the `Normalizer` that lives
-inside the policy, the model predicts a normalized action chunk, the loss is L1 over the
-valid (masked) chunk entries, and `predict` un-normalizes. The kinds differ only in how
-they turn the inputs into one feature vector (`_encode`). Chosen from a plain dict
-(`POLICIES`), no registry.
+`BCPolicy` implements the policy protocol (`roboloop.train.protocol`): inputs are
+standardized by the `Normalizer` that lives inside the policy, the model predicts a
+normalized action chunk, the loss is L1 over the valid (masked) chunk entries, and `act`
+un-normalizes. `mlp` and `vision` differ only in their features and in how they turn the
+inputs into one feature vector (`_encode`); a user's policy subclasses `BCPolicy` and
+overrides `network`. Names resolve through `protocol.policy_class` (`make_policy`).
 
 The normalizer is saved as plain arrays (`normalizer.npz`: `<feature>.mean`,
 `<feature>.std`), separately from the weights; loading checks that every expected key is
@@ -14,14 +15,27 @@ there with the right shape, so normalization can never be skipped silently.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from roboloop import schema
 from roboloop.train.config import MLPConfig, TrainError, VisionConfig
-from roboloop.train.features import IMAGE, NORMALIZED, NUM_JOINTS, FeatureSpec
+from roboloop.train.features import (
+    IMAGE,
+    NORMALIZED_KINDS,
+    PHASE,
+    STATE,
+    FeatureSpec,
+    action_spec,
+    image_spec,
+    phase_spec,
+    state_specs,
+)
+from roboloop.train.protocol import policy_class
 
 
 class NormalizerError(TrainError):
@@ -83,25 +97,48 @@ def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
 
 
 class BCPolicy(nn.Module):
-    """Behaviour cloning of action chunks; subclasses define `_encode(inputs_normalized) -> [B, D]`."""
+    """Behaviour cloning of action chunks: the policy protocol's base (`roboloop.train.protocol`).
+
+    A subclass sets `Config` (its model config class) and `default_state`, and overrides
+    `network` (normalized inputs -> normalized chunk [B, chunk, action width]); the
+    built-ins override `_encode` (inputs -> one vector) under a shared `head`. It may
+    override `features` to read other fields (a camera, ...). `joint_noise` (if its
+    config has one) is added to the first state input while training.
+    """
 
     kind = ""
+    Config: ClassVar[type] = MLPConfig
+    default_state: ClassVar[tuple[str, ...]] = (schema.JOINT_POSITIONS, schema.CUBE_POSE)
+
+    @classmethod
+    def features(cls, cfg) -> list[FeatureSpec]:
+        """State inputs (`cfg.state`, else `default_state`), the phase, then the `action` target."""
+        paths = cfg.state if cfg.state is not None else cls.default_state
+        return [*state_specs(paths), phase_spec(), action_spec(cfg.action, cfg.chunk)]
 
     def __init__(self, model_cfg, specs: list[FeatureSpec], chunk: int) -> None:
         super().__init__()
         self.model_cfg = model_cfg
         self.specs = specs
         self.chunk = chunk
-        self.normalizer = Normalizer({s.name: s.shape[-1] for s in specs if s.name in NORMALIZED})
+        self.action_dim = next(s.shape[-1] for s in specs if s.name == "action")
+        self.inputs = [s.name for s in specs if s.kind in (STATE, PHASE)]  # state inputs then the phase, in feature order
+        self.noisy = next((s.name for s in specs if s.kind == STATE), None)
+        self.normalizer = Normalizer({s.name: s.shape[-1] for s in specs if s.kind in NORMALIZED_KINDS})
+
+    def input_width(self) -> int:
+        """Width of the state inputs + phase, concatenated."""
+        return sum(s.shape[-1] for s in self.specs if s.name in self.inputs)
 
     def _encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     def _augment(self, inputs: Mapping[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         x = dict(inputs)
-        if self.model_cfg.joint_noise > 0:
-            j = x["joints"]
-            x["joints"] = j + torch.randn(j.shape, generator=generator) * self.model_cfg.joint_noise
+        noise = getattr(self.model_cfg, "joint_noise", 0.0)
+        if noise > 0 and self.noisy is not None:
+            j = x[self.noisy]
+            x[self.noisy] = j + torch.randn(j.shape, generator=generator) * noise
         return x
 
     def _forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -112,19 +149,19 @@ class BCPolicy(nn.Module):
         return {k: (self.normalizer.norm(k, v) if k in self.normalizer.shapes and k != "action" else v) for k, v in inputs.items()}
 
     def network(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Normalized inputs -> the normalized action chunk [B, K, 14]."""
-        return self.head(self._encode(dict(x))).reshape(-1, self.chunk, NUM_JOINTS)
+        """Normalized inputs -> the normalized action chunk [B, K, action width]."""
+        return self.head(self._encode(dict(x))).reshape(-1, self.chunk, self.action_dim)
 
     @torch.no_grad()
     def training_inputs(self, inputs: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """What a training step with this `generator` state feeds the network: augmented, then normalized.
 
         Pass a copy of the step's generator (`torch.Generator().set_state(g.get_state())`): it draws the
-        same augmentation as `compute_loss` does in training mode, and the training generator is untouched.
+        same augmentation as `loss` does in training mode, and the training generator is untouched.
         """
         return self.normalized_inputs(self._augment(inputs, generator))
 
-    def compute_loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """L1 between the predicted and the target chunk (normalized), over valid window entries.
 
         In training mode the inputs are augmented first (joint noise; image shift for vision).
@@ -136,12 +173,12 @@ class BCPolicy(nn.Module):
         target = self.normalizer.norm("action", batch["action"])
         mask = batch["action_mask"].to(pred.dtype)[..., None]
         err = (pred - target).abs() * mask
-        loss = err.sum() / (mask.sum() * NUM_JOINTS).clamp_min(1.0)
+        loss = err.sum() / (mask.sum() * pred.shape[-1]).clamp_min(1.0)
         return loss, {"l1": float(loss.detach()), "n": float(mask.sum())}
 
     @torch.no_grad()
-    def predict(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Encoded observation (see `features`) -> action chunk [B, K, 14] in joint units."""
+    def act(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Encoded observation (see `features`) -> action chunk [B, K, action width] in action units."""
         return self.normalizer.unnorm("action", self._forward(obs))
 
     def num_parameters(self) -> int:
@@ -149,15 +186,14 @@ class BCPolicy(nn.Module):
 
 
 class MLPPolicy(BCPolicy):
-    """Joints (14) + cube pose (7) + phase (1) -> 3x256 GELU MLP -> K x 14."""
+    """State inputs (ALOHA: joints 14 + cube pose 7) + phase (1) -> 3x256 GELU MLP -> K x action width."""
 
     kind = "mlp"
+    Config = MLPConfig
 
     def __init__(self, model_cfg: MLPConfig, specs: list[FeatureSpec], chunk: int) -> None:
         super().__init__(model_cfg, specs, chunk)
-        self.inputs = [s.name for s in specs if s.kind in ("state", "phase")]
-        d_in = sum(s.shape[-1] for s in specs if s.name in self.inputs)
-        self.head = _mlp(d_in, model_cfg.hidden, model_cfg.layers, chunk * NUM_JOINTS)
+        self.head = _mlp(self.input_width(), model_cfg.hidden, model_cfg.layers, chunk * self.action_dim)
 
     def _encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([x[k] for k in self.inputs], dim=-1)
@@ -177,9 +213,17 @@ class SpatialSoftmax(nn.Module):
 
 
 class VisionPolicy(BCPolicy):
-    """Camera (CNN + spatial softmax keypoints) + joints + phase -> MLP head -> K x 14. No cube pose."""
+    """Camera (CNN + spatial softmax keypoints) + joints + phase -> MLP head -> K x action width. No cube pose."""
 
     kind = "vision"
+    Config = VisionConfig
+    default_state = (schema.JOINT_POSITIONS,)
+
+    @classmethod
+    def features(cls, cfg) -> list[FeatureSpec]:
+        """The camera image first, then the state inputs, the phase and the target."""
+        m = cfg.model
+        return [image_spec(m.camera, m.image_height, m.image_width), *super().features(cfg)]
 
     def __init__(self, model_cfg: VisionConfig, specs: list[FeatureSpec], chunk: int) -> None:
         super().__init__(model_cfg, specs, chunk)
@@ -191,7 +235,7 @@ class VisionPolicy(BCPolicy):
         convs.append(nn.Conv2d(c_in, model_cfg.keypoints, 1))
         self.backbone = nn.Sequential(*convs)
         self.keypoints = SpatialSoftmax()
-        self.head = _mlp(2 * model_cfg.keypoints + NUM_JOINTS + 1, model_cfg.hidden, model_cfg.layers, chunk * NUM_JOINTS)
+        self.head = _mlp(2 * model_cfg.keypoints + self.input_width(), model_cfg.hidden, model_cfg.layers, chunk * self.action_dim)
 
     def _augment(self, inputs, generator):
         x = super()._augment(inputs, generator)
@@ -207,16 +251,12 @@ class VisionPolicy(BCPolicy):
     def _encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         img = (x["image"] - 0.5) / 0.25
         kp = self.keypoints(self.backbone(img))
-        return torch.cat([kp, x["joints"], x["phase"]], dim=-1)
-
-
-POLICIES: dict[str, type[BCPolicy]] = {"mlp": MLPPolicy, "vision": VisionPolicy}
-"""Policy kind -> class (its model config: `roboloop.train.config.MODEL_CONFIGS`)."""
+        return torch.cat([kp, *(x[k] for k in self.inputs)], dim=-1)
 
 
 def make_policy(cfg, specs: list[FeatureSpec]) -> BCPolicy:
-    """The policy of `cfg.policy`, freshly initialized (seed torch first for reproducible weights)."""
-    return POLICIES[cfg.policy](cfg.model, specs, cfg.chunk)
+    """The policy of `cfg.policy` for width-resolved `specs`, freshly initialized (seed torch first for reproducible weights)."""
+    return policy_class(cfg.policy)(cfg.model, specs, cfg.chunk)
 
 
-__all__ = ["IMAGE", "POLICIES", "BCPolicy", "MLPPolicy", "Normalizer", "NormalizerError", "VisionPolicy", "make_policy"]
+__all__ = ["IMAGE", "BCPolicy", "MLPPolicy", "Normalizer", "NormalizerError", "VisionPolicy", "make_policy"]

@@ -1,0 +1,108 @@
+"""Training another robot: state and action entity paths from the config, widths read from the data, deployment
+on observations keyed by the same paths; a clear error for a path the dataset lacks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from roboloop import curate, schema
+from roboloop.collect.run import Observation
+from roboloop.record.episode import EpisodeRecorder
+from roboloop.stream import EpisodeStream
+from roboloop.train import MLPConfig, TrainConfig, TrainError, load_policy, train
+from roboloop.train.features import ObservationError, encode_batch, stream_fields
+
+DS = "arm"
+STEPS = 60
+JOINTS = "/arm/joint_positions"
+GOAL = "/arm/goal"
+TARGETS = "/arm/targets"
+
+
+def _episode(ws, i: int):
+    """A 3-joint arm moving towards a 2-D goal: targets = the next step's joints."""
+    t = np.arange(STEPS + 1) / schema.CONTROL_HZ
+    goal = np.array([0.1 * i, -0.05 * i])
+    q = np.stack([np.sin(t + 0.2 * i), np.cos(2 * t) * goal[0], t * goal[1]], axis=1)
+    sid = f"arm-{i:03d}"
+    path = ws.segment_path(DS, schema.BASE_LAYER, sid)
+    with EpisodeRecorder(path, sid) as rec:
+        rec.log_scalar_columns(JOINTS, t[:-1], q[:-1])
+        rec.log_scalar_columns(GOAL, t[:-1], np.tile(goal, (STEPS, 1)))
+        rec.log_scalar_columns(TARGETS, t[:-1], q[1:])
+        rec.set_properties("episode", {"kind": "demo", "seed": i})
+    return path
+
+
+@pytest.fixture
+def arm(catalog):
+    catalog.register_files(DS, [_episode(catalog.workspace, i) for i in range(5)])
+    sel = curate.select(catalog, DS, holdout=0.2)
+    curate.save(catalog, sel, "sel")
+    return catalog, sel
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = {"dataset": DS, "selection": "sel", "state": (JOINTS, GOAL), "action": TARGETS, "chunk": 4, "episode_steps": STEPS,
+            "epochs": 3, "batch_size": 32, "samples": 1, "model": MLPConfig(hidden=32, layers=2, joint_noise=0.0)}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_another_robot_trains_and_deploys_on_its_own_entity_paths(arm):
+    catalog, sel = arm
+    cfg = _cfg()
+    res = train(catalog, cfg)
+    assert res.status == "finished"
+    stored = {d["name"]: d for d in json.loads((res.run_dir / "features.json").read_text())}
+    assert stored["arm_joint_positions"]["shape"] == [3] and stored["arm_joint_positions"]["path"] == JOINTS
+    assert stored["arm_goal"]["shape"] == [2] and stored["action"]["shape"] == [4, 3] and stored["action"]["path"] == TARGETS
+    norm = dict(np.load(res.run_dir / "normalizer.npz"))
+    assert sorted(norm) == sorted(f"{n}.{s}" for n in ("arm_joint_positions", "arm_goal", "action") for s in ("mean", "std"))
+
+    policy = load_policy(catalog, res.run_id)
+    # the training side: one episode streamed and encoded as the loop does; the deploy side: observations keyed by path
+    specs = policy.model.specs
+    seg = sel.train_ids[0]
+    batch = next(iter(EpisodeStream(catalog, (DS, [seg]), fields=stream_fields(specs), rate_hz=cfg.rate_hz, batch_size=STEPS,
+                                    shuffle=False)))
+    enc = encode_batch(specs, batch, cfg)
+    with torch.no_grad():
+        train_side = policy.model.act({k: v for k, v in enc.items() if not k.startswith("action")}).numpy()
+    for k in (0, 7, 31):
+        obs = Observation(k, k / schema.CONTROL_HZ, state={JOINTS: batch["arm_joint_positions"][k].double().numpy(),
+                                                           GOAL: batch["arm_goal"][k].double().numpy()})
+        np.testing.assert_allclose(policy.predict_chunk(obs), train_side[k], atol=1e-5)
+    policy.reset()
+    assert policy.action(0, obs).shape == (3,)
+    with pytest.raises(ObservationError, match="/arm/goal"):
+        policy.action(1, Observation(1, 0.02, state={JOINTS: np.zeros(3)}))
+    with pytest.raises(ObservationError, match="2 values at deploy.*trained on 3"):
+        policy.action(1, Observation(1, 0.02, state={JOINTS: np.zeros(2), GOAL: np.zeros(2)}))
+
+
+def test_a_path_the_dataset_lacks_is_named_with_the_dataset_paths(arm):
+    catalog, _ = arm
+    with pytest.raises(TrainError, match=r"state path '/arm/velocity' is not in dataset 'arm'; its entity paths: .*/arm/goal.*/arm/joint_positions"):
+        train(catalog, _cfg(state=(JOINTS, "/arm/velocity")))
+    with pytest.raises(TrainError, match=r"action path '/arm/commands' is not in dataset 'arm'.*/arm/targets"):
+        train(catalog, _cfg(action="/arm/commands"))
+
+
+def test_state_paths_are_checked_and_the_default_features_are_aloha():
+    cfg = TrainConfig(dataset="aloha", selection="v1")
+    assert [(f["name"], f["path"], f["shape"]) for f in cfg.to_dict()["fields"]["features"]] == [
+        ("joints", schema.JOINT_POSITIONS, [14]), ("cube", schema.CUBE_POSE, [7]), ("phase", None, [1]),
+        ("action", schema.JOINT_TARGETS, [10, 14])]
+    explicit = TrainConfig(dataset="aloha", selection="v1", state=(schema.JOINT_POSITIONS, schema.CUBE_POSE))
+    assert explicit.to_dict()["fields"] == cfg.to_dict()["fields"]
+    with pytest.raises(TrainError, match="entity paths"):
+        TrainConfig(dataset="aloha", selection="v1", state=("arm",))
+    with pytest.raises(TrainError, match="clashing"):
+        TrainConfig(dataset="aloha", selection="v1", state=("/a/b", "/a_b"))
+    back = TrainConfig.from_toml(_cfg().to_toml())
+    assert back == _cfg() and back.flat()["state"] == f"{JOINTS},{GOAL}"
