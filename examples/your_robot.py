@@ -117,7 +117,8 @@ def run_episode(target, i: int, seconds: float, rng: np.random.Generator) -> rec
     slip = i % 5 == 3  # the grasp slips in one episode in five: the operator judges it a failure
     steps = int(seconds * HZ)
     q = np.append(np.array([0.0, 1.2, -2.0, 0.0, 0.0]), 1.0)
-    ep = record.episode(target, DATASET, kind="demo", on_error="abort", task="pick_block", policy="teleop")
+    # the episode number as its seed: segment ids and the train/holdout split (grouped by seed and scene) are reproducible
+    ep = record.episode(target, DATASET, kind="demo", on_error="abort", task="pick_block", policy="teleop", seed=i)
     try:
         with ep:
             ep.set_properties("episode", {"operator": operator, "tags": ["example", f"batch{i // 4}"]})
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"recorded {len(episodes)} episodes of {DATASET} ({aborted} aborted by the e-stop) into {ws}")
 
     # 2. curate: a query on properties, a deterministic train/holdout split
-    roboloop(ws, "curate", "--dataset", DATASET, "--name", "v1", "--where", WHERE, "--holdout", "0.25")
+    roboloop(ws, "curate", "--dataset", DATASET, "--name", "v1", "--where", WHERE, "--holdout", "0.3")
 
     # 3. stream: the robot's own entity paths at a fixed rate
     shapes = stream_selection(ws, "v1")
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_train:
         roboloop(ws, "train", "--dataset", DATASET, "--selection", "v1", "--state", "/robot/joint_positions",
                            "--state", "/robot/gripper_force", "--action", "/robot/joint_targets",
-                           "--epochs", str(args.epochs))
+                           "--rate-hz", str(HZ), "--episode-steps", str(int(args.seconds * HZ)), "--epochs", str(args.epochs))
         roboloop(ws, "runs", "--dataset", DATASET)
     return {"episodes": episodes, "stream": shapes}
 

@@ -11,10 +11,12 @@ import torch
 
 from roboloop import curate, schema
 from roboloop.collect.run import Observation
+from roboloop.envs.aloha.env import AlohaSim
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
 from roboloop.train import MLPConfig, TrainConfig, TrainError, load_policy, train
-from roboloop.train.features import ObservationError, encode_batch, stream_fields
+from roboloop.train.deploy import PolicyFactory
+from roboloop.train.features import INFERRED, ObservationError, encode_batch, stream_fields
 
 DS = "arm"
 STEPS = 60
@@ -99,10 +101,25 @@ def test_state_paths_are_checked_and_the_default_features_are_aloha():
         ("joints", schema.JOINT_POSITIONS, [14]), ("cube", schema.CUBE_POSE, [7]), ("phase", None, [1]),
         ("action", schema.JOINT_TARGETS, [10, 14])]
     explicit = TrainConfig(dataset="aloha", selection="v1", state=(schema.JOINT_POSITIONS, schema.CUBE_POSE))
-    assert explicit.to_dict()["fields"] == cfg.to_dict()["fields"]
+    # paths a team names are read from its data (another robot may log 6 joints at /robot/joint_positions)
+    assert [(f["name"], f["path"], f["shape"]) for f in explicit.to_dict()["fields"]["features"]] == [
+        ("joints", schema.JOINT_POSITIONS, [INFERRED]), ("cube", schema.CUBE_POSE, [INFERRED]), ("phase", None, [1]),
+        ("action", schema.JOINT_TARGETS, [10, INFERRED])]
     with pytest.raises(TrainError, match="entity paths"):
         TrainConfig(dataset="aloha", selection="v1", state=("arm",))
     with pytest.raises(TrainError, match="clashing"):
         TrainConfig(dataset="aloha", selection="v1", state=("/a/b", "/a_b"))
     back = TrainConfig.from_toml(_cfg().to_toml())
     assert back == _cfg() and back.flat()["state"] == f"{JOINTS},{GOAL}"
+
+
+def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm):
+    """A 25 Hz robot trains on a 25 Hz grid (its windows are its control steps); deploying that run in the 50 Hz
+    simulator is refused with the rate to train at, before any rollout."""
+    catalog, _ = arm
+    res = train(catalog, _cfg(rate_hz=25.0, episode_steps=STEPS // 2, epochs=1))
+    assert res.status == "finished"
+    batch = next(iter(EpisodeStream(catalog, (DS, ["arm-000"]), fields={"q": JOINTS}, rate_hz=25.0, batch_size=1000, shuffle=False)))
+    assert len(batch["q"]) == STEPS // 2  # 60 steps at 50 Hz = 1.2 s = 30 grid points at 25 Hz
+    with AlohaSim(cameras=()) as sim, pytest.raises(TrainError, match=r"trained at 25 Hz .* steps at 50 Hz.*--rate-hz 50"):
+        PolicyFactory(catalog.workspace.root, res.run_id)(sim)

@@ -120,8 +120,9 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.from_dict(d)
     with pytest.raises(ConfigError, match="policy"):
         TrainConfig(dataset="aloha", selection="v1", policy="transformer")
-    with pytest.raises(ConfigError, match="rate_hz"):
-        TrainConfig(dataset="aloha", selection="v1", rate_hz=10.0)
+    for bad in (0.0, -5.0, 5000.0):
+        with pytest.raises(ConfigError, match="rate_hz"):
+            TrainConfig(dataset="aloha", selection="v1", rate_hz=bad)
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(dataset="aloha", selection="v1", epochs=0)
     # the digest is the recipe: same with another selection, different with another lr

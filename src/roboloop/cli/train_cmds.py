@@ -48,6 +48,8 @@ def build_config(
     nproc: int | None = None,
     state: list[str] | None = None,
     action: str | None = None,
+    rate_hz: float | None = None,
+    episode_steps: int | None = None,
 ):
     """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
     if like and config_file:
@@ -56,7 +58,8 @@ def build_config(
         raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
     base = load_run_config(workspace, like) if like else config_file
     return resolve(TrainConfig, base, dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size,
-                   lr=lr, seed=seed, num_workers=workers, nproc=nproc, state=tuple(state) if state else None, action=action)
+                   lr=lr, seed=seed, num_workers=workers, nproc=nproc, state=tuple(state) if state else None, action=action,
+                   rate_hz=rate_hz, episode_steps=episode_steps)
 
 
 def train_cmd(
@@ -71,6 +74,8 @@ def train_cmd(
     workers: Annotated[int | None, typer.Option(min=0, help=config_help(TrainConfig, "num_workers"))] = None,
     state: Annotated[list[str] | None, typer.Option("--state", help=config_help(TrainConfig, "state", " Repeat --state for several."))] = None,
     action: Annotated[str | None, typer.Option("--action", help=config_help(TrainConfig, "action"))] = None,
+    rate_hz: Annotated[float | None, typer.Option("--rate-hz", help=config_help(TrainConfig, "rate_hz"))] = None,
+    episode_steps: Annotated[int | None, typer.Option("--episode-steps", min=1, help=config_help(TrainConfig, "episode_steps"))] = None,
     like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Training processes on this machine (DDP, gloo; the batch is split over them).")] = None,
@@ -83,7 +88,7 @@ def train_cmd(
         else:
             cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
                                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc, state=state,
-                               action=action)
+                               action=action, rate_hz=rate_hz, episode_steps=episode_steps)
     except (CatalogError, ValueError, OSError) as exc:
         fail(str(exc))
     if show_config:

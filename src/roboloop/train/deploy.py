@@ -157,6 +157,12 @@ class PolicyFactory:
     def __call__(self, sim) -> DeployedPolicy:
         torch.set_num_threads(1)
         policy = load_policy(Workspace(self.workspace_root), self.run_id)
+        hz = getattr(sim, "control_hz", None)
+        if hz is not None and float(policy.cfg.rate_hz) != float(hz):
+            raise TrainError(
+                f"run {self.run_id} was trained at {policy.cfg.rate_hz:g} Hz and this simulator steps at {hz:g} Hz: a chunk "
+                f"is executed one step per control step, so train at the simulator's rate (roboloop train --rate-hz {hz:g})"
+            )
         need = policy.cameras
         if need:
             missing = [c for c in need if c not in getattr(sim, "cameras", ())]

@@ -96,9 +96,11 @@ def feature_name(path: str) -> str:
     return _KNOWN_NAMES.get(path) or "".join(c if c.isalnum() else "_" for c in path.strip("/"))
 
 
-def state_specs(paths: tuple[str, ...] | list[str]) -> list[FeatureSpec]:
-    """One state feature per entity path (ALOHA's known widths, else `INFERRED`)."""
-    return [FeatureSpec(feature_name(p), STATE, (_KNOWN_WIDTHS.get(p, INFERRED),), p) for p in paths]
+def state_specs(paths: tuple[str, ...] | list[str], *, aloha: bool = True) -> list[FeatureSpec]:
+    """One state feature per entity path: ALOHA's known widths when `aloha` (the policy's default
+    inputs), else `INFERRED` (paths a team names may reuse ALOHA's names with another width)."""
+    known = _KNOWN_WIDTHS if aloha else {}
+    return [FeatureSpec(feature_name(p), STATE, (known.get(p, INFERRED),), p) for p in paths]
 
 
 def phase_spec() -> FeatureSpec:
@@ -109,9 +111,11 @@ def image_spec(camera: str, height: int, width: int) -> FeatureSpec:
     return FeatureSpec("image", IMAGE, (3, height, width), schema.camera_path(camera))
 
 
-def action_spec(path: str, chunk: int) -> FeatureSpec:
-    """The target: `chunk` steps of the action stream at `path` (window 0..chunk-1)."""
-    return FeatureSpec("action", ACTION, (chunk, _KNOWN_WIDTHS.get(path, INFERRED)), path, tuple(range(chunk)))
+def action_spec(path: str, chunk: int, *, aloha: bool = True) -> FeatureSpec:
+    """The target: `chunk` steps of the action stream at `path` (window 0..chunk-1); its width is
+    ALOHA's when `aloha`, else `INFERRED`."""
+    width = _KNOWN_WIDTHS.get(path, INFERRED) if aloha else INFERRED
+    return FeatureSpec("action", ACTION, (chunk, width), path, tuple(range(chunk)))
 
 
 def unresolved(specs: list[FeatureSpec]) -> list[FeatureSpec]:

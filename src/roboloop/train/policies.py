@@ -113,8 +113,9 @@ class BCPolicy(nn.Module):
     @classmethod
     def features(cls, cfg) -> list[FeatureSpec]:
         """State inputs (`cfg.state`, else `default_state`), the phase, then the `action` target."""
-        paths = cfg.state if cfg.state is not None else cls.default_state
-        return [*state_specs(paths), phase_spec(), action_spec(cfg.action, cfg.chunk)]
+        aloha = cfg.state is None  # a team's own paths: every width is read from its data
+        paths = cls.default_state if aloha else cfg.state
+        return [*state_specs(paths, aloha=aloha), phase_spec(), action_spec(cfg.action, cfg.chunk, aloha=aloha)]
 
     def __init__(self, model_cfg, specs: list[FeatureSpec], chunk: int) -> None:
         super().__init__()
