@@ -323,7 +323,7 @@ class _SequentialRun:
         self.eval_id = str(cfg.eval_id)
         self.evals_ds = cfg.evals_dataset
         cells = cfg.grid.cells()
-        self.keys = [cell_key(c) for c in cells]
+        self.keys = [cell_key(c, cfg.task) for c in cells]
         self.number = {k: i for i, k in enumerate(self.keys)}
         self.by_key = dict(zip(self.keys, cells))
         self.base_source: PolicySource | None = None
@@ -393,7 +393,7 @@ class _SequentialRun:
         todo_chal = [self.job(k, i) for k, i in wanted if (k, i) not in self.chal_vals]
         if todo_chal:
             cfg = self.cfg
-            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal), spec=self.spec,
+            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal, self.cfg.task), spec=self.spec,
                              task=cfg.task, policy_factory=self.source.factory, steps=cfg.steps, workers=cfg.workers,
                              on_result=self.recorder(self.chal_vals, self.chal_out, self.report.results))
         drv.add_round({k: [(self.base_vals[(k, i)], self.chal_vals[(k, i)]) for i in range(drv.tests[k].n, drv.tests[k].n + n)]
@@ -407,7 +407,7 @@ class _SequentialRun:
         base_cfg, base_source = self.base_cfg, self.base_source
         n_before = len(self.report.baseline_results)
         try:
-            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo), spec=self.base_spec,
+            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo, base_cfg.task), spec=self.base_spec,
                              task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
                              workers=self.cfg.workers, on_result=self.recorder(self.base_vals, self.base_out, self.report.baseline_results))
         finally:
