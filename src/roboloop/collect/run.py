@@ -369,6 +369,9 @@ def run_episode(
             f"the simulator renders {sim.cameras} at {sim.width}x{sim.height}, the spec records "
             f"{spec.cameras} at {spec.width}x{spec.height}: build it with make_sim(spec)"
         )
+    if job.task is not None and job.task != sim.task:
+        raise ValueError(f"episode {job.segment_id} runs task {job.task!r}, the simulator simulates {sim.task!r}: "
+                         "collect each task's jobs with its own CollectConfig(task=...)")
     n_steps = int(steps if steps is not None else sim.max_steps)
     final = workspace.segment_path(dataset, schema.BASE_LAYER, job.segment_id)
     if final.exists():
@@ -491,7 +494,7 @@ class CollectConfig(Config):
     episodes: int = 0
     "Number of episodes (ignored when explicit jobs are given)."
     conditions: tuple[SceneConditions, ...] = ()
-    "Scene conditions, cycled over the episodes (empty: the default scene)."
+    "Conditions (the task's conditions type), cycled over the episodes (empty: the task's default scene)."
     seed: int | None = None
     "Episode i uses seed `seed + i`; None: continue after the dataset's highest seed (reserved, see reserve_seeds)."
     workers: int = 1
@@ -510,6 +513,19 @@ class CollectConfig(Config):
     "Where episodes run: `local` worker processes, or `ray` actors (`pip install 'roboloop[ray]'`)."
     ray_address: str | None = None
     "Ray cluster to use with executor `ray` (`auto`, `ray://host:10001`); None starts a local Ray instance."
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CollectConfig:
+        """As `Config.from_dict`, conditions read back by the config's task (`Task.conditions_type.from_dict`)."""
+        data = dict(data)
+        conds = data.get("conditions")
+        try:
+            ctype = get_task(data.get("task") or DEFAULT_TASK).conditions_type
+        except ValueError:  # an unknown task: __post_init__ says so
+            ctype = None
+        if ctype is not None and isinstance(conds, (list, tuple)):
+            data["conditions"] = tuple(ctype.from_dict(c) if isinstance(c, Mapping) else c for c in conds)
+        return super().from_dict(data)
 
     def __post_init__(self) -> None:
         if hasattr(self.conditions, "to_dict"):  # one conditions object

@@ -22,7 +22,9 @@ from typing import Any
 from roboloop.envs.task import Task
 from roboloop.errors import RoboloopError
 
-__all__ = ["DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "UnknownTaskError", "get_task", "register_task", "tasks"]
+__all__ = [
+    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "UnknownTaskError", "describe_task", "get_task", "register_task", "tasks",
+]
 
 DEFAULT_TASK = "transfer_cube"
 """The task of an episode, collect or evaluation that names none (every recording before tasks had names)."""
@@ -97,3 +99,29 @@ def get_task(name: str | None = None) -> Any:
     if name not in _REGISTERED and name not in _names():
         raise UnknownTaskError(f"unknown task {name!r}; tasks: {', '.join(_names())} (list them with `roboloop tasks`)")
     return _load(name)
+
+
+def describe_task(task: Any) -> dict[str, Any]:
+    """A task as plain data (what `roboloop tasks` prints): its axes with labels, aliases and counts,
+    cameras, stages, failure kinds, episode length and rate, start-state columns."""
+    axes = []
+    for axis in task.vocabulary.axes:
+        axes.append({
+            "axis": axis.name,
+            "labels": list(axis.labels),
+            "aliases": dict(axis.aliases),
+            "counts": f"0-{axis.max_count}" if axis.max_count is not None else "",
+            "appearance": axis.name in task.appearance_axes,
+        })
+    return {
+        "name": task.name,
+        "description": task.description,
+        "axes": axes,
+        "cameras": list(task.cameras),
+        "stages": list(task.stages),
+        "failure_kinds": dict(task.failure_kinds),
+        "episode_steps": int(task.episode_steps),
+        "control_hz": int(task.control_hz),
+        "start_state": list(task.start_columns),
+        "classifier_version": int(task.classifier_version),
+    }

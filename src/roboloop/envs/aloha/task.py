@@ -29,7 +29,10 @@ from roboloop.envs.aloha.env import CAMERAS, AlohaSim, sample_cube_pose
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, default_blueprint, outcome_markdown
 from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessResult, SuccessTracker
 
-__all__ = ["TRANSFER_CUBE", "HandoverExpert", "TransferCube", "TransferCubeWriter"]
+__all__ = ["LEGACY_FAILURE_KINDS", "TRANSFER_CUBE", "HandoverExpert", "TransferCube", "TransferCubeWriter"]
+
+LEGACY_FAILURE_KINDS = ("never_touched", "not_lifted")
+"""Kinds only the first classifier wrote (still readable through `schema.FAILURE_KINDS`, re-judged by `reoutcome`)."""
 
 
 class HandoverExpert:
@@ -72,7 +75,7 @@ class TransferCubeWriter:
         self.inner.finish(properties)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class TransferCube:
     """The transfer-cube task (module docstring); ``TRANSFER_CUBE`` is the registered instance."""
 
@@ -84,10 +87,14 @@ class TransferCube:
     start_columns: tuple[str, ...] = START_COLUMNS
     cameras: tuple[str, ...] = CAMERAS
     stages: tuple[str, ...] = schema.STAGES
-    failure_kinds: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(schema.FAILURE_KINDS))
+    failure_kinds: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {k: v for k, v in schema.FAILURE_KINDS.items() if k not in LEGACY_FAILURE_KINDS})
     classifier_version: int = CLASSIFIER_VERSION
     episode_steps: int = AlohaSim.max_steps
     control_hz: int = AlohaSim.control_hz
+
+    def __repr__(self) -> str:
+        return f"TransferCube(name={self.name!r})"
 
     def conditions(self, cell: Mapping[str, Any] | None = None) -> SceneConditions:
         return SceneConditions.from_names(**{a: self.vocabulary.canonical(a, v) for a, v in (cell or {}).items()})
