@@ -19,7 +19,7 @@ def tasks_cmd(
     described = [describe_task(t) for t in tasks().values()]
     if as_json:
         for d in described:
-            console.print_json(json.dumps(d))
+            typer.echo(json.dumps(d))
         return
     for d in described:
         console.print(f"[bold]{d['name']}[/]: {d['description']}")

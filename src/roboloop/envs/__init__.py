@@ -24,6 +24,7 @@ from roboloop.errors import RoboloopError
 
 __all__ = [
     "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "UnknownTaskError", "describe_task", "get_task", "register_task", "tasks",
+    "unregister_task",
 ]
 
 DEFAULT_TASK = "transfer_cube"
@@ -57,6 +58,11 @@ def register_task(task: Any, *, replace: bool = False) -> Any:
         raise ValueError(f"a task named {name!r} is registered already; pass replace=True to replace it")
     _REGISTERED[name] = task
     return task
+
+
+def unregister_task(name: str) -> None:
+    """Forget a task registered with :func:`register_task` (a built-in or entry-point task loads again on next use)."""
+    _REGISTERED.pop(name, None)
 
 
 _MEMBERS = tuple(
