@@ -105,6 +105,7 @@ __all__ = [
     "rollout_jobs",
     "rollout_outcomes",
     "run_dataset",
+    "run_task",
     "valid_labels",
     "writing_evals",
 ]
@@ -471,6 +472,7 @@ class PolicySource:
     camera_size: tuple[int, int] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # episode-group properties
     dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
+    task: str | None = None  # the task the run trained on, when its run info says (None: any)
 
 
 def no_run_provenance() -> dict[str, Any]:
@@ -515,6 +517,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         policy,
         PolicyFactory(str(workspace.root), policy),
         dataset=info.get("dataset"),
+        task=info.get("task") or None,
         run_id=policy,
         cameras=tuple(info.get("cameras") or ()),
         camera_size=tuple(int(v) for v in size) if size else None,
@@ -531,6 +534,11 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
 def run_dataset(workspace, run_id: str) -> str:
     """The demonstration dataset a training run was trained on (from its run_info)."""
     return str(resolve_policy(workspace, run_id).dataset or schema.DEFAULT_DATASET)
+
+
+def run_task(workspace, run_id: str) -> str:
+    """The task a training run was trained on (its run_info's `task`; the default task when it names none)."""
+    return str(resolve_policy(workspace, run_id).task or DEFAULT_TASK)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -845,6 +853,9 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     if source.dataset and source.dataset != cfg.dataset:
         raise EvaluateError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}; "
                             f"evaluate it with --dataset {source.dataset} (rollouts go to {source.dataset}_evals)")
+    if source.task and source.task not in cfg.grid.tasks:
+        raise EvaluateError(f"run {cfg.policy!r} was trained on task {source.task!r}, not {', '.join(cfg.grid.tasks)}; "
+                            f"evaluate it with --task {source.task} (or a grid with task={source.task})")
     spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
 
     done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}
