@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from roboloop import schema
 from roboloop.analyze.rollouts import success_by
-from roboloop.collect.plan import PlanError, PlanItem
+from roboloop.collect.plan import Plan, PlanError, PlanItem, execute_plan
+from roboloop.collect.run import EpisodeJob, RecordingSpec, make_sim, run_episode
 from roboloop.envs import (
     DEFAULT_TASK,
     Task,
@@ -124,6 +125,22 @@ def test_plan_item_targets_a_task(twin):
     assert PlanItem({"region": "near"}, 1).task == DEFAULT_TASK and "task" not in PlanItem({"region": "near"}, 1).conditions
     with pytest.raises(PlanError, match="unknown task 'peg'"):
         PlanItem({"task": "peg"}, 1)
+
+
+def test_plan_collects_each_item_on_its_task(catalog, twin):
+    plan = Plan("two-tasks", "pt", items=(PlanItem({"region": "near"}, 1), PlanItem({"task": TWIN, "region": "far"}, 1)))
+    run = execute_plan(catalog, plan, spec=RecordingSpec(cameras=()), steps=10)
+    rows = {r["segment_id"]: r for r in catalog.segment_table("pt").to_pylist()}
+    assert {k: [rows[s]["episode.task"] for s in ids] for k, ids in run.collected.items()} == {
+        "region=left": ["transfer_cube"], f"region=right,task={TWIN}": [TWIN]}
+    # a job of one task never runs on another task's simulator
+    sim = make_sim(RecordingSpec(cameras=()))
+    try:
+        with pytest.raises(ValueError, match=f"runs task '{TWIN}', the simulator simulates 'transfer_cube'"):
+            run_episode(sim, None, EpisodeJob(1, SceneConditions(), "pt-s000001-abcdef", task=TWIN),
+                        workspace=catalog.workspace, dataset="pt", spec=RecordingSpec(cameras=()))
+    finally:
+        sim.close()
 
 
 def test_eval_runs_each_cell_on_its_task(catalog, twin):

@@ -20,6 +20,13 @@ evaluation seed range, disjoint from demonstration seeds). Cells and seeds are b
 before any policy exists: two policies evaluated on one grid face identical scenes, one
 to one, and a comparison pairs them on (cell, seed).
 
+**Tasks.** The axes and labels are those of the task (:func:`roboloop.envs.get_task`): the
+evaluation's ``task`` (``EvalConfig.task``), or, on a grid with a ``task`` axis
+(``task=transfer_cube,insertion region=near``), each cell's own. Each cell is validated by its
+task's vocabulary, so every listed task must have every other axis of the grid. ``task`` is in
+a cell's key (and so in its seeds) only when the grid names it: a grid without it keeps its
+keys. Rollouts of a cell run and record its task (one collect per task).
+
 **Rollouts** are recorded by collect's recorder into ``<dataset>_evals`` with
 ``kind = "rollout"`` and provenance properties (``episode.eval_id``, ``run_id``,
 ``checkpoint_sha256``, ``selection``, ``selection_digest``, ``config_digest``, ``cell``,
