@@ -15,6 +15,7 @@ Importing this package loads no simulator.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -70,7 +71,9 @@ _MEMBERS = tuple(
 ) + tuple(getattr(Task, "__annotations__", {}))
 
 
+@functools.cache
 def _entry_points() -> dict[str, Any]:
+    """The installed packages' tasks (read once per process: scanning the installed distributions is slow)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 

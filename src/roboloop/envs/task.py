@@ -147,9 +147,12 @@ class Task(Protocol):
     appearance_axes: tuple[str, ...]
     """Axes that change what a camera sees but not the start state (coverage matches them as labels)."""
     conditions_type: type
-    """The conditions class (frozen; ``to_dict``/``from_dict`` exact; default-constructible)."""
+    """The conditions class: frozen, default-constructible, ``to_dict``/``from_dict`` exact (a collect config
+    stores it), a ``label`` property (readable, for the CLI) and optionally a ``from_names(**labels)``
+    classmethod (``roboloop collect --region ...`` uses it when present, else :meth:`conditions`)."""
     start_columns: tuple[str, ...]
-    """Friendly columns (``scene.<name>``) of the start state, in :meth:`start_state` order."""
+    """Friendly columns (``scene.<name>``) of the start state, in :meth:`start_state` order; the first three
+    are the x, y (m) and yaw (deg) of the object coverage is measured on (``roboloop gaps``)."""
     cameras: tuple[str, ...]
     """Cameras the task can render."""
     stages: tuple[str, ...]
