@@ -176,3 +176,10 @@ def test_tasks_command_lists_axes_and_labels():
     assert cube["stages"] == list(schema.STAGES) and "never_reached" in cube["failure_kinds"]
     text = CliRunner().invoke(app, ["tasks"], env={"COLUMNS": "200"}).output
     assert "transfer_cube" in text and "default, left, right, front, back, wide" in text and "near = left" in text
+
+
+def test_stage_metric_counts_the_tasks_stages():
+    from roboloop.evaluate.until_decided import metric_value
+
+    assert metric_value({"stage": 2}, "stage") == 2 / (len(schema.STAGES) - 1)
+    assert metric_value({"stage": 5}, "stage", n_stages=6) == 1.0  # a task with five stages after `none`
