@@ -183,3 +183,18 @@ def test_stage_metric_counts_the_tasks_stages():
 
     assert metric_value({"stage": 2}, "stage") == 2 / (len(schema.STAGES) - 1)
     assert metric_value({"stage": 5}, "stage", n_stages=6) == 1.0  # a task with five stages after `none`
+
+
+def test_failure_words_hold_every_tasks_kinds():
+    from roboloop.envs import failure_words
+
+    class Peg(TransferCube):
+        pass
+
+    register_task(Peg(name="peg_t", failure_kinds={"peg_slipped": "the peg slipped"}))
+    try:
+        words = failure_words()
+        assert words["peg_slipped"] == "the peg slipped" and words["never_touched"] == schema.FAILURE_KINDS["never_touched"]
+        assert all(words[k] == v for k, v in schema.FAILURE_KINDS.items())
+    finally:
+        unregister_task("peg_t")

@@ -20,12 +20,13 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
+from roboloop import schema
 from roboloop.envs.task import Task
 from roboloop.errors import RoboloopError
 
 __all__ = [
-    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "UnknownTaskError", "describe_task", "get_task", "register_task", "tasks",
-    "unregister_task",
+    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "UnknownTaskError", "describe_task", "failure_words", "get_task", "register_task",
+    "tasks", "unregister_task",
 ]
 
 DEFAULT_TASK = "transfer_cube"
@@ -134,3 +135,12 @@ def describe_task(task: Any) -> dict[str, Any]:
         "start_state": list(task.start_columns),
         "classifier_version": int(task.classifier_version),
     }
+
+
+def failure_words() -> dict[str, str]:
+    """Every failure kind in words: the stored kinds `schema.FAILURE_KINDS` names (older classifiers'
+    included), then each registered task's own (`Task.failure_kinds`)."""
+    words = dict(schema.FAILURE_KINDS)
+    for task in tasks().values():
+        words.update(task.failure_kinds)
+    return words
