@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from roboloop import schema
 from roboloop.analyze.rollouts import success_by
 from roboloop.collect.plan import Plan, PlanError, PlanItem, execute_plan
-from roboloop.collect.run import EpisodeJob, RecordingSpec, make_sim, run_episode
+from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, collect, make_sim, run_episode
 from roboloop.envs import (
     DEFAULT_TASK,
     Task,
@@ -141,6 +141,14 @@ def test_plan_collects_each_item_on_its_task(catalog, twin):
                         workspace=catalog.workspace, dataset="pt", spec=RecordingSpec(cameras=()))
     finally:
         sim.close()
+
+
+def test_worker_processes_run_a_task_registered_at_runtime(catalog, twin):
+    """Spawned workers know only built-in and installed tasks: collect hands them the task object."""
+    cfg = CollectConfig(dataset="wk", episodes=2, workers=2, task=TWIN, steps=5, spec=RecordingSpec(cameras=()))
+    report = collect(catalog, cfg)
+    assert len(report.results) == 2
+    assert [r["episode.task"] for r in catalog.segment_table("wk").to_pylist()] == [TWIN, TWIN]
 
 
 def test_eval_runs_each_cell_on_its_task(catalog, twin):

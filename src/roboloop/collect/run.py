@@ -76,7 +76,7 @@ import numpy as np
 
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
-from roboloop.envs import DEFAULT_TASK, get_task
+from roboloop.envs import DEFAULT_TASK, get_task, register_task
 from roboloop.envs.aloha.conditions import SceneConditions
 from roboloop.envs.aloha.recording import RecordingSpec
 from roboloop.errors import RoboloopError
@@ -461,9 +461,16 @@ def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(task: str, spec: RecordingSpec, policy_factory: Callable, parent_pid: int) -> None:
+def _adopt(task) -> str:
+    """In a worker process: register the parent's task object (a task registered at runtime exists only in the
+    process that registered it) and return its name."""
+    register_task(task, replace=True)
+    return task.name
+
+
+def _init_worker(task, spec: RecordingSpec, policy_factory: Callable, parent_pid: int) -> None:
     die_with_parent(parent_pid)  # a killed collect/eval takes its workers with it
-    sim = make_sim(spec, task)
+    sim = make_sim(spec, _adopt(task))
     _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec, parent=parent_pid)
 
 
@@ -716,7 +723,7 @@ def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callabl
     # Workers are replaced every WORKER_EPISODES episodes: Rerun 0.41 leaks two native threads per
     # RecordingStream, and a process that has written ~7,700 recordings can no longer start threads.
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(cfg.task, cfg.spec, policy_factory, os.getpid()),
+                             initargs=(get_task(cfg.task), cfg.spec, policy_factory, os.getpid()),
                              max_tasks_per_child=WORKER_EPISODES) as pool:
         pending: set = set()
 
@@ -754,14 +761,14 @@ class _EpisodeActor:
     workers, so a cluster without shared storage works too.
     """
 
-    def __init__(self, task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
+    def __init__(self, task, spec: RecordingSpec, policy_factory: Callable) -> None:
         try:
             import torch
 
             torch.set_num_threads(1)
         except ImportError:  # a scripted policy needs no torch
             pass
-        self.sim = make_sim(spec, task)
+        self.sim = make_sim(spec, _adopt(task))
         self.policy = policy_factory(self.sim)
         self.spec = spec
         self.scratch = Workspace(tempfile.mkdtemp(prefix="roboloop-ray-"))
@@ -793,7 +800,7 @@ def _collect_ray(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callable[[Ep
         ray.init(address=cfg.ray_address, num_cpus=n if local else None, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     actor_cls = ray.remote(num_cpus=1)(_EpisodeActor)
-    actors = [actor_cls.remote(cfg.task, cfg.spec, policy_factory) for _ in range(n)]
+    actors = [actor_cls.remote(get_task(cfg.task), cfg.spec, policy_factory) for _ in range(n)]
     in_flight: dict[Any, Any] = {}
 
     def submit(actor) -> None:

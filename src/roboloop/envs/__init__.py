@@ -25,7 +25,7 @@ from roboloop.envs.task import Task
 from roboloop.errors import RoboloopError
 
 __all__ = [
-    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "UnknownTaskError", "describe_task", "failure_words", "get_task", "register_task",
+    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "TaskLoadError", "UnknownTaskError", "describe_task", "failure_words", "get_task", "register_task",
     "tasks", "unregister_task",
 ]
 
@@ -44,6 +44,10 @@ _REGISTERED: dict[str, Any] = {}
 
 class UnknownTaskError(RoboloopError, ValueError):
     """A task name the registry does not know (the message lists the tasks)."""
+
+
+class TaskLoadError(RoboloopError):
+    """An installed task (entry point group ``roboloop.tasks``) failed to import."""
 
 
 def register_task(task: Any, *, replace: bool = False) -> Any:
@@ -93,7 +97,12 @@ def _load(name: str) -> Any:
         module, _, attr = BUILTIN[name].partition(":")
         task = _instance(getattr(importlib.import_module(module), attr))
     else:
-        task = _instance(_entry_points()[name].load())
+        ep = _entry_points()[name]
+        try:
+            task = _instance(ep.load())
+        except Exception as exc:  # a broken plugin is named, with its error, not a traceback
+            raise TaskLoadError(f"task {name!r} ({ep.value}, entry point group {ENTRY_POINT_GROUP}) failed to load: "
+                                f"{type(exc).__name__}: {exc}; fix or uninstall the package that provides it") from exc
     _REGISTERED[name] = task
     return task
 
