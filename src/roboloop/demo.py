@@ -32,10 +32,9 @@ from roboloop.analyze.rollouts import compare, failures, representative_failure,
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.links import segment_url
 from roboloop.collect.plan import execute_plan, plan_summary, save_plan
-from roboloop.collect.run import CollectConfig, collect
+from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.config import Config, ConfigError, check
-from roboloop.envs.aloha.conditions import SceneConditions
-from roboloop.envs.aloha.recording import RecordingSpec
+from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, parse_grid
 from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_rows
 from roboloop.refine.layers import flag, refine
@@ -125,7 +124,8 @@ Progress = Callable[[str, int, int], None]
 
 
 def _covered_conditions(cfg: DemoConfig):
-    return tuple(SceneConditions.from_names(**COVERED, lighting=light) for light in CONTROL_LIGHTINGS)
+    task = get_task(DEFAULT_TASK)
+    return tuple(task.conditions({**COVERED, "lighting": light}) for light in CONTROL_LIGHTINGS)
 
 
 def _spec(cfg: DemoConfig):

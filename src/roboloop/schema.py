@@ -210,7 +210,9 @@ STATIC_SCENE = "/scene/static"
 
 # `episode` group
 EPISODE_KIND = "kind"  # KIND_DEMO or KIND_ROLLOUT
-EPISODE_TASK = "task"  # e.g. "transfer_cube"
+EPISODE_TASK = "task"  # e.g. "transfer_cube" (a name of roboloop.envs.tasks())
+TASK_AXIS = "task"
+"""The condition axis of evaluation grids and plans naming a cell's task (`task=transfer_cube,insertion`)."""
 EPISODE_SEED = "seed"
 EPISODE_POLICY = "policy"  # policy id, e.g. "scripted-handover-v1" or a checkpoint id
 EPISODE_SOFTWARE_VERSION = "software_version"  # roboloop.__version__, + "+g<commit12>[.dirty]" from a git checkout

@@ -17,7 +17,7 @@ import pytest
 
 from roboloop.analyze import gaps as ag
 from roboloop.collect.plan import PlanError, PlanItem, canonical_conditions, conditions_key
-from roboloop.collect.run import scene_properties, yaw_label
+from roboloop.collect.run import scene_properties
 from roboloop.envs.aloha.conditions import (
     AXES,
     DISTRACTOR_SETS,
@@ -262,8 +262,8 @@ def test_plan_items_keep_what_they_were_given():
 
 def test_yaw_label_and_start_state():
     for name, (lo, hi) in YAWS.items():
-        assert yaw_label(SceneConditions(yaw_min=lo, yaw_max=hi)) == name
-    assert yaw_label(SceneConditions(yaw_min=-5, yaw_max=5)) == "custom"
+        assert scene_properties(SceneConditions(yaw_min=lo, yaw_max=hi))["yaw"] == name
+    assert scene_properties(SceneConditions(yaw_min=-5, yaw_max=5))["yaw"] == "custom"
     s = start_state([0.1, 0.5, 0.02, 0.9238795325, 0.0, 0.0, 0.3826834324])
     assert s == {"cube_x": 0.1, "cube_y": 0.5, "cube_yaw_deg": pytest.approx(45.0)}
     assert ag.START_COLUMNS == ("scene.cube_x", "scene.cube_y", "scene.cube_yaw_deg")

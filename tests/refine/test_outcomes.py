@@ -282,7 +282,7 @@ class ClosesEarly:
         return a
 
 
-def _v1_outcome(res, n_steps, dt):
+def _v1_outcome(res, n_steps, dt, task="transfer_cube"):
     """What the first classifier wrote: no moment for a cube never touched, no classifier version."""
     return {
         schema.OUTCOME_SUCCESS: bool(res.success), schema.OUTCOME_MAX_REWARD: float(res.max_reward),
@@ -479,8 +479,8 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
 
     from PIL import Image
 
+    from roboloop.envs import get_task
     from roboloop.envs.aloha import AlohaSim
-    from roboloop.refine.outcomes import _conditions
     from roboloop.report import build_report_data, render_report
 
     cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=("top",),
@@ -502,7 +502,8 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
     actions = np.asarray(targets.column(f"{schema.JOINT_TARGETS}:{schema.SCALARS_COMPONENT}").to_pylist())
     frame_step = step - step % 2
     with AlohaSim(cameras=("top",), width=64, height=48) as sim:
-        sim.reset(row["episode.seed"], _conditions(row))
+        scene = {k.split(".", 1)[1]: v for k, v in row.items() if k.startswith("scene.") and v is not None}
+        sim.reset(row["episode.seed"], get_task("transfer_cube").conditions_from_dict(scene))
         for a in actions[:frame_step]:
             sim.step(a)
         then = sim.render("top").astype(np.float64)

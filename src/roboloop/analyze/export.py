@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from roboloop import schema
-from roboloop.envs.aloha.recording import default_blueprint
+from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.record.episode import APPLICATION_ID, write_memory_recording
 from roboloop.workspace import Workspace, atomic_path
 
@@ -50,12 +50,13 @@ def export_segments(catalog, dataset: str, segment_ids, out_dir: str | os.PathLi
 def _dataset_blueprint(workspace: Workspace, dataset: str, store):
     """The dataset's default blueprint, rebuilt from the cameras the segment recorded.
 
-    It is the blueprint `collect` saved for the dataset (recording.default_blueprint of
-    the same cameras): camera views for exactly the camera streams the file holds.
+    It is the blueprint `collect` saved for the dataset (`Task.blueprint` of the same cameras; every
+    task's blueprint is laid out from the cameras alone): camera views for exactly the camera streams
+    the file holds.
     """
     prefix = schema.CAMERA_ROOT + "/"
     cams = sorted({str(e)[len(prefix):] for e in _entity_paths(store) if str(e).startswith(prefix)})
-    return default_blueprint(cams)
+    return get_task(DEFAULT_TASK).blueprint(cams)
 
 
 def _entity_paths(store) -> list[str]:

@@ -67,16 +67,8 @@ from roboloop.catalog.errors import CatalogError
 from roboloop.catalog.index import unique_rollouts
 from roboloop.collect.plan import Plan, PlanItem
 from roboloop.config import Config
-from roboloop.envs.aloha.conditions import (
-    APPEARANCE_AXES,
-    AXES,
-    CONDITION_AXES,
-    START_COLUMNS,
-    SceneConditions,
-    start_state,
-    yaw_preset,
-)
-from roboloop.envs.aloha.env import sample_cube_pose
+from roboloop.envs import DEFAULT_TASK, get_task, tasks
+from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
 from roboloop.train import run_info
@@ -118,6 +110,30 @@ CELL_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_CELL}"
 SUCCESS_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SUCCESS}"
 SOURCE_COLUMN = f"{schema.OUTCOME}.{schema.OUTCOME_SOURCE}"
 SEED_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_SEED}"
+TASK_COLUMN = f"{schema.EPISODE}.{schema.EPISODE_TASK}"
+
+START_COLUMNS = get_task(DEFAULT_TASK).start_columns
+"""The default task's start-state columns (``scene.cube_x``, ``scene.cube_y``, ``scene.cube_yaw_deg``)."""
+APPEARANCE_AXES = get_task(DEFAULT_TASK).appearance_axes
+"""The default task's appearance axes (what `GapConfig.for_policy` matches for a camera policy)."""
+
+
+def condition_axes() -> tuple[str, ...]:
+    """Every condition axis of a registered task (their union, in registration order), and `task`."""
+    names = [a for t in tasks().values() for a in t.vocabulary.names]
+    return tuple(dict.fromkeys([*names, schema.TASK_AXIS]))
+
+
+CONDITION_AXES = condition_axes()
+"""The axes `GapConfig.match_labels` accepts (computed at import; :func:`condition_axes` for tasks registered later)."""
+
+
+def _row_task(row: Mapping[str, Any]):
+    """The task of an episode row (`episode.task`; the default task for episodes that name none)."""
+    try:
+        return get_task(row.get(TASK_COLUMN) or DEFAULT_TASK)
+    except ValueError as exc:
+        raise GapError(f"episode {row.get(SEGMENT_ID)!r}: {exc}") from None
 
 
 class GapError(RoboloopError, ValueError):
@@ -167,9 +183,10 @@ class GapConfig(Config):
         if not 0.0 < self.confidence < 1.0:
             raise GapError(f"GapConfig.confidence must be in (0, 1), got {self.confidence!r}")
         labels = tuple(str(a) for a in self.match_labels)
-        bad = [a for a in labels if a not in CONDITION_AXES]
+        valid = condition_axes()
+        bad = [a for a in labels if a not in valid]
         if bad:
-            raise GapError(f"GapConfig.match_labels: unknown axes {bad}; valid axes: {', '.join(CONDITION_AXES)}")
+            raise GapError(f"GapConfig.match_labels: unknown axes {bad}; valid axes: {', '.join(valid)}")
         object.__setattr__(self, "match_labels", labels)
 
     def fails(self, rate: float, ci_high: float) -> bool:
@@ -183,9 +200,10 @@ class GapConfig(Config):
 
     @classmethod
     def for_policy(cls, run_info: Mapping[str, Any] | None, **overrides: Any) -> GapConfig:
-        """Defaults for a run: a policy that sees cameras also needs matching appearance labels."""
+        """Defaults for a run: a policy that sees cameras also needs matching appearance labels (its task's)."""
         cams = (run_info or {}).get("cameras") or ()
-        base: dict[str, Any] = {"match_labels": APPEARANCE_AXES} if cams else {}
+        task = get_task((run_info or {}).get("task") or DEFAULT_TASK)
+        base: dict[str, Any] = {"match_labels": task.appearance_axes} if cams else {}
         base.update(overrides)
         return cls(**base)
 
@@ -194,14 +212,14 @@ class GapConfig(Config):
 
 def cell_key(cell: Mapping[str, Any]) -> str:
     """Key of a cell as given: `",".join(f"{k}={v}" for k, v in sorted(cell.items()))` (the task's key format)."""
-    return AXES.format_key(cell)
+    return Vocabulary.format_key(cell)
 
 
 def parse_cell_key(key: str) -> dict[str, str]:
     """`"lighting=dim,yaw=any"` -> `{"lighting": "dim", "yaw": "any"}` (inverse of :func:`cell_key`; labels as
-    stored, compared through `AXES.comparable`)."""
+    stored, compared through `Vocabulary.comparable` of the task)."""
     try:
-        return AXES.split_key(key)
+        return Vocabulary.split_key(key)
     except ValueError as exc:
         raise GapError(str(exc)) from None
 
@@ -215,21 +233,38 @@ def _as_rows(rows: Any) -> list[dict[str, Any]]:
 
 
 def _row_label(row: Mapping[str, Any], axis: str) -> str | None:
-    """An episode's label on `axis`: its `scene.<axis>` property, or derived from the numbers
-    (yaw from `scene.yaw_min/yaw_max`, for episodes recorded before labels were stored)."""
+    """An episode's label on `axis` (compared through its task's vocabulary): its `scene.<axis>` property,
+    or derived from the stored conditions by its task (`Task.scene_properties`; yaw from
+    `scene.yaw_min/yaw_max` for episodes recorded before labels were stored, a range that is no preset
+    as `lo..hi`). On the `task` axis: the episode's task."""
+    task = _row_task(row)
+    if axis == schema.TASK_AXIS:
+        return task.name
     value = row.get(f"{schema.SCENE}.{axis}")
-    if axis == "yaw" and value is None:
-        lo, hi = row.get("scene.yaw_min"), row.get("scene.yaw_max")
-        if lo is not None and hi is not None:
-            return yaw_preset(lo, hi) or f"{float(lo):g}..{float(hi):g}"
-    return AXES.comparable(axis, value)
+    lo, hi = row.get(f"{schema.SCENE}.{axis}_min"), row.get(f"{schema.SCENE}.{axis}_max")
+    if value is None and lo is not None and hi is not None:
+        try:
+            value = task.scene_properties(task.conditions_from_dict(_scene_values(row))).get(axis)
+        except ValueError:
+            value = None
+        if value in (None, "custom"):
+            return f"{float(lo):g}..{float(hi):g}"
+    return task.vocabulary.comparable(axis, value)
+
+
+def _scene_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's `scene.*` values by name (None left out)."""
+    prefix = f"{schema.SCENE}."
+    return {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix) and v is not None}
 
 
 def start_states(rows: Iterable[Mapping[str, Any]]) -> np.ndarray:
-    """(N, 3) array of (cube_x m, cube_y m, cube_yaw deg); NaN where a value is missing."""
+    """(N, 3) array of each episode's start state by its task's `start_columns` (x m, y m, yaw deg of the
+    object coverage is measured on: the transfer cube's `cube_x`, `cube_y`, `cube_yaw_deg`); NaN where missing."""
     out = []
     for r in rows:
-        out.append([float("nan") if r.get(c) is None else float(r[c]) for c in START_COLUMNS])
+        columns = _row_task(r).start_columns[:3]
+        out.append([float("nan") if r.get(c) is None else float(r[c]) for c in columns])
     return np.asarray(out, dtype=np.float64).reshape(-1, 3)
 
 
@@ -340,7 +375,8 @@ def _cell_coverage(r_rows: list[dict], t_rows: list[dict], cfg: GapConfig) -> li
     for key in sorted(by_cell):
         idx = by_cell[key]
         cond = parse_cell_key(key)
-        canon = {a: AXES.comparable(a, v) for a, v in cond.items()}
+        vocabulary = get_task(cond.get(schema.TASK_AXIS) or _row_task(r_rows[idx[0]]).name).vocabulary
+        canon = {a: vocabulary.comparable(a, v) for a, v in cond.items()}
         near = set()
         for i in idx:
             near.update(int(j) for j in near_sets[i])
@@ -628,20 +664,19 @@ def _filter(table, column: str, values) -> Any:
 
 
 def fill_start_states(rows: list[dict[str, Any]]) -> int:
-    """Fill missing start states from each episode's seed and scene conditions (the sampler is a
-    pure function of both); returns how many rows were filled. Rows without a seed stay NaN."""
-
-    fields = {f.name for f in dataclasses.fields(SceneConditions)}
+    """Fill missing start states from each episode's seed and scene conditions (`Task.start_state`, a
+    pure function of both, by the episode's task); returns how many rows were filled. Rows without a
+    seed stay NaN."""
     filled = 0
     for r in rows:
-        if all(r.get(c) is not None for c in START_COLUMNS) or r.get(SEED_COLUMN) is None:
+        task = _row_task(r)
+        if all(r.get(c) is not None for c in task.start_columns) or r.get(SEED_COLUMN) is None:
             continue
-        cond = {k.split(".", 1)[1]: v for k, v in r.items() if k.startswith("scene.") and k.split(".", 1)[1] in fields and v is not None}
         try:
-            pose = sample_cube_pose(int(r[SEED_COLUMN]), SceneConditions.from_dict(cond))
+            state = task.start_state(int(r[SEED_COLUMN]), task.conditions_from_dict(_scene_values(r)))
         except ValueError:
             continue
-        r.update({f"{schema.SCENE}.{name}": v for name, v in start_state(pose).items()})
+        r.update({f"{schema.SCENE}.{name}": v for name, v in state.items()})
         filled += 1
     return filled
 

@@ -33,6 +33,7 @@ from roboloop import schema
 from roboloop.catalog.client import UnknownDatasetError
 from roboloop.catalog.index import BASE_GROUPS, load_table, unique_rollouts
 from roboloop.catalog.links import open_command
+from roboloop.envs import failure_words
 from roboloop.predicate import (
     Parser,
     PredicateError,
@@ -427,7 +428,7 @@ def failures(
     """The failed rollouts: conditions, furthest stage, failure reason and time, and how to look.
 
     Each dict has the FAILURE_COLUMNS that the table holds, `failure_kind` (the kind in words,
-    `schema.FAILURE_KINDS`), `at_s` (the viewer's time cursor: the failure moment; 0 only for
+    `envs.failure_words`: every task's kinds), `at_s` (the viewer's time cursor: the failure moment; 0 only for
     outcomes judged by the first classifier without a moment: re-judge them with
     `roboloop reoutcome`), `open` (the
     `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
@@ -445,13 +446,14 @@ def failures(
     source = cols.get(SOURCE)
     by_col = cols.get(f"{schema.OUTCOME}.{schema.OUTCOME_LABELLED_BY}")
     free_col = cols.get(f"{schema.OUTCOME}.{schema.OUTCOME_FREE_KIND}")
+    words = failure_words()
     out = []
     for i, s in enumerate(cols[SUCCESS]):
         if s is None or s:
             continue
         row = {c: cols[c][i] for c in present}
         reason = row.get(reason_col)
-        row["failure_kind"] = schema.FAILURE_KINDS.get(reason, reason)
+        row["failure_kind"] = words.get(reason, reason)
         t = row.get(time_col)
         row["at_s"] = float(t) if t is not None and t >= 0 else 0.0
         if source is not None:
@@ -486,6 +488,7 @@ def failure_modes(fails: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     mode first.
     """
     reason_col = f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_REASON}"
+    words = failure_words()
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     per_cell: dict[tuple, int] = {}
     for f in fails:
@@ -496,7 +499,7 @@ def failure_modes(fails: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for (eval_id, cell, kind), members in groups.items():
         ordered = sorted(members, key=lambda r: _sort_key((r.get("at_s", 0.0), r.get(SEED), r.get("segment_id"))))
         rep = ordered[(len(ordered) - 1) // 2]
-        mode = {"eval_id": eval_id, "cell": cell, "kind": kind, "kind_words": schema.FAILURE_KINDS.get(kind, kind),
+        mode = {"eval_id": eval_id, "cell": cell, "kind": kind, "kind_words": words.get(kind, kind),
                 "count": len(members), "cell_failures": per_cell[(eval_id, cell)],
                 "share": len(members) / per_cell[(eval_id, cell)]}
         for name in ("segment_id", SEED, "at_s", "open", "url", "nearest_train_id", "nearest_distance",

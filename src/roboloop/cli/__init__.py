@@ -7,7 +7,8 @@ Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `collect_cmds` (collect), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
 (train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success, compare,
 failures, reoutcome, label), `links_cmds` (open), `loop_cmds` (gaps, plan, report; `collect --plan`),
-`interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc);
+`interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc),
+`tasks_cmds` (tasks);
 `tables` holds the table/CSV/JSON output of the evaluate and analyze commands.
 
 Adding a stage's commands: one convention, `register(app)`
@@ -69,6 +70,7 @@ from roboloop.cli import (
     interop_cmds,
     links_cmds,
     loop_cmds,
+    tasks_cmds,
     train_cmds,
     workspace_cmds,
 )
@@ -152,5 +154,5 @@ def main() -> None:
 
 
 for _module in (catalog_cmds, collect_cmds, curate_cmds, demo_cmds, workspace_cmds, train_cmds, evaluate_cmds, analyze_cmds,
-                links_cmds, loop_cmds, interop_cmds):
+                links_cmds, loop_cmds, interop_cmds, tasks_cmds):
     _module.register(app)

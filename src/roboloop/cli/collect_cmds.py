@@ -13,29 +13,36 @@ from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_cons
 from roboloop.cli.loop_cmds import collect_plan_command
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
 from roboloop.config import resolve
-from roboloop.envs.aloha.conditions import (
-    DISTRACTOR_SETS,
-    LIGHTINGS,
-    MAX_DISTRACTORS,
-    REGION_ALIASES,
-    REGIONS,
-    TABLES,
-    YAWS,
-    SceneConditions,
-)
+from roboloop.envs import DEFAULT_TASK, get_task
 
 DEFAULT_EPISODES = 10
+_AXES = get_task(DEFAULT_TASK).vocabulary
+"""The condition options name the default task's axes (a task with other labels validates its own)."""
+
+
+def _axis_help(what: str, axis: str, extra: str = "") -> str:
+    a = _AXES.axis(axis)
+    return presets_help(what, a.labels, dict(a.aliases), extra)
+
+
+def _conditions(task_name: str | None, named: dict[str, str]):
+    """The conditions the options name, built by the task (`from_names` of its conditions type when it has one,
+    which also reads explicit bounds such as a region 'x0,x1,y0,y1'; else `Task.conditions`)."""
+    task = get_task(task_name)
+    build = getattr(task.conditions_type, "from_names", None)
+    return build(**named) if build is not None else task.conditions(named)
 
 
 def collect_cmd(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="CollectConfig file (.toml or .json); options given override its values.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=config_help(CollectConfig, "dataset"))] = None,
     episodes: Annotated[Optional[int], typer.Option("--episodes", "-n", min=1, help=f"Number of episodes. Default {DEFAULT_EPISODES}.")] = None,
-    region: Annotated[Optional[str], typer.Option(help=presets_help("Cube start region", REGIONS, REGION_ALIASES, ", or 'x0,x1,y0,y1'"))] = None,
-    yaw: Annotated[Optional[str], typer.Option(help=presets_help("Cube yaw range", YAWS))] = None,
-    lighting: Annotated[Optional[str], typer.Option(help=presets_help("Lighting", LIGHTINGS))] = None,
-    table: Annotated[Optional[str], typer.Option(help=presets_help("Table colour", TABLES))] = None,
-    distractors: Annotated[Optional[str], typer.Option(help=presets_help("Distractor objects", DISTRACTOR_SETS, extra=f", or a count 0-{MAX_DISTRACTORS}"))] = None,
+    task: Annotated[Optional[str], typer.Option(help=config_help(CollectConfig, "task"))] = None,
+    region: Annotated[Optional[str], typer.Option(help=_axis_help("Cube start region", "region", ", or 'x0,x1,y0,y1'"))] = None,
+    yaw: Annotated[Optional[str], typer.Option(help=_axis_help("Cube yaw range", "yaw"))] = None,
+    lighting: Annotated[Optional[str], typer.Option(help=_axis_help("Lighting", "lighting"))] = None,
+    table: Annotated[Optional[str], typer.Option(help=_axis_help("Table colour", "table"))] = None,
+    distractors: Annotated[Optional[str], typer.Option(help=_axis_help("Distractor objects", "distractors", f", or a count 0-{_AXES.axis('distractors').max_count}"))] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Episode i uses seed S+i (re-uses seeds on purpose). Default: continue after the highest seed the dataset holds.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help=config_help(CollectConfig, "workers"))] = None,
     cameras: Annotated[Optional[str], typer.Option(help=config_help(RecordingSpec, "cameras", f" Comma-separated ({', '.join(schema.CAMERAS)})."))] = None,
@@ -59,8 +66,8 @@ def collect_cmd(
         named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
         conditions = None
         if any(v is not None for v in named.values()):
-            conditions = (SceneConditions.from_names(**{k: v for k, v in named.items() if v is not None}),)
-        cfg = resolve(CollectConfig, config, dataset=dataset, episodes=episodes if episodes is not None or config else DEFAULT_EPISODES,
+            conditions = (_conditions(task, {k: v for k, v in named.items() if v is not None}),)
+        cfg = resolve(CollectConfig, config, dataset=dataset, task=task, episodes=episodes if episodes is not None or config else DEFAULT_EPISODES,
                       seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions, executor=executor,
                       ray_address=ray_address)
     if show_config:

@@ -18,7 +18,7 @@ from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_cons
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.collect.run import parse_size
 from roboloop.config import override, resolve
-from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, load_config, parse_grid, run_dataset
+from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, load_config, parse_grid, run_dataset, run_task
 from roboloop.evaluate.until_decided import challenger_config, evaluate_until_decided, plan_from_eval, sequential_rows
 from roboloop.stats.sequential import SequentialConfig
 
@@ -48,6 +48,7 @@ def eval_cmd(
     policy: Annotated[str | None, typer.Option("--policy", help="'scripted' to evaluate the scripted demonstrator (the baseline).")] = None,
     episodes_per_cell: Annotated[int | None, typer.Option("--episodes-per-cell", "-n", min=1, help=config_help(E, "episodes_per_cell", " With --resume: top the evaluation up to N per cell; with --until-decided: the fixed grid a later top-up fills (the baseline's unless given).")) ] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Demonstration dataset; rollouts go to <dataset>_evals (default: the run's, else aloha).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help=config_help(E, "task", " Default: the run's task, else transfer_cube."))] = None,
     name: Annotated[str | None, typer.Option("--name", help="Evaluation id (default: generated).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue evaluation EVAL_ID: run only its missing (cell, episode) pairs (a sequential one continues its sequence).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help=config_help(E, "workers"))] = None,
@@ -95,8 +96,10 @@ def eval_cmd(
         fail("--grid is required, e.g. --grid 'region=near,far lighting=normal,dim'")
     if dataset is None:
         dataset = guard(lambda: run_dataset(ws, run)) if run else EvalConfig.dataset
-    cfg = guard(lambda: resolve(EvalConfig, None, dataset=dataset, policy=run or schema.POLICY_SCRIPTED, grid=parse_grid(grid),
-                                **options))
+    if task is None:
+        task = guard(lambda: run_task(ws, run)) if run else EvalConfig.task
+    cfg = guard(lambda: resolve(EvalConfig, None, dataset=dataset, policy=run or schema.POLICY_SCRIPTED,
+                                grid=parse_grid(grid, task), task=task, **options))
     if show_config:
         print_config(cfg)
         return

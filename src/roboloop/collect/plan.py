@@ -67,14 +67,14 @@ from roboloop.collect.run import (
     seed_floor,
 )
 from roboloop.collect.run import reserve_seeds as reserve_workspace_seeds
-from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
+from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task
+from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CONDITION_AXES",
     "SEED_RULES",
     "SEED_RULE_AFTER_MAX",
     "Plan",
@@ -107,23 +107,40 @@ class PlanError(RoboloopError, ValueError):
 
 # --- conditions ----------------------------------------------------------------------------
 
+def _item_task(labels: Mapping[str, Any]) -> str:
+    """The task a plan item's conditions name (`task = "..."`, checked), else the default task."""
+    value = labels.get(schema.TASK_AXIS, DEFAULT_TASK)
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise PlanError(f"condition {schema.TASK_AXIS} must be a task name (string), got {value!r}")
+    try:
+        return get_task(value.strip().lower()).name
+    except UnknownTaskError as exc:
+        raise PlanError(str(exc)) from None
+
+
 def canonical_conditions(labels: Mapping[str, Any]) -> dict[str, str]:
-    """Validate condition labels and return them as labels of the task's axes (aliases resolved, a
-    distractor count kept as written: `AXES.label`), keys sorted.
+    """Validate condition labels and return them as labels of the axes of the item's task (its `task`
+    label, else the default task; aliases resolved, a distractor count kept as written:
+    `Vocabulary.label`), keys sorted. `task` stays only when given.
 
     Raises PlanError naming the bad axis or label and listing the valid ones.
     """
     if not isinstance(labels, Mapping):
         raise PlanError(f"conditions must be a table of axis = label, got {labels!r}")
-    out: dict[str, str] = {}
+    task = _item_task(labels)
+    vocabulary = get_task(task).vocabulary
+    out: dict[str, str] = {schema.TASK_AXIS: task} if schema.TASK_AXIS in labels else {}
     for axis, value in labels.items():
-        if axis not in CONDITION_AXES:
-            raise PlanError(f"unknown condition axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
+        if axis == schema.TASK_AXIS:
+            continue
+        if axis not in vocabulary.names:
+            raise PlanError(f"unknown condition axis {axis!r}; valid axes: {', '.join((*vocabulary.names, schema.TASK_AXIS))} "
+                            f"(of task {task!r})")
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise PlanError(f"condition {axis} must be a label (string), got {value!r}")
-        label = AXES.label(axis, value)
+        label = vocabulary.label(axis, value)
         if label is None:
-            valid = AXES.axis(axis).described()
+            valid = vocabulary.axis(axis).described()
             raise PlanError(f"unknown {axis} label {value!r}; valid {axis} labels: {', '.join(valid)}")
         out[axis] = label
     return dict(sorted(out.items()))
@@ -131,7 +148,7 @@ def canonical_conditions(labels: Mapping[str, Any]) -> dict[str, str]:
 
 def conditions_key(conditions: Mapping[str, str]) -> str:
     """Canonical key of a set of conditions (a grid cell key; "" for no conditions)."""
-    return AXES.format_key(conditions)
+    return Vocabulary.format_key(conditions)
 
 
 # --- the plan type -------------------------------------------------------------------------
@@ -158,9 +175,18 @@ class PlanItem:
     def key(self) -> str:
         return conditions_key(self.conditions)
 
-    def scene_conditions(self) -> SceneConditions:
-        """The `SceneConditions` this item's episodes are collected under."""
-        return SceneConditions.from_names(**self.conditions)
+    @property
+    def task(self) -> str:
+        """The task this item's episodes run (its `task` label, else the default task)."""
+        return self.conditions.get(schema.TASK_AXIS, DEFAULT_TASK)
+
+    def scene_conditions(self):
+        """The conditions (`Task.conditions`) this item's episodes are collected under."""
+        labels = {a: v for a, v in self.conditions.items() if a != schema.TASK_AXIS}
+        try:
+            return get_task(self.task).conditions(labels)
+        except ValueError as exc:
+            raise PlanError(f"item {self.key}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"conditions": dict(self.conditions), "count": self.count, "reason": self.reason}
@@ -468,7 +494,7 @@ def execute_plan(
     for it, k in missing:
         cond = it.scene_conditions()
         for _ in range(k):
-            jobs.append(EpisodeJob(seed, cond, episode_segment_id(plan.dataset, seed)))
+            jobs.append(EpisodeJob(seed, cond, episode_segment_id(plan.dataset, seed), task=it.task))
             item_of_seed[seed] = it.key
             seed += 1
     run.seeds = list(range(start, seed))
@@ -486,7 +512,9 @@ def execute_plan(
 
     t0 = time.perf_counter()
     try:
-        collect(catalog, CollectConfig(dataset=plan.dataset, workers=workers, spec=spec, steps=steps), jobs=jobs, on_result=done)
+        for task in dict.fromkeys(job.task for job in jobs):  # one collect per task, in item order
+            collect(catalog, CollectConfig(dataset=plan.dataset, workers=workers, spec=spec, steps=steps, task=task),
+                    jobs=[job for job in jobs if job.task == task], on_result=done)
         run.status = STATUS_EXECUTED
     except BaseException:
         run.status = STATUS_INTERRUPTED

@@ -74,15 +74,15 @@ import numpy as np
 
 from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
-from roboloop.envs.aloha.conditions import SceneConditions, start_state, yaw_preset
-from roboloop.envs.aloha.demonstrator import ScriptedHandover
-from roboloop.envs.aloha.env import AlohaSim
-from roboloop.envs.aloha.recording import AlohaEpisodeWriter, RecordingSpec, save_default_blueprint
-from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessTracker
-from roboloop.record.episode import EpisodeRecorder, provenance
+from roboloop.envs import DEFAULT_TASK, get_task, register_task
+from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.recording import RecordingSpec
+from roboloop.errors import RoboloopError
+from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder, provenance
 from roboloop.record.seeds import SEED_IN_ID, SEEDS_FOLDER, SeedRangeError, check_seed_range, reserve_seeds, seeded_segment_id
 from roboloop.workspace import (
     Workspace,
+    atomic_path,
     atomic_write_bytes,
     die_with_parent,
     publish_temp,
@@ -90,6 +90,7 @@ from roboloop.workspace import (
 )
 
 __all__ = [
+    "NoExpertError",
     "Observation",
     "Policy",
     "ScriptedPolicy",
@@ -104,6 +105,8 @@ __all__ = [
     "SEEDS_FOLDER",
     "SEED_IN_ID",
     "make_sim",
+    "save_default_blueprint",
+    "scene_properties",
     "run_episode",
     "collect",
     "episode_segment_id",
@@ -149,39 +152,45 @@ class Policy(Protocol):
     def action(self, step: int, observation: Observation) -> np.ndarray: ...
 
 
+class NoExpertError(RoboloopError, ValueError):
+    """The task has no scripted expert, so `scripted` cannot drive it."""
+
+
 class ScriptedPolicy:
-    """The scripted handover demonstrator (`roboloop.envs.aloha.demonstrator`) as a `Policy`."""
+    """The scripted expert of the sim's task (`Task.expert`, e.g. the transfer cube's handover) as a `Policy`."""
 
     def __init__(self, sim) -> None:
         self.sim = sim
-        self._cls = ScriptedHandover
-        self._demo = None
-        self.policy_id: str = ScriptedHandover.policy_id
+        expert = get_task(sim.task).expert(sim)
+        if expert is None:
+            raise NoExpertError(f"task {sim.task!r} has no scripted expert: record its demonstrations with your own "
+                                "policy (collect(..., policy_factory=...)) or the recording API (roboloop.record)")
+        self._expert = expert
+        self.policy_id: str = expert.policy_id
 
     def reset(self) -> None:
-        if self._demo is None:
-            self._demo = self._cls(self.sim)  # plans from the sim's current state
-        else:
-            self._demo.reset()
+        self._expert.reset()
 
     def action(self, step: int, observation: Observation) -> np.ndarray:
-        return self._demo.action(step)
+        return self._expert.action(step, observation)
 
 
 # --- jobs and results ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class EpisodeJob:
-    """One episode to run: its seed, scene conditions and segment id.
+    """One episode to run: its seed, conditions and segment id.
 
     `properties` holds extra property groups (`{"episode": {"eval_id": ...}}`) merged over
     the defaults when the episode is recorded (evaluation provenance, plan ids, ...).
+    `task` names the task it runs (an evaluation cell's); None: the collect's task.
     """
 
     seed: int
     conditions: SceneConditions
     segment_id: str
     properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    task: str | None = None
 
 
 @dataclass
@@ -245,10 +254,11 @@ def plan_jobs(
     return list(_jobs(dataset, range(seed, seed + episodes), _condition_list(conditions)))
 
 
-def _condition_list(conditions: SceneConditions | Sequence[SceneConditions] | None) -> list[SceneConditions]:
+def _condition_list(conditions: Any, task: str = DEFAULT_TASK) -> list[Any]:
+    """`conditions` as a non-empty list (None: the task's default conditions)."""
     if conditions is None:
-        return [SceneConditions()]
-    if isinstance(conditions, SceneConditions):
+        return [get_task(task).conditions()]
+    if hasattr(conditions, "to_dict"):  # one conditions object
         return [conditions]
     conds = list(conditions)
     if not conds:
@@ -266,9 +276,17 @@ def _jobs(dataset: str, seeds: Iterable[int], conds: Sequence[SceneConditions], 
 
 # --- one episode ---------------------------------------------------------------------------
 
-def make_sim(spec: RecordingSpec, task: str = "transfer_cube"):
-    """An `AlohaSim` that renders exactly the recorded cameras at the recorded size."""
-    return AlohaSim(task=task, cameras=spec.cameras, width=spec.width, height=spec.height)
+def make_sim(spec: RecordingSpec, task: str = DEFAULT_TASK):
+    """The task's simulator (`Task.make_sim`), rendering exactly the recorded cameras at the recorded size."""
+    return get_task(task).make_sim(spec.cameras, spec.width, spec.height)
+
+
+def save_default_blueprint(workspace: Workspace, dataset: str, cameras: Sequence[str], task: str = DEFAULT_TASK) -> Path:
+    """Write the dataset's default blueprint (`Task.blueprint`) to `workspace.blueprint_path(dataset)`, atomically."""
+    final = workspace.blueprint_path(dataset)
+    with atomic_path(final) as tmp:
+        get_task(task).blueprint(cameras).save(APPLICATION_ID, tmp)
+    return final
 
 
 def _none_to(v, default):
@@ -300,37 +318,38 @@ def run_episode(
             f"the simulator renders {sim.cameras} at {sim.width}x{sim.height}, the spec records "
             f"{spec.cameras} at {spec.width}x{spec.height}: build it with make_sim(spec)"
         )
+    if job.task is not None and job.task != sim.task:
+        raise ValueError(f"episode {job.segment_id} runs task {job.task!r}, the simulator simulates {sim.task!r}: "
+                         "collect each task's jobs with its own CollectConfig(task=...)")
     n_steps = int(steps if steps is not None else sim.max_steps)
     final = workspace.segment_path(dataset, schema.BASE_LAYER, job.segment_id)
     if final.exists():
         raise FileExistsError(f"{final} already exists; segment ids must be new")
     path = final if path is None else Path(path)
     t0 = time.perf_counter()
+    task = get_task(sim.task)
     sim.reset(job.seed, job.conditions)
-    start_pose = sim.cube_start_pose
     policy.reset()
-    tracker = SuccessTracker()
+    tracker = task.tracker()
     with EpisodeRecorder(path, job.segment_id) as rec:
-        writer = AlohaEpisodeWriter(
-            rec, spec, joint_names=sim.joint_names, geometry=sim.geometry(), static_poses=sim.static_poses(), task=sim.task
-        )
+        writer = task.writer(rec, spec, sim)
         for k in range(n_steps):
-            qpos = sim.joint_positions()
-            cube = sim.cube_pose()
+            state = task.snapshot(sim)
             images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
             if spec.scene_step(k):
-                writer.observe_scene(k, sim.link_poses(), cube)
-            action = np.asarray(policy.action(k, Observation(k, k * spec.dt, qpos, cube, images, state={schema.JOINT_POSITIONS: qpos, schema.CUBE_POSE: cube})), dtype=np.float64)
+                writer.observe_scene(k, sim)
+            observation = Observation(k, k * spec.dt, state[schema.JOINT_POSITIONS], state.get(schema.CUBE_POSE), images, state=state)
+            action = np.asarray(policy.action(k, observation), dtype=np.float64)
             reward = sim.step(action)
             tracker.update(sim, reward, action)
-            writer.observe(k, qpos, action, reward, cube, images)
+            writer.observe(k, state, action, reward, images)
             faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
-        outcome = outcome_properties(tracker.result(), n_steps, spec.dt)
+        outcome = outcome_properties(tracker.result(), n_steps, spec.dt, task.name)
         properties: dict[str, dict[str, Any]] = {
-            schema.EPISODE: episode_properties(job, spec, kind=kind, task=sim.task, policy_id=policy.policy_id),
-            schema.SCENE: scene_properties(job.conditions, start_pose),
+            schema.EPISODE: episode_properties(job, spec, kind=kind, task=task.name, policy_id=policy.policy_id),
+            schema.SCENE: task.scene_properties(job.conditions, job.seed),
             schema.OUTCOME: outcome,
         }
         for group, values in job.properties.items():
@@ -341,9 +360,11 @@ def run_episode(
     )
 
 
-def outcome_properties(res, n_steps: int, dt: float) -> dict[str, Any]:
-    """The `outcome` group of an episode from its `SuccessResult` (also what `reoutcome` re-writes)."""
-    return {
+def outcome_properties(res, n_steps: int, dt: float, task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """The `outcome` group of an episode from its tracker's result (also what `reoutcome` re-writes): the
+    common properties, the stage named by the task's stages, and the task's own (`Task.outcome_properties`)."""
+    judge = get_task(task)
+    common = {
         schema.OUTCOME_SUCCESS: bool(res.success),
         schema.OUTCOME_MAX_REWARD: float(res.max_reward),
         schema.OUTCOME_SUCCESS_STEP: int(_none_to(res.success_step, -1)),
@@ -351,12 +372,22 @@ def outcome_properties(res, n_steps: int, dt: float) -> dict[str, Any]:
         schema.OUTCOME_DURATION_S: float(n_steps * dt),
         schema.OUTCOME_FAILURE_STEP: int(_none_to(res.failure_step, -1)),
         schema.OUTCOME_FAILURE_REASON: res.failure_reason or "none",  # "" would be dropped by AnyValues
-        schema.OUTCOME_FINAL_CUBE_Z: float(res.final_cube_z),
-        schema.OUTCOME_STAGE: int(res.stage),
-        schema.OUTCOME_STAGE_NAME: schema.STAGES[res.stage],
-        schema.OUTCOME_FAILURE_TIME_S: float(res.failure_step * dt) if res.failure_step is not None else -1.0,
-        schema.OUTCOME_CLASSIFIER: int(CLASSIFIER_VERSION),
     }
+    extra = judge.outcome_properties(res)
+    return {
+        **common,
+        **extra,
+        schema.OUTCOME_STAGE: int(res.stage),
+        schema.OUTCOME_STAGE_NAME: judge.stages[res.stage],
+        schema.OUTCOME_FAILURE_TIME_S: float(res.failure_step * dt) if res.failure_step is not None else -1.0,
+        schema.OUTCOME_CLASSIFIER: int(judge.classifier_version),
+    }
+
+
+def scene_properties(conditions: Any, seed: int | None = None, task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """The `scene` group of an episode of `task` (`Task.scene_properties`): every condition, canonical
+    labels and, with the seed, the start state (for the transfer cube `cube_x`, `cube_y`, `cube_yaw_deg`)."""
+    return get_task(task).scene_properties(conditions, seed)
 
 
 def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task: str, policy_id: str) -> dict[str, Any]:
@@ -374,36 +405,21 @@ def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task:
     }
 
 
-def scene_properties(conditions: SceneConditions, start_pose: Sequence[float] | None = None) -> dict[str, Any]:
-    """The `scene` group: every SceneConditions field, canonical condition labels, the start state.
-
-    `region`, `lighting` and `table` are already canonical preset names (aliases resolved,
-    "custom" otherwise); `yaw` is added as the preset whose range matches (else "custom");
-    `distractors` stays the count (0-4) so that `SceneConditions.from_dict` reads it back.
-    With `start_pose` (the sampled cube pose, xyz + quat wxyz) the start state is stored as
-    `cube_x`, `cube_y` (m) and `cube_yaw_deg` (deg).
-    """
-    props = conditions.to_dict()
-    props[schema.SCENE_REGION_LABEL] = conditions.region_label
-    props[schema.SCENE_YAW] = yaw_label(conditions)
-    if start_pose is not None:
-        props.update(start_state(start_pose))
-    return props
-
-
-def yaw_label(conditions: SceneConditions) -> str:
-    """The canonical yaw preset name of `conditions` ("none", "small", "any") or "custom"."""
-    return yaw_preset(conditions.yaw_min, conditions.yaw_max) or "custom"
-
-
 # --- worker processes ----------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(task: str, spec: RecordingSpec, policy_factory: Callable, parent_pid: int) -> None:
+def _adopt(task) -> str:
+    """In a worker process: register the parent's task object (a task registered at runtime exists only in the
+    process that registered it) and return its name."""
+    register_task(task, replace=True)
+    return task.name
+
+
+def _init_worker(task, spec: RecordingSpec, policy_factory: Callable, parent_pid: int) -> None:
     die_with_parent(parent_pid)  # a killed collect/eval takes its workers with it
-    sim = make_sim(spec, task)
+    sim = make_sim(spec, _adopt(task))
     _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec, parent=parent_pid)
 
 
@@ -434,15 +450,15 @@ class CollectConfig(Config):
     episodes: int = 0
     "Number of episodes (ignored when explicit jobs are given)."
     conditions: tuple[SceneConditions, ...] = ()
-    "Scene conditions, cycled over the episodes (empty: the default scene)."
+    "Conditions (the task's conditions type), cycled over the episodes (empty: the task's default scene)."
     seed: int | None = None
     "Episode i uses seed `seed + i`; None: continue after the dataset's highest seed (reserved, see reserve_seeds)."
     workers: int = 1
     "Worker processes (each owns a simulator and a policy)."
     spec: RecordingSpec = field(default_factory=RecordingSpec)
     "What to record: cameras, size, rates."
-    task: str = "transfer_cube"
-    "Simulator task."
+    task: str = DEFAULT_TASK
+    "The task to run (`roboloop tasks` lists them); its simulator, expert, success judgement and recording."
     kind: str = schema.KIND_DEMO
     "Episode kind: demo or rollout."
     steps: int | None = None
@@ -454,8 +470,21 @@ class CollectConfig(Config):
     ray_address: str | None = None
     "Ray cluster to use with executor `ray` (`auto`, `ray://host:10001`); None starts a local Ray instance."
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CollectConfig:
+        """As `Config.from_dict`, conditions read back by the config's task (`Task.conditions_type.from_dict`)."""
+        data = dict(data)
+        conds = data.get("conditions")
+        try:
+            ctype = get_task(data.get("task") or DEFAULT_TASK).conditions_type
+        except ValueError:  # an unknown task: __post_init__ says so
+            ctype = None
+        if ctype is not None and isinstance(conds, (list, tuple)):
+            data["conditions"] = tuple(ctype.from_dict(c) if isinstance(c, Mapping) else c for c in conds)
+        return super().from_dict(data)
+
     def __post_init__(self) -> None:
-        if isinstance(self.conditions, SceneConditions):
+        if hasattr(self.conditions, "to_dict"):  # one conditions object
             object.__setattr__(self, "conditions", (self.conditions,))
         elif self.conditions is None:
             object.__setattr__(self, "conditions", ())
@@ -486,7 +515,12 @@ class CollectConfig(Config):
             f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {self.kind!r}",
         )
         check(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), f"steps must be >= 1 or None, got {self.steps!r}")
-        check(all(isinstance(c, SceneConditions) for c in self.conditions), "conditions must be SceneConditions")
+        try:
+            task = get_task(self.task)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check(all(isinstance(c, task.conditions_type) for c in self.conditions),
+              f"conditions of task {task.name!r} must be {task.conditions_type.__name__}")
         check(isinstance(self.spec, RecordingSpec), f"spec must be a RecordingSpec, got {type(self.spec).__name__}")
         check(self.executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         check(self.ray_address is None or self.executor == "ray", "ray_address applies to executor 'ray' only")
@@ -527,14 +561,14 @@ def collect(
         n_jobs, job_iter = len(job_list), iter(job_list)
     elif cfg.kind != schema.KIND_DEMO and cfg.seed is not None:
         # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
-        n_jobs, job_iter = cfg.episodes, _jobs(dataset, range(cfg.seed, cfg.seed + cfg.episodes), _condition_list(cfg.conditions or None))
+        n_jobs, job_iter = cfg.episodes, _jobs(dataset, range(cfg.seed, cfg.seed + cfg.episodes), _condition_list(cfg.conditions or None, cfg.task))
     else:
         floor = seed_floor(catalog, dataset) if cfg.seed is None else 0
         n_jobs, job_iter = cfg.episodes, _reserving_jobs(ws, cfg, floor, report)
         if cfg.seed is not None:  # an explicit range is checked whole before anything runs
             check_seed_range(dataset, cfg.seed, cfg.episodes)
     if cfg.blueprint:
-        report.blueprint = save_default_blueprint(ws, dataset, spec.cameras)
+        report.blueprint = save_default_blueprint(ws, dataset, spec.cameras, cfg.task)
         catalog.register_blueprint(dataset, report.blueprint)
     t0 = time.perf_counter()
 
@@ -571,7 +605,7 @@ contiguous range, as does a longer one unless another collect of the same datase
 
 def _reserving_jobs(ws: Workspace, cfg: CollectConfig, floor: int, report: CollectReport) -> Iterator[EpisodeJob]:
     """The config's jobs, reserving their seeds (`reserve_seeds`) block by block as they are taken."""
-    conds = _condition_list(cfg.conditions or None)
+    conds = _condition_list(cfg.conditions or None, cfg.task)
     done = 0
     while done < cfg.episodes:
         k = min(SEED_BLOCK, cfg.episodes - done)
@@ -630,7 +664,7 @@ def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callabl
     # Workers are replaced every WORKER_EPISODES episodes: Rerun 0.41 leaks two native threads per
     # RecordingStream, and a process that has written ~7,700 recordings can no longer start threads.
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(cfg.task, cfg.spec, policy_factory, os.getpid()),
+                             initargs=(get_task(cfg.task), cfg.spec, policy_factory, os.getpid()),
                              max_tasks_per_child=WORKER_EPISODES) as pool:
         pending: set = set()
 
@@ -668,14 +702,14 @@ class _EpisodeActor:
     workers, so a cluster without shared storage works too.
     """
 
-    def __init__(self, task: str, spec: RecordingSpec, policy_factory: Callable) -> None:
+    def __init__(self, task, spec: RecordingSpec, policy_factory: Callable) -> None:
         try:
             import torch
 
             torch.set_num_threads(1)
         except ImportError:  # a scripted policy needs no torch
             pass
-        self.sim = make_sim(spec, task)
+        self.sim = make_sim(spec, _adopt(task))
         self.policy = policy_factory(self.sim)
         self.spec = spec
         self.scratch = Workspace(tempfile.mkdtemp(prefix="roboloop-ray-"))
@@ -707,7 +741,7 @@ def _collect_ray(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callable[[Ep
         ray.init(address=cfg.ray_address, num_cpus=n if local else None, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     actor_cls = ray.remote(num_cpus=1)(_EpisodeActor)
-    actors = [actor_cls.remote(cfg.task, cfg.spec, policy_factory) for _ in range(n)]
+    actors = [actor_cls.remote(get_task(cfg.task), cfg.spec, policy_factory) for _ in range(n)]
     in_flight: dict[Any, Any] = {}
 
     def submit(actor) -> None:

@@ -1,7 +1,155 @@
 """Tasks: what a robot does, under which conditions, and how success is judged.
 
-``envs/aloha/`` is the ALOHA bimanual transfer-cube task in MuJoCo: its scene conditions,
-simulator, scripted demonstrator, strict success, and what one of its episodes records.
+:mod:`roboloop.envs.task` defines the task protocol; ``envs/aloha/`` is the ALOHA bimanual
+transfer-cube task in MuJoCo (its scene conditions, simulator, scripted demonstrator, strict
+success, and what one of its episodes records).
+
+**The registry.** :func:`tasks` lists the registered tasks by name, :func:`get_task` gives one
+(:class:`UnknownTaskError`, listing the tasks, for a name it does not know). Built-in tasks are
+named by import path and loaded on first use; a package adds its own with
+:func:`register_task` or the entry point group ``roboloop.tasks`` (``name = "module:attr"``,
+where ``attr`` is a task instance or a class built without arguments).
 
 Importing this package loads no simulator.
 """
+
+from __future__ import annotations
+
+import functools
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from roboloop import schema
+from roboloop.envs.task import Task
+from roboloop.errors import RoboloopError
+
+__all__ = [
+    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "TaskLoadError", "UnknownTaskError", "describe_task", "failure_words", "get_task", "register_task",
+    "tasks", "unregister_task",
+]
+
+DEFAULT_TASK = "transfer_cube"
+"""The task of an episode, collect or evaluation that names none (every recording before tasks had names)."""
+ENTRY_POINT_GROUP = "roboloop.tasks"
+"""Entry point group through which installed packages add tasks."""
+
+BUILTIN: dict[str, str] = {
+    "transfer_cube": "roboloop.envs.aloha.task:TRANSFER_CUBE",
+}
+"""Built-in tasks: name -> ``module:attribute`` (loaded on first use)."""
+
+_REGISTERED: dict[str, Any] = {}
+
+
+class UnknownTaskError(RoboloopError, ValueError):
+    """A task name the registry does not know (the message lists the tasks)."""
+
+
+class TaskLoadError(RoboloopError):
+    """An installed task (entry point group ``roboloop.tasks``) failed to import."""
+
+
+def register_task(task: Any, *, replace: bool = False) -> Any:
+    """Register a task object (it must have the members of :class:`Task`); returns it.
+
+    ValueError when a task of that name is registered already (unless `replace`) or the
+    object lacks members of the protocol.
+    """
+    missing = [m for m in _MEMBERS if not hasattr(task, m)]
+    if missing:
+        raise ValueError(f"{task!r} is not a task: it lacks {', '.join(missing)} (see roboloop.envs.task.Task)")
+    name = str(task.name)
+    if not replace and name in _names() and _load(name) is not task:
+        raise ValueError(f"a task named {name!r} is registered already; pass replace=True to replace it")
+    _REGISTERED[name] = task
+    return task
+
+
+def unregister_task(name: str) -> None:
+    """Forget a task registered with :func:`register_task` (a built-in or entry-point task loads again on next use)."""
+    _REGISTERED.pop(name, None)
+
+
+_MEMBERS = tuple(
+    m for m in dir(Task) if not m.startswith("_")
+) + tuple(getattr(Task, "__annotations__", {}))
+
+
+@functools.cache
+def _entry_points() -> dict[str, Any]:
+    """The installed packages' tasks (read once per process: scanning the installed distributions is slow)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _names() -> list[str]:
+    return sorted({*BUILTIN, *_REGISTERED, *_entry_points()})
+
+
+def _instance(obj: Any) -> Any:
+    return obj() if isinstance(obj, type) else obj
+
+
+def _load(name: str) -> Any:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in BUILTIN:
+        module, _, attr = BUILTIN[name].partition(":")
+        task = _instance(getattr(importlib.import_module(module), attr))
+    else:
+        ep = _entry_points()[name]
+        try:
+            task = _instance(ep.load())
+        except Exception as exc:  # a broken plugin is named, with its error, not a traceback
+            raise TaskLoadError(f"task {name!r} ({ep.value}, entry point group {ENTRY_POINT_GROUP}) failed to load: "
+                                f"{type(exc).__name__}: {exc}; fix or uninstall the package that provides it") from exc
+    _REGISTERED[name] = task
+    return task
+
+
+def tasks() -> dict[str, Any]:
+    """Every registered task, by name (sorted)."""
+    return {name: _load(name) for name in _names()}
+
+
+def get_task(name: str | None = None) -> Any:
+    """The task called `name` (None: :data:`DEFAULT_TASK`); UnknownTaskError listing the tasks otherwise."""
+    name = DEFAULT_TASK if name is None else str(name).strip()
+    if name not in _REGISTERED and name not in _names():
+        raise UnknownTaskError(f"unknown task {name!r}; tasks: {', '.join(_names())} (list them with `roboloop tasks`)")
+    return _load(name)
+
+
+def describe_task(task: Any) -> dict[str, Any]:
+    """A task as plain data (what `roboloop tasks` prints): its axes with labels, aliases and counts,
+    cameras, stages, failure kinds, episode length and rate, start-state columns."""
+    axes = []
+    for axis in task.vocabulary.axes:
+        axes.append({
+            "axis": axis.name,
+            "labels": list(axis.labels),
+            "aliases": dict(axis.aliases),
+            "counts": f"0-{axis.max_count}" if axis.max_count is not None else "",
+            "appearance": axis.name in task.appearance_axes,
+        })
+    return {
+        "name": task.name,
+        "description": task.description,
+        "axes": axes,
+        "cameras": list(task.cameras),
+        "stages": list(task.stages),
+        "failure_kinds": dict(task.failure_kinds),
+        "episode_steps": int(task.episode_steps),
+        "control_hz": int(task.control_hz),
+        "start_state": list(task.start_columns),
+        "classifier_version": int(task.classifier_version),
+    }
+
+
+def failure_words() -> dict[str, str]:
+    """Every failure kind in words: the stored kinds `schema.FAILURE_KINDS` names (older classifiers'
+    included), then each registered task's own (`Task.failure_kinds`)."""
+    words = dict(schema.FAILURE_KINDS)
+    for task in tasks().values():
+        words.update(task.failure_kinds)
+    return words

@@ -20,6 +20,13 @@ evaluation seed range, disjoint from demonstration seeds). Cells and seeds are b
 before any policy exists: two policies evaluated on one grid face identical scenes, one
 to one, and a comparison pairs them on (cell, seed).
 
+**Tasks.** The axes and labels are those of the task (:func:`roboloop.envs.get_task`): the
+evaluation's ``task`` (``EvalConfig.task``), or, on a grid with a ``task`` axis
+(``task=transfer_cube,insertion region=near``), each cell's own. Each cell is validated by its
+task's vocabulary, so every listed task must have every other axis of the grid. ``task`` is in
+a cell's key (and so in its seeds) only when the grid names it: a grid without it keeps its
+keys. Rollouts of a cell run and record its task (one collect per task).
+
 **Rollouts** are recorded by collect's recorder into ``<dataset>_evals`` with
 ``kind = "rollout"`` and provenance properties (``episode.eval_id``, ``run_id``,
 ``checkpoint_sha256``, ``selection``, ``selection_digest``, ``config_digest``, ``cell``,
@@ -68,8 +75,8 @@ from roboloop.collect.run import (
     collect,
 )
 from roboloop.config import Config
-from roboloop.envs.aloha.conditions import AXES, CONDITION_AXES, SceneConditions
-from roboloop.envs.aloha.env import CAMERAS
+from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task, tasks
+from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
 from roboloop.train import PolicyFactory, run_info
 from roboloop.workspace import WRITER_EVAL, WRITER_RUN
@@ -87,9 +94,13 @@ __all__ = [
     "canonical_label",
     "check_new",
     "check_resumable",
+    "TASK_AXIS",
     "cell_conditions",
     "cell_key",
     "cell_seed",
+    "cell_task",
+    "grid_axes",
+    "parse_cell_key",
     "eval_row",
     "evaluate",
     "finished_pairs",
@@ -101,6 +112,7 @@ __all__ = [
     "rollout_jobs",
     "rollout_outcomes",
     "run_dataset",
+    "run_task",
     "valid_labels",
     "writing_evals",
 ]
@@ -119,39 +131,68 @@ class GridError(EvaluateError):
 
 # --- labels ------------------------------------------------------------------------------------
 
-def valid_labels(axis: str) -> list[str]:
-    """Every label `axis` accepts (canonical names first, then aliases, then counts)."""
-    if axis not in CONDITION_AXES:
-        raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
-    return AXES.axis(axis).accepted()
+TASK_AXIS = schema.TASK_AXIS
+"""The grid axis that names a cell's task (`task=transfer_cube,insertion`)."""
 
 
-def canonical_label(axis: str, label: str) -> str:
-    """The canonical label of `label` on `axis` (`near` -> `left`, distractors `2` -> `few`):
-    the task's rule (:mod:`roboloop.envs.conditions`), as a GridError when unknown."""
-    valid = valid_labels(axis)
-    key = AXES.lookup(axis, label)
-    if key is None:
+def _get_task(name: str):
+    try:
+        return get_task(name)
+    except UnknownTaskError as exc:
+        raise GridError(str(exc)) from None
+
+
+def grid_axes(task: str = DEFAULT_TASK) -> tuple[str, ...]:
+    """The axes a grid of `task` may name: the task's condition axes, then `task`."""
+    return (*_get_task(task).vocabulary.names, TASK_AXIS)
+
+
+def _cell_task(cell: Mapping[str, Any], task: str) -> str:
+    """The task of a cell: its `task` label when it names one, else `task`."""
+    return canonical_label(TASK_AXIS, cell[TASK_AXIS]) if TASK_AXIS in cell else task
+
+
+def valid_labels(axis: str, task: str = DEFAULT_TASK) -> list[str]:
+    """Every label `axis` accepts for `task` (canonical names first, then aliases, then counts); the
+    registered tasks for the `task` axis."""
+    if axis == TASK_AXIS:
+        return sorted(tasks())
+    vocabulary = _get_task(task).vocabulary
+    if axis not in vocabulary.names:
+        raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(grid_axes(task))} (of task {task!r})")
+    return vocabulary.axis(axis).accepted()
+
+
+def canonical_label(axis: str, label: str, task: str = DEFAULT_TASK) -> str:
+    """The canonical label of `label` on `axis` of `task` (`near` -> `left`, distractors `2` -> `few`):
+    the task's rule (:mod:`roboloop.envs.conditions`), as a GridError when unknown. On the `task`
+    axis, a registered task's name."""
+    valid = valid_labels(axis, task)
+    key = str(label).strip().lower() if axis == TASK_AXIS else _get_task(task).vocabulary.lookup(axis, label)
+    if key is None or (axis == TASK_AXIS and key not in valid):
         raise GridError(f"unknown {axis} label {label!r}; valid {axis} labels: {', '.join(valid)}")
     return key
 
 
-def cell_key(cell: Mapping[str, str]) -> str:
-    """Canonical key of a cell: labels canonicalized, axes sorted, e.g. `lighting=dim,yaw=any`."""
+def cell_key(cell: Mapping[str, str], task: str = DEFAULT_TASK) -> str:
+    """Canonical key of a cell: labels canonicalized by the vocabulary of the cell's task (its `task` label,
+    else `task`), axes sorted, e.g. `lighting=dim,yaw=any` (`task` is in the key only when the cell names it)."""
     if not cell:
         raise GridError("a cell needs at least one axis, e.g. {'region': 'default'}")
-    return AXES.cell_key({axis: canonical_label(axis, label) for axis, label in sorted(cell.items())})
+    own = _cell_task(cell, task)
+    return Vocabulary.format_key({axis: canonical_label(axis, label, own) for axis, label in sorted(cell.items())})
 
 
-def parse_cell_key(key: str) -> dict[str, str]:
+def parse_cell_key(key: str, task: str = DEFAULT_TASK) -> dict[str, str]:
     """Inverse of :func:`cell_key`."""
     try:
-        pairs = AXES.split_key(key)
+        pairs = Vocabulary.split_key(key)
     except ValueError as exc:
         raise GridError(str(exc)) from None
     if not pairs:
         raise GridError(f"bad cell key {key!r}: expected axis=label,axis=label")
-    return {axis: canonical_label(axis, label) for axis, label in pairs.items()}
+    own = _cell_task(pairs, task)
+    return {axis: canonical_label(axis, label, own) for axis, label in pairs.items()}
 
 
 def cell_seed(key: str, index: int) -> int:
@@ -165,48 +206,80 @@ def cell_seed(key: str, index: int) -> int:
     return schema.EVAL_SEED_BASE + int.from_bytes(digest[:8], "big") % schema.EVAL_SEED_SPAN
 
 
-def cell_conditions(cell: Mapping[str, str]) -> SceneConditions:
-    """The scene conditions of a cell (axes it does not name keep their defaults)."""
-    names = {axis: canonical_label(axis, label) for axis, label in cell.items()}
-    return SceneConditions.from_names(**names)
+def cell_task(cell: Mapping[str, str], task: str = DEFAULT_TASK) -> str:
+    """The name of the task a cell runs: its `task` label, else `task` (the evaluation's)."""
+    return _cell_task(cell, task)
+
+
+def cell_conditions(cell: Mapping[str, str], task: str = DEFAULT_TASK):
+    """The conditions of a cell, built by the cell's task (`Task.conditions`; axes it does not name keep their defaults)."""
+    own = _cell_task(cell, task)
+    names = {axis: canonical_label(axis, label, own) for axis, label in cell.items() if axis != TASK_AXIS}
+    try:
+        return _get_task(own).conditions(names)
+    except ValueError as exc:
+        raise GridError(str(exc)) from None
 
 
 # --- grid --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Grid:
-    """A product of scene-condition axes; axes sorted by name, labels canonical and unique."""
+    """A product of condition axes; axes sorted by name, labels canonical and unique.
+
+    Each cell is validated by the vocabulary of its task: the `task` axis when the grid has one
+    (every task it lists must have every other axis of the grid, with the same canonical labels),
+    else `task` (the evaluation's; not stored, not compared: `to_dict` holds the axes only).
+    """
 
     axes: tuple[tuple[str, tuple[str, ...]], ...]
+    task: str = field(default=DEFAULT_TASK, compare=False)
 
     def __post_init__(self) -> None:
         if not self.axes:
-            raise GridError(f"a grid needs at least one axis (valid axes: {', '.join(CONDITION_AXES)}), "
+            raise GridError(f"a grid needs at least one axis (valid axes: {', '.join(grid_axes(self.task))}), "
                             "e.g. region=default")
-        seen: dict[str, tuple[str, ...]] = {}
+        given: dict[str, Any] = {}
         for axis, labels in self.axes:
-            if axis not in CONDITION_AXES:
-                raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(CONDITION_AXES)}")
-            if axis in seen:
+            if axis in given:
                 raise GridError(f"grid axis {axis!r} is given twice")
             if isinstance(labels, str) or not labels:
-                raise GridError(f"grid axis {axis!r} needs a list of labels, e.g. {axis}={','.join(valid_labels(axis)[:2])}")
-            canon: list[str] = []
-            for label in labels:
-                c = canonical_label(axis, label)
-                if c in canon:
-                    raise GridError(f"grid axis {axis!r} lists {c!r} twice ({label!r} means {c!r})")
-                canon.append(c)
-            seen[axis] = tuple(canon)
+                example = ",".join(valid_labels(axis, self.task)[:2]) if axis in grid_axes(self.task) else "a,b"
+                raise GridError(f"grid axis {axis!r} needs a list of labels, e.g. {axis}={example}")
+            given[axis] = labels
+        scope = [self.task]
+        seen: dict[str, tuple[str, ...]] = {}
+        if TASK_AXIS in given:
+            seen[TASK_AXIS] = scope = self._canonical(TASK_AXIS, given.pop(TASK_AXIS), self.task)
+        for axis, labels in given.items():
+            per_task = {t: self._canonical(axis, labels, t) for t in scope}
+            if len(set(per_task.values())) > 1:
+                raise GridError(f"grid axis {axis!r}: the tasks read {list(labels)} differently ({per_task}); "
+                                "evaluate them in separate grids")
+            seen[axis] = per_task[scope[0]]
         object.__setattr__(self, "axes", tuple(sorted(seen.items())))
 
+    @staticmethod
+    def _canonical(axis: str, labels: Sequence[Any], task: str) -> tuple[str, ...]:
+        if axis != TASK_AXIS and axis not in grid_axes(task):
+            raise GridError(f"unknown grid axis {axis!r}; valid axes: {', '.join(grid_axes(task))} (of task {task!r}: "
+                            "each cell is validated by its own task's vocabulary; evaluate tasks without this axis in "
+                            "another grid)")
+        canon: list[str] = []
+        for label in labels:
+            c = canonical_label(axis, label, task)
+            if c in canon:
+                raise GridError(f"grid axis {axis!r} lists {c!r} twice ({label!r} means {c!r})")
+            canon.append(c)
+        return tuple(canon)
+
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Grid:
-        """`{"region": ["near", "far"], "yaw": "none,any"}` -> Grid."""
+    def from_dict(cls, d: Mapping[str, Any], task: str = DEFAULT_TASK) -> Grid:
+        """`{"region": ["near", "far"], "yaw": "none,any"}` -> Grid (cells of `task` unless it has a `task` axis)."""
         axes = []
         for axis, labels in d.items():
             name = str(axis).strip().lower()
-            examples = valid_labels(name)[:2] if name in CONDITION_AXES else ["near", "far"]
+            examples = valid_labels(name, task)[:2] if name in grid_axes(task) else ["near", "far"]
             example = f"{name}={','.join(examples)}"
             if isinstance(labels, str):
                 labels = [p.strip() for p in labels.split(",")]
@@ -218,10 +291,19 @@ class Grid:
                 raise GridError(f"grid axis {name!r} needs a list of labels, got {labels!r}; write e.g. {example} "
                                 f"(in TOML: {name} = [{toml}])")
             axes.append((name, tuple(str(x) for x in labels)))
-        return cls(tuple(axes))
+        return cls(tuple(axes), task)
 
     def to_dict(self) -> dict[str, list[str]]:
         return {axis: list(labels) for axis, labels in self.axes}
+
+    def for_task(self, task: str) -> Grid:
+        """This grid with cells of `task` where a cell names no task (validated again)."""
+        return self if task == self.task else Grid(self.axes, task)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the grid's cells run (its `task` axis, else its task)."""
+        return dict(self.axes).get(TASK_AXIS, (self.task,))
 
     def cells(self) -> list[dict[str, str]]:
         """Every cell, in a fixed order (product over the sorted axes, labels in grid order)."""
@@ -230,13 +312,13 @@ class Grid:
 
     def keys(self) -> list[str]:
         """Canonical keys of :meth:`cells`, same order."""
-        return [cell_key(c) for c in self.cells()]
+        return [cell_key(c, self.task) for c in self.cells()]
 
     def __str__(self) -> str:
         return " ".join(f"{axis}={','.join(labels)}" for axis, labels in self.axes)
 
 
-def parse_grid(text_or_path: str | Path) -> Grid:
+def parse_grid(text_or_path: str | Path, task: str = DEFAULT_TASK) -> Grid:
     """A grid from inline text (`region=near,far yaw=none,any`) or a TOML file.
 
     TOML: axes as keys with a list of labels (or a comma-separated string), at top level or
@@ -256,25 +338,27 @@ def parse_grid(text_or_path: str | Path) -> Grid:
             raise GridError(f"grid file {path} is not valid TOML: {exc}") from None
         if "grid" in data and isinstance(data["grid"], dict):
             data = data["grid"]
-        return Grid.from_dict(data)
+        return Grid.from_dict(data, task)
     text = str(text_or_path).strip()
     axes: dict[str, str] = {}
     for token in text.replace(";", " ").split():
         axis, sep, labels = token.partition("=")
         if not sep or not axis or not labels:
             raise GridError(f"bad grid term {token!r}: expected axis=label,label (e.g. region=near,far); "
-                            f"valid axes: {', '.join(CONDITION_AXES)}")
+                            f"valid axes: {', '.join(grid_axes(task))}")
         axis = axis.strip().lower()
         if axis in axes:
             raise GridError(f"grid axis {axis!r} is given twice")
         axes[axis] = labels
-    return Grid.from_dict(axes)
+    return Grid.from_dict(axes, task)
 
 
 # --- config ------------------------------------------------------------------------------------
 
-def _camera_names() -> tuple[str, ...]:
-    return CAMERAS
+def _camera_names(task_names: Sequence[str]) -> tuple[str, ...]:
+    """The cameras every one of the tasks can render."""
+    renderable = [set(get_task(t).cameras) for t in task_names]
+    return tuple(c for c in get_task(task_names[0]).cameras if all(c in r for r in renderable))
 
 
 @dataclass(frozen=True)
@@ -286,7 +370,7 @@ class EvalConfig(Config):
     policy: str = schema.POLICY_SCRIPTED
     """`scripted` (the scripted demonstrator) or a training run id."""
     grid: Grid = field(default_factory=lambda: Grid((("region", ("default",)),)))
-    """Scene-condition axes whose product gives the cells."""
+    """Condition axes whose product gives the cells (a `task` axis runs each cell on its task)."""
     episodes_per_cell: int = 10
     """Rollouts per cell; episode i of a cell uses cell_seed(cell, i)."""
     eval_id: str | None = None
@@ -303,11 +387,23 @@ class EvalConfig(Config):
     """Rate of the recorded 3D scene poses (divides 50)."""
     steps: int | None = None
     """Control steps per rollout (None = the task's 300)."""
-    task: str = "transfer_cube"
-    """Simulated task."""
+    task: str = DEFAULT_TASK
+    """The task of every cell that names none (`roboloop tasks` lists them)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
+        """As `Config.from_dict`, the grid read with the config's task (whose vocabulary validates its cells)."""
+        data = dict(data)
+        if isinstance(data.get("grid"), Mapping):
+            data["grid"] = Grid.from_dict(data["grid"], str(data.get("task") or DEFAULT_TASK))
+        return super().from_dict(data)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        try:
+            get_task(self.task)
+        except UnknownTaskError as exc:
+            raise EvaluateError(str(exc)) from None
         try:
             schema.validate_demo_dataset_name(self.dataset)
         except ValueError as exc:
@@ -317,7 +413,8 @@ class EvalConfig(Config):
         if self.policy != schema.POLICY_SCRIPTED:
             schema.validate_segment_id(self.policy)
         if not isinstance(self.grid, Grid):
-            object.__setattr__(self, "grid", Grid.from_dict(self.grid))
+            object.__setattr__(self, "grid", Grid.from_dict(self.grid, self.task))
+        object.__setattr__(self, "grid", self.grid.for_task(self.task))
         if isinstance(self.episodes_per_cell, bool) or not isinstance(self.episodes_per_cell, int) or self.episodes_per_cell < 1:
             raise EvaluateError(f"episodes_per_cell must be an int >= 1, got {self.episodes_per_cell!r}")
         n_cells = math.prod(len(labels) for _, labels in self.grid.axes)
@@ -335,9 +432,10 @@ class EvalConfig(Config):
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise EvaluateError(f"workers must be an int >= 1, got {self.workers!r}")
         object.__setattr__(self, "cameras", tuple(self.cameras))
-        bad = [c for c in self.cameras if c not in _camera_names()]
+        valid = _camera_names(self.grid.tasks)
+        bad = [c for c in self.cameras if c not in valid]
         if bad:
-            raise EvaluateError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(_camera_names())}")
+            raise EvaluateError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(valid)}")
         object.__setattr__(self, "camera_size", tuple(int(v) for v in self.camera_size))
         if len(self.camera_size) != 2:
             raise EvaluateError(f"camera_size must be (width, height), got {self.camera_size!r}")
@@ -381,6 +479,7 @@ class PolicySource:
     camera_size: tuple[int, int] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # episode-group properties
     dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
+    task: str | None = None  # the task the run trained on, when its run info says (None: any)
 
 
 def no_run_provenance() -> dict[str, Any]:
@@ -425,6 +524,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         policy,
         PolicyFactory(str(workspace.root), policy),
         dataset=info.get("dataset"),
+        task=info.get("task") or None,
         run_id=policy,
         cameras=tuple(info.get("cameras") or ()),
         camera_size=tuple(int(v) for v in size) if size else None,
@@ -441,6 +541,11 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
 def run_dataset(workspace, run_id: str) -> str:
     """The demonstration dataset a training run was trained on (from its run_info)."""
     return str(resolve_policy(workspace, run_id).dataset or schema.DEFAULT_DATASET)
+
+
+def run_task(workspace, run_id: str) -> str:
+    """The task a training run was trained on (its run_info's `task`; the default task when it names none)."""
+    return str(resolve_policy(workspace, run_id).task or DEFAULT_TASK)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -544,7 +649,7 @@ def plan_pairs(cfg: EvalConfig) -> list[tuple[int, dict[str, str], str, int, int
     """Every (cell number, cell, cell key, index, seed) of the evaluation, before any policy exists."""
     out = []
     for no, cell in enumerate(cfg.grid.cells()):
-        key = cell_key(cell)
+        key = cell_key(cell, cfg.task)
         for i in range(cfg.episodes_per_cell):
             out.append((no, cell, key, i, cell_seed(key, i)))
     return out
@@ -595,8 +700,9 @@ def check_resumable(stored_config: Mapping[str, Any], cfg: EvalConfig) -> None:
 
 
 def rollout_jobs(eval_id: str, source: PolicySource,
-                 todo: Sequence[tuple[int, Mapping[str, str], str, int, int]]) -> list[EpisodeJob]:
-    """Episode jobs of (cell number, cell, cell key, index, seed) tuples, with the rollout provenance of `eval_id`."""
+                 todo: Sequence[tuple[int, Mapping[str, str], str, int, int]], task: str = DEFAULT_TASK) -> list[EpisodeJob]:
+    """Episode jobs of (cell number, cell, cell key, index, seed) tuples, with the rollout provenance of `eval_id`;
+    each job runs the cell's task (its `task` label, else `task`)."""
     jobs = []
     for no, cell, key, index, seed in todo:
         sid = schema.validate_segment_id(f"{eval_id}-c{no:02d}-i{index:04d}-{uuid.uuid4().hex[:6]}")
@@ -606,7 +712,8 @@ def rollout_jobs(eval_id: str, source: PolicySource,
             schema.EPISODE_CELL: key,
             schema.EPISODE_INDEX_IN_CELL: index,
         }
-        jobs.append(EpisodeJob(seed, cell_conditions(dict(cell)), sid, {schema.EPISODE: provenance}))
+        jobs.append(EpisodeJob(seed, cell_conditions(dict(cell), task), sid, {schema.EPISODE: provenance},
+                               task=cell_task(cell, task)))
     return jobs
 
 
@@ -636,9 +743,14 @@ def rollout_outcomes(catalog, evals_dataset: str, eval_ids: Sequence[str]) -> di
 
 def collect_rollouts(catalog, dataset: str, jobs: list[EpisodeJob], *, spec: RecordingSpec, task: str, policy_factory,
                      steps: int | None, workers: int, on_result) -> None:
-    """Run and register rollout jobs through collect (the same runner and recorder as demonstrations)."""
-    config = CollectConfig(dataset=dataset, workers=workers, spec=spec, task=task, kind=schema.KIND_ROLLOUT, steps=steps)
-    collect(catalog, config, jobs=jobs, policy_factory=policy_factory, on_result=on_result)
+    """Run and register rollout jobs through collect (the same runner and recorder as demonstrations): one
+    collect per task, in the order the jobs first name it (a job without a task runs `task`)."""
+    by_task: dict[str, list[EpisodeJob]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task or task, []).append(job)
+    for name, group in by_task.items():
+        config = CollectConfig(dataset=dataset, workers=workers, spec=spec, task=name, kind=schema.KIND_ROLLOUT, steps=steps)
+        collect(catalog, config, jobs=group, policy_factory=policy_factory, on_result=on_result)
 
 
 
@@ -751,11 +863,14 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     if source.dataset and source.dataset != cfg.dataset:
         raise EvaluateError(f"run {cfg.policy!r} was trained on dataset {source.dataset!r}, not {cfg.dataset!r}; "
                             f"evaluate it with --dataset {source.dataset} (rollouts go to {source.dataset}_evals)")
+    if source.task and source.task not in cfg.grid.tasks:
+        raise EvaluateError(f"run {cfg.policy!r} was trained on task {source.task!r}, not {', '.join(cfg.grid.tasks)}; "
+                            f"evaluate it with --task {source.task} (or a grid with task={source.task})")
     spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
 
     done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}
     todo = [p for p in pairs if (p[2], p[3]) not in done_pairs]
-    jobs = rollout_jobs(eval_id, source, todo)
+    jobs = rollout_jobs(eval_id, source, todo, cfg.task)
 
     report = EvalReport(eval_id, cfg, keys, skipped=len(pairs) - len(todo))
     base_row = {**eval_row_base(cfg, eval_id, source, spec, keys, previous), "planned": len(pairs)}

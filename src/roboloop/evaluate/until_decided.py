@@ -53,6 +53,7 @@ from roboloop import rows, schema
 from roboloop.catalog.index import load as load_index
 from roboloop.catalog.index import write_row as write_index_row
 from roboloop.collect.run import EpisodeResult
+from roboloop.envs import get_task
 from roboloop.evaluate.run import (
     EvalConfig,
     EvalReport,
@@ -61,6 +62,7 @@ from roboloop.evaluate.run import (
     PolicySource,
     cell_key,
     cell_seed,
+    cell_task,
     check_new,
     collect_rollouts,
     eval_row,
@@ -154,8 +156,8 @@ class SequentialReport(EvalReport):
         return bool(self.sequential.get("done"))
 
 
-def metric_value(outcome: Mapping[str, Any], metric: str) -> float:
-    """A rollout's value for the test: 0/1 success, or the stage score in [0, 1]."""
+def metric_value(outcome: Mapping[str, Any], metric: str, n_stages: int = len(schema.STAGES)) -> float:
+    """A rollout's value for the test: 0/1 success, or the stage score in [0, 1] (its task has `n_stages` stages)."""
     if metric == schema.METRIC_SUCCESS:
         if outcome.get(schema.OUTCOME_SUCCESS) is None:
             raise SequentialEvalError("a rollout has no outcome (unlabelled): label it with `roboloop label` first; "
@@ -164,7 +166,7 @@ def metric_value(outcome: Mapping[str, Any], metric: str) -> float:
     stage = outcome.get(schema.OUTCOME_STAGE)
     if stage is None:
         raise SequentialEvalError("a rollout lacks outcome.stage: the stage metric needs rollouts recorded with stages; use --metric success")
-    return stage_score(int(stage))
+    return stage_score(int(stage), n_stages)
 
 
 # --- validation (nothing written) ------------------------------------------------------------------
@@ -326,9 +328,10 @@ class _SequentialRun:
         self.eval_id = str(cfg.eval_id)
         self.evals_ds = cfg.evals_dataset
         cells = cfg.grid.cells()
-        self.keys = [cell_key(c) for c in cells]
+        self.keys = [cell_key(c, cfg.task) for c in cells]
         self.number = {k: i for i, k in enumerate(self.keys)}
         self.by_key = dict(zip(self.keys, cells))
+        self.n_stages = {k: len(get_task(cell_task(c, cfg.task)).stages) for k, c in self.by_key.items()}
         self.base_source: PolicySource | None = None
         self.base_spec = None
 
@@ -338,8 +341,8 @@ class _SequentialRun:
         """Read both evaluations' recorded rollouts and start the driver on the pairs to replay."""
         outcomes = rollout_outcomes(self.catalog, self.evals_ds, [self.against, self.eval_id])
         self.base_out, self.chal_out = outcomes[self.against], outcomes[self.eval_id] if resume else {}
-        self.base_vals = {p: metric_value(o, self.seq.metric) for p, o in self.base_out.items()}
-        self.chal_vals = {p: metric_value(o, self.seq.metric) for p, o in self.chal_out.items()}
+        self.base_vals = {p: self.value(p, o) for p, o in self.base_out.items()}
+        self.chal_vals = {p: self.value(p, o) for p, o in self.chal_out.items()}
         self.observed = _replayed_pairs(self.keys, self.previous, self.seq, self.base_vals, self.chal_vals)
         try:
             self.drv = SequentialDriver(self.keys, self.seq, observed=self.observed)
@@ -396,7 +399,7 @@ class _SequentialRun:
         todo_chal = [self.job(k, i) for k, i in wanted if (k, i) not in self.chal_vals]
         if todo_chal:
             cfg = self.cfg
-            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal), spec=self.spec,
+            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.eval_id, self.source, todo_chal, self.cfg.task), spec=self.spec,
                              task=cfg.task, policy_factory=self.source.factory, steps=cfg.steps, workers=cfg.workers,
                              on_result=self.recorder(self.chal_vals, self.chal_out, self.report.results))
         drv.add_round({k: [(self.base_vals[(k, i)], self.chal_vals[(k, i)]) for i in range(drv.tests[k].n, drv.tests[k].n + n)]
@@ -410,12 +413,16 @@ class _SequentialRun:
         base_cfg, base_source = self.base_cfg, self.base_source
         n_before = len(self.report.baseline_results)
         try:
-            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo), spec=self.base_spec,
+            collect_rollouts(self.catalog, self.evals_ds, rollout_jobs(self.against, base_source, todo, base_cfg.task), spec=self.base_spec,
                              task=base_cfg.task, policy_factory=base_source.factory, steps=base_cfg.steps,
                              workers=self.cfg.workers, on_result=self.recorder(self.base_vals, self.base_out, self.report.baseline_results))
         finally:
             if len(self.report.baseline_results) > n_before:
                 self.extend_baseline(len(self.report.baseline_results) - n_before)
+
+    def value(self, pair: tuple[str, int], outcome: Mapping[str, Any]) -> float:
+        """The test value of a rollout of `pair` (cell key, index): the stage score counts its cell's task's stages."""
+        return metric_value(outcome, self.seq.metric, self.n_stages.get(pair[0], len(schema.STAGES)))
 
     def recorder(self, values: dict, outs: dict, sink: list) -> Callable[[EpisodeResult], None]:
         """What each finished rollout goes through: indexed, its outcome and test value kept, passed on."""
@@ -424,7 +431,7 @@ class _SequentialRun:
             ep = result.properties[schema.EPISODE]
             pair = (str(ep[schema.EPISODE_CELL]), int(ep[schema.EPISODE_INDEX_IN_CELL]))
             outs[pair] = dict(result.outcome)
-            values[pair] = metric_value(result.outcome, self.seq.metric)
+            values[pair] = self.value(pair, result.outcome)
             sink.append(result)
             if self.on_result is not None:
                 self.on_result(result)

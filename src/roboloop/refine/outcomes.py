@@ -24,7 +24,6 @@ it is listed as skipped.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +36,7 @@ from roboloop import faults, rows, schema
 from roboloop.catalog.index import BASE_GROUPS
 from roboloop.catalog.index import read as read_index
 from roboloop.collect.run import outcome_properties
-from roboloop.envs.aloha.conditions import SceneConditions
-from roboloop.envs.aloha.env import AlohaSim
-from roboloop.envs.aloha.recording import outcome_markdown
-from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessTracker
+from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task
 from roboloop.errors import RoboloopError
 from roboloop.record.episode import write_layer_version
 from roboloop.refine.layers import read_streams
@@ -68,11 +64,9 @@ class ReoutcomeReport:
     before: dict[str, str] = field(default_factory=dict)  # segment id -> the kind it had
 
 
-def _conditions(row: Mapping[str, Any]):
-    names = {f.name for f in dataclasses.fields(SceneConditions)}
-    cond = {k.split(".", 1)[1]: v for k, v in row.items()
-            if k.startswith(f"{schema.SCENE}.") and k.split(".", 1)[1] in names and v is not None}
-    return SceneConditions.from_dict(cond)
+def _conditions(row: Mapping[str, Any], task):
+    prefix = f"{schema.SCENE}."
+    return task.conditions_from_dict({k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix) and v is not None})
 
 
 def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.ndarray | None = None,
@@ -83,13 +77,16 @@ def judge_replay(sim, seed: int, conditions, targets: np.ndarray, positions: np.
     observed before each action) every step is checked: a divergence raises ReplayMismatch.
     """
     sim.reset(int(seed), conditions)
-    tracker = SuccessTracker()
+    task = get_task(sim.task)
+    tracker = task.tracker()
+    recorded = ((schema.JOINT_POSITIONS, "joint positions differ", positions), (schema.CUBE_POSE, "cube pose differs", cube))
+    checked = [(path, name, values) for path, name, values in recorded if values is not None]
     for k in range(len(targets)):
-        for name, recorded, now in (("joint positions differ", positions, sim.joint_positions),
-                                    ("cube pose differs", cube, sim.cube_pose)):
-            if recorded is None:
+        state = task.snapshot(sim) if checked else {}
+        for path, name, values in checked:
+            if path not in state:
                 continue
-            diff = float(np.max(np.abs(np.asarray(now(), np.float64) - recorded[k])))
+            diff = float(np.max(np.abs(np.asarray(state[path], np.float64) - values[k])))
             if not diff <= tolerance:
                 raise ReplayMismatch(f"the replay's {name} from the recording by {diff:.3g} at step {k} "
                                      f"(tolerance {tolerance:g}): recorded with other physics or software")
@@ -190,7 +187,15 @@ def _judged_by_an_older_classifier(table: list[dict[str, Any]], index_rows: Mapp
             v = min(v, int((index_rows.get(r["segment_id"]) or {}).get(_VERSION_COL) or 1))
         return v
 
-    return [r for r in table if r.get(_OK_COL) is False and version(r) < CLASSIFIER_VERSION]
+    return [r for r in table if r.get(_OK_COL) is False and version(r) < _classifier_version(r)]
+
+
+def _classifier_version(row: Mapping[str, Any]) -> int:
+    """The version of the success judgement of the row's task (0 for a task not registered here: never older)."""
+    try:
+        return int(get_task(row.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or DEFAULT_TASK).classifier_version)
+    except UnknownTaskError:
+        return 0
 
 
 def _rejudge(ws, dataset: str, sims: dict[str, Any], r: Mapping[str, Any], streams, report: ReoutcomeReport):
@@ -206,13 +211,14 @@ def _rejudge(ws, dataset: str, sims: dict[str, Any], r: Mapping[str, Any], strea
     except ReoutcomeError as exc:
         report.skipped[sid] = str(exc)
         return None
-    new = outcome_properties(res, len(streams.values(schema.JOINT_TARGETS)), dt)
+    task = r.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or DEFAULT_TASK
+    new = outcome_properties(res, len(streams.values(schema.JOINT_TARGETS)), dt, task)
     new[schema.OUTCOME_JUDGED_AT] = rows.now_iso()
     report.judged[sid] = new
     old_t = r.get(f"{schema.OUTCOME}.{schema.OUTCOME_FAILURE_TIME_S}")
     if new[schema.OUTCOME_FAILURE_REASON] != r.get(_REASON_COL) or not _same(new[schema.OUTCOME_FAILURE_TIME_S], old_t):
         report.changed.append(sid)
-    text = rr.TextDocument(outcome_markdown(_groups(r, new)), media_type="text/markdown")
+    text = rr.TextDocument(get_task(task).markdown(_groups(r, new)), media_type="text/markdown")
     return write_layer_version(ws, dataset, schema.OUTCOME_LAYER, sid, {schema.OUTCOME: new}, statics={schema.OUTCOME_TEXT: text})
 
 
@@ -248,21 +254,25 @@ def _same(a: Any, b: Any) -> bool:
 def _replay(sims: dict[str, Any], row: Mapping[str, Any], streams) -> tuple[Any, float]:
     sid = row["segment_id"]
     seed = row.get(f"{schema.EPISODE}.{schema.EPISODE_SEED}")
-    task = row.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or "transfer_cube"
+    name = row.get(f"{schema.EPISODE}.{schema.EPISODE_TASK}") or DEFAULT_TASK
     hz = row.get(f"{schema.EPISODE}.{schema.EPISODE_CONTROL_HZ}") or schema.CONTROL_HZ
     targets = streams.values(schema.JOINT_TARGETS)
     if seed is None or targets is None or len(targets) == 0:
         raise ReoutcomeError(f"{sid} has no seed or no recorded joint targets: it cannot be replayed")
     try:
-        conditions = _conditions(row)
+        task = get_task(name)
+    except UnknownTaskError as exc:
+        raise ReoutcomeError(f"{sid}: task {name!r} cannot be simulated here ({exc})") from exc
+    try:
+        conditions = _conditions(row, task)
     except (ValueError, TypeError) as exc:
         raise ReoutcomeError(f"{sid}: its scene conditions do not read back ({exc})") from exc
-    sim = sims.get(task)
+    sim = sims.get(name)
     if sim is None:
         try:
-            sim = sims[task] = AlohaSim(task=task, cameras=())
+            sim = sims[name] = task.make_sim(())
         except ValueError as exc:
-            raise ReoutcomeError(f"{sid}: task {task!r} cannot be simulated here ({exc})") from exc
+            raise ReoutcomeError(f"{sid}: task {name!r} cannot be simulated here ({exc})") from exc
     positions = streams.values(schema.JOINT_POSITIONS)
     cube = streams.values(schema.CUBE_POSE)
     res = judge_replay(sim, int(seed), conditions, targets, positions, cube)

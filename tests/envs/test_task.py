@@ -1,0 +1,208 @@
+"""The task protocol and registry (envs/task.py, envs/__init__.py), transfer cube as its first
+implementation, `task` as an axis of evaluation grids and plan items, and `roboloop tasks`."""
+
+import hashlib
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from roboloop import schema
+from roboloop.analyze.rollouts import success_by
+from roboloop.collect.plan import Plan, PlanError, PlanItem, execute_plan
+from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, collect, make_sim, run_episode
+from roboloop.envs import (
+    DEFAULT_TASK,
+    Task,
+    UnknownTaskError,
+    describe_task,
+    get_task,
+    register_task,
+    tasks,
+    unregister_task,
+)
+from roboloop.envs.aloha.conditions import AXES, REGIONS, SceneConditions
+from roboloop.envs.aloha.env import AlohaSim
+from roboloop.envs.aloha.task import TransferCube
+from roboloop.envs.conditions import Axis, Vocabulary
+from roboloop.evaluate.run import EvalConfig, GridError, cell_key, evaluate, parse_grid
+
+TWIN = "cube_twin"
+
+
+class CubeTwin(TransferCube):
+    """A second task for routing tests: the transfer cube under another name (its sim says so)."""
+
+    def make_sim(self, cameras=(), width=320, height=240):
+        sim = AlohaSim(cameras=cameras, width=width, height=height)
+        sim.task = self.name
+        return sim
+
+
+class NoYaw(TransferCube):
+    """A task whose vocabulary lacks the yaw axis."""
+
+    vocabulary = Vocabulary((Axis("region", tuple(REGIONS), {"near": "left", "far": "right"}),))
+
+
+@pytest.fixture
+def twin():
+    task = register_task(CubeTwin(name=TWIN))
+    yield task
+    unregister_task(TWIN)
+
+
+def test_registry_lists_and_finds_tasks():
+    cube = get_task("transfer_cube")
+    assert get_task(None) is cube and DEFAULT_TASK == "transfer_cube"
+    assert "transfer_cube" in tasks() and isinstance(cube, Task)
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'peg'; tasks: .*transfer_cube"):
+        get_task("peg")
+    with pytest.raises(ValueError, match="is not a task: it lacks"):
+        register_task(object())
+
+
+def test_register_and_unregister(twin):
+    assert get_task(TWIN) is twin and TWIN in tasks()
+    with pytest.raises(ValueError, match="registered already"):
+        register_task(CubeTwin(name=TWIN))
+    unregister_task(TWIN)
+    with pytest.raises(UnknownTaskError):
+        get_task(TWIN)
+
+
+def test_transfer_cube_members():
+    cube = get_task("transfer_cube")
+    assert cube.vocabulary is AXES and cube.stages == schema.STAGES and cube.episode_steps == 300
+    assert cube.conditions({"region": "near", "yaw": "any"}) == SceneConditions.from_names(region="left", yaw="any")
+    assert cube.conditions() == SceneConditions()
+    with pytest.raises(ValueError, match="valid region labels"):
+        cube.conditions({"region": "moon"})
+    c = SceneConditions.from_names(region="right", yaw="any", lighting="dim")
+    assert cube.conditions_from_dict({**c.to_dict(), "cube_x": 1.0, "yaw": "any"}) == c
+    # the start state is the pose the simulator places the cube at on reset (read from its qpos)
+    sim = cube.make_sim(())
+    try:
+        for seed in (3, 4):
+            sim.reset(seed, c)
+            x, y, _, qw, _, _, qz = sim.cube_pose()
+            state = cube.start_state(seed, c)
+            assert state == {"cube_x": x, "cube_y": y, "cube_yaw_deg": pytest.approx(math.degrees(2 * math.atan2(qz, qw)))}
+            assert cube.scene_properties(c, seed) == {**c.to_dict(), "region_label": c.region_label, "yaw": "any", **state}
+            snap = cube.snapshot(sim)
+            assert (snap[schema.JOINT_POSITIONS] == sim.joint_positions()).all() and (snap[schema.CUBE_POSE] == sim.cube_pose()).all()
+    finally:
+        sim.close()
+
+
+def test_grid_task_axis_keys_and_validation(twin):
+    plain = parse_grid("region=near,far")
+    assert plain.keys() == ["region=left", "region=right"]  # a grid without `task` keeps its keys
+    g = parse_grid(f"task=transfer_cube,{TWIN} region=near")
+    assert g.keys() == ["region=left,task=transfer_cube", f"region=left,task={TWIN}"]  # labels in grid order
+    assert g.tasks == ("transfer_cube", TWIN)
+    assert cell_key({"task": TWIN.upper(), "region": "near"}) == f"region=left,task={TWIN}"
+    with pytest.raises(GridError, match="unknown task label 'peg'; valid task labels: .*transfer_cube"):
+        parse_grid("task=peg region=near")
+    register_task(NoYaw(name="no_yaw"))
+    try:
+        with pytest.raises(GridError, match="unknown grid axis 'yaw'.*of task 'no_yaw'"):
+            parse_grid("task=transfer_cube,no_yaw yaw=any")
+        assert parse_grid("task=transfer_cube,no_yaw region=far").keys() == ["region=right,task=transfer_cube", "region=right,task=no_yaw"]
+        with pytest.raises(GridError, match="unknown grid axis 'yaw'"):
+            EvalConfig(task="no_yaw", grid=parse_grid("yaw=any"))
+        cfg = EvalConfig(task="no_yaw", grid=parse_grid("region=near", task="no_yaw"))
+        assert EvalConfig.from_dict(cfg.to_dict()) == cfg
+    finally:
+        unregister_task("no_yaw")
+
+
+def test_plan_item_targets_a_task(twin):
+    item = PlanItem({"task": TWIN, "region": "near"}, 2)
+    assert item.task == TWIN and item.key == f"region=left,task={TWIN}"
+    assert item.scene_conditions() == SceneConditions.from_names(region="left")
+    assert PlanItem({"region": "near"}, 1).task == DEFAULT_TASK and "task" not in PlanItem({"region": "near"}, 1).conditions
+    with pytest.raises(PlanError, match="unknown task 'peg'"):
+        PlanItem({"task": "peg"}, 1)
+
+
+def test_plan_collects_each_item_on_its_task(catalog, twin):
+    plan = Plan("two-tasks", "pt", items=(PlanItem({"region": "near"}, 1), PlanItem({"task": TWIN, "region": "far"}, 1)))
+    run = execute_plan(catalog, plan, spec=RecordingSpec(cameras=()), steps=10)
+    rows = {r["segment_id"]: r for r in catalog.segment_table("pt").to_pylist()}
+    assert {k: [rows[s]["episode.task"] for s in ids] for k, ids in run.collected.items()} == {
+        "region=left": ["transfer_cube"], f"region=right,task={TWIN}": [TWIN]}
+    # a job of one task never runs on another task's simulator
+    sim = make_sim(RecordingSpec(cameras=()))
+    try:
+        with pytest.raises(ValueError, match=f"runs task '{TWIN}', the simulator simulates 'transfer_cube'"):
+            run_episode(sim, None, EpisodeJob(1, SceneConditions(), "pt-s000001-abcdef", task=TWIN),
+                        workspace=catalog.workspace, dataset="pt", spec=RecordingSpec(cameras=()))
+    finally:
+        sim.close()
+
+
+def test_worker_processes_run_a_task_registered_at_runtime(catalog, twin):
+    """Spawned workers know only built-in and installed tasks: collect hands them the task object."""
+    cfg = CollectConfig(dataset="wk", episodes=2, workers=2, task=TWIN, steps=5, spec=RecordingSpec(cameras=()))
+    report = collect(catalog, cfg)
+    assert len(report.results) == 2
+    assert [r["episode.task"] for r in catalog.segment_table("wk").to_pylist()] == [TWIN, TWIN]
+
+
+def test_eval_runs_each_cell_on_its_task(catalog, twin):
+    """An end-to-end evaluation over a `task` axis: each rollout runs and records its cell's task, on the
+    seed its cell key gives (paired across tasks only through the key), and success splits by task."""
+    cfg = EvalConfig(dataset="tk", policy="scripted", grid=parse_grid(f"task=transfer_cube,{TWIN} region=near"),
+                     episodes_per_cell=1, cameras=(), steps=20, eval_id="ev-tasks")
+    report = evaluate(catalog, cfg)
+    assert report.n == 2
+    rows = catalog.segment_table("tk_evals").to_pylist()
+    by_cell = {r["episode.cell"]: r for r in rows}
+    assert set(by_cell) == {f"region=left,task={TWIN}", "region=left,task=transfer_cube"}
+    for key, r in by_cell.items():
+        task = key.rsplit("task=", 1)[1]
+        assert r["episode.task"] == task
+        digest = hashlib.sha256(f"{key}#0".encode()).digest()
+        assert r["episode.seed"] == schema.EVAL_SEED_BASE + int.from_bytes(digest[:8], "big") % schema.EVAL_SEED_SPAN
+        assert r["scene.region"] == "left" and r["outcome.steps"] == 20
+    groups = success_by(rows, ["episode.task"])
+    assert sorted(g["episode.task"] for g in groups) == sorted([TWIN, "transfer_cube"]) and all(g["n"] == 1 for g in groups)
+
+
+def test_tasks_command_lists_axes_and_labels():
+    from roboloop.cli import app
+
+    res = CliRunner().invoke(app, ["tasks", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = {d["name"]: d for d in map(json.loads, res.output.strip().splitlines())}
+    cube = listed["transfer_cube"]
+    assert cube == describe_task(get_task("transfer_cube"))
+    assert [a["axis"] for a in cube["axes"]] == list(AXES.names)
+    assert next(a for a in cube["axes"] if a["axis"] == "region")["aliases"] == {"near": "left", "far": "right"}
+    assert cube["stages"] == list(schema.STAGES) and "never_reached" in cube["failure_kinds"]
+    text = CliRunner().invoke(app, ["tasks"], env={"COLUMNS": "200"}).output
+    assert "transfer_cube" in text and "default, left, right, front, back, wide" in text and "near = left" in text
+
+
+def test_stage_metric_counts_the_tasks_stages():
+    from roboloop.evaluate.until_decided import metric_value
+
+    assert metric_value({"stage": 2}, "stage") == 2 / (len(schema.STAGES) - 1)
+    assert metric_value({"stage": 5}, "stage", n_stages=6) == 1.0  # a task with five stages after `none`
+
+
+def test_failure_words_hold_every_tasks_kinds():
+    from roboloop.envs import failure_words
+
+    class Peg(TransferCube):
+        pass
+
+    register_task(Peg(name="peg_t", failure_kinds={"peg_slipped": "the peg slipped"}))
+    try:
+        words = failure_words()
+        assert words["peg_slipped"] == "the peg slipped" and words["never_touched"] == schema.FAILURE_KINDS["never_touched"]
+        assert all(words[k] == v for k, v in schema.FAILURE_KINDS.items())
+    finally:
+        unregister_task("peg_t")
