@@ -32,6 +32,10 @@ JOINT_TARGETS = "/robot/joint_targets"
 REWARD = "/reward"
 CUBE_POSE = "/state/cube_pose"
 """Cube pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate (for signals and policies)."""
+PEG_POSE = "/state/peg_pose"
+"""Insertion task: peg pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate."""
+SOCKET_POSE = "/state/socket_pose"
+"""Insertion task: socket pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate."""
 SCENE_ROOT = "/scene"
 """Root of the 3D view: transforms + boxes of the robot links and the cube."""
 CUBE_3D = "/scene/cube"
@@ -277,6 +281,8 @@ EPISODE_INDEX_IN_CELL = "index_in_cell"
 # --- outcome: partial credit ----------------------------------------------------------------
 STAGES = ("none", "right_grasp", "lift", "left_grasp", "handover")
 """Furthest stage of the handover reached, in order; index / (len - 1) is the partial-credit score."""
+INSERTION_STAGES = ("none", "peg_grasped", "socket_grasped", "both_lifted", "aligned", "inserted")
+"""Furthest stage of the insertion task reached, in order (envs/insertion/success.py)."""
 OUTCOME_STAGE = "stage"  # int index into STAGES
 OUTCOME_STAGE_NAME = "stage_name"
 OUTCOME_FAILURE_TIME_S = "failure_time_s"  # failure_step / control rate, -1 if none
@@ -359,6 +365,10 @@ FAILURE_KINDS = {
     "never_reached": "never reached the cube",
     "missed_grasp": "missed the grasp",
     # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
+    # the insertion task (envs/insertion/success.py)
+    "never_aligned": "never aligned",
+    "never_inserted": "aligned, never inserted",
+    "pulled_out": "pulled out",
     "never_touched": "missed grasp (never touched)",
     "not_lifted": "missed grasp (not lifted)",
 }

@@ -53,7 +53,10 @@ from roboloop import schema
 
 from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
-__all__ = ["AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE"]
+__all__ = [
+    "AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
+    "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "quat_to_mat",
+]
 
 TASKS = ("transfer_cube",)
 CAMERAS = schema.CAMERAS
@@ -86,8 +89,9 @@ def _close_all() -> None:
             pass
 
 
-def _mods() -> dict[str, Any]:
-    """Import MuJoCo / dm_control / gym-aloha once, after MUJOCO_GL is set."""
+def mujoco_modules() -> dict[str, Any]:
+    """Import MuJoCo / dm_control / gym-aloha once, after MUJOCO_GL is set: ``{"mujoco", "dm_mujoco",
+    "dm_wrapper", "constants", "sim"}`` (``sim`` is gym-aloha's task module)."""
     if not _LAZY:
         os.environ.setdefault("MUJOCO_GL", "egl")
         import mujoco
@@ -98,6 +102,56 @@ def _mods() -> dict[str, Any]:
 
         _LAZY.update(mujoco=mujoco, dm_mujoco=dm_mujoco, dm_wrapper=dm_wrapper, constants=ga_constants, sim=ga_sim)
     return _LAZY
+
+
+def keep_for_exit(sim) -> None:
+    """Close `sim`'s GL contexts (its ``close()``) at interpreter exit, before EGL is torn down."""
+    _LIVE.add(sim)
+
+
+def new_renderer(model, height: int, width: int):
+    """A ``mujoco.Renderer`` for `model`; the first one registers the exit hook that closes every
+    simulator kept by :func:`keep_for_exit` (after MuJoCo's own EGL hook, so it runs before it)."""
+    global _ATEXIT_REGISTERED
+    renderer = mujoco_modules()["mujoco"].Renderer(model, height, width)
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_close_all)
+        _ATEXIT_REGISTERED = True
+    return renderer
+
+
+def body_boxes(model, bodies: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """``{name: {"shape": "box", "half_size", "center", "rgba"}}`` for body ids `bodies`: the body-frame
+    AABB of each body's geoms (mesh vertices for meshes) and its first geom's colour; bodies without
+    geoms are left out."""
+    mj = mujoco_modules()["mujoco"]
+    out: dict[str, dict[str, Any]] = {}
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    for name, b in bodies.items():
+        corners = []
+        rgba = None
+        for g in np.flatnonzero(model.geom_bodyid == b):
+            if model.geom_type[g] == mj.mjtGeom.mjGEOM_MESH:
+                mid = model.geom_dataid[g]
+                adr, n = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
+                local = model.mesh_vert[adr : adr + n].astype(float)
+            else:
+                local = model.geom_aabb[g, :3] + signs * model.geom_aabb[g, 3:]
+            R = quat_to_mat(model.geom_quat[g])
+            corners.append(local @ R.T + model.geom_pos[g])
+            if rgba is None:
+                rgba = model.geom_rgba[g].copy()
+        if not corners:
+            continue
+        pts = np.concatenate(corners)
+        lo, hi = pts.min(0), pts.max(0)
+        out[name] = {
+            "shape": "box",
+            "half_size": ((hi - lo) / 2).tolist(),
+            "center": ((hi + lo) / 2).tolist(),
+            "rgba": [float(v) for v in rgba],
+        }
+    return out
 
 
 def sample_cube_pose(seed: int, conditions: SceneConditions) -> np.ndarray:
@@ -162,7 +216,7 @@ class AlohaSim:
         self.cameras: tuple[str, ...] = cameras
         self.width = int(width)
         self.height = int(height)
-        m = _mods()
+        m = mujoco_modules()
         self._mj = m["mujoco"]
         self._ga_sim = m["sim"]
         self._constants = m["constants"]
@@ -177,7 +231,7 @@ class AlohaSim:
         self._contact_cache: list[tuple[int, int]] | None = None
         self._geometry_cache: dict[str, dict] | None = None
         self._build(0)
-        _LIVE.add(self)
+        keep_for_exit(self)
 
     # ------------------------------------------------------------------ model
     def _build(self, n_distractors: int) -> None:
@@ -361,37 +415,10 @@ class AlohaSim:
         of those half sizes centred at ``center`` and rotated with the body's pose.
         Boxes are the body-frame AABB of the body's geoms (mesh vertices for meshes)."""
         if self._geometry_cache is None:
-            mj, model = self._mj, self._model
-            out: dict[str, dict[str, Any]] = {}
             bodies = dict(self._link_bodies)
             bodies.update(self._static_bodies)
             bodies["cube"] = self._cube_body
-            signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-            for name, b in bodies.items():
-                corners = []
-                rgba = None
-                for g in np.flatnonzero(model.geom_bodyid == b):
-                    if model.geom_type[g] == mj.mjtGeom.mjGEOM_MESH:
-                        mid = model.geom_dataid[g]
-                        adr, n = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
-                        local = model.mesh_vert[adr : adr + n].astype(float)
-                    else:
-                        local = model.geom_aabb[g, :3] + signs * model.geom_aabb[g, 3:]
-                    R = quat_to_mat(model.geom_quat[g])
-                    corners.append(local @ R.T + model.geom_pos[g])
-                    if rgba is None:
-                        rgba = model.geom_rgba[g].copy()
-                if not corners:
-                    continue
-                pts = np.concatenate(corners)
-                lo, hi = pts.min(0), pts.max(0)
-                out[name] = {
-                    "shape": "box",
-                    "half_size": ((hi - lo) / 2).tolist(),
-                    "center": ((hi + lo) / 2).tolist(),
-                    "rgba": [float(v) for v in rgba],
-                }
-            self._geometry_cache = out
+            self._geometry_cache = body_boxes(self._model, bodies)
         return {k: dict(v) for k, v in self._geometry_cache.items()}
 
     def gripper_positions(self) -> dict[str, np.ndarray]:
@@ -447,12 +474,7 @@ class AlohaSim:
                 f"camera {camera!r} is not enabled for this AlohaSim; enabled: {', '.join(self.cameras) or '(none)'}"
             )
         if self._renderer is None:
-            global _ATEXIT_REGISTERED
-            self._renderer = self._mj.Renderer(self._model, self.height, self.width)
-            if not _ATEXIT_REGISTERED:
-                # registered after MuJoCo's own EGL atexit hook, so it runs before it
-                atexit.register(_close_all)
-                _ATEXIT_REGISTERED = True
+            self._renderer = new_renderer(self._model, self.height, self.width)
         self._renderer.update_scene(self._data, camera=camera)
         return self._renderer.render().copy()
 
