@@ -59,13 +59,13 @@ def main() -> None:
             ok += 1
         else:
             kinds[res.failure_reason] += 1
-            failures.append((seed, cond.label, res.failure_reason, res.failure_step, res.stage_name,
-                             round(res.final_depth, 4), round(res.final_lateral, 4)))
+            failures.append(f"FAIL seed={seed} [{cond.label}] {res.failure_reason} at step {res.failure_step} "
+                            f"(stage {res.stage_name}) depth={res.final_depth:.4f} lateral={res.final_lateral:.4f}")
     dt = time.perf_counter() - t0
     for f in failures:
-        print("FAIL seed=%d [%s] %s at step %s (stage %s) depth=%s lateral=%s" % f)
+        print(f)
     print(f"strict success {ok}/{args.seeds} = {ok / max(args.seeds, 1):.1%}; failures by kind: {dict(kinds)}")
-    print(f"{steps} steps in {dt:.1f} s = {steps / dt:.0f} steps/s ({'top %dx%d' % (w, h) if cams else 'physics only'}, "
+    print(f"{steps} steps in {dt:.1f} s = {steps / dt:.0f} steps/s ({f'top {w}x{h}' if cams else 'physics only'}, "
           "demonstrator IK and success tracking included)")
 
 

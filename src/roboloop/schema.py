@@ -39,6 +39,10 @@ SOCKET_POSE = "/state/socket_pose"
 SCENE_ROOT = "/scene"
 """Root of the 3D view: transforms + boxes of the robot links and the cube."""
 CUBE_3D = "/scene/cube"
+PEG_3D = "/scene/peg"
+"""Insertion task: the peg's pose and box in the 3D scene."""
+SOCKET_3D = "/scene/socket"
+"""Insertion task: the socket's pose and box in the 3D scene."""
 ROBOT_LINKS = "/scene/robot"
 CAMERA_ROOT = "/cameras"
 TASK = "/task"
@@ -245,6 +249,8 @@ OUTCOME_DURATION_S = "duration_s"
 OUTCOME_FAILURE_STEP = "failure_step"  # the moment it went wrong (step), -1 if it did not fail
 OUTCOME_FAILURE_REASON = "failure_reason"  # "none" on success, else the failure kind (FAILURE_KINDS)
 OUTCOME_FINAL_CUBE_Z = "final_cube_z"
+OUTCOME_FINAL_DEPTH = "final_depth"  # insertion: how far the peg's end is inside the socket at the end (m)
+OUTCOME_FINAL_LATERAL = "final_lateral"  # insertion: the peg centre's distance from the socket's axis at the end (m)
 
 # --- seeds: one identity scheme (DESIGN.md "Seeds and cells have one identity scheme") ------
 DEMO_SEED_LIMIT = 2**30

@@ -21,7 +21,13 @@ import numpy as np
 
 from roboloop import schema
 from roboloop.envs.aloha.env import (
-    ARM_LINKS, CAMERAS, GRASP_OFFSET, body_boxes, keep_for_exit, mujoco_modules, new_renderer,
+    ARM_LINKS,
+    CAMERAS,
+    GRASP_OFFSET,
+    body_boxes,
+    keep_for_exit,
+    mujoco_modules,
+    new_renderer,
 )
 
 from .conditions import InsertionConditions
