@@ -26,7 +26,7 @@ import numpy as np
 from roboloop.envs.aloha.demonstrator import ArmIK, GripperTrack, PoseTrack, gripper_rot
 from roboloop.envs.aloha.env import GRASP_OFFSET, quat_to_mat
 
-from .env import InsertionSim
+from .env import REST_Z, InsertionSim
 
 __all__ = ["ScriptedInsertion", "MEET", "INSERT_DEPTH"]
 
@@ -43,6 +43,8 @@ STANDOFF = 0.16
 INSERT_DEPTH = 0.10
 """Peg centre beyond the socket centre at the end of the push (m): the peg's end at the pin (2 cm in)."""
 LIFT = 0.10
+"""Straight lift after the grasp (m)."""
+ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}
 
 
 def _rot_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -96,7 +98,7 @@ class ScriptedInsertion:
         model = sim.physics.model.ptr
         self._ik = {"left": ArmIK(model, "left"), "right": ArmIK(model, "right")}
         q = sim.physics.data.qpos
-        self._q = {"left": q[0:6].copy(), "right": q[8:14].copy()}
+        self._q = {arm: q[sl].copy() for arm, sl in ARM_QPOS.items()}
         self._tracks: dict[str, PoseTrack] = {}
         self._last_target: dict[str, tuple[bytes, bytes]] = {}
         for arm in ("left", "right"):
@@ -117,13 +119,12 @@ class ScriptedInsertion:
         for arm, (obj, pose) in self._objects().items():
             toward = 1.0 if arm == "right" else -1.0  # the object's end nearer its arm (+x for the right arm)
             yaw = _yaw(pose)
-            axis = np.array([math.cos(yaw), math.sin(yaw), 0.0])
+            axis = np.array([math.cos(yaw), math.sin(yaw), 0.0])  # pointing to that end
             if axis[0] * toward < 0:
                 axis = -axis
             c = pose[:3].copy()
             if step == 0:
-                c[2] = {"peg": 0.01, "socket": 0.022}[obj]  # where it rests once settled
-            grasp = c + toward * 0.0 * axis
+                c[2] = REST_Z[obj]  # dropped from 5 cm at reset: plan for where it will rest
             grasp = c + axis * GRASP_ALONG + np.array([0.0, 0.0, GRASP_ABOVE[obj]])
             az = math.atan2(-axis[1], -axis[0])  # approach pointing along the axis, towards the centre
             R = gripper_rot(az, PITCH)
@@ -139,7 +140,7 @@ class ScriptedInsertion:
     def _held(self, arm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(object position, object rotation, grasp point, gripper rotation) now."""
         _, pose = self._objects()[arm]
-        p, R = self._ik[arm].fk(self.sim.physics.data.qpos[(0 if arm == "left" else 8):(6 if arm == "left" else 14)].copy())
+        p, R = self._ik[arm].fk(self.sim.physics.data.qpos[ARM_QPOS[arm]].copy())
         return pose[:3].copy(), quat_to_mat(pose[3:]), p, R
 
     def _move_object(self, arm: str, step: int, t_end: int, centre: np.ndarray, axis: np.ndarray) -> None:

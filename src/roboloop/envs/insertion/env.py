@@ -32,10 +32,12 @@ from roboloop.envs.aloha.env import (
 
 from .conditions import InsertionConditions
 
-__all__ = ["InsertionSim", "OBJECT_START_Z", "PEG_HALF_LENGTH", "PIN_HALF_LENGTH", "SOCKET_GEOMS", "SOCKET_HALF_LENGTH", "sample_poses"]
+__all__ = ["InsertionSim", "OBJECT_START_Z", "PEG_HALF_LENGTH", "PIN_HALF_LENGTH", "REST_Z", "SOCKET_GEOMS", "SOCKET_HALF_LENGTH", "sample_poses"]
 
 OBJECT_START_Z = 0.05
 """gym-aloha drops both objects from 5 cm; the peg settles at z 0.01, the socket at 0.022."""
+REST_Z = {"peg": 0.010, "socket": 0.022}
+"""Where each object's centre rests on the table (m), measured after it settles."""
 PEG_HALF_LENGTH = 0.06
 """Half the peg's length (m); the socket's tube is as long, its pin 8 cm."""
 SOCKET_HALF_LENGTH = 0.06

@@ -55,7 +55,7 @@ import numpy as np
 from roboloop.envs.aloha.env import quat_to_mat
 from roboloop.schema import FAILURE_KINDS, INSERTION_STAGES
 
-from .env import PEG_HALF_LENGTH, SOCKET_HALF_LENGTH
+from .env import PEG_HALF_LENGTH, REST_Z, SOCKET_HALF_LENGTH
 
 __all__ = [
     "ALIGN_DEPTH", "CLASSIFIER_VERSION", "GRIP_GAP", "HOLD_STEPS", "INSERTION_FAILURE_KINDS", "InsertionResult",
@@ -70,7 +70,6 @@ ALIGN_DEPTH = -0.05
 HOLD_STEPS = 10
 GRIP_GAP = 3
 LIFT_HEIGHT = 0.03
-REST_Z = {"peg": 0.010, "socket": 0.022}
 ARM = {"peg": "right", "socket": "left"}
 CLASSIFIER_VERSION = 1
 INSERTION_FAILURE_KINDS = {
