@@ -197,6 +197,24 @@ def test_peg_stopped_at_the_opening_is_never_inserted(sim):
     assert ScriptedInsertion.T_LIFT < res.failure_step <= ScriptedInsertion.T_INSERT
 
 
+def test_peg_never_brought_to_the_socket_is_never_aligned(sim):
+    held = {}
+
+    def freeze_right(k, a):  # the right arm stays where it lifted the peg
+        if k == ScriptedInsertion.T_LIFT:
+            held["q"] = a[7:13].copy()
+        if k >= ScriptedInsertion.T_LIFT:
+            a[7:13] = held["q"]
+
+    tracker, log = _episode(sim, 900_014, InsertionConditions(), lambda d: _with(d, freeze_right))
+    res = tracker.result()
+    assert not res.success and res.failure_reason == "never_aligned" and res.stage_name == "both_lifted"
+    laterals = [float(np.hypot(*_peg_in_socket_frame(p, s)[1:])) for _, p, s in log]
+    assert min(laterals) > 0.008
+    # the moment: where the peg came nearest the socket's axis while both were up (both are from T_LIFT on)
+    assert ScriptedInsertion.T_DOWN < res.failure_step and laterals[res.failure_step] <= min(laterals[ScriptedInsertion.T_LIFT:])
+
+
 def test_an_insertion_shorter_than_the_window_is_not_a_success(sim):
     # stop the episode 5 steps after the peg first went in: inserted, but not held for the window
     tracker, log = _episode(sim, 900_013, InsertionConditions())

@@ -71,7 +71,8 @@ class ScriptedInsertion:
     """Scripted peg-in-socket for :class:`~roboloop.envs.insertion.InsertionSim`.
 
     ``ScriptedInsertion(sim)`` (or ``.reset()``) right after ``sim.reset``; ``.action(step)`` with
-    step = 0, 1, 2, ... in order -> 14 absolute joint targets (gripper 0 closed .. 1 open).
+    step = 0, 1, 2, ... in order -> 14 absolute joint targets (gripper 0 closed .. 1 open). It is a
+    collect ``Policy`` as it is (``policy_id``, ``reset()``, ``action(step, observation)``).
     """
 
     policy_id = "scripted-insertion-v1"
@@ -167,8 +168,9 @@ class ScriptedInsertion:
         self._move_object("right", step, t_end, socket[:3] + axis * depth, axis)
 
     # ---------------------------------------------------------------- acting
-    def action(self, step: int) -> np.ndarray:
-        """The 14 joint targets for control step ``step`` (0-based)."""
+    def action(self, step: int, observation: object = None) -> np.ndarray:
+        """The 14 joint targets for control step ``step`` (0-based). ``observation`` (the collect
+        ``Policy`` protocol's) is not needed: the expert reads the simulator."""
         if step == self.T_REAIM:
             self._plan_grasps(step)
         elif step == self.T_LIFT:
