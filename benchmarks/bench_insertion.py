@@ -19,7 +19,10 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np
+
 from roboloop.envs.insertion import InsertionConditions, InsertionSim, InsertionTracker, ScriptedInsertion
+from roboloop.envs.insertion.success import fit
 
 MATRIX = [
     dict(),
@@ -42,7 +45,7 @@ def main() -> None:
     cams = ("top",) if args.camera else ()
     w, h = args.camera or (320, 240)
     sim = InsertionSim(cameras=cams, width=w, height=h)
-    ok, failures, kinds, steps = 0, [], collections.Counter(), 0
+    ok, failures, kinds, steps, fits = 0, [], collections.Counter(), 0, []
     t0 = time.perf_counter()
     for i, seed in enumerate(range(args.start, args.start + args.seeds)):
         cond = InsertionConditions.from_names(**MATRIX[i % len(MATRIX)])
@@ -57,6 +60,7 @@ def main() -> None:
         res = tracker.result()
         if res.success:
             ok += 1
+            fits.append((res.final_depth, res.final_lateral, fit(sim.peg_pose(), sim.socket_pose())[2]))
         else:
             kinds[res.failure_reason] += 1
             failures.append(f"FAIL seed={seed} [{cond.label}] {res.failure_reason} at step {res.failure_step} "
@@ -64,6 +68,10 @@ def main() -> None:
     dt = time.perf_counter() - t0
     for f in failures:
         print(f)
+    if fits:
+        lo, hi = np.min(fits, axis=0), np.max(fits, axis=0)
+        print(f"successes end with depth {lo[0] * 100:.2f}-{hi[0] * 100:.2f} cm, lateral {lo[1] * 1000:.1f}-{hi[1] * 1000:.1f} mm, "
+              f"angle {lo[2]:.2f}-{hi[2]:.2f} deg")
     print(f"strict success {ok}/{args.seeds} = {ok / max(args.seeds, 1):.1%}; failures by kind: {dict(kinds)}")
     print(f"{steps} steps in {dt:.1f} s = {steps / dt:.0f} steps/s ({f'top {w}x{h}' if cams else 'physics only'}, "
           "demonstrator IK and success tracking included)")
