@@ -105,6 +105,22 @@ def test_lighting_and_table_do_not_change_the_start(sim):
 
 
 # ---------------------------------------------------------------- simulator
+def test_lighting_and_table_change_the_image_only():
+    with InsertionSim(cameras=("top",), width=64, height=48) as cam:
+        images = {}
+        for names in ({}, {"lighting": "dim"}, {"table": "blue"}):
+            cam.reset(3, InsertionConditions.from_names(**names))
+            home = cam.joint_positions()
+            for _ in range(5):
+                cam.step(home)
+            images[tuple(names.values())] = (cam.render("top").astype(float), cam.peg_pose(), cam.socket_pose())
+    normal, dim, blue = images[()], images[("dim",)], images[("blue",)]
+    assert dim[0].mean() < 0.7 * normal[0].mean()
+    assert blue[0][..., 2].mean() > normal[0][..., 2].mean() + 10
+    for other in (dim, blue):
+        assert np.array_equal(other[1], normal[1]) and np.array_equal(other[2], normal[2])
+
+
 def test_same_seed_same_trajectory(sim):
     cond = InsertionConditions.from_names(peg_region="wide", yaw="small")
 

@@ -55,7 +55,7 @@ from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
 __all__ = [
     "AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
-    "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "quat_to_mat",
+    "apply_appearance", "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "quat_to_mat",
 ]
 
 TASKS = ("transfer_cube",)
@@ -118,6 +118,17 @@ def new_renderer(model, height: int, width: int):
         atexit.register(_close_all)
         _ATEXIT_REGISTERED = True
     return renderer
+
+
+def apply_appearance(model, base_lights: tuple[np.ndarray, np.ndarray], conditions, table_geom: int) -> None:
+    """Set lighting and table colour of `model` from `conditions` (``light_scale``, ``ambient``,
+    ``table_rgba``): every light's diffuse and specular colour = its base (``base_lights``, the model's
+    own, copied before any change) times ``light_scale``; the headlight's ambient; the table geom's rgba."""
+    base_diffuse, base_specular = base_lights
+    model.light_diffuse[:] = base_diffuse * conditions.light_scale
+    model.light_specular[:] = base_specular * conditions.light_scale
+    model.vis.headlight.ambient[:] = conditions.ambient
+    model.geom_rgba[table_geom] = conditions.table_rgba
 
 
 def body_boxes(model, bodies: dict[str, int]) -> dict[str, dict[str, Any]]:
@@ -296,11 +307,7 @@ class AlohaSim:
         self._gripper_body = {arm: name2id(B, f"vx300s_{arm}/gripper_link") for arm in ("left", "right")}
 
     def _apply_visuals(self, c: SceneConditions) -> None:
-        model = self._model
-        model.light_diffuse[:] = self._base_light_diffuse * c.light_scale
-        model.light_specular[:] = self._base_light_specular * c.light_scale
-        model.vis.headlight.ambient[:] = c.ambient
-        model.geom_rgba[self._table_geom] = c.table_rgba
+        apply_appearance(self._model, (self._base_light_diffuse, self._base_light_specular), c, self._table_geom)
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int, conditions: SceneConditions | None = None) -> None:

@@ -24,6 +24,7 @@ from roboloop.envs.aloha.env import (
     ARM_LINKS,
     CAMERAS,
     GRASP_OFFSET,
+    apply_appearance,
     body_boxes,
     keep_for_exit,
     mujoco_modules,
@@ -134,11 +135,7 @@ class InsertionSim:
         """Arms at gym-aloha's start pose, peg and socket at the poses sampled from `conditions` with
         `seed` (:func:`sample_poses`), lighting and table colour applied. Deterministic."""
         c = conditions if conditions is not None else InsertionConditions()
-        model = self._model
-        model.light_diffuse[:] = self._base_diffuse * c.light_scale
-        model.light_specular[:] = self._base_specular * c.light_scale
-        model.vis.headlight.ambient[:] = c.ambient
-        model.geom_rgba[self._table_geom] = c.table_rgba
+        apply_appearance(self._model, (self._base_diffuse, self._base_specular), c, self._table_geom)
         peg, socket = sample_poses(seed, c)
         self._ga_sim.BOX_POSE[0] = np.concatenate([peg, socket])  # read by InsertionTask.initialize_episode
         with self._physics.reset_context():
