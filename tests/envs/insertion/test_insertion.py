@@ -158,6 +158,24 @@ def test_scripted_insertion_succeeds(sim, seed, names):
     assert res.final_depth == pytest.approx(0.12 - abs(_peg_in_socket_frame(log[-1][1], log[-1][2])[0]))
 
 
+def test_expert_replans_from_where_the_objects_are(sim):
+    """Objects moved after the expert planned (5 cm each): it re-reads their poses before the descent."""
+    def moved(demo):
+        def act(k):
+            if k == 10:
+                q = sim.physics.data.qpos
+                q[16:18] += [0.03, -0.04]  # the peg's x, y (the 7 values after the 16 arm joints)
+                q[23:25] += [-0.03, 0.04]  # the socket's
+                sim.physics.forward()
+            return demo.action(k)
+        return act
+
+    tracker, log = _episode(sim, 900_030, InsertionConditions(), moved)
+    start_peg = sim.peg_start_pose
+    assert tracker.result().success
+    assert abs(log[20][1][1] - start_peg[1] + 0.04) < 0.005  # the peg really was elsewhere when grasped
+
+
 def _with(demo, change):
     def act(k):
         a = demo.action(k)
