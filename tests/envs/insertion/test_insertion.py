@@ -104,6 +104,18 @@ def test_lighting_and_table_do_not_change_the_start(sim):
     assert a == b
 
 
+def test_task_members_agree_with_its_modules():
+    task = INSERTION
+    assert task.name == "insertion" and task.stages == schema.INSERTION_STAGES and task.stages[0] == "none"
+    assert set(task.failure_kinds) == {"missed_grasp", "dropped", "never_aligned", "never_inserted", "pulled_out", "timed_out"}
+    assert all(schema.FAILURE_KINDS[k] == words for k, words in task.failure_kinds.items())
+    assert task.episode_steps == InsertionSim.max_steps == 400 and task.control_hz == 50
+    props = task.scene_properties(task.conditions({"peg_region": "wide"}), 4)
+    assert {c.split(".", 1)[1] for c in task.start_columns} <= set(props)
+    assert task.conditions_from_dict({**props, "unrelated": 1}) == task.conditions({"peg_region": "wide"})
+    assert set(task.appearance_axes) < set(task.vocabulary.names) and "top" in task.cameras
+
+
 # ---------------------------------------------------------------- simulator
 def test_lighting_and_table_change_the_image_only():
     with InsertionSim(cameras=("top",), width=64, height=48) as cam:
@@ -261,31 +273,36 @@ def test_an_insertion_shorter_than_the_window_is_not_a_success(sim):
 
 # ---------------------------------------------------------------- recording
 def test_recorded_episode_reads_back(ws):
+    """One episode run the way the episode runner drives a task (snapshot, writer, expert, tracker), read back."""
     task = INSERTION
     spec = RecordingSpec(cameras=("top",), width=96, height=72)
     sim = task.make_sim(spec.cameras, spec.width, spec.height)
-    cond = InsertionConditions.from_names(yaw="small", table="wood")
+    expert = task.expert(sim)  # built before the first reset, as the runner does
+    cond = task.conditions({"yaw": "small", "table": "wood"})
     seed, steps, sid = 900_020, 40, "ins-1"
     sim.reset(seed, cond)
-    expert, tracker = task.expert(sim), task.tracker()
+    expert.reset()
+    tracker = task.tracker()
     path = ws.segment_path("ins", schema.BASE_LAYER, sid)
     pegs = []
     with EpisodeRecorder(path, sid) as rec:
         writer = task.writer(rec, spec, sim)
         for k in range(steps):
-            qpos, state = sim.joint_positions(), sim.state()
+            state = task.snapshot(sim)
             pegs.append(state[schema.PEG_POSE])
             images = {c: sim.render(c) for c in spec.cameras} if spec.camera_step(k) else {}
             if spec.scene_step(k):
-                writer.observe_scene(k, sim.link_poses(), sim.object_poses())
-            action = expert.action(k)
+                writer.observe_scene(k, sim)
+            action = expert.action(k, state)
             reward = sim.step(action)
             tracker.update(sim, reward, action)
-            writer.observe(k, qpos, action, reward, state, images)
+            writer.observe(k, state, action, reward, images)
+        res = tracker.result()
         writer.finish({
             schema.EPISODE: {schema.EPISODE_TASK: task.name, schema.EPISODE_SEED: seed},
-            schema.SCENE: task.scene_properties(seed, cond),
-            schema.OUTCOME: task.outcome_properties(tracker.result(), steps, spec.dt),
+            schema.SCENE: task.scene_properties(cond, seed),
+            schema.OUTCOME: {schema.OUTCOME_SUCCESS: res.success, schema.OUTCOME_FAILURE_REASON: res.failure_reason,
+                             schema.OUTCOME_STAGE_NAME: res.stage_name, **task.outcome_properties(res)},
         })
     sim.close()
     with Catalog(ws, url="") as cat:
@@ -307,3 +324,4 @@ def test_recorded_episode_reads_back(ws):
         assert props["scene.peg_x"] == pytest.approx(pegs[0][0]) and props["scene.socket_yaw_deg"] != 0.0
         assert props["outcome.failure_reason"] == "missed_grasp"  # 40 steps: nothing grasped yet
         assert props["episode.task"] == "insertion"
+        assert props["outcome.final_depth"] == pytest.approx(0.12 - abs(_peg_in_socket_frame(sim.peg_pose(), sim.socket_pose())[0]))

@@ -11,7 +11,8 @@ entity                         rate                   content
 ``/scene/socket``              scene (25 Hz)          ``Transform3D`` world pose + static ``Boxes3D`` (the tube's outline)
 =============================  =====================  ============================================
 
-Time convention as transfer cube's: at control step ``k`` (time ``k * dt``) the joint positions,
+It receives what the runner observes; it reads link and object poses from the simulator only on
+scene steps (:meth:`InsertionEpisodeWriter.observe_scene`). Time convention as transfer cube's: at control step ``k`` (time ``k * dt``) the joint positions,
 object poses and frames are observed before acting, the target is the action, the reward is what
 that action earned.
 """
@@ -37,46 +38,43 @@ TASK_TEXT = (
 
 
 class InsertionEpisodeWriter(AlohaEpisodeWriter):
-    """Build one insertion episode's streams into an :class:`~roboloop.record.episode.EpisodeRecorder`.
+    """Build one insertion episode's streams into an :class:`~roboloop.record.episode.EpisodeRecorder`
+    (the task protocol's ``EpisodeWriter``).
 
-    Per control step :meth:`observe` (``state`` = ``InsertionSim.state()``: object poses keyed by
-    entity path), on ``spec.scene_step(step)`` :meth:`observe_scene` (``objects`` =
-    ``InsertionSim.object_poses()``), then :meth:`finish`. Construction as ``AlohaEpisodeWriter``.
+    ``InsertionEpisodeWriter(recorder, spec, sim)``; per control step :meth:`observe` with the state
+    before acting (``InsertionTask.snapshot(sim)``: joint positions and object poses by entity path),
+    on ``spec.scene_step(step)`` :meth:`observe_scene`, then :meth:`finish`.
     """
 
     OBJECTS = {"peg": (schema.PEG_POSE, schema.PEG_3D), "socket": (schema.SOCKET_POSE, schema.SOCKET_3D)}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, recorder, spec, sim) -> None:
+        super().__init__(recorder, spec, joint_names=sim.joint_names, geometry=sim.geometry(),
+                         static_poses=sim.static_poses(), task=sim.task)
         self.task_text = TASK_TEXT
 
     def observe(  # type: ignore[override]
         self,
         step: int,
-        joint_positions: np.ndarray,
-        joint_targets: np.ndarray,
-        reward: float,
         state: Mapping[str, np.ndarray],
+        action: np.ndarray,
+        reward: float,
         images: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Record control step `step`: joints, action, reward, the object poses, camera frames."""
+        """Record control step `step`: joints and object poses (`state`, by entity path), the action,
+        the reward it earned, camera frames."""
         t = step * self.dt
-        self.rec.append_scalars(schema.JOINT_POSITIONS, t, joint_positions)
-        self.rec.append_scalars(schema.JOINT_TARGETS, t, joint_targets)
+        self.rec.append_scalars(schema.JOINT_POSITIONS, t, state[schema.JOINT_POSITIONS])
+        self.rec.append_scalars(schema.JOINT_TARGETS, t, action)
         self.rec.append_scalars(schema.REWARD, t, [reward])
         for entity, _ in self.OBJECTS.values():
             self.rec.append_scalars(entity, t, state[entity])
         self.encode(t, images)
 
-    def observe_scene(  # type: ignore[override]
-        self,
-        step: int,
-        link_poses: Mapping[str, tuple[np.ndarray, np.ndarray]],
-        objects: Mapping[str, np.ndarray],
-    ) -> None:
-        """Record the 3D scene at `step`: link poses (position, wxyz) and ``{"peg": pose, "socket": pose}``."""
-        poses = dict(link_poses)
-        poses.update({name: (pose[:3], pose[3:]) for name, pose in objects.items()})
+    def observe_scene(self, step: int, sim) -> None:  # type: ignore[override]
+        """Record the 3D scene at `step`: the robot links and both objects, read from `sim`."""
+        poses = dict(sim.link_poses())
+        poses.update({name: (pose[:3], pose[3:]) for name, pose in sim.object_poses().items()})
         self.add_scene_poses(step, poses)
 
     def outcome_text(self, properties: Mapping[str, Mapping[str, Any]]) -> str:
