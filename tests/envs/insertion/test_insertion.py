@@ -261,6 +261,31 @@ def test_peg_never_brought_to_the_socket_is_never_aligned(sim):
     assert ScriptedInsertion.T_DOWN < res.failure_step and laterals[res.failure_step] <= min(laterals[ScriptedInsertion.T_LIFT:])
 
 
+def test_peg_pulled_back_out_is_pulled_out(sim):
+    held = {}
+    back = ScriptedInsertion.T_IN + 30
+
+    def pull_back(k, a):  # after the insertion, the right arm returns to where it stood before the push
+        if k == ScriptedInsertion.T_INSERT:
+            held["q"] = a[7:13].copy()
+        if k >= back:
+            a[7:13] = held["q"]
+
+    tracker, log = _episode(sim, 900_015, InsertionConditions(), lambda d: _with(d, pull_back))
+    res = tracker.result()
+
+    def inserted(p, s):
+        d = _peg_in_socket_frame(p, s)
+        axes = [Rotation.from_quat(np.r_[q[4:7], q[3]]).apply([1.0, 0.0, 0.0]) for q in (p, s)]
+        angle = math.degrees(math.acos(min(1.0, abs(float(axes[0] @ axes[1])))))
+        return 0.12 - abs(d[0]) >= 0.01 and math.hypot(d[1], d[2]) <= 0.008 and angle <= 10.0
+
+    flags = [inserted(p, s) for _, p, s in log]
+    last_in = max(k for k, f in enumerate(flags) if f)
+    assert not res.success and res.failure_reason == "pulled_out" and res.stage_name == "inserted"
+    assert res.failure_step == last_in + 1 and back <= res.failure_step < back + 40 and not flags[-1]
+
+
 def test_an_insertion_shorter_than_the_window_is_not_a_success(sim):
     # stop the episode 5 steps after the peg first went in: inserted, but not held for the window
     tracker, log = _episode(sim, 900_013, InsertionConditions())
