@@ -370,11 +370,11 @@ FAILURE_KINDS = {
     "timed_out": "timed out",
     "never_reached": "never reached the cube",
     "missed_grasp": "missed the grasp",
-    # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
-    # the insertion task (envs/insertion/success.py)
+    # the insertion task's own kinds (envs/insertion/success.py; it also uses missed_grasp, dropped, timed_out)
     "never_aligned": "never aligned",
     "never_inserted": "aligned, never inserted",
     "pulled_out": "pulled out",
+    # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
     "never_touched": "missed grasp (never touched)",
     "not_lifted": "missed grasp (not lifted)",
 }
