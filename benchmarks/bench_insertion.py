@@ -8,6 +8,7 @@ by ``InsertionTracker`` (roboloop.envs.insertion.success); prints the success ra
 
     .venv/bin/python benchmarks/bench_insertion.py --seeds 200 --start 100000
     .venv/bin/python benchmarks/bench_insertion.py --seeds 10 --camera 96 72
+    .venv/bin/python benchmarks/bench_insertion.py --seeds 40 --start 700000 --noise 0.005
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 
-from roboloop.envs.insertion import InsertionConditions, InsertionSim, InsertionTracker, ScriptedInsertion
+from roboloop.envs.insertion import InsertionConditions, InsertionSim, InsertionTracker, ScriptedInsertion, demonstrator
 from roboloop.envs.insertion.success import fit
 
 MATRIX = [
@@ -40,8 +41,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=200)
     ap.add_argument("--start", type=int, default=100_000, help="first seed (demonstration seeds of a dataset start at 0)")
+    ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                    help="execution error (rad): every arm joint target gets a per-episode offset ~ N(0, SIGMA) "
+                         "plus per-step noise ~ N(0, SIGMA/2), drawn from the seed (how forgiving the task is)")
+    ap.add_argument("--no-servo", action="store_true", help="the expert without its push correction (SERVO_GAIN = 0)")
     ap.add_argument("--camera", type=int, nargs=2, metavar=("W", "H"), help="also render the top camera every step")
     args = ap.parse_args()
+    if args.no_servo:
+        demonstrator.SERVO_GAIN = 0.0
     cams = ("top",) if args.camera else ()
     w, h = args.camera or (320, 240)
     sim = InsertionSim(cameras=cams, width=w, height=h)
@@ -51,8 +58,13 @@ def main() -> None:
         cond = InsertionConditions.from_names(**MATRIX[i % len(MATRIX)])
         sim.reset(seed, cond)
         demo, tracker = ScriptedInsertion(sim), InsertionTracker()
+        rng = np.random.default_rng(seed)
+        arms = np.r_[np.ones(6), 0.0, np.ones(6), 0.0]
+        bias = rng.normal(0.0, args.noise, 14) * arms
         for t in range(sim.max_steps):
             action = demo.action(t)
+            if args.noise:
+                action = action + bias + rng.normal(0.0, args.noise / 2, 14) * arms
             if cams:
                 sim.render("top")
             tracker.update(sim, sim.step(action), action)

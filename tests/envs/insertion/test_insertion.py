@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 from roboloop import schema
 from roboloop.catalog.client import Catalog
 from roboloop.envs.aloha.recording import RecordingSpec
-from roboloop.envs.insertion import InsertionConditions, InsertionSim, InsertionTracker, ScriptedInsertion
+from roboloop.envs.insertion import InsertionConditions, InsertionSim, InsertionTracker, ScriptedInsertion, demonstrator
 from roboloop.envs.insertion.task import INSERTION
 from roboloop.record.episode import EpisodeRecorder
 
@@ -186,6 +186,19 @@ def test_expert_replans_from_where_the_objects_are(sim):
     start_peg = sim.peg_start_pose
     assert tracker.result().success
     assert abs(log[20][1][1] - start_peg[1] + 0.04) < 0.005  # the peg really was elsewhere when grasped
+
+
+def test_expert_corrects_its_own_execution_error(sim, monkeypatch):
+    """A bias on the right wrist (0.02 rad, a tilted gripper): the push servoes on the measured peg-socket offset."""
+    def biased(k, a):
+        a[11] += 0.02
+
+    cond = InsertionConditions()
+    tracker, _ = _episode(sim, 900_040, cond, lambda d: _with(d, biased))
+    assert tracker.result().success
+    monkeypatch.setattr(demonstrator, "SERVO_GAIN", 0.0)  # without the correction the same bias jams the peg
+    tracker, log = _episode(sim, 900_040, cond, lambda d: _with(d, biased))
+    assert tracker.result().failure_reason == "never_inserted"
 
 
 def _with(demo, change):

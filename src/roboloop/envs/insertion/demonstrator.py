@@ -43,6 +43,12 @@ STANDOFF = 0.16
 INSERT_DEPTH = 0.10
 """Peg centre beyond the socket centre at the end of the push (m): the peg's end at the pin (2 cm in)."""
 LIFT = 0.10
+SERVO_EVERY = 5
+"""From the alignment to the end of the push, every this many steps the peg's measured offset from the
+socket's axis moves the right gripper's target (integral correction: execution errors do not persist)."""
+SERVO_GAIN = 0.5
+SERVO_LIMIT = 0.02
+"""Largest correction (m): a peg stuck on the rim must not make the arm push ever harder."""
 """Straight lift after the grasp (m)."""
 ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}
 
@@ -110,6 +116,7 @@ class ScriptedInsertion:
             g.add(self.T_OPEN, 1.0)
             g.hold_until(self.T_DOWN)
             g.add(self.T_CLOSE, 0.0)
+        self._offset = np.zeros(3)  # the servo's correction of the right gripper's target (world, m)
         self._plan_grasps(0)
 
     # ---------------------------------------------------------------- planning
@@ -153,7 +160,8 @@ class ScriptedInsertion:
         Rm = _rot_between(ax, axis)
         tr = self._tracks[arm]
         tr.truncate(step)
-        tr.add(t_end, centre + Rm @ (g - c), Rm @ Rg)
+        correction = self._offset if arm == "right" else 0.0  # already added to the right arm's targets
+        tr.add(t_end, centre + Rm @ (g - c) - correction, Rm @ Rg)
 
     def _plan_meet(self, step: int) -> None:
         x = np.array([1.0, 0.0, 0.0])
@@ -167,6 +175,15 @@ class ScriptedInsertion:
             axis = -axis
         self._move_object("right", step, t_end, socket[:3] + axis * depth, axis)
 
+    def _servo(self) -> None:
+        """Move the right gripper's target against the peg's measured offset from the socket's axis."""
+        peg, socket = self.sim.peg_pose(), self.sim.socket_pose()
+        Rs = quat_to_mat(socket[3:])
+        d = Rs.T @ (peg[:3] - socket[:3])
+        offset = self._offset - SERVO_GAIN * (Rs[:, 1] * d[1] + Rs[:, 2] * d[2])
+        norm = float(np.linalg.norm(offset))
+        self._offset = offset if norm <= SERVO_LIMIT else offset * (SERVO_LIMIT / norm)  # no wind-up against the rim
+
     # ---------------------------------------------------------------- acting
     def action(self, step: int, observation: object = None) -> np.ndarray:
         """The 14 joint targets for control step ``step`` (0-based). ``observation`` (the collect
@@ -179,9 +196,13 @@ class ScriptedInsertion:
             self._plan_peg(step, self.T_ALIGNED, STANDOFF)
         elif step == self.T_INSERT:
             self._plan_peg(step, self.T_IN, INSERT_DEPTH)
+        if self.T_ALIGNED <= step <= self.T_IN + 20 and step % SERVO_EVERY == 0:
+            self._servo()
         out = np.empty(14)
         for arm, sl, gi in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
             pos, quat = self._tracks[arm].at(step)
+            if arm == "right":
+                pos = pos + self._offset
             key = (pos.tobytes(), quat.tobytes())
             if key != self._last_target.get(arm):
                 self._q[arm] = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET)
