@@ -175,12 +175,17 @@ class ScriptedInsertion:
             axis = -axis
         self._move_object("right", step, t_end, socket[:3] + axis * depth, axis)
 
-    def _servo(self) -> None:
-        """Move the right gripper's target against the peg's measured offset from the socket's axis."""
+    def _servo(self, step: int) -> None:
+        """Move the right gripper's target against the peg's measured offset from the socket's axis and,
+        once the push should be over, against a shortfall in depth (never pulling back)."""
         peg, socket = self.sim.peg_pose(), self.sim.socket_pose()
         Rs = quat_to_mat(socket[3:])
         d = Rs.T @ (peg[:3] - socket[:3])
-        offset = self._offset - SERVO_GAIN * (Rs[:, 1] * d[1] + Rs[:, 2] * d[2])
+        error = Rs[:, 1] * d[1] + Rs[:, 2] * d[2]
+        short = abs(d[0]) - INSERT_DEPTH
+        if step >= self.T_IN and short > 0.002:
+            error = error + Rs[:, 0] * math.copysign(short, d[0])
+        offset = self._offset - SERVO_GAIN * error
         norm = float(np.linalg.norm(offset))
         self._offset = offset if norm <= SERVO_LIMIT else offset * (SERVO_LIMIT / norm)  # no wind-up against the rim
 
@@ -196,8 +201,8 @@ class ScriptedInsertion:
             self._plan_peg(step, self.T_ALIGNED, STANDOFF)
         elif step == self.T_INSERT:
             self._plan_peg(step, self.T_IN, INSERT_DEPTH)
-        if self.T_ALIGNED <= step <= self.T_IN + 20 and step % SERVO_EVERY == 0:
-            self._servo()
+        if step >= self.T_ALIGNED and step % SERVO_EVERY == 0:
+            self._servo(step)
         out = np.empty(14)
         for arm, sl, gi in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
             pos, quat = self._tracks[arm].at(step)
