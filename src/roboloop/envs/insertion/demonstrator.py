@@ -41,19 +41,21 @@ PITCH = math.radians(60)
 GRASP_ALONG = 0.03
 """Grasp point along the object's axis from its centre, towards the arm holding it (m)."""
 GRASP_ABOVE = {"peg": 0.035, "socket": 0.025}
-"""Grasp point height above the object's centre (m): the finger tips end ~1 cm above the table."""
+"""Grasp point height above the object's centre (m): the finger tips pass ~7 mm above the table (lower
+grasps strike it)."""
 STANDOFF = 0.16
 """Peg centre beyond the socket centre before the push (m): the peg's end 4 cm outside the opening."""
 INSERT_DEPTH = 0.10
 """Peg centre beyond the socket centre at the end of the push (m): the peg's end at the pin (2 cm in)."""
 LIFT = 0.10
+"""Straight lift after the grasp (m)."""
 SERVO_EVERY = 5
-"""From the alignment to the end of the push, every this many steps the peg's measured offset from the
-socket's axis moves the right gripper's target (integral correction: execution errors do not persist)."""
+"""From ``T_ALIGNED`` to the end, every this many steps the peg's measured offset from the socket's axis
+moves the right gripper's target (an integral correction: execution errors do not persist)."""
 SERVO_GAIN = 0.5
+"""Fraction of the measured offset corrected at each servo step (0 turns the servo off)."""
 SERVO_LIMIT = 0.02
 """Largest correction (m): a peg stuck on the rim must not make the arm push ever harder."""
-"""Straight lift after the grasp (m)."""
 ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}
 
 
