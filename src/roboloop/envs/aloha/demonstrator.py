@@ -166,7 +166,9 @@ class ArmIK:
         return d.xpos[self.body] + R @ point_offset, R
 
     def solve(self, q: np.ndarray, pos: np.ndarray, R_t: np.ndarray, offset: np.ndarray, iters: int = 8,
-              rot_weight: float = 0.3, damping: float = 0.03) -> np.ndarray:
+              rot_weight: float = 0.3, damping: float = 0.03, frozen: tuple[int, ...] = ()) -> np.ndarray:
+        """Joint positions (6) near `q` putting the point `offset` (gripper_link frame) at `pos` with
+        rotation `R_t`; the joints listed in `frozen` (0-5) keep their values."""
         mj, m, d = self.mj, self.model, self.data
         q = q.copy()
         for _ in range(iters):
@@ -184,6 +186,8 @@ class ArmIK:
             mj.mj_comPos(m, d)
             mj.mj_jac(m, d, self.jacp, self.jacr, p, self.body)
             J = np.vstack([self.jacp[:, self.qadr], rot_weight * self.jacr[:, self.qadr]])
+            if frozen:
+                J[:, list(frozen)] = 0.0
             e = np.concatenate([ep, rot_weight * er])
             dq = J.T @ np.linalg.solve(J @ J.T + damping**2 * np.eye(6), e)
             q = np.clip(q + dq, self.lo, self.hi)

@@ -36,11 +36,16 @@ __all__ = ["ScriptedInsertion", "MEET", "INSERT_DEPTH"]
 
 MEET = np.array([-0.10, 0.50, 0.20])
 """Where the socket's centre is held for the insertion (world)."""
-PITCH = math.radians(60)
-"""Grasp approach, down from horizontal."""
+PITCH = math.radians(90)
+"""Grasp approach, down from horizontal: straight down, so the fingers' closing direction (across the
+object's axis) is set by the wrist rotation alone, whatever the arm's azimuth."""
+FROZEN = (3,)
+"""Joints the IK leaves alone: the forearm roll. Near the wrist's singularity it is nearly redundant
+with the wrist rotation, and with it free the solutions wandered by 1-2 rad between seeds (the same
+grasp reached through different roll/rotate pairs): inconsistent demonstrations to learn from."""
 GRASP_ALONG = 0.03
 """Grasp point along the object's axis from its centre, towards the arm holding it (m)."""
-GRASP_ABOVE = {"peg": 0.035, "socket": 0.025}
+GRASP_ABOVE = {"peg": 0.041, "socket": 0.029}
 """Grasp point height above the object's centre (m): the finger tips pass ~7 mm above the table (lower
 grasps strike it)."""
 STANDOFF = 0.16
@@ -216,7 +221,7 @@ class ScriptedInsertion:
                 pos = pos + self._offset
             key = (pos.tobytes(), quat.tobytes())
             if key != self._last_target.get(arm):
-                self._q[arm] = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET)
+                self._q[arm] = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET, frozen=FROZEN)
                 self._last_target[arm] = key
             out[sl] = self._q[arm]
             out[gi] = self._grip[arm].at(step)
