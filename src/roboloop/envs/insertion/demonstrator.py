@@ -13,7 +13,7 @@ Both arms work at once (50 Hz steps, 400 per episode):
    From ``T_ALIGNED`` to the end it servoes: every ``SERVO_EVERY`` steps the peg's measured offset
    from the socket's axis (and, after the push, a shortfall in depth) moves the right gripper's
    target, a bounded integral correction, so its own execution errors do not jam the peg
-   (benchmarks/README.md: 40/40 with 0.005 rad joint errors, 19/40 without the servo).
+   (benchmarks/README.md: 40/40 with 0.005 rad joint errors, 17/40 without the servo).
 
 Joint targets come from end-effector tracks (min-jerk, slerp) solved by the transfer cube's damped
 least-squares IK (:class:`~roboloop.envs.aloha.demonstrator.ArmIK`), on a scratch ``MjData``.

@@ -21,8 +21,8 @@ axis|`` (m; 0 at the opening, 0.02 at the pin, negative outside; either opening 
 **success** <=> on every one of the last ``WINDOW`` (20) steps the peg is inserted, the peg is in the
 right gripper's grip, the socket in the left's, and neither object touches the table.
 Measured on the scripted demonstrator's 200 successes (seeds 200000-200199 of benchmarks/README.md):
-final depth 1.82-1.92 cm, lateral under 0.05 mm, angle 0.7-0.8 deg (3.3-3.6 mm off the axis before the
-expert servoed its push: still well inside the 8 mm).
+final depth 1.91-1.94 cm, lateral under 0.05 mm, angle 0.5-0.7 deg (earlier versions of the expert
+ended up to 3.6 mm off the axis: still well inside the 8 mm).
 
 **Stages** (partial credit, ``schema.INSERTION_STAGES``, reached in order, a step may advance several):
 1 ``peg_grasped`` (the peg held), 2 ``socket_grasped`` (the socket held), 3 ``both_lifted`` (both lifted
