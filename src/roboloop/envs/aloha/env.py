@@ -45,7 +45,7 @@ import atexit
 import math
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -54,8 +54,8 @@ from roboloop import schema
 from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
 __all__ = [
-    "AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
-    "apply_appearance", "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "quat_to_mat",
+    "AlohaSim", "BimanualSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
+    "apply_appearance", "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "prepare_for_rendering", "quat_to_mat",
 ]
 
 TASKS = ("transfer_cube",)
@@ -76,7 +76,7 @@ ARM_LINKS = (
 )
 
 _LAZY: dict[str, Any] = {}
-_LIVE: weakref.WeakSet[AlohaSim] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[BimanualSim] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
 
 
@@ -185,7 +185,222 @@ def quat_to_mat(q: np.ndarray) -> np.ndarray:
     return R.reshape(3, 3)
 
 
-class AlohaSim:
+def prepare_for_rendering(model) -> tuple[np.ndarray, np.ndarray]:
+    """Turn off antialiasing and shadows on `model` (must precede its first render) and return its
+    own light colours ``(diffuse, specular)``, copied before any condition changes them."""
+    model.vis.quality.offsamples = 0
+    model.light_castshadow[:] = 0
+    return model.light_diffuse.copy(), model.light_specular.copy()
+
+
+class BimanualSim:
+    """What every ALOHA bimanual simulator here shares (:class:`AlohaSim`,
+    :class:`~roboloop.envs.insertion.InsertionSim`): camera checks, the step plumbing (gym-aloha's
+    ``before_step`` action mapping, ``n_substeps`` physics substeps per 50 Hz control step), the arm
+    state, link/static poses, body geometry, gripper grasp points, contacts, rendering and closing.
+
+    A subclass builds its model and calls :meth:`_use_model`, then :meth:`_lookup_arm_ids`; it
+    implements ``reset`` and ``reward`` and lists its movable objects in :meth:`_object_bodies`.
+    """
+
+    control_hz: int = schema.CONTROL_HZ
+    dt: float = 0.02
+    max_steps: int = 300
+    n_substeps: int = 10
+
+    def __init__(self, ga_task: str, cameras: Sequence[str], width: int, height: int) -> None:
+        """`ga_task`: the name of gym-aloha's task class (in ``gym_aloha.tasks.sim``)."""
+        cameras = tuple(cameras)
+        bad = [c for c in cameras if c not in CAMERAS]
+        if bad:
+            raise ValueError(f"unknown camera(s) {bad}; valid cameras: {', '.join(CAMERAS)}")
+        max_w, max_h = schema.MAX_CAMERA_SIZE
+        if cameras and not (0 < width <= max_w and 0 < height <= max_h):
+            raise ValueError(f"image size must be within {max_w}x{max_h} (the model's offscreen buffer), got {width}x{height}")
+        self.cameras: tuple[str, ...] = cameras
+        self.width = int(width)
+        self.height = int(height)
+        m = mujoco_modules()
+        self._mj = m["mujoco"]
+        self._ga_sim = m["sim"]
+        self._constants = m["constants"]
+        self._task = getattr(self._ga_sim, ga_task)()
+        self._physics = None
+        self._renderer = None
+        self._conditions: Any = None
+        self._seed: int | None = None
+        self._step = 0
+        self._contact_cache: list[tuple[int, int]] | None = None
+        self._geometry_cache: dict[str, dict] | None = None
+
+    # ------------------------------------------------------------------ model
+    def _use_model(self, physics, renderer, base_lights: tuple[np.ndarray, np.ndarray]) -> None:
+        """Make `physics` (with its `renderer`, None until the first render, and its own light colours)
+        the current model."""
+        self._physics = physics
+        self._renderer = renderer
+        self._model = physics.model.ptr
+        self._data = physics.data.ptr
+        self._geometry_cache = None
+        self._base_light_diffuse, self._base_light_specular = base_lights
+
+    def _lookup_arm_ids(self) -> None:
+        """Ids of the table, the fingers, the arm links and the gripper links in the current model."""
+        mj, model = self._mj, self._model
+        G, B = mj.mjtObj.mjOBJ_GEOM, mj.mjtObj.mjOBJ_BODY
+        gid = lambda n: mj.mj_name2id(model, G, n)  # noqa: E731
+        bid = lambda n: mj.mj_name2id(model, B, n)  # noqa: E731
+        self._table_geom = gid("table")
+        self._finger_geoms = {
+            (arm, side): gid(f"vx300s_{arm}/10_{side}_gripper_finger") for arm in ("left", "right") for side in ("left", "right")
+        }
+        self._link_bodies = {"left/base": bid("vx300s_left"), "right/base": bid("vx300s_right")}
+        for arm in ("left", "right"):
+            for link in ARM_LINKS:
+                self._link_bodies[f"{arm}/{link}"] = bid(f"vx300s_{arm}/{link}")
+        self._static_bodies = {"table": bid("table")}
+        # gripper "site": midpoint between the finger pads, in the gripper_link frame
+        self._gripper_body = {arm: bid(f"vx300s_{arm}/gripper_link") for arm in ("left", "right")}
+
+    def _object_bodies(self) -> dict[str, int]:
+        """The task's movable objects drawn by :meth:`geometry`: ``{name: body id}``."""
+        return {}
+
+    def _apply_visuals(self, conditions) -> None:
+        """Lighting and table colour from `conditions` (see :func:`apply_appearance`)."""
+        apply_appearance(self._model, (self._base_light_diffuse, self._base_light_specular), conditions, self._table_geom)
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: int, conditions=None) -> None:
+        raise NotImplementedError
+
+    def reward(self) -> int:
+        raise NotImplementedError
+
+    def step(self, action: np.ndarray) -> float:
+        """Apply 14 absolute joint targets (gripper 0 closed .. 1 open) for one 50 Hz
+        control step (10 physics substeps) and return gym-aloha's reward (0-4)."""
+        if self._conditions is None:
+            raise RuntimeError("call reset(seed, conditions) before step()")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (14,):
+            raise ValueError(f"action must have 14 values, got shape {np.shape(action)}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action has non-finite values: {a}")
+        self._task.before_step(a, self._physics)
+        self._physics.step(self.n_substeps)
+        self._step += 1
+        self._contact_cache = None
+        return float(self.reward())
+
+    # ------------------------------------------------------------------ state
+    @property
+    def physics(self):
+        return self._physics
+
+    @property
+    def conditions(self):
+        return self._conditions
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @property
+    def step_count(self) -> int:
+        """Control steps taken since reset."""
+        return self._step
+
+    @property
+    def time(self) -> float:
+        """Seconds since reset (step_count * dt)."""
+        return self._step * self.dt
+
+    @property
+    def joint_names(self) -> list[str]:
+        """The 14 joint names (gym-aloha's ``JOINTS``), e.g. ``left_arm_waist`` .. ``right_arm_gripper``."""
+        return list(self._constants.JOINTS)
+
+    def joint_positions(self) -> np.ndarray:
+        """14 joint positions (gym-aloha ``agent_pos``; grippers normalised 0 closed .. 1 open)."""
+        return self._task.get_qpos(self._physics)
+
+    def joint_velocities(self) -> np.ndarray:
+        """14 joint velocities (gym-aloha ``qvel`` observation; gripper normalised)."""
+        return self._task.get_qvel(self._physics)
+
+    def link_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """World poses ``{name: (pos[3], quat_wxyz[4])}`` of the robot bodies worth drawing:
+        ``left/base``, ``left/shoulder_link`` ... ``left/gripper_link``,
+        ``left/left_finger_link``, ``left/right_finger_link`` and the same for ``right/``."""
+        xpos, xquat = self._data.xpos, self._data.xquat
+        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._link_bodies.items()}
+
+    def static_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """World poses of the static scene bodies: ``table`` (and ``distractor_<i>`` in transfer cube)."""
+        xpos, xquat = self._data.xpos, self._data.xquat
+        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._static_bodies.items()}
+
+    def geometry(self) -> dict[str, dict[str, Any]]:
+        """Simple shapes to draw every body of :meth:`link_poses`, :meth:`static_poses`
+        and the task's objects (``cube``; ``peg``, ``socket``): ``{name: {"shape": "box",
+        "half_size": [3], "center": [3], "rgba": [4]}}``. ``center`` and ``half_size`` are in the
+        body frame: draw a box of those half sizes centred at ``center`` and rotated with the body's
+        pose. Boxes are the body-frame AABB of the body's geoms (mesh vertices for meshes)."""
+        if self._geometry_cache is None:
+            self._geometry_cache = body_boxes(self._model, {**self._link_bodies, **self._static_bodies, **self._object_bodies()})
+        return {k: dict(v) for k, v in self._geometry_cache.items()}
+
+    def gripper_positions(self) -> dict[str, np.ndarray]:
+        """World position of each gripper's grasp point (between the finger tips):
+        ``{"left": xyz, "right": xyz}``."""
+        d = self._data
+        return {arm: d.xpos[b] + d.xmat[b].reshape(3, 3) @ GRASP_OFFSET for arm, b in self._gripper_body.items()}
+
+    # ------------------------------------------------------------------ contacts
+    def _contact_pairs(self) -> list[tuple[int, int]]:
+        if self._contact_cache is None:
+            n = self._data.ncon
+            c = self._data.contact
+            self._contact_cache = list(zip(c.geom1[:n].tolist(), c.geom2[:n].tolist())) if n else []
+        return self._contact_cache
+
+    def contacts(self) -> list[tuple[str, str]]:
+        """Current contacts as (geom name, geom name) pairs (MuJoCo's order)."""
+        mj, model = self._mj, self._model
+        name = lambda g: mj.mj_id2name(model, mj.mjtObj.mjOBJ_GEOM, g) or f"geom{g}"  # noqa: E731
+        return [(name(a), name(b)) for a, b in self._contact_pairs()]
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, camera: str) -> np.ndarray:
+        """Render one of ``self.cameras`` at (height, width): uint8 array [H, W, 3]."""
+        if camera not in self.cameras:
+            raise ValueError(
+                f"camera {camera!r} is not enabled for this {type(self).__name__}; enabled: {', '.join(self.cameras) or '(none)'}"
+            )
+        if self._renderer is None:
+            self._renderer = new_renderer(self._model, self.height, self.width)
+        self._renderer.update_scene(self._data, camera=camera)
+        return self._renderer.render().copy()
+
+    def render_all(self) -> dict[str, np.ndarray]:
+        """``{camera: image}`` for every enabled camera."""
+        return {c: self.render(c) for c in self.cameras}
+
+    def close(self) -> None:
+        """Free the GL contexts (the simulator stays usable; rendering recreates them)."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AlohaSim(BimanualSim):
     """ALOHA bimanual simulator (gym-aloha TransferCube) with scene conditions.
 
     ``AlohaSim(task="transfer_cube", cameras=("top",), width=320, height=240)``
@@ -202,10 +417,7 @@ class AlohaSim:
       are the raw ``mujoco.MjModel`` / ``MjData``), for code that needs more.
     """
 
-    control_hz: int = schema.CONTROL_HZ
-    dt: float = 0.02
     max_steps: int = 300
-    n_substeps: int = 10
 
     def __init__(
         self,
@@ -216,31 +428,10 @@ class AlohaSim:
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-        cameras = tuple(cameras)
-        bad = [c for c in cameras if c not in CAMERAS]
-        if bad:
-            raise ValueError(f"unknown camera(s) {bad}; valid cameras: {', '.join(CAMERAS)}")
-        max_w, max_h = schema.MAX_CAMERA_SIZE
-        if cameras and not (0 < width <= max_w and 0 < height <= max_h):
-            raise ValueError(f"image size must be within {max_w}x{max_h} (the model's offscreen buffer), got {width}x{height}")
+        super().__init__("TransferCubeTask", cameras, width, height)
         self.task = task
-        self.cameras: tuple[str, ...] = cameras
-        self.width = int(width)
-        self.height = int(height)
-        m = mujoco_modules()
-        self._mj = m["mujoco"]
-        self._ga_sim = m["sim"]
-        self._constants = m["constants"]
-        self._task = self._ga_sim.TransferCubeTask()
-        self._physics = None
-        self._renderer = None
         self._models: dict[int, tuple] = {}  # parked models by distractor count
         self._n_distractors = -1
-        self._conditions: SceneConditions | None = None
-        self._seed: int | None = None
-        self._step = 0
-        self._contact_cache: list[tuple[int, int]] | None = None
-        self._geometry_cache: dict[str, dict] | None = None
         self._build(0)
         keep_for_exit(self)
 
@@ -272,42 +463,20 @@ class AlohaSim:
                     size = list(half) + [0.0] * (3 - len(half))
                     body.add_geom(name=name, type=shapes[shape], size=size, rgba=list(rgba))
                 physics = dm_mujoco.Physics.from_model(dm_wrapper.MjModel(spec.compile()))
-            m0 = physics.model.ptr
-            # rendering settings (must precede the first render): no antialiasing, no shadows
-            m0.vis.quality.offsamples = 0
-            m0.light_castshadow[:] = 0
-            renderer, base_diffuse, base_specular = None, m0.light_diffuse.copy(), m0.light_specular.copy()
-        model = physics.model.ptr
-        self._physics = physics
-        self._renderer = renderer
-        self._model = model
-        self._data = physics.data.ptr
+            renderer = None
+            base_diffuse, base_specular = prepare_for_rendering(physics.model.ptr)
+        self._use_model(physics, renderer, (base_diffuse, base_specular))
         self._n_distractors = n_distractors
-        self._geometry_cache = None
-        self._base_light_diffuse = base_diffuse
-        self._base_light_specular = base_specular
-        name2id = lambda kind, n: mj.mj_name2id(model, kind, n)  # noqa: E731
+        self._lookup_arm_ids()
+        model = self._model
         G, B = mj.mjtObj.mjOBJ_GEOM, mj.mjtObj.mjOBJ_BODY
-        self._table_geom = name2id(G, "table")
-        self._cube_geom = name2id(G, "red_box")
-        self._cube_body = name2id(B, "box")
-        self._finger_geoms = {
-            (arm, side): name2id(G, f"vx300s_{arm}/10_{side}_gripper_finger")
-            for arm in ("left", "right")
-            for side in ("left", "right")
-        }
-        self._link_bodies = {"left/base": name2id(B, "vx300s_left"), "right/base": name2id(B, "vx300s_right")}
-        for arm in ("left", "right"):
-            for link in ARM_LINKS:
-                self._link_bodies[f"{arm}/{link}"] = name2id(B, f"vx300s_{arm}/{link}")
-        self._static_bodies = {"table": name2id(B, "table")}
+        self._cube_geom = mj.mj_name2id(model, G, "red_box")
+        self._cube_body = mj.mj_name2id(model, B, "box")
         for name, *_ in DISTRACTOR_LAYOUT[:n_distractors]:
-            self._static_bodies[name] = name2id(B, name)
-        # gripper "site": midpoint between the finger pads, in the gripper_link frame
-        self._gripper_body = {arm: name2id(B, f"vx300s_{arm}/gripper_link") for arm in ("left", "right")}
+            self._static_bodies[name] = mj.mj_name2id(model, B, name)
 
-    def _apply_visuals(self, c: SceneConditions) -> None:
-        apply_appearance(self._model, (self._base_light_diffuse, self._base_light_specular), c, self._table_geom)
+    def _object_bodies(self) -> dict[str, int]:
+        return {"cube": self._cube_body}
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int, conditions: SceneConditions | None = None) -> None:
@@ -330,22 +499,6 @@ class AlohaSim:
         self._step = 0
         self._contact_cache = None
 
-    def step(self, action: np.ndarray) -> float:
-        """Apply 14 absolute joint targets (gripper 0 closed .. 1 open) for one 50 Hz
-        control step (10 physics substeps) and return gym-aloha's reward (0-4)."""
-        if self._conditions is None:
-            raise RuntimeError("call reset(seed, conditions) before step()")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (14,):
-            raise ValueError(f"action must have 14 values, got shape {np.shape(action)}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action has non-finite values: {a}")
-        self._task.before_step(a, self._physics)
-        self._physics.step(self.n_substeps)
-        self._step += 1
-        self._contact_cache = None
-        return float(self.reward())
-
     def reward(self) -> int:
         """gym-aloha's TransferCube reward for the current state (same contact rule,
         computed from geom ids): 1 the right arm's ``right`` finger touches the cube,
@@ -360,39 +513,8 @@ class AlohaSim:
 
     # ------------------------------------------------------------------ state
     @property
-    def physics(self):
-        return self._physics
-
-    @property
     def conditions(self) -> SceneConditions | None:
         return self._conditions
-
-    @property
-    def seed(self) -> int | None:
-        return self._seed
-
-    @property
-    def step_count(self) -> int:
-        """Control steps taken since reset."""
-        return self._step
-
-    @property
-    def time(self) -> float:
-        """Seconds since reset (step_count * dt)."""
-        return self._step * self.dt
-
-    @property
-    def joint_names(self) -> list[str]:
-        """The 14 joint names (gym-aloha's ``JOINTS``), e.g. ``left_arm_waist`` .. ``right_arm_gripper``."""
-        return list(self._constants.JOINTS)
-
-    def joint_positions(self) -> np.ndarray:
-        """14 joint positions (gym-aloha ``agent_pos``; grippers normalised 0 closed .. 1 open)."""
-        return self._task.get_qpos(self._physics)
-
-    def joint_velocities(self) -> np.ndarray:
-        """14 joint velocities (gym-aloha ``qvel`` observation; gripper normalised)."""
-        return self._task.get_qvel(self._physics)
 
     def cube_pose(self) -> np.ndarray:
         """Cube pose: xyz (m) + quaternion wxyz (the last 7 qpos values)."""
@@ -402,59 +524,6 @@ class AlohaSim:
     def cube_start_pose(self) -> np.ndarray:
         """The pose the cube was placed at by ``reset`` (before it settles)."""
         return self._start_pose.copy()
-
-    def link_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """World poses ``{name: (pos[3], quat_wxyz[4])}`` of the robot bodies worth drawing:
-        ``left/base``, ``left/shoulder_link`` ... ``left/gripper_link``,
-        ``left/left_finger_link``, ``left/right_finger_link`` and the same for ``right/``."""
-        xpos, xquat = self._data.xpos, self._data.xquat
-        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._link_bodies.items()}
-
-    def static_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """World poses of the static scene bodies: ``table`` and ``distractor_<i>``."""
-        xpos, xquat = self._data.xpos, self._data.xquat
-        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._static_bodies.items()}
-
-    def geometry(self) -> dict[str, dict[str, Any]]:
-        """Simple shapes to draw every body of :meth:`link_poses`, :meth:`static_poses`
-        and the ``cube``: ``{name: {"shape": "box", "half_size": [3], "center": [3],
-        "rgba": [4]}}``. ``center`` and ``half_size`` are in the body frame: draw a box
-        of those half sizes centred at ``center`` and rotated with the body's pose.
-        Boxes are the body-frame AABB of the body's geoms (mesh vertices for meshes)."""
-        if self._geometry_cache is None:
-            bodies = dict(self._link_bodies)
-            bodies.update(self._static_bodies)
-            bodies["cube"] = self._cube_body
-            self._geometry_cache = body_boxes(self._model, bodies)
-        return {k: dict(v) for k, v in self._geometry_cache.items()}
-
-    def gripper_positions(self) -> dict[str, np.ndarray]:
-        """World position of each gripper's grasp point (between the finger tips):
-        ``{"left": xyz, "right": xyz}``."""
-        out = {}
-        for arm in ("left", "right"):
-            b = self._gripper_body[arm]
-            out[arm] = self._data.xpos[b] + self._data.xmat[b].reshape(3, 3) @ GRASP_OFFSET
-        return out
-
-    # ------------------------------------------------------------------ contacts
-    def _contact_pairs(self) -> list[tuple[int, int]]:
-        if self._contact_cache is None:
-            d = self._data
-            n = d.ncon
-            if n:
-                g1 = d.contact.geom1[:n]
-                g2 = d.contact.geom2[:n]
-                self._contact_cache = list(zip(g1.tolist(), g2.tolist()))
-            else:
-                self._contact_cache = []
-        return self._contact_cache
-
-    def contacts(self) -> list[tuple[str, str]]:
-        """Current contacts as (geom name, geom name) pairs (MuJoCo's order)."""
-        mj, model = self._mj, self._model
-        name = lambda g: mj.mj_id2name(model, mj.mjtObj.mjOBJ_GEOM, g) or f"geom{g}"  # noqa: E731
-        return [(name(a), name(b)) for a, b in self._contact_pairs()]
 
     def cube_contacts(self) -> dict[str, bool]:
         """What the cube touches now: ``left_left_finger``, ``left_right_finger``,
@@ -474,36 +543,13 @@ class AlohaSim:
         return out
 
     # ------------------------------------------------------------------ rendering
-    def render(self, camera: str) -> np.ndarray:
-        """Render one of ``self.cameras`` at (height, width): uint8 array [H, W, 3]."""
-        if camera not in self.cameras:
-            raise ValueError(
-                f"camera {camera!r} is not enabled for this AlohaSim; enabled: {', '.join(self.cameras) or '(none)'}"
-            )
-        if self._renderer is None:
-            self._renderer = new_renderer(self._model, self.height, self.width)
-        self._renderer.update_scene(self._data, camera=camera)
-        return self._renderer.render().copy()
-
-    def render_all(self) -> dict[str, np.ndarray]:
-        """``{camera: image}`` for every enabled camera."""
-        return {c: self.render(c) for c in self.cameras}
-
     def close(self) -> None:
-        """Free the GL contexts (the simulator stays usable; rendering recreates them)."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        """Free the GL contexts, the parked models' too (the simulator stays usable; rendering recreates them)."""
+        super().close()
         for n, (physics, renderer, diffuse, specular) in list(self._models.items()):
             if renderer is not None:
                 renderer.close()
             self._models[n] = (physics, None, diffuse, specular)
-
-    def __enter__(self) -> AlohaSim:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # grasp point in the gripper_link frame: the fingers' inner faces span x in

@@ -15,21 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from roboloop import schema
-from roboloop.envs.aloha.env import (
-    ARM_LINKS,
-    CAMERAS,
-    GRASP_OFFSET,
-    apply_appearance,
-    body_boxes,
-    keep_for_exit,
-    mujoco_modules,
-    new_renderer,
-)
+from roboloop.envs.aloha.env import BimanualSim, keep_for_exit, mujoco_modules, prepare_for_rendering
 
 from .conditions import InsertionConditions
 
@@ -65,7 +55,7 @@ def sample_poses(seed: int, conditions: InsertionConditions) -> tuple[np.ndarray
     return poses[0], poses[1]
 
 
-class InsertionSim:
+class InsertionSim(BimanualSim):
     """ALOHA bimanual insertion simulator with scene conditions.
 
     ``InsertionSim(cameras=("top",), width=320, height=240)``; ``reset(seed, conditions)``;
@@ -74,68 +64,36 @@ class InsertionSim:
     ``joint_names``, ``peg_pose()``, ``socket_pose()`` (and ``peg_start_pose``/``socket_start_pose``),
     ``object_poses()``, ``link_poses()``, ``static_poses()``, ``geometry()``, ``contacts()``,
     ``object_contacts()``, ``gripper_positions()``; ``physics`` the dm_control ``Physics``.
+    Everything but the model, the objects, the reward and ``reset`` is :class:`BimanualSim`'s.
     """
 
     task = "insertion"
-    control_hz: int = schema.CONTROL_HZ
-    dt: float = 0.02
     max_steps: int = 400
-    n_substeps: int = 10
 
     def __init__(self, cameras: Sequence[str] = ("top",), width: int = 320, height: int = 240) -> None:
-        cameras = tuple(cameras)
-        bad = [c for c in cameras if c not in CAMERAS]
-        if bad:
-            raise ValueError(f"unknown camera(s) {bad}; valid cameras: {', '.join(CAMERAS)}")
-        max_w, max_h = schema.MAX_CAMERA_SIZE
-        if cameras and not (0 < width <= max_w and 0 < height <= max_h):
-            raise ValueError(f"image size must be within {max_w}x{max_h}, got {width}x{height}")
-        self.cameras, self.width, self.height = cameras, int(width), int(height)
-        m = mujoco_modules()
-        self._mj, self._ga_sim, self._constants = m["mujoco"], m["sim"], m["constants"]
-        self._task = self._ga_sim.InsertionTask()
+        super().__init__("InsertionTask", cameras, width, height)
         xml = self._constants.ASSETS_DIR / "bimanual_viperx_insertion.xml"
-        self._physics = m["dm_mujoco"].Physics.from_xml_path(str(xml))
-        model = self._model = self._physics.model.ptr
-        self._data = self._physics.data.ptr
-        model.vis.quality.offsamples = 0  # before the first render: no antialiasing, no shadows
-        model.light_castshadow[:] = 0
-        self._base_diffuse, self._base_specular = model.light_diffuse.copy(), model.light_specular.copy()
-        self._renderer = None
-        self._conditions: InsertionConditions | None = None
-        self._seed: int | None = None
-        self._step = 0
-        self._contact_cache: list[tuple[int, int]] | None = None
-        self._geometry_cache: dict[str, dict] | None = None
-        self._lookup_ids()
-        keep_for_exit(self)
-
-    def _lookup_ids(self) -> None:
+        physics = mujoco_modules()["dm_mujoco"].Physics.from_xml_path(str(xml))
+        self._use_model(physics, None, prepare_for_rendering(physics.model.ptr))
+        self._lookup_arm_ids()
         mj, model = self._mj, self._model
         G, B = mj.mjtObj.mjOBJ_GEOM, mj.mjtObj.mjOBJ_BODY
         gid = lambda n: mj.mj_name2id(model, G, n)  # noqa: E731
-        bid = lambda n: mj.mj_name2id(model, B, n)  # noqa: E731
-        self._table_geom = gid("table")
         self._peg_geoms = {gid("red_peg")}
         self._socket_geoms = {gid(n) for n in SOCKET_GEOMS}
         self._pin_geom = gid("pin")
-        self._finger_geoms = {
-            (arm, side): gid(f"vx300s_{arm}/10_{side}_gripper_finger") for arm in ("left", "right") for side in ("left", "right")
-        }
-        self._link_bodies = {"left/base": bid("vx300s_left"), "right/base": bid("vx300s_right")}
-        for arm in ("left", "right"):
-            for link in ARM_LINKS:
-                self._link_bodies[f"{arm}/{link}"] = bid(f"vx300s_{arm}/{link}")
-        self._static_bodies = {"table": bid("table")}
-        self._object_bodies = {"peg": bid("peg"), "socket": bid("socket")}
-        self._gripper_body = {arm: bid(f"vx300s_{arm}/gripper_link") for arm in ("left", "right")}
+        self._object_ids = {"peg": mj.mj_name2id(model, B, "peg"), "socket": mj.mj_name2id(model, B, "socket")}
+        keep_for_exit(self)
+
+    def _object_bodies(self) -> dict[str, int]:
+        return dict(self._object_ids)
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int, conditions: InsertionConditions | None = None) -> None:
         """Arms at gym-aloha's start pose, peg and socket at the poses sampled from `conditions` with
         `seed` (:func:`sample_poses`), lighting and table colour applied. Deterministic."""
         c = conditions if conditions is not None else InsertionConditions()
-        apply_appearance(self._model, (self._base_diffuse, self._base_specular), c, self._table_geom)
+        self._apply_visuals(c)
         peg, socket = sample_poses(seed, c)
         self._ga_sim.BOX_POSE[0] = np.concatenate([peg, socket])  # read by InsertionTask.initialize_episode
         with self._physics.reset_context():
@@ -143,21 +101,6 @@ class InsertionSim:
         self._conditions, self._seed, self._step = c, int(seed), 0
         self._start = (peg, socket)
         self._contact_cache = None
-
-    def step(self, action: np.ndarray) -> float:
-        """Apply 14 absolute joint targets for one control step (10 substeps); gym-aloha's reward (0-4)."""
-        if self._conditions is None:
-            raise RuntimeError("call reset(seed, conditions) before step()")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (14,):
-            raise ValueError(f"action must have 14 values, got shape {np.shape(action)}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action has non-finite values: {a}")
-        self._task.before_step(a, self._physics)
-        self._physics.step(self.n_substeps)
-        self._step += 1
-        self._contact_cache = None
-        return float(self.reward())
 
     def reward(self) -> int:
         """gym-aloha's insertion reward from geom ids: 1 both grippers touch their object, 2 + neither
@@ -174,34 +117,8 @@ class InsertionSim:
 
     # ------------------------------------------------------------------ state
     @property
-    def physics(self):
-        return self._physics
-
-    @property
     def conditions(self) -> InsertionConditions | None:
         return self._conditions
-
-    @property
-    def seed(self) -> int | None:
-        return self._seed
-
-    @property
-    def step_count(self) -> int:
-        return self._step
-
-    @property
-    def time(self) -> float:
-        return self._step * self.dt
-
-    @property
-    def joint_names(self) -> list[str]:
-        return list(self._constants.JOINTS)
-
-    def joint_positions(self) -> np.ndarray:
-        return self._task.get_qpos(self._physics)
-
-    def joint_velocities(self) -> np.ndarray:
-        return self._task.get_qvel(self._physics)
 
     def peg_pose(self) -> np.ndarray:
         """Peg pose: xyz (m) + quaternion wxyz."""
@@ -226,41 +143,7 @@ class InsertionSim:
         """The object state streams, keyed by entity path: ``/state/peg_pose``, ``/state/socket_pose``."""
         return {schema.PEG_POSE: self.peg_pose(), schema.SOCKET_POSE: self.socket_pose()}
 
-    def link_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        xpos, xquat = self._data.xpos, self._data.xquat
-        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._link_bodies.items()}
-
-    def static_poses(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        xpos, xquat = self._data.xpos, self._data.xquat
-        return {n: (xpos[b].copy(), xquat[b].copy()) for n, b in self._static_bodies.items()}
-
-    def geometry(self) -> dict[str, dict[str, Any]]:
-        """Boxes to draw every link, static body, ``peg`` and ``socket`` (see ``AlohaSim.geometry``)."""
-        if self._geometry_cache is None:
-            self._geometry_cache = body_boxes(self._model, {**self._link_bodies, **self._static_bodies, **self._object_bodies})
-        return {k: dict(v) for k, v in self._geometry_cache.items()}
-
-    def gripper_positions(self) -> dict[str, np.ndarray]:
-        """World position of each gripper's grasp point (between the finger tips)."""
-        d = self._data
-        return {
-            arm: d.xpos[b] + d.xmat[b].reshape(3, 3) @ GRASP_OFFSET for arm, b in self._gripper_body.items()
-        }
-
     # ------------------------------------------------------------------ contacts
-    def _contact_pairs(self) -> list[tuple[int, int]]:
-        if self._contact_cache is None:
-            n = self._data.ncon
-            c = self._data.contact
-            self._contact_cache = list(zip(c.geom1[:n].tolist(), c.geom2[:n].tolist())) if n else []
-        return self._contact_cache
-
-    def contacts(self) -> list[tuple[str, str]]:
-        """Current contacts as (geom name, geom name) pairs."""
-        mj, model = self._mj, self._model
-        name = lambda g: mj.mj_id2name(model, mj.mjtObj.mjOBJ_GEOM, g) or f"geom{g}"  # noqa: E731
-        return [(name(a), name(b)) for a, b in self._contact_pairs()]
-
     def object_contacts(self) -> dict[str, bool]:
         """What the objects touch now: ``{obj}_{arm}_{side}_finger`` for obj in peg/socket,
         ``peg_table``, ``socket_table``, ``peg_socket`` (a socket wall), ``peg_pin``, ``{obj}_other``
@@ -284,27 +167,3 @@ class InsertionSim:
         out["peg_socket"] = bool(touching["peg"] & self._socket_geoms)
         out["peg_pin"] = self._pin_geom in touching["peg"]
         return out
-
-    # ------------------------------------------------------------------ rendering
-    def render(self, camera: str) -> np.ndarray:
-        """Render one of ``self.cameras`` at (height, width): uint8 [H, W, 3]."""
-        if camera not in self.cameras:
-            raise ValueError(f"camera {camera!r} is not enabled for this InsertionSim; enabled: {', '.join(self.cameras) or '(none)'}")
-        if self._renderer is None:
-            self._renderer = new_renderer(self._model, self.height, self.width)
-        self._renderer.update_scene(self._data, camera=camera)
-        return self._renderer.render().copy()
-
-    def render_all(self) -> dict[str, np.ndarray]:
-        return {c: self.render(c) for c in self.cameras}
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-
-    def __enter__(self) -> InsertionSim:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
