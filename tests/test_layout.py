@@ -15,9 +15,10 @@ PACKAGE = SRC / "roboloop"
 
 # Top to bottom: a module may import from its own floor and every floor listed before it.
 # `config` sits with `workspace`: `Config.save` writes through the workspace's atomic writes.
+# `plugins` (import by path) sits there too: signals, policies and tasks all load through it.
 FLOORS: list[set[str]] = [
     {"schema", "errors"},
-    {"config", "workspace", "rows", "faults"},
+    {"config", "workspace", "rows", "faults", "plugins"},
     {"video", "predicate"},
     {"stats"},
     {"catalog"},

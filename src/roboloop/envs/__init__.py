@@ -16,11 +16,10 @@ Importing this package loads no simulator.
 from __future__ import annotations
 
 import functools
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from roboloop import schema
+from roboloop import plugins, schema
 from roboloop.envs.task import Task
 from roboloop.errors import RoboloopError
 
@@ -94,8 +93,7 @@ def _load(name: str) -> Any:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name in BUILTIN:
-        module, _, attr = BUILTIN[name].partition(":")
-        task = _instance(getattr(importlib.import_module(module), attr))
+        task = _instance(plugins.import_object(BUILTIN[name]))
     else:
         ep = _entry_points()[name]
         try:

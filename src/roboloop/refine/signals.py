@@ -31,7 +31,6 @@ entry point group, whose entries point at decorated functions) or by import path
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from roboloop import schema
+from roboloop import plugins, schema
 from roboloop.errors import RoboloopError, UnknownNameError
 from roboloop.video import decode_samples
 
@@ -173,26 +172,26 @@ def declared_signal(obj: Any) -> Signal | None:
 
 def import_signal(spec: str) -> Signal:
     """The signal at import path `package.module:function` (importing the module registers it)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SignalImportError(f"signal import path {spec!r} must look like 'package.module:function'")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
+        obj = plugins.import_object(spec)
+    except plugins.ImportPathError:
+        raise SignalImportError(f"signal import path {spec!r} must look like 'package.module:function'") from None
+    except plugins.PluginNotFoundError as exc:
         raise SignalImportError(
-            f"signal {spec!r}: cannot import module {module_name!r} ({exc}); install the package or add its folder to PYTHONPATH"
+            f"signal {spec!r}: cannot import module {exc.module_name!r} ({exc.__cause__}); install the package or add its folder to PYTHONPATH"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: say which and how
-        raise SignalImportError(f"signal {spec!r}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            declared = sorted(n for n, v in vars(module).items() if declared_signal(v) is not None)
-            raise SignalImportError(
-                f"signal {spec!r}: module {module_name!r} has no attribute {attr!r}"
-                + (f"; its signals: {', '.join(f'{module_name}:{n}' for n in declared)}" if declared else "")
-            )
-        obj = getattr(obj, part)
+    except plugins.PluginImportFailedError as exc:  # the user's module failed while importing: say which and how
+        cause = exc.__cause__
+        raise SignalImportError(
+            f"signal {spec!r}: importing module {exc.module_name!r} failed: {type(cause).__name__}: {cause}"
+        ) from None
+    except plugins.PluginAttributeError as exc:
+        declared = sorted(n for n, v in vars(exc.module).items() if declared_signal(v) is not None)
+        raise SignalImportError(
+            f"signal {spec!r}: module {exc.module_name!r} has no attribute {exc.attr!r}"
+            + (f"; its signals: {', '.join(f'{exc.module_name}:{n}' for n in declared)}" if declared else "")
+        ) from None
+    module_name, attr = plugins.split_import_path(spec)
     sig = declared_signal(obj)
     if sig is None:
         raise SignalImportError(

@@ -29,10 +29,10 @@ A run stores the name it was trained with, so deployment imports the same class.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from roboloop import plugins
 from roboloop.errors import ConfigError
 from roboloop.train.features import FeatureSpec
 
@@ -96,19 +96,19 @@ def policy_class(name: str) -> type:
 
 
 def _import(name: str, target: str) -> type:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise UnknownPolicyError(f"policy {name!r}: an import path is package.module:Class, got {target!r}")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownPolicyError(f"policy {name!r}: cannot import module {module_name!r} ({exc}); install it or put its "
+        obj = plugins.import_object(target)
+    except plugins.ImportPathError:
+        raise UnknownPolicyError(f"policy {name!r}: an import path is package.module:Class, got {target!r}") from None
+    except plugins.PluginNotFoundError as exc:
+        raise UnknownPolicyError(f"policy {name!r}: cannot import module {exc.module_name!r} ({exc.__cause__}); install it or put its "
                                  "folder on PYTHONPATH (the process that deploys the run needs it too)") from None
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise UnknownPolicyError(f"policy {name!r}: module {module_name!r} has no {attr!r}")
+    except plugins.PluginImportFailedError as exc:  # found, but its own code (or a module it imports) failed
+        cause = exc.__cause__
+        raise UnknownPolicyError(f"policy {name!r}: importing module {exc.module_name!r} failed: "
+                                 f"{type(cause).__name__}: {cause}") from None
+    except plugins.PluginAttributeError as exc:
+        raise UnknownPolicyError(f"policy {name!r}: module {exc.module_name!r} has no {exc.attr!r}") from None
     if not isinstance(obj, type):
         raise UnknownPolicyError(f"policy {name!r}: {target} is not a class")
     return obj
