@@ -3,6 +3,7 @@ protocol; anything else is a config error naming the problem. The example policy
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,23 @@ def test_an_entry_point_names_a_policy(tmp_path, monkeypatch, examples_path):
 def test_bad_policy_names_are_config_errors(policy, message, examples_path):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(dataset="aloha", selection="v1", policy=policy)
+
+
+def test_a_policy_module_whose_own_import_fails_is_not_called_missing(tmp_path, monkeypatch):
+    """Found but broken (its code raises, or a module it imports is missing): the error says so, without the
+    install / PYTHONPATH advice meant for a module that is not found."""
+    (tmp_path / "rl_broken_policy.py").write_text("import rl_absent_dependency_xyz\n")
+    (tmp_path / "rl_raising_policy.py").write_text("raise RuntimeError('bad weights path')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    cases = {
+        "rl_broken_policy:P": "importing module 'rl_broken_policy' failed: ModuleNotFoundError: No module named 'rl_absent_dependency_xyz'",
+        "rl_raising_policy:P": "importing module 'rl_raising_policy' failed: RuntimeError: bad weights path",
+    }
+    for policy, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            TrainConfig(dataset="aloha", selection="v1", policy=policy)
+        assert message in str(err.value) and "PYTHONPATH" not in str(err.value)
 
 
 def test_the_example_policy_trains_a_step_and_acts_on_any_action_width(examples_path):
