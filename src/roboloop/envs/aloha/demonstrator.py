@@ -34,7 +34,7 @@ import numpy as np
 
 from .env import CUBE_HALF_SIZE, GRASP_OFFSET, AlohaSim, quat_to_mat
 
-__all__ = ["ScriptedHandover", "ArmIK", "GripperTrack", "PoseTrack", "gripper_rot", "mat2quat", "rot_from_axes"]
+__all__ = ["ACTION_SLICES", "ARM_QPOS", "ScriptedHandover", "TrackingExpert", "ArmIK", "GripperTrack", "PoseTrack", "gripper_rot", "mat2quat", "rot_from_axes"]
 
 MEET = np.array([0.0, 0.5, 0.22])  # where the cube is handed over (world)
 # Finger geometry (gripper_link frame, x = along the fingers): the inner faces span
@@ -194,7 +194,59 @@ class ArmIK:
         return q
 
 
-class ScriptedHandover:
+ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}
+"""Each arm's six joints (waist .. wrist_rotate) in ``qpos`` of the bimanual ALOHA models."""
+ACTION_SLICES = (("left", slice(0, 6), 6), ("right", slice(7, 13), 13))
+"""(arm, its six joints in the 14-value action, its gripper's index)."""
+
+
+class TrackingExpert:
+    """What the scripted experts share (:class:`ScriptedHandover`, ``ScriptedInsertion``): each arm
+    follows an end-effector :class:`PoseTrack` (grasp point, world frame) and a :class:`GripperTrack`;
+    the joint targets of a step are the arm's IK solution for its track's pose there.
+
+    ``Expert(sim)`` plans from the simulator's current state (it calls ``reset()``); a subclass's
+    ``reset`` calls :meth:`_start_tracks` then sets ``self._grip`` and plans.
+    """
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def _start_tracks(self) -> None:
+        """IK solvers for both arms, their current joints, and pose tracks starting at their current grasp points."""
+        model = self.sim.physics.model.ptr
+        self._ik = {"left": ArmIK(model, "left"), "right": ArmIK(model, "right")}
+        q = self.sim.physics.data.qpos
+        self._q = {arm: q[sl].copy() for arm, sl in ARM_QPOS.items()}
+        self._tracks: dict[str, PoseTrack] = {}
+        self._last_target: dict[str, tuple[bytes, bytes]] = {}
+        for arm in ("left", "right"):
+            p, R = self._ik[arm].fk(self._q[arm])
+            self._tracks[arm] = PoseTrack(p, R)
+
+    def _joint_targets(self, step: int, *, right_offset: np.ndarray | None = None, frozen: tuple[int, ...] = ()) -> np.ndarray:
+        """The 14 joint targets of ``step``: each arm's IK solution for its track's pose (``right_offset``
+        added to the right arm's position; joints ``frozen`` left alone) and its gripper track's value.
+        A pose equal to the arm's previous one reuses the previous solution (holding still)."""
+        out = np.empty(14)
+        for arm, sl, gi in ACTION_SLICES:
+            pos, quat = self._tracks[arm].at(step)
+            if arm == "right" and right_offset is not None:
+                pos = pos + right_offset
+            key = (pos.tobytes(), quat.tobytes())
+            if key != self._last_target.get(arm):
+                self._q[arm] = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET, frozen=frozen)
+                self._last_target[arm] = key
+            out[sl] = self._q[arm]
+            out[gi] = self._grip[arm].at(step)
+        return out
+
+
+class ScriptedHandover(TrackingExpert):
     """Scripted right-to-left cube handover for :class:`~roboloop.envs.aloha.AlohaSim`.
 
     ``ScriptedHandover(sim)`` plans from the simulator's current state (call it, or
@@ -219,22 +271,12 @@ class ScriptedHandover:
     T_R_AWAY = 255  # right retreated
     T_L_HOLD = 275  # left moved slightly away and up
 
-    def __init__(self, sim: AlohaSim) -> None:
-        self.sim = sim
-        self.reset()
+    sim: AlohaSim
 
     def reset(self) -> None:
         """Re-plan from the simulator's current state (after ``sim.reset``)."""
         sim = self.sim
-        model = sim.physics.model.ptr
-        self._ik = {"left": ArmIK(model, "left"), "right": ArmIK(model, "right")}
-        q = sim.physics.data.qpos
-        self._q = {"left": q[0:6].copy(), "right": q[8:14].copy()}
-        self._tracks: dict[str, PoseTrack] = {}
-        self._last_target: dict[str, tuple[bytes, bytes]] = {}
-        for arm in ("left", "right"):
-            p, R = self._ik[arm].fk(self._q[arm])
-            self._tracks[arm] = PoseTrack(p, R)
+        self._start_tracks()
         self._grip = {"left": GripperTrack(1.0), "right": GripperTrack(1.0)}
         self._plan_right(sim.cube_pose())
         self._plan_left_wait()
@@ -314,15 +356,4 @@ class ScriptedHandover:
             self._plan_right(self.sim.cube_pose(), from_step=step)
         if step == self.T_REAIM_L:
             self._plan_left_grasp(self.sim.cube_pose())
-        out = np.empty(14)
-        for arm, sl, gi in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
-            pos, quat = self._tracks[arm].at(step)
-            key = (pos.tobytes(), quat.tobytes())
-            if key != self._last_target.get(arm):  # holding still: reuse the last solution
-                q = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET)
-                self._q[arm] = q
-                self._last_target[arm] = key
-            q = self._q[arm]
-            out[sl] = q
-            out[gi] = self._grip[arm].at(step)
-        return out
+        return self._joint_targets(step)

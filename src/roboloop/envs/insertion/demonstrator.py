@@ -27,8 +27,8 @@ import math
 
 import numpy as np
 
-from roboloop.envs.aloha.demonstrator import ArmIK, GripperTrack, PoseTrack, gripper_rot
-from roboloop.envs.aloha.env import GRASP_OFFSET, quat_to_mat
+from roboloop.envs.aloha.demonstrator import ARM_QPOS, GripperTrack, TrackingExpert, gripper_rot
+from roboloop.envs.aloha.env import quat_to_mat
 
 from .env import REST_Z, InsertionSim
 
@@ -61,7 +61,6 @@ SERVO_GAIN = 0.5
 """Fraction of the measured offset corrected at each servo step (0 turns the servo off)."""
 SERVO_LIMIT = 0.02
 """Largest correction (m): a peg stuck on the rim must not make the arm push ever harder."""
-ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}
 
 
 def _rot_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -84,7 +83,7 @@ def _yaw(pose: np.ndarray) -> float:
     return math.atan2(ax[1], ax[0])
 
 
-class ScriptedInsertion:
+class ScriptedInsertion(TrackingExpert):
     """Scripted peg-in-socket for :class:`~roboloop.envs.insertion.InsertionSim`.
 
     ``ScriptedInsertion(sim)`` (or ``.reset()``) right after ``sim.reset``; ``.action(step)`` with
@@ -106,22 +105,12 @@ class ScriptedInsertion:
     T_INSERT = 235
     T_IN = 285
 
-    def __init__(self, sim: InsertionSim) -> None:
-        self.sim = sim
-        self.reset()
+    sim: InsertionSim
 
     def reset(self) -> None:
         """Re-plan from the simulator's current state (after ``sim.reset``)."""
         sim = self.sim
-        model = sim.physics.model.ptr
-        self._ik = {"left": ArmIK(model, "left"), "right": ArmIK(model, "right")}
-        q = sim.physics.data.qpos
-        self._q = {arm: q[sl].copy() for arm, sl in ARM_QPOS.items()}
-        self._tracks: dict[str, PoseTrack] = {}
-        self._last_target: dict[str, tuple[bytes, bytes]] = {}
-        for arm in ("left", "right"):
-            p, R = self._ik[arm].fk(self._q[arm])
-            self._tracks[arm] = PoseTrack(p, R)
+        self._start_tracks()
         self._grip = {arm: GripperTrack(float(sim.joint_positions()[6 if arm == "left" else 13])) for arm in ("left", "right")}
         for g in self._grip.values():
             g.add(self.T_OPEN, 1.0)
@@ -214,15 +203,4 @@ class ScriptedInsertion:
             self._plan_peg(step, self.T_IN, INSERT_DEPTH)
         if step >= self.T_ALIGNED and step % SERVO_EVERY == 0:
             self._servo(step)
-        out = np.empty(14)
-        for arm, sl, gi in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
-            pos, quat = self._tracks[arm].at(step)
-            if arm == "right":
-                pos = pos + self._offset
-            key = (pos.tobytes(), quat.tobytes())
-            if key != self._last_target.get(arm):
-                self._q[arm] = self._ik[arm].solve(self._q[arm], pos, quat_to_mat(quat), GRASP_OFFSET, frozen=FROZEN)
-                self._last_target[arm] = key
-            out[sl] = self._q[arm]
-            out[gi] = self._grip[arm].at(step)
-        return out
+        return self._joint_targets(step, right_offset=self._offset, frozen=FROZEN)
