@@ -108,6 +108,7 @@ from typing import Any
 from roboloop.schema import FAILURE_KINDS, STAGES
 
 __all__ = [
+    "JudgedTracker",
     "SuccessTracker", "SuccessResult", "WINDOW", "MIN_HEIGHT", "STAGES", "FAILURE_KINDS",
     "KNOCK_DISTANCE", "GRIPPER_ON_CUBE", "GRIPPER_OPEN", "REACH_DISTANCE", "CLOSE_REACH", "MOVE_NOISE", "MOVE_STEP",
     "APPROACH_MARGIN", "HOLD_STEPS",
@@ -176,7 +177,25 @@ class SuccessResult:
         return asdict(self)
 
 
-class SuccessTracker:
+class JudgedTracker:
+    """What the success trackers share: ``failure_reason`` and ``failure_step`` from the tracker's own
+    ``_judge()`` (``(failure kind, step)``, or None while the episode has not failed)."""
+
+    def _judge(self) -> tuple[str, int] | None:
+        raise NotImplementedError
+
+    @property
+    def failure_reason(self) -> str | None:
+        judged = self._judge()
+        return None if judged is None else judged[0]
+
+    @property
+    def failure_step(self) -> int | None:
+        judged = self._judge()
+        return None if judged is None else judged[1]
+
+
+class SuccessTracker(JudgedTracker):
     """Feed one observation per control step; read ``success`` etc. at any time.
 
     ``tracker.update(sim, reward)`` reads the cube height and contacts from an
@@ -426,16 +445,6 @@ class SuccessTracker:
         if self._left_closed_empty is not None:
             return "not_handed_over", self._left_closed_empty
         return "not_handed_over", self._last_not_held if self._last_not_held is not None else last
-
-    @property
-    def failure_reason(self) -> str | None:
-        judged = self._judge()
-        return None if judged is None else judged[0]
-
-    @property
-    def failure_step(self) -> int | None:
-        judged = self._judge()
-        return None if judged is None else judged[1]
 
     def result(self) -> SuccessResult:
         return SuccessResult(

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from roboloop.envs.aloha.env import quat_to_mat
+from roboloop.envs.aloha.success import JudgedTracker
 from roboloop.schema import FAILURE_KINDS, INSERTION_STAGES
 
 from .env import PEG_HALF_LENGTH, REST_Z, SOCKET_HALF_LENGTH
@@ -137,7 +138,7 @@ class _Object:
             self.closest = (reach, step)
 
 
-class InsertionTracker:
+class InsertionTracker(JudgedTracker):
     """Feed once per control step (``update(sim, reward, action)`` after ``sim.step``); ``result()``."""
 
     def __init__(self, window: int = WINDOW) -> None:
@@ -231,16 +232,6 @@ class InsertionTracker:
         if self._first_aligned is not None:
             return "never_inserted", self._first_aligned
         return "never_aligned", self._nearest_axis[1] if self._nearest_axis[1] is not None else last
-
-    @property
-    def failure_reason(self) -> str | None:
-        judged = self._judge()
-        return None if judged is None else judged[0]
-
-    @property
-    def failure_step(self) -> int | None:
-        judged = self._judge()
-        return None if judged is None else judged[1]
 
     def result(self) -> InsertionResult:
         judged = self._judge()
