@@ -89,6 +89,7 @@ __all__ = [
     "TABLE_TOP_BOUNDS",
     "CUBE_START_BOUNDS",
     "start_state",
+    "yaw_deg",
     "yaw_preset",
 ]
 
@@ -166,6 +167,11 @@ START_COLUMNS = tuple(f"{schema.SCENE}.{n}" for n in (schema.SCENE_CUBE_X, schem
 """Friendly columns holding an episode's sampled start state (m, m, deg): ``scene.cube_x``, ``scene.cube_y``, ``scene.cube_yaw_deg``."""
 
 
+def yaw_deg(pose: Sequence[float]) -> float:
+    """The rotation about z (deg) of a pose xyz + quaternion wxyz whose only rotation is about z."""
+    return math.degrees(2.0 * math.atan2(float(pose[6]), float(pose[3])))
+
+
 def start_state(pose: Sequence[float]) -> dict[str, float]:
     """An episode's start state from the sampled cube pose (xyz + quaternion wxyz): the ``scene``
     properties ``cube_x``, ``cube_y`` (m) and ``cube_yaw_deg`` (deg, the rotation about z)."""
@@ -173,7 +179,7 @@ def start_state(pose: Sequence[float]) -> dict[str, float]:
     return {
         schema.SCENE_CUBE_X: p[0],
         schema.SCENE_CUBE_Y: p[1],
-        schema.SCENE_CUBE_YAW_DEG: math.degrees(2.0 * math.atan2(p[6], p[3])),
+        schema.SCENE_CUBE_YAW_DEG: yaw_deg(p),
     }
 
 

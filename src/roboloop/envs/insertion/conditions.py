@@ -36,13 +36,12 @@ The vocabulary is :data:`AXES` (axes ``peg_region``, ``socket_region``, ``yaw``,
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from roboloop import schema
-from roboloop.envs.aloha.conditions import LIGHTINGS, TABLES
+from roboloop.envs.aloha.conditions import LIGHTINGS, TABLES, yaw_deg
 from roboloop.envs.conditions import Axis, Vocabulary
 
 __all__ = [
@@ -79,13 +78,9 @@ START_COLUMNS = tuple(f"{schema.SCENE}.{k}" for k in START_KEYS)
 """Columns holding an episode's sampled start state (m, m, deg for the peg, then the socket)."""
 
 
-def _yaw_deg(pose: Sequence[float]) -> float:
-    return math.degrees(2.0 * math.atan2(float(pose[6]), float(pose[3])))
-
-
 def start_state(peg_pose: Sequence[float], socket_pose: Sequence[float]) -> dict[str, float]:
     """The start state (``scene`` properties) from the sampled poses (xyz + quaternion wxyz)."""
-    values = (peg_pose[0], peg_pose[1], _yaw_deg(peg_pose), socket_pose[0], socket_pose[1], _yaw_deg(socket_pose))
+    values = (peg_pose[0], peg_pose[1], yaw_deg(peg_pose), socket_pose[0], socket_pose[1], yaw_deg(socket_pose))
     return {k: float(v) for k, v in zip(START_KEYS, values)}
 
 
