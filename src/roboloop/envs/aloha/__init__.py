@@ -4,7 +4,8 @@ success metric.
 
 * :class:`SceneConditions` (``conditions.py``): region / yaw / lighting / table / distractors.
 * :class:`AlohaSim` (``env.py``): seeded, condition-aware simulator; physics only or
-  with the cameras you list.
+  with the cameras you list. It is a :class:`BimanualSim`, the base every ALOHA bimanual
+  simulator here shares (the insertion task's too).
 * :class:`ScriptedHandover` (``demonstrator.py``): ``policy_id = "scripted-handover-v1"``.
 * :class:`SuccessTracker` (``success.py``): the strict handover success definition.
 
@@ -14,7 +15,7 @@ of :class:`AlohaSim` (with ``MUJOCO_GL=egl`` unless already set).
 
 from .conditions import SceneConditions
 from .demonstrator import ScriptedHandover
-from .env import AlohaSim
+from .env import AlohaSim, BimanualSim
 from .success import SuccessResult, SuccessTracker
 
-__all__ = ["SceneConditions", "AlohaSim", "ScriptedHandover", "SuccessTracker", "SuccessResult"]
+__all__ = ["SceneConditions", "AlohaSim", "BimanualSim", "ScriptedHandover", "SuccessTracker", "SuccessResult"]
