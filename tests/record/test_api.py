@@ -80,6 +80,9 @@ def test_round_trip_through_the_catalog(catalog):
     assert props["episode.operator"] == "alice" and list(props["episode.tags"]) == ["bench", "v1"]
     assert props["scene.lighting"] == "dim" and props["scene.block_x"] == 0.25
     assert props["episode.aborted"] is False
+    # what camera policies read, as collect writes it: the cameras under /cameras, their one size, the median frame rate
+    assert props["episode.cameras"] == "overview,wrist" and props["episode.camera_size"] == f"{W}x{H}"
+    assert props["episode.camera_hz"] == 10  # wrist frames every 0.1 s (29 steps) outnumber overview's 0.2 s (14)
     # provenance, checked against independent sources
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert props["episode.git_commit"] == head
@@ -255,6 +258,19 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
         ep.log_scalars("robot/q", 0.0, 1.0)
     with pytest.raises(record.RecordError, match="finite and >= 0"):
         ep.log_scalars("/robot/q", float("nan"), 1.0)
+    with pytest.raises(record.RecordError, match=r"/robot/joint_positions: non-finite value nan at index 2 at t=0.3 s; "
+                                                 r"log only finite values \(a sensor dropout: skip this row"):
+        ep.log_scalars("/robot/joint_positions", 0.3, [0, 0, np.nan, 0, 0, 0])
+    with pytest.raises(record.RecordError, match=r"/robot/v: non-finite value inf at index 0 at t=0.3 s"):
+        ep.log_scalars("/robot/v", 0.3, np.inf)
+    with pytest.raises(record.RecordError, match=r"/world/tool: non-finite quaternion nan at index 0 at t=0.3 s"):
+        ep.log_transform("/world/tool", 0.3, [0, 0, 0], [np.nan, 0, 0, 1])
+    with pytest.raises(record.RecordError, match=r"camera streams live at /cameras/<name>.*log to /cameras/front"):
+        ep.log_video_frame("/cam/front", 0.0, np.zeros((48, 64, 3), np.uint8))
+    with pytest.warns(record.RecordWarning, match=r"/robot/wall: first time 1764900000 s looks like a wall-clock"):
+        ep.log_scalars("/robot/wall", 1764900000.0, 1.0)
+    with pytest.warns(record.RecordWarning, match=r"outcome.sucess is not an outcome property.*did you mean 'success'"):
+        ep.set_properties("outcome", {"sucess": True})
     with pytest.raises(record.RecordError, match="episode.kind is set by roboloop"):
         ep.set_properties("episode", {"kind": "rollout"})
     with pytest.raises(record.RecordError, match="numbers, booleans, strings"):

@@ -16,7 +16,7 @@ from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
 from roboloop.train import MLPConfig, TrainConfig, TrainError, load_policy, train
 from roboloop.train.deploy import PolicyFactory
-from roboloop.train.features import INFERRED, ObservationError, encode_batch, stream_fields
+from roboloop.train.features import INFERRED, NonFiniteDataError, ObservationError, encode_batch, stream_fields
 
 DS = "arm"
 STEPS = 60
@@ -25,11 +25,14 @@ GOAL = "/arm/goal"
 TARGETS = "/arm/targets"
 
 
-def _episode(ws, i: int):
-    """A 3-joint arm moving towards a 2-D goal: targets = the next step's joints."""
+def _episode(ws, i: int, nan_at: int | None = None):
+    """A 3-joint arm moving towards a 2-D goal: targets = the next step's joints (a NaN target at step `nan_at`:
+    written below the recording API, which refuses it)."""
     t = np.arange(STEPS + 1) / schema.CONTROL_HZ
     goal = np.array([0.1 * i, -0.05 * i])
     q = np.stack([np.sin(t + 0.2 * i), np.cos(2 * t) * goal[0], t * goal[1]], axis=1)
+    if nan_at is not None:
+        q[nan_at + 1, 1] = np.nan  # the target of step nan_at (targets are q[1:]); the joints of step nan_at + 1
     sid = f"arm-{i:03d}"
     path = ws.segment_path(DS, schema.BASE_LAYER, sid)
     with EpisodeRecorder(path, sid) as rec:
@@ -85,6 +88,9 @@ def test_another_robot_trains_and_deploys_on_its_own_entity_paths(arm):
         policy.action(1, Observation(1, 0.02, state={JOINTS: np.zeros(3)}))
     with pytest.raises(ObservationError, match="2 values at deploy.*trained on 3"):
         policy.action(1, Observation(1, 0.02, state={JOINTS: np.zeros(2), GOAL: np.zeros(2)}))
+    for bad in (np.nan, np.inf):  # a NaN reading is refused, never turned into NaN actions
+        with pytest.raises(ObservationError, match=r"state '/arm/joint_positions' holds non-numeric or non-finite"):
+            policy.action(1, Observation(1, 0.02, state={JOINTS: np.array([bad, 0.0, 0.0]), GOAL: np.zeros(2)}))
 
 
 def test_a_path_the_dataset_lacks_is_named_with_the_dataset_paths(arm):
@@ -123,3 +129,16 @@ def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm):
     assert len(batch["q"]) == STEPS // 2  # 60 steps at 50 Hz = 1.2 s = 30 grid points at 25 Hz
     with AlohaSim(cameras=()) as sim, pytest.raises(TrainError, match=r"trained at 25 Hz .* steps at 50 Hz.*--rate-hz 50"):
         PolicyFactory(catalog.workspace.root, res.run_id)(sim)
+
+
+def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(catalog):
+    paths = [_episode(catalog.workspace, i) for i in range(4)] + [_episode(catalog.workspace, 4, nan_at=23)]
+    catalog.register_files(DS, paths)
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "sel")
+    # the joints stream reaches the NaN first (the next step's joints are this step's targets): step 24 at 50 Hz
+    with pytest.raises(NonFiniteDataError, match=r"'arm_joint_positions' \(/arm/joint_positions\) holds a non-finite "
+                                                 r"value \(NaN/inf\) in segment arm-004 at 0.48 s after its start"):
+        train(catalog, _cfg(state=(JOINTS,)))
+    # the action window names the bad step itself: the target of step 23
+    with pytest.raises(NonFiniteDataError, match=r"'action' \(/arm/targets\) .* in segment arm-004 at 0.46 s"):
+        train(catalog, _cfg(state=(GOAL,)))
