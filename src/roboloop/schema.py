@@ -72,6 +72,7 @@ SCENE = "scene"  # every scene condition that was set, plus a region label
 OUTCOME = "outcome"  # success, max_reward, success_step, steps, duration
 SIGNALS = "signals"  # derived signals, in the signals layer
 SIGNAL_VERSIONS = "signal_versions"  # signal name -> version of the function that computed it, in the signals layer
+SIGNAL_SKIPS = "signal_skips"  # signal name -> version of the function that raised SkipSignal on the segment (signals layer)
 QUALITY = "quality"  # flagged, reason, flagged_at, in the quality layer
 RUN = "run"  # training-run metadata, in <dataset>_runs
 

@@ -94,10 +94,18 @@ def test_aloha_signals_skip_on_a_six_joint_robot_with_one_reason_each(catalog, w
             got = signals_of(again, seg)
             assert got["duration_s"] == pytest.approx(39 / 30)
             assert all(got.get(name) is None for name in joint_signals)
-            # the skipped signals are recorded as done at their version: a re-run has nothing to do
-            assert signals_of(again, seg, schema.SIGNAL_VERSIONS)["jerk_peak"] == "1"
+            # a skipped signal is not done (no version), but its skip is recorded: a plain re-run has nothing to do
+            assert "jerk_peak" not in signals_of(again, seg, schema.SIGNAL_VERSIONS)
+            assert signals_of(again, seg, schema.SIGNAL_SKIPS)["jerk_peak"] == "1"
         rerun = refine.refine(again, DS)
-        assert rerun.computed == [] and rerun.skipped == 3
+        assert rerun.computed == [] and rerun.skipped == 3 and rerun.skipped_signals["jerk_peak"] == 3
+    code, out = _invoke(ws.root, "refine", "-d", DS)
+    assert code == 0 and "every segment already has signals (3)" in out
+    assert "  jerk_peak: skipped earlier on 3 of them (retry with --signal jerk_peak, or bump its version)" in out.splitlines()
+    # named, it is retried (and skips again)
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "jerk_peak")
+    assert code == 0 and "signals for 3 segment(s)" in out
+    assert "  jerk_peak: skipped on 3 episode(s): needs ALOHA's 14 joints in /robot/joint_positions; the episode has 6" in out
 
 
 def test_user_signal_by_import_path_and_version_change(catalog, ws, user_modules):
@@ -181,3 +189,44 @@ def test_entry_point_signals_are_found_and_run_by_default(catalog, ws, user_modu
     assert signals_of(catalog, "ep0")["first_joint_mean"] == pytest.approx(q[:, 0].mean())
     assert signals_of(catalog, "ep0", schema.SIGNAL_VERSIONS)["first_joint_mean"] == "2024a"
     assert [s.name for s in signals.resolve_signals(["first_joint_mean"])] == ["first_joint_mean"]
+
+
+SKIPPING_SIGNAL = '''
+from roboloop.refine import SkipSignal, signal
+
+
+@signal("firstq", version=1, streams=["/robot/joint_positions"])
+def firstq(ep):
+    q = ep.values("/robot/joint_positions")
+    if {broken}:
+        raise SkipSignal("my bug")
+    return float(q[0, 0])
+'''
+
+
+def test_a_named_signal_first_then_plain_refine_computes_the_builtins_and_a_skip_is_retried(catalog, ws, user_modules):
+    qs = {f"ep{i}": record_six_joint(ws, f"ep{i}", i) for i in range(2)}
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, s) for s in qs])
+    (user_modules / "roboloop_test_firstq.py").write_text(SKIPPING_SIGNAL.format(broken=True))
+    first = refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"])
+    assert first.computed == sorted(qs) and first.not_applicable["firstq"] == ("my bug", 2)
+    for seg in qs:
+        assert "firstq" not in signals_of(catalog, seg, schema.SIGNAL_VERSIONS)
+        assert "duration_s" not in signals_of(catalog, seg)
+    # the built-ins were never computed on these segments: a plain refine computes them
+    plain = refine.refine(catalog, DS)
+    assert plain.computed == sorted(qs)
+    for seg in qs:
+        assert signals_of(catalog, seg)["duration_s"] == pytest.approx(39 / 30)
+    assert refine.refine(catalog, DS).computed == []
+    # the user fixes the function without bumping its version: the skipped segments are retried
+    del sys.modules["roboloop_test_firstq"]
+    (user_modules / "roboloop_test_firstq.py").write_text(SKIPPING_SIGNAL.format(broken=False))
+    fixed = refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"])
+    assert fixed.computed == sorted(qs) and not fixed.not_applicable
+    for seg, q in qs.items():
+        got = signals_of(catalog, seg)
+        assert got["firstq"] == pytest.approx(q[0, 0]) and got["duration_s"] == pytest.approx(39 / 30)
+        assert signals_of(catalog, seg, schema.SIGNAL_VERSIONS)["firstq"] == "1"
+        assert "firstq" not in signals_of(catalog, seg, schema.SIGNAL_SKIPS)
+    assert refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"]).computed == []
