@@ -369,6 +369,13 @@ def resolve_streams(sig: Signal, available: Mapping[str, set[str]]) -> tuple[lis
     return scalars, videos
 
 
+def image_streams(sig: Signal, available: Mapping[str, set[str]]) -> list[str]:
+    """Image streams (PNG/JPEG, `log_image`) a signal's stream patterns match: frame signals decode only H.264 video."""
+    return sorted(e for e, comps in available.items() if schema.ENCODED_IMAGE_COMPONENT in comps
+                  and schema.VIDEO_SAMPLE_COMPONENT not in comps
+                  and any(fnmatch.fnmatchcase(e, pattern) for pattern in sig.streams))
+
+
 def reads_frames(sig: Signal, videos: Sequence[str] = ()) -> bool:
     """Whether a signal decodes camera frames: it reads a video stream, or declares streams under `/cameras`."""
     root = schema.CAMERA_ROOT
@@ -427,6 +434,7 @@ class _Plan:
     todo: list[str]
     previous: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, str]]]  # segment -> (signals.*, signal_versions.*, signal_skips.*)
     skipped_signals: dict[str, int] = field(default_factory=dict)  # left-alone segments where a chosen signal had skipped
+    images: dict[str, list[str]] = field(default_factory=dict)  # frame signal -> PNG image streams it matched but cannot decode
 
 
 def _plan(ds, table: pa.Table, dataset: str, signals: Sequence[str] | None, all_segments: bool,
@@ -452,7 +460,8 @@ def _plan(ds, table: pa.Table, dataset: str, signals: Sequence[str] | None, all_
             skipped_signals[sig.name] = n
     plan = _Plan(chosen, sorted({e for sig in chosen for e in resolved[sig.name][1]}),
                  {sig.name: tuple(resolved[sig.name][2]) for sig in chosen}, todo,
-                 {seg: previous[seg] for seg in todo if seg in previous}, skipped_signals)
+                 {seg: previous[seg] for seg in todo if seg in previous}, skipped_signals,
+                 {sig.name: image_streams(sig, available) for sig in chosen if reads_frames(sig, resolved[sig.name][2])})
     return plan, (len(all_ids) - len(todo) if segment_ids is None else 0)
 
 
@@ -595,6 +604,12 @@ def _evaluate(report: RefineReport, plan: _Plan, ep: EpisodeStreams, ds) -> None
     ep.video = lambda entity: read_video(ds, ep.segment_id, entity)
     res = compute_signals(ep, plan.chosen, cameras=plan.cameras)
     report.values[ep.segment_id] = res.values
+    for name, entities in plan.images.items():
+        for entity in entities:
+            key = f"{name} ({entity})"
+            first, n = report.not_applicable.get(key, (f"{entity} holds images (log_image, PNG), not an H.264 video "
+                                                        f"stream; record that camera with log_video_frame", 0))
+            report.not_applicable[key] = (first, n + 1)
     report.skips[ep.segment_id] = set(res.skipped)
     for name, reason in res.skipped.items():
         first, n = report.not_applicable.get(name, (reason, 0))
