@@ -146,7 +146,7 @@ def test_round_trip_through_the_catalog(catalog):
 def test_a_restarted_catalog_restores_an_episode_recorded_without_one(ws):
     ep = record_demo(ws.root, steps=4)
     assert not ep.registered and ep.path.is_file()
-    with Catalog(ws, url="") as cat:
+    with Catalog(str(ws.root), url="") as cat:  # a workspace folder, as record.episode takes it
         assert cat.segment_table("arm").column("segment_id").to_pylist() == [ep.segment_id]
         assert cat.dataset("arm").default_blueprint() is not None
 
