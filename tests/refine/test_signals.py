@@ -3,6 +3,7 @@ skipping (with one reason per signal) on another robot's episodes."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 
@@ -230,3 +231,40 @@ def test_a_named_signal_first_then_plain_refine_computes_the_builtins_and_a_skip
         assert signals_of(catalog, seg, schema.SIGNAL_VERSIONS)["firstq"] == "1"
         assert "firstq" not in signals_of(catalog, seg, schema.SIGNAL_SKIPS)
     assert refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"]).computed == []
+
+
+RAISING_SIGNAL = '''
+from roboloop.refine import signal
+
+
+def helper(q):
+    raise ValueError("my bug")
+
+
+@signal("boom", streams=["/robot/joint_positions"])
+def boom(ep):
+    return helper(ep.values("/robot/joint_positions"))
+'''
+
+
+def test_a_signal_that_raises_names_its_line_and_shows_its_traceback_with_v(catalog, ws, user_modules):
+    record_six_joint(ws, "ep0", 0)
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, "ep0")])
+    path = user_modules / "roboloop_test_boom.py"
+    path.write_text(RAISING_SIGNAL)
+    catalog.close()
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "roboloop_test_boom:boom")
+    assert code == 1
+    assert (f"error: signal 'boom' failed on segment 'ep0': ValueError: my bug (at {path}:6 in helper; roboloop -v shows "
+            f"the traceback)") in " ".join(out.split("\n"))
+    assert "Traceback" not in out
+    code, out = _invoke(ws.root, "-v", "refine", "-d", DS, "--signal", "roboloop_test_boom:boom")
+    assert code == 1
+    tb = out[out.index("Traceback"):out.index("error:")]
+    # the user's frames, from the signal function down, and none of roboloop's
+    assert f'File "{path}", line 11, in boom' in tb and f'File "{path}", line 6, in helper' in tb
+    assert 'raise ValueError("my bug")' in tb and "roboloop/refine" not in tb
+    # -v turns on roboloop's debug lines, not the query engine's (hundreds of plan lines per query)
+    assert logging.getLogger("roboloop.refine").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("datafusion.execution").isEnabledFor(logging.DEBUG)
+    logging.getLogger("roboloop").setLevel(logging.NOTSET)  # as a run without -v leaves it
