@@ -382,6 +382,7 @@ OUTCOME_JUDGED_AT = "judged_at"  # outcome layer only: UTC ISO time of a re-judg
 # a person's judgement (`roboloop label`, refine/labels.py), outcome layer only
 OUTCOME_SOURCE = "source"  # who judged the outcome: OUTCOME_SOURCE_LABEL for a person (absent: the simulator at record time)
 OUTCOME_SOURCE_LABEL = "label"
+OUTCOME_SOURCE_RECORDED = "recorded"  # set by the team's own loop through record.episode (no simulator judged it)
 OUTCOME_NOTE = "note"  # the labeller's free-text note ("" when none)
 OUTCOME_LABELLED_BY = "labelled_by"  # who labelled it (default: the OS user)
 OUTCOME_LABELLED_AT = "labelled_at"  # UTC ISO time of the label

@@ -30,6 +30,7 @@ from roboloop.stream import EpisodeStream
 from roboloop.video import decode_samples
 from roboloop.workspace import Workspace, is_temp_file
 from tests.catalog.test_remote import server as remote_server  # noqa: F401 - fixture: `roboloop serve` on a new workspace
+from tests.reliability.test_hostile_inputs import _invoke
 
 JOINTS = [f"j{i}" for i in range(5)] + ["gripper"]
 W, H = 64, 48
@@ -386,6 +387,16 @@ def test_success_and_failures_read_rollouts_of_any_robot(catalog):
     fails = failures(table, dataset="arm_evals")
     assert [(f["segment_id"], f["failure_kind"], f["at_s"]) for f in fails] == [(ids[1], "slipped", 0.3)]
     assert fails[0]["open"] == f"roboloop open {ids[1]} --at 0.3 --dataset arm_evals"
+    assert fails[0]["judged"] == "recorded"  # judged by the team's loop, not by a simulator
+    ws = catalog.workspace
+    catalog.close()
+    code, out = _invoke(ws.root, "failures", "--dataset", "arm_evals")
+    flat = " ".join(out.split())
+    assert code == 0 and "recorded" in flat and "simulator" not in flat and "None" not in flat, out
+    assert ("note: no nearest training episodes for rollouts without an evaluation: no eval id (recorded outside "
+            "`roboloop eval`, e.g. with record.episode)") in flat
+    code, out = _invoke(ws.root, "failures", "--dataset", "arm_evals", "--eval", "foo")
+    assert code == 1 and "arm_evals has no episode.eval_id column: its rollouts were not made by `roboloop eval`" in " ".join(out.split())
 
 
 def test_a_workspace_served_by_another_process_registers_at_once(request, monkeypatch):

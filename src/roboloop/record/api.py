@@ -417,6 +417,8 @@ class Episode:
                               f"{', '.join(sorted(OUTCOME_KEYS))} (keep your own values in another group)",
                               RecordWarning, stacklevel=2)
         self._properties.setdefault(group, {}).update(mapping)
+        if group == schema.OUTCOME and schema.OUTCOME_SUCCESS in mapping:  # judged by the loop, not a simulator
+            self._properties[group].setdefault(schema.OUTCOME_SOURCE, schema.OUTCOME_SOURCE_RECORDED)
 
     # --- closing ---------------------------------------------------------------------------------
     def __enter__(self) -> Episode:
