@@ -4,19 +4,22 @@ on observations keyed by the same paths; a clear error for a path the dataset la
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
 from roboloop import curate, schema
+from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.collect.run import Observation
 from roboloop.envs.aloha.env import AlohaSim
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
 from roboloop.train import MLPConfig, TrainConfig, TrainError, load_policy, train
-from roboloop.train.deploy import PolicyFactory
+from roboloop.train.deploy import PolicyFactory, list_runs
 from roboloop.train.features import INFERRED, NonFiniteDataError, ObservationError, encode_batch, stream_fields
+from roboloop.train.loop import check_rate
 
 DS = "arm"
 STEPS = 60
@@ -25,7 +28,7 @@ GOAL = "/arm/goal"
 TARGETS = "/arm/targets"
 
 
-def _episode(ws, i: int, nan_at: int | None = None):
+def _episode(ws, i: int, nan_at: int | None = None, targets: bool = True):
     """A 3-joint arm moving towards a 2-D goal: targets = the next step's joints (a NaN target at step `nan_at`:
     written below the recording API, which refuses it)."""
     t = np.arange(STEPS + 1) / schema.CONTROL_HZ
@@ -38,7 +41,8 @@ def _episode(ws, i: int, nan_at: int | None = None):
     with EpisodeRecorder(path, sid) as rec:
         rec.log_scalar_columns(JOINTS, t[:-1], q[:-1])
         rec.log_scalar_columns(GOAL, t[:-1], np.tile(goal, (STEPS, 1)))
-        rec.log_scalar_columns(TARGETS, t[:-1], q[1:])
+        if targets:
+            rec.log_scalar_columns(TARGETS, t[:-1], q[1:])
         rec.set_properties("episode", {"kind": "demo", "seed": i})
     return path
 
@@ -119,12 +123,18 @@ def test_state_paths_are_checked_and_the_default_features_are_aloha():
     assert back == _cfg() and back.flat()["state"] == f"{JOINTS},{GOAL}"
 
 
-def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm):
+def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm, caplog):
     """A 25 Hz robot trains on a 25 Hz grid (its windows are its control steps); deploying that run in the 50 Hz
     simulator is refused with the rate to train at, before any rollout."""
     catalog, _ = arm
-    res = train(catalog, _cfg(rate_hz=25.0, episode_steps=STEPS // 2, epochs=1))
+    with caplog.at_level(logging.WARNING, logger="roboloop.train"):
+        res = train(catalog, _cfg(rate_hz=25.0, episode_steps=STEPS // 2, epochs=1))
     assert res.status == "finished"
+    # the data says 50 Hz (steps of 1/CONTROL_HZ): the mismatch is named with the option that fixes it
+    warned = [r.getMessage() for r in caplog.records if r.name == "roboloop.train.loop"]
+    assert len(warned) == 1 and "the action /arm/targets of arm is logged at 50 Hz (median step 0.02 s" in warned[0]
+    assert "but training samples at 25 Hz: pass --rate-hz 50" in warned[0]
+    assert check_rate(catalog, DS, "arm-000", _cfg()) == pytest.approx(schema.CONTROL_HZ)
     batch = next(iter(EpisodeStream(catalog, (DS, ["arm-000"]), fields={"q": JOINTS}, rate_hz=25.0, batch_size=1000, shuffle=False)))
     assert len(batch["q"]) == STEPS // 2  # 60 steps at 50 Hz = 1.2 s = 30 grid points at 25 Hz
     with AlohaSim(cameras=()) as sim, pytest.raises(TrainError, match=r"trained at 25 Hz .* steps at 50 Hz.*--rate-hz 50"):
@@ -142,3 +152,18 @@ def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(cata
     # the action window names the bad step itself: the target of step 23
     with pytest.raises(NonFiniteDataError, match=r"'action' \(/arm/targets\) .* in segment arm-004 at 0.46 s"):
         train(catalog, _cfg(state=(GOAL,)))
+
+
+def test_a_dataset_typo_and_an_episode_without_the_action_say_what_the_cli_can_do(catalog):
+    paths = [_episode(catalog.workspace, i) for i in range(3)] + [_episode(catalog.workspace, 3, targets=False)]
+    catalog.register_files(DS, paths)
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "sel")
+    with pytest.raises(UnknownDatasetError, match=r"unknown dataset 'arm44'; available datasets: arm"):
+        train(catalog, _cfg(dataset="arm44"))
+    with pytest.raises(UnknownDatasetError, match=r"unknown dataset 'arm44'; available datasets: arm"):
+        list_runs(catalog.workspace, "arm44")
+    assert list_runs(catalog.workspace, DS) == []  # a known dataset without runs is not an error
+    with pytest.raises(TrainError, match=r"field 'action' \(/arm/targets\) has no data in segment\(s\) arm-003; leave them out "
+                                         r"of the selection \(`roboloop flag --dataset arm --segment ID") as err:
+        train(catalog, _cfg())
+    assert "on_missing" not in str(err.value)
