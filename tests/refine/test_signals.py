@@ -147,6 +147,7 @@ def test_user_signal_by_import_path_and_version_change(catalog, ws, user_modules
 def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
     write_module(user_modules, "roboloop_test_bad", 1)
     (user_modules / "roboloop_test_broken.py").write_text("raise RuntimeError('boom')\n")
+    (user_modules / "roboloop_test_needs.py").write_text("import roboloop_test_not_installed\n")
     (user_modules / "roboloop_test_clash.py").write_text(
         "from roboloop.refine import signal\n\n@signal('jerk_peak')\ndef mine(ep):\n    return 1.0\n")
     cases = {
@@ -154,6 +155,7 @@ def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
         "roboloop_test_bad:missing": "module 'roboloop_test_bad' has no attribute 'missing'; its signals: roboloop_test_bad:reach",
         "roboloop_test_bad:not_a_signal": "roboloop_test_bad.not_a_signal is not a signal; declare it with @roboloop.refine.signal",
         "roboloop_test_broken:x": "importing module 'roboloop_test_broken' failed: RuntimeError: boom",
+        "roboloop_test_needs:x": "module 'roboloop_test_needs' imports 'roboloop_test_not_installed', which is not installed",
         "roboloop_test_bad:": "must look like 'package.module:function'",
         "roboloop_test_clash:mine": "signal name 'jerk_peak' is already taken by roboloop.refine.layers:jerk_peak",
     }
@@ -161,6 +163,7 @@ def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
         with pytest.raises(signals.SignalImportError) as err:
             signals.resolve_signals([spec])
         assert message in str(err.value), spec
+        assert ("PYTHONPATH" in str(err.value)) == (spec == "roboloop_test_nope:reach"), spec
     assert signals.SIGNALS["jerk_peak"].fn.__module__ == "roboloop.refine.layers"  # the built-in is still the one registered
     code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "roboloop_test_nope:reach")
     assert code == 1 and "Traceback" not in out

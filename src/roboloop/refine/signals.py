@@ -186,6 +186,11 @@ def import_signal(spec: str) -> Signal:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and not (module_name == missing or module_name.startswith(missing + ".")):
+            # the module was found; something IT imports is missing: PYTHONPATH advice would mislead
+            raise SignalImportError(f"signal {spec!r}: module {module_name!r} imports {missing!r}, which is not installed "
+                                    f"({exc}); install it in this environment (pip install ...)") from None
         raise SignalImportError(
             f"signal {spec!r}: cannot import module {module_name!r} ({exc}); install the package or add its folder to PYTHONPATH"
         ) from None
