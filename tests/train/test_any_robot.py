@@ -3,6 +3,7 @@ on observations keyed by the same paths; a clear error for a path the dataset la
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -14,10 +15,11 @@ from roboloop import curate, schema
 from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.collect.run import Observation
 from roboloop.envs.aloha.env import AlohaSim
+from roboloop.record import api as record_api
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
-from roboloop.train import MLPConfig, TrainConfig, TrainError, load_policy, train
-from roboloop.train.deploy import PolicyFactory, list_runs
+from roboloop.train import MLPConfig, TrainConfig, TrainError, VisionConfig, load_policy, train
+from roboloop.train.deploy import PolicyFactory, list_runs, run_info
 from roboloop.train.features import INFERRED, NonFiniteDataError, ObservationError, encode_batch, stream_fields
 from roboloop.train.loop import check_rate
 
@@ -167,3 +169,34 @@ def test_a_dataset_typo_and_an_episode_without_the_action_say_what_the_cli_can_d
                                          r"of the selection \(`roboloop flag --dataset arm --segment ID") as err:
         train(catalog, _cfg())
     assert "on_missing" not in str(err.value)
+
+
+def test_the_vision_policy_trains_on_episodes_of_the_recording_api(catalog):
+    """record.episode writes the camera size and rate a camera policy reads (episode.camera_size, camera_hz)."""
+    for i in range(3):
+        with record_api.episode(catalog, DS) as ep:
+            for k in range(40):
+                t = k / 20
+                q = np.array([np.sin(t + i), np.cos(t), 0.1 * i])
+                ep.log_scalars(JOINTS, t, q)
+                ep.log_scalars(TARGETS, t, q + 0.01)
+                if k % 2 == 0:
+                    img = np.full((24, 32, 3), 40 + 20 * i, np.uint8)
+                    img[:, (k // 2) % 32] = 255
+                    ep.log_video_frame("/cameras/wrist", t, img)
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "sel")
+    cfg = _cfg(policy="vision", state=(JOINTS,), rate_hz=20.0, episode_steps=40, epochs=1, samples=0,
+               model=VisionConfig(camera="wrist", image_width=32, image_height=24, channels=(8, 8), keypoints=4, hidden=32, layers=1))
+    res = train(catalog, cfg)
+    assert res.status == "finished"
+    info = run_info(catalog.workspace, res.run_id)
+    assert info["cameras"] == ["wrist"] and info["camera_size"] == [32, 24] and info["camera_hz"] == 10
+    # an episode at another camera size: the error says how to pick one size
+    with record_api.episode(catalog, DS) as ep:
+        for k in range(4):
+            ep.log_scalars(JOINTS, k / 20, np.zeros(3))
+            ep.log_scalars(TARGETS, k / 20, np.zeros(3))
+            ep.log_video_frame("/cameras/wrist", k / 20, np.zeros((48, 64, 3), np.uint8))
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "mixed")
+    with pytest.raises(TrainError, match=r"found \['32x24', '64x48'\] \(episode.camera_size\): curate a selection of one size"):
+        train(catalog, dataclasses.replace(cfg, selection="mixed"))

@@ -670,7 +670,9 @@ def _camera_info(catalog, sel, specs: list[FeatureSpec]) -> dict[str, Any]:
     sizes = {r.get("episode.camera_size") for r in rows}
     hz = {r.get("episode.camera_hz") for r in rows}
     if len(sizes) != 1 or None in sizes:
-        raise TrainError(f"a camera policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))}")
+        raise TrainError(f"a camera policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))} "
+                         f"(episode.camera_size): curate a selection of one size (--where \"episode.camera_size = 'WxH'\"); "
+                         f"episodes recorded with record.episode get it from their /cameras/<name> frames, all of one size")
     w, h = (int(v) for v in next(iter(sizes)).split("x"))
     return {"cameras": cameras, "camera_size": [w, h], "camera_hz": int(next(iter(hz)) or schema.CAMERA_HZ)}
 
