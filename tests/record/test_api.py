@@ -26,7 +26,7 @@ from roboloop.catalog.client import Catalog
 from roboloop.collect.run import reserve_seeds
 from roboloop.errors import RoboloopError
 from roboloop.record.api import LAYOUT_FILE, blueprint_for
-from roboloop.stream import EpisodeStream
+from roboloop.stream import EpisodeStream, StreamError
 from roboloop.video import decode_samples
 from roboloop.workspace import Workspace, is_temp_file
 from tests.catalog.test_remote import server as remote_server  # noqa: F401 - fixture: `roboloop serve` on a new workspace
@@ -410,3 +410,13 @@ def test_a_workspace_served_by_another_process_registers_at_once(request, monkey
         assert not cat.embedded
         assert cat.segment_table("arm").column("segment_id").to_pylist() == [ep.segment_id]
         assert cat.dataset("arm").default_blueprint() is not None
+
+
+def test_a_transform_as_a_stream_field_says_to_log_it_with_log_scalars(catalog):
+    ep = record_demo(catalog, steps=4)
+    with pytest.raises(StreamError, match=r"/world/arm/tool has no component the loader can decode.*also log it as a "
+                                          r"vector with log_scalars"):
+        EpisodeStream(catalog, ("arm", [ep.segment_id]), fields={"pose": "/world/arm/tool"}, rate_hz=10, batch_size=8)
+    with pytest.raises(StreamError) as err:  # not said of a stream that is no pose
+        EpisodeStream(catalog, ("arm", [ep.segment_id]), fields={"log": "/events"}, rate_hz=10, batch_size=8)
+    assert "log_scalars" not in str(err.value)
