@@ -155,7 +155,8 @@ def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
         "roboloop_test_bad:missing": "module 'roboloop_test_bad' has no attribute 'missing'; its signals: roboloop_test_bad:reach",
         "roboloop_test_bad:not_a_signal": "roboloop_test_bad.not_a_signal is not a signal; declare it with @roboloop.refine.signal",
         "roboloop_test_broken:x": "importing module 'roboloop_test_broken' failed: RuntimeError: boom",
-        "roboloop_test_needs:x": "module 'roboloop_test_needs' imports 'roboloop_test_not_installed', which is not installed",
+        "roboloop_test_needs:x": ("importing module 'roboloop_test_needs' failed: ModuleNotFoundError: No module named "
+                                  "'roboloop_test_not_installed'"),
         "roboloop_test_bad:": "must look like 'package.module:function'",
         "roboloop_test_clash:mine": "signal name 'jerk_peak' is already taken by roboloop.refine.layers:jerk_peak",
     }

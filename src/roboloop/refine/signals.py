@@ -189,8 +189,7 @@ def import_signal(spec: str) -> Signal:
         missing = exc.name or ""
         if missing and not (module_name == missing or module_name.startswith(missing + ".")):
             # the module was found; something IT imports is missing: PYTHONPATH advice would mislead
-            raise SignalImportError(f"signal {spec!r}: module {module_name!r} imports {missing!r}, which is not installed "
-                                    f"({exc}); install it in this environment (pip install ...)") from None
+            raise SignalImportError(f"signal {spec!r}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
         raise SignalImportError(
             f"signal {spec!r}: cannot import module {module_name!r} ({exc}); install the package or add its folder to PYTHONPATH"
         ) from None
