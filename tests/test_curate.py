@@ -118,7 +118,7 @@ def test_save_load_replace_and_restart(catalog, ws, synthetic_episode):
     refine.refine(catalog, DS)
     sel = curate.save(catalog, curate.select(catalog, DS, where="signals.duration_s > 0", holdout=0.2), "v1")
     assert sel.name == "v1"
-    with pytest.raises(curate.CurateError, match="--replace"):
+    with pytest.raises(curate.CurateError, match=r"a selection named .v1. exists \(over dataset .demo.; selection names are unique across the workspace\); pass --replace"):
         curate.save(catalog, curate.select(catalog, DS, where="episode.seed < 10"), "v1")
     stricter = curate.save(catalog, curate.select(catalog, DS, where="episode.seed < 10", limit=8), "v1", replace=True)
     curate.save(catalog, curate.select(catalog, DS, where="episode.seed >= 5"), "v2")

@@ -288,9 +288,11 @@ def save(catalog: Catalog, selection: Selection, name: str | None = None, *, rep
     }
     ws = catalog.workspace
     with ws.lock(SELECTIONS_TABLE):
-        if not replace and _rowfiles.read_row(ws, SELECTIONS_TABLE, name) is not None:
+        existing = _rowfiles.read_row(ws, SELECTIONS_TABLE, name) if not replace else None
+        if existing is not None:
             raise CurateError(
-                f"a selection named {name!r} exists; pass --replace (replace=True) to overwrite it or choose a new name"
+                f"a selection named {name!r} exists (over dataset {existing.get('dataset')!r}; selection names are unique "
+                f"across the workspace); pass --replace (replace=True) to overwrite it or choose a new name"
             )
         faults.point("curate.checked")
         _rowfiles.write_row(ws, SELECTIONS_TABLE, name, row)

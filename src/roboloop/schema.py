@@ -80,6 +80,7 @@ SCENE = "scene"  # every scene condition that was set, plus a region label
 OUTCOME = "outcome"  # success, max_reward, success_step, steps, duration
 SIGNALS = "signals"  # derived signals, in the signals layer
 SIGNAL_VERSIONS = "signal_versions"  # signal name -> version of the function that computed it, in the signals layer
+SIGNAL_SKIPS = "signal_skips"  # signal name -> version of the function that raised SkipSignal on the segment (signals layer)
 QUALITY = "quality"  # flagged, reason, flagged_at, in the quality layer
 RUN = "run"  # training-run metadata, in <dataset>_runs
 
@@ -397,6 +398,7 @@ OUTCOME_JUDGED_AT = "judged_at"  # outcome layer only: UTC ISO time of a re-judg
 # a person's judgement (`roboloop label`, refine/labels.py), outcome layer only
 OUTCOME_SOURCE = "source"  # who judged the outcome: OUTCOME_SOURCE_LABEL for a person (absent: the simulator at record time)
 OUTCOME_SOURCE_LABEL = "label"
+OUTCOME_SOURCE_RECORDED = "recorded"  # set by the team's own loop through record.episode (no simulator judged it)
 OUTCOME_NOTE = "note"  # the labeller's free-text note ("" when none)
 OUTCOME_LABELLED_BY = "labelled_by"  # who labelled it (default: the OS user)
 OUTCOME_LABELLED_AT = "labelled_at"  # UTC ISO time of the label

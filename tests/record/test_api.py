@@ -26,10 +26,11 @@ from roboloop.catalog.client import Catalog
 from roboloop.collect.run import reserve_seeds
 from roboloop.errors import RoboloopError
 from roboloop.record.api import LAYOUT_FILE, blueprint_for
-from roboloop.stream import EpisodeStream
+from roboloop.stream import EpisodeStream, StreamError
 from roboloop.video import decode_samples
 from roboloop.workspace import Workspace, is_temp_file
 from tests.catalog.test_remote import server as remote_server  # noqa: F401 - fixture: `roboloop serve` on a new workspace
+from tests.reliability.test_hostile_inputs import _invoke
 
 JOINTS = [f"j{i}" for i in range(5)] + ["gripper"]
 W, H = 64, 48
@@ -80,6 +81,9 @@ def test_round_trip_through_the_catalog(catalog):
     assert props["episode.operator"] == "alice" and list(props["episode.tags"]) == ["bench", "v1"]
     assert props["scene.lighting"] == "dim" and props["scene.block_x"] == 0.25
     assert props["episode.aborted"] is False
+    # what camera policies read, as collect writes it: the cameras under /cameras, their one size, the median frame rate
+    assert props["episode.cameras"] == "overview,wrist" and props["episode.camera_size"] == f"{W}x{H}"
+    assert props["episode.camera_hz"] == 10  # wrist frames every 0.1 s (29 steps) outnumber overview's 0.2 s (14)
     # provenance, checked against independent sources
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert props["episode.git_commit"] == head
@@ -143,7 +147,7 @@ def test_round_trip_through_the_catalog(catalog):
 def test_a_restarted_catalog_restores_an_episode_recorded_without_one(ws):
     ep = record_demo(ws.root, steps=4)
     assert not ep.registered and ep.path.is_file()
-    with Catalog(ws, url="") as cat:
+    with Catalog(str(ws.root), url="") as cat:  # a workspace folder, as record.episode takes it
         assert cat.segment_table("arm").column("segment_id").to_pylist() == [ep.segment_id]
         assert cat.dataset("arm").default_blueprint() is not None
 
@@ -255,6 +259,19 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
         ep.log_scalars("robot/q", 0.0, 1.0)
     with pytest.raises(record.RecordError, match="finite and >= 0"):
         ep.log_scalars("/robot/q", float("nan"), 1.0)
+    with pytest.raises(record.RecordError, match=r"/robot/joint_positions: non-finite value nan at index 2 at t=0.3 s; "
+                                                 r"log only finite values \(a sensor dropout: skip this row"):
+        ep.log_scalars("/robot/joint_positions", 0.3, [0, 0, np.nan, 0, 0, 0])
+    with pytest.raises(record.RecordError, match=r"/robot/v: non-finite value inf at index 0 at t=0.3 s"):
+        ep.log_scalars("/robot/v", 0.3, np.inf)
+    with pytest.raises(record.RecordError, match=r"/world/tool: non-finite quaternion nan at index 0 at t=0.3 s"):
+        ep.log_transform("/world/tool", 0.3, [0, 0, 0], [np.nan, 0, 0, 1])
+    with pytest.raises(record.RecordError, match=r"camera streams live at /cameras/<name>.*log to /cameras/front"):
+        ep.log_video_frame("/cam/front", 0.0, np.zeros((48, 64, 3), np.uint8))
+    with pytest.warns(record.RecordWarning, match=r"/robot/wall: first time 1764900000 s looks like a wall-clock"):
+        ep.log_scalars("/robot/wall", 1764900000.0, 1.0)
+    with pytest.warns(record.RecordWarning, match=r"outcome.sucess is not an outcome property.*did you mean 'success'"):
+        ep.set_properties("outcome", {"sucess": True})
     with pytest.raises(record.RecordError, match="episode.kind is set by roboloop"):
         ep.set_properties("episode", {"kind": "rollout"})
     with pytest.raises(record.RecordError, match="numbers, booleans, strings"):
@@ -370,6 +387,16 @@ def test_success_and_failures_read_rollouts_of_any_robot(catalog):
     fails = failures(table, dataset="arm_evals")
     assert [(f["segment_id"], f["failure_kind"], f["at_s"]) for f in fails] == [(ids[1], "slipped", 0.3)]
     assert fails[0]["open"] == f"roboloop open {ids[1]} --at 0.3 --dataset arm_evals"
+    assert fails[0]["judged"] == "recorded"  # judged by the team's loop, not by a simulator
+    ws = catalog.workspace
+    catalog.close()
+    code, out = _invoke(ws.root, "failures", "--dataset", "arm_evals")
+    flat = " ".join(out.split())
+    assert code == 0 and "recorded" in flat and "simulator" not in flat and "None" not in flat, out
+    assert ("note: no nearest training episodes for rollouts without an evaluation: no eval id (recorded outside "
+            "`roboloop eval`, e.g. with record.episode)") in flat
+    code, out = _invoke(ws.root, "failures", "--dataset", "arm_evals", "--eval", "foo")
+    assert code == 1 and "arm_evals has no episode.eval_id column: its rollouts were not made by `roboloop eval`" in " ".join(out.split())
 
 
 def test_a_workspace_served_by_another_process_registers_at_once(request, monkeypatch):
@@ -383,3 +410,13 @@ def test_a_workspace_served_by_another_process_registers_at_once(request, monkey
         assert not cat.embedded
         assert cat.segment_table("arm").column("segment_id").to_pylist() == [ep.segment_id]
         assert cat.dataset("arm").default_blueprint() is not None
+
+
+def test_a_transform_as_a_stream_field_says_to_log_it_with_log_scalars(catalog):
+    ep = record_demo(catalog, steps=4)
+    with pytest.raises(StreamError, match=r"/world/arm/tool has no component the loader can decode.*also log it as a "
+                                          r"vector with log_scalars"):
+        EpisodeStream(catalog, ("arm", [ep.segment_id]), fields={"pose": "/world/arm/tool"}, rate_hz=10, batch_size=8)
+    with pytest.raises(StreamError) as err:  # not said of a stream that is no pose
+        EpisodeStream(catalog, ("arm", [ep.segment_id]), fields={"log": "/events"}, rate_hz=10, batch_size=8)
+    assert "log_scalars" not in str(err.value)

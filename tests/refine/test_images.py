@@ -8,6 +8,7 @@ import rerun as rr
 from scipy.ndimage import gaussian_filter
 
 from roboloop import curate, schema
+from roboloop.record import api as record_api
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.refine import images
 from roboloop.refine import layers as refine
@@ -119,3 +120,20 @@ def test_sharpness_is_skipped_without_cameras_and_frames_need_declaring(catalog,
     assert report.not_applicable == {"sharpness": ("needs a camera (an H.264 video stream under /cameras/); the dataset has none", 1)}
     assert images.camera_name("/cameras/left_wrist") == "left_wrist"
     assert images.camera_name("/cameras/rig/front-left") == "rig_front_left"
+
+
+def test_a_png_camera_gets_a_skip_line_next_to_the_h264_ones_sharpness(catalog, ws):
+    rng = np.random.default_rng(0)
+    with record_api.episode(catalog, DS) as ep:
+        for k in range(6):
+            ep.log_video_frame("/cameras/wrist", k / HZ, scene(k, rng))
+            ep.log_image("/cameras/overview", k / HZ, scene(k, rng))
+    report = refine.refine(catalog, DS, signals=["sharpness"])
+    assert report.computed == [ep.segment_id]
+    assert signals_of(catalog, ep.segment_id)["sharpness_wrist"] > 0
+    assert "sharpness_overview" not in signals_of(catalog, ep.segment_id)
+    reason = ("/cameras/overview holds images (log_image, PNG), not an H.264 video stream; record that camera "
+              "with log_video_frame")
+    assert report.not_applicable == {"sharpness (/cameras/overview)": (reason, 1)}
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "sharpness", "--all")
+    assert code == 0 and f"  sharpness (/cameras/overview): skipped on 1 episode(s): {reason}" in out

@@ -259,3 +259,25 @@ def test_outcome_note_says_what_the_counts_are():
     note = analyze.outcome_note(counts)
     assert "1 outcome(s) are a person's label" in note and "1 rollouts are unlabelled" in note
     assert analyze.outcome_note({"labelled": 0, "unlabelled": 0}) is None
+
+
+def test_cli_csv_reports_bad_rows_and_unknown_segments_at_once_and_names_the_right_dataset(ws, rollouts, tmp_path,
+                                                                                             synthetic_episode):
+    _, path = synthetic_episode(ws, "bot", "demo-7", duration_s=0.2)
+    rollouts.register_files("bot", [path])
+    rollouts.close()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("segment,success,at,kind,note,by\nhw-0,maybe,,,,\nnope,true,,,,\ndemo-7,false,,,,\n")
+
+    def run(*args):
+        return CliRunner().invoke(app, ["--workspace", str(ws.root), *args], env={"ROBOLOOP_CATALOG": "", "COLUMNS": "250"})
+
+    res = run("label", "--dataset", EVALS, "--csv", str(bad))
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1 and "3 bad label(s), nothing written" in out, res.output
+    assert "bad.csv row 1 (line 2), column 'success': 'maybe' is not one of" in out
+    assert "bad.csv row 2 (line 3): no segment 'nope' in bot_evals" in out
+    assert "bad.csv row 3 (line 4): no segment 'demo-7' in bot_evals (it is in bot: pass --dataset bot)" in out
+    res = run("label", "demo-7", "--dataset", EVALS, "--failure")
+    assert res.exit_code == 1 and "no segment 'demo-7' in bot_evals (it is in bot: pass --dataset bot)" in " ".join(res.output.split())
+    assert not ws.layer_dir(EVALS, schema.OUTCOME_LAYER).exists()

@@ -165,8 +165,9 @@ def test_new_only_by_default_all_recomputes_and_other_signals_are_kept(catalog, 
 
     _, p = synthetic_episode(ws, DS, "ep3", duration_s=0.5, seed=3)
     catalog.register_files(DS, [p])
-    second = refine.refine(catalog, DS)
-    assert second.computed == ["ep3"] and second.skipped == 3
+    second = refine.refine(catalog, DS)  # ep0..ep2 never had the other built-ins (only duration_s was named): computed
+    assert second.computed == ["ep0", "ep1", "ep2", "ep3"] and second.skipped == 0
+    assert signals_of(catalog, "ep0")["jerk_peak"] > 0
     assert refine.refine(catalog, DS).computed == []
 
     full = refine.refine(catalog, DS, all_segments=True)
@@ -179,7 +180,7 @@ def test_new_only_by_default_all_recomputes_and_other_signals_are_kept(catalog, 
     after = signals_of(catalog, "ep1")
     assert after["refined_at"] >= before["refined_at"]
     assert {k: v for k, v in after.items() if k != "refined_at"} == {k: v for k, v in before.items() if k != "refined_at"}
-    assert sorted(p.name for p in ws.segment_files(DS, schema.SIGNALS_LAYER)) == ["ep0.1.rrd", "ep1.2.rrd", "ep2.1.rrd", "ep3.1.rrd"]
+    assert sorted(p.name for p in ws.segment_files(DS, schema.SIGNALS_LAYER)) == ["ep0.2.rrd", "ep1.3.rrd", "ep2.2.rrd", "ep3.1.rrd"]
 
     with pytest.raises(refine.RefineError, match="no segment"):
         refine.refine(catalog, DS, segment_ids=["nope"])

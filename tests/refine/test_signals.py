@@ -3,6 +3,7 @@ skipping (with one reason per signal) on another robot's episodes."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 
@@ -94,10 +95,18 @@ def test_aloha_signals_skip_on_a_six_joint_robot_with_one_reason_each(catalog, w
             got = signals_of(again, seg)
             assert got["duration_s"] == pytest.approx(39 / 30)
             assert all(got.get(name) is None for name in joint_signals)
-            # the skipped signals are recorded as done at their version: a re-run has nothing to do
-            assert signals_of(again, seg, schema.SIGNAL_VERSIONS)["jerk_peak"] == "1"
+            # a skipped signal is not done (no version), but its skip is recorded: a plain re-run has nothing to do
+            assert "jerk_peak" not in signals_of(again, seg, schema.SIGNAL_VERSIONS)
+            assert signals_of(again, seg, schema.SIGNAL_SKIPS)["jerk_peak"] == "1"
         rerun = refine.refine(again, DS)
-        assert rerun.computed == [] and rerun.skipped == 3
+        assert rerun.computed == [] and rerun.skipped == 3 and rerun.skipped_signals["jerk_peak"] == 3
+    code, out = _invoke(ws.root, "refine", "-d", DS)
+    assert code == 0 and "every segment already has signals (3)" in out
+    assert "  jerk_peak: skipped earlier on 3 of them (retry with --signal jerk_peak, or bump its version)" in out.splitlines()
+    # named, it is retried (and skips again)
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "jerk_peak")
+    assert code == 0 and "signals for 3 segment(s)" in out
+    assert "  jerk_peak: skipped on 3 episode(s): needs ALOHA's 14 joints in /robot/joint_positions; the episode has 6" in out
 
 
 def test_user_signal_by_import_path_and_version_change(catalog, ws, user_modules):
@@ -138,6 +147,7 @@ def test_user_signal_by_import_path_and_version_change(catalog, ws, user_modules
 def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
     write_module(user_modules, "roboloop_test_bad", 1)
     (user_modules / "roboloop_test_broken.py").write_text("raise RuntimeError('boom')\n")
+    (user_modules / "roboloop_test_needs.py").write_text("import roboloop_test_not_installed\n")
     (user_modules / "roboloop_test_clash.py").write_text(
         "from roboloop.refine import signal\n\n@signal('jerk_peak')\ndef mine(ep):\n    return 1.0\n")
     cases = {
@@ -145,6 +155,8 @@ def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
         "roboloop_test_bad:missing": "module 'roboloop_test_bad' has no attribute 'missing'; its signals: roboloop_test_bad:reach",
         "roboloop_test_bad:not_a_signal": "roboloop_test_bad.not_a_signal is not a signal; declare it with @roboloop.refine.signal",
         "roboloop_test_broken:x": "importing module 'roboloop_test_broken' failed: RuntimeError: boom",
+        "roboloop_test_needs:x": ("importing module 'roboloop_test_needs' failed: ModuleNotFoundError: No module named "
+                                  "'roboloop_test_not_installed'"),
         "roboloop_test_bad:": "must look like 'package.module:function'",
         "roboloop_test_clash:mine": "signal name 'jerk_peak' is already taken by roboloop.refine.layers:jerk_peak",
     }
@@ -152,6 +164,7 @@ def test_bad_import_paths_say_what_is_wrong(ws, user_modules):
         with pytest.raises(signals.SignalImportError) as err:
             signals.resolve_signals([spec])
         assert message in str(err.value), spec
+        assert ("PYTHONPATH" in str(err.value)) == (spec == "roboloop_test_nope:reach"), spec
     assert signals.SIGNALS["jerk_peak"].fn.__module__ == "roboloop.refine.layers"  # the built-in is still the one registered
     code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "roboloop_test_nope:reach")
     assert code == 1 and "Traceback" not in out
@@ -181,3 +194,81 @@ def test_entry_point_signals_are_found_and_run_by_default(catalog, ws, user_modu
     assert signals_of(catalog, "ep0")["first_joint_mean"] == pytest.approx(q[:, 0].mean())
     assert signals_of(catalog, "ep0", schema.SIGNAL_VERSIONS)["first_joint_mean"] == "2024a"
     assert [s.name for s in signals.resolve_signals(["first_joint_mean"])] == ["first_joint_mean"]
+
+
+SKIPPING_SIGNAL = '''
+from roboloop.refine import SkipSignal, signal
+
+
+@signal("firstq", version=1, streams=["/robot/joint_positions"])
+def firstq(ep):
+    q = ep.values("/robot/joint_positions")
+    if {broken}:
+        raise SkipSignal("my bug")
+    return float(q[0, 0])
+'''
+
+
+def test_a_named_signal_first_then_plain_refine_computes_the_builtins_and_a_skip_is_retried(catalog, ws, user_modules):
+    qs = {f"ep{i}": record_six_joint(ws, f"ep{i}", i) for i in range(2)}
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, s) for s in qs])
+    (user_modules / "roboloop_test_firstq.py").write_text(SKIPPING_SIGNAL.format(broken=True))
+    first = refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"])
+    assert first.computed == sorted(qs) and first.not_applicable["firstq"] == ("my bug", 2)
+    for seg in qs:
+        assert "firstq" not in signals_of(catalog, seg, schema.SIGNAL_VERSIONS)
+        assert "duration_s" not in signals_of(catalog, seg)
+    # the built-ins were never computed on these segments: a plain refine computes them
+    plain = refine.refine(catalog, DS)
+    assert plain.computed == sorted(qs)
+    for seg in qs:
+        assert signals_of(catalog, seg)["duration_s"] == pytest.approx(39 / 30)
+    assert refine.refine(catalog, DS).computed == []
+    # the user fixes the function without bumping its version: the skipped segments are retried
+    del sys.modules["roboloop_test_firstq"]
+    (user_modules / "roboloop_test_firstq.py").write_text(SKIPPING_SIGNAL.format(broken=False))
+    fixed = refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"])
+    assert fixed.computed == sorted(qs) and not fixed.not_applicable
+    for seg, q in qs.items():
+        got = signals_of(catalog, seg)
+        assert got["firstq"] == pytest.approx(q[0, 0]) and got["duration_s"] == pytest.approx(39 / 30)
+        assert signals_of(catalog, seg, schema.SIGNAL_VERSIONS)["firstq"] == "1"
+        assert "firstq" not in signals_of(catalog, seg, schema.SIGNAL_SKIPS)
+    assert refine.refine(catalog, DS, signals=["roboloop_test_firstq:firstq"]).computed == []
+
+
+RAISING_SIGNAL = '''
+from roboloop.refine import signal
+
+
+def helper(q):
+    raise ValueError("my bug")
+
+
+@signal("boom", streams=["/robot/joint_positions"])
+def boom(ep):
+    return helper(ep.values("/robot/joint_positions"))
+'''
+
+
+def test_a_signal_that_raises_names_its_line_and_shows_its_traceback_with_v(catalog, ws, user_modules):
+    record_six_joint(ws, "ep0", 0)
+    catalog.register_files(DS, [ws.segment_path(DS, schema.BASE_LAYER, "ep0")])
+    path = user_modules / "roboloop_test_boom.py"
+    path.write_text(RAISING_SIGNAL)
+    catalog.close()
+    code, out = _invoke(ws.root, "refine", "-d", DS, "--signal", "roboloop_test_boom:boom")
+    assert code == 1
+    assert (f"error: signal 'boom' failed on segment 'ep0': ValueError: my bug (at {path}:6 in helper; roboloop -v shows "
+            f"the traceback)") in " ".join(out.split("\n"))
+    assert "Traceback" not in out
+    code, out = _invoke(ws.root, "-v", "refine", "-d", DS, "--signal", "roboloop_test_boom:boom")
+    assert code == 1
+    tb = out[out.index("Traceback"):out.index("error:")]
+    # the user's frames, from the signal function down, and none of roboloop's
+    assert f'File "{path}", line 11, in boom' in tb and f'File "{path}", line 6, in helper' in tb
+    assert 'raise ValueError("my bug")' in tb and "roboloop/refine" not in tb
+    # -v turns on roboloop's debug lines, not the query engine's (hundreds of plan lines per query)
+    assert logging.getLogger("roboloop.refine").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("datafusion.execution").isEnabledFor(logging.DEBUG)
+    logging.getLogger("roboloop").setLevel(logging.NOTSET)  # as a run without -v leaves it

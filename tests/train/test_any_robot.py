@@ -3,20 +3,25 @@ on observations keyed by the same paths; a clear error for a path the dataset la
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
 from roboloop import curate, schema
+from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.collect.run import Observation
 from roboloop.envs.aloha.env import AlohaSim
+from roboloop.record import api as record_api
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
-from roboloop.train import MLPConfig, TrainConfig, TrainError, load_policy, train
-from roboloop.train.deploy import PolicyFactory
-from roboloop.train.features import INFERRED, ObservationError, encode_batch, stream_fields
+from roboloop.train import MLPConfig, TrainConfig, TrainError, VisionConfig, load_policy, train
+from roboloop.train.deploy import PolicyFactory, list_runs, run_info
+from roboloop.train.features import INFERRED, NonFiniteDataError, ObservationError, encode_batch, stream_fields
+from roboloop.train.loop import check_rate
 
 DS = "arm"
 STEPS = 60
@@ -25,17 +30,21 @@ GOAL = "/arm/goal"
 TARGETS = "/arm/targets"
 
 
-def _episode(ws, i: int):
-    """A 3-joint arm moving towards a 2-D goal: targets = the next step's joints."""
+def _episode(ws, i: int, nan_at: int | None = None, targets: bool = True):
+    """A 3-joint arm moving towards a 2-D goal: targets = the next step's joints (a NaN target at step `nan_at`:
+    written below the recording API, which refuses it)."""
     t = np.arange(STEPS + 1) / schema.CONTROL_HZ
     goal = np.array([0.1 * i, -0.05 * i])
     q = np.stack([np.sin(t + 0.2 * i), np.cos(2 * t) * goal[0], t * goal[1]], axis=1)
+    if nan_at is not None:
+        q[nan_at + 1, 1] = np.nan  # the target of step nan_at (targets are q[1:]); the joints of step nan_at + 1
     sid = f"arm-{i:03d}"
     path = ws.segment_path(DS, schema.BASE_LAYER, sid)
     with EpisodeRecorder(path, sid) as rec:
         rec.log_scalar_columns(JOINTS, t[:-1], q[:-1])
         rec.log_scalar_columns(GOAL, t[:-1], np.tile(goal, (STEPS, 1)))
-        rec.log_scalar_columns(TARGETS, t[:-1], q[1:])
+        if targets:
+            rec.log_scalar_columns(TARGETS, t[:-1], q[1:])
         rec.set_properties("episode", {"kind": "demo", "seed": i})
     return path
 
@@ -85,6 +94,9 @@ def test_another_robot_trains_and_deploys_on_its_own_entity_paths(arm):
         policy.action(1, Observation(1, 0.02, state={JOINTS: np.zeros(3)}))
     with pytest.raises(ObservationError, match="2 values at deploy.*trained on 3"):
         policy.action(1, Observation(1, 0.02, state={JOINTS: np.zeros(2), GOAL: np.zeros(2)}))
+    for bad in (np.nan, np.inf):  # a NaN reading is refused, never turned into NaN actions
+        with pytest.raises(ObservationError, match=r"state '/arm/joint_positions' holds non-numeric or non-finite"):
+            policy.action(1, Observation(1, 0.02, state={JOINTS: np.array([bad, 0.0, 0.0]), GOAL: np.zeros(2)}))
 
 
 def test_a_path_the_dataset_lacks_is_named_with_the_dataset_paths(arm):
@@ -113,13 +125,78 @@ def test_state_paths_are_checked_and_the_default_features_are_aloha():
     assert back == _cfg() and back.flat()["state"] == f"{JOINTS},{GOAL}"
 
 
-def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm):
+def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm, caplog):
     """A 25 Hz robot trains on a 25 Hz grid (its windows are its control steps); deploying that run in the 50 Hz
     simulator is refused with the rate to train at, before any rollout."""
     catalog, _ = arm
-    res = train(catalog, _cfg(rate_hz=25.0, episode_steps=STEPS // 2, epochs=1))
+    with caplog.at_level(logging.WARNING, logger="roboloop.train"):
+        res = train(catalog, _cfg(rate_hz=25.0, episode_steps=STEPS // 2, epochs=1))
     assert res.status == "finished"
+    # the data says 50 Hz (steps of 1/CONTROL_HZ): the mismatch is named with the option that fixes it
+    warned = [r.getMessage() for r in caplog.records if r.name == "roboloop.train.loop"]
+    assert len(warned) == 1 and "the action /arm/targets of arm is logged at 50 Hz (median step 0.02 s" in warned[0]
+    assert "but training samples at 25 Hz: pass --rate-hz 50" in warned[0]
+    assert check_rate(catalog, DS, "arm-000", _cfg()) == pytest.approx(schema.CONTROL_HZ)
     batch = next(iter(EpisodeStream(catalog, (DS, ["arm-000"]), fields={"q": JOINTS}, rate_hz=25.0, batch_size=1000, shuffle=False)))
     assert len(batch["q"]) == STEPS // 2  # 60 steps at 50 Hz = 1.2 s = 30 grid points at 25 Hz
     with AlohaSim(cameras=()) as sim, pytest.raises(TrainError, match=r"trained at 25 Hz .* steps at 50 Hz.*--rate-hz 50"):
         PolicyFactory(catalog.workspace.root, res.run_id)(sim)
+
+
+def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(catalog):
+    paths = [_episode(catalog.workspace, i) for i in range(4)] + [_episode(catalog.workspace, 4, nan_at=23)]
+    catalog.register_files(DS, paths)
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "sel")
+    # the joints stream reaches the NaN first (the next step's joints are this step's targets): step 24 at 50 Hz
+    with pytest.raises(NonFiniteDataError, match=r"'arm_joint_positions' \(/arm/joint_positions\) holds a non-finite "
+                                                 r"value \(NaN/inf\) in segment arm-004 at 0.48 s after its start"):
+        train(catalog, _cfg(state=(JOINTS,)))
+    # the action window names the bad step itself: the target of step 23
+    with pytest.raises(NonFiniteDataError, match=r"'action' \(/arm/targets\) .* in segment arm-004 at 0.46 s"):
+        train(catalog, _cfg(state=(GOAL,)))
+
+
+def test_a_dataset_typo_and_an_episode_without_the_action_say_what_the_cli_can_do(catalog):
+    paths = [_episode(catalog.workspace, i) for i in range(3)] + [_episode(catalog.workspace, 3, targets=False)]
+    catalog.register_files(DS, paths)
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "sel")
+    with pytest.raises(UnknownDatasetError, match=r"unknown dataset 'arm44'; available datasets: arm"):
+        train(catalog, _cfg(dataset="arm44"))
+    with pytest.raises(UnknownDatasetError, match=r"unknown dataset 'arm44'; available datasets: arm"):
+        list_runs(catalog.workspace, "arm44")
+    assert list_runs(catalog.workspace, DS) == []  # a known dataset without runs is not an error
+    with pytest.raises(TrainError, match=r"field 'action' \(/arm/targets\) has no data in segment\(s\) arm-003; leave them out "
+                                         r"of the selection \(`roboloop flag --dataset arm --segment ID") as err:
+        train(catalog, _cfg())
+    assert "on_missing" not in str(err.value)
+
+
+def test_the_vision_policy_trains_on_episodes_of_the_recording_api(catalog):
+    """record.episode writes the camera size and rate a camera policy reads (episode.camera_size, camera_hz)."""
+    for i in range(3):
+        with record_api.episode(catalog, DS) as ep:
+            for k in range(40):
+                t = k / 20
+                q = np.array([np.sin(t + i), np.cos(t), 0.1 * i])
+                ep.log_scalars(JOINTS, t, q)
+                ep.log_scalars(TARGETS, t, q + 0.01)
+                if k % 2 == 0:
+                    img = np.full((24, 32, 3), 40 + 20 * i, np.uint8)
+                    img[:, (k // 2) % 32] = 255
+                    ep.log_video_frame("/cameras/wrist", t, img)
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "sel")
+    cfg = _cfg(policy="vision", state=(JOINTS,), rate_hz=20.0, episode_steps=40, epochs=1, samples=0,
+               model=VisionConfig(camera="wrist", image_width=32, image_height=24, channels=(8, 8), keypoints=4, hidden=32, layers=1))
+    res = train(catalog, cfg)
+    assert res.status == "finished"
+    info = run_info(catalog.workspace, res.run_id)
+    assert info["cameras"] == ["wrist"] and info["camera_size"] == [32, 24] and info["camera_hz"] == 10
+    # an episode at another camera size: the error says how to pick one size
+    with record_api.episode(catalog, DS) as ep:
+        for k in range(4):
+            ep.log_scalars(JOINTS, k / 20, np.zeros(3))
+            ep.log_scalars(TARGETS, k / 20, np.zeros(3))
+            ep.log_video_frame("/cameras/wrist", k / 20, np.zeros((48, 64, 3), np.uint8))
+    curate.save(catalog, curate.select(catalog, DS, holdout=0.0), "mixed")
+    with pytest.raises(TrainError, match=r"found \['32x24', '64x48'\] \(episode.camera_size\): curate a selection of one size"):
+        train(catalog, dataclasses.replace(cfg, selection="mixed"))

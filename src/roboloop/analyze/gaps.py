@@ -744,7 +744,10 @@ def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None
         by_eval.setdefault(f.get(eval_col), []).append(f)
     why: dict[str, str] = {}
     for eval_id, members in by_eval.items():
-        row = rows.read_row(ws, schema.EVALS_TABLE, eval_id) if isinstance(eval_id, str) else None
+        if not isinstance(eval_id, str):  # "" for rollouts recorded outside `roboloop eval` (never the text "None")
+            why[""] = "no eval id (recorded outside `roboloop eval`, e.g. with record.episode), so no training run to compare with"
+            continue
+        row = rows.read_row(ws, schema.EVALS_TABLE, eval_id)
         run_id = (row or {}).get("run_id") or ""
         if not run_id or run_id == schema.PROVENANCE_NONE:
             why[str(eval_id)] = "no training run (a scripted or external policy)"

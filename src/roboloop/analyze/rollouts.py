@@ -432,8 +432,8 @@ def failures(
     outcomes judged by the first classifier without a moment: re-judge them with
     `roboloop reoutcome`), `open` (the
     `roboloop open` command, valid after restarts) and, with `url_for(segment_id, at_s)`,
-    `url` (a live catalog URL); where the table has `outcome.source`, `judged` ("simulator" or
-    "label by NAME"). Rollouts without an outcome (unlabelled) are not failures and are not
+    `url` (a live catalog URL); where the table has `outcome.source`, `judged` ("simulator",
+    "recorded" or "label by NAME"). Rollouts without an outcome (unlabelled) are not failures and are not
     listed (:func:`outcome_sources` counts them). Sorted by eval id, cell, seed.
     """
     cols = columns_of_rows(rows)
@@ -470,7 +470,10 @@ def failures(
 
 
 def _judged_text(source: Any, by: Any, free: Any) -> str:
-    """Who judged a failure: "simulator", or "label by NAME" (", free-text kind" when the kind is not the task's)."""
+    """Who judged a failure: "simulator", "recorded" (set by the recording loop, `record.episode`), or "label by NAME"
+    (", free-text kind" when the kind is not the task's)."""
+    if source == schema.OUTCOME_SOURCE_RECORDED:
+        return "recorded"
     if source != schema.OUTCOME_SOURCE_LABEL:
         return "simulator"
     return f"label by {by or '?'}" + (", free-text kind" if free else "")
@@ -536,7 +539,9 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
 
     if eval_ids:
         if EVAL_ID not in table.column_names:
-            raise PredicateError(f"{evals_dataset} has no {EVAL_ID} column: is it an evaluation dataset?")
+            raise PredicateError(f"{evals_dataset} has no {EVAL_ID} column: its rollouts were not made by `roboloop eval` "
+                                 f"(e.g. recorded with record.episode(kind='rollout')), so they have no eval id; leave out "
+                                 f"--eval, or pick them with --where (e.g. \"episode.policy = 'mine'\")")
         known = set(table.column(EVAL_ID).to_pylist())
         unknown = [e for e in eval_ids if e not in known]
         if unknown:

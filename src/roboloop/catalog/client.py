@@ -69,7 +69,7 @@ class Catalog:
 
     def __init__(
         self,
-        workspace: Workspace | None = None,
+        workspace: Workspace | str | os.PathLike[str] | None = None,
         url: str | None = None,
         *,
         restore: bool = True,
@@ -78,7 +78,8 @@ class Catalog:
     ) -> None:
         import rerun as rr
 
-        self.workspace = workspace or Workspace()
+        # a workspace folder is accepted like record.episode and load_policy accept it
+        self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace) if workspace else Workspace()
         explicit = url
         url = url if url is not None else (os.environ.get(ENV_CATALOG) or None)
         self.server = None

@@ -129,9 +129,13 @@ def _global(
         Optional[str],
         typer.Option("--catalog", envvar="ROBOLOOP_CATALOG", help="Attach to a running catalog (e.g. from `roboloop serve`) instead of starting one."),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show roboloop's debug logging and the traceback of your own code (a signal) that raised.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # -v: roboloop's own debug lines (and the traceback of a user's code that raised); libraries stay at warnings
+    # (DataFusion alone logs hundreds of query-plan lines per query at debug level)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("roboloop").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    state.verbose = verbose
     state.workspace = workspace
     state.catalog_url = catalog
 

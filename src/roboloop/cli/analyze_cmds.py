@@ -236,12 +236,13 @@ HISTORY_COLUMNS = ["labelled_at", "success", "kind", "at_s", "note", "labelled_b
 
 
 def _label_batch(segments: list[str], success: bool | None, at: float | None, kind: str | None, note: str | None,
-                 by: str | None, csv_file: Path | None) -> list[Label]:
-    """The labels the options ask for (a user error for a contradictory combination)."""
+                 by: str | None, csv_file: Path | None, problems: list[str]) -> list[Label]:
+    """The labels the options ask for (a user error for a contradictory combination); a CSV's bad rows go to
+    `problems` (reported with the unknown segments, all at once)."""
     if csv_file is not None:
         if segments or success is not None or at is not None or kind is not None or note is not None:
             fail("--csv takes every label from the file: give no segments, --success/--failure, --at, --kind or --note with it")
-        return [lab if lab.by else dataclasses.replace(lab, by=by) for lab in read_labels_csv(csv_file)]
+        return [lab if lab.by else dataclasses.replace(lab, by=by) for lab in read_labels_csv(csv_file, problems=problems)]
     if not segments:
         fail("name the segments to label (roboloop label SEGMENT... --dataset D --success|--failure) or give --csv FILE")
     if success is None:
@@ -273,9 +274,10 @@ def label_cmd(
             hist = guard(lambda seg=seg: label_history(ws, dataset, seg))
             print_table(hist, HISTORY_COLUMNS, format, title=f"labels of {seg} in {dataset} ({len(hist)}, newest last: in effect)")
         return
-    batch = guard(lambda: _label_batch(segments, success, at, kind, note, by, csv_file))
+    problems: list[str] = []
+    batch = guard(lambda: _label_batch(segments, success, at, kind, note, by, csv_file, problems))
     with open_catalog() as cat:
-        rep = guard(lambda: apply_labels(cat, dataset, batch))
+        rep = guard(lambda: apply_labels(cat, dataset, batch, problems=problems))
 
     out = []
     for sid, group in rep.written.items():

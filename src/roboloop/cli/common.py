@@ -32,7 +32,11 @@ err_console = Console(stderr=True)
 
 
 def report_error(exc: BaseException) -> None:
-    """How a user error is shown: one red `error:` line (plus the message's own lines)."""
+    """How a user error is shown: one red `error:` line (plus the message's own lines); with `-v`, an error that
+    carries the traceback of the user's own code (`traceback_text`, e.g. a signal function that raised) prints it first."""
+    details = getattr(exc, "traceback_text", "")
+    if details and state.verbose:
+        err_console.print(details.rstrip(), highlight=False, markup=False, soft_wrap=True)
     err_console.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
 
 
@@ -41,6 +45,7 @@ class State:
 
     workspace: Optional[Path] = None
     catalog_url: Optional[str] = None
+    verbose: bool = False
 
 
 state = State()

@@ -52,6 +52,7 @@ def refine_cmd(
     if n == 0:
         what = f"{', '.join(report.signals)} at their current version(s)" if signal_names else "signals"
         console.print(f"{dataset}: every segment already has {what} ({report.skipped}); use --all to recompute")
+        _print_skipped(report, named=bool(signal_names))
         return
     console.print(
         f"{dataset}: signals for {n} segment(s) in {report.seconds:.2f}s "
@@ -59,9 +60,17 @@ def refine_cmd(
         f"register {report.register_seconds:.2f}s)"
         + (f"; {report.skipped} already had signals" if report.skipped else "")
     )
+    _print_skipped(report, named=bool(signal_names))
     for name, (reason, count) in report.not_applicable.items():
         console.print(f"  {name}: skipped on {count} episode(s): {reason}")
     print_rows(report.stats(), ["signal", "n", "min", "mean", "max"])
+
+
+def _print_skipped(report, *, named: bool) -> None:
+    """Signals that raised SkipSignal on segments left alone now (their earlier run skipped them)."""
+    for name, count in report.skipped_signals.items():
+        retry = "" if named else f" (retry with --signal {name}, or bump its version)"
+        console.print(f"  {name}: skipped earlier on {count} of them{retry}")
 
 
 def flag_cmd(

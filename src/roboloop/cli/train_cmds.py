@@ -131,7 +131,7 @@ def runs_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json records.")] = False,
 ) -> None:
     """List training runs (newest first). The same data is queryable: SELECT ... FROM <dataset>_runs."""
-    rows = [r for r in list_runs(open_workspace()) if dataset is None or r.get("dataset") == dataset]
+    rows = list_runs(open_workspace(), dataset)
     if as_json:
         console.print_json(json.dumps(rows))
         return

@@ -12,8 +12,8 @@ reservation (`seeds`). Every recording roboloop makes (demonstrations, rollouts,
 runs) goes through them.
 """
 
-from roboloop.record.api import KINDS, ON_ERROR, Episode, RecordError, blueprint_for, episode
+from roboloop.record.api import KINDS, ON_ERROR, Episode, RecordError, RecordWarning, blueprint_for, episode
 
 # `episode` is the public function; the module of the same name stays importable as
 # `from roboloop.record.episode import EpisodeRecorder` (the import system finds it in sys.modules).
-__all__ = ["Episode", "KINDS", "ON_ERROR", "RecordError", "blueprint_for", "episode"]
+__all__ = ["Episode", "KINDS", "ON_ERROR", "RecordError", "RecordWarning", "blueprint_for", "episode"]

@@ -49,6 +49,7 @@ stream, a time-series panel per scalar stream, text views; written to
 from __future__ import annotations
 
 import datetime
+import difflib
 import functools
 import io
 import json
@@ -58,6 +59,7 @@ import re
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,14 @@ from roboloop.record.seeds import reserve_seeds, seeded_segment_id
 from roboloop.video import DEFAULT_GOP, H264Encoder
 from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
-__all__ = ["Episode", "RecordError", "episode", "blueprint_for", "KINDS", "ON_ERROR"]
+__all__ = ["Episode", "RecordError", "RecordWarning", "episode", "blueprint_for", "KINDS", "ON_ERROR"]
 
 KINDS = (schema.KIND_DEMO, schema.KIND_ROLLOUT)
 ON_ERROR = ("discard", "abort")
 SCALARS, IMAGE, VIDEO, TRANSFORM, TEXT = "scalars", "image", "video", "transform", "text"
 AXIS_LENGTH_M = 0.05
 """Length of the axes drawn at every logged transform (so a pose shows in the 3D view without geometry)."""
+_CAMERA = re.compile(rf"^{schema.CAMERA_ROOT}/[A-Za-z0-9_]+$")
 _GROUP = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _AUTOMATIC = (schema.EPISODE_KIND, schema.EPISODE_ABORTED, schema.EPISODE_ABORT_REASON, schema.EPISODE_SEED,
               schema.EPISODE_HOST, schema.EPISODE_STARTED_AT, schema.EPISODE_PROJECT_GIT_COMMIT,
@@ -96,6 +99,19 @@ or gathered automatically, never through `set_properties`."""
 class RecordError(RoboloopError, ValueError):
     """A recording call that cannot be honoured (bad argument, time going backwards, a shape that changed):
     the message names the entity, what was expected and how to fix the call."""
+
+
+class RecordWarning(UserWarning):
+    """A recording call that is honoured but probably not what was meant (wall-clock times, a misspelt
+    `outcome` key); the message names the fix."""
+
+
+WALL_CLOCK_S = 1e6
+"""A first time above this (11.6 days) is taken for a Unix wall-clock time rather than seconds since the episode start."""
+OUTCOME_KEYS = frozenset(v for k, v in vars(schema).items()
+                         if k.startswith("OUTCOME_") and k not in ("OUTCOME_LAYER", "OUTCOME_TEXT", "OUTCOME_SOURCE_LABEL")
+                         and isinstance(v, str))
+"""The `outcome` properties roboloop reads (success, failure_reason, failure_time_s, note, ...): another key warns."""
 
 
 def episode(
@@ -157,6 +173,15 @@ def _target_dataset(dataset: str, kind: str) -> str:
     except ValueError as exc:
         raise RecordError(str(exc)) from None
     return schema.evals_dataset(base) if kind == schema.KIND_ROLLOUT else base
+
+
+def _finite(entity: str, t: float, values: np.ndarray, what: str = "value") -> None:
+    """Refuse NaN/inf: a non-finite value would poison training's normalization and every plot of the stream."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise RecordError(f"{entity}: non-finite {what} {values[bad[0]]} at index {int(bad[0])} at t={t} s; log only "
+                          f"finite values (a sensor dropout: skip this row, the stream keeps its own rate, or log the "
+                          f"last good value)")
 
 
 class _Stream:
@@ -239,6 +264,9 @@ class Episode:
         s = self._streams.get(entity)
         if s is None:
             s = self._streams[entity] = _Stream(kind)
+            if t > WALL_CLOCK_S:
+                warnings.warn(f"{entity}: first time {t:.0f} s looks like a wall-clock (Unix epoch) time; times are seconds "
+                              f"since the episode start: log t - t0 (or ep.elapsed())", RecordWarning, stacklevel=3)
         elif s.kind != kind:
             raise RecordError(f"{entity} already holds {s.kind}; log {kind} under another entity path")
         if s.times and t < s.times[-1]:
@@ -261,13 +289,16 @@ class Episode:
                     names: Sequence[str] | None = None) -> None:
         """One row of a scalar stream (a number or a vector, e.g. joint positions) at `t` seconds.
 
-        `names` (e.g. joint names) label the dimensions in plots; give them once (they must match the width)."""
+        `names` (e.g. joint names) label the dimensions in plots; give them once (they must match the width).
+        Values must be finite: NaN/inf raise RecordError (for a sensor dropout skip the row; each entity keeps its
+        own rate)."""
         arr = np.asarray(values, dtype=np.float64).reshape(-1) if np.ndim(values) <= 1 else None
         if arr is None:
             raise RecordError(f"{entity}: scalars are a number or a 1-D vector, got shape {np.shape(values)}")
         s, t = self._stream(entity, SCALARS, t)
         if arr.size == 0:
             raise RecordError(f"{entity}: empty vector; log at least one value")
+        _finite(entity, t, arr)
         self._same_shape(entity, s, (arr.size,), "width")
         if names is not None:
             names = [str(n) for n in names]
@@ -303,6 +334,10 @@ class Episode:
         Frames must keep one even size per entity (H.264 4:2:0); times must increase."""
         img = self._frame(entity, rgb)
         h, w = img.shape[:2]
+        if not _CAMERA.match(str(entity)):
+            raise RecordError(f"{entity}: camera streams live at /cameras/<name> (e.g. /cameras/wrist), where training's "
+                              f"camera policies, the sharpness signal and the loader find them; log to "
+                              f"/cameras/{str(entity).rstrip('/').rsplit('/', 1)[-1] or 'wrist'}")
         if h % 2 or w % 2:
             raise RecordError(f"{entity}: H.264 needs an even frame size, got {w}x{h}; crop or pad to {w + w % 2}x{h + h % 2}")
         s, t = self._stream(entity, VIDEO, t)
@@ -322,13 +357,15 @@ class Episode:
         `log_static(entity, rr.Boxes3D(...))` (or any Rerun archetype) on it or on a child entity."""
         pos = np.asarray(translation, dtype=np.float32).reshape(-1)
         quat = np.asarray([0, 0, 0, 1] if quaternion_xyzw is None else quaternion_xyzw, dtype=np.float32).reshape(-1)
-        if pos.shape != (3,) or quat.shape != (4,) or not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+        if pos.shape != (3,) or quat.shape != (4,):
             raise RecordError(f"{entity}: a transform is a finite translation (x, y, z) and quaternion (x, y, z, w), "
                               f"got {pos.shape} and {quat.shape}")
+        s, t = self._stream(entity, TRANSFORM, t)
+        _finite(entity, t, pos, "translation")
+        _finite(entity, t, quat, "quaternion")
         norm = float(np.linalg.norm(quat))
         if norm < 1e-6:
             raise RecordError(f"{entity}: the quaternion {quat.tolist()} has zero length; identity is (0, 0, 0, 1)")
-        s, t = self._stream(entity, TRANSFORM, t)
         s.times.append(t)
         s.rows.append((pos, quat / norm))
         if len(s.times) == 1:
@@ -372,7 +409,16 @@ class Episode:
         if group == schema.OUTCOME and schema.OUTCOME_SUCCESS in mapping and not isinstance(mapping[schema.OUTCOME_SUCCESS], (bool, np.bool_)):
             raise RecordError(f"outcome.success is True or False (success, compare and failures count it), "
                               f"got {mapping[schema.OUTCOME_SUCCESS]!r}; leave it out when nobody judged the episode")
+        if group == schema.OUTCOME:
+            for name in sorted(set(mapping) - OUTCOME_KEYS):
+                close = difflib.get_close_matches(name, sorted(OUTCOME_KEYS), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                warnings.warn(f"outcome.{name} is not an outcome property roboloop reads; {hint}known: "
+                              f"{', '.join(sorted(OUTCOME_KEYS))} (keep your own values in another group)",
+                              RecordWarning, stacklevel=2)
         self._properties.setdefault(group, {}).update(mapping)
+        if group == schema.OUTCOME and schema.OUTCOME_SUCCESS in mapping:  # judged by the loop, not a simulator
+            self._properties[group].setdefault(schema.OUTCOME_SOURCE, schema.OUTCOME_SOURCE_RECORDED)
 
     # --- closing ---------------------------------------------------------------------------------
     def __enter__(self) -> Episode:
@@ -405,6 +451,7 @@ class Episode:
         self.closed = True
         if self.path.exists():
             raise RecordError(f"{self.path} already exists; segment ids must be new")
+        self._camera_properties()
         with EpisodeRecorder(self.path, self.segment_id) as rec:
             self._fill(rec)
         blueprint = update_blueprint(self.workspace, self.dataset, self._layout())
@@ -420,6 +467,24 @@ class Episode:
         if self.kind == schema.KIND_ROLLOUT:
             index.write_row(self.workspace, self.dataset, self.segment_id, self._properties)
         return self.path
+
+    def _camera_properties(self) -> None:
+        """`episode.cameras`, `camera_size` ("WxH", when every camera has one size) and `camera_hz` (median frame rate)
+        from what was logged under /cameras/<name>, as collect writes them (camera policies read them); set
+        values are kept."""
+        cams = {e: s for e, s in sorted(self._streams.items())
+                if s.times and s.kind in (IMAGE, VIDEO) and _CAMERA.match(e)}
+        if not cams:
+            return
+        props = self._properties[schema.EPISODE]
+        props.setdefault(schema.EPISODE_CAMERAS, ",".join(e.rsplit("/", 1)[-1] for e in cams))
+        sizes = {(s.shape[1], s.shape[0]) for s in cams.values()}
+        if len(sizes) == 1:
+            w, h = sizes.pop()
+            props.setdefault(schema.EPISODE_CAMERA_SIZE, f"{w}x{h}")
+        steps = np.concatenate([np.diff(s.times) for s in cams.values()])
+        if steps.size and float(np.median(steps)) > 0:
+            props.setdefault(schema.EPISODE_CAMERA_HZ, int(round(1.0 / float(np.median(steps)))))
 
     def _served_catalog(self):
         """A client of the catalog named by `ROBOLOOP_CATALOG` or of the workspace's running `roboloop serve`, else

@@ -31,6 +31,7 @@ interruption leaves at most unregistered layer files that the next catalog start
 from __future__ import annotations
 
 import csv
+import dataclasses
 import getpass
 import math
 import os
@@ -133,16 +134,18 @@ def label(catalog, dataset: str, segments: Sequence[str], *, success: bool, at_s
     return apply_labels(catalog, dataset, [Label(s, bool(success), at_s, kind, note or "", by) for s in segments])
 
 
-def apply_labels(catalog, dataset: str, labels: Sequence[Label]) -> LabelReport:
-    """Write each label as a new `outcome` layer version + a history row (+ a rollout-index row); all or nothing."""
+def apply_labels(catalog, dataset: str, labels: Sequence[Label], *, problems: Sequence[str] = ()) -> LabelReport:
+    """Write each label as a new `outcome` layer version + a history row (+ a rollout-index row); all or nothing.
+    `problems`: ones already found (a CSV's bad rows, `read_labels_csv(..., problems=[])`), reported with the
+    labels' own in one LabelError."""
     ws = catalog.workspace
     if dataset not in ws.datasets():
         raise LabelError(f"no dataset {dataset!r} in {ws.root}; datasets: {', '.join(ws.datasets()) or '(none)'}")
-    if not labels:
+    if not labels and not problems:
         raise LabelError("nothing to label: name segments (roboloop label SEGMENT... --dataset D --success|--failure) "
                          "or give a CSV file (--csv FILE)")
     table = {r[schema.SEGMENT_ID]: r for r in catalog.segment_table(dataset).to_pylist()}
-    _check(labels, table, dataset)
+    _check(labels, table, dataset, list(problems), ws)
     now = rows.now_iso()
     report = LabelReport(dataset)
     for lab in labels:
@@ -178,15 +181,26 @@ def _duration(row: Mapping[str, Any]) -> float | None:
         return None
 
 
-def _check(labels: Sequence[Label], table: Mapping[str, Mapping[str, Any]], dataset: str) -> None:
-    """Every problem of every label, in one LabelError (nothing is written when there is one)."""
-    problems: list[str] = []
+def _other_dataset(ws, dataset: str, segment: str) -> str | None:
+    """The workspace's dataset (other than `dataset`) whose base layer holds `segment`, if any."""
+    try:
+        return next((d for d in ws.datasets() if d != dataset and ws.segment_path(d, schema.BASE_LAYER, segment).is_file()), None)
+    except ValueError:  # not a valid segment id: it is nowhere
+        return None
+
+
+def _check(labels: Sequence[Label], table: Mapping[str, Mapping[str, Any]], dataset: str, problems: list[str],
+           ws=None) -> None:
+    """Every problem of every label (after `problems` already found), in one LabelError (nothing is written when
+    there is one)."""
     seen: dict[str, str] = {}
     unknown = [lab for lab in labels if lab.segment not in table]
     for lab in labels:
         where = f"{lab.origin}: " if lab.origin else ""
         if lab.segment not in table:
-            problems.append(f"{where}no segment {lab.segment!r} in {dataset}")
+            other = _other_dataset(ws, dataset, lab.segment) if ws is not None else None
+            problems.append(f"{where}no segment {lab.segment!r} in {dataset}"
+                            + (f" (it is in {other}: pass --dataset {other})" if other else ""))
             continue
         if lab.segment in seen:
             problems.append(f"{where}segment {lab.segment} is labelled twice in one batch (also {seen[lab.segment] or 'earlier'})")
@@ -320,9 +334,11 @@ def _parse_row(n: int, rec: Mapping[str, str | None], problems: list[str]) -> La
     return Label(get["segment"], bool(ok), at, get["kind"] or None, get["note"], get["by"] or None, origin=where)
 
 
-def read_labels_csv(path: str | os.PathLike[str]) -> list[Label]:
+def read_labels_csv(path: str | os.PathLike[str], *, problems: list[str] | None = None) -> list[Label]:
     """The labels of a CSV file (header: `CSV_COLUMNS`, `segment` and `success` required); LabelError naming
-    every bad row and column (the file is read whole before anything is labelled)."""
+    every bad row and column (the file is read whole before anything is labelled). With a `problems` list, bad rows
+    are appended to it instead (prefixed with the file) and the good rows returned: `apply_labels(...,
+    problems=problems)` then reports them together with unknown segments, in one error."""
     path = Path(path)
     try:
         text = path.read_text("utf-8-sig")
@@ -337,17 +353,20 @@ def read_labels_csv(path: str | os.PathLike[str]) -> list[Label]:
         raise LabelError(f"{path}: the header must name columns {', '.join(CSV_COLUMNS)} (segment and success required); "
                          + "; ".join(([f"missing: {', '.join(missing)}"] if missing else [])
                                      + ([f"unknown: {', '.join(unknown)}"] if unknown else [])))
-    labels, problems = [], []
+    labels, found = [], []
     for n, rec in enumerate(reader, start=1):
         if None in rec:  # more cells than header columns
-            problems.append(f"row {n} (line {n + 1}): {len(header) + len(rec[None])} cells for {len(header)} columns")
+            found.append(f"row {n} (line {n + 1}): {len(header) + len(rec[None])} cells for {len(header)} columns")
             continue
-        lab = _parse_row(n, rec, problems)
+        lab = _parse_row(n, rec, found)
         if lab is not None:
             labels.append(lab)
-    if problems:
-        raise LabelError(f"{path}: {len(problems)} bad row(s), nothing labelled:\n  " + "\n  ".join(problems))
-    if not labels:
+    if found and problems is None:
+        raise LabelError(f"{path}: {len(found)} bad row(s), nothing labelled:\n  " + "\n  ".join(found))
+    if problems is not None:
+        problems.extend(f"{path.name} {p}" for p in found)
+        labels = [dataclasses.replace(lab, origin=f"{path.name} {lab.origin}") for lab in labels]
+    if not labels and not found:
         raise LabelError(f"{path}: no rows to label (header {', '.join(header)})")
     return labels
 

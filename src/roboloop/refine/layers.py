@@ -20,8 +20,13 @@ missing; `all_segments` recomputes every segment. A new layer version holds the 
 of the signals computed now (one that can no longer be computed disappears instead of
 going stale) and carries over the values of every other signal. Every signals layer also
 carries `signals.refined_at` (UTC, ISO 8601) and `signals.version`. A signal that needs
-what an episode lacks (ALOHA's 14 joints, the cube, a camera) raises `SkipSignal`: nothing
-is stored for it and `RefineReport.not_applicable` holds its first reason and the count.
+what an episode lacks (ALOHA's 14 joints, the cube, a camera) raises `SkipSignal`: no value
+and no `signal_versions.<name>` is stored for it (it is not done), only `signal_skips.<name>`
+(the version that skipped), and `RefineReport.not_applicable` holds its first reason and the
+count. A skipped signal is retried when named (`signals=[...]`) or when its version changes; a
+plain `refine` leaves it alone at the same version (another robot's episodes are not re-read
+for ALOHA's joint signals every time). A default signal with no version on a segment whose
+layer records other signals' versions (a first `refine --signal X`) is computed.
 
 Built-in signals (joint positions are `/robot/joint_positions`: indexes 0-5 left arm,
 6 left gripper, 7-12 right arm, 13 right gripper; arm joints in radians):
@@ -70,7 +75,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,6 +369,13 @@ def resolve_streams(sig: Signal, available: Mapping[str, set[str]]) -> tuple[lis
     return scalars, videos
 
 
+def image_streams(sig: Signal, available: Mapping[str, set[str]]) -> list[str]:
+    """Image streams (PNG/JPEG, `log_image`) a signal's stream patterns match: frame signals decode only H.264 video."""
+    return sorted(e for e, comps in available.items() if schema.ENCODED_IMAGE_COMPONENT in comps
+                  and schema.VIDEO_SAMPLE_COMPONENT not in comps
+                  and any(fnmatch.fnmatchcase(e, pattern) for pattern in sig.streams))
+
+
 def reads_frames(sig: Signal, videos: Sequence[str] = ()) -> bool:
     """Whether a signal decodes camera frames: it reads a video stream, or declares streams under `/cameras`."""
     root = schema.CAMERA_ROOT
@@ -377,6 +389,8 @@ class RefineReport:
     dataset: str
     computed: list[str] = field(default_factory=list)
     skipped: int = 0  # segments left alone: they already had these signals at these versions
+    skipped_signals: dict[str, int] = field(default_factory=dict)  # of those: signal -> segments where it skipped (SkipSignal)
+    skips: dict[str, set[str]] = field(default_factory=dict)  # segment computed now -> signals that raised SkipSignal
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # values computed now (other signals' kept ones not included)
     signals: list[str] = field(default_factory=list)  # the signals evaluated
     not_applicable: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal -> (first reason, episodes skipped)
@@ -418,7 +432,9 @@ class _Plan:
     scalars: list[str]
     cameras: dict[str, tuple[str, ...]]
     todo: list[str]
-    previous: dict[str, tuple[dict[str, Any], dict[str, str]]]  # segment -> (signals.*, signal_versions.*)
+    previous: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, str]]]  # segment -> (signals.*, signal_versions.*, signal_skips.*)
+    skipped_signals: dict[str, int] = field(default_factory=dict)  # left-alone segments where a chosen signal had skipped
+    images: dict[str, list[str]] = field(default_factory=dict)  # frame signal -> PNG image streams it matched but cannot decode
 
 
 def _plan(ds, table: pa.Table, dataset: str, signals: Sequence[str] | None, all_segments: bool,
@@ -435,34 +451,53 @@ def _plan(ds, table: pa.Table, dataset: str, signals: Sequence[str] | None, all_
         todo = sorted(all_ids)
     else:
         todo = sorted(_stale(table, all_ids, chosen, named=signals is not None))
-    previous = _previous(table, set(todo))
+    previous = _previous(table, set(all_ids))
+    left = set(all_ids) - set(todo)
+    skipped_signals = {}
+    for sig in chosen:
+        n = sum(1 for seg in left if sig.name in previous.get(seg, ({}, {}, {}))[2] and sig.name not in previous[seg][1])
+        if n:
+            skipped_signals[sig.name] = n
     plan = _Plan(chosen, sorted({e for sig in chosen for e in resolved[sig.name][1]}),
-                 {sig.name: tuple(resolved[sig.name][2]) for sig in chosen}, todo, previous)
+                 {sig.name: tuple(resolved[sig.name][2]) for sig in chosen}, todo,
+                 {seg: previous[seg] for seg in todo if seg in previous}, skipped_signals,
+                 {sig.name: image_streams(sig, available) for sig in chosen if reads_frames(sig, resolved[sig.name][2])})
     return plan, (len(all_ids) - len(todo) if segment_ids is None else 0)
 
 
 def _stale(table: pa.Table, all_ids: list[str], chosen: list[Signal], *, named: bool) -> list[str]:
     """Segments without a signals layer, or whose recorded version of a chosen signal differs (or, when the
-    signals were named, is missing). Layers written before per-signal versions count as current for the defaults."""
+    signals were named, is missing). For the defaults, a signal with no version counts as current when it skipped
+    at its current version or when the layer predates per-signal versions (it records no version nor skip)."""
     layers = table.column(schema.LAYERS).to_pylist() if table.num_rows else []
-    recorded = {}
-    for sig in chosen:
-        col = schema.friendly_column(schema.SIGNAL_VERSIONS, sig.name)
-        recorded[sig.name] = table.column(col).to_pylist() if col in table.column_names else [None] * len(all_ids)
-    out = []
-    for i, seg in enumerate(all_ids):
-        if schema.SIGNALS_LAYER not in (layers[i] or []):
-            out.append(seg)
-        elif any(recorded[s.name][i] != s.version and (named or recorded[s.name][i] is not None) for s in chosen):
-            out.append(seg)
-    return out
+
+    def column(group: str, name: str) -> list[Any]:
+        col = schema.friendly_column(group, name)
+        return table.column(col).to_pylist() if col in table.column_names else [None] * len(all_ids)
+
+    recorded = {sig.name: column(schema.SIGNAL_VERSIONS, sig.name) for sig in chosen}
+    skipped = {sig.name: column(schema.SIGNAL_SKIPS, sig.name) for sig in chosen}
+    prefixes = (schema.SIGNAL_VERSIONS + ".", schema.SIGNAL_SKIPS + ".")  # a layer with neither predates versions
+    any_version = [any(v is not None for v in vals) for vals in zip(
+        *(table.column(c).to_pylist() for c in table.column_names if c.startswith(prefixes)), strict=True)] or [False] * len(all_ids)
+
+    def stale(s: Signal, i: int) -> bool:
+        have = recorded[s.name][i]
+        if have == s.version:
+            return False
+        if named or have is not None:
+            return True
+        return skipped[s.name][i] != s.version and any_version[i]
+
+    return [seg for i, seg in enumerate(all_ids)
+            if schema.SIGNALS_LAYER not in (layers[i] or []) or any(stale(s, i) for s in chosen)]
 
 
-def _previous(table: pa.Table, segs: set[str]) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
-    """Each segment's current `signals.*` values and `signal_versions.*` (null ones left out)."""
+def _previous(table: pa.Table, segs: set[str]) -> dict[str, tuple[dict[str, Any], dict[str, str], dict[str, str]]]:
+    """Each segment's current `signals.*` values, `signal_versions.*` and `signal_skips.*` (null ones left out)."""
     if not segs or table.num_rows == 0:
         return {}
-    prefixes = {schema.SIGNALS: schema.SIGNALS + ".", schema.SIGNAL_VERSIONS: schema.SIGNAL_VERSIONS + "."}
+    prefixes = {g: g + "." for g in (schema.SIGNALS, schema.SIGNAL_VERSIONS, schema.SIGNAL_SKIPS)}
     cols = [c for c in table.column_names if c.startswith(tuple(prefixes.values()))]
     out = {}
     wanted = table.select([schema.SEGMENT_ID, *cols])
@@ -473,23 +508,31 @@ def _previous(table: pa.Table, segs: set[str]) -> dict[str, tuple[dict[str, Any]
             group, _, name = c.partition(".")
             if row[c] is not None:
                 groups[group][name] = row[c]
-        out[row[schema.SEGMENT_ID]] = (groups[schema.SIGNALS], groups[schema.SIGNAL_VERSIONS])
+        out[row[schema.SEGMENT_ID]] = (groups[schema.SIGNALS], groups[schema.SIGNAL_VERSIONS], groups[schema.SIGNAL_SKIPS])
     return out
 
 
-def merged_layer(previous: tuple[dict[str, Any], dict[str, str]] | None, new: Mapping[str, Any],
-                 chosen: Sequence[Signal], stamp: str) -> dict[str, dict[str, Any]]:
+def merged_layer(previous: tuple[dict[str, Any], ...] | None, new: Mapping[str, Any],
+                 chosen: Sequence[Signal], stamp: str, skipped: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """The property groups of a segment's new signals layer: the chosen signals' new values (an old value
-    that can no longer be computed disappears) over the other signals' previous ones, and every version."""
-    old_values, old_versions = previous or ({}, {})
+    that can no longer be computed disappears) over the other signals' previous ones, and every version.
+    A chosen signal in `skipped` (it raised SkipSignal) gets no version, only its `signal_skips` entry."""
+    old_values, old_versions, old_skips = (*(previous or ()), {}, {}, {})[:3]
     recomputed = {sig.name for sig in chosen}
+    skipped = set(skipped)
     names = set(old_versions) | set(SIGNALS) | recomputed
     kept = {k: v for k, v in old_values.items() if k not in BOOKKEEPING and owner(k, names) not in recomputed}
-    versions = {**old_versions, **{sig.name: sig.version for sig in chosen}}
-    return {
+    versions = {k: v for k, v in old_versions.items() if k not in skipped}
+    versions.update({sig.name: sig.version for sig in chosen if sig.name not in skipped})
+    skips = {k: v for k, v in old_skips.items() if k not in recomputed}
+    skips.update({sig.name: sig.version for sig in chosen if sig.name in skipped})
+    out = {
         schema.SIGNALS: {**kept, **new, "refined_at": stamp, "version": SIGNALS_VERSION},
         schema.SIGNAL_VERSIONS: versions,
     }
+    if skips:
+        out[schema.SIGNAL_SKIPS] = skips
+    return out
 
 
 def refine(
@@ -517,6 +560,7 @@ def refine(
     ds = catalog.dataset(dataset)
     plan, report.skipped = _plan(ds, catalog.segment_table(dataset), dataset, signals, all_segments, segment_ids)
     report.signals = [sig.name for sig in plan.chosen]
+    report.skipped_signals = plan.skipped_signals
     stamp = rows.now_iso()
     if progress:
         progress(0, len(plan.todo))
@@ -524,7 +568,7 @@ def refine(
     batches = [plan.todo[i : i + size] for i in range(0, len(plan.todo), size)]
 
     def write(seg: str, values: dict[str, Any]) -> Path:
-        groups = merged_layer(plan.previous.get(seg), values, plan.chosen, stamp)
+        groups = merged_layer(plan.previous.get(seg), values, plan.chosen, stamp, report.skips.get(seg, ()))
         return write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, groups)
 
     # The next batch is read while this one is computed and written; layer files are
@@ -560,6 +604,13 @@ def _evaluate(report: RefineReport, plan: _Plan, ep: EpisodeStreams, ds) -> None
     ep.video = lambda entity: read_video(ds, ep.segment_id, entity)
     res = compute_signals(ep, plan.chosen, cameras=plan.cameras)
     report.values[ep.segment_id] = res.values
+    for name, entities in plan.images.items():
+        for entity in entities:
+            key = f"{name} ({entity})"
+            first, n = report.not_applicable.get(key, (f"{entity} holds images (log_image, PNG), not an H.264 video "
+                                                        f"stream; record that camera with log_video_frame", 0))
+            report.not_applicable[key] = (first, n + 1)
+    report.skips[ep.segment_id] = set(res.skipped)
     for name, reason in res.skipped.items():
         first, n = report.not_applicable.get(name, (reason, 0))
         report.not_applicable[name] = (first, n + 1)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -60,7 +61,13 @@ class SignalImportError(RefineError):
 
 
 class SignalFailedError(RefineError):
-    """A signal function raised on an episode; the message names the signal, the segment and the error."""
+    """A signal function raised on an episode; the message names the signal, the segment, the error and where in
+    the user's code it was raised. `traceback_text`: the traceback from the signal function down (the user's frames),
+    which `roboloop -v` prints."""
+
+    def __init__(self, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
 
 
 class SkipSignal(RefineError):
@@ -284,8 +291,12 @@ def compute_signals(
             continue
         except RoboloopError:
             raise
-        except Exception as exc:  # a user's function failed: name it, keep the cause
-            raise SignalFailedError(f"signal {sig.name!r} failed on segment {ep.segment_id!r}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # a user's function failed: name it and where, keep the cause and its frames
+            tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # from the signal function down
+            last = traceback.extract_tb(tb)[-1] if tb is not None else None
+            where = f" (at {last.filename}:{last.lineno} in {last.name}; roboloop -v shows the traceback)" if last else ""
+            raise SignalFailedError(f"signal {sig.name!r} failed on segment {ep.segment_id!r}: {type(exc).__name__}: {exc}{where}",
+                                    "".join(traceback.format_exception(type(exc), exc, tb))) from exc
         res.values.update(output_names(sig, value))
     return res
 

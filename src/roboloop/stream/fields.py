@@ -210,6 +210,8 @@ def resolve_fields(fields: Mapping[str, Any], available: Mapping[str, set[str]])
                 raise StreamError(
                     f"field {name!r}: {f.path} has no component the loader can decode ({', '.join(sorted(comps))}); "
                     f"supported: {', '.join(_KIND_BY_COMPONENT)}"
+                    + ("; to use a pose as a field, also log it as a vector with log_scalars (e.g. x, y, z, qx, qy, qz, qw "
+                       "under its own entity path)" if any(c.startswith("Transform3D:") for c in comps) else "")
                 )
         elif component not in comps:
             raise UnknownEntityError(name, f.path, listing, component=component)

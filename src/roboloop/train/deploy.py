@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from roboloop import schema
+from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import ObservationEncoder, unresolved, with_dims
 from roboloop.train.loop import (
@@ -126,12 +127,16 @@ def run_info(workspace: Any, run_id: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def list_runs(workspace: Any) -> list[dict[str, Any]]:
-    """Every run's run.json, newest first."""
+def list_runs(workspace: Any, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Every run's run.json (only those on `dataset` when given), newest first. A `dataset` the workspace does not
+    have (and no run names) raises UnknownDatasetError listing the datasets (a typo is not "no runs yet")."""
     ws = _workspace(workspace)
-    if not ws.runs_dir.is_dir():
-        return []
-    out = [json.loads((p / RUN_FILE).read_text()) for p in ws.runs_dir.iterdir() if (p / RUN_FILE).is_file()]
+    out = [json.loads((p / RUN_FILE).read_text()) for p in ws.runs_dir.iterdir() if (p / RUN_FILE).is_file()] \
+        if ws.runs_dir.is_dir() else []
+    if dataset is not None:
+        if dataset not in ws.datasets() and all(r.get("dataset") != dataset for r in out):
+            raise UnknownDatasetError(dataset, [d for d in ws.datasets() if not d.endswith(("_evals", "_runs"))])
+        out = [r for r in out if r.get("dataset") == dataset]
     for r in out:  # a `running` run whose process is gone (its lifetime lock is free) is shown as dead
         r["status"] = run_status(ws, r.get("run_id", ""), r.get("status"))
     return sorted(out, key=lambda r: r.get("started_at", ""), reverse=True)

@@ -50,6 +50,10 @@ class ObservationError(RoboloopError, ValueError):
     """A deploy observation lacks what the policy was trained on (a state path, a camera) or has another width."""
 
 
+class NonFiniteDataError(RoboloopError, ValueError):
+    """Training data holding NaN/inf: the message names the segment, the stream and the time."""
+
+
 STATE = "state"
 PHASE = "phase"
 IMAGE = "image"
@@ -230,6 +234,13 @@ class ObservationEncoder:
         value = np.asarray(state[s.path])
         if value.size != s.shape[-1]:
             raise ObservationError(f"state {s.path!r} has {value.size} values at deploy, the policy was trained on {s.shape[-1]}")
+        try:
+            finite = np.isfinite(value.astype(np.float64)).all()
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:
+            raise ObservationError(f"state {s.path!r} holds non-numeric or non-finite values {value.reshape(-1).tolist()} at "
+                                   f"deploy; the policy would return NaN actions: pass the last finite reading (or stop)")
         return value
 
     def _frame(self, s: FeatureSpec, obs) -> np.ndarray:
@@ -281,6 +292,25 @@ class _FrameCodec:
 
 # --- normalization statistics (one streaming pass) -------------------------------------------
 
+def _check_finite(stream, batch, s: FeatureSpec, x: torch.Tensor) -> None:
+    """A non-finite value in the training data stops training with the segment, stream and time that hold it."""
+    bad = ~torch.isfinite(x)
+    if s.kind == ACTION:
+        bad &= batch[f"{s.name}_mask"].to(torch.bool)[..., None]
+    if not bool(bad.any()):
+        return
+    row = int(bad.reshape(bad.shape[0], -1).any(1).nonzero()[0])
+    where = ""
+    if "episode_index" in batch and "timestamp" in batch:
+        seg = stream.segment_ids[int(batch["episode_index"][row])]
+        t = float(batch["timestamp"][row])
+        if s.kind == ACTION:  # the first bad step of the action window starting at t
+            t += int(bad[row].any(-1).nonzero()[0]) / float(stream.rate_hz)
+        where = f" in segment {seg} at {t:.6g} s after its start"
+    raise NonFiniteDataError(f"field {s.name!r} ({s.path}) holds a non-finite value (NaN/inf){where}; fix or drop that "
+                     f"episode (e.g. curate a selection without it) and train again")
+
+
 def stream_stats(stream, specs: list[FeatureSpec]) -> dict[str, dict[str, np.ndarray]]:
     """Mean and std of every normalized feature over one pass of `stream` (float64 sums).
 
@@ -291,6 +321,7 @@ def stream_stats(stream, specs: list[FeatureSpec]) -> dict[str, dict[str, np.nda
     for batch in stream:
         for s in scalar_specs(specs):
             x = batch[s.name].to(torch.float64)
+            _check_finite(stream, batch, s, x)
             if s.kind == ACTION:
                 x = x[batch[f"{s.name}_mask"].to(torch.bool)]
             x = x.reshape(-1, x.shape[-1])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -48,8 +49,9 @@ import numpy as np
 import torch
 
 from roboloop import curate, faults, rows, schema
+from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.record.episode import provenance
-from roboloop.stream import EpisodeStream, UnknownEntityError
+from roboloop.stream import EpisodeStream, MissingFieldError, UnknownEntityError
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
 from roboloop.train.features import (
@@ -69,6 +71,8 @@ from roboloop.train.policies import BCPolicy, make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.train.runlog import RunLog, save_run_blueprint
 from roboloop.workspace import Workspace, atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -141,7 +145,13 @@ def fit(
     if world != cfg.nproc:
         raise TrainError(f"this process group has {world} ranks but the config says nproc={cfg.nproc}; start as many ranks as nproc")
     main = rank == 0
-    b = _build(catalog, cfg, rank, world, resume, run_id)
+    try:
+        b = _build(catalog, cfg, rank, world, resume, run_id)
+    except MissingFieldError as exc:  # the stream's message suggests a library option; say what the CLI offers
+        raise TrainError(
+            f"field {exc.field_name!r} ({exc.path}) has no data in segment(s) {', '.join(exc.segment_ids)}; leave them "
+            f"out of the selection (`roboloop flag --dataset {cfg.dataset} --segment ID --reason ...`, then `roboloop "
+            f"curate ... --replace`), or train on paths every episode logs (--state/--action)") from None
     run_id, run_dir, specs, policy, model, opt, sched, gen, holdout, views = (
         b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen, b.holdout, b.views)
     log, info, start_epoch, step, epoch_losses, holdout_losses, wall_before = _open_run(catalog, cfg, b, main, world)
@@ -235,6 +245,9 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     """Selection, seeds, the train stream, the policy (normalization statistics, or the resumed checkpoint's
     weights and generators), optimizer and schedule, the holdout stream and the sample views (rank 0)."""
     main = rank == 0
+    known = catalog.workspace.datasets()
+    if cfg.dataset not in known:
+        raise UnknownDatasetError(cfg.dataset, [d for d in known if not d.endswith(("_evals", "_runs"))])
     sel = curate.load(catalog, cfg.selection)
     if sel.dataset != cfg.dataset:
         raise TrainError(f"selection {cfg.selection!r} is over dataset {sel.dataset!r}, the config says {cfg.dataset!r}")
@@ -247,6 +260,8 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     gen = torch.Generator().manual_seed(cfg.seed + _RANK_SEED_STRIDE * rank)  # rank 0 = the single-process stream
 
     specs = _resolved_specs(catalog, sel, cfg, run_dir if resume else None)
+    if main and state is None and sel.train_ids:
+        check_rate(catalog, sel.dataset, sel.train_ids[0], cfg)
     stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
                            batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
     cams = _camera_info(catalog, sel, specs)
@@ -306,6 +321,29 @@ def infer_widths(catalog, dataset: str, segment_id: str, specs: list[FeatureSpec
     for batch in stream:
         return {s.name: int(batch[s.name].shape[-1]) for s in specs}
     raise TrainError(f"episode {segment_id} of {dataset!r} has no samples at {rate_hz} Hz to read the feature widths from")
+
+
+RATE_TOLERANCE = 0.1
+"""`check_rate` warns when the action stream's rate differs from `rate_hz` by more than this fraction."""
+
+
+def check_rate(catalog, dataset: str, segment_id: str, cfg: TrainConfig) -> float | None:
+    """The action stream's rate in one episode (1 / its median time step; None with fewer than 2 rows); logs a
+    warning naming `--rate-hz` when it differs from `cfg.rate_hz` by more than RATE_TOLERANCE (a 30 Hz robot
+    trained on a 50 Hz grid repeats its rows and its chunks span the wrong time)."""
+    reader = catalog.dataset(dataset).filter_segments([segment_id]).filter_contents([cfg.action]).reader(index=schema.TIMELINE)
+    table = reader.to_arrow_table()
+    if schema.TIMELINE not in table.column_names or table.num_rows < 2:
+        return None
+    times = np.unique(table.column(schema.TIMELINE).cast("int64").to_numpy()) / 1e9
+    if len(times) < 2:
+        return None
+    hz = 1.0 / float(np.median(np.diff(times)))
+    if abs(hz - cfg.rate_hz) > RATE_TOLERANCE * cfg.rate_hz:
+        log.warning("the action %s of %s is logged at %.4g Hz (median step %.4g s; episode %s) but training samples at "
+                    "%.4g Hz: pass --rate-hz %.4g (and --episode-steps, the episode length in steps at that rate)",
+                    cfg.action, dataset, hz, 1.0 / hz, segment_id, cfg.rate_hz, round(hz))
+    return hz
 
 
 def _cameras(specs: list[FeatureSpec]) -> list[str]:
@@ -632,7 +670,9 @@ def _camera_info(catalog, sel, specs: list[FeatureSpec]) -> dict[str, Any]:
     sizes = {r.get("episode.camera_size") for r in rows}
     hz = {r.get("episode.camera_hz") for r in rows}
     if len(sizes) != 1 or None in sizes:
-        raise TrainError(f"a camera policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))}")
+        raise TrainError(f"a camera policy needs every training episode recorded at one camera size; found {sorted(map(str, sizes))} "
+                         f"(episode.camera_size): curate a selection of one size (--where \"episode.camera_size = 'WxH'\"); "
+                         f"episodes recorded with record.episode get it from their /cameras/<name> frames, all of one size")
     w, h = (int(v) for v in next(iter(sizes)).split("x"))
     return {"cameras": cameras, "camera_size": [w, h], "camera_hz": int(next(iter(hz)) or schema.CAMERA_HZ)}
 
