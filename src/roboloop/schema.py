@@ -32,9 +32,17 @@ JOINT_TARGETS = "/robot/joint_targets"
 REWARD = "/reward"
 CUBE_POSE = "/state/cube_pose"
 """Cube pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate (for signals and policies)."""
+PEG_POSE = "/state/peg_pose"
+"""Insertion task: peg pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate."""
+SOCKET_POSE = "/state/socket_pose"
+"""Insertion task: socket pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate."""
 SCENE_ROOT = "/scene"
 """Root of the 3D view: transforms + boxes of the robot links and the cube."""
 CUBE_3D = "/scene/cube"
+PEG_3D = "/scene/peg"
+"""Insertion task: the peg's pose and box in the 3D scene."""
+SOCKET_3D = "/scene/socket"
+"""Insertion task: the socket's pose and box in the 3D scene."""
 ROBOT_LINKS = "/scene/robot"
 CAMERA_ROOT = "/cameras"
 TASK = "/task"
@@ -254,6 +262,8 @@ OUTCOME_DURATION_S = "duration_s"
 OUTCOME_FAILURE_STEP = "failure_step"  # the moment it went wrong (step), -1 if it did not fail
 OUTCOME_FAILURE_REASON = "failure_reason"  # "none" on success, else the failure kind (FAILURE_KINDS)
 OUTCOME_FINAL_CUBE_Z = "final_cube_z"
+OUTCOME_FINAL_DEPTH = "final_depth"  # insertion: how far the peg's end is inside the socket at the end (m)
+OUTCOME_FINAL_LATERAL = "final_lateral"  # insertion: the peg centre's distance from the socket's axis at the end (m)
 
 # --- seeds: one identity scheme (DESIGN.md "Seeds and cells have one identity scheme") ------
 DEMO_SEED_LIMIT = 2**30
@@ -290,6 +300,8 @@ EPISODE_INDEX_IN_CELL = "index_in_cell"
 # --- outcome: partial credit ----------------------------------------------------------------
 STAGES = ("none", "right_grasp", "lift", "left_grasp", "handover")
 """Furthest stage of the handover reached, in order; index / (len - 1) is the partial-credit score."""
+INSERTION_STAGES = ("none", "peg_grasped", "socket_grasped", "both_lifted", "aligned", "inserted")
+"""Furthest stage of the insertion task reached, in order (envs/insertion/success.py)."""
 OUTCOME_STAGE = "stage"  # int index into STAGES
 OUTCOME_STAGE_NAME = "stage_name"
 OUTCOME_FAILURE_TIME_S = "failure_time_s"  # failure_step / control rate, -1 if none
@@ -371,6 +383,10 @@ FAILURE_KINDS = {
     "timed_out": "timed out",
     "never_reached": "never reached the cube",
     "missed_grasp": "missed the grasp",
+    # the insertion task's own kinds (envs/insertion/success.py; it also uses missed_grasp, dropped, timed_out)
+    "never_aligned": "never aligned",
+    "never_inserted": "aligned, never inserted",
+    "pulled_out": "pulled out",
     # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
     "never_touched": "missed grasp (never touched)",
     "not_lifted": "missed grasp (not lifted)",

@@ -34,7 +34,7 @@ import numpy as np
 
 from .env import CUBE_HALF_SIZE, GRASP_OFFSET, AlohaSim, quat_to_mat
 
-__all__ = ["ScriptedHandover"]
+__all__ = ["ScriptedHandover", "ArmIK", "GripperTrack", "PoseTrack", "gripper_rot", "mat2quat", "rot_from_axes"]
 
 MEET = np.array([0.0, 0.5, 0.22])  # where the cube is handed over (world)
 # Finger geometry (gripper_link frame, x = along the fingers): the inner faces span
@@ -48,26 +48,26 @@ HOLD_DEPTH_L = 0.115
 AZIMUTH_BLEND = 0.0  # 0: approach square to the cube's faces; 1: along the base-to-cube direction
 
 
-def _rot_from_axes(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
+def rot_from_axes(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
     x = approach / np.linalg.norm(approach)
     y = closing - x * (closing @ x)
     y /= np.linalg.norm(y)
     return np.column_stack([x, y, np.cross(x, y)])
 
 
-def _gripper_rot(azimuth: float, pitch: float) -> np.ndarray:
+def gripper_rot(azimuth: float, pitch: float) -> np.ndarray:
     """Gripper frame: x = approach (azimuth in the xy plane, pitched down), y = closing
     direction (horizontal, perpendicular to the approach)."""
     x = np.array([math.cos(azimuth) * math.cos(pitch), math.sin(azimuth) * math.cos(pitch), -math.sin(pitch)])
     y = np.array([-math.sin(azimuth), math.cos(azimuth), 0.0])
-    return _rot_from_axes(x, y)
+    return rot_from_axes(x, y)
 
 
 # left gripper at the handover: pointing +x, fingers closing along world z
-_LEFT_HANDOVER_ROT = _rot_from_axes(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+_LEFT_HANDOVER_ROT = rot_from_axes(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
 
 
-def _mat2quat(R: np.ndarray) -> np.ndarray:
+def mat2quat(R: np.ndarray) -> np.ndarray:
     import mujoco
 
     q = np.zeros(4)
@@ -91,15 +91,15 @@ def _smooth(s: float) -> float:
     return s * s * s * (10 - 15 * s + 6 * s * s)  # min-jerk
 
 
-class _Track:
+class PoseTrack:
     """Piecewise end-effector target: list of (t_start, t_end, pos, rot) segments."""
 
     def __init__(self, pos: np.ndarray, rot: np.ndarray) -> None:
-        self.keys: list[tuple[int, np.ndarray, np.ndarray]] = [(0, pos.copy(), _mat2quat(rot))]
+        self.keys: list[tuple[int, np.ndarray, np.ndarray]] = [(0, pos.copy(), mat2quat(rot))]
 
     def add(self, t: int, pos: np.ndarray, rot: np.ndarray) -> None:
         """Arrive at (pos, rot) at step t, starting from the previous key's pose at its time."""
-        self.keys.append((t, pos.copy(), _mat2quat(rot)))
+        self.keys.append((t, pos.copy(), mat2quat(rot)))
 
     def hold_until(self, t: int) -> None:
         _, p, q = self.keys[-1]
@@ -121,7 +121,7 @@ class _Track:
         return keys[-1][1], keys[-1][2]
 
 
-class _Gripper:
+class GripperTrack:
     """Piecewise-linear gripper command (0 closed .. 1 open)."""
 
     def __init__(self, value: float) -> None:
@@ -141,7 +141,7 @@ class _Gripper:
         return keys[-1][1] if t >= keys[0][0] else keys[0][1]
 
 
-class _ArmIK:
+class ArmIK:
     """Damped least squares IK for one arm's 6 joints, at the grasp point of its gripper."""
 
     def __init__(self, model, arm: str) -> None:
@@ -166,14 +166,16 @@ class _ArmIK:
         return d.xpos[self.body] + R @ point_offset, R
 
     def solve(self, q: np.ndarray, pos: np.ndarray, R_t: np.ndarray, offset: np.ndarray, iters: int = 8,
-              rot_weight: float = 0.3, damping: float = 0.03) -> np.ndarray:
+              rot_weight: float = 0.3, damping: float = 0.03, frozen: tuple[int, ...] = ()) -> np.ndarray:
+        """Joint positions (6) near `q` putting the point `offset` (gripper_link frame) at `pos` with
+        rotation `R_t`; the joints listed in `frozen` (0-5) keep their values."""
         mj, m, d = self.mj, self.model, self.data
         q = q.copy()
         for _ in range(iters):
             p, R = self.fk(q, offset)
             ep = pos - p
             Rerr = R_t @ R.T
-            qe = _mat2quat(Rerr)
+            qe = mat2quat(Rerr)
             if qe[0] < 0:
                 qe = -qe
             v = qe[1:]
@@ -184,6 +186,8 @@ class _ArmIK:
             mj.mj_comPos(m, d)
             mj.mj_jac(m, d, self.jacp, self.jacr, p, self.body)
             J = np.vstack([self.jacp[:, self.qadr], rot_weight * self.jacr[:, self.qadr]])
+            if frozen:
+                J[:, list(frozen)] = 0.0
             e = np.concatenate([ep, rot_weight * er])
             dq = J.T @ np.linalg.solve(J @ J.T + damping**2 * np.eye(6), e)
             q = np.clip(q + dq, self.lo, self.hi)
@@ -223,15 +227,15 @@ class ScriptedHandover:
         """Re-plan from the simulator's current state (after ``sim.reset``)."""
         sim = self.sim
         model = sim.physics.model.ptr
-        self._ik = {"left": _ArmIK(model, "left"), "right": _ArmIK(model, "right")}
+        self._ik = {"left": ArmIK(model, "left"), "right": ArmIK(model, "right")}
         q = sim.physics.data.qpos
         self._q = {"left": q[0:6].copy(), "right": q[8:14].copy()}
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, PoseTrack] = {}
         self._last_target: dict[str, tuple[bytes, bytes]] = {}
         for arm in ("left", "right"):
             p, R = self._ik[arm].fk(self._q[arm])
-            self._tracks[arm] = _Track(p, R)
-        self._grip = {"left": _Gripper(1.0), "right": _Gripper(1.0)}
+            self._tracks[arm] = PoseTrack(p, R)
+        self._grip = {"left": GripperTrack(1.0), "right": GripperTrack(1.0)}
         self._plan_right(sim.cube_pose())
         self._plan_left_wait()
 
@@ -258,7 +262,7 @@ class ScriptedHandover:
         c = cube[:3].copy()
         c[2] = CUBE_HALF_SIZE  # where it rests once settled
         az = self._grasp_azimuth(c, self._cube_yaw(cube))
-        R_grasp = _gripper_rot(az, PITCH)
+        R_grasp = gripper_rot(az, PITCH)
         approach = R_grasp[:, 0]
         grasp_pt = c + approach * (GRASP_DEPTH - GRASP_OFFSET[0])  # grasp point (GRASP_OFFSET) target
         pre_pt = grasp_pt - approach * 0.08
@@ -273,7 +277,7 @@ class ScriptedHandover:
         tr.hold_until(self.T_CLOSE)
         # lift straight up first, then carry to the handover point, gripper horizontal
         tr.add(self.T_CLOSE + 15, grasp_pt + np.array([0, 0, 0.08]), R_grasp)
-        R_meet = _gripper_rot(math.pi, 0.0)
+        R_meet = gripper_rot(math.pi, 0.0)
         meet_pt = MEET + R_meet[:, 0] * (GRASP_OFFSET[0] - GRASP_DEPTH)
         tr.add(self.T_MEET, meet_pt, R_meet)
         tr.hold_until(self.T_R_OPEN)

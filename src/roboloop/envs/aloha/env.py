@@ -53,7 +53,10 @@ from roboloop import schema
 
 from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
-__all__ = ["AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE"]
+__all__ = [
+    "AlohaSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
+    "apply_appearance", "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "quat_to_mat",
+]
 
 TASKS = ("transfer_cube",)
 CAMERAS = schema.CAMERAS
@@ -86,8 +89,9 @@ def _close_all() -> None:
             pass
 
 
-def _mods() -> dict[str, Any]:
-    """Import MuJoCo / dm_control / gym-aloha once, after MUJOCO_GL is set."""
+def mujoco_modules() -> dict[str, Any]:
+    """Import MuJoCo / dm_control / gym-aloha once, after MUJOCO_GL is set: ``{"mujoco", "dm_mujoco",
+    "dm_wrapper", "constants", "sim"}`` (``sim`` is gym-aloha's task module)."""
     if not _LAZY:
         os.environ.setdefault("MUJOCO_GL", "egl")
         import mujoco
@@ -98,6 +102,67 @@ def _mods() -> dict[str, Any]:
 
         _LAZY.update(mujoco=mujoco, dm_mujoco=dm_mujoco, dm_wrapper=dm_wrapper, constants=ga_constants, sim=ga_sim)
     return _LAZY
+
+
+def keep_for_exit(sim) -> None:
+    """Close `sim`'s GL contexts (its ``close()``) at interpreter exit, before EGL is torn down."""
+    _LIVE.add(sim)
+
+
+def new_renderer(model, height: int, width: int):
+    """A ``mujoco.Renderer`` for `model`; the first one registers the exit hook that closes every
+    simulator kept by :func:`keep_for_exit` (after MuJoCo's own EGL hook, so it runs before it)."""
+    global _ATEXIT_REGISTERED
+    renderer = mujoco_modules()["mujoco"].Renderer(model, height, width)
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_close_all)
+        _ATEXIT_REGISTERED = True
+    return renderer
+
+
+def apply_appearance(model, base_lights: tuple[np.ndarray, np.ndarray], conditions, table_geom: int) -> None:
+    """Set lighting and table colour of `model` from `conditions` (``light_scale``, ``ambient``,
+    ``table_rgba``): every light's diffuse and specular colour = its base (``base_lights``, the model's
+    own, copied before any change) times ``light_scale``; the headlight's ambient; the table geom's rgba."""
+    base_diffuse, base_specular = base_lights
+    model.light_diffuse[:] = base_diffuse * conditions.light_scale
+    model.light_specular[:] = base_specular * conditions.light_scale
+    model.vis.headlight.ambient[:] = conditions.ambient
+    model.geom_rgba[table_geom] = conditions.table_rgba
+
+
+def body_boxes(model, bodies: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """``{name: {"shape": "box", "half_size", "center", "rgba"}}`` for body ids `bodies`: the body-frame
+    AABB of each body's geoms (mesh vertices for meshes) and its first geom's colour; bodies without
+    geoms are left out."""
+    mj = mujoco_modules()["mujoco"]
+    out: dict[str, dict[str, Any]] = {}
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    for name, b in bodies.items():
+        corners = []
+        rgba = None
+        for g in np.flatnonzero(model.geom_bodyid == b):
+            if model.geom_type[g] == mj.mjtGeom.mjGEOM_MESH:
+                mid = model.geom_dataid[g]
+                adr, n = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
+                local = model.mesh_vert[adr : adr + n].astype(float)
+            else:
+                local = model.geom_aabb[g, :3] + signs * model.geom_aabb[g, 3:]
+            R = quat_to_mat(model.geom_quat[g])
+            corners.append(local @ R.T + model.geom_pos[g])
+            if rgba is None:
+                rgba = model.geom_rgba[g].copy()
+        if not corners:
+            continue
+        pts = np.concatenate(corners)
+        lo, hi = pts.min(0), pts.max(0)
+        out[name] = {
+            "shape": "box",
+            "half_size": ((hi - lo) / 2).tolist(),
+            "center": ((hi + lo) / 2).tolist(),
+            "rgba": [float(v) for v in rgba],
+        }
+    return out
 
 
 def sample_cube_pose(seed: int, conditions: SceneConditions) -> np.ndarray:
@@ -162,7 +227,7 @@ class AlohaSim:
         self.cameras: tuple[str, ...] = cameras
         self.width = int(width)
         self.height = int(height)
-        m = _mods()
+        m = mujoco_modules()
         self._mj = m["mujoco"]
         self._ga_sim = m["sim"]
         self._constants = m["constants"]
@@ -177,7 +242,7 @@ class AlohaSim:
         self._contact_cache: list[tuple[int, int]] | None = None
         self._geometry_cache: dict[str, dict] | None = None
         self._build(0)
-        _LIVE.add(self)
+        keep_for_exit(self)
 
     # ------------------------------------------------------------------ model
     def _build(self, n_distractors: int) -> None:
@@ -242,11 +307,7 @@ class AlohaSim:
         self._gripper_body = {arm: name2id(B, f"vx300s_{arm}/gripper_link") for arm in ("left", "right")}
 
     def _apply_visuals(self, c: SceneConditions) -> None:
-        model = self._model
-        model.light_diffuse[:] = self._base_light_diffuse * c.light_scale
-        model.light_specular[:] = self._base_light_specular * c.light_scale
-        model.vis.headlight.ambient[:] = c.ambient
-        model.geom_rgba[self._table_geom] = c.table_rgba
+        apply_appearance(self._model, (self._base_light_diffuse, self._base_light_specular), c, self._table_geom)
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int, conditions: SceneConditions | None = None) -> None:
@@ -361,37 +422,10 @@ class AlohaSim:
         of those half sizes centred at ``center`` and rotated with the body's pose.
         Boxes are the body-frame AABB of the body's geoms (mesh vertices for meshes)."""
         if self._geometry_cache is None:
-            mj, model = self._mj, self._model
-            out: dict[str, dict[str, Any]] = {}
             bodies = dict(self._link_bodies)
             bodies.update(self._static_bodies)
             bodies["cube"] = self._cube_body
-            signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-            for name, b in bodies.items():
-                corners = []
-                rgba = None
-                for g in np.flatnonzero(model.geom_bodyid == b):
-                    if model.geom_type[g] == mj.mjtGeom.mjGEOM_MESH:
-                        mid = model.geom_dataid[g]
-                        adr, n = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
-                        local = model.mesh_vert[adr : adr + n].astype(float)
-                    else:
-                        local = model.geom_aabb[g, :3] + signs * model.geom_aabb[g, 3:]
-                    R = quat_to_mat(model.geom_quat[g])
-                    corners.append(local @ R.T + model.geom_pos[g])
-                    if rgba is None:
-                        rgba = model.geom_rgba[g].copy()
-                if not corners:
-                    continue
-                pts = np.concatenate(corners)
-                lo, hi = pts.min(0), pts.max(0)
-                out[name] = {
-                    "shape": "box",
-                    "half_size": ((hi - lo) / 2).tolist(),
-                    "center": ((hi + lo) / 2).tolist(),
-                    "rgba": [float(v) for v in rgba],
-                }
-            self._geometry_cache = out
+            self._geometry_cache = body_boxes(self._model, bodies)
         return {k: dict(v) for k, v in self._geometry_cache.items()}
 
     def gripper_positions(self) -> dict[str, np.ndarray]:
@@ -447,12 +481,7 @@ class AlohaSim:
                 f"camera {camera!r} is not enabled for this AlohaSim; enabled: {', '.join(self.cameras) or '(none)'}"
             )
         if self._renderer is None:
-            global _ATEXIT_REGISTERED
-            self._renderer = self._mj.Renderer(self._model, self.height, self.width)
-            if not _ATEXIT_REGISTERED:
-                # registered after MuJoCo's own EGL atexit hook, so it runs before it
-                atexit.register(_close_all)
-                _ATEXIT_REGISTERED = True
+            self._renderer = new_renderer(self._model, self.height, self.width)
         self._renderer.update_scene(self._data, camera=camera)
         return self._renderer.render().copy()
 

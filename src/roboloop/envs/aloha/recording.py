@@ -143,7 +143,13 @@ class AlohaEpisodeWriter:
 
     ``geometry``: body name -> ``{"half_size", "center", "rgba"}`` boxes (robot links, the
     cube, static bodies); ``static_poses``: static body name -> (position, wxyz quaternion).
+
+    Another task's writer subclasses it: :attr:`OBJECTS` names its objects (state stream, 3D entity)
+    and :meth:`outcome_text` / ``task_text`` say what the text views show.
     """
+
+    OBJECTS: Mapping[str, tuple[str, str]] = {"cube": (schema.CUBE_POSE, schema.CUBE_3D)}
+    """Object name -> (its pose stream at the control rate, its entity in the 3D scene)."""
 
     def __init__(
         self,
@@ -170,14 +176,16 @@ class AlohaEpisodeWriter:
         recorder.set_series_names(schema.JOINT_POSITIONS, names)
         recorder.set_series_names(schema.JOINT_TARGETS, names)
         recorder.set_series_names(schema.REWARD, ["reward"])
-        recorder.set_series_names(schema.CUBE_POSE, ["x", "y", "z", "qw", "qx", "qy", "qz"])
+        for state, _ in self.OBJECTS.values():
+            recorder.set_series_names(state, ["x", "y", "z", "qw", "qx", "qy", "qz"])
+        self.task_text = TASK_TEXT.get(task, task)
         for cam in spec.cameras:
             recorder.log_static(schema.camera_path(cam), rr.VideoStream(codec=rr.VideoCodec.H264))
         self._log_static_scene(rr, geometry, static_poses)
 
     # --- static content ----------------------------------------------------------------------
     def _scene_entity(self, name: str) -> str:
-        return schema.CUBE_3D if name == "cube" else schema.link_path(name)
+        return self.OBJECTS[name][1] if name in self.OBJECTS else schema.link_path(name)
 
     def _log_static_scene(self, rr, geometry, statics) -> None:
         for name, g in geometry.items():
@@ -215,6 +223,10 @@ class AlohaEpisodeWriter:
         self.rec.append_scalars(schema.JOINT_TARGETS, t, joint_targets)
         self.rec.append_scalars(schema.REWARD, t, [reward])
         self.rec.append_scalars(schema.CUBE_POSE, t, cube_pose)
+        self.encode(t, images)
+
+    def encode(self, t: float, images: Mapping[str, np.ndarray] | None) -> None:
+        """Encode camera frames taken at time `t` (s)."""
         if images:
             for cam, img in images.items():
                 out = self._encoders[cam].encode(img)
@@ -223,9 +235,13 @@ class AlohaEpisodeWriter:
 
     def observe_scene(self, step: int, link_poses: Mapping[str, tuple[np.ndarray, np.ndarray]], cube_pose: np.ndarray) -> None:
         """Record the 3D scene at `step`: robot link poses (position, wxyz) and the cube pose [x, y, z, qw, qx, qy, qz]."""
-        t = step * self.dt
         poses = dict(link_poses)
         poses["cube"] = (cube_pose[:3], cube_pose[3:])
+        self.add_scene_poses(step, poses)
+
+    def add_scene_poses(self, step: int, poses: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Record 3D scene poses ``{body: (position, wxyz)}`` at `step` (links, objects)."""
+        t = step * self.dt
         for name, (pos, quat) in poses.items():
             tr = self._poses.get(name)
             if tr is None:
@@ -257,11 +273,14 @@ class AlohaEpisodeWriter:
                 np.asarray(tr.times),
                 rr.Transform3D.columns(translation=np.stack(tr.pos), quaternion=_xyzw(np.stack(tr.quat))),
             )
-        task = self.task
-        rec.log_static(schema.TASK, rr.TextDocument(TASK_TEXT.get(task, task), media_type="text/markdown"))
-        rec.log_static(schema.OUTCOME_TEXT, rr.TextDocument(outcome_markdown(properties), media_type="text/markdown"))
+        rec.log_static(schema.TASK, rr.TextDocument(self.task_text, media_type="text/markdown"))
+        rec.log_static(schema.OUTCOME_TEXT, rr.TextDocument(self.outcome_text(properties), media_type="text/markdown"))
         for group, values in properties.items():
             rec.set_properties(group, values)
+
+    def outcome_text(self, properties: Mapping[str, Mapping[str, Any]]) -> str:
+        """The outcome view's markdown (:func:`outcome_markdown`)."""
+        return outcome_markdown(properties)
 
 
 def outcome_markdown(properties: Mapping[str, Mapping[str, Any]]) -> str:
