@@ -35,6 +35,7 @@ ENTRY_POINT_GROUP = "roboloop.tasks"
 
 BUILTIN: dict[str, str] = {
     "transfer_cube": "roboloop.envs.aloha.task:TRANSFER_CUBE",
+    "insertion": "roboloop.envs.insertion.task:INSERTION",
 }
 """Built-in tasks: name -> ``module:attribute`` (loaded on first use)."""
 

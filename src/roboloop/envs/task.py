@@ -31,7 +31,7 @@ Members, and who uses them:
 * :meth:`Task.snapshot` and :meth:`Task.writer`: what a policy and the recording see before
   each action (entity path -> values), and the episode writer that records the streams, the
   3D scene and the cameras (:class:`EpisodeWriter`); :meth:`Task.blueprint` the dataset's
-  default viewer layout.
+  default viewer layout; ``policy_state`` the snapshot paths a state policy reads by default.
 
 Register a task with :func:`roboloop.envs.register_task` or the entry point group
 ``roboloop.tasks`` (``name = "mypkg.tasks:MyTask"``, a class built without arguments or an
@@ -165,6 +165,11 @@ class Task(Protocol):
     """Control steps per episode."""
     control_hz: int
     """Control rate (Hz)."""
+    policy_state: tuple[str, ...]
+    """The entity paths (keys of :meth:`snapshot`) a state-based policy reads by default, in order:
+    ``roboloop train`` without ``--state`` feeds the policy these when its own ``default_state``
+    names a path the task does not have (transfer cube: joints + cube pose; insertion: joints +
+    peg pose + socket pose)."""
 
     def conditions(self, cell: Mapping[str, Any] | None = None) -> Any:
         """The conditions of a cell (axis -> label, checked by the vocabulary; ValueError naming the axis)."""

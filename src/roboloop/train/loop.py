@@ -70,6 +70,7 @@ from roboloop.train.features import (
 from roboloop.train.policies import BCPolicy, make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.train.runlog import RunLog, save_run_blueprint
+from roboloop.train.tasks import registered_task, selection_tasks, state_for_tasks
 from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def fit(
             f"field {exc.field_name!r} ({exc.path}) has no data in segment(s) {', '.join(exc.segment_ids)}; leave them "
             f"out of the selection (`roboloop flag --dataset {cfg.dataset} --segment ID --reason ...`, then `roboloop "
             f"curate ... --replace`), or train on paths every episode logs (--state/--action)") from None
+    cfg = b.cfg  # default state inputs resolved for the selection's task
     run_id, run_dir, specs, policy, model, opt, sched, gen, holdout, views = (
         b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen, b.holdout, b.views)
     log, info, start_epoch, step, epoch_losses, holdout_losses, wall_before = _open_run(catalog, cfg, b, main, world)
@@ -225,6 +227,8 @@ class _Built:
     run_id: str
     run_dir: Path
     sel: Any
+    cfg: TrainConfig
+    tasks: tuple[str, ...]
     state: dict[str, Any] | None
     gen: torch.Generator
     specs: list
@@ -251,6 +255,8 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     sel = curate.load(catalog, cfg.selection)
     if sel.dataset != cfg.dataset:
         raise TrainError(f"selection {cfg.selection!r} is over dataset {sel.dataset!r}, the config says {cfg.dataset!r}")
+    tasks = selection_tasks(catalog, sel)
+    cfg = state_for_tasks(cfg, tasks)
     run_id = resume or run_id or new_run_id()
     run_dir = catalog.workspace.run_dir(run_id)
     state = _load_resume(run_dir, cfg, sel) if resume else None
@@ -287,7 +293,7 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
-    return _Built(run_id, run_dir, sel, state, gen, specs, stream, cams, policy, params, opt, loader, total_steps, model, sched,
+    return _Built(run_id, run_dir, sel, cfg, tasks, state, gen, specs, stream, cams, policy, params, opt, loader, total_steps, model, sched,
                   holdout, views)
 
 
@@ -368,6 +374,7 @@ def _open_run(catalog, cfg: TrainConfig, b: _Built, main: bool, world: int):
     lanes = None if width == NUM_JOINTS else [f"a{i}" for i in range(width)]  # ALOHA's joint labels, else the action index
     log = RunLog(catalog, cfg.dataset, b.run_id, joint_names=lanes) if main else _NoLog()
     info = _run_info_base(catalog.workspace, b.run_id, cfg, b.sel, b.policy, b.cams)
+    info.update(task=registered_task(b.tasks), tasks=list(b.tasks))
     if state is None:
         if main:
             _write_run_folder(catalog, cfg, b, log)

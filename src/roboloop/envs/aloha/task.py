@@ -29,10 +29,13 @@ from roboloop.envs.aloha.env import CAMERAS, AlohaSim, sample_cube_pose
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, default_blueprint, outcome_markdown
 from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessResult, SuccessTracker
 
-__all__ = ["LEGACY_FAILURE_KINDS", "TRANSFER_CUBE", "HandoverExpert", "TransferCube", "TransferCubeWriter"]
+__all__ = ["FAILURE_KIND_NAMES", "LEGACY_FAILURE_KINDS", "TRANSFER_CUBE", "HandoverExpert", "TransferCube", "TransferCubeWriter"]
 
 LEGACY_FAILURE_KINDS = ("never_touched", "not_lifted")
 """Kinds only the first classifier wrote (still readable through `schema.FAILURE_KINDS`, re-judged by `reoutcome`)."""
+
+FAILURE_KIND_NAMES = ("closed_on_air", "knocked_away", "dropped", "not_handed_over", "timed_out", "never_reached", "missed_grasp")
+"""The kinds the current handover classifier (``success.py``) judges (``schema.FAILURE_KINDS`` also holds other tasks' kinds)."""
 
 
 class HandoverExpert:
@@ -88,10 +91,11 @@ class TransferCube:
     cameras: tuple[str, ...] = CAMERAS
     stages: tuple[str, ...] = schema.STAGES
     failure_kinds: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: {k: v for k, v in schema.FAILURE_KINDS.items() if k not in LEGACY_FAILURE_KINDS})
+        default_factory=lambda: {k: schema.FAILURE_KINDS[k] for k in FAILURE_KIND_NAMES})
     classifier_version: int = CLASSIFIER_VERSION
     episode_steps: int = AlohaSim.max_steps
     control_hz: int = AlohaSim.control_hz
+    policy_state: tuple[str, ...] = (schema.JOINT_POSITIONS, schema.CUBE_POSE)
 
     def __repr__(self) -> str:
         return f"TransferCube(name={self.name!r})"

@@ -40,6 +40,7 @@ class InsertionTask:
     classifier_version: int = CLASSIFIER_VERSION
     episode_steps: int = InsertionSim.max_steps
     control_hz: int = InsertionSim.control_hz
+    policy_state: tuple[str, ...] = (schema.JOINT_POSITIONS, schema.PEG_POSE, schema.SOCKET_POSE)
 
     def __repr__(self) -> str:
         return f"InsertionTask(name={self.name!r})"
