@@ -28,8 +28,9 @@ def _error_classes() -> dict[str, type[BaseException]]:
             continue
         module = importlib.import_module(info.name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            # errors only: an interrupt (errors.Terminated, a KeyboardInterrupt for SIGTERM) is control flow, not an error
-            if issubclass(obj, Exception) and obj.__module__ == module.__name__:
+            # errors only: an interrupt (errors.Terminated, a KeyboardInterrupt for SIGTERM) is control flow, and a
+            # warning category (record.RecordWarning) is a message, not an error
+            if issubclass(obj, Exception) and not issubclass(obj, Warning) and obj.__module__ == module.__name__:
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return found
 
