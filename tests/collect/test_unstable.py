@@ -14,6 +14,7 @@ from roboloop import schema
 from roboloop.collect.run import CollectConfig, collect
 from roboloop.envs import get_task
 from roboloop.envs.aloha.recording import RecordingSpec
+from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
 
 SPEC = RecordingSpec(cameras=(), width=64, height=48)
 STEPS = 8
@@ -50,3 +51,12 @@ def test_unstable_rollout_is_a_failure_and_the_run_continues(catalog, task):
     assert np.isclose(first["outcome.failure_time_s"], BLOW_UP_AT * SPEC.dt)
     assert second["outcome.failure_reason"] != "unstable"
     assert schema.FAILURE_KINDS["unstable"] == "the simulation went unstable"
+
+
+def test_eval_with_an_unstable_rollout_finishes_with_every_row(catalog):
+    cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=3, steps=STEPS, cameras=(),
+                     eval_id="ev-unstable", policy="blowing-up")
+    report = evaluate(catalog, cfg, policy_factory=BlowingUp)
+    reasons = [r.outcome["failure_reason"] for r in report.results]
+    assert len(reasons) == 3 and reasons.count("unstable") == 1
+    assert catalog.segment_table("demo_evals").num_rows == 3
