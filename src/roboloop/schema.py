@@ -388,6 +388,8 @@ FAILURE_KINDS = {
     "never_aligned": "never aligned",
     "never_inserted": "aligned, never inserted",
     "pulled_out": "pulled out",
+    # any task: MuJoCo's PhysicsError or a non-finite state after a step (envs/aloha/env.py UnstableSimulation)
+    "unstable": "the simulation went unstable",
     # judged by the first classifier (outcome.classifier absent); `roboloop reoutcome` re-judges them
     "never_touched": "missed grasp (never touched)",
     "not_lifted": "missed grasp (not lifted)",

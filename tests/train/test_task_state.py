@@ -64,7 +64,7 @@ def test_tasks_with_different_default_inputs_are_refused_with_the_fix():
 def test_transfer_cube_lists_only_its_own_failure_kinds():
     tc, ins = get_task("transfer_cube"), get_task("insertion")
     assert set(tc.failure_kinds) == {"closed_on_air", "knocked_away", "dropped", "not_handed_over", "timed_out",
-                                     "never_reached", "missed_grasp"}
+                                     "never_reached", "missed_grasp", "unstable"}
     assert {"never_aligned", "never_inserted", "pulled_out"} <= set(ins.failure_kinds) - set(tc.failure_kinds)
     assert all(tc.failure_kinds[k] == schema.FAILURE_KINDS[k] for k in tc.failure_kinds)
 

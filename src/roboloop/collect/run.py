@@ -76,6 +76,7 @@ from roboloop import faults, schema
 from roboloop.config import Config, ConfigError, check
 from roboloop.envs import DEFAULT_TASK, get_task, register_task
 from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.env import UnstableSimulation
 from roboloop.envs.aloha.recording import RecordingSpec
 from roboloop.errors import RoboloopError
 from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder, provenance
@@ -289,6 +290,10 @@ def save_default_blueprint(workspace: Workspace, dataset: str, cameras: Sequence
     return final
 
 
+UNSTABLE = "unstable"
+"""The failure kind of an episode whose simulation went unstable (`schema.FAILURE_KINDS`)."""
+
+
 def _none_to(v, default):
     return default if v is None else v
 
@@ -331,6 +336,7 @@ def run_episode(
     sim.reset(job.seed, job.conditions)
     policy.reset()
     tracker = task.tracker()
+    unstable_at: int | None = None
     with EpisodeRecorder(path, job.segment_id) as rec:
         writer = task.writer(rec, spec, sim)
         for k in range(n_steps):
@@ -340,13 +346,21 @@ def run_episode(
                 writer.observe_scene(k, sim)
             observation = Observation(k, k * spec.dt, state[schema.JOINT_POSITIONS], state.get(schema.CUBE_POSE), images, state=state)
             action = np.asarray(policy.action(k, observation), dtype=np.float64)
-            reward = sim.step(action)
+            try:
+                reward = sim.step(action)
+            except UnstableSimulation as exc:  # a failed rollout, not an aborted run: record up to here
+                unstable_at = exc.step
+                break
             tracker.update(sim, reward, action)
             writer.observe(k, state, action, reward, images)
             faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
-        outcome = outcome_properties(tracker.result(), n_steps, spec.dt, task.name)
+        result = tracker.result()
+        if unstable_at is not None:
+            result = dataclasses.replace(result, success=False, success_step=None, failure_step=unstable_at,
+                                         failure_reason=UNSTABLE)
+        outcome = outcome_properties(result, n_steps, spec.dt, task.name)
         properties: dict[str, dict[str, Any]] = {
             schema.EPISODE: episode_properties(job, spec, kind=kind, task=task.name, policy_id=policy.policy_id),
             schema.SCENE: task.scene_properties(job.conditions, job.seed),

@@ -107,7 +107,7 @@ def test_lighting_and_table_do_not_change_the_start(sim):
 def test_task_members_agree_with_its_modules():
     task = INSERTION
     assert task.name == "insertion" and task.stages == schema.INSERTION_STAGES and task.stages[0] == "none"
-    assert set(task.failure_kinds) == {"missed_grasp", "dropped", "never_aligned", "never_inserted", "pulled_out", "timed_out"}
+    assert set(task.failure_kinds) == {"missed_grasp", "dropped", "never_aligned", "never_inserted", "pulled_out", "timed_out", "unstable"}
     assert all(schema.FAILURE_KINDS[k] == words for k, words in task.failure_kinds.items())
     assert task.episode_steps == InsertionSim.max_steps == 400 and task.control_hz == 50
     props = task.scene_properties(task.conditions({"peg_region": "wide"}), 4)

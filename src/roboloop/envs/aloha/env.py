@@ -54,7 +54,7 @@ from roboloop import schema
 from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
 __all__ = [
-    "AlohaSim", "BimanualSim", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
+    "AlohaSim", "BimanualSim", "UnstableSimulation", "TASKS", "CAMERAS", "CUBE_HALF_SIZE", "ARM_LINKS", "GRASP_OFFSET",
     "apply_appearance", "body_boxes", "keep_for_exit", "mujoco_modules", "new_renderer", "prepare_for_rendering", "quat_to_mat",
 ]
 
@@ -193,6 +193,15 @@ def prepare_for_rendering(model) -> tuple[np.ndarray, np.ndarray]:
     return model.light_diffuse.copy(), model.light_specular.copy()
 
 
+class UnstableSimulation(RuntimeError):
+    """The physics went unstable during control step `step` (MuJoCo's PhysicsError, e.g. huge commanded
+    accelerations, or a non-finite state): the episode ends there as a failure of kind ``unstable``."""
+
+    def __init__(self, step: int, detail: str) -> None:
+        super().__init__(f"the simulation went unstable at step {step}: {detail}")
+        self.step = step
+
+
 class BimanualSim:
     """What every ALOHA bimanual simulator here shares (:class:`AlohaSim`,
     :class:`~roboloop.envs.insertion.InsertionSim`): camera checks, the step plumbing (gym-aloha's
@@ -288,7 +297,14 @@ class BimanualSim:
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action has non-finite values: {a}")
         self._task.before_step(a, self._physics)
-        self._physics.step(self.n_substeps)
+        from dm_control.rl.control import PhysicsError  # already imported with the model (lazy, see above)
+
+        try:
+            self._physics.step(self.n_substeps)
+        except PhysicsError as exc:
+            raise UnstableSimulation(self._step, str(exc)) from exc
+        if not np.all(np.isfinite(self._physics.data.qpos)):
+            raise UnstableSimulation(self._step, "non-finite joint positions after the step")
         self._step += 1
         self._contact_cache = None
         return float(self.reward())

@@ -34,7 +34,7 @@ __all__ = ["FAILURE_KIND_NAMES", "LEGACY_FAILURE_KINDS", "TRANSFER_CUBE", "Hando
 LEGACY_FAILURE_KINDS = ("never_touched", "not_lifted")
 """Kinds only the first classifier wrote (still readable through `schema.FAILURE_KINDS`, re-judged by `reoutcome`)."""
 
-FAILURE_KIND_NAMES = ("closed_on_air", "knocked_away", "dropped", "not_handed_over", "timed_out", "never_reached", "missed_grasp")
+FAILURE_KIND_NAMES = ("closed_on_air", "knocked_away", "dropped", "not_handed_over", "timed_out", "never_reached", "missed_grasp", "unstable")
 """The kinds the current handover classifier (``success.py``) judges (``schema.FAILURE_KINDS`` also holds other tasks' kinds)."""
 
 

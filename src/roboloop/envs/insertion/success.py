@@ -75,7 +75,7 @@ LIFT_HEIGHT = 0.03
 ARM = {"peg": "right", "socket": "left"}
 CLASSIFIER_VERSION = 1
 INSERTION_FAILURE_KINDS = {
-    k: FAILURE_KINDS[k] for k in ("missed_grasp", "dropped", "timed_out", "pulled_out", "never_inserted", "never_aligned")
+    k: FAILURE_KINDS[k] for k in ("missed_grasp", "dropped", "timed_out", "pulled_out", "never_inserted", "never_aligned", "unstable")
 }
 """The insertion task's failure kinds -> words."""
 
