@@ -50,6 +50,7 @@ from typing import Any, Self
 import numpy as np
 
 from roboloop import schema
+from roboloop.errors import RoboloopError
 
 from .conditions import DISTRACTOR_LAYOUT, SceneConditions
 
@@ -193,7 +194,7 @@ def prepare_for_rendering(model) -> tuple[np.ndarray, np.ndarray]:
     return model.light_diffuse.copy(), model.light_specular.copy()
 
 
-class UnstableSimulation(RuntimeError):
+class UnstableSimulation(RoboloopError, RuntimeError):
     """The physics went unstable during control step `step` (MuJoCo's PhysicsError, e.g. huge commanded
     accelerations, or a non-finite state): the episode ends there as a failure of kind ``unstable``."""
 
