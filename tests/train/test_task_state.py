@@ -1,6 +1,6 @@
 """The default state inputs come from the task: transfer cube's mlp reads what it always read (config, features
 and digest unchanged), insertion's reads joints + peg + socket poses; a run records its task and `roboloop eval`
-evaluates it on that task; a selection spanning tasks whose default inputs differ is refused with the fix."""
+evaluates it on that task; a selection spanning tasks trains one multi-task policy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from roboloop.catalog.client import Catalog
 from roboloop.cli import app
 from roboloop.envs import get_task
 from roboloop.train import list_runs, load_policy, run_info
-from roboloop.train.config import TrainConfig, TrainError
+from roboloop.train.config import TrainConfig
 from roboloop.train.protocol import feature_specs
 from roboloop.train.tasks import registered_task, state_for_tasks
 from roboloop.workspace import Workspace
@@ -49,16 +49,17 @@ def test_what_stays_as_given():
     assert state_for_tasks(given, ("insertion",)) == given  # --state wins
     vision = _cfg(policy="vision")  # its default (joints) is recorded by both tasks
     assert state_for_tasks(vision, ("insertion",)) == vision
-    assert state_for_tasks(vision, ("insertion", "transfer_cube")) == vision
+    assert state_for_tasks(vision, ("insertion", "transfer_cube")).tasks == ("insertion", "transfer_cube")
     free_text = _cfg()  # episodes imported with a task in words: nothing known about their streams
     assert state_for_tasks(free_text, ("pick up the cube",)) == free_text
     assert registered_task(("insertion",)) == "insertion"
     assert registered_task(("insertion", "transfer_cube")) is None and registered_task(("pick up the cube",)) is None
 
 
-def test_tasks_with_different_default_inputs_are_refused_with_the_fix():
-    with pytest.raises(TrainError, match="spans tasks insertion, transfer_cube.*--state"):
-        state_for_tasks(_cfg(), ("insertion", "transfer_cube"))
+def test_tasks_with_different_default_inputs_make_a_multi_task_run():
+    out = state_for_tasks(_cfg(), ("insertion", "transfer_cube"))  # tests/train/test_multitask.py has the rest
+    assert out.tasks == ("insertion", "transfer_cube") and set(out.state) == {
+        "/robot/joint_positions", "/state/cube_pose", "/state/peg_pose", "/state/socket_pose"}
 
 
 def test_transfer_cube_lists_only_its_own_failure_kinds():

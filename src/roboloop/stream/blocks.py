@@ -36,7 +36,7 @@ class BlockMaterializer:
         for sp in spans:
             sid = ids[sp.seg]
             raw = raws[sid]
-            missing = [f for f in self.fields if f.name not in raw.streams]
+            missing = [f for f in self.fields if f.name not in raw.streams and f.fill is None]
             if not missing:
                 kept.append(sp)
                 continue
@@ -72,6 +72,9 @@ class BlockMaterializer:
                 out["frame_index"][sl] = k
                 out["timestamp"][sl] = k * (self.step_ns / 1e9)
             for f in self.fields:
+                if f.name not in raw.streams:  # a field with `fill` this segment does not record
+                    _put(out, f.name, sl, np.zeros((sp.size, f.fill), f.dtype), n)
+                    continue
                 stream = raw.streams[f.name]
                 positions, mask, lo, hi = window_positions(sp.k0, sp.k1, f.window, n_grid)
                 grid = start + np.arange(lo, hi + 1, dtype=np.int64) * self.step_ns

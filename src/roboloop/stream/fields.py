@@ -95,6 +95,9 @@ class Field:
         uint8 for cameras.
     component
         The component, if not given in `path`.
+    fill
+        Width of the zeros yielded where a segment has no data for this (scalar, unwindowed)
+        field, e.g. a state another task's episodes do not record; None: `on_missing` applies.
     """
 
     path: str
@@ -102,9 +105,12 @@ class Field:
     window: tuple[int, ...] | None = None
     dtype: Any = None
     component: str | None = None
+    fill: int | None = None
 
     def __post_init__(self) -> None:
         path, component = self.path, self.component
+        if self.fill is not None and (int(self.fill) != self.fill or self.fill < 1 or self.window is not None):
+            raise ValueError(f"Field.fill is the width (>= 1) of an unwindowed scalar field's zeros, got {self.fill!r}")
         if component is None and path.count(":") >= 2:
             path, _, component = path.partition(":")
         object.__setattr__(self, "path", path if path.startswith("/") else "/" + path)
@@ -135,6 +141,8 @@ class Field:
             out["dtype"] = str(self.dtype)
         if self.component is not None:
             out["component"] = self.component
+        if self.fill is not None:
+            out["fill"] = int(self.fill)
         return out
 
 
@@ -163,6 +171,7 @@ class ResolvedField:
     column: str  # "<path>:<component>" in reader output
     keyframe_column: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    fill: int | None = None  # width of the zeros for a segment without data (Field.fill)
 
     @property
     def is_camera(self) -> bool:
@@ -216,6 +225,8 @@ def resolve_fields(fields: Mapping[str, Any], available: Mapping[str, set[str]])
         elif component not in comps:
             raise UnknownEntityError(name, f.path, listing, component=component)
         kind = _KIND_BY_COMPONENT.get(component, SCALARS)
+        if kind != SCALARS and f.fill is not None:
+            raise ValueError(f"field {name!r}: fill applies to scalars only")
         if kind != SCALARS and f.resample == LINEAR:
             raise ValueError(f"field {name!r}: linear resampling applies to scalars only; cameras use 'latest'")
         dtype = _np_dtype(f.dtype, "float32" if kind == SCALARS else "uint8")
@@ -233,6 +244,7 @@ def resolve_fields(fields: Mapping[str, Any], available: Mapping[str, set[str]])
                 dtype=dtype,
                 column=f"{f.path}:{component}",
                 keyframe_column=keyframe_column,
+                fill=f.fill,
             )
         )
     names = [r.name for r in resolved]

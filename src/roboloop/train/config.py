@@ -112,6 +112,8 @@ class TrainConfig(Config):
     """The policy's model config, its class's `Config` (None = its defaults; a config file's [model] table sets fields)."""
     state: tuple[str, ...] | None = None
     """Entity paths of the state inputs, e.g. ('/arm/joint_positions',) (None = the policy's default: ALOHA's joints, and the cube pose for mlp); widths are read from the data."""
+    tasks: tuple[str, ...] | None = None
+    """Multi-task run: the tasks of its selection (set by train when a selection spans tasks): a one-hot `task` input over them, and a state path a task's episodes lack reads zeros. None: one task."""
     action: str = schema.JOINT_TARGETS
     """Entity path of the action the policy predicts (its width is read from the data)."""
     chunk: int = 10
@@ -197,6 +199,8 @@ class TrainConfig(Config):
 
     def _check_paths(self) -> None:
         _check(isinstance(self.action, str) and self.action.startswith("/"), f"action must be an entity path like /robot/joint_targets, got {self.action!r}")
+        _check(self.tasks is None or (len(self.tasks) >= 2 and all(isinstance(t, str) and t for t in self.tasks)),
+               f"tasks names a multi-task run's tasks (two or more), got {self.tasks!r}")
         if self.state is None:
             return
         _check(len(self.state) >= 1, "state must name at least one entity path (or be left unset for the policy's default)")
@@ -262,6 +266,8 @@ class TrainConfig(Config):
         if d["state"] is None and d["action"] == schema.JOINT_TARGETS:  # the policy's default features: digests as before state/action existed
             d.pop("state")
             d.pop("action")
+        if d["tasks"] is None:  # one task: digests as before multi-task runs existed
+            d.pop("tasks")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:
@@ -275,6 +281,9 @@ class TrainConfig(Config):
                     out[f"{k}_{k2}"] = ",".join(map(str, v2)) if isinstance(v2, list) else v2
             elif k == "state":  # the entity paths, or `default` (the policy's own)
                 out[k] = ",".join(v) if v is not None else "default"
+            elif k == "tasks":  # a multi-task run's tasks (one task: no property)
+                if v is not None:
+                    out[k] = ",".join(v)
             else:
                 out[k] = v
         return out

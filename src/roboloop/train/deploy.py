@@ -162,6 +162,7 @@ class PolicyFactory:
     def __call__(self, sim) -> DeployedPolicy:
         torch.set_num_threads(1)
         policy = load_policy(Workspace(self.workspace_root), self.run_id)
+        policy.encoder.task = getattr(sim, "task", None)  # a multi-task policy's `task` input: the simulated task
         hz = getattr(sim, "control_hz", None)
         if hz is not None and float(policy.cfg.rate_hz) != float(hz):
             raise TrainError(

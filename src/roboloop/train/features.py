@@ -13,6 +13,12 @@ name        kind    shape               source (training: stream field / deploy:
 `action`    action  [K, 14]             `/robot/joint_targets` window 0..K-1 (+ mask); training target
 ==========  ======  ==================  =========================================================
 
+Multi-task (`TrainConfig.tasks`, set when a selection spans tasks): the state inputs are the
+union of the tasks' `policy_state` paths, each `optional` (zeros where an episode / an
+observation of another task lacks it), and a `task` input (kind `task`, shape [number of
+tasks]) is the one-hot of the episode's task over `labels` (training: each segment's
+`episode.task`; deploy: the encoder's `task`, set from the simulator's task).
+
 Any robot: `TrainConfig.state` lists the entity paths of the state inputs and
 `TrainConfig.action` the action's; a state feature is named after its path (`joints` and
 `cube` for ALOHA's two, else the path with `/` -> `_`, e.g. `arm_joint_positions`). Their
@@ -29,6 +35,7 @@ through the recording's H.264 encode/decode.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +65,7 @@ STATE = "state"
 PHASE = "phase"
 IMAGE = "image"
 ACTION = "action"
+TASK = "task"
 
 NUM_JOINTS = 14
 """ALOHA's joints (both arms): the width of its joint state and action."""
@@ -78,19 +86,29 @@ class FeatureSpec:
     shape: tuple[int, ...]
     path: str | None = None
     window: tuple[int, ...] | None = None
+    optional: bool = False
+    """A state some tasks' episodes lack: zeros there (multi-task runs)."""
+    labels: tuple[str, ...] | None = None
+    """The task names a `task` one-hot is over."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "shape": list(self.shape),
             "path": self.path,
             "window": None if self.window is None else list(self.window),
         }
+        if self.optional:
+            out["optional"] = True
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
-        return cls(d["name"], d["kind"], tuple(d["shape"]), d.get("path"), None if d.get("window") is None else tuple(d["window"]))
+        return cls(d["name"], d["kind"], tuple(d["shape"]), d.get("path"), None if d.get("window") is None else tuple(d["window"]),
+                   bool(d.get("optional", False)), None if d.get("labels") is None else tuple(d["labels"]))
 
 
 # --- builders (a policy's `features(cfg)` composes these) -------------------------------------
@@ -105,6 +123,11 @@ def state_specs(paths: tuple[str, ...] | list[str], *, aloha: bool = True) -> li
     inputs), else `INFERRED` (paths a team names may reuse ALOHA's names with another width)."""
     known = _KNOWN_WIDTHS if aloha else {}
     return [FeatureSpec(feature_name(p), STATE, (known.get(p, INFERRED),), p) for p in paths]
+
+
+def task_spec(names: tuple[str, ...]) -> FeatureSpec:
+    """The one-hot `task` input over the run's task names (multi-task runs)."""
+    return FeatureSpec("task", TASK, (len(names),), labels=tuple(names))
 
 
 def phase_spec() -> FeatureSpec:
@@ -129,7 +152,7 @@ def unresolved(specs: list[FeatureSpec]) -> list[FeatureSpec]:
 
 def with_dims(specs: list[FeatureSpec], dims: Mapping[str, int]) -> list[FeatureSpec]:
     """`specs` with every `INFERRED` width replaced by `dims[name]` (a missing name raises KeyError)."""
-    return [s if s.shape[-1] != INFERRED else FeatureSpec(s.name, s.kind, (*s.shape[:-1], int(dims[s.name])), s.path, s.window)
+    return [s if s.shape[-1] != INFERRED else dataclasses.replace(s, shape=(*s.shape[:-1], int(dims[s.name])))
             for s in specs]
 
 
@@ -148,7 +171,12 @@ def stream_fields(specs: list[FeatureSpec]) -> dict[str, Any]:
     for s in specs:
         if s.path is None:
             continue
-        out[s.name] = Field(s.path, window=s.window) if s.window is not None else Field(s.path)
+        if s.window is not None:
+            out[s.name] = Field(s.path, window=s.window)
+        elif s.optional and s.shape[-1] != INFERRED:
+            out[s.name] = Field(s.path, fill=s.shape[-1])
+        else:
+            out[s.name] = Field(s.path)
     return out
 
 
@@ -174,11 +202,26 @@ def image_transform(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return x
 
 
-def encode_batch(specs: list[FeatureSpec], batch: Mapping[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
-    """A stream batch -> the policy's input dict (+ `action`, `action_mask`)."""
+def task_one_hot(spec: FeatureSpec, names) -> torch.Tensor:
+    """float [len(names), len(spec.labels)]: the one-hot of each task name over the run's tasks."""
+    unknown = sorted({n for n in names if n not in spec.labels})
+    if unknown:
+        raise ObservationError(f"task {', '.join(unknown)} is not one the policy was trained on ({', '.join(spec.labels)})")
+    idx = torch.tensor([spec.labels.index(n) for n in names], dtype=torch.int64)
+    return F.one_hot(idx, len(spec.labels)).to(torch.float32)
+
+
+def encode_batch(specs: list[FeatureSpec], batch: Mapping[str, torch.Tensor], cfg,
+                 segment_tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """A stream batch -> the policy's input dict (+ `action`, `action_mask`); `segment_tasks`: the
+    task of each of the stream's segments (by `episode_index`), for a `task` input."""
     out: dict[str, torch.Tensor] = {}
     for s in specs:
-        if s.kind == STATE:
+        if s.kind == TASK:
+            if segment_tasks is None:
+                raise ValueError("a multi-task policy's batch needs segment_tasks (the task of each stream segment)")
+            out[s.name] = task_one_hot(s, segment_tasks)[batch["episode_index"].to(torch.int64)]
+        elif s.kind == STATE:
             out[s.name] = batch[s.name].to(torch.float32)
         elif s.kind == PHASE:
             out[s.name] = _phase(batch["timestamp"], cfg)
@@ -194,12 +237,14 @@ class ObservationEncoder:
     """Deploy side: one `collect.Observation` -> the policy's input dict (batch of one).
 
     Holds the latest camera frame between camera steps; `reset()` clears it (and the codec).
+    `task`: the task observed (a multi-task policy's `task` input; set it before encoding).
     """
 
-    def __init__(self, specs: list[FeatureSpec], cfg, *, camera_hz: int = schema.CAMERA_HZ) -> None:
+    def __init__(self, specs: list[FeatureSpec], cfg, *, camera_hz: int = schema.CAMERA_HZ, task: str | None = None) -> None:
         self.specs = [s for s in specs if s.kind != ACTION]
         self.cfg = cfg
         self.camera_hz = int(camera_hz)
+        self.task = task
         self._frames: dict[str, np.ndarray] = {}
         self._codecs: dict[str, _FrameCodec] = {}
 
@@ -218,6 +263,11 @@ class ObservationEncoder:
                 out[s.name] = torch.from_numpy(np.asarray(src, dtype=np.float64).astype(np.float32).reshape(1, -1))
             elif s.kind == PHASE:
                 out[s.name] = _phase(torch.tensor([float(obs.time)], dtype=torch.float64), self.cfg)
+            elif s.kind == TASK:
+                if self.task is None:
+                    raise ObservationError(f"the policy was trained on tasks {', '.join(s.labels)}: set the encoder's task "
+                                           "(deployed through collect/eval it is the simulator's task)")
+                out[s.name] = task_one_hot(s, [self.task])
             elif s.kind == IMAGE:
                 chw = torch.from_numpy(self._frame(s, obs))[None]
                 out[s.name] = image_transform(chw, s.shape[1:])
@@ -226,6 +276,8 @@ class ObservationEncoder:
     @staticmethod
     def _state(s: FeatureSpec, obs) -> np.ndarray:
         state = getattr(obs, "state", None) or {}
+        if s.optional and s.path not in state:  # another task's state (multi-task): zeros, as in training
+            return np.zeros(s.shape[-1])
         if s.path not in state:
             raise ObservationError(
                 f"the policy reads state {s.path!r} ({s.name}) but the observation has "

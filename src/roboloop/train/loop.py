@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roboloop import curate, faults, rows, schema
+from roboloop import curate, envs, faults, rows, schema
 from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.record.episode import provenance
 from roboloop.stream import EpisodeStream, MissingFieldError, UnknownEntityError
@@ -70,7 +70,7 @@ from roboloop.train.features import (
 from roboloop.train.policies import BCPolicy, make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.train.runlog import RunLog, save_run_blueprint
-from roboloop.train.tasks import registered_task, selection_tasks, state_for_tasks
+from roboloop.train.tasks import registered_task, segment_tasks, selection_tasks, state_for_tasks
 from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def fit(
             total, count = 0.0, 0
             watch = views is not None and epoch in views.epochs
             for batch, weight in _lockstep(ahead.epoch(epoch), world):
-                enc = encode_batch(specs, batch, cfg)
+                enc = encode_batch(specs, batch, cfg, b.train_tasks)
                 if watch:  # the first batch of a watched epoch: a few of its samples, as this step feeds them
                     views.capture(epoch, enc, batch, gen)
                     watch = False
@@ -195,7 +195,7 @@ def fit(
             done = epoch + 1
             last = done == cfg.epochs
             if holdout is not None and (done % cfg.holdout_every == 0 or last):
-                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg))
+                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg, b.holdout_tasks))
                 log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
             if views is not None and epoch in views.epochs:
                 log.samples.extend(views.views(epoch, step))
@@ -243,6 +243,8 @@ class _Built:
     sched: Any
     holdout: EpisodeStream | None
     views: SampleViews | None
+    train_tasks: list[str] | None = None  # multi-task: the task of each train stream segment
+    holdout_tasks: list[str] | None = None
 
 
 def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None, run_id: str | None) -> _Built:
@@ -294,7 +296,12 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
     return _Built(run_id, run_dir, sel, cfg, tasks, state, gen, specs, stream, cams, policy, params, opt, loader, total_steps, model, sched,
-                  holdout, views)
+                  holdout, views, _stream_tasks(catalog, sel.dataset, stream, cfg), _stream_tasks(catalog, sel.dataset, holdout, cfg))
+
+
+def _stream_tasks(catalog, dataset: str, stream: EpisodeStream | None, cfg: TrainConfig) -> list[str] | None:
+    """A multi-task run's task of each of `stream`'s segments (by `episode_index`); None for one task."""
+    return segment_tasks(catalog, dataset, stream.segment_ids) if cfg.tasks and stream is not None else None
 
 
 def _resolved_specs(catalog, sel, cfg: TrainConfig, resumed_run_dir: Path | None) -> list[FeatureSpec]:
@@ -307,7 +314,17 @@ def _resolved_specs(catalog, sel, cfg: TrainConfig, resumed_run_dir: Path | None
         return with_dims(specs, {d["name"]: d["shape"][-1] for d in stored})
     if not sel.train_ids:
         raise TrainError(f"selection {sel.name!r} has no train episodes to read the feature widths from")
-    return with_dims(specs, infer_widths(catalog, sel.dataset, sel.train_ids[0], unresolved(specs), cfg.rate_hz))
+    if not cfg.tasks:
+        return with_dims(specs, infer_widths(catalog, sel.dataset, sel.train_ids[0], unresolved(specs), cfg.rate_hz))
+    # multi-task: each width from a train episode of a task that records the path
+    dims: dict[str, int] = {}
+    first = dict(zip(reversed(segment_tasks(catalog, sel.dataset, sel.train_ids)), reversed(sel.train_ids)))
+    for task in cfg.tasks:
+        recorded = set(envs.get_task(task).policy_state) | {cfg.action} if task in envs.tasks() else {s.path for s in specs}
+        todo = [s for s in unresolved(specs) if s.name not in dims and s.path in recorded]
+        if todo and task in first:
+            dims.update(infer_widths(catalog, sel.dataset, first[task], todo, cfg.rate_hz))
+    return with_dims(specs, dims)
 
 
 def infer_widths(catalog, dataset: str, segment_id: str, specs: list[FeatureSpec], rate_hz: float) -> dict[str, int]:
@@ -463,13 +480,13 @@ def _result(run_id, run_dir, status, saved, wall, policy, log, recording, main: 
 
 
 @torch.no_grad()
-def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg) -> float:
+def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg, segment_tasks: list[str] | None = None) -> float:
     """Mean L1 (normalized) over every valid window entry of the holdout episodes; no augmentation."""
     was = policy.training
     policy.eval()
     total, n = 0.0, 0.0
     for batch in stream:
-        loss, m = policy.loss(encode_batch(specs, batch, cfg))
+        loss, m = policy.loss(encode_batch(specs, batch, cfg, segment_tasks))
         total += float(loss) * m["n"]
         n += m["n"]
     policy.train(was)
@@ -811,7 +828,7 @@ def _holdout_samples(catalog, sel, specs, cfg) -> dict[str, Any] | None:
         return None
     batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
     rows = torch.from_numpy(_pick_rows(batch["action_mask"], batch["episode_index"], cfg.samples, rng))
-    enc = encode_batch(specs, {k: v[rows] for k, v in batch.items()}, cfg)
+    enc = encode_batch(specs, {k: v[rows] for k, v in batch.items()}, cfg, _stream_tasks(catalog, sel.dataset, s, cfg))
     return {"enc": enc, "segments": [s.segment_ids[int(i)] for i in batch["episode_index"][rows]],
             "time_s": [float(t) for t in batch["timestamp"][rows]]}
 

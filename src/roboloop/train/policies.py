@@ -29,6 +29,7 @@ from roboloop.train.features import (
     NORMALIZED_KINDS,
     PHASE,
     STATE,
+    TASK,
     FeatureSpec,
     action_spec,
     image_spec,
@@ -123,7 +124,7 @@ class BCPolicy(nn.Module):
         self.specs = specs
         self.chunk = chunk
         self.action_dim = next(s.shape[-1] for s in specs if s.name == "action")
-        self.inputs = [s.name for s in specs if s.kind in (STATE, PHASE)]  # state inputs then the phase, in feature order
+        self.inputs = [s.name for s in specs if s.kind in (STATE, PHASE, TASK)]  # state inputs, the phase (and task), in feature order
         self.noisy = next((s.name for s in specs if s.kind == STATE), None)
         self.normalizer = Normalizer({s.name: s.shape[-1] for s in specs if s.kind in NORMALIZED_KINDS})
 

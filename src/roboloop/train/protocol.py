@@ -29,12 +29,13 @@ A run stores the name it was trained with, so deployment imports the same class.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from roboloop import plugins
 from roboloop.errors import ConfigError
-from roboloop.train.features import FeatureSpec
+from roboloop.train.features import STATE, FeatureSpec, task_spec
 
 ENTRY_POINT_GROUP = "roboloop.policies"
 """Entry point group under which an installed package registers policy classes by name."""
@@ -115,8 +116,15 @@ def _import(name: str, target: str) -> type:
 
 
 def feature_specs(cfg) -> list[FeatureSpec]:
-    """The features of `cfg.policy` for `cfg` (inputs first, the `action` target last; widths possibly `INFERRED`)."""
-    return policy_class(cfg.policy).features(cfg)
+    """The features of `cfg.policy` for `cfg` (inputs first, the `action` target last; widths possibly `INFERRED`).
+
+    A multi-task run (`cfg.tasks`): its state inputs are `optional` (zeros where a task lacks them)
+    and a one-hot `task` input comes before the target."""
+    specs = policy_class(cfg.policy).features(cfg)
+    if not getattr(cfg, "tasks", None):
+        return specs
+    specs = [dataclasses.replace(s, optional=True) if s.kind == STATE else s for s in specs]
+    return [*specs[:-1], task_spec(tuple(cfg.tasks)), specs[-1]]
 
 
 __all__ = ["BUILTIN_POLICIES", "ENTRY_POINT_GROUP", "Policy", "UnknownPolicyError", "feature_specs", "policy_class", "policy_names"]
