@@ -70,6 +70,12 @@ def test_one_policy_trains_on_two_tasks_and_deploys_on_each(tmp_path):
     (task_feature,) = [f for f in features if f["kind"] == "task"]
     assert task_feature["labels"] == list(TASKS) and task_feature["shape"] == [2]
 
+    # a multi-task recipe on one task's episodes: the other task's paths have no width to read; a clear error
+    _run(ws, "curate", "-d", "mt", "--name", "tc", "--where", "episode.task = 'transfer_cube'", "--holdout", "0")
+    res = CliRunner().invoke(app, ["--workspace", str(ws), "train", "--like", run["run_id"], "--selection", "tc"],
+                             env={"ROBOLOOP_CATALOG": "", "COLUMNS": "200"})
+    assert res.exit_code != 0 and "records /state/peg_pose, /state/socket_pose" in " ".join(res.output.split())
+
     # deployment encodes an observation of each task (the paths its simulator's snapshot has) like training
     policy = load_policy(w, run["run_id"])
     specs = policy.encoder.specs + [s for s in feature_specs(policy.cfg) if s.kind == "action"]

@@ -324,6 +324,10 @@ def _resolved_specs(catalog, sel, cfg: TrainConfig, resumed_run_dir: Path | None
         todo = [s for s in unresolved(specs) if s.name not in dims and s.path in recorded]
         if todo and task in first:
             dims.update(infer_widths(catalog, sel.dataset, first[task], todo, cfg.rate_hz))
+    lacking = [s.path for s in unresolved(specs) if s.name not in dims]
+    if lacking:  # e.g. `--like` a multi-task run on one task's episodes
+        raise TrainError(f"no train episode of selection {sel.name!r} records {', '.join(lacking)} (the run's tasks: "
+                         f"{', '.join(cfg.tasks)}); train on a selection with episodes of each task, or pass --state")
     return with_dims(specs, dims)
 
 
