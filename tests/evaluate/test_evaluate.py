@@ -29,26 +29,12 @@ from roboloop.evaluate.run import (
     parse_grid,
 )
 from roboloop.record.episode import provenance, write_layer_properties
+from tests.fixtures.policies import HoldStill
 
 pytestmark = pytest.mark.sim
 
 GRID = "region=near,far lighting=normal,dim"
 N = 2
-
-
-class HoldStill:
-    """A trivial policy: command the current joint positions (the cube is never touched)."""
-
-    policy_id = "hold-still-v0"
-
-    def __init__(self, sim=None) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def action(self, step, observation):
-        return observation.joint_positions
 
 
 def _collect_demos(catalog, dataset: str, episodes: int, *, seed: int, steps: int) -> None:

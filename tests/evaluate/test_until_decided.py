@@ -17,23 +17,9 @@ from roboloop import rows, schema
 from roboloop.evaluate.run import EvalConfig, EvaluateError, evaluate, parse_grid
 from roboloop.evaluate.until_decided import SequentialEvalError, evaluate_until_decided, metric_value, sequential_rows
 from roboloop.stats.sequential import PairedSequentialTest, SequentialConfig
+from tests.fixtures.policies import HoldStill
 
 pytestmark = pytest.mark.sim
-
-
-class HoldStill:
-    """A trivial policy: command the current joint positions (the cube is never touched)."""
-
-    policy_id = "hold-still-v0"
-
-    def __init__(self, sim=None) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def action(self, step, observation):
-        return observation.joint_positions
 
 
 def _cfg(**kw) -> EvalConfig:
