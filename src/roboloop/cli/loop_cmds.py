@@ -8,6 +8,7 @@ Command bodies are thin: parse -> one library call -> print.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from roboloop.analyze.gaps import gap_config, gaps, make_plan
 from roboloop.analyze.rollouts import outcome_note
 from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.collect.plan import execute_plan, load_plan, plan_summary, save_plan
-from roboloop.evaluate.run import latest_eval_ids
+from roboloop.evaluate.run import latest_eval_ids, resolve_policy
 from roboloop.refine.layers import flag
 from roboloop.report import write_report
 
@@ -148,7 +149,8 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
                 progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
 
             try:
-                run = execute_plan(cat, p, workers=workers, steps=steps, on_result=on_result)
+                run = execute_plan(cat, p, workers=workers, steps=steps, on_result=on_result,
+                                   policy_source=functools.partial(resolve_policy, cat.workspace))
             except KeyboardInterrupt:
                 progress.stop()
                 err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")

@@ -191,6 +191,8 @@ class CorrectiveConfig(Config):
     "Worker processes (each owns a simulator, the policy and the expert)."
     spec: RecordingSpec = field(default_factory=RecordingSpec)
     "What to record (cameras are rendered when the run's policy needs them)."
+    steps: int | None = None
+    "Control steps per episode (None: the task's length)."
 
     def __post_init__(self) -> None:
         if hasattr(self.conditions, "to_dict"):
@@ -215,7 +217,8 @@ class CorrectiveConfig(Config):
     def collect_config(self) -> CollectConfig:
         """The collect run behind it: kind corrective, the same dataset, seeds, conditions, workers, task and spec."""
         return CollectConfig(dataset=self.dataset, episodes=self.episodes, conditions=self.conditions, seed=self.seed,
-                             workers=self.workers, spec=self.spec, task=self.task, kind=schema.KIND_CORRECTIVE)
+                             workers=self.workers, spec=self.spec, task=self.task, kind=schema.KIND_CORRECTIVE,
+                             steps=self.steps)
 
 
 def check_task(task: str) -> None:

@@ -56,6 +56,7 @@ from typing import Any
 import tomli_w
 
 from roboloop import rows, schema
+from roboloop.collect.corrective import CorrectiveConfig, collect_corrective
 from roboloop.collect.run import (
     CollectConfig,
     EpisodeJob,
@@ -155,7 +156,7 @@ def conditions_key(conditions: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class PlanItem:
-    """Collect `count` demonstrations under `conditions`."""
+    """Collect `count` demonstrations (or, with `kind = "corrective"`, corrective episodes of `run`) under `conditions`."""
 
     conditions: Mapping[str, str]
     """Canonical condition labels, axis -> label (validated, aliases resolved)."""
@@ -163,17 +164,40 @@ class PlanItem:
     """Number of episodes to collect (>= 1)."""
     reason: str = ""
     """Why (e.g. the cell's success and coverage)."""
+    kind: str = schema.KIND_DEMO
+    """`demo` (the scripted demonstrator) or `corrective` (the policy of `run` drives, the task's expert labels)."""
+    run: str = ""
+    """Corrective items: the training run whose policy drives."""
+    mode: str = schema.MODE_GATED
+    """Corrective items: `dagger`, `gated` or `expert` (`collect.corrective`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", canonical_conditions(self.conditions))
+        where = f"item {conditions_key(self.conditions) or '(defaults)'}"
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise PlanError(f"item {conditions_key(self.conditions) or '(defaults)'}: count must be an integer >= 1, got {self.count!r}")
+            raise PlanError(f"{where}: count must be an integer >= 1, got {self.count!r}")
         if not isinstance(self.reason, str):
             raise PlanError(f"item reason must be a string, got {self.reason!r}")
+        if self.kind not in (schema.KIND_DEMO, schema.KIND_CORRECTIVE):
+            raise PlanError(f"{where}: kind must be {schema.KIND_DEMO!r} or {schema.KIND_CORRECTIVE!r}, got {self.kind!r}")
+        if self.kind == schema.KIND_CORRECTIVE and not (isinstance(self.run, str) and self.run):
+            raise PlanError(f"{where}: a corrective item names the training run whose policy drives (run = \"RUN_ID\")")
+        if self.mode not in schema.CORRECTIVE_MODES:
+            raise PlanError(f"{where}: mode must be one of {', '.join(schema.CORRECTIVE_MODES)}, got {self.mode!r}")
+
+    @property
+    def corrective(self) -> bool:
+        return self.kind == schema.KIND_CORRECTIVE
 
     @property
     def key(self) -> str:
         return conditions_key(self.conditions)
+
+    @property
+    def slot(self) -> str:
+        """What identifies the item in a plan: its cell key, plus `corrective RUN` for a corrective item (a plan may
+        ask for demonstrations and corrective episodes in one cell)."""
+        return f"{self.key} corrective {self.run}" if self.corrective else self.key
 
     @property
     def task(self) -> str:
@@ -189,7 +213,10 @@ class PlanItem:
             raise PlanError(f"item {self.key}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"conditions": dict(self.conditions), "count": self.count, "reason": self.reason}
+        out: dict[str, Any] = {"conditions": dict(self.conditions), "count": self.count, "reason": self.reason}
+        if self.corrective:  # demonstration items keep their old form
+            out.update(kind=self.kind, run=self.run, mode=self.mode)
+        return out
 
 
 @dataclass(frozen=True)
@@ -288,7 +315,7 @@ class Plan:
         d = self.to_dict()
         parts = [tomli_w.dumps({k: v for k, v in d.items() if k not in ("items", "suggestions")})]
         for it in d["items"]:
-            parts.append("[[items]]\n" + tomli_w.dumps({"count": it["count"], "reason": it["reason"]}))
+            parts.append("[[items]]\n" + tomli_w.dumps({k: v for k, v in it.items() if k != "conditions"}))
             parts.append("[items.conditions]\n" + tomli_w.dumps(it["conditions"]))
         for s in d["suggestions"]:
             parts.append("[[suggestions]]\n" + tomli_w.dumps(s))
@@ -313,23 +340,25 @@ def _plan_item(name: str, i: int, it) -> PlanItem:
         return it
     if not isinstance(it, Mapping):
         raise PlanError(f"plan {name!r} item {i + 1}: expected conditions and a count, got {it!r}")
-    unknown = set(it) - {"conditions", "count", "reason"}
+    keys = ("conditions", "count", "reason", "kind", "run", "mode")
+    unknown = set(it) - set(keys)
     if unknown:
-        raise PlanError(f"plan {name!r} item {i + 1}: unknown keys {sorted(unknown)}; valid keys: conditions, count, reason")
+        raise PlanError(f"plan {name!r} item {i + 1}: unknown keys {sorted(unknown)}; valid keys: {', '.join(keys)}")
     if "count" not in it:
         raise PlanError(f"plan {name!r} item {i + 1}: missing 'count'")
-    return PlanItem(it.get("conditions", {}), it["count"], it.get("reason", ""))
+    return PlanItem(it.get("conditions", {}), it["count"], it.get("reason", ""), it.get("kind", schema.KIND_DEMO),
+                    it.get("run", ""), it.get("mode", schema.MODE_GATED))
 
 
 def _check_distinct_cells(name: str, items: list[PlanItem]) -> None:
     seen: dict[str, int] = {}
     for i, it in enumerate(items):
-        if it.key in seen:
+        if it.slot in seen:
             raise PlanError(
-                f"plan {name!r}: items {seen[it.key] + 1} and {i + 1} have the same conditions "
-                f"({it.key or 'defaults'}); merge them into one item"
+                f"plan {name!r}: items {seen[it.slot] + 1} and {i + 1} have the same conditions "
+                f"({it.slot or 'defaults'}); merge them into one item"
             )
-        seen[it.key] = i
+        seen[it.slot] = i
 
 
 def write_plan(plan: Plan, path: str | Path) -> Path:
@@ -432,7 +461,7 @@ class PlanRun:
 
     @property
     def done(self) -> bool:
-        return all(len(self.collected.get(it.key, ())) >= it.count for it in self.plan.items)
+        return all(len(self.collected.get(it.slot, ())) >= it.count for it in self.plan.items)
 
 
 def spec_like_dataset(table):
@@ -460,14 +489,22 @@ def execute_plan(
     on_result: Callable[[Any], None] | None = None,
     spec=None,
     steps: int | None = None,
+    policy_source: Callable[[str], Any] | None = None,
 ) -> PlanRun:
-    """Collect what `plan` asks for with the scripted demonstrator (through `collect.collect`).
+    """Collect what `plan` asks for with the scripted demonstrator (through `collect.collect`), and its corrective
+    items through `collect.corrective` (the item's run drives: `policy_source(run_id)` gives its `factory`,
+    `provenance`, `cameras` and `camera_size`, as `roboloop.evaluate.run.resolve_policy` does).
 
     Items already collected by an earlier execution of the same plan (episodes still in the
     dataset) are not collected again. Seeds are reserved with :func:`reserve_seeds`. The plan's
     row is written before (executing) and after (executed, or interrupted with what finished).
-    `on_result(EpisodeResult)` is called as each episode is registered.
+    `on_result(EpisodeResult)` is called as each episode is registered. Failed demonstrations are
+    listed in `failed_segment_ids` (flag candidates); failed corrective episodes are not (their labels are
+    the expert's, whatever the outcome).
     """
+    if policy_source is None and any(it.corrective for it in plan.items):
+        raise PlanError(f"plan {plan.name!r} has corrective items: execute it with `roboloop collect --plan`, which loads "
+                        "their runs (library: execute_plan(..., policy_source=...))")
     ws: Workspace = catalog.workspace
     run = PlanRun(plan)
     previous = plan_row(ws, plan.name) or {}
@@ -480,7 +517,7 @@ def execute_plan(
         kept = [s for s in ids if s in present]
         if kept:
             run.collected[key] = kept
-    missing = [(it, it.count - len(run.collected.get(it.key, []))) for it in plan.items]
+    missing = [(it, it.count - len(run.collected.get(it.slot, []))) for it in plan.items]
     missing = [(it, k) for it, k in missing if k > 0]
     total = sum(k for _, k in missing)
     if total == 0:
@@ -495,26 +532,35 @@ def execute_plan(
         cond = it.scene_conditions()
         for _ in range(k):
             jobs.append(EpisodeJob(seed, cond, episode_segment_id(plan.dataset, seed), task=it.task))
-            item_of_seed[seed] = it.key
+            item_of_seed[seed] = it
             seed += 1
     run.seeds = list(range(start, seed))
     run.status = STATUS_EXECUTING
     _write_row(ws, plan, run.status, collected=run.collected, seeds=[start, seed])
 
     def done(result) -> None:
-        run.collected.setdefault(item_of_seed[result.seed], []).append(result.segment_id)
+        item = item_of_seed[result.seed]
+        run.collected.setdefault(item.slot, []).append(result.segment_id)
         run.new_segment_ids.append(result.segment_id)
         run.successes += int(result.success)
-        if not result.success:
+        if not result.success and not item.corrective:
             run.failed_segment_ids.append(result.segment_id)
         if on_result is not None:
             on_result(result)
 
     t0 = time.perf_counter()
     try:
-        for task in dict.fromkeys(job.task for job in jobs):  # one collect per task, in item order
-            collect(catalog, CollectConfig(dataset=plan.dataset, workers=workers, spec=spec, steps=steps, task=task),
-                    jobs=[job for job in jobs if job.task == task], on_result=done)
+        groups: dict[tuple[str, str, str], list[EpisodeJob]] = {}  # (task, run, mode) -> jobs, in item order
+        for job in jobs:
+            item = item_of_seed[job.seed]
+            groups.setdefault((job.task, item.run if item.corrective else "", item.mode), []).append(job)
+        for (task, policy_run, mode), group in groups.items():
+            if policy_run:
+                _collect_corrective_jobs(catalog, plan.dataset, group, task=task, run=policy_run, mode=mode, spec=spec,
+                                         steps=steps, workers=workers, source=policy_source(policy_run), on_result=done)
+            else:
+                collect(catalog, CollectConfig(dataset=plan.dataset, workers=workers, spec=spec, steps=steps, task=task),
+                        jobs=group, on_result=done)
         run.status = STATUS_EXECUTED
     except BaseException:
         run.status = STATUS_INTERRUPTED
@@ -528,9 +574,21 @@ def execute_plan(
     return run
 
 
+def _collect_corrective_jobs(catalog, dataset: str, jobs: list[EpisodeJob], *, task: str, run: str, mode: str, spec, steps,
+                             workers: int, source, on_result) -> None:
+    """A plan's corrective episodes of one run: recorded like the dataset, plus the cameras the run's policy sees."""
+    if source.cameras:
+        w, h = source.camera_size or (spec.width, spec.height)
+        spec = dataclasses.replace(spec, cameras=tuple(dict.fromkeys((*spec.cameras, *source.cameras))), width=w, height=h)
+    cfg = CorrectiveConfig(run=run, dataset=dataset, mode=mode, task=task, workers=workers, spec=spec, steps=steps,
+                           episodes=len(jobs))
+    collect_corrective(catalog, cfg, policy_factory=source.factory, provenance=source.provenance, jobs=jobs, on_result=on_result)
+
+
 def plan_summary(plan: Plan) -> list[str]:
     """Readable lines: one per item, then the suggestions."""
-    lines = [f"{it.count:4d} x {it.key or '(default conditions)'}" + (f"   # {it.reason}" if it.reason else "") for it in plan.items]
+    lines = [f"{it.count:4d} x {it.key or '(default conditions)'}" + (f" corrective ({it.mode}) from {it.run}" if it.corrective else "")
+             + (f"   # {it.reason}" if it.reason else "") for it in plan.items]
     lines += [f"   {s.get('action', 'note')}: {s.get('cell', '')} {s.get('detail', '')}".rstrip() for s in plan.suggestions]
     return lines
 

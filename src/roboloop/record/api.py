@@ -33,7 +33,9 @@ the default) or kept with `episode.aborted = true` and `episode.abort_reason`
 propagates either way.
 
 **Kinds and datasets.** `kind="demo"` records into `dataset`; `kind="rollout"` into
-`<dataset>_evals` (where `roboloop success` and `failures` look). Properties added
+`<dataset>_evals` (where `roboloop success` and `failures` look); `kind="corrective"` (a policy
+drove and a person took over: `Episode.log_control` at every step) into `dataset`, next to the
+demonstrations it trains with. Properties added
 automatically to the `episode` group: kind, task and policy (when given), seed (when
 given; reserved like collect's, see `record.seeds`), `aborted`, the provenance
 (`provenance()`: roboloop version and git commit/dirty flag, rerun-sdk and torch
@@ -81,7 +83,7 @@ from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 
 __all__ = ["Episode", "RecordError", "RecordWarning", "episode", "blueprint_for", "KINDS", "ON_ERROR"]
 
-KINDS = (schema.KIND_DEMO, schema.KIND_ROLLOUT)
+KINDS = (schema.KIND_DEMO, schema.KIND_ROLLOUT, schema.KIND_CORRECTIVE)
 ON_ERROR = ("discard", "abort")
 SCALARS, IMAGE, VIDEO, TRANSFORM, TEXT = "scalars", "image", "video", "transform", "text"
 AXIS_LENGTH_M = 0.05
@@ -162,8 +164,9 @@ def _project_state(script: str | None, cwd: str) -> tuple[str, bool]:
 
 def _target_dataset(dataset: str, kind: str) -> str:
     if kind not in KINDS:
-        raise RecordError(f"unknown episode kind {kind!r}: use kind='demo' (demonstrations) or kind='rollout' "
-                          f"(a policy's episodes, recorded into <dataset>_evals)")
+        raise RecordError(f"unknown episode kind {kind!r}: use kind='demo' (demonstrations), kind='rollout' "
+                          f"(a policy's episodes, recorded into <dataset>_evals) or kind='corrective' (a policy drove and a "
+                          f"person took over: log_control)")
     if not isinstance(dataset, str):
         raise RecordError(f"the dataset name must be a string, got {type(dataset).__name__}")
     suffix = "_evals"
@@ -215,7 +218,7 @@ class Episode:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise RecordError(f"seed must be an int >= 0 (or None for no seed), got {seed!r}")
         if seed is not None:
-            if kind == schema.KIND_DEMO:  # a rollout's seed is not a demonstration seed: nothing to reserve (as collect)
+            if kind != schema.KIND_ROLLOUT:  # a rollout's seed is not a demonstration seed: nothing to reserve (as collect)
                 reserve_seeds(workspace, self.dataset, 1, start=seed)
             self.segment_id = seeded_segment_id(self.dataset, seed)
         else:
@@ -308,6 +311,36 @@ class Episode:
                 raise RecordError(f"{entity}: names {names} differ from the earlier {self._names[entity]}")
         s.times.append(t)
         s.rows.append(arr)
+
+    def log_control(self, t: float, source: int | bool, expert_action: float | Sequence[float] | np.ndarray | None = None) -> None:
+        """Who was in control at `t` (a corrective episode, `kind="corrective"`): `source` 1 (or True) when the person
+        (or an expert) was in control, 0 when the policy was; log it at every control step. `expert_action`: the
+        person's action at a takeover step (the training target; log it on the steps they were in control). Only steps
+        with source 1 carry a label (`train --expert-steps-only` trains on those only)."""
+        if isinstance(source, (bool, np.bool_)):
+            source = int(source)
+        if source not in (schema.SOURCE_POLICY, schema.SOURCE_EXPERT):
+            raise RecordError(f"{schema.CONTROL_SOURCE}: source is {schema.SOURCE_EXPERT} (a person or an expert in "
+                              f"control) or {schema.SOURCE_POLICY} (the policy), got {source!r}")
+        self.log_scalars(schema.CONTROL_SOURCE, t, float(source))
+        if expert_action is not None:
+            self.log_scalars(schema.CONTROL_EXPERT_ACTION, t, expert_action)
+
+    def _control_properties(self) -> None:
+        """A corrective episode's `corrective_mode` (default `intervention`: only takeover steps are labelled) and
+        `expert_fraction` (of the logged `/control/source` rows); a warning when it logged no `/control/source`."""
+        if self.kind != schema.KIND_CORRECTIVE:
+            return
+        props = self._properties[schema.EPISODE]
+        props.setdefault(schema.EPISODE_CORRECTIVE_MODE, schema.MODE_INTERVENTION)
+        props.setdefault(schema.EPISODE_CORRECTED_RUN, props.get(schema.EPISODE_POLICY, NONE))
+        src = self._streams.get(schema.CONTROL_SOURCE)
+        if src is None or not src.rows:
+            warnings.warn(f"corrective episode {self.segment_id} logged no {schema.CONTROL_SOURCE}: training cannot tell "
+                          "the takeover steps; call ep.log_control(t, source) at every control step", RecordWarning,
+                          stacklevel=4)
+            return
+        props.setdefault(schema.EPISODE_EXPERT_FRACTION, float(np.mean([r[0] for r in src.rows])))
 
     def _frame(self, entity: str, rgb: Any) -> np.ndarray:
         img = np.asarray(rgb)
@@ -452,6 +485,7 @@ class Episode:
         if self.path.exists():
             raise RecordError(f"{self.path} already exists; segment ids must be new")
         self._camera_properties()
+        self._control_properties()
         with EpisodeRecorder(self.path, self.segment_id) as rec:
             self._fill(rec)
         blueprint = update_blueprint(self.workspace, self.dataset, self._layout())
