@@ -370,12 +370,13 @@ class CorrectiveHandover(ScriptedHandover):
       ``REPLAN_DEG`` (5 deg, modulo the cube's quarter-turn symmetry) from the pose the right grasp
       aims at is re-planned from its current pose (during the descent, where the fingers nudge the
       cube by up to ~8 mm, only beyond ``KNOCKED_M``, 2 cm); the arms go to the new pre-grasp pose
-      within ``LEAD`` steps and the rest of the schedule moves later accordingly;
+      within ``LEAD`` steps (a gripper lower than ``SAFE_Z`` first rises there for ``RISE`` steps, so it
+      never sweeps through the cube) and the rest of the schedule moves later accordingly;
     - **the grasp failed**: from ``T_CLOSE + 15`` (the lift) until the right gripper opens, a cube
       back on the table (z below ``ON_TABLE_Z``) means the grasp missed or the cube dropped: the
       right gripper opens and re-approaches the cube where it lies, with the later phases compressed
-      into the time left (at most ``MAX_SHIFT`` steps later than the original schedule; past that it
-      keeps its plan);
+      into the time left (at most ``MAX_SHIFT`` steps later than the original schedule; a re-plan
+      that would need more is not made: it keeps its plan);
     - **the arm is off the plan**: its actions are absolute joint targets on the plan's end-effector
       tracks, so a pushed arm is driven back onto them.
 
@@ -390,6 +391,8 @@ class CorrectiveHandover(ScriptedHandover):
     REPLAN_DEG = 5.0
     KNOCKED_M = 0.02
     LEAD = 25
+    RISE = 10
+    SAFE_Z = 0.12
     ON_TABLE_Z = 0.03
     MAX_SHIFT = 95
     END = 280
@@ -424,11 +427,24 @@ class CorrectiveHandover(ScriptedHandover):
         dyaw = (ScriptedHandover._cube_yaw(a) - ScriptedHandover._cube_yaw(b) + math.pi / 4) % (math.pi / 2) - math.pi / 4
         return float(np.linalg.norm(a[:2] - b[:2])), abs(math.degrees(dyaw))
 
+    def _needed_shift(self, step: int) -> int:
+        """The schedule shift a re-plan at `step` needs (a low gripper first rises for RISE steps)."""
+        rise = self.RISE if self._tracks["right"].at(step)[0][2] < self.SAFE_Z else 0
+        return max(self.shift, step + rise + self.LEAD - ScriptedHandover.T_PRE)
+
     def _replan(self, step: int, cube: np.ndarray, why: str) -> None:
-        """Re-plan both arms and grippers from `step`: pre-grasp over `cube` within LEAD steps, the rest shifted."""
-        self._shift_schedule(max(self.shift, step + self.LEAD - ScriptedHandover.T_PRE))
+        """Re-plan both arms and grippers from `step`: a low gripper rises to SAFE_Z first (so it never sweeps
+        through the cube), then the pre-grasp over `cube` within LEAD steps, the rest of the schedule shifted."""
+        tr = self._tracks["right"]
+        pos, quat = tr.at(step)
+        start = step
+        if pos[2] < self.SAFE_Z:
+            tr.truncate(step)
+            tr.add(step + self.RISE, np.array([pos[0], pos[1], self.SAFE_Z]), quat_to_mat(quat))
+            start = step + self.RISE
+        self._shift_schedule(self._needed_shift(step))
         right_now = self._grip["right"].at(step)
-        self._plan_right(cube, from_step=step)
+        self._plan_right(cube, from_step=start)
         g = GripperTrack(right_now)
         g.add(step, right_now)
         g.add(step + 5, 1.0)
@@ -453,10 +469,11 @@ class CorrectiveHandover(ScriptedHandover):
         elif step < self.T_DOWN:
             dist, dyaw = self._moved(cube, self._aimed)
             limit = self.REPLAN_M if step < self.T_PRE else self.KNOCKED_M
-            if dist > limit or (step < self.T_PRE and dyaw > self.REPLAN_DEG):
+            moved = dist > limit or (step < self.T_PRE and dyaw > self.REPLAN_DEG)
+            if moved and self._needed_shift(step) <= self.MAX_SHIFT:
                 self._replan(step, cube, "cube moved")
         elif self.T_CLOSE + 15 <= step < self.T_R_OPEN and cube[2] < self.ON_TABLE_Z:
-            if step + self.LEAD - ScriptedHandover.T_PRE <= self.MAX_SHIFT:
+            if self._needed_shift(step) <= self.MAX_SHIFT:
                 self._replan(step, cube, "grasp failed")
         if step == self.T_REAIM_L:
             self._plan_left_grasp(cube)
