@@ -70,7 +70,8 @@ def collect_cmd(
     if corrective or run is not None:
         named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
         corrective_command(run, dataset=dataset, episodes=episodes, mode=mode, threshold=threshold, grid=grid, seed=seed,
-                           workers=workers, cameras=cameras, camera_size=camera_size, named=named, show_config=show_config)
+                           workers=workers, cameras=cameras, camera_size=camera_size, named=named, steps=steps,
+                           show_config=show_config)
         return
     if any(v is not None for v in (mode, threshold, grid)):
         with user_input():
@@ -141,7 +142,7 @@ def _corrective_spec(cat, dataset: str, source, cameras: str | None, camera_size
 
 def corrective_command(run: str | None, *, dataset: str | None, episodes: int | None, mode: str | None, threshold: float | None,
                        grid: str | None, seed: int | None, workers: int | None, cameras: str | None, camera_size: str | None,
-                       named: dict[str, str | None], show_config: bool) -> None:
+                       named: dict[str, str | None], steps: int | None, show_config: bool) -> None:
     """Body of `roboloop collect --corrective --run RUN`: the run's policy drives, the task's corrective expert labels."""
     with open_catalog() as cat:
         with user_input():
@@ -160,7 +161,7 @@ def corrective_command(run: str | None, *, dataset: str | None, episodes: int | 
                 conditions = (_conditions(task, given),) if given else ()
             ds = dataset or source.dataset or schema.DEFAULT_DATASET
             cfg = resolve(CorrectiveConfig, None, run=run, dataset=ds, mode=mode, threshold=threshold, episodes=n,
-                          conditions=conditions, task=task, seed=seed, workers=workers,
+                          conditions=conditions, task=task, seed=seed, workers=workers, steps=steps,
                           spec=_corrective_spec(cat, ds, source, cameras, camera_size))
         if show_config:
             print_config(cfg)
