@@ -20,6 +20,8 @@ evaluation made by an earlier demo with the same inputs is found and reused.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,15 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import curate, schema
-from roboloop.analyze.gaps import gaps, make_plan
+from roboloop.analyze.gaps import gaps, make_plan, split_budget
 from roboloop.analyze.rollouts import compare, failures, representative_failure, rollout_table, success_by
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.links import segment_url
-from roboloop.collect.plan import execute_plan, plan_summary, save_plan
+from roboloop.collect.plan import Plan, PlanItem, execute_plan, plan_summary, save_plan
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.config import Config, ConfigError, check
 from roboloop.envs import DEFAULT_TASK, get_task
-from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, parse_grid
+from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, parse_grid, resolve_policy
 from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_rows
 from roboloop.refine.layers import flag, refine
 from roboloop.report import write_report
@@ -49,6 +51,8 @@ CONTROL_LIGHTINGS = ("normal", "dim")
 V1, V2 = "demo-v1", "demo-v2"
 QUERY = "outcome.success"
 """The curation query of both selections: every successful, unflagged demonstration."""
+CORRECTIVE_QUERY = "outcome.success or episode.kind = 'corrective'"
+"""The curation query when the plan adds corrective episodes: their labels are the expert's whatever the outcome."""
 PLAN_NAME = "demo-gap-plan"
 
 
@@ -70,6 +74,10 @@ class DemoConfig(Config):
     "Training epochs of both policies."
     policy: str = "mlp"
     "Policy kind to train (mlp: joints + cube pose; vision: camera + joints)."
+    corrective: int | None = None
+    "Corrective episodes from v1 the plan adds in the gap cells, next to its demonstrations (None: 0 for mlp, plan_budget otherwise)."
+    corrective_mode: str = schema.MODE_DAGGER
+    "Who acts in those corrective episodes: dagger (v1; the expert labels), gated or expert (collect --corrective --mode)."
     workers: int = 2
     "Worker processes for collection and evaluation."
     cameras: tuple[str, ...] = ("top",)
@@ -97,6 +105,21 @@ class DemoConfig(Config):
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.round_size >= 1, f"round_size must be >= 1, got {self.round_size}")
+        check(self.corrective is None or self.corrective >= 0, f"corrective must be >= 0 or None, got {self.corrective}")
+        check(self.corrective_mode in schema.CORRECTIVE_MODES,
+              f"corrective_mode must be one of {', '.join(schema.CORRECTIVE_MODES)}, got {self.corrective_mode!r}")
+
+    @property
+    def corrective_episodes(self) -> int:
+        """Corrective episodes the plan asks for (`corrective`, or its default for the policy)."""
+        if self.corrective is not None:
+            return self.corrective
+        return 0 if self.policy == "mlp" else self.plan_budget
+
+    @property
+    def query(self) -> str:
+        """The curation query of both selections (QUERY; CORRECTIVE_QUERY when the plan adds corrective episodes)."""
+        return CORRECTIVE_QUERY if self.corrective_episodes else QUERY
 
 
 @dataclass
@@ -152,8 +175,8 @@ def _selection(catalog: Catalog, cfg: DemoConfig, name: str, say: Say):
         return sel
     except curate.UnknownSelectionError:
         pass
-    sel = curate.save(catalog, curate.select(catalog, cfg.dataset, QUERY, holdout=0.1), name)
-    say(f"      {name}: {QUERY!r} -> {len(sel.train_ids)} train / {len(sel.holdout_ids)} holdout (digest {sel.digest[:12]})")
+    sel = curate.save(catalog, curate.select(catalog, cfg.dataset, cfg.query, holdout=0.1), name)
+    say(f"      {name}: {cfg.query!r} -> {len(sel.train_ids)} train / {len(sel.holdout_ids)} holdout (digest {sel.digest[:12]})")
     return sel
 
 
@@ -243,7 +266,7 @@ def run_demo(
     rows1 = demo.success_v1(eval1)
     gap = demo.gaps(eval1)
     demo.lap("analyze v1")
-    demo.plan_and_collect(gap, eval1)
+    demo.plan_and_collect(gap, eval1, run1)
     demo.lap("plan + collect")
     sel2 = demo.curate_v2(sel1)
     run2 = demo.train_v2(sel2, run1)
@@ -303,7 +326,7 @@ class _DemoRun:
 
     # 3. curate v1 ----------------------------------------------------------------------------------
     def curate_v1(self):
-        self.say(f"[3/12] curate v1: the training set is a query   $ roboloop curate --dataset {self.ds} --name {V1} --where '{QUERY}' --holdout 0.1")
+        self.say(f"[3/12] curate v1: the training set is a query   $ roboloop curate --dataset {self.ds} --name {V1} --where \"{self.cfg.query}\" --holdout 0.1")
         sel1 = _selection(self.catalog, self.cfg, V1, self.say)
         self.out.selections[V1] = (len(sel1.train_ids), len(sel1.holdout_ids))
         return sel1
@@ -342,19 +365,22 @@ class _DemoRun:
         return gap
 
     # 8. plan and targeted collection ---------------------------------------------------------------
-    def plan_and_collect(self, gap, eval1: str) -> None:
+    def plan_and_collect(self, gap, eval1: str, run1: str) -> None:
         cfg, ds, say, catalog = self.cfg, self.ds, self.say, self.catalog
         the_plan = make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
+        if cfg.corrective_episodes:
+            the_plan = with_corrective(the_plan, run1, cfg.corrective_episodes, cfg.corrective_mode)
         self.out.plan = the_plan.name
         plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
         save_plan(catalog.workspace, the_plan, plan_file)
-        say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
+        what = "demonstration(s)" + (f" and corrective episodes from v1 ({cfg.corrective_mode})" if cfg.corrective_episodes else "")
+        say(f"[8/12] plan: {the_plan.total} {what} aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
             f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
         for line in plan_summary(the_plan):
             say(f"      {line}")
         if the_plan.total:
             run = execute_plan(catalog, the_plan, workers=cfg.workers, on_result=self._counter("collect (plan)", the_plan.total),
-                                    spec=_spec(cfg), steps=cfg.steps)
+                               spec=_spec(cfg), steps=cfg.steps, policy_source=functools.partial(resolve_policy, catalog.workspace))
             self.out.plan_collected = len(run.new_segment_ids)
             if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
                 flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
@@ -364,7 +390,7 @@ class _DemoRun:
 
     # 9. the same query, re-run -------------------------------------------------------------------
     def curate_v2(self, sel1):
-        self.say(f"[9/12] curate v2: the same query, re-run   $ roboloop curate --dataset {self.ds} --name {V2} --where '{QUERY}' --holdout 0.1")
+        self.say(f"[9/12] curate v2: the same query, re-run   $ roboloop curate --dataset {self.ds} --name {V2} --where \"{self.cfg.query}\" --holdout 0.1")
         sel2 = _selection(self.catalog, self.cfg, V2, self.say)
         self.out.selections[V2] = (len(sel2.train_ids), len(sel2.holdout_ids))
         if sel2.where != sel1.where:
@@ -414,6 +440,18 @@ class _DemoRun:
         path = path if path.is_absolute() else self.catalog.workspace.root / path
         out.report = write_report(self.catalog, [eval1, eval2], path, labels=["v1", "v2"])
         say(f"      report: {out.report}   $ roboloop report --eval {eval1} --eval {eval2} -o report.html")
+
+
+def with_corrective(plan: Plan, run: str, episodes: int, mode: str = schema.MODE_DAGGER) -> Plan:
+    """`plan` plus, in each of its demonstration items' cells, a corrective item of `run` (`mode`): `episodes` in all,
+    split over the cells like the plan's demonstrations (`split_budget`, by each item's count)."""
+    cells = [it for it in plan.items if not it.corrective]
+    if not cells or episodes <= 0:
+        return plan
+    counts = split_budget([it.count for it in cells], episodes)
+    extra = tuple(PlanItem(it.conditions, k, reason=f"corrective: {run} drives, the expert labels ({mode})", kind=schema.KIND_CORRECTIVE,
+                           run=run, mode=mode) for it, k in zip(cells, counts) if k > 0)
+    return dataclasses.replace(plan, items=plan.items + extra)
 
 
 def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:

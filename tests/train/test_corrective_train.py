@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from roboloop import curate, record, schema
+from roboloop.collect.plan import Plan, PlanItem, write_plan
 from roboloop.stream import EpisodeStream, Field
 from roboloop.train import TrainConfig, load_config, train
 from roboloop.train.corrective import control_fields, expert_targets, segment_labelling
@@ -111,3 +112,11 @@ def test_cli_corrective_collection_from_a_trained_run(tmp_path, monkeypatch):
         assert sorted(r["s"] for r in rows) == [2, 3]  # seeds continue after the demonstrations', reserved like collect's
     out = cli("curate", "-d", "aloha", "--name", "corr", "--where", "episode.kind = 'corrective'", "--holdout", "0")
     assert re.search(r"train: aloha-s000002-\w+, aloha-s000003-\w+\n", out)  # exactly the corrective episodes
+
+    # a plan asks for corrective episodes of the run in a cell; `collect --plan` loads the run (as the demo does)
+    plan = Plan("fix", "aloha", (PlanItem({"yaw": "any"}, 1, kind="corrective", run=run, mode="gated"),))
+    write_plan(plan, tmp_path / "fix.toml")
+    assert "1 x yaw=any corrective (gated) from " + run in cli("collect", "--plan", str(tmp_path / "fix.toml"), "--steps", "60")
+    with Catalog(Workspace(root), url="") as cat:
+        rows = cat.sql('SELECT "episode.corrective_mode" AS m FROM aloha WHERE "episode.kind" = \'corrective\'').to_pylist()
+        assert sorted(r["m"] for r in rows) == ["dagger", "dagger", "gated"]

@@ -22,13 +22,15 @@ def demo(
     epochs: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "epochs"))] = None,
     workers: Annotated[Optional[int], typer.Option(help=config_help(DemoConfig, "workers"))] = None,
     steps: Annotated[Optional[int], typer.Option(help="Control steps per episode (quick checks only; default the task's 300).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help=config_help(DemoConfig, "policy"))] = None,
+    corrective: Annotated[Optional[int], typer.Option(min=0, help=config_help(DemoConfig, "corrective"))] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """The whole loop: collect (with a planted gap), refine, curate, train, evaluate, find the gap, collect there, re-train, compare, report."""
 
     with user_input():
         cfg = resolve(DemoConfig, config, dataset=dataset, demos=demos, episodes_per_cell=episodes_per_cell, plan_budget=plan_budget,
-                      epochs=epochs, workers=workers, steps=steps)
+                      epochs=epochs, workers=workers, steps=steps, policy=policy, corrective=corrective)
     if show_config:
         print_config(cfg)
         return
