@@ -50,7 +50,10 @@ after every ``sim.reset``) and ``action(step, observation) -> 14 joint targets``
 ``observation`` is an :class:`Observation`. Policies are built inside the process that
 runs them by a picklable ``policy_factory(sim) -> policy`` (a module-level function or
 class), e.g. :class:`ScriptedPolicy` (the default) or, for evaluation, a function that
-loads a checkpoint. Rollouts are recorded with ``kind="rollout"``.
+loads a checkpoint. Rollouts are recorded with ``kind="rollout"``. A policy may also have
+``step_streams()`` (entity path -> values, recorded at every step after its action: a corrective
+policy's ``/control/*`` streams, see `collect.corrective`) and ``episode_properties()`` (added to
+the episode's ``episode`` group when it ends).
 """
 
 from __future__ import annotations

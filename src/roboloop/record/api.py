@@ -130,7 +130,7 @@ def episode(
     """Open a new episode of `dataset` in a workspace; use it as a context manager (see the module docstring).
 
     `workspace_or_path`: a `Workspace`, its folder, or an open `Catalog` (its workspace is
-    used and the episode is registered through it). `kind`: "demo" or "rollout".
+    used and the episode is registered through it). `kind`: "demo", "rollout" or "corrective" (see `Episode.log_control`).
     `on_error`: "discard" or "abort" (keep it, marked aborted). `task`, `policy`: the
     `episode.task` / `episode.policy` properties. `seed`: the seed your loop used to
     randomize the scene, if any (a demonstration's is reserved in the dataset so collect never
