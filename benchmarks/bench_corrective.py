@@ -135,14 +135,19 @@ def main() -> None:
         cfg = CorrectiveConfig(run=v1, dataset=DS, mode=schema.MODE_DAGGER, episodes=args.dagger, conditions=(none, small),
                                spec=spec, workers=args.workers)
         rep = timed("collect dagger", lambda: collect_corrective(cat, cfg, policy_factory=source.factory, provenance=source.provenance))
-        dist = []
-        for r in rep.results:
-            ds = cat.dataset(DS).filter_segments([r.segment_id])
-            vals = {}
-            for e in (schema.CONTROL_EXPERT_ACTION, CONTROL_POLICY_ACTION):
-                t = ds.filter_contents([e]).reader(index=schema.TIMELINE).to_arrow_table()
-                vals[e] = np.array(t.column(f"{e}:{schema.SCALARS_COMPONENT}").to_pylist())
-            dist.append(np.abs(vals[schema.CONTROL_EXPERT_ACTION] - vals[CONTROL_POLICY_ACTION]).max(axis=1))
+        def distances(report) -> list[np.ndarray]:
+            """Per episode, max |expert action - policy action| at every step (what gated mode compares)."""
+            found = []
+            for r in report.results:
+                ds = cat.dataset(DS).filter_segments([r.segment_id])
+                vals = {}
+                for e in (schema.CONTROL_EXPERT_ACTION, CONTROL_POLICY_ACTION):
+                    t = ds.filter_contents([e]).reader(index=schema.TIMELINE).to_arrow_table()
+                    vals[e] = np.array(t.column(f"{e}:{schema.SCALARS_COMPONENT}").to_pylist())
+                found.append(np.abs(vals[schema.CONTROL_EXPERT_ACTION] - vals[CONTROL_POLICY_ACTION]).max(axis=1))
+            return found
+
+        dist = distances(rep)
         ok = [d for d, r in zip(dist, rep.results) if r.success]
         bad = [d for d, r in zip(dist, rep.results) if not r.success]
         pct = lambda ds_: {q: round(float(np.percentile(np.concatenate(ds_), q)), 3) for q in (50, 90, 95, 99)} if ds_ else None  # noqa: E731
@@ -158,6 +163,15 @@ def main() -> None:
         curate.save(cat, curate.select(cat, DS, "outcome.success and episode.kind = 'demo'", holdout=0.1), "v2-demos")
         v2p = timed("train v2-demos", lambda: train(cat, load_config(cat.workspace, v1).replace(selection="v2-demos")).run_id)
         timed("eval v2-demos", lambda: success(v2p, "v2-demos"))
+
+        # 7. the gated threshold: |expert - policy| along a good policy's own rollouts (dagger: it drives)
+        good = resolve_policy(cat.workspace, v2p)
+        cfg = CorrectiveConfig(run=v2p, dataset=DS, mode=schema.MODE_DAGGER, episodes=10, conditions=(none, small), spec=spec,
+                               workers=args.workers)
+        rep = collect_corrective(cat, cfg, policy_factory=good.factory, provenance=good.provenance)
+        ok = [d for d, r in zip(distances(rep), rep.results) if r.success]
+        out["good_policy_dagger_success"] = f"{sum(r.success for r in rep.results)}/{len(rep.results)}"
+        out["distance_percentiles_good_policy_successful_episodes"] = pct(ok)
     out["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     print(json.dumps(out, indent=2))

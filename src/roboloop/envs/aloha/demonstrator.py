@@ -373,7 +373,8 @@ class CorrectiveHandover(ScriptedHandover):
       within ``LEAD`` steps (a gripper lower than ``SAFE_Z`` first rises there for ``RISE`` steps, so it
       never sweeps through the cube) and the rest of the schedule moves later accordingly;
     - **the grasp failed**: from ``T_CLOSE + 15`` (the lift) until the right gripper opens, a cube
-      back on the table (z below ``ON_TABLE_Z``) means the grasp missed or the cube dropped: the
+      back on the table (z below ``ON_TABLE_Z``) and away from the right grasp point (more than
+      ``NEAR_M``, 4 cm: a policy may lift later than the schedule) means the grasp missed or the cube dropped: the
       right gripper opens and re-approaches the cube where it lies, with the later phases compressed
       into the time left (at most ``MAX_SHIFT`` steps later than the original schedule; a re-plan
       that would need more is not made: it keeps its plan);
@@ -394,6 +395,9 @@ class CorrectiveHandover(ScriptedHandover):
     RISE = 10
     SAFE_Z = 0.12
     ON_TABLE_Z = 0.03
+    NEAR_M = 0.04
+    """A cube centre this close to the right grasp point is in (or entering) the right gripper: it is not "moved"
+    and a grasp is not "failed" (a policy may lift later than the schedule)."""
     MAX_SHIFT = 95
     END = 280
     """The last key of a shifted schedule (the left arm's final lift) is placed no later than this step."""
@@ -463,16 +467,17 @@ class CorrectiveHandover(ScriptedHandover):
     def action(self, step: int, observation=None) -> np.ndarray:
         """The 14 joint targets the expert takes at ``step`` from the simulator's current state."""
         cube = self.sim.cube_pose()
+        near_right = float(np.linalg.norm(cube[:3] - self.sim.gripper_positions()["right"])) < self.NEAR_M
         if step == self.T_REAIM_R:  # the scripted re-aim at the settled cube
             self._plan_right(cube, from_step=step)
             self._aimed = cube
-        elif step < self.T_DOWN:
+        elif step < self.T_DOWN and not near_right:  # a cube in (or entering) the right gripper moves with it
             dist, dyaw = self._moved(cube, self._aimed)
             limit = self.REPLAN_M if step < self.T_PRE else self.KNOCKED_M
             moved = dist > limit or (step < self.T_PRE and dyaw > self.REPLAN_DEG)
             if moved and self._needed_shift(step) <= self.MAX_SHIFT:
                 self._replan(step, cube, "cube moved")
-        elif self.T_CLOSE + 15 <= step < self.T_R_OPEN and cube[2] < self.ON_TABLE_Z:
+        elif self.T_CLOSE + 15 <= step < self.T_R_OPEN and cube[2] < self.ON_TABLE_Z and not near_right:
             if self._needed_shift(step) <= self.MAX_SHIFT:
                 self._replan(step, cube, "grasp failed")
         if step == self.T_REAIM_L:
