@@ -80,3 +80,18 @@ def test_a_missed_grasp_is_grasped_again(sim):
 def test_the_task_protocol_exposes_it(sim):
     assert corrective_expert(TASK, sim).policy_id == CorrectiveHandover.policy_id
     assert corrective_expert(INSERTION, None) is None  # insertion has none: its command says so
+
+
+def test_a_policy_running_late_is_labelled_not_re_planned(sim):
+    """A driver that follows the scripted plan 12 steps late (a slow policy) grasps and lifts later than the schedule:
+    the expert, labelling every step, must not take the late lift for a failed grasp (it re-approached before)."""
+    cond = TASK.conditions()
+    plan, ok, _ = _run(sim, ScriptedHandover, 4, cond)
+    sim.reset(4, cond)
+    expert, tracker = CorrectiveHandover(sim), TASK.tracker()
+    for t in range(sim.max_steps):
+        expert.action(t)  # the label (not executed)
+        a = plan[max(0, t - 12)]
+        tracker.update(sim, sim.step(a), a)
+    assert ok.success and tracker.result().success
+    assert expert.replans == []
