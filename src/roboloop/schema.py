@@ -34,6 +34,8 @@ CONTROL_SOURCE = "/control/source"
 """Corrective episodes: who was in control at each control step, one scalar (`SOURCE_POLICY` or `SOURCE_EXPERT`)."""
 CONTROL_EXPERT_ACTION = "/control/expert_action"
 """Corrective episodes: the expert's (or the human's) action at each step it labelled: the training target."""
+CONTROL_POLICY_ACTION = "/control/policy_action"
+"""Corrective episodes: the policy's action at every step (executed where `/control/source` is 0)."""
 SOURCE_POLICY = 0
 """`/control/source` value: the policy's action was executed."""
 SOURCE_EXPERT = 1

@@ -53,8 +53,8 @@ __all__ = [
     "collect_corrective",
 ]
 
-CONTROL_POLICY_ACTION = "/control/policy_action"
-"""Corrective episodes: the policy's action at every step (executed where `/control/source` is 0)."""
+CONTROL_POLICY_ACTION = schema.CONTROL_POLICY_ACTION
+"""Corrective episodes: the policy's action at every step (`schema.CONTROL_POLICY_ACTION`)."""
 DEFAULT_THRESHOLD = 0.1
 """Default takeover distance of `gated` mode (max abs joint-target difference; see benchmarks/README.md)."""
 HANDBACK_RATIO = 0.5
