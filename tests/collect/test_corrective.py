@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from roboloop import schema
-from roboloop.collect.corrective import CONTROL_POLICY_ACTION, CorrectiveConfig, CorrectivePolicy, collect_corrective
+from roboloop.collect.corrective import (
+    CONTROL_POLICY_ACTION,
+    CorrectiveConfig,
+    CorrectivePolicy,
+    NoCorrectiveExpertError,
+    check_task,
+    collect_corrective,
+)
 from roboloop.collect.plan import Plan, PlanError, PlanItem, execute_plan
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.config import ConfigError
@@ -106,6 +113,8 @@ def test_config_refuses_what_it_cannot_run():
         CorrectiveConfig(run="r", mode="sometimes")
     with pytest.raises(ConfigError, match="run"):
         CorrectiveConfig(run="")
+    with pytest.raises(NoCorrectiveExpertError, match="'insertion' has no corrective expert.*roboloop.record"):
+        check_task("insertion")  # before anything runs
 
 
 def test_a_plan_asks_for_corrective_episodes_in_a_cell(catalog, tmp_path):
