@@ -17,6 +17,7 @@ from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_ca
 from roboloop.config import ConfigError, resolve
 from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.evaluate.run import cell_conditions, parse_grid, resolve_policy
+from roboloop.train import run_info
 
 DEFAULT_EPISODES = 10
 _AXES = get_task(DEFAULT_TASK).vocabulary
@@ -68,6 +69,9 @@ def collect_cmd(
         collect_plan_command(plan, workers=workers or 1, steps=steps)
         return
     if corrective or run is not None:
+        if config is not None:
+            with user_input():
+                raise ConfigError("--config is a CollectConfig file; corrective collection takes its options on the command line")
         named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
         corrective_command(run, dataset=dataset, episodes=episodes, mode=mode, threshold=threshold, grid=grid, seed=seed,
                            workers=workers, cameras=cameras, camera_size=camera_size, named=named, steps=steps,
@@ -148,6 +152,7 @@ def corrective_command(run: str | None, *, dataset: str | None, episodes: int | 
         with user_input():
             if not run:
                 raise ConfigError("--corrective needs --run RUN: the training run whose policy drives (roboloop runs lists them)")
+            run_info(cat.workspace, run)  # an unknown run: the error lists the known ones
             source = resolve_policy(cat.workspace, run)
             task = source.task or DEFAULT_TASK
             check_task(task)
