@@ -1,0 +1,114 @@
+"""Where a `vision` training step's time goes, and whether training waits for the stream.
+
+    PYTHONPATH=src MUJOCO_GL=egl python benchmarks/bench_vision_profile.py --workspace WS --dataset cam --selection d50 [--steps 60] [--batch-size 64] [--aux-cube 0]
+
+On a workspace holding camera demonstrations (e.g. `roboloop collect --cameras top --camera-size 96x72`)
+and a saved selection: one process, one torch thread, the `vision` policy of `TrainConfig(policy="vision")`
+(its `VisionConfig` defaults, `--aux-cube` for the auxiliary loss), the selection's train episodes streamed
+as `train()` streams them (`EpisodeStream`, 0 loader workers: the catalog fetch and the H.264 decode run in
+this process). Per step, timed separately: waiting for the stream's next batch (fetch + decode + window
+collation), `encode_batch` (uint8 -> float), augmentation (joint noise + random shift), forward + loss,
+backward, clip + optimizer step. The stream-fed and in-memory loops each time the augmentation once more
+on a copy of the generator (outside `forward`, but inside their wall time), alike. Then the same number of steps on the same batches held in memory (no
+stream): the stream-fed / in-memory throughput ratio says whether training is loader-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from roboloop import curate
+from roboloop.catalog.client import Catalog
+from roboloop.stream import EpisodeStream
+from roboloop.train import TrainConfig, VisionConfig
+from roboloop.train.features import encode_batch, scalar_specs, stream_fields, stream_stats
+from roboloop.train.policies import make_policy
+from roboloop.train.protocol import feature_specs
+from roboloop.workspace import Workspace
+
+PARTS = ("stream", "encode", "augment", "forward", "backward", "optimizer")
+
+
+def _step(policy, opt, enc, gen, times: dict[str, list[float]]) -> None:
+    """One training step as `train()` runs it; the augmentation is timed on a copy of the generator (the same draws),
+    and `forward` is the loss call (which augments again) minus that time."""
+    inputs = {k: v for k, v in enc.items() if k not in policy.targets}
+    t = time.perf_counter()
+    policy._augment(inputs, torch.Generator().set_state(gen.get_state()))
+    aug = time.perf_counter() - t
+    times["augment"].append(aug)
+    t1 = time.perf_counter()
+    loss, _ = policy.loss(enc, gen)
+    t2 = time.perf_counter()
+    times["forward"].append(t2 - t1 - aug)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    t3 = time.perf_counter()
+    times["backward"].append(t3 - t2)
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+    opt.step()
+    times["optimizer"].append(time.perf_counter() - t3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workspace", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--selection", required=True)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--aux-cube", type=float, default=0.0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with Catalog(Workspace(args.workspace)) as cat:
+        sel = curate.load(cat, args.selection)
+        cfg = TrainConfig(dataset=args.dataset, selection=args.selection, policy="vision", batch_size=args.batch_size,
+                          model=VisionConfig(aux_cube=args.aux_cube))
+        specs = feature_specs(cfg)
+        stats = stream_stats(EpisodeStream(cat, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
+                                           rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False), specs)
+        torch.manual_seed(0)
+        policy = make_policy(cfg, specs)
+        policy.normalizer.load_stats(stats)
+        policy.train()
+        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+        gen = torch.Generator().manual_seed(0)
+        stream = EpisodeStream(cat, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+                               batch_size=cfg.batch_size, seed=0, shuffle=True)
+        times: dict[str, list[float]] = {p: [] for p in PARTS}
+        kept = []
+        it = iter(stream)
+        wall0 = time.perf_counter()
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            batch = next(it)
+            t1 = time.perf_counter()
+            enc = encode_batch(specs, batch, cfg)
+            times["stream"].append(t1 - t)
+            times["encode"].append(time.perf_counter() - t1)
+            _step(policy, opt, enc, gen, times)
+            kept.append(batch)
+        stream_wall = time.perf_counter() - wall0
+        mem: dict[str, list[float]] = {p: [] for p in PARTS}
+        wall0 = time.perf_counter()
+        for batch in kept:
+            t = time.perf_counter()
+            enc = encode_batch(specs, batch, cfg)
+            mem["encode"].append(time.perf_counter() - t)
+            _step(policy, opt, enc, gen, mem)
+        mem_wall = time.perf_counter() - wall0
+    n = args.steps * args.batch_size
+    print(f"vision policy, {policy.num_parameters():,} parameters, batch {args.batch_size}, {args.steps} steps, aux_cube {args.aux_cube}")
+    for p in PARTS:
+        if times[p]:
+            print(f"  {p:<10} median {1e3 * statistics.median(times[p]):7.2f} ms/step  total {sum(times[p]):6.2f} s")
+    print(f"stream-fed: {n / stream_wall:,.0f} samples/s ({stream_wall:.1f} s); in memory: {n / mem_wall:,.0f} samples/s "
+          f"({mem_wall:.1f} s); ratio {100 * mem_wall / stream_wall:.1f}%")
+
+
+if __name__ == "__main__":
+    main()
