@@ -30,6 +30,14 @@ JOINT_POSITIONS = "/robot/joint_positions"
 JOINT_TARGETS = "/robot/joint_targets"
 """14 commanded absolute joint targets: the action."""
 REWARD = "/reward"
+CONTROL_SOURCE = "/control/source"
+"""Corrective episodes: who was in control at each control step, one scalar (`SOURCE_POLICY` or `SOURCE_EXPERT`)."""
+CONTROL_EXPERT_ACTION = "/control/expert_action"
+"""Corrective episodes: the expert's (or the human's) action at each step it labelled: the training target."""
+SOURCE_POLICY = 0
+"""`/control/source` value: the policy's action was executed."""
+SOURCE_EXPERT = 1
+"""`/control/source` value: the expert's (a person's) action was executed."""
 CUBE_POSE = "/state/cube_pose"
 """Cube pose as 7 scalars [x, y, z, qw, qx, qy, qz] at the control rate (for signals and policies)."""
 PEG_POSE = "/state/peg_pose"
@@ -89,6 +97,9 @@ PROPERTY_PREFIX = "property:"
 KIND_DEMO = "demo"
 KIND_ROLLOUT = "rollout"
 KIND_RUN = "run"
+KIND_CORRECTIVE = "corrective"
+"""A policy drove (or a person took over from it) and an expert labelled the steps: `collect --corrective`, or a
+hardware intervention recorded through `roboloop.record`. Stored with the demonstrations; trains like them."""
 
 # Segment-table columns that Rerun itself provides (not properties).
 SEGMENT_ID_COLUMN = "rerun_segment_id"
@@ -218,7 +229,12 @@ STATIC_SCENE = "/scene/static"
 """Table and distractors: static transforms + boxes."""
 
 # `episode` group
-EPISODE_KIND = "kind"  # KIND_DEMO or KIND_ROLLOUT
+EPISODE_KIND = "kind"  # KIND_DEMO, KIND_ROLLOUT or KIND_CORRECTIVE
+EPISODE_CORRECTED_RUN = "corrected_run"  # corrective episodes: the training run whose policy drove ("none": a person's policy)
+EPISODE_CORRECTIVE_MODE = "corrective_mode"  # CORRECTIVE_MODES (simulated: every step expert-labelled) or MODE_INTERVENTION
+EPISODE_CORRECTIVE_THRESHOLD = "corrective_threshold"  # gated mode: takeover distance (max abs joint difference, rad)
+EPISODE_EXPERT_FRACTION = "expert_fraction"  # corrective episodes: fraction of control steps the expert was in control
+EPISODE_EXPERT_POLICY = "expert_policy"  # corrective episodes: the expert's policy id (e.g. scripted-handover-v1)
 EPISODE_TASK = "task"  # e.g. "transfer_cube" (a name of roboloop.envs.tasks())
 TASK_AXIS = "task"
 """The condition axis of evaluation grids and plans naming a cell's task (`task=transfer_cube,insertion`)."""
@@ -416,6 +432,15 @@ def labels_table(dataset: str) -> str:
     return f"{dataset}{LABELS_TABLE_SUFFIX}"
 
 POLICY_SCRIPTED = "scripted"
+MODE_DAGGER = "dagger"
+"""Corrective mode: the policy always acts; the expert labels every step."""
+MODE_GATED = "gated"
+"""Corrective mode: the expert takes over when its action and the policy's disagree beyond a threshold, hands back with hysteresis."""
+MODE_EXPERT = "expert"
+"""Corrective mode: the expert always acts; the policy's action is computed (its distance recorded) but not executed."""
+CORRECTIVE_MODES = (MODE_DAGGER, MODE_GATED, MODE_EXPERT)
+MODE_INTERVENTION = "intervention"
+"""`episode.corrective_mode` of a recorded (hardware) intervention: only steps with `/control/source` = expert carry a label."""
 """The `--policy` name of the scripted demonstrator (the baseline every run can be compared with)."""
 PROVENANCE_NONE = "none"
 """Value of the run-provenance properties (run id, checkpoint, selection, digests) of a policy without a run."""

@@ -11,9 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from roboloop import schema
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
 from roboloop.cli.loop_cmds import collect_plan_command
+from roboloop.collect.corrective import CorrectiveConfig, check_task, collect_corrective
+from roboloop.collect.plan import spec_like_dataset
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
-from roboloop.config import resolve
+from roboloop.config import ConfigError, resolve
 from roboloop.envs import DEFAULT_TASK, get_task
+from roboloop.evaluate.run import cell_conditions, parse_grid, resolve_policy
 
 DEFAULT_EPISODES = 10
 _AXES = get_task(DEFAULT_TASK).vocabulary
@@ -53,12 +56,25 @@ def collect_cmd(
     plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
     executor: Annotated[Optional[str], typer.Option(help=config_help(CollectConfig, "executor"))] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster (`auto`, `ray://head:10001`); default: a local Ray instance.")] = None,
+    corrective: Annotated[bool, typer.Option("--corrective", help="Corrective collection: the policy of --run drives, the task's expert labels every step (and takes over, per --mode).")] = False,
+    run: Annotated[Optional[str], typer.Option("--run", help="With --corrective: " + config_help(CorrectiveConfig, "run"))] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="With --corrective: " + config_help(CorrectiveConfig, "mode"))] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="With --corrective: " + config_help(CorrectiveConfig, "threshold"))] = None,
+    grid: Annotated[Optional[str], typer.Option("--grid", help="With --corrective: cells to collect in ('yaw=none,any lighting=normal,dim' or a TOML file); --episodes per cell.")] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
-    """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
+    """Run the scripted demonstrator under scene conditions (or a plan, or corrective episodes); record and register every episode."""
     if plan is not None:
         collect_plan_command(plan, workers=workers or 1, steps=steps)
         return
+    if corrective or run is not None:
+        named = dict(region=region, yaw=yaw, lighting=lighting, table=table, distractors=distractors)
+        corrective_command(run, dataset=dataset, episodes=episodes, mode=mode, threshold=threshold, grid=grid, seed=seed,
+                           workers=workers, cameras=cameras, camera_size=camera_size, named=named, show_config=show_config)
+        return
+    if any(v is not None for v in (mode, threshold, grid)):
+        with user_input():
+            raise ConfigError("--mode, --threshold and --grid apply to corrective collection: add --corrective --run RUN")
     with user_input():
         size = parse_size(camera_size) if camera_size else (None, None)
         spec = dict(cameras=parse_cameras(cameras) if cameras is not None else None, width=size[0], height=size[1],
@@ -106,6 +122,75 @@ def collect_cmd(
                   f"successes {report.successes}/{n}")
     if report.blueprint:
         console.print(f"default blueprint: {report.blueprint}")
+
+
+def _corrective_spec(cat, dataset: str, source, cameras: str | None, camera_size: str | None) -> RecordingSpec:
+    """What a corrective episode records: the cameras given (else the dataset's usual ones), plus the run's cameras at
+    the size it was trained on (a camera policy sees them; nothing else is rendered)."""
+    table = cat.segment_table(dataset) if dataset in cat.dataset_names() else None
+    spec = spec_like_dataset(table)
+    if cameras is not None:
+        spec = RecordingSpec(cameras=parse_cameras(cameras), width=spec.width, height=spec.height, camera_hz=spec.camera_hz,
+                             scene_hz=spec.scene_hz)
+    w, h = parse_size(camera_size) if camera_size else (spec.width, spec.height)
+    if source.cameras:
+        w, h = source.camera_size or (w, h)
+    cams = tuple(dict.fromkeys((*spec.cameras, *source.cameras)))
+    return RecordingSpec(cameras=cams, width=w, height=h, camera_hz=spec.camera_hz, scene_hz=spec.scene_hz)
+
+
+def corrective_command(run: str | None, *, dataset: str | None, episodes: int | None, mode: str | None, threshold: float | None,
+                       grid: str | None, seed: int | None, workers: int | None, cameras: str | None, camera_size: str | None,
+                       named: dict[str, str | None], show_config: bool) -> None:
+    """Body of `roboloop collect --corrective --run RUN`: the run's policy drives, the task's corrective expert labels."""
+    with open_catalog() as cat:
+        with user_input():
+            if not run:
+                raise ConfigError("--corrective needs --run RUN: the training run whose policy drives (roboloop runs lists them)")
+            source = resolve_policy(cat.workspace, run)
+            task = source.task or DEFAULT_TASK
+            check_task(task)
+            n = episodes if episodes is not None else DEFAULT_EPISODES
+            if grid is not None:
+                cells = parse_grid(grid, task).cells()
+                conditions = tuple(cell_conditions(c, task) for c in cells)
+                n *= len(cells)
+            else:
+                given = {k: v for k, v in named.items() if v is not None}
+                conditions = (_conditions(task, given),) if given else ()
+            ds = dataset or source.dataset or schema.DEFAULT_DATASET
+            cfg = resolve(CorrectiveConfig, None, run=run, dataset=ds, mode=mode, threshold=threshold, episodes=n,
+                          conditions=conditions, task=task, seed=seed, workers=workers,
+                          spec=_corrective_spec(cat, ds, source, cameras, camera_size))
+        if show_config:
+            print_config(cfg)
+            return
+        console.print(f"corrective collection: run [bold]{run}[/] drives, mode {cfg.mode}"
+                      + (f" (takeover beyond {cfg.threshold:g})" if cfg.mode == schema.MODE_GATED else "")
+                      + f"; {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/], cameras {','.join(cfg.spec.cameras) or '(none)'}")
+        counts = {"done": 0, "ok": 0, "expert": 0.0}
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
+        with progress:
+            bar = progress.add_task("corrective episodes", total=cfg.episodes, ok="0/0")
+
+            def on_result(result) -> None:
+                counts["done"] += 1
+                counts["ok"] += int(result.success)
+                counts["expert"] += float(result.properties[schema.EPISODE][schema.EPISODE_EXPERT_FRACTION])
+                progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
+
+            try:
+                report = collect_corrective(cat, cfg, policy_factory=source.factory, provenance=source.provenance, on_result=on_result)
+            except KeyboardInterrupt:
+                progress.stop()
+                err_console.print(f"[yellow]interrupted:[/] {counts['done']} finished episode(s) registered")
+                raise typer.Exit(130) from None
+    k = len(report.results)
+    console.print(f"recorded and registered {k} corrective episode(s) in {report.wall_s:.1f}s; successes {report.successes}/{k}; "
+                  f"expert in control {100 * counts['expert'] / max(k, 1):.0f}% of steps")
+    console.print(f"train on them with the demonstrations: roboloop curate -d {cfg.dataset} --name NAME "
+                  f"--where \"outcome.success or episode.kind = 'corrective'\"")
 
 
 def register(app: typer.Typer) -> typer.Typer:

@@ -50,6 +50,7 @@ def build_config(
     action: str | None = None,
     rate_hz: float | None = None,
     episode_steps: int | None = None,
+    expert_steps_only: bool | None = None,
 ):
     """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
     if like and config_file:
@@ -59,7 +60,7 @@ def build_config(
     base = load_run_config(workspace, like) if like else config_file
     return resolve(TrainConfig, base, dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size,
                    lr=lr, seed=seed, num_workers=workers, nproc=nproc, state=tuple(state) if state else None, action=action,
-                   rate_hz=rate_hz, episode_steps=episode_steps)
+                   rate_hz=rate_hz, episode_steps=episode_steps, expert_steps_only=expert_steps_only)
 
 
 def train_cmd(
@@ -79,6 +80,7 @@ def train_cmd(
     like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Training processes on this machine (DDP, gloo; the batch is split over them).")] = None,
+    expert_steps_only: Annotated[bool, typer.Option("--expert-steps-only", help=config_help(TrainConfig, "expert_steps_only"))] = False,
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Train a policy on a saved selection, streaming from the catalog; the run becomes a segment of <dataset>_runs."""
@@ -88,7 +90,8 @@ def train_cmd(
         else:
             cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
                                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc, state=state,
-                               action=action, rate_hz=rate_hz, episode_steps=episode_steps)
+                               action=action, rate_hz=rate_hz, episode_steps=episode_steps,
+                               expert_steps_only=True if expert_steps_only else None)
     except (CatalogError, ValueError, OSError) as exc:
         fail(str(exc))
     if show_config:

@@ -435,7 +435,7 @@ class PlanRun:
         return all(len(self.collected.get(it.key, ())) >= it.count for it in self.plan.items)
 
 
-def _spec_like_dataset(table):
+def spec_like_dataset(table):
     """The RecordingSpec most episodes of a dataset (its segment table, or None) were recorded with (default spec if none)."""
     if table is None:
         return RecordingSpec()
@@ -487,7 +487,7 @@ def execute_plan(
         run.status = STATUS_EXECUTED
         _write_row(ws, plan, run.status, collected=run.collected)
         return run
-    spec = spec or _spec_like_dataset(table)
+    spec = spec or spec_like_dataset(table)
     start = reserve_seeds(catalog, plan.dataset, total, table)
     jobs, item_of_seed = [], {}
     seed = start

@@ -337,6 +337,8 @@ def run_episode(
     policy.reset()
     tracker = task.tracker()
     unstable_at: int | None = None
+    step_streams = getattr(policy, "step_streams", None)  # a corrective policy's /control/* streams
+    named: set[str] = set()
     with EpisodeRecorder(path, job.segment_id) as rec:
         writer = task.writer(rec, spec, sim)
         for k in range(n_steps):
@@ -353,6 +355,8 @@ def run_episode(
                 break
             tracker.update(sim, reward, action)
             writer.observe(k, state, action, reward, images)
+            if step_streams is not None:
+                _record_streams(rec, k * spec.dt, step_streams(), sim, named)
             faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
@@ -361,8 +365,10 @@ def run_episode(
             result = dataclasses.replace(result, success=False, success_step=None, failure_step=unstable_at,
                                          failure_reason=UNSTABLE)
         outcome = outcome_properties(result, n_steps, spec.dt, task.name)
+        extra = getattr(policy, "episode_properties", None)
         properties: dict[str, dict[str, Any]] = {
-            schema.EPISODE: episode_properties(job, spec, kind=kind, task=task.name, policy_id=policy.policy_id),
+            schema.EPISODE: {**episode_properties(job, spec, kind=kind, task=task.name, policy_id=policy.policy_id),
+                             **(extra() if callable(extra) else {})},
             schema.SCENE: task.scene_properties(job.conditions, job.seed),
             schema.OUTCOME: outcome,
         }
@@ -372,6 +378,19 @@ def run_episode(
     return EpisodeResult(
         job.segment_id, path, job.seed, job.conditions, outcome, time.perf_counter() - t0, properties
     )
+
+
+def _record_streams(rec, t: float, streams: Mapping[str, Any], sim, named: set[str]) -> None:
+    """Append a policy's per-step streams (entity path -> values) at time `t`; a stream as wide as the robot's joints
+    gets the joint names as series names."""
+    for path, values in streams.items():
+        values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        if path not in named:
+            names = getattr(sim, "joint_names", None)
+            if names is not None and len(names) == len(values):
+                rec.set_series_names(path, list(names))
+            named.add(path)
+        rec.append_scalars(path, t, values)
 
 
 def outcome_properties(res, n_steps: int, dt: float, task: str = DEFAULT_TASK) -> dict[str, Any]:
@@ -455,6 +474,9 @@ def _run_in_worker(job: EpisodeJob, root: str, dataset: str, kind: str, steps: i
 
 # --- many episodes -------------------------------------------------------------------------
 
+KINDS = (schema.KIND_DEMO, schema.KIND_ROLLOUT, schema.KIND_CORRECTIVE)
+"""Episode kinds `collect` records: demonstrations and corrective episodes into the dataset, rollouts into `<dataset>_evals`."""
+
 @dataclass(frozen=True)
 class CollectConfig(Config):
     """What `collect` runs and records (saved with a plan; `roboloop collect --config FILE` loads one)."""
@@ -474,7 +496,7 @@ class CollectConfig(Config):
     task: str = DEFAULT_TASK
     "The task to run (`roboloop tasks` lists them); its simulator, expert, success judgement and recording."
     kind: str = schema.KIND_DEMO
-    "Episode kind: demo or rollout."
+    "Episode kind: demo, rollout (an evaluation's) or corrective (a policy drove, the expert labelled: `collect.corrective`)."
     steps: int | None = None
     "Control steps per episode (None: the task's length)."
     blueprint: bool = True
@@ -520,13 +542,13 @@ class CollectConfig(Config):
         )
         check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed), f"seed must be an int >= 0 or None, got {self.seed!r}")
         check(
-            self.kind != schema.KIND_DEMO or self.seed is None or self.seed + self.episodes <= schema.DEMO_SEED_LIMIT,
+            self.kind == schema.KIND_ROLLOUT or self.seed is None or self.seed + self.episodes <= schema.DEMO_SEED_LIMIT,
             f"demonstration seeds must stay below {schema.DEMO_SEED_LIMIT}, got seed {self.seed} + {self.episodes} episodes",
         )
         check(isinstance(self.workers, int) and self.workers >= 1, f"workers must be >= 1, got {self.workers!r}")
         check(
-            self.kind in (schema.KIND_DEMO, schema.KIND_ROLLOUT),
-            f"kind must be {schema.KIND_DEMO!r} or {schema.KIND_ROLLOUT!r}, got {self.kind!r}",
+            self.kind in KINDS,
+            f"kind must be one of {', '.join(map(repr, KINDS))}, got {self.kind!r}",
         )
         check(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), f"steps must be >= 1 or None, got {self.steps!r}")
         try:
@@ -552,8 +574,11 @@ def collect(
     jobs: Iterable[EpisodeJob] | None = None,
     policy_factory: Callable[[Any], Policy] = ScriptedPolicy,
     on_result: Callable[[EpisodeResult], None] | None = None,
+    job_properties: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CollectReport:
     """Run, record and register episodes into `config.dataset` (created if missing).
+
+    `job_properties`: property groups added to every episode (e.g. a corrective run's provenance).
 
     Each finished episode is registered before the next result is looked at. With
     `config.blueprint`, the dataset's default blueprint (for `spec.cameras`) is written to
@@ -573,7 +598,7 @@ def collect(
     if jobs is not None:
         job_list = list(jobs)
         n_jobs, job_iter = len(job_list), iter(job_list)
-    elif cfg.kind != schema.KIND_DEMO and cfg.seed is not None:
+    elif cfg.kind == schema.KIND_ROLLOUT and cfg.seed is not None:
         # rollouts with explicit seeds: not demonstration seeds, nothing to reserve
         n_jobs, job_iter = cfg.episodes, _jobs(dataset, range(cfg.seed, cfg.seed + cfg.episodes), _condition_list(cfg.conditions or None, cfg.task))
     else:
@@ -581,6 +606,10 @@ def collect(
         n_jobs, job_iter = cfg.episodes, _reserving_jobs(ws, cfg, floor, report)
         if cfg.seed is not None:  # an explicit range is checked whole before anything runs
             check_seed_range(dataset, cfg.seed, cfg.episodes)
+    if job_properties:
+        job_iter = (dataclasses.replace(j, properties={
+            **j.properties, **{g: {**j.properties.get(g, {}), **v} for g, v in job_properties.items()}})
+                    for j in job_iter)
     if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras, cfg.task)
         catalog.register_blueprint(dataset, report.blueprint)

@@ -28,6 +28,10 @@ Members, and who uses them:
   re-judge older ones.
 * :meth:`Task.expert`: a scripted expert acting from the current state (the default
   demonstrator), or None when the task has none.
+* ``corrective_expert(sim)`` (optional, see :func:`corrective_expert`): an expert that can label ANY
+  state a policy drives into (``roboloop collect --corrective``): asked at every step, it re-plans from
+  the objects' current poses and recovers from a failed grasp. A task without it has no corrective
+  collection.
 * :meth:`Task.snapshot` and :meth:`Task.writer`: what a policy and the recording see before
   each action (entity path -> values), and the episode writer that records the streams, the
   3D scene and the cameras (:class:`EpisodeWriter`); :meth:`Task.blueprint` the dataset's
@@ -47,7 +51,7 @@ import numpy as np
 
 from roboloop.envs.conditions import Vocabulary
 
-__all__ = ["EpisodeWriter", "Expert", "Outcome", "Sim", "Task", "Tracker"]
+__all__ = ["EpisodeWriter", "Expert", "Outcome", "Sim", "Task", "Tracker", "corrective_expert"]
 
 
 class Sim(Protocol):
@@ -206,3 +210,14 @@ class Task(Protocol):
 
     def markdown(self, properties: Mapping[str, Mapping[str, Any]]) -> str:
         """The outcome note (markdown) stored with an episode, from its property groups."""
+
+
+def corrective_expert(task: Any, sim: Sim) -> Expert | None:
+    """The task's corrective expert for `sim` (its optional ``corrective_expert(sim)`` member), or None.
+
+    A corrective expert has the :class:`Expert` members and is asked for its action at EVERY control step
+    (also while a policy is in control), so it must act from the simulator's current state: the step
+    index only keeps its schedule. Transfer cube's is :class:`~roboloop.envs.aloha.demonstrator.CorrectiveHandover`.
+    """
+    make = getattr(task, "corrective_expert", None)
+    return make(sim) if callable(make) else None

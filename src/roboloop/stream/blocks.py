@@ -73,7 +73,10 @@ class BlockMaterializer:
                 out["timestamp"][sl] = k * (self.step_ns / 1e9)
             for f in self.fields:
                 if f.name not in raw.streams:  # a field with `fill` this segment does not record
-                    _put(out, f.name, sl, np.zeros((sp.size, f.fill), f.dtype), n)
+                    lead = (sp.size,) if f.window is None else (sp.size, len(f.window))
+                    _put(out, f.name, sl, np.zeros((*lead, f.fill), f.dtype), n)
+                    if f.window is not None:
+                        _put(out, f"{f.name}_mask", sl, np.zeros(lead, bool), n)
                     continue
                 stream = raw.streams[f.name]
                 positions, mask, lo, hi = window_positions(sp.k0, sp.k1, f.window, n_grid)

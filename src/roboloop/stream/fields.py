@@ -96,8 +96,9 @@ class Field:
     component
         The component, if not given in `path`.
     fill
-        Width of the zeros yielded where a segment has no data for this (scalar, unwindowed)
-        field, e.g. a state another task's episodes do not record; None: `on_missing` applies.
+        Width of the zeros yielded where a segment has no data for this scalar field, e.g. a
+        state another task's episodes do not record (a windowed field's `<name>_mask` is then
+        all False); None: `on_missing` applies.
     """
 
     path: str
@@ -109,8 +110,8 @@ class Field:
 
     def __post_init__(self) -> None:
         path, component = self.path, self.component
-        if self.fill is not None and (int(self.fill) != self.fill or self.fill < 1 or self.window is not None):
-            raise ValueError(f"Field.fill is the width (>= 1) of an unwindowed scalar field's zeros, got {self.fill!r}")
+        if self.fill is not None and (int(self.fill) != self.fill or self.fill < 1):
+            raise ValueError(f"Field.fill is the width (>= 1) of a scalar field's zeros, got {self.fill!r}")
         if component is None and path.count(":") >= 2:
             path, _, component = path.partition(":")
         object.__setattr__(self, "path", path if path.startswith("/") else "/" + path)

@@ -153,6 +153,8 @@ class TrainConfig(Config):
     """Sample views per split in the run recording (random training samples and fixed random holdout windows, at the first, middle and last epoch); 0 = none. Does not change training."""
     nproc: int = 1
     """Training processes (DDP, gloo): each streams its shard with batch_size / nproc samples per step (global batch unchanged)."""
+    expert_steps_only: bool = False
+    """Corrective episodes: train only on steps whose label came from the expert or a person (an intervention's takeover steps; every step of a simulated corrective episode and of a demonstration)."""
 
     def __post_init__(self) -> None:
         try:
@@ -272,6 +274,8 @@ class TrainConfig(Config):
             d.pop("action")
         if d["tasks"] is None:  # one task: digests as before multi-task runs existed
             d.pop("tasks")
+        if not d["expert_steps_only"]:  # the default: digests as before corrective episodes existed
+            d.pop("expert_steps_only")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:
@@ -288,6 +292,9 @@ class TrainConfig(Config):
             elif k == "tasks":  # a multi-task run's tasks (one task: no property)
                 if v is not None:
                     out[k] = ",".join(v)
+            elif k == "expert_steps_only":  # a property only when set (runs keep their columns)
+                if v:
+                    out[k] = v
             else:
                 out[k] = v
         return out

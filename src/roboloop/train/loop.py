@@ -54,7 +54,9 @@ from roboloop.record.episode import provenance
 from roboloop.stream import EpisodeStream, MissingFieldError, UnknownEntityError
 from roboloop.train.ahead import EpochsAhead
 from roboloop.train.config import TrainConfig, TrainError
+from roboloop.train.corrective import EXPERT_FIELD, control_fields, expert_targets, segment_labelling
 from roboloop.train.features import (
+    ACTION,
     IMAGE,
     NUM_JOINTS,
     PHASE,
@@ -172,6 +174,8 @@ def fit(
             watch = views is not None and epoch in views.epochs
             for batch, weight in _lockstep(ahead.epoch(epoch), world):
                 enc = encode_batch(specs, batch, cfg, b.train_tasks)
+                if b.train_labelling is not None:  # corrective episodes: the expert's action is the target
+                    enc = expert_targets(enc, batch, b.train_labelling, cfg.expert_steps_only)
                 if watch:  # the first batch of a watched epoch: a few of its samples, as this step feeds them
                     views.capture(epoch, enc, batch, gen)
                     watch = False
@@ -195,7 +199,7 @@ def fit(
             done = epoch + 1
             last = done == cfg.epochs
             if holdout is not None and (done % cfg.holdout_every == 0 or last):
-                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg, b.holdout_tasks))
+                holdout_losses.append(holdout_loss(policy, holdout, specs, cfg, b.holdout_tasks, b.holdout_labelling))
                 log.scalar(schema.HOLDOUT_LOSS, step, epoch, holdout_losses[-1])
             if views is not None and epoch in views.epochs:
                 log.samples.extend(views.views(epoch, step))
@@ -245,6 +249,8 @@ class _Built:
     views: SampleViews | None
     train_tasks: list[str] | None = None  # multi-task: the task of each train stream segment
     holdout_tasks: list[str] | None = None
+    train_labelling: np.ndarray | None = None  # corrective episodes: how each train stream segment is labelled
+    holdout_labelling: np.ndarray | None = None
 
 
 def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None, run_id: str | None) -> _Built:
@@ -270,7 +276,11 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     specs = _resolved_specs(catalog, sel, cfg, run_dir if resume else None)
     if main and state is None and sel.train_ids:
         check_rate(catalog, sel.dataset, sel.train_ids[0], cfg)
-    stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+    fields = stream_fields(specs)
+    if segment_labelling(catalog, sel.dataset, [*sel.train_ids, *sel.holdout_ids]) is not None:
+        action = next(s for s in specs if s.kind == ACTION)
+        fields = {**fields, **control_fields(cfg.chunk, action.shape[-1])}
+    stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=fields, rate_hz=cfg.rate_hz,
                            batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
     cams = _camera_info(catalog, sel, specs)
     policy = make_policy(cfg, specs)
@@ -290,13 +300,22 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     holdout = None
     if sel.holdout_ids and main:
-        holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+        holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=fields, rate_hz=cfg.rate_hz,
                                 batch_size=128 if _cameras(specs) else 512, shuffle=False, rank=0, world_size=1)
     views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
     return _Built(run_id, run_dir, sel, cfg, tasks, state, gen, specs, stream, cams, policy, params, opt, loader, total_steps, model, sched,
-                  holdout, views, _stream_tasks(catalog, sel.dataset, stream, cfg), _stream_tasks(catalog, sel.dataset, holdout, cfg))
+                  holdout, views, _stream_tasks(catalog, sel.dataset, stream, cfg), _stream_tasks(catalog, sel.dataset, holdout, cfg),
+                  _labelling(catalog, sel.dataset, stream, fields), _labelling(catalog, sel.dataset, holdout, fields))
+
+
+def _labelling(catalog, dataset: str, stream: EpisodeStream | None, fields: dict) -> np.ndarray | None:
+    """How each of `stream`'s segments is labelled (`train.corrective`), when the fields stream the control streams."""
+    if stream is None or EXPERT_FIELD not in fields:
+        return None
+    found = segment_labelling(catalog, dataset, stream.segment_ids)
+    return found if found is not None else np.zeros(len(stream.segment_ids), np.int64)
 
 
 def _stream_tasks(catalog, dataset: str, stream: EpisodeStream | None, cfg: TrainConfig) -> list[str] | None:
@@ -484,13 +503,17 @@ def _result(run_id, run_dir, status, saved, wall, policy, log, recording, main: 
 
 
 @torch.no_grad()
-def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg, segment_tasks: list[str] | None = None) -> float:
+def holdout_loss(policy: BCPolicy, stream: EpisodeStream, specs, cfg, segment_tasks: list[str] | None = None,
+                 labelling: np.ndarray | None = None) -> float:
     """Mean L1 (normalized) over every valid window entry of the holdout episodes; no augmentation."""
     was = policy.training
     policy.eval()
     total, n = 0.0, 0.0
     for batch in stream:
-        loss, m = policy.loss(encode_batch(specs, batch, cfg, segment_tasks))
+        enc = encode_batch(specs, batch, cfg, segment_tasks)
+        if labelling is not None:
+            enc = expert_targets(enc, batch, labelling, cfg.expert_steps_only)
+        loss, m = policy.loss(enc)
         total += float(loss) * m["n"]
         n += m["n"]
     policy.train(was)

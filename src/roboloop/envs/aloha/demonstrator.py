@@ -34,7 +34,7 @@ import numpy as np
 
 from .env import CUBE_HALF_SIZE, GRASP_OFFSET, AlohaSim, quat_to_mat
 
-__all__ = ["ACTION_SLICES", "ARM_QPOS", "ScriptedHandover", "TrackingExpert", "ArmIK", "GripperTrack", "PoseTrack", "gripper_rot", "mat2quat", "rot_from_axes"]
+__all__ = ["ACTION_SLICES", "ARM_QPOS", "CorrectiveHandover", "ScriptedHandover", "TrackingExpert", "ArmIK", "GripperTrack", "PoseTrack", "gripper_rot", "mat2quat", "rot_from_axes"]
 
 MEET = np.array([0.0, 0.5, 0.22])  # where the cube is handed over (world)
 # Finger geometry (gripper_link frame, x = along the fingers): the inner faces span
@@ -356,4 +356,108 @@ class ScriptedHandover(TrackingExpert):
             self._plan_right(self.sim.cube_pose(), from_step=step)
         if step == self.T_REAIM_L:
             self._plan_left_grasp(self.sim.cube_pose())
+        return self._joint_targets(step)
+
+
+class CorrectiveHandover(ScriptedHandover):
+    """The scripted handover made able to act from ANY state (the corrective expert, ``Task.corrective_expert``).
+
+    :class:`ScriptedHandover` is a plan made at reset that re-reads the cube at two fixed steps; a
+    policy (or a person) driving the robot can leave it behind. This expert is asked for its action
+    at every step and watches the simulator's state while it plans:
+
+    - **the cube moved**: before the descent, a cube more than ``REPLAN_M`` (5 mm) or
+      ``REPLAN_DEG`` (5 deg, modulo the cube's quarter-turn symmetry) from the pose the right grasp
+      aims at is re-planned from its current pose (during the descent, where the fingers nudge the
+      cube by up to ~8 mm, only beyond ``KNOCKED_M``, 2 cm); the arms go to the new pre-grasp pose
+      within ``LEAD`` steps and the rest of the schedule moves later accordingly;
+    - **the grasp failed**: from ``T_CLOSE + 15`` (the lift) until the right gripper opens, a cube
+      back on the table (z below ``ON_TABLE_Z``) means the grasp missed or the cube dropped: the
+      right gripper opens and re-approaches the cube where it lies, with the later phases compressed
+      into the time left (at most ``MAX_SHIFT`` steps later than the original schedule; past that it
+      keeps its plan);
+    - **the arm is off the plan**: its actions are absolute joint targets on the plan's end-effector
+      tracks, so a pushed arm is driven back onto them.
+
+    Without any of these it makes exactly the calls :class:`ScriptedHandover` makes: a demonstration
+    by this expert is bit-identical to the scripted one (``tests/envs``). ``action(step)`` must be
+    called at every step, in order (it keeps the schedule).
+    """
+
+    policy_id = "corrective-handover-v1"
+
+    REPLAN_M = 0.005
+    REPLAN_DEG = 5.0
+    KNOCKED_M = 0.02
+    LEAD = 25
+    ON_TABLE_Z = 0.03
+    MAX_SHIFT = 95
+    END = 280
+    """The last key of a shifted schedule (the left arm's final lift) is placed no later than this step."""
+
+    _TIMES = ("T_PRE", "T_REAIM_R", "T_DOWN", "T_CLOSE", "T_MEET", "T_L_PRE", "T_REAIM_L", "T_L_IN", "T_L_CLOSE",
+              "T_R_OPEN", "T_R_AWAY", "T_L_HOLD")
+
+    def reset(self) -> None:
+        for name in self._TIMES:  # back to the class schedule
+            self.__dict__.pop(name, None)
+        self.shift = 0
+        self.replans: list[tuple[int, str]] = []
+        super().reset()
+        self._aimed = self.sim.cube_pose()
+
+    # ---------------------------------------------------------------- the schedule
+    def _shift_schedule(self, d: int) -> None:
+        """Move the schedule `d` steps later: the approach keys by `d`, the keys from the descent on compressed
+        (by the same start shift) so the last one stays at or before `END`."""
+        base = ScriptedHandover
+        f = min(1.0, (self.END - (base.T_DOWN + d)) / (base.T_L_HOLD - base.T_DOWN))
+        for name in self._TIMES:
+            t = getattr(base, name)
+            value = t + d if t <= base.T_DOWN else base.T_DOWN + d + round((t - base.T_DOWN) * f)
+            setattr(self, name, int(value))
+        self.shift = d
+
+    @staticmethod
+    def _moved(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        """(xy distance in m, yaw difference in degrees modulo a quarter turn) between two cube poses."""
+        dyaw = (ScriptedHandover._cube_yaw(a) - ScriptedHandover._cube_yaw(b) + math.pi / 4) % (math.pi / 2) - math.pi / 4
+        return float(np.linalg.norm(a[:2] - b[:2])), abs(math.degrees(dyaw))
+
+    def _replan(self, step: int, cube: np.ndarray, why: str) -> None:
+        """Re-plan both arms and grippers from `step`: pre-grasp over `cube` within LEAD steps, the rest shifted."""
+        self._shift_schedule(max(self.shift, step + self.LEAD - ScriptedHandover.T_PRE))
+        right_now = self._grip["right"].at(step)
+        self._plan_right(cube, from_step=step)
+        g = GripperTrack(right_now)
+        g.add(step, right_now)
+        g.add(step + 5, 1.0)
+        g.hold_until(self.T_DOWN)
+        g.add(self.T_CLOSE, 0.0)
+        g.hold_until(self.T_L_CLOSE)
+        g.add(self.T_R_OPEN, 1.0)
+        self._grip["right"] = g
+        self._tracks["left"].truncate(step)
+        self._grip["left"] = GripperTrack(1.0)
+        self._plan_left_wait()
+        self._aimed = cube
+        self.replans.append((step, why))
+
+    # ---------------------------------------------------------------- acting
+    def action(self, step: int, observation=None) -> np.ndarray:
+        """The 14 joint targets the expert takes at ``step`` from the simulator's current state."""
+        cube = self.sim.cube_pose()
+        if step == self.T_REAIM_R:  # the scripted re-aim at the settled cube
+            self._plan_right(cube, from_step=step)
+            self._aimed = cube
+        elif step < self.T_DOWN:
+            dist, dyaw = self._moved(cube, self._aimed)
+            limit = self.REPLAN_M if step < self.T_PRE else self.KNOCKED_M
+            if dist > limit or (step < self.T_PRE and dyaw > self.REPLAN_DEG):
+                self._replan(step, cube, "cube moved")
+        elif self.T_CLOSE + 15 <= step < self.T_R_OPEN and cube[2] < self.ON_TABLE_Z:
+            if step + self.LEAD - ScriptedHandover.T_PRE <= self.MAX_SHIFT:
+                self._replan(step, cube, "grasp failed")
+        if step == self.T_REAIM_L:
+            self._plan_left_grasp(cube)
         return self._joint_targets(step)

@@ -24,7 +24,7 @@ from roboloop.envs.aloha.conditions import (
     start_state,
     yaw_preset,
 )
-from roboloop.envs.aloha.demonstrator import ScriptedHandover
+from roboloop.envs.aloha.demonstrator import CorrectiveHandover, ScriptedHandover
 from roboloop.envs.aloha.env import CAMERAS, AlohaSim, sample_cube_pose
 from roboloop.envs.aloha.recording import AlohaEpisodeWriter, default_blueprint, outcome_markdown
 from roboloop.envs.aloha.success import CLASSIFIER_VERSION, SuccessResult, SuccessTracker
@@ -39,18 +39,18 @@ FAILURE_KIND_NAMES = ("closed_on_air", "knocked_away", "dropped", "not_handed_ov
 
 
 class HandoverExpert:
-    """The scripted handover (:class:`ScriptedHandover`) as an expert: it plans from the sim's state at
-    each ``reset`` (built on the first one, after the sim's first ``reset``)."""
+    """The scripted handover (:class:`ScriptedHandover`, or `planner`, e.g. :class:`CorrectiveHandover`) as an
+    expert: it plans from the sim's state at each ``reset`` (built on the first one, after the sim's first ``reset``)."""
 
-    policy_id: str = ScriptedHandover.policy_id
-
-    def __init__(self, sim: AlohaSim) -> None:
+    def __init__(self, sim: AlohaSim, planner: type[ScriptedHandover] = ScriptedHandover) -> None:
         self.sim = sim
+        self.planner = planner
+        self.policy_id: str = planner.policy_id
         self._demo: ScriptedHandover | None = None
 
     def reset(self) -> None:
         if self._demo is None:
-            self._demo = ScriptedHandover(self.sim)  # plans from the sim's current state
+            self._demo = self.planner(self.sim)  # plans from the sim's current state
         else:
             self._demo.reset()
 
@@ -131,6 +131,10 @@ class TransferCube:
 
     def expert(self, sim: AlohaSim) -> HandoverExpert:
         return HandoverExpert(sim)
+
+    def corrective_expert(self, sim: AlohaSim) -> HandoverExpert:
+        """The handover that acts from any state (:class:`CorrectiveHandover`): re-plans when the cube moved, re-grasps."""
+        return HandoverExpert(sim, CorrectiveHandover)
 
     def snapshot(self, sim: AlohaSim) -> dict[str, np.ndarray]:
         return {schema.JOINT_POSITIONS: sim.joint_positions(), schema.CUBE_POSE: sim.cube_pose()}
