@@ -8,7 +8,8 @@ and a saved selection: one process, one torch thread, the `vision` policy of `Tr
 as `train()` streams them (`EpisodeStream`, 0 loader workers: the catalog fetch and the H.264 decode run in
 this process). Per step, timed separately: waiting for the stream's next batch (fetch + decode + window
 collation), `encode_batch` (uint8 -> float), augmentation (joint noise + random shift), forward + loss,
-backward, clip + optimizer step. The stream-fed and in-memory loops each time the augmentation once more
+backward, clip + optimizer step (CPU seconds of the training thread; the stream: wall seconds waiting and the
+process's CPU meanwhile). The stream-fed and in-memory loops each time the augmentation once more
 on a copy of the generator (outside `forward`, but inside their wall time), alike. Then the same number of steps on the same batches held in memory (no
 stream): the stream-fed / in-memory throughput ratio says whether training is loader-bound.
 """
@@ -30,28 +31,29 @@ from roboloop.train.policies import make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.workspace import Workspace
 
-PARTS = ("stream", "encode", "augment", "forward", "backward", "optimizer")
+PARTS = ("stream", "stream cpu", "encode", "augment", "forward", "backward", "optimizer")
 
 
 def _step(policy, opt, enc, gen, times: dict[str, list[float]]) -> None:
-    """One training step as `train()` runs it; the augmentation is timed on a copy of the generator (the same draws),
-    and `forward` is the loss call (which augments again) minus that time."""
+    """One training step as `train()` runs it, timed in CPU seconds of this thread (torch computes in it with one
+    thread, so the numbers hold on a loaded machine); the augmentation is timed on a copy of the generator (the same
+    draws), and `forward` is the loss call (which augments again) minus that time."""
     inputs = {k: v for k, v in enc.items() if k not in policy.targets}
-    t = time.perf_counter()
+    t = time.thread_time()
     policy._augment(inputs, torch.Generator().set_state(gen.get_state()))
-    aug = time.perf_counter() - t
+    aug = time.thread_time() - t
     times["augment"].append(aug)
-    t1 = time.perf_counter()
+    t1 = time.thread_time()
     loss, _ = policy.loss(enc, gen)
-    t2 = time.perf_counter()
+    t2 = time.thread_time()
     times["forward"].append(t2 - t1 - aug)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    t3 = time.perf_counter()
+    t3 = time.thread_time()
     times["backward"].append(t3 - t2)
     torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
     opt.step()
-    times["optimizer"].append(time.perf_counter() - t3)
+    times["optimizer"].append(time.thread_time() - t3)
 
 
 def main() -> None:
@@ -82,32 +84,35 @@ def main() -> None:
         times: dict[str, list[float]] = {p: [] for p in PARTS}
         kept = []
         it = iter(stream)
-        wall0 = time.perf_counter()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             batch = next(it)
-            t1 = time.perf_counter()
+            times["stream"].append(time.perf_counter() - t)  # wall: waiting for the batch
+            times["stream cpu"].append(time.process_time() - c)  # CPU of the whole process meanwhile (fetch thread, decode)
+            t1 = time.thread_time()
             enc = encode_batch(specs, batch, cfg)
-            times["stream"].append(t1 - t)
-            times["encode"].append(time.perf_counter() - t1)
+            times["encode"].append(time.thread_time() - t1)
             _step(policy, opt, enc, gen, times)
             kept.append(batch)
-        stream_wall = time.perf_counter() - wall0
+        stream_wall, stream_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         mem: dict[str, list[float]] = {p: [] for p in PARTS}
-        wall0 = time.perf_counter()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         for batch in kept:
-            t = time.perf_counter()
+            t = time.thread_time()
             enc = encode_batch(specs, batch, cfg)
-            mem["encode"].append(time.perf_counter() - t)
+            mem["encode"].append(time.thread_time() - t)
             _step(policy, opt, enc, gen, mem)
-        mem_wall = time.perf_counter() - wall0
+        mem_wall, mem_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     n = args.steps * args.batch_size
     print(f"vision policy, {policy.num_parameters():,} parameters, batch {args.batch_size}, {args.steps} steps, aux_cube {args.aux_cube}")
     for p in PARTS:
         if times[p]:
-            print(f"  {p:<10} median {1e3 * statistics.median(times[p]):7.2f} ms/step  total {sum(times[p]):6.2f} s")
+            unit = "wall" if p == "stream" else "cpu"
+            print(f"  {p:<10} median {1e3 * statistics.median(times[p]):7.2f} ms/step ({unit})  total {sum(times[p]):6.2f} s")
     print(f"stream-fed: {n / stream_wall:,.0f} samples/s ({stream_wall:.1f} s); in memory: {n / mem_wall:,.0f} samples/s "
-          f"({mem_wall:.1f} s); ratio {100 * mem_wall / stream_wall:.1f}%")
+          f"({mem_wall:.1f} s); ratio {100 * mem_wall / stream_wall:.1f}% on wall, {100 * mem_cpu / stream_cpu:.1f}% on process CPU "
+          f"({stream_cpu:.1f} vs {mem_cpu:.1f} s)")
 
 
 if __name__ == "__main__":
