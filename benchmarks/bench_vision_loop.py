@@ -40,7 +40,7 @@ CLI = [sys.executable, "-m", "roboloop.cli"]
 
 
 def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def cli(ws: str, *args: str, background: bool = False):
