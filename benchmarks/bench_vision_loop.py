@@ -1,7 +1,7 @@
 """The camera-only policy's curve: corrective (DAgger) episodes vs the same budget of plain demonstrations.
 
     PYTHONPATH=src MUJOCO_GL=egl python benchmarks/bench_vision_loop.py --workspace WS [--corrective 25,25] [--rollouts 30]
-        [--config extra.toml] [--v1 RUN] [--skip-plain]
+        [--config extra.toml] [--v1 RUN] [--skip-plain] [--workers 2]
 
 Everything through the real CLI (`roboloop ...` subprocesses) on one workspace, region default, yaw none:
 
@@ -14,7 +14,7 @@ Everything through the real CLI (`roboloop ...` subprocesses) on one workspace, 
    corrective episode so far, `train` the next version with the same config; and, beside it (a second
    process), `train` on the same number of plain demonstrations (seeds < 50 + the corrective so far);
 4. `eval` every run: `--grid "region=default yaw=none"`, `--rollouts` per cell (unseen seeds:
-   `cell_seed`), 2 workers; strict success counted from the catalog.
+   `cell_seed`), `--workers` processes; strict success counted from the catalog.
 
 Prints one JSON line per point (episodes, wall times, successes) and appends them to WS/curve.jsonl. The
 machine's load is printed at the start and end of every step (`/proc/loadavg`).
@@ -69,10 +69,10 @@ def train(ws: str, selection: str, config: str | None, background: bool = False)
     return cli(ws, *args, background=background)
 
 
-def evaluate(ws: str, run: str, rollouts: int) -> dict:
+def evaluate(ws: str, run: str, rollouts: int, workers: int) -> dict:
     name = f"ev-{run}"
     t0 = time.perf_counter()
-    cli(ws, "eval", "--run", run, "--grid", GRID, "-n", str(rollouts), "--workers", "2", "--name", name, "--cameras", "")
+    cli(ws, "eval", "--run", run, "--grid", GRID, "-n", str(rollouts), "--workers", str(workers), "--name", name, "--cameras", "")
     wall = time.perf_counter() - t0
     with Catalog(Workspace(ws)) as cat:
         pairs = finished_pairs(cat, evals_dataset_of(cat.workspace, name), name)
@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=30)
     ap.add_argument("--config", default=None, help="TOML with TrainConfig fields for every run (same config for all)")
     ap.add_argument("--v1", default=None, help="reuse this run as v1 (trained on d50 with the same config)")
+    ap.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
     ap.add_argument("--skip-plain", action="store_true", help="only the corrective branch")
     args = ap.parse_args()
     ws = args.workspace
@@ -118,7 +119,7 @@ def main() -> None:
     else:
         prev, wall = timed_train(ws, "d50", args.config)
         record(ws, {"point": "50 demos", "run": prev, "train_s": round(wall, 1)})
-    record(ws, {"point": "50 demos", "run": prev, **evaluate(ws, prev, args.rollouts)})
+    record(ws, {"point": "50 demos", "run": prev, **evaluate(ws, prev, args.rollouts, args.workers)})
     corrective = 0
     for n in rounds:
         t0 = time.perf_counter()
@@ -144,9 +145,9 @@ def main() -> None:
                 raise SystemExit(f"plain training failed:\n{out[-3000:]}")
             prun = run_id_of(out)
             record(ws, {"point": f"{50 + corrective} demos", "run": prun, "train_s": round(time.perf_counter() - t_plain, 1)})
-        record(ws, {"point": f"50 demos + {corrective} corrective", "run": run, **evaluate(ws, run, args.rollouts)})
+        record(ws, {"point": f"50 demos + {corrective} corrective", "run": run, **evaluate(ws, run, args.rollouts, args.workers)})
         if plain is not None:
-            record(ws, {"point": f"{50 + corrective} demos", "run": prun, **evaluate(ws, prun, args.rollouts)})
+            record(ws, {"point": f"{50 + corrective} demos", "run": prun, **evaluate(ws, prun, args.rollouts, args.workers)})
         prev = run
 
 
