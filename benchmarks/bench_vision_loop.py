@@ -125,8 +125,8 @@ def main() -> None:
         t0 = time.perf_counter()
         cli(ws, "collect", "-d", DS, "--corrective", "--run", prev, "--mode", "dagger", "-n", str(n), "--grid", GRID,
             "--workers", "2")
-        collect_s = time.perf_counter() - t0
         corrective += n
+        record(ws, {"step": f"collect {n} corrective (dagger) from {prev}", "collect_s": round(time.perf_counter() - t0, 1)})
         sel = f"d50c{corrective}"
         cli(ws, "curate", "-d", DS, "-n", sel, "--where", "(episode.seed < 50 and episode.kind = 'demo') or episode.kind = 'corrective'",
             "--holdout", "0.1", "--replace")
@@ -138,7 +138,7 @@ def main() -> None:
             t_plain = time.perf_counter()
             plain = train(ws, psel, args.config, background=True)
         run, wall = timed_train(ws, sel, args.config)
-        record(ws, {"point": f"50 demos + {corrective} corrective", "run": run, "collect_s": round(collect_s, 1), "train_s": round(wall, 1)})
+        record(ws, {"point": f"50 demos + {corrective} corrective", "run": run, "train_s": round(wall, 1)})
         if plain is not None:
             out, _ = plain.communicate()
             if plain.returncode:
