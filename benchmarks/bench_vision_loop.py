@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from roboloop.catalog.client import Catalog
-from roboloop.evaluate.run import evals_dataset_of, finished_pairs
+from roboloop.evaluate.run import eval_row, evals_dataset_of, finished_pairs
 from roboloop.workspace import Workspace
 
 DS = "cam"
@@ -72,7 +72,8 @@ def train(ws: str, selection: str, config: str | None, background: bool = False)
 def evaluate(ws: str, run: str, rollouts: int, workers: int) -> dict:
     name = f"ev-{run}"
     t0 = time.perf_counter()
-    cli(ws, "eval", "--run", run, "--grid", GRID, "-n", str(rollouts), "--workers", str(workers), "--name", name, "--cameras", "")
+    if eval_row(Workspace(ws), name) is None:  # a run evaluated before (an earlier invocation) is counted, not re-run
+        cli(ws, "eval", "--run", run, "--grid", GRID, "-n", str(rollouts), "--workers", str(workers), "--name", name, "--cameras", "")
     wall = time.perf_counter() - t0
     with Catalog(Workspace(ws)) as cat:
         pairs = finished_pairs(cat, evals_dataset_of(cat.workspace, name), name)
