@@ -1,6 +1,10 @@
 """Where a `vision` training step's time goes, and whether training waits for the stream.
 
     PYTHONPATH=src MUJOCO_GL=egl python benchmarks/bench_vision_profile.py --workspace WS --dataset cam --selection d50 [--steps 60] [--batch-size 64] [--aux-cube 0]
+    PYTHONPATH=src python benchmarks/bench_vision_profile.py --options
+
+`--options`: no data; the forward + backward CPU time of one random batch of 64 for the defaults and a few
+`VisionConfig` changes (encoder widths, keypoints, image size, head width, shift off, the aux loss).
 
 On a workspace holding camera demonstrations (e.g. `roboloop collect --cameras top --camera-size 96x72`)
 and a saved selection: one process, one torch thread, the `vision` policy of `TrainConfig(policy="vision")`
@@ -27,7 +31,7 @@ from roboloop.catalog.client import Catalog
 from roboloop.stream import EpisodeStream
 from roboloop.train import TrainConfig, VisionConfig
 from roboloop.train.features import encode_batch, scalar_specs, stream_fields, stream_stats
-from roboloop.train.policies import make_policy
+from roboloop.train.policies import CUBE_AUX, make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.workspace import Workspace
 
@@ -56,16 +60,48 @@ def _step(policy, opt, enc, gen, times: dict[str, list[float]]) -> None:
     times["optimizer"].append(time.thread_time() - t3)
 
 
+OPTIONS = [{}, {"channels": (16, 32, 32)}, {"channels": (8, 16, 16, 16)}, {"keypoints": 32}, {"channels": (32, 32, 32, 32)},
+           {"image_width": 128, "image_height": 96}, {"shift_px": 0}, {"hidden": 128}, {"aux_cube": 1.0}]
+
+
+def option_costs(batch: int = 64, repeats: int = 12) -> None:
+    """Forward + backward CPU ms (this thread) of one random batch for each `OPTIONS` change to `VisionConfig`."""
+    for change in OPTIONS:
+        cfg = TrainConfig(dataset="cam", selection="x", policy="vision", model=VisionConfig(**change))
+        torch.manual_seed(0)
+        policy = make_policy(cfg, feature_specs(cfg))
+        policy.normalizer.loaded = True  # identity statistics: the cost does not depend on them
+        policy.train()
+        m = cfg.model
+        data = {"image": torch.rand(batch, 3, m.image_height, m.image_width), "joints": torch.randn(batch, 14),
+                "phase": torch.rand(batch, 1), "action": torch.randn(batch, cfg.chunk, 14),
+                "action_mask": torch.ones(batch, cfg.chunk, dtype=torch.bool), CUBE_AUX: torch.randn(batch, 7)}
+        gen = torch.Generator().manual_seed(0)
+        times = []
+        for _ in range(repeats):
+            t = time.thread_time()
+            policy.loss(data, gen)[0].backward()
+            times.append(time.thread_time() - t)
+        print(f"{str(change or 'defaults'):<45} {1e3 * statistics.median(times[2:]):7.1f} ms CPU  {policy.num_parameters():,} parameters",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workspace", required=True)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--selection", required=True)
+    ap.add_argument("--options", action="store_true", help="only the cost of VisionConfig options on random batches")
+    ap.add_argument("--workspace")
+    ap.add_argument("--dataset")
+    ap.add_argument("--selection")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aux-cube", type=float, default=0.0)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.options:
+        option_costs(args.batch_size)
+        return
+    if not (args.workspace and args.dataset and args.selection):
+        ap.error("--workspace, --dataset and --selection are needed (or --options)")
     with Catalog(Workspace(args.workspace)) as cat:
         sel = curate.load(cat, args.selection)
         cfg = TrainConfig(dataset=args.dataset, selection=args.selection, policy="vision", batch_size=args.batch_size,
