@@ -3,6 +3,9 @@ trains, and that deploy never reads the cube pose; off by default, the policy is
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import torch
 
@@ -41,6 +44,13 @@ def test_aux_off_by_default_leaves_the_policy_as_it_was():
     assert [s.name for s in specs] == ["image", "joints", "phase", "action"]
     assert pol.aux_head is None and not any(k.startswith("aux_head") for k in pol.state_dict())
     assert "cube_aux" not in cfg.to_json()  # no cube pose is streamed
+    # the recipe digest is the one vision runs had before the option existed (their config without `aux_cube`)
+    d = cfg.to_dict()
+    for k in ("dataset", "selection", "nproc", "state", "action", "tasks", "expert_steps_only"):
+        d.pop(k)
+    d["model"].pop("aux_cube")
+    assert cfg.digest() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+    assert cfg.replace(model=VisionConfig(**SMALL, aux_cube=1.0)).digest() != cfg.digest()
 
 
 def test_aux_loss_adds_the_weighted_cube_position_error_and_trains_only_the_encoder():

@@ -278,6 +278,8 @@ class TrainConfig(Config):
             d.pop("tasks")
         if not d["expert_steps_only"]:  # the default: digests as before corrective episodes existed
             d.pop("expert_steps_only")
+        if self.policy == "vision" and not d["model"].get("aux_cube"):  # off: vision digests as before the option existed
+            d["model"].pop("aux_cube", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def flat(self) -> dict[str, Any]:
