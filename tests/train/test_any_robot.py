@@ -191,6 +191,9 @@ def test_the_vision_policy_trains_on_episodes_of_the_recording_api(catalog):
     assert res.status == "finished"
     info = run_info(catalog.workspace, res.run_id)
     assert info["cameras"] == ["wrist"] and info["camera_size"] == [32, 24] and info["camera_hz"] == 10
+    # the training-only cube-position loss needs a cube pose these episodes lack: the error says how to turn it off
+    with pytest.raises(TrainError, match=r"aux_cube = 0"):
+        train(catalog, cfg.replace(model=dataclasses.replace(cfg.model, aux_cube=1.0)))
     # an episode at another camera size: the error says how to pick one size
     with record_api.episode(catalog, DS) as ep:
         for k in range(4):

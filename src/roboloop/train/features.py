@@ -11,7 +11,11 @@ name        kind    shape               source (training: stream field / deploy:
 `phase`     phase   [1]                 stream `timestamp` / `obs.time`, * rate_hz / episode_steps
 `image`     image   [3, h, w]           `/cameras/<cam>` (H.264) / `obs.images[cam]` (vision only)
 `action`    action  [K, 14]             `/robot/joint_targets` window 0..K-1 (+ mask); training target
+`cube_aux`  aux     [7]                 `/state/cube_pose` / never read      (vision with `aux_cube` > 0)
 ==========  ======  ==================  =========================================================
+
+An `aux` feature is a training-only target (an auxiliary loss's): streamed and normalized in
+training like a state, never an input of the network and never read at deploy.
 
 Multi-task (`TrainConfig.tasks`, set when a selection spans tasks): the state inputs are the
 union of the tasks' `policy_state` paths, each `optional` (zeros where an episode / an
@@ -66,12 +70,13 @@ PHASE = "phase"
 IMAGE = "image"
 ACTION = "action"
 TASK = "task"
+AUX = "aux"
 
 NUM_JOINTS = 14
 """ALOHA's joints (both arms): the width of its joint state and action."""
 INFERRED = -1
 """A width the config does not fix: read from the data when training starts (`with_dims`)."""
-NORMALIZED_KINDS = (STATE, ACTION)
+NORMALIZED_KINDS = (STATE, ACTION, AUX)
 """Feature kinds standardized by the policy's normalizer (statistics from one streaming pass)."""
 _KNOWN_WIDTHS = {schema.JOINT_POSITIONS: NUM_JOINTS, schema.CUBE_POSE: 7, schema.JOINT_TARGETS: NUM_JOINTS}
 _KNOWN_NAMES = {schema.JOINT_POSITIONS: "joints", schema.CUBE_POSE: "cube"}
@@ -136,6 +141,11 @@ def phase_spec() -> FeatureSpec:
 
 def image_spec(camera: str, height: int, width: int) -> FeatureSpec:
     return FeatureSpec("image", IMAGE, (3, height, width), schema.camera_path(camera))
+
+
+def aux_spec(name: str, path: str, width: int) -> FeatureSpec:
+    """A training-only target read from `path` at each sample's time (an auxiliary loss's; deploy never reads it)."""
+    return FeatureSpec(name, AUX, (width,), path)
 
 
 def action_spec(path: str, chunk: int, *, aloha: bool = True) -> FeatureSpec:
@@ -221,7 +231,7 @@ def encode_batch(specs: list[FeatureSpec], batch: Mapping[str, torch.Tensor], cf
             if segment_tasks is None:
                 raise ValueError("a multi-task policy's batch needs segment_tasks (the task of each stream segment)")
             out[s.name] = task_one_hot(s, segment_tasks)[batch["episode_index"].to(torch.int64)]
-        elif s.kind == STATE:
+        elif s.kind in (STATE, AUX):
             out[s.name] = batch[s.name].to(torch.float32)
         elif s.kind == PHASE:
             out[s.name] = _phase(batch["timestamp"], cfg)
@@ -241,7 +251,7 @@ class ObservationEncoder:
     """
 
     def __init__(self, specs: list[FeatureSpec], cfg, *, camera_hz: int = schema.CAMERA_HZ, task: str | None = None) -> None:
-        self.specs = [s for s in specs if s.kind != ACTION]
+        self.specs = [s for s in specs if s.kind not in (ACTION, AUX)]  # targets: training only
         self.cfg = cfg
         self.camera_hz = int(camera_hz)
         self.task = task

@@ -69,7 +69,7 @@ from roboloop.train.features import (
     unresolved,
     with_dims,
 )
-from roboloop.train.policies import BCPolicy, make_policy
+from roboloop.train.policies import CUBE_AUX, BCPolicy, make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.train.runlog import RunLog, save_run_blueprint
 from roboloop.train.tasks import registered_task, segment_tasks, selection_tasks, state_for_tasks
@@ -150,11 +150,10 @@ def fit(
     main = rank == 0
     try:
         b = _build(catalog, cfg, rank, world, resume, run_id)
-    except MissingFieldError as exc:  # the stream's message suggests a library option; say what the CLI offers
-        raise TrainError(
-            f"field {exc.field_name!r} ({exc.path}) has no data in segment(s) {', '.join(exc.segment_ids)}; leave them "
-            f"out of the selection (`roboloop flag --dataset {cfg.dataset} --segment ID --reason ...`, then `roboloop "
-            f"curate ... --replace`), or train on paths every episode logs (--state/--action)") from None
+    except (MissingFieldError, UnknownEntityError) as exc:  # the stream's message suggests a library option; say what the CLI offers
+        if exc.field_name != CUBE_AUX and isinstance(exc, UnknownEntityError):
+            raise
+        raise _missing_field_error(exc, cfg) from None
     cfg = b.cfg  # default state inputs resolved for the selection's task
     run_id, run_dir, specs, policy, model, opt, sched, gen, holdout, views = (
         b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen, b.holdout, b.views)
@@ -220,6 +219,20 @@ def fit(
         _stop_reading(ahead, b.loader)
         recording = _finish(catalog, log, info, status, run_dir, saved, wall) if main else None
     return _result(run_id, run_dir, status, saved, wall, policy, log, recording, main, world)
+
+
+def _missing_field_error(exc: MissingFieldError | UnknownEntityError, cfg: TrainConfig) -> TrainError:
+    """What to do when a training stream field has no data: the CLI's options (the stream's message names a library one)."""
+    if exc.field_name == CUBE_AUX:
+        return TrainError(
+            f"the vision policy's training-only cube-position loss (model.aux_cube = {cfg.model.aux_cube}) needs "
+            f"{exc.path} in every training episode, and selection {cfg.selection!r} has episodes without it (the "
+            f"simulator records it; hardware data usually does not): set `aux_cube = 0` under [model] in the "
+            f"config, or leave those episodes out of the selection")
+    return TrainError(
+        f"field {exc.field_name!r} ({exc.path}) has no data in segment(s) {', '.join(exc.segment_ids)}; leave them "
+        f"out of the selection (`roboloop flag --dataset {cfg.dataset} --segment ID --reason ...`, then `roboloop "
+        f"curate ... --replace`), or train on paths every episode logs (--state/--action)")
 
 
 # --- setting up ----------------------------------------------------------------------------------
