@@ -154,13 +154,17 @@ def _put(out: dict[str, np.ndarray], name: str, sl: slice, vals: np.ndarray, n: 
 class BlockFetcher:
     """Background thread fetching each block's segments from the catalog, `prefetch` blocks ahead.
 
-    A segment split over consecutive blocks is fetched once and handed on.
+    A segment split over consecutive blocks is fetched once and handed on. With a `cache`
+    (`roboloop.stream.cache.SegmentCache`), segments it holds are not queried again, and what
+    is queried is offered to it.
     """
 
     _DONE = object()
 
-    def __init__(self, entry, blocks: list[list[Span]], fields: list[ResolvedField], index: SegmentIndex, timeline: str, prefetch: int) -> None:
+    def __init__(self, entry, blocks: list[list[Span]], fields: list[ResolvedField], index: SegmentIndex, timeline: str, prefetch: int,
+                 cache=None) -> None:
         self.entry, self.blocks, self.fields, self.index, self.timeline = entry, blocks, fields, index, timeline
+        self.cache = cache
         self.paths = sorted({f.path for f in fields})
         self.q: queue.Queue = queue.Queue(maxsize=prefetch)
         self.stop = threading.Event()
@@ -177,8 +181,15 @@ class BlockFetcher:
                 if self.stop.is_set():
                     return
                 ids = list(dict.fromkeys(self.index.segment_ids[sp.seg] for sp in spans))
-                todo = [s for s in ids if s not in prev]
                 raws = {s: prev[s] for s in ids if s in prev}
+                todo = []
+                for s in ids:
+                    if s not in raws:
+                        hit = self.cache.get(s) if self.cache is not None else None
+                        if hit is None:
+                            todo.append(s)
+                        else:
+                            raws[s] = hit
                 if todo:
                     table = (
                         self.entry.filter_segments(todo)
@@ -186,7 +197,10 @@ class BlockFetcher:
                         .reader(index=self.timeline)
                         .to_arrow_table()
                     )
-                    raws.update(_decode.split_block(table, self.fields, todo, timeline=self.timeline))
+                    fetched = _decode.split_block(table, self.fields, todo, timeline=self.timeline)
+                    if self.cache is not None:
+                        fetched = {s: self.cache.put(r) for s, r in fetched.items()}
+                    raws.update(fetched)
                 prev = raws
                 if not self._put((spans, raws)):
                     return

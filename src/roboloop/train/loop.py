@@ -96,6 +96,8 @@ class TrainProgress:
     lr: float
     holdout_loss: float | None = None
     epoch_end: bool = False
+    cache_bytes: int = 0
+    """Bytes the training stream's segment cache holds (all its workers; updated per block in workers, per step here)."""
 
 
 @dataclass
@@ -189,9 +191,12 @@ def fit(
                 step += 1
                 total, count = total + lv, count + 1
                 _log_step(log, step, epoch, lv, lr, float(gnorm))
-                report(TrainProgress(run_id, epoch, cfg.epochs, step, b.total_steps, lv, lr, _last(holdout_losses)))
+                report(TrainProgress(run_id, epoch, cfg.epochs, step, b.total_steps, lv, lr, _last(holdout_losses),
+                                     cache_bytes=b.stream.cache_info()["bytes"]))
             epoch_losses.append(total / max(1, count))
             log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
+            cache_bytes = b.stream.cache_info()["bytes"]
+            log.scalar(schema.TRAIN_CACHE_MB, step, epoch, cache_bytes / (1 << 20))
             done = epoch + 1
             last = done == cfg.epochs
             if holdout is not None and (done % cfg.holdout_every == 0 or last):
@@ -206,7 +211,7 @@ def fit(
                                      wall_before + time.perf_counter() - started, generators=gens)
                 saved = (done, step, list(epoch_losses), list(holdout_losses))
             report(TrainProgress(run_id, done, cfg.epochs, step, b.total_steps, epoch_losses[-1], opt.param_groups[0]["lr"],
-                                 _last(holdout_losses), epoch_end=True))
+                                 _last(holdout_losses), epoch_end=True, cache_bytes=cache_bytes))
         status = schema.RUN_STATUS_FINISHED
     except NonFiniteLossError:
         status = schema.RUN_STATUS_FAILED
@@ -271,7 +276,7 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     if main and state is None and sel.train_ids:
         check_rate(catalog, sel.dataset, sel.train_ids[0], cfg)
     stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
-                           batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
+                           batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world, cache_mb=cfg.cache_mb)
     cams = _camera_info(catalog, sel, specs)
     policy = make_policy(cfg, specs)
     if state is None:
