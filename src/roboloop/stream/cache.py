@@ -10,18 +10,18 @@ Budget. `budget_bytes` bounds the bytes of the arrays it holds (each entry is co
 its arrays are copied out of the block-wide Arrow buffers, so what is counted is what is
 held). An entry larger than the whole budget is not kept.
 
-Eviction. Epochs visit every segment once each, so "least recently used" is the worst
+When full. Epochs visit every segment once each, so "least recently used" is the worst
 choice when the data exceeds the budget (with an unshuffled order it evicts every entry just
-before it is needed again: no hit ever). When a new entry does not fit, the cache evicts the
-**most recently used** entries, the ones whose next use is furthest away in a loop over
-epochs, which keeps a stable part of the data resident (hit rate ~ budget / data size,
-shuffled or not).
+before it is needed again: no hit ever). In a loop over epochs the segment just fetched is the
+one needed furthest ahead (a whole epoch away; every resident entry is needed again sooner, or
+as soon in expectation with a shuffled order), so by Belady's rule it is the one to give up:
+a segment that does not fit in what is left is not kept (counted as `dropped`), and the
+resident part stays. Hit rate ~ budget / data size from the second epoch on, shuffled or not.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
@@ -33,6 +33,16 @@ def _own(a: np.ndarray | None) -> np.ndarray | None:
     if a is None:
         return None
     return a if a.flags.owndata and a.base is None else a.copy()
+
+
+def raw_nbytes(raw: RawSegment) -> int:
+    """Bytes of `raw`'s own rows (camera blobs counted by their rows' byte range): what `compact(raw)` holds."""
+    total = 0
+    for s in raw.streams.values():
+        total += s.times.nbytes + (s.values.nbytes if s.values is not None else 0)
+        if s.blob is not None and len(s):
+            total += int(s.ends.max() - s.starts.min()) + s.starts.nbytes + s.ends.nbytes + (s.keyframes.nbytes if s.keyframes is not None else 0)
+    return total
 
 
 def compact(raw: RawSegment) -> tuple[RawSegment, int]:
@@ -51,14 +61,14 @@ def compact(raw: RawSegment) -> tuple[RawSegment, int]:
 
 
 class SegmentCache:
-    """Segment id -> compacted raw rows, at most `budget_bytes` in all; counts hits, misses and evictions."""
+    """Segment id -> compacted raw rows, at most `budget_bytes` in all; counts hits, misses and dropped segments."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = max(0, int(budget_bytes))
-        self._items: OrderedDict[str, tuple[RawSegment, int]] = OrderedDict()  # oldest use first
+        self._items: dict[str, tuple[RawSegment, int]] = {}
         self._lock = threading.Lock()
         self.nbytes = 0
-        self.hits = self.misses = self.evictions = 0
+        self.hits = self.misses = self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -74,24 +84,27 @@ class SegmentCache:
                 self.misses += 1
                 return None
             self.hits += 1
-            self._items.move_to_end(segment_id)
             return item[0]
 
     def put(self, raw: RawSegment) -> RawSegment:
-        """Keep `raw` if it fits (evicting the most recently used entries to make room); return the rows to use."""
+        """Keep `raw` if it fits in what is left of the budget (else count it as dropped); return the rows to use."""
         if self.budget_bytes <= 0:
-            return raw
-        kept, size = compact(raw)
-        if size > self.budget_bytes:
             return raw
         with self._lock:
             old = self._items.pop(raw.segment_id, None)
             if old is not None:
                 self.nbytes -= old[1]
-            while self._items and self.nbytes + size > self.budget_bytes:
-                _, (_, n) = self._items.popitem(last=True)
-                self.nbytes -= n
-                self.evictions += 1
+            room = self.budget_bytes - self.nbytes
+        size = raw_nbytes(raw)
+        if size > room:
+            with self._lock:
+                self.dropped += 1
+            return raw
+        kept, size = compact(raw)
+        with self._lock:
+            if self.nbytes + size > self.budget_bytes:
+                self.dropped += 1
+                return raw
             self._items[raw.segment_id] = (kept, size)
             self.nbytes += size
         return kept
@@ -102,6 +115,6 @@ class SegmentCache:
             self.nbytes = 0
 
     def info(self) -> dict[str, int]:
-        """`{"bytes", "budget_bytes", "segments", "hits", "misses", "evictions"}`."""
+        """`{"bytes", "budget_bytes", "segments", "hits", "misses", "dropped"}`."""
         return {"bytes": self.nbytes, "budget_bytes": self.budget_bytes, "segments": len(self._items),
-                "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+                "hits": self.hits, "misses": self.misses, "dropped": self.dropped}

@@ -42,8 +42,9 @@ does not hold. The cache is empty until the first iteration (nothing is fetched 
 loop asks). With DataLoader workers each worker caches its own shard in `cache_mb /
 num_workers` (the budget is the total of the stream's process; with shuffling a worker's
 shard changes every epoch, so its cache fills over a few epochs); the caches live as long as
-the workers do (use `persistent_workers=True`). When the data exceeds the budget the most
-recently used entries are evicted (see `roboloop.stream.cache`). The budget is cut to the
+the workers do (use `persistent_workers=True`). When the data exceeds the budget, what is
+fetched after the cache is full is not kept and the resident part stays (the best choice for
+a loop over epochs: see `roboloop.stream.cache`). The budget is cut to the
 memory left after the buffers' bound. `cache_info()` says what it holds. Batches are the
 same with or without it.
 
@@ -110,7 +111,7 @@ from roboloop.stream.shuffle import BatchShuffleBuffer
 from roboloop.stream.transport import ShmLoader, ShmWriter
 
 _META = ("episode_index", "frame_index", "timestamp")
-_CACHE_KEYS = ("bytes", "budget_bytes", "segments", "hits", "misses", "evictions")
+_CACHE_KEYS = ("bytes", "budget_bytes", "segments", "hits", "misses", "dropped")
 _DEFAULT_BUFFER_BYTES = 256 << 20
 _DEFAULT_SCALAR_BLOCK = 16384
 _DEFAULT_CAMERA_BLOCK = 128
@@ -251,7 +252,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         return int(self._shared_epoch.value) if self._shared_epoch is not None else self.epoch
 
     def cache_info(self) -> dict[str, int]:
-        """What the segment cache holds now: `bytes` (held), `budget_bytes`, `segments`, `hits`, `misses`, `evictions`.
+        """What the segment cache holds now: `bytes` (held), `budget_bytes`, `segments`, `hits`, `misses`, `dropped`.
 
         Summed over the DataLoader workers when a loader with workers ran (their caches live in
         the workers; each publishes its numbers after every block), else this process's cache.
