@@ -98,10 +98,8 @@ def test_lazy_then_fetched_once_and_same_batches(cat):
     assert c_queries == [len(IDS), 0, 0]  # with it, only the first
     info = cached.cache_info()
     assert info["segments"] == len(IDS) and info["hits"] == 2 * len(IDS) and info["dropped"] == 0
-    held = cached._cache._items.values()
-    arrays = [a for raw, _ in held for s in raw.streams.values() for a in (s.times, s.values, s.blob, s.starts, s.ends, s.keyframes)
-              if a is not None]
-    assert all(a.base is None for a in arrays)  # copies, not views into a block-wide buffer: bytes held = bytes counted
+    arrays = [a for held, _ in cached._cache._items.values() for a in held.values()]
+    assert all(a.base is None for a in arrays)  # arrays of their own, not views into a bigger buffer: bytes held = bytes counted
     assert info["bytes"] == sum(a.nbytes for a in arrays) > 0
 
 

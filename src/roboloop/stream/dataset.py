@@ -35,10 +35,10 @@ allocated) and raises `StreamError` when that bound exceeds `MEMORY_FRACTION` of
 available, instead of running out of memory mid-epoch. It also refuses `segments=[]` and a
 dataset with no episodes (`StreamConfig` refuses non-finite rates and impossible DDP ranks).
 
-Fetch once (`cache_mb`, default 512 MB). What a process fetched (each segment's raw rows:
-scalar values and compressed camera samples, not decoded frames) is kept in a
-`SegmentCache` within `cache_mb`, so epochs after the first query only the segments it
-does not hold. The cache is empty until the first iteration (nothing is fetched before the
+Fetch once (`cache_mb`, default 512 MB). What a process fetched is kept as ready samples
+(each segment's arrays: fields resampled, windows, camera frames decoded) in a
+`SegmentCache` within `cache_mb`, so epochs after the first neither query nor decode the
+segments it holds. The cache is empty until the first iteration (nothing is fetched before the
 loop asks). With DataLoader workers each worker caches its own shard in `cache_mb /
 num_workers` (the budget is the total of the stream's process; with shuffling a worker's
 shard changes every epoch, so its cache fills over a few epochs); the caches live as long as
@@ -391,8 +391,12 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         cache = self._segment_cache(info)
         fetcher = BlockFetcher(self._dataset_entry(), blocks, self.fields, self.index, self.timeline, self.prefetch, cache)
         try:
-            for spans, raws in fetcher:
-                arrays = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
+            tried: set[str] = set()
+            for spans, raws, cached in fetcher:
+                if cache is None:
+                    arrays = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
+                else:
+                    arrays = self._blocks.materialize_cached(spans, raws, cached, cache, self.sample_bytes, decoders, warned, self.stats, tried)
                 if not arrays:
                     continue
                 if pool is None:
