@@ -19,6 +19,15 @@ script puts a small stand-in module providing that one function into `sys.module
 before importing it (also in spawned DataLoader workers, since this module's top level
 runs there too).
 
+Headline rates (`incl. start-up`) run from before the dataset's construction to the last
+batch: loader set-up, worker spawn, buffer fill, every fetch and every decode. A steady-state
+rate is printed only when it is trustworthy: measured after the first max(n/4, B) samples,
+over a window of >= 10 x B samples, where B = what the pipeline can hold ahead of the consumer
+(shuffle buffers, blocks fetched ahead, batches in flight, per worker; so buffers full at the
+window's start can inflate it by <= 10%), and not above the hardware ceiling (single-core
+decode-only x cores for video; Arrow read x cores for scalars). Otherwise it prints why not.
+The peer runs are time-limited (`peer_s`) from construction; the ratio is of the rates with start-up.
+
     .venv/bin/python benchmarks/bench_stream.py            # full (first run generates the data)
     .venv/bin/python benchmarks/bench_stream.py --quick    # smaller data, shorter peer runs
 """

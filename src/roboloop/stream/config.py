@@ -35,9 +35,9 @@ class StreamConfig(Config):
     prefetch: int = 2
     "Blocks fetched ahead by the background thread."
     cache_mb: float = 512.0
-    """Memory (MB) for keeping fetched segments' raw rows across epochs, so that epochs after the first skip the catalog
-    query: the total of this stream's process, split evenly over its DataLoader workers (each caches its own shard);
-    0 = off (every epoch queries the catalog). Batches are identical either way."""
+    """Memory (MB) for keeping fetched segments as ready samples (resampled, windows, decoded frames) across epochs, so
+    that epochs after the first neither query nor decode them: the total of this stream's process, split evenly over
+    its DataLoader workers (each caches its own shard); 0 = off. Batches are identical either way."""
     seed: int = 0
     "Seed of the segment order and the shuffle buffer (with the epoch)."
     drop_last: bool = False

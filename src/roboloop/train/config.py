@@ -138,8 +138,9 @@ class TrainConfig(Config):
     num_workers: int = 0
     """DataLoader worker processes (persistent, spawn); 0 streams in the training process (measured faster for mlp)."""
     cache_mb: float = 512.0
-    """Memory (MB) the training stream may keep fetched episodes in, so epochs after the first skip the catalog query
-    (total over its DataLoader workers; 0 = off). Does not change training: the batches are identical."""
+    """Memory (MB) the training stream may keep fetched episodes in as ready samples, so epochs after the first neither
+    query the catalog nor decode video (total over its DataLoader workers; 0 = off). Does not change training: the
+    batches are identical."""
     threads: int = 1
     """torch threads of the training process: 1 by default (two threads on two busy cores measured up to 8x slower)."""
     holdout_every: int = 5
