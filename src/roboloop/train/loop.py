@@ -296,7 +296,8 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     holdout = None
     if sel.holdout_ids and main:
         holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
-                                batch_size=128 if _cameras(specs) else 512, shuffle=False, rank=0, world_size=1)
+                                batch_size=128 if _cameras(specs) else 512, shuffle=False, rank=0, world_size=1,
+                                cache_mb=0)  # cfg.cache_mb is the train stream's (what progress shows); holdout is read rarely
     views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
