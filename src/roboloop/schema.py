@@ -470,6 +470,8 @@ TRAIN_EPOCH_LOSS = "/train/epoch_loss"
 HOLDOUT_LOSS = "/holdout/loss"
 TRAIN_LR = "/train/lr"
 TRAIN_GRAD_NORM = "/train/grad_norm"
+TRAIN_CACHE_MB = "/train/cache_mb"
+"""Megabytes the training stream's segment cache holds at the end of each epoch (all its workers; `StreamConfig.cache_mb`)."""
 SAMPLES_ROOT = "/samples"
 """`/samples/<split>/<k>/{chunk,predicted,target,input,image,info}`: sample views at the first, middle and last
 epoch, on `step` and `epoch` (split `train` or `holdout`; see `roboloop.train.runlog`)."""

@@ -69,6 +69,8 @@ def test_collect_show_config_file_then_options(tmp_path):
 def test_train_show_config(tmp_path):
     got = _show(tmp_path / "ws", "train", "-d", "d", "-s", "sel", "--epochs", "3")
     assert TrainConfig.from_dict(got) == TrainConfig(dataset="d", selection="sel", epochs=3)
+    got = _show(tmp_path / "ws", "train", "-d", "d", "-s", "sel", "--cache-mb", "64")
+    assert TrainConfig.from_dict(got) == TrainConfig(dataset="d", selection="sel", cache_mb=64.0)
     path = tmp_path / "t.json"
     path.write_text(TrainConfig(dataset="d", selection="sel", lr=0.01).to_json())
     assert TrainConfig.from_dict(_show(tmp_path / "ws", "train", "--config", str(path), "--seed", "4")) == \

@@ -230,7 +230,7 @@ def test_persistent_workers_reshuffle_each_epoch_without_respawn(env):
     )
     loader = stream.loader(num_workers=2, persistent_workers=True)
     expected = {(e, k) for e in range(len(IDS)) for k in range(int(stream.index.num_samples[e]))}
-    orders, worker_pids = [], []
+    orders, worker_pids, caches = [], [], []
     for epoch in (0, 1, 1):
         stream.set_epoch(epoch)
         keys = []
@@ -238,12 +238,19 @@ def test_persistent_workers_reshuffle_each_epoch_without_respawn(env):
             keys += list(zip(b["episode_index"].tolist(), b["frame_index"].tolist()))
         assert len(keys) == len(expected) and set(keys) == expected
         orders.append(keys)
+        caches.append(stream.cache_info())
         it = loader.loader._iterator if hasattr(loader, "loader") else loader._iterator
         worker_pids.append(sorted(w.pid for w in it._workers))
     assert orders[0] != orders[1], "set_epoch did not reach the persistent workers"
     assert worker_pids[0] == worker_pids[1] == worker_pids[2], "workers were respawned"
     # The same epoch twice gives the same order (shuffles are seeded by (seed, epoch, rank, worker)).
     assert orders[1] == orders[2]
+    # Each worker caches its own shard in half the stream's budget (the numbers are the workers' sums):
+    # the repeated epoch has the same shards, so it is served from the caches without a catalog query.
+    assert caches[0]["budget_bytes"] == 2 * (stream.cache_bytes // 2) and caches[0]["hits"] == 0
+    assert caches[0]["misses"] >= len(IDS) and 0 < caches[0]["bytes"] <= caches[0]["budget_bytes"]
+    visits = caches[1]["hits"] + caches[1]["misses"] - caches[0]["misses"]  # segment visits of epoch 1
+    assert caches[2]["misses"] == caches[1]["misses"] and caches[2]["hits"] == caches[1]["hits"] + visits
 
 
 def test_exactly_once_across_ranks_and_workers_plan(env):

@@ -211,6 +211,10 @@ def test_loss_falls_and_the_run_is_a_segment_with_every_property(trained):
     epoch_losses = torch.load(res.run_dir / "state.pt", weights_only=True)["epoch_losses"]  # the mean loss of each epoch
     assert [v[0] for v in ep_loss.column(f"{schema.TRAIN_EPOCH_LOSS}:Scalars:scalars").to_pylist()] == epoch_losses
     steps = np.asarray(res.train_losses).reshape(40, -1)  # every epoch has the same steps here
+    # the stream's segment cache: the memory it held at each epoch's end, the same after the first (fetched once)
+    held = runs.filter_segments([res.run_id]).filter_contents([schema.TRAIN_CACHE_MB]).reader(index="epoch").to_arrow_table()
+    held = [v[0] for v in held.column(f"{schema.TRAIN_CACHE_MB}:Scalars:scalars").to_pylist()]
+    assert len(held) == 40 and held[0] > 0 and set(held) == {held[0]} and held[0] <= cfg.cache_mb
     assert epoch_losses == pytest.approx(steps.mean(axis=1))
     assert ws.blueprint_path(f"{DS}_runs").is_file()
     # a restart restores the newest version only (the finished one)
@@ -389,12 +393,16 @@ def test_interrupted_run_keeps_last_checkpoint_and_resumes_to_the_same_curve(cat
     full = train(catalog, cfg)
     ws = catalog.workspace
 
+    held = []
+
     def stop(p):
+        held.append(p.cache_bytes)
         if p.epoch == 4 and not p.epoch_end:  # in the 5th epoch, after the checkpoint at 4
             raise Boom()
 
     with pytest.raises(Boom):
         train(catalog, cfg, on_progress=stop)
+    assert held[0] > 0 and held[-1] == max(held) <= cfg.cache_mb * 2**20  # progress shows the memory the stream's cache holds
     run_id = sorted((p.name for p in ws.runs_dir.iterdir()), key=lambda r: run_info(ws, r)["started_at"])
     run_id = next(r for r in run_id if r != full.run_id)
     info = run_info(ws, run_id)

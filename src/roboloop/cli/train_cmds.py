@@ -51,6 +51,7 @@ def build_config(
     rate_hz: float | None = None,
     episode_steps: int | None = None,
     expert_steps_only: bool | None = None,
+    cache_mb: float | None = None,
 ):
     """The TrainConfig for a `train` command: base (--like / --config / defaults), then flag overrides."""
     if like and config_file:
@@ -60,7 +61,7 @@ def build_config(
     base = load_run_config(workspace, like) if like else config_file
     return resolve(TrainConfig, base, dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size,
                    lr=lr, seed=seed, num_workers=workers, nproc=nproc, state=tuple(state) if state else None, action=action,
-                   rate_hz=rate_hz, episode_steps=episode_steps, expert_steps_only=expert_steps_only)
+                   rate_hz=rate_hz, episode_steps=episode_steps, expert_steps_only=expert_steps_only, cache_mb=cache_mb)
 
 
 def train_cmd(
@@ -77,6 +78,7 @@ def train_cmd(
     action: Annotated[str | None, typer.Option("--action", help=config_help(TrainConfig, "action"))] = None,
     rate_hz: Annotated[float | None, typer.Option("--rate-hz", help=config_help(TrainConfig, "rate_hz"))] = None,
     episode_steps: Annotated[int | None, typer.Option("--episode-steps", min=1, help=config_help(TrainConfig, "episode_steps"))] = None,
+    cache_mb: Annotated[float | None, typer.Option("--cache-mb", min=0, help=config_help(TrainConfig, "cache_mb"))] = None,
     like: Annotated[str | None, typer.Option("--like", help="Re-use RUN_ID's exact config (optionally with a new --selection).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Training processes on this machine (DDP, gloo; the batch is split over them).")] = None,
@@ -91,7 +93,7 @@ def train_cmd(
             cfg = build_config(open_workspace(), dataset=dataset, selection=selection, config_file=config, like=like, policy=policy,
                                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers, nproc=nproc, state=state,
                                action=action, rate_hz=rate_hz, episode_steps=episode_steps,
-                               expert_steps_only=True if expert_steps_only else None)
+                               expert_steps_only=True if expert_steps_only else None, cache_mb=cache_mb)
     except (CatalogError, ValueError, OSError) as exc:
         fail(str(exc))
     if show_config:
@@ -102,15 +104,16 @@ def train_cmd(
                   + (f", resuming {resume}" if resume else ""))
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("holdout {task.fields[holdout]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("holdout {task.fields[holdout]}"), TextColumn("cache {task.fields[cache]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
         console=console,
     )
     with open_catalog() as cat, progress:
-        bar = progress.add_task("steps", total=None, epoch="-", loss="-", holdout="-")
+        bar = progress.add_task("steps", total=None, epoch="-", loss="-", holdout="-", cache="-")
 
         def on_progress(p) -> None:
             progress.update(bar, completed=p.step, total=p.total_steps, epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.4f}",
-                            holdout="-" if p.holdout_loss is None else f"{p.holdout_loss:.4f}")
+                            holdout="-" if p.holdout_loss is None else f"{p.holdout_loss:.4f}", cache=f"{p.cache_bytes / (1 << 20):.1f} MB")
 
         try:
             res = train(cat, cfg, on_progress=on_progress, resume=resume)

@@ -4,7 +4,7 @@ See `roboloop.stream.dataset` for the full semantics. Modules:
 `config` (`StreamConfig`), `fields` (specs, errors), `index` (`EpisodeSource`, the up-front
 index and the epoch plan), `resample` (numpy), `decode` (Arrow -> numpy, H.264 / JPEG),
 `blocks` (fetching and materializing one block), `shuffle` (batch shuffle buffer),
-`transport` (worker shared-memory ring), `dataset` (`EpisodeStream`: epochs, shards, loader).
+`cache` (the fetch-once segment cache), `transport` (worker shared-memory ring), `dataset` (`EpisodeStream`: epochs, shards, loader).
 """
 
 from roboloop.stream.config import StreamConfig

@@ -29,6 +29,47 @@ class BlockMaterializer:
         self.step_ns, self.tol_ns = step_ns, tol_ns
         self.include_meta, self.on_missing = include_meta, on_missing
 
+    def materialize_cached(self, spans: list[Span], raws: dict[str, _decode.RawSegment], cached: dict[str, dict[str, np.ndarray]], cache,
+                           sample_bytes: int | None, decoders, warned: set[str], stats: dict[str, int], tried: set[str]) -> dict[str, np.ndarray] | None:
+        """`materialize` through a `SegmentCache`: a cached segment's spans are slices of its arrays; an uncached one is
+        materialized whole and offered to the cache when its estimated size (`sample_bytes` per sample) fits, else
+        as before. The arrays are equal to `materialize`'s; `tried`: segments already offered this epoch."""
+        ids = self.index.segment_ids
+        pieces: list[dict[str, np.ndarray]] = []
+        run: list[Span] = []
+        for sp in spans:
+            sid = ids[sp.seg]
+            arrays = cached.get(sid) or cache.peek(sid)
+            if arrays is None and sid not in tried:
+                tried.add(sid)
+                arrays = self._whole(sp.seg, raws[sid], cache, sample_bytes, decoders, warned, stats)
+            if arrays is None:
+                run.append(sp)
+                continue
+            if run:
+                pieces.append(self.materialize(run, raws, decoders, warned, stats))
+                run = []
+            pieces.append({k: v[sp.k0 : sp.k1] for k, v in arrays.items()})
+        if run:
+            pieces.append(self.materialize(run, raws, decoders, warned, stats))
+        pieces = [p for p in pieces if p]
+        if len(pieces) <= 1:
+            return pieces[0] if pieces else None
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+    def _whole(self, seg: int, raw: _decode.RawSegment, cache, sample_bytes: int | None, decoders, warned, stats) -> dict[str, np.ndarray] | None:
+        """All samples of segment `seg` (kept in `cache` if they fit), or None when it cannot be cached (too big, a field missing)."""
+        n = int(self.index.num_samples[seg])
+        if any(f.name not in raw.streams and f.fill is None for f in self.fields):
+            return None  # on_missing handles it in `materialize`
+        if sample_bytes is not None and n * sample_bytes > cache.room():
+            cache.drop()
+            return None
+        arrays = self.materialize([Span(seg, 0, n)], {raw.segment_id: raw}, decoders, warned, stats)
+        if arrays is not None:
+            cache.put(raw.segment_id, arrays)
+        return arrays
+
     def materialize(self, spans: list[Span], raws: dict[str, _decode.RawSegment], decoders, warned: set[str], stats: dict[str, int]) -> dict[str, np.ndarray] | None:
         """Resample and decode one block's spans into arrays of its samples (None if every span was skipped)."""
         ids = self.index.segment_ids
@@ -157,13 +198,17 @@ def _put(out: dict[str, np.ndarray], name: str, sl: slice, vals: np.ndarray, n: 
 class BlockFetcher:
     """Background thread fetching each block's segments from the catalog, `prefetch` blocks ahead.
 
-    A segment split over consecutive blocks is fetched once and handed on.
+    A segment split over consecutive blocks is fetched once and handed on. With a `cache`
+    (`roboloop.stream.cache.SegmentCache`), a segment it holds is not queried: its cached
+    arrays are handed on instead. Items: `(spans, raw rows by segment id, cached arrays by segment id)`.
     """
 
     _DONE = object()
 
-    def __init__(self, entry, blocks: list[list[Span]], fields: list[ResolvedField], index: SegmentIndex, timeline: str, prefetch: int) -> None:
+    def __init__(self, entry, blocks: list[list[Span]], fields: list[ResolvedField], index: SegmentIndex, timeline: str, prefetch: int,
+                 cache=None) -> None:
         self.entry, self.blocks, self.fields, self.index, self.timeline = entry, blocks, fields, index, timeline
+        self.cache = cache
         self.paths = sorted({f.path for f in fields})
         self.q: queue.Queue = queue.Queue(maxsize=prefetch)
         self.stop = threading.Event()
@@ -175,13 +220,22 @@ class BlockFetcher:
 
     def _run(self) -> None:
         prev: dict[str, _decode.RawSegment] = {}
+        prev_cached: dict[str, dict[str, np.ndarray]] = {}
         try:
             for spans in self.blocks:
                 if self.stop.is_set():
                     return
                 ids = list(dict.fromkeys(self.index.segment_ids[sp.seg] for sp in spans))
-                todo = [s for s in ids if s not in prev]
                 raws = {s: prev[s] for s in ids if s in prev}
+                cached = {s: prev_cached[s] for s in ids if s in prev_cached}  # a split segment is counted once
+                todo = []
+                for s in ids:
+                    if s not in raws and s not in cached:
+                        hit = self.cache.get(s) if self.cache is not None else None
+                        if hit is None:
+                            todo.append(s)
+                        else:
+                            cached[s] = hit
                 if todo:
                     table = (
                         self.entry.filter_segments(todo)
@@ -190,8 +244,8 @@ class BlockFetcher:
                         .to_arrow_table()
                     )
                     raws.update(_decode.split_block(table, self.fields, todo, timeline=self.timeline))
-                prev = raws
-                if not self._put((spans, raws)):
+                prev, prev_cached = raws, cached
+                if not self._put((spans, raws, cached)):
                     return
             self._put(self._DONE)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer

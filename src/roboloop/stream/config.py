@@ -34,6 +34,10 @@ class StreamConfig(Config):
     "Samples per catalog query (None: 128 with cameras, 16384 without)."
     prefetch: int = 2
     "Blocks fetched ahead by the background thread."
+    cache_mb: float = 512.0
+    """Memory (MB) for keeping fetched segments as ready samples (resampled, windows, decoded frames) across epochs, so
+    that epochs after the first neither query nor decode them: the total of this stream's process, split evenly over
+    its DataLoader workers (each caches its own shard); 0 = off. Batches are identical either way."""
     seed: int = 0
     "Seed of the segment order and the shuffle buffer (with the epoch)."
     drop_last: bool = False
@@ -65,6 +69,10 @@ class StreamConfig(Config):
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1 or None, got {self.batch_size}")
         check(self.block_samples is None or self.block_samples >= 1, f"block_samples must be >= 1 or None, got {self.block_samples}")
         check(self.shuffle_buffer is None or self.shuffle_buffer >= 0, f"shuffle_buffer must be >= 0 or None, got {self.shuffle_buffer}")
+        check(
+            isinstance(self.cache_mb, (int, float)) and not isinstance(self.cache_mb, bool) and math.isfinite(self.cache_mb) and self.cache_mb >= 0,
+            f"cache_mb must be a number of megabytes >= 0 (0 = no cache), got {self.cache_mb!r}",
+        )
         check(self.time_tolerance_s >= 0, f"time_tolerance_s must be >= 0, got {self.time_tolerance_s}")
         check(self.world_size is None or (isinstance(self.world_size, int) and self.world_size >= 1), f"world_size must be an integer >= 1, got {self.world_size!r}")
         check(self.rank is None or (isinstance(self.rank, int) and self.rank >= 0), f"rank must be an integer >= 0, got {self.rank!r}")

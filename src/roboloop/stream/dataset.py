@@ -35,6 +35,19 @@ allocated) and raises `StreamError` when that bound exceeds `MEMORY_FRACTION` of
 available, instead of running out of memory mid-epoch. It also refuses `segments=[]` and a
 dataset with no episodes (`StreamConfig` refuses non-finite rates and impossible DDP ranks).
 
+Fetch once (`cache_mb`, default 512 MB). What a process fetched is kept as ready samples
+(each segment's arrays: fields resampled, windows, camera frames decoded) in a
+`SegmentCache` within `cache_mb`, so epochs after the first neither query nor decode the
+segments it holds. The cache is empty until the first iteration (nothing is fetched before the
+loop asks). With DataLoader workers each worker caches its own shard in `cache_mb /
+num_workers` (the budget is the total of the stream's process; with shuffling a worker's
+shard changes every epoch, so its cache fills over a few epochs); the caches live as long as
+the workers do (use `persistent_workers=True`). When the data exceeds the budget, what is
+fetched after the cache is full is not kept and the resident part stays (the best choice for
+a loop over epochs: see `roboloop.stream.cache`). The budget is cut to the
+memory left after the buffers' bound. `cache_info()` says what it holds. Batches are the
+same with or without it.
+
 Semantics
 ---------
 - The grid of a segment is `start + k / rate_hz` for `k = 0 .. floor((end - start) * rate_hz)`
@@ -77,6 +90,7 @@ from rerun.catalog import CatalogClient
 from roboloop.catalog.client import UnknownDatasetError
 from roboloop.stream import decode as _decode
 from roboloop.stream.blocks import BlockFetcher, BlockMaterializer
+from roboloop.stream.cache import SegmentCache
 from roboloop.stream.config import StreamConfig
 from roboloop.stream.fields import (
     ResolvedField,
@@ -97,6 +111,7 @@ from roboloop.stream.shuffle import BatchShuffleBuffer
 from roboloop.stream.transport import ShmLoader, ShmWriter
 
 _META = ("episode_index", "frame_index", "timestamp")
+_CACHE_KEYS = ("bytes", "budget_bytes", "segments", "hits", "misses", "dropped")
 _DEFAULT_BUFFER_BYTES = 256 << 20
 _DEFAULT_SCALAR_BLOCK = 16384
 _DEFAULT_CAMERA_BLOCK = 128
@@ -201,12 +216,15 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         self._blocks = BlockMaterializer(
             self.fields, self.index, step_ns=self.step_ns, tol_ns=self.tol_ns, include_meta=self.include_meta, on_missing=self.on_missing
         )
+        self.cache_bytes = int(config.cache_mb * (1 << 20))
         self.sample_bytes = self._check_memory()
         self.epoch = 0
         self._shared_epoch = None  # a spawn-context RawValue when workers persist across epochs
         self.num_workers = 0  # for __len__; set by loader()
         self._shm_slots = 0  # > 0: workers hand batches over through a shared ring (set by loader())
         self.stats: dict[str, int] = {}
+        self._cache: SegmentCache | None = None  # made by the first iteration in each process (lazy)
+        self._cache_board = None  # a spawn-context RawArray: each worker's cache numbers, for cache_info()
 
     @classmethod
     def from_config(cls, catalog: Any, source: Any, config: StreamConfig) -> EpisodeStream:
@@ -232,6 +250,34 @@ class EpisodeStream(torch.utils.data.IterableDataset):
     def _current_epoch(self) -> int:
         """The epoch to plan: the shared value in persistent workers, else our own copy."""
         return int(self._shared_epoch.value) if self._shared_epoch is not None else self.epoch
+
+    def cache_info(self) -> dict[str, int]:
+        """What the segment cache holds now: `bytes` (held), `budget_bytes`, `segments`, `hits`, `misses`, `dropped`.
+
+        Summed over the DataLoader workers when a loader with workers ran (their caches live in
+        the workers; each publishes its numbers after every block), else this process's cache.
+        """
+        board = self._cache_board
+        if board is not None and any(board):
+            vals = np.frombuffer(board, dtype=np.int64).reshape(-1, len(_CACHE_KEYS)).sum(axis=0)
+            return dict(zip(_CACHE_KEYS, (int(v) for v in vals)))
+        if self._cache is not None:
+            return self._cache.info()
+        return dict.fromkeys(_CACHE_KEYS, 0) | {"budget_bytes": self.cache_bytes}
+
+    def _segment_cache(self, info) -> SegmentCache | None:
+        """This process's cache (created on first use; a worker's budget is its share of `cache_bytes`)."""
+        if self.cache_bytes <= 0:
+            return None
+        if self._cache is None:
+            self._cache = SegmentCache(self.cache_bytes // (info.num_workers if info is not None else 1))
+        return self._cache
+
+    def _publish_cache(self, cache: SegmentCache | None, info) -> None:
+        if cache is None or info is None or self._cache_board is None:
+            return
+        row = np.frombuffer(self._cache_board, dtype=np.int64).reshape(-1, len(_CACHE_KEYS))[info.id]
+        row[:] = [cache.info()[k] for k in _CACHE_KEYS]
 
     def __len__(self) -> int:
         """Items this rank yields per epoch: batches if `batch_size`, else samples (assumes `num_workers`)."""
@@ -270,6 +316,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         and yields plain dicts of tensors.
         """
         self.num_workers = num_workers
+        self._cache_board = None
         opts: dict[str, Any] = {"batch_size": None}
         ring = bool(num_workers > 0 and shared_ring and self.batch_size)
         if num_workers > 0:
@@ -277,6 +324,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
             opts.update(multiprocessing_context=ctx, persistent_workers=persistent_workers, prefetch_factor=prefetch_factor)
             if persistent_workers:
                 self._shared_epoch = ctx.RawValue("q", self.epoch)
+            self._cache_board = ctx.RawArray("q", num_workers * len(_CACHE_KEYS)) if self.cache_bytes > 0 else None
         if not ring:
             opts["pin_memory"] = pin_memory
         opts.update(kwargs)
@@ -290,6 +338,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         state["_catalog_obj"] = None
         state["_client"] = None
         state["_entry"] = None
+        state["_cache"] = None  # a worker fills its own
         state["_parent_ddp"] = _live_ddp() or self._parent_ddp
         if not self.url:
             raise StreamError("this stream has no catalog URL, so worker processes cannot connect; pass a Catalog or URL")
@@ -339,10 +388,15 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         self.stats = {"samples": 0, "blocks": 0, "skipped_segments": 0}
         warned: set[str] = set()
         writer = ShmWriter(worker, self._shm_slots) if (info is not None and self._shm_slots and self.batch_size) else None
-        fetcher = BlockFetcher(self._dataset_entry(), blocks, self.fields, self.index, self.timeline, self.prefetch)
+        cache = self._segment_cache(info)
+        fetcher = BlockFetcher(self._dataset_entry(), blocks, self.fields, self.index, self.timeline, self.prefetch, cache)
         try:
-            for spans, raws in fetcher:
-                arrays = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
+            tried: set[str] = set()
+            for spans, raws, cached in fetcher:
+                if cache is None:
+                    arrays = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
+                else:
+                    arrays = self._blocks.materialize_cached(spans, raws, cached, cache, self.sample_bytes, decoders, warned, self.stats, tried)
                 if not arrays:
                     continue
                 if pool is None:
@@ -356,6 +410,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                     )
                 self.stats["blocks"] += 1
                 self.stats["samples"] += len(next(iter(arrays.values())))
+                self._publish_cache(cache, info)
                 for out in pool.push(arrays):
                     yield from self._emit(out, writer)
             if pool is not None:
@@ -402,6 +457,8 @@ class EpisodeStream(torch.utils.data.IterableDataset):
                 f"({MEMORY_FRACTION:.0%} of the memory available); windows: {windows}. "
                 "Shorten the windows, lower shuffle_buffer / block_samples / batch_size, or record smaller camera images"
             )
+        if limit is not None and self.cache_bytes > limit - need:  # the cache never takes memory the buffers need
+            self.cache_bytes = max(0, limit - need)
         return per_sample
 
     def _probe_sample_bytes(self) -> int | None:

@@ -143,6 +143,10 @@ class TrainConfig(Config):
     """Seeds torch, numpy and the stream's shuffling: same config + selection + seed on CPU = same loss curve."""
     num_workers: int = 0
     """DataLoader worker processes (persistent, spawn); 0 streams in the training process (measured faster for mlp)."""
+    cache_mb: float = 512.0
+    """Memory (MB) the training stream may keep fetched episodes in as ready samples, so epochs after the first neither
+    query the catalog nor decode video (total over its DataLoader workers; 0 = off). Does not change training: the
+    batches are identical."""
     threads: int = 1
     """torch threads of the training process: 1 by default (two threads on two busy cores measured up to 8x slower)."""
     holdout_every: int = 5
@@ -191,6 +195,7 @@ class TrainConfig(Config):
         _check(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay and grad_clip must be >= 0")
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         _check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        _check(self.cache_mb >= 0, f"cache_mb must be >= 0 megabytes (0 = no cache), got {self.cache_mb}")
         _check(isinstance(self.threads, int) and self.threads >= 1, f"threads must be an int >= 1, got {self.threads!r}")
         _check(self.holdout_every >= 1 and self.checkpoint_every >= 1, "holdout_every and checkpoint_every must be >= 1")
         _check(self.ensemble_m >= 0, f"ensemble_m must be >= 0, got {self.ensemble_m}")

@@ -98,6 +98,8 @@ class TrainProgress:
     lr: float
     holdout_loss: float | None = None
     epoch_end: bool = False
+    cache_bytes: int = 0
+    """Bytes the training stream's segment cache holds (all its workers; updated per block in workers, per step here)."""
 
 
 @dataclass
@@ -192,9 +194,12 @@ def fit(
                 step += 1
                 total, count = total + lv, count + 1
                 _log_step(log, step, epoch, lv, lr, float(gnorm))
-                report(TrainProgress(run_id, epoch, cfg.epochs, step, b.total_steps, lv, lr, _last(holdout_losses)))
+                report(TrainProgress(run_id, epoch, cfg.epochs, step, b.total_steps, lv, lr, _last(holdout_losses),
+                                     cache_bytes=b.stream.cache_info()["bytes"]))
             epoch_losses.append(total / max(1, count))
             log.scalar(schema.TRAIN_EPOCH_LOSS, step, epoch, epoch_losses[-1])
+            cache_bytes = b.stream.cache_info()["bytes"]
+            log.scalar(schema.TRAIN_CACHE_MB, step, epoch, cache_bytes / (1 << 20))
             done = epoch + 1
             last = done == cfg.epochs
             if holdout is not None and (done % cfg.holdout_every == 0 or last):
@@ -209,7 +214,7 @@ def fit(
                                      wall_before + time.perf_counter() - started, generators=gens)
                 saved = (done, step, list(epoch_losses), list(holdout_losses))
             report(TrainProgress(run_id, done, cfg.epochs, step, b.total_steps, epoch_losses[-1], opt.param_groups[0]["lr"],
-                                 _last(holdout_losses), epoch_end=True))
+                                 _last(holdout_losses), epoch_end=True, cache_bytes=cache_bytes))
         status = schema.RUN_STATUS_FINISHED
     except NonFiniteLossError:
         status = schema.RUN_STATUS_FAILED
@@ -294,7 +299,8 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
         action = next(s for s in specs if s.kind == ACTION)
         fields = {**fields, **control_fields(cfg.chunk, action.shape[-1])}
     stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=fields, rate_hz=cfg.rate_hz,
-                           batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world)
+                           batch_size=cfg.batch_size // world, seed=cfg.seed, shuffle=True, rank=rank, world_size=world,
+                           cache_mb=cfg.cache_mb)
     cams = _camera_info(catalog, sel, specs)
     policy = make_policy(cfg, specs)
     if state is None:
@@ -314,7 +320,8 @@ def _build(catalog, cfg: TrainConfig, rank: int, world: int, resume: str | None,
     holdout = None
     if sel.holdout_ids and main:
         holdout = EpisodeStream(catalog, (sel.dataset, list(sel.holdout_ids)), fields=fields, rate_hz=cfg.rate_hz,
-                                batch_size=128 if _cameras(specs) else 512, shuffle=False, rank=0, world_size=1)
+                                batch_size=128 if _cameras(specs) else 512, shuffle=False, rank=0, world_size=1,
+                                cache_mb=0)  # cfg.cache_mb is the train stream's (what progress shows); holdout is read rarely
     views = SampleViews(policy, specs, cfg, stream.segment_ids) if main and cfg.samples else None
     if views is not None and holdout is not None:
         views.holdout = _holdout_samples(catalog, sel, specs, cfg)
