@@ -53,6 +53,7 @@ def collect_cmd(
     plan: Annotated[Optional[str], typer.Option("--plan", help="Execute a collection plan (file written by `roboloop plan`, or a saved plan's name) instead.")] = None,
     executor: Annotated[Optional[str], typer.Option(help=config_help(CollectConfig, "executor"))] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster (`auto`, `ray://head:10001`); default: a local Ray instance.")] = None,
+    operator: Annotated[Optional[str], typer.Option(help=config_help(CollectConfig, "operator"))] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan); record and register every episode."""
@@ -69,7 +70,7 @@ def collect_cmd(
             conditions = (_conditions(task, {k: v for k, v in named.items() if v is not None}),)
         cfg = resolve(CollectConfig, config, dataset=dataset, task=task, episodes=episodes if episodes is not None or config else DEFAULT_EPISODES,
                       seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions, executor=executor,
-                      ray_address=ray_address)
+                      ray_address=ray_address, operator=operator)
     if show_config:
         print_config(cfg)
         return
