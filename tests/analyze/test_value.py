@@ -16,6 +16,8 @@ from roboloop.errors import RoboloopError
 from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.refine.labels import label
+from roboloop.report.data import build_report_data
+from roboloop.report.render import render_report
 from roboloop.train import load_policy, train
 from roboloop.workspace import Workspace
 from tests.train.test_train import DS, STEPS, _trajectory, small_cfg
@@ -120,3 +122,22 @@ def test_no_roboloop_module_reads_the_hidden_properties():
     readers = [str(p.relative_to(src)) for p in src.rglob("*.py")
                if query.search(p.read_text()) and p.relative_to(src) != Path("collect/run.py")]
     assert readers == []
+
+
+def test_the_report_shows_the_values_and_what_curating_by_value_did(valued, tmp_path):
+    cat, run_id, eval_id = valued
+    if not curate.select(cat, DS, "signals.value is not null").segment_ids:  # run alone: value the run first
+        label(cat, schema.evals_dataset(DS), sorted(r["segment_id"] for r in cat.segment_table(schema.evals_dataset(DS)).to_pylist()
+                                                    if r.get("episode.eval_id") == eval_id)[::2], success=True)
+        demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id))
+    values = {r["segment_id"]: r["signals.value"] for r in cat.segment_table(DS).to_pylist()}
+    data = build_report_data(cat, [eval_id])
+    [section] = data.values
+    assert section["run_id"] == run_id and section["evals"] == [eval_id]
+    assert [r["segment_id"] for r in section["lowest"]] == sorted(values, key=values.get)[:8]
+    assert sum(section["summary"]["counts"]) == 8
+    data.value_curation.append({"label": "v3", "run_id": "run-x", "selection": "v3", "predicate": "signals.value > 0",
+                                "order": "", "num_train": 5, "value_runs": [run_id]})
+    html = render_report(data)
+    lowest = section["lowest"][0]["segment_id"]
+    assert f"roboloop open {lowest} --dataset {DS}" in html and "Runs curated by value" in html and "signals.value &gt; 0" in html

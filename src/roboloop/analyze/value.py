@@ -54,7 +54,7 @@ from roboloop.train import load_policy, run_info
 from roboloop.train.features import encode_batch, stream_fields
 from roboloop.train.tasks import segment_tasks
 
-__all__ = ["VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values"]
+__all__ = ["VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
 """Version of the estimator, recorded as `signal_versions.value`."""
@@ -239,12 +239,29 @@ def _finish(seg: str, acc: list, tick: Callable[[int], None]) -> tuple[str, np.n
     return seg, (total / max(n, 1.0)).numpy()
 
 
-def describe(result: ValueResult, k: int = 5) -> Mapping[str, Any]:
-    """A summary for printing: counts, quartiles and the `k` lowest-valued demonstrations."""
-    vals = np.array(list(result.values.values())) if result.values else np.zeros(0)
+def describe(result: ValueResult | Mapping[str, float], k: int = 5) -> dict[str, Any]:
+    """A summary for printing and the report: counts, quartiles, a histogram over [-1, 1] (8 bins: `bins`, `counts`)
+    and the `k` lowest-valued demonstrations (`lowest`: (segment id, value), lowest first)."""
+    values = result.values if isinstance(result, ValueResult) else dict(result)
+    vals = np.array(list(values.values()), dtype=float)
+    edges = np.linspace(-1.0, 1.0, 9)
+    counts = np.histogram(np.clip(vals, -1.0, 1.0), bins=edges)[0] if len(vals) else np.zeros(8, int)
     return {
         "demonstrations": len(vals),
         "negative": int((vals < 0).sum()),
         "quartiles": [float(q) for q in np.quantile(vals, [0.0, 0.25, 0.5, 0.75, 1.0])] if len(vals) else [],
-        "lowest": result.lowest(k),
+        "bins": [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])],
+        "counts": [int(c) for c in counts],
+        "lowest": sorted(values.items(), key=lambda kv: (kv[1], kv[0]))[:k],
     }
+
+
+def stored_values(rows: Sequence[Mapping[str, Any]], run_id: str) -> dict[str, float]:
+    """`signals.value` of the demonstrations (friendly segment-table rows) whose value came from run `run_id`."""
+    value, source = (schema.friendly_column(schema.SIGNALS, n) for n in (schema.SIGNAL_VALUE, schema.SIGNAL_VALUE_RUN))
+    return {r[schema.SEGMENT_ID]: float(r[value]) for r in rows if r.get(source) == run_id and r.get(value) is not None}
+
+
+def uses_value(text: str | None) -> bool:
+    """Whether a selection's query or order reads `signals.value` (it was curated by value)."""
+    return bool(text) and schema.friendly_column(schema.SIGNALS, schema.SIGNAL_VALUE) in str(text)
