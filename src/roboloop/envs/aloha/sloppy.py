@@ -9,6 +9,8 @@ operator, per episode (everything drawn from the episode's seed, so a seed gives
   clock stops; everything after it happens later);
 - **detours**: on the way to the cube the right gripper first swings 6-10 cm to a random side
   (and up), then comes back to the pre-grasp pose;
+- **fumbles the grasp**: on the way down the right gripper half-closes too early (to 0.35) and opens
+  again just before the real grasp;
 - **jitters**: a smooth wobble of up to ~1.5 cm on the right gripper until it reaches the
   pre-grasp pose.
 
@@ -36,6 +38,8 @@ PAUSE_WINDOW = (60, 150)
 MAX_TOTAL_PAUSE = 26
 """At most this many steps of hesitation per episode (the plan ends at step 275 of 300: the hold
 before the end still falls in the success window)."""
+FUMBLE_GRIP = 0.35
+"""How far the right gripper closes (0 closed .. 1 open) in the premature grab before the real grasp."""
 JITTER_M = 0.015
 """Peak amplitude of the approach wobble, metres."""
 
@@ -49,9 +53,17 @@ class SloppyHandover(ScriptedHandover):
         seed = self.sim.seed if self.sim.seed is not None else 0
         self._rng = np.random.default_rng([0x510991, int(seed)])
         super().reset()
+        self._fumble()
         self._clock = self._plan_clock(self.sim.max_steps)
         self._wobble = self._plan_wobble(self.sim.max_steps)
         self._reaimed: set[int] = set()
+
+    def _fumble(self) -> None:
+        """An inconsistent grasp: on the way down the right gripper half-closes too early, then opens again for the real grasp."""
+        g = self._grip["right"]
+        at = int(self._rng.integers(self.T_PRE - 5, self.T_PRE + 5))
+        early = [(at, 1.0), (at + 6, FUMBLE_GRIP), (self.T_DOWN - 10, FUMBLE_GRIP), (self.T_DOWN - 3, 1.0)]
+        g.keys = [k for k in g.keys if k[0] < at] + early + [k for k in g.keys if k[0] >= self.T_DOWN - 3]
 
     def _plan_clock(self, steps: int) -> np.ndarray:
         """Plan time per control step: advances by one, except during the pauses (where it stands still)."""
