@@ -11,12 +11,21 @@ import numpy as np
 import pytest
 
 from roboloop import curate, schema
-from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value, episode_gradients, influence_values
+from roboloop.analyze.value import (
+    DemoValueError,
+    ValueConfig,
+    demonstration_value,
+    describe,
+    episode_gradients,
+    influence_values,
+    stored_values,
+    uses_value,
+)
 from roboloop.errors import RoboloopError
 from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.refine.labels import label
-from roboloop.report.data import build_report_data
+from roboloop.report.data import ReportData
 from roboloop.report.render import render_report
 from roboloop.train import load_policy, train
 from roboloop.workspace import Workspace
@@ -52,7 +61,7 @@ def valued(tmp_path_factory):
                  for i in range(8)]
         cat.register_files(DS, paths)
         curate.save(cat, curate.select(cat, DS, holdout=0.0), "sel")
-        res = train(cat, small_cfg(epochs=15, samples=0))
+        res = train(cat, small_cfg(epochs=10, samples=0))
         rep = evaluate(cat, EvalConfig(dataset=DS, policy=res.run_id, grid=parse_grid("lighting=normal,dim"), episodes_per_cell=6,
                                        cameras=(), steps=5))
         yield cat, res.run_id, rep.eval_id
@@ -124,20 +133,43 @@ def test_no_roboloop_module_reads_the_hidden_properties():
     assert readers == []
 
 
-def test_the_report_shows_the_values_and_what_curating_by_value_did(valued, tmp_path):
+def test_the_report_shows_the_values_and_what_curating_by_value_did(valued):
     cat, run_id, eval_id = valued
-    if not curate.select(cat, DS, "signals.value is not null").segment_ids:  # run alone: value the run first
+    table = cat.segment_table(DS).to_pylist()
+    values = stored_values(table, run_id)
+    if not values:  # run alone: value the run first
         label(cat, schema.evals_dataset(DS), sorted(r["segment_id"] for r in cat.segment_table(schema.evals_dataset(DS)).to_pylist()
                                                     if r.get("episode.eval_id") == eval_id)[::2], success=True)
-        demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id))
-    values = {r["segment_id"]: r["signals.value"] for r in cat.segment_table(DS).to_pylist()}
-    data = build_report_data(cat, [eval_id])
-    [section] = data.values
-    assert section["run_id"] == run_id and section["evals"] == [eval_id]
-    assert [r["segment_id"] for r in section["lowest"]] == sorted(values, key=values.get)[:8]
-    assert sum(section["summary"]["counts"]) == 8
-    data.value_curation.append({"label": "v3", "run_id": "run-x", "selection": "v3", "predicate": "signals.value > 0",
-                                "order": "", "num_train": 5, "value_runs": [run_id]})
+        values = demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id)).values
+    assert stored_values(table, "another-run") == {} and len(values) == 8
+    summary = describe(values, 3)
+    assert sum(summary["counts"]) == 8 and summary["lowest"] == sorted(values.items(), key=lambda kv: kv[1])[:3]
+    lowest = summary["lowest"][0][0]
+    data = ReportData(values=[{"label": "v1", "run_id": run_id, "dataset": DS, "evals": [eval_id], "summary": summary,
+                               "lowest": [{"segment_id": seg, "value": v, "command": f"roboloop open {seg} --dataset {DS}"}
+                                          for seg, v in summary["lowest"]]}],
+                      value_curation=[{"label": "v3", "run_id": "run-x", "selection": "v3", "predicate": "signals.value > 0",
+                                       "order": "", "num_train": 5, "value_runs": [run_id]}])
     html = render_report(data)
-    lowest = section["lowest"][0]["segment_id"]
     assert f"roboloop open {lowest} --dataset {DS}" in html and "Runs curated by value" in html and "signals.value &gt; 0" in html
+    assert uses_value("outcome.success and signals.value > 0") and uses_value("signals.value desc") and not uses_value("outcome.success")
+
+
+def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_input(valued):
+    from typer.testing import CliRunner
+
+    from roboloop.cli import app
+    from roboloop.cli.analyze_cmds import register
+
+    register(app)
+    cat, run_id, eval_id = valued
+    env = {"ROBOLOOP_CATALOG": "", "COLUMNS": "250"}
+    if not curate.select(cat, DS, "signals.value is not null").segment_ids:  # run alone: give the rollouts both outcomes
+        label(cat, schema.evals_dataset(DS), sorted(r["segment_id"] for r in cat.segment_table(schema.evals_dataset(DS)).to_pylist()
+                                                    if r.get("episode.eval_id") == eval_id)[::2], success=True)
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--lowest", "3"], env=env)
+    assert res.exit_code == 0, res.output
+    assert f"signals.value for 8 training demonstration(s) of run {run_id}, from 12 rollout(s) of {eval_id} (6 successful)" in res.stdout
+    assert res.stdout.count("roboloop open syn-0") == 3 and 'signals.value > 0' in res.stdout
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)
+    assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output
