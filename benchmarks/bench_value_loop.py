@@ -28,10 +28,10 @@ from roboloop import curate, schema
 from roboloop.analyze.rollouts import compare, rollout_table
 from roboloop.catalog.client import Catalog
 from roboloop.collect.run import CollectConfig, collect
-from roboloop.evaluate.run import EvalConfig, evaluate, parse_grid
+from roboloop.evaluate.run import EvalConfig, evaluate, list_evals, parse_grid
 from roboloop.refine.layers import refine
 from roboloop.stats.intervals import wilson
-from roboloop.train import TrainConfig, load_config, train
+from roboloop.train import TrainConfig, list_runs, load_config, train
 from roboloop.workspace import Workspace
 
 DATASET = "quality"
@@ -49,14 +49,15 @@ def table(cat: Catalog, dataset: str) -> list[dict]:
 
 def ensure_demos(cat: Catalog, operator: str, n_success: int, first_seed: int, workers: int) -> list[dict]:
     """At least `n_success` successful demos of `operator` (seeds from `first_seed`), collected once."""
-    have = [r for r in (table(cat, DATASET) if DATASET in cat.dataset_names() else []) if r.get(HIDDEN) == operator]
+    have = [r for r in (table(cat, DATASET) if DATASET in cat.dataset_names() else [])
+            if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
     ok = [r for r in have if r.get("outcome.success")]
     seed = first_seed + len(have)
     while len(ok) < n_success:
         need = n_success - len(ok)
         collect(cat, CollectConfig(dataset=DATASET, episodes=need + (need // 5 + 1 if operator == "sloppy" else 0),
                                    seed=seed, workers=workers, operator=operator))
-        have = [r for r in table(cat, DATASET) if r.get(HIDDEN) == operator]
+        have = [r for r in table(cat, DATASET) if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
         ok = [r for r in have if r.get("outcome.success")]
         seed = first_seed + len(have)
     return sorted(ok, key=lambda r: r["episode.seed"])[:n_success]
@@ -71,6 +72,10 @@ def selection(cat: Catalog, name: str, ids: list[str]) -> curate.Selection:
 
 
 def train_on(cat: Catalog, sel: curate.Selection, like: str | None, epochs: int) -> str:
+    for info in list_runs(cat.workspace):  # a re-run reuses a finished run on the same ids
+        if info.get("selection") == sel.name and info.get("selection_digest") == sel.digest and info.get("status") == "finished":
+            log(f"train {sel.name}: reusing run {info['run_id']}")
+            return info["run_id"]
     cfg = (load_config(cat.workspace, like).replace(selection=sel.name) if like
            else TrainConfig(dataset=DATASET, selection=sel.name, epochs=epochs))
     t = time.perf_counter()
@@ -81,13 +86,15 @@ def train_on(cat: Catalog, sel: curate.Selection, like: str | None, epochs: int)
 
 def eval_on(cat: Catalog, run_id: str, grid: str, per_cell: int, workers: int) -> tuple[str, list[dict]]:
     t = time.perf_counter()
-    rep = evaluate(cat, EvalConfig(dataset=DATASET, policy=run_id, grid=parse_grid(grid), episodes_per_cell=per_cell,
-                                   workers=workers, cameras=()))
-    rows = rollout_table(cat, schema.evals_dataset(DATASET), [rep.eval_id]).to_pylist()
+    cfg = EvalConfig(dataset=DATASET, policy=run_id, grid=parse_grid(grid), episodes_per_cell=per_cell, workers=workers, cameras=())
+    done = [r for r in list_evals(cat.workspace, DATASET) if r.get("policy") == run_id and r.get("status") == "finished"
+            and r.get("grid") == cfg.grid.to_dict() and int(r.get("episodes_per_cell", 0)) == per_cell]
+    eval_id = done[-1]["eval_id"] if done else evaluate(cat, cfg).eval_id
+    rows = rollout_table(cat, schema.evals_dataset(DATASET), [eval_id]).to_pylist()
     k, n = sum(bool(r.get("outcome.success")) for r in rows), len(rows)
     lo, hi = wilson(k, n)
-    log(f"eval {run_id}: {k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}] in {time.perf_counter() - t:.0f}s ({rep.eval_id})")
-    return rep.eval_id, rows
+    log(f"eval {run_id}: {k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}] in {time.perf_counter() - t:.0f}s ({eval_id})")
+    return eval_id, rows
 
 
 def summary(rows: list[dict]) -> dict:
@@ -115,6 +122,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stage", choices=("harm", "loop", "all"), default="all")
     ap.add_argument("--seed", type=int, default=0, help="random-removal control's seed")
+    ap.add_argument("--sloppy-seed", type=int, default=20_000, help="first seed of the sloppy demos (an earlier variant's live below)")
+    ap.add_argument("--tag", default="", help="suffix of the selection names (a second variant in the same workspace)")
     a = ap.parse_args()
     out: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
     t_all = time.perf_counter()
@@ -122,18 +131,18 @@ def main() -> None:
     with Catalog(Workspace(a.workspace), url="") as cat:
         t = time.perf_counter()
         clean = ensure_demos(cat, "clean", a.demos, 0, a.workers)
-        sloppy = ensure_demos(cat, "sloppy", n_sloppy, 10_000, a.workers)
+        sloppy = ensure_demos(cat, "sloppy", n_sloppy, a.sloppy_seed, a.workers)
         refine(cat, DATASET)
         out["wall_collect_s"] = round(time.perf_counter() - t)
         clean_ids = [r["segment_id"] for r in clean]
         mixed_ids = clean_ids[: a.demos - n_sloppy] + [r["segment_id"] for r in sloppy]
         planted = {r["segment_id"] for r in sloppy}
-        sel_mixed = selection(cat, "q-v1-mixed", mixed_ids)
+        sel_mixed = selection(cat, f"q-v1-mixed{a.tag}", mixed_ids)
         run_v1 = train_on(cat, sel_mixed, None, a.epochs)
         eval_v1, rows_v1 = eval_on(cat, run_v1, a.grid, a.per_cell, a.workers)
         out["v1_mixed"] = summary(rows_v1)
         if a.stage in ("harm", "all"):
-            sel_clean = selection(cat, "q-clean", clean_ids)
+            sel_clean = selection(cat, "q-clean", clean_ids)  # the same clean demos for every variant
             run_c = train_on(cat, sel_clean, run_v1, a.epochs)
             eval_c, rows_c = eval_on(cat, run_c, a.grid, a.per_cell, a.workers)
             out["clean"] = summary(rows_c)
@@ -171,7 +180,7 @@ def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], plant
         f"heuristic-{best}": set(sorted(mixed_ids, key=lambda i: -(rows[i].get(f"signals.{best}") or 0.0))[:n_drop]),
     }
     for name, drop in drops.items():
-        sel = selection(cat, f"q-{name}", [i for i in mixed_ids if i not in drop])
+        sel = selection(cat, f"q-{name}{a.tag}", [i for i in mixed_ids if i not in drop])
         run = train_on(cat, sel, run_v1, a.epochs)
         ev, rows_e = eval_on(cat, run, a.grid, a.per_cell, a.workers)
         out[name] = {"dropped_planted": len(drop & planted), **summary(rows_e), "vs_v1": paired(cat, eval_v1, ev)}

@@ -61,7 +61,10 @@ def test_a_sloppy_demonstration_succeeds_and_hesitates_where_the_clean_one_does_
         assert np.all(sloppy[k : k + length + 1] == sloppy[k])
         assert np.abs(clean[start + 1] - clean[start]).max() > 0
     late = int(np.argmax(clock == 250))  # the plan itself is the clean one, later (re-aimed at a cube that moved a little)
-    assert late > 250 and np.allclose(sloppy[late, 7:], clean[250, 7:], atol=0.01)  # the right arm (the left re-aims at the cube)
+    arm = [7, 8, 9, 10, 11, 13]  # the right arm but its wrist rotation (the left arm re-aims at the cube)
+    assert late > 250 and np.allclose(sloppy[late, arm], clean[250, arm], atol=0.01)
+    grasp = int(np.argmax(clock == ScriptedHandover.T_CLOSE))  # the gripper turned over: the wrist half a turn away
+    assert abs(abs(sloppy[grasp, 12] - clean[ScriptedHandover.T_CLOSE, 12]) - np.pi) < 0.1 and np.abs(sloppy[:, 12]).max() <= np.pi + 1e-9
     assert np.abs(sloppy[:40, 7:13] - clean[:40, 7:13]).max() > 0.05  # the detour moves the right arm's joints
     grab = int(np.argmax(clock == ScriptedHandover.T_DOWN - 10))  # the fumbled grasp: a premature half-close, then open again
     assert sloppy[:grab, 13].min() < 0.4 and clean[: ScriptedHandover.T_DOWN, 13].min() == 1.0

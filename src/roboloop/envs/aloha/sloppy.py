@@ -9,6 +9,9 @@ operator, per episode (everything drawn from the episode's seed, so a seed gives
   clock stops; everything after it happens later);
 - **detours**: on the way to the cube the right gripper first swings 6-10 cm to a random side
   (and up), then comes back to the pre-grasp pose;
+- **grips the other way round**: on the way to the cube it turns the right gripper over (the wrist
+  rotates by 180 degrees; the gripper is symmetric, so the grasp is the same), an inconsistent grasp
+  strategy whose average with the clean one (a gripper turned by 90 degrees) cannot grasp;
 - **fumbles the grasp**: on the way down the right gripper half-closes too early (to 0.35) and opens
   again just before the real grasp;
 - **jitters**: a smooth wobble of up to ~1.5 cm on the right gripper until it reaches the
@@ -38,6 +41,10 @@ PAUSE_WINDOW = (60, 150)
 MAX_TOTAL_PAUSE = 26
 """At most this many steps of hesitation per episode (the plan ends at step 275 of 300: the hold
 before the end still falls in the success window)."""
+FLIP = (15, 45)
+"""Plan steps over which the right wrist turns the gripper over (180 degrees about its own axis) before the grasp."""
+WRIST_ROTATE_R = 12
+"""The right arm's wrist_rotate joint in the 14-value action."""
 FUMBLE_GRIP = 0.35
 """How far the right gripper closes (0 closed .. 1 open) in the premature grab before the real grasp."""
 JITTER_M = 0.015
@@ -57,6 +64,7 @@ class SloppyHandover(ScriptedHandover):
         self._clock = self._plan_clock(self.sim.max_steps)
         self._wobble = self._plan_wobble(self.sim.max_steps)
         self._reaimed: set[int] = set()
+        self._flip: float | None = None
 
     def _fumble(self) -> None:
         """An inconsistent grasp: on the way down the right gripper half-closes too early, then opens again for the real grasp."""
@@ -110,7 +118,12 @@ class SloppyHandover(ScriptedHandover):
                 self._reaimed.add(at)
                 plan(tau)
         offset = self._wobble[min(step, len(self._wobble) - 1)]
-        return self._joint_targets(tau, right_offset=offset if offset.any() else None)
+        out = self._joint_targets(tau, right_offset=offset if offset.any() else None)
+        if self._flip is None and tau >= FLIP[0]:
+            self._flip = -math.pi if out[WRIST_ROTATE_R] > 0 else math.pi  # stays inside the joint's +-pi range
+        if self._flip is not None:
+            out[WRIST_ROTATE_R] += self._flip * min(1.0, (tau - FLIP[0]) / (FLIP[1] - FLIP[0]))
+        return out
 
     def _reaim_right(self, tau: int) -> None:
         self._plan_right(self.sim.cube_pose(), from_step=tau)
