@@ -311,6 +311,9 @@ def value_cmd(
         task = bar.add_task("value", total=None)
         res = demonstration_value(cat, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
     summary = describe(res, lowest)
+    if not summary["demonstrations"]:
+        console.print(f"{res.dataset}: run {res.run}'s training episodes have no samples to value; nothing written")
+        return
     q = summary["quartiles"]
     console.print(f"{res.dataset}: signals.value for {summary['demonstrations']} training demonstration(s) of run {res.run}, "
                   f"from {res.rollouts} rollout(s) of {res.eval} ({res.successes} successful) in {res.wall_s:.1f}s")
