@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--stage", choices=("harm", "loop", "all"), default="all")
     ap.add_argument("--seed", type=int, default=0, help="random-removal control's seed")
     ap.add_argument("--sloppy-seed", type=int, default=20_000, help="first seed of the sloppy demos (an earlier variant's live below)")
+    ap.add_argument("--metric", default="success", help="value's rollout outcome: success or stage")
     ap.add_argument("--tag", default="", help="suffix of the selection names (a second variant in the same workspace)")
     a = ap.parse_args()
     out: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
@@ -158,7 +159,7 @@ def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], plant
 
     out: dict = {}
     t = time.perf_counter()
-    res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1))
+    res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric))
     out["wall_value_s"] = round(time.perf_counter() - t, 1)
     values = res.values
     lowest = sorted(values, key=values.get)[:n_drop]

@@ -92,8 +92,10 @@ def test_value_writes_a_signal_that_curate_queries_with_provenance(valued):
     rows = cat.segment_table(evals_ds).to_pylist()
     ids = sorted(r["segment_id"] for r in rows if r.get("episode.eval_id") == eval_id)
     assert len(ids) == 12 and not any(r.get("outcome.success") for r in rows)  # 5 steps: every rollout fails
-    with pytest.raises(DemoValueError, match=r"0 successful and 12 failed.*at least 2 of each"):
+    with pytest.raises(DemoValueError, match=r"0 successful and 12 failed.*at least 2 of each outcome.*--metric stage"):
         demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id))
+    with pytest.raises(DemoValueError, match=r"12 judged rollout\(s\), 0 of them at another stage than the most common one"):
+        demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id, metric="stage"))  # 5 steps: every rollout at stage 0
     label(cat, evals_ds, ids[::2], success=True, note="a test's stand-in for a judged success")
     seen = []
     res = demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id), progress=lambda d, t: seen.append((d, t)))

@@ -15,7 +15,9 @@ gradient). With that::
 
     value(d) = < grad L_d , G >,   G = sum_r (R_r - mean R) * grad L_r / |grad L_r| / n_rollouts
 
-at the run's final weights (no Hessian: TracIn-style, one checkpoint), with R_r = strict success (0/1)
+at the run's final weights (no Hessian: TracIn-style, one checkpoint), with R_r = strict success (0/1; or,
+with `metric="stage"`, partial credit: the furthest stage reached / the last stage, for when nearly every
+rollout fails)
 and each rollout's gradient normalized so that no single rollout dominates. A positive value: a gradient
 step on d makes the policy more likely to act as it did in successful rollouts and less as in failed
 ones (it helps); negative: the opposite. Values are divided by the largest absolute value, so they lie in
@@ -35,6 +37,7 @@ machinery: a new version of its `signals` layer, `signal_versions.value`), with 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,7 @@ import torch
 from roboloop import schema
 from roboloop.analyze.rollouts import rollout_table
 from roboloop.config import Config, check
+from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.evaluate.run import eval_row
 from roboloop.refine.layers import write_signals
@@ -74,6 +78,8 @@ class ValueConfig(Config):
     """Training run whose demonstrations are valued (its final weights and its selection's train episodes)."""
     eval: str = ""
     """An evaluation of that run: its rollouts' outcomes say what helped."""
+    metric: str = schema.METRIC_SUCCESS
+    """The rollout outcome the values contrast: `success` (strict, 0/1) or `stage` (partial credit: furthest stage / last stage; use it when nearly every rollout fails or succeeds)."""
     min_rollouts: int = 10
     """Fewest judged rollouts to estimate anything from."""
     min_each: int = 2
@@ -90,6 +96,7 @@ class ValueConfig(Config):
         check(isinstance(self.min_rollouts, int) and self.min_rollouts >= 2, f"min_rollouts must be an int >= 2, got {self.min_rollouts!r}")
         check(isinstance(self.min_each, int) and self.min_each >= 1, f"min_each must be an int >= 1, got {self.min_each!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        check(self.metric in schema.SEQUENTIAL_METRICS, f"metric must be one of {', '.join(schema.SEQUENTIAL_METRICS)}, got {self.metric!r}")
 
 
 @dataclass
@@ -163,7 +170,7 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
            ((s, torch.from_numpy(g)) for s, g in episode_gradients(catalog, dataset, train_ids, model, deployed.cfg, batch_size=cfg.batch_size, tick=tick))}
     scale = max((abs(v) for v in raw.values()), default=0.0) or 1.0
     result = ValueResult(cfg.run, cfg.eval, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
-                         int(sum(outcomes.values())))
+                         sum(v == 1.0 for v in outcomes.values()))
     if cfg.write:
         values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: cfg.eval}
                   for seg, v in result.values.items()}
@@ -183,15 +190,30 @@ def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(row["dataset"])
     table = rollout_table(catalog, evals_ds, [cfg.eval])
     ids = table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else []
-    col = schema.friendly_column(schema.OUTCOME, schema.OUTCOME_SUCCESS)
-    succ = table.column(col).to_pylist() if table.num_rows and col in table.column_names else [None] * len(ids)
+
+    def column(name: str) -> list:
+        col = schema.friendly_column(schema.OUTCOME, name)
+        return table.column(col).to_pylist() if table.num_rows and col in table.column_names else [None] * len(ids)
+
+    succ = column(schema.OUTCOME_SUCCESS)
     outcomes = {s: float(bool(v)) for s, v in zip(ids, succ) if v is not None}
     n_ok = int(sum(outcomes.values()))
     n_fail = len(outcomes) - n_ok
-    if len(outcomes) < cfg.min_rollouts or min(n_ok, n_fail) < cfg.min_each:
-        raise DemoValueError(f"evaluation {cfg.eval} has {len(outcomes)} judged rollout(s), {n_ok} successful and {n_fail} failed: value "
-                          f"needs at least {cfg.min_rollouts} with at least {cfg.min_each} of each to contrast "
-                          f"(add rollouts: roboloop eval --resume {cfg.eval} -n N, or a harder grid)")
+    if cfg.metric == schema.METRIC_STAGE:
+        last = max(1, len(get_task(row.get("task") or DEFAULT_TASK).stages) - 1)
+        stage = dict(zip(ids, column(schema.OUTCOME_STAGE)))
+        outcomes = {s: (1.0 if ok else float(stage[s] or 0) / last) for s, ok in outcomes.items()}
+    counts = Counter(outcomes.values())
+    differ = len(outcomes) - max(counts.values(), default=0)
+    if len(outcomes) < cfg.min_rollouts or differ < cfg.min_each:
+        if cfg.metric == schema.METRIC_STAGE:
+            what = f"{differ} of them at another stage than the most common one"
+        else:
+            what = f"{n_ok} successful and {n_fail} failed"
+        hint = "" if cfg.metric == schema.METRIC_STAGE else "; or contrast the stages reached: --metric stage"
+        raise DemoValueError(f"evaluation {cfg.eval} has {len(outcomes)} judged rollout(s), {what}: value needs at least "
+                             f"{cfg.min_rollouts} with at least {cfg.min_each} of each outcome to contrast (add rollouts: "
+                             f"roboloop eval --resume {cfg.eval} -n N, or a harder grid{hint})")
     return outcomes, evals_ds
 
 

@@ -301,10 +301,11 @@ def label_cmd(
 def value_cmd(
     run: Annotated[str, typer.Option("--run", "-r", help=config_help(ValueConfig, "run"))],
     eval_id: Annotated[str, typer.Option("--eval", "-e", help=config_help(ValueConfig, "eval"))],
+    metric: Annotated[str, typer.Option("--metric", help=config_help(ValueConfig, "metric"))] = ValueConfig.metric,
     lowest: Annotated[int, typer.Option("--lowest", min=0, help="How many of the lowest-valued demonstrations to list.")] = 5,
 ) -> None:
     """Per training demonstration of RUN, its estimated effect on closed-loop success (from EVAL's rollouts), written as `signals.value`."""
-    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id))
+    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric))
     with open_catalog() as cat, Progress(
         TextColumn("value"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
     ) as bar:
