@@ -155,15 +155,21 @@ def main() -> None:
 
 
 def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
-    from roboloop.analyze.value import ValueConfig, demonstration_value
+    from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value
 
     out: dict = {}
     t = time.perf_counter()
-    res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric))
+    try:
+        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric))
+    except DemoValueError as exc:  # nearly every rollout failed (or succeeded): contrast the stages reached
+        log(f"value: {exc}; using --metric stage")
+        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage"))
+    out["value_metric"] = res.metric if hasattr(res, "metric") else a.metric
     out["wall_value_s"] = round(time.perf_counter() - t, 1)
     values = res.values
     lowest = sorted(values, key=values.get)[:n_drop]
     hits = len(set(lowest) & planted)
+    log(f"value ({out['wall_value_s']}s): {hits} of the {n_drop} lowest-valued are planted")
     out["value_precision"] = round(hits / n_drop, 3)
     out["value_recall"] = round(hits / len(planted), 3)
     rows = {r["segment_id"]: r for r in table(cat, DATASET)}
