@@ -93,6 +93,10 @@ SIGNAL_VERSIONS = "signal_versions"  # signal name -> version of the function th
 SIGNAL_SKIPS = "signal_skips"  # signal name -> version of the function that raised SkipSignal on the segment (signals layer)
 QUALITY = "quality"  # flagged, reason, flagged_at, in the quality layer
 RUN = "run"  # training-run metadata, in <dataset>_runs
+HIDDEN = "hidden"
+"""Ground truth planted for scoring a method (e.g. `hidden.operator` of `collect --operator`): recorded, never read by a stage."""
+HIDDEN_OPERATOR = "operator"
+"""`hidden.operator`: which demonstrator variant made the episode (`clean` or `sloppy`), only with `collect --operator`."""
 
 PROPERTY_PREFIX = "property:"
 
@@ -132,6 +136,9 @@ SIGNAL_GRIPPER_OPENS_RIGHT = "gripper_opens_right"
 SIGNAL_CUBE_HEIGHT_PEAK = "cube_height_peak"
 SIGNAL_CUBE_LIFT = "cube_lift"
 SIGNAL_SHARPNESS = "sharpness"  # per camera: signals.sharpness_<camera> (refine/images.py)
+SIGNAL_VALUE = "value"  # demonstration value in [-1, 1] (analyze/value.py, `roboloop value`): > 0 helps closed-loop success
+SIGNAL_VALUE_RUN = "value_run"  # the training run `signals.value` was estimated for
+SIGNAL_VALUE_EVAL = "value_eval"  # the evaluation of that run whose rollouts it was estimated from
 
 
 def property_column(group: str, name: str) -> str:

@@ -1,4 +1,5 @@
-"""CLI commands of analyze: `success`, `compare`, `failures`, `reoutcome`, `label` (outcomes judged by a person).
+"""CLI commands of analyze: `success`, `compare`, `failures`, `reoutcome`, `label` (outcomes judged by a person),
+`value` (demonstration value).
 
 They read the rollout index (no catalog restore) and start or attach the catalog only when
 they need it: stale index rows, `--where`/`--by` on derived layers (`signals.*`), live URLs,
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from roboloop import schema
 from roboloop.analyze.export import export_segments
@@ -26,8 +28,9 @@ from roboloop.analyze.rollouts import (
     outcome_sources,
     success_by,
 )
+from roboloop.analyze.value import ValueConfig, demonstration_value, describe
 from roboloop.catalog import links
-from roboloop.cli.common import console, err_console, fail, open_catalog, open_workspace, state
+from roboloop.cli.common import config_help, console, err_console, fail, open_catalog, open_workspace, print_rows, state
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.evaluate.run import evals_dataset_of
 from roboloop.evaluate.until_decided import DECISION_COLUMNS, attach_decisions, sequential_between, sequential_of
@@ -293,11 +296,43 @@ def label_cmd(
         console.print(f"history: roboloop label --history SEGMENT --dataset {dataset}", soft_wrap=True)
 
 
+# --- value ---------------------------------------------------------------------------------------
+
+def value_cmd(
+    run: Annotated[str, typer.Option("--run", "-r", help=config_help(ValueConfig, "run"))],
+    eval_id: Annotated[str, typer.Option("--eval", "-e", help=config_help(ValueConfig, "eval"))],
+    metric: Annotated[str, typer.Option("--metric", help=config_help(ValueConfig, "metric"))] = ValueConfig.metric,
+    lowest: Annotated[int, typer.Option("--lowest", min=0, help="How many of the lowest-valued demonstrations to list.")] = 5,
+) -> None:
+    """Per training demonstration of RUN, its estimated effect on closed-loop success (from EVAL's rollouts), written as `signals.value`."""
+    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric))
+    with open_catalog() as cat, Progress(
+        TextColumn("value"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
+    ) as bar:
+        task = bar.add_task("value", total=None)
+        res = demonstration_value(cat, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    summary = describe(res, lowest)
+    if not summary["demonstrations"]:
+        console.print(f"{res.dataset}: run {res.run}'s training episodes have no samples to value; nothing written")
+        return
+    q = summary["quartiles"]
+    console.print(f"{res.dataset}: signals.value for {summary['demonstrations']} training demonstration(s) of run {res.run}, "
+                  f"from {res.rollouts} rollout(s) of {res.eval} ({res.successes} successful) in {res.wall_s:.1f}s")
+    console.print(f"  value (1 = the largest effect; > 0 helps, < 0 hurts): min {q[0]:+.2f}, quartiles {q[1]:+.2f} / {q[2]:+.2f} / "
+                  f"{q[3]:+.2f}, max {q[4]:+.2f}; {summary['negative']} below 0")
+    if summary["lowest"]:
+        print_rows([{"segment": seg, "value": f"{v:+.3f}", "open": f"roboloop open {seg} --dataset {res.dataset}"}
+                    for seg, v in summary["lowest"]], ["segment", "value", "open"])
+    console.print(f"curate by it: roboloop curate --dataset {res.dataset} --name NAME --where \"outcome.success and signals.value > 0\"  "
+                  "(or --order \"signals.value desc\" --limit N)")
+
+
 def register(app: typer.Typer) -> typer.Typer:
-    """Add `success`, `compare`, `failures`, `reoutcome` and `label` to `app`."""
+    """Add `success`, `compare`, `failures`, `reoutcome`, `label` and `value` to `app`."""
     app.command("success")(success_cmd)
     app.command("compare")(compare_cmd)
     app.command("failures")(failures_cmd)
     app.command("reoutcome")(reoutcome_cmd)
     app.command("label")(label_cmd)
+    app.command("value")(value_cmd)
     return app

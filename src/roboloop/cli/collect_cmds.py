@@ -62,6 +62,7 @@ def collect_cmd(
     mode: Annotated[Optional[str], typer.Option("--mode", help="With --corrective: " + config_help(CorrectiveConfig, "mode"))] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="With --corrective: " + config_help(CorrectiveConfig, "threshold"))] = None,
     grid: Annotated[Optional[str], typer.Option("--grid", help="With --corrective: cells to collect in ('yaw=none,any lighting=normal,dim' or a TOML file); --episodes per cell.")] = None,
+    operator: Annotated[Optional[str], typer.Option(help=config_help(CollectConfig, "operator"))] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help=SHOW_CONFIG_HELP)] = False,
 ) -> None:
     """Run the scripted demonstrator under scene conditions (or a plan, or corrective episodes); record and register every episode."""
@@ -90,7 +91,7 @@ def collect_cmd(
             conditions = (_conditions(task, {k: v for k, v in named.items() if v is not None}),)
         cfg = resolve(CollectConfig, config, dataset=dataset, task=task, episodes=episodes if episodes is not None or config else DEFAULT_EPISODES,
                       seed=seed, workers=workers, steps=steps, spec=spec, conditions=conditions, executor=executor,
-                      ray_address=ray_address)
+                      ray_address=ray_address, operator=operator)
     if show_config:
         print_config(cfg)
         return

@@ -59,6 +59,7 @@ the episode's ``episode`` group when it ends).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -81,6 +82,7 @@ from roboloop.envs import DEFAULT_TASK, get_task, register_task
 from roboloop.envs.aloha.conditions import SceneConditions
 from roboloop.envs.aloha.env import UnstableSimulation
 from roboloop.envs.aloha.recording import RecordingSpec
+from roboloop.envs.aloha.sloppy import OPERATORS, operator_expert
 from roboloop.errors import RoboloopError
 from roboloop.record.episode import APPLICATION_ID, EpisodeRecorder, provenance
 from roboloop.record.seeds import SEED_IN_ID, SEEDS_FOLDER, SeedRangeError, check_seed_range, reserve_seeds, seeded_segment_id
@@ -97,6 +99,7 @@ __all__ = [
     "NoExpertError",
     "Observation",
     "Policy",
+    "OperatorPolicy",
     "ScriptedPolicy",
     "EpisodeJob",
     "EpisodeResult",
@@ -158,6 +161,27 @@ class Policy(Protocol):
 
 class NoExpertError(RoboloopError, ValueError):
     """The task has no scripted expert, so `scripted` cannot drive it."""
+
+
+class OperatorPolicy:
+    """A transfer-cube demonstrator variant (`envs.aloha.sloppy.operator_expert`) as a `Policy`; the episodes it
+    drives carry `hidden.operator` = its name (ground truth for scoring, read by no stage)."""
+
+    policy_id: str = "scripted-handover-v1"
+
+    def __init__(self, sim, operator: str) -> None:
+        self.sim, self.operator = sim, operator
+        self.episode_properties = {schema.HIDDEN: {schema.HIDDEN_OPERATOR: operator}}
+        self._expert = None
+
+    def reset(self) -> None:
+        if self._expert is None:
+            self._expert = operator_expert(self.operator, self.sim)  # plans from the sim's current state
+        else:
+            self._expert.reset()
+
+    def action(self, step: int, observation: Observation) -> np.ndarray:
+        return self._expert.action(step)
 
 
 class ScriptedPolicy:
@@ -375,7 +399,7 @@ def run_episode(
             schema.SCENE: task.scene_properties(job.conditions, job.seed),
             schema.OUTCOME: outcome,
         }
-        for group, values in job.properties.items():
+        for group, values in (*job.properties.items(), *getattr(policy, "episode_properties", {}).items()):
             properties.setdefault(group, {}).update(values)
         writer.finish(properties)
     return EpisodeResult(
@@ -508,6 +532,9 @@ class CollectConfig(Config):
     "Where episodes run: `local` worker processes, or `ray` actors (`pip install 'roboloop[ray]'`)."
     ray_address: str | None = None
     "Ray cluster to use with executor `ray` (`auto`, `ray://host:10001`); None starts a local Ray instance."
+    operator: str | None = None
+    ("Transfer-cube demonstrator variant: None the scripted handover; `clean` the same, `sloppy` one that hesitates, "
+     "detours and jitters but still succeeds (a planted quality problem); either is recorded only as `hidden.operator`.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CollectConfig:
@@ -563,6 +590,8 @@ class CollectConfig(Config):
         check(isinstance(self.spec, RecordingSpec), f"spec must be a RecordingSpec, got {type(self.spec).__name__}")
         check(self.executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         check(self.ray_address is None or self.executor == "ray", "ray_address applies to executor 'ray' only")
+        check(self.operator is None or (self.operator in OPERATORS and self.task == "transfer_cube" and self.kind == schema.KIND_DEMO),
+              f"operator must be one of {', '.join(OPERATORS)} and applies to transfer_cube demonstrations, got {self.operator!r}")
 
     def jobs(self, first_seed: int | None = None) -> list[EpisodeJob]:
         """The episodes this config runs: seeds `first_seed + i` (default `seed`, else 0), conditions cycled."""
@@ -613,6 +642,8 @@ def collect(
         job_iter = (dataclasses.replace(j, properties={
             **j.properties, **{g: {**j.properties.get(g, {}), **v} for g, v in job_properties.items()}})
                     for j in job_iter)
+    if cfg.operator is not None and policy_factory is ScriptedPolicy:
+        policy_factory = functools.partial(OperatorPolicy, operator=cfg.operator)
     if cfg.blueprint:
         report.blueprint = save_default_blueprint(ws, dataset, spec.cameras, cfg.task)
         catalog.register_blueprint(dataset, report.blueprint)

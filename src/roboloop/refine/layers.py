@@ -600,6 +600,35 @@ def refine(
     return report
 
 
+def write_signals(catalog: Catalog, dataset: str, values: Mapping[str, Mapping[str, Any]],
+                  versions: Mapping[str, int]) -> list[Path]:
+    """Write signal values computed outside `refine` (e.g. `analyze.value`: `signals.value`) as a new version of each
+    segment's `signals` layer, registered with REPLACE.
+
+    `values`: segment id -> {key: value} (keys without the `signals.` prefix; a signal's provenance as `<name>_<what>`
+    keys); `versions`: signal name -> version, recorded as `signal_versions.<name>`. Every other signal's value, version
+    and skip of the segment is carried over, so a later `refine` keeps these and these keep refine's.
+    """
+    if not values:
+        return []
+    previous = _previous(catalog.segment_table(dataset), set(values))
+    stamp = rows.now_iso()
+    paths = []
+    for seg, new in values.items():
+        old_values, old_versions, old_skips = previous.get(seg, ({}, {}, {}))
+        groups: dict[str, dict[str, Any]] = {
+            schema.SIGNALS: {**{k: v for k, v in old_values.items() if k not in BOOKKEEPING}, **new,
+                             "refined_at": stamp, "version": SIGNALS_VERSION},
+            schema.SIGNAL_VERSIONS: {**old_versions, **versions},
+        }
+        if old_skips:
+            groups[schema.SIGNAL_SKIPS] = dict(old_skips)
+        paths.append(write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, groups))
+    catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
+    faults.point("layer.registered")
+    return paths
+
+
 def _evaluate(report: RefineReport, plan: _Plan, ep: EpisodeStreams, ds) -> None:
     ep.video = lambda entity: read_video(ds, ep.segment_id, entity)
     res = compute_signals(ep, plan.chosen, cameras=plan.cameras)

@@ -38,6 +38,7 @@ from roboloop.analyze.rollouts import (
     rollout_table,
     success_by,
 )
+from roboloop.analyze.value import describe, stored_values, uses_value
 from roboloop.catalog import links
 from roboloop.errors import UnknownEvaluationError
 from roboloop.evaluate.until_decided import sequential_rows
@@ -93,6 +94,12 @@ class ReportData:
     """Per run: label, run_id, selection, dataset, predicate, num_train, num_holdout, digest."""
     plans: list[dict[str, Any]] = field(default_factory=list)
     """Plan rows: name, source_eval, status, total, items (list of {conditions, count, reason})."""
+    values: list[dict[str, Any]] = field(default_factory=list)
+    """Per run with demonstration values (`roboloop value`): label, run_id, dataset, evals (the evaluations they came
+    from), summary (`analyze.value.describe`: quartiles, bins, counts), lowest ({segment_id, value, command})."""
+    value_curation: list[dict[str, Any]] = field(default_factory=list)
+    """Per run whose selection was curated by value (its query or order reads `signals.value`): label, run_id,
+    selection, predicate, order, num_train, value_runs (the runs whose values it used)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -345,3 +352,33 @@ def _add_run(catalog, data: ReportData, label: str, run_id: str, eval_dataset: s
         data.loss_curves[label] = _loss_curves(catalog, info.get("dataset") or eval_dataset, run_id)
     except Exception as exc:  # noqa: BLE001
         data.notes.append(f"{label}: no loss curves for run {run_id} ({exc})")
+    _add_values(catalog, data, label, run_id, info)
+
+
+def _add_values(catalog, data: ReportData, label: str, run_id: str, info: Mapping[str, Any]) -> None:
+    """The run's demonstration values (when `roboloop value` wrote some) and whether its own selection was curated by value."""
+    dataset = info.get("dataset")
+    if not dataset or dataset not in catalog.dataset_names():
+        return
+    table = catalog.segment_table(dataset).to_pylist()
+    values = stored_values(table, run_id)
+    if values:
+        source = schema.friendly_column(schema.SIGNALS, schema.SIGNAL_VALUE_EVAL)
+        summary = describe(values, 10)
+        data.values.append({
+            "label": label, "run_id": run_id, "dataset": dataset, "summary": summary,
+            "evals": sorted({str(r.get(source)) for r in table if r.get(schema.SEGMENT_ID) in values and r.get(source)}),
+            "lowest": [{"segment_id": seg, "value": v, "command": links.open_command(seg, dataset=dataset)} for seg, v in summary["lowest"]],
+        })
+    try:
+        sel = curate.load(catalog, info.get("selection") or "")
+    except Exception:  # noqa: BLE001 - no saved selection: nothing to say about how it was curated
+        return
+    if uses_value(sel.where) or uses_value(sel.order):
+        source = schema.friendly_column(schema.SIGNALS, schema.SIGNAL_VALUE_RUN)
+        ids = set(sel.segment_ids)
+        data.value_curation.append({
+            "label": label, "run_id": run_id, "selection": sel.name, "predicate": sel.where or "(all)", "order": sel.order or "",
+            "num_train": len(sel.train_ids),
+            "value_runs": sorted({str(r.get(source)) for r in table if r.get(schema.SEGMENT_ID) in ids and r.get(source)}),
+        })

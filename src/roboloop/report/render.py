@@ -35,7 +35,7 @@ from roboloop.workspace import atomic_write_text
 
 __all__ = ["SECTIONS", "render_report", "write_report"]
 
-SECTIONS = ("summary", "success", "comparison", "coverage", "loss", "selections", "failures", "plans")
+SECTIONS = ("summary", "success", "comparison", "coverage", "loss", "selections", "values", "failures", "plans")
 """HTML ids of the report's sections, in order."""
 
 _CSS = """
@@ -110,6 +110,7 @@ def render_report(data: ReportData) -> str:
         _coverage(data),
         _loss(data),
         _selections(data),
+        _values(data),
         _failures(data),
         _plans(data),
         "</body></html>\n",
@@ -240,6 +241,33 @@ def _selections(data: ReportData) -> str:
         _table(data.selections, [("label", "run"), ("run_id", "run id"), ("selection", "selection"), ("dataset", "dataset"),
                                  ("predicate", "query"), ("num_train", "train"), ("num_holdout", "holdout"), ("digest", "digest")]),
     )
+
+
+def _values(data: ReportData) -> str:
+    """Demonstration value: its distribution per valued run, the lowest-valued demonstrations, what curating by it did."""
+    parts = ['<p class="note">Each training demonstration\'s estimated effect on closed-loop success (<code>roboloop value</code>: '
+             "&gt; 0 helps, &lt; 0 hurts, 1 = the largest effect), from the run's weights and its evaluation's rollouts.</p>"]
+    for v in data.values:
+        summ = v["summary"]
+        top = max(summ["counts"]) or 1
+        hist = [{"value": f"{a:+.2f} .. {b:+.2f}", "demonstrations": c, "": "\u2588" * round(24 * c / top)}
+                for (a, b), c in zip(summ["bins"], summ["counts"])]
+        q = summ["quartiles"]
+        parts.append(f"<h3>{_e(v['label'])}: run {_e(v['run_id'])} (from {_e(', '.join(v['evals']))})</h3>"
+                     f'<p class="note">{summ["demonstrations"]} demonstrations, {summ["negative"]} below 0; median {q[2]:+.2f}, '
+                     f"quartiles {q[1]:+.2f} / {q[3]:+.2f}</p>"
+                     + _table(hist, [("value", "value"), ("demonstrations", "demonstrations"), ("", "")])
+                     + "<h4>Lowest-valued demonstrations</h4>"
+                     + _table([{**r, "value": f"{r['value']:+.3f}"} for r in v["lowest"]],
+                              [("segment_id", "segment"), ("value", "value"), ("command", "open it")]))
+    if data.value_curation:
+        parts.append("<h3>Runs curated by value</h3>" + _table(
+            data.value_curation, [("label", "run"), ("run_id", "run id"), ("selection", "selection"), ("predicate", "query"),
+                                  ("order", "order"), ("num_train", "train"), ("value_runs", "values from run")])
+            + '<p class="note">Their success is in the summary and, when two evaluations are compared, in the comparison above.</p>')
+    if not data.values and not data.value_curation:
+        parts.append('<p class="note">(no run in this report has demonstration values: <code>roboloop value --run RUN --eval EVAL</code>)</p>')
+    return _section("values", "Which demonstrations help (demonstration value)", "".join(parts))
 
 
 def _failures(data: ReportData) -> str:

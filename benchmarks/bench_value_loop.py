@@ -1,0 +1,201 @@
+"""Issue 24: the planted quality problem and the quality branch of the loop, measured (one command).
+
+1. **harm**: collect `--clean` scripted handovers (`collect --operator clean`) and sloppy ones
+   (`collect --operator sloppy`: hesitations, a detour, a jittery approach; they still succeed), then
+   train the default `mlp` (v1's config) on a clean set and on a mixed set of the same size (`--share`
+   sloppy), and evaluate both on the same unseen seeds (`--grid`, `--per-cell` per cell; paired).
+2. **loop**: on the mixed run (v1): `value --run v1 --eval E1`; curate v3 = the mixed set minus its
+   lowest-valued demonstrations (as many as were planted), and two controls of the same size: random
+   removal and removal by the best hand-made signal (the one of jerk, duration, idle fraction whose
+   ranking finds most planted demos); train all with v1's config (`train --like`); evaluate on v1's grid
+   and seeds; compare paired (exact McNemar).
+
+`hidden.operator` (the planted truth) is read here only to build the sets and to score, never by roboloop.
+
+    PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from roboloop import curate, schema
+from roboloop.analyze.rollouts import compare, rollout_table
+from roboloop.catalog.client import Catalog
+from roboloop.collect.run import CollectConfig, collect
+from roboloop.evaluate.run import EvalConfig, evaluate, list_evals, parse_grid
+from roboloop.refine.layers import refine
+from roboloop.stats.intervals import wilson
+from roboloop.train import TrainConfig, list_runs, load_config, train
+from roboloop.workspace import Workspace
+
+DATASET = "quality"
+HIDDEN = f"{schema.HIDDEN}.{schema.HIDDEN_OPERATOR}"
+HEURISTICS = ("jerk_peak", "jerk_mean", "duration_s", "idle_fraction")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def table(cat: Catalog, dataset: str) -> list[dict]:
+    return cat.segment_table(dataset).to_pylist()
+
+
+def ensure_demos(cat: Catalog, operator: str, n_success: int, first_seed: int, workers: int) -> list[dict]:
+    """At least `n_success` successful demos of `operator` (seeds from `first_seed`), collected once."""
+    have = [r for r in (table(cat, DATASET) if DATASET in cat.dataset_names() else [])
+            if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
+    ok = [r for r in have if r.get("outcome.success")]
+    seed = first_seed + len(have)
+    while len(ok) < n_success:
+        need = n_success - len(ok)
+        collect(cat, CollectConfig(dataset=DATASET, episodes=need + (need // 5 + 1 if operator == "sloppy" else 0),
+                                   seed=seed, workers=workers, operator=operator))
+        have = [r for r in table(cat, DATASET) if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
+        ok = [r for r in have if r.get("outcome.success")]
+        seed = first_seed + len(have)
+    return sorted(ok, key=lambda r: r["episode.seed"])[:n_success]
+
+
+def selection(cat: Catalog, name: str, ids: list[str]) -> curate.Selection:
+    rows = {r["segment_id"]: r for r in table(cat, DATASET)}
+    where = "episode.seed in (" + ", ".join(str(rows[i]["episode.seed"]) for i in sorted(ids)) + ")"
+    sel = curate.select(cat, DATASET, where, holdout=0.0)
+    assert set(sel.train_ids) == set(ids), (name, len(sel.train_ids), len(ids))
+    return curate.save(cat, sel, name, replace=True)
+
+
+def train_on(cat: Catalog, sel: curate.Selection, like: str | None, epochs: int) -> str:
+    for info in list_runs(cat.workspace):  # a re-run reuses a finished run on the same ids
+        if info.get("selection") == sel.name and info.get("selection_digest") == sel.digest and info.get("status") == "finished":
+            log(f"train {sel.name}: reusing run {info['run_id']}")
+            return info["run_id"]
+    cfg = (load_config(cat.workspace, like).replace(selection=sel.name) if like
+           else TrainConfig(dataset=DATASET, selection=sel.name, epochs=epochs))
+    t = time.perf_counter()
+    res = train(cat, cfg)
+    log(f"train {sel.name}: run {res.run_id} in {time.perf_counter() - t:.0f}s, loss {res.final_train_loss:.4f}")
+    return res.run_id
+
+
+def eval_on(cat: Catalog, run_id: str, grid: str, per_cell: int, workers: int) -> tuple[str, list[dict]]:
+    t = time.perf_counter()
+    cfg = EvalConfig(dataset=DATASET, policy=run_id, grid=parse_grid(grid), episodes_per_cell=per_cell, workers=workers, cameras=())
+    done = [r for r in list_evals(cat.workspace, DATASET) if r.get("policy") == run_id and r.get("status") == "finished"
+            and r.get("grid") == cfg.grid.to_dict() and int(r.get("episodes_per_cell", 0)) == per_cell]
+    eval_id = done[-1]["eval_id"] if done else evaluate(cat, cfg).eval_id
+    rows = rollout_table(cat, schema.evals_dataset(DATASET), [eval_id]).to_pylist()
+    k, n = sum(bool(r.get("outcome.success")) for r in rows), len(rows)
+    lo, hi = wilson(k, n)
+    log(f"eval {run_id}: {k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}] in {time.perf_counter() - t:.0f}s ({eval_id})")
+    return eval_id, rows
+
+
+def summary(rows: list[dict]) -> dict:
+    k, n = sum(bool(r.get("outcome.success")) for r in rows), len(rows)
+    lo, hi = wilson(k, n)
+    return {"successes": k, "n": n, "rate": round(k / n, 3), "wilson95": [round(lo, 3), round(hi, 3)]}
+
+
+def paired(cat: Catalog, eval_a: str, eval_b: str) -> dict:
+    """B against A on shared (cell, seed) pairs: difference, 95% interval, exact McNemar p, verdict."""
+    ds = schema.evals_dataset(DATASET)
+    res = compare(rollout_table(cat, ds, [eval_a]), rollout_table(cat, ds, [eval_b]))
+    overall = res[-1]
+    return {k: overall.get(k) for k in ("n_pairs", "diff", "diff_low", "diff_high", "discordant_a", "discordant_b", "p", "test", "verdict")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", type=Path, required=True)
+    ap.add_argument("--demos", type=int, default=50, help="training demonstrations per arm")
+    ap.add_argument("--share", type=float, default=0.3, help="share of sloppy demonstrations in the mixed set")
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--grid", default="lighting=normal,dim")
+    ap.add_argument("--per-cell", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stage", choices=("harm", "loop", "all"), default="all")
+    ap.add_argument("--seed", type=int, default=0, help="random-removal control's seed")
+    ap.add_argument("--sloppy-seed", type=int, default=20_000, help="first seed of the sloppy demos (an earlier variant's live below)")
+    ap.add_argument("--metric", default="success", help="value's rollout outcome: success or stage")
+    ap.add_argument("--tag", default="", help="suffix of the selection names (a second variant in the same workspace)")
+    a = ap.parse_args()
+    out: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
+    t_all = time.perf_counter()
+    n_sloppy = round(a.demos * a.share)
+    with Catalog(Workspace(a.workspace), url="") as cat:
+        t = time.perf_counter()
+        clean = ensure_demos(cat, "clean", a.demos, 0, a.workers)
+        sloppy = ensure_demos(cat, "sloppy", n_sloppy, a.sloppy_seed, a.workers)
+        refine(cat, DATASET)
+        out["wall_collect_s"] = round(time.perf_counter() - t)
+        clean_ids = [r["segment_id"] for r in clean]
+        mixed_ids = clean_ids[: a.demos - n_sloppy] + [r["segment_id"] for r in sloppy]
+        planted = {r["segment_id"] for r in sloppy}
+        sel_mixed = selection(cat, f"q-v1-mixed{a.tag}", mixed_ids)
+        run_v1 = train_on(cat, sel_mixed, None, a.epochs)
+        eval_v1, rows_v1 = eval_on(cat, run_v1, a.grid, a.per_cell, a.workers)
+        out["v1_mixed"] = summary(rows_v1)
+        if a.stage in ("harm", "all"):
+            sel_clean = selection(cat, "q-clean", clean_ids)  # the same clean demos for every variant
+            run_c = train_on(cat, sel_clean, run_v1, a.epochs)
+            eval_c, rows_c = eval_on(cat, run_c, a.grid, a.per_cell, a.workers)
+            out["clean"] = summary(rows_c)
+            out["clean_vs_mixed"] = paired(cat, eval_v1, eval_c)
+        if a.stage in ("loop", "all"):
+            out.update(loop(cat, a, run_v1, eval_v1, mixed_ids, planted, n_sloppy))
+    out["wall_total_s"] = round(time.perf_counter() - t_all)
+    print(json.dumps(out, indent=2, default=str))
+
+
+def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
+    from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value
+
+    out: dict = {}
+    t = time.perf_counter()
+    try:
+        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric))
+    except DemoValueError as exc:  # nearly every rollout failed (or succeeded): contrast the stages reached
+        log(f"value: {exc}; using --metric stage")
+        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage"))
+    out["value_metric"] = res.metric if hasattr(res, "metric") else a.metric
+    out["wall_value_s"] = round(time.perf_counter() - t, 1)
+    values = res.values
+    lowest = sorted(values, key=values.get)[:n_drop]
+    hits = len(set(lowest) & planted)
+    log(f"value ({out['wall_value_s']}s): {hits} of the {n_drop} lowest-valued are planted")
+    out["value_precision"] = round(hits / n_drop, 3)
+    out["value_recall"] = round(hits / len(planted), 3)
+    rows = {r["segment_id"]: r for r in table(cat, DATASET)}
+    heur = {}
+    for name in HEURISTICS:  # "bad" = high jerk / long / idle: drop the highest
+        col = f"signals.{name}"
+        ranked = sorted(mixed_ids, key=lambda i: -(rows[i].get(col) or 0.0))[:n_drop]
+        heur[name] = len(set(ranked) & planted) / n_drop
+    best = max(heur, key=heur.get)
+    out["heuristic_precision"] = {k: round(v, 3) for k, v in heur.items()}
+    out["best_heuristic"] = best
+    drops = {
+        "v3-value": set(lowest),
+        "random": set(random.Random(a.seed).sample(mixed_ids, n_drop)),
+        f"heuristic-{best}": set(sorted(mixed_ids, key=lambda i: -(rows[i].get(f"signals.{best}") or 0.0))[:n_drop]),
+    }
+    for name, drop in drops.items():
+        sel = selection(cat, f"q-{name}{a.tag}", [i for i in mixed_ids if i not in drop])
+        run = train_on(cat, sel, run_v1, a.epochs)
+        ev, rows_e = eval_on(cat, run, a.grid, a.per_cell, a.workers)
+        out[name] = {"dropped_planted": len(drop & planted), **summary(rows_e), "vs_v1": paired(cat, eval_v1, ev)}
+        out[name]["eval"] = ev
+    out["v3_vs_random"] = paired(cat, out["random"]["eval"], out["v3-value"]["eval"])
+    out["v3_vs_heuristic"] = paired(cat, out[f"heuristic-{best}"]["eval"], out["v3-value"]["eval"])
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Demonstration value: which training demonstrations help or hurt a policy in closed loop (`roboloop value`).
+
+CUPID (Agia et al., CoRL 2025) scores a demonstration d by the first-order effect of up-weighting it on
+the policy's expected return, estimated from rollouts::
+
+    value(d) ~ sum_r (R_r - mean R) * < grad log pi(tau_r), -grad L_d >
+
+where L_d is d's training loss and pi(tau_r) the likelihood of rollout r's actions. roboloop's policies
+are deterministic L1 regressors of action chunks. An L1 loss is the negative log-likelihood of a Laplace
+distribution around the prediction, so "the likelihood of a rollout's actions" is read as minus the
+policy's training loss on that rollout: its recorded state at each step against the chunk of actions the
+robot *actually executed* over the next K steps (temporal ensembling and the states reached make them
+differ from the chunk predicted there; the actions the policy predicted at one step would give a zero
+gradient). With that::
+
+    value(d) = < grad L_d , G >,   G = sum_r (R_r - mean R) * grad L_r / |grad L_r| / n_rollouts
+
+at the run's final weights (no Hessian: TracIn-style, one checkpoint), with R_r = strict success (0/1; or,
+with `metric="stage"`, partial credit: the furthest stage reached / the last stage, for when nearly every
+rollout fails)
+and each rollout's gradient normalized so that no single rollout dominates. A positive value: a gradient
+step on d makes the policy more likely to act as it did in successful rollouts and less as in failed
+ones (it helps); negative: the opposite. Values are divided by the largest absolute value, so they lie in
+[-1, 1]; their sign and order are what to read.
+
+The cost is one backward pass per training demonstration and per rollout (on the CPU: seconds for 50
+demonstrations and 60 rollouts), against retraining on subsets (datamodels: K subset policies, each
+evaluated on the same seeds, minutes each here): see README "Which demonstrations help" for the
+measurement.
+
+The values are written as the signal `signals.value` of each training demonstration (the refine layer
+machinery: a new version of its `signals` layer, `signal_versions.value`), with `signals.value_run` and
+`signals.value_eval` naming the run and the evaluation they came from, so curation is a query:
+`curate --where "signals.value > 0"` or `--order "signals.value desc"`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from roboloop import schema
+from roboloop.analyze.rollouts import rollout_table
+from roboloop.config import Config, check
+from roboloop.envs import DEFAULT_TASK, get_task
+from roboloop.errors import RoboloopError, UnknownEvaluationError
+from roboloop.evaluate.run import eval_row
+from roboloop.refine.layers import write_signals
+from roboloop.stream import EpisodeStream
+from roboloop.train import load_policy, run_info
+from roboloop.train.features import encode_batch, stream_fields
+from roboloop.train.tasks import segment_tasks
+
+__all__ = ["VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "stored_values", "uses_value"]
+
+VALUE_VERSION = 1
+"""Version of the estimator, recorded as `signal_versions.value`."""
+
+Progress = Callable[[int, int], None]
+
+
+class DemoValueError(RoboloopError, ValueError):
+    """Demonstration value cannot be estimated from what was given (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class ValueConfig(Config):
+    """`roboloop value`: which run's demonstrations to value, from which of its evaluations."""
+
+    run: str = ""
+    """Training run whose demonstrations are valued (its final weights and its selection's train episodes)."""
+    eval: str = ""
+    """An evaluation of that run: its rollouts' outcomes say what helped."""
+    metric: str = schema.METRIC_SUCCESS
+    """The rollout outcome the values contrast: `success` (strict, 0/1) or `stage` (partial credit: furthest stage / last stage; use it when nearly every rollout fails or succeeds)."""
+    min_rollouts: int = 10
+    """Fewest judged rollouts to estimate anything from."""
+    min_each: int = 2
+    """Fewest successes and fewest failures among them (with none of one kind there is nothing to contrast)."""
+    batch_size: int = 2048
+    """Samples per streamed batch while computing gradients."""
+    write: bool = True
+    """Write `signals.value` into the demonstrations' signals layer (False: only return the values)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(isinstance(self.run, str) and self.run != "", "run must name a training run (roboloop runs lists them)")
+        check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
+        check(isinstance(self.min_rollouts, int) and self.min_rollouts >= 2, f"min_rollouts must be an int >= 2, got {self.min_rollouts!r}")
+        check(isinstance(self.min_each, int) and self.min_each >= 1, f"min_each must be an int >= 1, got {self.min_each!r}")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        check(self.metric in schema.SEQUENTIAL_METRICS, f"metric must be one of {', '.join(schema.SEQUENTIAL_METRICS)}, got {self.metric!r}")
+
+
+@dataclass
+class ValueResult:
+    """Per training demonstration of `run`, its value (in [-1, 1]; `raw`: before scaling) from evaluation `eval`."""
+
+    run: str
+    eval: str
+    dataset: str
+    values: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, float] = field(default_factory=dict)
+    rollouts: int = 0
+    successes: int = 0
+    wall_s: float = 0.0
+    paths: list[Path] = field(default_factory=list)
+
+    def lowest(self, k: int) -> list[tuple[str, float]]:
+        """The `k` lowest-valued demonstrations, lowest first."""
+        return sorted(self.values.items(), key=lambda kv: (kv[1], kv[0]))[:k]
+
+
+def influence_values(demo_grads: Mapping[str, np.ndarray], rollout_grads: Mapping[str, np.ndarray],
+                     outcomes: Mapping[str, float]) -> dict[str, float]:
+    """The estimator on gradients (pure, for tests and other models): `<g_d, G>`, with `G` the mean over rollouts of
+    `(R_r - mean R) * g_r / |g_r|` (module docstring); rollouts with a zero gradient are left out of the sum."""
+    mean_r = float(np.mean([outcomes[r] for r in rollout_grads]))
+    direction = _direction(((g, outcomes[r] - mean_r) for r, g in rollout_grads.items()), len(rollout_grads))
+    return {d: float(np.dot(g, direction)) for d, g in demo_grads.items()}
+
+
+def _direction(weighted, n: int) -> np.ndarray:
+    total = None
+    for g, w in weighted:
+        norm = float(np.linalg.norm(g))
+        if norm == 0.0:
+            continue
+        term = (w / norm) * np.asarray(g, dtype=np.float64)
+        total = term if total is None else total + term
+    if total is None:
+        raise DemoValueError("every rollout's loss gradient is zero: the policy predicts exactly what it executed; nothing to contrast")
+    return total / max(n, 1)
+
+
+def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None = None) -> ValueResult:
+    """Estimate and (with `cfg.write`) record `signals.value` for every training demonstration of `cfg.run`."""
+    t0 = time.perf_counter()
+    ws = catalog.workspace
+    info = run_info(ws, cfg.run)
+    dataset, train_ids = info.get("dataset"), list(info.get("train_ids") or [])
+    if not info.get("selection") or not train_ids:
+        raise DemoValueError(f"run {cfg.run} has no selection with training episodes recorded (its run.json lists no train_ids): "
+                          "value needs a run trained with `roboloop train --selection NAME`")
+    outcomes, evals_ds = _rollout_outcomes(catalog, cfg)
+    deployed = load_policy(ws, cfg.run)
+    model = deployed.model
+    model.eval()
+    total = len(train_ids) + len(outcomes)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    if progress is not None:
+        progress(0, total)
+    mean_r = float(np.mean(list(outcomes.values())))
+    weighted = ((g, outcomes[seg] - mean_r) for seg, g in episode_gradients(catalog, evals_ds, list(outcomes), model, deployed.cfg, batch_size=cfg.batch_size, tick=tick))
+    direction = torch.from_numpy(_direction(weighted, len(outcomes)).astype(np.float32))
+    raw = {seg: float(torch.dot(g_t, direction)) for seg, g_t in
+           ((s, torch.from_numpy(g)) for s, g in episode_gradients(catalog, dataset, train_ids, model, deployed.cfg, batch_size=cfg.batch_size, tick=tick))}
+    scale = max((abs(v) for v in raw.values()), default=0.0) or 1.0
+    result = ValueResult(cfg.run, cfg.eval, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
+                         sum(v == 1.0 for v in outcomes.values()))
+    if cfg.write:
+        values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: cfg.eval}
+                  for seg, v in result.values.items()}
+        result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: VALUE_VERSION})
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]:
+    """Segment id -> strict success (1.0 / 0.0) of the evaluation's judged rollouts, and its evals dataset."""
+    row = eval_row(catalog.workspace, cfg.eval)
+    if row is None:
+        raise UnknownEvaluationError(f"unknown evaluation {cfg.eval!r} (roboloop evals lists them)")
+    if row.get("policy") != cfg.run:
+        raise DemoValueError(f"evaluation {cfg.eval} evaluated {row.get('policy')!r}, not run {cfg.run}: "
+                          f"value needs rollouts of the run itself (roboloop eval --run {cfg.run} --grid ...)")
+    evals_ds = row.get("evals_dataset") or schema.evals_dataset(row["dataset"])
+    table = rollout_table(catalog, evals_ds, [cfg.eval])
+    ids = table.column(schema.SEGMENT_ID).to_pylist() if table.num_rows else []
+
+    def column(name: str) -> list:
+        col = schema.friendly_column(schema.OUTCOME, name)
+        return table.column(col).to_pylist() if table.num_rows and col in table.column_names else [None] * len(ids)
+
+    succ = column(schema.OUTCOME_SUCCESS)
+    outcomes = {s: float(bool(v)) for s, v in zip(ids, succ) if v is not None}
+    n_ok = int(sum(outcomes.values()))
+    n_fail = len(outcomes) - n_ok
+    if cfg.metric == schema.METRIC_STAGE:
+        last = max(1, len(get_task(row.get("task") or DEFAULT_TASK).stages) - 1)
+        stage = dict(zip(ids, column(schema.OUTCOME_STAGE)))
+        outcomes = {s: (1.0 if ok else float(stage[s] or 0) / last) for s, ok in outcomes.items()}
+    counts = Counter(outcomes.values())
+    differ = len(outcomes) - max(counts.values(), default=0)
+    if len(outcomes) < cfg.min_rollouts or differ < cfg.min_each:
+        if cfg.metric == schema.METRIC_STAGE:
+            what = f"{differ} of them at another stage than the most common one"
+        else:
+            what = f"{n_ok} successful and {n_fail} failed"
+        hint = "" if cfg.metric == schema.METRIC_STAGE else "; or contrast the stages reached: --metric stage"
+        raise DemoValueError(f"evaluation {cfg.eval} has {len(outcomes)} judged rollout(s), {what}: value needs at least "
+                             f"{cfg.min_rollouts} with at least {cfg.min_each} of each outcome to contrast (add rollouts: "
+                             f"roboloop eval --resume {cfg.eval} -n N, or a harder grid{hint})")
+    return outcomes, evals_ds
+
+
+def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, batch_size: int = 2048,
+                      tick: Callable[[int], None] | None = None):
+    """Yield (segment id, gradient of `model`'s training loss (`loss`, in eval mode: no augmentation) on that episode's
+    samples of `dataset`, flattened float32 over the trainable parameters), streaming the episodes in order (each
+    episode's samples are contiguous when the stream does not shuffle). `cfg`: the run's TrainConfig (rate, phase)."""
+    specs = model.specs
+    params = [p for p in model.parameters() if p.requires_grad]
+    tick = tick or (lambda n: None)
+    stream = EpisodeStream(catalog, (dataset, list(ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+                           batch_size=batch_size, shuffle=False, rank=0, world_size=1)
+    tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
+    open_eps: dict[int, list] = {}  # episode index -> [gradient sum, sample count]
+    finished: set[int] = set()
+    for batch in stream:
+        enc = encode_batch(specs, batch, cfg, tasks)
+        index = batch["episode_index"].to(torch.int64)
+        present = torch.unique(index).tolist()
+        for ep in sorted(open_eps):
+            if ep < min(present):
+                finished.add(ep)
+                yield _finish(stream.segment_ids[ep], open_eps.pop(ep), tick)
+        for ep in present:
+            if ep in finished:
+                raise RuntimeError(f"episode {stream.segment_ids[ep]} came back after the stream moved past it")
+            mask = index == ep
+            sub = {k: v[mask] for k, v in enc.items()}
+            model.zero_grad(set_to_none=True)
+            loss, metrics = model.loss(sub)
+            n = float(metrics["n"])
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]) * n
+            acc = open_eps.setdefault(ep, [torch.zeros_like(flat), 0.0])
+            acc[0] += flat
+            acc[1] += n
+    for ep in sorted(open_eps):
+        yield _finish(stream.segment_ids[ep], open_eps.pop(ep), tick)
+
+
+def _finish(seg: str, acc: list, tick: Callable[[int], None]) -> tuple[str, np.ndarray]:
+    tick(1)
+    total, n = acc
+    return seg, (total / max(n, 1.0)).numpy()
+
+
+def describe(result: ValueResult | Mapping[str, float], k: int = 5) -> dict[str, Any]:
+    """A summary for printing and the report: counts, quartiles, a histogram over [-1, 1] (8 bins: `bins`, `counts`)
+    and the `k` lowest-valued demonstrations (`lowest`: (segment id, value), lowest first)."""
+    values = result.values if isinstance(result, ValueResult) else dict(result)
+    vals = np.array(list(values.values()), dtype=float)
+    edges = np.linspace(-1.0, 1.0, 9)
+    counts = np.histogram(np.clip(vals, -1.0, 1.0), bins=edges)[0] if len(vals) else np.zeros(8, int)
+    return {
+        "demonstrations": len(vals),
+        "negative": int((vals < 0).sum()),
+        "quartiles": [float(q) for q in np.quantile(vals, [0.0, 0.25, 0.5, 0.75, 1.0])] if len(vals) else [],
+        "bins": [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])],
+        "counts": [int(c) for c in counts],
+        "lowest": sorted(values.items(), key=lambda kv: (kv[1], kv[0]))[:k],
+    }
+
+
+def stored_values(rows: Sequence[Mapping[str, Any]], run_id: str) -> dict[str, float]:
+    """`signals.value` of the demonstrations (friendly segment-table rows) whose value came from run `run_id`."""
+    value, source = (schema.friendly_column(schema.SIGNALS, n) for n in (schema.SIGNAL_VALUE, schema.SIGNAL_VALUE_RUN))
+    return {r[schema.SEGMENT_ID]: float(r[value]) for r in rows if r.get(source) == run_id and r.get(value) is not None}
+
+
+def uses_value(text: str | None) -> bool:
+    """Whether a selection's query or order reads `signals.value` (it was curated by value)."""
+    return bool(text) and schema.friendly_column(schema.SIGNALS, schema.SIGNAL_VALUE) in str(text)

@@ -1,0 +1,86 @@
+"""The sloppy operator (envs/aloha/sloppy.py, `collect --operator`): the clean plan re-timed with hesitations and a
+perturbed approach; it still succeeds, it differs from the clean demonstrator in the planted way, and the variant
+is recorded only as `hidden.operator`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roboloop import schema
+from roboloop.collect.run import CollectConfig, collect
+from roboloop.config import ConfigError
+from roboloop.envs.aloha.demonstrator import ScriptedHandover
+from roboloop.envs.aloha.sloppy import MAX_TOTAL_PAUSE, SloppyHandover, operator_expert
+from roboloop.envs.aloha.success import SuccessTracker
+
+pytestmark = pytest.mark.sim
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from roboloop.envs.aloha import AlohaSim
+
+    s = AlohaSim(cameras=())
+    yield s
+    s.close()
+
+
+def _run(sim, seed: int, make) -> tuple[np.ndarray, bool]:
+    sim.reset(seed)
+    demo, tracker, actions = make(sim), SuccessTracker(), []
+    for k in range(sim.max_steps):
+        a = demo.action(k)
+        tracker.update(sim, sim.step(a), a)
+        actions.append(a)
+    return np.array(actions), tracker.result().success
+
+
+def test_the_plan_clock_pauses_and_the_approach_is_perturbed_only_before_the_pregrasp(sim):
+    for seed in range(20):
+        sim.reset(seed)
+        d = SloppyHandover(sim)
+        clock = d._clock
+        steps = np.diff(clock)
+        assert set(steps.tolist()) <= {0, 1} and clock[0] == 0  # the plan time advances by one or stands still
+        paused = int((steps == 0).sum())
+        assert 0 < paused <= MAX_TOTAL_PAUSE and paused == sum(k for _, k in d.pauses)
+        assert clock[-1] == sim.max_steps - 1 - paused
+        assert np.abs(d._wobble[: ScriptedHandover.T_PRE - 15]).max() > 0.02  # the detour: several cm
+        assert not d._wobble[ScriptedHandover.T_PRE:].any()  # nothing perturbs the grasp itself
+
+
+def test_a_sloppy_demonstration_succeeds_and_hesitates_where_the_clean_one_does_not(sim):
+    sloppy, ok_sloppy = _run(sim, 1000, SloppyHandover)
+    clean, ok_clean = _run(sim, 1000, ScriptedHandover)
+    assert ok_sloppy and ok_clean
+    sim.reset(1000)
+    clock = SloppyHandover(sim)._clock
+    for start, length in SloppyHandover(sim).pauses:  # a hesitation: the arms hold mid-motion, where the clean plan moves
+        k = int(np.argmax(clock == start))
+        assert np.all(sloppy[k : k + length + 1] == sloppy[k])
+        assert np.abs(clean[start + 1] - clean[start]).max() > 0
+    late = int(np.argmax(clock == 250))  # the plan itself is the clean one, later (re-aimed at a cube that moved a little)
+    arm = [7, 8, 9, 10, 11, 13]  # the right arm but its wrist rotation (the left arm re-aims at the cube)
+    assert late > 250 and np.allclose(sloppy[late, arm], clean[250, arm], atol=0.01)
+    grasp = int(np.argmax(clock == ScriptedHandover.T_CLOSE))  # the gripper turned over: the wrist half a turn away
+    assert abs(abs(sloppy[grasp, 12] - clean[ScriptedHandover.T_CLOSE, 12]) - np.pi) < 0.1 and np.abs(sloppy[:, 12]).max() <= np.pi + 1e-9
+    assert np.abs(sloppy[:40, 7:13] - clean[:40, 7:13]).max() > 0.05  # the detour moves the right arm's joints
+    grab = int(np.argmax(clock == ScriptedHandover.T_DOWN - 10))  # the fumbled grasp: a premature half-close, then open again
+    assert sloppy[:grab, 13].min() < 0.4 and clean[: ScriptedHandover.T_DOWN, 13].min() == 1.0
+    assert sloppy[int(np.argmax(clock == ScriptedHandover.T_DOWN)), 13] == 1.0
+    again, _ = _run(sim, 1000, lambda s: operator_expert("sloppy", s))
+    assert np.array_equal(again, sloppy)  # a seed gives the same sloppy episode
+    plain, _ = _run(sim, 1000, lambda s: operator_expert("clean", s))
+    assert np.array_equal(plain, clean)  # the clean operator is the scripted handover, bit for bit
+
+
+def test_collect_records_the_operator_only_as_a_hidden_property(catalog):
+    collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=3, steps=4, operator="sloppy"))
+    collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=4, steps=4))
+    rows = {r["episode.seed"]: r for r in catalog.segment_table("ops").to_pylist()}
+    column = f"{schema.HIDDEN}.{schema.HIDDEN_OPERATOR}"
+    assert rows[3][column] == "sloppy" and rows[4].get(column) is None
+    assert rows[3]["episode.policy"] == rows[4]["episode.policy"] == ScriptedHandover.policy_id
+    with pytest.raises(ConfigError, match="operator must be one of clean, sloppy"):
+        CollectConfig(dataset="ops", episodes=1, operator="careless")
