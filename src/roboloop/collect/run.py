@@ -52,8 +52,9 @@ runs them by a picklable ``policy_factory(sim) -> policy`` (a module-level funct
 class), e.g. :class:`ScriptedPolicy` (the default) or, for evaluation, a function that
 loads a checkpoint. Rollouts are recorded with ``kind="rollout"``. A policy may also have
 ``step_streams()`` (entity path -> values, recorded at every step after its action: a corrective
-policy's ``/control/*`` streams, see `collect.corrective`) and ``episode_properties()`` (added to
-the episode's ``episode`` group when it ends).
+policy's ``/control/*`` streams, see `collect.corrective`), ``episode_properties()`` (added to
+the episode's ``episode`` group when it ends) and ``group_properties`` (property group -> values, merged
+into the episode's properties, e.g. the sloppy operator's ``hidden.operator``).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class OperatorPolicy:
 
     def __init__(self, sim, operator: str) -> None:
         self.sim, self.operator = sim, operator
-        self.episode_properties = {schema.HIDDEN: {schema.HIDDEN_OPERATOR: operator}}
+        self.group_properties = {schema.HIDDEN: {schema.HIDDEN_OPERATOR: operator}}
         self._expert = None
 
     def reset(self) -> None:
@@ -399,7 +400,7 @@ def run_episode(
             schema.SCENE: task.scene_properties(job.conditions, job.seed),
             schema.OUTCOME: outcome,
         }
-        for group, values in (*job.properties.items(), *getattr(policy, "episode_properties", {}).items()):
+        for group, values in (*job.properties.items(), *getattr(policy, "group_properties", {}).items()):
             properties.setdefault(group, {}).update(values)
         writer.finish(properties)
     return EpisodeResult(
