@@ -703,13 +703,23 @@ def gap_config(workspace, eval_id: str) -> GapConfig:
     return GapConfig.for_policy(evaluated_run(workspace, eval_id)[2])
 
 
-def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
+def gap_datasets(workspace, eval_id: str) -> tuple[str, str]:
+    """(demonstration dataset, evaluation dataset) that `gaps(catalog, eval_id)` reads."""
+    row, _, info = evaluated_run(workspace, eval_id)
+    dataset = row.get("dataset") or info.get("dataset")
+    return dataset, row.get("evals_dataset") or schema.evals_dataset(dataset)
+
+
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None, rollout_table=None) -> GapReport:
     """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
 
     Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
     demonstration dataset's and the evaluation dataset's segment tables (through
     `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
     `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
+    `rollout_table(evals_dataset)` replaces the evaluation dataset's segment table (`roboloop gaps`
+    reads the rollout index, `analyze.rollouts.indexed_rollout_table`: then the catalog needs only the
+    demonstration dataset, see :func:`gap_datasets`); rollouts are taken in segment id order either way.
     """
     segment_table = segment_table or catalog.segment_table
     ws = catalog.workspace
@@ -718,7 +728,8 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)
     demo = _filter(segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
-    rollouts = _filter(unique_rollouts(segment_table(evals_ds)), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
+    table = _filter(unique_rollouts((rollout_table or segment_table)(evals_ds)), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id])
+    rollouts = table.sort_by(SEGMENT_ID).to_pylist() if table.num_rows else []
     if not rollouts:
         raise GapError(f"evaluation {eval_id!r} has no rollouts in {evals_ds!r} (interrupted? resume it with `roboloop eval --resume {eval_id}`)")
     if not demo:
