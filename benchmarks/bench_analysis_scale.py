@@ -153,8 +153,8 @@ def build(root: Path, n: int, demos: int, *, real: bool = False) -> Workspace:
     return ws
 
 
-def _cold(root: Path, args: list[str], repeats: int) -> tuple[float, list[float], str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "MUJOCO_GL": "egl"}
+def _cold(root: Path, args: list[str], repeats: int, src: Path = SRC) -> tuple[float, list[float], str]:
+    env = {**os.environ, "PYTHONPATH": str(src), "MUJOCO_GL": "egl"}
     env.pop("ROBOLOOP_CATALOG", None)
     times, out = [], ""
     for _ in range(repeats):
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="also time `roboloop report` on both evaluations")
     ap.add_argument("--only", default="success,compare,gaps", help="commands to time (comma-separated)")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--src", type=Path, default=SRC, help="the roboloop source tree to time (e.g. an export of an older commit)")
     ap.add_argument("--real", action="store_true", help="a real recording per rollout (no hard links): the catalog route works")
     a = ap.parse_args()
     root = DATA / f"analysis_scale_{a.rollouts}{'_real' if a.real else ''}"
@@ -194,7 +195,7 @@ def main() -> None:
     if a.report:
         commands["report"] = ["report", "--eval", EVAL_IDS[0], "--eval", EVAL_IDS[1], "--output", str(root / "report.html")]
     wanted = set(a.only.split(",")) | ({"report"} if a.report else set())
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(a.src)}
     for name, args in commands.items():
         if name == "imports":
             t = []
@@ -206,7 +207,7 @@ def main() -> None:
             continue
         if name not in wanted:
             continue
-        med, times, _ = _cold(root, args, a.repeats)
+        med, times, _ = _cold(root, args, a.repeats, a.src)
         print(f"cold `roboloop {' '.join(args[:3])}` on {a.rollouts} rollouts: median {med:.2f} s "
               f"(runs {', '.join(f'{x:.2f}' for x in times)}); load {Path('/proc/loadavg').read_text().split()[0]}",
               flush=True)
