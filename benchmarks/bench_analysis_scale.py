@@ -24,6 +24,10 @@ Measured, each command cold (a new `python -m roboloop.cli` process: Python star
 read, catalog start where the command needs one, statistics, printing), median of `--repeats`:
 `success --by episode.cell`, `compare bench-a bench-b`, `gaps --eval bench-a`. With `--report`:
 `roboloop report --eval bench-a --eval bench-b`. Also `python -c "import roboloop.cli"` (start-up floor).
+`--src DIR` times another source tree (e.g. `git archive <commit> src | tar -x -C DIR`: before/after in one
+session); `--in-process` also times the index read and each statistic once Python is up, and `compare` on
+dict rows (its row-by-row count) against Arrow tables. `--real` records every rollout (no hard links: for
+the catalog route, e.g. the report; small N only).
 """
 
 from __future__ import annotations
@@ -168,6 +172,36 @@ def _cold(root: Path, args: list[str], repeats: int, src: Path = SRC) -> tuple[f
     return statistics.median(times), times, out
 
 
+def _median(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def in_process(root: Path, repeats: int) -> None:
+    """Where the time goes once Python is up: the index read, each statistic, and the row-by-row compare for scale."""
+    from roboloop.analyze.gaps import gaps
+    from roboloop.analyze.rollouts import compare, load_rollouts, success_by
+    from roboloop.catalog.client import Catalog
+
+    ws = Workspace(root)
+    load = lambda e=None: load_rollouts(ws, EVALS, e, needed=["episode.cell"])  # noqa: E731
+    table, ta, tb = load(), load([EVAL_IDS[0]]), load([EVAL_IDS[1]])
+    rows_a, rows_b = ta.to_pylist(), tb.to_pylist()
+    print(f"in-process (median of {repeats}): index read {_median(load, repeats):.2f} s; "
+          f"success_by {_median(lambda: success_by(table, ['episode.cell']), repeats):.3f} s; "
+          f"compare (Arrow) {_median(lambda: compare(ta, tb), repeats):.2f} s; "
+          f"compare on dict rows (the row-by-row count) {_median(lambda: compare(rows_a, rows_b), repeats):.2f} s", flush=True)
+    t0 = time.perf_counter()
+    with Catalog(ws, url="", datasets=[DATASET]) as cat:
+        up = time.perf_counter() - t0
+        t = _median(lambda: gaps(cat, EVAL_IDS[0], rollout_table=lambda _d: table), repeats)
+    print(f"in-process gaps: catalog with the demonstrations only {up:.2f} s; gap report from the index {t:.2f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rollouts", type=int, default=100_000)
@@ -175,6 +209,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--report", action="store_true", help="also time `roboloop report` on both evaluations")
     ap.add_argument("--only", default="success,compare,gaps", help="commands to time (comma-separated)")
+    ap.add_argument("--in-process", action="store_true", help="also time the index read and each statistic in this process")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--src", type=Path, default=SRC, help="the roboloop source tree to time (e.g. an export of an older commit)")
     ap.add_argument("--real", action="store_true", help="a real recording per rollout (no hard links): the catalog route works")
@@ -186,6 +221,8 @@ def main() -> None:
           flush=True)
     if a.build_only:
         return
+    if a.in_process:
+        in_process(root, a.repeats)
     commands = {
         "imports": None,
         "success": ["success", "--dataset", EVALS, "--by", "episode.cell"],
