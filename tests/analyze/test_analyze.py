@@ -129,6 +129,55 @@ def test_success_by_counts_labelled_and_unlabelled_apart_on_both_paths():
 
 # --- compare -----------------------------------------------------------------------------------------
 
+
+def _compare_sides(seed: int) -> tuple[list[dict], list[dict]]:
+    """Two evaluations on shared and own (cell, seed) pairs: repeats (the first counts), unlabelled and labelled outcomes."""
+    rng = np.random.default_rng(seed)
+    sides = []
+    for side in range(2):
+        out = []
+        for i in range(400):
+            region = ["left", "right", "wide"][rng.integers(3)]
+            cell = f"region={region}"
+            pair_seed = int(rng.integers(0, 60)) if rng.random() < 0.8 else 1000 * (side + 1) + i  # mostly shared
+            ok = None if rng.random() < 0.1 else bool(rng.random() < (0.4 + 0.3 * side))
+            out.append({"segment_id": f"{side}-{i}", "scene.region": region, "scene.lighting": ["dim", "normal"][pair_seed % 2],  # one scene per pair
+                        CELL: cell, SEED: pair_seed, SUCCESS: ok,
+                        analyze.SOURCE: schema.OUTCOME_SOURCE_LABEL if ok is not None and rng.random() < 0.2 else None})
+        sides.append(out)
+    return sides[0], sides[1]
+
+
+@pytest.mark.parametrize("by", [[CELL], ["scene.region", "scene.lighting"]])
+def test_compare_counts_with_arrow_equal_a_count_row_by_row(by, monkeypatch):
+    rows_a, rows_b = _compare_sides(7)
+    # independent count: per group, the first outcome of each (cell, seed) pair, then the pairs both sides have
+    def first(rows):
+        out = defaultdict(dict)
+        for r in rows:
+            if r[SUCCESS] is not None:
+                out[tuple(r[b] for b in by)].setdefault((r[CELL], r[SEED]), r[SUCCESS])
+        return out
+    fa, fb = first(rows_a), first(rows_b)
+    expect = {}
+    for g in sorted(fa.keys() | fb.keys()):
+        a, b = fa.get(g, {}), fb.get(g, {})
+        shared = a.keys() & b.keys()
+        expect[g] = (len(a), sum(a.values()), len(b), sum(b.values()), len(shared),
+                     sum(a[p] and not b[p] for p in shared), sum(b[p] and not a[p] for p in shared))
+    assert any(v[4] for v in expect.values()) and any(v[4] < min(v[0], v[2]) for v in expect.values())
+    by_rows = analyze.compare(rows_a, rows_b, by)
+    monkeypatch.setattr(analyze, "_compare_counts", lambda *a: pytest.fail("the Arrow path fell back to rows"))
+    by_arrow = analyze.compare(pa.Table.from_pylist(rows_a), pa.Table.from_pylist(rows_b), by)
+    assert json.dumps(by_arrow, default=str) == json.dumps(by_rows, default=str)  # NaN-safe, every field and the order
+    got = {tuple(r[b] for b in by): (r["n_a"], r["successes_a"], r["n_b"], r["successes_b"], r["n_pairs"],
+                                     r["discordant_a"] or 0, r["discordant_b"] or 0) for r in by_arrow[:-1]}
+    assert {g: v if v[4] * 2 >= min(v[0], v[2]) else (*v[:5], 0, 0) for g, v in expect.items()} == got
+    overall = by_arrow[-1]
+    assert overall["unlabelled_a"] == sum(r[SUCCESS] is None for r in rows_a)
+    assert overall["labelled_b"] == sum(r[analyze.SOURCE] is not None for r in rows_b)
+
+
 def _paired(cell: str, both: int, only_a: int, only_b: int, neither: int, start: int = 0):
     a, b = [], []
     outcomes = [(1, 1)] * both + [(1, 0)] * only_a + [(0, 1)] * only_b + [(0, 0)] * neither

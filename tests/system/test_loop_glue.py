@@ -63,6 +63,7 @@ def test_gaps_glue_finds_the_gap(catalog, evaluated):
     assert (rep.run_id, rep.dataset, rep.evals_dataset, rep.n_train) == ("run-1", "aloha", "aloha_evals", 4)
     assert [(c.cell, c.verdict) for c in rep.cells] == [("yaw=any", COVERAGE_GAP), ("yaw=none", FINE)]
     assert rep.cells[1].covered == 4 and rep.cells[0].covered == 0
+    _gaps_from_the_index_equal_gaps_from_the_catalog(catalog.workspace, catalog)
 
 
 def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
@@ -78,3 +79,25 @@ def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
     assert "roboloop open aloha_evals-yaw-any-1 --at 3.5" in text and "4 of 4 failures" in text
     assert (tmp_path / "r_files" / "aloha_evals-yaw-any-1.rrd").is_file()
     assert 'href="r_files/aloha_evals-yaw-any-1.rrd"' in text
+
+
+def _gaps_from_the_index_equal_gaps_from_the_catalog(ws, catalog):
+    """`roboloop gaps` reads the rollouts from the index and restores only the demonstrations: same report."""
+    from typer.testing import CliRunner
+
+    from roboloop.analyze.gaps import gaps
+    from roboloop.analyze.rollouts import indexed_rollout_table
+    from roboloop.catalog.client import Catalog
+    from roboloop.catalog.index import load_table
+    from roboloop.cli import app
+
+    load_table(ws, "aloha_evals", catalog)  # the index rows evaluate writes (here rebuilt from the catalog)
+    expected = gaps(catalog, "ev1").to_dict()
+    assert [list(c["failed_ids"]) for c in expected["cells"]] == [[f"aloha_evals-yaw-any-{j}" for j in range(4)], []]
+    with Catalog(ws, url="", datasets=["aloha"]) as partial:
+        assert partial.dataset_names() == ["aloha"]
+        rep = gaps(partial, "ev1", rollout_table=lambda ds: indexed_rollout_table(ws, ds))
+    assert rep.to_dict() == expected
+    res = CliRunner().invoke(app, ["--workspace", str(ws.root), "--catalog", "", "gaps", "--eval", "ev1", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == json.loads(json.dumps(expected, default=str))

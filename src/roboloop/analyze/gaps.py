@@ -262,8 +262,12 @@ def start_states(rows: Iterable[Mapping[str, Any]]) -> np.ndarray:
     """(N, 3) array of each episode's start state by its task's `start_columns` (x m, y m, yaw deg of the
     object coverage is measured on: the transfer cube's `cube_x`, `cube_y`, `cube_yaw_deg`); NaN where missing."""
     out = []
+    columns_of: dict[Any, tuple[str, ...]] = {}  # task name -> its start columns (looked up once per task)
     for r in rows:
-        columns = _row_task(r).start_columns[:3]
+        name = r.get(TASK_COLUMN)
+        columns = columns_of.get(name)
+        if columns is None:
+            columns = columns_of[name] = tuple(_row_task(r).start_columns[:3])
         out.append([float("nan") if r.get(c) is None else float(r[c]) for c in columns])
     return np.asarray(out, dtype=np.float64).reshape(-1, 3)
 
@@ -333,7 +337,21 @@ def coverage_distances(
 # --- coverage per cell ---------------------------------------------------------------------
 
 def _labels(rows: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> list[dict[str, str | None]]:
-    return [{a: _row_label(r, a) for a in axes} for r in rows]
+    """`_row_label` of every row and axis, computed once per distinct (task, axis, label, range) (rows repeat them)."""
+    memo: dict[tuple, str | None] = {}
+    out = []
+    for r in rows:
+        labels = {}
+        for a in axes:
+            key = (r.get(TASK_COLUMN), a, *(r.get(f"{schema.SCENE}.{a}{x}") for x in ("", "_min", "_max")))
+            if key[2] is None:  # derived from every scene value: not memoized
+                labels[a] = _row_label(r, a)
+            elif key in memo:
+                labels[a] = memo[key]
+            else:
+                labels[a] = memo[key] = _row_label(r, a)
+        out.append(labels)
+    return out
 
 
 def _check_starts(kind: str, starts: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -351,7 +369,7 @@ def _cell_coverage(r_rows: list[dict], t_rows: list[dict], cfg: GapConfig) -> li
     r_starts, t_starts = start_states(r_rows), start_states(t_rows)
     _check_starts("rollouts", r_starts, r_rows)
     _check_starts("training episodes", t_starts, t_rows)
-    axes = sorted({a for row in r_rows for a in parse_cell_key(row[CELL_COLUMN])} | set(cfg.match_labels))
+    axes = sorted({a for key in {row[CELL_COLUMN] for row in r_rows} for a in parse_cell_key(key)} | set(cfg.match_labels))
     r_labels, t_labels = _labels(r_rows, axes), _labels(t_rows, axes)
     t_ids = [row.get(SEGMENT_ID) for row in t_rows]
 
@@ -663,6 +681,13 @@ def _filter(table, column: str, values) -> Any:
     return table.filter(pc.is_in(table.column(column), value_set=pa.array(list(values), type=table.column(column).type)))
 
 
+def _read_columns(table):
+    """Only the columns a gap report reads (segment id, cell, task, seed, success, source, every `scene.*`): converting
+    40 columns of 100,000 rollouts to Python costs seconds."""
+    wanted = {SEGMENT_ID, CELL_COLUMN, TASK_COLUMN, SEED_COLUMN, SUCCESS_COLUMN, SOURCE_COLUMN}
+    return table.select([c for c in table.column_names if c in wanted or c.startswith(f"{schema.SCENE}.")])
+
+
 def fill_start_states(rows: list[dict[str, Any]]) -> int:
     """Fill missing start states from each episode's seed and scene conditions (`Task.start_state`, a
     pure function of both, by the episode's task); returns how many rows were filled. Rows without a
@@ -703,13 +728,23 @@ def gap_config(workspace, eval_id: str) -> GapConfig:
     return GapConfig.for_policy(evaluated_run(workspace, eval_id)[2])
 
 
-def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None) -> GapReport:
+def gap_datasets(workspace, eval_id: str) -> tuple[str, str]:
+    """(demonstration dataset, evaluation dataset) that `gaps(catalog, eval_id)` reads."""
+    row, _, info = evaluated_run(workspace, eval_id)
+    dataset = row.get("dataset") or info.get("dataset")
+    return dataset, row.get("evals_dataset") or schema.evals_dataset(dataset)
+
+
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None, rollout_table=None) -> GapReport:
     """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
 
     Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
     demonstration dataset's and the evaluation dataset's segment tables (through
     `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
     `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
+    `rollout_table(evals_dataset)` replaces the evaluation dataset's segment table (`roboloop gaps`
+    reads the rollout index, `analyze.rollouts.indexed_rollout_table`: then the catalog needs only the
+    demonstration dataset, see :func:`gap_datasets`); rollouts are taken in segment id order either way.
     """
     segment_table = segment_table or catalog.segment_table
     ws = catalog.workspace
@@ -718,7 +753,8 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)
     demo = _filter(segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
-    rollouts = _filter(unique_rollouts(segment_table(evals_ds)), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id]).to_pylist()
+    table = _filter(unique_rollouts((rollout_table or segment_table)(evals_ds)), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id])
+    rollouts = _read_columns(table).sort_by(SEGMENT_ID).to_pylist() if table.num_rows else []
     if not rollouts:
         raise GapError(f"evaluation {eval_id!r} has no rollouts in {evals_ds!r} (interrupted? resume it with `roboloop eval --resume {eval_id}`)")
     if not demo:

@@ -299,22 +299,24 @@ def _judged_counts(cols: Mapping[str, list], by: Sequence[str]) -> dict[tuple, l
     return out
 
 
-def _compare_group(a: Mapping[tuple, bool], b: Mapping[tuple, bool], *, min_n: int, confidence: float) -> dict[str, Any]:
+def _pair_counts(a: Mapping[tuple, bool], b: Mapping[tuple, bool]) -> tuple[int, int, int, int, int, int, int, int]:
+    """(n_a, successes_a, n_b, successes_b, shared pairs, both succeeded, only A, only B) of two pair -> success maps."""
     shared = a.keys() & b.keys()
-    na, nb = len(a), len(b)
-    ka, kb = sum(a.values()), sum(b.values())
+    return (len(a), sum(a.values()), len(b), sum(b.values()), len(shared), sum(a[p] and b[p] for p in shared),
+            sum(a[p] and not b[p] for p in shared), sum(b[p] and not a[p] for p in shared))
+
+
+def _compare_group(counts: Sequence[int], *, min_n: int, confidence: float) -> dict[str, Any]:
+    na, ka, nb, kb, shared, both, only_a, only_b = (int(c) for c in counts)
     row: dict[str, Any] = {
         "n_a": na, "successes_a": ka, "rate_a": ka / na if na else None,
         "n_b": nb, "successes_b": kb, "rate_b": kb / nb if nb else None,
-        "n_pairs": len(shared),
+        "n_pairs": shared,
     }
-    if shared and len(shared) * 2 >= min(na, nb):
-        both = sum(a[p] and b[p] for p in shared)
-        only_a = sum(a[p] and not b[p] for p in shared)
-        only_b = sum(b[p] and not a[p] for p in shared)
-        neither = len(shared) - both - only_a - only_b
+    if shared and shared * 2 >= min(na, nb):
+        neither = shared - both - only_a - only_b
         diff, low, high = newcombe_paired_diff(both, only_b, only_a, neither, confidence)
-        row.update(test="mcnemar", n=len(shared), diff=diff, diff_low=low, diff_high=high,
+        row.update(test="mcnemar", n=shared, diff=diff, diff_low=low, diff_high=high,
                    discordant_a=only_a, discordant_b=only_b, p=mcnemar_exact(only_b, only_a))
     else:
         diff, low, high = newcombe_diff(kb, nb, ka, na, confidence)
@@ -330,6 +332,107 @@ def _verdict(row: Mapping[str, Any], p: float | None, alpha: float) -> str:
     if p < alpha:
         return VERDICT_IMPROVED if row["diff"] > 0 else VERDICT_REGRESSED
     return VERDICT_NO_CHANGE
+
+
+_Counted = tuple[list[tuple], dict[tuple, tuple], dict[tuple, tuple], tuple, tuple[dict, dict]]
+"""(sorted groups, group -> its `by` values, group -> pair counts, overall pair counts, (judged A, judged B))."""
+
+
+def _compare_counts(ca: Mapping[str, list], cb: Mapping[str, list], by: list[str]) -> _Counted:
+    """What :func:`compare` counts, row by row (any table, any key type)."""
+    ga = _outcomes(ca, by) if ca else {}
+    gb = _outcomes(cb, by) if cb else {}
+    originals: dict[tuple, tuple] = {}
+    for cols in (ca, cb):
+        if not cols:
+            continue
+        keys = [cols[b] for b in by]
+        for i in range(_n_rows(cols)):
+            raw = tuple(k[i] for k in keys)
+            originals.setdefault(tuple(_hashable(v) for v in raw), raw)
+    groups = sorted(ga.keys() | gb.keys(), key=_sort_key)
+    per_group = {g: _pair_counts(ga.get(g, {}), gb.get(g, {})) for g in groups}
+    all_a = {p: s for g in ga.values() for p, s in g.items()}
+    all_b = {p: s for g in gb.values() for p, s in g.items()}
+    return groups, originals, per_group, _pair_counts(all_a, all_b), (_judged_counts(ca, by), _judged_counts(cb, by))
+
+
+_PAIR = ("_cell", "_seed")
+
+
+def _first_outcomes(t, by: list[str]):
+    """Arrow: one row per (group, cell, seed) with its first outcome (`_ok`, row order), keys renamed `_k<i>`."""
+    t = t.filter(pc.is_valid(t.column(SUCCESS)))
+    cols = {f"_k{i}": t.column(b) for i, b in enumerate(by)}
+    cols.update(_cell=t.column(CELL), _seed=t.column(SEED), _ok=pc.cast(t.column(SUCCESS), pa.int64()))
+    keys = [*(f"_k{i}" for i in range(len(by))), *_PAIR]
+    first = pa.table(cols).group_by(keys, use_threads=False).aggregate([("_ok", "first")])
+    return first.rename_columns([*keys, "_ok"])
+
+
+def _side_counts(first, keys: list[str]) -> dict[tuple, tuple[int, int]]:
+    agg = first.group_by(keys, use_threads=False).aggregate([("_ok", "count"), ("_ok", "sum")])
+    return {tuple(r[k] for k in keys): (r["_ok_count"], r["_ok_sum"]) for r in agg.to_pylist()}
+
+
+def _shared_counts(fa, fb, keys: list[str], on: list[str]) -> dict[tuple, tuple[int, int, int, int]]:
+    """group (`keys`) -> (pairs in both, both succeeded, only A, only B), pairs matched on `on`."""
+    j = fa.select([*on, "_ok"]).join(fb.select([*on, "_ok"]).rename_columns([*on, "_ok_b"]), on, join_type="inner",
+                                      use_threads=False)
+    if not j.num_rows:
+        return {}
+    a, b = pc.cast(j.column("_ok"), pa.int64()), pc.cast(j.column("_ok_b"), pa.int64())
+    flags = {"_both": pc.multiply(a, b), "_only_a": pc.multiply(a, pc.subtract(1, b)), "_only_b": pc.multiply(b, pc.subtract(1, a))}
+    t = pa.table({**{k: j.column(k) for k in keys}, **flags, "_n": pa.array(np.ones(j.num_rows, np.int64))})
+    agg = t.group_by(keys, use_threads=False).aggregate([(c, "sum") for c in ("_n", *flags)]) if keys else \
+        pa.table({f"{c}_sum": [pc.sum(t.column(c)).as_py()] for c in ("_n", *flags)})
+    return {tuple(r[k] for k in keys): (r["_n_sum"], r["_both_sum"], r["_only_a_sum"], r["_only_b_sum"]) for r in agg.to_pylist()}
+
+
+def _judged_arrow(t, by: list[str]) -> dict[tuple, list[int]]:
+    ok = t.column(SUCCESS)
+    labelled = pc.and_(pc.is_valid(ok), pc.equal(t.column(SOURCE), schema.OUTCOME_SOURCE_LABEL)) if SOURCE in t.column_names \
+        else pa.array(np.zeros(t.num_rows, bool))
+    cols = {f"_k{i}": t.column(b) for i, b in enumerate(by)}
+    cols.update(_lab=pc.cast(pc.fill_null(labelled, False), pa.int64()), _unl=pc.cast(pc.is_null(ok), pa.int64()))
+    keys = [f"_k{i}" for i in range(len(by))]
+    agg = pa.table(cols).group_by(keys, use_threads=False).aggregate([("_lab", "sum"), ("_unl", "sum")])
+    return {tuple(r[k] for k in keys): [r["_lab_sum"], r["_unl_sum"]] for r in agg.to_pylist() if r["_lab_sum"] or r["_unl_sum"]}
+
+
+def _arrow_comparable(ca, cb, by: list[str]) -> bool:
+    """Both sides are Arrow tables whose groups and pairs Arrow can count as the row-by-row path does: scalar,
+    non-null keys of one type on both sides, a cell and a seed on every row."""
+    if not (isinstance(ca, _Columns) and isinstance(cb, _Columns)):
+        return False
+    ta, tb = ca._table, cb._table
+    for name in (*by, CELL, SEED):
+        if name not in ta.column_names or name not in tb.column_names:
+            return False
+        fa, fb = ta.schema.field(name).type, tb.schema.field(name).type
+        if fa != fb or pa.types.is_nested(fa) or ta.column(name).null_count or tb.column(name).null_count:
+            return False
+    return True
+
+
+def _compare_counts_arrow(ca, cb, by: list[str]) -> _Counted | None:
+    """:func:`_compare_counts` with Arrow's hash aggregation and joins (None when `_arrow_comparable` says no, or when a
+    (cell, seed) pair falls in two groups of one side: the row-by-row path then decides which group it counts in)."""
+    if not _arrow_comparable(ca, cb, by):
+        return None
+    ta, tb = ca._table, cb._table
+    keys = [f"_k{i}" for i in range(len(by))]
+    fa, fb = _first_outcomes(ta, by), _first_outcomes(tb, by)
+    for f in (fa, fb):
+        if f.select(list(_PAIR)).group_by(list(_PAIR), use_threads=False).aggregate([]).num_rows != f.num_rows:
+            return None
+    sa, sb = _side_counts(fa, keys), _side_counts(fb, keys)
+    shared = _shared_counts(fa, fb, keys, [*keys, *_PAIR])
+    groups = sorted(sa.keys() | sb.keys(), key=_sort_key)
+    per_group = {g: (*sa.get(g, (0, 0)), *sb.get(g, (0, 0)), *shared.get(g, (0, 0, 0, 0))) for g in groups}
+    totals = [sum(c[i] for c in per_group.values()) for i in range(4)]
+    overall = (*totals, *_shared_counts(fa, fb, [], list(_PAIR)).get((), (0, 0, 0, 0)))
+    return groups, {g: g for g in groups}, per_group, overall, (_judged_arrow(ta, by), _judged_arrow(tb, by))
 
 
 def compare(
@@ -358,34 +461,24 @@ def compare(
     for cols in (ca, cb):
         if cols:
             _need(cols, [*by, SUCCESS])
-    ga = _outcomes(ca, by) if ca else {}
-    gb = _outcomes(cb, by) if cb else {}
-    originals: dict[tuple, tuple] = {}
-    for cols in (ca, cb):
-        if not cols:
-            continue
-        keys = [cols[b] for b in by]
-        for i in range(_n_rows(cols)):
-            raw = tuple(k[i] for k in keys)
-            originals.setdefault(tuple(_hashable(v) for v in raw), raw)
-    groups = sorted(ga.keys() | gb.keys(), key=_sort_key)
-    judged = (_judged_counts(ca, by), _judged_counts(cb, by))
+    counted = _compare_counts_arrow(ca, cb, by)
+    if counted is None:
+        counted = _compare_counts(ca, cb, by)
+    groups, originals, per_group, overall_counts, judged = counted
     out = []
     for g in groups:
         row = dict(zip(by, originals[g]))
         row["group"] = ",".join(f"{b}={v}" for b, v in zip(by, originals[g])) if len(by) != 1 else str(originals[g][0])
-        row.update(_compare_group(ga.get(g, {}), gb.get(g, {}), min_n=min_n, confidence=confidence))
+        row.update(_compare_group(per_group[g], min_n=min_n, confidence=confidence))
         for side, counts in zip("ab", judged):
             row[f"labelled_{side}"], row[f"unlabelled_{side}"] = counts.get(g, (0, 0))
         out.append(row)
     for row, p_adj in zip(out, holm([r["p"] for r in out])):
         row["p_holm"] = p_adj
         row["verdict"] = _verdict(row, p_adj, alpha)
-    all_a = {p: s for g in ga.values() for p, s in g.items()}
-    all_b = {p: s for g in gb.values() for p, s in g.items()}
     overall: dict[str, Any] = dict.fromkeys(by)
     overall["group"] = "overall"
-    overall.update(_compare_group(all_a, all_b, min_n=min_n, confidence=confidence))
+    overall.update(_compare_group(overall_counts, min_n=min_n, confidence=confidence))
     for side, counts in zip("ab", judged):
         overall[f"labelled_{side}"] = sum(c[0] for c in counts.values())
         overall[f"unlabelled_{side}"] = sum(c[1] for c in counts.values())

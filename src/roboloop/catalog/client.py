@@ -75,6 +75,7 @@ class Catalog:
         restore: bool = True,
         port: int = 0,
         attach: bool = True,
+        datasets: Sequence[str] | None = None,
     ) -> None:
         import rerun as rr
 
@@ -112,8 +113,8 @@ class Catalog:
             self.client = self.server.client()
             self.url = self.server.url()
             if restore:
-                self.report = self.restore()  # removes dead writers' temporary files too
-                if alone:  # a version is superseded only by a newer one this restore registered
+                self.report = self.restore(datasets)  # removes dead writers' temporary files too
+                if alone and datasets is None:  # garbage is judged only against a complete restore  # a version is superseded only by a newer one this restore registered
                     self.workspace.collect_garbage(self.report.registered, temp_files=False)
             elif alone:
                 self.workspace.remove_stale_temp_files()
@@ -154,12 +155,14 @@ class Catalog:
         self.close()
 
     # --- restore ---------------------------------------------------------------------------
-    def restore(self) -> RestoreReport:
+    def restore(self, datasets: Sequence[str] | None = None) -> RestoreReport:
         """Register everything in the workspace: datasets (base layer first), tables, blueprints.
 
+        With `datasets`, only those datasets (and every table): a command that reads one small dataset
+        from the catalog and the rest from the rollout index starts in a fraction of the time.
         See `roboloop.catalog.restore.restore`.
         """
-        return restore_workspace(self.client, self.workspace)
+        return restore_workspace(self.client, self.workspace, datasets)
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:

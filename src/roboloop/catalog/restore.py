@@ -37,6 +37,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,11 @@ class RestoreReport:
     seconds: float = 0.0
 
 
-def restore(client, workspace: Workspace) -> RestoreReport:
-    """Register everything in `workspace` with the catalog `client`: tables, datasets (base layer first), blueprints, row tables."""
+def restore(client, workspace: Workspace, datasets: Sequence[str] | None = None) -> RestoreReport:
+    """Register everything in `workspace` with the catalog `client`: tables, datasets (base layer first), blueprints, row tables.
+
+    `datasets`: restore only these datasets (names the workspace does not have are ignored); tables all the same.
+    """
     t0 = time.perf_counter()
     report = RestoreReport()
     ws = workspace
@@ -84,7 +88,8 @@ def restore(client, workspace: Workspace) -> RestoreReport:
             report.tables.append(name)
         except Exception as exc:  # noqa: BLE001
             report.skipped.append((folder, f"table could not be loaded: {exc}"))
-    files = {d: {layer: ws.segment_version_lists(d, layer) for layer in ws.layers(d)} for d in ws.datasets()}  # listed once
+    names = [d for d in ws.datasets() if datasets is None or d in datasets]
+    files = {d: {layer: ws.segment_version_lists(d, layer) for layer in ws.layers(d)} for d in names}  # listed once
     ensure_fd_budget(sum(len(fs) for layers in files.values() for fs in layers.values()))
     for dataset, layers in files.items():
         ds = client.create_dataset(dataset, exist_ok=True)

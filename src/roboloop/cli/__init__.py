@@ -41,7 +41,8 @@ Adding a stage's commands: one convention, `register(app)`
    Options default to None ("not given"); their help and defaults come from the config's
    field docs (`config_help`), never restated. A group of subcommands is a `typer.Typer()`
    added in `register` with `app.add_typer(sub, name="...")`.
-2. Add the module to the import list and the `register` loop at the end of this file.
+2. Add the module and its command names to `COMMAND_MODULES` at the end of this file (`roboloop CMD`
+   imports only CMD's module; `tests/cli/test_dispatch.py` checks the table against `register`).
 
 Errors: library code raises `roboloop.errors.RoboloopError` subclasses with actionable
 messages; commands do not catch them. The app's group catches every `RoboloopError`
@@ -51,29 +52,17 @@ for `CliRunner().invoke(app, ...)` alike.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from roboloop.cli import (
-    analyze_cmds,
-    catalog_cmds,
-    collect_cmds,
-    curate_cmds,
-    demo_cmds,
-    evaluate_cmds,
-    interop_cmds,
-    links_cmds,
-    loop_cmds,
-    tasks_cmds,
-    train_cmds,
-    workspace_cmds,
-)
 from roboloop.cli.common import (  # noqa: F401 - the helpers, re-exported for scripts and tests
     SHOW_CONFIG_HELP,
     cell,
@@ -109,17 +98,6 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(
-    name="roboloop",
-    cls=_Group,
-    help="The robot-learning experiment loop on one queryable data layer (a Rerun catalog).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
 def _global(
     workspace: Annotated[
         Optional[Path],
@@ -148,7 +126,7 @@ def main() -> None:
     """
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        app()
+        app_for(sys.argv[1:])()
     except RoboloopError as exc:  # raised outside the command group (e.g. while building the app)
         report_error(exc)
         sys.exit(1)
@@ -156,7 +134,65 @@ def main() -> None:
 
 # --- command modules (one line per stage group; see the module docstring) ------------------------
 
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "catalog_cmds": ("serve", "ls", "import", "sql", "verify"),
+    "collect_cmds": ("collect",),
+    "curate_cmds": ("refine", "flag", "unflag", "curate"),
+    "demo_cmds": ("demo",),
+    "workspace_cmds": ("gc",),
+    "train_cmds": ("train", "runs"),
+    "evaluate_cmds": ("eval", "evals", "plan-eval"),
+    "analyze_cmds": ("success", "compare", "failures", "reoutcome", "label"),
+    "links_cmds": ("open",),
+    "loop_cmds": ("gaps", "plan", "report"),
+    "interop_cmds": ("import-lerobot", "export-lerobot"),
+    "tasks_cmds": ("tasks",),
+}
+"""Each command module of `roboloop.cli` (in `--help` order) and the commands its `register(app)` adds.
 
-for _module in (catalog_cmds, collect_cmds, curate_cmds, demo_cmds, workspace_cmds, train_cmds, evaluate_cmds, analyze_cmds,
-                links_cmds, loop_cmds, interop_cmds, tasks_cmds):
-    _module.register(app)
+`roboloop CMD` imports only CMD's module (`app_for`): `roboloop success` starts without loading
+training, simulation or video code. A command missing here still works, through the full app."""
+
+_GLOBAL_VALUE_OPTIONS = ("--workspace", "-w", "--catalog")
+
+
+def build_app(modules: Sequence[str] | None = None) -> typer.Typer:
+    """The `roboloop` Typer app with the commands of `modules` (names in COMMAND_MODULES; default all)."""
+    new = typer.Typer(
+        name="roboloop",
+        cls=_Group,
+        help="The robot-learning experiment loop on one queryable data layer (a Rerun catalog).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    new.callback()(_global)
+    for name in COMMAND_MODULES if modules is None else modules:
+        importlib.import_module(f"roboloop.cli.{name}").register(new)
+    return new
+
+
+def command_name(argv: Sequence[str]) -> str | None:
+    """The command `argv` runs (its first word after the global options), None when there is none."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GLOBAL_VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def app_for(argv: Sequence[str]) -> typer.Typer:
+    """The app that runs `argv`: only the module of its command (COMMAND_MODULES), else every command (help, typos)."""
+    name = command_name(argv)
+    module = next((m for m, names in COMMAND_MODULES.items() if name in names), None)
+    return build_app([module]) if module is not None else sys.modules[__name__].app
+
+
+def __getattr__(name: str):
+    """`roboloop.cli.app`: the app with every command, built on first use (PEP 562)."""
+    if name == "app":
+        full = globals()["app"] = build_app()
+        return full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

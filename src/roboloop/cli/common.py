@@ -56,13 +56,15 @@ def open_workspace() -> Workspace:
 
 
 @contextlib.contextmanager
-def open_catalog(*, port: int = 0, attach: bool = True) -> Iterator[Catalog]:
-    """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here)."""
+def open_catalog(*, port: int = 0, attach: bool = True, datasets: Sequence[str] | None = None) -> Iterator[Catalog]:
+    """Attach to the catalog (`--catalog`, or the workspace's `roboloop serve`) or start one; report anything skipped while restoring (once: restore's own log lines are muted here).
+
+    `datasets`: an embedded catalog restores only these (a running one serves everything anyway)."""
     restore_log = logging.getLogger("roboloop.catalog.restore")
     level = restore_log.level
     restore_log.setLevel(logging.ERROR)
     try:
-        cat = Catalog(open_workspace(), state.catalog_url, port=port, attach=attach)
+        cat = Catalog(open_workspace(), state.catalog_url, port=port, attach=attach, datasets=datasets)
     finally:
         restore_log.setLevel(level)
     for path, reason in cat.report.skipped:

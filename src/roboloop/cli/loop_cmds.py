@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from roboloop import schema
-from roboloop.analyze.gaps import gap_config, gaps, make_plan
-from roboloop.analyze.rollouts import outcome_note
+from roboloop.analyze.gaps import gap_config, gap_datasets, gaps, make_plan
+from roboloop.analyze.rollouts import indexed_rollout_table, outcome_note
+from roboloop.catalog.index import StaleIndexError
 from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
 from roboloop.collect.plan import execute_plan, load_plan, plan_summary, save_plan
 from roboloop.evaluate.run import latest_eval_ids, resolve_policy
@@ -39,6 +40,20 @@ def _optional_dependency() -> Iterator[None]:
         yield
     except ImportError as exc:
         fail(str(exc))
+
+
+@contextlib.contextmanager
+def _gap_inputs(eval_id: str) -> Iterator[tuple]:
+    """(catalog, rollout_table) for `gaps(catalog, eval_id, rollout_table=...)`: the rollouts from the rollout index and
+    a catalog that restores only the demonstration dataset; the whole catalog when the index cannot answer (stale)."""
+    ws = open_workspace()
+    demo_ds, evals_ds = gap_datasets(ws, eval_id)
+    try:
+        table = indexed_rollout_table(ws, evals_ds) if evals_ds in ws.datasets() else None
+    except StaleIndexError:  # rows missing (a crash between registration and the index write): the catalog rebuilds them
+        table = None
+    with open_catalog(datasets=None if table is None else [demo_ds]) as cat:
+        yield cat, (None if table is None else lambda _dataset: table)
 
 
 def print_gaps(rep) -> None:
@@ -82,8 +97,8 @@ def gaps_cmd(
     if show_config:
         print_config(gap_config(open_workspace(), eval_id))
         return
-    with open_catalog() as cat, _optional_dependency():
-        rep = gaps(cat, eval_id)
+    with _gap_inputs(eval_id) as (cat, rollout_table), _optional_dependency():
+        rep = gaps(cat, eval_id, rollout_table=rollout_table)
     if format == "json":
         print(json.dumps(rep.to_dict(), indent=2, default=str))
     else:
@@ -97,8 +112,8 @@ def plan_cmd(
     name: Annotated[str | None, typer.Option("--name", help="Plan name (default plan-<eval id>).")] = None,
 ) -> None:
     """Write a collection plan aimed at the evaluation's coverage gaps (execute it with `roboloop collect --plan FILE`)."""
-    with open_catalog() as cat, _optional_dependency():
-        p = make_plan(gaps(cat, eval_id), budget, name=name)
+    with _gap_inputs(eval_id) as (cat, rollout_table), _optional_dependency():
+        p = make_plan(gaps(cat, eval_id, rollout_table=rollout_table), budget, name=name)
         path = save_plan(cat.workspace, p, output or Path(f"{p.name}.toml"))
     console.print(f"plan [bold]{p.name}[/]: {p.total} episode(s) into {p.dataset} ({len(p.items)} item(s)), written to {path}")
     for line in plan_summary(p):
