@@ -6,7 +6,7 @@ Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `main`. Each stage group has its own module: `catalog_cmds` (serve, ls, import, sql, verify),
 `collect_cmds` (collect), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
 (train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success, compare,
-failures, reoutcome, label), `links_cmds` (open), `loop_cmds` (gaps, plan, report; `collect --plan`),
+failures, reoutcome, label, value), `links_cmds` (open), `loop_cmds` (gaps, plan, report; `collect --plan`),
 `interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc),
 `tasks_cmds` (tasks);
 `tables` holds the table/CSV/JSON output of the evaluate and analyze commands.
@@ -142,7 +142,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "workspace_cmds": ("gc",),
     "train_cmds": ("train", "runs"),
     "evaluate_cmds": ("eval", "evals", "plan-eval"),
-    "analyze_cmds": ("success", "compare", "failures", "reoutcome", "label"),
+    "analyze_cmds": ("success", "compare", "failures", "reoutcome", "label", "value"),
     "links_cmds": ("open",),
     "loop_cmds": ("gaps", "plan", "report"),
     "interop_cmds": ("import-lerobot", "export-lerobot"),
