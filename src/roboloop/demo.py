@@ -42,7 +42,7 @@ from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_r
 from roboloop.refine.layers import flag, refine
 from roboloop.report import write_report
 from roboloop.stats.sequential import SequentialConfig
-from roboloop.train import TrainConfig, list_runs, load_config, train
+from roboloop.train import TrainConfig, VisionConfig, list_runs, load_config, train
 
 COVERED = {"yaw": "none"}
 """The demonstrated corner: every demonstration has the cube at yaw 0 (the planted gap is the rest of the yaw axis)."""
@@ -71,7 +71,7 @@ class DemoConfig(Config):
     plan_budget: int = 30
     "Demonstrations the collection plan may add where the gap is found."
     epochs: int = 150
-    "Training epochs of both policies."
+    "Training epochs of both policies (mlp; see vision_epochs for the camera policy)."
     policy: str = "mlp"
     "Policy kind to train (mlp: joints + cube pose; vision: camera + joints)."
     corrective: int | None = None
@@ -92,6 +92,14 @@ class DemoConfig(Config):
     "Rollouts per cell per round of the sequential comparison."
     report: str = "report.html"
     "Where the report is written, relative to the workspace folder (or absolute)."
+    vision_epochs: int = 20
+    "Training epochs of both policies when policy = vision (an epoch of the camera policy costs ~100x an mlp epoch on 2 cores; measured in benchmarks/README.md)."
+    vision_batch_size: int = 64
+    "Batch size of both policies when policy = vision."
+    vision_camera_size: tuple[int, int] = (96, 72)
+    "Recorded camera size when policy = vision: the size the camera policy trains and deploys at (VisionConfig's image size, no resize)."
+    vision_aux_cube: float = 1.0
+    "VisionConfig.aux_cube of the demo's camera policies: the training-only cube-position loss (deploy reads only camera + joints; 8/30 vs 1/30 at 50 demos, benchmarks/README.md)."
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,6 +113,7 @@ class DemoConfig(Config):
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.round_size >= 1, f"round_size must be >= 1, got {self.round_size}")
+        check(self.vision_epochs >= 1 and self.vision_batch_size >= 1, "vision_epochs and vision_batch_size must be >= 1")
         check(self.corrective is None or self.corrective >= 0, f"corrective must be >= 0 or None, got {self.corrective}")
         check(self.corrective_mode in schema.CORRECTIVE_MODES,
               f"corrective_mode must be one of {', '.join(schema.CORRECTIVE_MODES)}, got {self.corrective_mode!r}")
@@ -115,6 +124,11 @@ class DemoConfig(Config):
         if self.corrective is not None:
             return self.corrective
         return 0 if self.policy == "mlp" else self.plan_budget
+
+    @property
+    def recorded_camera_size(self) -> tuple[int, int]:
+        """The camera size demonstrations and rollouts are recorded at (`vision_camera_size` for the camera policy)."""
+        return self.vision_camera_size if self.policy == "vision" else self.camera_size
 
     @property
     def query(self) -> str:
@@ -152,7 +166,7 @@ def _covered_conditions(cfg: DemoConfig):
 
 
 def _spec(cfg: DemoConfig):
-    w, h = cfg.camera_size
+    w, h = cfg.recorded_camera_size
     return RecordingSpec(cameras=cfg.cameras, width=w, height=h)
 
 
@@ -180,6 +194,17 @@ def _selection(catalog: Catalog, cfg: DemoConfig, name: str, say: Say):
     return sel
 
 
+def demo_train_config(cfg: DemoConfig, selection: str) -> TrainConfig:
+    """v1's training config (v2 reuses it with `--like`): the demo's epochs for mlp, the camera policy's budget for vision."""
+    steps = cfg.steps or TrainConfig.episode_steps
+    if cfg.policy != "vision":
+        return TrainConfig(dataset=cfg.dataset, selection=selection, policy=cfg.policy, epochs=cfg.epochs, episode_steps=steps)
+    w, h = cfg.vision_camera_size
+    model = VisionConfig(image_width=w, image_height=h, aux_cube=cfg.vision_aux_cube)
+    return TrainConfig(dataset=cfg.dataset, selection=selection, policy="vision", epochs=cfg.vision_epochs,
+                       batch_size=cfg.vision_batch_size, episode_steps=steps, model=model)
+
+
 def _train(catalog: Catalog, cfg: DemoConfig, sel, like: str | None, say: Say, progress: Progress, label: str) -> str:
     """Train on `sel` (with `like`'s exact config when given) unless a finished run on the same ids exists."""
     for info in list_runs(catalog.workspace):
@@ -189,8 +214,7 @@ def _train(catalog: Catalog, cfg: DemoConfig, sel, like: str | None, say: Say, p
     if like:
         tcfg = load_config(catalog.workspace, like).replace(selection=sel.name)
     else:
-        tcfg = TrainConfig(dataset=cfg.dataset, selection=sel.name, policy=cfg.policy, epochs=cfg.epochs,
-                           episode_steps=cfg.steps or TrainConfig.episode_steps)
+        tcfg = demo_train_config(cfg, sel.name)
 
     def on_progress(p) -> None:
         if p.epoch_end:
@@ -213,7 +237,7 @@ def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str
 
 def _eval_config(cfg: DemoConfig, run_id: str, grid, **kw):
     return EvalConfig(dataset=cfg.dataset, policy=run_id, grid=grid, episodes_per_cell=cfg.episodes_per_cell,
-                      workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.camera_size, steps=cfg.steps, **kw)
+                      workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.recorded_camera_size, steps=cfg.steps, **kw)
 
 
 def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, progress: Progress, label: str) -> str:
@@ -334,7 +358,8 @@ class _DemoRun:
     # 4. train v1 ----------------------------------------------------------------------------------
     def train_v1(self, sel1) -> str:
         cfg = self.cfg
-        self.say(f"[4/12] train v1 ({cfg.policy}) from the stream   $ roboloop train --dataset {self.ds} --selection {V1} --epochs {cfg.epochs}")
+        self.say(f"[4/12] train v1 ({cfg.policy}) from the stream   $ roboloop train --dataset {self.ds} --selection {V1} "
+                 f"{'--policy vision --epochs ' + str(cfg.vision_epochs) if cfg.policy == 'vision' else '--epochs ' + str(cfg.epochs)}")
         self.out.runs["v1"] = run1 = _train(self.catalog, cfg, sel1, None, self.say, self.progress, "v1")
         return run1
 
