@@ -51,11 +51,10 @@ pip_install() {  # quiet pip; on failure show its output (minus index-location n
     exit 1
   fi
 }
-pip_install --upgrade pip
-# torch first, pinned: any other resolution pulls GBs of CUDA wheels.
-.venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
-  || pip_install torch==2.13.0
-pip_install -e ".[sim,dev]"
+# One pip run, torch pinned to the local CPU build (any other resolution pulls GBs of CUDA wheels). No pip
+# self-upgrade (the venv's pip installs this pyproject as is) and no byte-compiling of every installed module
+# (--no-compile: ~14,500 files, most never imported; Python compiles what the demo imports on first import).
+pip_install --no-compile torch==2.13.0 -e ".[sim,dev]"
 .venv/bin/python -c "import roboloop, torch, rerun, gym_aloha"
 link_ffmpeg
 echo "$want" > "$STAMP"
