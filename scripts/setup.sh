@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Idempotent setup: .venv, torch==2.13.0 first (the local CPU build), then roboloop with
-# its sim and dev extras, and the Debian packages headless MuJoCo rendering needs.
+# Idempotent setup: .venv with torch==2.13.0 (the local CPU build) and roboloop with its sim and dev
+# extras, and the Debian packages headless MuJoCo rendering needs.
+#   bash scripts/setup.sh            everything (what `./run test` runs)
+#   bash scripts/setup.sh --no-dev   without the dev extra (pytest, ruff): what `./run demo` needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 STAMP=.venv/.roboloop-setup
+EXTRAS="sim,dev"
+[[ "${1:-}" == "--no-dev" ]] && EXTRAS="sim"
 
 # 1. Debian packages for headless EGL rendering (software llvmpipe).
 APT_PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri)
@@ -36,9 +40,12 @@ link_ffmpeg() {
   return 0
 }
 
-# 3. Python packages: only when pyproject.toml changed since the last successful setup.
+# 3. Python packages: only when pyproject.toml changed since the last successful setup, or the dev
+#    extra is wanted and that setup went without it. The stamp holds "<pyproject hash> <extras>".
 want="$(sha256sum pyproject.toml | cut -c1-16)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
+read -r have have_extras < "$STAMP" 2>/dev/null || true
+if [[ "${have:-}" == "$want" && ( "$EXTRAS" == "sim" || "${have_extras:-sim,dev}" == "sim,dev" ) ]] \
+   && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
   link_ffmpeg
   exit 0
 fi
@@ -54,8 +61,8 @@ pip_install() {  # quiet pip; on failure show its output (minus index-location n
 # One pip run, torch pinned to the local CPU build (any other resolution pulls GBs of CUDA wheels). No pip
 # self-upgrade (the venv's pip installs this pyproject as is) and no byte-compiling of every installed module
 # (--no-compile: ~14,500 files, most never imported; Python compiles what the demo imports on first import).
-pip_install --no-compile torch==2.13.0 -e ".[sim,dev]"
+pip_install --no-compile torch==2.13.0 -e ".[$EXTRAS]"
 .venv/bin/python -c "import roboloop, torch, rerun, gym_aloha"
 link_ffmpeg
-echo "$want" > "$STAMP"
+echo "$want $EXTRAS" > "$STAMP"
 echo "setup: done"
