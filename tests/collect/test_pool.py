@@ -6,6 +6,9 @@ Real simulator and catalog; short episodes without cameras.
 
 from __future__ import annotations
 
+import os
+from operator import add, mul
+
 import numpy as np
 import psutil
 import pytest
@@ -104,16 +107,16 @@ def test_reused_pool_records_what_fresh_simulators_record_and_stops_on_error(ws,
     assert "crashing" not in ws.datasets() or list(ws.segment_files("crashing", schema.BASE_LAYER)) == []
 
 
-def _double(ctx, x):
-    return ctx * x
-
-
 def test_contexts_are_built_once_per_worker_and_abandon_cancels_queued_jobs():
     with WorkerPool(1) as pool:
+        token = Context.of(os.urandom, 16)  # built once in the worker: every job naming it sees the same bytes
+        first, second = (pool.submit(token, add, b"").result() for _ in range(2))
+        assert len(first) == 16 and first == second
+        assert pool.submit(Context.of(os.urandom, 16), add, b"").result() == first  # equal arguments, one context
+        assert len(pool.submit(Context.of(os.urandom, 17), add, b"").result()) == 17
         ctx = Context.of(int, "21")
-        assert Context.of(int, "21") == ctx and Context.of(int, "22").key != ctx.key
-        assert [pool.submit(ctx, _double, k).result() for k in (1, 2)] == [21, 42]
-        jobs = [pool.submit(ctx, _double, k) for k in range(200)]
+        assert [pool.submit(ctx, mul, k).result() for k in (1, 2)] == [21, 42]
+        jobs = [pool.submit(ctx, mul, k) for k in range(200)]
         discarded = []
         abandon(jobs, discarded.append)
         assert all(f.done() for f in jobs)
@@ -121,4 +124,4 @@ def test_contexts_are_built_once_per_worker_and_abandon_cancels_queued_jobs():
         assert sorted(discarded) == sorted(f.result() for f in jobs if not f.cancelled())
     assert pool.closed
     with pytest.raises(RuntimeError, match="closed"):
-        pool.submit(ctx, _double, 1)
+        pool.submit(ctx, mul, 1)
