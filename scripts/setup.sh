@@ -58,10 +58,11 @@ pip_install() {  # quiet pip; on failure show its output (minus index-location n
     exit 1
   fi
 }
-# One pip run, torch pinned to the local CPU build (any other resolution pulls GBs of CUDA wheels). No pip
-# self-upgrade (the venv's pip installs this pyproject as is) and no byte-compiling of every installed module
-# (--no-compile: ~14,500 files, most never imported; Python compiles what the demo imports on first import).
-pip_install --no-compile torch==2.13.0 -e ".[$EXTRAS]"
+# One pip run, torch pinned to the local CPU build (any other resolution pulls GBs of CUDA wheels), and no pip
+# self-upgrade (the venv's pip installs this pyproject as is). pip byte-compiles what it installs: keep it, since
+# with PYTHONDONTWRITEBYTECODE=1 (set on some machines) nothing compiled at import time is ever cached, and every
+# worker process would compile torch and MuJoCo's Python anew.
+pip_install torch==2.13.0 -e ".[$EXTRAS]"
 .venv/bin/python -c "import roboloop, torch, rerun, gym_aloha"
 link_ffmpeg
 echo "$want $EXTRAS" > "$STAMP"
