@@ -43,8 +43,9 @@ link_ffmpeg() {
 # 3. Python packages: only when pyproject.toml changed since the last successful setup, or the dev
 #    extra is wanted and that setup went without it. The stamp holds "<pyproject hash> <extras>".
 want="$(sha256sum pyproject.toml | cut -c1-16)"
-read -r have have_extras < "$STAMP" 2>/dev/null || true
-if [[ "${have:-}" == "$want" && ( "$EXTRAS" == "sim" || "${have_extras:-sim,dev}" == "sim,dev" ) ]] \
+have="" have_extras=""
+if [[ -f "$STAMP" ]]; then read -r have have_extras < "$STAMP" || true; fi
+if [[ "$have" == "$want" && ( "$EXTRAS" == "sim" || "${have_extras:-sim,dev}" == "sim,dev" ) ]] \
    && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
   link_ffmpeg
   exit 0
