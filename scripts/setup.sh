@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Idempotent setup: .venv, torch==2.13.0 first (the local CPU build), then roboloop with
-# its sim and dev extras, and the Debian packages headless MuJoCo rendering needs.
+# Idempotent setup: .venv with torch==2.13.0 (the local CPU build) and roboloop with its sim and dev
+# extras, and the Debian packages headless MuJoCo rendering needs.
+#   bash scripts/setup.sh            everything (what `./run test` runs)
+#   bash scripts/setup.sh --no-dev   without the dev extra (pytest, ruff): what `./run demo` needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 STAMP=.venv/.roboloop-setup
+EXTRAS="sim,dev"
+[[ "${1:-}" == "--no-dev" ]] && EXTRAS="sim"
 
 # 1. Debian packages for headless EGL rendering (software llvmpipe).
 APT_PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri)
@@ -36,9 +40,13 @@ link_ffmpeg() {
   return 0
 }
 
-# 3. Python packages: only when pyproject.toml changed since the last successful setup.
+# 3. Python packages: only when pyproject.toml changed since the last successful setup, or the dev
+#    extra is wanted and that setup went without it. The stamp holds "<pyproject hash> <extras>".
 want="$(sha256sum pyproject.toml | cut -c1-16)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
+have="" have_extras=""
+if [[ -f "$STAMP" ]]; then read -r have have_extras < "$STAMP" || true; fi
+if [[ "$have" == "$want" && ( "$EXTRAS" == "sim" || "${have_extras:-sim,dev}" == "sim,dev" ) ]] \
+   && .venv/bin/python -c "import roboloop, torch" 2>/dev/null; then
   link_ffmpeg
   exit 0
 fi
@@ -51,12 +59,12 @@ pip_install() {  # quiet pip; on failure show its output (minus index-location n
     exit 1
   fi
 }
-pip_install --upgrade pip
-# torch first, pinned: any other resolution pulls GBs of CUDA wheels.
-.venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
-  || pip_install torch==2.13.0
-pip_install -e ".[sim,dev]"
+# One pip run, torch pinned to the local CPU build (any other resolution pulls GBs of CUDA wheels), and no pip
+# self-upgrade (the venv's pip installs this pyproject as is). pip byte-compiles what it installs: keep it, since
+# with PYTHONDONTWRITEBYTECODE=1 (set on some machines) nothing compiled at import time is ever cached, and every
+# worker process would compile torch and MuJoCo's Python anew.
+pip_install torch==2.13.0 -e ".[$EXTRAS]"
 .venv/bin/python -c "import roboloop, torch, rerun, gym_aloha"
 link_ffmpeg
-echo "$want" > "$STAMP"
+echo "$want $EXTRAS" > "$STAMP"
 echo "setup: done"

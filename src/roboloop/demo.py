@@ -34,6 +34,7 @@ from roboloop.analyze.rollouts import compare, failures, representative_failure,
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.links import segment_url
 from roboloop.collect.plan import Plan, PlanItem, execute_plan, plan_summary, save_plan
+from roboloop.collect.pool import reuse_workers
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.config import Config, ConfigError, check
 from roboloop.envs import DEFAULT_TASK, get_task
@@ -275,8 +276,17 @@ def run_demo(
     say: Say = print,
     progress: Progress | None = None,
 ) -> DemoResult:
-    """Run the whole loop on `config.dataset`; returns what happened (see the module docstring)."""
-    demo = _DemoRun(catalog, config or DemoConfig(), say, progress or (lambda stage, done, total: None))
+    """Run the whole loop on `config.dataset`; returns what happened (see the module docstring).
+
+    Every stage that runs episodes (collect, evaluations, sequential rounds, the plan) shares one pool of
+    `config.workers` worker processes, started once (`reuse_workers`)."""
+    cfg = config or DemoConfig()
+    with reuse_workers(cfg.workers):
+        return _run_stages(_DemoRun(catalog, cfg, say, progress or (lambda stage, done, total: None)))
+
+
+def _run_stages(demo: _DemoRun) -> DemoResult:
+    """The twelve steps in order (see the module docstring), each timed (`DemoResult.seconds`)."""
     demo.collect_covered()
     demo.lap("collect")
     demo.refine()

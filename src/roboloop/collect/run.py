@@ -34,7 +34,10 @@ catalog: it renames the file into place (the acknowledgement) and registers it a
 the result arrives, so a crash loses at most the episodes in flight. Workers die with
 their parent (`workspace.die_with_parent`), and what they leave is garbage by its name:
 an episode nobody acknowledged is never registered by a later restore, so a `--resume`
-does not find it twice.
+does not find it twice. A collect starts its worker processes and stops them when it ends,
+unless it runs inside ``with pool.reuse_workers(workers):`` (`roboloop.collect.pool`): then
+every collect of the block runs on one pool, started once (the demo's stages and the rounds of
+a sequential evaluation do this).
 
 **Executors.** ``executor="local"`` (default) uses the worker processes above;
 ``executor="ray"`` runs ``workers`` Ray actors (one CPU each; a local Ray instance, or the
@@ -59,18 +62,18 @@ into the episode's properties, e.g. the sloppy operator's ``hidden.operator``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +81,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from roboloop import faults, schema
+from roboloop.collect.pool import MAX_JOBS_PER_WORKER, Context, WorkerPool, abandon, active_pool, release, shared, worker_parent
 from roboloop.config import Config, ConfigError, check
 from roboloop.envs import DEFAULT_TASK, get_task, register_task
 from roboloop.envs.aloha.conditions import SceneConditions
@@ -91,7 +95,6 @@ from roboloop.workspace import (
     Workspace,
     atomic_path,
     atomic_write_bytes,
-    die_with_parent,
     publish_temp,
     temp_path,
 )
@@ -468,9 +471,6 @@ def episode_properties(job: EpisodeJob, spec: RecordingSpec, *, kind: str, task:
 
 # --- worker processes ----------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
-
-
 def _adopt(task) -> str:
     """In a worker process: register the parent's task object (a task registered at runtime exists only in the
     process that registered it) and return its name."""
@@ -478,23 +478,45 @@ def _adopt(task) -> str:
     return task.name
 
 
-def _init_worker(task, spec: RecordingSpec, policy_factory: Callable, parent_pid: int) -> None:
-    die_with_parent(parent_pid)  # a killed collect/eval takes its workers with it
-    sim = make_sim(spec, _adopt(task))
-    _WORKER.update(sim=sim, policy=policy_factory(sim), spec=spec, parent=parent_pid)
+@dataclass
+class _EpisodeContext:
+    """In a worker: a policy on the (shared) simulator of one task and recording spec (`pool.Context`)."""
+
+    sim_key: str
+    sim: Any
+    policy: Policy
+    spec: RecordingSpec
+
+    def close(self) -> None:
+        release(self.sim_key)
 
 
-def _run_in_worker(job: EpisodeJob, root: str, dataset: str, kind: str, steps: int | None) -> EpisodeResult:
+def _build_context(task, spec: RecordingSpec, policy_factory: Callable, sim_key: str) -> _EpisodeContext:
+    sim = shared(sim_key, lambda: make_sim(spec, _adopt(task)))
+    try:
+        return _EpisodeContext(sim_key, sim, policy_factory(sim), spec)
+    except BaseException:
+        release(sim_key)
+        raise
+
+
+def episode_context(task, spec: RecordingSpec, policy_factory: Callable) -> Context:
+    """The worker context of a collect: its task's simulator for `spec` (one per worker, whatever the policy)
+    and the policy `policy_factory(sim)` builds on it."""
+    return Context.of(_build_context, task, spec, policy_factory, Context.of(make_sim, task, spec).key)
+
+
+def _run_in_worker(ctx: _EpisodeContext, job: EpisodeJob, root: str, dataset: str, kind: str, steps: int | None) -> EpisodeResult:
     """Run one episode into a temporary file named after the parent: only the parent, alive, publishes and registers it.
 
     A worker that outlives its parent (killed before `die_with_parent` took effect) leaves
     only a temporary file, garbage by its name, never a file restore would register.
     """
     ws = Workspace(root)
-    staged = temp_path(ws.segment_path(dataset, schema.BASE_LAYER, job.segment_id), _WORKER["parent"])
-    result = run_episode(_WORKER["sim"], _WORKER["policy"], job, workspace=ws, dataset=dataset, spec=_WORKER["spec"],
-                         kind=kind, steps=steps, path=staged)
-    if os.getppid() != _WORKER["parent"]:  # nobody will acknowledge it
+    parent = worker_parent()
+    staged = temp_path(ws.segment_path(dataset, schema.BASE_LAYER, job.segment_id), parent)
+    result = run_episode(ctx.sim, ctx.policy, job, workspace=ws, dataset=dataset, spec=ctx.spec, kind=kind, steps=steps, path=staged)
+    if os.getppid() != parent:  # nobody will acknowledge it
         staged.unlink(missing_ok=True)
         os._exit(1)
     return result
@@ -731,24 +753,35 @@ def seed_floor(catalog, dataset: str, table=None) -> int:
     return max(0 if top is None else top + 1, _legacy_seed_state(catalog.workspace, dataset))
 
 
-WORKER_EPISODES = 1000
-"""Episodes a collect worker process records before it is replaced (see `_collect_parallel`)."""
+WORKER_EPISODES = MAX_JOBS_PER_WORKER
+"""Episodes a collect worker process records before it is replaced (`pool.MAX_JOBS_PER_WORKER`: a Rerun thread leak)."""
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, n_jobs: int) -> Iterator[WorkerPool]:
+    """The pool of the open `reuse_workers(workers)` block, else one of its own for this collect."""
+    reused = active_pool(workers)
+    if reused is not None:
+        yield reused
+        return
+    with WorkerPool(min(workers, n_jobs), max_jobs_per_worker=WORKER_EPISODES) as pool:
+        yield pool
+
+
+def _discard_staged(result: EpisodeResult) -> None:
+    result.path.unlink(missing_ok=True)  # an episode that finished after its collect failed: nobody publishes it
 
 
 def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callable[[EpisodeResult], None], ws: Workspace,
                       cfg: CollectConfig, policy_factory: Callable[[Any], Policy]) -> None:
-    ctx = mp.get_context("spawn")
-    n = min(cfg.workers, n_jobs)
-    # Workers are replaced every WORKER_EPISODES episodes: Rerun 0.41 leaks two native threads per
-    # RecordingStream, and a process that has written ~7,700 recordings can no longer start threads.
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(get_task(cfg.task), cfg.spec, policy_factory, os.getpid()),
-                             max_tasks_per_child=WORKER_EPISODES) as pool:
+    context = episode_context(get_task(cfg.task), cfg.spec, policy_factory)
+    with _worker_pool(cfg.workers, n_jobs) as pool:
+        n = min(pool.workers, n_jobs)
         pending: set = set()
 
         def submit(k: int) -> None:  # jobs are taken (and their seeds reserved) as workers free up
             for job in itertools.islice(job_iter, k):
-                pending.add(pool.submit(_run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps))
+                pending.add(pool.submit(context, _run_in_worker, job, str(ws.root), cfg.dataset, cfg.kind, cfg.steps))
 
         try:
             submit(2 * n)
@@ -761,9 +794,7 @@ def _collect_parallel(job_iter: Iterator[EpisodeJob], n_jobs: int, done: Callabl
                     done(result)
                 submit(2 * n - len(pending))
         except BaseException:
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            abandon(pending, _discard_staged)
             raise
 
 

@@ -14,7 +14,8 @@ Library use::
 **Pairs.** Pair ``i`` of a cell is the baseline's and the challenger's rollout on
 ``cell_seed(cell, i)`` (the evaluation seed rule: both face the identical scene). Pairs
 enter the test in index order, ``seq.round_size`` per cell per round, all active cells
-interleaved in one ``collect`` call per policy per round (workers stay busy). Where the
+interleaved in one ``collect`` call per policy per round (workers stay busy; every round runs
+on one pool of worker processes, started once: `roboloop.collect.pool.reuse_workers`). Where the
 baseline evaluation lacks index ``i`` (it ran fewer rollouts than the test needs), the
 baseline policy runs it first, recorded into the *baseline* evaluation (its eval id and
 provenance, seed from the same rule; its row gains ``extended_by``/``extra_rollouts``).
@@ -52,6 +53,7 @@ from typing import Any
 from roboloop import rows, schema
 from roboloop.catalog.index import load as load_index
 from roboloop.catalog.index import write_row as write_index_row
+from roboloop.collect.pool import reuse_workers
 from roboloop.collect.run import EpisodeResult
 from roboloop.envs import get_task
 from roboloop.evaluate.run import (
@@ -273,7 +275,8 @@ def _until_decided(catalog, cfg: EvalConfig, *, against, seq, on_result, on_roun
                          on_result=on_result, on_round=on_round)
     run.load_recorded(resume)
     run.prepare_baseline(baseline_factory)
-    return run.run()
+    with reuse_workers(cfg.workers):  # one pool of workers for every round (and baseline top-up), started once
+        return run.run()
 
 
 def _previous_row(ws, cfg: EvalConfig, against: str, seq: SequentialConfig) -> dict[str, Any]:
