@@ -226,7 +226,7 @@ def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, 
     params = [p for p in model.parameters() if p.requires_grad]
     tick = tick or (lambda n: None)
     stream = EpisodeStream(catalog, (dataset, list(ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
-                           batch_size=batch_size, shuffle=False, rank=0, world_size=1)
+                           batch_size=batch_size, shuffle=False, rank=0, world_size=1, cache_mb=0)
     tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
     open_eps: dict[int, list] = {}  # episode index -> [gradient sum, sample count]
     finished: set[int] = set()

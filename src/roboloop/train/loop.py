@@ -377,7 +377,7 @@ def infer_widths(catalog, dataset: str, segment_id: str, specs: list[FeatureSpec
     """
     try:
         stream = EpisodeStream(catalog, (dataset, [segment_id]), fields=stream_fields(specs), rate_hz=rate_hz, batch_size=1,
-                               shuffle=False, rank=0, world_size=1)
+                               shuffle=False, rank=0, world_size=1, cache_mb=0)
     except UnknownEntityError as exc:
         paths = sorted({c.split(":")[0] for c in exc.available})
         spec = next(s for s in specs if s.name == exc.field_name)
@@ -420,7 +420,7 @@ def _cameras(specs: list[FeatureSpec]) -> list[str]:
 def _train_stats(catalog, sel, specs, cfg: TrainConfig):
     """Normalization statistics: one streaming pass over the train episodes (scalar fields only)."""
     stats_stream = EpisodeStream(catalog, (sel.dataset, list(sel.train_ids)), fields=stream_fields(scalar_specs(specs)),
-                                 rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False, rank=0, world_size=1)
+                                 rate_hz=cfg.rate_hz, batch_size=8192, shuffle=False, rank=0, world_size=1, cache_mb=0)
     return stream_stats(stats_stream, specs)
 
 
@@ -869,7 +869,7 @@ def _holdout_samples(catalog, sel, specs, cfg) -> dict[str, Any] | None:
     rng = np.random.default_rng([cfg.seed, 2])
     ids = list(sel.holdout_ids)
     segs = [ids[i] for i in sorted(rng.choice(len(ids), size=min(cfg.samples, len(ids)), replace=False))]
-    s = EpisodeStream(catalog, (sel.dataset, segs), fields=stream_fields(specs), rate_hz=cfg.rate_hz, batch_size=1 << 16, shuffle=False)
+    s = EpisodeStream(catalog, (sel.dataset, segs), fields=stream_fields(specs), rate_hz=cfg.rate_hz, batch_size=1 << 16, shuffle=False, cache_mb=0)
     batches = list(s)
     if not batches:
         return None

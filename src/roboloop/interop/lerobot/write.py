@@ -406,6 +406,7 @@ def _episode_stream(catalog: Catalog, cfg: ExportConfig, plan: _ExportPlan) -> E
         batch_size=64 if has_camera else 4096,
         shuffle=False,
         include_meta=True,  # the stream's own time tolerance (float rounding only): latest-at at every fps
+        cache_mb=0,  # one pass: nothing to reuse
     )
 
 
