@@ -60,10 +60,13 @@ pip_install() {  # quiet pip; on failure show its output (minus index-location n
   fi
 }
 # One pip run, torch pinned to the local CPU build (any other resolution pulls GBs of CUDA wheels), and no pip
-# self-upgrade (the venv's pip installs this pyproject as is). pip byte-compiles what it installs: keep it, since
-# with PYTHONDONTWRITEBYTECODE=1 (set on some machines) nothing compiled at import time is ever cached, and every
-# worker process would compile torch and MuJoCo's Python anew.
-pip_install torch==2.13.0 -e ".[$EXTRAS]"
+# self-upgrade (the venv's pip installs this pyproject as is). Everything installed must be byte-compiled: with
+# PYTHONDONTWRITEBYTECODE=1 (set on some machines) nothing compiled at import time is ever cached, and every worker
+# process would compile torch and MuJoCo's Python anew. pip compiles on one core (~30 s of CPU for torch, scipy,
+# sympy, ...), so it installs without compiling and compileall then compiles the same files on every core. A file
+# that does not compile (pip skips those too) only makes compileall's exit status non-zero.
+pip_install --no-compile torch==2.13.0 -e ".[$EXTRAS]"
+.venv/bin/python -m compileall -qq -j 0 .venv/lib >/dev/null 2>&1 || true
 .venv/bin/python -c "import roboloop, torch, rerun, gym_aloha"
 link_ffmpeg
 echo "$want $EXTRAS" > "$STAMP"
