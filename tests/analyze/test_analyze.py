@@ -402,7 +402,7 @@ def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged
 def test_plots_bars_for_one_key_heatmap_for_two(tmp_path):
     from PIL import Image
 
-    from roboloop.report import plot_success
+    from roboloop.report.plots import plot_success
 
     rows = _random_rows(120)
     one = plot_success(analyze.success_by(rows, ["scene.region"]), ["scene.region"], tmp_path / "bars.png")

@@ -21,7 +21,8 @@ from roboloop.catalog.client import Catalog
 from roboloop.cli import app
 from roboloop.refine.labels import LabelError, apply_labels, label, label_history, read_labels_csv
 from roboloop.refine.outcomes import reoutcome
-from roboloop.report import build_report_data, render_report
+from roboloop.report.data import build_report_data
+from roboloop.report.render import render_report
 
 EVALS = "bot_evals"
 HZ = 50

@@ -69,7 +69,7 @@ def test_gaps_glue_finds_the_gap(catalog, evaluated):
 def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
     pytest.importorskip("roboloop.train")
     pytest.importorskip("roboloop.analyze.rollouts")
-    from roboloop.report import SECTIONS, write_report
+    from roboloop.report.render import SECTIONS, write_report
 
     out = write_report(catalog, ["ev1"], tmp_path / "r.html", export_failures=True)
     text = out.read_text()

@@ -41,7 +41,6 @@ from roboloop.predicate import (
     columns_of,
     given_where,
     resolver,
-    select_ids,
 )
 from roboloop.stats.exact import fisher_exact, mcnemar_exact
 from roboloop.stats.intervals import newcombe_diff, newcombe_paired_diff, wilson
@@ -642,6 +641,10 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
                                  f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
         table = table.filter(pc.is_in(table.column(EVAL_ID), value_set=pa.array(list(eval_ids))))
     if where is not None:
+        # DataFusion (and pandas, which it loads: ~0.3-1 s) only for a `--where`: `roboloop success` and `compare` without
+        # one start without it, as the catalog client starts without rerun and DataFusion until it queries
+        from roboloop.predicate.select import select_ids
+
         # hand DataFusion only the columns the predicate reads (registering 40 columns x 100k rows costs seconds)
         resolve = resolver(table.column_names, evals_dataset)
         names = {resolve(n) for n in columns_of(Parser(where, lambda n: n).parse())} - {"segment_id"}

@@ -43,7 +43,6 @@ from roboloop.catalog import links
 from roboloop.errors import UnknownEvaluationError
 from roboloop.evaluate.until_decided import sequential_rows
 from roboloop.report.values import CELL, as_number
-from roboloop.train import run_info
 from roboloop.video import decode_samples
 
 __all__ = ["EvalSection", "ReportData", "build_report_data", "failure_thumbnail"]
@@ -344,7 +343,7 @@ def _add_run(catalog, data: ReportData, label: str, run_id: str, eval_dataset: s
     """The run's selection and loss curves (a note instead of either when unavailable)."""
     info: dict[str, Any] = {}
     try:
-        info = dict(run_info(catalog.workspace, run_id))
+        info = dict(catalog.workspace.run_info(run_id))
         data.selections.append(_selection_row(catalog, label, info))
     except Exception as exc:  # noqa: BLE001 - a missing run record degrades the report, not the command
         data.notes.append(f"{label}: the record of run {run_id} is unavailable ({exc})")
