@@ -79,7 +79,7 @@ from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task, tasks
 from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
 from roboloop.evaluate.table import EvaluateError, eval_row, evals_dataset_of, latest_eval_ids, list_evals
-from roboloop.train import PolicyFactory
+from roboloop.train import PolicyFactory, run_info
 from roboloop.workspace import WRITER_EVAL, WRITER_RUN
 
 __all__ = [
@@ -496,7 +496,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
     if policy == schema.POLICY_SCRIPTED:
         return PolicySource(policy, ScriptedPolicy, provenance=no_run_provenance())
     try:
-        info = workspace.run_info(policy)
+        info = run_info(workspace, policy)
     except (OSError, LookupError, ValueError, RoboloopError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
         raise EvaluateError(
