@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from roboloop.cli.common import console, fail, open_catalog, optional_dependency
+from roboloop.cli.common import console, fail, open_catalog, open_workspace, optional_dependency
 from roboloop.evaluate.table import latest_eval_ids
+from roboloop.report.data import report_datasets
 from roboloop.report.render import write_report
 
 
@@ -20,12 +21,13 @@ def report_cmd(
     export_failures: Annotated[bool, typer.Option("--export-failures", help="Also export the listed failures as .rrd files next to the report.")] = False,
 ) -> None:
     """Write the self-contained HTML report (success, paired comparison, coverage, loss, selections, failures, plans)."""
-    with open_catalog() as cat:
-        ids = list(eval_ids or latest_eval_ids(cat.workspace))
-        if not ids:
-            fail("no evaluation found: run `roboloop eval` first, or name them with --eval")
-        if labels and len(labels) != len(ids):
-            fail(f"{len(labels)} --label for {len(ids)} evaluation(s): give one per --eval")
+    ws = open_workspace()
+    ids = list(eval_ids or latest_eval_ids(ws))
+    if not ids:
+        fail("no evaluation found: run `roboloop eval` first, or name them with --eval")
+    if labels and len(labels) != len(ids):
+        fail(f"{len(labels)} --label for {len(ids)} evaluation(s): give one per --eval")
+    with open_catalog(datasets=report_datasets(ws, ids)) as cat:
         with optional_dependency():
             path = write_report(cat, ids, output, labels=labels, export_failures=export_failures)
     console.print(f"report of {', '.join(ids)} written to [bold]{path}[/] ({os.path.getsize(path) / 1e3:.0f} kB, self-contained)")
