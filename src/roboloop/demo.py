@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import curate, schema
+from roboloop.analyze.compare import compare
 from roboloop.analyze.gaps import gaps, make_plan, split_budget
-from roboloop.analyze.rollouts import compare, failures, representative_failure, rollout_table, success_by
+from roboloop.analyze.rollouts import failures, representative_failure, rollout_table, success_by
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.links import segment_url
 from roboloop.collect.plan import Plan, PlanItem, plan_summary, save_plan

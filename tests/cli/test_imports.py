@@ -13,7 +13,13 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "rerun", "av", "datafusion", "pandas", "mujoco", "dm_control")
+NEVER = {"torch", "datafusion", "pandas", "mujoco", "dm_control"}
+"""Training, DataFusion (only for a `--where`) and the simulator: no analysis command loads them at start."""
+NOT_FOR = {
+    "success": NEVER | {"rerun", "av", "PIL", "scipy"},  # Python, typer, rich, pyarrow, numpy and roboloop: that is all
+    "compare": NEVER | {"rerun", "av", "PIL"},  # + scipy.stats (the exact tests)
+    "gaps": NEVER | {"scipy"},  # + the task's code (start states), which imports its recording code (rerun)
+}
 
 
 def _loaded(command: str) -> set[str]:
@@ -24,12 +30,9 @@ def _loaded(command: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("command", ["success", "gaps"])
-def test_analysis_commands_load_no_training_recorder_video_or_datafusion(command):
+@pytest.mark.parametrize("command", sorted(NOT_FOR))
+def test_analysis_commands_load_no_training_video_or_datafusion(command):
     loaded = _loaded(command)
     assert {"roboloop", "pyarrow", "typer"} <= loaded  # the probe did import the command's module (it reads Arrow tables)
-    if command == "success":  # `compare` is in the same module; `gaps` needs the task (its recording code) for start states
-        assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
-    else:
-        assert not loaded & {"torch", "datafusion", "pandas", "mujoco", "dm_control"}, sorted(loaded & set(HEAVY))
-
+    assert not loaded & NOT_FOR[command], sorted(loaded & NOT_FOR[command])
+    assert (command == "compare") == ("scipy" in loaded)  # the probe sees a heavy import where there is one

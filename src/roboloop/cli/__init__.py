@@ -5,7 +5,7 @@ Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `err_console`, `print_arrow`, `id_list`, `user_input`, `config_help`, `print_config`) and
 `main`. Each stage group has its own module: `catalog_cmds` (serve, ls, import, sql, verify),
 `collect_cmds` (collect, incl. `--plan`), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
-(train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success, compare),
+(train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success), `compare_cmds` (compare),
 `outcomes_cmds` (failures, reoutcome, label), `value_cmds` (value), `links_cmds` (open), `loop_cmds` (gaps, plan),
 `report_cmds` (report),
 `interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc),
@@ -143,7 +143,8 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "workspace_cmds": ("gc",),
     "train_cmds": ("train", "runs"),
     "evaluate_cmds": ("eval", "evals", "plan-eval"),
-    "analyze_cmds": ("success", "compare"),
+    "analyze_cmds": ("success",),
+    "compare_cmds": ("compare",),
     "outcomes_cmds": ("failures", "reoutcome", "label"),
     "value_cmds": ("value",),
     "links_cmds": ("open",),

@@ -28,9 +28,9 @@ from PIL import Image
 
 from roboloop import curate, rows, schema
 from roboloop.analyze import export
+from roboloop.analyze.compare import compare
 from roboloop.analyze.gaps import GapConfig, GapError, gaps
 from roboloop.analyze.rollouts import (
-    compare,
     failure_modes,
     failures,
     indexed_rollout_table,
