@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from roboloop import schema
+from roboloop.analyze import compare as compare_module
 from roboloop.analyze import rollouts as analyze
 from roboloop.analyze.compare import compare
 from roboloop.evaluate.run import (
@@ -168,7 +169,7 @@ def test_compare_counts_with_arrow_equal_a_count_row_by_row(by, monkeypatch):
                      sum(a[p] and not b[p] for p in shared), sum(b[p] and not a[p] for p in shared))
     assert any(v[4] for v in expect.values()) and any(v[4] < min(v[0], v[2]) for v in expect.values())
     by_rows = compare(rows_a, rows_b, by)
-    monkeypatch.setattr(analyze, "_compare_counts", lambda *a: pytest.fail("the Arrow path fell back to rows"))
+    monkeypatch.setattr(compare_module, "_compare_counts", lambda *a: pytest.fail("the Arrow path fell back to rows"))
     by_arrow = compare(pa.Table.from_pylist(rows_a), pa.Table.from_pylist(rows_b), by)
     assert json.dumps(by_arrow, default=str) == json.dumps(by_rows, default=str)  # NaN-safe, every field and the order
     got = {tuple(r[b] for b in by): (r["n_a"], r["successes_a"], r["n_b"], r["successes_b"], r["n_pairs"],

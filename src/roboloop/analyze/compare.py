@@ -184,7 +184,7 @@ def _arrow_comparable(ca, cb, by: list[str]) -> bool:
     non-null keys of one type on both sides, a cell and a seed on every row."""
     if not (isinstance(ca, LazyColumns) and isinstance(cb, LazyColumns)):
         return False
-    ta, tb = ca._table, cb._table
+    ta, tb = ca.table, cb.table
     for name in (*by, CELL, SEED):
         if name not in ta.column_names or name not in tb.column_names:
             return False
@@ -199,7 +199,7 @@ def _compare_counts_arrow(ca, cb, by: list[str]) -> _Counted | None:
     (cell, seed) pair falls in two groups of one side: the row-by-row path then decides which group it counts in)."""
     if not _arrow_comparable(ca, cb, by):
         return None
-    ta, tb = ca._table, cb._table
+    ta, tb = ca.table, cb.table
     keys = [f"_k{i}" for i in range(len(by))]
     fa, fb = _first_outcomes(ta, by), _first_outcomes(tb, by)
     for f in (fa, fb):

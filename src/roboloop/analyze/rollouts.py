@@ -79,6 +79,11 @@ class LazyColumns(dict):
         self._table = table
         self._names = list(table.column_names)
 
+    @property
+    def table(self):
+        """The pyarrow Table the columns come from."""
+        return self._table
+
     def __contains__(self, name) -> bool:
         return name in self._names
 
