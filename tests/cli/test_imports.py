@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-NEVER = {"torch", "datafusion", "pandas", "mujoco", "dm_control"}
-"""Training, DataFusion (only for a `--where`) and the simulator: no analysis command loads them at start."""
+NEVER = {"torch", "datafusion", "mujoco", "dm_control"}
+"""Training, DataFusion (only for a `--where`) and the simulator: no analysis command loads them at start. (pandas is
+not here: pyarrow imports it when it builds its first array, whatever the command.)"""
 NOT_FOR = {
     "success": NEVER | {"rerun", "av", "PIL", "scipy"},  # Python, typer, rich, pyarrow, numpy and roboloop: that is all
     "compare": NEVER | {"rerun", "av", "PIL"},  # + scipy.stats (the exact tests)

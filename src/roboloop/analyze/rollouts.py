@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from roboloop import schema
 from roboloop.catalog.client import UnknownDatasetError
-from roboloop.catalog.index import BASE_GROUPS, load_table, unique_rollouts
+from roboloop.catalog.index import BASE_GROUPS, group_codes, load_table, unique_rollouts
 from roboloop.catalog.links import open_command
 from roboloop.envs import failure_words
 from roboloop.predicate import (
@@ -171,7 +171,7 @@ def success_by(rows, by: Sequence[str], *, confidence: float = 0.95, small_n: in
         return []
     need_columns(cols, [*by, SUCCESS])
     if isinstance(cols, LazyColumns):
-        fast = _success_by_arrow(cols._table, by, confidence, small_n)
+        fast = _success_by_arrow(cols.table, by, confidence, small_n)
         if fast is not None:
             return fast
     success = cols[SUCCESS]
@@ -213,7 +213,7 @@ def _group_stats(n: int, k: int, stage_sum: float, stage_n: int, confidence: flo
 
 
 def _success_by_arrow(table, by: list[str], confidence: float, small_n: int) -> list[dict[str, Any]] | None:
-    """success_by with Arrow's hash aggregation (None when a key column is nested: the Python path handles it)."""
+    """success_by with Arrow's hash kernels and numpy (None when a key column is nested: the Python path handles it)."""
     if any(pa.types.is_nested(table.schema.field(b).type) for b in by):
         return None
     t = table
@@ -226,15 +226,27 @@ def _success_by_arrow(table, by: list[str], confidence: float, small_n: int) -> 
         cols["_label"] = pc.cast(pc.fill_null(labelled, False), pa.int64())
     else:
         cols["_label"] = pa.array(np.zeros(t.num_rows, np.int64))
-    agg = pa.table(cols).group_by(by, use_threads=False).aggregate(
-        [("_ok", "sum"), ("_ok", "count"), ([], "count_all"), ("_stage", "sum"), ("_stage", "count"), ("_label", "sum")]
-    )
+    # per group (`group_codes`: Arrow's hash kernels, without the Acero engine `Table.group_by` loads): outcomes (count,
+    # sum), rows, stages (count, sum), labels; sums of integers (stages are whole numbers) are exact in any order
+    if by:
+        _, first, group = np.unique(group_codes([cols[b] for b in by]), return_index=True, return_inverse=True)
+    else:  # one overall group, even of no rows
+        first, group = np.zeros(1, np.int64), np.zeros(t.num_rows, np.int64)
+
+    def per_group(arr, *, valid: bool = False) -> list:
+        values = pc.is_valid(arr) if valid else pc.fill_null(arr, 0)
+        return np.bincount(group, weights=values.to_numpy(zero_copy_only=False).astype(np.float64), minlength=len(first)).tolist()
+
+    ok_n, ok_sum = per_group(cols["_ok"], valid=True), per_group(cols["_ok"])
+    stage_n, stage_sum = per_group(cols["_stage"], valid=True), per_group(cols["_stage"])
+    rows_n, label_sum = np.bincount(group, minlength=len(first)).tolist(), per_group(cols["_label"])
+    keys = {b: t.column(b).take(pa.array(first)).to_pylist() for b in by}
     out = []
-    for r in agg.to_pylist():
-        n, k = r["_ok_count"], int(r["_ok_sum"] or 0)
-        row = {b: r[b] for b in by}
-        row.update(_group_stats(n, k, r["_stage_sum"] or 0.0, r["_stage_count"], confidence, small_n),
-                   labelled=int(r["_label_sum"] or 0), unlabelled=r["count_all"] - n)
+    for g in range(len(first)):
+        n, k = int(ok_n[g]), int(ok_sum[g])
+        row = {b: keys[b][g] for b in by}
+        row.update(_group_stats(n, k, stage_sum[g], int(stage_n[g]), confidence, small_n),
+                   labelled=int(label_sum[g]), unlabelled=rows_n[g] - n)
         out.append(row)
     return sorted(out, key=lambda r: sort_key(tuple(r[b] for b in by)))
 
