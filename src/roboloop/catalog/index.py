@@ -108,13 +108,15 @@ def group_codes(columns) -> np.ndarray:
     What `Table.group_by` keys rows by, from hash kernels and numpy: `group_by` loads pyarrow's Acero engine, whose
     import (pyarrow.dataset, pandas) alone costs 0.4-1 s, more than `roboloop success` spends on 100,000 rollouts.
     """
-    codes = None
+    codes, size = None, 1
     for col in columns:
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         enc = pc.dictionary_encode(col, null_encoding="encode")
-        idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        codes = idx if codes is None else np.unique(codes * len(enc.dictionary) + idx, return_inverse=True)[1].astype(np.int64)
-    return np.zeros(0, np.int64) if codes is None else codes
+        idx, k = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), max(len(enc.dictionary), 1)
+        if codes is not None and size * k >= 2**62:  # re-number densely before the product could overflow
+            codes, size = np.unique(codes, return_inverse=True)[1].astype(np.int64), len(codes)
+        codes, size = (idx, k) if codes is None else (codes * k + idx, size * k)
+    return np.zeros(0, np.int64) if codes is None else np.unique(codes, return_inverse=True)[1].astype(np.int64)
 
 
 def unique_rollouts(table):
