@@ -91,6 +91,10 @@ def test_success_by_small_groups_nulls_and_unknown_columns():
     rows = [{SUCCESS: True, "k": "a"}, {SUCCESS: None, "k": "a"}, {SUCCESS: False, "k": None}]
     got = analyze.success_by(rows, ["k"])
     assert [(g["k"], g["n"], g["small"], g["mean_stage"]) for g in got] == [("a", 1, True, None), (None, 1, True, None)]
+    # the Arrow path (groups by hash codes, `catalog.index.group_codes`) keys a null like the row-by-row path
+    assert analyze.success_by(pa.Table.from_pylist(rows), ["k"]) == got
+    empty = pa.Table.from_pylist(rows).slice(0, 0)
+    assert analyze.success_by(empty, ["k"]) == [] and [g["n"] for g in analyze.success_by(empty, [])] == [0]
     with pytest.raises(UnknownColumnError, match="scene.nope"):
         analyze.success_by(rows, ["scene.nope"])
 
