@@ -183,8 +183,9 @@ def _median(fn, repeats: int) -> float:
 
 def in_process(root: Path, repeats: int) -> None:
     """Where the time goes once Python is up: the index read, each statistic, and the row-by-row compare for scale."""
+    from roboloop.analyze.compare import compare
     from roboloop.analyze.gaps import gaps
-    from roboloop.analyze.rollouts import compare, load_rollouts, success_by
+    from roboloop.analyze.rollouts import load_rollouts, success_by
     from roboloop.catalog.client import Catalog
 
     ws = Workspace(root)

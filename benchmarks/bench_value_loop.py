@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from roboloop import curate, schema
-from roboloop.analyze.rollouts import compare, rollout_table
+from roboloop.analyze.compare import compare
+from roboloop.analyze.rollouts import rollout_table
 from roboloop.catalog.client import Catalog
 from roboloop.collect.run import CollectConfig, collect
 from roboloop.evaluate.run import EvalConfig, evaluate, list_evals, parse_grid

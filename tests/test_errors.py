@@ -41,7 +41,7 @@ def error_classes() -> dict[str, type[BaseException]]:
 
 
 def test_the_walk_sees_the_stage_errors(error_classes):
-    for name in ("roboloop.evaluate.run.EvaluateError", "roboloop.analyze.gaps.GapError", "roboloop.collect.plan.PlanError",
+    for name in ("roboloop.evaluate.table.EvaluateError", "roboloop.analyze.gaps.GapError", "roboloop.collect.plan.PlanError",
                  "roboloop.train.config.TrainError", "roboloop.stats.sequential.SequentialError", "roboloop.catalog.errors.CatalogError"):
         assert name in error_classes, name
 

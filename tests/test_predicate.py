@@ -16,8 +16,8 @@ from roboloop.predicate import (
     UnknownColumnError,
     compile_order,
     compile_where,
-    select_ids,
 )
+from roboloop.predicate.select import select_ids
 
 COLUMNS = ["segment_id", "scene.lighting", "scene.region", "signals.jerk_peak", "outcome.success", "episode.seed", "quality.flagged"]
 

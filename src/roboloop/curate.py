@@ -64,8 +64,8 @@ from roboloop.predicate import (
     compile_where,
     flagged_ids_from_table,
     given_where,
-    select_ids,
 )
+from roboloop.predicate.select import select_ids
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from roboloop import curate, schema
+from roboloop.analyze.compare import compare
 from roboloop.analyze.gaps import gaps, make_plan, split_budget
-from roboloop.analyze.rollouts import compare, failures, representative_failure, rollout_table, success_by
+from roboloop.analyze.rollouts import failures, representative_failure, rollout_table, success_by
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.links import segment_url
-from roboloop.collect.plan import Plan, PlanItem, execute_plan, plan_summary, save_plan
+from roboloop.collect.plan import Plan, PlanItem, plan_summary, save_plan
+from roboloop.collect.plan_run import execute_plan
 from roboloop.collect.pool import reuse_workers
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.config import Config, ConfigError, check
@@ -41,7 +43,7 @@ from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, parse_grid, resolve_policy
 from roboloop.evaluate.until_decided import evaluate_until_decided, sequential_rows
 from roboloop.refine.layers import flag, refine
-from roboloop.report import write_report
+from roboloop.report.render import write_report
 from roboloop.stats.sequential import SequentialConfig
 from roboloop.train import TrainConfig, VisionConfig, list_runs, load_config, train
 

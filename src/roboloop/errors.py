@@ -12,8 +12,8 @@ instead of `KeyError`'s `repr()`.
 Errors are grouped by what they mean, not by the module that happens to raise them. The
 meanings several stages share live here: a config value or file that is not valid
 (:class:`ConfigError`), a workspace that cannot be used (:class:`WorkspaceError`,
-:class:`WorkspaceBusyError`), an evaluation id that does not exist
-(:class:`UnknownEvaluationError`). A stage's own problems are a class in that stage
+:class:`WorkspaceBusyError`), an evaluation or training run id that does not exist
+(:class:`UnknownEvaluationError`, :class:`UnknownRunError`). A stage's own problems are a class in that stage
 (`EvaluateError`, `GapError`, `PlanError`, `TrainError`, `SequentialError`, ...), each
 deriving from :class:`RoboloopError`; only problems with the Rerun catalog itself derive
 from `roboloop.catalog.errors.CatalogError`.
@@ -29,6 +29,7 @@ __all__ = [
     "Terminated",
     "UnknownEvaluationError",
     "UnknownNameError",
+    "UnknownRunError",
     "WorkspaceBusyError",
     "WorkspaceError",
 ]
@@ -71,6 +72,10 @@ class WorkspaceBusyError(RoboloopError):
 
 class UnknownEvaluationError(UnknownNameError):
     """An evaluation id that is not in the workspace; the message lists the known ones."""
+
+
+class UnknownRunError(UnknownNameError):
+    """A training run id that is not in the workspace (no `runs/<run_id>/run.json`); the message lists the known ones."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -485,6 +485,9 @@ epoch, on `step` and `epoch` (split `train` or `holdout`; see `roboloop.train.ru
 RUN_SUMMARY_TEXT = "/run"
 """Static markdown summary of the run (config, selection, result)."""
 
+RUN_INFO_FILE = "run.json"
+"""`runs/<run_id>/run.json`: a training run's provenance and status (`Workspace.run_info`), written by `roboloop.train`."""
+
 RUN_STATUS_RUNNING = "running"
 RUN_STATUS_FINISHED = "finished"
 RUN_STATUS_INTERRUPTED = "interrupted"

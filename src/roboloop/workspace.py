@@ -35,6 +35,7 @@ import errno
 import fcntl
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
@@ -48,7 +49,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from roboloop import faults, schema
-from roboloop.errors import WorkspaceBusyError, WorkspaceError
+from roboloop.errors import UnknownRunError, WorkspaceBusyError, WorkspaceError
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +374,15 @@ class Workspace:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / schema.validate_segment_id(run_id)
+
+    def run_info(self, run_id: str) -> dict:
+        """`runs/<run_id>/run.json` (`schema.RUN_INFO_FILE`): run_id, dataset, task, selection(+digest), config_digest,
+        checkpoint_sha256, policy, cameras, camera_size, train_ids, status, losses, ... (`UnknownRunError` when absent)."""
+        path = self.run_dir(run_id) / schema.RUN_INFO_FILE
+        if not path.is_file():
+            known = sorted(p.name for p in self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []
+            raise UnknownRunError(f"unknown run {run_id!r} (no {path}); known runs: {', '.join(known) or '(none)'}")
+        return json.loads(path.read_text())
 
     # --- listing ---------------------------------------------------------------------------
     def datasets(self) -> list[str]:

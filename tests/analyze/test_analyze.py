@@ -20,7 +20,9 @@ import pyarrow as pa
 import pytest
 
 from roboloop import schema
+from roboloop.analyze import compare as compare_module
 from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.compare import compare
 from roboloop.evaluate.run import (
     EvalConfig,
     GridError,
@@ -89,6 +91,10 @@ def test_success_by_small_groups_nulls_and_unknown_columns():
     rows = [{SUCCESS: True, "k": "a"}, {SUCCESS: None, "k": "a"}, {SUCCESS: False, "k": None}]
     got = analyze.success_by(rows, ["k"])
     assert [(g["k"], g["n"], g["small"], g["mean_stage"]) for g in got] == [("a", 1, True, None), (None, 1, True, None)]
+    # the Arrow path (groups by hash codes, `catalog.index.group_codes`) keys a null like the row-by-row path
+    assert analyze.success_by(pa.Table.from_pylist(rows), ["k"]) == got
+    empty = pa.Table.from_pylist(rows).slice(0, 0)
+    assert analyze.success_by(empty, ["k"]) == [] and [g["n"] for g in analyze.success_by(empty, [])] == [0]
     with pytest.raises(UnknownColumnError, match="scene.nope"):
         analyze.success_by(rows, ["scene.nope"])
 
@@ -166,9 +172,9 @@ def test_compare_counts_with_arrow_equal_a_count_row_by_row(by, monkeypatch):
         expect[g] = (len(a), sum(a.values()), len(b), sum(b.values()), len(shared),
                      sum(a[p] and not b[p] for p in shared), sum(b[p] and not a[p] for p in shared))
     assert any(v[4] for v in expect.values()) and any(v[4] < min(v[0], v[2]) for v in expect.values())
-    by_rows = analyze.compare(rows_a, rows_b, by)
-    monkeypatch.setattr(analyze, "_compare_counts", lambda *a: pytest.fail("the Arrow path fell back to rows"))
-    by_arrow = analyze.compare(pa.Table.from_pylist(rows_a), pa.Table.from_pylist(rows_b), by)
+    by_rows = compare(rows_a, rows_b, by)
+    monkeypatch.setattr(compare_module, "_compare_counts", lambda *a: pytest.fail("the Arrow path fell back to rows"))
+    by_arrow = compare(pa.Table.from_pylist(rows_a), pa.Table.from_pylist(rows_b), by)
     assert json.dumps(by_arrow, default=str) == json.dumps(by_rows, default=str)  # NaN-safe, every field and the order
     got = {tuple(r[b] for b in by): (r["n_a"], r["successes_a"], r["n_b"], r["successes_b"], r["n_pairs"],
                                      r["discordant_a"] or 0, r["discordant_b"] or 0) for r in by_arrow[:-1]}
@@ -192,7 +198,7 @@ def test_compare_paired_mcnemar_holm_and_verdicts():
     a1, b1 = _paired("region=left", 10, 0, 0, 2)  # no change
     a2, b2 = _paired("region=right", 2, 0, 10, 8)  # B better: 10 vs 0 discordant
     a3, b3 = _paired("region=wide", 1, 1, 1, 1)  # 4 pairs: too few
-    out = analyze.compare(a1 + a2 + a3, b1 + b2 + b3)
+    out = compare(a1 + a2 + a3, b1 + b2 + b3)
     by_group = {r["group"]: r for r in out}
     assert list(by_group) == ["region=left", "region=right", "region=wide", "overall"]
     right = by_group["region=right"]
@@ -208,7 +214,7 @@ def test_compare_paired_mcnemar_holm_and_verdicts():
     assert overall["n_pairs"] == 36 and overall["discordant_b"] == 11 and overall["discordant_a"] == 1
     assert overall["p"] == pytest.approx(mcnemar_exact(11, 1))
     # swapping A and B flips the sign and the verdict
-    back = {r["group"]: r for r in analyze.compare(b1 + b2, a1 + a2)}
+    back = {r["group"]: r for r in compare(b1 + b2, a1 + a2)}
     assert back["region=right"]["verdict"] == "regressed" and back["region=right"]["diff"] == pytest.approx(-0.5)
 
 
@@ -217,7 +223,7 @@ def test_compare_unpaired_uses_fisher():
 
     a = [{CELL: "c", SEED: i, SUCCESS: i < 5} for i in range(20)]
     b = [{CELL: "c", SEED: 100 + i, SUCCESS: i < 17} for i in range(20)]
-    row = analyze.compare(a, b)[0]
+    row = compare(a, b)[0]
     assert row["test"] == "fisher" and row["n_pairs"] == 0
     assert row["p"] == pytest.approx(fisher_exact([[17, 3], [5, 15]]).pvalue)
     assert row["diff"] == pytest.approx(0.6) and row["verdict"] == "improved"
@@ -402,7 +408,7 @@ def test_index_fast_path_trusts_a_snapshot_only_while_both_folders_are_unchanged
 def test_plots_bars_for_one_key_heatmap_for_two(tmp_path):
     from PIL import Image
 
-    from roboloop.report import plot_success
+    from roboloop.report.plots import plot_success
 
     rows = _random_rows(120)
     one = plot_success(analyze.success_by(rows, ["scene.region"]), ["scene.region"], tmp_path / "bars.png")

@@ -161,7 +161,7 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     from typer.testing import CliRunner
 
     from roboloop.cli import app
-    from roboloop.cli.analyze_cmds import register
+    from roboloop.cli.value_cmds import register
 
     register(app)
     cat, run_id, eval_id = valued

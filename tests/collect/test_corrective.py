@@ -20,7 +20,8 @@ from roboloop.collect.corrective import (
     check_task,
     collect_corrective,
 )
-from roboloop.collect.plan import Plan, PlanError, PlanItem, execute_plan
+from roboloop.collect.plan import Plan, PlanError, PlanItem
+from roboloop.collect.plan_run import execute_plan
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.config import ConfigError
 from tests.fixtures.policies import HoldStill

@@ -10,14 +10,12 @@ from roboloop.collect.plan import (
     PlanError,
     PlanItem,
     canonical_conditions,
-    dataset_max_seed,
-    execute_plan,
     plan_row,
     read_plan,
-    reserve_seeds,
     save_plan,
     write_plan,
 )
+from roboloop.collect.plan_run import dataset_max_seed, execute_plan, reserve_seeds
 
 
 def _plan(**kw) -> Plan:

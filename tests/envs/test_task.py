@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from roboloop import schema
 from roboloop.analyze.rollouts import success_by
-from roboloop.collect.plan import Plan, PlanError, PlanItem, execute_plan
+from roboloop.collect.plan import Plan, PlanError, PlanItem
+from roboloop.collect.plan_run import execute_plan
 from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, collect, make_sim, run_episode
 from roboloop.envs import (
     DEFAULT_TASK,

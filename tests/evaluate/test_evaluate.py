@@ -14,6 +14,7 @@ import pytest
 
 from roboloop import rows, schema
 from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.compare import compare
 from roboloop.analyze.export import export_segment
 from roboloop.catalog import index as episode_index
 from roboloop.catalog import links
@@ -143,7 +144,7 @@ def test_paired_seeds_provenance_index_and_disjoint_from_demos(catalog):
     split = analyze.success_by(fast, ["episode.git_commit", "episode.torch_version"])
     assert [(g["episode.git_commit"], g["episode.torch_version"], g["n"]) for g in split] == [
         (prov["git_commit"], prov["torch_version"], 2 * N)]
-    cmp = {r["group"]: r for r in analyze.compare(
+    cmp = {r["group"]: r for r in compare(
         analyze.rollout_table(catalog, "demo_evals", ["ev-still"]), analyze.rollout_table(catalog, "demo_evals", ["ev-scripted"]))}
     assert cmp["overall"]["test"] == "mcnemar" and cmp["overall"]["n_pairs"] == 4 * N
 

@@ -15,13 +15,15 @@ from typer.testing import CliRunner
 
 from roboloop import rows, schema
 from roboloop.analyze import rollouts as analyze
+from roboloop.analyze.compare import compare
 from roboloop.analyze.gaps import UNLABELLED, gap_report
 from roboloop.catalog import index as episode_index
 from roboloop.catalog.client import Catalog
 from roboloop.cli import app
 from roboloop.refine.labels import LabelError, apply_labels, label, label_history, read_labels_csv
 from roboloop.refine.outcomes import reoutcome
-from roboloop.report import build_report_data, render_report
+from roboloop.report.data import build_report_data
+from roboloop.report.render import render_report
 
 EVALS = "bot_evals"
 HZ = 50
@@ -203,7 +205,7 @@ def test_gaps_compare_and_failures_keep_unlabelled_apart(ws, rollouts):
     assert rep["region=a"].covered == 6  # coverage counts every rollout's start state
     assert rep["region=b"].verdict == UNLABELLED and rep["region=b"].failed_ids == () and not rep["region=b"].fails
     # compare: the unlabelled rollouts are in neither side's n and are counted apart
-    out = analyze.compare(table, table)
+    out = compare(table, table)
     cell_a, overall = out[0], out[-1]
     assert [r["group"] for r in out] == ["region=a", "overall"]  # region=b has no outcome to compare
     assert (cell_a["n_a"], cell_a["unlabelled_a"], cell_a["labelled_b"]) == (len(a_truth), 2, 0)

@@ -481,7 +481,8 @@ def test_report_shows_each_failure_mode_with_the_camera_frame_at_its_moment(cata
 
     from roboloop.envs import get_task
     from roboloop.envs.aloha import AlohaSim
-    from roboloop.report import build_report_data, render_report
+    from roboloop.report.data import build_report_data
+    from roboloop.report.render import render_report
 
     cfg = EvalConfig(dataset="demo", grid=parse_grid("region=near"), episodes_per_cell=2, steps=40, cameras=("top",),
                      camera_size=(64, 48), eval_id="ev")

@@ -266,7 +266,8 @@ def test_plans_table_whose_only_plan_has_no_items_is_readable_by_sql(catalog):
     catalog table was created but every query of it failed (the columns after it decoded shifted),
     while verify said ok."""
     from roboloop.catalog.verify import verify
-    from roboloop.collect.plan import Plan, execute_plan
+    from roboloop.collect.plan import Plan
+    from roboloop.collect.plan_run import execute_plan
 
     run = execute_plan(catalog, Plan(name="empty", dataset="aloha", items=()))
     assert run.status == "executed"
@@ -300,7 +301,8 @@ def test_runs_and_evals_names_are_refused_as_demonstration_datasets(tmp_path, na
 
 def test_empty_where_is_an_error_not_everything(catalog, synthetic_episode):
     from roboloop import curate
-    from roboloop.predicate import PredicateError, select_ids
+    from roboloop.predicate import PredicateError
+    from roboloop.predicate.select import select_ids
 
     paths = [synthetic_episode(catalog.workspace, "src", f"ep-{i}", duration_s=0.2, seed=i)[1] for i in range(2)]
     catalog.register_files("src", paths)

@@ -22,7 +22,8 @@ from roboloop.catalog.errors import CatalogError, CorruptRecordingError, PortInU
 from roboloop.catalog.rrd import validate_rrd
 from roboloop.catalog.verify import verify
 from roboloop.cli import app
-from roboloop.predicate import PredicateTypeError, UnknownColumnError, select_ids
+from roboloop.predicate import PredicateTypeError, UnknownColumnError
+from roboloop.predicate.select import select_ids
 from roboloop.record.episode import EpisodeRecorder, write_layer_properties
 from roboloop.workspace import TEMP_MARKER, Workspace
 

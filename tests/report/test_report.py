@@ -10,12 +10,8 @@ import numpy as np
 import pytest
 
 from roboloop.catalog.links import open_command
-from roboloop.report import (
-    SECTIONS,
-    EvalSection,
-    ReportData,
-    render_report,
-)
+from roboloop.report.data import EvalSection, ReportData
+from roboloop.report.render import SECTIONS, render_report
 
 CELLS = [f"lighting={lt},yaw={yw}" for lt in ("dim", "normal") for yw in ("any", "none", "small")]
 

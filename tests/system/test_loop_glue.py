@@ -69,7 +69,7 @@ def test_gaps_glue_finds_the_gap(catalog, evaluated):
 def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
     pytest.importorskip("roboloop.train")
     pytest.importorskip("roboloop.analyze.rollouts")
-    from roboloop.report import SECTIONS, write_report
+    from roboloop.report.render import SECTIONS, write_report
 
     out = write_report(catalog, ["ev1"], tmp_path / "r.html", export_failures=True)
     text = out.read_text()
@@ -79,6 +79,7 @@ def test_report_glue_writes_a_complete_file(catalog, evaluated, tmp_path):
     assert "roboloop open aloha_evals-yaw-any-1 --at 3.5" in text and "4 of 4 failures" in text
     assert (tmp_path / "r_files" / "aloha_evals-yaw-any-1.rrd").is_file()
     assert 'href="r_files/aloha_evals-yaw-any-1.rrd"' in text
+    _report_from_the_index_equals_the_report_from_the_catalog(catalog, tmp_path)
 
 
 def _gaps_from_the_index_equal_gaps_from_the_catalog(ws, catalog):
@@ -101,3 +102,35 @@ def _gaps_from_the_index_equal_gaps_from_the_catalog(ws, catalog):
     res = CliRunner().invoke(app, ["--workspace", str(ws.root), "--catalog", "", "gaps", "--eval", "ev1", "--format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output) == json.loads(json.dumps(expected, default=str))
+
+
+def _report_from_the_index_equals_the_report_from_the_catalog(catalog, tmp_path):
+    """`roboloop report` restores no evaluation dataset: rollouts from the index, only the failures it shows registered."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from roboloop.catalog.client import Catalog
+    from roboloop.catalog.index import load_table
+    from roboloop.cli import app
+    from roboloop.report.data import build_report_data, report_datasets
+
+    ws = catalog.workspace
+    load_table(ws, "aloha_evals", catalog)  # the index rows evaluate writes (here rebuilt from the catalog)
+    expected = dataclasses.asdict(build_report_data(catalog, ["ev1"], export_dir=tmp_path / "a", report_dir=tmp_path))
+    assert report_datasets(ws, ["ev1"]) == ["aloha"]
+    with Catalog(ws, url="", datasets=report_datasets(ws, ["ev1"])) as partial:
+        got = dataclasses.asdict(build_report_data(partial, ["ev1"], export_dir=tmp_path / "b", report_dir=tmp_path))
+        shown = [f["segment_id"] for sec in got["evals"] for f in sec["failures"]]
+        assert shown == ["aloha_evals-yaw-any-1"]  # registered for its export, and nothing else of the evaluation
+        assert sorted(partial.segment_table("aloha_evals").column("segment_id").to_pylist()) == shown
+    for d in (expected, got):
+        d.pop("created_at")
+        for sec in d["evals"]:
+            for f in sec["failures"]:
+                f["rrd"] = f["rrd"].split("/")[-1]
+    assert got == expected
+    assert (tmp_path / "b" / "aloha_evals-yaw-any-1.rrd").is_file()
+    res = CliRunner().invoke(app, ["--workspace", str(ws.root), "--catalog", "", "report", "--eval", "ev1", "-o", str(tmp_path / "c.html")])
+    assert res.exit_code == 0, res.output
+    assert "roboloop open aloha_evals-yaw-any-1 --at 3.5" in (tmp_path / "c.html").read_text()

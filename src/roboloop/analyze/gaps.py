@@ -71,7 +71,6 @@ from roboloop.envs import DEFAULT_TASK, get_task, tasks
 from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError, UnknownEvaluationError
 from roboloop.stats.intervals import wilson
-from roboloop.train import run_info
 
 __all__ = [
     "CONDITION_AXES",
@@ -720,7 +719,7 @@ def evaluated_run(workspace, eval_id: str) -> tuple[dict[str, Any], str, dict[st
             f"evaluation {eval_id!r} ran policy {row.get('policy')!r}, not a training run: coverage is measured "
             "against the episodes a policy was trained on"
         )
-    return row, run_id, run_info(ws, run_id)
+    return row, run_id, ws.run_info(run_id)
 
 
 def gap_config(workspace, eval_id: str) -> GapConfig:
@@ -735,19 +734,22 @@ def gap_datasets(workspace, eval_id: str) -> tuple[str, str]:
     return dataset, row.get("evals_dataset") or schema.evals_dataset(dataset)
 
 
-def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None, rollout_table=None) -> GapReport:
+def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=None, rollout_table=None,
+         workspace=None) -> GapReport:
     """Gap report of evaluation `eval_id`: its rollouts against the training episodes of its run.
 
-    Reads the evaluation's row (table `evals`), the run's `train_ids` (`train.run_info`), the
+    Reads the evaluation's row (table `evals`), the run's `train_ids` (`Workspace.run_info`), the
     demonstration dataset's and the evaluation dataset's segment tables (through
     `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
     `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
     `rollout_table(evals_dataset)` replaces the evaluation dataset's segment table (`roboloop gaps`
     reads the rollout index, `analyze.rollouts.indexed_rollout_table`: then the catalog needs only the
     demonstration dataset, see :func:`gap_datasets`); rollouts are taken in segment id order either way.
+    With `workspace`, `segment_table` and `rollout_table` all given, `catalog` may be None (`roboloop gaps` reads
+    both datasets' base properties from their indexes, `catalog.index.load_table`, and starts no catalog).
     """
     segment_table = segment_table or catalog.segment_table
-    ws = catalog.workspace
+    ws = workspace or catalog.workspace
     row, run_id, info = evaluated_run(ws, eval_id)
     train_ids = list(info.get("train_ids") or [])
     dataset = row.get("dataset") or info.get("dataset")
@@ -789,7 +791,7 @@ def nearest_training(catalog, fails: list[dict[str, Any]], *, segment_table=None
             why[str(eval_id)] = "no training run (a scripted or external policy)"
             continue
         try:
-            info = run_info(ws, run_id)
+            info = ws.run_info(run_id)
         except Exception as exc:  # noqa: BLE001 - a missing run record leaves the failures without a nearest episode
             why[str(eval_id)] = f"run {run_id} unreadable ({exc})"
             continue

@@ -35,7 +35,7 @@ from roboloop.catalog.errors import (
     UnknownDatasetError,
     first_line,
 )
-from roboloop.catalog.restore import RestoreReport, publish_row_table
+from roboloop.catalog.restore import RestoreReport, publish_row_table, restore_segments
 from roboloop.catalog.restore import restore as restore_workspace
 from roboloop.catalog.rrd import RECORDING_INFO_ENTITY, file_uri, has_recording_info, validate_rrds
 from roboloop.catalog.server import live_server
@@ -163,6 +163,11 @@ class Catalog:
         See `roboloop.catalog.restore.restore`.
         """
         return restore_workspace(self.client, self.workspace, datasets)
+
+    def restore_segments(self, dataset: str, segment_ids: Sequence[str]) -> RestoreReport:
+        """Register only `segment_ids` of `dataset` (every layer): a catalog started without that dataset can still open
+        a few of its segments (a report's failure thumbnails). See `roboloop.catalog.restore.restore_segments`."""
+        return restore_segments(self.client, self.workspace, dataset, segment_ids)
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:

@@ -52,7 +52,7 @@ from roboloop.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RestoreReport", "restore", "restore_layer", "register_tolerant", "publish_row_table", "usable_versions"]
+__all__ = ["RestoreReport", "restore", "restore_layer", "restore_segments", "register_tolerant", "publish_row_table", "usable_versions"]
 
 
 @dataclass
@@ -194,6 +194,22 @@ def ensure_fd_budget(n_files: int) -> bool:
         n_files, soft, need,
     )
     return False
+
+
+def restore_segments(client, workspace: Workspace, dataset: str, segment_ids: Sequence[str]) -> RestoreReport:
+    """Register only `segment_ids` of `dataset` (every layer, base first; per layer the version a full restore would
+    pick, :func:`restore_layer`): e.g. the few rollouts a report opens, without restoring the whole dataset."""
+    report = RestoreReport()
+    wanted = sorted(set(segment_ids))
+    if not wanted or dataset not in workspace.datasets():
+        return report
+    ds = client.create_dataset(dataset, exist_ok=True)
+    for layer in workspace.layers(dataset):
+        versions = {seg: list(reversed(workspace.segment_versions(dataset, layer, seg))) for seg in wanted}
+        done = restore_layer(ds, layer, {seg: v for seg, v in versions.items() if v}, report)
+        report.registered.extend(done)
+        report.segments[(dataset, layer)] = len(done)
+    return report
 
 
 def restore_layer(ds, layer: str, versions: dict[str, list[Path]], report: RestoreReport) -> list[Path]:

@@ -4,9 +4,10 @@ Layout: this module holds the Typer `app`, the global options (`--workspace`,
 `--catalog`, `--verbose`), the helpers every command uses (`open_catalog`, `console`,
 `err_console`, `print_arrow`, `id_list`, `user_input`, `config_help`, `print_config`) and
 `main`. Each stage group has its own module: `catalog_cmds` (serve, ls, import, sql, verify),
-`collect_cmds` (collect), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
-(train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success, compare,
-failures, reoutcome, label, value), `links_cmds` (open), `loop_cmds` (gaps, plan, report; `collect --plan`),
+`collect_cmds` (collect, incl. `--plan`), `curate_cmds` (refine, flag, unflag, curate ...), `train_cmds`
+(train, runs), `evaluate_cmds` (eval, evals, plan-eval), `analyze_cmds` (success), `compare_cmds` (compare),
+`outcomes_cmds` (failures, reoutcome, label), `value_cmds` (value), `links_cmds` (open), `loop_cmds` (gaps, plan),
+`report_cmds` (report),
 `interop_cmds` (import-lerobot, export-lerobot), `demo_cmds` (demo), `workspace_cmds` (gc),
 `tasks_cmds` (tasks);
 `tables` holds the table/CSV/JSON output of the evaluate and analyze commands.
@@ -142,16 +143,20 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "workspace_cmds": ("gc",),
     "train_cmds": ("train", "runs"),
     "evaluate_cmds": ("eval", "evals", "plan-eval"),
-    "analyze_cmds": ("success", "compare", "failures", "reoutcome", "label", "value"),
+    "analyze_cmds": ("success",),
+    "compare_cmds": ("compare",),
+    "outcomes_cmds": ("failures", "reoutcome", "label"),
+    "value_cmds": ("value",),
     "links_cmds": ("open",),
-    "loop_cmds": ("gaps", "plan", "report"),
+    "loop_cmds": ("gaps", "plan"),
+    "report_cmds": ("report",),
     "interop_cmds": ("import-lerobot", "export-lerobot"),
     "tasks_cmds": ("tasks",),
 }
 """Each command module of `roboloop.cli` (in `--help` order) and the commands its `register(app)` adds.
 
-`roboloop CMD` imports only CMD's module (`app_for`): `roboloop success` starts without loading
-training, simulation or video code. A command missing here still works, through the full app."""
+`roboloop CMD` imports only CMD's module (`app_for`): `roboloop success`, `compare` and `gaps` start without
+loading training, the recorder, video or DataFusion (tests/cli/test_imports.py checks it). A command missing here still works, through the full app."""
 
 _GLOBAL_VALUE_OPTIONS = ("--workspace", "-w", "--catalog")
 

@@ -1,7 +1,9 @@
-"""Collect command: options (or `--config FILE`) -> `CollectConfig` -> `collect.collect`."""
+"""Collect command: options (or `--config FILE`) -> `CollectConfig` -> `collect.collect`; `--plan FILE` executes a plan
+(:func:`collect_plan_command`), `--corrective` collects corrective episodes."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,13 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from roboloop import schema
 from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
-from roboloop.cli.loop_cmds import collect_plan_command
 from roboloop.collect.corrective import CorrectiveConfig, check_task, collect_corrective
-from roboloop.collect.plan import spec_like_dataset
+from roboloop.collect.plan import load_plan, plan_summary
+from roboloop.collect.plan_run import execute_plan, spec_like_dataset
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect, parse_cameras, parse_size
 from roboloop.config import ConfigError, resolve
 from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.evaluate.run import cell_conditions, parse_grid, resolve_policy
+from roboloop.refine.layers import flag
 from roboloop.train import run_info
 
 DEFAULT_EPISODES = 10
@@ -198,6 +201,44 @@ def corrective_command(run: str | None, *, dataset: str | None, episodes: int | 
                   f"expert in control {100 * counts['expert'] / max(k, 1):.0f}% of steps")
     console.print(f"train on them with the demonstrations: roboloop curate -d {cfg.dataset} --name NAME "
                   f"--where \"outcome.success or episode.kind = 'corrective'\"")
+
+
+def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int | None = None, flag_failures: bool = True) -> None:
+    """Body of `roboloop collect --plan FILE_OR_NAME`: execute the plan with a progress bar.
+
+    With `flag_failures`, new demonstrations that failed the strict success metric are flagged
+    in the quality layer (reason names the plan), so the curation query leaves them out.
+    """
+    counts = {"done": 0, "ok": 0}
+    with open_catalog() as cat:
+        p = load_plan(cat.workspace, plan_file)
+        console.print(f"executing plan [bold]{p.name}[/] ({p.total} episode(s) into {p.dataset}; seeds after the dataset's highest)")
+        for line in plan_summary(p):
+            console.print(line, soft_wrap=True)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
+        with progress:
+            bar = progress.add_task("episodes", total=p.total, ok="0/0")
+
+            def on_result(result) -> None:
+                counts["done"] += 1
+                counts["ok"] += int(result.success)
+                progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
+
+            try:
+                run = execute_plan(cat, p, workers=workers, steps=steps, on_result=on_result,
+                                   policy_source=functools.partial(resolve_policy, cat.workspace))
+            except KeyboardInterrupt:
+                progress.stop()
+                err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")
+                raise typer.Exit(130) from None
+            progress.update(bar, completed=p.total)
+        seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
+        console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
+        if flag_failures and run.failed_segment_ids:
+            ids = flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
+            console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
+                          f"undo with: roboloop unflag -d {p.dataset} -s ID")
 
 
 def register(app: typer.Typer) -> typer.Typer:

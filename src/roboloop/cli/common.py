@@ -86,6 +86,15 @@ def user_input() -> Iterator[None]:
         raise ConfigError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def optional_dependency() -> Iterator[None]:
+    """A missing optional dependency (plots, the report's extras) becomes a clean error."""
+    try:
+        yield
+    except ImportError as exc:
+        fail(str(exc))
+
+
 def fail(message: str) -> None:
     """Stop with a user error (for problems found while parsing arguments)."""
     raise ConfigError(message)

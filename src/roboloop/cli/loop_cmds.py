@@ -1,59 +1,55 @@
-"""CLI commands of the loop stage: `gaps`, `plan`, `report`, and executing a plan (`roboloop collect --plan FILE`).
+"""CLI commands of the loop stage: `gaps` and `plan` (the report: `report_cmds`; executing a plan: `collect --plan`
+in `collect_cmds`).
 
-`register(app)` adds `gaps`, `plan` and `report` to the `roboloop` Typer app (`roboloop.cli`
-does); `roboloop collect --plan FILE` calls :func:`collect_plan_command`.
-Command bodies are thin: parse -> one library call -> print.
+`register(app)` adds `gaps` and `plan` to the `roboloop` Typer app (`roboloop.cli` does).
+Command bodies are thin: parse -> one library call -> print. Neither loads training, the recorder or video
+code: the rollouts come from the rollout index (tests/cli/test_imports.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from roboloop import schema
 from roboloop.analyze.gaps import gap_config, gap_datasets, gaps, make_plan
 from roboloop.analyze.rollouts import indexed_rollout_table, outcome_note
-from roboloop.catalog.index import StaleIndexError
-from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, fail, open_catalog, open_workspace, print_config
-from roboloop.collect.plan import execute_plan, load_plan, plan_summary, save_plan
-from roboloop.evaluate.run import latest_eval_ids, resolve_policy
-from roboloop.refine.layers import flag
-from roboloop.report import write_report
+from roboloop.catalog.index import StaleIndexError, load_table
+from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, open_catalog, open_workspace, optional_dependency, print_config
+from roboloop.cli.tables import lazy_catalog
+from roboloop.collect.plan import plan_summary, save_plan
 
 VERDICT_STYLE = {"coverage_gap": "red", "policy_or_data_quality": "yellow", "fine": "green", schema.OUTCOME_UNLABELLED: "dim"}
 RIGHT_ALIGNED = ("rank", "covered", "median dist", "demos near", "by label")
 
 
 @contextlib.contextmanager
-def _optional_dependency() -> Iterator[None]:
-    """A missing optional dependency (plots, the report's extras) becomes a clean error."""
-    try:
-        yield
-    except ImportError as exc:
-        fail(str(exc))
-
-
-@contextlib.contextmanager
 def _gap_inputs(eval_id: str) -> Iterator[tuple]:
-    """(catalog, rollout_table) for `gaps(catalog, eval_id, rollout_table=...)`: the rollouts from the rollout index and
-    a catalog that restores only the demonstration dataset; the whole catalog when the index cannot answer (stale)."""
+    """(workspace, catalog or None, tables) for `gaps(catalog, eval_id, workspace=..., **tables)`.
+
+    Both datasets' base properties come from their indexes (`catalog.index.load_table`: the rollout index, and the
+    demonstrations' index, written the first time `gaps` reads them): no catalog starts. A catalog restoring only the
+    demonstration dataset starts when its index misses episodes (its first use, new demonstrations); the whole
+    catalog when the rollout index cannot answer (stale) or a dataset is not in the workspace."""
     ws = open_workspace()
     demo_ds, evals_ds = gap_datasets(ws, eval_id)
     try:
-        table = indexed_rollout_table(ws, evals_ds) if evals_ds in ws.datasets() else None
+        table = indexed_rollout_table(ws, evals_ds) if {demo_ds, evals_ds} <= set(ws.datasets()) else None
     except StaleIndexError:  # rows missing (a crash between registration and the index write): the catalog rebuilds them
         table = None
-    with open_catalog(datasets=None if table is None else [demo_ds]) as cat:
-        yield cat, (None if table is None else lambda _dataset: table)
+    if table is None:
+        with open_catalog() as cat:
+            yield ws, cat, {}
+        return
+    with lazy_catalog(datasets=[demo_ds]) as catalog:
+        demos = load_table(ws, demo_ds, catalog)
+        yield ws, None, {"segment_table": {demo_ds: demos}.__getitem__, "rollout_table": lambda _dataset: table}
 
 
 def print_gaps(rep) -> None:
@@ -97,8 +93,8 @@ def gaps_cmd(
     if show_config:
         print_config(gap_config(open_workspace(), eval_id))
         return
-    with _gap_inputs(eval_id) as (cat, rollout_table), _optional_dependency():
-        rep = gaps(cat, eval_id, rollout_table=rollout_table)
+    with _gap_inputs(eval_id) as (ws, cat, tables), optional_dependency():
+        rep = gaps(cat, eval_id, workspace=ws, **tables)
     if format == "json":
         print(json.dumps(rep.to_dict(), indent=2, default=str))
     else:
@@ -112,9 +108,9 @@ def plan_cmd(
     name: Annotated[str | None, typer.Option("--name", help="Plan name (default plan-<eval id>).")] = None,
 ) -> None:
     """Write a collection plan aimed at the evaluation's coverage gaps (execute it with `roboloop collect --plan FILE`)."""
-    with _gap_inputs(eval_id) as (cat, rollout_table), _optional_dependency():
-        p = make_plan(gaps(cat, eval_id, rollout_table=rollout_table), budget, name=name)
-        path = save_plan(cat.workspace, p, output or Path(f"{p.name}.toml"))
+    with _gap_inputs(eval_id) as (ws, cat, tables), optional_dependency():
+        p = make_plan(gaps(cat, eval_id, workspace=ws, **tables), budget, name=name)
+        path = save_plan(ws, p, output or Path(f"{p.name}.toml"))
     console.print(f"plan [bold]{p.name}[/]: {p.total} episode(s) into {p.dataset} ({len(p.items)} item(s)), written to {path}")
     for line in plan_summary(p):
         console.print(line, soft_wrap=True)
@@ -123,65 +119,8 @@ def plan_cmd(
     console.print(f"execute it:  roboloop collect --plan {path}")
 
 
-def report_cmd(
-    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
-    eval_ids: Annotated[list[str] | None, typer.Option("--eval", "-e", help="Evaluation id (repeatable; the first two are compared). Default: the two latest.")] = None,
-    labels: Annotated[list[str] | None, typer.Option("--label", help="Name per evaluation (repeatable), default v1, v2, ...")] = None,
-    export_failures: Annotated[bool, typer.Option("--export-failures", help="Also export the listed failures as .rrd files next to the report.")] = False,
-) -> None:
-    """Write the self-contained HTML report (success, paired comparison, coverage, loss, selections, failures, plans)."""
-    with open_catalog() as cat:
-        ids = list(eval_ids or latest_eval_ids(cat.workspace))
-        if not ids:
-            fail("no evaluation found: run `roboloop eval` first, or name them with --eval")
-        if labels and len(labels) != len(ids):
-            fail(f"{len(labels)} --label for {len(ids)} evaluation(s): give one per --eval")
-        with _optional_dependency():
-            path = write_report(cat, ids, output, labels=labels, export_failures=export_failures)
-    console.print(f"report of {', '.join(ids)} written to [bold]{path}[/] ({os.path.getsize(path) / 1e3:.0f} kB, self-contained)")
-
-
-def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int | None = None, flag_failures: bool = True) -> None:
-    """Body of `roboloop collect --plan FILE_OR_NAME`: execute the plan with a progress bar.
-
-    With `flag_failures`, new demonstrations that failed the strict success metric are flagged
-    in the quality layer (reason names the plan), so the curation query leaves them out.
-    """
-    counts = {"done": 0, "ok": 0}
-    with open_catalog() as cat:
-        p = load_plan(cat.workspace, plan_file)
-        console.print(f"executing plan [bold]{p.name}[/] ({p.total} episode(s) into {p.dataset}; seeds after the dataset's highest)")
-        for line in plan_summary(p):
-            console.print(line, soft_wrap=True)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
-        with progress:
-            bar = progress.add_task("episodes", total=p.total, ok="0/0")
-
-            def on_result(result) -> None:
-                counts["done"] += 1
-                counts["ok"] += int(result.success)
-                progress.update(bar, advance=1, ok=f"{counts['ok']}/{counts['done']}")
-
-            try:
-                run = execute_plan(cat, p, workers=workers, steps=steps, on_result=on_result,
-                                   policy_source=functools.partial(resolve_policy, cat.workspace))
-            except KeyboardInterrupt:
-                progress.stop()
-                err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")
-                raise typer.Exit(130) from None
-            progress.update(bar, completed=p.total)
-        seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
-        console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")
-        if flag_failures and run.failed_segment_ids:
-            ids = flag(cat, p.dataset, reason=f"plan {p.name}: demonstration failed strict success", segment_ids=run.failed_segment_ids)
-            console.print(f"flagged {len(ids)} failed demonstration(s) in the quality layer (left out of selections); "
-                          f"undo with: roboloop unflag -d {p.dataset} -s ID")
-
-
 def register(app: typer.Typer) -> typer.Typer:
-    """Add `gaps`, `plan` and `report` to `app` (`collect --plan` executes plans)."""
+    """Add `gaps` and `plan` to `app`."""
     app.command("gaps")(gaps_cmd)
     app.command("plan")(plan_cmd)
-    app.command("report")(report_cmd)
     return app

@@ -57,14 +57,14 @@ def print_table(rows: Sequence[dict], columns: Sequence[str], format: str, *, ti
 
 
 @contextlib.contextmanager
-def lazy_catalog() -> Iterator[Callable[[], Any]]:
-    """A function starting (or attaching) the catalog on first call; closed on exit."""
+def lazy_catalog(*, datasets: Sequence[str] | None = None) -> Iterator[Callable[[], Any]]:
+    """A function starting (or attaching) the catalog on first call (restoring only `datasets` when given); closed on exit."""
     stack = contextlib.ExitStack()
     box: dict[str, Any] = {}
 
     def get():
         if "cat" not in box:
-            box["cat"] = stack.enter_context(open_catalog())
+            box["cat"] = stack.enter_context(open_catalog(datasets=datasets))
         return box["cat"]
 
     with stack:

@@ -78,6 +78,7 @@ from roboloop.config import Config
 from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task, tasks
 from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
+from roboloop.evaluate.table import EvaluateError, eval_row, evals_dataset_of, latest_eval_ids, list_evals
 from roboloop.train import PolicyFactory, run_info
 from roboloop.workspace import WRITER_EVAL, WRITER_RUN
 
@@ -119,10 +120,6 @@ __all__ = [
 
 SEED_RULE = "EVAL_SEED_BASE + int.from_bytes(sha256(f'{cell_key}#{index}').digest()[:8], 'big') % EVAL_SEED_SPAN"
 """How evaluation seeds are derived (stored in every evaluation row)."""
-
-
-class EvaluateError(RoboloopError, ValueError):
-    """An evaluation that cannot run as asked; the message says what to change."""
 
 
 class GridError(EvaluateError):
@@ -577,38 +574,6 @@ class EvalReport:
     @property
     def success_rate(self) -> float:
         return self.successes / self.n if self.n else float("nan")
-
-
-# --- evaluation table ----------------------------------------------------------------------------
-
-def eval_row(workspace, eval_id: str) -> dict[str, Any] | None:
-    """The evaluation row of `eval_id` (from the rows on disk), or None."""
-    return rows.read_row(workspace, schema.EVALS_TABLE, eval_id)
-
-
-def list_evals(workspace, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Every evaluation row (of one demo dataset, if given), oldest first (in creation order: `rows.creation_order`), with its status as it is now:
-    a row stored `running` whose writer process is gone (its lifetime lock is free) says `schema.STATUS_DEAD`."""
-    out = []
-    for r in rows.read_rows(workspace, schema.EVALS_TABLE):
-        if dataset is not None and r.get("dataset") != dataset:
-            continue
-        status = workspace.live_status(WRITER_EVAL, r[rows.KEY_FIELD], r.get("status"))
-        out.append(r if status == r.get("status") else {**r, "status": status})
-    return sorted(out, key=rows.creation_order)
-
-
-def latest_eval_ids(workspace, n: int = 2) -> list[str]:
-    """Ids of the `n` most recent evaluations (oldest first), from the evals table."""
-    return [str(r.get("eval_id") or r[rows.KEY_FIELD]) for r in list_evals(workspace)[-n:]]
-
-
-def evals_dataset_of(workspace, eval_id: str) -> str:
-    """The evaluation dataset (`<dataset>_evals`) evaluation `eval_id` wrote its rollouts to."""
-    row = eval_row(workspace, eval_id)
-    if row is None:
-        raise EvaluateError(f"no evaluation {eval_id!r} in {workspace.root}; list them with `roboloop evals`")
-    return row["evals_dataset"]
 
 
 def load_config(workspace, eval_id: str) -> EvalConfig:

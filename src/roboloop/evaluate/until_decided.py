@@ -46,7 +46,7 @@ run raise :class:`SequentialEvalError` and leave no row and no rollout.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,6 @@ from roboloop.evaluate.run import (
     cell_task,
     check_new,
     collect_rollouts,
-    eval_row,
     eval_row_base,
     final_status,
     load_config,
@@ -79,6 +78,14 @@ from roboloop.evaluate.run import (
     rollout_outcomes,
     run_dataset,
     writing_evals,
+)
+from roboloop.evaluate.table import (
+    DECISION_COLUMNS,
+    attach_decisions,
+    eval_row,
+    sequential_between,
+    sequential_of,
+    sequential_rows,
 )
 from roboloop.stats.sequential import (
     CellProgress,
@@ -470,63 +477,6 @@ class _SequentialRun:
 
 
 # --- reading and planning --------------------------------------------------------------------------
-
-def sequential_rows(row: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Per cell of an evals row's sequential result: cell, decision, rollouts (pairs used), stop_round, estimate,
-    ci_low, ci_high, fixed_n, stopped; [] when the evaluation was not sequential."""
-    seq = (row or {}).get(schema.EVAL_SEQUENTIAL)
-    if not seq:
-        return []
-    out = []
-    for c in seq.get("cells", []):
-        out.append({
-            "cell": c["cell"], "decision": c["decision"], "rollouts": c["n"], "decided_at": c.get("decided_at"),
-            "stop_round": c.get("stop_round"), "stopped": c.get("stopped"), "estimate": c.get("estimate"),
-            "ci_low": c.get("ci_low"), "ci_high": c.get("ci_high"), "fixed_n": seq.get("fixed_n"),
-            "metric": seq.get("metric"), "against": seq.get("against"),
-        })
-    return out
-
-
-def sequential_of(workspace, eval_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Eval id -> its per-cell :func:`sequential_rows`, for the given evaluations that have them."""
-    out = {}
-    for e in eval_ids:
-        r = sequential_rows(eval_row(workspace, e))
-        if r:
-            out[e] = r
-    return out
-
-
-def sequential_between(workspace, eval_a: str, eval_b: str) -> dict[str, Any] | None:
-    """The sequential result of B against A (or of A against B, sign as stored), if one exists."""
-    for challenger, baseline in ((eval_b, eval_a), (eval_a, eval_b)):
-        row = eval_row(workspace, challenger) or {}
-        seq = row.get(schema.EVAL_SEQUENTIAL)
-        if seq and row.get("against") == baseline:
-            return {"eval_id": challenger, "against": baseline, "rows": sequential_rows(row), "overall": seq.get("overall") or {},
-                    "metric": seq.get("metric"), "alpha": (seq.get("config") or {}).get("alpha")}
-    return None
-
-
-DECISION_COLUMNS = ("seq_decision", "seq_rollouts", "seq_stop_round")
-"""Columns :func:`attach_decisions` adds to result rows."""
-
-
-def attach_decisions(results: Sequence[dict[str, Any]], seq_rows: Sequence[Mapping[str, Any]], *, key: str,
-                     overall: Mapping[str, Any] | None = None) -> None:
-    """Add each cell's sequential decision (:data:`DECISION_COLUMNS`) to the result rows whose `key` names that cell;
-    with `overall`, the row whose `key` is ``"overall"`` gets the overall decision, all pairs and the last stop round."""
-    by_cell = {r["cell"]: r for r in seq_rows}
-    for r in results:
-        if overall is not None and r.get(key) == "overall":
-            r.update(seq_decision=overall.get("decision"), seq_rollouts=sum(x["rollouts"] for x in seq_rows),
-                     seq_stop_round=max((x["stop_round"] or 0) for x in seq_rows) or None)
-            continue
-        s = by_cell.get(r.get(key))
-        if s is not None:
-            r.update(seq_decision=s["decision"], seq_rollouts=s["rollouts"], seq_stop_round=s["stop_round"])
-
 
 def challenger_config(workspace, against: str, *, run: str | None = None, dataset: str | None = None,
                       grid: Grid | None = None, **options: Any) -> EvalConfig:

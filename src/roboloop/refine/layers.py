@@ -87,7 +87,8 @@ import pyarrow.compute as pc
 
 from roboloop import faults, rows, schema
 from roboloop.catalog.client import Catalog
-from roboloop.predicate import EmptySelectionError, flagged_ids_from_table, select_ids
+from roboloop.predicate import EmptySelectionError, flagged_ids_from_table
+from roboloop.predicate.select import select_ids
 from roboloop.record.episode import write_layer_version
 from roboloop.refine.signals import (  # noqa: F401 - the interface's names, re-exported where they lived before signals.py
     SIGNALS,

@@ -1,20 +1,8 @@
 """The self-contained HTML report of an experiment loop: data gathering (`data`), figures (`plots`), HTML (`render`).
 
-``write_report(catalog, eval_ids, "report.html")`` gathers, renders and writes it;
-``plot_success`` draws a `success` table for ``roboloop success --plot``.
+``roboloop.report.render.write_report(catalog, eval_ids, "report.html")`` gathers, renders and writes it;
+``roboloop.report.plots.plot_success`` draws a `success` table for ``roboloop success --plot``.
+
+The package imports none of its modules: `roboloop success --plot` loads only `plots` (numpy; matplotlib when it
+draws), not the report's data gathering (which reads recordings and decodes video).
 """
-
-from roboloop.report.data import EvalSection, ReportData, build_report_data, failure_thumbnail
-from roboloop.report.plots import plot_success
-from roboloop.report.render import SECTIONS, render_report, write_report
-
-__all__ = [
-    "SECTIONS",
-    "EvalSection",
-    "ReportData",
-    "build_report_data",
-    "failure_thumbnail",
-    "plot_success",
-    "render_report",
-    "write_report",
-]

@@ -28,11 +28,12 @@ from PIL import Image
 
 from roboloop import curate, rows, schema
 from roboloop.analyze import export
+from roboloop.analyze.compare import compare
 from roboloop.analyze.gaps import GapConfig, GapError, gaps
 from roboloop.analyze.rollouts import (
-    compare,
     failure_modes,
     failures,
+    indexed_rollout_table,
     outcome_note,
     outcome_sources,
     rollout_table,
@@ -40,13 +41,14 @@ from roboloop.analyze.rollouts import (
 )
 from roboloop.analyze.value import describe, stored_values, uses_value
 from roboloop.catalog import links
+from roboloop.catalog.errors import UnknownDatasetError
+from roboloop.catalog.index import StaleIndexError, load_table
 from roboloop.errors import UnknownEvaluationError
-from roboloop.evaluate.until_decided import sequential_rows
+from roboloop.evaluate.table import sequential_rows
 from roboloop.report.values import CELL, as_number
-from roboloop.train import run_info
 from roboloop.video import decode_samples
 
-__all__ = ["EvalSection", "ReportData", "build_report_data", "failure_thumbnail"]
+__all__ = ["EvalSection", "ReportData", "build_report_data", "failure_thumbnail", "report_datasets"]
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,8 @@ def build_report_data(
     data = ReportData(title=title, created_at=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), workspace=str(ws.root))
     exports = _FailureExports(catalog, export_dir, report_dir)
     segment_table = functools.lru_cache(maxsize=None)(catalog.segment_table)  # each dataset fetched once per report
+    indexed = {d for d in _evals_datasets(ws, eval_ids) if d not in catalog.dataset_names()}  # see report_datasets
+    rollout_index = functools.lru_cache(maxsize=None)(lambda d: indexed_rollout_table(ws, d))
     rollout_rows: list[list[dict[str, Any]]] = []
     gap_cfg = GapConfig()
     for eval_id, label in zip(eval_ids, labels):
@@ -257,14 +261,18 @@ def build_report_data(
                           evals_dataset=row.get("evals_dataset") or schema.evals_dataset(row["dataset"]))
         if row.get(schema.EVAL_SEQUENTIAL):
             data.sequential.extend({"label": label, "eval_id": eval_id, **r} for r in sequential_rows(row))
-        rollouts = rollout_table(catalog, sec.evals_dataset, eval_ids=[eval_id], segment_table=segment_table)
+        from_index = sec.evals_dataset in indexed
+        if from_index:
+            rollouts = indexed_rollout_table(ws, sec.evals_dataset, [eval_id])
+        else:
+            rollouts = rollout_table(catalog, sec.evals_dataset, eval_ids=[eval_id], segment_table=segment_table)
         rollout_rows.append(_rows_of(rollouts))
         note = outcome_note(outcome_sources(rollout_rows[-1]))
         if note:
             data.notes.append(f"{label} ({eval_id}): {note}")
-        gap_cfg = _add_coverage(catalog, sec, segment_table, gap_cfg)
+        gap_cfg = _add_coverage(catalog, sec, segment_table, gap_cfg, rollout_index if from_index else None)
         _add_success(sec, rollouts, gap_cfg)
-        _add_failures(catalog, sec, rollouts, failures_per_cell, exports)
+        _add_failures(catalog, sec, rollouts, failures_per_cell, exports, register=from_index)
         data.evals.append(sec)
         if sec.run_id:
             _add_run(catalog, data, label, sec.run_id, row["dataset"])
@@ -276,10 +284,38 @@ def build_report_data(
     return data
 
 
-def _add_coverage(catalog, sec: EvalSection, segment_table, gap_cfg: GapConfig) -> GapConfig:
-    """The evaluation's coverage gaps into `sec.coverage` (a note when unknown); returns the gap settings in effect."""
+def _evals_datasets(workspace, eval_ids: Sequence[str]) -> list[str]:
+    """The evaluation datasets of `eval_ids` (their evals rows; unknown ids are left to `build_report_data`)."""
+    out = []
+    for eval_id in eval_ids:
+        row = rows.read_row(workspace, schema.EVALS_TABLE, eval_id)
+        if row is not None:
+            out.append(row.get("evals_dataset") or schema.evals_dataset(row["dataset"]))
+    return sorted(set(out))
+
+
+def report_datasets(workspace, eval_ids: Sequence[str]) -> list[str]:
+    """The datasets a catalog for the report of `eval_ids` restores: every dataset except evaluation datasets.
+
+    The rollouts come from the rollout index (`analyze.rollouts.indexed_rollout_table`), and :func:`build_report_data`
+    registers only the few failures it shows (`Catalog.restore_segments`, for their thumbnails and exports): at
+    10,000 rollouts restoring the evaluation dataset alone took ~26 s. An evaluation dataset of `eval_ids` whose index
+    is stale (rows missing) is restored, and read from the catalog as before.
+    """
+    stale = []
+    for dataset in _evals_datasets(workspace, eval_ids):
+        try:
+            load_table(workspace, dataset)
+        except (StaleIndexError, UnknownDatasetError):
+            stale.append(dataset)
+    return [d for d in workspace.datasets() if not d.endswith(schema.evals_dataset("")) or d in stale]
+
+
+def _add_coverage(catalog, sec: EvalSection, segment_table, gap_cfg: GapConfig, rollout_index=None) -> GapConfig:
+    """The evaluation's coverage gaps into `sec.coverage` (a note when unknown); returns the gap settings in effect.
+    `rollout_index(evals dataset)`: the rollouts from the index instead of the catalog's segment table."""
     try:
-        rep = gaps(catalog, sec.eval_id, segment_table=segment_table)
+        rep = gaps(catalog, sec.eval_id, segment_table=segment_table, rollout_table=rollout_index)
     except (GapError, ImportError, KeyError, FileNotFoundError) as exc:
         sec.notes.append(f"coverage unavailable: {exc}")
         return gap_cfg
@@ -300,16 +336,24 @@ def _add_success(sec: EvalSection, rollouts, gap_cfg: GapConfig) -> None:
         sec.cells.append(c)
 
 
-def _add_failures(catalog, sec: EvalSection, rollouts, per_cell: int, exports: _FailureExports) -> None:
-    """The failure modes of each failing cell, largest first, one representative rollout each (at most `per_cell`)."""
+def _add_failures(catalog, sec: EvalSection, rollouts, per_cell: int, exports: _FailureExports, *, register: bool = False) -> None:
+    """The failure modes of each failing cell, largest first, one representative rollout each (at most `per_cell`).
+    With `register`, those representatives are registered with the catalog first (`Catalog.restore_segments`: a catalog
+    restored without the evaluation dataset, :func:`report_datasets`)."""
     failing = {c[CELL] for c in sec.cells if c["failing"]}
     fails = failures(rollouts)
     shown: dict[str, int] = {}
+    modes = []
     for m in failure_modes(fails):
         cell = m["cell"]
         if cell not in failing or shown.get(cell, 0) >= per_cell:
             continue
         shown[cell] = shown.get(cell, 0) + 1
+        modes.append(m)
+    if register and modes:
+        catalog.restore_segments(sec.evals_dataset, [m["segment_id"] for m in modes])
+    for m in modes:
+        cell = m["cell"]
         seg = m["segment_id"]
         rep = next(f for f in fails if f["segment_id"] == seg)
         t = as_number(rep.get("outcome.failure_time_s"))
@@ -344,7 +388,7 @@ def _add_run(catalog, data: ReportData, label: str, run_id: str, eval_dataset: s
     """The run's selection and loss curves (a note instead of either when unavailable)."""
     info: dict[str, Any] = {}
     try:
-        info = dict(run_info(catalog.workspace, run_id))
+        info = dict(catalog.workspace.run_info(run_id))
         data.selections.append(_selection_row(catalog, label, info))
     except Exception as exc:  # noqa: BLE001 - a missing run record degrades the report, not the command
         data.notes.append(f"{label}: the record of run {run_id} is unavailable ({exc})")

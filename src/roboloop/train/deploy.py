@@ -117,14 +117,8 @@ def load_policy(catalog_or_workspace: Any, run_id: str) -> DeployedPolicy:
 
 
 def run_info(workspace: Any, run_id: str) -> dict[str, Any]:
-    """`runs/<run_id>/run.json`: run_id, dataset, selection(+digest), config_digest, checkpoint_sha256,
-    policy, cameras, camera_size, train_ids, status, losses, ..."""
-    ws = _workspace(workspace)
-    path = ws.run_dir(run_id) / RUN_FILE
-    if not path.is_file():
-        known = sorted(p.name for p in ws.runs_dir.iterdir()) if ws.runs_dir.is_dir() else []
-        raise TrainError(f"unknown run {run_id!r} (no {path}); known runs: {', '.join(known) or '(none)'}")
-    return json.loads(path.read_text())
+    """`runs/<run_id>/run.json` of a Catalog, Workspace or workspace path (`Workspace.run_info`)."""
+    return _workspace(workspace).run_info(run_id)
 
 
 def list_runs(workspace: Any, dataset: str | None = None) -> list[dict[str, Any]]:

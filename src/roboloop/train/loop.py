@@ -78,7 +78,7 @@ from roboloop.workspace import Workspace, atomic_path, atomic_write_text
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-RUN_FILE = "run.json"
+RUN_FILE = schema.RUN_INFO_FILE
 FEATURES_FILE = "features.json"
 NORMALIZER_FILE = "normalizer.npz"
 MODEL_FILE = "model.pt"

@@ -8,7 +8,8 @@ Users write predicates like::
 
 A predicate is tokenized and parsed by the small grammar below into a tree, then
 compiled to DataFusion SQL that is run over the dataset's friendly segment table
-(`Catalog.segment_table`). Nothing a user types is spliced into SQL as text:
+(`Catalog.segment_table`) by :func:`roboloop.predicate.select.select_ids` (this package's one
+module that loads DataFusion: parsing and checking a predicate does not). Nothing a user types is spliced into SQL as text:
 
 - identifiers must be columns of the segment table (`scene.lighting`, or the raw
   `property:scene:lighting`); they are emitted double-quoted. An unknown column raises
@@ -51,7 +52,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-from datafusion import SessionContext
 
 from roboloop import schema
 from roboloop.errors import RoboloopError
@@ -560,53 +560,3 @@ def compile_order(text: str, columns: Sequence[str], dataset: str | None = None)
         if not p.at("end"):
             p.error("expected ',' or the end of the order")
         return out
-
-
-# --- evaluation ----------------------------------------------------------------------------
-
-def select_ids(
-    table: pa.Table,
-    where: str | None = None,
-    *,
-    order: str | None = None,
-    limit: int | None = None,
-    include_flagged: bool = False,
-    dataset: str | None = None,
-) -> list[str]:
-    """Segment ids of `table` (a friendly segment table) matching `where`, ordered and limited.
-
-    Flagged segments (`quality.flagged` true) are left out unless `include_flagged`.
-    Without an order, ids come sorted by segment id; an order is tie-broken by segment id,
-    so the result is deterministic.
-    """
-    columns = table.column_names
-    clauses = []
-    where = given_where(where)
-    if where is not None:
-        clauses.append(compile_where(where, columns, dataset, types={f.name: f.type for f in table.schema}))
-    if not include_flagged and FLAGGED_COLUMN in columns:
-        flagged = quote_ident(FLAGGED_COLUMN)
-        clauses.append(f"({flagged} IS NULL OR {flagged} = FALSE)")
-    keys = compile_order(order, columns, dataset) if order and order.strip() else []
-    if limit is not None and limit < 0:
-        raise PredicateError(f"limit must be >= 0, got {limit}")
-    if table.num_rows == 0:
-        return []
-    sql = f"SELECT {quote_ident(SEGMENT_ID)} FROM segments"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    order_sql = [f"{quote_ident(c)} {'DESC' if d else 'ASC'} NULLS LAST" for c, d in keys]
-    order_sql.append(f"{quote_ident(SEGMENT_ID)} ASC")
-    sql += " ORDER BY " + ", ".join(order_sql)
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    ctx = SessionContext()
-    ctx.register_record_batches("segments", [table.to_batches()])
-    try:
-        result = ctx.sql(sql).to_arrow_table()
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        used = sorted(columns_of(Parser(where, resolver(columns, dataset)).parse())) if where is not None else []
-        kinds = "; ".join(f"{c} is {table.schema.field(c).type}" for c in used)
-        raise PredicateError(f"cannot evaluate the predicate {where!r}: {msg}" + (f"\n  ({kinds})" if kinds else "")) from exc
-    return [str(s) for s in result.column(0).to_pylist()]
