@@ -31,10 +31,10 @@ import numpy as np
 
 from .demonstrator import ScriptedHandover
 
-__all__ = ["OPERATORS", "SloppyHandover", "operator_expert"]
+__all__ = ["OPERATORS", "FragileHandover", "SloppyHandover", "operator_expert"]
 
-OPERATORS = ("clean", "sloppy")
-"""Demonstrator variants `collect --operator` knows: the scripted handover, and :class:`SloppyHandover`."""
+OPERATORS = ("clean", "sloppy", "fragile")
+"""Demonstrator variants `collect --operator` knows: the scripted handover, :class:`SloppyHandover` and :class:`FragileHandover`."""
 
 PAUSE_WINDOW = (60, 150)
 """Plan steps in which a hesitation can start (right arm descending, grasping, lifting, carrying)."""
@@ -49,6 +49,10 @@ FUMBLE_GRIP = 0.35
 """How far the right gripper closes (0 closed .. 1 open) in the premature grab before the real grasp."""
 JITTER_M = 0.015
 """Peak amplitude of the approach wobble, metres."""
+FRAGILE_GRIP = 0.35
+"""The fragile operator's right-gripper command while it holds the cube (the clean one closes fully, to 0)."""
+FRAGILE_HOLD_DEPTH_L = 0.09
+"""How deep the fragile operator's left gripper takes the cube at the handover, metres (the clean one: 0.115)."""
 
 
 class SloppyHandover(ScriptedHandover):
@@ -132,10 +136,24 @@ class SloppyHandover(ScriptedHandover):
         self._plan_left_grasp(self.sim.cube_pose())
 
 
+class FragileHandover(ScriptedHandover):
+    """The scripted handover with a fragile grip: the plan, timing and motion of :class:`ScriptedHandover`, but the
+    right gripper closes only to :data:`FRAGILE_GRIP` (a light squeeze that holds the cube by a thin margin) and the
+    left gripper takes the cube :data:`FRAGILE_HOLD_DEPTH_L` deep (by the tips of its fingers, 2.5 cm less than the
+    clean hand-over). Smooth, as long, as idle and as jerky as the clean operator; its successful demonstrations
+    look right, but the strategy is unreliable: about 4 in 10 of its own attempts succeed (measured: benchmarks/README.md), and a
+    policy that imitates it fails about as often. Recorded only as ``hidden.operator = "fragile"``."""
+
+    grip_closed_r = FRAGILE_GRIP
+    hold_depth_l = FRAGILE_HOLD_DEPTH_L
+
+
 def operator_expert(name: str, sim) -> ScriptedHandover:
     """The demonstrator of operator ``name`` (one of :data:`OPERATORS`) on ``sim``."""
     if name == "clean":
         return ScriptedHandover(sim)
     if name == "sloppy":
         return SloppyHandover(sim)
+    if name == "fragile":
+        return FragileHandover(sim)
     raise ValueError(f"unknown operator {name!r}: one of {', '.join(OPERATORS)}")
