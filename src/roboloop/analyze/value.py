@@ -23,6 +23,21 @@ step on d makes the policy more likely to act as it did in successful rollouts a
 ones (it helps); negative: the opposite. Values are divided by the largest absolute value, so they lie in
 [-1, 1]; their sign and order are what to read.
 
+**The `kernel` estimator** (`estimator="kernel"`). For a deterministic policy the executed-action loss gradient
+above is small and noisy (the robot executed nearly what the policy predicted), and it cannot say *which*
+demonstration taught a behaviour. What a gradient step on demonstration d does to the policy's predictions at a
+rollout's states is the policy's tangent kernel between the two: `K(d, r) = sum over their samples of
+<d f(s_d)/d theta, d f(s_r)/d theta>`. A failed rollout's behaviour was taught by the demonstrations with a large
+kernel to it; so::
+
+    value(d) = mean_r (R_r - mean R) * cos(k_d, k_r)
+
+with `k_e` an episode's output gradients, summed over its samples, under K random sign patterns over the
+predicted chunk (a Rademacher estimate of the kernel; read through the policy's own L1 `loss` at a target just
+beside its prediction, whose gradient is exactly the projection), count-sketched to `SKETCH_WIDTH` values, less
+their mean over all the episodes (the component every episode shares moves every prediction alike). It does not
+need the rollouts' actions to differ from the predictions, and costs K backward passes per episode.
+
 The cost is one backward pass per training demonstration and per rollout (on the CPU: seconds for 50
 demonstrations and 60 rollouts), against retraining on subsets (datamodels: K subset policies, each
 evaluated on the same seeds, minutes each here): see README "Which demonstrations help" for the
@@ -59,10 +74,12 @@ from roboloop.train import load_policy, run_info
 from roboloop.train.features import encode_batch, stream_fields
 from roboloop.train.tasks import segment_tasks
 
-__all__ = ["VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "stored_values", "uses_value"]
+__all__ = ["ESTIMATORS", "KERNEL_VERSION", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "kernel_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
-"""Version of the estimator, recorded as `signal_versions.value`."""
+"""Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one."""
+KERNEL_VERSION = 2
+"""`signal_versions.value` of values from the `kernel` estimator."""
 
 Progress = Callable[[int, int], None]
 
@@ -202,7 +219,8 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
     if cfg.write:
         values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: cfg.eval}
                   for seg, v in result.values.items()}
-        result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: VALUE_VERSION})
+        version = KERNEL_VERSION if cfg.estimator == "kernel" else VALUE_VERSION
+        result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: version})
     result.wall_s = time.perf_counter() - t0
     return result
 
