@@ -12,7 +12,15 @@
 
 `hidden.operator` (the planted truth) is read here only to build the sets and to score, never by roboloop.
 
+`--operator fragile` plants the fragile operator instead of the sloppy one; `--zone LO,HI` gives it one part of
+the table (its demonstrations are those whose cube starts at x in [LO, HI); the mixed set's clean ones come from
+elsewhere, and the clean set has as many clean ones in the zone); `--estimator kernel` values with the kernel
+estimator; `--oracle` adds the bound (the mixed set minus exactly the planted ones); `--no-video` collects
+without the camera (the state policy never reads it).
+
     PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop
+    PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop --share 0.6 \
+        --operator fragile --no-video --estimator kernel --oracle --tag=-frag60
 """
 
 from __future__ import annotations
