@@ -209,5 +209,13 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     assert res.exit_code == 0, res.output
     assert f"signals.value for 8 training demonstration(s) of run {run_id}, from 12 rollout(s) of {eval_id} (6 successful)" in res.stdout
     assert res.stdout.count("roboloop open syn-0") == 3 and 'signals.value > 0' in res.stdout
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "kernel"], env=env)
+    assert res.exit_code == 0, res.output
+    from roboloop.catalog.client import Catalog
+
+    with Catalog(Workspace(cat.workspace.root), url="") as fresh:  # what the command registered, seen anew
+        assert {r["signal_versions.value"] for r in fresh.segment_table(DS).to_pylist()} == {2}  # the kernel estimator's version
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "knn"], env=env)
+    assert res.exit_code != 0 and "estimator must be one of loss, kernel" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output
