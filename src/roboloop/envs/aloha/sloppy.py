@@ -17,6 +17,9 @@ operator, per episode (everything drawn from the episode's seed, so a seed gives
 - **jitters**: a smooth wobble of up to ~1.5 cm on the right gripper until it reaches the
   pre-grasp pose.
 
+A second planted operator, :class:`FragileHandover` (``collect --operator fragile``), moves exactly like the clean
+one but grips lightly and hands over by the fingertips: a strategy that works only now and then.
+
 The plan itself (waypoints, re-aiming, grasp) is :class:`ScriptedHandover`'s, unchanged: this
 class only re-times it and perturbs the approach, so the clean demonstrator stays bit-identical.
 Which operator made an episode is recorded only as the hidden property ``hidden.operator``,
@@ -140,9 +143,11 @@ class FragileHandover(ScriptedHandover):
     """The scripted handover with a fragile grip: the plan, timing and motion of :class:`ScriptedHandover`, but the
     right gripper closes only to :data:`FRAGILE_GRIP` (a light squeeze that holds the cube by a thin margin) and the
     left gripper takes the cube :data:`FRAGILE_HOLD_DEPTH_L` deep (by the tips of its fingers, 2.5 cm less than the
-    clean hand-over). Smooth, as long, as idle and as jerky as the clean operator; its successful demonstrations
-    look right, but the strategy is unreliable: about 4 in 10 of its own attempts succeed (measured: benchmarks/README.md), and a
-    policy that imitates it fails about as often. Recorded only as ``hidden.operator = "fragile"``."""
+    clean hand-over). Its commands are as smooth and as long as the clean operator's (the measured joints less so:
+    a lightly held cube shakes the arms, so ``jerk_mean`` runs higher and ``idle_fraction`` lower, with overlapping
+    ranges). Its successful demonstrations look right, but the strategy is unreliable: about 4 in 10 of its own
+    attempts succeed, and a policy trained on its successes fails about as often (benchmarks/README.md).
+    Recorded only as ``hidden.operator = "fragile"``."""
 
     grip_closed_r = FRAGILE_GRIP
     hold_depth_l = FRAGILE_HOLD_DEPTH_L
