@@ -12,7 +12,15 @@
 
 `hidden.operator` (the planted truth) is read here only to build the sets and to score, never by roboloop.
 
+`--operator fragile` plants the fragile operator instead of the sloppy one; `--zone LO,HI` gives it one part of
+the table (its demonstrations are those whose cube starts at x in [LO, HI); the mixed set's clean ones come from
+elsewhere, and the clean set has as many clean ones in the zone); `--estimator kernel` values with the kernel
+estimator; `--oracle` adds the bound (the mixed set minus exactly the planted ones); `--no-video` collects
+without the camera (the state policy never reads it).
+
     PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop
+    PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop --share 0.6 \
+        --operator fragile --no-video --estimator kernel --oracle --tag=-frag60
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from roboloop import curate, schema
 from roboloop.analyze.compare import compare
 from roboloop.analyze.rollouts import rollout_table
 from roboloop.catalog.client import Catalog
-from roboloop.collect.run import CollectConfig, collect
+from roboloop.collect.run import CollectConfig, RecordingSpec, collect
+from roboloop.envs.aloha.conditions import SceneConditions
+from roboloop.envs.aloha.env import sample_cube_pose
 from roboloop.evaluate.run import EvalConfig, evaluate, list_evals, parse_grid
 from roboloop.refine.layers import refine
 from roboloop.stats.intervals import wilson
@@ -48,19 +58,36 @@ def table(cat: Catalog, dataset: str) -> list[dict]:
     return cat.segment_table(dataset).to_pylist()
 
 
-def ensure_demos(cat: Catalog, operator: str, n_success: int, first_seed: int, workers: int) -> list[dict]:
-    """At least `n_success` successful demos of `operator` (seeds from `first_seed`), collected once."""
-    have = [r for r in (table(cat, DATASET) if DATASET in cat.dataset_names() else [])
-            if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
-    ok = [r for r in have if r.get("outcome.success")]
-    seed = first_seed + len(have)
+def in_zone(seed: int, zone: tuple[float, float] | None, inside: bool = True) -> bool:
+    """Whether episode `seed`'s cube starts with x in [lo, hi) = `zone` (default scene; None: everywhere), or
+    (`inside` False) outside it."""
+    if zone is None:
+        return True
+    x = float(sample_cube_pose(seed, SceneConditions())[0])
+    return (zone[0] <= x < zone[1]) == inside
+
+
+def ensure_demos(cat: Catalog, operator: str, n_success: int, first_seed: int, workers: int, video: bool = True,
+                 zone: tuple[float, float] | None = None, inside: bool = True) -> list[dict]:
+    """At least `n_success` successful demos of `operator` (seeds from `first_seed`; with `zone`, only those whose cube
+    starts in it (or, `inside` False, outside it) count), collected once (`video`: with the default top camera; the
+    state policy never reads it)."""
+    spec = RecordingSpec() if video else RecordingSpec(cameras=())
+    width = 1.0 if zone is None else (min(zone[1], 0.2) - max(zone[0], 0.0)) / 0.2
+    share = max(0.05, width if inside else 1.0 - width)
+
+    def current() -> tuple[list[dict], list[dict]]:
+        have = [r for r in (table(cat, DATASET) if DATASET in cat.dataset_names() else [])
+                if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
+        return have, [r for r in have if r.get("outcome.success") and in_zone(r["episode.seed"], zone, inside)]
+
+    have, ok = current()
     while len(ok) < n_success:
         need = n_success - len(ok)
-        collect(cat, CollectConfig(dataset=DATASET, episodes=need + (need // 5 + 1 if operator == "sloppy" else 0),
-                                   seed=seed, workers=workers, operator=operator))
-        have = [r for r in table(cat, DATASET) if r.get(HIDDEN) == operator and r["episode.seed"] >= first_seed]
-        ok = [r for r in have if r.get("outcome.success")]
-        seed = first_seed + len(have)
+        extra = need // 5 + 1 if operator != "clean" else 0
+        collect(cat, CollectConfig(dataset=DATASET, episodes=min(500, round((need + extra) / share)),
+                                   seed=first_seed + len(have), workers=workers, operator=operator, spec=spec))
+        have, ok = current()
     return sorted(ok, key=lambda r: r["episode.seed"])[:n_success]
 
 
@@ -126,14 +153,28 @@ def main() -> None:
     ap.add_argument("--sloppy-seed", type=int, default=20_000, help="first seed of the sloppy demos (an earlier variant's live below)")
     ap.add_argument("--metric", default="success", help="value's rollout outcome: success or stage")
     ap.add_argument("--tag", default="", help="suffix of the selection names (a second variant in the same workspace)")
+    ap.add_argument("--operator", default="sloppy", help="the planted operator: sloppy or fragile")
+    ap.add_argument("--zone", default=None, help="LO,HI: the planted operator's part of the table (cube start x in [LO, HI) m): "
+                    "its demonstrations are those there, the clean ones of the mixed set those elsewhere, and the clean set "
+                    "has as many clean ones there")
+    ap.add_argument("--estimator", default="loss", help="value's estimator: loss or kernel")
+    ap.add_argument("--loop-tag", default="", help="a further suffix of the curated selections' names (another estimator on the same v1)")
+    ap.add_argument("--oracle", action="store_true", help="also train on the mixed set minus exactly the planted demonstrations (the bound)")
+    ap.add_argument("--no-video", action="store_true", help="collect without the top camera (the state policy never reads it)")
     a = ap.parse_args()
     out: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
     t_all = time.perf_counter()
     n_sloppy = round(a.demos * a.share)
+    zone = tuple(float(v) for v in a.zone.split(",")) if a.zone else None
     with Catalog(Workspace(a.workspace), url="") as cat:
         t = time.perf_counter()
-        clean = ensure_demos(cat, "clean", a.demos, 0, a.workers)
-        sloppy = ensure_demos(cat, "sloppy", n_sloppy, a.sloppy_seed, a.workers)
+        video = not a.no_video
+        if zone is None:
+            clean = ensure_demos(cat, "clean", a.demos, 0, a.workers, video=video)
+        else:  # the clean demos outside the zone first (the mixed set takes the first n - planted), then as many in it
+            clean = (ensure_demos(cat, "clean", a.demos - n_sloppy, 0, a.workers, video=video, zone=zone, inside=False)
+                     + ensure_demos(cat, "clean", n_sloppy, 0, a.workers, video=video, zone=zone))
+        sloppy = ensure_demos(cat, a.operator, n_sloppy, a.sloppy_seed, a.workers, video=video, zone=zone)
         refine(cat, DATASET)
         out["wall_collect_s"] = round(time.perf_counter() - t)
         clean_ids = [r["segment_id"] for r in clean]
@@ -144,7 +185,7 @@ def main() -> None:
         eval_v1, rows_v1 = eval_on(cat, run_v1, a.grid, a.per_cell, a.workers)
         out["v1_mixed"] = summary(rows_v1)
         if a.stage in ("harm", "all"):
-            sel_clean = selection(cat, "q-clean", clean_ids)  # the same clean demos for every variant
+            sel_clean = selection(cat, "q-clean" + (a.tag if zone else ""), clean_ids)  # the same clean demos for every unzoned variant
             run_c = train_on(cat, sel_clean, run_v1, a.epochs)
             eval_c, rows_c = eval_on(cat, run_c, a.grid, a.per_cell, a.workers)
             out["clean"] = summary(rows_c)
@@ -161,10 +202,10 @@ def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], plant
     out: dict = {}
     t = time.perf_counter()
     try:
-        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric))
+        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric, estimator=a.estimator))
     except DemoValueError as exc:  # nearly every rollout failed (or succeeded): contrast the stages reached
         log(f"value: {exc}; using --metric stage")
-        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage"))
+        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage", estimator=a.estimator))
     out["value_metric"] = res.metric if hasattr(res, "metric") else a.metric
     out["wall_value_s"] = round(time.perf_counter() - t, 1)
     values = res.values
@@ -187,8 +228,10 @@ def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], plant
         "random": set(random.Random(a.seed).sample(mixed_ids, n_drop)),
         f"heuristic-{best}": set(sorted(mixed_ids, key=lambda i: -(rows[i].get(f"signals.{best}") or 0.0))[:n_drop]),
     }
+    if a.oracle:  # what a perfect value would do: drop exactly the planted ones (reads the hidden truth: a bound, not a method)
+        drops["oracle"] = set(planted)
     for name, drop in drops.items():
-        sel = selection(cat, f"q-{name}{a.tag}", [i for i in mixed_ids if i not in drop])
+        sel = selection(cat, f"q-{name}{a.tag}{a.loop_tag}", [i for i in mixed_ids if i not in drop])
         run = train_on(cat, sel, run_v1, a.epochs)
         ev, rows_e = eval_on(cat, run, a.grid, a.per_cell, a.workers)
         out[name] = {"dropped_planted": len(drop & planted), **summary(rows_e), "vs_v1": paired(cat, eval_v1, ev)}

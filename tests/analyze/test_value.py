@@ -18,6 +18,7 @@ from roboloop.analyze.value import (
     describe,
     episode_gradients,
     influence_values,
+    kernel_values,
     stored_values,
     uses_value,
 )
@@ -84,6 +85,41 @@ def test_estimator_ranks_the_planted_biased_demonstrations_lowest(valued):
     ranked = sorted(values, key=values.get)
     assert set(ranked[:2]) == SLOPPY, values
     assert all(values[s] < 0 for s in SLOPPY), values
+
+
+def test_kernel_estimator_blames_the_demonstrations_whose_behaviour_the_failed_rollouts_show():
+    """Known answer for `estimator="kernel"` (pure): every rollout's output gradient is one demonstration's plus noise
+    (it behaved as the policy learned from that one), plus a component all episodes share; the rollouts that behaved
+    as the planted ones failed. Those rank lowest, with negative values; every other demonstration is positive."""
+    rng = np.random.default_rng(0)
+    shared = 5.0 * rng.normal(size=256)
+    demos = {f"d{i}": shared + rng.normal(size=256) for i in range(8)}
+    planted = {"d2", "d6"}
+    rollouts, outcomes = {}, {}
+    for i in range(24):
+        d = f"d{i % 8}"
+        rollouts[f"r{i}"] = demos[d] + 0.3 * rng.normal(size=256)
+        outcomes[f"r{i}"] = 0.0 if d in planted else 1.0
+    values = kernel_values(demos, rollouts, outcomes)
+    assert set(sorted(values, key=values.get)[:2]) == planted, values
+    assert all((v < 0) == (d in planted) for d, v in values.items()), values
+    same = kernel_values(demos, rollouts, {r: 1.0 - o for r, o in outcomes.items()})
+    assert all(same[d] == pytest.approx(-v) for d, v in values.items())  # outcomes flipped: values flip sign
+
+
+def test_projected_output_gradients_are_fixed_and_follow_the_states(valued):
+    """The kernel's sketches: fixed projections (the same episode gives the same sketch), and nearer states give more
+    similar sketches (once the shared component is removed)."""
+    cat, run_id, _ = valued
+    policy = load_policy(cat.workspace, run_id)
+    demos = [f"syn-{i:03d}" for i in range(8)]
+    sk = dict(episode_gradients(cat, DS, demos, policy.model, policy.cfg, projections=4, sketch=2048))
+    assert {g.shape for g in sk.values()} == {(4 * 2048,)}
+    again = dict(episode_gradients(cat, DS, demos[:2], policy.model, policy.cfg, projections=4, sketch=2048))
+    assert np.array_equal(again["syn-000"], sk["syn-000"])
+    shared = np.mean(list(sk.values()), axis=0)
+    c = {d: (g - shared) / np.linalg.norm(g - shared) for d, g in sk.items()}
+    assert c["syn-000"] @ c["syn-001"] > c["syn-000"] @ c["syn-004"] > c["syn-000"] @ c["syn-007"]
 
 
 def test_value_writes_a_signal_that_curate_queries_with_provenance(valued):
@@ -173,5 +209,13 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     assert res.exit_code == 0, res.output
     assert f"signals.value for 8 training demonstration(s) of run {run_id}, from 12 rollout(s) of {eval_id} (6 successful)" in res.stdout
     assert res.stdout.count("roboloop open syn-0") == 3 and 'signals.value > 0' in res.stdout
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "kernel"], env=env)
+    assert res.exit_code == 0, res.output
+    from roboloop.catalog.client import Catalog
+
+    with Catalog(Workspace(cat.workspace.root), url="") as fresh:  # what the command registered, seen anew
+        assert {r["signal_versions.value"] for r in fresh.segment_table(DS).to_pylist()} == {2}  # the kernel estimator's version
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "knn"], env=env)
+    assert res.exit_code != 0 and "estimator must be one of loss, kernel" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output

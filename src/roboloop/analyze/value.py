@@ -23,6 +23,21 @@ step on d makes the policy more likely to act as it did in successful rollouts a
 ones (it helps); negative: the opposite. Values are divided by the largest absolute value, so they lie in
 [-1, 1]; their sign and order are what to read.
 
+**The `kernel` estimator** (`estimator="kernel"`). For a deterministic policy the executed-action loss gradient
+above is small and noisy (the robot executed nearly what the policy predicted), and it cannot say *which*
+demonstration taught a behaviour. What a gradient step on demonstration d does to the policy's predictions at a
+rollout's states is the policy's tangent kernel between the two: `K(d, r) = sum over their samples of
+<d f(s_d)/d theta, d f(s_r)/d theta>`. A failed rollout's behaviour was taught by the demonstrations with a large
+kernel to it; so::
+
+    value(d) = mean_r (R_r - mean R) * cos(k_d, k_r)
+
+with `k_e` an episode's output gradients, summed over its samples, under K random sign patterns over the
+predicted chunk (a Rademacher estimate of the kernel; read through the policy's own L1 `loss` at a target just
+beside its prediction, whose gradient is exactly the projection), count-sketched to `SKETCH_WIDTH` values, less
+their mean over all the episodes (the component every episode shares moves every prediction alike). It does not
+need the rollouts' actions to differ from the predictions, and costs K backward passes per episode.
+
 The cost is one backward pass per training demonstration and per rollout (on the CPU: seconds for 50
 demonstrations and 60 rollouts), against retraining on subsets (datamodels: K subset policies, each
 evaluated on the same seeds, minutes each here): see README "Which demonstrations help" for the
@@ -36,6 +51,7 @@ machinery: a new version of its `signals` layer, `signal_versions.value`), with 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -58,12 +74,23 @@ from roboloop.train import load_policy, run_info
 from roboloop.train.features import encode_batch, stream_fields
 from roboloop.train.tasks import segment_tasks
 
-__all__ = ["VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "stored_values", "uses_value"]
+__all__ = ["ESTIMATORS", "KERNEL_VERSION", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "kernel_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
-"""Version of the estimator, recorded as `signal_versions.value`."""
+"""Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one."""
+KERNEL_VERSION = 2
+"""`signal_versions.value` of values from the `kernel` estimator."""
 
 Progress = Callable[[int, int], None]
+
+ESTIMATORS = ("loss", "kernel")
+"""`ValueConfig.estimator`: `loss` (the rollouts' executed-action loss gradients) or `kernel` (the policy's tangent kernel)."""
+SKETCH_WIDTH = 8192
+"""Values per count sketch of an output gradient (the `kernel` estimator)."""
+PROJECTION_SEED = 24
+"""Seed of the `kernel` estimator's random projections (fixed: the same run and evaluation give the same values)."""
+OFFSET = 1e-3
+"""How far beside the prediction the `kernel` estimator's L1 targets lie (relative): only the sign matters."""
 
 
 class DemoValueError(RoboloopError, ValueError):
@@ -80,6 +107,10 @@ class ValueConfig(Config):
     """An evaluation of that run: its rollouts' outcomes say what helped."""
     metric: str = schema.METRIC_SUCCESS
     """The rollout outcome the values contrast: `success` (strict, 0/1) or `stage` (partial credit: furthest stage / last stage; use it when nearly every rollout fails or succeeds)."""
+    estimator: str = "loss"
+    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts)."""
+    projections: int = 8
+    """`kernel` only: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
     min_rollouts: int = 10
     """Fewest judged rollouts to estimate anything from."""
     min_each: int = 2
@@ -96,6 +127,8 @@ class ValueConfig(Config):
         check(isinstance(self.min_rollouts, int) and self.min_rollouts >= 2, f"min_rollouts must be an int >= 2, got {self.min_rollouts!r}")
         check(isinstance(self.min_each, int) and self.min_each >= 1, f"min_each must be an int >= 1, got {self.min_each!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        check(self.estimator in ESTIMATORS, f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        check(isinstance(self.projections, int) and self.projections >= 1, f"projections must be an int >= 1, got {self.projections!r}")
         check(self.metric in schema.SEQUENTIAL_METRICS, f"metric must be one of {', '.join(schema.SEQUENTIAL_METRICS)}, got {self.metric!r}")
 
 
@@ -125,6 +158,22 @@ def influence_values(demo_grads: Mapping[str, np.ndarray], rollout_grads: Mappin
     mean_r = float(np.mean([outcomes[r] for r in rollout_grads]))
     direction = _direction(((g, outcomes[r] - mean_r) for r, g in rollout_grads.items()), len(rollout_grads))
     return {d: float(np.dot(g, direction)) for d, g in demo_grads.items()}
+
+
+def kernel_values(demo_sketches: Mapping[str, np.ndarray], rollout_sketches: Mapping[str, np.ndarray],
+                  outcomes: Mapping[str, float]) -> dict[str, float]:
+    """The `kernel` estimator (pure): `mean_r (R_r - mean R) * cos(k_d, k_r)`, with `k_*` an episode's projected output
+    gradients (:func:`episode_gradients` with `projections`) less their mean over all the episodes (the component every
+    episode shares moves every prediction alike and says nothing about which one taught what): a demonstration
+    scores high when the policy's behaviour in successful rollouts is the one it learned from it, low when the
+    failed rollouts' is."""
+    mean_r = float(np.mean([outcomes[r] for r in rollout_sketches]))
+    shared = np.mean([*demo_sketches.values(), *rollout_sketches.values()], axis=0)
+    unit = {r: c / n for r, g in rollout_sketches.items() if (n := float(np.linalg.norm(c := g - shared))) > 0}
+    if not unit:
+        raise DemoValueError("every rollout's output gradient is the same: the policy's behaviour does not tell the rollouts apart")
+    weighted = sum((outcomes[r] - mean_r) * g for r, g in unit.items()) / len(rollout_sketches)
+    return {d: float(np.dot(c := g - shared, weighted) / (float(np.linalg.norm(c)) or 1.0)) for d, g in demo_sketches.items()}
 
 
 def _direction(weighted, n: int) -> np.ndarray:
@@ -163,20 +212,32 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
 
     if progress is not None:
         progress(0, total)
-    mean_r = float(np.mean(list(outcomes.values())))
-    weighted = ((g, outcomes[seg] - mean_r) for seg, g in episode_gradients(catalog, evals_ds, list(outcomes), model, deployed.cfg, batch_size=cfg.batch_size, tick=tick))
-    direction = torch.from_numpy(_direction(weighted, len(outcomes)).astype(np.float32))
-    raw = {seg: float(torch.dot(g_t, direction)) for seg, g_t in
-           ((s, torch.from_numpy(g)) for s, g in episode_gradients(catalog, dataset, train_ids, model, deployed.cfg, batch_size=cfg.batch_size, tick=tick))}
+    raw = _raw_values(catalog, cfg, (evals_ds, outcomes), (dataset, train_ids), deployed, tick)
     scale = max((abs(v) for v in raw.values()), default=0.0) or 1.0
     result = ValueResult(cfg.run, cfg.eval, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
                          sum(v == 1.0 for v in outcomes.values()))
     if cfg.write:
         values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: cfg.eval}
                   for seg, v in result.values.items()}
-        result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: VALUE_VERSION})
+        version = KERNEL_VERSION if cfg.estimator == "kernel" else VALUE_VERSION
+        result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: version})
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _raw_values(catalog, cfg: ValueConfig, rollouts: tuple[str, dict[str, float]], demos: tuple[str, list[str]], deployed,
+                tick: Callable[[int], None]) -> dict[str, float]:
+    """Unscaled values of the demonstrations `demos` (dataset, ids) from `rollouts` (evals dataset, outcomes), by `cfg.estimator`."""
+    (evals_ds, outcomes), (dataset, train_ids) = rollouts, demos
+    model = deployed.model
+    grads = functools.partial(episode_gradients, catalog, model=model, cfg=deployed.cfg, batch_size=cfg.batch_size, tick=tick)
+    if cfg.estimator == "kernel":
+        rolls = dict(grads(evals_ds, list(outcomes), projections=cfg.projections))
+        return kernel_values(dict(grads(dataset, train_ids, projections=cfg.projections)), rolls, outcomes)
+    mean_r = float(np.mean(list(outcomes.values())))
+    weighted = ((g, outcomes[seg] - mean_r) for seg, g in grads(evals_ds, list(outcomes)))
+    direction = torch.from_numpy(_direction(weighted, len(outcomes)).astype(np.float32))
+    return {seg: float(torch.dot(torch.from_numpy(g), direction)) for seg, g in grads(dataset, train_ids)}
 
 
 def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]:
@@ -218,13 +279,20 @@ def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]
 
 
 def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, batch_size: int = 2048,
-                      tick: Callable[[int], None] | None = None):
+                      tick: Callable[[int], None] | None = None, projections: int = 0, sketch: int = SKETCH_WIDTH):
     """Yield (segment id, gradient of `model`'s training loss (`loss`, in eval mode: no augmentation) on that episode's
     samples of `dataset`, flattened float32 over the trainable parameters), streaming the episodes in order (each
-    episode's samples are contiguous when the stream does not shuffle). `cfg`: the run's TrainConfig (rate, phase)."""
+    episode's samples are contiguous when the stream does not shuffle). `cfg`: the run's TrainConfig (rate, phase).
+
+    With `projections` = K > 0, instead the episode's *output* gradients: for K fixed random sign patterns v_k over
+    the predicted chunk, the gradient of the mean of <v_k, prediction> (read through the policy's own L1 `loss`,
+    whose gradient at a target just beside the prediction is exactly that), each count-sketched to `sketch` values
+    and concatenated (K x `sketch`). Their dot products estimate the policy's tangent kernel between two episodes'
+    states: how much a gradient step on one moves the predictions at the other (:func:`kernel_values`)."""
     specs = model.specs
     params = [p for p in model.parameters() if p.requires_grad]
     tick = tick or (lambda n: None)
+    project = _Projector(params, model, projections, sketch) if projections else None
     stream = EpisodeStream(catalog, (dataset, list(ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
                            batch_size=batch_size, shuffle=False, rank=0, world_size=1, cache_mb=0)
     tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
@@ -243,16 +311,53 @@ def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, 
                 raise RuntimeError(f"episode {stream.segment_ids[ep]} came back after the stream moved past it")
             mask = index == ep
             sub = {k: v[mask] for k, v in enc.items()}
-            model.zero_grad(set_to_none=True)
-            loss, metrics = model.loss(sub)
-            n = float(metrics["n"])
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]) * n
+            if project is not None:
+                flat, n = project(sub)
+            else:
+                model.zero_grad(set_to_none=True)
+                loss, metrics = model.loss(sub)
+                n = float(metrics["n"])
+                flat = _flat_grad(loss, params) * n
             acc = open_eps.setdefault(ep, [torch.zeros_like(flat), 0.0])
             acc[0] += flat
             acc[1] += n
     for ep in sorted(open_eps):
         yield _finish(stream.segment_ids[ep], open_eps.pop(ep), tick)
+
+
+def _flat_grad(loss: torch.Tensor, params: list) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+class _Projector:
+    """K random-sign projections of a batch's output gradient, count-sketched (see :func:`episode_gradients`)."""
+
+    def __init__(self, params: list, model, k: int, width: int) -> None:
+        gen = torch.Generator().manual_seed(PROJECTION_SEED)
+        size = sum(p.numel() for p in params)
+        self.params, self.model, self.width = params, model, width
+        self.bucket = torch.randint(0, width, (size,), generator=gen)
+        self.sign = torch.randint(0, 2, (size,), generator=gen).to(torch.float32) * 2 - 1
+        self.k = k
+        self.gen = gen
+        self.signs: torch.Tensor | None = None  # [K, chunk, action width], drawn at the first batch
+
+    def __call__(self, sub: dict) -> tuple[torch.Tensor, float]:
+        targets = set(getattr(self.model, "targets", ("action", "action_mask")))
+        with torch.no_grad():
+            pred = self.model.act({k: v for k, v in sub.items() if k not in targets})
+        if self.signs is None:
+            self.signs = torch.randint(0, 2, (self.k, *pred.shape[1:]), generator=self.gen).to(pred.dtype) * 2 - 1
+        parts, n = [], 0.0
+        for v in self.signs:
+            # L1 against a target just below (v = +1) or above (v = -1) the prediction: d loss / d pred = v / count
+            self.model.zero_grad(set_to_none=True)
+            loss, metrics = self.model.loss({**sub, "action": pred - OFFSET * v * (pred.abs() + 1.0)})
+            n = float(metrics["n"])
+            g = _flat_grad(loss, self.params) * n
+            parts.append(torch.zeros(self.width).index_add_(0, self.bucket, self.sign * g))
+        return torch.cat(parts), n
 
 
 def _finish(seg: str, acc: list, tick: Callable[[int], None]) -> tuple[str, np.ndarray]:

@@ -21,9 +21,10 @@ def value_cmd(
     eval_id: Annotated[str, typer.Option("--eval", "-e", help=config_help(ValueConfig, "eval"))],
     metric: Annotated[str, typer.Option("--metric", help=config_help(ValueConfig, "metric"))] = ValueConfig.metric,
     lowest: Annotated[int, typer.Option("--lowest", min=0, help="How many of the lowest-valued demonstrations to list.")] = 5,
+    estimator: Annotated[str, typer.Option("--estimator", help=config_help(ValueConfig, "estimator"))] = ValueConfig.estimator,
 ) -> None:
     """Per training demonstration of RUN, its estimated effect on closed-loop success (from EVAL's rollouts), written as `signals.value`."""
-    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric))
+    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric, estimator=estimator))
     with open_catalog() as cat, Progress(
         TextColumn("value"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
     ) as bar:

@@ -557,7 +557,8 @@ class CollectConfig(Config):
     "Ray cluster to use with executor `ray` (`auto`, `ray://host:10001`); None starts a local Ray instance."
     operator: str | None = None
     ("Transfer-cube demonstrator variant: None the scripted handover; `clean` the same, `sloppy` one that hesitates, "
-     "detours and jitters but still succeeds (a planted quality problem); either is recorded only as `hidden.operator`.")
+     "detours and jitters but still succeeds, `fragile` one with a light grip and a fingertip handover that succeeds "
+     "only now and then (planted quality problems); each is recorded only as `hidden.operator`.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CollectConfig:

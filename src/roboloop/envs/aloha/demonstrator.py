@@ -271,6 +271,14 @@ class ScriptedHandover(TrackingExpert):
     T_R_AWAY = 255  # right retreated
     T_L_HOLD = 275  # left moved slightly away and up
 
+    # grasp geometry (a variant operator may grasp differently: envs/aloha/sloppy.py)
+    grasp_depth = GRASP_DEPTH
+    """Cube centre along the right gripper's x axis when picking it from the table, metres."""
+    hold_depth_l = HOLD_DEPTH_L
+    """Cube centre along the left gripper's x axis when taking it at the handover, metres."""
+    grip_closed_r = 0.0
+    """The right gripper's command when it holds the cube (0 = fully closed: the firmest grip)."""
+
     sim: AlohaSim
 
     def reset(self) -> None:
@@ -306,7 +314,7 @@ class ScriptedHandover(TrackingExpert):
         az = self._grasp_azimuth(c, self._cube_yaw(cube))
         R_grasp = gripper_rot(az, PITCH)
         approach = R_grasp[:, 0]
-        grasp_pt = c + approach * (GRASP_DEPTH - GRASP_OFFSET[0])  # grasp point (GRASP_OFFSET) target
+        grasp_pt = c + approach * (self.grasp_depth - GRASP_OFFSET[0])  # grasp point (GRASP_OFFSET) target
         pre_pt = grasp_pt - approach * 0.08
         if from_step:
             tr.truncate(from_step)
@@ -314,13 +322,13 @@ class ScriptedHandover(TrackingExpert):
         else:
             tr.add(self.T_PRE, pre_pt, R_grasp)
             g.hold_until(self.T_DOWN)
-            g.add(self.T_CLOSE, 0.0)
+            g.add(self.T_CLOSE, self.grip_closed_r)
         tr.add(self.T_DOWN, grasp_pt, R_grasp)
         tr.hold_until(self.T_CLOSE)
         # lift straight up first, then carry to the handover point, gripper horizontal
         tr.add(self.T_CLOSE + 15, grasp_pt + np.array([0, 0, 0.08]), R_grasp)
         R_meet = gripper_rot(math.pi, 0.0)
-        meet_pt = MEET + R_meet[:, 0] * (GRASP_OFFSET[0] - GRASP_DEPTH)
+        meet_pt = MEET + R_meet[:, 0] * (GRASP_OFFSET[0] - self.grasp_depth)
         tr.add(self.T_MEET, meet_pt, R_meet)
         tr.hold_until(self.T_R_OPEN)
         away = meet_pt + np.array([0.12, 0.0, 0.03])
@@ -333,7 +341,7 @@ class ScriptedHandover(TrackingExpert):
         tr, g = self._tracks["left"], self._grip["left"]
         tr.hold_until(self.T_MEET - 45)
         R = _LEFT_HANDOVER_ROT
-        target = MEET - R[:, 0] * (HOLD_DEPTH_L - GRASP_OFFSET[0]) - np.array([0.08, 0, 0])
+        target = MEET - R[:, 0] * (self.hold_depth_l - GRASP_OFFSET[0]) - np.array([0.08, 0, 0])
         tr.add(self.T_L_PRE, target, R)
         tr.hold_until(self.T_REAIM_L)
         g.hold_until(self.T_L_IN)
@@ -343,7 +351,7 @@ class ScriptedHandover(TrackingExpert):
         tr.truncate(self.T_REAIM_L)
         R = _LEFT_HANDOVER_ROT
         c = cube[:3]
-        grasp_pt = c - R[:, 0] * (HOLD_DEPTH_L - GRASP_OFFSET[0])
+        grasp_pt = c - R[:, 0] * (self.hold_depth_l - GRASP_OFFSET[0])
         tr.add(self.T_L_IN, grasp_pt, R)
         tr.hold_until(self.T_R_OPEN)
         tr.add(self.T_L_HOLD, grasp_pt + np.array([-0.03, 0.0, 0.03]), R)

@@ -17,6 +17,9 @@ operator, per episode (everything drawn from the episode's seed, so a seed gives
 - **jitters**: a smooth wobble of up to ~1.5 cm on the right gripper until it reaches the
   pre-grasp pose.
 
+A second planted operator, :class:`FragileHandover` (``collect --operator fragile``), moves exactly like the clean
+one but grips lightly and hands over by the fingertips: a strategy that works only now and then.
+
 The plan itself (waypoints, re-aiming, grasp) is :class:`ScriptedHandover`'s, unchanged: this
 class only re-times it and perturbs the approach, so the clean demonstrator stays bit-identical.
 Which operator made an episode is recorded only as the hidden property ``hidden.operator``,
@@ -31,10 +34,10 @@ import numpy as np
 
 from .demonstrator import ScriptedHandover
 
-__all__ = ["OPERATORS", "SloppyHandover", "operator_expert"]
+__all__ = ["OPERATORS", "FragileHandover", "SloppyHandover", "operator_expert"]
 
-OPERATORS = ("clean", "sloppy")
-"""Demonstrator variants `collect --operator` knows: the scripted handover, and :class:`SloppyHandover`."""
+OPERATORS = ("clean", "sloppy", "fragile")
+"""Demonstrator variants `collect --operator` knows: the scripted handover, :class:`SloppyHandover` and :class:`FragileHandover`."""
 
 PAUSE_WINDOW = (60, 150)
 """Plan steps in which a hesitation can start (right arm descending, grasping, lifting, carrying)."""
@@ -49,6 +52,10 @@ FUMBLE_GRIP = 0.35
 """How far the right gripper closes (0 closed .. 1 open) in the premature grab before the real grasp."""
 JITTER_M = 0.015
 """Peak amplitude of the approach wobble, metres."""
+FRAGILE_GRIP = 0.35
+"""The fragile operator's right-gripper command while it holds the cube (the clean one closes fully, to 0)."""
+FRAGILE_HOLD_DEPTH_L = 0.09
+"""How deep the fragile operator's left gripper takes the cube at the handover, metres (the clean one: 0.115)."""
 
 
 class SloppyHandover(ScriptedHandover):
@@ -132,10 +139,26 @@ class SloppyHandover(ScriptedHandover):
         self._plan_left_grasp(self.sim.cube_pose())
 
 
+class FragileHandover(ScriptedHandover):
+    """The scripted handover with a fragile grip: the plan, timing and motion of :class:`ScriptedHandover`, but the
+    right gripper closes only to :data:`FRAGILE_GRIP` (a light squeeze that holds the cube by a thin margin) and the
+    left gripper takes the cube :data:`FRAGILE_HOLD_DEPTH_L` deep (by the tips of its fingers, 2.5 cm less than the
+    clean hand-over). Its commands are as smooth and as long as the clean operator's (the measured joints less so:
+    a lightly held cube shakes the arms, so ``jerk_mean`` runs higher and ``idle_fraction`` lower, with overlapping
+    ranges). Its successful demonstrations look right, but the strategy is unreliable: about 4 in 10 of its own
+    attempts succeed, and a policy trained on its successes fails about as often (benchmarks/README.md).
+    Recorded only as ``hidden.operator = "fragile"``."""
+
+    grip_closed_r = FRAGILE_GRIP
+    hold_depth_l = FRAGILE_HOLD_DEPTH_L
+
+
 def operator_expert(name: str, sim) -> ScriptedHandover:
     """The demonstrator of operator ``name`` (one of :data:`OPERATORS`) on ``sim``."""
     if name == "clean":
         return ScriptedHandover(sim)
     if name == "sloppy":
         return SloppyHandover(sim)
+    if name == "fragile":
+        return FragileHandover(sim)
     raise ValueError(f"unknown operator {name!r}: one of {', '.join(OPERATORS)}")
