@@ -39,10 +39,11 @@ def _timed(totals: dict[str, float], name: str, fn):
     return wrapper
 
 
-def measure(cameras: tuple[str, ...], run: str | None, episodes: int, size: tuple[int, int]) -> dict[str, float | str]:
+def measure(cameras: tuple[str, ...], run: str | None, episodes: int, size: tuple[int, int],
+            camera_hz: int = RecordingSpec.camera_hz) -> dict[str, float | str]:
     """CPU seconds per episode, in total and by part, and a digest of every action taken."""
     totals: dict[str, float] = defaultdict(float)
-    spec = RecordingSpec(cameras=cameras, width=size[0], height=size[1])
+    spec = RecordingSpec(cameras=cameras, width=size[0], height=size[1], camera_hz=camera_hz)
     sim = make_sim(spec)
     if run:
         import torch
@@ -97,15 +98,19 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=6)
     ap.add_argument("--cameras", default="top", help="comma-separated cameras, or `none`")
     ap.add_argument("--size", default="160x120", help="camera WxH (the demo's)")
+    ap.add_argument("--camera-hz", default=str(RecordingSpec.camera_hz),
+                    help="comma-separated camera rates to measure, e.g. 25,10 (each must divide the 50 Hz control rate)")
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     variants = [tuple(c for c in args.cameras.split(",") if c and c != "none")]
     if variants[0]:
         variants.append(())
-    for cams in variants:
-        r = measure(cams, args.run, args.episodes, size)
+    rates = [int(v) for v in args.camera_hz.split(",")]
+    for cams, hz in [(c, hz) for c in variants for hz in (rates if c else rates[:1])]:
+        r = measure(cams, args.run, args.episodes, size, hz)
         parts = ", ".join(f"{k} {r[k]:.3f}" for k in ("render", "physics", "policy", "encode", "other") if k in r)
-        print(f"cameras {','.join(cams) or 'none':<5} CPU per episode {r['total']:.3f} s ({parts}); actions {r['actions']}")
+        at = f" @ {hz:>2} Hz" if cams else "       "
+        print(f"cameras {','.join(cams) or 'none':<5}{at} CPU per episode {r['total']:.3f} s ({parts}); actions {r['actions']}")
 
 
 if __name__ == "__main__":

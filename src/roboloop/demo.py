@@ -87,6 +87,10 @@ class DemoConfig(Config):
     "Cameras recorded with every demonstration and rollout (for looking at them)."
     camera_size: tuple[int, int] = (160, 120)
     "Recorded camera size (width, height)."
+    eval_camera_hz: int = 10
+    ("Camera rate of the evaluation rollouts when policy = mlp, which never reads the camera: the frames are for looking at "
+     "a rollout, and rendering is ~78% of a recorded rollout's CPU (10 Hz instead of 25 halves a rollout's CPU, "
+     "benchmarks/bench_rollout_cost.py). Demonstrations keep the full 25 Hz; a camera policy's rollouts record at its own rate.")
     steps: int | None = None
     "Control steps per episode (None: the task's 300; smaller only for quick checks)."
     sequential: bool = True
@@ -116,6 +120,8 @@ class DemoConfig(Config):
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.round_size >= 1, f"round_size must be >= 1, got {self.round_size}")
+        check(self.eval_camera_hz >= 1 and schema.CONTROL_HZ % self.eval_camera_hz == 0,
+              f"eval_camera_hz must divide the {schema.CONTROL_HZ} Hz control rate, got {self.eval_camera_hz}")
         check(self.vision_epochs >= 1 and self.vision_batch_size >= 1, "vision_epochs and vision_batch_size must be >= 1")
         check(self.corrective is None or self.corrective >= 0, f"corrective must be >= 0 or None, got {self.corrective}")
         check(self.corrective_mode in schema.CORRECTIVE_MODES,
@@ -127,6 +133,16 @@ class DemoConfig(Config):
         if self.corrective is not None:
             return self.corrective
         return 0 if self.policy == "mlp" else self.plan_budget
+
+    @property
+    def rollout_camera_hz(self) -> int:
+        """The camera rate evaluation rollouts record at (`eval_camera_hz` for mlp; the camera policy's own rate otherwise)."""
+        return self.eval_camera_hz if self.policy == "mlp" else schema.CAMERA_HZ
+
+    @property
+    def rollout_camera_flag(self) -> str:
+        """The `roboloop eval` option the demo's evaluations add for `rollout_camera_hz` ('' at the default rate)."""
+        return f" --camera-hz {self.rollout_camera_hz}" if self.rollout_camera_hz != schema.CAMERA_HZ else ""
 
     @property
     def recorded_camera_size(self) -> tuple[int, int]:
@@ -240,7 +256,8 @@ def _find_eval(catalog: Catalog, cfg: DemoConfig, run_id: str, grid) -> dict[str
 
 def _eval_config(cfg: DemoConfig, run_id: str, grid, **kw):
     return EvalConfig(dataset=cfg.dataset, policy=run_id, grid=grid, episodes_per_cell=cfg.episodes_per_cell,
-                      workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.recorded_camera_size, steps=cfg.steps, **kw)
+                      workers=cfg.workers, cameras=cfg.cameras, camera_size=cfg.recorded_camera_size,
+                      camera_hz=cfg.rollout_camera_hz, steps=cfg.steps, **kw)
 
 
 def _evaluate(catalog: Catalog, cfg: DemoConfig, run_id: str, grid, say: Say, progress: Progress, label: str) -> str:
@@ -379,7 +396,7 @@ class _DemoRun:
     def evaluate_v1(self, run1: str) -> str:
         cfg = self.cfg
         self.say(f"[5/12] evaluate v1 on {self.grid} x {cfg.episodes_per_cell}   "
-                 f"$ roboloop eval --run {run1} --grid '{cfg.grid}' --episodes-per-cell {cfg.episodes_per_cell}")
+                 f"$ roboloop eval --run {run1} --grid '{cfg.grid}' --episodes-per-cell {cfg.episodes_per_cell}{cfg.rollout_camera_flag}")
         self.out.evals["v1"] = eval1 = _evaluate(self.catalog, cfg, run1, self.grid, self.say, self.progress, "v1")
         return eval1
 

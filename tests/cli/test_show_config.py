@@ -106,7 +106,8 @@ def test_eval_until_decided_show_config_has_the_sequential_table(tmp_path):
     got = _show(ws.root, "eval", "--against", "base", "--until-decided", "--policy", "scripted", "--alpha", "0.1", "--round", "3")
     seq = got.pop("sequential")
     assert SequentialConfig.from_dict(seq) == SequentialConfig(alpha=0.1, round_size=3)
-    assert EvalConfig.from_dict(got) == EvalConfig(dataset="demo", grid=base.grid, episodes_per_cell=4, steps=50)
+    # the challenger records like its baseline (here: no cameras)
+    assert EvalConfig.from_dict(got) == EvalConfig(dataset="demo", grid=base.grid, episodes_per_cell=4, steps=50, cameras=())
 
 
 def test_gaps_show_config_follows_the_run(tmp_path):

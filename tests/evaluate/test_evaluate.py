@@ -275,7 +275,7 @@ def test_a_training_run_brings_its_provenance_and_cameras(catalog, monkeypatch):
     """evaluate's side of the train interface (INTERFACES.md): run_info + PolicyFactory, stubbed where evaluate uses them."""
     info = {"run_id": "run-v1", "dataset": "demo", "selection": "v1", "selection_digest": "sd1", "config_digest": "cd1",
             "checkpoint_sha256": "ab" * 32, "policy": "vision", "cameras": ["left_wrist"], "camera_size": [64, 48],
-            "train_ids": [], "status": "finished"}
+            "camera_hz": 25, "train_ids": [], "status": "finished"}
     def run_info(workspace, run_id):
         if run_id != "run-v1":
             raise FileNotFoundError(f"runs/{run_id}/run.json")
@@ -288,11 +288,29 @@ def test_a_training_run_brings_its_provenance_and_cameras(catalog, monkeypatch):
         evaluate(catalog, _cfg(dataset="other", policy="run-v1", grid=parse_grid("region=near"), episodes_per_cell=1, steps=4))
     with pytest.raises(EvaluateError, match="no training run 'run-v9'"):
         evaluate(catalog, _cfg(policy="run-v9", grid=parse_grid("region=near"), episodes_per_cell=1, steps=4))
+    # asked for 10 Hz frames, the run still gets its own 25 Hz (the fake policy asserts a frame every 2nd step)
     report = evaluate(catalog, _cfg(policy="run-v1", eval_id="ev-run", grid=parse_grid("region=near"), episodes_per_cell=1,
-                                    steps=4, cameras=("top",), camera_size=(160, 120)))
+                                    steps=4, cameras=("top",), camera_size=(160, 120), camera_hz=10))
     (r,) = catalog.segment_table("demo_evals").to_pylist()
     assert (r["episode.policy"], r["episode.run_id"], r["episode.checkpoint_sha256"]) == ("run-v1", "run-v1", "ab" * 32)
     assert (r["episode.selection"], r["episode.selection_digest"], r["episode.config_digest"]) == ("v1", "sd1", "cd1")
-    assert r["episode.cameras"] == "top,left_wrist" and r["episode.camera_size"] == "64x48"
+    assert r["episode.cameras"] == "top,left_wrist" and r["episode.camera_size"] == "64x48" and r["episode.camera_hz"] == 25
     row = rows.read_row(catalog.workspace, schema.EVALS_TABLE, "ev-run")
     assert row["run_id"] == "run-v1" and row["cameras"] == ["top", "left_wrist"] and report.n == 1
+
+
+def test_a_policy_without_cameras_records_at_the_asked_rate_and_a_challenger_inherits_it(catalog):
+    """`camera_hz` is the rate of the recorded frames for a policy that reads none; `eval --against` records like its baseline."""
+    from roboloop.evaluate.until_decided import challenger_config
+
+    evaluate(catalog, _cfg(eval_id="ev-10hz", grid=parse_grid("region=near"), episodes_per_cell=1, steps=10,
+                           cameras=("top",), camera_size=(64, 48), camera_hz=10))
+    (r,) = catalog.segment_table("demo_evals").to_pylist()
+    assert r["episode.camera_hz"] == 10 and r["episode.cameras"] == "top"
+    ds = catalog.dataset("demo_evals")
+    cam = ds.filter_segments([r["segment_id"]]).filter_contents([schema.camera_path("top")]).reader(index=schema.TIMELINE).to_arrow_table()
+    times = [t.total_seconds() for t in cam.column(schema.TIMELINE).to_pylist()]
+    assert times == pytest.approx([0.0, 0.1])  # 10 control steps at 50 Hz: frames at steps 0 and 5
+    cfg = challenger_config(catalog.workspace, "ev-10hz")
+    assert (cfg.camera_hz, cfg.cameras, cfg.camera_size) == (10, ("top",), (64, 48))
+    assert challenger_config(catalog.workspace, "ev-10hz", camera_hz=25).camera_hz == 25

@@ -54,6 +54,7 @@ def eval_cmd(
     workers: Annotated[int | None, typer.Option(min=1, help=config_help(E, "workers"))] = None,
     cameras: Annotated[str | None, typer.Option(help=config_help(E, "cameras", " Comma-separated, '' for none."))] = None,
     camera_size: Annotated[str | None, typer.Option(help=config_help(E, "camera_size", " WIDTHxHEIGHT."))] = None,
+    camera_hz: Annotated[int | None, typer.Option(min=1, help=config_help(E, "camera_hz"))] = None,
     steps: Annotated[int | None, typer.Option(min=1, help=config_help(E, "steps", " With --against: the baseline's."))] = None,
     against: Annotated[str | None, typer.Option("--against", help="Baseline evaluation EVAL_A: roll out on its cells and seeds, paired (with --until-decided).")] = None,
     until_decided: Annotated[bool, typer.Option("--until-decided", help="Run rounds until an anytime-valid paired test decides every cell (needs --against).")] = False,
@@ -78,7 +79,7 @@ def eval_cmd(
         _resume(resume, episodes_per_cell, workers, show_config)
         return
     options = dict(episodes_per_cell=episodes_per_cell, eval_id=name, cameras=_cameras(cameras), camera_size=_size(camera_size),
-                   steps=steps, workers=workers)
+                   camera_hz=camera_hz, steps=steps, workers=workers)
     _check_policy(run, policy)
     if against:
         if not (run or policy):

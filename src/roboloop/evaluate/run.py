@@ -40,9 +40,9 @@ end. ``evaluate(..., resume=True)`` runs only the (cell, index) pairs that the c
 does not hold yet for that eval id.
 
 **Cameras.** The recorded cameras are ``cfg.cameras`` plus every camera the policy needs
-(a vision run's ``run_info(...)["cameras"]``); all are rendered at one size, the
-policy's ``camera_size`` when it has one (the policy must see what it was trained on),
-else ``cfg.camera_size``.
+(a vision run's ``run_info(...)["cameras"]``); all are rendered at one size and rate, the
+policy's ``camera_size`` and ``camera_hz`` when it has cameras (the policy must see what it was
+trained on), else ``cfg.camera_size`` and ``cfg.camera_hz``.
 """
 
 from __future__ import annotations
@@ -379,7 +379,7 @@ class EvalConfig(Config):
     camera_size: tuple[int, int] = (160, 120)
     """Recorded camera size (width, height), unless the policy needs its own."""
     camera_hz: int = schema.CAMERA_HZ
-    """Camera rate (divides the 50 Hz control rate)."""
+    """Camera rate (divides the 50 Hz control rate), unless the policy needs its own."""
     scene_hz: int = schema.SCENE_HZ
     """Rate of the recorded 3D scene poses (divides 50)."""
     steps: int | None = None
@@ -440,12 +440,13 @@ class EvalConfig(Config):
             raise EvaluateError(f"steps must be None or an int >= 1, got {self.steps!r}")
         self.spec()  # validates rates and size
 
-    def spec(self, extra_cameras: Sequence[str] = (), size: Sequence[int] | None = None) -> RecordingSpec:
-        """The recording spec: cfg cameras + `extra_cameras`, at `size` (default cfg.camera_size)."""
+    def spec(self, extra_cameras: Sequence[str] = (), size: Sequence[int] | None = None,
+             hz: int | None = None) -> RecordingSpec:
+        """The recording spec: cfg cameras + `extra_cameras`, at `size` and `hz` (default cfg.camera_size, cfg.camera_hz)."""
         cams = tuple(dict.fromkeys([*self.cameras, *extra_cameras]))
         w, h = (int(v) for v in (size or self.camera_size))
         try:
-            return RecordingSpec(cameras=cams, width=w, height=h, camera_hz=self.camera_hz, scene_hz=self.scene_hz)
+            return RecordingSpec(cameras=cams, width=w, height=h, camera_hz=int(hz or self.camera_hz), scene_hz=self.scene_hz)
         except ValueError as exc:
             raise EvaluateError(str(exc)) from None
 
@@ -474,9 +475,17 @@ class PolicySource:
     run_id: str = schema.PROVENANCE_NONE
     cameras: tuple[str, ...] = ()
     camera_size: tuple[int, int] | None = None
+    camera_hz: int | None = None  # the rate the run's camera frames were recorded at (None: no cameras / unknown)
     provenance: dict[str, Any] = field(default_factory=dict)  # episode-group properties
     dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
     task: str | None = None  # the task the run trained on, when its run info says (None: any)
+
+
+def source_camera(source: PolicySource) -> tuple[tuple[str, ...], tuple[int, int] | None, int | None]:
+    """The cameras, size and rate a policy needs recorded (`EvalConfig.spec`'s arguments): its own when it has cameras."""
+    if not source.cameras:
+        return (), None, None
+    return source.cameras, source.camera_size, source.camera_hz
 
 
 def no_run_provenance() -> dict[str, Any]:
@@ -525,6 +534,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         run_id=policy,
         cameras=tuple(info.get("cameras") or ()),
         camera_size=tuple(int(v) for v in size) if size else None,
+        camera_hz=int(info["camera_hz"]) if info.get("camera_hz") else None,
         provenance={
             schema.EPISODE_RUN_ID: policy,
             schema.EPISODE_CHECKPOINT_SHA256: get("checkpoint_sha256"),
@@ -831,7 +841,7 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     if source.task and source.task not in cfg.grid.tasks:
         raise EvaluateError(f"run {cfg.policy!r} was trained on task {source.task!r}, not {', '.join(cfg.grid.tasks)}; "
                             f"evaluate it with --task {source.task} (or a grid with task={source.task})")
-    spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
+    spec = cfg.spec(*source_camera(source))
 
     done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}
     todo = [p for p in pairs if (p[2], p[3]) not in done_pairs]

@@ -77,6 +77,7 @@ from roboloop.evaluate.run import (
     rollout_jobs,
     rollout_outcomes,
     run_dataset,
+    source_camera,
     writing_evals,
 )
 from roboloop.evaluate.table import (
@@ -334,7 +335,7 @@ class _SequentialRun:
         self.catalog, self.ws, self.cfg, self.against, self.seq = catalog, catalog.workspace, cfg, against, seq
         self.base_row, self.base_cfg, self.source, self.previous = base_row, base_cfg, source, previous
         self.on_result, self.on_round = on_result, on_round
-        self.spec = cfg.spec(source.cameras, source.camera_size if source.cameras else None)
+        self.spec = cfg.spec(*source_camera(source))
         self.eval_id = str(cfg.eval_id)
         self.evals_ds = cfg.evals_dataset
         cells = cfg.grid.cells()
@@ -370,8 +371,7 @@ class _SequentialRun:
             raise SequentialEvalError(
                 f"the baseline {self.against!r} has fewer rollouts than the test may need and its policy cannot be run: {exc}"
             ) from None
-        self.base_spec = self.base_cfg.spec(self.base_source.cameras,
-                                            self.base_source.camera_size if self.base_source.cameras else None)
+        self.base_spec = self.base_cfg.spec(*source_camera(self.base_source))
 
     # --- from here on, rows and rollouts are written
 
@@ -481,14 +481,15 @@ class _SequentialRun:
 def challenger_config(workspace, against: str, *, run: str | None = None, dataset: str | None = None,
                       grid: Grid | None = None, **options: Any) -> EvalConfig:
     """The config of a challenger evaluated against evaluation `against`: the baseline's grid, episodes per cell,
-    steps and task unless given; the dataset is the run's (or the baseline's); `options` that are not None
-    (EvalConfig fields) replace the defaults, as :func:`roboloop.config.resolve` does."""
+    steps, task and recorded cameras (names, size, rate) unless given; the dataset is the run's (or the baseline's);
+    `options` that are not None (EvalConfig fields) replace the defaults, as :func:`roboloop.config.resolve` does."""
     base = load_config(workspace, against)
     if dataset is None:
         dataset = run_dataset(workspace, run) if run else base.dataset
     given = {k: v for k, v in options.items() if v is not None}
     return EvalConfig.from_dict({
-        "episodes_per_cell": base.episodes_per_cell, "steps": base.steps, "task": base.task, **given,
+        "episodes_per_cell": base.episodes_per_cell, "steps": base.steps, "task": base.task,
+        "cameras": base.cameras, "camera_size": base.camera_size, "camera_hz": base.camera_hz, **given,
         "dataset": dataset, "policy": run or schema.POLICY_SCRIPTED, "grid": grid if grid is not None else base.grid,
     })
 
