@@ -100,6 +100,8 @@ class DemoConfig(Config):
     "Recorded camera size when policy = vision: the size the camera policy trains and deploys at (VisionConfig's image size, no resize)."
     vision_aux_cube: float = 1.0
     "VisionConfig.aux_cube of the demo's camera policies: the training-only cube-position loss (deploy reads only camera + joints; 8/30 vs 1/30 at 50 demos, benchmarks/README.md)."
+    vision_brightness: float = 1.0
+    "VisionConfig.brightness of the demo's camera policies: brightness/contrast augmentation against its two lightings (dim frames are 0.52x as bright)."
     vision_corrective: int = 40
     "Corrective episodes (dagger, from v1) the plan adds when policy = vision and `corrective` is None: split over the failing cells by their failures."
 
@@ -202,7 +204,7 @@ def demo_train_config(cfg: DemoConfig, selection: str) -> TrainConfig:
     if cfg.policy != "vision":
         return TrainConfig(dataset=cfg.dataset, selection=selection, policy=cfg.policy, epochs=cfg.epochs, episode_steps=steps)
     w, h = cfg.vision_camera_size
-    model = VisionConfig(image_width=w, image_height=h, aux_cube=cfg.vision_aux_cube)
+    model = VisionConfig(image_width=w, image_height=h, aux_cube=cfg.vision_aux_cube, brightness=cfg.vision_brightness)
     return TrainConfig(dataset=cfg.dataset, selection=selection, policy="vision", epochs=cfg.vision_epochs,
                        batch_size=cfg.vision_batch_size, episode_steps=steps, model=model)
 

@@ -20,6 +20,7 @@ def test_the_camera_demo_trains_at_the_camera_policys_budget_and_size():
     t = demo_train_config(vision, "v1")
     assert (t.policy, t.epochs, t.batch_size) == ("vision", 7, vision.vision_batch_size)
     assert (t.model.image_width, t.model.image_height, t.model.aux_cube) == (64, 48, vision.vision_aux_cube)
+    assert t.model.brightness == vision.vision_brightness > 0  # the camera demo augments against its two lightings
     assert vision.recorded_camera_size == (64, 48)  # recorded at the size the policy deploys at: no resize
     mlp = DemoConfig()
     assert (mlp.recorded_camera_size, demo_train_config(mlp, "v1").epochs) == (mlp.camera_size, mlp.epochs)
