@@ -69,7 +69,7 @@ class DemoConfig(Config):
     episodes_per_cell: int = 30
     "Rollouts per grid cell in the fixed grid (seeds are a function of cell and index)."
     plan_budget: int = 30
-    "Demonstrations the collection plan may add where the gap is found."
+    "Demonstrations the collection plan may add where the gap is found (mlp; see vision_plan_budget for the camera policy)."
     epochs: int = 150
     "Training epochs of both policies (mlp; see vision_epochs for the camera policy)."
     policy: str = "mlp"
@@ -102,7 +102,9 @@ class DemoConfig(Config):
     "VisionConfig.aux_cube of the demo's camera policies: the training-only cube-position loss (deploy reads only camera + joints; 8/30 vs 1/30 at 50 demos, benchmarks/README.md)."
     vision_brightness: float = 1.0
     "VisionConfig.brightness of the demo's camera policies: brightness/contrast augmentation against its two lightings (dim frames are 0.52x as bright)."
-    vision_corrective: int = 40
+    vision_plan_budget: int = 50
+    "Demonstrations the plan may add in the gap cells when policy = vision (the camera policy needs more data per cell than the state policy)."
+    vision_corrective: int = 50
     "Corrective episodes (dagger, from v1) the plan adds when policy = vision and `corrective` is None: split over the failing cells by their failures."
 
     def __post_init__(self) -> None:
@@ -113,7 +115,7 @@ class DemoConfig(Config):
             raise ConfigError(str(exc)) from None
         check(self.demos >= 2, f"demos must be >= 2, got {self.demos}")
         check(self.episodes_per_cell >= 1, f"episodes_per_cell must be >= 1, got {self.episodes_per_cell}")
-        check(self.plan_budget >= 1, f"plan_budget must be >= 1, got {self.plan_budget}")
+        check(self.plan_budget >= 1 and self.vision_plan_budget >= 1, "plan_budget and vision_plan_budget must be >= 1")
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.round_size >= 1, f"round_size must be >= 1, got {self.round_size}")
@@ -128,6 +130,11 @@ class DemoConfig(Config):
         if self.corrective is not None:
             return self.corrective
         return 0 if self.policy == "mlp" else self.vision_corrective
+
+    @property
+    def demonstration_budget(self) -> int:
+        """Demonstrations the plan may add (`plan_budget`; `vision_plan_budget` for the camera policy)."""
+        return self.vision_plan_budget if self.policy == "vision" else self.plan_budget
 
     @property
     def recorded_camera_size(self) -> tuple[int, int]:
@@ -406,14 +413,14 @@ class _DemoRun:
     def plan_and_collect(self, gap, eval1: str, run1: str) -> None:
         cfg, ds, say, catalog = self.cfg, self.ds, self.say, self.catalog
         k = cfg.corrective_episodes
-        the_plan = make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds, corrective=k, run=run1, mode=cfg.corrective_mode)
+        the_plan = make_plan(gap, cfg.demonstration_budget, name=PLAN_NAME, dataset=ds, corrective=k, run=run1, mode=cfg.corrective_mode)
         self.out.plan = the_plan.name
         plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
         save_plan(catalog.workspace, the_plan, plan_file)
         if k:
             n_corr = sum(it.count for it in the_plan.items if it.corrective)
             say(f"[8/12] plan: {the_plan.total - n_corr} demonstration(s) aimed at the gap and {n_corr} corrective episode(s) from v1 "
-                f"({cfg.corrective_mode}) in the failing cells   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} --corrective {k} "
+                f"({cfg.corrective_mode}) in the failing cells   $ roboloop plan --eval {eval1} --budget {cfg.demonstration_budget} --corrective {k} "
                 f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
         else:
             say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "

@@ -11,6 +11,7 @@ def test_the_default_demo_is_unchanged_and_vision_adds_corrective_episodes():
     vision = DemoConfig(policy="vision", plan_budget=12)
     assert vision.corrective_episodes == vision.vision_corrective > 0 and vision.query == CORRECTIVE_QUERY
     assert DemoConfig(policy="vision", corrective=7).corrective_episodes == 7
+    assert (DemoConfig().demonstration_budget, vision.demonstration_budget) == (30, vision.vision_plan_budget)
     assert DemoConfig(policy="vision", corrective=0).query == QUERY
     assert DemoConfig.from_dict(vision.to_dict()) == vision
 
