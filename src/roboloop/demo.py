@@ -20,7 +20,6 @@ evaluation made by an earlier demo with the same inputs is found and reused.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -30,11 +29,11 @@ from typing import Any
 
 from roboloop import curate, schema
 from roboloop.analyze.compare import compare
-from roboloop.analyze.gaps import gaps, make_plan, split_budget
+from roboloop.analyze.gaps import gaps, make_plan
 from roboloop.analyze.rollouts import failures, representative_failure, rollout_table, success_by
 from roboloop.catalog.client import Catalog
 from roboloop.catalog.links import segment_url
-from roboloop.collect.plan import Plan, PlanItem, plan_summary, save_plan
+from roboloop.collect.plan import Plan, plan_summary, save_plan
 from roboloop.collect.plan_run import execute_plan
 from roboloop.collect.pool import reuse_workers
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
@@ -72,13 +71,13 @@ class DemoConfig(Config):
     episodes_per_cell: int = 30
     "Rollouts per grid cell in the fixed grid (seeds are a function of cell and index)."
     plan_budget: int = 30
-    "Demonstrations the collection plan may add where the gap is found."
+    "Demonstrations the collection plan may add where the gap is found (mlp; see vision_plan_budget for the camera policy)."
     epochs: int = 150
     "Training epochs of both policies (mlp; see vision_epochs for the camera policy)."
     policy: str = "mlp"
     "Policy kind to train (mlp: joints + cube pose; vision: camera + joints)."
     corrective: int | None = None
-    "Corrective episodes from v1 the plan adds in the gap cells, next to its demonstrations (None: 0 for mlp, plan_budget otherwise)."
+    "Corrective episodes from v1 the plan adds over the failing cells (gaps and covered-yet-failing), split by failures, next to its demonstrations (None: 0 for mlp, vision_corrective otherwise)."
     corrective_mode: str = schema.MODE_DAGGER
     "Who acts in those corrective episodes: dagger (v1; the expert labels), gated or expert (collect --corrective --mode)."
     workers: int = 2
@@ -107,6 +106,12 @@ class DemoConfig(Config):
     "Recorded camera size when policy = vision: the size the camera policy trains and deploys at (VisionConfig's image size, no resize)."
     vision_aux_cube: float = 1.0
     "VisionConfig.aux_cube of the demo's camera policies: the training-only cube-position loss (deploy reads only camera + joints; 8/30 vs 1/30 at 50 demos, benchmarks/README.md)."
+    vision_brightness: float = 1.0
+    "VisionConfig.brightness of the demo's camera policies: brightness/contrast augmentation against its two lightings (dim frames are 0.52x as bright)."
+    vision_plan_budget: int = 50
+    "Demonstrations the plan may add in the gap cells when policy = vision (the camera policy needs more data per cell than the state policy)."
+    vision_corrective: int = 50
+    "Corrective episodes (dagger, from v1) the plan adds when policy = vision and `corrective` is None: split over the failing cells by their failures."
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,7 +121,7 @@ class DemoConfig(Config):
             raise ConfigError(str(exc)) from None
         check(self.demos >= 2, f"demos must be >= 2, got {self.demos}")
         check(self.episodes_per_cell >= 1, f"episodes_per_cell must be >= 1, got {self.episodes_per_cell}")
-        check(self.plan_budget >= 1, f"plan_budget must be >= 1, got {self.plan_budget}")
+        check(self.plan_budget >= 1 and self.vision_plan_budget >= 1, "plan_budget and vision_plan_budget must be >= 1")
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.round_size >= 1, f"round_size must be >= 1, got {self.round_size}")
@@ -132,7 +137,12 @@ class DemoConfig(Config):
         """Corrective episodes the plan asks for (`corrective`, or its default for the policy)."""
         if self.corrective is not None:
             return self.corrective
-        return 0 if self.policy == "mlp" else self.plan_budget
+        return 0 if self.policy == "mlp" else self.vision_corrective
+
+    @property
+    def demonstration_budget(self) -> int:
+        """Demonstrations the plan may add (`plan_budget`; `vision_plan_budget` for the camera policy)."""
+        return self.vision_plan_budget if self.policy == "vision" else self.plan_budget
 
     @property
     def rollout_camera_hz(self) -> int:
@@ -219,7 +229,7 @@ def demo_train_config(cfg: DemoConfig, selection: str) -> TrainConfig:
     if cfg.policy != "vision":
         return TrainConfig(dataset=cfg.dataset, selection=selection, policy=cfg.policy, epochs=cfg.epochs, episode_steps=steps)
     w, h = cfg.vision_camera_size
-    model = VisionConfig(image_width=w, image_height=h, aux_cube=cfg.vision_aux_cube)
+    model = VisionConfig(image_width=w, image_height=h, aux_cube=cfg.vision_aux_cube, brightness=cfg.vision_brightness)
     return TrainConfig(dataset=cfg.dataset, selection=selection, policy="vision", epochs=cfg.vision_epochs,
                        batch_size=cfg.vision_batch_size, episode_steps=steps, model=model)
 
@@ -421,26 +431,47 @@ class _DemoRun:
     # 8. plan and targeted collection ---------------------------------------------------------------
     def plan_and_collect(self, gap, eval1: str, run1: str) -> None:
         cfg, ds, say, catalog = self.cfg, self.ds, self.say, self.catalog
-        the_plan = make_plan(gap, cfg.plan_budget, name=PLAN_NAME, dataset=ds)
-        if cfg.corrective_episodes:
-            the_plan = with_corrective(the_plan, run1, cfg.corrective_episodes, cfg.corrective_mode)
+        k = cfg.corrective_episodes
+        the_plan = make_plan(gap, cfg.demonstration_budget, name=PLAN_NAME, dataset=ds, corrective=k, run=run1, mode=cfg.corrective_mode)
         self.out.plan = the_plan.name
         plan_file = catalog.workspace.root / f"{PLAN_NAME}.toml"
         save_plan(catalog.workspace, the_plan, plan_file)
-        what = "demonstration(s)" + (f" and corrective episodes from v1 ({cfg.corrective_mode})" if cfg.corrective_episodes else "")
-        say(f"[8/12] plan: {the_plan.total} {what} aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
-            f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
+        if k:
+            n_corr = sum(it.count for it in the_plan.items if it.corrective)
+            say(f"[8/12] plan: {the_plan.total - n_corr} demonstration(s) aimed at the gap and {n_corr} corrective episode(s) from v1 "
+                f"({cfg.corrective_mode}) in the failing cells   $ roboloop plan --eval {eval1} --budget {cfg.demonstration_budget} --corrective {k} "
+                f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
+        else:
+            say(f"[8/12] plan: {the_plan.total} demonstration(s) aimed at the gap   $ roboloop plan --eval {eval1} --budget {cfg.plan_budget} "
+                f"-o {plan_file.name} && roboloop collect --plan {plan_file.name}")
         for line in plan_summary(the_plan):
             say(f"      {line}")
         if the_plan.total:
-            run = execute_plan(catalog, the_plan, workers=cfg.workers, on_result=self._counter("collect (plan)", the_plan.total),
-                               spec=_spec(cfg), steps=cfg.steps, policy_source=functools.partial(resolve_policy, catalog.workspace))
-            self.out.plan_collected = len(run.new_segment_ids)
-            if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
-                flag(catalog, ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
-            say(f"      collected {self.out.plan_collected} new demonstration(s) ({run.successes} successful)"
-                + (f"; {len(run.failed_segment_ids)} failed and were flagged" if run.failed_segment_ids else ""))
+            self._execute(the_plan)
         refine(catalog, ds)
+
+    def _execute(self, the_plan: Plan) -> None:
+        """Collect what the plan asks for; flag failed demonstrations; say demonstrations and corrective episodes apart."""
+        cfg, catalog, say = self.cfg, self.catalog, self.say
+        count, success = self._counter("collect (plan)", the_plan.total), {}
+
+        def on_result(result) -> None:
+            success[result.segment_id] = bool(result.success)
+            count(result)
+        run = execute_plan(catalog, the_plan, workers=cfg.workers, on_result=on_result, spec=_spec(cfg), steps=cfg.steps,
+                           policy_source=functools.partial(resolve_policy, catalog.workspace))
+        self.out.plan_collected = len(run.new_segment_ids)
+        if run.failed_segment_ids:  # a quality problem becomes a flag the curation query already excludes
+            flag(catalog, self.ds, reason=f"plan {the_plan.name}: failed strict success", segment_ids=run.failed_segment_ids)
+        corrective = {s for it in the_plan.items if it.corrective for s in run.collected.get(it.slot, ())} & set(run.new_segment_ids)
+        demos = [s for s in run.new_segment_ids if s not in corrective]
+        flagged = f"; {len(run.failed_segment_ids)} failed and were flagged" if run.failed_segment_ids else ""
+        if not corrective:
+            say(f"      collected {len(demos)} new demonstration(s) ({run.successes} successful){flagged}")
+            return
+        say(f"      collected {len(demos)} new demonstration(s) ({sum(success.get(s, False) for s in demos)} successful){flagged} "
+            f"and {len(corrective)} corrective episode(s) ({sum(success.get(s, False) for s in corrective)} succeeded while v1 drove; "
+            "their labels are the expert's either way)")
 
     # 9. the same query, re-run -------------------------------------------------------------------
     def curate_v2(self, sel1):
@@ -494,18 +525,6 @@ class _DemoRun:
         path = path if path.is_absolute() else self.catalog.workspace.root / path
         out.report = write_report(self.catalog, [eval1, eval2], path, labels=["v1", "v2"])
         say(f"      report: {out.report}   $ roboloop report --eval {eval1} --eval {eval2} -o report.html")
-
-
-def with_corrective(plan: Plan, run: str, episodes: int, mode: str = schema.MODE_DAGGER) -> Plan:
-    """`plan` plus, in each of its demonstration items' cells, a corrective item of `run` (`mode`): `episodes` in all,
-    split over the cells like the plan's demonstrations (`split_budget`, by each item's count)."""
-    cells = [it for it in plan.items if not it.corrective]
-    if not cells or episodes <= 0:
-        return plan
-    counts = split_budget([it.count for it in cells], episodes)
-    extra = tuple(PlanItem(it.conditions, k, reason=f"corrective: {run} drives, the expert labels ({mode})", kind=schema.KIND_CORRECTIVE,
-                           run=run, mode=mode) for it, k in zip(cells, counts) if k > 0)
-    return dataclasses.replace(plan, items=plan.items + extra)
 
 
 def _sequential_v2(catalog, cfg, run2, eval1, grid, say, progress, out) -> str | None:

@@ -6,6 +6,7 @@ near its training data), independently of the coverage code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -270,6 +271,65 @@ def test_make_plan_aims_at_gaps_and_suggests_inspection():
     assert [it.key for it in small.items] == [report.cells[0].cell]
     with pytest.raises(GapError, match="dataset"):
         ag.make_plan(ag.gap_report([], []), budget=3)
+
+
+def _quality_world():
+    """The test world above plus a covered-yet-failing cell (left, yaw none, normal light: 30% success)."""
+    rng = np.random.default_rng(11)
+    training = _training(rng)
+
+    def truth(region, yaw, lighting, x, y, a, rng):
+        if region == "left" and yaw == "none" and lighting == "normal":
+            return rng.random() < 0.3
+        return _planted_truth(region, yaw, lighting, x, y, a, rng)
+
+    rollouts = _evaluation(rng, truth)
+    report = ag.gap_report(rollouts, training, eval_id="ev2", run_id="run-1", dataset="aloha", evals_dataset="aloha_evals")
+    return rollouts, report
+
+
+def test_corrective_episodes_go_to_every_failing_cell_by_failures():
+    rollouts, report = _quality_world()
+    failures: dict[str, int] = {}
+    for r in rollouts:
+        failures[r["episode.cell"]] = failures.get(r["episode.cell"], 0) + (not r["outcome.success"])
+    failing = {c.cell for c in report.cells if c.verdict in (COVERAGE_GAP, QUALITY)}
+    assert failing == {"lighting=dim,region=right,yaw=any", "lighting=normal,region=right,yaw=any", "lighting=normal,region=left,yaw=none"}
+    p = ag.make_plan(report, budget=20, corrective=40)
+    demos = [it for it in p.items if not it.corrective]
+    extra = [it for it in p.items if it.corrective]
+    assert demos == list(ag.make_plan(report, budget=20).items)  # the demonstrations are the plan without corrective
+    assert {it.key for it in extra} == failing  # the covered-yet-failing cell too, not only the gaps
+    assert sum(it.count for it in extra) == 40 and p.total == 60
+    assert all(it.run == "run-1" and it.mode == "dagger" for it in extra)
+    # proportional to failures: the exact shares, each rounded one way or the other
+    total = sum(failures[c] for c in failing)
+    for it in extra:
+        share = 40 * failures[it.key] / total
+        assert math.floor(share) - 1 <= it.count <= math.ceil(share) + 1, (it.key, it.count, share)
+    quality = next(it for it in extra if it.key == "lighting=normal,region=left,yaw=none")
+    assert "covered yet failing" in quality.reason
+    assert "corrective" in p.reason and "split by failures" in p.reason
+
+
+def test_a_plan_without_corrective_episodes_is_unchanged():
+    _, report = _quality_world()
+    plain, zero = ag.make_plan(report, budget=20), ag.make_plan(report, budget=20, corrective=0, run="other")
+    assert (plain.items, plain.reason, plain.suggestions) == (zero.items, zero.reason, zero.suggestions)
+    assert not any(it.corrective for it in plain.items)
+    assert ag.make_plan(report, budget=20, corrective=5, run="run-9").items[-1].run == "run-9"
+    with pytest.raises(GapError, match=">= 0"):
+        ag.make_plan(report, budget=20, corrective=-1)
+
+
+def test_corrective_needs_a_run_and_a_task_with_an_expert():
+    _, report = _quality_world()
+    with pytest.raises(GapError, match="run"):
+        ag.corrective_items(dataclasses.replace(report, run_id=""), "", 10)
+    cell = report.cells[0]
+    insertion = dataclasses.replace(report, cells=[dataclasses.replace(cell, conditions={"task": "insertion"})])
+    with pytest.raises(GapError, match="corrective expert"):
+        ag.corrective_items(insertion, "run-1", 10)
 
 
 def test_fill_start_states_from_seed_and_conditions():

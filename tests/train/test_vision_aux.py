@@ -49,6 +49,7 @@ def test_aux_off_by_default_leaves_the_policy_as_it_was():
     for k in ("dataset", "selection", "nproc", "state", "action", "tasks", "expert_steps_only"):
         d.pop(k)
     d["model"].pop("aux_cube")
+    d["model"].pop("brightness")  # likewise off (tests/train/test_vision_augment.py)
     assert cfg.digest() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
     assert cfg.replace(model=VisionConfig(**SMALL, aux_cube=1.0)).digest() != cfg.digest()
 

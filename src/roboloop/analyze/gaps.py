@@ -65,6 +65,7 @@ import pyarrow.compute as pc
 from roboloop import rows, schema
 from roboloop.catalog.errors import CatalogError
 from roboloop.catalog.index import unique_rollouts
+from roboloop.collect.corrective import NoCorrectiveExpertError, check_task
 from roboloop.collect.plan import Plan, PlanItem
 from roboloop.config import Config
 from roboloop.envs import DEFAULT_TASK, get_task, tasks
@@ -86,6 +87,7 @@ __all__ = [
     "cell_key",
     "coverage",
     "coverage_distances",
+    "corrective_items",
     "gap_report",
     "evaluated_run",
     "gap_config",
@@ -634,17 +636,26 @@ def make_plan(
     *,
     name: str | None = None,
     dataset: str | None = None,
+    corrective: int = 0,
+    run: str | None = None,
+    mode: str = schema.MODE_DAGGER,
 ):
     """A collection plan aimed at the report's coverage-gap cells.
 
     The budget is split by need (each gap cell's failures that started far from every training
     episode, see :func:`split_budget`), in rank order; every condition of the cell becomes the
-    item's conditions. Cells classified policy_or_data_quality get no episodes but a suggestion
+    item's conditions. Cells classified policy_or_data_quality get no demonstrations but a suggestion
     (inspect the failures and the nearest demonstrations, flag bad ones).
+
+    With `corrective` > 0 the plan also asks for that many corrective episodes of `run` (default: the
+    evaluated run) in `mode`, spread over every failing cell, gaps and quality problems alike
+    (:func:`corrective_items`). Without it the plan is exactly the demonstrations-only plan.
     """
     ds = dataset or report.dataset
     if not ds:
         raise GapError("make_plan needs the demonstration dataset (the report has none): pass dataset=")
+    if corrective < 0:
+        raise GapError(f"corrective must be >= 0, got {corrective}")
     gap = report.gap_cells
     counts = split_budget([max(c.uncovered_failures, 1) for c in gap], budget)
     items = [
@@ -657,15 +668,59 @@ def make_plan(
     ]
     suggestions = [{"cell": c.cell, "action": "inspect", "detail": c.advice} for c in report.by_verdict(QUALITY)]
     src = report.eval_id
+    reason = (f"coverage gaps found in evaluation {src}" if src else "coverage gaps") + f" (budget {budget})"
+    if corrective:
+        extra = corrective_items(report, run or report.run_id, corrective, mode)
+        items += extra
+        reason += (f"; {sum(it.count for it in extra)} corrective episode(s) over the failing cells, split by failures "
+                   "(the policy's own mistakes, which demonstrations do not show)")
     return Plan(
         name=name or (f"plan-{src}" if src else "plan"),
         dataset=ds,
         items=tuple(items),
-        reason=(f"coverage gaps found in evaluation {src}" if src else "coverage gaps") + f" (budget {budget})",
+        reason=reason,
         source_eval=src,
         suggestions=tuple(suggestions),
         created_at=rows.now_iso(),
     )
+
+
+def corrective_items(report: GapReport, run: str, episodes: int, mode: str = schema.MODE_DAGGER) -> list[PlanItem]:
+    """Corrective items of `run` (`mode`) for `episodes` episodes over the report's failing cells.
+
+    Both kinds of failing cell get them: a coverage gap (the plan's demonstrations fill it; corrective
+    episodes add the states the policy's own errors lead to) and a policy_or_data_quality cell (covered
+    yet failing: the demonstrations are there, the policy drifts off them; there corrective labels are
+    what helped the camera policy, benchmarks/README.md "The corrective curve"). The episodes are split
+    in proportion to each cell's failures (:func:`split_budget`, rank order). Cells whose task has no
+    corrective expert get none; `GapError` when no failing cell has one.
+    """
+    if episodes <= 0:
+        return []
+    if not run:
+        raise GapError("corrective episodes need the training run whose policy drives (the report names none): pass run=")
+    failing = [c for c in report.cells if c.verdict in (COVERAGE_GAP, QUALITY)]
+    cells = [c for c in failing if _has_corrective_expert(PlanItem(c.conditions, 1).task)]
+    if failing and not cells:
+        raise GapError("no failing cell's task has a corrective expert (an expert that acts from any state): "
+                       "plan demonstrations only (corrective = 0)")
+    counts = split_budget([c.failures for c in cells], episodes)
+    return [PlanItem(c.conditions, k, reason=_corrective_reason(c, run, mode), kind=schema.KIND_CORRECTIVE, run=run, mode=mode)
+            for c, k in zip(cells, counts) if k > 0]
+
+
+def _has_corrective_expert(task: str) -> bool:
+    try:
+        check_task(task)
+    except NoCorrectiveExpertError:
+        return False
+    return True
+
+
+def _corrective_reason(c: CellGap, run: str, mode: str) -> str:
+    why = ("a coverage gap: next to its demonstrations, the states the policy's own errors lead to" if c.verdict == COVERAGE_GAP
+           else f"covered yet failing ({c.covered}/{c.n} rollouts near training data): the policy drifts off its demonstrations")
+    return f"corrective: {run} drives, the expert labels ({mode}); {c.successes}/{c.n} succeeded, {why}"
 
 
 plan = make_plan

@@ -106,10 +106,12 @@ def plan_cmd(
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="Episodes to collect in all (split by need).")] = 30,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Plan file to write (default: <plan name>.toml).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Plan name (default plan-<eval id>).")] = None,
+    corrective: Annotated[int, typer.Option("--corrective", min=0, help="Also this many corrective (dagger) episodes of the evaluated run, "
+                                            "over every failing cell (gaps and covered-yet-failing), split by failures.")] = 0,
 ) -> None:
     """Write a collection plan aimed at the evaluation's coverage gaps (execute it with `roboloop collect --plan FILE`)."""
     with _gap_inputs(eval_id) as (ws, cat, tables), optional_dependency():
-        p = make_plan(gaps(cat, eval_id, workspace=ws, **tables), budget, name=name)
+        p = make_plan(gaps(cat, eval_id, workspace=ws, **tables), budget, name=name, corrective=corrective)
         path = save_plan(ws, p, output or Path(f"{p.name}.toml"))
     console.print(f"plan [bold]{p.name}[/]: {p.total} episode(s) into {p.dataset} ({len(p.items)} item(s)), written to {path}")
     for line in plan_summary(p):

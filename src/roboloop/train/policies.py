@@ -14,6 +14,7 @@ there with the right shape, so normalization can never be skipped silently.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -263,6 +264,8 @@ class VisionPolicy(BCPolicy):
         s = self.model_cfg.shift_px
         if s > 0:
             x["image"] = random_shift(x["image"], s, generator)
+        if self.model_cfg.brightness > 0:
+            x["image"] = random_brightness(x["image"], self.model_cfg.brightness, generator)
         return x
 
     def image_keypoints(self, image: torch.Tensor) -> torch.Tensor:
@@ -297,9 +300,23 @@ def random_shift(image: torch.Tensor, pad: int, generator: torch.Generator | Non
     return torch.stack([padded[i, :, off[i, 0] : off[i, 0] + h, off[i, 1] : off[i, 1] + w] for i in range(b)])
 
 
+def random_brightness(image: torch.Tensor, strength: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Brightness/contrast augmentation of images [B, C, h, w] in [0, 1]: per image, a gain log-uniform in
+    [1 / (1 + strength), 1 + strength] and a contrast factor about the image's mean log-uniform in
+    [1 / sqrt(1 + strength), sqrt(1 + strength)] (both drawn from `generator`), clipped to [0, 1]."""
+    b = image.shape[0]
+    span = math.log1p(strength)
+    u = torch.rand((b, 2), generator=generator, dtype=image.dtype) * 2.0 - 1.0
+    gain = torch.exp(u[:, 0] * span).reshape(b, 1, 1, 1)
+    contrast = torch.exp(u[:, 1] * span / 2.0).reshape(b, 1, 1, 1)
+    lit = image * gain
+    mean = lit.mean(dim=(1, 2, 3), keepdim=True)
+    return ((lit - mean) * contrast + mean).clamp(0.0, 1.0)
+
+
 def make_policy(cfg, specs: list[FeatureSpec]) -> BCPolicy:
     """The policy of `cfg.policy` for width-resolved `specs`, freshly initialized (seed torch first for reproducible weights)."""
     return policy_class(cfg.policy)(cfg.model, specs, cfg.chunk)
 
 
-__all__ = ["CUBE_AUX", "IMAGE", "BCPolicy", "MLPPolicy", "Normalizer", "NormalizerError", "VisionPolicy", "make_policy", "random_shift"]
+__all__ = ["CUBE_AUX", "IMAGE", "BCPolicy", "MLPPolicy", "Normalizer", "NormalizerError", "VisionPolicy", "make_policy", "random_brightness", "random_shift"]
