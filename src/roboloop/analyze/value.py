@@ -57,13 +57,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from roboloop import schema
 from roboloop.analyze.rollouts import rollout_table
+from roboloop.analyze.value_signal import describe, stored_values, uses_value
 from roboloop.config import Config, check
 from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.errors import RoboloopError, UnknownEvaluationError
@@ -364,31 +364,3 @@ def _finish(seg: str, acc: list, tick: Callable[[int], None]) -> tuple[str, np.n
     tick(1)
     total, n = acc
     return seg, (total / max(n, 1.0)).numpy()
-
-
-def describe(result: ValueResult | Mapping[str, float], k: int = 5) -> dict[str, Any]:
-    """A summary for printing and the report: counts, quartiles, a histogram over [-1, 1] (8 bins: `bins`, `counts`)
-    and the `k` lowest-valued demonstrations (`lowest`: (segment id, value), lowest first)."""
-    values = result.values if isinstance(result, ValueResult) else dict(result)
-    vals = np.array(list(values.values()), dtype=float)
-    edges = np.linspace(-1.0, 1.0, 9)
-    counts = np.histogram(np.clip(vals, -1.0, 1.0), bins=edges)[0] if len(vals) else np.zeros(8, int)
-    return {
-        "demonstrations": len(vals),
-        "negative": int((vals < 0).sum()),
-        "quartiles": [float(q) for q in np.quantile(vals, [0.0, 0.25, 0.5, 0.75, 1.0])] if len(vals) else [],
-        "bins": [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])],
-        "counts": [int(c) for c in counts],
-        "lowest": sorted(values.items(), key=lambda kv: (kv[1], kv[0]))[:k],
-    }
-
-
-def stored_values(rows: Sequence[Mapping[str, Any]], run_id: str) -> dict[str, float]:
-    """`signals.value` of the demonstrations (friendly segment-table rows) whose value came from run `run_id`."""
-    value, source = (schema.friendly_column(schema.SIGNALS, n) for n in (schema.SIGNAL_VALUE, schema.SIGNAL_VALUE_RUN))
-    return {r[schema.SEGMENT_ID]: float(r[value]) for r in rows if r.get(source) == run_id and r.get(value) is not None}
-
-
-def uses_value(text: str | None) -> bool:
-    """Whether a selection's query or order reads `signals.value` (it was curated by value)."""
-    return bool(text) and schema.friendly_column(schema.SIGNALS, schema.SIGNAL_VALUE) in str(text)

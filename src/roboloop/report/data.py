@@ -39,7 +39,7 @@ from roboloop.analyze.rollouts import (
     rollout_table,
     success_by,
 )
-from roboloop.analyze.value import describe, stored_values, uses_value
+from roboloop.analyze.value_signal import describe, stored_values, uses_value
 from roboloop.catalog import links
 from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.catalog.index import StaleIndexError, load_table
