@@ -248,15 +248,7 @@ def test_split_budget():
 
 
 def test_make_plan_aims_at_gaps_and_suggests_inspection():
-    rng = np.random.default_rng(11)
-    training = _training(rng)
-
-    def truth(region, yaw, lighting, x, y, a, rng):
-        if region == "left" and yaw == "none" and lighting == "normal":
-            return rng.random() < 0.3
-        return _planted_truth(region, yaw, lighting, x, y, a, rng)
-
-    report = ag.gap_report(_evaluation(rng, truth), training, eval_id="ev2", dataset="aloha", evals_dataset="aloha_evals")
+    _, report = _quality_world()
     p = ag.make_plan(report, budget=20)
     assert p.dataset == "aloha" and p.source_eval == "ev2" and p.name == "plan-ev2"
     assert p.total == 20

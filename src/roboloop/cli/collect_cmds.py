@@ -179,8 +179,7 @@ def corrective_command(run: str | None, *, dataset: str | None, episodes: int | 
                       + (f" (takeover beyond {cfg.threshold:g})" if cfg.mode == schema.MODE_GATED else "")
                       + f"; {cfg.episodes} episode(s) into [bold]{cfg.dataset}[/], cameras {','.join(cfg.spec.cameras) or '(none)'}")
         counts = {"done": 0, "ok": 0, "expert": 0.0}
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
+        progress = _success_progress()
         with progress:
             bar = progress.add_task("corrective episodes", total=cfg.episodes, ok="0/0")
 
@@ -203,6 +202,12 @@ def corrective_command(run: str | None, *, dataset: str | None, episodes: int | 
                   f"--where \"outcome.success or episode.kind = 'corrective'\"")
 
 
+def _success_progress() -> Progress:
+    """The progress bar of a collection: episodes done of total, running successes (`ok` field), elapsed time."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
+
+
 def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int | None = None, flag_failures: bool = True) -> None:
     """Body of `roboloop collect --plan FILE_OR_NAME`: execute the plan with a progress bar.
 
@@ -215,8 +220,7 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
         console.print(f"executing plan [bold]{p.name}[/] ({p.total} episode(s) into {p.dataset}; seeds after the dataset's highest)")
         for line in plan_summary(p):
             console.print(line, soft_wrap=True)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("successes {task.fields[ok]}"), TimeElapsedColumn(), console=console)
+        progress = _success_progress()
         with progress:
             bar = progress.add_task("episodes", total=p.total, ok="0/0")
 
