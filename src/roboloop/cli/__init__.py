@@ -65,6 +65,7 @@ import typer
 from typer.core import TyperGroup
 
 from roboloop.cli.common import (  # noqa: F401 - the helpers, re-exported for scripts and tests
+    INTERRUPTED_EXIT,
     SHOW_CONFIG_HELP,
     cell,
     config_help,
@@ -80,6 +81,7 @@ from roboloop.cli.common import (  # noqa: F401 - the helpers, re-exported for s
     print_config,
     print_rows,
     report_error,
+    report_interrupt,
     state,
     user_input,
 )
@@ -89,7 +91,9 @@ __all__ = ["app", "console", "err_console", "open_catalog", "open_workspace", "p
 
 
 class _Group(TyperGroup):
-    """The root command group: turns every `RoboloopError` into its message and exit code 1."""
+    """The root command group: turns every `RoboloopError` into its message and exit code 1, and an interrupt
+    (Ctrl-C, or SIGTERM as `errors.Terminated`) that the command did not handle itself into one line and exit
+    code 130 (instead of Click's "Aborted!" and 1)."""
 
     def invoke(self, ctx):
         try:
@@ -97,6 +101,9 @@ class _Group(TyperGroup):
         except RoboloopError as exc:
             report_error(exc)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as exc:
+            report_interrupt(exc)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 def _global(
@@ -123,7 +130,9 @@ def main() -> None:
     """Entry point (`roboloop = "roboloop.cli:main"`): user errors print their message and exit 1.
 
     SIGTERM is handled like Ctrl-C (`errors.Terminated`): a run or evaluation killed by
-    `kill` or `timeout` records `interrupted` and can be resumed.
+    `kill` or `timeout` records `interrupted` and can be resumed. An interrupt before the command
+    runs (while its module loads, which takes seconds for `eval` or `train`) prints one line and
+    exits 130 like one inside it.
     """
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -131,6 +140,9 @@ def main() -> None:
     except RoboloopError as exc:  # raised outside the command group (e.g. while building the app)
         report_error(exc)
         sys.exit(1)
+    except KeyboardInterrupt as exc:  # outside the command group: while the command's module is imported
+        report_interrupt(exc)
+        sys.exit(INTERRUPTED_EXIT)
 
 
 # --- command modules (one line per stage group; see the module docstring) ------------------------

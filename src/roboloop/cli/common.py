@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHOW_CONFIG_HELP", "State", "config_help", "console", "err_console", "fail", "id_list", "open_catalog", "open_workspace",
-    "presets_help", "print_arrow", "print_batches", "print_config", "print_rows", "report_error", "state", "user_input",
+    "presets_help", "print_arrow", "print_batches", "print_config", "print_rows", "report_error", "report_interrupt", "state",
+    "user_input", "INTERRUPTED_EXIT",
 ]
 
 console = Console()
@@ -38,6 +39,17 @@ def report_error(exc: BaseException) -> None:
     if details and state.verbose:
         err_console.print(details.rstrip(), highlight=False, markup=False, soft_wrap=True)
     err_console.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+
+
+INTERRUPTED_EXIT = 130
+"""The exit code of a command stopped by Ctrl-C or SIGTERM (`errors.Terminated`), as a shell reports SIGINT (128 + 2)."""
+
+
+def report_interrupt(exc: BaseException) -> None:
+    """How an interrupt that no command handled is shown (e.g. while the command's modules load or the catalog
+    starts, before the command has written anything): one yellow line, no traceback."""
+    why = str(exc) or "Ctrl-C"
+    err_console.print(f"[yellow]interrupted[/] ({why}) before the command finished", highlight=False, soft_wrap=True)
 
 
 class State:

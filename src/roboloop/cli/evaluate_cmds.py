@@ -14,11 +14,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from roboloop import schema
 from roboloop.cli.analyze_cmds import SEQ_COLUMNS, sequential_text
-from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, fail, open_catalog, open_workspace, print_config
+from roboloop.cli.common import (
+    INTERRUPTED_EXIT,
+    SHOW_CONFIG_HELP,
+    config_help,
+    console,
+    err_console,
+    fail,
+    open_catalog,
+    open_workspace,
+    print_config,
+)
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.collect.run import parse_size
 from roboloop.config import override, resolve
-from roboloop.evaluate.run import EvalConfig, eval_row, evaluate, list_evals, load_config, parse_grid, run_dataset, run_task
+from roboloop.evaluate.run import (
+    EvalConfig,
+    eval_row,
+    evaluate,
+    list_evals,
+    load_config,
+    new_eval_id,
+    parse_grid,
+    run_dataset,
+    run_task,
+)
 from roboloop.evaluate.until_decided import challenger_config, evaluate_until_decided, plan_from_eval, sequential_rows
 from roboloop.stats.sequential import SequentialConfig
 
@@ -131,8 +151,23 @@ def _resume(eval_id: str, episodes_per_cell: int | None, workers: int | None, sh
     run_fixed(cfg, resume=True)
 
 
+def named(cfg: EvalConfig) -> EvalConfig:
+    """`cfg` with its evaluation id (a new one when `--name` was not given), so an interrupt can name what to resume."""
+    return cfg if cfg.eval_id is not None else EvalConfig.from_dict({**cfg.to_dict(), "eval_id": new_eval_id()})
+
+
+def interrupted(eval_id: str, registered: int, what: str) -> None:
+    """The one line an interrupted `eval` prints: what to resume, or that nothing was written (no row yet)."""
+    if eval_row(open_workspace(), eval_id) is None:
+        err_console.print(f"[yellow]interrupted[/] before evaluation {eval_id} started: nothing was written", soft_wrap=True)
+        return
+    err_console.print(f"[yellow]interrupted:[/] {registered} rollout(s) registered; continue{what} with "
+                      f"`roboloop eval --resume {eval_id}`", soft_wrap=True)
+
+
 def run_fixed(cfg: EvalConfig, *, resume: bool) -> None:
     """The body of `eval` on a fixed grid (and of its --resume): rollouts with a progress bar."""
+    cfg = named(cfg)
     total = len(cfg.grid.cells()) * cfg.episodes_per_cell
     console.print(f"evaluating [bold]{cfg.policy}[/] on {cfg.grid} ({len(cfg.grid.cells())} cells x {cfg.episodes_per_cell}) "
                   f"into {cfg.evals_dataset}, {cfg.workers} worker(s)", soft_wrap=True)
@@ -151,9 +186,8 @@ def run_fixed(cfg: EvalConfig, *, resume: bool) -> None:
             report = guard(lambda: evaluate(cat, cfg, on_result=on_result, resume=resume))
         except KeyboardInterrupt:
             progress.stop()
-            err_console.print(f"[yellow]interrupted:[/] {counts['n']} rollout(s) registered; continue with "
-                              f"`roboloop eval --resume {cfg.eval_id or '<eval id in `roboloop evals`>'}`")
-            raise typer.Exit(130) from None
+            interrupted(str(cfg.eval_id), counts["n"], "")
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         if report.skipped:
             progress.update(bar, advance=report.skipped)
     console.print(f"evaluation [bold]{report.eval_id}[/]: {report.successes}/{report.n} successes in {report.wall_s:.1f}s"
@@ -168,6 +202,7 @@ def _decision_text(counts: dict[str, int]) -> str:
 
 def run_sequential(cfg: EvalConfig, against: str, seq: SequentialConfig, *, resume: bool) -> None:
     """The body of `eval --against A --until-decided` (and of its --resume): rounds with a live display."""
+    cfg = named(cfg)
     cells = cfg.grid.cells()
     console.print(f"{'continuing' if resume else 'deciding'}: [bold]{cfg.policy}[/] against [bold]{against}[/] on {cfg.grid} "
                   f"({len(cells)} cells), metric {seq.metric}, alpha {seq.alpha}, margin {seq.margin}, "
@@ -198,9 +233,8 @@ def run_sequential(cfg: EvalConfig, against: str, seq: SequentialConfig, *, resu
                                                           on_round=on_round, resume=resume))
         except KeyboardInterrupt:
             progress.stop()
-            err_console.print(f"[yellow]interrupted:[/] {counts['n']} rollout(s) registered; continue the same sequence with "
-                              f"`roboloop eval --resume {cfg.eval_id or '<eval id in `roboloop evals`>'}`")
-            raise typer.Exit(130) from None
+            interrupted(str(cfg.eval_id), counts["n"], " the same sequence")
+            raise typer.Exit(INTERRUPTED_EXIT) from None
     print_table(sequential_text(sequential_rows(eval_row(open_workspace(), report.eval_id))), SEQ_COLUMNS, "table",
                 title=f"{report.eval_id} vs {against}: sequential decision ({seq.metric})")
     ov = report.overall

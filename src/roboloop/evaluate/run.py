@@ -861,7 +861,6 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
             "wall_s": round(wall_before + report.wall_s, 3), "updated_at": rows.now_iso(),
         })
 
-    write("running")
     t0 = time.perf_counter()
 
     def done(result: EpisodeResult) -> None:
@@ -872,7 +871,8 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
         if on_result is not None:
             on_result(result)
 
-    with final_status(report, write, t0, ws):
+    with final_status(report, write, t0, ws):  # an interrupt from here on leaves the row `interrupted`, never `running`
+        write("running")
         collect_rollouts(catalog, evals_ds, jobs, spec=spec, task=cfg.task, policy_factory=source.factory, steps=cfg.steps,
                          workers=cfg.workers, on_result=done)
     return report

@@ -384,9 +384,9 @@ class _SequentialRun:
             **eval_row_base(self.cfg, self.eval_id, self.source, self.spec, self.keys, self.previous),
             "against": self.against,
         }
-        self.write("running")
         t0 = time.perf_counter()
-        with final_status(self.report, self.write, t0, self.ws):
+        with final_status(self.report, self.write, t0, self.ws):  # an interrupt from here on leaves the row `interrupted`
+            self.write("running")
             while req := self.drv.next_round():
                 round_no = max(-(-(self.drv.tests[k].n + n) // self.seq.round_size) for k, n in req.items())
                 if self.on_round is not None:
