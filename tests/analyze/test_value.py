@@ -70,6 +70,21 @@ def valued(tmp_path_factory):
         cat.close()
 
 
+def evaluation_rollouts(cat, eval_id: str) -> list[str]:
+    """The segment ids of evaluation `eval_id`'s rollouts, sorted."""
+    return sorted(r["segment_id"] for r in cat.segment_table(schema.evals_dataset(DS)).to_pylist() if r.get("episode.eval_id") == eval_id)
+
+
+@pytest.fixture(scope="module")
+def judged(valued):
+    """`valued` with every other rollout of its evaluation labelled a success (5 control steps fail them all), so a
+    value can be estimated: 6 successful and 6 failed rollouts. Labelling the same rollouts again changes nothing."""
+    cat, run_id, eval_id = valued
+    label(cat, schema.evals_dataset(DS), evaluation_rollouts(cat, eval_id)[::2], success=True,
+          note="a test's stand-in for a judged success")
+    return valued
+
+
 def test_estimator_ranks_the_planted_biased_demonstrations_lowest(valued):
     """Known answer: successful rollouts executed the clean action, failed ones the biased one (what the sloppy demos
     teach). The demonstrations that pull the policy towards the failed rollouts' actions are the sloppy ones."""
@@ -122,17 +137,15 @@ def test_projected_output_gradients_are_fixed_and_follow_the_states(valued):
     assert c["syn-000"] @ c["syn-001"] > c["syn-000"] @ c["syn-004"] > c["syn-000"] @ c["syn-007"]
 
 
-def test_value_writes_a_signal_that_curate_queries_with_provenance(valued):
+def test_value_writes_a_signal_that_curate_queries_with_provenance(valued, request):
     cat, run_id, eval_id = valued
-    evals_ds = schema.evals_dataset(DS)
-    rows = cat.segment_table(evals_ds).to_pylist()
-    ids = sorted(r["segment_id"] for r in rows if r.get("episode.eval_id") == eval_id)
-    assert len(ids) == 12 and not any(r.get("outcome.success") for r in rows)  # 5 steps: every rollout fails
+    rows = cat.segment_table(schema.evals_dataset(DS)).to_pylist()
+    assert len(evaluation_rollouts(cat, eval_id)) == 12 and not any(r.get("outcome.success") for r in rows)  # 5 steps: all fail
     with pytest.raises(DemoValueError, match=r"0 successful and 12 failed.*at least 2 of each outcome.*--metric stage"):
         demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id))
     with pytest.raises(DemoValueError, match=r"12 judged rollout\(s\), 0 of them at another stage than the most common one"):
         demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id, metric="stage"))  # 5 steps: every rollout at stage 0
-    label(cat, evals_ds, ids[::2], success=True, note="a test's stand-in for a judged success")
+    request.getfixturevalue("judged")  # now judged: 6 successes, 6 failures
     seen = []
     res = demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id), progress=lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 20) and seen[-1] == (20, 20)  # 8 demonstrations + 12 rollouts
@@ -171,14 +184,10 @@ def test_no_roboloop_module_reads_the_hidden_properties():
     assert readers == []
 
 
-def test_the_report_shows_the_values_and_what_curating_by_value_did(valued):
-    cat, run_id, eval_id = valued
+def test_the_report_shows_the_values_and_what_curating_by_value_did(judged):
+    cat, run_id, eval_id = judged
     table = cat.segment_table(DS).to_pylist()
-    values = stored_values(table, run_id)
-    if not values:  # run alone: value the run first
-        label(cat, schema.evals_dataset(DS), sorted(r["segment_id"] for r in cat.segment_table(schema.evals_dataset(DS)).to_pylist()
-                                                    if r.get("episode.eval_id") == eval_id)[::2], success=True)
-        values = demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id)).values
+    values = stored_values(table, run_id) or demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id)).values  # alone: none yet
     assert stored_values(table, "another-run") == {} and len(values) == 8
     summary = describe(values, 3)
     assert sum(summary["counts"]) == 8 and summary["lowest"] == sorted(values.items(), key=lambda kv: kv[1])[:3]
@@ -193,18 +202,15 @@ def test_the_report_shows_the_values_and_what_curating_by_value_did(valued):
     assert uses_value("outcome.success and signals.value > 0") and uses_value("signals.value desc") and not uses_value("outcome.success")
 
 
-def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_input(valued):
+def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_input(judged):
     from typer.testing import CliRunner
 
     from roboloop.cli import app
     from roboloop.cli.value_cmds import register
 
     register(app)
-    cat, run_id, eval_id = valued
+    cat, run_id, eval_id = judged
     env = {"ROBOLOOP_CATALOG": "", "COLUMNS": "250"}
-    if not curate.select(cat, DS, "signals.value is not null").segment_ids:  # run alone: give the rollouts both outcomes
-        label(cat, schema.evals_dataset(DS), sorted(r["segment_id"] for r in cat.segment_table(schema.evals_dataset(DS)).to_pylist()
-                                                    if r.get("episode.eval_id") == eval_id)[::2], success=True)
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--lowest", "3"], env=env)
     assert res.exit_code == 0, res.output
     assert f"signals.value for 8 training demonstration(s) of run {run_id}, from 12 rollout(s) of {eval_id} (6 successful)" in res.stdout
