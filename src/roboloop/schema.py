@@ -352,6 +352,15 @@ LEROBOT_EXPORT_KEYS = {
     CUBE_POSE: LEROBOT_ENV_STATE,
 }
 """Roboloop entity paths -> LeRobot keys, on export (the cube pose is the environment state)."""
+LEROBOT_EXECUTED_ACTION = "executed_action"
+"""Export of a selection with corrective episodes: the executed `/robot/joint_targets` (`action` is then the training
+target, the expert's label where a step has one); imported back to `/robot/joint_targets`."""
+LEROBOT_ACTION_IS_LABEL = "action_is_label"
+"""Export of a selection with corrective episodes: 1 where `action` is an expert's (or demonstrator's) action, 0 where it
+is the policy's own executed action (what `TrainConfig.expert_steps_only` leaves out)."""
+LEROBOT_TRAINING_TARGET = f"{LEROBOT_ROOT}/{LEROBOT_ACTION}"
+"""Where an export with corrective episodes records (meta/roboloop.json) that its `action` came from: the training
+target is no stream of its own, so importing it back puts it here, next to the executed action."""
 LEROBOT = "lerobot"
 """Property group of imported episodes: codebase_version, fps, robot_type, length, tasks, features."""
 EPISODE_SOURCE = "source"  # `episode.source`: where an imported episode came from, e.g. "lerobot:/path/to/ds"

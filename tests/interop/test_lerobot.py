@@ -606,3 +606,68 @@ def test_export_splits(tmp_path, catalog, synthetic_episode):
     assert json.loads((tmp_path / "all/meta/info.json").read_text())["splits"] == {"train": f"0:{nt}", "test": f"{nt}:{n}"}
     assert export_lerobot(catalog, "half", tmp_path / "train", 50).segment_ids == list(sel.train_ids)
     assert export_lerobot(catalog, "half", tmp_path / "ho", 50, split="holdout").segment_ids == list(sel.holdout_ids)
+
+
+def _controlled_episode(ws, dataset: str, segment_id: str, *, seed: int, kind: str, mode: str | None = None,
+                        source: np.ndarray | None = None) -> tuple[Path, dict[str, np.ndarray]]:
+    """A 20-step episode at the control rate: joints, executed targets and, for a corrective one, the expert's action
+    and who was in control at each step (`source`). Returns its path and the streams it holds."""
+    from roboloop.record.episode import EpisodeRecorder
+
+    rng, n = np.random.default_rng(seed), 20
+    t = np.arange(n) / schema.CONTROL_HZ
+    streams = {schema.JOINT_POSITIONS: rng.normal(size=(n, 14)), schema.JOINT_TARGETS: rng.normal(size=(n, 14))}
+    if source is not None:
+        streams[schema.CONTROL_EXPERT_ACTION] = rng.normal(size=(n, 14)) + 5.0
+        streams[schema.CONTROL_SOURCE] = source.astype(np.float64)[:, None]
+    path = ws.segment_path(dataset, schema.BASE_LAYER, segment_id)
+    with EpisodeRecorder(path, segment_id) as rec:
+        for entity, values in streams.items():
+            rec.log_scalar_columns(entity, t, values)
+        rec.set_properties(schema.EPISODE, {schema.EPISODE_KIND: kind, "seed": seed, "task": "transfer_cube",
+                                            **({schema.EPISODE_CORRECTIVE_MODE: mode} if mode else {})})
+    return path, streams
+
+
+def test_export_of_corrective_episodes_gives_the_training_target_as_action(tmp_path, catalog):
+    """`action` is what roboloop trains on: a dagger episode's expert label at every step, an intervention's where the
+    person was in control, a demonstration's own action; the executed action, the label flag and the source stay."""
+    ws = catalog.workspace
+    takeover = np.zeros(20, int)
+    takeover[8:14] = schema.SOURCE_EXPERT
+    dagger_source = np.zeros(20, int)
+    dagger_source[15:] = schema.SOURCE_EXPERT  # (gated: the expert drove at the end; every step is labelled anyway)
+    episodes = {
+        "c-demo": _controlled_episode(ws, "cor", "c-demo", seed=1, kind=schema.KIND_DEMO),
+        "c-dagger": _controlled_episode(ws, "cor", "c-dagger", seed=2, kind=schema.KIND_CORRECTIVE, mode=schema.MODE_DAGGER,
+                                        source=dagger_source),
+        "c-takeover": _controlled_episode(ws, "cor", "c-takeover", seed=3, kind=schema.KIND_CORRECTIVE,
+                                          mode=schema.MODE_INTERVENTION, source=takeover),
+    }
+    catalog.register_files("cor", [p for p, _ in episodes.values()])
+    curate.save(catalog, curate.select(catalog, "cor"), "cor")
+    rep = export_lerobot(catalog, "cor", tmp_path / "o", schema.CONTROL_HZ)
+    assert rep.features == {"observation.state": schema.JOINT_POSITIONS, "action": schema.LEROBOT_TRAINING_TARGET,
+                            "executed_action": schema.JOINT_TARGETS, "action_is_label": "/lerobot/action_is_label",
+                            "control.source": schema.CONTROL_SOURCE}
+    data = pq.read_table(tmp_path / "o/data/chunk-000/file-000.parquet")
+    assert json.loads((tmp_path / "o/meta/roboloop.json").read_text())["features"] == rep.features
+    for index, sid in enumerate(rep.segment_ids):
+        rows = data.filter(pa.compute.equal(data["episode_index"], index))
+        streams = episodes[sid][1]
+        executed = streams[schema.JOINT_TARGETS].astype(np.float32)
+        if sid == "c-demo":
+            labelled, source, target = np.ones(20, bool), np.full(20, schema.SOURCE_EXPERT), executed
+        else:
+            source = episodes[sid][1][schema.CONTROL_SOURCE][:, 0]
+            labelled = np.ones(20, bool) if sid == "c-dagger" else source == schema.SOURCE_EXPERT
+            target = np.where(labelled[:, None], streams[schema.CONTROL_EXPERT_ACTION].astype(np.float32), executed)
+        assert rows.num_rows == 20, sid
+        np.testing.assert_array_equal(np.stack(rows["action"].to_numpy(zero_copy_only=False)), target, err_msg=sid)
+        np.testing.assert_array_equal(np.stack(rows["executed_action"].to_numpy(zero_copy_only=False)), executed, err_msg=sid)
+        np.testing.assert_array_equal(rows["action_is_label"].to_numpy(), labelled.astype(np.float32), err_msg=sid)
+        np.testing.assert_array_equal(rows["control.source"].to_numpy(), source.astype(np.float32), err_msg=sid)
+    # the demonstrations alone (a dataset that also holds corrective episodes): their own action, no corrective columns
+    curate.save(catalog, curate.select(catalog, "cor", "episode.kind = 'demo'"), "demos")
+    demos = export_lerobot(catalog, "demos", tmp_path / "d", schema.CONTROL_HZ)
+    assert demos.features == {"observation.state": schema.JOINT_POSITIONS, "action": schema.JOINT_TARGETS}

@@ -16,6 +16,14 @@ segment id of every episode, the entity path of every feature, the export config
 the export back puts every feature at the path it came from (without that file, the key
 mapping above applies). The folder is written under a temporary
 name and renamed into place.
+
+Corrective episodes (`episode.kind = 'corrective'`): ``action`` is what roboloop's training uses as
+the target (`roboloop.train.corrective`): the expert's label (`/control/expert_action`) where a
+step is expert-labelled, else the executed `/robot/joint_targets`; demonstrations keep their own
+action. The executed action is kept as ``executed_action`` and ``action_is_label`` says which rows
+hold a label (1) and which the policy's own action (0); ``control.source`` says who was in control
+(demonstrations: 1, the expert). The raw `/control/*` streams are not default features (their
+content is in those three); `features=` exports exactly the streams it names.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from roboloop import curate, schema
 from roboloop.catalog.client import Catalog
@@ -58,6 +67,7 @@ from roboloop.interop.lerobot.format import (
 )
 from roboloop.stream import EpisodeStream, Field, MissingFieldError
 from roboloop.stream.fields import schema_columns
+from roboloop.train.corrective import SOURCE_FIELD, control_fields, expert_targets, segment_labelling
 from roboloop.video import DEFAULT_CRF
 
 log = logging.getLogger(__name__)
@@ -175,6 +185,19 @@ class _OutFeature:
     names: list[str] | None = None
     width: int | None = None
     size: tuple[int, int] | None = None  # (w, h) of a camera
+    derived: bool = False
+    """Computed from other streams (corrective episodes: the executed action, the label flag, the source), not read."""
+    stored: str | None = None
+    """The entity path the provenance records when it is not `path` (`action` as a training target)."""
+
+    @property
+    def recorded(self) -> str:
+        """The entity path importing this feature back puts it at (meta/roboloop.json)."""
+        return self.stored or self.path
+
+
+CONTROL_STREAMS = (schema.CONTROL_SOURCE, schema.CONTROL_EXPERT_ACTION, schema.CONTROL_POLICY_ACTION)
+"""Corrective bookkeeping streams: left out of the default features (see the module docstring)."""
 
 
 def _default_features(entry, cfg: ExportConfig) -> list[_OutFeature]:
@@ -195,7 +218,7 @@ def _default_features(entry, cfg: ExportConfig) -> list[_OutFeature]:
                 raise LeRobotFormatError(f"feature {key!r}: {p} is not a scalar or camera stream of {entry.name!r}; streams: {', '.join(known)}")
         return out
     for p in sorted(columns):
-        if p.startswith("/__") or p in cfg.exclude:
+        if p.startswith("/__") or p in cfg.exclude or p in CONTROL_STREAMS:
             continue
         comps = columns[p]
         if schema.SCALARS_COMPONENT in comps:
@@ -322,7 +345,7 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
     writer: _DatasetWriter | None = None
     try:
         writer = _DatasetWriter(tmp, cfg, plan)
-        writer.write_episodes(_batches(stream, plan.feats), on_progress)
+        writer.write_episodes(_batches(stream, plan), on_progress)
         writer.write_meta()
         _fsync_tree(tmp)
         _move_into_place(tmp, out, catalog.workspace.root)
@@ -341,7 +364,7 @@ def export_from_config(catalog: Catalog, cfg: ExportConfig, *, on_progress: Prog
         fps=cfg.fps,
         segment_ids=list(plan.ids),
         frames=writer.frames,
-        features={f.key: f.path for f in plan.feats},
+        features={f.key: f.recorded for f in plan.feats},
         cameras=list(writer.videos),
         seconds=time.perf_counter() - t_start,
     )
@@ -368,6 +391,10 @@ class _ExportPlan:
     ep_tasks: list[str]
     tasks: list[str]
     """The distinct tasks in order of first appearance (task_index = position)."""
+    labelling: np.ndarray | None = None
+    """Per episode, how its steps are labelled (`train.corrective.segment_labelling`); None without corrective episodes."""
+    action_width: int = 0
+    """Width of the action (the zeros an episode without an expert label streams in its place)."""
 
     @property
     def task_index(self) -> dict[str, int]:
@@ -391,12 +418,50 @@ def _plan(catalog: Catalog, cfg: ExportConfig) -> _ExportPlan:
     if "episode.task" in seg_table.column_names:
         task_by_id = {s: (str(t) if t is not None else "") for s, t in zip(seg_table.column("segment_id").to_pylist(), seg_table.column("episode.task").to_pylist())}
     ep_tasks = [cfg.task or task_by_id.get(s) or "unknown" for s in ids]
-    return _ExportPlan(sel, ids, len(train) if cfg.split == "all" else None, feats, ep_tasks, list(dict.fromkeys(ep_tasks)))
+    plan = _ExportPlan(sel, ids, len(train) if cfg.split == "all" else None, feats, ep_tasks, list(dict.fromkeys(ep_tasks)))
+    action = next((f for f in feats if f.path == schema.JOINT_TARGETS), None)
+    labelling = segment_labelling(catalog, sel.dataset, ids) if cfg.features is None and action is not None else None
+    if labelling is not None:
+        plan.labelling, plan.action_width = labelling, _scalar_width(entry, ids[int(np.argmax(labelling))], schema.JOINT_TARGETS)
+        action.stored = schema.LEROBOT_TRAINING_TARGET
+        feats += [_OutFeature(schema.LEROBOT_EXECUTED_ACTION, schema.JOINT_TARGETS, schema.SCALARS_COMPONENT, False, names=action.names,
+                              derived=True),
+                  _OutFeature(schema.LEROBOT_ACTION_IS_LABEL, f"{schema.LEROBOT_ROOT}/{schema.LEROBOT_ACTION_IS_LABEL}",
+                              schema.SCALARS_COMPONENT, False, derived=True),
+                  _OutFeature(schema.lerobot_key(schema.CONTROL_SOURCE), schema.CONTROL_SOURCE, schema.SCALARS_COMPONENT, False,
+                              derived=True)]
+    return plan
+
+
+def _scalar_width(entry, segment_id: str, path: str) -> int:
+    """How many scalars stream `path` of one segment holds per row."""
+    table = entry.filter_segments([segment_id]).filter_contents([path]).reader(index="time").to_arrow_table()
+    column = table.column(f"{path}:{schema.SCALARS_COMPONENT}")
+    return len(next(v for v in column.to_pylist() if v))
+
+
+def _with_training_target(batch: dict, plan: _ExportPlan) -> dict:
+    """A stream batch of an export with corrective episodes: `action` becomes the training target (train's own rule,
+    `expert_targets`), and the derived features (executed action, label flag, source) are filled in."""
+    index = {f.key: f"f{i}" for i, f in enumerate(plan.feats)}
+    action = next(index[f.key] for f in plan.feats if f.path == schema.JOINT_TARGETS and not f.derived)
+    executed = batch[action]
+    enc = {"action": executed[:, None, :].to(torch.float32), "action_mask": torch.ones(len(executed), 1, dtype=torch.bool)}
+    enc = expert_targets(enc, batch, plan.labelling, expert_steps_only=True)  # the mask: which rows are labelled
+    source = batch[SOURCE_FIELD][:, 0].to(torch.float32)
+    known = batch[f"{SOURCE_FIELD}_mask"][:, 0, None]
+    batch[action] = enc["action"][:, 0]
+    batch[index[schema.LEROBOT_EXECUTED_ACTION]] = executed
+    batch[index[schema.LEROBOT_ACTION_IS_LABEL]] = enc["action_mask"].to(torch.float32)
+    batch[index[schema.lerobot_key(schema.CONTROL_SOURCE)]] = torch.where(known, source, float(schema.SOURCE_EXPERT))
+    return batch
 
 
 def _episode_stream(catalog: Catalog, cfg: ExportConfig, plan: _ExportPlan) -> EpisodeStream:
     """The episodes' features resampled at `cfg.fps`, in selection order (field `f<i>` = feature i)."""
-    fields = {f"f{i}": Field(f.path, component=f.component) for i, f in enumerate(plan.feats)}
+    fields = {f"f{i}": Field(f.path, component=f.component) for i, f in enumerate(plan.feats) if not f.derived}
+    if plan.labelling is not None:
+        fields.update(control_fields(1, plan.action_width))
     has_camera = any(f.camera for f in plan.feats)
     return EpisodeStream(
         catalog,
@@ -582,7 +647,7 @@ class _DatasetWriter:
             "dataset": plan.selection.dataset,
             "split": cfg.split,
             "segment_ids": list(plan.ids),
-            "features": {f.key: f.path for f in plan.feats},
+            "features": {f.key: f.recorded for f in plan.feats},
             "config": cfg.to_dict(),
         }
         (root / PROVENANCE_PATH).write_text(json.dumps(provenance, indent=2))
@@ -594,12 +659,14 @@ class _DatasetWriter:
                 w.close()
 
 
-def _batches(stream, feats: list[_OutFeature]) -> Iterator[dict]:
-    """The stream's batches; a stream missing in some episode becomes an error that says how to export anyway."""
+def _batches(stream, plan: _ExportPlan) -> Iterator[dict]:
+    """The stream's batches (with the training target where episodes are corrective); a stream missing in some episode
+    becomes an error that says how to export anyway."""
     try:
-        yield from stream
+        for batch in stream:
+            yield batch if plan.labelling is None else _with_training_target(batch, plan)
     except MissingFieldError as exc:
-        f = feats[int(exc.field_name[1:])]
+        f = plan.feats[int(exc.field_name[1:])]
         raise LeRobotFormatError(
             f"{f.path} (feature {f.key!r}) has no data in segment(s) {', '.join(exc.segment_ids)}; a LeRobot dataset has the "
             f"same features in every episode: leave it out (--exclude {f.path} / exclude=[...]) or export a selection "
