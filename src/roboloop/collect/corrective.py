@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from roboloop import schema
-from roboloop.collect.run import CollectConfig, CollectReport, EpisodeJob, collect
+from roboloop.collect.run import CollectConfig, CollectReport, EpisodeJob, PolicyHooks, collect
 from roboloop.config import Config, check
 from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.envs.aloha.recording import RecordingSpec
@@ -73,11 +73,12 @@ def action_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
-class CorrectivePolicy:
+class CorrectivePolicy(PolicyHooks):
     """A policy and a corrective expert acting as one `collect.Policy` (module docstring: the modes).
 
-    After each `action` call, `step_streams()` gives the step's ``/control/*`` values and, at the end,
-    `episode_properties()` the episode's corrective properties; `collect.run.run_episode` records both.
+    Its hooks (`collect.run.PolicyHooks`): after each `action` call, `step_streams()` gives the step's
+    ``/control/*`` values and, at the end, `episode_properties()` the episode's corrective properties;
+    `collect.run.run_episode` records both.
     """
 
     def __init__(self, policy, expert, *, mode: str = schema.MODE_GATED, threshold: float = DEFAULT_THRESHOLD,

@@ -53,11 +53,12 @@ after every ``sim.reset``) and ``action(step, observation) -> 14 joint targets``
 ``observation`` is an :class:`Observation`. Policies are built inside the process that
 runs them by a picklable ``policy_factory(sim) -> policy`` (a module-level function or
 class), e.g. :class:`ScriptedPolicy` (the default) or, for evaluation, a function that
-loads a checkpoint. Rollouts are recorded with ``kind="rollout"``. A policy may also have
-``step_streams()`` (entity path -> values, recorded at every step after its action: a corrective
-policy's ``/control/*`` streams, see `collect.corrective`), ``episode_properties()`` (added to
-the episode's ``episode`` group when it ends) and ``group_properties`` (property group -> values, merged
-into the episode's properties, e.g. the sloppy operator's ``hidden.operator``).
+loads a checkpoint. Rollouts are recorded with ``kind="rollout"``. A policy that adds to the
+episodes it drives subclasses :class:`PolicyHooks` and overrides its hooks (the defaults add
+nothing): ``step_streams()`` (entity path -> values, recorded at every step after its action: a
+corrective policy's ``/control/*`` streams, see `collect.corrective`), ``episode_properties()``
+(added to the episode's ``episode`` group when it ends) and ``group_properties()`` (property group
+-> values, merged into the episode's properties, e.g. the sloppy operator's ``hidden.operator``).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ __all__ = [
     "NoExpertError",
     "Observation",
     "Policy",
+    "PolicyHooks",
     "OperatorPolicy",
     "ScriptedPolicy",
     "EpisodeJob",
@@ -163,11 +165,40 @@ class Policy(Protocol):
     def action(self, step: int, observation: Observation) -> np.ndarray: ...
 
 
+class PolicyHooks:
+    """What a policy adds to the episodes it drives (module docstring, "Policies"): subclass and override.
+
+    The runner calls each hook of a policy that subclasses this class (`hooks_of`); a policy that does not
+    adds nothing, like these defaults.
+    """
+
+    def step_streams(self) -> Mapping[str, Any]:
+        """The last step's extra streams (entity path -> values), recorded at that step's time."""
+        return {}
+
+    def episode_properties(self) -> dict[str, Any]:
+        """Properties added to the episode's `episode` group when it ends."""
+        return {}
+
+    def group_properties(self) -> dict[str, dict[str, Any]]:
+        """Property groups (group -> values) merged into the episode's properties when it ends."""
+        return {}
+
+
+NO_HOOKS = PolicyHooks()
+"""The hooks of a policy that has none of its own."""
+
+
+def hooks_of(policy: Any) -> PolicyHooks:
+    """The recording hooks of `policy`: its own when it subclasses :class:`PolicyHooks`, else ones that add nothing."""
+    return policy if isinstance(policy, PolicyHooks) else NO_HOOKS
+
+
 class NoExpertError(RoboloopError, ValueError):
     """The task has no scripted expert, so `scripted` cannot drive it."""
 
 
-class OperatorPolicy:
+class OperatorPolicy(PolicyHooks):
     """A transfer-cube demonstrator variant (`envs.aloha.sloppy.operator_expert`) as a `Policy`; the episodes it
     drives carry `hidden.operator` = its name (ground truth for scoring, read by no stage)."""
 
@@ -175,8 +206,10 @@ class OperatorPolicy:
 
     def __init__(self, sim, operator: str) -> None:
         self.sim, self.operator = sim, operator
-        self.group_properties = {schema.HIDDEN: {schema.HIDDEN_OPERATOR: operator}}
         self._expert = None
+
+    def group_properties(self) -> dict[str, dict[str, Any]]:
+        return {schema.HIDDEN: {schema.HIDDEN_OPERATOR: self.operator}}
 
     def reset(self) -> None:
         if self._expert is None:
@@ -368,7 +401,7 @@ def run_episode(
     policy.reset()
     tracker = task.tracker()
     unstable_at: int | None = None
-    step_streams = getattr(policy, "step_streams", None)  # a corrective policy's /control/* streams
+    hooks = hooks_of(policy)  # e.g. a corrective policy's /control/* streams and properties
     named: set[str] = set()
     with EpisodeRecorder(path, job.segment_id) as rec:
         writer = task.writer(rec, spec, sim)
@@ -386,8 +419,7 @@ def run_episode(
                 break
             tracker.update(sim, reward, action)
             writer.observe(k, state, action, reward, images)
-            if step_streams is not None:
-                _record_streams(rec, k * spec.dt, step_streams(), sim, named)
+            _record_streams(rec, k * spec.dt, hooks.step_streams(), sim, named)
             faults.point("collect.step")  # a kill here leaves a half-written temporary file
             if on_step is not None:
                 on_step(k)
@@ -396,14 +428,13 @@ def run_episode(
             result = dataclasses.replace(result, success=False, success_step=None, failure_step=unstable_at,
                                          failure_reason=UNSTABLE)
         outcome = outcome_properties(result, n_steps, spec.dt, task.name)
-        extra = getattr(policy, "episode_properties", None)
         properties: dict[str, dict[str, Any]] = {
             schema.EPISODE: {**episode_properties(job, spec, kind=kind, task=task.name, policy_id=policy.policy_id),
-                             **(extra() if callable(extra) else {})},
+                             **hooks.episode_properties()},
             schema.SCENE: task.scene_properties(job.conditions, job.seed),
             schema.OUTCOME: outcome,
         }
-        for group, values in (*job.properties.items(), *getattr(policy, "group_properties", {}).items()):
+        for group, values in (*job.properties.items(), *hooks.group_properties().items()):
             properties.setdefault(group, {}).update(values)
         writer.finish(properties)
     return EpisodeResult(
