@@ -6,6 +6,7 @@ another module's objects' private attributes.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,51 @@ def test_no_private_attributes_of_other_modules(module):
         if attr in others and attr not in DEFINED[module]
     ]
     assert not reads, "\n".join(reads)
+
+
+# --- the README's code map names every module ---------------------------------------------------------------
+
+README = SRC.parent / "README.md"
+
+
+def _code_map() -> dict[str, str]:
+    """The README's "Code map" section, one paragraph per piece: each piece its bold title names (`collect/`,
+    `schema.py`, ...) -> that paragraph's text."""
+    text = README.read_text()
+    section = text.split("\n## Code map\n", 1)[1].split("\n## ", 1)[0]
+    out: dict[str, str] = {}
+    for para in section.split("\n\n"):
+        if para.startswith("**`"):
+            title = para[2:para.index("**", 2)]
+            for name in re.findall(r"`([\w/.]+)`", title):
+                out[name.removesuffix(".py").strip("/")] = para
+    return out
+
+
+def _names(text: str, module: str) -> bool:
+    """Whether `text` names `module` in backticks: `module`, `module.py`, or with its package in front (`pkg/module.py`,
+    `pkg.module`)."""
+    return re.search(rf"`(?:[\w/.]+[/.])?{re.escape(module)}(?:\.py)?`", text) is not None
+
+
+def _unmapped() -> list[str]:
+    """Modules under src/roboloop the code map does not name in their piece's paragraph (a module of a sub-package,
+    e.g. envs/aloha/sloppy.py, after the sub-package is named and before the next one)."""
+    paragraphs, missing = _code_map(), []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "__init__.py":  # a package's docstring says what it holds
+            continue
+        piece, stem = rel.parts[0].removesuffix(".py"), rel.stem
+        text = paragraphs.get(piece, "")
+        if len(rel.parts) == 3:  # pkg/sub/module.py: the part of the paragraph about `pkg/sub/`
+            sub = f"`{rel.parts[0]}/{rel.parts[1]}/`"
+            text = text[text.index(sub):] if sub in text else ""
+            text = re.split(rf"`{rel.parts[0]}/(?!{rel.parts[1]}/)\w+/`", text, maxsplit=1)[0]
+        if not (len(rel.parts) == 1 and text) and not _names(text, stem):
+            missing.append(str(rel))
+    return missing
+
+
+def test_the_readme_code_map_names_every_module():
+    assert _unmapped() == []
