@@ -667,6 +667,12 @@ def test_export_of_corrective_episodes_gives_the_training_target_as_action(tmp_p
         np.testing.assert_array_equal(np.stack(rows["executed_action"].to_numpy(zero_copy_only=False)), executed, err_msg=sid)
         np.testing.assert_array_equal(rows["action_is_label"].to_numpy(), labelled.astype(np.float32), err_msg=sid)
         np.testing.assert_array_equal(rows["control.source"].to_numpy(), source.astype(np.float32), err_msg=sid)
+    # imported back: the executed action where it was recorded, the training target next to it
+    back = import_lerobot(catalog, tmp_path / "o", "back")
+    dagger = back.segment_ids[rep.segment_ids.index("c-dagger")]
+    for entity, expected in ((schema.JOINT_TARGETS, episodes["c-dagger"][1][schema.JOINT_TARGETS]),
+                             (schema.LEROBOT_TRAINING_TARGET, episodes["c-dagger"][1][schema.CONTROL_EXPERT_ACTION])):
+        np.testing.assert_array_equal(np.asarray(_read_stream(catalog, "back", dagger, entity)[1]), expected.astype(np.float32))
     # the demonstrations alone (a dataset that also holds corrective episodes): their own action, no corrective columns
     curate.save(catalog, curate.select(catalog, "cor", "episode.kind = 'demo'"), "demos")
     demos = export_lerobot(catalog, "demos", tmp_path / "d", schema.CONTROL_HZ)
