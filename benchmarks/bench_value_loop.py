@@ -35,11 +35,13 @@ from pathlib import Path
 from roboloop import curate, schema
 from roboloop.analyze.compare import compare
 from roboloop.analyze.rollouts import rollout_table
+from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value
 from roboloop.catalog.client import Catalog
+from roboloop.collect.corrective import CorrectiveConfig, collect_corrective
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.envs.aloha.conditions import SceneConditions
 from roboloop.envs.aloha.env import sample_cube_pose
-from roboloop.evaluate.run import EvalConfig, evaluate, list_evals, parse_grid
+from roboloop.evaluate.run import EvalConfig, cell_conditions, evaluate, list_evals, parse_grid, resolve_policy
 from roboloop.refine.layers import refine
 from roboloop.stats.intervals import wilson
 from roboloop.train import TrainConfig, list_runs, load_config, train
@@ -157,7 +159,11 @@ def main() -> None:
     ap.add_argument("--zone", default=None, help="LO,HI: the planted operator's part of the table (cube start x in [LO, HI) m): "
                     "its demonstrations are those there, the clean ones of the mixed set those elsewhere, and the clean set "
                     "has as many clean ones there")
-    ap.add_argument("--estimator", default="loss", help="value's estimator: loss or kernel")
+    ap.add_argument("--estimator", default="loss", help="value's estimator (the one v3 is curated by): loss, kernel or expert")
+    ap.add_argument("--also", default="", help="further estimators scored for precision only (comma-separated; `expert-failed`: "
+                    "expert on the failed corrective episodes only)")
+    ap.add_argument("--labels", type=int, default=30, help="expert estimator: dagger episodes of v1 per grid cell (the expert's "
+                    "labels; their own seeds, not the evaluation's)")
     ap.add_argument("--loop-tag", default="", help="a further suffix of the curated selections' names (another estimator on the same v1)")
     ap.add_argument("--oracle", action="store_true", help="also train on the mixed set minus exactly the planted demonstrations (the bound)")
     ap.add_argument("--no-video", action="store_true", help="collect without the top camera (the state policy never reads it)")
@@ -196,22 +202,52 @@ def main() -> None:
     print(json.dumps(out, indent=2, default=str))
 
 
-def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
-    from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value
-
-    out: dict = {}
+def dagger_labels(cat: Catalog, a, run_v1: str) -> dict:
+    """`a.labels` dagger episodes of v1 per grid cell (v1 drives, the corrective expert labels; seeds reserved like
+    demonstrations', so not the evaluation's), collected once."""
+    kind, run = f"{schema.EPISODE}.{schema.EPISODE_KIND}", f"{schema.EPISODE}.{schema.EPISODE_CORRECTED_RUN}"
+    have = [r for r in table(cat, DATASET) if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == run_v1]
+    cells = parse_grid(a.grid).cells()
     t = time.perf_counter()
+    if len(have) < a.labels * len(cells):
+        source = resolve_policy(cat.workspace, run_v1)
+        cfg = CorrectiveConfig(run=run_v1, dataset=DATASET, mode=schema.MODE_DAGGER, episodes=a.labels * len(cells),
+                               conditions=tuple(cell_conditions(c) for c in cells), workers=a.workers, spec=RecordingSpec(cameras=()))
+        collect_corrective(cat, cfg, policy_factory=source.factory, provenance=source.provenance)
+        have = [r for r in table(cat, DATASET) if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == run_v1]
+    ok = sum(bool(r.get("outcome.success")) for r in have)
+    log(f"dagger labels: {len(have)} episodes of {run_v1} ({ok} successful) in {time.perf_counter() - t:.0f}s")
+    return {"episodes": len(have), "successes": ok, "wall_s": round(time.perf_counter() - t)}
+
+
+def value_of(cat: Catalog, a, run_v1: str, eval_v1: str, estimator: str, write: bool):
+    if estimator.startswith("expert"):
+        return demonstration_value(cat, ValueConfig(run=run_v1, estimator="expert", failed_only=estimator == "expert-failed", write=write))
     try:
-        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric, estimator=a.estimator))
+        return demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric, estimator=estimator, write=write))
     except DemoValueError as exc:  # nearly every rollout failed (or succeeded): contrast the stages reached
         log(f"value: {exc}; using --metric stage")
-        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage", estimator=a.estimator))
-    out["value_metric"] = res.metric if hasattr(res, "metric") else a.metric
-    out["wall_value_s"] = round(time.perf_counter() - t, 1)
-    values = res.values
-    lowest = sorted(values, key=values.get)[:n_drop]
-    hits = len(set(lowest) & planted)
-    log(f"value ({out['wall_value_s']}s): {hits} of the {n_drop} lowest-valued are planted")
+        return demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage", estimator=estimator, write=write))
+
+
+def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
+    out: dict = {}
+    also = [e for e in a.also.split(",") if e]
+    if any(e.startswith("expert") for e in [a.estimator, *also]):
+        out["labels"] = dagger_labels(cat, a, run_v1)
+    out["value_by_estimator"] = {}
+    for estimator in [*also, a.estimator]:  # the curating one last: its values are the ones written
+        t = time.perf_counter()
+        res = value_of(cat, a, run_v1, eval_v1, estimator, write=estimator == a.estimator)
+        wall = round(time.perf_counter() - t, 1)
+        values = res.values
+        lowest = sorted(values, key=values.get)[:n_drop]
+        hits = len(set(lowest) & planted)
+        log(f"value {estimator} ({wall}s): {hits} of the {n_drop} lowest-valued are planted")
+        out["value_by_estimator"][estimator] = {"precision": round(hits / n_drop, 3), "wall_s": wall,
+                                                "planted_values": sorted(round(values[i], 3) for i in planted),
+                                                "clean_values": sorted(round(v, 3) for i, v in values.items() if i not in planted)}
+    out["wall_value_s"] = wall
     out["value_precision"] = round(hits / n_drop, 3)
     out["value_recall"] = round(hits / len(planted), 3)
     rows = {r["segment_id"]: r for r in table(cat, DATASET)}

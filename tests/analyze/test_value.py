@@ -17,6 +17,7 @@ from roboloop.analyze.value import (
     demonstration_value,
     describe,
     episode_gradients,
+    expert_values,
     influence_values,
     kernel_values,
     stored_values,
@@ -219,3 +220,78 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     assert res.exit_code != 0 and "estimator must be one of loss, kernel" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output
+
+
+def test_expert_estimator_is_the_first_order_change_of_the_expert_loss():
+    """Known answer for `expert_values` (pure), on a linear policy y = W x with a squared loss, whose gradients are
+    exact: demonstrations labelled by the expert's W* plus a planted offset pull W away from the expert; the value of
+    each one is the decrease of the loss on the expert's labels at other (visited) states from a small gradient step
+    on it, divided by the step size, which is computed here independently by taking that step."""
+    rng = np.random.default_rng(3)
+    offset = np.array([1.5, -1.0, 0.8])
+    w_expert = rng.normal(size=(3, 4))
+    w = w_expert + 0.05 * rng.normal(size=(3, 4))
+    w[:, 0] += offset / 3  # a policy fitted to the mix (a third planted): its intercept pulled toward the offset
+
+    def grad(x, y):  # d/dW of mean_i |W x_i - y_i|^2 / 2
+        return ((x @ w.T - y).T @ x / len(x)).ravel()
+
+    def expert_loss(wt, x):
+        return float(np.mean(np.sum((x @ wt.T - x @ w_expert.T) ** 2, axis=1)) / 2)
+
+    planted = {"d1", "d4"}
+    demos = {}
+    for i in range(6):
+        x = np.c_[np.ones(20), rng.normal(size=(20, 3))]  # x[:, 0] = 1: the intercept
+        y = x @ w_expert.T + (offset if f"d{i}" in planted else 0.0)
+        demos[f"d{i}"] = (x, y)
+    visited = {f"r{i}": np.c_[np.ones(30), rng.normal(size=(30, 3))] for i in range(5)}
+    labelled = {r: grad(x, x @ w_expert.T) for r, x in visited.items()}
+    labelled["r-unlabelled"] = np.zeros(12)  # an episode without a labelled step is left out
+    values = expert_values({d: grad(x, y) for d, (x, y) in demos.items()}, labelled)
+    eta = 1e-5
+    for d, (x, y) in demos.items():
+        stepped = w - eta * grad(x, y).reshape(3, 4)
+        drop = np.mean([expert_loss(w, v) - expert_loss(stepped, v) for v in visited.values()]) / eta
+        assert values[d] == pytest.approx(drop, rel=1e-3)
+    assert set(sorted(values, key=values.get)[:2]) == planted and all(values[d] < 0 for d in planted), values
+    with pytest.raises(DemoValueError, match="no corrective episode has an expert-labelled step"):
+        expert_values({"d0": np.ones(12)}, {"r": np.zeros(12)})
+
+
+def _write_labelled(ws: Workspace, dataset: str, segment_id: str, offset: float, run_id: str, seed: int, *,
+                    mode: str = schema.MODE_DAGGER, source: float = 0.0):
+    """A corrective episode of `run_id`: the policy drove with the sloppy bias, the expert labelled the clean action."""
+    t = np.arange(STEPS) / schema.CONTROL_HZ
+    path = ws.segment_path(dataset, schema.BASE_LAYER, segment_id)
+    with EpisodeRecorder(path, segment_id) as rec:
+        rec.log_scalar_columns(schema.JOINT_POSITIONS, t, _trajectory(offset, t))
+        rec.log_scalar_columns(schema.JOINT_TARGETS, t, _trajectory(offset, t + 1.0 / schema.CONTROL_HZ) + BIAS)
+        rec.log_scalar_columns(schema.CUBE_POSE, t, np.tile([offset, 0.5, 0.02, 1.0, 0.0, 0.0, 0.0], (STEPS, 1)))
+        rec.log_scalar_columns(schema.CONTROL_SOURCE, t, np.full((STEPS, 1), source))
+        rec.log_scalar_columns(schema.CONTROL_EXPERT_ACTION, t, _trajectory(offset, t + 1.0 / schema.CONTROL_HZ))
+        rec.set_properties("episode", {"kind": schema.KIND_CORRECTIVE, "seed": seed, "corrected_run": run_id, "corrective_mode": mode})
+        rec.set_properties("outcome", {"success": False})
+    return path
+
+
+def test_expert_value_ranks_the_planted_demonstrations_lowest_and_names_its_labels(valued):
+    """End to end on the synthetic run: where the run's policy drove, the expert labelled the clean action; the two
+    biased demonstrations pull the policy away from it. The value is written with the labels' source as provenance;
+    an intervention without a takeover step, or a run without corrective episodes, is an error saying what to do."""
+    cat, run_id, _ = valued
+    ws = cat.workspace
+    cat.register_files("synlab", [_write_labelled(ws, "synlab", f"lab-{i}", 0.06 * i - 0.15, run_id, 200 + i) for i in range(6)])
+    res = demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels="synlab"))
+    assert res.rollouts == 6 and res.eval == "corrective:synlab"
+    assert {s for s, _ in res.lowest(2)} == SLOPPY, res.values
+    assert all(res.values[s] < 0 for s in SLOPPY) and np.median([v for s, v in res.values.items() if s not in SLOPPY]) > 0, res.values
+    table = {r["segment_id"]: r for r in cat.segment_table(DS).to_pylist()}
+    assert {(table[s]["signals.value_eval"], table[s]["signal_versions.value"]) for s in res.values} == {("corrective:synlab", 3)}
+    cat.register_files("synhw", [_write_labelled(ws, "synhw", "hw-0", 0.0, run_id, 300, mode=schema.MODE_INTERVENTION)])
+    with pytest.raises(DemoValueError, match="no corrective episode has an expert-labelled step"):
+        demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels="synhw", write=False))
+    with pytest.raises(DemoValueError, match=rf"no failed corrective episodes of run {run_id}.*collect --corrective --run {run_id} --mode dagger"):
+        demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels=DS, failed_only=True, write=False))
+    with pytest.raises(RoboloopError, match="not an evaluation"):
+        ValueConfig(run=run_id, eval="e", estimator="expert")

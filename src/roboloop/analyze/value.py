@@ -38,6 +38,22 @@ beside its prediction, whose gradient is exactly the projection), count-sketched
 their mean over all the episodes (the component every episode shares moves every prediction alike). It does not
 need the rollouts' actions to differ from the predictions, and costs K backward passes per episode.
 
+**The `expert` estimator** (`estimator="expert"`). Both estimators above ask the rollouts which demonstrations the
+policy's behaviour came from, and read "helps" off the outcomes. Where an expert can say what the policy *should*
+have done at the states it drove into, there is a target: the task's corrective expert labels every state of the
+run's own rollouts (`roboloop collect --corrective --run RUN --mode dagger`: the policy drives, the expert only
+labels, `/control/expert_action`; on a robot, the steps a person took over, `/control/source` = 1). Then, as TracIn
+with one checkpoint::
+
+    value(d) = < grad L_d , grad L_E >
+
+with L_E the policy's training loss on those episodes' states against the expert's labels (the training rule of
+`roboloop.train.corrective`; only expert-labelled steps), the mean over the labelled episodes (with `failed_only`,
+only those the policy failed). A gradient step on d changes L_E by about -lr * value(d): a positive value pulls the
+policy toward the expert where it actually drives (it helps), a negative one pulls it away (it hurts). It needs no
+outcome contrast, so it works when nearly every rollout fails or succeeds; `signals.value_eval` then names the
+labels' source, `corrective:DATASET` (the run's corrective episodes in DATASET).
+
 The cost is one backward pass per training demonstration and per rollout (on the CPU: seconds for 50
 demonstrations and 60 rollouts), against retraining on subsets (datamodels: K subset policies, each
 evaluated on the same seeds, minutes each here): see README "Which demonstrations help" for the
@@ -71,20 +87,26 @@ from roboloop.evaluate.run import eval_row
 from roboloop.refine.layers import write_signals
 from roboloop.stream import EpisodeStream
 from roboloop.train import load_policy, run_info
-from roboloop.train.features import encode_batch, stream_fields
+from roboloop.train.corrective import control_fields, expert_targets, segment_labelling
+from roboloop.train.features import ACTION, encode_batch, stream_fields
 from roboloop.train.tasks import segment_tasks
 
-__all__ = ["ESTIMATORS", "KERNEL_VERSION", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "kernel_values", "stored_values", "uses_value"]
+__all__ = ["ESTIMATORS", "EXPERT_VERSION", "KERNEL_VERSION", "LABELS_PREFIX", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "expert_values", "influence_values", "kernel_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
 """Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one."""
 KERNEL_VERSION = 2
 """`signal_versions.value` of values from the `kernel` estimator."""
+EXPERT_VERSION = 3
+"""`signal_versions.value` of values from the `expert` estimator."""
+LABELS_PREFIX = "corrective:"
+"""`signals.value_eval` of `expert` values: this prefix and the dataset of the corrective episodes whose labels were the target."""
 
 Progress = Callable[[int, int], None]
 
-ESTIMATORS = ("loss", "kernel")
-"""`ValueConfig.estimator`: `loss` (the rollouts' executed-action loss gradients) or `kernel` (the policy's tangent kernel)."""
+ESTIMATORS = ("loss", "kernel", "expert")
+"""`ValueConfig.estimator`: `loss` (the rollouts' executed-action loss gradients), `kernel` (the policy's tangent kernel)
+or `expert` (the loss gradient against an expert's labels at the states the policy drove into)."""
 SKETCH_WIDTH = 8192
 """Values per count sketch of an output gradient (the `kernel` estimator)."""
 PROJECTION_SEED = 24
@@ -104,11 +126,15 @@ class ValueConfig(Config):
     run: str = ""
     """Training run whose demonstrations are valued (its final weights and its selection's train episodes)."""
     eval: str = ""
-    """An evaluation of that run: its rollouts' outcomes say what helped."""
+    """An evaluation of that run: its rollouts' outcomes say what helped (`loss` and `kernel`; `expert` reads `labels` instead)."""
     metric: str = schema.METRIC_SUCCESS
     """The rollout outcome the values contrast: `success` (strict, 0/1) or `stage` (partial credit: furthest stage / last stage; use it when nearly every rollout fails or succeeds)."""
     estimator: str = "loss"
-    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts)."""
+    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts); `expert`: a demonstration's loss gradient against the gradient of the policy's loss on the expert's labels at the states the run's policy drove into (its corrective episodes: `roboloop collect --corrective --run RUN --mode dagger`)."""
+    labels: str = ""
+    """`expert` only: the dataset holding the run's corrective episodes (`episode.corrected_run` = the run) whose expert labels are the target ("": the run's dataset)."""
+    failed_only: bool = False
+    """`expert` only: only the corrective episodes the policy failed (False: all of them)."""
     projections: int = 8
     """`kernel` only: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
     min_rollouts: int = 10
@@ -123,7 +149,11 @@ class ValueConfig(Config):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(isinstance(self.run, str) and self.run != "", "run must name a training run (roboloop runs lists them)")
-        check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
+        if self.estimator == "expert":
+            check(self.eval == "", "the expert estimator reads the run's corrective episodes (labels), not an evaluation: drop eval")
+        else:
+            check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
+            check(self.labels == "" and not self.failed_only, "labels and failed_only apply to the expert estimator only")
         check(isinstance(self.min_rollouts, int) and self.min_rollouts >= 2, f"min_rollouts must be an int >= 2, got {self.min_rollouts!r}")
         check(isinstance(self.min_each, int) and self.min_each >= 1, f"min_each must be an int >= 1, got {self.min_each!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
@@ -198,7 +228,13 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
     if not info.get("selection") or not train_ids:
         raise DemoValueError(f"run {cfg.run} has no selection with training episodes recorded (its run.json lists no train_ids): "
                           "value needs a run trained with `roboloop train --selection NAME`")
-    outcomes, evals_ds = _rollout_outcomes(catalog, cfg)
+    if cfg.estimator == "expert":
+        evals_ds = cfg.labels or dataset
+        outcomes = _labelled_episodes(catalog, cfg, evals_ds)
+        source = LABELS_PREFIX + evals_ds
+    else:
+        outcomes, evals_ds = _rollout_outcomes(catalog, cfg)
+        source = cfg.eval
     deployed = load_policy(ws, cfg.run)
     model = deployed.model
     model.eval()
@@ -214,12 +250,12 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
         progress(0, total)
     raw = _raw_values(catalog, cfg, (evals_ds, outcomes), (dataset, train_ids), deployed, tick)
     scale = max((abs(v) for v in raw.values()), default=0.0) or 1.0
-    result = ValueResult(cfg.run, cfg.eval, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
+    result = ValueResult(cfg.run, source, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
                          sum(v == 1.0 for v in outcomes.values()))
     if cfg.write:
-        values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: cfg.eval}
+        values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: source}
                   for seg, v in result.values.items()}
-        version = KERNEL_VERSION if cfg.estimator == "kernel" else VALUE_VERSION
+        version = {"kernel": KERNEL_VERSION, "expert": EXPERT_VERSION}.get(cfg.estimator, VALUE_VERSION)
         result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: version})
     result.wall_s = time.perf_counter() - t0
     return result
@@ -234,10 +270,43 @@ def _raw_values(catalog, cfg: ValueConfig, rollouts: tuple[str, dict[str, float]
     if cfg.estimator == "kernel":
         rolls = dict(grads(evals_ds, list(outcomes), projections=cfg.projections))
         return kernel_values(dict(grads(dataset, train_ids, projections=cfg.projections)), rolls, outcomes)
+    if cfg.estimator == "expert":
+        return expert_values(dict(grads(dataset, train_ids)), dict(grads(evals_ds, list(outcomes), labelled=True)))
     mean_r = float(np.mean(list(outcomes.values())))
     weighted = ((g, outcomes[seg] - mean_r) for seg, g in grads(evals_ds, list(outcomes)))
     direction = torch.from_numpy(_direction(weighted, len(outcomes)).astype(np.float32))
     return {seg: float(torch.dot(torch.from_numpy(g), direction)) for seg, g in grads(dataset, train_ids)}
+
+
+def expert_values(demo_grads: Mapping[str, np.ndarray], labelled_grads: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The `expert` estimator (pure): `<g_d, G>`, with `G` the mean of the labelled episodes' loss gradients against
+    the expert's labels (episodes without a labelled step, a zero gradient, are left out): the first-order decrease of
+    that loss from a gradient step on demonstration d."""
+    kept = [np.asarray(g, dtype=np.float64) for g in labelled_grads.values() if np.any(g)]
+    if not kept:
+        raise DemoValueError("no corrective episode has an expert-labelled step: nothing says what the policy should have done")
+    target = np.mean(kept, axis=0)
+    return {d: float(np.dot(np.asarray(g, dtype=np.float64), target)) for d, g in demo_grads.items()}
+
+
+def _labelled_episodes(catalog, cfg: ValueConfig, dataset: str) -> dict[str, float]:
+    """Segment id -> strict success (1.0 / 0.0) of run `cfg.run`'s corrective episodes in `dataset` (with
+    `cfg.failed_only`, only the failed ones)."""
+    kind, run, success = (schema.friendly_column(schema.EPISODE, schema.EPISODE_KIND),
+                          schema.friendly_column(schema.EPISODE, schema.EPISODE_CORRECTED_RUN),
+                          schema.friendly_column(schema.OUTCOME, schema.OUTCOME_SUCCESS))
+    rows = catalog.segment_table(dataset).to_pylist() if dataset in catalog.dataset_names() else []
+    found = {r[schema.SEGMENT_ID]: float(bool(r.get(success))) for r in rows
+             if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == cfg.run}
+    if cfg.failed_only:
+        found = {s: v for s, v in found.items() if v == 0.0}
+    if not found:
+        which = "failed corrective episodes" if cfg.failed_only else "corrective episodes"
+        raise DemoValueError(f"dataset {dataset} has no {which} of run {cfg.run}: the expert estimator needs the expert's labels "
+                             f"at the states the run's policy drives into; collect them with roboloop collect --corrective "
+                             f"--run {cfg.run} --mode dagger --grid CELLS --episodes N (or, on a robot, record takeovers: "
+                             "README \"Which demonstrations help\")")
+    return found
 
 
 def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]:
@@ -279,7 +348,8 @@ def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]
 
 
 def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, batch_size: int = 2048,
-                      tick: Callable[[int], None] | None = None, projections: int = 0, sketch: int = SKETCH_WIDTH):
+                      tick: Callable[[int], None] | None = None, projections: int = 0, sketch: int = SKETCH_WIDTH,
+                      labelled: bool = False):
     """Yield (segment id, gradient of `model`'s training loss (`loss`, in eval mode: no augmentation) on that episode's
     samples of `dataset`, flattened float32 over the trainable parameters), streaming the episodes in order (each
     episode's samples are contiguous when the stream does not shuffle). `cfg`: the run's TrainConfig (rate, phase).
@@ -288,18 +358,28 @@ def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, 
     the predicted chunk, the gradient of the mean of <v_k, prediction> (read through the policy's own L1 `loss`,
     whose gradient at a target just beside the prediction is exactly that), each count-sketched to `sketch` values
     and concatenated (K x `sketch`). Their dot products estimate the policy's tangent kernel between two episodes'
-    states: how much a gradient step on one moves the predictions at the other (:func:`kernel_values`)."""
+    states: how much a gradient step on one moves the predictions at the other (:func:`kernel_values`).
+
+    With `labelled`, corrective episodes' losses are against the expert's labels, on the expert-labelled steps only
+    (`roboloop.train.corrective`; an episode without such a step gives a zero gradient)."""
     specs = model.specs
     params = [p for p in model.parameters() if p.requires_grad]
     tick = tick or (lambda n: None)
     project = _Projector(params, model, projections, sketch) if projections else None
-    stream = EpisodeStream(catalog, (dataset, list(ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
+    fields = stream_fields(specs)
+    if labelled:
+        width = next(s for s in specs if s.kind == ACTION).shape[-1]
+        fields = {**fields, **control_fields(cfg.chunk, width)}
+    stream = EpisodeStream(catalog, (dataset, list(ids)), fields=fields, rate_hz=cfg.rate_hz,
                            batch_size=batch_size, shuffle=False, rank=0, world_size=1, cache_mb=0)
+    labelling = segment_labelling(catalog, dataset, stream.segment_ids) if labelled else None
     tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
     open_eps: dict[int, list] = {}  # episode index -> [gradient sum, sample count]
     finished: set[int] = set()
     for batch in stream:
         enc = encode_batch(specs, batch, cfg, tasks)
+        if labelling is not None:
+            enc = expert_targets(enc, batch, labelling, expert_steps_only=True)
         index = batch["episode_index"].to(torch.int64)
         present = torch.unique(index).tolist()
         for ep in sorted(open_eps):
@@ -317,7 +397,7 @@ def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, 
                 model.zero_grad(set_to_none=True)
                 loss, metrics = model.loss(sub)
                 n = float(metrics["n"])
-                flat = _flat_grad(loss, params) * n
+                flat = _flat_grad(loss, params) * n if n > 0 else torch.zeros(sum(p.numel() for p in params))
             acc = open_eps.setdefault(ep, [torch.zeros_like(flat), 0.0])
             acc[0] += flat
             acc[1] += n
