@@ -102,8 +102,8 @@ def selection(cat: Catalog, name: str, ids: list[str]) -> curate.Selection:
 
 
 def train_on(cat: Catalog, sel: curate.Selection, like: str | None, epochs: int) -> str:
-    for info in list_runs(cat.workspace):  # a re-run reuses a finished run on the same ids
-        if info.get("selection") == sel.name and info.get("selection_digest") == sel.digest and info.get("status") == "finished":
+    for info in list_runs(cat.workspace):  # a re-run reuses a finished run on the same ids (every run here has v1's config)
+        if info.get("selection_digest") == sel.digest and info.get("status") == "finished":
             log(f"train {sel.name}: reusing run {info['run_id']}")
             return info["run_id"]
     cfg = (load_config(cat.workspace, like).replace(selection=sel.name) if like
@@ -160,8 +160,7 @@ def main() -> None:
                     "its demonstrations are those there, the clean ones of the mixed set those elsewhere, and the clean set "
                     "has as many clean ones there")
     ap.add_argument("--estimator", default="loss", help="value's estimator (the one v3 is curated by): loss, kernel or expert")
-    ap.add_argument("--also", default="", help="further estimators scored for precision only (comma-separated; `expert-failed`: "
-                    "expert on the failed corrective episodes only)")
+    ap.add_argument("--also", default="", help="further estimators scored for precision only (comma-separated)")
     ap.add_argument("--labels", type=int, default=30, help="expert estimator: dagger episodes of v1 per grid cell (the expert's "
                     "labels; their own seeds, not the evaluation's)")
     ap.add_argument("--loop-tag", default="", help="a further suffix of the curated selections' names (another estimator on the same v1)")
@@ -221,8 +220,8 @@ def dagger_labels(cat: Catalog, a, run_v1: str) -> dict:
 
 
 def value_of(cat: Catalog, a, run_v1: str, eval_v1: str, estimator: str, write: bool):
-    if estimator.startswith("expert"):
-        return demonstration_value(cat, ValueConfig(run=run_v1, estimator="expert", failed_only=estimator == "expert-failed", write=write))
+    if estimator == "expert":
+        return demonstration_value(cat, ValueConfig(run=run_v1, estimator="expert", write=write))
     try:
         return demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric, estimator=estimator, write=write))
     except DemoValueError as exc:  # nearly every rollout failed (or succeeded): contrast the stages reached
@@ -233,7 +232,7 @@ def value_of(cat: Catalog, a, run_v1: str, eval_v1: str, estimator: str, write: 
 def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
     out: dict = {}
     also = [e for e in a.also.split(",") if e]
-    if any(e.startswith("expert") for e in [a.estimator, *also]):
+    if "expert" in [a.estimator, *also]:
         out["labels"] = dagger_labels(cat, a, run_v1)
     out["value_by_estimator"] = {}
     for estimator in [*also, a.estimator]:  # the curating one last: its values are the ones written

@@ -4,6 +4,7 @@ input is an error that says what to do."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from roboloop.analyze.value import (
     demonstration_value,
     describe,
     episode_gradients,
+    expert_losses,
     expert_values,
     influence_values,
     kernel_values,
@@ -222,41 +224,31 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output
 
 
-def test_expert_estimator_is_the_first_order_change_of_the_expert_loss():
-    """Known answer for `expert_values` (pure), on a linear policy y = W x with a squared loss, whose gradients are
-    exact: demonstrations labelled by the expert's W* plus a planted offset pull W away from the expert; the value of
-    each one is the decrease of the loss on the expert's labels at other (visited) states from a small gradient step
-    on it, divided by the step size, which is computed here independently by taking that step."""
-    rng = np.random.default_rng(3)
-    offset = np.array([1.5, -1.0, 0.8])
-    w_expert = rng.normal(size=(3, 4))
-    w = w_expert + 0.05 * rng.normal(size=(3, 4))
-    w[:, 0] += offset / 3  # a policy fitted to the mix (a third planted): its intercept pulled toward the offset
-
-    def grad(x, y):  # d/dW of mean_i |W x_i - y_i|^2 / 2
-        return ((x @ w.T - y).T @ x / len(x)).ravel()
-
-    def expert_loss(wt, x):
-        return float(np.mean(np.sum((x @ wt.T - x @ w_expert.T) ** 2, axis=1)) / 2)
-
-    planted = {"d1", "d4"}
-    demos = {}
-    for i in range(6):
-        x = np.c_[np.ones(20), rng.normal(size=(20, 3))]  # x[:, 0] = 1: the intercept
-        y = x @ w_expert.T + (offset if f"d{i}" in planted else 0.0)
-        demos[f"d{i}"] = (x, y)
-    visited = {f"r{i}": np.c_[np.ones(30), rng.normal(size=(30, 3))] for i in range(5)}
-    labelled = {r: grad(x, x @ w_expert.T) for r, x in visited.items()}
-    labelled["r-unlabelled"] = np.zeros(12)  # an episode without a labelled step is left out
-    values = expert_values({d: grad(x, y) for d, (x, y) in demos.items()}, labelled)
-    eta = 1e-5
-    for d, (x, y) in demos.items():
-        stepped = w - eta * grad(x, y).reshape(3, 4)
-        drop = np.mean([expert_loss(w, v) - expert_loss(stepped, v) for v in visited.values()]) / eta
-        assert values[d] == pytest.approx(drop, rel=1e-3)
-    assert set(sorted(values, key=values.get)[:2]) == planted and all(values[d] < 0 for d in planted), values
-    with pytest.raises(DemoValueError, match="no corrective episode has an expert-labelled step"):
-        expert_values({"d0": np.ones(12)}, {"r": np.zeros(12)})
+def test_expert_estimator_blames_the_demonstrations_taught_where_the_policy_departs_from_the_expert():
+    """Known answer for `expert_values` (pure): every labelled episode's output gradient is one demonstration's plus
+    noise (the policy behaved there as it learned from that one); where it behaved as a planted demonstration taught,
+    the policy is far from the expert's labels (a large L1). Those demonstrations rank lowest and negative. The score
+    is a log-likelihood: scaling every loss by a constant changes nothing; an episode without labelled steps (no loss)
+    is left out; fewer than 2 labelled episodes is an error."""
+    rng = np.random.default_rng(1)
+    shared = 5.0 * rng.normal(size=256)
+    demos = {f"d{i}": shared + rng.normal(size=256) for i in range(8)}
+    planted = {"d3", "d5"}
+    labelled, losses = {}, {}
+    for i in range(24):
+        d = f"d{i % 8}"
+        labelled[f"e{i}"] = demos[d] + 0.3 * rng.normal(size=256)
+        losses[f"e{i}"] = (0.9 if d in planted else 0.05) * rng.uniform(0.8, 1.25)
+    labelled["e-unlabelled"] = demos["d0"] + 0.3 * rng.normal(size=256)
+    values = expert_values(demos, labelled, losses)
+    assert set(sorted(values, key=values.get)[:2]) == planted, values
+    assert all((v < 0) == (d in planted) for d, v in values.items()), values
+    scaled = expert_values(demos, labelled, {e: 7.0 * v for e, v in losses.items()})
+    assert all(scaled[d] == pytest.approx(v) for d, v in values.items())
+    without = expert_values(demos, {e: g for e, g in labelled.items() if e != "e-unlabelled"}, losses)
+    assert without == values
+    with pytest.raises(DemoValueError, match=r"1 corrective episode\(s\) with expert-labelled steps.*at least 2"):
+        expert_values(demos, labelled, {"e0": 0.1})
 
 
 def _write_labelled(ws: Workspace, dataset: str, segment_id: str, offset: float, run_id: str, seed: int, *,
@@ -275,23 +267,48 @@ def _write_labelled(ws: Workspace, dataset: str, segment_id: str, offset: float,
     return path
 
 
-def test_expert_value_ranks_the_planted_demonstrations_lowest_and_names_its_labels(valued):
-    """End to end on the synthetic run: where the run's policy drove, the expert labelled the clean action; the two
-    biased demonstrations pull the policy away from it. The value is written with the labels' source as provenance;
-    an intervention without a takeover step, or a run without corrective episodes, is an error saying what to do."""
+def test_expert_value_reads_the_runs_corrective_labels_and_names_them(valued):
+    """End to end on the synthetic run: corrective episodes of the run (the policy drove with the planted bias, the
+    expert labelled the clean action) in their own dataset. The written values are the pure estimator's on the run's
+    sketches and on the policy's loss against the expert's labels, which is lower than against what was executed;
+    the labels' source is the provenance. An intervention without a takeover step, or a run without corrective
+    episodes, is an error saying what to do."""
     cat, run_id, _ = valued
     ws = cat.workspace
-    cat.register_files("synlab", [_write_labelled(ws, "synlab", f"lab-{i}", 0.06 * i - 0.15, run_id, 200 + i) for i in range(6)])
+    labs = [f"lab-{i}" for i in range(6)]
+    cat.register_files("synlab", [_write_labelled(ws, "synlab", sid, 0.07 * i - 0.17, run_id, 200 + i) for i, sid in enumerate(labs)])
     res = demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels="synlab"))
-    assert res.rollouts == 6 and res.eval == "corrective:synlab"
-    assert {s for s, _ in res.lowest(2)} == SLOPPY, res.values
-    assert all(res.values[s] < 0 for s in SLOPPY) and np.median([v for s, v in res.values.items() if s not in SLOPPY]) > 0, res.values
+    assert res.rollouts == 6 and res.eval == "corrective:synlab" and res.successes == 0
+    policy = load_policy(ws, run_id)
+    losses = expert_losses(cat, "synlab", labs, policy.model, policy.cfg)
+    executed = dict(episode_losses(cat, "synlab", labs, policy))
+    assert set(losses) == set(labs) and all(losses[e] < executed[e] for e in labs), (losses, executed)
+    sketch = functools.partial(episode_gradients, cat, model=policy.model, cfg=policy.cfg, projections=8)
+    want = expert_values(dict(sketch(DS, [f"syn-{i:03d}" for i in range(8)])), dict(sketch("synlab", labs)), losses)
+    scale = max(abs(v) for v in want.values())
+    assert res.values == pytest.approx({d: v / scale for d, v in want.items()}, abs=1e-5)
     table = {r["segment_id"]: r for r in cat.segment_table(DS).to_pylist()}
     assert {(table[s]["signals.value_eval"], table[s]["signal_versions.value"]) for s in res.values} == {("corrective:synlab", 3)}
-    cat.register_files("synhw", [_write_labelled(ws, "synhw", "hw-0", 0.0, run_id, 300, mode=schema.MODE_INTERVENTION)])
-    with pytest.raises(DemoValueError, match="no corrective episode has an expert-labelled step"):
+    cat.register_files("synhw", [_write_labelled(ws, "synhw", f"hw-{i}", 0.0, run_id, 300 + i, mode=schema.MODE_INTERVENTION)
+                                 for i in range(2)])
+    with pytest.raises(DemoValueError, match=r"0 corrective episode\(s\) with expert-labelled steps"):
         demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels="synhw", write=False))
-    with pytest.raises(DemoValueError, match=rf"no failed corrective episodes of run {run_id}.*collect --corrective --run {run_id} --mode dagger"):
-        demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels=DS, failed_only=True, write=False))
+    with pytest.raises(DemoValueError, match=rf"no corrective episodes of run {run_id}.*collect --corrective --run {run_id} --mode dagger"):
+        demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels=DS, write=False))
     with pytest.raises(RoboloopError, match="not an evaluation"):
         ValueConfig(run=run_id, eval="e", estimator="expert")
+
+
+def episode_losses(cat, dataset: str, ids: list[str], policy):
+    """(segment id, the policy's L1 against the executed actions), the ordinary training targets, for comparison."""
+    from roboloop.stream import EpisodeStream
+    from roboloop.train.features import encode_batch, stream_fields
+
+    stream = EpisodeStream(cat, (dataset, ids), fields=stream_fields(policy.model.specs), rate_hz=policy.cfg.rate_hz,
+                           batch_size=100_000, shuffle=False)
+    for batch in stream:
+        enc = encode_batch(policy.model.specs, batch, policy.cfg)
+        for ep in sorted(set(batch["episode_index"].tolist())):
+            mask = batch["episode_index"] == ep
+            loss, _ = policy.model.loss({k: v[mask] for k, v in enc.items()})
+            yield stream.segment_ids[ep], loss.item()

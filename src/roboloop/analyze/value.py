@@ -38,20 +38,22 @@ beside its prediction, whose gradient is exactly the projection), count-sketched
 their mean over all the episodes (the component every episode shares moves every prediction alike). It does not
 need the rollouts' actions to differ from the predictions, and costs K backward passes per episode.
 
-**The `expert` estimator** (`estimator="expert"`). Both estimators above ask the rollouts which demonstrations the
-policy's behaviour came from, and read "helps" off the outcomes. Where an expert can say what the policy *should*
-have done at the states it drove into, there is a target: the task's corrective expert labels every state of the
-run's own rollouts (`roboloop collect --corrective --run RUN --mode dagger`: the policy drives, the expert only
-labels, `/control/expert_action`; on a robot, the steps a person took over, `/control/source` = 1). Then, as TracIn
-with one checkpoint::
+**The `expert` estimator** (`estimator="expert"`). Both estimators above read "helps" off the rollouts' outcomes.
+Where an expert can say what the policy *should* have done at the states it drove into, there is a target: the
+task's corrective expert labels every state of the run's own rollouts (`roboloop collect --corrective --run RUN
+--mode dagger`: the policy drives, the expert only labels, `/control/expert_action`; on a robot, the steps a person
+took over, `/control/source` = 1). Each such episode e gets, instead of a success, the policy's log-likelihood of
+the expert's actions at its labelled steps: for an L1 policy (a Laplace distribution around the prediction, its
+scale fitted per episode) that is, up to a constant, `l_e = -log(mean |prediction - expert label|)`. Then, as the
+`kernel` estimator::
 
-    value(d) = < grad L_d , grad L_E >
+    value(d) = mean_e (l_e - mean l) * cos(k_d, k_e)
 
-with L_E the policy's training loss on those episodes' states against the expert's labels (the training rule of
-`roboloop.train.corrective`; only expert-labelled steps), the mean over the labelled episodes (with `failed_only`,
-only those the policy failed). A gradient step on d changes L_E by about -lr * value(d): a positive value pulls the
-policy toward the expert where it actually drives (it helps), a negative one pulls it away (it hurts). It needs no
-outcome contrast, so it works when nearly every rollout fails or succeeds; `signals.value_eval` then names the
+a demonstration scores low when the states where the policy acts least like the expert are those whose behaviour
+it learned from it. The loss-gradient form of the same target (`<grad L_d, grad L_E>`, TracIn against the expert's
+labels) was measured first and ranked the planted demonstrations no better than chance: at the final weights an
+L1 demonstration gradient is mostly the sign of fitted noise (benchmarks/README.md, "issue 24, third session").
+It needs no outcome contrast, so it works when every rollout fails or succeeds; `signals.value_eval` names the
 labels' source, `corrective:DATASET` (the run's corrective episodes in DATASET).
 
 The cost is one backward pass per training demonstration and per rollout (on the CPU: seconds for 50
@@ -91,7 +93,7 @@ from roboloop.train.corrective import control_fields, expert_targets, segment_la
 from roboloop.train.features import ACTION, encode_batch, stream_fields
 from roboloop.train.tasks import segment_tasks
 
-__all__ = ["ESTIMATORS", "EXPERT_VERSION", "KERNEL_VERSION", "LABELS_PREFIX", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "expert_values", "influence_values", "kernel_values", "stored_values", "uses_value"]
+__all__ = ["ESTIMATORS", "EXPERT_VERSION", "KERNEL_VERSION", "LABELS_PREFIX", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "expert_losses", "expert_values", "influence_values", "kernel_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
 """Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one."""
@@ -106,11 +108,13 @@ Progress = Callable[[int, int], None]
 
 ESTIMATORS = ("loss", "kernel", "expert")
 """`ValueConfig.estimator`: `loss` (the rollouts' executed-action loss gradients), `kernel` (the policy's tangent kernel)
-or `expert` (the loss gradient against an expert's labels at the states the policy drove into)."""
+or `expert` (the tangent kernel weighted by how well the policy matches an expert's labels where it drove)."""
 SKETCH_WIDTH = 8192
 """Values per count sketch of an output gradient (the `kernel` estimator)."""
 PROJECTION_SEED = 24
 """Seed of the `kernel` estimator's random projections (fixed: the same run and evaluation give the same values)."""
+LOSS_FLOOR = 1e-9
+"""The `expert` estimator's smallest expert loss (a policy that matches the labels exactly: a finite log-likelihood)."""
 OFFSET = 1e-3
 """How far beside the prediction the `kernel` estimator's L1 targets lie (relative): only the sign matters."""
 
@@ -130,11 +134,9 @@ class ValueConfig(Config):
     metric: str = schema.METRIC_SUCCESS
     """The rollout outcome the values contrast: `success` (strict, 0/1) or `stage` (partial credit: furthest stage / last stage; use it when nearly every rollout fails or succeeds)."""
     estimator: str = "loss"
-    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts); `expert`: a demonstration's loss gradient against the gradient of the policy's loss on the expert's labels at the states the run's policy drove into (its corrective episodes: `roboloop collect --corrective --run RUN --mode dagger`)."""
+    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts); `expert`: as `kernel`, with each of the run's corrective episodes (`roboloop collect --corrective --run RUN --mode dagger`) weighted by the policy's log-likelihood of the expert's labels there instead of a success (which demonstrations taught the behaviour where the policy departs from the expert)."""
     labels: str = ""
     """`expert` only: the dataset holding the run's corrective episodes (`episode.corrected_run` = the run) whose expert labels are the target ("": the run's dataset)."""
-    failed_only: bool = False
-    """`expert` only: only the corrective episodes the policy failed (False: all of them)."""
     projections: int = 8
     """`kernel` only: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
     min_rollouts: int = 10
@@ -153,7 +155,7 @@ class ValueConfig(Config):
             check(self.eval == "", "the expert estimator reads the run's corrective episodes (labels), not an evaluation: drop eval")
         else:
             check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
-            check(self.labels == "" and not self.failed_only, "labels and failed_only apply to the expert estimator only")
+            check(self.labels == "", "labels applies to the expert estimator only")
         check(isinstance(self.min_rollouts, int) and self.min_rollouts >= 2, f"min_rollouts must be an int >= 2, got {self.min_rollouts!r}")
         check(isinstance(self.min_each, int) and self.min_each >= 1, f"min_each must be an int >= 1, got {self.min_each!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
@@ -230,7 +232,7 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
                           "value needs a run trained with `roboloop train --selection NAME`")
     if cfg.estimator == "expert":
         evals_ds = cfg.labels or dataset
-        outcomes = _labelled_episodes(catalog, cfg, evals_ds)
+        outcomes = _corrective_episodes(catalog, cfg, evals_ds)
         source = LABELS_PREFIX + evals_ds
     else:
         outcomes, evals_ds = _rollout_outcomes(catalog, cfg)
@@ -271,39 +273,70 @@ def _raw_values(catalog, cfg: ValueConfig, rollouts: tuple[str, dict[str, float]
         rolls = dict(grads(evals_ds, list(outcomes), projections=cfg.projections))
         return kernel_values(dict(grads(dataset, train_ids, projections=cfg.projections)), rolls, outcomes)
     if cfg.estimator == "expert":
-        return expert_values(dict(grads(dataset, train_ids)), dict(grads(evals_ds, list(outcomes), labelled=True)))
+        losses = expert_losses(catalog, evals_ds, list(outcomes), model, deployed.cfg, batch_size=cfg.batch_size)
+        _enough_labelled(len(losses))
+        rolls = dict(grads(evals_ds, [e for e in outcomes if e in losses], projections=cfg.projections))
+        return expert_values(dict(grads(dataset, train_ids, projections=cfg.projections)), rolls, losses)
     mean_r = float(np.mean(list(outcomes.values())))
     weighted = ((g, outcomes[seg] - mean_r) for seg, g in grads(evals_ds, list(outcomes)))
     direction = torch.from_numpy(_direction(weighted, len(outcomes)).astype(np.float32))
     return {seg: float(torch.dot(torch.from_numpy(g), direction)) for seg, g in grads(dataset, train_ids)}
 
 
-def expert_values(demo_grads: Mapping[str, np.ndarray], labelled_grads: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """The `expert` estimator (pure): `<g_d, G>`, with `G` the mean of the labelled episodes' loss gradients against
-    the expert's labels (episodes without a labelled step, a zero gradient, are left out): the first-order decrease of
-    that loss from a gradient step on demonstration d."""
-    kept = [np.asarray(g, dtype=np.float64) for g in labelled_grads.values() if np.any(g)]
-    if not kept:
-        raise DemoValueError("no corrective episode has an expert-labelled step: nothing says what the policy should have done")
-    target = np.mean(kept, axis=0)
-    return {d: float(np.dot(np.asarray(g, dtype=np.float64), target)) for d, g in demo_grads.items()}
+def expert_values(demo_sketches: Mapping[str, np.ndarray], labelled_sketches: Mapping[str, np.ndarray],
+                  losses: Mapping[str, float]) -> dict[str, float]:
+    """The `expert` estimator (pure): :func:`kernel_values` with each labelled episode's outcome replaced by the
+    policy's log-likelihood of the expert's labels there, `-log(losses[e])` (`losses`: the mean L1 between the
+    policy's predictions and the expert's labels over the episode's labelled steps; a scale-free score, so episodes
+    are compared by how far off the policy is relative to each other)."""
+    kept = {e: g for e, g in labelled_sketches.items() if e in losses}
+    _enough_labelled(len(kept))
+    return kernel_values(demo_sketches, kept, {e: -float(np.log(max(losses[e], LOSS_FLOOR))) for e in kept})
 
 
-def _labelled_episodes(catalog, cfg: ValueConfig, dataset: str) -> dict[str, float]:
-    """Segment id -> strict success (1.0 / 0.0) of run `cfg.run`'s corrective episodes in `dataset` (with
-    `cfg.failed_only`, only the failed ones)."""
+def _enough_labelled(n: int) -> None:
+    if n < 2:
+        raise DemoValueError(f"{n} corrective episode(s) with expert-labelled steps: the expert estimator compares "
+                             "at least 2 (collect more: roboloop collect --corrective --run RUN --mode dagger)")
+
+
+def expert_losses(catalog, dataset: str, ids: Sequence[str], model, cfg, *, batch_size: int = 2048) -> dict[str, float]:
+    """Per corrective episode of `dataset` among `ids`: `model`'s mean training loss (L1, eval mode) against the expert's
+    labels over its expert-labelled steps (the rule of `roboloop.train.corrective`: every step of a simulated
+    corrective episode, the takeover steps of an intervention); episodes without a labelled step are left out."""
+    specs = model.specs
+    width = next(s for s in specs if s.kind == ACTION).shape[-1]
+    stream = EpisodeStream(catalog, (dataset, list(ids)), fields={**stream_fields(specs), **control_fields(cfg.chunk, width)},
+                           rate_hz=cfg.rate_hz, batch_size=batch_size, shuffle=False, rank=0, world_size=1, cache_mb=0)
+    labelling = segment_labelling(catalog, dataset, stream.segment_ids)
+    if labelling is None:
+        return {}
+    tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
+    total: dict[int, list[float]] = {}
+    with torch.no_grad():
+        for batch in stream:
+            enc = expert_targets(encode_batch(specs, batch, cfg, tasks), batch, labelling, expert_steps_only=True)
+            index = batch["episode_index"].to(torch.int64)
+            for ep in torch.unique(index).tolist():
+                mask = index == ep
+                loss, metrics = model.loss({k: v[mask] for k, v in enc.items()})
+                acc = total.setdefault(ep, [0.0, 0.0])
+                acc[0] += float(loss) * metrics["n"]
+                acc[1] += metrics["n"]
+    return {stream.segment_ids[ep]: s / n for ep, (s, n) in total.items() if n > 0}
+
+
+def _corrective_episodes(catalog, cfg: ValueConfig, dataset: str) -> dict[str, float]:
+    """Segment id -> strict success (1.0 / 0.0) of run `cfg.run`'s corrective episodes in `dataset`."""
     kind, run, success = (schema.friendly_column(schema.EPISODE, schema.EPISODE_KIND),
                           schema.friendly_column(schema.EPISODE, schema.EPISODE_CORRECTED_RUN),
                           schema.friendly_column(schema.OUTCOME, schema.OUTCOME_SUCCESS))
     rows = catalog.segment_table(dataset).to_pylist() if dataset in catalog.dataset_names() else []
     found = {r[schema.SEGMENT_ID]: float(bool(r.get(success))) for r in rows
              if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == cfg.run}
-    if cfg.failed_only:
-        found = {s: v for s, v in found.items() if v == 0.0}
     if not found:
-        which = "failed corrective episodes" if cfg.failed_only else "corrective episodes"
-        raise DemoValueError(f"dataset {dataset} has no {which} of run {cfg.run}: the expert estimator needs the expert's labels "
-                             f"at the states the run's policy drives into; collect them with roboloop collect --corrective "
+        raise DemoValueError(f"dataset {dataset} has no corrective episodes of run {cfg.run}: the expert estimator needs the expert's "
+                             f"labels at the states the run's policy drives into; collect them with roboloop collect --corrective "
                              f"--run {cfg.run} --mode dagger --grid CELLS --episodes N (or, on a robot, record takeovers: "
                              "README \"Which demonstrations help\")")
     return found
@@ -348,8 +381,7 @@ def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]
 
 
 def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, batch_size: int = 2048,
-                      tick: Callable[[int], None] | None = None, projections: int = 0, sketch: int = SKETCH_WIDTH,
-                      labelled: bool = False):
+                      tick: Callable[[int], None] | None = None, projections: int = 0, sketch: int = SKETCH_WIDTH):
     """Yield (segment id, gradient of `model`'s training loss (`loss`, in eval mode: no augmentation) on that episode's
     samples of `dataset`, flattened float32 over the trainable parameters), streaming the episodes in order (each
     episode's samples are contiguous when the stream does not shuffle). `cfg`: the run's TrainConfig (rate, phase).
@@ -358,28 +390,18 @@ def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, 
     the predicted chunk, the gradient of the mean of <v_k, prediction> (read through the policy's own L1 `loss`,
     whose gradient at a target just beside the prediction is exactly that), each count-sketched to `sketch` values
     and concatenated (K x `sketch`). Their dot products estimate the policy's tangent kernel between two episodes'
-    states: how much a gradient step on one moves the predictions at the other (:func:`kernel_values`).
-
-    With `labelled`, corrective episodes' losses are against the expert's labels, on the expert-labelled steps only
-    (`roboloop.train.corrective`; an episode without such a step gives a zero gradient)."""
+    states: how much a gradient step on one moves the predictions at the other (:func:`kernel_values`)."""
     specs = model.specs
     params = [p for p in model.parameters() if p.requires_grad]
     tick = tick or (lambda n: None)
     project = _Projector(params, model, projections, sketch) if projections else None
-    fields = stream_fields(specs)
-    if labelled:
-        width = next(s for s in specs if s.kind == ACTION).shape[-1]
-        fields = {**fields, **control_fields(cfg.chunk, width)}
-    stream = EpisodeStream(catalog, (dataset, list(ids)), fields=fields, rate_hz=cfg.rate_hz,
+    stream = EpisodeStream(catalog, (dataset, list(ids)), fields=stream_fields(specs), rate_hz=cfg.rate_hz,
                            batch_size=batch_size, shuffle=False, rank=0, world_size=1, cache_mb=0)
-    labelling = segment_labelling(catalog, dataset, stream.segment_ids) if labelled else None
     tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
     open_eps: dict[int, list] = {}  # episode index -> [gradient sum, sample count]
     finished: set[int] = set()
     for batch in stream:
         enc = encode_batch(specs, batch, cfg, tasks)
-        if labelling is not None:
-            enc = expert_targets(enc, batch, labelling, expert_steps_only=True)
         index = batch["episode_index"].to(torch.int64)
         present = torch.unique(index).tolist()
         for ep in sorted(open_eps):
@@ -397,7 +419,7 @@ def episode_gradients(catalog, dataset: str, ids: Sequence[str], model, cfg, *, 
                 model.zero_grad(set_to_none=True)
                 loss, metrics = model.loss(sub)
                 n = float(metrics["n"])
-                flat = _flat_grad(loss, params) * n if n > 0 else torch.zeros(sum(p.numel() for p in params))
+                flat = _flat_grad(loss, params) * n
             acc = open_eps.setdefault(ep, [torch.zeros_like(flat), 0.0])
             acc[0] += flat
             acc[1] += n

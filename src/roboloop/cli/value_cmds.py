@@ -23,11 +23,10 @@ def value_cmd(
     lowest: Annotated[int, typer.Option("--lowest", min=0, help="How many of the lowest-valued demonstrations to list.")] = 5,
     estimator: Annotated[str, typer.Option("--estimator", help=config_help(ValueConfig, "estimator"))] = ValueConfig.estimator,
     labels: Annotated[str, typer.Option("--labels", help=config_help(ValueConfig, "labels"))] = ValueConfig.labels,
-    failed_only: Annotated[bool, typer.Option("--failed-only", help=config_help(ValueConfig, "failed_only"))] = ValueConfig.failed_only,
 ) -> None:
     """Per training demonstration of RUN, its estimated effect on closed-loop success (from EVAL's rollouts, or with
     `--estimator expert` from the expert's labels in RUN's corrective episodes), written as `signals.value`."""
-    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric, estimator=estimator, labels=labels, failed_only=failed_only))
+    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric, estimator=estimator, labels=labels))
     with open_catalog() as cat, Progress(
         TextColumn("value"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
     ) as bar:
