@@ -219,7 +219,7 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     with Catalog(Workspace(cat.workspace.root), url="") as fresh:  # what the command registered, seen anew
         assert {r["signal_versions.value"] for r in fresh.segment_table(DS).to_pylist()} == {2}  # the kernel estimator's version
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "knn"], env=env)
-    assert res.exit_code != 0 and "estimator must be one of loss, kernel" in res.output and "Traceback" not in res.output
+    assert res.exit_code != 0 and "estimator must be one of loss, kernel, expert" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output
 
@@ -297,6 +297,20 @@ def test_expert_value_reads_the_runs_corrective_labels_and_names_them(valued):
         demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels=DS, write=False))
     with pytest.raises(RoboloopError, match="not an evaluation"):
         ValueConfig(run=run_id, eval="e", estimator="expert")
+
+    from typer.testing import CliRunner
+
+    from roboloop.cli import app
+    from roboloop.cli.value_cmds import register
+
+    register(app)
+    env, root = {"ROBOLOOP_CATALOG": "", "COLUMNS": "250"}, str(ws.root)
+    res = CliRunner().invoke(app, ["--workspace", root, "value", "--run", run_id, "--estimator", "expert", "--labels", "synlab", "--lowest", "2"], env=env)
+    assert res.exit_code == 0, res.output
+    assert f"of run {run_id}, from the expert's labels in 6 corrective episode(s) of the run in synlab (0 successful)" in res.stdout
+    assert res.stdout.count("roboloop open syn-0") == 2
+    res = CliRunner().invoke(app, ["--workspace", root, "value", "--run", run_id, "--eval", "e", "--estimator", "expert"], env=env)
+    assert res.exit_code != 0 and "not an evaluation" in res.output and "Traceback" not in res.output
 
 
 def episode_losses(cat, dataset: str, ids: list[str], policy):

@@ -126,5 +126,5 @@ def test_collect_records_the_operator_only_as_a_hidden_property(catalog):
     collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=6, steps=4, operator="turned"))
     row = {r["episode.seed"]: r for r in catalog.segment_table("ops").to_pylist()}[6]
     assert row[column] == "turned" and row["episode.policy"] == ScriptedHandover.policy_id
-    with pytest.raises(ConfigError, match="operator must be one of clean, sloppy, fragile"):
+    with pytest.raises(ConfigError, match="operator must be one of clean, sloppy, fragile, turned"):
         CollectConfig(dataset="ops", episodes=1, operator="careless")
