@@ -96,7 +96,7 @@ from roboloop.train.tasks import segment_tasks
 __all__ = ["ESTIMATORS", "EXPERT_VERSION", "KERNEL_VERSION", "LABELS_PREFIX", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "expert_losses", "expert_values", "influence_values", "kernel_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
-"""Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one."""
+"""Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one, 3 the `expert` one."""
 KERNEL_VERSION = 2
 """`signal_versions.value` of values from the `kernel` estimator."""
 EXPERT_VERSION = 3
@@ -138,7 +138,7 @@ class ValueConfig(Config):
     labels: str = ""
     """`expert` only: the dataset holding the run's corrective episodes (`episode.corrected_run` = the run) whose expert labels are the target ("": the run's dataset)."""
     projections: int = 8
-    """`kernel` only: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
+    """`kernel` and `expert`: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
     min_rollouts: int = 10
     """Fewest judged rollouts to estimate anything from."""
     min_each: int = 2
