@@ -15,12 +15,19 @@
 `--operator fragile` plants the fragile operator instead of the sloppy one; `--zone LO,HI` gives it one part of
 the table (its demonstrations are those whose cube starts at x in [LO, HI); the mixed set's clean ones come from
 elsewhere, and the clean set has as many clean ones in the zone); `--estimator kernel` values with the kernel
-estimator; `--oracle` adds the bound (the mixed set minus exactly the planted ones); `--no-video` collects
-without the camera (the state policy never reads it).
+estimator, `--estimator expert` with the expert estimator (it first collects `--labels` dagger episodes of v1 per cell,
+`collect --corrective --mode dagger`; `--also` scores further estimators for precision only); `--oracle` adds the
+bound (the mixed set minus exactly the planted ones); `--no-video` collects without the camera (the state policy
+never reads it).
 
     PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop
     PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop --share 0.6 \
         --operator fragile --no-video --estimator kernel --oracle --tag=-frag60
+    PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop --share 0.3 \
+        --operator turned --sloppy-seed 30000 --no-video --estimator expert --also loss,kernel --oracle --tag=-turn30
+
+A finished run on the same training ids is reused (every run here has v1's config), so the controls are trained once
+for all estimators.
 """
 
 from __future__ import annotations

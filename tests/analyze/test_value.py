@@ -297,6 +297,8 @@ def test_expert_value_reads_the_runs_corrective_labels_and_names_them(valued):
         demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels=DS, write=False))
     with pytest.raises(RoboloopError, match="not an evaluation"):
         ValueConfig(run=run_id, eval="e", estimator="expert")
+    with pytest.raises(RoboloopError, match="metric applies to the loss and kernel estimators"):
+        ValueConfig(run=run_id, estimator="expert", metric="stage")
 
     from typer.testing import CliRunner
 

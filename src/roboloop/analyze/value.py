@@ -153,6 +153,7 @@ class ValueConfig(Config):
         check(isinstance(self.run, str) and self.run != "", "run must name a training run (roboloop runs lists them)")
         if self.estimator == "expert":
             check(self.eval == "", "the expert estimator reads the run's corrective episodes (labels), not an evaluation: drop eval")
+            check(self.metric == schema.METRIC_SUCCESS, "metric applies to the loss and kernel estimators (the expert estimator scores episodes by the expert's labels)")
         else:
             check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
             check(self.labels == "", "labels applies to the expert estimator only")
