@@ -157,7 +157,8 @@ def main() -> None:
     ap.add_argument("--grid", default="lighting=normal,dim")
     ap.add_argument("--per-cell", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--stage", choices=("harm", "loop", "all"), default="all")
+    ap.add_argument("--stage", choices=("harm", "loop", "all", "value"), default="all",
+                    help="value: v1, its evaluation and the estimators' precision, without the curated trainings")
     ap.add_argument("--seed", type=int, default=0, help="random-removal control's seed")
     ap.add_argument("--sloppy-seed", type=int, default=20_000, help="first seed of the sloppy demos (an earlier variant's live below)")
     ap.add_argument("--metric", default="success", help="value's rollout outcome: success or stage")
@@ -202,7 +203,7 @@ def main() -> None:
             eval_c, rows_c = eval_on(cat, run_c, a.grid, a.per_cell, a.workers)
             out["clean"] = summary(rows_c)
             out["clean_vs_mixed"] = paired(cat, eval_v1, eval_c)
-        if a.stage in ("loop", "all"):
+        if a.stage in ("loop", "all", "value"):
             out.update(loop(cat, a, run_v1, eval_v1, mixed_ids, planted, n_sloppy))
     out["wall_total_s"] = round(time.perf_counter() - t_all)
     print(json.dumps(out, indent=2, default=str))
@@ -265,6 +266,8 @@ def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], plant
     best = max(heur, key=heur.get)
     out["heuristic_precision"] = {k: round(v, 3) for k, v in heur.items()}
     out["best_heuristic"] = best
+    if a.stage == "value":
+        return out
     drops = {
         "v3-value": set(lowest),
         "random": set(random.Random(a.seed).sample(mixed_ids, n_drop)),
