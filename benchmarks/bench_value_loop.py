@@ -15,12 +15,19 @@
 `--operator fragile` plants the fragile operator instead of the sloppy one; `--zone LO,HI` gives it one part of
 the table (its demonstrations are those whose cube starts at x in [LO, HI); the mixed set's clean ones come from
 elsewhere, and the clean set has as many clean ones in the zone); `--estimator kernel` values with the kernel
-estimator; `--oracle` adds the bound (the mixed set minus exactly the planted ones); `--no-video` collects
-without the camera (the state policy never reads it).
+estimator, `--estimator expert` with the expert estimator (it first collects `--labels` dagger episodes of v1 per cell,
+`collect --corrective --mode dagger`; `--also` scores further estimators for precision only); `--oracle` adds the
+bound (the mixed set minus exactly the planted ones); `--no-video` collects without the camera (the state policy
+never reads it).
 
     PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop
     PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop --share 0.6 \
         --operator fragile --no-video --estimator kernel --oracle --tag=-frag60
+    PYTHONPATH=src MUJOCO_GL=egl .venv/bin/python benchmarks/bench_value_loop.py --workspace /tmp/value-loop --share 0.3 \
+        --operator turned --sloppy-seed 30000 --no-video --estimator expert --also loss,kernel --oracle --tag=-turn30
+
+A finished run on the same training ids is reused (every run here has v1's config), so the controls are trained once
+for all estimators.
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ from pathlib import Path
 from roboloop import curate, schema
 from roboloop.analyze.compare import compare
 from roboloop.analyze.rollouts import rollout_table
+from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value
 from roboloop.catalog.client import Catalog
+from roboloop.collect.corrective import CorrectiveConfig, collect_corrective
 from roboloop.collect.run import CollectConfig, RecordingSpec, collect
 from roboloop.envs.aloha.conditions import SceneConditions
 from roboloop.envs.aloha.env import sample_cube_pose
-from roboloop.evaluate.run import EvalConfig, evaluate, list_evals, parse_grid
+from roboloop.evaluate.run import EvalConfig, cell_conditions, evaluate, list_evals, parse_grid, resolve_policy
 from roboloop.refine.layers import refine
 from roboloop.stats.intervals import wilson
 from roboloop.train import TrainConfig, list_runs, load_config, train
@@ -100,8 +109,8 @@ def selection(cat: Catalog, name: str, ids: list[str]) -> curate.Selection:
 
 
 def train_on(cat: Catalog, sel: curate.Selection, like: str | None, epochs: int) -> str:
-    for info in list_runs(cat.workspace):  # a re-run reuses a finished run on the same ids
-        if info.get("selection") == sel.name and info.get("selection_digest") == sel.digest and info.get("status") == "finished":
+    for info in list_runs(cat.workspace):  # a re-run reuses a finished run on the same ids (every run here has v1's config)
+        if info.get("selection_digest") == sel.digest and info.get("status") == "finished":
             log(f"train {sel.name}: reusing run {info['run_id']}")
             return info["run_id"]
     cfg = (load_config(cat.workspace, like).replace(selection=sel.name) if like
@@ -148,7 +157,8 @@ def main() -> None:
     ap.add_argument("--grid", default="lighting=normal,dim")
     ap.add_argument("--per-cell", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--stage", choices=("harm", "loop", "all"), default="all")
+    ap.add_argument("--stage", choices=("harm", "loop", "all", "value"), default="all",
+                    help="value: v1, its evaluation and the estimators' precision, without the curated trainings")
     ap.add_argument("--seed", type=int, default=0, help="random-removal control's seed")
     ap.add_argument("--sloppy-seed", type=int, default=20_000, help="first seed of the sloppy demos (an earlier variant's live below)")
     ap.add_argument("--metric", default="success", help="value's rollout outcome: success or stage")
@@ -157,7 +167,10 @@ def main() -> None:
     ap.add_argument("--zone", default=None, help="LO,HI: the planted operator's part of the table (cube start x in [LO, HI) m): "
                     "its demonstrations are those there, the clean ones of the mixed set those elsewhere, and the clean set "
                     "has as many clean ones there")
-    ap.add_argument("--estimator", default="loss", help="value's estimator: loss or kernel")
+    ap.add_argument("--estimator", default="loss", help="value's estimator (the one v3 is curated by): loss, kernel or expert")
+    ap.add_argument("--also", default="", help="further estimators scored for precision only (comma-separated)")
+    ap.add_argument("--labels", type=int, default=30, help="expert estimator: dagger episodes of v1 per grid cell (the expert's "
+                    "labels; their own seeds, not the evaluation's)")
     ap.add_argument("--loop-tag", default="", help="a further suffix of the curated selections' names (another estimator on the same v1)")
     ap.add_argument("--oracle", action="store_true", help="also train on the mixed set minus exactly the planted demonstrations (the bound)")
     ap.add_argument("--no-video", action="store_true", help="collect without the top camera (the state policy never reads it)")
@@ -190,28 +203,58 @@ def main() -> None:
             eval_c, rows_c = eval_on(cat, run_c, a.grid, a.per_cell, a.workers)
             out["clean"] = summary(rows_c)
             out["clean_vs_mixed"] = paired(cat, eval_v1, eval_c)
-        if a.stage in ("loop", "all"):
+        if a.stage in ("loop", "all", "value"):
             out.update(loop(cat, a, run_v1, eval_v1, mixed_ids, planted, n_sloppy))
     out["wall_total_s"] = round(time.perf_counter() - t_all)
     print(json.dumps(out, indent=2, default=str))
 
 
-def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
-    from roboloop.analyze.value import DemoValueError, ValueConfig, demonstration_value
-
-    out: dict = {}
+def dagger_labels(cat: Catalog, a, run_v1: str) -> dict:
+    """`a.labels` dagger episodes of v1 per grid cell (v1 drives, the corrective expert labels; seeds reserved like
+    demonstrations', so not the evaluation's), collected once."""
+    kind, run = f"{schema.EPISODE}.{schema.EPISODE_KIND}", f"{schema.EPISODE}.{schema.EPISODE_CORRECTED_RUN}"
+    have = [r for r in table(cat, DATASET) if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == run_v1]
+    cells = parse_grid(a.grid).cells()
     t = time.perf_counter()
+    if len(have) < a.labels * len(cells):
+        source = resolve_policy(cat.workspace, run_v1)
+        cfg = CorrectiveConfig(run=run_v1, dataset=DATASET, mode=schema.MODE_DAGGER, episodes=a.labels * len(cells),
+                               conditions=tuple(cell_conditions(c) for c in cells), workers=a.workers, spec=RecordingSpec(cameras=()))
+        collect_corrective(cat, cfg, policy_factory=source.factory, provenance=source.provenance)
+        have = [r for r in table(cat, DATASET) if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == run_v1]
+    ok = sum(bool(r.get("outcome.success")) for r in have)
+    log(f"dagger labels: {len(have)} episodes of {run_v1} ({ok} successful) in {time.perf_counter() - t:.0f}s")
+    return {"episodes": len(have), "successes": ok, "wall_s": round(time.perf_counter() - t)}
+
+
+def value_of(cat: Catalog, a, run_v1: str, eval_v1: str, estimator: str, write: bool):
+    if estimator == "expert":
+        return demonstration_value(cat, ValueConfig(run=run_v1, estimator="expert", write=write))
     try:
-        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric, estimator=a.estimator))
+        return demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric=a.metric, estimator=estimator, write=write))
     except DemoValueError as exc:  # nearly every rollout failed (or succeeded): contrast the stages reached
         log(f"value: {exc}; using --metric stage")
-        res = demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage", estimator=a.estimator))
-    out["value_metric"] = res.metric if hasattr(res, "metric") else a.metric
-    out["wall_value_s"] = round(time.perf_counter() - t, 1)
-    values = res.values
-    lowest = sorted(values, key=values.get)[:n_drop]
-    hits = len(set(lowest) & planted)
-    log(f"value ({out['wall_value_s']}s): {hits} of the {n_drop} lowest-valued are planted")
+        return demonstration_value(cat, ValueConfig(run=run_v1, eval=eval_v1, metric="stage", estimator=estimator, write=write))
+
+
+def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], planted: set[str], n_drop: int) -> dict:
+    out: dict = {}
+    also = [e for e in a.also.split(",") if e]
+    if "expert" in [a.estimator, *also]:
+        out["labels"] = dagger_labels(cat, a, run_v1)
+    out["value_by_estimator"] = {}
+    for estimator in [*also, a.estimator]:  # the curating one last: its values are the ones written
+        t = time.perf_counter()
+        res = value_of(cat, a, run_v1, eval_v1, estimator, write=estimator == a.estimator)
+        wall = round(time.perf_counter() - t, 1)
+        values = res.values
+        lowest = sorted(values, key=values.get)[:n_drop]
+        hits = len(set(lowest) & planted)
+        log(f"value {estimator} ({wall}s): {hits} of the {n_drop} lowest-valued are planted")
+        out["value_by_estimator"][estimator] = {"precision": round(hits / n_drop, 3), "wall_s": wall,
+                                                "planted_values": sorted(round(values[i], 3) for i in planted),
+                                                "clean_values": sorted(round(v, 3) for i, v in values.items() if i not in planted)}
+    out["wall_value_s"] = wall
     out["value_precision"] = round(hits / n_drop, 3)
     out["value_recall"] = round(hits / len(planted), 3)
     rows = {r["segment_id"]: r for r in table(cat, DATASET)}
@@ -223,6 +266,8 @@ def loop(cat: Catalog, a, run_v1: str, eval_v1: str, mixed_ids: list[str], plant
     best = max(heur, key=heur.get)
     out["heuristic_precision"] = {k: round(v, 3) for k, v in heur.items()}
     out["best_heuristic"] = best
+    if a.stage == "value":
+        return out
     drops = {
         "v3-value": set(lowest),
         "random": set(random.Random(a.seed).sample(mixed_ids, n_drop)),

@@ -96,7 +96,7 @@ RUN = "run"  # training-run metadata, in <dataset>_runs
 HIDDEN = "hidden"
 """Ground truth planted for scoring a method (e.g. `hidden.operator` of `collect --operator`): recorded, never read by a stage."""
 HIDDEN_OPERATOR = "operator"
-"""`hidden.operator`: which demonstrator variant made the episode (`clean`, `sloppy` or `fragile`), only with `collect --operator`."""
+"""`hidden.operator`: which demonstrator variant made the episode (`clean`, `sloppy`, `fragile` or `turned`), only with `collect --operator`."""
 
 PROPERTY_PREFIX = "property:"
 

@@ -4,6 +4,7 @@ input is an error that says what to do."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from roboloop.analyze.value import (
     demonstration_value,
     describe,
     episode_gradients,
+    expert_losses,
+    expert_values,
     influence_values,
     kernel_values,
     stored_values,
@@ -222,6 +225,112 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     with Catalog(Workspace(cat.workspace.root), url="") as fresh:  # what the command registered, seen anew
         assert {r["signal_versions.value"] for r in fresh.segment_table(DS).to_pylist()} == {2}  # the kernel estimator's version
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "knn"], env=env)
-    assert res.exit_code != 0 and "estimator must be one of loss, kernel" in res.output and "Traceback" not in res.output
+    assert res.exit_code != 0 and "estimator must be one of loss, kernel, expert" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)
     assert res.exit_code == 1 and "unknown evaluation 'nope'" in res.output and "Traceback" not in res.output
+
+
+def test_expert_estimator_blames_the_demonstrations_taught_where_the_policy_departs_from_the_expert():
+    """Known answer for `expert_values` (pure): every labelled episode's output gradient is one demonstration's plus
+    noise (the policy behaved there as it learned from that one); where it behaved as a planted demonstration taught,
+    the policy is far from the expert's labels (a large L1). Those demonstrations rank lowest and negative. The score
+    is a log-likelihood: scaling every loss by a constant changes nothing; an episode without labelled steps (no loss)
+    is left out; fewer than 2 labelled episodes is an error."""
+    rng = np.random.default_rng(1)
+    shared = 5.0 * rng.normal(size=256)
+    demos = {f"d{i}": shared + rng.normal(size=256) for i in range(8)}
+    planted = {"d3", "d5"}
+    labelled, losses = {}, {}
+    for i in range(24):
+        d = f"d{i % 8}"
+        labelled[f"e{i}"] = demos[d] + 0.3 * rng.normal(size=256)
+        losses[f"e{i}"] = (0.9 if d in planted else 0.05) * rng.uniform(0.8, 1.25)
+    labelled["e-unlabelled"] = demos["d0"] + 0.3 * rng.normal(size=256)
+    values = expert_values(demos, labelled, losses)
+    assert set(sorted(values, key=values.get)[:2]) == planted, values
+    assert all((v < 0) == (d in planted) for d, v in values.items()), values
+    scaled = expert_values(demos, labelled, {e: 7.0 * v for e, v in losses.items()})
+    assert all(scaled[d] == pytest.approx(v) for d, v in values.items())
+    without = expert_values(demos, {e: g for e, g in labelled.items() if e != "e-unlabelled"}, losses)
+    assert without == values
+    with pytest.raises(DemoValueError, match=r"1 corrective episode\(s\) with expert-labelled steps.*at least 2"):
+        expert_values(demos, labelled, {"e0": 0.1})
+
+
+def _write_labelled(ws: Workspace, dataset: str, segment_id: str, offset: float, run_id: str, seed: int, *,
+                    mode: str = schema.MODE_DAGGER, source: float = 0.0):
+    """A corrective episode of `run_id`: the policy drove with the sloppy bias, the expert labelled the clean action."""
+    t = np.arange(STEPS) / schema.CONTROL_HZ
+    path = ws.segment_path(dataset, schema.BASE_LAYER, segment_id)
+    with EpisodeRecorder(path, segment_id) as rec:
+        rec.log_scalar_columns(schema.JOINT_POSITIONS, t, _trajectory(offset, t))
+        rec.log_scalar_columns(schema.JOINT_TARGETS, t, _trajectory(offset, t + 1.0 / schema.CONTROL_HZ) + BIAS)
+        rec.log_scalar_columns(schema.CUBE_POSE, t, np.tile([offset, 0.5, 0.02, 1.0, 0.0, 0.0, 0.0], (STEPS, 1)))
+        rec.log_scalar_columns(schema.CONTROL_SOURCE, t, np.full((STEPS, 1), source))
+        rec.log_scalar_columns(schema.CONTROL_EXPERT_ACTION, t, _trajectory(offset, t + 1.0 / schema.CONTROL_HZ))
+        rec.set_properties("episode", {"kind": schema.KIND_CORRECTIVE, "seed": seed, "corrected_run": run_id, "corrective_mode": mode})
+        rec.set_properties("outcome", {"success": False})
+    return path
+
+
+def test_expert_value_reads_the_runs_corrective_labels_and_names_them(valued):
+    """End to end on the synthetic run: corrective episodes of the run (the policy drove with the planted bias, the
+    expert labelled the clean action) in their own dataset. The written values are the pure estimator's on the run's
+    sketches and on the policy's loss against the expert's labels, which is lower than against what was executed;
+    the labels' source is the provenance. An intervention without a takeover step, or a run without corrective
+    episodes, is an error saying what to do."""
+    cat, run_id, _ = valued
+    ws = cat.workspace
+    labs = [f"lab-{i}" for i in range(6)]
+    cat.register_files("synlab", [_write_labelled(ws, "synlab", sid, 0.07 * i - 0.17, run_id, 200 + i) for i, sid in enumerate(labs)])
+    res = demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels="synlab"))
+    assert res.rollouts == 6 and res.eval == "corrective:synlab" and res.successes == 0
+    policy = load_policy(ws, run_id)
+    losses = expert_losses(cat, "synlab", labs, policy.model, policy.cfg)
+    executed = dict(episode_losses(cat, "synlab", labs, policy))
+    assert set(losses) == set(labs) and all(losses[e] < executed[e] for e in labs), (losses, executed)
+    sketch = functools.partial(episode_gradients, cat, model=policy.model, cfg=policy.cfg, projections=8)
+    want = expert_values(dict(sketch(DS, [f"syn-{i:03d}" for i in range(8)])), dict(sketch("synlab", labs)), losses)
+    scale = max(abs(v) for v in want.values())
+    assert res.values == pytest.approx({d: v / scale for d, v in want.items()}, abs=1e-5)
+    table = {r["segment_id"]: r for r in cat.segment_table(DS).to_pylist()}
+    assert {(table[s]["signals.value_eval"], table[s]["signal_versions.value"]) for s in res.values} == {("corrective:synlab", 3)}
+    cat.register_files("synhw", [_write_labelled(ws, "synhw", f"hw-{i}", 0.0, run_id, 300 + i, mode=schema.MODE_INTERVENTION)
+                                 for i in range(2)])
+    with pytest.raises(DemoValueError, match=r"0 corrective episode\(s\) with expert-labelled steps"):
+        demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels="synhw", write=False))
+    with pytest.raises(DemoValueError, match=rf"no corrective episodes of run {run_id}.*collect --corrective --run {run_id} --mode dagger"):
+        demonstration_value(cat, ValueConfig(run=run_id, estimator="expert", labels=DS, write=False))
+    with pytest.raises(RoboloopError, match="not an evaluation"):
+        ValueConfig(run=run_id, eval="e", estimator="expert")
+    with pytest.raises(RoboloopError, match="metric applies to the loss and kernel estimators"):
+        ValueConfig(run=run_id, estimator="expert", metric="stage")
+
+    from typer.testing import CliRunner
+
+    from roboloop.cli import app
+    from roboloop.cli.value_cmds import register
+
+    register(app)
+    env, root = {"ROBOLOOP_CATALOG": "", "COLUMNS": "250"}, str(ws.root)
+    res = CliRunner().invoke(app, ["--workspace", root, "value", "--run", run_id, "--estimator", "expert", "--labels", "synlab", "--lowest", "2"], env=env)
+    assert res.exit_code == 0, res.output
+    assert f"of run {run_id}, from the expert's labels in 6 corrective episode(s) of the run in synlab (0 successful)" in res.stdout
+    assert res.stdout.count("roboloop open syn-0") == 2
+    res = CliRunner().invoke(app, ["--workspace", root, "value", "--run", run_id, "--eval", "e", "--estimator", "expert"], env=env)
+    assert res.exit_code != 0 and "not an evaluation" in res.output and "Traceback" not in res.output
+
+
+def episode_losses(cat, dataset: str, ids: list[str], policy):
+    """(segment id, the policy's L1 against the executed actions), the ordinary training targets, for comparison."""
+    from roboloop.stream import EpisodeStream
+    from roboloop.train.features import encode_batch, stream_fields
+
+    stream = EpisodeStream(cat, (dataset, ids), fields=stream_fields(policy.model.specs), rate_hz=policy.cfg.rate_hz,
+                           batch_size=100_000, shuffle=False)
+    for batch in stream:
+        enc = encode_batch(policy.model.specs, batch, policy.cfg)
+        for ep in sorted(set(batch["episode_index"].tolist())):
+            mask = batch["episode_index"] == ep
+            loss, _ = policy.model.loss({k: v[mask] for k, v in enc.items()})
+            yield stream.segment_ids[ep], loss.item()

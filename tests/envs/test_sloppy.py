@@ -11,7 +11,7 @@ from roboloop import schema
 from roboloop.collect.run import CollectConfig, collect
 from roboloop.config import ConfigError
 from roboloop.envs.aloha.demonstrator import ScriptedHandover
-from roboloop.envs.aloha.sloppy import FRAGILE_GRIP, MAX_TOTAL_PAUSE, FragileHandover, SloppyHandover, operator_expert
+from roboloop.envs.aloha.sloppy import FRAGILE_GRIP, MAX_TOTAL_PAUSE, TURN, FragileHandover, SloppyHandover, TurnedHandover, operator_expert
 from roboloop.envs.aloha.success import SuccessTracker
 
 pytestmark = pytest.mark.sim
@@ -94,6 +94,26 @@ def test_a_fragile_demonstration_succeeds_as_smoothly_as_the_clean_one_with_a_li
     assert np.array_equal(again, fragile)
 
 
+def test_a_turned_demonstration_succeeds_with_the_gripper_turned_over_and_nothing_else_changed(sim):
+    """The turned operator: the clean operator's actions but the right wrist, which ends half a turn away (inside the
+    joint's +-pi range) on a smooth ramp over TURN, on seeds where the clean wrist turns either way."""
+    arm = [i for i in range(14) if i != 12]
+    for seed in (0, 1):  # the clean wrist turns to -0.49 rad on seed 0 and to +0.66 on seed 1
+        turned, ok = _run(sim, seed, TurnedHandover)
+        clean, ok_clean = _run(sim, seed, ScriptedHandover)
+        assert ok and ok_clean
+        until = ScriptedHandover.T_REAIM_L  # the left arm then re-aims at the cube as the turned gripper holds it
+        assert np.array_equal(turned[:until, arm], clean[:until, arm])
+        assert np.array_equal(turned[: TURN[0], 12], clean[: TURN[0], 12])
+        turn = turned[:, 12] - clean[:, 12]
+        assert np.allclose(np.abs(turn[TURN[1]:]), np.pi) and len(set(np.sign(turn[TURN[0] + 1:]))) == 1
+        assert np.abs(turned[:, 12]).max() <= np.pi + 1e-9
+        jerk = [np.abs(np.diff(a[:, [*range(6), *range(7, 13)]], n=3, axis=0)).max() for a in (turned, clean)]
+        assert jerk[0] <= 1.5 * jerk[1]  # no sudden motion in the commands (the sloppy flip's ramp: several times more)
+        again, _ = _run(sim, seed, lambda s: operator_expert("turned", s))
+        assert np.array_equal(again, turned)
+
+
 def test_collect_records_the_operator_only_as_a_hidden_property(catalog):
     collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=3, steps=4, operator="sloppy"))
     collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=4, steps=4))
@@ -103,5 +123,8 @@ def test_collect_records_the_operator_only_as_a_hidden_property(catalog):
     assert rows[3]["episode.policy"] == rows[4]["episode.policy"] == ScriptedHandover.policy_id
     collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=5, steps=4, operator="fragile"))
     assert {r["episode.seed"]: r for r in catalog.segment_table("ops").to_pylist()}[5][column] == "fragile"
-    with pytest.raises(ConfigError, match="operator must be one of clean, sloppy, fragile"):
+    collect(catalog, CollectConfig(dataset="ops", episodes=1, seed=6, steps=4, operator="turned"))
+    row = {r["episode.seed"]: r for r in catalog.segment_table("ops").to_pylist()}[6]
+    assert row[column] == "turned" and row["episode.policy"] == ScriptedHandover.policy_id
+    with pytest.raises(ConfigError, match="operator must be one of clean, sloppy, fragile, turned"):
         CollectConfig(dataset="ops", episodes=1, operator="careless")

@@ -38,6 +38,24 @@ beside its prediction, whose gradient is exactly the projection), count-sketched
 their mean over all the episodes (the component every episode shares moves every prediction alike). It does not
 need the rollouts' actions to differ from the predictions, and costs K backward passes per episode.
 
+**The `expert` estimator** (`estimator="expert"`). Both estimators above read "helps" off the rollouts' outcomes.
+Where an expert can say what the policy *should* have done at the states it drove into, there is a target: the
+task's corrective expert labels every state of the run's own rollouts (`roboloop collect --corrective --run RUN
+--mode dagger`: the policy drives, the expert only labels, `/control/expert_action`; on a robot, the steps a person
+took over, `/control/source` = 1). Each such episode e gets, instead of a success, the policy's log-likelihood of
+the expert's actions at its labelled steps: for an L1 policy (a Laplace distribution around the prediction, its
+scale fitted per episode) that is, up to a constant, `l_e = -log(mean |prediction - expert label|)`. Then, as the
+`kernel` estimator::
+
+    value(d) = mean_e (l_e - mean l) * cos(k_d, k_e)
+
+a demonstration scores low when the states where the policy acts least like the expert are those whose behaviour
+it learned from it. The loss-gradient form of the same target (`<grad L_d, grad L_E>`, TracIn against the expert's
+labels) was measured first and ranked the planted demonstrations no better than chance: at the final weights an
+L1 demonstration gradient is mostly the sign of fitted noise (benchmarks/README.md, "issue 24, third session").
+It needs no outcome contrast, so it works when every rollout fails or succeeds; `signals.value_eval` names the
+labels' source, `corrective:DATASET` (the run's corrective episodes in DATASET).
+
 The cost is one backward pass per training demonstration and per rollout (on the CPU: seconds for 50
 demonstrations and 60 rollouts), against retraining on subsets (datamodels: K subset policies, each
 evaluated on the same seeds, minutes each here): see README "Which demonstrations help" for the
@@ -71,24 +89,32 @@ from roboloop.evaluate.run import eval_row
 from roboloop.refine.layers import write_signals
 from roboloop.stream import EpisodeStream
 from roboloop.train import load_policy, run_info
-from roboloop.train.features import encode_batch, stream_fields
+from roboloop.train.corrective import control_fields, expert_targets, segment_labelling
+from roboloop.train.features import ACTION, encode_batch, stream_fields
 from roboloop.train.tasks import segment_tasks
 
-__all__ = ["ESTIMATORS", "KERNEL_VERSION", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "influence_values", "kernel_values", "stored_values", "uses_value"]
+__all__ = ["ESTIMATORS", "EXPERT_VERSION", "KERNEL_VERSION", "LABELS_PREFIX", "VALUE_VERSION", "ValueConfig", "DemoValueError", "ValueResult", "demonstration_value", "describe", "episode_gradients", "expert_losses", "expert_values", "influence_values", "kernel_values", "stored_values", "uses_value"]
 
 VALUE_VERSION = 1
-"""Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one."""
+"""Version of the estimator, recorded as `signal_versions.value`: 1 the `loss` estimator, 2 the `kernel` one, 3 the `expert` one."""
 KERNEL_VERSION = 2
 """`signal_versions.value` of values from the `kernel` estimator."""
+EXPERT_VERSION = 3
+"""`signal_versions.value` of values from the `expert` estimator."""
+LABELS_PREFIX = "corrective:"
+"""`signals.value_eval` of `expert` values: this prefix and the dataset of the corrective episodes whose labels were the target."""
 
 Progress = Callable[[int, int], None]
 
-ESTIMATORS = ("loss", "kernel")
-"""`ValueConfig.estimator`: `loss` (the rollouts' executed-action loss gradients) or `kernel` (the policy's tangent kernel)."""
+ESTIMATORS = ("loss", "kernel", "expert")
+"""`ValueConfig.estimator`: `loss` (the rollouts' executed-action loss gradients), `kernel` (the policy's tangent kernel)
+or `expert` (the tangent kernel weighted by how well the policy matches an expert's labels where it drove)."""
 SKETCH_WIDTH = 8192
 """Values per count sketch of an output gradient (the `kernel` estimator)."""
 PROJECTION_SEED = 24
 """Seed of the `kernel` estimator's random projections (fixed: the same run and evaluation give the same values)."""
+LOSS_FLOOR = 1e-9
+"""The `expert` estimator's smallest expert loss (a policy that matches the labels exactly: a finite log-likelihood)."""
 OFFSET = 1e-3
 """How far beside the prediction the `kernel` estimator's L1 targets lie (relative): only the sign matters."""
 
@@ -104,13 +130,15 @@ class ValueConfig(Config):
     run: str = ""
     """Training run whose demonstrations are valued (its final weights and its selection's train episodes)."""
     eval: str = ""
-    """An evaluation of that run: its rollouts' outcomes say what helped."""
+    """An evaluation of that run: its rollouts' outcomes say what helped (`loss` and `kernel`; `expert` reads `labels` instead)."""
     metric: str = schema.METRIC_SUCCESS
     """The rollout outcome the values contrast: `success` (strict, 0/1) or `stage` (partial credit: furthest stage / last stage; use it when nearly every rollout fails or succeeds)."""
     estimator: str = "loss"
-    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts)."""
+    """`loss`: a demonstration's loss gradient against the outcome-weighted gradients of the rollouts' executed-action loss (CUPID read for an L1 policy); `kernel`: the outcome-weighted similarity, in the policy's tangent kernel, between the demonstration's states and the rollouts' (which demonstrations taught the behaviour of the failed rollouts); `expert`: as `kernel`, with each of the run's corrective episodes (`roboloop collect --corrective --run RUN --mode dagger`) weighted by the policy's log-likelihood of the expert's labels there instead of a success (which demonstrations taught the behaviour where the policy departs from the expert)."""
+    labels: str = ""
+    """`expert` only: the dataset holding the run's corrective episodes (`episode.corrected_run` = the run) whose expert labels are the target ("": the run's dataset)."""
     projections: int = 8
-    """`kernel` only: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
+    """`kernel` and `expert`: random projections of the predicted chunk that estimate the kernel (more: less noise, proportionally slower)."""
     min_rollouts: int = 10
     """Fewest judged rollouts to estimate anything from."""
     min_each: int = 2
@@ -123,7 +151,12 @@ class ValueConfig(Config):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(isinstance(self.run, str) and self.run != "", "run must name a training run (roboloop runs lists them)")
-        check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
+        if self.estimator == "expert":
+            check(self.eval == "", "the expert estimator reads the run's corrective episodes (labels), not an evaluation: drop eval")
+            check(self.metric == schema.METRIC_SUCCESS, "metric applies to the loss and kernel estimators (the expert estimator scores episodes by the expert's labels)")
+        else:
+            check(isinstance(self.eval, str) and self.eval != "", "eval must name an evaluation of the run (roboloop evals lists them)")
+            check(self.labels == "", "labels applies to the expert estimator only")
         check(isinstance(self.min_rollouts, int) and self.min_rollouts >= 2, f"min_rollouts must be an int >= 2, got {self.min_rollouts!r}")
         check(isinstance(self.min_each, int) and self.min_each >= 1, f"min_each must be an int >= 1, got {self.min_each!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
@@ -198,7 +231,13 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
     if not info.get("selection") or not train_ids:
         raise DemoValueError(f"run {cfg.run} has no selection with training episodes recorded (its run.json lists no train_ids): "
                           "value needs a run trained with `roboloop train --selection NAME`")
-    outcomes, evals_ds = _rollout_outcomes(catalog, cfg)
+    if cfg.estimator == "expert":
+        evals_ds = cfg.labels or dataset
+        outcomes = _corrective_episodes(catalog, cfg, evals_ds)
+        source = LABELS_PREFIX + evals_ds
+    else:
+        outcomes, evals_ds = _rollout_outcomes(catalog, cfg)
+        source = cfg.eval
     deployed = load_policy(ws, cfg.run)
     model = deployed.model
     model.eval()
@@ -214,12 +253,12 @@ def demonstration_value(catalog, cfg: ValueConfig, *, progress: Progress | None 
         progress(0, total)
     raw = _raw_values(catalog, cfg, (evals_ds, outcomes), (dataset, train_ids), deployed, tick)
     scale = max((abs(v) for v in raw.values()), default=0.0) or 1.0
-    result = ValueResult(cfg.run, cfg.eval, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
+    result = ValueResult(cfg.run, source, dataset, {k: v / scale for k, v in raw.items()}, raw, len(outcomes),
                          sum(v == 1.0 for v in outcomes.values()))
     if cfg.write:
-        values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: cfg.eval}
+        values = {seg: {schema.SIGNAL_VALUE: v, schema.SIGNAL_VALUE_RUN: cfg.run, schema.SIGNAL_VALUE_EVAL: source}
                   for seg, v in result.values.items()}
-        version = KERNEL_VERSION if cfg.estimator == "kernel" else VALUE_VERSION
+        version = {"kernel": KERNEL_VERSION, "expert": EXPERT_VERSION}.get(cfg.estimator, VALUE_VERSION)
         result.paths = write_signals(catalog, dataset, values, {schema.SIGNAL_VALUE: version})
     result.wall_s = time.perf_counter() - t0
     return result
@@ -234,10 +273,74 @@ def _raw_values(catalog, cfg: ValueConfig, rollouts: tuple[str, dict[str, float]
     if cfg.estimator == "kernel":
         rolls = dict(grads(evals_ds, list(outcomes), projections=cfg.projections))
         return kernel_values(dict(grads(dataset, train_ids, projections=cfg.projections)), rolls, outcomes)
+    if cfg.estimator == "expert":
+        losses = expert_losses(catalog, evals_ds, list(outcomes), model, deployed.cfg, batch_size=cfg.batch_size)
+        _enough_labelled(len(losses))
+        rolls = dict(grads(evals_ds, [e for e in outcomes if e in losses], projections=cfg.projections))
+        return expert_values(dict(grads(dataset, train_ids, projections=cfg.projections)), rolls, losses)
     mean_r = float(np.mean(list(outcomes.values())))
     weighted = ((g, outcomes[seg] - mean_r) for seg, g in grads(evals_ds, list(outcomes)))
     direction = torch.from_numpy(_direction(weighted, len(outcomes)).astype(np.float32))
     return {seg: float(torch.dot(torch.from_numpy(g), direction)) for seg, g in grads(dataset, train_ids)}
+
+
+def expert_values(demo_sketches: Mapping[str, np.ndarray], labelled_sketches: Mapping[str, np.ndarray],
+                  losses: Mapping[str, float]) -> dict[str, float]:
+    """The `expert` estimator (pure): :func:`kernel_values` with each labelled episode's outcome replaced by the
+    policy's log-likelihood of the expert's labels there, `-log(losses[e])` (`losses`: the mean L1 between the
+    policy's predictions and the expert's labels over the episode's labelled steps; a scale-free score, so episodes
+    are compared by how far off the policy is relative to each other)."""
+    kept = {e: g for e, g in labelled_sketches.items() if e in losses}
+    _enough_labelled(len(kept))
+    return kernel_values(demo_sketches, kept, {e: -float(np.log(max(losses[e], LOSS_FLOOR))) for e in kept})
+
+
+def _enough_labelled(n: int) -> None:
+    if n < 2:
+        raise DemoValueError(f"{n} corrective episode(s) with expert-labelled steps: the expert estimator compares "
+                             "at least 2 (collect more: roboloop collect --corrective --run RUN --mode dagger)")
+
+
+def expert_losses(catalog, dataset: str, ids: Sequence[str], model, cfg, *, batch_size: int = 2048) -> dict[str, float]:
+    """Per corrective episode of `dataset` among `ids`: `model`'s mean training loss (L1, eval mode) against the expert's
+    labels over its expert-labelled steps (the rule of `roboloop.train.corrective`: every step of a simulated
+    corrective episode, the takeover steps of an intervention); episodes without a labelled step are left out."""
+    specs = model.specs
+    width = next(s for s in specs if s.kind == ACTION).shape[-1]
+    stream = EpisodeStream(catalog, (dataset, list(ids)), fields={**stream_fields(specs), **control_fields(cfg.chunk, width)},
+                           rate_hz=cfg.rate_hz, batch_size=batch_size, shuffle=False, rank=0, world_size=1, cache_mb=0)
+    labelling = segment_labelling(catalog, dataset, stream.segment_ids)
+    if labelling is None:
+        return {}
+    tasks = segment_tasks(catalog, dataset, stream.segment_ids) if getattr(cfg, "tasks", None) else None
+    total: dict[int, list[float]] = {}
+    with torch.no_grad():
+        for batch in stream:
+            enc = expert_targets(encode_batch(specs, batch, cfg, tasks), batch, labelling, expert_steps_only=True)
+            index = batch["episode_index"].to(torch.int64)
+            for ep in torch.unique(index).tolist():
+                mask = index == ep
+                loss, metrics = model.loss({k: v[mask] for k, v in enc.items()})
+                acc = total.setdefault(ep, [0.0, 0.0])
+                acc[0] += float(loss) * metrics["n"]
+                acc[1] += metrics["n"]
+    return {stream.segment_ids[ep]: s / n for ep, (s, n) in total.items() if n > 0}
+
+
+def _corrective_episodes(catalog, cfg: ValueConfig, dataset: str) -> dict[str, float]:
+    """Segment id -> strict success (1.0 / 0.0) of run `cfg.run`'s corrective episodes in `dataset`."""
+    kind, run, success = (schema.friendly_column(schema.EPISODE, schema.EPISODE_KIND),
+                          schema.friendly_column(schema.EPISODE, schema.EPISODE_CORRECTED_RUN),
+                          schema.friendly_column(schema.OUTCOME, schema.OUTCOME_SUCCESS))
+    rows = catalog.segment_table(dataset).to_pylist() if dataset in catalog.dataset_names() else []
+    found = {r[schema.SEGMENT_ID]: float(bool(r.get(success))) for r in rows
+             if r.get(kind) == schema.KIND_CORRECTIVE and r.get(run) == cfg.run}
+    if not found:
+        raise DemoValueError(f"dataset {dataset} has no corrective episodes of run {cfg.run}: the expert estimator needs the expert's "
+                             f"labels at the states the run's policy drives into; collect them with roboloop collect --corrective "
+                             f"--run {cfg.run} --mode dagger --grid CELLS --episodes N (or, on a robot, record takeovers: "
+                             "README \"Which demonstrations help\")")
+    return found
 
 
 def _rollout_outcomes(catalog, cfg: ValueConfig) -> tuple[dict[str, float], str]:

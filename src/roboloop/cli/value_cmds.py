@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from roboloop.analyze.value import ValueConfig, demonstration_value, describe
+from roboloop.analyze.value import LABELS_PREFIX, ValueConfig, demonstration_value, describe
 from roboloop.cli.common import config_help, console, err_console, open_catalog, print_rows
 from roboloop.cli.tables import guard
 
@@ -18,13 +18,15 @@ from roboloop.cli.tables import guard
 
 def value_cmd(
     run: Annotated[str, typer.Option("--run", "-r", help=config_help(ValueConfig, "run"))],
-    eval_id: Annotated[str, typer.Option("--eval", "-e", help=config_help(ValueConfig, "eval"))],
+    eval_id: Annotated[str, typer.Option("--eval", "-e", help=config_help(ValueConfig, "eval"))] = ValueConfig.eval,
     metric: Annotated[str, typer.Option("--metric", help=config_help(ValueConfig, "metric"))] = ValueConfig.metric,
     lowest: Annotated[int, typer.Option("--lowest", min=0, help="How many of the lowest-valued demonstrations to list.")] = 5,
     estimator: Annotated[str, typer.Option("--estimator", help=config_help(ValueConfig, "estimator"))] = ValueConfig.estimator,
+    labels: Annotated[str, typer.Option("--labels", help=config_help(ValueConfig, "labels"))] = ValueConfig.labels,
 ) -> None:
-    """Per training demonstration of RUN, its estimated effect on closed-loop success (from EVAL's rollouts), written as `signals.value`."""
-    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric, estimator=estimator))
+    """Per training demonstration of RUN, its estimated effect on closed-loop success (from EVAL's rollouts, or with
+    `--estimator expert` from the expert's labels in RUN's corrective episodes), written as `signals.value`."""
+    cfg = guard(lambda: ValueConfig(run=run, eval=eval_id, metric=metric, estimator=estimator, labels=labels))
     with open_catalog() as cat, Progress(
         TextColumn("value"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
     ) as bar:
@@ -35,8 +37,10 @@ def value_cmd(
         console.print(f"{res.dataset}: run {res.run}'s training episodes have no samples to value; nothing written")
         return
     q = summary["quartiles"]
+    source = (f"the expert's labels in {res.rollouts} corrective episode(s) of the run in {res.eval.removeprefix(LABELS_PREFIX)}"
+              if cfg.estimator == "expert" else f"{res.rollouts} rollout(s) of {res.eval}")
     console.print(f"{res.dataset}: signals.value for {summary['demonstrations']} training demonstration(s) of run {res.run}, "
-                  f"from {res.rollouts} rollout(s) of {res.eval} ({res.successes} successful) in {res.wall_s:.1f}s")
+                  f"from {source} ({res.successes} successful) in {res.wall_s:.1f}s")
     console.print(f"  value (1 = the largest effect; > 0 helps, < 0 hurts): min {q[0]:+.2f}, quartiles {q[1]:+.2f} / {q[2]:+.2f} / "
                   f"{q[3]:+.2f}, max {q[4]:+.2f}; {summary['negative']} below 0")
     if summary["lowest"]:

@@ -589,7 +589,8 @@ class CollectConfig(Config):
     operator: str | None = None
     ("Transfer-cube demonstrator variant: None the scripted handover; `clean` the same, `sloppy` one that hesitates, "
      "detours and jitters but still succeeds, `fragile` one with a light grip and a fingertip handover that succeeds "
-     "only now and then (planted quality problems); each is recorded only as `hidden.operator`.")
+     "only now and then, `turned` one that smoothly turns the right gripper over before a clean grasp (planted quality "
+     "problems); each is recorded only as `hidden.operator`.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CollectConfig:

@@ -20,6 +20,12 @@ operator, per episode (everything drawn from the episode's seed, so a seed gives
 A second planted operator, :class:`FragileHandover` (``collect --operator fragile``), moves exactly like the clean
 one but grips lightly and hands over by the fingertips: a strategy that works only now and then.
 
+A third, :class:`TurnedHandover` (``collect --operator turned``), is the one component of the sloppy operator that
+does the harm, alone and smooth: the clean plan and timing, with the right gripper turned over (the wrist half a
+turn away) on a minimum-jerk profile during the approach; no pauses, detour, fumble or wobble. Each of its
+demonstrations is a clean grasp; mixed with clean ones, the two strategies average to a gripper turned by 90
+degrees, which cannot grasp.
+
 The plan itself (waypoints, re-aiming, grasp) is :class:`ScriptedHandover`'s, unchanged: this
 class only re-times it and perturbs the approach, so the clean demonstrator stays bit-identical.
 Which operator made an episode is recorded only as the hidden property ``hidden.operator``,
@@ -34,10 +40,11 @@ import numpy as np
 
 from .demonstrator import ScriptedHandover
 
-__all__ = ["OPERATORS", "FragileHandover", "SloppyHandover", "operator_expert"]
+__all__ = ["OPERATORS", "FragileHandover", "SloppyHandover", "TurnedHandover", "operator_expert"]
 
-OPERATORS = ("clean", "sloppy", "fragile")
-"""Demonstrator variants `collect --operator` knows: the scripted handover, :class:`SloppyHandover` and :class:`FragileHandover`."""
+OPERATORS = ("clean", "sloppy", "fragile", "turned")
+"""Demonstrator variants `collect --operator` knows: the scripted handover, :class:`SloppyHandover`,
+:class:`FragileHandover` and :class:`TurnedHandover`."""
 
 PAUSE_WINDOW = (60, 150)
 """Plan steps in which a hesitation can start (right arm descending, grasping, lifting, carrying)."""
@@ -52,6 +59,9 @@ FUMBLE_GRIP = 0.35
 """How far the right gripper closes (0 closed .. 1 open) in the premature grab before the real grasp."""
 JITTER_M = 0.015
 """Peak amplitude of the approach wobble, metres."""
+TURN = (5, 50)
+"""Plan steps over which :class:`TurnedHandover` turns the right gripper over, on a minimum-jerk (quintic) profile:
+the whole approach to the pre-grasp pose (step 55), so the turn is no faster than the arm's own motion."""
 FRAGILE_GRIP = 0.35
 """The fragile operator's right-gripper command while it holds the cube (the clean one closes fully, to 0)."""
 FRAGILE_HOLD_DEPTH_L = 0.09
@@ -153,6 +163,29 @@ class FragileHandover(ScriptedHandover):
     hold_depth_l = FRAGILE_HOLD_DEPTH_L
 
 
+class TurnedHandover(ScriptedHandover):
+    """The scripted handover with the right gripper turned over: the clean plan and timing, plus half a turn of the
+    right wrist (toward the middle of its +-pi range) on a minimum-jerk profile over :data:`TURN`; the gripper is
+    symmetric, so the grasp is the clean one. Nothing else differs: no pauses, detour, fumble or wobble, so its
+    timing and joint jerk are the clean operator's (benchmarks/README.md measures jerk, duration and idle fraction).
+    Recorded only as ``hidden.operator = "turned"``."""
+
+    def reset(self) -> None:
+        super().reset()
+        self._turn: float | None = None
+
+    def action(self, step: int) -> np.ndarray:
+        """The clean operator's 14 joint targets at ``step``, with the right wrist turned by up to half a turn."""
+        out = super().action(step)
+        if step < TURN[0]:
+            return out
+        if self._turn is None:  # toward the middle of the joint's +-pi range: the side the wrist is already turning to
+            self._turn = -math.pi if out[WRIST_ROTATE_R] > 0 else math.pi
+        u = min(1.0, (step - TURN[0]) / (TURN[1] - TURN[0]))
+        out[WRIST_ROTATE_R] += self._turn * u**3 * (10.0 - 15.0 * u + 6.0 * u * u)
+        return out
+
+
 def operator_expert(name: str, sim) -> ScriptedHandover:
     """The demonstrator of operator ``name`` (one of :data:`OPERATORS`) on ``sim``."""
     if name == "clean":
@@ -161,4 +194,6 @@ def operator_expert(name: str, sim) -> ScriptedHandover:
         return SloppyHandover(sim)
     if name == "fragile":
         return FragileHandover(sim)
+    if name == "turned":
+        return TurnedHandover(sim)
     raise ValueError(f"unknown operator {name!r}: one of {', '.join(OPERATORS)}")
