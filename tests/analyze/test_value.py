@@ -150,7 +150,7 @@ def test_value_writes_a_signal_that_curate_queries_with_provenance(valued, reque
         demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id, metric="stage"))  # 5 steps: every rollout at stage 0
     request.getfixturevalue("judged")  # now judged: 6 successes, 6 failures
     seen = []
-    res = demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id), progress=lambda d, t: seen.append((d, t)))
+    res = demonstration_value(cat, ValueConfig(run=run_id, eval=eval_id, estimator="loss"), progress=lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 20) and seen[-1] == (20, 20)  # 8 demonstrations + 12 rollouts
     assert res.rollouts == 12 and res.successes == 6 and set(res.values) == {f"syn-{i:03d}" for i in range(8)}
     assert max(abs(v) for v in res.values.values()) == pytest.approx(1.0)
@@ -214,16 +214,25 @@ def test_the_value_command_prints_the_lowest_with_open_commands_and_refuses_bad_
     register(app)
     cat, run_id, eval_id = judged
     env = {"ROBOLOOP_CATALOG": "", "COLUMNS": "250"}
+    from roboloop.catalog.client import Catalog
+
+    def stored() -> tuple[set, dict]:  # what the command registered, seen anew
+        with Catalog(Workspace(cat.workspace.root), url="") as fresh:
+            rows = fresh.segment_table(DS).to_pylist()
+        return {r["signal_versions.value"] for r in rows}, {r["segment_id"]: r["signals.value"] for r in rows}
+
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--lowest", "3"], env=env)
     assert res.exit_code == 0, res.output
     assert f"signals.value for 8 training demonstration(s) of run {run_id}, from 12 rollout(s) of {eval_id} (6 successful)" in res.stdout
-    assert res.stdout.count("roboloop open syn-0") == 3 and 'signals.value > 0' in res.stdout
-    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "kernel"], env=env)
+    versions, values = stored()
+    assert versions == {2} and res.stdout.count("roboloop open syn-0") == 3  # the default: the kernel estimator's version
+    # the curation it suggests follows the values' signs: a `> 0` filter only when some are below 0, else the order
+    assert ('signals.value > 0' in res.stdout) == any(v < 0 for v in values.values())
+    assert '--order "signals.value desc" --limit 5' in res.stdout
+    res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "loss"], env=env)
     assert res.exit_code == 0, res.output
-    from roboloop.catalog.client import Catalog
-
-    with Catalog(Workspace(cat.workspace.root), url="") as fresh:  # what the command registered, seen anew
-        assert {r["signal_versions.value"] for r in fresh.segment_table(DS).to_pylist()} == {2}  # the kernel estimator's version
+    versions, values = stored()
+    assert versions == {1} and ('signals.value > 0' in res.stdout) == any(v < 0 for v in values.values())
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", eval_id, "--estimator", "knn"], env=env)
     assert res.exit_code != 0 and "estimator must be one of loss, kernel, expert" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["--workspace", str(cat.workspace.root), "value", "--run", run_id, "--eval", "nope"], env=env)

@@ -43,11 +43,18 @@ def value_cmd(
                   f"from {source} ({res.successes} successful) in {res.wall_s:.1f}s")
     console.print(f"  value (1 = the largest effect; > 0 helps, < 0 hurts): min {q[0]:+.2f}, quartiles {q[1]:+.2f} / {q[2]:+.2f} / "
                   f"{q[3]:+.2f}, max {q[4]:+.2f}; {summary['negative']} below 0")
+    if not summary["negative"]:
+        console.print("  none below 0: every demonstration is estimated to help, some less; read the order (the lowest first)")
     if summary["lowest"]:
         print_rows([{"segment": seg, "value": f"{v:+.3f}", "open": f"roboloop open {seg} --dataset {res.dataset}"}
                     for seg, v in summary["lowest"]], ["segment", "value", "open"])
-    console.print(f"curate by it: roboloop curate --dataset {res.dataset} --name NAME --where \"outcome.success and signals.value > 0\"  "
-                  "(or --order \"signals.value desc\" --limit N)")
+    by_order = f"--order \"signals.value desc\" --limit {max(1, summary['demonstrations'] - len(summary['lowest']))}"
+    if summary["negative"]:
+        console.print(f"curate by it: roboloop curate --dataset {res.dataset} --name NAME --where \"outcome.success and signals.value > 0\"  "
+                      f"(or {by_order})")
+    else:
+        console.print(f"curate by it: roboloop curate --dataset {res.dataset} --name NAME --where outcome.success {by_order}  "
+                      "(drops the lowest listed above)")
 
 
 def register(app: typer.Typer) -> typer.Typer:
