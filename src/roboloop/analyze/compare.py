@@ -1,15 +1,16 @@
 """Analyze: B against A, per cell and overall (`roboloop compare`): a pure function over two rollout tables.
 
 Where the two evaluations share (cell, seed) pairs, the comparison is **paired**: exact McNemar test (a two-sided
-binomial test on the discordant pairs, ``scipy.stats.binomtest``) and Newcombe's square-and-add score interval for a
-paired difference with the continuity-corrected correlation (Newcombe 1998, Stat Med 17:2635; the "Newcombe
-square-and-add" interval of Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, among the intervals they recommend).
+binomial test on the discordant pairs: scipy's ``binomtest`` in integer arithmetic, :mod:`roboloop.stats.exact`) and
+Newcombe's square-and-add score interval for a paired difference with the continuity-corrected correlation (Newcombe
+1998, Stat Med 17:2635; the "Newcombe square-and-add" interval of Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, among the intervals they recommend).
 Where seeds differ: Fisher's exact test and Newcombe's hybrid score interval for independent proportions (Newcombe
 1998, Stat Med 17:873, method 10). Cell p-values are adjusted with Holm's step-down method; the overall row is one
 test, unadjusted.
 
-Its own module because the exact tests load `scipy.stats` (~0.7-1.5 s here): `roboloop success`
-(:mod:`roboloop.analyze.rollouts`) does not need them. Rollout tables and their loading: :mod:`roboloop.analyze.rollouts`.
+Its own module: `roboloop success` (:mod:`roboloop.analyze.rollouts`) does not need it. Its exact tests do not import
+`scipy.stats` (0.5-2.5 s here, :mod:`roboloop.stats.exact` says why). Rollout tables and their loading:
+:mod:`roboloop.analyze.rollouts`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ catalog restore). Every function here is pure except those two loaders.
 Statistics (all 95% by default; the intervals and tests are those of :mod:`roboloop.stats`):
 
 * :func:`success_by`: success rates with the Wilson score interval of k successes in n.
-* :func:`roboloop.analyze.compare.compare` (its own module: its exact tests load `scipy.stats`, which
+* :func:`roboloop.analyze.compare.compare` (its own module, which
   `roboloop success` does not need): per cell and overall, B minus A, paired where seeds are shared.
 """
 

@@ -1,6 +1,7 @@
 """CLI command `compare`: B against A per cell and overall (`roboloop.analyze.compare`), from the rollout index.
 
-Its own module because the exact tests load scipy.stats, which `roboloop success` does not need.
+Its own module: `roboloop success` does not need it. It loads no scipy (the exact tests are integer arithmetic,
+`roboloop.stats.exact`).
 """
 
 from __future__ import annotations
