@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from roboloop.analyze import gaps as ag
@@ -335,3 +336,47 @@ def test_fill_start_states_from_seed_and_conditions():
     assert row["scene.cube_x"] == pytest.approx(pose[0]) and row["scene.cube_y"] == pytest.approx(pose[1])
     assert math.radians(row["scene.cube_yaw_deg"]) == pytest.approx(2 * math.atan2(pose[6], pose[3]))
     assert -45 <= row["scene.cube_yaw_deg"] <= 45
+
+
+def _table(rows):
+    """Dict rows as a pyarrow Table (a key a row lacks is null there), as `roboloop gaps` reads them from the index."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return pa.table({k: [r.get(k) for r in rows] for k in keys})
+
+
+def test_arrow_tables_give_the_report_of_the_same_rows_as_dicts():
+    """`gaps` hands `gap_report` Arrow tables (read column by column, numpy, no row dicts): the report is the one of
+    the same rows as dicts, with unlabelled and person-labelled outcomes, training episodes stored before yaw labels
+    (their label derived from the yaw range) and appearance labels matched as for a camera policy."""
+    rollouts, _ = _quality_world()
+    training = _training(np.random.default_rng(11))  # the world's training episodes (its generator's first draws)
+    for i, r in enumerate(rollouts):
+        r["scene.lighting"] = r["episode.cell"].split(",")[0].split("=")[1]
+        if i % 7 == 0:
+            r["outcome.success"] = None
+        elif i % 11 == 0:
+            r["outcome.source"] = "label"
+    for t, (lo, hi) in zip(training[::20], [(0.0, 0.0), (-45.0, 45.0), (-3.0, 3.0)] * 2):
+        del t["scene.yaw"]
+        t.update({"scene.yaw_min": lo, "scene.yaw_max": hi})
+    for cfg in (GapConfig(), GapConfig(match_labels=("lighting",))):
+        from_dicts = ag.gap_report(rollouts, training, cfg, eval_id="ev", dataset="aloha")
+        assert ag.gap_report(_table(rollouts), _table(training), cfg, eval_id="ev", dataset="aloha").to_dict() == from_dicts.to_dict()
+    assert sum(c.unlabelled for c in from_dicts.cells) == sum(r["outcome.success"] is None for r in rollouts)
+    assert sum(c.labelled for c in from_dicts.cells) == sum(
+        r.get("outcome.source") == "label" and r["outcome.success"] is not None for r in rollouts)
+    assert sum(len(c.failed_ids) for c in from_dicts.cells) == sum(r["outcome.success"] is False for r in rollouts)
+
+
+def test_start_states_of_a_table_are_filled_like_dict_rows():
+    rows = [_rollout(i, "yaw=none", 0.05, 0.5, 0.0, True) for i in range(6)]
+    for r in rows[1::2]:
+        r["scene.cube_x"] = None
+    rows[5]["episode.seed"] = None  # no seed: stays missing
+    filled = ag.with_start_states(_table(rows))
+    ag.fill_start_states(rows)
+    assert filled.column("scene.cube_x").to_pylist() == [r["scene.cube_x"] for r in rows]
+    assert filled.column("scene.cube_y").to_pylist() == [r["scene.cube_y"] for r in rows]
+    assert rows[1]["scene.cube_x"] != 0.05 and rows[5]["scene.cube_x"] is None
+    complete = _table(rows[:1])
+    assert ag.with_start_states(complete) is complete
