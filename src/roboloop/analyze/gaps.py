@@ -65,7 +65,7 @@ import pyarrow.compute as pc
 from roboloop import rows, schema
 from roboloop.analyze.rollouts import hashable
 from roboloop.catalog.errors import CatalogError
-from roboloop.catalog.index import unique_rollouts
+from roboloop.catalog.index import PAIR_COLUMNS, unique_rollouts
 from roboloop.collect.plan import Plan, PlanItem
 from roboloop.config import Config
 from roboloop.envs import DEFAULT_TASK, get_task, get_task_spec, task_specs
@@ -276,8 +276,17 @@ class _Columns:
 
     def value(self, name: str, i: int) -> Any:
         """Row `i`'s value of `name` (None when missing)."""
-        codes, values = self.codes(name)
-        return values[codes[i]]
+        if self.table is None:
+            return self.dicts[i].get(name)
+        return self.table.column(name)[int(i)].as_py() if name in self.table.column_names else None
+
+    def missing(self, name: str) -> np.ndarray:
+        """Bool per row: no value of `name` (null, or no such column)."""
+        if self.table is None:
+            return np.array([r.get(name) is None for r in self.dicts], dtype=bool)
+        if name not in self.table.column_names:
+            return np.ones(self.n, bool)
+        return self.table.column(name).is_null().to_numpy(zero_copy_only=False)
 
     def is_in(self, name: str, accept) -> np.ndarray:
         """Bool per row: `accept(value)` of the row's value (asked once per distinct value)."""
@@ -880,10 +889,10 @@ def _filter(table, column: str, values) -> Any:
     return table.filter(pc.is_in(table.column(column), value_set=pa.array(list(values), type=table.column(column).type)))
 
 
-def _read_columns(table):
-    """Only the columns a gap report reads (segment id, cell, task, seed, success, source, every `scene.*`): converting
-    40 columns of 100,000 rollouts to Python costs seconds."""
-    wanted = {SEGMENT_ID, CELL_COLUMN, TASK_COLUMN, SEED_COLUMN, SUCCESS_COLUMN, SOURCE_COLUMN}
+def _read_columns(table, *extra: str):
+    """Only the columns a gap report reads (segment id, cell, task, seed, success, source, every `scene.*`) and `extra`:
+    filtering and sorting 40 columns of 100,000 rollouts costs more than the report."""
+    wanted = {SEGMENT_ID, CELL_COLUMN, TASK_COLUMN, SEED_COLUMN, SUCCESS_COLUMN, SOURCE_COLUMN, *extra}
     return table.select([c for c in table.column_names if c in wanted or c.startswith(f"{schema.SCENE}.")])
 
 
@@ -916,8 +925,8 @@ def with_start_states(table):
         mask = codes == c
         for column in _task_spec(name, rows.value(SEGMENT_ID, int(np.argmax(mask)))).start_columns:
             columns[column] = None
-            need |= mask & rows.is_in(column, lambda v: v is None)
-    need &= rows.is_in(SEED_COLUMN, lambda v: v is not None)
+            need |= mask & rows.missing(column)
+    need &= ~rows.missing(SEED_COLUMN)
     if not need.any():
         return table
     picked = np.flatnonzero(need)
@@ -983,7 +992,9 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     dataset = row.get("dataset") or info.get("dataset")
     evals_ds = row.get("evals_dataset") or schema.evals_dataset(dataset)
     demo = _filter(segment_table(dataset), SEGMENT_ID, train_ids).to_pylist()
-    table = _filter(unique_rollouts((rollout_table or segment_table)(evals_ds)), f"{schema.EPISODE}.{schema.EPISODE_EVAL_ID}", [eval_id])
+    # the evaluation's rows first (a repeated (eval id, cell, index) pair repeats within one evaluation), then the repeats
+    table = _read_columns((rollout_table or segment_table)(evals_ds), *PAIR_COLUMNS)
+    table = unique_rollouts(_filter(table, PAIR_COLUMNS[0], [eval_id]))
     rollouts = _read_columns(table).sort_by(SEGMENT_ID) if table.num_rows else None
     if rollouts is None:
         raise GapError(f"evaluation {eval_id!r} has no rollouts in {evals_ds!r} (interrupted? resume it with `roboloop eval --resume {eval_id}`)")
