@@ -49,6 +49,7 @@ BUILTIN_SPECS: dict[str, str] = {
 """Built-in tasks' descriptions (:class:`TaskSpec`): name -> ``module:attribute``, modules without recording code."""
 
 _REGISTERED: dict[str, Any] = {}
+_BUILTIN_LOADED: dict[str, Any] = {}
 _SPECS: dict[str, Any] = {}
 
 
@@ -104,7 +105,7 @@ def _load(name: str) -> Any:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name in BUILTIN:
-        task = _instance(plugins.import_object(BUILTIN[name]))
+        task = _BUILTIN_LOADED[name] = _instance(plugins.import_object(BUILTIN[name]))
     else:
         ep = _entry_points()[name]
         try:
@@ -134,13 +135,12 @@ def get_task_spec(name: str | None = None) -> Any:
     task's from :data:`BUILTIN_SPECS` (no simulator or recording code loads), any other task itself (it has every
     member of the description); UnknownTaskError listing the tasks, as :func:`get_task`."""
     name = DEFAULT_TASK if name is None else str(name).strip()
-    if name in _REGISTERED:
-        return _REGISTERED[name]
-    if name in BUILTIN_SPECS:
+    registered = _REGISTERED.get(name)
+    if name in BUILTIN_SPECS and (registered is None or registered is _BUILTIN_LOADED.get(name)):  # not replaced
         if name not in _SPECS:
             _SPECS[name] = _instance(plugins.import_object(BUILTIN_SPECS[name]))
         return _SPECS[name]
-    return get_task(name)
+    return registered if registered is not None else get_task(name)
 
 
 def task_specs() -> dict[str, Any]:
@@ -176,8 +176,8 @@ def describe_task(task: Any) -> dict[str, Any]:
 
 def failure_words() -> dict[str, str]:
     """Every failure kind in words: the stored kinds `schema.FAILURE_KINDS` names (older classifiers'
-    included), then each registered task's own (`Task.failure_kinds`)."""
+    included), then each registered task's own (`TaskSpec.failure_kinds`: the descriptions, no recording code)."""
     words = dict(schema.FAILURE_KINDS)
-    for task in tasks().values():
+    for task in task_specs().values():
         words.update(task.failure_kinds)
     return words
