@@ -415,8 +415,7 @@ def representative_failure(fails: Sequence[Mapping[str, Any]], cell: str | None 
 
 def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: str | None):
     """Rows of `eval_ids` matching `where`; an (eval id, cell, index) pair recorded twice counts once
-    (`unique_rollouts`)."""
-    table = unique_rollouts(table)
+    (`unique_rollouts`: after picking the evaluations, since a repeated pair repeats within one evaluation)."""
     where = given_where(where)
 
     if eval_ids:
@@ -424,12 +423,13 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
             raise PredicateError(f"{evals_dataset} has no {EVAL_ID} column: its rollouts were not made by `roboloop eval` "
                                  f"(e.g. recorded with record.episode(kind='rollout')), so they have no eval id; leave out "
                                  f"--eval, or pick them with --where (e.g. \"episode.policy = 'mine'\")")
-        known = set(table.column(EVAL_ID).to_pylist())
+        known = set(pc.unique(table.column(EVAL_ID)).to_pylist())
         unknown = [e for e in eval_ids if e not in known]
         if unknown:
             raise PredicateError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {evals_dataset}; "
                                  f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
         table = table.filter(pc.is_in(table.column(EVAL_ID), value_set=pa.array(list(eval_ids))))
+    table = unique_rollouts(table)
     if where is not None:
         # DataFusion (and pandas, which it loads: ~0.3-1 s) only for a `--where`: `roboloop success` and `compare` without
         # one start without it, as the catalog client starts without rerun and DataFusion until it queries
