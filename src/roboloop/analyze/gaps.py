@@ -1,7 +1,9 @@
 """Coverage gaps: why does a cell of the evaluation grid fail, and what to collect next.
 
 Pure functions over plain rows (lists of dicts or ``pyarrow.Table`` with the friendly
-segment-table columns), plus thin glue that reads the catalog: :func:`gaps` reads an
+segment-table columns; a table is read column by column with numpy, so only its distinct values and
+the ids a report lists become Python objects: `roboloop gaps` on 50,000 rollouts takes a fraction of
+a second), plus thin glue that reads the catalog: :func:`gaps` reads an
 evaluation, its training run and both segment tables; :func:`nearest_training` finds each
 failure's nearest training episode. The entry points are :func:`coverage`, :func:`gaps`
 and :func:`make_plan` (alias ``plan``), which builds a :class:`roboloop.collect.plan.Plan`.
