@@ -142,6 +142,7 @@ _PAIR = ("_cell", "_seed")
 
 def _first_outcomes(t, by: list[str]):
     """Arrow: one row per (group, cell, seed) with its first outcome (`_ok`, row order), keys renamed `_k<i>`."""
+    t = t.select(list(dict.fromkeys([*by, CELL, SEED, SUCCESS])))  # not every column through the filter
     t = t.filter(pc.is_valid(t.column(SUCCESS)))
     cols = {f"_k{i}": t.column(b) for i, b in enumerate(by)}
     cols.update(_cell=t.column(CELL), _seed=t.column(SEED), _ok=pc.cast(t.column(SUCCESS), pa.int64()))
