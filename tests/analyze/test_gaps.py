@@ -7,6 +7,7 @@ near its training data), independently of the coverage code under test.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -380,3 +381,27 @@ def test_start_states_of_a_table_are_filled_like_dict_rows():
     assert rows[1]["scene.cube_x"] != 0.05 and rows[5]["scene.cube_x"] is None
     complete = _table(rows[:1])
     assert ag.with_start_states(complete) is complete
+
+
+def test_gaps_reads_one_evaluation_and_counts_a_repeated_rollout_once(tmp_path):
+    """The glue on index-like tables (what `roboloop gaps` hands it): only the evaluation's rollouts, a repeated
+    (eval id, cell, index) pair once (the smallest segment id), in segment id order."""
+    from roboloop import rows, schema
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    rows.write_row(ws, schema.EVALS_TABLE, "ev", {"eval_id": "ev", "dataset": "demo", "evals_dataset": "demo_evals",
+                                                  "run_id": "run-1", "policy": "run-1"})
+    training = _training(np.random.default_rng(3))
+    ws.run_dir("run-1").mkdir(parents=True)
+    (ws.run_dir("run-1") / "run.json").write_text(json.dumps(
+        {"run_id": "run-1", "dataset": "demo", "cameras": [], "train_ids": [t["segment_id"] for t in training]}))
+    rollouts = _evaluation(np.random.default_rng(4), _planted_truth, per_cell=6)
+    for i, r in enumerate(rollouts):
+        r.update({"episode.eval_id": "ev", "episode.index_in_cell": i % 6})
+    repeat = {**rollouts[7], "segment_id": "ro-9999", "outcome.success": not rollouts[7]["outcome.success"]}
+    other = {**rollouts[3], "segment_id": "ro-0000a", "episode.eval_id": "other", "scene.cube_x": 0.3}
+    table = _table(rollouts[::-1] + [repeat, other])
+    rep = ag.gaps(None, "ev", workspace=ws, segment_table={"demo": _table(training)}.__getitem__, rollout_table=lambda _d: table)
+    assert rep.to_dict() == ag.gap_report(rollouts, training, eval_id="ev", run_id="run-1", dataset="demo",
+                                          evals_dataset="demo_evals").to_dict()

@@ -982,8 +982,10 @@ def gaps(catalog, eval_id: str, cfg: GapConfig | None = None, *, segment_table=N
     `segment_table(dataset)` when given: a caller reading several evaluations caches them). Without
     `cfg`, :meth:`GapConfig.for_policy` picks the defaults for the run's policy.
     `rollout_table(evals_dataset)` replaces the evaluation dataset's segment table (`roboloop gaps`
-    reads the rollout index, `analyze.rollouts.indexed_rollout_table`: then the catalog needs only the
-    demonstration dataset, see :func:`gap_datasets`); rollouts are taken in segment id order either way.
+    reads the rollout index, `catalog.index.load_table`; the report `analyze.rollouts.indexed_rollout_table`: then
+    the catalog needs only the demonstration dataset, see :func:`gap_datasets`); either way the evaluation's rows are
+    picked, a repeated (eval id, cell, index) pair counts once (`unique_rollouts`) and rollouts are taken in
+    segment id order.
     With `workspace`, `segment_table` and `rollout_table` all given, `catalog` may be None (`roboloop gaps` reads
     both datasets' base properties from their indexes, `catalog.index.load_table`, and starts no catalog).
     """
