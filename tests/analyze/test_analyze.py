@@ -184,6 +184,20 @@ def test_compare_counts_with_arrow_equal_a_count_row_by_row(by, monkeypatch):
     assert overall["labelled_b"] == sum(r[analyze.SOURCE] is not None for r in rows_b)
 
 
+def test_compare_with_arrow_on_one_group_or_an_empty_side_equals_rows(monkeypatch):
+    """No grouping (`by` empty) and an evaluation without rollouts: the Arrow count (it raised a TypeError there before
+    it counted with hash codes and numpy) gives what the row-by-row count gives."""
+    rows_a, rows_b = _compare_sides(3)
+    table_a, table_b = pa.Table.from_pylist(rows_a), pa.Table.from_pylist(rows_b)
+    empty = table_a.slice(0, 0)
+    expected = {by: [compare(ra, rb, list(by)) for ra, rb in ((rows_a, rows_b), ([], rows_b), (rows_a, []))]
+                for by in ((), (CELL,))}
+    monkeypatch.setattr(compare_module, "_compare_counts", lambda *a: pytest.fail("the Arrow path fell back to rows"))
+    for by, rows_results in expected.items():
+        for (ta, tb), want in zip(((table_a, table_b), (empty, table_b), (table_a, empty)), rows_results):
+            assert json.dumps(compare(ta, tb, list(by)), default=str) == json.dumps(want, default=str), (by, ta.num_rows, tb.num_rows)
+
+
 def _paired(cell: str, both: int, only_a: int, only_b: int, neither: int, start: int = 0):
     a, b = [], []
     outcomes = [(1, 1)] * both + [(1, 0)] * only_a + [(0, 1)] * only_b + [(0, 0)] * neither

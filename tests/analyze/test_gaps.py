@@ -7,9 +7,11 @@ near its training data), independently of the coverage code under test.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from roboloop.analyze import gaps as ag
@@ -335,3 +337,71 @@ def test_fill_start_states_from_seed_and_conditions():
     assert row["scene.cube_x"] == pytest.approx(pose[0]) and row["scene.cube_y"] == pytest.approx(pose[1])
     assert math.radians(row["scene.cube_yaw_deg"]) == pytest.approx(2 * math.atan2(pose[6], pose[3]))
     assert -45 <= row["scene.cube_yaw_deg"] <= 45
+
+
+def _table(rows):
+    """Dict rows as a pyarrow Table (a key a row lacks is null there), as `roboloop gaps` reads them from the index."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return pa.table({k: [r.get(k) for r in rows] for k in keys})
+
+
+def test_arrow_tables_give_the_report_of_the_same_rows_as_dicts():
+    """`gaps` hands `gap_report` Arrow tables (read column by column, numpy, no row dicts): the report is the one of
+    the same rows as dicts, with unlabelled and person-labelled outcomes, training episodes stored before yaw labels
+    (their label derived from the yaw range) and appearance labels matched as for a camera policy."""
+    rollouts, _ = _quality_world()
+    training = _training(np.random.default_rng(11))  # the world's training episodes (its generator's first draws)
+    for i, r in enumerate(rollouts):
+        r["scene.lighting"] = r["episode.cell"].split(",")[0].split("=")[1]
+        if i % 7 == 0:
+            r["outcome.success"] = None
+        elif i % 11 == 0:
+            r["outcome.source"] = "label"
+    for t, (lo, hi) in zip(training[::20], [(0.0, 0.0), (-45.0, 45.0), (-3.0, 3.0)] * 2):
+        del t["scene.yaw"]
+        t.update({"scene.yaw_min": lo, "scene.yaw_max": hi})
+    for cfg in (GapConfig(), GapConfig(match_labels=("lighting",))):
+        from_dicts = ag.gap_report(rollouts, training, cfg, eval_id="ev", dataset="aloha")
+        assert ag.gap_report(_table(rollouts), _table(training), cfg, eval_id="ev", dataset="aloha").to_dict() == from_dicts.to_dict()
+    assert sum(c.unlabelled for c in from_dicts.cells) == sum(r["outcome.success"] is None for r in rollouts)
+    assert sum(c.labelled for c in from_dicts.cells) == sum(
+        r.get("outcome.source") == "label" and r["outcome.success"] is not None for r in rollouts)
+    assert sum(len(c.failed_ids) for c in from_dicts.cells) == sum(r["outcome.success"] is False for r in rollouts)
+
+
+def test_start_states_of_a_table_are_filled_like_dict_rows():
+    rows = [_rollout(i, "yaw=none", 0.05, 0.5, 0.0, True) for i in range(6)]
+    for r in rows[1::2]:
+        r["scene.cube_x"] = None
+    rows[5]["episode.seed"] = None  # no seed: stays missing
+    filled = ag.with_start_states(_table(rows))
+    ag.fill_start_states(rows)
+    assert filled.column("scene.cube_x").to_pylist() == [r["scene.cube_x"] for r in rows]
+    assert filled.column("scene.cube_y").to_pylist() == [r["scene.cube_y"] for r in rows]
+    assert rows[1]["scene.cube_x"] != 0.05 and rows[5]["scene.cube_x"] is None
+    complete = _table(rows[:1])
+    assert ag.with_start_states(complete) is complete
+
+
+def test_gaps_reads_one_evaluation_and_counts_a_repeated_rollout_once(tmp_path):
+    """The glue on index-like tables (what `roboloop gaps` hands it): only the evaluation's rollouts, a repeated
+    (eval id, cell, index) pair once (the smallest segment id), in segment id order."""
+    from roboloop import rows, schema
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    rows.write_row(ws, schema.EVALS_TABLE, "ev", {"eval_id": "ev", "dataset": "demo", "evals_dataset": "demo_evals",
+                                                  "run_id": "run-1", "policy": "run-1"})
+    training = _training(np.random.default_rng(3))
+    ws.run_dir("run-1").mkdir(parents=True)
+    (ws.run_dir("run-1") / "run.json").write_text(json.dumps(
+        {"run_id": "run-1", "dataset": "demo", "cameras": [], "train_ids": [t["segment_id"] for t in training]}))
+    rollouts = _evaluation(np.random.default_rng(4), _planted_truth, per_cell=6)
+    for i, r in enumerate(rollouts):
+        r.update({"episode.eval_id": "ev", "episode.index_in_cell": i % 6})
+    repeat = {**rollouts[7], "segment_id": "ro-9999", "outcome.success": not rollouts[7]["outcome.success"]}
+    other = {**rollouts[3], "segment_id": "ro-0000a", "episode.eval_id": "other", "scene.cube_x": 0.3}
+    table = _table(rollouts[::-1] + [repeat, other])
+    rep = ag.gaps(None, "ev", workspace=ws, segment_table={"demo": _table(training)}.__getitem__, rollout_table=lambda _d: table)
+    assert rep.to_dict() == ag.gap_report(rollouts, training, eval_id="ev", run_id="run-1", dataset="demo",
+                                          evals_dataset="demo_evals").to_dict()

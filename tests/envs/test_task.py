@@ -2,6 +2,7 @@
 implementation, `task` as an axis of evaluation grids and plan items, and `roboloop tasks`."""
 
 import hashlib
+import inspect
 import json
 import math
 
@@ -16,9 +17,11 @@ from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, colle
 from roboloop.envs import (
     DEFAULT_TASK,
     Task,
+    TaskSpec,
     UnknownTaskError,
     describe_task,
     get_task,
+    get_task_spec,
     register_task,
     tasks,
     unregister_task,
@@ -71,6 +74,29 @@ def test_register_and_unregister(twin):
     unregister_task(TWIN)
     with pytest.raises(UnknownTaskError):
         get_task(TWIN)
+
+
+def test_a_task_description_is_the_task_without_its_running_code(twin):
+    """`get_task_spec` (what gaps and plans read, without the recording code): a built-in task's description has every
+    descriptive member of the task, equal, and gives the same conditions, start states and scene properties."""
+    for name in ("transfer_cube", "insertion"):
+        spec, task = get_task_spec(name), get_task(name)
+        assert isinstance(spec, TaskSpec) and not isinstance(spec, Task) and isinstance(task, TaskSpec)
+        for member in inspect.get_annotations(TaskSpec):
+            assert getattr(spec, member) == getattr(task, member), (name, member)
+        cond = task.conditions({"lighting": "dim"})
+        assert spec.conditions({"lighting": "dim"}) == cond and spec.conditions_from_dict(cond.to_dict()) == cond
+        assert spec.start_state(11, cond) == task.start_state(11, cond)
+        assert spec.scene_properties(cond, 11) == task.scene_properties(cond, 11)
+    assert get_task_spec(TWIN) is twin and get_task_spec(None) is get_task_spec(DEFAULT_TASK)
+    with pytest.raises(UnknownTaskError, match="unknown task 'peg'"):
+        get_task_spec("peg")
+    replaced = register_task(CubeTwin(), replace=True)  # a task registered in a built-in's name is its own description
+    try:
+        assert get_task_spec("transfer_cube") is replaced
+    finally:
+        unregister_task("transfer_cube")
+    assert isinstance(get_task_spec("transfer_cube"), TaskSpec) and not isinstance(get_task_spec("transfer_cube"), Task)
 
 
 def test_transfer_cube_members():

@@ -1,15 +1,16 @@
 """Analyze: B against A, per cell and overall (`roboloop compare`): a pure function over two rollout tables.
 
 Where the two evaluations share (cell, seed) pairs, the comparison is **paired**: exact McNemar test (a two-sided
-binomial test on the discordant pairs, ``scipy.stats.binomtest``) and Newcombe's square-and-add score interval for a
-paired difference with the continuity-corrected correlation (Newcombe 1998, Stat Med 17:2635; the "Newcombe
-square-and-add" interval of Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, among the intervals they recommend).
+binomial test on the discordant pairs: scipy's ``binomtest`` in integer arithmetic, :mod:`roboloop.stats.exact`) and
+Newcombe's square-and-add score interval for a paired difference with the continuity-corrected correlation (Newcombe
+1998, Stat Med 17:2635; the "Newcombe square-and-add" interval of Fagerland, Lydersen & Laake 2014, Stat Med 33:2850, among the intervals they recommend).
 Where seeds differ: Fisher's exact test and Newcombe's hybrid score interval for independent proportions (Newcombe
 1998, Stat Med 17:873, method 10). Cell p-values are adjusted with Holm's step-down method; the overall row is one
 test, unadjusted.
 
-Its own module because the exact tests load `scipy.stats` (~0.7-1.5 s here): `roboloop success`
-(:mod:`roboloop.analyze.rollouts`) does not need them. Rollout tables and their loading: :mod:`roboloop.analyze.rollouts`.
+Its own module: `roboloop success` (:mod:`roboloop.analyze.rollouts`) does not need it. Its exact tests do not import
+`scipy.stats` (0.5-2.5 s here, :mod:`roboloop.stats.exact` says why). Rollout tables and their loading:
+:mod:`roboloop.analyze.rollouts`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from roboloop.analyze.rollouts import (
     need_columns,
     sort_key,
 )
+from roboloop.catalog.index import group_codes
 from roboloop.stats.exact import fisher_exact, mcnemar_exact
 from roboloop.stats.intervals import newcombe_diff, newcombe_paired_diff
 from roboloop.stats.multiplicity import holm
@@ -136,47 +138,56 @@ def _compare_counts(ca: Mapping[str, list], cb: Mapping[str, list], by: list[str
     return groups, originals, per_group, _pair_counts(all_a, all_b), (_judged_counts(ca, by), _judged_counts(cb, by))
 
 
-_PAIR = ("_cell", "_seed")
+def _coded(ta, tb, names: list[str]) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """Codes of every row's values of `names` in both tables, one coding (equal exactly where the values are, what a
+    join on `names` matches), and each code's values as Python (a tuple per code)."""
+    if not names:
+        return np.zeros(ta.num_rows, np.int64), np.zeros(tb.num_rows, np.int64), [()]
+    cols = [pa.chunked_array(ta.column(n).chunks + tb.column(n).chunks, type=ta.schema.field(n).type) for n in names]
+    codes = group_codes(cols)
+    first = np.unique(codes, return_index=True)[1]  # codes are dense: code c first appears at row first[c]
+    values = list(zip(*(c.take(pa.array(first, pa.int64())).to_pylist() for c in cols)))
+    return codes[: ta.num_rows], codes[ta.num_rows :], values
 
 
-def _first_outcomes(t, by: list[str]):
-    """Arrow: one row per (group, cell, seed) with its first outcome (`_ok`, row order), keys renamed `_k<i>`."""
-    t = t.filter(pc.is_valid(t.column(SUCCESS)))
-    cols = {f"_k{i}": t.column(b) for i, b in enumerate(by)}
-    cols.update(_cell=t.column(CELL), _seed=t.column(SEED), _ok=pc.cast(t.column(SUCCESS), pa.int64()))
-    keys = [*(f"_k{i}" for i in range(len(by))), *_PAIR]
-    first = pa.table(cols).group_by(keys, use_threads=False).aggregate([("_ok", "first")])
-    return first.rename_columns([*keys, "_ok"])
+def _first_outcomes(t, group: np.ndarray, pair: np.ndarray, n_pairs: int):
+    """(group, pair, outcome 0/1) of the first outcome of each (group, cell + seed pair), in row order; None when a pair
+    falls in two groups."""
+    ok = t.column(SUCCESS)
+    rows = np.flatnonzero(ok.is_valid().to_numpy(zero_copy_only=False))
+    first = rows[np.sort(np.unique(group[rows] * n_pairs + pair[rows], return_index=True)[1])]
+    if len(np.unique(pair[first])) != len(first):
+        return None
+    outcome = pc.fill_null(pc.cast(ok, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    return group[first], pair[first], outcome[first]
 
 
-def _side_counts(first, keys: list[str]) -> dict[tuple, tuple[int, int]]:
-    agg = first.group_by(keys, use_threads=False).aggregate([("_ok", "count"), ("_ok", "sum")])
-    return {tuple(r[k] for k in keys): (r["_ok_count"], r["_ok_sum"]) for r in agg.to_pylist()}
+def _sums(codes: np.ndarray, n: int, *flags: np.ndarray) -> list[np.ndarray]:
+    """Per code (0..n-1): how many rows, then the sum of each flag."""
+    return [np.bincount(codes, minlength=n), *(np.bincount(codes, weights=f, minlength=n).astype(np.int64) for f in flags)]
 
 
-def _shared_counts(fa, fb, keys: list[str], on: list[str]) -> dict[tuple, tuple[int, int, int, int]]:
-    """group (`keys`) -> (pairs in both, both succeeded, only A, only B), pairs matched on `on`."""
-    j = fa.select([*on, "_ok"]).join(fb.select([*on, "_ok"]).rename_columns([*on, "_ok_b"]), on, join_type="inner",
-                                      use_threads=False)
-    if not j.num_rows:
-        return {}
-    a, b = pc.cast(j.column("_ok"), pa.int64()), pc.cast(j.column("_ok_b"), pa.int64())
-    flags = {"_both": pc.multiply(a, b), "_only_a": pc.multiply(a, pc.subtract(1, b)), "_only_b": pc.multiply(b, pc.subtract(1, a))}
-    t = pa.table({**{k: j.column(k) for k in keys}, **flags, "_n": pa.array(np.ones(j.num_rows, np.int64))})
-    agg = t.group_by(keys, use_threads=False).aggregate([(c, "sum") for c in ("_n", *flags)]) if keys else \
-        pa.table({f"{c}_sum": [pc.sum(t.column(c)).as_py()] for c in ("_n", *flags)})
-    return {tuple(r[k] for k in keys): (r["_n_sum"], r["_both_sum"], r["_only_a_sum"], r["_only_b_sum"]) for r in agg.to_pylist()}
+def _pairs_in_both(fa, fb, n_groups: int, *, same_group: bool):
+    """(pairs in both, both succeeded, only A, only B), per group (`same_group`: a pair counts where both sides put it in
+    one group, the join on group and pair) or over all pairs (index 0)."""
+    _, ia, ib = np.intersect1d(fa[1], fb[1], assume_unique=True, return_indices=True)
+    groups, a, b = fa[0][ia], fa[2][ia], fb[2][ib]
+    if same_group:
+        keep = groups == fb[0][ib]
+        groups, a, b = groups[keep], a[keep], b[keep]
+    else:
+        groups = np.zeros(len(a), np.int64)
+    return _sums(groups, n_groups if same_group else 1, a * b, a * (1 - b), b * (1 - a))
 
 
-def _judged_arrow(t, by: list[str]) -> dict[tuple, list[int]]:
+def _judged_arrow(t, group: np.ndarray, n_groups: int, values: list[tuple]) -> dict[tuple, list[int]]:
     ok = t.column(SUCCESS)
     labelled = pc.and_(pc.is_valid(ok), pc.equal(t.column(SOURCE), schema.OUTCOME_SOURCE_LABEL)) if SOURCE in t.column_names \
         else pa.array(np.zeros(t.num_rows, bool))
-    cols = {f"_k{i}": t.column(b) for i, b in enumerate(by)}
-    cols.update(_lab=pc.cast(pc.fill_null(labelled, False), pa.int64()), _unl=pc.cast(pc.is_null(ok), pa.int64()))
-    keys = [f"_k{i}" for i in range(len(by))]
-    agg = pa.table(cols).group_by(keys, use_threads=False).aggregate([("_lab", "sum"), ("_unl", "sum")])
-    return {tuple(r[k] for k in keys): [r["_lab_sum"], r["_unl_sum"]] for r in agg.to_pylist() if r["_lab_sum"] or r["_unl_sum"]}
+    lab = pc.fill_null(labelled, False).to_numpy(zero_copy_only=False).astype(np.int64)
+    unl = ok.is_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    _, n_lab, n_unl = _sums(group, n_groups, lab, unl)
+    return {values[g]: [int(n_lab[g]), int(n_unl[g])] for g in range(n_groups) if n_lab[g] or n_unl[g]}
 
 
 def _arrow_comparable(ca, cb, by: list[str]) -> bool:
@@ -195,23 +206,27 @@ def _arrow_comparable(ca, cb, by: list[str]) -> bool:
 
 
 def _compare_counts_arrow(ca, cb, by: list[str]) -> _Counted | None:
-    """:func:`_compare_counts` with Arrow's hash aggregation and joins (None when `_arrow_comparable` says no, or when a
-    (cell, seed) pair falls in two groups of one side: the row-by-row path then decides which group it counts in)."""
+    """:func:`_compare_counts` over Arrow columns with hash codes and numpy (`catalog.index.group_codes`; no Acero, whose
+    import alone is a tenth of a cold `compare`). None when `_arrow_comparable` says no, or when a (cell, seed) pair falls
+    in two groups of one side: the row-by-row path then decides which group it counts in."""
     if not _arrow_comparable(ca, cb, by):
         return None
     ta, tb = ca.table, cb.table
-    keys = [f"_k{i}" for i in range(len(by))]
-    fa, fb = _first_outcomes(ta, by), _first_outcomes(tb, by)
-    for f in (fa, fb):
-        if f.select(list(_PAIR)).group_by(list(_PAIR), use_threads=False).aggregate([]).num_rows != f.num_rows:
-            return None
-    sa, sb = _side_counts(fa, keys), _side_counts(fb, keys)
-    shared = _shared_counts(fa, fb, keys, [*keys, *_PAIR])
-    groups = sorted(sa.keys() | sb.keys(), key=sort_key)
-    per_group = {g: (*sa.get(g, (0, 0)), *sb.get(g, (0, 0)), *shared.get(g, (0, 0, 0, 0))) for g in groups}
+    ga, gb, values = _coded(ta, tb, by)
+    pa_, pb_, pairs = _coded(ta, tb, [CELL, SEED])
+    fa, fb = _first_outcomes(ta, ga, pa_, len(pairs)), _first_outcomes(tb, gb, pb_, len(pairs))
+    if fa is None or fb is None:
+        return None
+    n = len(values)
+    (na, ka), (nb, kb) = _sums(fa[0], n, fa[2]), _sums(fb[0], n, fb[2])
+    shared = _pairs_in_both(fa, fb, n, same_group=True)
+    present = np.flatnonzero((na > 0) | (nb > 0))
+    groups = sorted((values[g] for g in present), key=sort_key)
+    code = {values[g]: g for g in present}
+    per_group = {g: tuple(int(c[code[g]]) for c in (na, ka, nb, kb, *shared)) for g in groups}
     totals = [sum(c[i] for c in per_group.values()) for i in range(4)]
-    overall = (*totals, *_shared_counts(fa, fb, [], list(_PAIR)).get((), (0, 0, 0, 0)))
-    return groups, {g: g for g in groups}, per_group, overall, (_judged_arrow(ta, by), _judged_arrow(tb, by))
+    overall = (*totals, *(int(c[0]) for c in _pairs_in_both(fa, fb, n, same_group=False)))
+    return groups, {g: g for g in groups}, per_group, overall, (_judged_arrow(ta, ga, n, values), _judged_arrow(tb, gb, n, values))
 
 
 def compare(

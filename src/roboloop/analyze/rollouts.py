@@ -9,7 +9,7 @@ catalog restore). Every function here is pure except those two loaders.
 Statistics (all 95% by default; the intervals and tests are those of :mod:`roboloop.stats`):
 
 * :func:`success_by`: success rates with the Wilson score interval of k successes in n.
-* :func:`roboloop.analyze.compare.compare` (its own module: its exact tests load `scipy.stats`, which
+* :func:`roboloop.analyze.compare.compare` (its own module, which
   `roboloop success` does not need): per cell and overall, B minus A, paired where seeds are shared.
 """
 
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from roboloop import schema
 from roboloop.catalog.client import UnknownDatasetError
-from roboloop.catalog.index import BASE_GROUPS, group_codes, load_table, unique_rollouts
+from roboloop.catalog.index import BASE_GROUPS, KEY, PAIR_COLUMNS, group_codes, load_table, unique_rollouts
 from roboloop.catalog.links import open_command
 from roboloop.envs import failure_words
 from roboloop.predicate import (
@@ -415,8 +415,7 @@ def representative_failure(fails: Sequence[Mapping[str, Any]], cell: str | None 
 
 def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: str | None):
     """Rows of `eval_ids` matching `where`; an (eval id, cell, index) pair recorded twice counts once
-    (`unique_rollouts`)."""
-    table = unique_rollouts(table)
+    (`unique_rollouts`: after picking the evaluations, since a repeated pair repeats within one evaluation)."""
     where = given_where(where)
 
     if eval_ids:
@@ -424,12 +423,13 @@ def _filter(table, evals_dataset: str, eval_ids: Sequence[str] | None, where: st
             raise PredicateError(f"{evals_dataset} has no {EVAL_ID} column: its rollouts were not made by `roboloop eval` "
                                  f"(e.g. recorded with record.episode(kind='rollout')), so they have no eval id; leave out "
                                  f"--eval, or pick them with --where (e.g. \"episode.policy = 'mine'\")")
-        known = set(table.column(EVAL_ID).to_pylist())
+        known = set(pc.unique(table.column(EVAL_ID)).to_pylist())
         unknown = [e for e in eval_ids if e not in known]
         if unknown:
             raise PredicateError(f"no rollouts of evaluation(s) {', '.join(unknown)} in {evals_dataset}; "
                                  f"evaluations there: {', '.join(sorted(str(k) for k in known if k)) or '(none)'}")
         table = table.filter(pc.is_in(table.column(EVAL_ID), value_set=pa.array(list(eval_ids))))
+    table = unique_rollouts(table)
     if where is not None:
         # DataFusion (and pandas, which it loads: ~0.3-1 s) only for a `--where`: `roboloop success` and `compare` without
         # one start without it, as the catalog client starts without rerun and DataFusion until it queries
@@ -453,16 +453,21 @@ def rollout_table(catalog, evals_dataset: str, eval_ids: Sequence[str] | None = 
 
 
 def indexed_rollout_table(workspace, evals_dataset: str, eval_ids: Sequence[str] | None = None,
-                          where: str | None = None, *, catalog=None):
+                          where: str | None = None, *, catalog=None, columns: Sequence[str] | None = None):
     """Like :func:`rollout_table` from the rollout index (base properties only, no catalog restore).
 
-    `catalog` (a Catalog or a function returning one) is used only to rebuild stale rows.
+    `catalog` (a Catalog or a function returning one) is used only to rebuild stale rows. `columns`: only these
+    (and the segment id and the (eval id, cell, index) pair) when there is no `where`: picking 50,000 rows of 40 columns
+    costs more than a comparison of them.
     """
     if evals_dataset not in workspace.datasets():
         raise UnknownDatasetError(evals_dataset, workspace.datasets())
     table = load_table(workspace, evals_dataset, catalog)
     if table.num_rows == 0 and SUCCESS not in table.column_names:
         table = table.append_column(SUCCESS, pa.array([], pa.bool_()))
+    if columns is not None and given_where(where) is None:
+        keep = {*columns, KEY, *PAIR_COLUMNS}
+        table = table.select([c for c in table.column_names if c in keep])
     return _filter(table, evals_dataset, eval_ids, where)
 
 
@@ -474,13 +479,15 @@ def load_rollouts(
     *,
     needed: Sequence[str] = (),
     catalog_factory: Callable[[], Any] | None = None,
+    columns: Sequence[str] | None = None,
 ):
     """The rollout table, from the index when it can answer, else from the catalog.
 
     The index answers when every column in `needed` (and the `where` predicate's columns)
     is a base property (episode./scene./outcome./segment_id). `catalog_factory()` starts
     or attaches a catalog; it is called only when needed (stale index rows, or columns of
-    derived layers such as `signals.*`), and the caller closes what it returns.
+    derived layers such as `signals.*`), and the caller closes what it returns. `columns`: the columns the caller reads,
+    when it reads few (the index route then carries no others, :func:`indexed_rollout_table`).
     """
     names = set(needed)
     where = given_where(where)
@@ -488,7 +495,7 @@ def load_rollouts(
         names |= columns_of(Parser(where, lambda n: n).parse())
     base_only = all(n == "segment_id" or n.partition(".")[0] in BASE_GROUPS for n in names)
     if base_only and evals_dataset in workspace.datasets():
-        return indexed_rollout_table(workspace, evals_dataset, eval_ids, where, catalog=catalog_factory)
+        return indexed_rollout_table(workspace, evals_dataset, eval_ids, where, catalog=catalog_factory, columns=columns)
     if catalog_factory is None:
         raise ValueError("columns of derived layers need the catalog: pass catalog_factory")
     return rollout_table(catalog_factory(), evals_dataset, eval_ids, where)

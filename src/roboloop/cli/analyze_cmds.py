@@ -1,4 +1,4 @@
-"""CLI command of analyze: `success` (`compare`: `compare_cmds`, its exact tests load scipy.stats; failures and judged
+"""CLI command of analyze: `success` (`compare`: `compare_cmds`; failures and judged
 outcomes: `outcomes_cmds`; demonstration value: `value_cmds`).
 
 It reads the rollout index (no catalog restore) and starts or attaches the catalog only when

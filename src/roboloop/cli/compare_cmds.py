@@ -1,6 +1,7 @@
 """CLI command `compare`: B against A per cell and overall (`roboloop.analyze.compare`), from the rollout index.
 
-Its own module because the exact tests load scipy.stats, which `roboloop success` does not need.
+Its own module: `roboloop success` does not need it. It loads no scipy (the exact tests are integer arithmetic,
+`roboloop.stats.exact`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from roboloop.analyze.compare import compare
-from roboloop.analyze.rollouts import load_rollouts, outcome_note
+from roboloop.analyze.rollouts import CELL, SEED, SOURCE, SUCCESS, load_rollouts, outcome_note
 from roboloop.cli.common import console, open_workspace
 from roboloop.cli.tables import check_format, guard, lazy_catalog, print_table, split_list
 from roboloop.evaluate.table import DECISION_COLUMNS, attach_decisions, evals_dataset_of, sequential_between
@@ -36,7 +37,8 @@ def compare_cmd(
     keys = split_list(by)
     with lazy_catalog() as catalog:
         tables = [
-            guard(lambda e=e: load_rollouts(ws, evals_dataset_of(ws, e), [e], where, needed=keys, catalog_factory=catalog))
+            guard(lambda e=e: load_rollouts(ws, evals_dataset_of(ws, e), [e], where, needed=keys, catalog_factory=catalog,
+                                            columns=[*keys, CELL, SEED, SUCCESS, SOURCE]))
             for e in (eval_a, eval_b)
         ]
     out = guard(lambda: compare(tables[0], tables[1], keys, alpha=alpha))

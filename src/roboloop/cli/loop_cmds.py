@@ -19,7 +19,7 @@ from rich.table import Table
 
 from roboloop import schema
 from roboloop.analyze.gaps import gap_config, gap_datasets, gaps, make_plan
-from roboloop.analyze.rollouts import indexed_rollout_table, outcome_note
+from roboloop.analyze.rollouts import outcome_note
 from roboloop.catalog.index import StaleIndexError, load_table
 from roboloop.cli.common import SHOW_CONFIG_HELP, console, err_console, open_catalog, open_workspace, optional_dependency, print_config
 from roboloop.cli.tables import lazy_catalog
@@ -40,7 +40,8 @@ def _gap_inputs(eval_id: str) -> Iterator[tuple]:
     ws = open_workspace()
     demo_ds, evals_ds = gap_datasets(ws, eval_id)
     try:
-        table = indexed_rollout_table(ws, evals_ds) if {demo_ds, evals_ds} <= set(ws.datasets()) else None
+        # the whole index as stored: `gaps` picks the evaluation's rows, then drops repeated pairs (on those rows only)
+        table = load_table(ws, evals_ds) if {demo_ds, evals_ds} <= set(ws.datasets()) else None
     except StaleIndexError:  # rows missing (a crash between registration and the index write): the catalog rebuilds them
         table = None
     if table is None:

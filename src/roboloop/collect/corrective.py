@@ -38,7 +38,7 @@ from roboloop.collect.run import CollectConfig, CollectReport, EpisodeJob, Polic
 from roboloop.config import Config, check
 from roboloop.envs import DEFAULT_TASK, get_task
 from roboloop.envs.aloha.recording import RecordingSpec
-from roboloop.envs.task import corrective_expert
+from roboloop.envs.task import corrective_expert, has_corrective_expert
 from roboloop.errors import RoboloopError
 
 __all__ = [
@@ -226,7 +226,7 @@ class CorrectiveConfig(Config):
 
 def check_task(task: str) -> None:
     """Raise NoCorrectiveExpertError before anything runs when `task` has no corrective expert."""
-    if not callable(getattr(get_task(task), "corrective_expert", None)):
+    if not has_corrective_expert(get_task(task)):
         raise NoCorrectiveExpertError(no_expert_message(task))
 
 

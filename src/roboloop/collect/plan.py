@@ -55,7 +55,7 @@ from typing import Any
 import tomli_w
 
 from roboloop import rows, schema
-from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task
+from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task_spec
 from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
 from roboloop.workspace import Workspace, atomic_write_text
@@ -99,7 +99,7 @@ def _item_task(labels: Mapping[str, Any]) -> str:
     if isinstance(value, bool) or not isinstance(value, str):
         raise PlanError(f"condition {schema.TASK_AXIS} must be a task name (string), got {value!r}")
     try:
-        return get_task(value.strip().lower()).name
+        return get_task_spec(value.strip().lower()).name
     except UnknownTaskError as exc:
         raise PlanError(str(exc)) from None
 
@@ -114,7 +114,7 @@ def canonical_conditions(labels: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(labels, Mapping):
         raise PlanError(f"conditions must be a table of axis = label, got {labels!r}")
     task = _item_task(labels)
-    vocabulary = get_task(task).vocabulary
+    vocabulary = get_task_spec(task).vocabulary
     out: dict[str, str] = {schema.TASK_AXIS: task} if schema.TASK_AXIS in labels else {}
     for axis, value in labels.items():
         if axis == schema.TASK_AXIS:
@@ -193,7 +193,7 @@ class PlanItem:
         """The conditions (`Task.conditions`) this item's episodes are collected under."""
         labels = {a: v for a, v in self.conditions.items() if a != schema.TASK_AXIS}
         try:
-            return get_task(self.task).conditions(labels)
+            return get_task_spec(self.task).conditions(labels)
         except ValueError as exc:
             raise PlanError(f"item {self.key}: {exc}") from None
 

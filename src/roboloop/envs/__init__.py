@@ -5,7 +5,10 @@ transfer-cube task in MuJoCo (its scene conditions, simulator, scripted demonstr
 success, and what one of its episodes records).
 
 **The registry.** :func:`tasks` lists the registered tasks by name, :func:`get_task` gives one
-(:class:`UnknownTaskError`, listing the tasks, for a name it does not know). Built-in tasks are
+(:class:`UnknownTaskError`, listing the tasks, for a name it does not know). :func:`get_task_spec` and
+:func:`task_specs` give a task's description (:class:`~roboloop.envs.task.TaskSpec`: vocabulary, start states,
+stages; what `roboloop gaps` and plans need): for a built-in task from its ``spec`` module, without loading its
+recording code (rerun, video); a task registered or installed as a plugin is its own description. Built-in tasks are
 named by import path and loaded on first use; a package adds its own with
 :func:`register_task` or the entry point group ``roboloop.tasks`` (``name = "module:attr"``,
 where ``attr`` is a task instance or a class built without arguments).
@@ -16,16 +19,17 @@ Importing this package loads no simulator.
 from __future__ import annotations
 
 import functools
+import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
 from roboloop import plugins, schema
-from roboloop.envs.task import Task
+from roboloop.envs.task import Task, TaskSpec
 from roboloop.errors import RoboloopError
 
 __all__ = [
-    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "TaskLoadError", "UnknownTaskError", "describe_task", "failure_words", "get_task", "register_task",
-    "tasks", "unregister_task",
+    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "TaskLoadError", "TaskSpec", "UnknownTaskError", "describe_task", "failure_words",
+    "get_task", "get_task_spec", "register_task", "task_specs", "tasks", "unregister_task",
 ]
 
 DEFAULT_TASK = "transfer_cube"
@@ -38,8 +42,15 @@ BUILTIN: dict[str, str] = {
     "insertion": "roboloop.envs.insertion.task:INSERTION",
 }
 """Built-in tasks: name -> ``module:attribute`` (loaded on first use)."""
+BUILTIN_SPECS: dict[str, str] = {
+    "transfer_cube": "roboloop.envs.aloha.spec:TRANSFER_CUBE_SPEC",
+    "insertion": "roboloop.envs.insertion.spec:INSERTION_SPEC",
+}
+"""Built-in tasks' descriptions (:class:`TaskSpec`): name -> ``module:attribute``, modules without recording code."""
 
 _REGISTERED: dict[str, Any] = {}
+_BUILTIN_LOADED: dict[str, Any] = {}
+_SPECS: dict[str, Any] = {}
 
 
 class UnknownTaskError(RoboloopError, ValueError):
@@ -73,7 +84,7 @@ def unregister_task(name: str) -> None:
 
 _MEMBERS = tuple(
     m for m in dir(Task) if not m.startswith("_")
-) + tuple(getattr(Task, "__annotations__", {}))
+) + tuple(dict.fromkeys(a for k in Task.__mro__ if k is not object for a in inspect.get_annotations(k) if not a.startswith("_")))
 
 
 @functools.cache
@@ -94,7 +105,7 @@ def _load(name: str) -> Any:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name in BUILTIN:
-        task = _instance(plugins.import_object(BUILTIN[name]))
+        task = _BUILTIN_LOADED[name] = _instance(plugins.import_object(BUILTIN[name]))
     else:
         ep = _entry_points()[name]
         try:
@@ -117,6 +128,24 @@ def get_task(name: str | None = None) -> Any:
     if name not in _REGISTERED and name not in _names():
         raise UnknownTaskError(f"unknown task {name!r}; tasks: {', '.join(_names())} (list them with `roboloop tasks`)")
     return _load(name)
+
+
+def get_task_spec(name: str | None = None) -> Any:
+    """The description (:class:`TaskSpec`) of the task called `name` (None: :data:`DEFAULT_TASK`): a built-in
+    task's from :data:`BUILTIN_SPECS` (no simulator or recording code loads), any other task itself (it has every
+    member of the description); UnknownTaskError listing the tasks, as :func:`get_task`."""
+    name = DEFAULT_TASK if name is None else str(name).strip()
+    registered = _REGISTERED.get(name)
+    if name in BUILTIN_SPECS and (registered is None or registered is _BUILTIN_LOADED.get(name)):  # not replaced
+        if name not in _SPECS:
+            _SPECS[name] = _instance(plugins.import_object(BUILTIN_SPECS[name]))
+        return _SPECS[name]
+    return registered if registered is not None else get_task(name)
+
+
+def task_specs() -> dict[str, Any]:
+    """Every registered task's description (:func:`get_task_spec`), by name (sorted)."""
+    return {name: get_task_spec(name) for name in _names()}
 
 
 def describe_task(task: Any) -> dict[str, Any]:
@@ -147,8 +176,8 @@ def describe_task(task: Any) -> dict[str, Any]:
 
 def failure_words() -> dict[str, str]:
     """Every failure kind in words: the stored kinds `schema.FAILURE_KINDS` names (older classifiers'
-    included), then each registered task's own (`Task.failure_kinds`)."""
+    included), then each registered task's own (`TaskSpec.failure_kinds`: the descriptions, no recording code)."""
     words = dict(schema.FAILURE_KINDS)
-    for task in tasks().values():
+    for task in task_specs().values():
         words.update(task.failure_kinds)
     return words

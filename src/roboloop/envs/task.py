@@ -37,6 +37,10 @@ Members, and who uses them:
   3D scene and the cameras (:class:`EpisodeWriter`); :meth:`Task.blueprint` the dataset's
   default viewer layout; ``policy_state`` the snapshot paths a state policy reads by default.
 
+The members from ``name`` to :meth:`Task.scene_properties` are the task's *description*
+(:class:`TaskSpec`): an analysis that needs nothing else (``roboloop gaps``, plans) asks for it with
+:func:`roboloop.envs.get_task_spec`, which for a built-in task imports no simulator or recording code.
+
 Register a task with :func:`roboloop.envs.register_task` or the entry point group
 ``roboloop.tasks`` (``name = "mypkg.tasks:MyTask"``, a class built without arguments or an
 instance).
@@ -51,7 +55,7 @@ import numpy as np
 
 from roboloop.envs.conditions import Vocabulary
 
-__all__ = ["EpisodeWriter", "Expert", "Outcome", "Sim", "Task", "Tracker", "corrective_expert"]
+__all__ = ["EpisodeWriter", "Expert", "Outcome", "Sim", "Task", "TaskSpec", "Tracker", "corrective_expert", "has_corrective_expert"]
 
 
 class Sim(Protocol):
@@ -139,8 +143,10 @@ class EpisodeWriter(Protocol):
 
 
 @runtime_checkable
-class Task(Protocol):
-    """A task (module docstring): everything a stage needs to collect, evaluate and analyze it."""
+class TaskSpec(Protocol):
+    """What a task is, described: its names, condition axes, start states, cameras, stages and failure kinds; nothing
+    that simulates, acts or records. An analysis that needs only these (`roboloop gaps`, plans) asks the registry for
+    the description (:func:`roboloop.envs.get_task_spec`): a built-in task's loads none of its recording code."""
 
     name: str
     """Registry key and ``episode.task``."""
@@ -187,6 +193,12 @@ class Task(Protocol):
     def scene_properties(self, conditions: Any, seed: int) -> dict[str, Any]:
         """The ``scene`` property group of an episode: every condition (canonical labels) and the start state."""
 
+
+@runtime_checkable
+class Task(TaskSpec, Protocol):
+    """A task (module docstring): everything a stage needs to collect, evaluate and analyze it (its description,
+    :class:`TaskSpec`, and what runs and records it)."""
+
     def make_sim(self, cameras: Sequence[str] = (), width: int = 320, height: int = 240) -> Sim:
         """A simulator rendering exactly `cameras` at width x height (no camera: physics only)."""
 
@@ -219,5 +231,9 @@ def corrective_expert(task: Any, sim: Sim) -> Expert | None:
     (also while a policy is in control), so it must act from the simulator's current state: the step
     index only keeps its schedule. Transfer cube's is :class:`~roboloop.envs.aloha.demonstrator.CorrectiveHandover`.
     """
-    make = getattr(task, "corrective_expert", None)
-    return make(sim) if callable(make) else None
+    return task.corrective_expert(sim) if has_corrective_expert(task) else None
+
+
+def has_corrective_expert(task: Any) -> bool:
+    """Whether `task` has the optional corrective expert (a callable ``corrective_expert`` member)."""
+    return callable(getattr(task, "corrective_expert", None))
