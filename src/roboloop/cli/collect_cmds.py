@@ -11,7 +11,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from roboloop import schema
-from roboloop.cli.common import SHOW_CONFIG_HELP, config_help, console, err_console, open_catalog, presets_help, print_config, user_input
+from roboloop.cli.common import (
+    INTERRUPTED_EXIT,
+    SHOW_CONFIG_HELP,
+    config_help,
+    console,
+    err_console,
+    open_catalog,
+    presets_help,
+    print_config,
+    user_input,
+)
 from roboloop.collect.corrective import CorrectiveConfig, check_task, collect_corrective
 from roboloop.collect.plan import load_plan, plan_summary
 from roboloop.collect.plan_run import execute_plan, spec_like_dataset
@@ -122,7 +132,7 @@ def collect_cmd(
         except KeyboardInterrupt:
             progress.stop()
             err_console.print(f"[yellow]interrupted:[/] {counts['done']} finished episode(s) registered; episodes in flight were discarded")
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT) from None
     n = len(report.results)
     if report.seeds is not None and len(report.seeds):
         gaps = "" if isinstance(report.seeds, range) else " (not contiguous: another collect reserved seeds in between)"
@@ -194,7 +204,7 @@ def corrective_command(run: str | None, *, dataset: str | None, episodes: int | 
             except KeyboardInterrupt:
                 progress.stop()
                 err_console.print(f"[yellow]interrupted:[/] {counts['done']} finished episode(s) registered")
-                raise typer.Exit(130) from None
+                raise typer.Exit(INTERRUPTED_EXIT) from None
     k = len(report.results)
     console.print(f"recorded and registered {k} corrective episode(s) in {report.wall_s:.1f}s; successes {report.successes}/{k}; "
                   f"expert in control {100 * counts['expert'] / max(k, 1):.0f}% of steps")
@@ -235,7 +245,7 @@ def collect_plan_command(plan_file: str | Path, *, workers: int = 1, steps: int 
             except KeyboardInterrupt:
                 progress.stop()
                 err_console.print(f"[yellow]interrupted:[/] {counts['done']} episode(s) registered; run the same command to collect the rest")
-                raise typer.Exit(130) from None
+                raise typer.Exit(INTERRUPTED_EXIT) from None
             progress.update(bar, completed=p.total)
         seeds = f"seeds {run.seeds[0]}..{run.seeds[-1]}" if run.seeds else "nothing new (the plan was already executed)"
         console.print(f"collected {len(run.new_segment_ids)} episode(s), {run.successes} successful, {seeds}; plan row status {run.status}")

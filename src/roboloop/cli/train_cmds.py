@@ -18,6 +18,7 @@ from rich.table import Table
 
 from roboloop.catalog.client import CatalogError
 from roboloop.cli.common import (
+    INTERRUPTED_EXIT,
     SHOW_CONFIG_HELP,
     config_help,
     console,
@@ -121,7 +122,7 @@ def train_cmd(
             progress.stop()
             err_console.print("[yellow]interrupted:[/] the run is registered with status 'interrupted' and its last complete "
                               "checkpoint; continue it with `roboloop train --resume RUN_ID` (see `roboloop runs`)")
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         except CatalogError as exc:
             progress.stop()
             fail(str(exc))
