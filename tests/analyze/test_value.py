@@ -105,19 +105,29 @@ def test_estimator_ranks_the_planted_biased_demonstrations_lowest(valued):
     assert all(values[s] < 0 for s in SLOPPY), values
 
 
+def _demos_and_episodes(rng, prefix: str, draw=None) -> tuple[dict, dict]:
+    """8 synthetic demonstrations' output gradients (a component they all share plus their own) and 24 episodes, each
+    behaving as one demonstration taught it (that one's gradient plus noise): {episode: (gradient, demonstration)},
+    with `draw()` appended when given (drawn right after the episode's gradient, from the same generator)."""
+    shared = 5.0 * rng.normal(size=256)
+    demos = {f"d{i}": shared + rng.normal(size=256) for i in range(8)}
+    episodes = {}
+    for i in range(24):
+        d = f"d{i % 8}"
+        g = demos[d] + 0.3 * rng.normal(size=256)
+        episodes[f"{prefix}{i}"] = (g, d) if draw is None else (g, d, draw())
+    return demos, episodes
+
+
 def test_kernel_estimator_blames_the_demonstrations_whose_behaviour_the_failed_rollouts_show():
     """Known answer for `estimator="kernel"` (pure): every rollout's output gradient is one demonstration's plus noise
     (it behaved as the policy learned from that one), plus a component all episodes share; the rollouts that behaved
     as the planted ones failed. Those rank lowest, with negative values; every other demonstration is positive."""
     rng = np.random.default_rng(0)
-    shared = 5.0 * rng.normal(size=256)
-    demos = {f"d{i}": shared + rng.normal(size=256) for i in range(8)}
+    demos, behaved = _demos_and_episodes(rng, "r")
     planted = {"d2", "d6"}
-    rollouts, outcomes = {}, {}
-    for i in range(24):
-        d = f"d{i % 8}"
-        rollouts[f"r{i}"] = demos[d] + 0.3 * rng.normal(size=256)
-        outcomes[f"r{i}"] = 0.0 if d in planted else 1.0
+    rollouts = {e: g for e, (g, _) in behaved.items()}
+    outcomes = {e: 0.0 if d in planted else 1.0 for e, (_, d) in behaved.items()}
     values = kernel_values(demos, rollouts, outcomes)
     assert set(sorted(values, key=values.get)[:2]) == planted, values
     assert all((v < 0) == (d in planted) for d, v in values.items()), values
@@ -246,14 +256,10 @@ def test_expert_estimator_blames_the_demonstrations_taught_where_the_policy_depa
     is a log-likelihood: scaling every loss by a constant changes nothing; an episode without labelled steps (no loss)
     is left out; fewer than 2 labelled episodes is an error."""
     rng = np.random.default_rng(1)
-    shared = 5.0 * rng.normal(size=256)
-    demos = {f"d{i}": shared + rng.normal(size=256) for i in range(8)}
+    demos, behaved = _demos_and_episodes(rng, "e", draw=lambda: rng.uniform(0.8, 1.25))
     planted = {"d3", "d5"}
-    labelled, losses = {}, {}
-    for i in range(24):
-        d = f"d{i % 8}"
-        labelled[f"e{i}"] = demos[d] + 0.3 * rng.normal(size=256)
-        losses[f"e{i}"] = (0.9 if d in planted else 0.05) * rng.uniform(0.8, 1.25)
+    labelled = {e: g for e, (g, _, _) in behaved.items()}
+    losses = {e: (0.9 if d in planted else 0.05) * u for e, (_, d, u) in behaved.items()}
     labelled["e-unlabelled"] = demos["d0"] + 0.3 * rng.normal(size=256)
     values = expert_values(demos, labelled, losses)
     assert set(sorted(values, key=values.get)[:2]) == planted, values
