@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 import types
@@ -267,6 +268,10 @@ def bench_scalars(cat: Catalog, ids: list[str], workers_list: list[int], peer_s:
         r = run_loader(make, ours_buffered(probe, w), ceiling)
         assert r["samples"] == probe.num_samples, (r["samples"], probe.num_samples)
         res[f"roboloop_w{w}"] = r
+    for w in workers_list:
+        if w:
+            res[f"floor_w{w}"] = loader_floor(w)
+            res[f"floor_catalog_w{w}"] = loader_floor(w, ("rerun.catalog",))
     rfields = {
         "state": RField(f"{schema.JOINT_POSITIONS}:Scalars:scalars", decode=NumericDecoder()),
         "action": RField(f"{schema.JOINT_TARGETS}:Scalars:scalars", decode=NumericDecoder(), window=tuple(i / 50 for i in range(10))),
@@ -274,6 +279,15 @@ def bench_scalars(cat: Catalog, ids: list[str], workers_list: list[int], peer_s:
     for w in workers_list:
         res[f"rerun_w{w}"] = best_peer(cat, SC, ids, rfields, 50, (1024, 8192), 4096, w, 256, peer_s, ceiling)
     return res
+
+
+def loader_floor(workers: int, modules: tuple[str, ...] = (), repeats: int = 3) -> float:
+    """Seconds of the fastest of `repeats` empty epochs of a DataLoader with `workers` spawned workers that import torch
+    and `modules` (`_loader_floor.py`, a fresh process each): what any such loader pays before its first sample."""
+    script = Path(__file__).parent / "_loader_floor.py"
+    runs = [float(subprocess.run([sys.executable, str(script), str(workers), *modules], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(repeats)]
+    return min(runs)
 
 
 def raw_decode_rate(cat: Catalog, sid: str) -> dict:
@@ -372,6 +386,16 @@ def main() -> None:
                 f"{peer['rate_total']:,.0f}/s incl. start-up ({fmt_steady(peer)}) [{peer['config']}] | ratio {ratio:.1f}x"
                 + (f" (target >= 50x: {'met' if ratio >= 50 else 'not met'})" if w == 2 else "")
             )
+            for key, what in (("floor", "only torch"), ("floor_catalog", "torch and rerun.catalog (to read the catalog)")):
+                if not w:
+                    break
+                floor = r[f"{key}_w{w}"]
+                best = ours["samples"] / floor
+                show(
+                    f"    floor: an empty epoch of a DataLoader with {w} spawned workers importing {what} takes {floor:.2f} s "
+                    f"(best of 3), so no such loader delivers these {ours['samples']:,} samples faster than {best:,.0f}/s "
+                    f"= {best / peer['rate_total']:.1f}x the peer; roboloop reaches {ours['rate_total'] / best:.0%} of that bound"
+                )
     if not args.skip_video:
         r = bench_video(cat, vd_ids, workers, peer_s, None)
         show(f"\nvideo ({n_vd} x {int(video_s * 25)} frames 320x240 H.264 @ 25 Hz, uint8 CHW, batch 32)")

@@ -100,7 +100,7 @@ def test_plan_corrective_refuses_when_no_failing_cell_has_a_corrective_expert(ws
                                                       "lighting=dim,yaw=none": ("transfer_cube", 0.0, 5)})
     res = _plan(ws, "--eval", "ev-ins", "--budget", "4", "--corrective", "5", "-o", str(tmp_path / "p.toml"))
     assert res.exit_code == 1, res.output
-    assert "no failing cell's task has a corrective expert" in res.output and "corrective = 0" in res.output
+    assert "no failing cell's task has a corrective expert" in res.output and "--corrective 0" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "p.toml").exists()
     res = _plan(ws, "--eval", "ev-ins", "--budget", "4", "-o", str(tmp_path / "p.toml"))  # demonstrations only: a plan
     assert res.exit_code == 0, res.output

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -151,6 +156,32 @@ def test_drop_last_and_seeded_determinism():
     assert [b["id"].tolist() for b in out] == [b["id"].tolist() for b in again]
 
 
+def test_a_block_in_pieces_gives_the_batches_of_its_concatenation():
+    """Pushing a block as pieces (how cached segments arrive) is pushing their concatenation: same batches, same draws."""
+    rng = np.random.default_rng(5)
+    blocks = [rng.integers(1, 40, size=rng.integers(1, 4)).tolist() for _ in range(12)]  # piece sizes per block
+    def run(split: bool):
+        buf = BatchShuffleBuffer(batch_size=8, buffer=30, max_block=120, shuffle=True, rng=np.random.default_rng(9))
+        out, start = [], 0
+        for sizes in blocks:
+            pieces = []
+            for n in sizes:
+                ids = np.arange(start, start + n)
+                start += n
+                pieces.append({"id": ids, "win": np.stack([ids, -ids, 3 * ids], axis=1).reshape(n, 3, 1).astype(np.float32)})
+            block = pieces if split else {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+            out += list(buf.push(block))
+        out += list(buf.finish())
+        return out, start
+    split, total = run(True)
+    whole, _ = run(False)
+    assert [b["id"].tolist() for b in split] == [b["id"].tolist() for b in whole]
+    ids = np.concatenate([b["id"] for b in split])
+    assert sorted(ids.tolist()) == list(range(total))
+    for b in split:  # each sample's rows stay with it
+        assert (b["win"][:, :, 0] == np.stack([b["id"], -b["id"], 3 * b["id"]], axis=1)).all()
+
+
 def test_oversized_block_is_refused():
     buf = BatchShuffleBuffer(batch_size=2, buffer=0, max_block=3, shuffle=False, rng=None)
     with pytest.raises(ValueError, match="max_block"):
@@ -207,3 +238,22 @@ def test_fill_is_the_width_of_a_fields_zeros_and_round_trips():
             Field("/a", fill=bad)
     windowed = Field("/a", fill=3, window=(0, 1))  # a windowed field too (corrective episodes' expert action)
     assert Field(**windowed.to_dict()) == windowed
+
+
+# --- worker exit -------------------------------------------------------------------------------
+
+def test_a_worker_ends_without_teardown_but_keeps_its_output():
+    """A DataLoader worker's exit skips interpreter teardown (what each epoch used to wait ~1 s for) yet exits 0 and
+    loses none of its buffered output; exit handlers registered before it (e.g. by a worker_init_fn) do not run."""
+    code = (
+        "import atexit\n"
+        "from roboloop.stream import dataset\n"
+        "atexit.register(print, 'teardown ran')\n"
+        "dataset._end_worker_without_teardown()\n"
+        "dataset._end_worker_without_teardown()\n"  # once per process
+        "print('last batch handed over', end='')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "last batch handed over"

@@ -863,7 +863,7 @@ def corrective_items(report: GapReport, run: str, episodes: int, mode: str = sch
     cells = [c for c in failing if _has_corrective_expert(PlanItem(c.conditions, 1).task)]
     if failing and not cells:
         raise GapError("no failing cell's task has a corrective expert (an expert that acts from any state): "
-                       "plan demonstrations only (corrective = 0)")
+                       "plan demonstrations only (`roboloop plan --corrective 0`; corrective=0 from Python)")
     counts = split_budget([c.failures for c in cells], episodes)
     return [PlanItem(c.conditions, k, reason=_corrective_reason(c, run, mode), kind=schema.KIND_CORRECTIVE, run=run, mode=mode)
             for c, k in zip(cells, counts) if k > 0]

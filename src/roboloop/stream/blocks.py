@@ -30,12 +30,13 @@ class BlockMaterializer:
         self.include_meta, self.on_missing = include_meta, on_missing
 
     def materialize_cached(self, spans: list[Span], raws: dict[str, _decode.RawSegment], cached: dict[str, dict[str, np.ndarray]], cache,
-                           sample_bytes: int | None, decoders, warned: set[str], stats: dict[str, int], tried: set[str]) -> dict[str, np.ndarray] | None:
-        """`materialize` through a `SegmentCache`: a cached segment's spans are slices of its arrays; an uncached one is
-        materialized whole and offered to the cache when its estimated size (`sample_bytes` per sample) fits, else
-        as before. The arrays are equal to `materialize`'s; `tried`: segments already offered this epoch."""
+                           sample_bytes: int | None, decoders, warned: set[str], stats: dict[str, int], tried: set[str]) -> list[dict[str, np.ndarray]]:
+        """`materialize` through a `SegmentCache`, as a list of pieces whose concatenation equals `materialize`'s arrays
+        (the shuffle buffer takes them without the concatenation): a cached segment's spans are slices of its arrays;
+        an uncached one is materialized whole and offered to the cache when its estimated size (`sample_bytes` per
+        sample) fits, else as before. `tried`: segments already offered this epoch. Empty when every span was skipped."""
         ids = self.index.segment_ids
-        pieces: list[dict[str, np.ndarray]] = []
+        pieces: list[dict[str, np.ndarray] | None] = []
         run: list[Span] = []
         for sp in spans:
             sid = ids[sp.seg]
@@ -52,10 +53,7 @@ class BlockMaterializer:
             pieces.append({k: v[sp.k0 : sp.k1] for k, v in arrays.items()})
         if run:
             pieces.append(self.materialize(run, raws, decoders, warned, stats))
-        pieces = [p for p in pieces if p]
-        if len(pieces) <= 1:
-            return pieces[0] if pieces else None
-        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+        return [p for p in pieces if p]
 
     def _whole(self, seg: int, raw: _decode.RawSegment, cache, sample_bytes: int | None, decoders, warned, stats) -> dict[str, np.ndarray] | None:
         """All samples of segment `seg` (kept in `cache` if they fit), or None when it cannot be cached (too big, a field missing)."""
@@ -128,9 +126,12 @@ class BlockMaterializer:
                     _put(out, f"{f.name}_mask", sl, mask, n)
                 if f.kind == SCALARS:
                     fn = linear if f.resample == LINEAR else latest_at
-                    g = fn(stream.times, stream.values, grid, self.tol_ns)
-                    vals = g if f.window is None else g[positions - lo]  # no window: positions - lo is 0..n-1
-                    _put(out, f.name, sl, vals.astype(f.dtype, copy=False), n)
+                    g = fn(stream.times, stream.values, grid, self.tol_ns).astype(f.dtype, copy=False)
+                    if f.window is None:  # positions - lo is 0..n-1
+                        _put(out, f.name, sl, g, n)
+                    else:  # gathered straight into the output (converted first: fewer bytes to move)
+                        np.take(g, positions - lo, axis=0, mode="clip",  # in range; "raise" would buffer `out`
+                                out=_slot(out, f.name, sl, positions.shape[1:] + g.shape[1:], g.dtype, n))
                 else:
                     self._camera(f, sid, stream, grid, positions - lo, out, sl, n, decoders)
             pos += sp.size
@@ -186,13 +187,18 @@ def put_unless_stopped(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _put(out: dict[str, np.ndarray], name: str, sl: slice, vals: np.ndarray, n: int) -> None:
+def _slot(out: dict[str, np.ndarray], name: str, sl: slice, tail: tuple[int, ...], dtype, n: int) -> np.ndarray:
+    """The rows `sl` of output array `name` (`[n, *tail]`, allocated on first use) to write a span's values into."""
     arr = out.get(name)
     if arr is None:
-        arr = out[name] = np.empty((n,) + vals.shape[1:], dtype=vals.dtype)
-    elif arr.shape[1:] != vals.shape[1:]:
-        raise StreamError(f"field {name!r}: shape {vals.shape[1:]} differs from {arr.shape[1:]} in another segment")
-    arr[sl] = vals
+        arr = out[name] = np.empty((n, *tail), dtype=dtype)
+    elif arr.shape[1:] != tuple(tail):
+        raise StreamError(f"field {name!r}: shape {tuple(tail)} differs from {arr.shape[1:]} in another segment")
+    return arr[sl]
+
+
+def _put(out: dict[str, np.ndarray], name: str, sl: slice, vals: np.ndarray, n: int) -> None:
+    _slot(out, name, sl, vals.shape[1:], vals.dtype, n)[...] = vals
 
 
 class BlockFetcher:

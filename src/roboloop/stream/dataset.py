@@ -77,8 +77,11 @@ Semantics
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
+import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -139,6 +142,34 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(0)
+
+
+def _end_worker_without_teardown() -> None:
+    """Make this DataLoader worker process end without interpreter teardown (registered once per worker).
+
+    When an epoch ends, the DataLoader joins its workers before the epoch's `StopIteration`, and a
+    process holding torch and rerun spends ~1 s in teardown (module and thread clean-up): every
+    non-persistent epoch waited for it. A worker holds nothing to finalize (its batches have been
+    handed over; it only read the catalog), so its first exit handler (handlers run last-registered
+    first; this one is registered when the worker starts iterating) flushes stdout/stderr and exits.
+    Exit handlers a `worker_init_fn` registered are skipped.
+    """
+    global _exit_registered
+    if not _exit_registered:
+        atexit.register(_exit_now)
+        _exit_registered = True
+
+
+_exit_registered = False
 
 
 def _live_ddp() -> tuple[int, int] | None:
@@ -377,6 +408,7 @@ class EpisodeStream(torch.utils.data.IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)
+            _end_worker_without_teardown()
         rank, _ = self._topology()
         blocks = self.plan(worker, num_workers)
         if not blocks:
@@ -394,24 +426,25 @@ class EpisodeStream(torch.utils.data.IterableDataset):
             tried: set[str] = set()
             for spans, raws, cached in fetcher:
                 if cache is None:
-                    arrays = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
+                    one = self._blocks.materialize(spans, raws, decoders, warned, self.stats)
+                    pieces = [one] if one else []
                 else:
-                    arrays = self._blocks.materialize_cached(spans, raws, cached, cache, self.sample_bytes, decoders, warned, self.stats, tried)
-                if not arrays:
+                    pieces = self._blocks.materialize_cached(spans, raws, cached, cache, self.sample_bytes, decoders, warned, self.stats, tried)
+                if not pieces:
                     continue
                 if pool is None:
                     pool = BatchShuffleBuffer(
                         batch_size=batch,
-                        buffer=self._buffer_samples(arrays, batch),
+                        buffer=self._buffer_samples(pieces[0], batch),
                         max_block=self.block_samples,
                         shuffle=self.shuffle,
                         rng=rng,
                         drop_last=self.drop_last and self.batch_size is not None,
                     )
                 self.stats["blocks"] += 1
-                self.stats["samples"] += len(next(iter(arrays.values())))
+                self.stats["samples"] += sum(len(next(iter(p.values()))) for p in pieces)
                 self._publish_cache(cache, info)
-                for out in pool.push(arrays):
+                for out in pool.push(pieces):
                     yield from self._emit(out, writer)
             if pool is not None:
                 for out in pool.finish():
