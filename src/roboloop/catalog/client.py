@@ -39,7 +39,7 @@ from roboloop.catalog.restore import RestoreReport, publish_row_table, restore_s
 from roboloop.catalog.restore import restore as restore_workspace
 from roboloop.catalog.rrd import RECORDING_INFO_ENTITY, file_uri, has_recording_info, validate_rrds
 from roboloop.catalog.server import live_server
-from roboloop.workspace import Workspace, atomic_path, check_checksum, file_checksum, forget_checksum
+from roboloop.workspace import Workspace, atomic_path, check_checksum, file_checksum, forget_checksum, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class Catalog:
         if arrow_schema is None:
             raise CatalogError(f"unknown table {name!r}; available tables: {', '.join(self.table_names()) or '(none)'}")
         folder = self.workspace.table_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
 
 
