@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -86,6 +87,8 @@ class Catalog:
         self.server = None
         self._live_fd: int | None = None
         self.report = RestoreReport()
+        self._synced: dict[tuple[str, str], int] = {}  # (dataset, layer) -> when `refresh_layer` last looked (time_ns)
+        self._started_ns = time.time_ns()  # an embedded catalog's restore shows the workspace as of (after) this moment
         self.server_record = None  # the workspace's `roboloop serve` record when attached through it
         if not url and explicit is None and attach:
             url = self._workspace_server_url()
@@ -168,6 +171,31 @@ class Catalog:
         """Register only `segment_ids` of `dataset` (every layer): a catalog started without that dataset can still open
         a few of its segments (a report's failure thumbnails). See `roboloop.catalog.restore.restore_segments`."""
         return restore_segments(self.client, self.workspace, dataset, segment_ids)
+
+    def refresh_layer(self, dataset: str, layer: str) -> list[str]:
+        """Register the versions of `layer` that other processes wrote into the workspace since this catalog last looked
+        (its restore, or the previous call); returns those segment ids. Call it under the lock its writers share.
+
+        An embedded catalog is a snapshot of the workspace taken at its start: a writer that carries values over from
+        a segment's current version (refine, value: `signals`) must read the newest one. A catalog attached to a
+        server (`roboloop serve`, a remote URL) is shared by every writer: nothing to do. Files changed within a
+        second of the last look are included (coarse file-system clocks); registering one twice is harmless.
+        """
+        if self.server is None:
+            return []
+        key = (dataset, layer)
+        since = self._synced.get(key, self._started_ns) - 1_000_000_000
+        self._synced[key] = time.time_ns()
+        changed = []
+        for seg, paths in self.workspace.segment_version_lists(dataset, layer).items():
+            try:
+                if paths[0].stat().st_mtime_ns > since:
+                    changed.append(seg)
+            except FileNotFoundError:  # collected meanwhile: the segment has a newer version, seen next time
+                continue
+        if changed:
+            self.restore_segments(dataset, changed)
+        return changed
 
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
