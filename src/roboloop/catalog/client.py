@@ -88,6 +88,7 @@ class Catalog:
         self._live_fd: int | None = None
         self.report = RestoreReport()
         self._synced: dict[tuple[str, str], int] = {}  # (dataset, layer) -> when `refresh_layer` last looked (time_ns)
+        self._own: set[Path] = set()  # layer files this catalog registered (`refresh_layer` need not look at them again)
         self._started_ns = time.time_ns()  # an embedded catalog's restore shows the workspace as of (after) this moment
         self.server_record = None  # the workspace's `roboloop serve` record when attached through it
         if not url and explicit is None and attach:
@@ -189,7 +190,7 @@ class Catalog:
         changed = []
         for seg, paths in self.workspace.segment_version_lists(dataset, layer).items():
             try:
-                if paths[0].stat().st_mtime_ns > since:
+                if paths[0] not in self._own and paths[0].stat().st_mtime_ns > since:
                     changed.append(seg)
             except FileNotFoundError:  # collected meanwhile: the segment has a newer version, seen next time
                 continue
@@ -241,6 +242,8 @@ class Catalog:
             (errors.append(f"{res.uri}: {res.error}") if res.is_error else ids.append(res.segment_id))
         if errors:
             raise CatalogError("the catalog rejected some files:\n  " + "\n  ".join(errors))
+        if self.server is not None and layer != schema.BASE_LAYER:
+            self._own.update(files)
         return ids
 
     def import_files(
