@@ -121,17 +121,17 @@ def make_folder(folder: Path, final: Path | None = None) -> None:
         raise
 
 
-def read_json_file(path: Path, what: str) -> dict:
-    """A JSON object file roboloop wrote (`run.json`, a run's `config.json`); `DamagedFileError` naming it when it does not
-    parse as one (FileNotFoundError when absent: the caller says what is missing)."""
+def read_json_file(path: Path, what: str, kind: type = dict):
+    """A JSON file roboloop wrote holding a `kind` (`run.json`: an object; `features.json`: a list); `DamagedFileError`
+    naming it when it does not parse as one (FileNotFoundError when absent: the caller says what is missing)."""
     path = Path(path)
     try:
         value = json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         value, why = None, str(exc)
     else:
-        why = f"it holds a JSON {type(value).__name__}, not an object"
-    if not isinstance(value, dict):
+        why = f"it holds a JSON {type(value).__name__}, not {'an object' if kind is dict else 'a ' + kind.__name__}"
+    if not isinstance(value, kind):
         raise DamagedFileError(
             f"{path} ({what}) is damaged: {why}. It was cut short or edited after roboloop wrote it; restore it from a "
             f"backup (or move {path.parent} away to drop it from the workspace), then run the command again"

@@ -392,5 +392,11 @@ def test_a_cut_short_run_json_is_named_and_never_hides_the_other_runs(ws, caplog
     (ws.run_dir("r-good") / schema.RUN_INFO_FILE).write_text("[]")
     with pytest.raises(DamagedFileError, match="holds a JSON list, not an object"):
         ws.run_info("r-good")
+    from roboloop.workspace import read_json_file
+
+    features = ws.run_dir("r-good") / "features.json"  # a list: what a deployed or resumed run reads its widths from
+    features.write_text('{"name": "state"}')
+    with pytest.raises(DamagedFileError, match=r"features.json \(widths\) is damaged: it holds a JSON dict, not a list"):
+        read_json_file(features, "widths", list)
     code, out = _invoke(ws.root, "eval", "--run", "r-cut", "--grid", "region=near", "-n", "1")
     assert code == 1 and "r-cut's record) is damaged" in " ".join(out.split()) and "no training run" not in out, out

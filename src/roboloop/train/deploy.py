@@ -14,7 +14,6 @@ collect/evaluate worker (`collect(..., policy_factory=PolicyFactory(root, run_id
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -68,7 +67,7 @@ class DeployedPolicy:
         run_dir = workspace.run_dir(run_id)
         cfg = load_config(workspace, run_id)  # imports the run's policy class (a clear error if it is gone)
         specs = feature_specs(cfg)
-        stored = json.loads((run_dir / FEATURES_FILE).read_text())
+        stored = read_json_file(run_dir / FEATURES_FILE, f"run {run_id}'s feature widths", list)
         if unresolved(specs):  # widths the run read from its data
             try:
                 specs = with_dims(specs, {d["name"]: d["shape"][-1] for d in stored if d.get("shape")})

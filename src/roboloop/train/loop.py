@@ -349,7 +349,7 @@ def _resolved_specs(catalog, sel, cfg: TrainConfig, resumed_run_dir: Path | None
     if not unresolved(specs):
         return specs
     if resumed_run_dir is not None:
-        stored = json.loads((resumed_run_dir / FEATURES_FILE).read_text())
+        stored = read_json_file(resumed_run_dir / FEATURES_FILE, "the run's feature widths", list)
         return with_dims(specs, {d["name"]: d["shape"][-1] for d in stored})
     if not sel.train_ids:
         raise TrainError(f"selection {sel.name!r} has no train episodes to read the feature widths from")
