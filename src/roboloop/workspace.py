@@ -73,6 +73,14 @@ class WorkspaceFullError(WorkspaceError):
     """The file system holding the workspace ran out of space while a file was written (the partial file is removed)."""
 
 
+class WorkspaceLayoutError(WorkspaceError):
+    """A file sits where the workspace keeps a folder (`datasets/<dataset>/<layer>/`, `tables/<table>/rows/`, `runs/`, ...)."""
+
+
+class DamagedFileError(WorkspaceError):
+    """A small file roboloop wrote (`run.json`, a run's config) no longer parses: it was cut short or edited afterwards."""
+
+
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -84,6 +92,51 @@ def read_only_error(where: Path) -> WorkspaceReadOnlyError:
         "(ls, sql, success, failures, export, open, verify, ...) work on it; to record, train or evaluate, copy it to a "
         "writable folder (cp -r) and pass that with --workspace / ROBOLOOP_WORKSPACE"
     )
+
+
+def not_a_folder_error(folder: Path) -> WorkspaceLayoutError:
+    """The error for a folder that cannot be made because a file holds its name (or a parent's)."""
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+    needed = "" if blocker == folder else f" (on the way to {folder})"
+    return WorkspaceLayoutError(
+        f"{blocker} is a file where roboloop keeps a folder{needed}, so the write there did not happen. Move the file "
+        f"away (mv {blocker} {blocker}.bak) and run the command again"
+    )
+
+
+def make_folder(folder: Path, final: Path | None = None) -> None:
+    """`mkdir -p folder`, with the workspace's errors: read-only (`WorkspaceReadOnlyError`), full (`WorkspaceFullError`
+    about `final`, the file about to be written there) or a file in the way (`WorkspaceLayoutError`)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _READ_ONLY_ERRNOS:
+            raise read_only_error(folder) from exc
+        if _is_disk_full(exc):
+            raise disk_full_error(final if final is not None else folder / ".") from exc
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            raise not_a_folder_error(folder) from exc
+        raise
+
+
+def read_json_file(path: Path, what: str, kind: type = dict):
+    """A JSON file roboloop wrote holding a `kind` (`run.json`: an object; `features.json`: a list); `DamagedFileError`
+    naming it when it does not parse as one (FileNotFoundError when absent: the caller says what is missing)."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        value, why = None, str(exc)
+    else:
+        why = f"it holds a JSON {type(value).__name__}, not {'an object' if kind is dict else 'a ' + kind.__name__}"
+    if not isinstance(value, kind):
+        raise DamagedFileError(
+            f"{path} ({what}) is damaged: {why}. It was cut short or edited after roboloop wrote it; restore it from a "
+            f"backup (or move {path.parent} away to drop it from the workspace), then run the command again"
+        )
+    return value
 
 
 def free_bytes(path: Path) -> int | None:
@@ -162,14 +215,7 @@ def atomic_path(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     meanwhile (two writers racing for one new version name: one wins, the other retries).
     """
     final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if exc.errno in _READ_ONLY_ERRNOS:
-            raise read_only_error(final.parent) from exc
-        if _is_disk_full(exc):
-            raise disk_full_error(final) from exc
-        raise
+    make_folder(final.parent, final)
     tmp = temp_path(final)
     try:
         yield tmp
@@ -252,7 +298,7 @@ def record_checksum(tmp: Path, final: Path) -> None:
     if rec is None:
         return
     digest, size = file_checksum(tmp)
-    rec.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(rec.parent, rec)
     fd = os.open(rec, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{digest} {size}\n".encode())
@@ -382,7 +428,7 @@ class Workspace:
         if not path.is_file():
             known = sorted(p.name for p in self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []
             raise UnknownRunError(f"unknown run {run_id!r} (no {path}); known runs: {', '.join(known) or '(none)'}")
-        return json.loads(path.read_text())
+        return read_json_file(path, f"run {run_id}'s record")
 
     # --- listing ---------------------------------------------------------------------------
     def datasets(self) -> list[str]:
@@ -560,8 +606,8 @@ class Workspace:
         With `blocking=False` the block runs with False when another process holds it.
         """
         path = self.lock_path(name)
+        make_folder(path.parent)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             if exc.errno in _READ_ONLY_ERRNOS:
@@ -611,7 +657,7 @@ class Workspace:
             return
         deadline = time.monotonic() + wait_s
         while True:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(path.parent)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # O_CLOEXEC: spawned children do not inherit it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -713,6 +759,8 @@ class Workspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # e.g. a workspace folder that does not exist inside a read-only mount
+            if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+                raise not_a_folder_error(path.parent) from exc
             if exc.errno not in _READ_ONLY_ERRNOS:
                 raise
             log.warning("cannot create %s (%s): running without the workspace's catalog lock and clean-up", path, exc.strerror)

@@ -290,3 +290,31 @@ def test_racing_writers_and_gc_keep_the_manifest_right(ws, synthetic_episode):
         pass
     assert not (base / "s.rrd").exists() and not old_rec.exists()
     assert check_checksum(base / "s.1.rrd") == ("ok", "")
+
+
+def test_a_label_killed_after_its_first_layer_file_is_counted_as_the_catalog_counts_it(ws, synthetic_episode):
+    """Session 9 (H): `label a b` killed after a's outcome version was renamed into place left a's label in effect
+    (restore registers it; `sql` showed it) while the rollout index, which `success` reads, still held the
+    simulator's failure: two answers to one question. The index now re-reads such a segment from the catalog."""
+    from roboloop.catalog import index
+    from roboloop.faults import ENV_FAULT
+
+    ds = "x_evals"
+    for i, seg in enumerate(("a", "b")):
+        props = {"episode": {"seed": 10 + i, "eval_id": "e"}, "outcome": {"success": False}}
+        synthetic_episode(ws, ds, seg, duration_s=0.2, properties=props)
+        index.write_row(ws, ds, seg, props)
+    env = {k: v for k, v in os.environ.items() if k != "ROBOLOOP_CATALOG"}
+    env.update(PYTHONPATH=SRC, MUJOCO_GL="egl", ROBOLOOP_WORKSPACE=str(ws.root), **{ENV_FAULT: "file.renamed:1"})
+    killed = subprocess.run([sys.executable, "-m", "roboloop.cli", "label", "a", "b", "--dataset", ds, "--success"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [p.name for p in ws.layer_dir(ds, schema.OUTCOME_LAYER).glob("*.rrd")] == ["a.rrd"]
+    with pytest.raises(index.StaleIndexError, match="1 newer outcome"):
+        index.load_table(ws, ds)  # without a catalog it cannot answer, and says so instead of answering stale
+    with Catalog(ws, url="") as cat:
+        truth = {r["segment_id"]: r["outcome.success"] for r in cat.segment_table(ds).to_pylist()}
+        assert truth == {"a": True, "b": False}  # the killed command's first label is in effect
+        got = {r["segment_id"]: r["outcome.success"] for r in index.load(ws, ds, cat)}
+    assert got == truth
+    assert {r["segment_id"]: r["outcome.success"] for r in index.load(ws, ds)} == truth  # repaired: no catalog needed

@@ -6,10 +6,13 @@ behaviour against an independently computed expectation.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import multinomial
 
+from roboloop import schema
 from roboloop.stats.exact import mcnemar_exact
 from roboloop.stats.intervals import newcombe_paired_diff
 
@@ -334,3 +337,66 @@ def test_import_as_a_layer_refuses_a_base_recording(tmp_path, catalog, synthetic
     assert catalog.import_files("other", [layer], layer="signals") == ["ep-0"]
     row = catalog.segment_table("other").to_pylist()[0]
     assert row["signals.jerk_peak"] == 1.5 and row["episode.kind"] == "demo"
+
+
+# --- session 9, engineer H: a file where a folder belongs; a cut-short run.json ------------------------------------
+
+
+def test_a_file_where_a_folder_belongs_is_named_and_nothing_is_half_written(ws):
+    from roboloop.workspace import WorkspaceLayoutError, atomic_write_text
+
+    ws.root.mkdir(parents=True)
+    (ws.root / "locks").write_text("x")
+    with pytest.raises(WorkspaceLayoutError, match=r"locks is a file where roboloop keeps a folder.*mv .*locks\.bak"):
+        with ws.lock("seeds-d"):
+            pass
+    with pytest.raises(WorkspaceLayoutError, match=r"locks is a file"):
+        with ws.writer("evals", "e1"):
+            pass
+    target = ws.root / "locks" / "deeper" / "row.json"
+    with pytest.raises(WorkspaceLayoutError, match=rf"{ws.root / 'locks'} is a file .*on the way to {target.parent}"):
+        atomic_write_text(target, "{}")
+    assert (ws.root / "locks").read_text() == "x" and sorted(p.name for p in ws.root.iterdir()) == ["locks"]
+
+
+def test_refine_over_a_file_where_the_layer_folder_belongs_says_so_and_runs_after_the_fix(ws, synthetic_episode):
+    """It used to loop 1000 times on the FileExistsError of mkdir and blame a version race (a traceback)."""
+    for i, seg in enumerate(("a", "b")):
+        synthetic_episode(ws, "src", seg, duration_s=0.3, properties={"episode": {"seed": i}})
+    blocker = ws.dataset_dir("src") / schema.SIGNALS_LAYER
+    blocker.write_text("not a folder")
+    code, out = _invoke(ws.root, "refine", "--dataset", "src")
+    assert code == 1 and f"{blocker} is a file where roboloop keeps a folder" in " ".join(out.split()), out
+    assert blocker.read_text() == "not a folder"
+    blocker.rename(blocker.with_name("signals.bak"))
+    code, out = _invoke(ws.root, "refine", "--dataset", "src")
+    assert code == 0, out
+    assert sorted(p.name for p in ws.layer_dir("src", schema.SIGNALS_LAYER).iterdir()) == ["a.rrd", "b.rrd"]
+
+
+def test_a_cut_short_run_json_is_named_and_never_hides_the_other_runs(ws, caplog):
+    from roboloop.train.deploy import list_runs
+    from roboloop.workspace import DamagedFileError
+
+    for run_id in ("r-cut", "r-good"):
+        info = {"run_id": run_id, "dataset": "d", "status": "finished", "started_at": "2026-12-05T14:00:00+00:00"}
+        (ws.run_dir(run_id)).mkdir(parents=True)
+        (ws.run_dir(run_id) / schema.RUN_INFO_FILE).write_text(json.dumps(info, indent=2))
+    cut = ws.run_dir("r-cut") / schema.RUN_INFO_FILE
+    cut.write_bytes(cut.read_bytes()[:40])
+    with pytest.raises(DamagedFileError, match=rf"{cut} \(run r-cut's record\) is damaged"):
+        ws.run_info("r-cut")
+    with caplog.at_level("WARNING"):
+        listed = list_runs(ws)
+    assert [r["run_id"] for r in listed] == ["r-good"] and f"{cut} (run r-cut's record) is damaged" in caplog.text
+    (ws.run_dir("r-good") / schema.RUN_INFO_FILE).write_text("[]")
+    with pytest.raises(DamagedFileError, match="holds a JSON list, not an object"):
+        ws.run_info("r-good")
+    from roboloop.workspace import read_json_file
+
+    features = ws.run_dir("r-good") / "features.json"  # a list: what a deployed or resumed run reads its widths from
+    features.write_text('{"name": "state"}')
+    with pytest.raises(DamagedFileError, match=r"features.json \(widths\) is damaged: it holds a JSON dict, not a list"):
+        read_json_file(features, "widths", list)
+    code, out = _invoke(ws.root, "eval", "--run", "r-cut", "--grid", "region=near", "-n", "1")
+    assert code == 1 and "r-cut's record) is damaged" in " ".join(out.split()) and "no training run" not in out, out

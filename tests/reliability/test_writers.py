@@ -283,3 +283,25 @@ def test_workspace_lock_excludes_and_saving_twice_is_refused(catalog, ws, synthe
     with pytest.raises(curate.CurateError, match="exists"):
         curate.save(catalog, sel, "one")
     assert curate.load(catalog, "one").segment_ids == ("e0",)
+
+
+def test_two_signal_writers_over_one_dataset_keep_both_signals(ws, synthetic_episode):
+    """Session 9 (H): two `refine --signal` (or refine and `value`) at once each carried the other signals over from
+    the version their catalog restored, so the later version dropped the earlier one's signal although both had
+    reported success. Two embedded catalogs started before either writes are that race, made deterministic."""
+    add_episodes(ws, synthetic_episode, [("e0", 0, "left"), ("e1", 1, "right")])
+    first, second = Catalog(ws, url=""), Catalog(ws, url="")  # both restored before any signal exists
+    try:
+        a = refine.refine(first, DS, signals=["duration_s"])
+        b = refine.refine(second, DS, signals=["jerk_peak"])
+        refine.write_signals(first, DS, {"e0": {"value": 0.5}}, {"value": 1})  # `value`'s writer, on the older catalog
+    finally:
+        first.close()
+        second.close()
+    assert sorted(a.computed) == sorted(b.computed) == ["e0", "e1"]
+    with Catalog(ws, url="") as cat:
+        got = {r["segment_id"]: r for r in cat.segment_table(DS).to_pylist()}
+    for seg in ("e0", "e1"):  # every acknowledged value is what the workspace serves
+        assert got[seg]["signals.duration_s"] == a.values[seg]["duration_s"]
+        assert got[seg]["signals.jerk_peak"] == b.values[seg]["jerk_peak"]
+    assert got["e0"]["signals.value"] == 0.5 and got["e1"].get("signals.value") is None

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from roboloop.catalog.restore import RestoreReport, publish_row_table, restore_s
 from roboloop.catalog.restore import restore as restore_workspace
 from roboloop.catalog.rrd import RECORDING_INFO_ENTITY, file_uri, has_recording_info, validate_rrds
 from roboloop.catalog.server import live_server
-from roboloop.workspace import Workspace, atomic_path, check_checksum, file_checksum, forget_checksum
+from roboloop.workspace import Workspace, atomic_path, check_checksum, file_checksum, forget_checksum, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class Catalog:
         self.server = None
         self._live_fd: int | None = None
         self.report = RestoreReport()
+        self._synced: dict[tuple[str, str], int] = {}  # (dataset, layer) -> when `refresh_layer` last looked (time_ns)
+        self._own: set[Path] = set()  # layer files this catalog registered (`refresh_layer` need not look at them again)
+        self._started_ns = time.time_ns()  # an embedded catalog's restore shows the workspace as of (after) this moment
         self.server_record = None  # the workspace's `roboloop serve` record when attached through it
         if not url and explicit is None and attach:
             url = self._workspace_server_url()
@@ -169,6 +173,31 @@ class Catalog:
         a few of its segments (a report's failure thumbnails). See `roboloop.catalog.restore.restore_segments`."""
         return restore_segments(self.client, self.workspace, dataset, segment_ids)
 
+    def refresh_layer(self, dataset: str, layer: str) -> list[str]:
+        """Register the versions of `layer` that other processes wrote into the workspace since this catalog last looked
+        (its restore, or the previous call); returns those segment ids. Call it under the lock its writers share.
+
+        An embedded catalog is a snapshot of the workspace taken at its start: a writer that carries values over from
+        a segment's current version (refine, value: `signals`) must read the newest one. A catalog attached to a
+        server (`roboloop serve`, a remote URL) is shared by every writer: nothing to do. Files changed within a
+        second of the last look are included (coarse file-system clocks); registering one twice is harmless.
+        """
+        if self.server is None:
+            return []
+        key = (dataset, layer)
+        since = self._synced.get(key, self._started_ns) - 1_000_000_000
+        self._synced[key] = time.time_ns()
+        changed = []
+        for seg, paths in self.workspace.segment_version_lists(dataset, layer).items():
+            try:
+                if paths[0] not in self._own and paths[0].stat().st_mtime_ns > since:
+                    changed.append(seg)
+            except FileNotFoundError:  # collected meanwhile: the segment has a newer version, seen next time
+                continue
+        if changed:
+            self.restore_segments(dataset, changed)
+        return changed
+
     # --- datasets --------------------------------------------------------------------------
     def dataset_names(self) -> list[str]:
         return sorted(self.client.dataset_names())
@@ -213,6 +242,8 @@ class Catalog:
             (errors.append(f"{res.uri}: {res.error}") if res.is_error else ids.append(res.segment_id))
         if errors:
             raise CatalogError("the catalog rejected some files:\n  " + "\n  ".join(errors))
+        if self.server is not None and layer != schema.BASE_LAYER:
+            self._own.update(files)
         return ids
 
     def import_files(
@@ -357,7 +388,7 @@ class Catalog:
         if arrow_schema is None:
             raise CatalogError(f"unknown table {name!r}; available tables: {', '.join(self.table_names()) or '(none)'}")
         folder = self.workspace.table_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         return self.client.create_table(name, arrow_schema, url=folder.resolve().as_uri())
 
 

@@ -212,7 +212,8 @@ def _marks(workspace: Workspace, dataset: str) -> dict[str, int | None] | None:
     out: dict[str, int | None] = {}
     now = time.time_ns()
     for key, folder in (("rows", rows.rows_dir(workspace, schema.rollout_index_table(dataset))),
-                        ("base", workspace.layer_dir(dataset, schema.BASE_LAYER))):
+                        ("base", workspace.layer_dir(dataset, schema.BASE_LAYER)),
+                        ("outcome", workspace.layer_dir(dataset, schema.OUTCOME_LAYER))):
         try:
             m = os.stat(folder).st_mtime_ns
         except FileNotFoundError:
@@ -228,6 +229,32 @@ def _row_files(workspace: Workspace, dataset: str) -> list[str]:
     if not folder.is_dir():
         return []
     return [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]  # ".": temp files
+
+
+def _outcome_ahead(workspace: Workspace, dataset: str, names: set[str]) -> set[str]:
+    """Segments whose newest `outcome` layer file is newer than their newest index row (of the row files `names`).
+
+    `label` and `reoutcome` write the layer version first and the index row after it, so a row always
+    post-dates the outcome it holds; a layer file without such a row is an outcome a killed command left
+    in effect (restore registers it) that the index does not know yet.
+    """
+    versions = workspace.segment_version_lists(dataset, schema.OUTCOME_LAYER)
+    if not versions:
+        return set()
+    newest_row: dict[str, int] = {}
+    for name in names:
+        key, _, rest = name[:-5].rpartition("@")
+        stamp = rest.split("-", 1)[0]
+        if stamp.isdigit():
+            newest_row[key] = max(newest_row.get(key, 0), int(stamp))
+    out = set()
+    for seg, paths in versions.items():
+        try:
+            if paths[0].stat().st_mtime_ns > newest_row.get(seg, 0):
+                out.add(seg)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -317,23 +344,25 @@ def load_table(workspace: Workspace, dataset: str, catalog: Any | Callable[[], A
     ids = set(table.column(KEY).to_pylist())
     missing = on_disk - ids
     orphans = ids - on_disk
+    ahead = _outcome_ahead(workspace, dataset, covered) & on_disk & ids  # re-read from the catalog like missing rows
     name = schema.rollout_index_table(dataset)
     for orphan in orphans:
         rows.delete_row(workspace, name, orphan)
     if orphans:
         table = table.filter(pc.invert(pc.is_in(table.column(KEY), value_set=pa.array(list(orphans), pa.string()))))
-    if missing:
+    if missing or ahead:
         if catalog is None:
-            raise StaleIndexError(f"the index of {dataset!r} misses {len(missing)} segment(s); rebuild it with a catalog")
+            raise StaleIndexError(f"the index of {dataset!r} misses {len(missing)} segment(s) and {len(ahead)} newer "
+                                  "outcome(s); rebuild it with a catalog")
         cat = catalog() if callable(catalog) else catalog
         for r in cat.segment_table(dataset).to_pylist():
             sid = r.get(KEY)
-            if sid not in missing:
+            if sid not in missing and sid not in ahead:
                 continue
             row = {KEY: sid, **{k: v for k, v in r.items() if k.partition(".")[0] in BASE_GROUPS and v is not None}}
             rows.write_row(workspace, name, sid, row)
         table, covered, parsed, _ = _merge(workspace, dataset)
-    wrote = bool(orphans or missing)  # our own writes changed the folders: do not vouch for them yet
+    wrote = bool(orphans or missing or ahead)  # our own writes changed the folders: do not vouch for them yet
     if parsed > COMPACT_AFTER or wrote or (marks is not None and snap_marks != marks):
         _write_snapshot(workspace, dataset, table, covered, None if wrote else marks)
     return table

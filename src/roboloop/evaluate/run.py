@@ -80,7 +80,7 @@ from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
 from roboloop.evaluate.table import EvaluateError, eval_row, evals_dataset_of, latest_eval_ids, list_evals
 from roboloop.train import PolicyFactory, run_info
-from roboloop.workspace import WRITER_EVAL, WRITER_RUN
+from roboloop.workspace import WRITER_EVAL, WRITER_RUN, DamagedFileError
 
 __all__ = [
     "SEED_RULE",
@@ -506,6 +506,8 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         return PolicySource(policy, ScriptedPolicy, provenance=no_run_provenance())
     try:
         info = run_info(workspace, policy)
+    except DamagedFileError:
+        raise  # the run exists; its record names itself and the fix
     except (OSError, LookupError, ValueError, RoboloopError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
         raise EvaluateError(

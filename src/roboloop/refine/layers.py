@@ -555,7 +555,24 @@ def refine(
     registered signal except those that decode video, which run only when named). Values of
     signals not computed now are kept in the new layer version. `progress(done, total)` is
     called after each batch.
+
+    Writers of the `signals` layer (`refine`, `write_signals`) take the dataset's `signals_lock` and see the layer's
+    newest versions first (`Catalog.refresh_layer`): each carries the others' values over, so two at once never
+    lose one's signals (the later version used to drop what the earlier one wrote; both had reported success).
     """
+    with catalog.workspace.lock(signals_lock(dataset)):
+        catalog.refresh_layer(dataset, schema.SIGNALS_LAYER)
+        return _refine(catalog, dataset, all_segments=all_segments, segment_ids=segment_ids, signals=signals,
+                       batch_size=batch_size, progress=progress)
+
+
+def signals_lock(dataset: str) -> str:
+    """The workspace lock (`Workspace.lock`) every writer of `dataset`'s `signals` layer holds while it reads and writes."""
+    return f"signals-{dataset}"
+
+
+def _refine(catalog: Catalog, dataset: str, *, all_segments: bool, segment_ids: Sequence[str] | None,
+            signals: Sequence[str] | None, batch_size: int, progress: Callable[[int, int], None] | None) -> RefineReport:
     t0 = time.perf_counter()
     report = RefineReport(dataset)
     ds = catalog.dataset(dataset)
@@ -612,6 +629,15 @@ def write_signals(catalog: Catalog, dataset: str, values: Mapping[str, Mapping[s
     """
     if not values:
         return []
+    with catalog.workspace.lock(signals_lock(dataset)):  # see `refine`
+        catalog.refresh_layer(dataset, schema.SIGNALS_LAYER)
+        paths = _write_signals(catalog, dataset, values, versions)
+    faults.point("layer.registered")
+    return paths
+
+
+def _write_signals(catalog: Catalog, dataset: str, values: Mapping[str, Mapping[str, Any]],
+                   versions: Mapping[str, int]) -> list[Path]:
     previous = _previous(catalog.segment_table(dataset), set(values))
     stamp = rows.now_iso()
     paths = []
@@ -626,7 +652,6 @@ def write_signals(catalog: Catalog, dataset: str, values: Mapping[str, Mapping[s
             groups[schema.SIGNAL_SKIPS] = dict(old_skips)
         paths.append(write_layer_version(catalog.workspace, dataset, schema.SIGNALS_LAYER, seg, groups))
     catalog.register_files(dataset, paths, layer=schema.SIGNALS_LAYER, validate=False)
-    faults.point("layer.registered")
     return paths
 
 

@@ -14,7 +14,7 @@ collect/evaluate worker (`collect(..., policy_factory=PolicyFactory(root, run_id
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from typing import Any
 
@@ -35,7 +35,9 @@ from roboloop.train.loop import (
 )
 from roboloop.train.policies import BCPolicy, make_policy
 from roboloop.train.protocol import feature_specs
-from roboloop.workspace import WRITER_RUN, Workspace
+from roboloop.workspace import WRITER_RUN, DamagedFileError, Workspace, read_json_file
+
+log = logging.getLogger(__name__)
 
 
 class TemporalEnsembler:
@@ -65,7 +67,7 @@ class DeployedPolicy:
         run_dir = workspace.run_dir(run_id)
         cfg = load_config(workspace, run_id)  # imports the run's policy class (a clear error if it is gone)
         specs = feature_specs(cfg)
-        stored = json.loads((run_dir / FEATURES_FILE).read_text())
+        stored = read_json_file(run_dir / FEATURES_FILE, f"run {run_id}'s feature widths", list)
         if unresolved(specs):  # widths the run read from its data
             try:
                 specs = with_dims(specs, {d["name"]: d["shape"][-1] for d in stored if d.get("shape")})
@@ -125,8 +127,13 @@ def list_runs(workspace: Any, dataset: str | None = None) -> list[dict[str, Any]
     """Every run's run.json (only those on `dataset` when given), newest first. A `dataset` the workspace does not
     have (and no run names) raises UnknownDatasetError listing the datasets (a typo is not "no runs yet")."""
     ws = _workspace(workspace)
-    out = [json.loads((p / RUN_FILE).read_text()) for p in ws.runs_dir.iterdir() if (p / RUN_FILE).is_file()] \
-        if ws.runs_dir.is_dir() else []
+    out = []
+    for p in sorted(ws.runs_dir.iterdir()) if ws.runs_dir.is_dir() else []:
+        if (p / RUN_FILE).is_file():
+            try:
+                out.append(read_json_file(p / RUN_FILE, f"run {p.name}'s record"))
+            except DamagedFileError as exc:  # one damaged run never hides the others; it is named, not silently left out
+                log.warning("%s", exc)
     if dataset is not None:
         if dataset not in ws.datasets() and all(r.get("dataset") != dataset for r in out):
             raise UnknownDatasetError(dataset, [d for d in ws.datasets() if not d.endswith(("_evals", "_runs"))])

@@ -73,7 +73,7 @@ from roboloop.train.policies import CUBE_AUX, BCPolicy, make_policy
 from roboloop.train.protocol import feature_specs
 from roboloop.train.runlog import RunLog, save_run_blueprint
 from roboloop.train.tasks import registered_task, segment_tasks, selection_tasks, state_for_tasks
-from roboloop.workspace import Workspace, atomic_path, atomic_write_text
+from roboloop.workspace import Workspace, atomic_path, atomic_write_text, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def _resolved_specs(catalog, sel, cfg: TrainConfig, resumed_run_dir: Path | None
     if not unresolved(specs):
         return specs
     if resumed_run_dir is not None:
-        stored = json.loads((resumed_run_dir / FEATURES_FILE).read_text())
+        stored = read_json_file(resumed_run_dir / FEATURES_FILE, "the run's feature widths", list)
         return with_dims(specs, {d["name"]: d["shape"][-1] for d in stored})
     if not sel.train_ids:
         raise TrainError(f"selection {sel.name!r} has no train episodes to read the feature widths from")
@@ -441,7 +441,7 @@ def _open_run(catalog, cfg: TrainConfig, b: _Built, main: bool, world: int):
         else:
             _gather_generators(b.gen, world)
         return log, info, 0, 0, [], [], 0.0
-    info["started_at"] = json.loads((run_dir / RUN_FILE).read_text()).get("started_at", info["started_at"])  # a resumed run keeps its start time
+    info["started_at"] = read_json_file(run_dir / RUN_FILE, "the run's record").get("started_at", info["started_at"])  # a resumed run keeps its start time
     b.opt.load_state_dict(state["optimizer"])
     b.sched.load_state_dict(state["scheduler"])
     log.restore_scalars(state["scalars"])
@@ -710,7 +710,7 @@ def _load_resume(run_dir: Path, cfg: TrainConfig, sel) -> dict[str, Any]:
     saved = TrainConfig.from_json((run_dir / CONFIG_FILE).read_text())
     if saved != cfg:
         raise TrainError(f"cannot resume {run_dir.name} with a different config; use `load_config` to get its own")
-    info = json.loads((run_dir / RUN_FILE).read_text())
+    info = read_json_file(run_dir / RUN_FILE, "the run's record")
     if info.get("selection_digest") != sel.digest:
         raise TrainError(f"cannot resume {run_dir.name}: selection {sel.name!r} changed since the run started (digest differs)")
     if info.get("status") == schema.RUN_STATUS_FINISHED:
