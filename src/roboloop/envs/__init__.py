@@ -126,8 +126,20 @@ def get_task(name: str | None = None) -> Any:
     """The task called `name` (None: :data:`DEFAULT_TASK`); UnknownTaskError listing the tasks otherwise."""
     name = DEFAULT_TASK if name is None else str(name).strip()
     if name not in _REGISTERED and name not in _names():
-        raise UnknownTaskError(f"unknown task {name!r}; tasks: {', '.join(_names())} (list them with `roboloop tasks`)")
+        raise UnknownTaskError(_unknown_task_message(name))
     return _load(name)
+
+
+def _unknown_task_message(name: str) -> str:
+    """What :class:`UnknownTaskError` says: the registered tasks and how to add one of your own (a task is given
+    by its name, never by import path: the name is what episodes, runs and grid cells store)."""
+    listed = f"tasks: {', '.join(_names())} (list them with `roboloop tasks`)"
+    target, task = (name, "your_task") if ":" in name else ("pkg.mod:attr", name)
+    how = (f"name it in your package's [project.entry-points.\"{ENTRY_POINT_GROUP}\"] (`{task} = \"{target}\"`) and "
+           "install the package (`pip install -e .`), or call roboloop.envs.register_task(...) in the process that runs it")
+    if ":" in name:
+        return f"unknown task {name!r}: a task is given by its name (its `name`), not its import path; {listed}; {how}"
+    return f"unknown task {name!r}; {listed}; a task of your own: {how}"
 
 
 def get_task_spec(name: str | None = None) -> Any:
