@@ -15,6 +15,8 @@ from roboloop import curate, schema
 from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.collect.run import Observation
 from roboloop.envs.aloha.env import AlohaSim
+from roboloop.evaluate.run import EvalConfig, EvaluateError, evaluate, parse_grid
+from roboloop.evaluate.table import list_evals
 from roboloop.record import api as record_api
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
@@ -141,6 +143,11 @@ def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm, caplog
     assert len(batch["q"]) == STEPS // 2  # 60 steps at 50 Hz = 1.2 s = 30 grid points at 25 Hz
     with AlohaSim(cameras=()) as sim, pytest.raises(TrainError, match=r"trained at 25 Hz .* steps at 50 Hz.*--rate-hz 50"):
         PolicyFactory(catalog.workspace.root, res.run_id)(sim)
+    # `roboloop eval --run` refuses it up front: no evaluation row, no rollout dataset
+    cfg = EvalConfig(dataset=DS, policy=res.run_id, grid=parse_grid("region=near"), episodes_per_cell=1, cameras=(), steps=5)
+    with pytest.raises(EvaluateError, match=r"trained at 25 Hz and task 'transfer_cube' simulates at 50 Hz.*--rate-hz 50"):
+        evaluate(catalog, cfg)
+    assert list_evals(catalog.workspace) == [] and f"{DS}_evals" not in catalog.dataset_names()
 
 
 def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(catalog):
