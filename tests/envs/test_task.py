@@ -5,6 +5,7 @@ import hashlib
 import inspect
 import json
 import math
+from importlib.metadata import EntryPoint
 
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +18,8 @@ from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, colle
 from roboloop.envs import (
     DEFAULT_TASK,
     Task,
+    TaskLoadError,
+    TaskRegistrationError,
     TaskSpec,
     UnknownTaskError,
     describe_task,
@@ -29,6 +32,7 @@ from roboloop.envs import (
 from roboloop.envs.aloha.conditions import AXES, REGIONS, SceneConditions
 from roboloop.envs.aloha.task import TransferCube
 from roboloop.envs.conditions import Axis, Vocabulary
+from roboloop.errors import RoboloopError
 from roboloop.evaluate.run import EvalConfig, GridError, cell_key, evaluate, parse_grid
 
 TWIN = "cube_twin"
@@ -75,6 +79,35 @@ def test_unknown_task_says_how_to_add_one_of_your_own(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert "error: unknown task 'mypkg.tasks:StackBlocks': a task is given by its name" in res.output
     assert '[project.entry-points."roboloop.tasks"] (`your_task = "mypkg.tasks:StackBlocks"`)' in res.output
+
+
+class HalfTask:
+    """An installed "task" with only a name: what a package half-way through writing its task provides."""
+
+    name = "half"
+    description = "only a name"
+
+
+def test_an_installed_task_that_is_not_a_task_is_named_with_what_it_lacks(monkeypatch):
+    """An entry point to an object without the protocol's members is a TaskLoadError naming them, for every command
+    that loads the registry (`roboloop tasks` included), not an AttributeError from deep inside one."""
+    import roboloop.envs as envs
+    from roboloop.cli import app
+
+    ep = EntryPoint(name="half", value=f"{__name__}:HalfTask", group=envs.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(envs, "_entry_points", lambda: {"half": ep})
+    monkeypatch.delitem(envs._REGISTERED, "half", raising=False)
+    lacks = [m for m in ("vocabulary", "conditions_type", "make_sim", "tracker") if not hasattr(HalfTask, m)]
+    with pytest.raises(TaskLoadError, match=rf"task 'half' \({__name__}:HalfTask, entry point group roboloop.tasks\) "
+                                            r"is not a task: it lacks .*Writing a task") as err:
+        get_task("half")
+    assert all(f" {m}," in str(err.value) for m in lacks) and "description" not in str(err.value)
+    res = CliRunner().invoke(app, ["tasks"], env={"COLUMNS": "400"})
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "error: task 'half'" in res.output and "is not a task: it lacks" in res.output
+    with pytest.raises(TaskRegistrationError, match="is not a task: it lacks") as err:
+        register_task(HalfTask())
+    assert isinstance(err.value, RoboloopError) and isinstance(err.value, ValueError)
 
 
 def test_a_subclass_of_a_builtin_task_runs_under_its_own_name():
