@@ -24,6 +24,7 @@ from roboloop.train import MLPConfig, TrainConfig, TrainError, VisionConfig, loa
 from roboloop.train.deploy import PolicyFactory, list_runs, run_info
 from roboloop.train.features import INFERRED, NonFiniteDataError, ObservationError, encode_batch, stream_fields
 from roboloop.train.loop import check_rate
+from roboloop.train.policies import BCPolicy, MLPPolicy
 
 DS = "arm"
 STEPS = 60
@@ -161,6 +162,35 @@ def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(cata
     # the action window names the bad step itself: the target of step 23
     with pytest.raises(NonFiniteDataError, match=r"'action' \(/arm/targets\) .* in segment arm-004 at 0.46 s"):
         train(catalog, _cfg(state=(GOAL,)))
+
+
+class NoLayersPolicy(BCPolicy):
+    """A policy whose author forgot to build its layers (the README's WidePolicy without its __init__)."""
+
+    def network(self, x):
+        return torch.zeros(len(x["phase"]), self.chunk, self.action_dim)
+
+
+class FlatChunkPolicy(MLPPolicy):
+    """A network that returns the chunk flat, [B, chunk * action width]."""
+
+    def network(self, x):
+        return super().network(x).reshape(len(x["phase"]), -1)
+
+
+def test_a_policy_without_layers_or_with_a_flat_output_is_named_and_the_run_fails(arm):
+    """A user policy's two likeliest slips are TrainErrors saying what to write (not the optimizer's empty parameter
+    list or a broadcast error from the loss); a run that failed in the policy's code says `failed`, not `interrupted`."""
+    catalog, _ = arm
+    with pytest.raises(TrainError, match=rf"policy '{__name__}:NoLayersPolicy' has no trainable parameters: create its layers"):
+        train(catalog, _cfg(policy=f"{__name__}:NoLayersPolicy", epochs=1))
+    cfg = _cfg(policy=f"{__name__}:FlatChunkPolicy", epochs=1)
+    joints = 3  # the arm's joints: the action width
+    with pytest.raises(TrainError, match=rf"FlatChunkPolicy.network returned shape \({cfg.batch_size}, {cfg.chunk * joints}\); "
+                                         rf"it must return \[batch, chunk, action width\] = \[B, {cfg.chunk}, {joints}\]"):
+        train(catalog, cfg)
+    failed = [r for r in list_runs(catalog.workspace) if r["policy"] == f"{__name__}:FlatChunkPolicy"]
+    assert [r["status"] for r in failed] == ["failed"]
 
 
 def test_a_dataset_typo_and_an_episode_without_the_action_say_what_the_cli_can_do(catalog):

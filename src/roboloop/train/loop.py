@@ -216,7 +216,7 @@ def fit(
             report(TrainProgress(run_id, done, cfg.epochs, step, b.total_steps, epoch_losses[-1], opt.param_groups[0]["lr"],
                                  _last(holdout_losses), epoch_end=True, cache_bytes=cache_bytes))
         status = schema.RUN_STATUS_FINISHED
-    except NonFiniteLossError:
+    except Exception:  # a non-finite loss, an error in a policy's own code, a failed read: `failed` (Ctrl-C/SIGTERM: `interrupted`)
         status = schema.RUN_STATUS_FAILED
         raise
     finally:
