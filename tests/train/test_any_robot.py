@@ -164,6 +164,17 @@ def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(cata
         train(catalog, _cfg(state=(GOAL,)))
 
 
+def test_another_robot_without_state_paths_is_told_to_name_them(arm):
+    """Left out, --state means ALOHA's joints + cube pose: on another robot's episodes the error says so and names the
+    option and the dataset's own paths (it was the loader's bare 'unknown entity path' listing)."""
+    catalog, _ = arm
+    paths = ", ".join(sorted([JOINTS, GOAL, TARGETS]))
+    with pytest.raises(TrainError, match=rf"state path '(/robot/joint_positions|/state/cube_pose)' \(the mlp policy's default "
+                                         rf"state, ALOHA's; name your robot's state with --state PATH, repeatable\) is not in "
+                                         rf"dataset '{DS}'; its entity paths: {paths} \(set --state to one of them\)"):
+        train(catalog, _cfg(state=None, epochs=1))
+
+
 class NoLayersPolicy(BCPolicy):
     """A policy whose author forgot to build its layers (the README's WidePolicy without its __init__)."""
 
