@@ -68,7 +68,7 @@ import tomli_w
 
 from roboloop.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "check", "field_docs", "load_config", "override", "resolve"]
+__all__ = ["Config", "ConfigError", "check", "field_docs", "load_config", "override", "read_mapping", "resolve"]
 
 C = TypeVar("C", bound="Config")
 
@@ -182,6 +182,22 @@ def load_config(cls: type[C], path: str | Path) -> C:
         return cls.from_toml(text) if path.suffix == ".toml" else cls.from_json(text)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A config file's table as read (TOML for `.toml`, JSON otherwise), before any config class sees it: for a
+    field that decides how another is read (a train config's `policy` decides its `[model]` class)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds a table of keys, got {type(data).__name__}")
+    return data
 
 
 def override(cfg: C, **flags: Any) -> C:

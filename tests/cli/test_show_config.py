@@ -17,7 +17,7 @@ from roboloop.demo import DemoConfig
 from roboloop.evaluate.run import EvalConfig, parse_grid
 from roboloop.interop import ExportConfig
 from roboloop.stats.sequential import SequentialConfig
-from roboloop.train import TrainConfig
+from roboloop.train import MLPConfig, TrainConfig, VisionConfig
 from roboloop.workspace import Workspace
 
 
@@ -75,6 +75,18 @@ def test_train_show_config(tmp_path):
     path.write_text(TrainConfig(dataset="d", selection="sel", lr=0.01).to_json())
     assert TrainConfig.from_dict(_show(tmp_path / "ws", "train", "--config", str(path), "--seed", "4")) == \
         TrainConfig(dataset="d", selection="sel", lr=0.01, seed=4)
+
+
+def test_train_policy_option_reads_the_files_model_table_as_its_config(tmp_path):
+    """`--config FILE --policy P`: the file's [model] is P's model config (it was read as mlp's first, so P's own keys
+    were unknown, and mlp's defaults were then unknown to P)."""
+    path = tmp_path / "t.toml"
+    path.write_text('dataset = "d"\nselection = "sel"\n[model]\naux_cube = 1.0\n')
+    got = TrainConfig.from_dict(_show(tmp_path / "ws", "train", "--config", str(path), "--policy", "vision"))
+    assert got == TrainConfig(dataset="d", selection="sel", policy="vision", model=VisionConfig(aux_cube=1.0))
+    path.write_text('dataset = "d"\nselection = "sel"\n[model]\nhidden = 16\n')
+    got = TrainConfig.from_dict(_show(tmp_path / "ws", "train", "--config", str(path), "--policy", "mlp"))
+    assert got == TrainConfig(dataset="d", selection="sel", model=MLPConfig(hidden=16))
 
 
 def test_demo_and_export_show_config(tmp_path):

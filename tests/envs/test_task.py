@@ -5,6 +5,7 @@ import hashlib
 import inspect
 import json
 import math
+from importlib.metadata import EntryPoint
 
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +18,8 @@ from roboloop.collect.run import CollectConfig, EpisodeJob, RecordingSpec, colle
 from roboloop.envs import (
     DEFAULT_TASK,
     Task,
+    TaskLoadError,
+    TaskRegistrationError,
     TaskSpec,
     UnknownTaskError,
     describe_task,
@@ -27,21 +30,17 @@ from roboloop.envs import (
     unregister_task,
 )
 from roboloop.envs.aloha.conditions import AXES, REGIONS, SceneConditions
-from roboloop.envs.aloha.env import AlohaSim
 from roboloop.envs.aloha.task import TransferCube
 from roboloop.envs.conditions import Axis, Vocabulary
+from roboloop.errors import RoboloopError
 from roboloop.evaluate.run import EvalConfig, GridError, cell_key, evaluate, parse_grid
 
 TWIN = "cube_twin"
 
 
 class CubeTwin(TransferCube):
-    """A second task for routing tests: the transfer cube under another name (its sim says so)."""
-
-    def make_sim(self, cameras=(), width=320, height=240):
-        sim = AlohaSim(cameras=cameras, width=width, height=height)
-        sim.task = self.name
-        return sim
+    """A second task for routing tests: the transfer cube under another name (its simulator says so: a built-in
+    task's `make_sim` names the task it was asked of, subclasses included)."""
 
 
 class NoYaw(TransferCube):
@@ -65,6 +64,66 @@ def test_registry_lists_and_finds_tasks():
         get_task("peg")
     with pytest.raises(ValueError, match="is not a task: it lacks"):
         register_task(object())
+
+
+def test_unknown_task_says_how_to_add_one_of_your_own(tmp_path):
+    """A task is named, not given by import path; the error says how a package adds one (printed intact: the
+    TOML table in it is not taken for console markup)."""
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'stack_blocks'; tasks: .*transfer_cube.*"
+                       r"a task of your own: .*roboloop.tasks.*stack_blocks = \"pkg.mod:attr\".*register_task"):
+        get_task("stack_blocks")
+    from roboloop.cli import app
+
+    res = CliRunner().invoke(app, ["--workspace", str(tmp_path), "collect", "-d", "sb", "-n", "1",
+                                   "--task", "mypkg.tasks:StackBlocks"], env={"COLUMNS": "400"})
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "error: unknown task 'mypkg.tasks:StackBlocks': a task is given by its name" in res.output
+    assert '[project.entry-points."roboloop.tasks"] (`your_task = "mypkg.tasks:StackBlocks"`)' in res.output
+
+
+class HalfTask:
+    """An installed "task" with only a name: what a package half-way through writing its task provides."""
+
+    name = "half"
+    description = "only a name"
+
+
+def test_an_installed_task_that_is_not_a_task_is_named_with_what_it_lacks(monkeypatch):
+    """An entry point to an object without the protocol's members is a TaskLoadError naming them, for every command
+    that loads the registry (`roboloop tasks` included), not an AttributeError from deep inside one."""
+    import roboloop.envs as envs
+    from roboloop.cli import app
+
+    ep = EntryPoint(name="half", value=f"{__name__}:HalfTask", group=envs.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(envs, "_entry_points", lambda: {"half": ep})
+    monkeypatch.delitem(envs._REGISTERED, "half", raising=False)
+    lacks = [m for m in ("vocabulary", "conditions_type", "make_sim", "tracker") if not hasattr(HalfTask, m)]
+    with pytest.raises(TaskLoadError, match=rf"task 'half' \({__name__}:HalfTask, entry point group roboloop.tasks\) "
+                                            r"is not a task: it lacks .*Writing a task") as err:
+        get_task("half")
+    assert all(f" {m}," in str(err.value) for m in lacks) and "description" not in str(err.value)
+    res = CliRunner().invoke(app, ["tasks"], env={"COLUMNS": "400"})
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "error: task 'half'" in res.output and "is not a task: it lacks" in res.output
+    with pytest.raises(TaskRegistrationError, match="is not a task: it lacks") as err:
+        register_task(HalfTask())
+    assert isinstance(err.value, RoboloopError) and isinstance(err.value, ValueError)
+
+
+def test_a_subclass_of_a_builtin_task_runs_under_its_own_name():
+    """Subclassing the reference task is the short way to a variant: its simulator carries the subclass's name
+    (collect looks the task up by it), for transfer cube and insertion alike."""
+    from roboloop.envs.insertion.task import InsertionTask
+
+    class PegTwin(InsertionTask):
+        name = "peg_twin"
+
+    for task in (CubeTwin(name="cube_alias"), PegTwin(), get_task("transfer_cube")):
+        sim = task.make_sim()
+        try:
+            assert sim.task == task.name
+        finally:
+            sim.close()
 
 
 def test_register_and_unregister(twin):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,12 @@ def test_bad_calls_name_the_problem_and_the_fix(ws):
         ep.log_scalars("/robot/wall", 1764900000.0, 1.0)
     with pytest.warns(record.RecordWarning, match=r"outcome.sucess is not an outcome property.*did you mean 'success'"):
         ep.set_properties("outcome", {"sucess": True})
+    with pytest.warns(record.RecordWarning, match=r"property group 'scenes' is stored as its own group.*did you mean 'scene'"):
+        ep.set_properties("scenes", {"lighting": "dim"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a group of your own, and the groups roboloop reads, warn nothing
+        ep.set_properties("hardware", {"gripper": "v2"})
+        ep.set_properties("scene", {"lighting": "dim"})
     with pytest.raises(record.RecordError, match="episode.kind is set by roboloop"):
         ep.set_properties("episode", {"kind": "rollout"})
     with pytest.raises(record.RecordError, match="numbers, booleans, strings"):

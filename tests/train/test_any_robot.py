@@ -15,6 +15,8 @@ from roboloop import curate, schema
 from roboloop.catalog.errors import UnknownDatasetError
 from roboloop.collect.run import Observation
 from roboloop.envs.aloha.env import AlohaSim
+from roboloop.evaluate.run import EvalConfig, EvaluateError, evaluate, parse_grid
+from roboloop.evaluate.table import list_evals
 from roboloop.record import api as record_api
 from roboloop.record.episode import EpisodeRecorder
 from roboloop.stream import EpisodeStream
@@ -22,6 +24,7 @@ from roboloop.train import MLPConfig, TrainConfig, TrainError, VisionConfig, loa
 from roboloop.train.deploy import PolicyFactory, list_runs, run_info
 from roboloop.train.features import INFERRED, NonFiniteDataError, ObservationError, encode_batch, stream_fields
 from roboloop.train.loop import check_rate
+from roboloop.train.policies import BCPolicy, MLPPolicy
 
 DS = "arm"
 STEPS = 60
@@ -141,6 +144,11 @@ def test_a_robot_at_its_own_rate_trains_and_the_simulator_refuses_it(arm, caplog
     assert len(batch["q"]) == STEPS // 2  # 60 steps at 50 Hz = 1.2 s = 30 grid points at 25 Hz
     with AlohaSim(cameras=()) as sim, pytest.raises(TrainError, match=r"trained at 25 Hz .* steps at 50 Hz.*--rate-hz 50"):
         PolicyFactory(catalog.workspace.root, res.run_id)(sim)
+    # `roboloop eval --run` refuses it up front: no evaluation row, no rollout dataset
+    cfg = EvalConfig(dataset=DS, policy=res.run_id, grid=parse_grid("region=near"), episodes_per_cell=1, cameras=(), steps=5)
+    with pytest.raises(EvaluateError, match=r"trained at 25 Hz and task 'transfer_cube' simulates at 50 Hz.*--rate-hz 50"):
+        evaluate(catalog, cfg)
+    assert list_evals(catalog.workspace) == [] and f"{DS}_evals" not in catalog.dataset_names()
 
 
 def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(catalog):
@@ -154,6 +162,46 @@ def test_training_data_with_a_nan_names_the_segment_the_stream_and_the_time(cata
     # the action window names the bad step itself: the target of step 23
     with pytest.raises(NonFiniteDataError, match=r"'action' \(/arm/targets\) .* in segment arm-004 at 0.46 s"):
         train(catalog, _cfg(state=(GOAL,)))
+
+
+def test_another_robot_without_state_paths_is_told_to_name_them(arm):
+    """Left out, --state means ALOHA's joints + cube pose: on another robot's episodes the error says so and names the
+    option and the dataset's own paths (it was the loader's bare 'unknown entity path' listing)."""
+    catalog, _ = arm
+    paths = ", ".join(sorted([JOINTS, GOAL, TARGETS]))
+    with pytest.raises(TrainError, match=rf"state path '(/robot/joint_positions|/state/cube_pose)' \(the mlp policy's default "
+                                         rf"state, ALOHA's; name your robot's state with --state PATH, repeatable\) is not in "
+                                         rf"dataset '{DS}'; its entity paths: {paths} \(set --state to one of them\)"):
+        train(catalog, _cfg(state=None, epochs=1))
+
+
+class NoLayersPolicy(BCPolicy):
+    """A policy whose author forgot to build its layers (the README's WidePolicy without its __init__)."""
+
+    def network(self, x):
+        return torch.zeros(len(x["phase"]), self.chunk, self.action_dim)
+
+
+class FlatChunkPolicy(MLPPolicy):
+    """A network that returns the chunk flat, [B, chunk * action width]."""
+
+    def network(self, x):
+        return super().network(x).reshape(len(x["phase"]), -1)
+
+
+def test_a_policy_without_layers_or_with_a_flat_output_is_named_and_the_run_fails(arm):
+    """A user policy's two likeliest slips are TrainErrors saying what to write (not the optimizer's empty parameter
+    list or a broadcast error from the loss); a run that failed in the policy's code says `failed`, not `interrupted`."""
+    catalog, _ = arm
+    with pytest.raises(TrainError, match=rf"policy '{__name__}:NoLayersPolicy' has no trainable parameters: create its layers"):
+        train(catalog, _cfg(policy=f"{__name__}:NoLayersPolicy", epochs=1))
+    cfg = _cfg(policy=f"{__name__}:FlatChunkPolicy", epochs=1)
+    joints = 3  # the arm's joints: the action width
+    with pytest.raises(TrainError, match=rf"FlatChunkPolicy.network returned shape \({cfg.batch_size}, {cfg.chunk * joints}\); "
+                                         rf"it must return \[batch, chunk, action width\] = \[B, {cfg.chunk}, {joints}\]"):
+        train(catalog, cfg)
+    failed = [r for r in list_runs(catalog.workspace) if r["policy"] == f"{__name__}:FlatChunkPolicy"]
+    assert [r["status"] for r in failed] == ["failed"]
 
 
 def test_a_dataset_typo_and_an_episode_without_the_action_say_what_the_cli_can_do(catalog):

@@ -40,8 +40,20 @@ def test_an_entry_point_names_a_policy(tmp_path, monkeypatch, examples_path):
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
+class PlainConfig:
+    """A model config that is not a roboloop Config (the README's WideConfig without its base class)."""
+
+    hidden: int = 8
+
+
+class PlainConfigPolicy(MLPPolicy):
+    Config = PlainConfig
+
+
 @pytest.mark.parametrize(("policy", "message"), [
     ("transformer", "unknown policy 'transformer'; choose one of mlp, vision"),
+    (f"{__name__}:PlainConfigPolicy", rf"policy '{__name__}:PlainConfigPolicy': its Config \('PlainConfig'\) must be a "
+                                      r"@dataclass\(frozen=True\) subclass of roboloop.config.Config"),
     ("no_such_module_xyz:Policy", "cannot import module 'no_such_module_xyz'.*PYTHONPATH"),
     ("my_policy:Missing", "module 'my_policy' has no 'Missing'"),
     ("my_policy:ConvChunkConfig", "policy 'my_policy:ConvChunkConfig' lacks Config, default_state, features, loss, act"),

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from roboloop.catalog.client import Catalog
@@ -38,7 +39,7 @@ def report_error(exc: BaseException) -> None:
     details = getattr(exc, "traceback_text", "")
     if details and state.verbose:
         err_console.print(details.rstrip(), highlight=False, markup=False, soft_wrap=True)
-    err_console.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)  # the text as written
 
 
 INTERRUPTED_EXIT = 130
@@ -49,7 +50,7 @@ def report_interrupt(exc: BaseException) -> None:
     """How an interrupt that no command handled is shown (e.g. while the command's modules load or the catalog
     starts, before the command has written anything): one yellow line, no traceback."""
     why = str(exc) or "Ctrl-C"
-    err_console.print(f"[yellow]interrupted[/] ({why}) before the command finished", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]interrupted[/] ({escape(why)}) before the command finished", highlight=False, soft_wrap=True)
 
 
 class State:

@@ -28,7 +28,7 @@ from roboloop.cli.common import (
     open_workspace,
     print_config,
 )
-from roboloop.config import resolve
+from roboloop.config import read_mapping, resolve
 from roboloop.train import ConfigError, TrainConfig, list_runs, train
 from roboloop.train import load_config as load_run_config
 
@@ -60,9 +60,21 @@ def build_config(
     if not (like or config_file) and not (dataset and selection):
         raise ConfigError("train needs --dataset and --selection (or --like RUN_ID / --config FILE)")
     base = load_run_config(workspace, like) if like else config_file
+    if policy is not None and base is not None:  # the policy decides how the model table reads: the file's [model] as the given policy's Config,
+        base = _with_policy(base, policy)  # a --like run's model (another policy's) replaced by the given policy's defaults
     return resolve(TrainConfig, base, dataset=dataset, selection=selection, policy=policy, epochs=epochs, batch_size=batch_size,
                    lr=lr, seed=seed, num_workers=workers, nproc=nproc, state=tuple(state) if state else None, action=action,
                    rate_hz=rate_hz, episode_steps=episode_steps, expert_steps_only=expert_steps_only, cache_mb=cache_mb)
+
+
+def _with_policy(base: TrainConfig | Path, policy: str) -> TrainConfig:
+    if isinstance(base, TrainConfig):
+        return base if base.policy == policy else TrainConfig.from_dict({**base.to_dict(), "policy": policy, "model": None})
+    data = {**read_mapping(base), "policy": policy}
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{base}: {exc}") from None
 
 
 def train_cmd(

@@ -28,7 +28,7 @@ from roboloop.envs.task import Task, TaskSpec
 from roboloop.errors import RoboloopError
 
 __all__ = [
-    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "TaskLoadError", "TaskSpec", "UnknownTaskError", "describe_task", "failure_words",
+    "DEFAULT_TASK", "ENTRY_POINT_GROUP", "Task", "TaskLoadError", "TaskRegistrationError", "TaskSpec", "UnknownTaskError", "describe_task", "failure_words",
     "get_task", "get_task_spec", "register_task", "task_specs", "tasks", "unregister_task",
 ]
 
@@ -58,21 +58,25 @@ class UnknownTaskError(RoboloopError, ValueError):
 
 
 class TaskLoadError(RoboloopError):
-    """An installed task (entry point group ``roboloop.tasks``) failed to import."""
+    """An installed task (entry point group ``roboloop.tasks``) failed to import, or is not a task."""
+
+
+class TaskRegistrationError(RoboloopError, ValueError):
+    """:func:`register_task` refused an object: it lacks members of the task protocol, or its name is taken."""
 
 
 def register_task(task: Any, *, replace: bool = False) -> Any:
     """Register a task object (it must have the members of :class:`Task`); returns it.
 
-    ValueError when a task of that name is registered already (unless `replace`) or the
+    TaskRegistrationError (a ValueError) when a task of that name is registered already (unless `replace`) or the
     object lacks members of the protocol.
     """
-    missing = [m for m in _MEMBERS if not hasattr(task, m)]
+    missing = _missing_members(task)
     if missing:
-        raise ValueError(f"{task!r} is not a task: it lacks {', '.join(missing)} (see roboloop.envs.task.Task)")
+        raise TaskRegistrationError(f"{task!r} is not a task: it lacks {', '.join(missing)} (see roboloop.envs.task.Task)")
     name = str(task.name)
     if not replace and name in _names() and _load(name) is not task:
-        raise ValueError(f"a task named {name!r} is registered already; pass replace=True to replace it")
+        raise TaskRegistrationError(f"a task named {name!r} is registered already; pass replace=True to replace it")
     _REGISTERED[name] = task
     return task
 
@@ -85,6 +89,10 @@ def unregister_task(name: str) -> None:
 _MEMBERS = tuple(
     m for m in dir(Task) if not m.startswith("_")
 ) + tuple(dict.fromkeys(a for k in Task.__mro__ if k is not object for a in inspect.get_annotations(k) if not a.startswith("_")))
+
+
+def _missing_members(task: Any) -> list[str]:
+    return [m for m in _MEMBERS if not hasattr(task, m)]
 
 
 @functools.cache
@@ -113,6 +121,11 @@ def _load(name: str) -> Any:
         except Exception as exc:  # a broken plugin is named, with its error, not a traceback
             raise TaskLoadError(f"task {name!r} ({ep.value}, entry point group {ENTRY_POINT_GROUP}) failed to load: "
                                 f"{type(exc).__name__}: {exc}; fix or uninstall the package that provides it") from exc
+        missing = _missing_members(task)
+        if missing:  # checked here, once, rather than as an AttributeError deep inside a command
+            raise TaskLoadError(f"task {name!r} ({ep.value}, entry point group {ENTRY_POINT_GROUP}) is not a task: it lacks "
+                                f"{', '.join(missing)}; give it every member of roboloop.envs.task.Task (the README's "
+                                "'Writing a task'; subclassing a built-in task is the short way), or uninstall the package")
     _REGISTERED[name] = task
     return task
 
@@ -126,8 +139,20 @@ def get_task(name: str | None = None) -> Any:
     """The task called `name` (None: :data:`DEFAULT_TASK`); UnknownTaskError listing the tasks otherwise."""
     name = DEFAULT_TASK if name is None else str(name).strip()
     if name not in _REGISTERED and name not in _names():
-        raise UnknownTaskError(f"unknown task {name!r}; tasks: {', '.join(_names())} (list them with `roboloop tasks`)")
+        raise UnknownTaskError(_unknown_task_message(name))
     return _load(name)
+
+
+def _unknown_task_message(name: str) -> str:
+    """What :class:`UnknownTaskError` says: the registered tasks and how to add one of your own (a task is given
+    by its name, never by import path: the name is what episodes, runs and grid cells store)."""
+    listed = f"tasks: {', '.join(_names())} (list them with `roboloop tasks`)"
+    target, task = (name, "your_task") if ":" in name else ("pkg.mod:attr", name)
+    how = (f"name it in your package's [project.entry-points.\"{ENTRY_POINT_GROUP}\"] (`{task} = \"{target}\"`) and "
+           "install the package (`pip install -e .`), or call roboloop.envs.register_task(...) in the process that runs it")
+    if ":" in name:
+        return f"unknown task {name!r}: a task is given by its name (its `name`), not its import path; {listed}; {how}"
+    return f"unknown task {name!r}; {listed}; a task of your own: {how}"
 
 
 def get_task_spec(name: str | None = None) -> Any:

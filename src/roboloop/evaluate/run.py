@@ -75,7 +75,7 @@ from roboloop.collect.run import (
     collect,
 )
 from roboloop.config import Config
-from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task, tasks
+from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task, get_task_spec, tasks
 from roboloop.envs.conditions import Vocabulary
 from roboloop.errors import RoboloopError
 from roboloop.evaluate.table import EvaluateError, eval_row, evals_dataset_of, latest_eval_ids, list_evals
@@ -479,6 +479,7 @@ class PolicySource:
     provenance: dict[str, Any] = field(default_factory=dict)  # episode-group properties
     dataset: str | None = None  # the demonstration dataset the run trained on (None: any)
     task: str | None = None  # the task the run trained on, when its run info says (None: any)
+    rate_hz: float | None = None  # the control rate the run trained at (None: not a run; any)
 
 
 def source_camera(source: PolicySource) -> tuple[tuple[str, ...], tuple[int, int] | None, int | None]:
@@ -498,6 +499,23 @@ def no_run_provenance() -> dict[str, Any]:
         schema.EPISODE_SELECTION_DIGEST: none,
         schema.EPISODE_CONFIG_DIGEST: none,
     }
+
+
+def _run_rate(info: Mapping[str, Any]) -> float | None:
+    hz = (info.get("config") or {}).get("rate_hz", info.get("rate_hz"))
+    return float(hz) if hz is not None else None
+
+
+def _check_rate(source: PolicySource, task_names: Sequence[str]) -> None:
+    """EvaluateError, before anything is written, for a run trained at another control rate than a task's simulator
+    steps at (e.g. a run on your own robot's 20 Hz episodes; a chunk is executed one step per control step)."""
+    for name in task_names:
+        hz = get_task_spec(name).control_hz
+        if source.rate_hz is not None and float(source.rate_hz) != float(hz):
+            raise EvaluateError(
+                f"run {source.run_id} was trained at {source.rate_hz:g} Hz and task {name!r} simulates at {hz:g} Hz: a chunk "
+                f"is executed one step per control step, so evaluate a run trained at the simulator's rate (roboloop train "
+                f"--rate-hz {hz:g}); a run on your own robot's episodes is deployed in your own loop (roboloop.train.load_policy)")
 
 
 def resolve_policy(workspace, policy: str) -> PolicySource:
@@ -533,6 +551,7 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         PolicyFactory(str(workspace.root), policy),
         dataset=info.get("dataset"),
         task=info.get("task") or None,
+        rate_hz=_run_rate(info),
         run_id=policy,
         cameras=tuple(info.get("cameras") or ()),
         camera_size=tuple(int(v) for v in size) if size else None,
@@ -843,6 +862,7 @@ def _evaluate(catalog, cfg: EvalConfig, *, on_result, resume: bool, policy_facto
     if source.task and source.task not in cfg.grid.tasks:
         raise EvaluateError(f"run {cfg.policy!r} was trained on task {source.task!r}, not {', '.join(cfg.grid.tasks)}; "
                             f"evaluate it with --task {source.task} (or a grid with task={source.task})")
+    _check_rate(source, cfg.grid.tasks)
     spec = cfg.spec(*source_camera(source))
 
     done_pairs = finished_pairs(catalog, evals_ds, eval_id) if resume else {}

@@ -178,6 +178,21 @@ def _target_dataset(dataset: str, kind: str) -> str:
     return schema.evals_dataset(base) if kind == schema.KIND_ROLLOUT else base
 
 
+_READ_GROUPS = (schema.EPISODE, schema.SCENE, schema.OUTCOME)
+
+
+def _warn_misspelt_group(group: str) -> None:
+    """A RecordWarning for a group of your own that is one letter or two off a group roboloop reads (`scenes`):
+    its properties would be stored under that name, and `gaps`, `success --by scene...` and curation would miss them."""
+    if group in _READ_GROUPS:
+        return
+    close = difflib.get_close_matches(group.lower(), _READ_GROUPS, n=1, cutoff=0.75)
+    if close:
+        warnings.warn(f"property group {group!r} is stored as its own group ({group}.<name>), not as {close[0]}.<name>, "
+                      f"which roboloop reads; did you mean {close[0]!r}? (rename yours if it is meant as your own group)",
+                      RecordWarning, stacklevel=3)
+
+
 def _finite(entity: str, t: float, values: np.ndarray, what: str = "value") -> None:
     """Refuse NaN/inf: a non-finite value would poison training's normalization and every plot of the stream."""
     bad = np.flatnonzero(~np.isfinite(values))
@@ -427,6 +442,7 @@ class Episode:
             raise RecordError(f"property group names are identifiers (e.g. 'episode', 'scene'), got {group!r}")
         if group in (schema.SIGNALS, schema.QUALITY):
             raise RecordError(f"the {group!r} group belongs to its own layer (roboloop refine / flag); pick another group name")
+        _warn_misspelt_group(group)
         for name, value in mapping.items():
             if not isinstance(name, str) or not _GROUP.match(name):
                 raise RecordError(f"property names are identifiers (e.g. 'operator'), got {group}.{name!r}")

@@ -153,9 +153,7 @@ def fit(
     try:
         b = _build(catalog, cfg, rank, world, resume, run_id)
     except (MissingFieldError, UnknownEntityError) as exc:  # the stream's message suggests a library option; say what the CLI offers
-        if exc.field_name != CUBE_AUX and isinstance(exc, UnknownEntityError):
-            raise
-        raise _missing_field_error(exc, cfg) from None
+        raise _field_error(exc, cfg) from None
     cfg = b.cfg  # default state inputs resolved for the selection's task
     run_id, run_dir, specs, policy, model, opt, sched, gen, holdout, views = (
         b.run_id, b.run_dir, b.specs, b.policy, b.model, b.opt, b.sched, b.gen, b.holdout, b.views)
@@ -216,7 +214,7 @@ def fit(
             report(TrainProgress(run_id, done, cfg.epochs, step, b.total_steps, epoch_losses[-1], opt.param_groups[0]["lr"],
                                  _last(holdout_losses), epoch_end=True, cache_bytes=cache_bytes))
         status = schema.RUN_STATUS_FINISHED
-    except NonFiniteLossError:
+    except Exception:  # a non-finite loss, an error in a policy's own code, a failed read: `failed` (Ctrl-C/SIGTERM: `interrupted`)
         status = schema.RUN_STATUS_FAILED
         raise
     finally:
@@ -224,6 +222,28 @@ def fit(
         _stop_reading(ahead, b.loader)
         recording = _finish(catalog, log, info, status, run_dir, saved, wall) if main else None
     return _result(run_id, run_dir, status, saved, wall, policy, log, recording, main, world)
+
+
+def _field_error(exc: MissingFieldError | UnknownEntityError, cfg: TrainConfig) -> Exception:
+    """What a training stream field with no data, or no such path, raises: the CLI's fix where there is one."""
+    if exc.field_name != CUBE_AUX and isinstance(exc, UnknownEntityError):
+        return _unknown_path_error(exc, cfg) or exc
+    return _missing_field_error(exc, cfg)
+
+
+def _unknown_path_error(exc: UnknownEntityError, cfg: TrainConfig) -> TrainError | None:
+    """A state or action path the dataset lacks, as the CLI's options fix it (None for another field, e.g. a camera).
+    Left at its default, the state is ALOHA's (joints + cube pose): another robot's episodes need --state."""
+    spec = next((s for s in feature_specs(cfg) if s.name == exc.field_name), None)
+    if spec is None or spec.kind not in (STATE, ACTION):
+        return None
+    what = "action" if spec.kind == ACTION else "state"
+    paths = sorted({c.split(":")[0] for c in exc.available})
+    default = cfg.state is None if what == "state" else cfg.action == TrainConfig.action
+    why = (f" (the {cfg.policy} policy's default {what}, ALOHA's; name your robot's {what} with --{what} PATH"
+           f"{', repeatable' if what == 'state' else ''})") if default else ""
+    return TrainError(f"{what} path {exc.path!r}{why} is not in dataset {cfg.dataset!r}; its entity paths: "
+                      f"{', '.join(paths) or '(none)'} (set --{what} to one of them)")
 
 
 def _missing_field_error(exc: MissingFieldError | UnknownEntityError, cfg: TrainConfig) -> TrainError:

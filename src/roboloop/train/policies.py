@@ -148,7 +148,11 @@ class BCPolicy(nn.Module):
         return x
 
     def _forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.network(self.normalized_inputs(inputs))
+        out = self.network(self.normalized_inputs(inputs))
+        if tuple(out.shape[1:]) != (self.chunk, self.action_dim):  # a user's network: named here, not as a broadcast error in the loss
+            raise TrainError(f"{type(self).__name__}.network returned shape {tuple(out.shape)}; it must return [batch, chunk, "
+                             f"action width] = [B, {self.chunk}, {self.action_dim}] (end with .reshape(-1, self.chunk, self.action_dim))")
+        return out
 
     def normalized_inputs(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The inputs as the network sees them: standardized where the normalizer has statistics."""
@@ -316,7 +320,12 @@ def random_brightness(image: torch.Tensor, strength: float, generator: torch.Gen
 
 def make_policy(cfg, specs: list[FeatureSpec]) -> BCPolicy:
     """The policy of `cfg.policy` for width-resolved `specs`, freshly initialized (seed torch first for reproducible weights)."""
-    return policy_class(cfg.policy)(cfg.model, specs, cfg.chunk)
+    policy = policy_class(cfg.policy)(cfg.model, specs, cfg.chunk)
+    if not any(p.requires_grad for p in policy.parameters()):
+        raise TrainError(f"policy {cfg.policy!r} has no trainable parameters: create its layers in __init__ (e.g. self.net = "
+                         "nn.Linear(self.input_width(), chunk * self.action_dim)) and use them in network(x) (the README's "
+                         "'Writing a policy')")
+    return policy
 
 
 __all__ = ["CUBE_AUX", "IMAGE", "BCPolicy", "MLPPolicy", "Normalizer", "NormalizerError", "VisionPolicy", "make_policy", "random_brightness", "random_shift"]

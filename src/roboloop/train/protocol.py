@@ -34,6 +34,7 @@ import importlib.metadata
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from roboloop import plugins
+from roboloop.config import Config
 from roboloop.errors import ConfigError
 from roboloop.train.features import STATE, FeatureSpec, task_spec
 
@@ -93,6 +94,11 @@ def policy_class(name: str) -> type:
         where = f" ({target})" if target else ""
         raise UnknownPolicyError(f"policy {name!r}{where} lacks {', '.join(missing)}; "
                                  "subclass roboloop.train.BCPolicy (see the README's 'Writing a policy')")
+    model_config = cls.Config
+    if not (isinstance(model_config, type) and issubclass(model_config, Config) and dataclasses.is_dataclass(model_config)):
+        raise UnknownPolicyError(f"policy {name!r}: its Config ({getattr(model_config, '__name__', model_config)!r}) must be a "
+                                 "@dataclass(frozen=True) subclass of roboloop.config.Config, a docstring per field "
+                                 "(see the README's 'Writing a policy')")
     return cls
 
 

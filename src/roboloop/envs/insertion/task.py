@@ -32,7 +32,9 @@ class InsertionTask(InsertionSpec):
         return f"InsertionTask(name={self.name!r})"
 
     def make_sim(self, cameras: Sequence[str] = (), width: int = 320, height: int = 240) -> InsertionSim:
-        return InsertionSim(cameras=cameras, width=width, height=height)
+        sim = InsertionSim(cameras=cameras, width=width, height=height)
+        sim.task = self.name  # this task's registry name, also for a subclass registered under its own name
+        return sim
 
     def tracker(self) -> InsertionTracker:
         return InsertionTracker()
