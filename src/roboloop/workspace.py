@@ -105,6 +105,17 @@ def not_a_folder_error(folder: Path) -> WorkspaceLayoutError:
     )
 
 
+def open_lock_file(path: Path) -> int:
+    """`os.open` a lock file for flock (created if absent); a folder in its place is a `WorkspaceLayoutError` naming it."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError as exc:
+        raise WorkspaceLayoutError(
+            f"{path} is a folder where roboloop keeps a lock file, so the command could not take its lock. Move the "
+            f"folder away (mv {path} {path}.bak) and run the command again"
+        ) from exc
+
+
 def make_folder(folder: Path, final: Path | None = None) -> None:
     """`mkdir -p folder`, with the workspace's errors: read-only (`WorkspaceReadOnlyError`), full (`WorkspaceFullError`
     about `final`, the file about to be written there) or a file in the way (`WorkspaceLayoutError`)."""
@@ -608,7 +619,7 @@ class Workspace:
         path = self.lock_path(name)
         make_folder(path.parent)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(path)
         except OSError as exc:
             if exc.errno in _READ_ONLY_ERRNOS:
                 raise read_only_error(path.parent) from exc
@@ -658,7 +669,7 @@ class Workspace:
         deadline = time.monotonic() + wait_s
         while True:
             make_folder(path.parent)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # O_CLOEXEC: spawned children do not inherit it
+            fd = open_lock_file(path)  # O_CLOEXEC: spawned children do not inherit it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -757,7 +768,7 @@ class Workspace:
         path = self.lock_path(CATALOG_LOCK)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(path)
         except OSError as exc:  # e.g. a workspace folder that does not exist inside a read-only mount
             if exc.errno in (errno.EEXIST, errno.ENOTDIR):
                 raise not_a_folder_error(path.parent) from exc

@@ -110,6 +110,25 @@ def test_an_installed_task_that_is_not_a_task_is_named_with_what_it_lacks(monkey
     assert isinstance(err.value, RoboloopError) and isinstance(err.value, ValueError)
 
 
+def test_an_installed_task_named_like_a_builtin_is_named_in_a_warning_and_the_builtin_stays(monkeypatch, caplog):
+    """It used to be shadowed silently: the package's author never learnt why their task did not run."""
+    import roboloop.envs as envs
+
+    ep = EntryPoint(name="transfer_cube", value=f"{__name__}:HalfTask", group=envs.ENTRY_POINT_GROUP)
+    other = EntryPoint(name="half", value=f"{__name__}:HalfTask", group=envs.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(envs, "entry_points", lambda group: [ep, other] if group == envs.ENTRY_POINT_GROUP else [])
+    envs._entry_points.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="roboloop.envs"):
+            found = envs._entry_points()
+        assert list(found) == ["half"]
+        (msg,) = [r.getMessage() for r in caplog.records]
+        assert f"installed task 'transfer_cube' ({__name__}:HalfTask" in msg and "not used" in msg and "another name" in msg
+        assert get_task("transfer_cube").name == "transfer_cube" and not isinstance(get_task("transfer_cube"), HalfTask)
+    finally:
+        envs._entry_points.cache_clear()
+
+
 def test_a_subclass_of_a_builtin_task_runs_under_its_own_name():
     """Subclassing the reference task is the short way to a variant: its simulator carries the subclass's name
     (collect looks the task up by it), for transfer cube and insertion alike."""

@@ -7,6 +7,7 @@ defined here) is the second policy of the paired-seed checks.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 import numpy as np
@@ -314,3 +315,20 @@ def test_a_policy_without_cameras_records_at_the_asked_rate_and_a_challenger_inh
     cfg = challenger_config(catalog.workspace, "ev-10hz")
     assert (cfg.camera_hz, cfg.cameras, cfg.camera_size) == (10, ("top",), (64, 48))
     assert challenger_config(catalog.workspace, "ev-10hz", camera_hz=25).camera_hz == 25
+
+
+def test_an_unknown_run_is_named_once_with_the_runs_there(tmp_path):
+    """The message listed the workspace's runs twice (the workspace's own error nested in eval's)."""
+    from roboloop.evaluate.run import resolve_policy
+    from roboloop.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    for run_id in ("run-a", "run-b"):
+        ws.run_dir(run_id).mkdir(parents=True)
+        (ws.run_dir(run_id) / schema.RUN_INFO_FILE).write_text(json.dumps({"run_id": run_id, "status": "finished"}))
+    with pytest.raises(EvaluateError) as err:
+        resolve_policy(ws, "run-z")
+    msg = str(err.value)
+    assert msg.startswith("no training run 'run-z' in ") and msg.count("run-a") == 1 and msg.count("run-b") == 1, msg
+    assert msg.endswith("runs: run-a, run-b; or use --policy scripted"), msg
+

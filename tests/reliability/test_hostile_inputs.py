@@ -359,6 +359,23 @@ def test_a_file_where_a_folder_belongs_is_named_and_nothing_is_half_written(ws):
     assert (ws.root / "locks").read_text() == "x" and sorted(p.name for p in ws.root.iterdir()) == ["locks"]
 
 
+def test_a_folder_where_a_lock_file_belongs_is_named_and_the_lock_works_once_moved(ws):
+    """`open(..., O_CREAT)` on a folder raised IsADirectoryError (a traceback) from every command taking that lock."""
+    from roboloop.workspace import WorkspaceLayoutError
+
+    for path, take in ((ws.lock_path("seeds-d"), lambda: ws.lock("seeds-d")),
+                       (ws.writer_lock_path("evals", "e1"), lambda: ws.writer("evals", "e1"))):
+        path.mkdir(parents=True)
+        (path / "keep").write_text("mine")
+        with pytest.raises(WorkspaceLayoutError, match=rf"{path} is a folder where roboloop keeps a lock file.*mv {path} {path}\.bak"):
+            with take():
+                pass
+        assert (path / "keep").read_text() == "mine"  # nothing of it touched
+        path.rename(path.with_name(path.name + ".bak"))
+        with take() as got:
+            assert got is True and path.is_file()
+
+
 def test_refine_over_a_file_where_the_layer_folder_belongs_says_so_and_runs_after_the_fix(ws, synthetic_episode):
     """It used to loop 1000 times on the FileExistsError of mkdir and blame a version race (a traceback)."""
     for i, seg in enumerate(("a", "b")):

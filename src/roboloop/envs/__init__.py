@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -42,6 +43,8 @@ BUILTIN: dict[str, str] = {
     "insertion": "roboloop.envs.insertion.task:INSERTION",
 }
 """Built-in tasks: name -> ``module:attribute`` (loaded on first use)."""
+
+log = logging.getLogger(__name__)
 BUILTIN_SPECS: dict[str, str] = {
     "transfer_cube": "roboloop.envs.aloha.spec:TRANSFER_CUBE_SPEC",
     "insertion": "roboloop.envs.insertion.spec:INSERTION_SPEC",
@@ -97,8 +100,17 @@ def _missing_members(task: Any) -> list[str]:
 
 @functools.cache
 def _entry_points() -> dict[str, Any]:
-    """The installed packages' tasks (read once per process: scanning the installed distributions is slow)."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """The installed packages' tasks (read once per process: scanning the installed distributions is slow).
+
+    One named like a built-in task is never used (the built-in wins: stored episodes and runs name it): it is
+    left out with a warning naming it, rather than silently shadowed.
+    """
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for name in sorted(found.keys() & BUILTIN.keys()):
+        log.warning("installed task %r (%s, entry point group %s) has the name of a built-in task and is not used; give it "
+                    "another name in its package's [project.entry-points.\"%s\"]", name, found.pop(name).value,
+                    ENTRY_POINT_GROUP, ENTRY_POINT_GROUP)
+    return found
 
 
 def _names() -> list[str]:

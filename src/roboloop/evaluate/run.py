@@ -77,7 +77,7 @@ from roboloop.collect.run import (
 from roboloop.config import Config
 from roboloop.envs import DEFAULT_TASK, UnknownTaskError, get_task, get_task_spec, tasks
 from roboloop.envs.conditions import Vocabulary
-from roboloop.errors import RoboloopError
+from roboloop.errors import RoboloopError, UnknownRunError
 from roboloop.evaluate.table import EvaluateError, eval_row, evals_dataset_of, latest_eval_ids, list_evals
 from roboloop.train import PolicyFactory, run_info
 from roboloop.workspace import WRITER_EVAL, WRITER_RUN, DamagedFileError
@@ -528,8 +528,9 @@ def resolve_policy(workspace, policy: str) -> PolicySource:
         raise  # the run exists; its record names itself and the fix
     except (OSError, LookupError, ValueError, RoboloopError) as exc:
         runs = sorted(p.name for p in workspace.runs_dir.iterdir()) if workspace.runs_dir.is_dir() else []
+        why = "" if isinstance(exc, UnknownRunError) else f" ({exc})"  # its text lists the runs again
         raise EvaluateError(
-            f"no training run {policy!r} in {workspace.root} ({exc}); runs: {', '.join(runs) or '(none)'}; "
+            f"no training run {policy!r} in {workspace.root}{why}; runs: {', '.join(runs) or '(none)'}; "
             "or use --policy scripted"
         ) from exc
     status = workspace.live_status(WRITER_RUN, policy, info.get("status"))  # `running` with no live trainer: dead
