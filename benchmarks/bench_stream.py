@@ -386,9 +386,7 @@ def main() -> None:
                 f"{peer['rate_total']:,.0f}/s incl. start-up ({fmt_steady(peer)}) [{peer['config']}] | ratio {ratio:.1f}x"
                 + (f" (target >= 50x: {'met' if ratio >= 50 else 'not met'})" if w == 2 else "")
             )
-            for key, what in (("floor", "only torch"), ("floor_catalog", "torch and rerun.catalog (to read the catalog)")):
-                if not w:
-                    break
+            for key, what in (("floor", "only torch"), ("floor_catalog", "torch and rerun.catalog (to read the catalog)")) if w else ():
                 floor = r[f"{key}_w{w}"]
                 best = ours["samples"] / floor
                 show(

@@ -509,9 +509,11 @@ def _run_rate(info: Mapping[str, Any]) -> float | None:
 def _check_rate(source: PolicySource, task_names: Sequence[str]) -> None:
     """EvaluateError, before anything is written, for a run trained at another control rate than a task's simulator
     steps at (e.g. a run on your own robot's 20 Hz episodes; a chunk is executed one step per control step)."""
+    if source.rate_hz is None:  # not a run (scripted), or a run that recorded no rate
+        return
     for name in task_names:
         hz = get_task_spec(name).control_hz
-        if source.rate_hz is not None and float(source.rate_hz) != float(hz):
+        if float(source.rate_hz) != float(hz):
             raise EvaluateError(
                 f"run {source.run_id} was trained at {source.rate_hz:g} Hz and task {name!r} simulates at {hz:g} Hz: a chunk "
                 f"is executed one step per control step, so evaluate a run trained at the simulator's rate (roboloop train "
